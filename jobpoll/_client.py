@@ -1,0 +1,414 @@
+"""`JobsClient`: one call, `get_job`, that turns every answer of the service into a `Job` or
+a typed error."""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+import logging
+import math
+import os
+import time
+from email.utils import parsedate_to_datetime
+from types import TracebackType
+from typing import Self
+from uuid import UUID
+
+import aiohttp
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+from jobpoll._errors import (
+    ConfigurationError,
+    DecodeError,
+    InvalidJobId,
+    TransportError,
+    api_error_for_status,
+)
+from jobpoll._models import Job
+from jobpoll._version import __version__
+from jobpoll._wire import WireError, decode_job
+
+__all__ = ["API_KEY_ENV", "DEFAULT_BASE_URL", "JobsClient"]
+
+#: The production base URL of CDQ's Bankaccount Data API (v2).
+DEFAULT_BASE_URL = "https://api.cdq.com/bankaccount-data/rest"
+#: The environment variable read for the API key when none is passed.
+API_KEY_ENV = "CDQ_API_KEY"
+#: Job ids longer than this are refused before sending (the service's ids are 36-character UUIDs).
+MAX_JOB_ID_LENGTH = 256
+
+_API_KEY_HEADER = "X-API-KEY"
+_SNIPPET_LENGTH = 200
+_ERROR_FIELD_LENGTH = 500
+
+logger = logging.getLogger("jobpoll")
+
+
+class _Headers(dict[str, str]):
+    """The request headers; their repr hides the API key from logs, debuggers and tracebacks."""
+
+    def __repr__(self) -> str:
+        return repr({k: "<redacted>" if k == _API_KEY_HEADER else v for k, v in self.items()})
+
+
+class JobsClient:
+    """A client of the job-status endpoint, `GET {base_url}/bankaccounts/jobs?jobId=...`.
+
+    Use it as an async context manager, or call `aclose()` when done:
+
+        async with JobsClient() as client:
+            job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+
+    Args:
+        api_key: the key sent in `X-API-KEY`; when None, the environment variable
+            `CDQ_API_KEY` is read.
+        base_url: the service's base URL. Must be https, except on a loopback host.
+        session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
+            never closes it. Without one, the client opens its own, with a pool of
+            `max_connections`, and closes it in `aclose()`.
+        connect_timeout: seconds to wait for a connection.
+        read_timeout: seconds to wait for each read from the socket.
+        total_timeout: seconds one request may take in all. These three apply to every
+            request, on a caller's session too.
+        max_connections: the size of the connection pool of the client's own session.
+        max_body_size: bytes of a response body read at the most; a larger body is a
+            `DecodeError`, never read whole into memory.
+
+    Raises:
+        ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
+            carries credentials, or an option out of range.
+    """
+
+    def __init__(
+        self,
+        api_key: str | None = None,
+        *,
+        base_url: str = DEFAULT_BASE_URL,
+        session: aiohttp.ClientSession | None = None,
+        connect_timeout: float = 10.0,
+        read_timeout: float = 30.0,
+        total_timeout: float = 60.0,
+        max_connections: int = 32,
+        max_body_size: int = 1 << 20,
+    ) -> None:
+        self._endpoint = _endpoint(base_url)
+        self.base_url = str(base_url).rstrip("/")
+        self._headers = _Headers(
+            {
+                _API_KEY_HEADER: _check_api_key(api_key),
+                "Accept": "application/json",
+                "User-Agent": f"jobpoll/{__version__}",
+            }
+        )
+        for name, seconds in (
+            ("connect_timeout", connect_timeout),
+            ("read_timeout", read_timeout),
+            ("total_timeout", total_timeout),
+        ):
+            _check_positive(name, seconds)
+        _check_positive("max_connections", max_connections, whole=True)
+        _check_positive("max_body_size", max_body_size, whole=True)
+        self._timeout = aiohttp.ClientTimeout(
+            total=total_timeout, connect=connect_timeout, sock_read=read_timeout
+        )
+        self.max_connections = max_connections
+        self.max_body_size = max_body_size
+        self._session = session
+        self._owns_session = session is None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        owner = "own session" if self._owns_session else "caller's session"
+        state = " closed" if self._closed else ""
+        return f"<JobsClient {self.base_url} ({owner}){state}>"
+
+    async def __aenter__(self) -> Self:
+        self._open_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        """Close the client's own session (never a caller's). Safe to call more than once."""
+        self._closed = True
+        session, self._session = self._session, None
+        if session is not None and self._owns_session:
+            await session.close()
+
+    def _open_session(self) -> aiohttp.ClientSession:
+        if self._closed:
+            raise RuntimeError("this JobsClient is closed")
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.max_connections, limit_per_host=self.max_connections
+            )
+            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+        return self._session
+
+    async def get_job(self, job_id: str | UUID, *, timeout: float | None = None) -> Job:
+        """Fetch one job's current state.
+
+        Args:
+            job_id: the job's id (sent as the `jobId` query parameter, never in the path).
+            timeout: if given, the most seconds this one request may take; it shortens (never
+                lengthens) the client's timeouts, so a wait can keep within its deadline.
+
+        Returns:
+            The job as the server reported it.
+
+        Raises:
+            InvalidJobId: the id is empty, too long, or holds control characters.
+            ApiError: the server answered an error status (a subclass names which).
+            TransportError: no answer: connection refused or reset, or a timeout.
+            DecodeError: the answer is not a valid job.
+        """
+        job_id = _check_job_id(job_id)
+        session = self._open_session()
+        request_timeout = self._timeout if timeout is None else self._shortened(timeout)
+        failure: str | None = None
+        try:
+            async with session.get(
+                self._endpoint,
+                params={"jobId": job_id},
+                headers=self._headers,
+                allow_redirects=False,  # a redirect must not carry the key to another host
+                raise_for_status=False,  # the status is ours to judge, whatever the session says
+                timeout=request_timeout,
+            ) as response:
+                body = await _read_capped(response, self.max_body_size)
+                http_status = response.status
+                reason = response.reason
+                headers = response.headers
+        except TimeoutError:
+            failure = "no answer in time"
+        except aiohttp.ClientResponseError as exc:
+            # Keep aiohttp's error out of the chain: its repr prints the request headers.
+            failure = f"invalid response ({exc.message})"
+        except aiohttp.ClientError as exc:
+            raise TransportError(
+                f"request for job {job_id!r} failed: {exc or type(exc).__name__}", job_id=job_id
+            ) from exc
+        if failure is not None:
+            raise TransportError(f"request for job {job_id!r} failed: {failure}", job_id=job_id)
+
+        if logger.isEnabledFor(logging.DEBUG):
+            logger.debug("job %s: HTTP %d", job_id, http_status)
+        if 200 <= http_status <= 299:
+            return _job_from_response(job_id, http_status, headers, body, self.max_body_size)
+        raise _api_error(job_id, http_status, reason, headers, body)
+
+    def _shortened(self, timeout: float) -> aiohttp.ClientTimeout:
+        if not timeout > 0:
+            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+        default = self._timeout
+        return aiohttp.ClientTimeout(
+            total=min(timeout, default.total or math.inf),
+            connect=min(timeout, default.connect or math.inf),
+            sock_read=min(timeout, default.sock_read or math.inf),
+        )
+
+
+def _check_api_key(api_key: str | None) -> str:
+    if api_key is None:
+        api_key = os.environ.get(API_KEY_ENV)
+        if api_key is None:
+            raise ConfigurationError(f"no API key: pass api_key= or set {API_KEY_ENV}")
+    if not isinstance(api_key, str) or not api_key.strip():
+        raise ConfigurationError("the API key is empty or not a string")
+    if not (api_key.isascii() and api_key.isprintable()) or api_key != api_key.strip():
+        # Never quote the key, not even in part.
+        raise ConfigurationError(
+            "the API key holds characters an HTTP header cannot carry (non-ASCII, control "
+            "characters, or leading/trailing white space)"
+        )
+    return api_key
+
+
+def _endpoint(base_url: str) -> URL:
+    try:
+        url = URL(base_url)
+    except (TypeError, ValueError) as exc:
+        raise ConfigurationError(f"base_url is not a URL: {exc}") from None
+    if url.scheme not in ("https", "http") or not url.host:
+        raise ConfigurationError(f"base_url must be an absolute https URL, got {base_url!r}")
+    if url.user is not None or url.password is not None:
+        raise ConfigurationError("base_url must not carry credentials; pass api_key= instead")
+    if url.query_string or url.fragment:
+        raise ConfigurationError(f"base_url must have no query or fragment, got {base_url!r}")
+    if url.scheme == "http" and not _is_loopback(url.host):
+        raise ConfigurationError(
+            f"refusing plain http to {url.host}: the API key would cross the network in clear "
+            "text; use https (plain http is allowed only on a loopback host)"
+        )
+    return url / "bankaccounts" / "jobs"
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _check_positive(name: str, value: float, *, whole: bool = False) -> None:
+    kind = int if whole else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
+        noun = "a positive whole number" if whole else "a positive number of seconds"
+        raise ConfigurationError(f"{name} must be {noun}, got {value!r}")
+
+
+def _check_job_id(job_id: object) -> str:
+    if isinstance(job_id, UUID):
+        return str(job_id)
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"a job id must be a str or UUID, got {type(job_id).__name__}")
+    if not job_id:
+        raise InvalidJobId("the job id is empty")
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise InvalidJobId(
+            f"the job id is {len(job_id)} characters long; at most {MAX_JOB_ID_LENGTH} are allowed"
+        )
+    # isprintable() is False for control, format and separator characters other than the space.
+    if not job_id.isprintable() or job_id != job_id.strip():
+        shown = ascii(job_id) if len(job_id) <= 60 else ascii(job_id[:57]) + "..."
+        raise InvalidJobId(
+            f"the job id {shown} holds control characters or leading/trailing white space"
+        )
+    return job_id
+
+
+async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
+    """The body, or None when it is larger than `cap` bytes (then not read whole)."""
+    if response.content_length is not None and response.content_length > cap:
+        if "Content-Encoding" not in response.headers:
+            return None
+    body = b""
+    while len(body) <= cap:
+        # read(n) also bounds how much a compressed body is inflated at a time.
+        chunk = await response.content.read(cap + 1 - len(body))
+        if not chunk:
+            return body
+        body += chunk
+    return None
+
+
+def _snippet(body: bytes | None) -> str:
+    if not body:
+        return ""
+    text = body[:_SNIPPET_LENGTH].decode("utf-8", "replace")
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+def _job_from_response(
+    job_id: str,
+    http_status: int,
+    headers: CIMultiDictProxy[str],
+    body: bytes | None,
+    cap: int,
+) -> Job:
+    content_type = headers.get("Content-Type")
+
+    def error(message: str, *, field: str | None = None, transient: bool = False) -> DecodeError:
+        return DecodeError(
+            f"job {job_id!r}: {message}",
+            job_id=job_id,
+            field=field,
+            snippet=_snippet(body),
+            content_type=content_type,
+            http_status=http_status,
+            transient=transient,
+        )
+
+    if body is None:
+        raise error(f"body larger than the cap of {cap} bytes")
+    if not _is_json(content_type):
+        # An HTML page or plain text on a 2xx is an intermediary talking, not the service.
+        raise error(f"expected a JSON body, got Content-Type {content_type}", transient=True)
+    try:
+        job = decode_job(body)
+    except WireError as exc:
+        raise error(str(exc), field=exc.field, transient=exc.malformed) from None
+    if job.id.casefold() != job_id.casefold():
+        raise error(f"id: the answer is about job {job.id!r}", field="id")
+    return job
+
+
+def _is_json(content_type: str | None) -> bool:
+    if not content_type:
+        return True  # no claim either way: let the body speak
+    mime = content_type.partition(";")[0].strip().lower()
+    return mime == "application/json" or mime.endswith("+json")
+
+
+def _api_error(
+    job_id: str,
+    http_status: int,
+    reason: str | None,
+    headers: CIMultiDictProxy[str],
+    body: bytes | None,
+) -> Exception:
+    fields = _error_fields(body)
+    return api_error_for_status(http_status)(
+        http_status,
+        job_id=job_id,
+        reason=reason,
+        message=fields.get("message"),
+        error=fields.get("error"),
+        error_id=fields.get("id"),
+        path=fields.get("path"),
+        retry_after=parse_retry_after(headers.get("Retry-After"), headers.get("Date")),
+    )
+
+
+def _error_fields(body: bytes | None) -> dict[str, str]:
+    """The string fields of a documented error body; nothing when the body is anything else."""
+    if not body:
+        return {}
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: value[:_ERROR_FIELD_LENGTH]
+        for key in ("message", "error", "id", "path")
+        if isinstance(value := data.get(key), str) and value
+    }
+
+
+def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (seconds or an HTTP-date), or None.
+
+    An HTTP-date is measured against the response's own `Date` header when there is one, so a
+    skewed local clock does not stretch or shrink the wait; a date in the past means 0.
+    """
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < math.inf else None
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    now = time.time()
+    if date:
+        try:
+            now = parsedate_to_datetime(date).timestamp()
+        except (TypeError, ValueError, IndexError):
+            pass
+    return max(0.0, moment.timestamp() - now)

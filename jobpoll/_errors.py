@@ -1,0 +1,220 @@
+"""Every way a jobpoll call can fail, as one tree under `JobPollError`.
+
+```
+JobPollError                  base of everything jobpoll raises
+├── ConfigurationError        bad API key, base URL or option (also a ValueError)
+├── InvalidJobId              a job id refused before anything is sent (also a ValueError)
+├── ApiError                  the server answered with an error status
+│   ├── BadRequest            400
+│   ├── Unauthorized          401: missing or wrong API key
+│   ├── Forbidden             403
+│   ├── NotFound              404: no such job (or not visible yet)
+│   ├── NotAcceptable         406
+│   ├── RateLimited           429, with `retry_after`            (transient)
+│   ├── ServiceUnavailable    503, with `retry_after`            (transient)
+│   └── ServerError           any other 5xx                      (transient)
+├── TransportError            no answer: refused, reset, timed out (transient)
+└── DecodeError               an answer that is not a valid job: HTML, wrong content
+                              type, malformed JSON, an invalid field, too large
+```
+
+`error.transient` says whether trying the same call again later may succeed, so waiting code
+can decide between backing off and giving up without knowing the tree.
+
+The HTTP status line decides the class: the service's documented error bodies carry
+`"status": 400` and `"error": "BAD_REQUEST"` whatever the real status is.
+
+No error ever holds the API key: none keeps a request, its headers or aiohttp's own
+`ClientResponseError` (whose repr prints the request headers).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "ApiError",
+    "BadRequest",
+    "ConfigurationError",
+    "DecodeError",
+    "Forbidden",
+    "InvalidJobId",
+    "JobPollError",
+    "NotAcceptable",
+    "NotFound",
+    "RateLimited",
+    "ServerError",
+    "ServiceUnavailable",
+    "TransportError",
+    "Unauthorized",
+    "api_error_for_status",
+]
+
+
+def _restore(cls: type[JobPollError], args: tuple[Any, ...], state: dict[str, Any]) -> JobPollError:
+    error = cls.__new__(cls)
+    error.args = args
+    error.__dict__.update(state)
+    return error
+
+
+class JobPollError(Exception):
+    """Base class of every error jobpoll raises.
+
+    Attributes:
+        job_id: the job the failed call was about, when there was one.
+    """
+
+    #: Whether the same call may succeed if tried again later.
+    transient: bool = False
+
+    def __init__(self, message: str, *, job_id: str | None = None) -> None:
+        super().__init__(message)
+        self.job_id = job_id
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keyword-only constructors do not survive the default pickling, and errors do cross
+        # process boundaries in worker pools.
+        return (_restore, (type(self), self.args, dict(self.__dict__)))
+
+
+class ConfigurationError(JobPollError, ValueError):
+    """A client was configured with a missing or unusable API key, base URL or option."""
+
+
+class InvalidJobId(JobPollError, ValueError):
+    """A job id was refused before any request was sent (empty, too long, control characters)."""
+
+
+class ApiError(JobPollError):
+    """The server answered with an HTTP error status.
+
+    Attributes:
+        http_status: the status of the HTTP response (the truth, whatever the body says).
+        message: the server's `message`, when its body had one.
+        error: the server's `error` code (e.g. "BAD_REQUEST"), when its body had one.
+        error_id: the server's `id` for this error, worth quoting to its support.
+        path: the server's `path`, when its body had one.
+        retry_after: seconds the server asked us to wait (`Retry-After`), or None.
+    """
+
+    def __init__(
+        self,
+        http_status: int,
+        *,
+        job_id: str | None = None,
+        message: str | None = None,
+        error: str | None = None,
+        error_id: str | None = None,
+        path: str | None = None,
+        retry_after: float | None = None,
+        reason: str | None = None,
+    ) -> None:
+        text = f"HTTP {http_status}"
+        if reason:
+            text += f" {reason}"
+        if job_id is not None:
+            text += f" for job {job_id!r}"
+        if message:
+            text += f": {message}"
+        if error_id:
+            text += f" (error id {error_id})"
+        super().__init__(text, job_id=job_id)
+        self.http_status = http_status
+        self.message = message
+        self.error = error
+        self.error_id = error_id
+        self.path = path
+        self.retry_after = retry_after
+        # Statuses a later try may cure: timeouts, rate limits and the server's own failures.
+        self.transient = http_status in (408, 425, 429) or http_status >= 500
+
+
+class BadRequest(ApiError):
+    """400: the server refused the request as malformed."""
+
+
+class Unauthorized(ApiError):
+    """401: the API key is missing or not accepted."""
+
+
+class Forbidden(ApiError):
+    """403: the API key may not read this job."""
+
+
+class NotFound(ApiError):
+    """404: no job with this id (right after creation this can be a visibility delay)."""
+
+
+class NotAcceptable(ApiError):
+    """406: the server cannot answer in JSON (its reference calls this 'Unsupported Media Type')."""
+
+
+class RateLimited(ApiError):
+    """429: too many requests; `retry_after` says how long the server wants us to wait."""
+
+
+class ServiceUnavailable(ApiError):
+    """503: the service is down or overloaded; `retry_after` may say for how long."""
+
+
+class ServerError(ApiError):
+    """Any other 5xx: the server failed to answer."""
+
+
+_API_ERRORS: dict[int, type[ApiError]] = {
+    400: BadRequest,
+    401: Unauthorized,
+    403: Forbidden,
+    404: NotFound,
+    406: NotAcceptable,
+    429: RateLimited,
+    503: ServiceUnavailable,
+}
+
+
+def api_error_for_status(http_status: int) -> type[ApiError]:
+    """The most specific `ApiError` class for an HTTP status."""
+    cls = _API_ERRORS.get(http_status)
+    if cls is not None:
+        return cls
+    return ServerError if 500 <= http_status <= 599 else ApiError
+
+
+class TransportError(JobPollError):
+    """No usable answer arrived: connection refused or reset, or a timeout."""
+
+    transient = True
+
+
+class DecodeError(JobPollError):
+    """The server answered 2xx, but not with a valid job.
+
+    Attributes:
+        field: the wire name of the invalid field (e.g. "progress"), or None when the body as a
+            whole was wrong.
+        snippet: at most the first 200 characters of the body, for the log.
+        content_type: the response's Content-Type, or None.
+        http_status: the response's status.
+        transient: True when the body looks like an intermediary's page (HTML, not JSON,
+            truncated JSON) that a later try may not get; False when the service itself sent
+            well-formed JSON with a wrong value, or a body over the size cap.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        field: str | None = None,
+        snippet: str = "",
+        content_type: str | None = None,
+        http_status: int = 200,
+        transient: bool = False,
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.field = field
+        self.snippet = snippet
+        self.content_type = content_type
+        self.http_status = http_status
+        self.transient = transient

@@ -1,0 +1,23 @@
+"""An embedded fake of CDQ's job-status endpoint, for demos and for your own tests.
+
+`FakeJobsService` is a real `aiohttp.web` server on a loopback port: your code talks real HTTP
+to it, the way it will talk to the service. Script jobs with `add_job`, faults with `inject`,
+and read back what was asked with `request_count`, `peak_in_flight` and `recent_requests`.
+"""
+
+from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._service import FakeJobsService, ProgressCurve, RecordedRequest, linear
+
+__all__ = [
+    "Body",
+    "Drop",
+    "FakeJobsService",
+    "Fault",
+    "HttpError",
+    "Patch",
+    "ProgressCurve",
+    "RecordedRequest",
+    "Redirect",
+    "Slow",
+    "linear",
+]

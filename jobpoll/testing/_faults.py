@@ -1,0 +1,74 @@
+"""Faults the fake service can answer with instead of a job: what flaky servers and proxies do."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import attrs
+
+__all__ = ["Body", "Drop", "Fault", "HttpError", "Patch", "Redirect", "Slow"]
+
+
+@attrs.frozen
+class HttpError:
+    """Answer an HTTP error status with the service's documented error body.
+
+    Args:
+        status: the HTTP status, e.g. 503.
+        retry_after: a `Retry-After` header: seconds (a number) or the raw header text.
+        message: the body's `message`.
+        as_date: send a number `retry_after` as an HTTP-date that many seconds after the
+            response's own `Date` header.
+    """
+
+    status: int
+    retry_after: float | str | None = None
+    message: str = "The service failed (a fault scripted by the test)."
+    as_date: bool = False
+
+
+@attrs.frozen
+class Slow:
+    """Answer normally, but only after `seconds` (real time)."""
+
+    seconds: float
+
+
+@attrs.frozen
+class Drop:
+    """Close the connection without an answer, or, with `mid_body`, half-way through the body.
+
+    aiohttp's client sends a request once more when a kept-alive connection closes before any
+    answer, so a drop without `mid_body` is seen by the client only if it happens twice.
+    """
+
+    mid_body: bool = False
+
+
+@attrs.frozen
+class Body:
+    """Answer these raw bytes: an HTML page, malformed JSON, an oversized body..."""
+
+    content: bytes | str
+    status: int = 200
+    content_type: str | None = "application/json"
+
+
+@attrs.frozen
+class Redirect:
+    """Answer a redirect to `location`."""
+
+    location: str
+    status: int = 302
+
+
+@attrs.frozen
+class Patch:
+    """Answer the job as usual, with these wire fields replaced (e.g. `{"progress": "77"}`)."""
+
+    fields: Mapping[str, Any]
+
+
+#: Anything the fake service can be told to answer instead of the job.
+Fault = HttpError | Slow | Drop | Body | Redirect | Patch
