@@ -3,6 +3,7 @@ a typed error."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import json
 import logging
@@ -19,6 +20,7 @@ from multidict import CIMultiDictProxy
 from yarl import URL
 
 from jobpoll._errors import (
+    ApiError,
     ConfigurationError,
     DecodeError,
     InvalidJobId,
@@ -152,7 +154,14 @@ class JobsClient:
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
 
-    async def get_job(self, job_id: str | UUID, *, timeout: float | None = None) -> Job:
+    async def get_job(
+        self,
+        job_id: str | UUID,
+        *,
+        # A per-request budget, not a cancel scope: it becomes aiohttp's own timeouts, so a
+        # slow answer is a TransportError and the connection is cleaned up by aiohttp.
+        timeout: float | None = None,  # noqa: ASYNC109
+    ) -> Job:
         """Fetch one job's current state.
 
         Args:
@@ -288,9 +297,9 @@ def _check_job_id(job_id: object) -> str:
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
     """The body, or None when it is larger than `cap` bytes (then not read whole)."""
-    if response.content_length is not None and response.content_length > cap:
-        if "Content-Encoding" not in response.headers:
-            return None
+    length = response.content_length
+    if length is not None and length > cap and "Content-Encoding" not in response.headers:
+        return None
     body = b""
     while len(body) <= cap:
         # read(n) also bounds how much a compressed body is inflated at a time.
@@ -318,6 +327,9 @@ def _job_from_response(
     content_type = headers.get("Content-Type")
 
     def error(message: str, *, field: str | None = None, transient: bool = False) -> DecodeError:
+        if field is None and body:
+            # The body as a whole is wrong: its start tells a proxy's page from a bug.
+            message += f"; body starts {_snippet(body[:60])!r}"
         return DecodeError(
             f"job {job_id!r}: {message}",
             job_id=job_id,
@@ -355,13 +367,17 @@ def _api_error(
     reason: str | None,
     headers: CIMultiDictProxy[str],
     body: bytes | None,
-) -> Exception:
+) -> ApiError:
     fields = _error_fields(body)
+    message = fields.get("message")
+    if 300 <= http_status <= 399:
+        location = headers.get("Location", "nowhere")[:_ERROR_FIELD_LENGTH]
+        message = f"redirect to {location} not followed (the API key goes to base_url only)"
     return api_error_for_status(http_status)(
         http_status,
         job_id=job_id,
         reason=reason,
-        message=fields.get("message"),
+        message=message,
         error=fields.get("error"),
         error_id=fields.get("id"),
         path=fields.get("path"),
@@ -407,8 +423,6 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
         return None
     now = time.time()
     if date:
-        try:
+        with contextlib.suppress(TypeError, ValueError, IndexError):
             now = parsedate_to_datetime(date).timestamp()
-        except (TypeError, ValueError, IndexError):
-            pass
     return max(0.0, moment.timestamp() - now)

@@ -1,0 +1,56 @@
+"""Serve the fake job service from the command line, for a demo or a benchmark's other process.
+
+    python -m jobpoll.testing --port 8080 --auto-create-duration 30
+
+prints one JSON line, `{"base_url": ..., "api_key": ...}`, then serves until interrupted
+(Ctrl-C, SIGINT or SIGTERM).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+
+from jobpoll.testing._service import FakeJobsService
+
+
+def _arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m jobpoll.testing", description="Serve jobpoll's fake job service."
+    )
+    parser.add_argument("--port", type=int, default=0, help="loopback port (0: any free one)")
+    parser.add_argument("--api-key", default=None, help="the key to accept (random if unset)")
+    parser.add_argument(
+        "--auto-create-duration",
+        type=float,
+        default=None,
+        metavar="SECONDS",
+        help="answer unknown job ids with a job that finishes after SECONDS instead of a 404",
+    )
+    return parser.parse_args(argv)
+
+
+async def _serve(arguments: argparse.Namespace) -> None:
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    service = FakeJobsService(
+        api_key=arguments.api_key,
+        port=arguments.port,
+        auto_create_duration=arguments.auto_create_duration,
+    )
+    async with service:
+        print(json.dumps({"base_url": service.base_url, "api_key": service.api_key}), flush=True)
+        await stop.wait()
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Run the fake service until interrupted."""
+    asyncio.run(_serve(_arguments(argv)))
+
+
+if __name__ == "__main__":
+    main()
