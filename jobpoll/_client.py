@@ -358,7 +358,8 @@ def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return True  # no claim either way: let the body speak
     mime = content_type.partition(";")[0].strip().lower()
-    return mime == "application/json" or mime.endswith("+json")
+    # application/octet-stream is what RFC 9110 says to assume when a server names no type.
+    return mime in ("application/json", "application/octet-stream") or mime.endswith("+json")
 
 
 def _api_error(

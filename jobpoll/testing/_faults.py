@@ -48,7 +48,11 @@ class Drop:
 
 @attrs.frozen
 class Body:
-    """Answer these raw bytes: an HTML page, malformed JSON, an oversized body..."""
+    """Answer these raw bytes: an HTML page, malformed JSON, an oversized body...
+
+    With `content_type=None` the server names no type; aiohttp then sends
+    `application/octet-stream`, as RFC 9110 says a client should assume.
+    """
 
     content: bytes | str
     status: int = 200

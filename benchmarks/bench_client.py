@@ -1,0 +1,268 @@
+"""Client CPU time per `JobsClient.get_job` call, against a plain aiohttp loop.
+
+Run from the repository root:
+
+    .venv/bin/python benchmarks/bench_client.py [--calls 2000] [--rounds 7]
+
+The fake job service runs in a separate process (`python -m jobpoll.testing`) on 127.0.0.1,
+so `time.process_time()` here counts the client's CPU only. Both sides fetch the same job, one
+request at a time, over one kept-alive connection pool each:
+
+- plain: one `aiohttp.ClientSession` (default connector), `session.get(...)` then
+  `json.loads(await response.read())`;
+- jobpoll: one `JobsClient`, `await client.get_job(job_id)` (validation, timeouts, a capped
+  read, and decoding into a `Job`).
+
+After a warm-up of both sides, the two run in interleaved rounds (the order alternates each
+round) so that noise on a shared machine hits both alike. The program prints each round's CPU
+and wall time per call, the medians, and the median of the per-round CPU ratios
+(jobpoll / plain) against the target. The exit status is 0 whatever the ratio; it is non-zero
+only when something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import gc
+import json
+import platform
+import selectors
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+from yarl import URL
+
+import jobpoll
+from jobpoll import JobsClient
+
+DEFAULT_CALLS = 2000
+DEFAULT_ROUNDS = 7
+WARMUP_CALLS = 300
+TARGET_RATIO = 1.15
+JOB_ID = "35f23c03-1c22-45fe-9484-3ffe769325de"
+JOBS_PATH = "/bankaccounts/jobs"
+SERVER_START_TIMEOUT = 20.0
+SERVER_STOP_TIMEOUT = 5.0
+LOOPBACK_HOST = "127.0.0.1"
+
+#: One side of the benchmark: fetch the job `calls` times in a row, return the last answer's id.
+Side = Callable[[int], Awaitable[str]]
+
+
+class BenchmarkError(Exception):
+    """Something broke: the service did not start, or an answer was wrong."""
+
+
+@dataclass(frozen=True)
+class Service:
+    """Where the fake service listens, and the key it accepts."""
+
+    base_url: str
+    api_key: str
+
+
+@dataclass(frozen=True)
+class Timing:
+    """One side's figures for one round, per call."""
+
+    cpu_us: float
+    wall_us: float
+
+
+@dataclass(frozen=True)
+class Round:
+    """One round: both sides, and which ran first."""
+
+    number: int
+    first: str
+    plain: Timing
+    jobpoll: Timing
+
+    @property
+    def ratio(self) -> float:
+        return self.jobpoll.cpu_us / self.plain.cpu_us
+
+
+# The service process ---------------------------------------------------------------------
+
+
+@contextmanager
+def fake_service() -> Iterator[Service]:
+    """Run `python -m jobpoll.testing` in a child process; always stop it on the way out."""
+    command = [sys.executable, "-m", "jobpoll.testing", "--auto-create-duration", "86400"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
+    try:
+        yield _read_service_line(process)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _read_service_line(process: subprocess.Popen[str]) -> Service:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=SERVER_START_TIMEOUT):
+            raise BenchmarkError(f"the fake service printed nothing in {SERVER_START_TIMEOUT} s")
+    line = process.stdout.readline()
+    if not line:
+        raise BenchmarkError(f"the fake service exited (status {process.wait()}) before serving")
+    try:
+        announced = json.loads(line)
+        service = Service(base_url=announced["base_url"], api_key=announced["api_key"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchmarkError(f"unexpected first line from the fake service: {line!r}") from exc
+    if URL(service.base_url).host != LOOPBACK_HOST:
+        raise BenchmarkError(f"the fake service is not on {LOOPBACK_HOST}: {service.base_url}")
+    return service
+
+
+# The two sides ----------------------------------------------------------------------------
+
+
+def plain_side(session: aiohttp.ClientSession, service: Service) -> Side:
+    url = service.base_url + JOBS_PATH
+    headers = {"X-API-KEY": service.api_key}
+
+    async def run(calls: int) -> str:
+        data: Any = None
+        for _ in range(calls):
+            async with session.get(url, params={"jobId": JOB_ID}, headers=headers) as r:
+                data = json.loads(await r.read())
+        return str(data["id"]) if isinstance(data, dict) else repr(data)
+
+    return run
+
+
+def jobpoll_side(client: JobsClient) -> Side:
+    async def run(calls: int) -> str:
+        job = None
+        for _ in range(calls):
+            job = await client.get_job(JOB_ID)
+        return job.id if job is not None else ""
+
+    return run
+
+
+async def timed(side: Side, calls: int) -> Timing:
+    """Run `side` for `calls` calls; CPU and wall time per call, in microseconds."""
+    gc.collect()
+    cpu_start, wall_start = time.process_time(), time.perf_counter()
+    last_id = await side(calls)
+    cpu, wall = time.process_time() - cpu_start, time.perf_counter() - wall_start
+    if last_id != JOB_ID:
+        raise BenchmarkError(f"expected job {JOB_ID}, got {last_id!r}")
+    return Timing(cpu_us=cpu / calls * 1e6, wall_us=wall / calls * 1e6)
+
+
+async def run_rounds(service: Service, calls: int, rounds: int) -> list[Round]:
+    """Warm both sides up, then time them in `rounds` interleaved rounds."""
+    async with (
+        aiohttp.ClientSession() as session,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        sides = {"plain": plain_side(session, service), "jobpoll": jobpoll_side(client)}
+        for side in sides.values():
+            await timed(side, WARMUP_CALLS)
+        results = []
+        for number in range(1, rounds + 1):
+            order = ["plain", "jobpoll"] if number % 2 else ["jobpoll", "plain"]
+            timings = {name: await timed(sides[name], calls) for name in order}
+            result = Round(number, order[0], timings["plain"], timings["jobpoll"])
+            print_round(result)
+            results.append(result)
+        return results
+
+
+# Reporting ----------------------------------------------------------------------------------
+
+
+def print_header(calls: int, rounds: int) -> None:
+    print(
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
+        f"jobpoll {jobpoll.__version__}; {rounds} rounds x {calls} calls per side "
+        f"(warm-up {WARMUP_CALLS})"
+    )
+    print(
+        f"{'round':>5}  {'first':<7}  {'plain cpu':>10}  {'plain wall':>10}  "
+        f"{'jobpoll cpu':>11}  {'jobpoll wall':>12}  {'ratio':>6}   (µs per call)"
+    )
+
+
+def print_round(result: Round) -> None:
+    print(
+        f"{result.number:>5}  {result.first:<7}  {result.plain.cpu_us:>10.1f}  "
+        f"{result.plain.wall_us:>10.1f}  {result.jobpoll.cpu_us:>11.1f}  "
+        f"{result.jobpoll.wall_us:>12.1f}  {result.ratio:>5.2f}x",
+        flush=True,
+    )
+
+
+def print_summary(results: list[Round]) -> None:
+    median = statistics.median
+    plain_cpu = median(r.plain.cpu_us for r in results)
+    jobpoll_cpu = median(r.jobpoll.cpu_us for r in results)
+    plain_wall = median(r.plain.wall_us for r in results)
+    jobpoll_wall = median(r.jobpoll.wall_us for r in results)
+    ratio = median(r.ratio for r in results)
+    print(f"median plain:   {plain_cpu:7.1f} µs CPU/call  ({plain_wall:.1f} µs wall)")
+    print(f"median jobpoll: {jobpoll_cpu:7.1f} µs CPU/call  ({jobpoll_wall:.1f} µs wall)")
+    verdict = "met" if ratio <= TARGET_RATIO else "NOT met"
+    print(f"ratio (median of rounds): {ratio:.2f}x  target <= {TARGET_RATIO:.2f}x: {verdict}")
+
+
+# Command line ---------------------------------------------------------------------------------
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
+def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description="Client CPU per JobsClient.get_job call against a plain aiohttp loop."
+    )
+    parser.add_argument(
+        "--calls", type=positive_int, default=DEFAULT_CALLS, help="calls per side per round"
+    )
+    parser.add_argument(
+        "--rounds", type=positive_int, default=DEFAULT_ROUNDS, help="interleaved rounds"
+    )
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    arguments = parse_arguments(argv)
+    print_header(arguments.calls, arguments.rounds)
+    try:
+        with fake_service() as service:
+            results = asyncio.run(run_rounds(service, arguments.calls, arguments.rounds))
+    except BenchmarkError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    print_summary(results)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,64 @@
+"""Shared fixtures: a fake service on loopback and a client of it, both closed after each test."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Awaitable, Callable
+
+import pytest
+from aiohttp import web
+
+from jobpoll import JobsClient
+from jobpoll.testing import FakeJobsService
+
+
+class VirtualClock:
+    """A clock tests move by hand, so scripted jobs unfold without sleeping."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> VirtualClock:
+    return VirtualClock()
+
+
+@pytest.fixture
+async def service(clock: VirtualClock) -> AsyncIterator[FakeJobsService]:
+    async with FakeJobsService(clock=clock) as fake:
+        yield fake
+
+
+@pytest.fixture
+async def client(service: FakeJobsService) -> AsyncIterator[JobsClient]:
+    async with JobsClient(service.api_key, base_url=service.base_url) as jobs:
+        yield jobs
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    handler: Handler | None, path: str = "/bankaccounts/jobs"
+) -> AsyncIterator[str]:
+    """A bare aiohttp server on loopback answering `path` with `handler`; yields its base URL."""
+    app = web.Application()
+    if handler is not None:
+        app.router.add_get(path, handler)
+    runner = web.AppRunner(app, access_log=None, shutdown_timeout=1.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, "127.0.0.1", 0)
+        await site.start()
+        host, port = runner.addresses[0][:2]
+        yield f"http://{host}:{port}"
+    finally:
+        await runner.cleanup()

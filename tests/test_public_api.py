@@ -1,0 +1,71 @@
+"""The curated public surface: what users import, and nothing else by accident."""
+
+from __future__ import annotations
+
+import importlib.metadata
+
+import jobpoll
+import jobpoll.testing
+
+
+def test_exported_members() -> None:
+    """`jobpoll.__all__` is exactly the public names, each defined in a private module."""
+    assert set(jobpoll.__all__) == {
+        "API_KEY_ENV",
+        "DEFAULT_BASE_URL",
+        "ApiError",
+        "BadRequest",
+        "ConfigurationError",
+        "DecodeError",
+        "Forbidden",
+        "InvalidJobId",
+        "Job",
+        "JobPollError",
+        "JobStatus",
+        "JobsClient",
+        "NotAcceptable",
+        "NotFound",
+        "RateLimited",
+        "ServerError",
+        "ServiceUnavailable",
+        "TransportError",
+        "Unauthorized",
+        "__version__",
+    }
+    for name in jobpoll.__all__:
+        member = getattr(jobpoll, name)
+        module = getattr(member, "__module__", "jobpoll._")
+        assert module.startswith("jobpoll._"), name
+
+
+def test_testing_exported_members() -> None:
+    """`jobpoll.testing.__all__` is exactly the fake service and its scripting types."""
+    assert set(jobpoll.testing.__all__) == {
+        "Body",
+        "Drop",
+        "FakeJobsService",
+        "Fault",
+        "HttpError",
+        "Patch",
+        "ProgressCurve",
+        "RecordedRequest",
+        "Redirect",
+        "Slow",
+        "linear",
+    }
+
+
+def test_version_comes_from_metadata() -> None:
+    """`__version__` is the installed distribution's version."""
+    assert jobpoll.__version__ == importlib.metadata.version("jobpoll")
+
+
+def test_errors_form_one_tree() -> None:
+    """Every public exception derives from `JobPollError`."""
+    errors = [
+        member
+        for name in jobpoll.__all__
+        if isinstance(member := getattr(jobpoll, name), type) and issubclass(member, Exception)
+    ]
+    assert len(errors) == 14
+    assert all(issubclass(error, jobpoll.JobPollError) for error in errors)
