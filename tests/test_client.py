@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import uuid
+
 import aiohttp
 import pytest
 from conftest import VirtualClock, raw_server
@@ -339,13 +340,13 @@ async def test_per_call_timeout_shortens(service: FakeJobsService, client: JobsC
     assert (await client.get_job(job_id, timeout=2.0)).id == job_id
 
 
-@pytest.mark.parametrize("timeout", [0, -1.0, float("nan")])
+@pytest.mark.parametrize("seconds", [0, -1.0, float("nan")])
 async def test_per_call_timeout_must_be_positive(
-    service: FakeJobsService, client: JobsClient, timeout: float
+    service: FakeJobsService, client: JobsClient, seconds: float
 ) -> None:
     """A per-call timeout that is no positive number is refused before sending."""
     with pytest.raises(ValueError, match="timeout"):
-        await client.get_job(service.add_job(), timeout=timeout)
+        await client.get_job(service.add_job(), timeout=seconds)
     assert service.request_count() == 0
 
 
@@ -354,7 +355,7 @@ async def test_cancellation_propagates(service: FakeJobsService, client: JobsCli
     job_id = service.add_job()
     service.inject(Slow(5.0))
     task = asyncio.create_task(client.get_job(job_id))
-    while service.in_flight == 0:
+    while service.in_flight == 0:  # noqa: ASYNC110 - the server's counter is the signal
         await asyncio.sleep(0.01)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
