@@ -182,6 +182,7 @@ class JobsClient:
         session = self._open_session()
         request_timeout = self._timeout if timeout is None else self._shortened(timeout)
         failure: str | None = None
+        cause: aiohttp.ClientError | None = None
         try:
             async with session.get(
                 self._endpoint,
@@ -198,14 +199,15 @@ class JobsClient:
         except TimeoutError:
             failure = "no answer in time"
         except aiohttp.ClientResponseError as exc:
-            # Keep aiohttp's error out of the chain: its repr prints the request headers.
+            # Not chained: the repr of aiohttp's error prints the request headers, key included.
             failure = f"invalid response ({exc.message})"
         except aiohttp.ClientError as exc:
-            raise TransportError(
-                f"request for job {job_id!r} failed: {exc or type(exc).__name__}", job_id=job_id
-            ) from exc
+            failure, cause = str(exc) or type(exc).__name__, exc
         if failure is not None:
-            raise TransportError(f"request for job {job_id!r} failed: {failure}", job_id=job_id)
+            logger.debug("job %s: transport error: %s", job_id, failure)
+            raise TransportError(
+                f"request for job {job_id!r} failed: {failure}", job_id=job_id
+            ) from cause
 
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("job %s: HTTP %d", job_id, http_status)

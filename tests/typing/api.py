@@ -1,0 +1,56 @@
+"""The public API as a user's type checker sees it: `mypy --strict tests/typing` must pass.
+
+Not run by pytest; CI type-checks it, so a change that breaks users' annotations fails there.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+
+import aiohttp
+
+import jobpoll
+from jobpoll import (
+    ApiError,
+    DecodeError,
+    Job,
+    JobPollError,
+    JobsClient,
+    JobStatus,
+    RateLimited,
+    TransportError,
+)
+from jobpoll.testing import FakeJobsService, HttpError, Slow
+
+
+async def fetch_one(session: aiohttp.ClientSession) -> Job:
+    async with JobsClient("key", session=session, total_timeout=5.0) as client:
+        job: Job = await client.get_job(uuid.uuid4(), timeout=1.5)
+    created: datetime = job.created_at
+    progress: int = job.progress
+    status: JobStatus = job.status
+    raw: str = job.raw_status
+    done: bool = job.is_terminal and job.succeeded and not job.failed and status.is_terminal
+    print(created, progress, raw, done)
+    return job
+
+
+def classify(error: JobPollError) -> str:
+    retry: float | None = error.retry_after if isinstance(error, RateLimited) else None
+    if isinstance(error, ApiError):
+        return f"{error.http_status} {error.message} {error.error_id} {retry}"
+    if isinstance(error, DecodeError):
+        return f"{error.field} {error.snippet}"
+    if isinstance(error, TransportError):
+        return str(error.job_id)
+    return str(error.transient)
+
+
+async def script() -> str:
+    async with FakeJobsService(clock=lambda: 0.0) as service:
+        job_id: str = service.add_job(duration=2.0, final_status=JobStatus.FAILED)
+        service.inject(HttpError(503, retry_after=1.0), times=2)
+        service.inject(Slow(0.5), job_id=job_id, times=None)
+        count: int = service.request_count(job_id)
+        return f"{service.base_url} {service.api_key} {count} {jobpoll.__version__}"
