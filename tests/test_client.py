@@ -8,7 +8,7 @@ import uuid
 
 import aiohttp
 import pytest
-from conftest import VirtualClock, raw_server
+from conftest import VirtualClock, raw_bytes_server, raw_server
 
 from jobpoll import (
     ApiError,
@@ -410,3 +410,36 @@ async def test_pool_bounds_concurrent_requests(service: FakeJobsService) -> None
         jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
     assert len(jobs) == 12
     assert service.peak_in_flight == 3
+
+
+async def test_json_without_any_content_type() -> None:
+    """A job sent with no Content-Type header at all is read from its body."""
+    body = b'{"id": "j", "createdAt": "2025-03-31T14:03:04Z", "status": "CREATED"}'
+    answer = b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+    async with raw_bytes_server(answer) as base_url, JobsClient("k", base_url=base_url) as client:
+        assert (await client.get_job("j")).status is JobStatus.CREATED
+
+
+async def test_retry_after_date_against_local_clock() -> None:
+    """Without a usable Date header, an HTTP-date Retry-After is measured on the local clock."""
+    answer = (
+        b"HTTP/1.1 503 Service Unavailable\r\nDate: yesterday\r\n"
+        b"Retry-After: Fri, 31 Dec 9999 23:59:59 GMT\r\nContent-Length: 0\r\n\r\n"
+    )
+    async with raw_bytes_server(answer) as base_url, JobsClient("k", base_url=base_url) as client:
+        with pytest.raises(ServiceUnavailable) as caught:
+            await client.get_job("j")
+    assert caught.value.retry_after is not None
+    assert caught.value.retry_after > 10**10
+
+
+@pytest.mark.parametrize("body", ["[1, 2]", "not json", '{"message": 7, "error": ""}'])
+async def test_error_body_not_documented(
+    service: FakeJobsService, client: JobsClient, body: str
+) -> None:
+    """An error body that is not the documented object leaves the server fields empty."""
+    job_id = service.add_job()
+    service.inject(Body(body, status=500))
+    with pytest.raises(ServerError) as caught:
+        await client.get_job(job_id)
+    assert (caught.value.message, caught.value.error, caught.value.error_id) == (None, None, None)

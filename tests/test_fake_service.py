@@ -185,3 +185,14 @@ def test_demo_runs() -> None:
     assert "FINISHED  100%" in result.stdout
     assert "Job(id=" in result.stdout
     assert "NotFound" in result.stdout
+
+
+async def test_port_in_use_leaves_nothing_running(service: FakeJobsService) -> None:
+    """Starting on a taken port fails with OSError and leaves no half-started server."""
+    port = int(service.base_url.split(":")[2].split("/")[0])
+    second = FakeJobsService(port=port)
+    with pytest.raises(OSError, match="in use"):
+        await second.start()
+    with pytest.raises(RuntimeError, match="not started"):
+        _ = second.base_url
+    await second.stop()  # stopping a service that never started is harmless

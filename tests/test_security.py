@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import pickle
@@ -12,7 +11,7 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 from aiohttp import web
-from conftest import raw_server
+from conftest import raw_bytes_server, raw_server
 
 from jobpoll import (
     ApiError,
@@ -102,22 +101,12 @@ async def test_key_not_in_unknown_job_error(secret_service: FakeJobsService) -> 
 
 async def test_invalid_http_answer_hides_aiohttp_error() -> None:
     """aiohttp's ClientResponseError, whose repr prints the request headers, is not chained."""
-
-    async def garbage(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        await reader.readuntil(b"\r\n\r\n")
-        writer.write(b"HTTP/1.1 abc Not A Status\r\n\r\n")
-        await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(garbage, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        async with JobsClient(SECRET, base_url=f"http://127.0.0.1:{port}") as client:
-            with pytest.raises(TransportError, match="invalid response") as caught:
-                await client.get_job("j")
-    finally:
-        server.close()
-        await server.wait_closed()
+    async with (
+        raw_bytes_server(b"HTTP/1.1 abc Not A Status\r\n\r\n") as base_url,
+        JobsClient(SECRET, base_url=base_url) as client,
+    ):
+        with pytest.raises(TransportError, match="invalid response") as caught:
+            await client.get_job("j")
     assert caught.value.__cause__ is None
     assert caught.value.__context__ is None
     assert_no_secret(*everything_said(caught.value))
@@ -186,6 +175,8 @@ def test_allowed_base_urls(base_url: str) -> None:
         pytest.param("https://user:pw@api.cdq.com/rest", "credentials", id="credentials"),
         pytest.param("https://api.cdq.com/rest?jobId=1", "no query", id="query"),
         pytest.param("https://api.cdq.com/rest#x", "no query or fragment", id="fragment"),
+        pytest.param("https://[::1/rest", "not a URL", id="unparsable"),
+        pytest.param(8080, "not a URL", id="not-a-string"),
     ],
 )
 def test_bad_base_urls(base_url: str, words: str) -> None:
