@@ -95,7 +95,7 @@ class JobsClient:
         max_body_size: int = 1 << 20,
     ) -> None:
         self._endpoint = _endpoint(base_url)
-        self.base_url = str(base_url).rstrip("/")
+        self._base_url = str(base_url).rstrip("/")
         self._headers = _Headers(
             {
                 _API_KEY_HEADER: _check_api_key(api_key),
@@ -114,11 +114,26 @@ class JobsClient:
         self._timeout = aiohttp.ClientTimeout(
             total=total_timeout, connect=connect_timeout, sock_read=read_timeout
         )
-        self.max_connections = max_connections
-        self.max_body_size = max_body_size
+        self._max_connections = max_connections
+        self._max_body_size = max_body_size
         self._session = session
         self._owns_session = session is None
         self._closed = False
+
+    @property
+    def base_url(self) -> str:
+        """The service's base URL, without a trailing slash."""
+        return self._base_url
+
+    @property
+    def max_connections(self) -> int:
+        """The size of the pool of the client's own session (a caller's session has its own)."""
+        return self._max_connections
+
+    @property
+    def max_body_size(self) -> int:
+        """The most bytes of a response body the client reads."""
+        return self._max_body_size
 
     def __repr__(self) -> str:
         owner = "own session" if self._owns_session else "caller's session"
@@ -149,7 +164,7 @@ class JobsClient:
             raise RuntimeError("this JobsClient is closed")
         if self._session is None:
             connector = aiohttp.TCPConnector(
-                limit=self.max_connections, limit_per_host=self.max_connections
+                limit=self._max_connections, limit_per_host=self._max_connections
             )
             self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
         return self._session
@@ -192,7 +207,7 @@ class JobsClient:
                 raise_for_status=False,  # the status is ours to judge, whatever the session says
                 timeout=request_timeout,
             ) as response:
-                body = await _read_capped(response, self.max_body_size)
+                body = await _read_capped(response, self._max_body_size)
                 http_status = response.status
                 reason = response.reason
                 headers = response.headers
@@ -212,7 +227,7 @@ class JobsClient:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("job %s: HTTP %d", job_id, http_status)
         if 200 <= http_status <= 299:
-            return _job_from_response(job_id, http_status, headers, body, self.max_body_size)
+            return _job_from_response(job_id, http_status, headers, body, self._max_body_size)
         raise _api_error(job_id, http_status, reason, headers, body)
 
     def _shortened(self, timeout: float) -> aiohttp.ClientTimeout:

@@ -45,6 +45,14 @@ class RecordedRequest:
 
 
 @attrs.define
+class _PendingFault:
+    """A fault still to answer `remaining` more requests (None: until cleared)."""
+
+    fault: Fault
+    remaining: int | None
+
+
+@attrs.define
 class _Script:
     """How one job unfolds in time, from `add_job`'s arguments."""
 
@@ -132,7 +140,7 @@ class FakeJobsService:
         self._port = port
         self._auto_create_duration = auto_create_duration
         self._jobs: dict[str, _Script] = {}
-        self._faults: dict[str | None, deque[list[Any]]] = {}
+        self._faults: dict[str | None, deque[_PendingFault]] = {}
         self._counts: Counter[str | None] = Counter()
         self.recent_requests: deque[RecordedRequest] = deque(maxlen=10_000)
         self.in_flight = 0
@@ -251,7 +259,7 @@ class FakeJobsService:
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
-        self._faults.setdefault(job_id, deque()).append([fault, times])
+        self._faults.setdefault(job_id, deque()).append(_PendingFault(fault, times))
 
     def clear_faults(self) -> None:
         """Drop every fault not yet answered."""
@@ -269,13 +277,12 @@ class FakeJobsService:
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
             if queue:
-                entry = queue[0]
-                if entry[1] is not None:
-                    entry[1] -= 1
-                    if entry[1] == 0:
+                pending = queue[0]
+                if pending.remaining is not None:
+                    pending.remaining -= 1
+                    if pending.remaining == 0:
                         queue.popleft()
-                fault: Fault = entry[0]
-                return fault
+                return pending.fault
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
