@@ -4,6 +4,7 @@ a typed error."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import logging
@@ -16,7 +17,7 @@ from typing import Self
 from uuid import UUID
 
 import aiohttp
-from multidict import CIMultiDictProxy
+from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from jobpoll._errors import (
@@ -47,11 +48,15 @@ _ERROR_FIELD_LENGTH = 500
 logger = logging.getLogger("jobpoll")
 
 
-class _Headers(dict[str, str]):
-    """The request headers; their repr hides the API key from logs, debuggers and tracebacks."""
+class _Headers(CIMultiDict[str]):
+    """The request headers; their repr hides the API key from logs, debuggers and tracebacks.
+
+    A `CIMultiDict` already, so aiohttp need not convert it on every request.
+    """
 
     def __repr__(self) -> str:
-        return repr({k: "<redacted>" if k == _API_KEY_HEADER else v for k, v in self.items()})
+        shown = {k: "<redacted>" if k.upper() == _API_KEY_HEADER else v for k, v in self.items()}
+        return f"<_Headers {shown!r}>"
 
 
 class JobsClient:
@@ -293,6 +298,15 @@ def _check_positive(name: str, value: float, *, whole: bool = False) -> None:
 
 
 def _check_job_id(job_id: object) -> str:
+    # The common case in one expression: it runs on every poll.
+    if (
+        type(job_id) is str
+        and 0 < len(job_id) <= MAX_JOB_ID_LENGTH
+        and job_id.isprintable()  # False for control, format and separators other than " "
+        and job_id[0] != " "
+        and job_id[-1] != " "
+    ):
+        return job_id
     if isinstance(job_id, UUID):
         return str(job_id)
     if not isinstance(job_id, str):
@@ -303,28 +317,27 @@ def _check_job_id(job_id: object) -> str:
         raise InvalidJobId(
             f"the job id is {len(job_id)} characters long; at most {MAX_JOB_ID_LENGTH} are allowed"
         )
-    # isprintable() is False for control, format and separator characters other than the space.
     if not job_id.isprintable() or job_id != job_id.strip():
         shown = ascii(job_id) if len(job_id) <= 60 else ascii(job_id[:57]) + "..."
         raise InvalidJobId(
             f"the job id {shown} holds control characters or leading/trailing white space"
         )
-    return job_id
+    return str(job_id)  # a str subclass, as a plain str
 
 
 async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The body, or None when it is larger than `cap` bytes (then not read whole)."""
-    length = response.content_length
-    if length is not None and length > cap and "Content-Encoding" not in response.headers:
-        return None
-    body = b""
-    while len(body) <= cap:
-        # read(n) also bounds how much a compressed body is inflated at a time.
-        chunk = await response.content.read(cap + 1 - len(body))
+    """The body, or None when it is larger than `cap` bytes (then not read whole).
+
+    read(n) bounds what is buffered, and how much a compressed body is inflated, at a time.
+    """
+    content = response.content
+    body = await content.read(cap + 1)  # a small body: all of it, in one call
+    while len(body) <= cap and not content.at_eof():
+        chunk = await content.read(cap + 1 - len(body))
         if not chunk:
-            return body
+            break
         body += chunk
-    return None
+    return body if len(body) <= cap else None
 
 
 def _snippet(body: bytes | None) -> str:
@@ -342,35 +355,50 @@ def _job_from_response(
     cap: int,
 ) -> Job:
     content_type = headers.get("Content-Type")
-
-    def error(message: str, *, field: str | None = None, transient: bool = False) -> DecodeError:
-        if field is None and body:
-            # The body as a whole is wrong: its start tells a proxy's page from a bug.
-            message += f"; body starts {_snippet(body[:60])!r}"
-        return DecodeError(
-            f"job {job_id!r}: {message}",
-            job_id=job_id,
-            field=field,
-            snippet=_snippet(body),
-            content_type=content_type,
-            http_status=http_status,
-            transient=transient,
-        )
-
     if body is None:
-        raise error(f"body larger than the cap of {cap} bytes")
+        message = f"body larger than the cap of {cap} bytes"
+        raise _decode_error(job_id, http_status, content_type, body, message)
     if not _is_json(content_type):
         # An HTML page or plain text on a 2xx is an intermediary talking, not the service.
-        raise error(f"expected a JSON body, got Content-Type {content_type}", transient=True)
+        message = f"expected a JSON body, got Content-Type {content_type}"
+        raise _decode_error(job_id, http_status, content_type, body, message, transient=True)
     try:
         job = decode_job(body)
     except WireError as exc:
-        raise error(str(exc), field=exc.field, transient=exc.malformed) from None
-    if job.id.casefold() != job_id.casefold():
-        raise error(f"id: the answer is about job {job.id!r}", field="id")
+        raise _decode_error(
+            job_id, http_status, content_type, body, str(exc), exc.field, transient=exc.malformed
+        ) from None
+    if job.id != job_id and job.id.casefold() != job_id.casefold():
+        message = f"id: the answer is about job {job.id!r}"
+        raise _decode_error(job_id, http_status, content_type, body, message, "id")
     return job
 
 
+def _decode_error(
+    job_id: str,
+    http_status: int,
+    content_type: str | None,
+    body: bytes | None,
+    message: str,
+    field: str | None = None,
+    *,
+    transient: bool = False,
+) -> DecodeError:
+    if field is None and body:
+        # The body as a whole is wrong: its start tells a proxy's page from a bug.
+        message += f"; body starts {_snippet(body[:60])!r}"
+    return DecodeError(
+        f"job {job_id!r}: {message}",
+        job_id=job_id,
+        field=field,
+        snippet=_snippet(body),
+        content_type=content_type,
+        http_status=http_status,
+        transient=transient,
+    )
+
+
+@functools.lru_cache(maxsize=32)  # servers send one or two distinct values, on every poll
 def _is_json(content_type: str | None) -> bool:
     if not content_type:
         return True  # no claim either way: let the body speak

@@ -37,7 +37,7 @@ class JobStatus(enum.StrEnum):
     @classmethod
     def parse(cls, raw: str) -> JobStatus:
         """The status a server's string names (case-insensitively), or `UNKNOWN`."""
-        return _BY_NAME.get(raw.upper(), cls.UNKNOWN)
+        return _BY_NAME.get(raw) or _BY_NAME.get(raw.upper(), cls.UNKNOWN)
 
     @property
     def is_terminal(self) -> bool:
