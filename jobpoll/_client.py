@@ -75,7 +75,9 @@ class JobsClient:
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
         connect_timeout: seconds to wait for a connection.
-        read_timeout: seconds to wait for each read from the socket.
+        read_timeout: seconds to wait for each read from the socket. One no shorter than
+            `total_timeout` could never fire first, so it is not armed: aiohttp's per-read timer
+            costs CPU on every response (about 5% of a poll, see benchmarks/bench_client.py).
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
         max_connections: the size of the connection pool of the client's own session.
@@ -95,7 +97,7 @@ class JobsClient:
         session: aiohttp.ClientSession | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
-        total_timeout: float = 60.0,
+        total_timeout: float = 30.0,
         max_connections: int = 32,
         max_body_size: int = 1 << 20,
     ) -> None:
@@ -116,9 +118,8 @@ class JobsClient:
             _check_positive(name, seconds)
         _check_positive("max_connections", max_connections, whole=True)
         _check_positive("max_body_size", max_body_size, whole=True)
-        self._timeout = aiohttp.ClientTimeout(
-            total=total_timeout, connect=connect_timeout, sock_read=read_timeout
-        )
+        self._timeouts = (connect_timeout, read_timeout, total_timeout)
+        self._timeout = _client_timeout(connect_timeout, read_timeout, total_timeout)
         self._max_connections = max_connections
         self._max_body_size = max_body_size
         self._session = session
@@ -238,12 +239,15 @@ class JobsClient:
     def _shortened(self, timeout: float) -> aiohttp.ClientTimeout:
         if not timeout > 0:
             raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
-        default = self._timeout
-        return aiohttp.ClientTimeout(
-            total=min(timeout, default.total or math.inf),
-            connect=min(timeout, default.connect or math.inf),
-            sock_read=min(timeout, default.sock_read or math.inf),
-        )
+        connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
+        return _client_timeout(connect, read, total)
+
+
+def _client_timeout(connect: float, read: float, total: float) -> aiohttp.ClientTimeout:
+    # A read timeout that cannot fire before the total one would only cost timer churn.
+    return aiohttp.ClientTimeout(
+        total=total, connect=connect, sock_read=read if read < total else None
+    )
 
 
 def _check_api_key(api_key: str | None) -> str:

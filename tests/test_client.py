@@ -330,6 +330,17 @@ async def test_slow_answer_times_out(service: FakeJobsService) -> None:
         assert caught.value.transient
 
 
+async def test_total_timeout_bounds_a_slow_answer(service: FakeJobsService) -> None:
+    """With a read timeout no shorter than the total one, the total one still cuts it off."""
+    job_id = service.add_job()
+    async with JobsClient(
+        service.api_key, base_url=service.base_url, read_timeout=10.0, total_timeout=0.1
+    ) as client:
+        service.inject(Slow(5.0))
+        with pytest.raises(TransportError, match="no answer in time"):
+            await client.get_job(job_id)
+
+
 async def test_per_call_timeout_shortens(service: FakeJobsService, client: JobsClient) -> None:
     """`get_job(timeout=...)` bounds one call below the client's own timeouts."""
     job_id = service.add_job()
