@@ -271,10 +271,10 @@ def _endpoint(base_url: str) -> URL:
         url = URL(base_url)
     except (TypeError, ValueError) as exc:
         raise ConfigurationError(f"base_url is not a URL: {exc}") from None
+    if url.user is not None or url.password is not None:  # checked first: never echo them
+        raise ConfigurationError("base_url must not carry credentials; pass api_key= instead")
     if url.scheme not in ("https", "http") or not url.host:
         raise ConfigurationError(f"base_url must be an absolute https URL, got {base_url!r}")
-    if url.user is not None or url.password is not None:
-        raise ConfigurationError("base_url must not carry credentials; pass api_key= instead")
     if url.query_string or url.fragment:
         raise ConfigurationError(f"base_url must have no query or fragment, got {base_url!r}")
     if url.scheme == "http" and not _is_loopback(url.host):

@@ -374,6 +374,17 @@ async def test_cancellation_propagates(service: FakeJobsService, client: JobsCli
     assert (await client.get_job(job_id)).id == job_id
 
 
+async def test_works_under_asyncio_timeout(service: FakeJobsService, client: JobsClient) -> None:
+    """An outer `asyncio.timeout` cancels the call and raises its own TimeoutError."""
+    job_id = service.add_job()
+    service.inject(Slow(5.0))
+    with pytest.raises(TimeoutError) as caught:
+        async with asyncio.timeout(0.1):
+            await client.get_job(job_id)
+    assert not isinstance(caught.value, TransportError)
+    assert (await client.get_job(job_id)).id == job_id
+
+
 async def test_caller_session_left_open(service: FakeJobsService) -> None:
     """A caller's session is used, never closed, and still works after the client is."""
     job_id = service.add_job()

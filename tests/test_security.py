@@ -173,6 +173,7 @@ def test_allowed_base_urls(base_url: str) -> None:
         pytest.param("api.cdq.com/rest", "absolute https URL", id="no-scheme"),
         pytest.param("https:///rest", "absolute https URL", id="no-host"),
         pytest.param("https://user:pw@api.cdq.com/rest", "credentials", id="credentials"),
+        pytest.param("ftp://user:pw@api.cdq.com/rest", "credentials", id="ftp-credentials"),
         pytest.param("https://api.cdq.com/rest?jobId=1", "no query", id="query"),
         pytest.param("https://api.cdq.com/rest#x", "no query or fragment", id="fragment"),
         pytest.param("https://[::1/rest", "not a URL", id="unparsable"),
