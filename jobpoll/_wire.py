@@ -28,7 +28,7 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 
-__all__ = ["WireError", "decode_job", "job_to_wire"]
+__all__ = ["WireError", "decode_job", "format_timestamp", "job_to_wire"]
 
 
 class WireError(ValueError):
@@ -43,6 +43,8 @@ class WireError(ValueError):
 
 #: Wire names that are not the attribute's name in camelCase. `status` feeds two attributes.
 _RENAMES: dict[tuple[type, str], str] = {(Job, "raw_status"): "status"}
+#: Fields whose wire value needs a rule of its own rather than their type's hook.
+_FIELD_HOOKS: dict[tuple[type, str], Callable[[Any, Any], Any]] = {}
 #: Attributes computed from others, never written on the wire.
 _NOT_WRITTEN: frozenset[tuple[type, str]] = frozenset({(Job, "status")})
 
@@ -117,7 +119,11 @@ def _describe(value: object) -> str:
     return text if len(text) <= 40 else text[:37] + "..."
 
 
-def _unstructure_datetime(value: datetime) -> str:
+_FIELD_HOOKS[Job, "progress"] = _structure_progress
+
+
+def format_timestamp(value: datetime) -> str:
+    """ISO 8601 as the service writes it: UTC with a `Z`."""
     return value.isoformat().replace("+00:00", "Z")
 
 
@@ -127,14 +133,15 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str | None, _structure_optional_str)
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_structure_hook(JobStatus, _structure_status)
-    converter.register_unstructure_hook(datetime, _unstructure_datetime)
+    converter.register_unstructure_hook(datetime, format_timestamp)
 
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
-        overrides = {a.name: override(rename=_wire_name(cls, a.name)) for a in attrs.fields(cls)}
-        if cls is Job:
-            overrides["progress"] = override(
-                rename="progress", struct_hook=_structure_progress, omit_if_default=False
+        overrides = {
+            a.name: override(
+                rename=_wire_name(cls, a.name), struct_hook=_FIELD_HOOKS.get((cls, a.name))
             )
+            for a in attrs.fields(cls)
+        }
         return make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:

@@ -17,7 +17,7 @@ import attrs
 from aiohttp import web
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
-from jobpoll._wire import job_to_wire
+from jobpoll._wire import format_timestamp, job_to_wire
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
 
 __all__ = ["FakeJobsService", "RecordedRequest"]
@@ -360,7 +360,7 @@ def _error(request: web.Request, status: int, message: str) -> web.Response:
     body = {
         "id": str(uuid.uuid4()),
         "path": request.path,
-        "timestamp": datetime.now(UTC).replace(microsecond=0).isoformat().replace("+00:00", "Z"),
+        "timestamp": format_timestamp(datetime.now(UTC).replace(microsecond=0)),
         "message": message,
         "error": "BAD_REQUEST",
         "status": 400,
