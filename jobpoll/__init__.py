@@ -12,7 +12,9 @@ from jobpoll._errors import (
     DecodeError,
     Forbidden,
     InvalidJobId,
+    JobFailedError,
     JobPollError,
+    JobStalled,
     NotAcceptable,
     NotFound,
     RateLimited,
@@ -20,9 +22,12 @@ from jobpoll._errors import (
     ServiceUnavailable,
     TransportError,
     Unauthorized,
+    WaitTimeout,
 )
 from jobpoll._models import Job, JobStatus
+from jobpoll._policy import PollPolicy
 from jobpoll._version import __version__
+from jobpoll._wait import JobWait, wait_for_job
 
 __all__ = [
     "API_KEY_ENV",
@@ -34,15 +39,21 @@ __all__ = [
     "Forbidden",
     "InvalidJobId",
     "Job",
+    "JobFailedError",
     "JobPollError",
+    "JobStalled",
     "JobStatus",
+    "JobWait",
     "JobsClient",
     "NotAcceptable",
     "NotFound",
+    "PollPolicy",
     "RateLimited",
     "ServerError",
     "ServiceUnavailable",
     "TransportError",
     "Unauthorized",
+    "WaitTimeout",
     "__version__",
+    "wait_for_job",
 ]

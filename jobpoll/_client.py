@@ -199,7 +199,7 @@ class JobsClient:
             TransportError: no answer: connection refused or reset, or a timeout.
             DecodeError: the answer is not a valid job.
         """
-        job_id = _check_job_id(job_id)
+        job_id = check_job_id(job_id)
         session = self._open_session()
         request_timeout = self._timeout if timeout is None else self._shortened(timeout)
         failure: str | None = None
@@ -301,7 +301,8 @@ def _check_positive(name: str, value: float, *, whole: bool = False) -> None:
         raise ConfigurationError(f"{name} must be {noun}, got {value!r}")
 
 
-def _check_job_id(job_id: object) -> str:
+def check_job_id(job_id: object) -> str:
+    """The job id as a plain `str`, or `InvalidJobId` when it could never be sent."""
     # The common case in one expression: it runs on every poll.
     if (
         type(job_id) is str

@@ -14,9 +14,14 @@ JobPollError                  base of everything jobpoll raises
 │   ├── ServiceUnavailable    503, with `retry_after`            (transient)
 │   └── ServerError           any other 5xx                      (transient)
 ├── TransportError            no answer: refused, reset, timed out (transient)
-└── DecodeError               an answer that is not a valid job: HTML, wrong content
-                              type, malformed JSON, an invalid field, too large
+├── DecodeError               an answer that is not a valid job: HTML, wrong content
+│                             type, malformed JSON, an invalid field, too large
+├── JobFailedError            the job ended FAILED, DIED, COULDNT_START or CANCELED
+├── JobStalled                the job did not change for the policy's `stall_timeout`
+└── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
 ```
+
+The last three come from waiting (`wait_for_job`) and carry the last `Job` seen.
 
 `error.transient` says whether trying the same call again later may succeed, so waiting code
 can decide between backing off and giving up without knowing the tree.
@@ -30,7 +35,10 @@ No error ever holds the API key: none keeps a request, its headers or aiohttp's 
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from jobpoll._models import Job
 
 __all__ = [
     "ApiError",
@@ -39,7 +47,9 @@ __all__ = [
     "DecodeError",
     "Forbidden",
     "InvalidJobId",
+    "JobFailedError",
     "JobPollError",
+    "JobStalled",
     "NotAcceptable",
     "NotFound",
     "RateLimited",
@@ -47,6 +57,7 @@ __all__ = [
     "ServiceUnavailable",
     "TransportError",
     "Unauthorized",
+    "WaitTimeout",
     "api_error_for_status",
 ]
 
@@ -218,3 +229,62 @@ class DecodeError(JobPollError):
         self.content_type = content_type
         self.http_status = http_status
         self.transient = transient
+
+
+class JobFailedError(JobPollError):
+    """The job ended without doing its work: FAILED, DIED, COULDNT_START or CANCELED.
+
+    CANCELED is the job's status at the service, not a cancelled asyncio task.
+
+    Attributes:
+        job: the job's final snapshot; `job.status` says which failure it was.
+    """
+
+    def __init__(self, job: Job) -> None:
+        super().__init__(f"job {job.id!r} ended {job.raw_status} at {job.progress}%", job_id=job.id)
+        self.job = job
+
+
+class JobStalled(JobPollError):
+    """Neither the job's status nor its progress changed for the policy's `stall_timeout`.
+
+    Attributes:
+        job: the last snapshot, the one that did not change.
+        unchanged_for: seconds since the job last changed (or was first seen).
+    """
+
+    def __init__(self, job: Job, unchanged_for: float) -> None:
+        super().__init__(
+            f"job {job.id!r} has not changed for {unchanged_for:.0f} s "
+            f"({job.raw_status} at {job.progress}%)",
+            job_id=job.id,
+        )
+        self.job = job
+        self.unchanged_for = unchanged_for
+
+
+class WaitTimeout(JobPollError, TimeoutError):
+    """The wait's deadline passed before the job ended.
+
+    Also a `TimeoutError`, so code that catches timeouts in general catches this one.
+
+    Attributes:
+        job: the last snapshot seen, or None when no poll got an answer.
+        timeout: the deadline the wait was given, in seconds.
+        last_error: the error of the last poll when it failed (e.g. a `TransportError` for a
+            request cut short by the deadline), else None. Also the `__cause__`.
+    """
+
+    def __init__(
+        self,
+        job_id: str,
+        *,
+        timeout: float,
+        job: Job | None = None,
+        last_error: JobPollError | None = None,
+    ) -> None:
+        seen = f"last seen {job.raw_status} at {job.progress}%" if job else "never seen"
+        super().__init__(f"job {job_id!r} did not end within {timeout:g} s ({seen})", job_id=job_id)
+        self.job = job
+        self.timeout = timeout
+        self.last_error = last_error

@@ -10,20 +10,7 @@ import pytest
 from aiohttp import web
 
 from jobpoll import JobsClient
-from jobpoll.testing import FakeJobsService
-
-
-class VirtualClock:
-    """A clock tests move by hand, so scripted jobs unfold without sleeping."""
-
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 
 @pytest.fixture

@@ -20,17 +20,23 @@ def test_exported_members() -> None:
         "Forbidden",
         "InvalidJobId",
         "Job",
+        "JobFailedError",
         "JobPollError",
+        "JobStalled",
         "JobStatus",
+        "JobWait",
         "JobsClient",
         "NotAcceptable",
         "NotFound",
+        "PollPolicy",
         "RateLimited",
         "ServerError",
         "ServiceUnavailable",
         "TransportError",
         "Unauthorized",
+        "WaitTimeout",
         "__version__",
+        "wait_for_job",
     }
     for name in jobpoll.__all__:
         member = getattr(jobpoll, name)
@@ -51,6 +57,7 @@ def test_testing_exported_members() -> None:
         "RecordedRequest",
         "Redirect",
         "Slow",
+        "VirtualClock",
         "linear",
     }
 
@@ -67,5 +74,5 @@ def test_errors_form_one_tree() -> None:
         for name in jobpoll.__all__
         if isinstance(member := getattr(jobpoll, name), type) and issubclass(member, Exception)
     ]
-    assert len(errors) == 14
+    assert len(errors) == 17
     assert all(issubclass(error, jobpoll.JobPollError) for error in errors)

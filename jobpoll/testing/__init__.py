@@ -3,8 +3,11 @@
 `FakeJobsService` is a real `aiohttp.web` server on a loopback port: your code talks real HTTP
 to it, the way it will talk to the service. Script jobs with `add_job`, faults with `inject`,
 and read back what was asked with `request_count`, `peak_in_flight` and `recent_requests`.
+`VirtualClock` runs the service and a `PollPolicy` in virtual time, so a wait on an hour-long
+job takes milliseconds.
 """
 
+from jobpoll.testing._clock import VirtualClock
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
 from jobpoll.testing._service import FakeJobsService, ProgressCurve, RecordedRequest, linear
 
@@ -19,5 +22,6 @@ __all__ = [
     "RecordedRequest",
     "Redirect",
     "Slow",
+    "VirtualClock",
     "linear",
 ]

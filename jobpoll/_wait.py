@@ -1,0 +1,308 @@
+"""`wait_for_job`: poll one job until it ends, as an awaitable or as an async iterator."""
+
+from __future__ import annotations
+
+import inspect
+import logging
+import math
+from collections.abc import Awaitable, Callable, Generator, Iterator
+from typing import Any, Self
+from uuid import UUID
+
+from jobpoll._client import JobsClient, check_job_id
+from jobpoll._errors import (
+    ConfigurationError,
+    JobFailedError,
+    JobPollError,
+    JobStalled,
+    NotFound,
+    WaitTimeout,
+)
+from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+
+__all__ = ["JobWait", "wait_for_job"]
+
+logger = logging.getLogger("jobpoll")
+
+#: Called with each new snapshot; may be a coroutine function.
+UpdateCallback = Callable[[Job], Awaitable[object] | object]
+
+_DEFAULT_POLICY = PollPolicy()
+
+
+def wait_for_job(
+    client: JobsClient,
+    job_id: str | UUID,
+    *,
+    policy: PollPolicy | None = None,
+    timeout: float | None = None,
+    on_update: UpdateCallback | None = None,
+) -> JobWait:
+    """Wait for a job to end: await the result, or iterate over its progress.
+
+        job = await wait_for_job(client, job_id, timeout=3600)   # the final Job
+
+        async for job in wait_for_job(client, job_id):            # each change, then the end
+            print(job.status, job.progress)
+
+    Nothing is sent until the wait is awaited or iterated; the first poll is then immediate.
+
+    Args:
+        client: the client to poll with.
+        job_id: the job to wait for.
+        policy: the schedule of polls and the rules for errors; `PollPolicy()` when None.
+        timeout: the most seconds the whole wait may take, counted on `policy.clock` from the
+            first poll; None waits until the job ends. No poll is started that the deadline
+            would cut short: the wait sleeps until the deadline and raises `WaitTimeout`. Each
+            request's own timeout is cut to the time that remains.
+        on_update: called with each snapshot the iterator would yield (also when awaiting),
+            e.g. to report progress from a worker; it may be a coroutine function. What it
+            raises ends the wait.
+
+    Returns:
+        A `JobWait`.
+
+    Raises:
+        InvalidJobId: the id could never be sent (raised at once, before any poll).
+        ConfigurationError: `timeout` is not a positive number of seconds.
+    """
+    job_id = check_job_id(job_id)
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < math.inf
+    ):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    return JobWait(client, job_id, policy or _DEFAULT_POLICY, timeout, on_update)
+
+
+class JobWait:
+    """One wait on one job, from `wait_for_job`: awaitable, and an async iterator.
+
+    - `await wait` polls until the job ends and returns the final `Job` when it FINISHED or
+      was ARCHIVED; it raises `JobFailedError` (carrying the final `Job`) when the job FAILED,
+      DIED, COULDNT_START or was CANCELED.
+    - `async for job in wait` yields a snapshot at the first poll and whenever the status or
+      the progress changes (backwards too), then the terminal snapshot once, as the last item.
+      A failed job is not an exception here: read `job.succeeded` or `job.failed`.
+
+    Both advance the same wait: after a `break`, iterating again or awaiting picks up where it
+    stopped, and once the wait is over, awaiting it again gives the same outcome. Between two
+    steps it holds no task, request or connection, so a `break` leaves nothing behind.
+
+    Errors that end the wait: `WaitTimeout`, `JobStalled`, and a poll's own error (`ApiError`,
+    `TransportError`, `DecodeError`) when it is not transient, when `policy.max_failures`
+    transient ones came in a row, or for a 404 past `policy.not_found_grace`.
+    """
+
+    __slots__ = (
+        "_busy",
+        "_changed_at",
+        "_client",
+        "_deadline",
+        "_delays",
+        "_error",
+        "_failures",
+        "_job",
+        "_job_id",
+        "_last_error",
+        "_next_delay",
+        "_on_update",
+        "_over",
+        "_policy",
+        "_polls",
+        "_started_at",
+        "_timeout",
+    )
+
+    def __init__(
+        self,
+        client: JobsClient,
+        job_id: str,
+        policy: PollPolicy,
+        timeout: float | None,
+        on_update: UpdateCallback | None,
+    ) -> None:
+        self._client = client
+        self._job_id = job_id
+        self._policy = policy
+        self._timeout = timeout
+        self._on_update = on_update
+        self._delays: Iterator[float] | None = None  # None until the wait starts
+        self._started_at = 0.0
+        self._deadline: float | None = None
+        self._next_delay: float | None = None  # None until the first poll
+        self._job: Job | None = None
+        self._changed_at = 0.0
+        self._failures = 0
+        self._last_error: JobPollError | None = None
+        self._polls = 0
+        self._over = False
+        self._error: Exception | None = None
+        self._busy = False
+
+    @property
+    def job_id(self) -> str:
+        """The id of the job waited for."""
+        return self._job_id
+
+    @property
+    def job(self) -> Job | None:
+        """The last snapshot seen, or None before any poll got an answer."""
+        return self._job
+
+    @property
+    def polls(self) -> int:
+        """How many requests the wait has sent so far, failed ones included."""
+        return self._polls
+
+    @property
+    def done(self) -> bool:
+        """True once the wait is over: the job ended, or an error ended the wait."""
+        return self._over
+
+    def __repr__(self) -> str:
+        seen = f"{self._job.raw_status} {self._job.progress}%" if self._job else "not seen"
+        return f"<JobWait {self._job_id!r} {seen}, {self._polls} polls>"
+
+    def __await__(self) -> Generator[Any, None, Job]:
+        return self._outcome().__await__()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Job:
+        if self._over:
+            raise StopAsyncIteration
+        if self._busy:
+            raise RuntimeError(f"the wait for job {self._job_id!r} is already being consumed")
+        self._busy = True
+        try:
+            return await self._next_update()
+        except Exception as exc:  # CancelledError is no Exception: a cancelled wait can resume
+            self._over, self._error = True, exc
+            raise
+        finally:
+            self._busy = False
+
+    async def _outcome(self) -> Job:
+        while not self._over:
+            await self.__anext__()
+        if self._error is not None:
+            raise self._error
+        job = self._job
+        assert job is not None
+        if job.failed:
+            raise JobFailedError(job)
+        return job
+
+    async def _next_update(self) -> Job:
+        policy = self._policy
+        clock = policy.clock
+        if self._delays is None:
+            self._delays = policy.delays()
+            self._started_at = clock()
+            if self._timeout is not None:
+                self._deadline = self._started_at + self._timeout
+        while True:
+            if self._next_delay is not None:
+                await self._pause(self._next_delay)
+            remaining = None if self._deadline is None else self._deadline - clock()
+            if remaining is not None and remaining <= 0:
+                raise self._timed_out()
+            self._polls += 1
+            try:
+                job = await self._client.get_job(self._job_id, timeout=remaining)
+            except JobPollError as exc:
+                self._ride_out(exc)
+                continue
+            now = clock()
+            self._failures = 0
+            self._last_error = None
+            self._next_delay = next(self._delays)
+            last, self._job = self._job, job
+            if (
+                last is None
+                or job.progress != last.progress
+                or job.raw_status != last.raw_status
+                or job.is_terminal
+            ):
+                self._changed_at = now
+                self._over = job.is_terminal
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "job %s: %s %d%% after %d polls%s",
+                        self._job_id,
+                        job.raw_status,
+                        job.progress,
+                        self._polls,
+                        "" if job.is_terminal else f", next poll in {self._next_delay:.1f} s",
+                    )
+                if self._on_update is not None:
+                    result = self._on_update(job)
+                    if inspect.isawaitable(result):
+                        await result
+                return job
+            stall_timeout = policy.stall_timeout
+            if stall_timeout is not None and now - self._changed_at >= stall_timeout:
+                raise JobStalled(job, now - self._changed_at)
+
+    def _ride_out(self, error: JobPollError) -> None:
+        """Decide the fate of a failed poll: raise, or schedule the next one."""
+        policy = self._policy
+        now = policy.clock()
+        if self._deadline is not None and now >= self._deadline:
+            self._last_error = error
+            raise self._timed_out() from error
+        visibility_delay = (
+            isinstance(error, NotFound)
+            and self._job is None
+            and now - self._started_at < policy.not_found_grace
+        )
+        if not (error.transient or visibility_delay):
+            raise error
+        if not visibility_delay:  # the grace is bounded by its own time, not by a count
+            self._failures += 1
+            if self._failures >= policy.max_failures:
+                raise error
+        self._last_error = error
+        assert self._delays is not None
+        self._next_delay = policy.retry_delay(
+            next(self._delays), getattr(error, "retry_after", None)
+        )
+        if visibility_delay:
+            logger.info(
+                "job %s: not found yet, within the grace of %g s; next poll in %.1f s",
+                self._job_id,
+                policy.not_found_grace,
+                self._next_delay,
+            )
+        else:
+            logger.info(
+                "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
+                self._job_id,
+                error,
+                self._failures,
+                policy.max_failures,
+                self._next_delay,
+            )
+
+    async def _pause(self, delay: float) -> None:
+        """Sleep until the next poll, or until the deadline and raise `WaitTimeout`."""
+        policy = self._policy
+        if self._deadline is not None:
+            remaining = self._deadline - policy.clock()
+            if delay >= remaining:
+                if remaining > 0:
+                    await policy.sleep(remaining)
+                raise self._timed_out()
+        await policy.sleep(delay)
+
+    def _timed_out(self) -> WaitTimeout:
+        assert self._timeout is not None
+        error = WaitTimeout(
+            self._job_id, timeout=self._timeout, job=self._job, last_error=self._last_error
+        )
+        error.__cause__ = self._last_error
+        return error

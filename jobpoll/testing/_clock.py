@@ -1,0 +1,58 @@
+"""`VirtualClock`: time that moves only when a wait sleeps, so schedules run without sleeping."""
+
+from __future__ import annotations
+
+import asyncio
+
+__all__ = ["VirtualClock"]
+
+
+class VirtualClock:
+    """A monotonic clock and a matching `sleep` that moves it instead of waiting.
+
+    Give the same clock to the fake service and to a `PollPolicy`, and a job scripted to run
+    for an hour is waited for in milliseconds, with every delay on record:
+
+        clock = VirtualClock()
+        async with FakeJobsService(clock=clock) as service:
+            job_id = service.add_job(duration=3600)
+            policy = PollPolicy(clock=clock, sleep=clock.sleep)
+            async with JobsClient(service.api_key, base_url=service.base_url) as client:
+                job = await wait_for_job(client, job_id, policy=policy)
+        assert clock.now - clock.start >= 3600
+
+    Each `sleep` moves time on by its own delay, which models one waiter (or waiters taking
+    turns) exactly; it is not a scheduler for many concurrent sleepers.
+
+    Attributes:
+        now: the current time, in seconds.
+        start: the time the clock was created at.
+        sleeps: every delay `sleep` was asked for, in order.
+    """
+
+    def __init__(self, start: float = 1000.0) -> None:
+        self.start = start
+        self.now = start
+        self.sleeps: list[float] = []
+
+    def __repr__(self) -> str:
+        return f"<VirtualClock now={self.now:g} after {len(self.sleeps)} sleeps>"
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move time on by `seconds`."""
+        if seconds < 0:
+            raise ValueError("a monotonic clock does not go back")
+        self.now += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Record the delay and move time on by it, without waiting.
+
+        Still a real suspension point (`asyncio.sleep(0)`), so other tasks run and a
+        cancellation lands here as it would in a real sleep.
+        """
+        self.sleeps.append(seconds)
+        self.advance(max(0.0, seconds))
+        await asyncio.sleep(0)
