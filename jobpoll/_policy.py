@@ -73,6 +73,13 @@ def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value:
         raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
 
 
+def _shared_random() -> float:
+    # Looked up at each call, not bound at import: a pickled policy then refers to the random
+    # module of the process it lands in, rather than carrying a copy of one generator's state
+    # that would make every worker draw the same jitter.
+    return random.random()
+
+
 @attrs.frozen(kw_only=True)
 class PollPolicy:
     """How `wait_for_job` paces its polls and which failures it rides out.
@@ -126,14 +133,15 @@ class PollPolicy:
     max_retry_after: float = attrs.field(default=300.0, validator=_not_negative)
     not_found_grace: float = attrs.field(default=0.0, validator=_not_negative)
     stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
+    # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, validator=_check_callable, repr=False
+        default=time.monotonic, validator=_check_callable, repr=False, eq=False
     )
     sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=asyncio.sleep, validator=_check_callable, repr=False
+        default=asyncio.sleep, validator=_check_callable, repr=False, eq=False
     )
     rng: Callable[[], float] = attrs.field(
-        default=random.random, validator=_check_callable, repr=False
+        default=_shared_random, validator=_check_callable, repr=False, eq=False
     )
 
     def delays(self) -> Iterator[float]:

@@ -15,13 +15,19 @@ from jobpoll import (
     ApiError,
     DecodeError,
     Job,
+    JobFailedError,
     JobPollError,
     JobsClient,
+    JobStalled,
     JobStatus,
+    JobWait,
+    PollPolicy,
     RateLimited,
     TransportError,
+    WaitTimeout,
+    wait_for_job,
 )
-from jobpoll.testing import FakeJobsService, HttpError, Slow
+from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 
 async def fetch_one(session: aiohttp.ClientSession) -> Job:
@@ -54,3 +60,27 @@ async def script() -> str:
         service.inject(Slow(0.5), job_id=job_id, times=None)
         count: int = service.request_count(job_id)
         return f"{service.base_url} {service.api_key} {count} {jobpoll.__version__}"
+
+
+async def wait(client: JobsClient, job_id: str) -> Job | None:
+    clock = VirtualClock()
+    policy = PollPolicy(initial=2.0, max_interval=60, clock=clock, sleep=clock.sleep)
+
+    async def report(job: Job) -> None:
+        print(job.progress)
+
+    waiting: JobWait = wait_for_job(client, job_id, policy=policy, timeout=600, on_update=report)
+    async for snapshot in waiting:
+        print(snapshot.status, waiting.polls, waiting.job, waiting.done)
+    try:
+        final: Job = await wait_for_job(client, uuid.uuid4(), on_update=print)
+    except JobFailedError as failed:
+        return failed.job
+    except JobStalled as stalled:
+        print(stalled.unchanged_for)
+        return stalled.job
+    except WaitTimeout as timed_out:
+        cause: JobPollError | None = timed_out.last_error
+        print(cause, timed_out.timeout)
+        return timed_out.job
+    return final
