@@ -1,10 +1,11 @@
-"""Watch a job on jobpoll's embedded fake service: no API key or network needed.
+"""Wait on jobs of jobpoll's embedded fake service: no API key or network needed.
 
     python examples/demo.py [--seconds 3]
 
-It starts the fake service on loopback, scripts a job that runs for a few seconds, and asks
-for its status every half second with `JobsClient.get_job` until the job is over. Against the
-real service, drop the fake and give `JobsClient` your key (or set CDQ_API_KEY).
+It starts the fake service on loopback and scripts two jobs. It follows the first with
+`async for job in wait_for_job(...)`, printing each change of status and progress, and awaits
+the second, which fails, to show `JobFailedError`. Against the real service, drop the fake and
+give `JobsClient` your key (or set CDQ_API_KEY).
 """
 
 from __future__ import annotations
@@ -12,25 +13,34 @@ from __future__ import annotations
 import argparse
 import asyncio
 
-from jobpoll import JobPollError, JobsClient
+from jobpoll import JobFailedError, JobPollError, JobsClient, PollPolicy, wait_for_job
 from jobpoll.testing import FakeJobsService
+
+#: Polls every quarter second at first, at most every second: a demo's jobs are short.
+DEMO_POLICY = PollPolicy(initial=0.25, max_interval=1.0)
 
 
 async def demo(seconds: float) -> None:
-    """Script a job on the fake service and print it until it ends."""
+    """Script jobs on the fake service and wait for them."""
     async with FakeJobsService() as service:
         job_id = service.add_job(duration=seconds, queued=seconds / 5, progress_as_string=True)
         print(f"fake service at {service.base_url}, job {job_id}")
         async with JobsClient(service.api_key, base_url=service.base_url) as client:
-            while True:
-                job = await client.get_job(job_id)
+            waiting = wait_for_job(client, job_id, policy=DEMO_POLICY, timeout=seconds + 30)
+            async for job in waiting:
                 print(f"  {job.status:<9} {job.progress:>3}%")
-                if job.is_terminal:
-                    break
-                await asyncio.sleep(0.5)
-            print(job)
+            print(f"{job}\n({waiting.polls} polls)")
+
+            # It stops at 60%, as a job that dies half-way through its work would.
+            failing = service.add_job(
+                duration=seconds / 2, final_status="DIED", progress=lambda done: 60 * done
+            )
             try:
-                await client.get_job("no-such-job")
+                await wait_for_job(client, failing, policy=DEMO_POLICY)
+            except JobFailedError as error:
+                print(f"and a job that dies: {type(error).__name__}: {error}")
+            try:
+                await wait_for_job(client, "no-such-job")
             except JobPollError as error:
                 print(f"and a job that does not exist: {type(error).__name__}: {error}")
 

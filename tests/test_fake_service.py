@@ -174,7 +174,7 @@ def test_serves_from_the_command_line() -> None:
 
 
 def test_demo_runs() -> None:
-    """The README's demo gets a job from the fake service and prints it to the end."""
+    """The README's demo follows a job to its end, then shows a failed and a missing job."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--seconds", "0.6"],
         capture_output=True,
@@ -184,6 +184,8 @@ def test_demo_runs() -> None:
     )
     assert "FINISHED  100%" in result.stdout
     assert "Job(id=" in result.stdout
+    assert "JobFailedError" in result.stdout
+    assert "ended DIED at 60%" in result.stdout
     assert "NotFound" in result.stdout
 
 

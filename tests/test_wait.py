@@ -641,7 +641,7 @@ async def test_one_consumer_at_a_time(
     service.inject(Slow(0.2), job_id=job_id)
     wait = wait_for_job(client, job_id, policy=policy)
     first = asyncio.create_task(anext(wait))
-    await asyncio.sleep(0.05)
+    await asyncio.sleep(0)  # `first` runs up to its request, holding the wait
     with pytest.raises(RuntimeError, match="already being consumed"):
         await anext(wait)
     assert (await first).succeeded
