@@ -19,3 +19,15 @@ def test_client_benchmark_runs() -> None:
         check=True,
     )
     assert "ratio (median of rounds):" in result.stdout
+
+
+def test_wait_benchmark_runs() -> None:
+    """A tiny run of bench_wait.py completes and prints its summary line."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_wait.py"), "--jobs", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "default / baseline, polls per job and p95 latency (all jobs):" in result.stdout
