@@ -43,6 +43,7 @@ from types import FrameType
 from typing import Any
 
 import aiohttp
+from _common import positive_int
 from yarl import URL
 
 import jobpoll
@@ -258,13 +259,6 @@ def print_summary(results: list[Round]) -> None:
 
 
 # Command line ---------------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

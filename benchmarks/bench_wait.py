@@ -50,6 +50,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import attrs
+from _common import positive_int
 
 import jobpoll
 from jobpoll import Job, JobsClient, PollPolicy, wait_for_job
@@ -259,13 +260,6 @@ def print_summary(samples: dict[str, list[Sample]], requests: int, wall: float) 
 
 
 # Command line -------------------------------------------------------------------------------
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
-    return value
 
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:

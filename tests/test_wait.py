@@ -48,6 +48,7 @@ from jobpoll.testing import (
     VirtualClock,
 )
 
+FAILURES = [JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED]
 #: The default schedule without jitter: what `clock.sleeps` holds in these tests.
 SCHEDULE = [1, 1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625, 17.0859375, 25.62890625, 30, 30]
 
@@ -108,10 +109,7 @@ async def test_first_poll_is_immediate(
     assert service.request_count(job_id) == 1
 
 
-@pytest.mark.parametrize(
-    "status",
-    [JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED],
-)
+@pytest.mark.parametrize("status", FAILURES)
 async def test_await_raises_for_each_failure_status(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy, status: JobStatus
 ) -> None:
@@ -124,10 +122,7 @@ async def test_await_raises_for_each_failure_status(
     assert not isinstance(caught.value, asyncio.CancelledError)
 
 
-@pytest.mark.parametrize(
-    "status",
-    [JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED],
-)
+@pytest.mark.parametrize("status", FAILURES)
 async def test_iterator_ends_quietly_on_failure(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy, status: JobStatus
 ) -> None:
