@@ -66,8 +66,15 @@ def wait_for_job(
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
         ConfigurationError: `timeout` is not a positive number of seconds.
+        TypeError: `client`, `policy` or `on_update` is not what it should be.
     """
     job_id = check_job_id(job_id)
+    if not isinstance(client, JobsClient):
+        raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
+    if policy is not None and not isinstance(policy, PollPolicy):
+        raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
+    if on_update is not None and not callable(on_update):
+        raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
     if timeout is not None and (
         isinstance(timeout, bool)
         or not isinstance(timeout, (int, float))

@@ -28,3 +28,11 @@ def test_set_up_commands_match_ci() -> None:
     assert len(commands) == 2
     assert "examples/demo.py" in commands[0]
     assert commands[1] in ci.splitlines()
+
+
+def test_every_python_block_compiles() -> None:
+    """Each Python example is valid Python (the one that needs the real service included)."""
+    blocks = python_blocks()
+    assert len(blocks) >= 2
+    for block in blocks:
+        compile(block, "README.md", "exec")

@@ -535,6 +535,24 @@ async def test_bad_timeout_is_refused(client: JobsClient, seconds: object) -> No
         wait_for_job(client, "a-job", timeout=seconds)  # type: ignore[arg-type]
 
 
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        pytest.param({"policy": {"initial": 1}}, "policy must be a PollPolicy", id="policy"),
+        pytest.param({"on_update": "print"}, "on_update must be callable", id="on_update"),
+    ],
+)
+async def test_wrong_types_are_refused(
+    client: JobsClient, options: dict[str, object], message: str
+) -> None:
+    """A policy that is no `PollPolicy`, or an `on_update` that cannot be called, is a
+    `TypeError` when the wait is made, not a puzzle at the first poll."""
+    with pytest.raises(TypeError, match=message):
+        wait_for_job(client, "a-job", **options)  # type: ignore[arg-type]
+    with pytest.raises(TypeError, match="client must be a JobsClient"):
+        wait_for_job("http://localhost", "a-job")  # type: ignore[arg-type]
+
+
 @pytest.mark.parametrize("job_id", ["", " padded ", "a\nb", "x" * 300])
 async def test_bad_job_id_is_refused_at_once(
     service: FakeJobsService, client: JobsClient, job_id: str
