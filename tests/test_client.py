@@ -8,7 +8,7 @@ import uuid
 
 import aiohttp
 import pytest
-from conftest import VirtualClock, raw_bytes_server, raw_server
+from conftest import raw_bytes_server, raw_server
 
 from jobpoll import (
     ApiError,
@@ -26,7 +26,7 @@ from jobpoll import (
     TransportError,
     Unauthorized,
 )
-from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Slow
+from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
 
 @pytest.mark.parametrize("status", list(JobStatus), ids=[s.value for s in JobStatus])

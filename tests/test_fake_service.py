@@ -11,10 +11,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import VirtualClock
 
 from jobpoll import JobsClient, JobStatus, NotFound, ServiceUnavailable
-from jobpoll.testing import Body, FakeJobsService, HttpError, Patch, Slow
+from jobpoll.testing import Body, FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
 ROOT = Path(__file__).parent.parent
 
@@ -198,3 +197,13 @@ async def test_port_in_use_leaves_nothing_running(service: FakeJobsService) -> N
     with pytest.raises(RuntimeError, match="not started"):
         _ = second.base_url
     await second.stop()  # stopping a service that never started is harmless
+
+
+async def test_virtual_clock_moves_only_forward() -> None:
+    """A `VirtualClock` records its sleeps, tells them in its repr, and never goes back."""
+    clock = VirtualClock(start=0)
+    await clock.sleep(2.5)
+    assert (clock(), clock.sleeps) == (2.5, [2.5])
+    assert repr(clock) == "<VirtualClock now=2.5 after 1 sleeps>"
+    with pytest.raises(ValueError, match="does not go back"):
+        clock.advance(-1)

@@ -503,6 +503,38 @@ async def test_retry_after_past_the_deadline_ends_at_the_deadline(
     assert clock.sleeps == [30]
 
 
+async def test_no_poll_after_a_sleep_that_overran_the_deadline(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A sleep that wakes up late (a busy loop) past the deadline ends the wait unpolled."""
+
+    async def late_sleep(seconds: float) -> None:
+        await clock.sleep(seconds * 3)
+
+    job_id = service.add_job(duration=3600)
+    policy = PollPolicy(clock=clock, sleep=late_sleep, jitter=0)
+    with pytest.raises(WaitTimeout):
+        await wait_for_job(client, job_id, policy=policy, timeout=10)
+    assert clock.sleeps == [3, 4.5, 6.75]  # woke up at 3, 7.5, then 14.25: past 10
+    assert service.request_count(job_id) == 3
+
+
+async def test_no_sleep_once_the_deadline_has_passed(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy, clock: VirtualClock
+) -> None:
+    """Time spent outside the sleeps (here in `on_update`) counts against the deadline."""
+    job_id = service.add_job(duration=3600)
+    wait = wait_for_job(
+        client, job_id, policy=policy, timeout=60, on_update=lambda _: clock.advance(90)
+    )
+    with pytest.raises(WaitTimeout) as caught:
+        await wait
+    assert caught.value.job is not None
+    assert (wait.job, wait.job_id) == (caught.value.job, job_id)
+    assert clock.sleeps == []
+    assert wait.polls == 1
+
+
 async def test_request_timeout_is_cut_to_the_time_left(service: FakeJobsService) -> None:
     """A request is never allowed longer than what remains of the deadline (real time)."""
     job_id = service.add_job(duration=0)
