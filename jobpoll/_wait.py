@@ -259,9 +259,6 @@ class JobWait:
         """Decide the fate of a failed poll: raise, or schedule the next one."""
         policy = self._policy
         now = policy.clock()
-        if self._deadline is not None and now >= self._deadline:
-            self._last_error = error
-            raise self._timed_out() from error
         visibility_delay = (
             isinstance(error, NotFound)
             and self._job is None
@@ -269,11 +266,13 @@ class JobWait:
         )
         if not (error.transient or visibility_delay):
             raise error
+        self._last_error = error
+        if self._deadline is not None and now >= self._deadline:
+            raise self._timed_out()  # e.g. the request was cut short by the deadline
         if not visibility_delay:  # the grace is bounded by its own time, not by a count
             self._failures += 1
             if self._failures >= policy.max_failures:
                 raise error
-        self._last_error = error
         assert self._delays is not None
         self._next_delay = policy.retry_delay(
             next(self._delays), getattr(error, "retry_after", None)

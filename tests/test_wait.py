@@ -503,6 +503,31 @@ async def test_retry_after_past_the_deadline_ends_at_the_deadline(
     assert clock.sleeps == [30]
 
 
+@pytest.mark.parametrize(
+    ("status", "raised"), [(503, WaitTimeout), (403, Forbidden)], ids=["transient", "final"]
+)
+async def test_failure_past_the_deadline(
+    service: FakeJobsService,
+    client: JobsClient,
+    clock: VirtualClock,
+    status: int,
+    raised: type[Exception],
+) -> None:
+    """A failure that lands past the deadline ends the wait: as `WaitTimeout` when it was
+    worth another poll, as itself when it was not."""
+    job_id = service.add_job(duration=3600)
+    service.inject(Patch({}), job_id=job_id)  # the first poll is answered, then no more
+    service.inject(HttpError(status), job_id=job_id, times=None)
+
+    def slow_clock() -> float:  # the second request takes 100 s
+        return clock.now + (100 if service.request_count(job_id) >= 2 else 0)
+
+    policy = PollPolicy(clock=slow_clock, sleep=clock.sleep, jitter=0)
+    with pytest.raises(raised):
+        await wait_for_job(client, job_id, policy=policy, timeout=60)
+    assert service.request_count(job_id) == 2
+
+
 async def test_no_poll_after_a_sleep_that_overran_the_deadline(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
