@@ -101,9 +101,10 @@ class PollPolicy:
         jitter: the share of each delay drawn at random: a delay `d` becomes a number from
             `d * (1 - jitter)` to `d`. 0 is no jitter; 1 is backoff's "full jitter", which lets
             the first waits fall close to 0.
-        max_failures: failed polls in a row that are ridden out (transport errors, 429, 5xx,
-            an intermediary's HTML page); the next failure after them is raised. Any answer
-            that is a job resets the count.
+        max_failures: how many failed polls in a row end the wait: the one that reaches it
+            is raised, those before it are polled again (transport errors, 429, 5xx, an
+            intermediary's HTML page); 1 raises the first. Any answer that is a job resets
+            the count.
         max_retry_after: the longest wait, in seconds, that a server's `Retry-After` is obeyed
             for; a longer one is cut to this, so a misconfigured header cannot park a waiter
             for a day.
