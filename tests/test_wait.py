@@ -568,7 +568,8 @@ async def test_request_timeout_is_cut_to_the_time_left(service: FakeJobsService)
         with pytest.raises(WaitTimeout) as caught:
             await wait_for_job(client, job_id, timeout=0.3)
     assert isinstance(caught.value.last_error, TransportError)
-    await until_idle(service)
+    await until_idle(service)  # the deadline released the request and its connection
+    assert no_other_tasks()
 
 
 async def test_works_under_asyncio_timeout(service: FakeJobsService) -> None:
