@@ -14,14 +14,17 @@ import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import backoff
 
 from jobpoll._errors import ConfigurationError
 
-__all__ = ["PollPolicy"]
+if TYPE_CHECKING:
+    from jobpoll._models import Job
+
+__all__ = ["Pace", "PollPolicy"]
 
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
@@ -145,19 +148,29 @@ class PollPolicy:
         default=_shared_random, validator=_check_callable, repr=False, eq=False
     )
 
-    def delays(self) -> Iterator[float]:
-        """The delays between polls, in seconds, jitter included; an endless iterator.
+    def pace(self) -> Pace:
+        """A new wait's place in this policy's schedule; each wait (each job) has its own."""
+        return Pace(self)
 
-        Each wait draws its own; `list(itertools.islice(policy.delays(), 10))` shows a
-        policy's first ten.
+    def delays(self) -> Iterator[float]:
+        """The delays between polls of a job that tells nothing, jitter included; endless.
+
+        `list(itertools.islice(policy.delays(), 10))` shows a policy's first ten.
         """
+        pace = self.pace()
+        while True:
+            yield pace.failed(0.0)
+
+    def _nominal(self) -> Iterator[float]:
         # backoff.expo(base, factor, max_value) yields factor * base**n, then max_value for
         # ever; it is primed by one next() first, as backoff itself does.
         nominal = backoff.expo(base=self.factor, factor=self.initial, max_value=self.max_interval)
         next(nominal)
-        jitter, rng = self.jitter, self.rng
-        for delay in nominal:
-            yield delay * (1.0 - jitter * rng()) if jitter else delay
+        return nominal
+
+    def _jittered(self, delay: float) -> float:
+        jitter = self.jitter
+        return delay * (1.0 - jitter * self.rng()) if jitter else delay
 
     def retry_delay(self, scheduled: float, retry_after: float | None) -> float:
         """The delay before polling again after a failure: the scheduled one, or longer when
@@ -165,3 +178,27 @@ class PollPolicy:
         if retry_after is None:
             return scheduled
         return max(scheduled, min(retry_after, self.max_retry_after))
+
+
+class Pace:
+    """One wait's place in its policy's schedule: the delay before each next poll.
+
+    A wait (or each job of a fan-out) asks its pace after every poll: `answered` with the job
+    the poll saw, `failed` when it saw none. The delay is computed from those observations
+    and the policy alone, so a schedule can be replayed on made-up observations and a
+    virtual clock.
+    """
+
+    __slots__ = ("_nominal", "_policy")
+
+    def __init__(self, policy: PollPolicy) -> None:
+        self._policy = policy
+        self._nominal = policy._nominal()
+
+    def answered(self, now: float, job: Job) -> float:
+        """The delay after a poll at `now` that saw `job` (not a terminal one)."""
+        return self._policy._jittered(next(self._nominal))
+
+    def failed(self, now: float) -> float:
+        """The delay after a poll at `now` that failed (before any `Retry-After`)."""
+        return self._policy._jittered(next(self._nominal))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Generator, Iterator
+from collections.abc import Awaitable, Callable, Generator
 from typing import Any, Self
 from uuid import UUID
 
@@ -19,7 +19,7 @@ from jobpoll._errors import (
     WaitTimeout,
 )
 from jobpoll._models import Job
-from jobpoll._policy import PollPolicy
+from jobpoll._policy import Pace, PollPolicy
 
 __all__ = ["JobWait", "wait_for_job"]
 
@@ -29,6 +29,16 @@ logger = logging.getLogger("jobpoll")
 UpdateCallback = Callable[[Job], Awaitable[object] | object]
 
 _DEFAULT_POLICY = PollPolicy()
+
+
+def check_timeout(timeout: float | None) -> None:
+    """Refuse a `timeout` that is neither None nor a positive, finite number of seconds."""
+    if timeout is not None and (
+        isinstance(timeout, bool)
+        or not isinstance(timeout, (int, float))
+        or not 0 < timeout < math.inf
+    ):
+        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
 
 
 def wait_for_job(
@@ -75,16 +85,165 @@ def wait_for_job(
         raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
     if on_update is not None and not callable(on_update):
         raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
-    if timeout is not None and (
-        isinstance(timeout, bool)
-        or not isinstance(timeout, (int, float))
-        or not 0 < timeout < math.inf
-    ):
-        raise ConfigurationError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    check_timeout(timeout)
     return JobWait(client, job_id, policy or _DEFAULT_POLICY, timeout, on_update)
 
 
-class JobWait:
+class Tracker:
+    """What one wait knows of its job, and what it decides from it.
+
+    The rules of a wait live here, apart from how it sleeps and sends: `JobWait` drives one
+    tracker with its own loop; `wait_for_jobs` drives many from one scheduler. So a job in a
+    fan-out ends exactly as it would alone. A tracker is a small record (slots, no task), so
+    a hundred thousand of them fit in a few hundred megabytes.
+    """
+
+    __slots__ = (
+        "_changed_at",
+        "_deadline",
+        "_failures",
+        "_job",
+        "_job_id",
+        "_last_error",
+        "_next_delay",
+        "_pace",
+        "_policy",
+        "_polls",
+        "_started_at",
+        "_timeout",
+    )
+
+    def __init__(self, job_id: str, policy: PollPolicy, timeout: float | None) -> None:
+        self._job_id = job_id
+        self._policy = policy
+        self._timeout = timeout
+        self._pace: Pace | None = None  # None until the wait starts
+        self._started_at = 0.0
+        self._deadline: float | None = None
+        self._next_delay: float | None = None  # None until the first poll
+        self._job: Job | None = None
+        self._changed_at = 0.0
+        self._failures = 0
+        self._last_error: JobPollError | None = None
+        self._polls = 0
+
+    @property
+    def job_id(self) -> str:
+        """The id of the job waited for."""
+        return self._job_id
+
+    @property
+    def job(self) -> Job | None:
+        """The last snapshot seen, or None before any poll got an answer."""
+        return self._job
+
+    @property
+    def polls(self) -> int:
+        """How many requests the wait has sent so far, failed ones included."""
+        return self._polls
+
+    def _begin(self, now: float) -> None:
+        """Start the clocks at the first poll (once)."""
+        if self._pace is None:
+            self._pace = self._policy.pace()
+            self._started_at = now
+            if self._timeout is not None:
+                self._deadline = now + self._timeout
+
+    def _request_timeout(self, now: float) -> float | None:
+        """Count a poll about to be sent; its timeout is the time left, if there is a deadline.
+
+        Raises:
+            WaitTimeout: the deadline has passed.
+        """
+        remaining = None if self._deadline is None else self._deadline - now
+        if remaining is not None and remaining <= 0:
+            raise self._timed_out()
+        self._polls += 1
+        return remaining
+
+    def _answered(self, job: Job, now: float) -> bool:
+        """Take in a poll's answer; True when it is news (first, changed or terminal).
+
+        Raises:
+            JobStalled: nothing changed for `policy.stall_timeout`.
+        """
+        assert self._pace is not None
+        self._failures = 0
+        self._last_error = None
+        last, self._job = self._job, job
+        if (
+            last is None
+            or job.progress != last.progress
+            or job.raw_status != last.raw_status
+            or job.is_terminal
+        ):
+            self._changed_at = now
+            self._next_delay = None if job.is_terminal else self._pace.answered(now, job)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "job %s: %s %d%% after %d polls%s",
+                    self._job_id,
+                    job.raw_status,
+                    job.progress,
+                    self._polls,
+                    "" if job.is_terminal else f", next poll in {self._next_delay:.1f} s",
+                )
+            return True
+        stall_timeout = self._policy.stall_timeout
+        if stall_timeout is not None and now - self._changed_at >= stall_timeout:
+            raise JobStalled(job, now - self._changed_at)
+        self._next_delay = self._pace.answered(now, job)
+        return False
+
+    def _failed(self, error: JobPollError, now: float) -> None:
+        """Decide the fate of a failed poll: raise, or schedule the next one."""
+        assert self._pace is not None
+        policy = self._policy
+        visibility_delay = (
+            isinstance(error, NotFound)
+            and self._job is None
+            and now - self._started_at < policy.not_found_grace
+        )
+        if not (error.transient or visibility_delay):
+            raise error
+        self._last_error = error
+        if self._deadline is not None and now >= self._deadline:
+            raise self._timed_out()  # e.g. the request was cut short by the deadline
+        if not visibility_delay:  # the grace is bounded by its own time, not by a count
+            self._failures += 1
+            if self._failures >= policy.max_failures:
+                raise error
+        self._next_delay = policy.retry_delay(
+            self._pace.failed(now), getattr(error, "retry_after", None)
+        )
+        if visibility_delay:
+            logger.info(
+                "job %s: not found yet, within the grace of %g s; next poll in %.1f s",
+                self._job_id,
+                policy.not_found_grace,
+                self._next_delay,
+            )
+        else:
+            logger.info(
+                "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
+                self._job_id,
+                error,
+                self._failures,
+                policy.max_failures,
+                self._next_delay,
+            )
+
+    def _timed_out(self) -> WaitTimeout:
+        assert self._timeout is not None
+        error = WaitTimeout(
+            self._job_id, timeout=self._timeout, job=self._job, last_error=self._last_error
+        )
+        error.__cause__ = self._last_error
+        return error
+
+
+class JobWait(Tracker):
     """One wait on one job, from `wait_for_job`: awaitable, and an async iterator.
 
     - `await wait` polls until the job ends and returns the final `Job` when it FINISHED or
@@ -103,25 +262,7 @@ class JobWait:
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
 
-    __slots__ = (
-        "_busy",
-        "_changed_at",
-        "_client",
-        "_deadline",
-        "_delays",
-        "_error",
-        "_failures",
-        "_job",
-        "_job_id",
-        "_last_error",
-        "_next_delay",
-        "_on_update",
-        "_over",
-        "_policy",
-        "_polls",
-        "_started_at",
-        "_timeout",
-    )
+    __slots__ = ("_busy", "_client", "_error", "_on_update", "_over")
 
     def __init__(
         self,
@@ -131,38 +272,12 @@ class JobWait:
         timeout: float | None,
         on_update: UpdateCallback | None,
     ) -> None:
+        super().__init__(job_id, policy, timeout)
         self._client = client
-        self._job_id = job_id
-        self._policy = policy
-        self._timeout = timeout
         self._on_update = on_update
-        self._delays: Iterator[float] | None = None  # None until the wait starts
-        self._started_at = 0.0
-        self._deadline: float | None = None
-        self._next_delay: float | None = None  # None until the first poll
-        self._job: Job | None = None
-        self._changed_at = 0.0
-        self._failures = 0
-        self._last_error: JobPollError | None = None
-        self._polls = 0
         self._over = False
         self._error: Exception | None = None
         self._busy = False
-
-    @property
-    def job_id(self) -> str:
-        """The id of the job waited for."""
-        return self._job_id
-
-    @property
-    def job(self) -> Job | None:
-        """The last snapshot seen, or None before any poll got an answer."""
-        return self._job
-
-    @property
-    def polls(self) -> int:
-        """How many requests the wait has sent so far, failed ones included."""
-        return self._polls
 
     @property
     def done(self) -> bool:
@@ -205,94 +320,24 @@ class JobWait:
         return job
 
     async def _next_update(self) -> Job:
-        policy = self._policy
-        clock = policy.clock
-        if self._delays is None:
-            self._delays = policy.delays()
-            self._started_at = clock()
-            if self._timeout is not None:
-                self._deadline = self._started_at + self._timeout
+        clock = self._policy.clock
+        self._begin(clock())
         while True:
             if self._next_delay is not None:
                 await self._pause(self._next_delay)
-            remaining = None if self._deadline is None else self._deadline - clock()
-            if remaining is not None and remaining <= 0:
-                raise self._timed_out()
-            self._polls += 1
+            timeout = self._request_timeout(clock())
             try:
-                job = await self._client.get_job(self._job_id, timeout=remaining)
+                job = await self._client.get_job(self._job_id, timeout=timeout)
             except JobPollError as exc:
-                self._ride_out(exc)
+                self._failed(exc, clock())
                 continue
-            now = clock()
-            self._failures = 0
-            self._last_error = None
-            self._next_delay = next(self._delays)
-            last, self._job = self._job, job
-            if (
-                last is None
-                or job.progress != last.progress
-                or job.raw_status != last.raw_status
-                or job.is_terminal
-            ):
-                self._changed_at = now
+            if self._answered(job, clock()):
                 self._over = job.is_terminal
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "job %s: %s %d%% after %d polls%s",
-                        self._job_id,
-                        job.raw_status,
-                        job.progress,
-                        self._polls,
-                        "" if job.is_terminal else f", next poll in {self._next_delay:.1f} s",
-                    )
                 if self._on_update is not None:
                     result = self._on_update(job)
                     if inspect.isawaitable(result):
                         await result
                 return job
-            stall_timeout = policy.stall_timeout
-            if stall_timeout is not None and now - self._changed_at >= stall_timeout:
-                raise JobStalled(job, now - self._changed_at)
-
-    def _ride_out(self, error: JobPollError) -> None:
-        """Decide the fate of a failed poll: raise, or schedule the next one."""
-        policy = self._policy
-        now = policy.clock()
-        visibility_delay = (
-            isinstance(error, NotFound)
-            and self._job is None
-            and now - self._started_at < policy.not_found_grace
-        )
-        if not (error.transient or visibility_delay):
-            raise error
-        self._last_error = error
-        if self._deadline is not None and now >= self._deadline:
-            raise self._timed_out()  # e.g. the request was cut short by the deadline
-        if not visibility_delay:  # the grace is bounded by its own time, not by a count
-            self._failures += 1
-            if self._failures >= policy.max_failures:
-                raise error
-        assert self._delays is not None
-        self._next_delay = policy.retry_delay(
-            next(self._delays), getattr(error, "retry_after", None)
-        )
-        if visibility_delay:
-            logger.info(
-                "job %s: not found yet, within the grace of %g s; next poll in %.1f s",
-                self._job_id,
-                policy.not_found_grace,
-                self._next_delay,
-            )
-        else:
-            logger.info(
-                "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
-                self._job_id,
-                error,
-                self._failures,
-                policy.max_failures,
-                self._next_delay,
-            )
 
     async def _pause(self, delay: float) -> None:
         """Sleep until the next poll, or until the deadline and raise `WaitTimeout`."""
@@ -304,11 +349,3 @@ class JobWait:
                     await policy.sleep(remaining)
                 raise self._timed_out()
         await policy.sleep(delay)
-
-    def _timed_out(self) -> WaitTimeout:
-        assert self._timeout is not None
-        error = WaitTimeout(
-            self._job_id, timeout=self._timeout, job=self._job, last_error=self._last_error
-        )
-        error.__cause__ = self._last_error
-        return error
