@@ -24,6 +24,7 @@ from jobpoll._errors import (
     Unauthorized,
     WaitTimeout,
 )
+from jobpoll._fanout import JobResult, JobsWait, wait_for_jobs
 from jobpoll._models import Job, JobStatus
 from jobpoll._policy import PollPolicy
 from jobpoll._version import __version__
@@ -41,10 +42,12 @@ __all__ = [
     "Job",
     "JobFailedError",
     "JobPollError",
+    "JobResult",
     "JobStalled",
     "JobStatus",
     "JobWait",
     "JobsClient",
+    "JobsWait",
     "NotAcceptable",
     "NotFound",
     "PollPolicy",
@@ -56,4 +59,5 @@ __all__ = [
     "WaitTimeout",
     "__version__",
     "wait_for_job",
+    "wait_for_jobs",
 ]

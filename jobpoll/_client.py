@@ -137,6 +137,24 @@ class JobsClient:
         return self._max_connections
 
     @property
+    def pool_size(self) -> int:
+        """How many requests the client can have out at once without queueing for a connection.
+
+        `max_connections` for the client's own session; for a caller's session, its
+        connector's `limit` and `limit_per_host` (the smaller of those that are set), or
+        `max_connections` when neither is.
+        """
+        if self._owns_session or self._session is None:
+            return self._max_connections
+        connector = self._session.connector
+        limits = [
+            limit
+            for limit in (getattr(connector, "limit", 0), getattr(connector, "limit_per_host", 0))
+            if isinstance(limit, int) and limit > 0
+        ]
+        return min(limits) if limits else self._max_connections
+
+    @property
     def max_body_size(self) -> int:
         """The most bytes of a response body the client reads."""
         return self._max_body_size

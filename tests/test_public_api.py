@@ -22,10 +22,12 @@ def test_exported_members() -> None:
         "Job",
         "JobFailedError",
         "JobPollError",
+        "JobResult",
         "JobStalled",
         "JobStatus",
         "JobWait",
         "JobsClient",
+        "JobsWait",
         "NotAcceptable",
         "NotFound",
         "PollPolicy",
@@ -37,6 +39,7 @@ def test_exported_members() -> None:
         "WaitTimeout",
         "__version__",
         "wait_for_job",
+        "wait_for_jobs",
     }
     for name in jobpoll.__all__:
         member = getattr(jobpoll, name)

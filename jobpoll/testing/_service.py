@@ -42,6 +42,8 @@ class RecordedRequest:
     job_id: str | None
     http_status: int
     api_key: str | None = attrs.field(repr=False)
+    #: When the request arrived, on the service's clock.
+    at: float = 0.0
 
 
 @attrs.define
@@ -290,6 +292,7 @@ class FakeJobsService:
         self.peak_in_flight = max(self.peak_in_flight, self.in_flight)
         job_id = request.query.get("jobId")
         self._counts[job_id] += 1
+        arrived = self._clock()
         status = 0
         try:
             response = await self._answer(request, job_id)
@@ -298,7 +301,7 @@ class FakeJobsService:
         finally:
             self.in_flight -= 1
             self.recent_requests.append(
-                RecordedRequest(job_id, status, request.headers.get("X-API-KEY"))
+                RecordedRequest(job_id, status, request.headers.get("X-API-KEY"), arrived)
             )
 
     async def _answer(self, request: web.Request, job_id: str | None) -> web.StreamResponse:

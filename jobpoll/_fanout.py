@@ -1,0 +1,476 @@
+"""`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import heapq
+import inspect
+import logging
+import math
+import weakref
+from collections import deque
+from collections.abc import Callable, Generator, Iterable, Iterator
+from types import TracebackType
+from typing import Any, Self
+from uuid import UUID
+
+import attrs
+import backoff
+
+from jobpoll._client import JobsClient, check_job_id
+from jobpoll._errors import (
+    ConfigurationError,
+    JobFailedError,
+    JobPollError,
+    RateLimited,
+    ServiceUnavailable,
+)
+from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+from jobpoll._wait import Tracker, UpdateCallback, check_timeout
+
+__all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
+
+logger = logging.getLogger("jobpoll")
+
+_DEFAULT_POLICY = PollPolicy()
+
+
+@attrs.frozen
+class JobResult:
+    """How one job of `wait_for_jobs` ended.
+
+    Attributes:
+        job_id: the job's id, as a `str`.
+        job: the last snapshot seen, or None when no poll got an answer.
+        error: what awaiting `wait_for_job` on this job alone would have raised:
+            `JobFailedError` for a job that FAILED, DIED, COULDNT_START or was CANCELED,
+            `WaitTimeout`, `JobStalled`, `NotFound`, a `DecodeError`, ...; None when the job
+            FINISHED or was ARCHIVED.
+    """
+
+    job_id: str
+    job: Job | None
+    error: JobPollError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job FINISHED or was ARCHIVED (`error` is None)."""
+        return self.error is None
+
+
+def wait_for_jobs(
+    client: JobsClient,
+    job_ids: Iterable[str | UUID],
+    *,
+    policy: PollPolicy | None = None,
+    timeout: float | None = None,
+    max_in_flight: int | None = None,
+    on_update: UpdateCallback | None = None,
+) -> JobsWait:
+    """Wait for many jobs to end, each on its own schedule, with a bounded number of requests.
+
+        async with wait_for_jobs(client, job_ids, timeout=3600) as results:
+            async for result in results:          # one JobResult per job, as each ends
+                print(result.job_id, "ok" if result.ok else result.error)
+
+        results = await wait_for_jobs(client, job_ids)  # all of them, in the order given
+
+    Each job ends as `wait_for_job` would end it alone (same policy, same errors), but its
+    error is reported in its `JobResult` instead of raised: one job's failure, 404 or broken
+    answer never stops the others. Duplicate ids are polled once and reported once.
+
+    Nothing is sent until the wait is iterated or awaited. The first polls then go out at once,
+    `max_in_flight` at a time. When the server answers 429 or 503, every job's polls pause
+    together (for `Retry-After` when given, else for a pause that doubles from
+    `policy.initial` up to `policy.max_interval`), and the number of requests in flight is
+    halved, then grows back by one with each answer.
+
+    Args:
+        client: the client to poll with.
+        job_ids: the jobs to wait for (`str` or `UUID`); read once, at the call.
+        policy: each job's schedule and rules for errors; `PollPolicy()` when None.
+        timeout: the most seconds the whole fan-out may take, counted on `policy.clock` from
+            its start; each job not ended by then is reported with a `WaitTimeout`.
+        max_in_flight: the most requests out at any moment, however many jobs wait. By
+            default the size of the client's connection pool, so requests never queue
+            for a connection (their timeouts would run while they wait).
+        on_update: called with every snapshot that `wait_for_job` would yield for any of the
+            jobs (the first, each change, the last), e.g. to report overall progress from a
+            worker; it may be a coroutine function. What it raises ends the whole fan-out and
+            is raised from the iteration.
+
+    Returns:
+        A `JobsWait`: an async iterator of `JobResult`, an async context manager that cancels
+        what is still in flight on exit, and awaitable for the list of all results.
+
+    Raises:
+        InvalidJobId: one of the ids could never be sent (raised at once, before any poll;
+            the message says which one).
+        ConfigurationError: `timeout` or `max_in_flight` out of range.
+        TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
+    """
+    if not isinstance(client, JobsClient):
+        raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
+    if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
+        raise TypeError(
+            f"job_ids must be an iterable of job ids, got {type(job_ids).__name__}"
+            " (for one job, use wait_for_job or a list of one)"
+        )
+    if policy is not None and not isinstance(policy, PollPolicy):
+        raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
+    if on_update is not None and not callable(on_update):
+        raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
+    check_timeout(timeout)
+    if max_in_flight is None:
+        max_in_flight = client.pool_size
+    elif isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ConfigurationError(
+            f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
+        )
+    distinct: dict[str, None] = {}
+    for position, job_id in enumerate(job_ids):
+        try:
+            distinct[check_job_id(job_id)] = None
+        except JobPollError as exc:
+            exc.args = (f"job_ids[{position}]: {exc.args[0]}",)
+            raise
+    return JobsWait(
+        client, tuple(distinct), policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update
+    )
+
+
+class _Entry(Tracker):
+    """One job of a fan-out: its tracker, and its place in the order the ids were given."""
+
+    __slots__ = ("index",)
+
+    def __init__(self, job_id: str, policy: PollPolicy, timeout: float | None, index: int) -> None:
+        super().__init__(job_id, policy, timeout)
+        self.index = index
+
+
+async def _poll(
+    client: JobsClient, job_id: str, request_timeout: float | None
+) -> Job | JobPollError:
+    # The error is returned, not raised: an unretrieved exception in a task that a closed
+    # fan-out dropped would be logged as a bug. Only bugs (not JobPollError) are raised.
+    try:
+        return await client.get_job(job_id, timeout=request_timeout)
+    except JobPollError as exc:
+        return exc
+
+
+def _fleet_pauses(policy: PollPolicy) -> Iterator[float]:
+    """The pauses of the whole fleet after each throttled answer in a row: doubling from
+    `policy.initial` to `policy.max_interval`."""
+    pauses = backoff.expo(factor=policy.initial, max_value=policy.max_interval)
+    next(pauses)  # primed, as backoff itself does
+    return pauses
+
+
+def _wake_on_done(
+    fanout: weakref.ref[JobsWait],
+) -> Callable[[asyncio.Future[Job | JobPollError]], None]:
+    # Held by every task, so it must not hold the fan-out itself: a fan-out dropped after a
+    # `break` is then collected at once, and its finalizer cancels what is in flight.
+    def wake(task: asyncio.Future[Job | JobPollError]) -> None:
+        owner = fanout()
+        if owner is not None:
+            owner._finished.append(task)
+            wakeup = owner._wakeup
+            if wakeup is not None and not wakeup.done():
+                wakeup.set_result(None)
+
+    return wake
+
+
+class JobsWait:
+    """Many jobs waited for at once, from `wait_for_jobs`.
+
+    - `async for result in fanout` yields one `JobResult` per distinct job, in the order
+      they end.
+    - `async with fanout as results:` cancels the polls still in flight on exit, whatever
+      happened in the block; a `break` out of a plain `async for` does the same once the
+      fan-out is dropped.
+    - `await fanout` returns every result, in the order the ids were given.
+
+    Polls are sent only while the fan-out is being iterated (or awaited): a consumer that
+    stops reading holds no more than the requests already in flight, and those finish or are
+    cancelled on exit. Cancelling the iterating task cancels the polls in flight; iterating
+    again resumes, polling those jobs anew.
+
+    Only one task may iterate it at a time (`RuntimeError` otherwise).
+    """
+
+    def __init__(
+        self,
+        client: JobsClient,
+        job_ids: tuple[str, ...],
+        policy: PollPolicy,
+        timeout: float | None,
+        max_in_flight: int,
+        on_update: UpdateCallback | None,
+    ) -> None:
+        self._client = client
+        self._job_ids = job_ids
+        self._policy = policy
+        self._timeout = timeout
+        self._max_in_flight = max_in_flight
+        self._on_update = on_update
+        # Jobs waiting for their next poll: (due time, index, entry), a heap.
+        self._queue: list[tuple[float, int, _Entry]] = []
+        self._running: dict[asyncio.Future[Job | JobPollError], _Entry] = {}
+        self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
+        self._ready: deque[JobResult] = deque()
+        self._wakeup: asyncio.Future[None] | None = None
+        self._sleeper: asyncio.Task[object] | None = None
+        self._sleeper_until = math.inf
+        self._on_done = _wake_on_done(weakref.ref(self))
+        self._deadline: float | None = None
+        self._window = max_in_flight  # lowered when the server throttles, then grown back
+        self._resume_at = -math.inf  # no poll starts before this (the fleet's pause)
+        self._pauses = _fleet_pauses(policy)
+        self._started = False
+        self._closed = False
+        self._busy = False
+        self._reported = 0
+        self._polls = 0
+
+    @property
+    def total(self) -> int:
+        """How many distinct jobs are waited for."""
+        return len(self._job_ids)
+
+    @property
+    def reported(self) -> int:
+        """How many results have been handed out so far."""
+        return self._reported
+
+    @property
+    def polls(self) -> int:
+        """How many requests have been sent so far, over all jobs."""
+        return self._polls
+
+    @property
+    def in_flight(self) -> int:
+        """How many requests are out right now."""
+        return len(self._running)
+
+    def __repr__(self) -> str:
+        return (
+            f"<JobsWait {self._reported} of {len(self._job_ids)} jobs reported,"
+            f" {len(self._running)} polls in flight, {self._polls} sent>"
+        )
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    def __aiter__(self) -> Self:
+        return self
+
+    def __await__(self) -> Generator[Any, None, list[JobResult]]:
+        return self._gather().__await__()
+
+    async def _gather(self) -> list[JobResult]:
+        by_id: dict[str, JobResult] = {}
+        async with self:
+            async for result in self:
+                by_id[result.job_id] = result
+        return [by_id[job_id] for job_id in self._job_ids]
+
+    async def aclose(self) -> None:
+        """Cancel the polls in flight and wait for them to end; no more results follow.
+
+        Idempotent. Results already handed out stay valid.
+        """
+        self._closed = True
+        self._queue.clear()
+        self._ready.clear()
+        await self._cancel_running()
+
+    def __del__(self) -> None:
+        # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
+        with contextlib.suppress(RuntimeError):  # the event loop may be closed already
+            for task in self._running:
+                task.cancel()
+            if self._sleeper is not None:
+                self._sleeper.cancel()
+
+    async def __anext__(self) -> JobResult:
+        if self._busy:
+            raise RuntimeError("this fan-out is already being iterated by another task")
+        self._busy = True
+        try:
+            return await self._next_result()
+        except asyncio.CancelledError:
+            await self._cancel_running(requeue=True)
+            raise
+        except BaseException:
+            await self.aclose()
+            raise
+        finally:
+            self._busy = False
+
+    async def _next_result(self) -> JobResult:
+        clock = self._policy.clock
+        if not self._started:
+            self._start(clock())
+        while True:
+            self._launch(clock())
+            if self._ready:
+                self._reported += 1
+                return self._ready.popleft()
+            if self._closed or not (self._queue or self._running):
+                raise StopAsyncIteration
+            await self._wait(clock())
+            await self._collect(clock())
+
+    def _start(self, now: float) -> None:
+        self._started = True
+        if self._timeout is not None:
+            self._deadline = now + self._timeout
+        policy, timeout = self._policy, self._timeout
+        queue = self._queue
+        for index, job_id in enumerate(self._job_ids):
+            entry = _Entry(job_id, policy, timeout, index)
+            entry._begin(now)
+            queue.append((now, index, entry))  # sorted by (now, index): already a heap
+
+    def _launch(self, now: float) -> None:
+        """Start the polls that are due, as far as the window and the fleet's pause allow."""
+        queue = self._queue
+        if self._deadline is not None and now >= self._deadline:
+            while queue:  # nothing more may be sent: each waiting job has timed out
+                entry = heapq.heappop(queue)[2]
+                self._report(entry, entry._timed_out())
+            return
+        if now < self._resume_at:
+            return
+        running, window = self._running, self._window
+        client, on_done = self._client, self._on_done
+        while queue and len(running) < window and queue[0][0] <= now:
+            entry = heapq.heappop(queue)[2]
+            timeout = entry._request_timeout(now)
+            task = asyncio.ensure_future(_poll(client, entry._job_id, timeout))
+            task.add_done_callback(on_done)
+            running[task] = entry
+            self._polls += 1
+
+    async def _wait(self, now: float) -> None:
+        """Sleep until a poll comes back, the next one is due, or the deadline."""
+        if self._finished:
+            return
+        queue, sleeper = self._queue, self._sleeper
+        wake_at = math.inf
+        if queue and len(self._running) < self._window:
+            wake_at = max(queue[0][0], self._resume_at)
+        if queue and self._deadline is not None:
+            wake_at = min(wake_at, self._deadline)
+        if sleeper is not None and (sleeper.done() or self._sleeper_until > wake_at):
+            sleeper.cancel()  # done, or it would wake us too late
+            sleeper = None
+        if sleeper is None and wake_at < math.inf:
+            sleeper = asyncio.ensure_future(self._policy.sleep(max(0.0, wake_at - now)))
+            self._sleeper_until = wake_at
+        self._sleeper = sleeper
+        if not self._running:
+            assert sleeper is not None  # something is queued, or the loop would have ended
+            await sleeper
+            return
+        self._wakeup = wakeup = asyncio.get_running_loop().create_future()
+        try:
+            if sleeper is None:
+                await wakeup
+            else:
+                await asyncio.wait((wakeup, sleeper), return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._wakeup = None
+
+    async def _collect(self, now: float) -> None:
+        """Take in the polls that came back: report the jobs that ended, queue the others."""
+        finished, running = self._finished, self._running
+        while finished:
+            task = finished.popleft()
+            entry = running.pop(task, None)
+            if entry is None or task.cancelled():
+                continue
+            outcome = task.result()  # only a bug in jobpoll raises here
+            try:
+                if isinstance(outcome, Job):
+                    self._answered(now)
+                    changed = entry._answered(outcome, now)
+                    if changed and self._on_update is not None:
+                        result = self._on_update(outcome)
+                        if inspect.isawaitable(result):
+                            await result
+                    if outcome.is_terminal:
+                        self._report(entry, JobFailedError(outcome) if outcome.failed else None)
+                        continue
+                else:
+                    if isinstance(outcome, (RateLimited, ServiceUnavailable)):
+                        self._throttled(outcome, now)
+                    entry._failed(outcome, now)
+            except JobPollError as exc:
+                self._report(entry, exc)
+                continue
+            delay = entry._next_delay
+            assert delay is not None
+            due = now + delay
+            if self._deadline is not None and due > self._deadline:
+                due = self._deadline
+            heapq.heappush(self._queue, (due, entry.index, entry))
+
+    def _report(self, entry: _Entry, error: JobPollError | None) -> None:
+        self._ready.append(JobResult(entry._job_id, entry._job, error))
+
+    def _answered(self, now: float) -> None:
+        """An answer after any pause: the server copes; grow the window back by one."""
+        if now < self._resume_at:
+            return  # an answer to a poll sent before the pause: it says nothing of now
+        if self._window < self._max_in_flight:
+            self._window += 1
+        if self._resume_at != -math.inf:  # the first answer after a pause: the storm is over
+            self._resume_at = -math.inf
+            self._pauses = _fleet_pauses(self._policy)
+
+    def _throttled(self, error: RateLimited | ServiceUnavailable, now: float) -> None:
+        """The server asks us to slow down: pause every job's polls, halve the window."""
+        if now < self._resume_at:
+            return  # an answer to a poll sent before this pause began: the same storm
+        policy = self._policy
+        pause = policy.retry_delay(next(self._pauses), error.retry_after)
+        self._resume_at = now + pause
+        self._window = max(1, self._window // 2)
+        logger.info(
+            "the server answered %s; all polls pause for %.1f s, then at most %d in flight",
+            error.http_status,
+            pause,
+            self._window,
+        )
+
+    async def _cancel_running(self, *, requeue: bool = False) -> None:
+        """Cancel the polls in flight and wait for them; with `requeue`, poll those jobs anew."""
+        running, self._running = self._running, {}
+        tasks: list[asyncio.Future[Any]] = [*running]
+        if self._sleeper is not None:
+            tasks.append(self._sleeper)
+        self._sleeper, self._sleeper_until = None, math.inf
+        self._finished.clear()
+        for task in tasks:
+            task.cancel()
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)
+        if requeue and not self._closed:
+            now = self._policy.clock()
+            for entry in running.values():
+                heapq.heappush(self._queue, (now, entry.index, entry))
