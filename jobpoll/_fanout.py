@@ -142,13 +142,15 @@ def wait_for_jobs(
 
 
 class _Entry(Tracker):
-    """One job of a fan-out: its tracker, and its place in the order the ids were given."""
+    """One job of a fan-out: its tracker, its place in the order the ids were given, and
+    how many fleet pauses had begun when its last poll was sent."""
 
-    __slots__ = ("index",)
+    __slots__ = ("index", "sent_after")
 
     def __init__(self, job_id: str, policy: PollPolicy, timeout: float | None, index: int) -> None:
         super().__init__(job_id, policy, timeout)
         self.index = index
+        self.sent_after = 0
 
 
 async def _poll(
@@ -231,6 +233,7 @@ class JobsWait:
         self._deadline: float | None = None
         self._window = max_in_flight  # lowered when the server throttles, then grown back
         self._resume_at = -math.inf  # no poll starts before this (the fleet's pause)
+        self._paused = 0  # how many pauses have begun
         self._pauses = _fleet_pauses(policy)
         self._started = False
         self._closed = False
@@ -361,6 +364,7 @@ class JobsWait:
         while queue and len(running) < window and queue[0][0] <= now:
             entry = heapq.heappop(queue)[2]
             timeout = entry._request_timeout(now)
+            entry.sent_after = self._paused
             task = asyncio.ensure_future(_poll(client, entry._job_id, timeout))
             task.add_done_callback(on_done)
             running[task] = entry
@@ -407,7 +411,7 @@ class JobsWait:
             outcome = task.result()  # only a bug in jobpoll raises here
             try:
                 if isinstance(outcome, Job):
-                    self._answered(now)
+                    self._answered(entry, now)
                     changed = entry._answered(outcome, now)
                     if changed and self._on_update is not None:
                         result = self._on_update(outcome)
@@ -418,7 +422,7 @@ class JobsWait:
                         continue
                 else:
                     if isinstance(outcome, (RateLimited, ServiceUnavailable)):
-                        self._throttled(outcome, now)
+                        self._throttled(entry, outcome, now)
                     entry._failed(outcome, now)
             except JobPollError as exc:
                 self._report(entry, exc)
@@ -433,22 +437,25 @@ class JobsWait:
     def _report(self, entry: _Entry, error: JobPollError | None) -> None:
         self._ready.append(JobResult(entry._job_id, entry._job, error))
 
-    def _answered(self, now: float) -> None:
+    def _answered(self, entry: _Entry, now: float) -> None:
         """An answer after any pause: the server copes; grow the window back by one."""
-        if now < self._resume_at:
-            return  # an answer to a poll sent before the pause: it says nothing of now
+        if entry.sent_after != self._paused:
+            return  # sent before the last pause began: it says nothing of the server now
         if self._window < self._max_in_flight:
             self._window += 1
         if self._resume_at != -math.inf:  # the first answer after a pause: the storm is over
             self._resume_at = -math.inf
             self._pauses = _fleet_pauses(self._policy)
 
-    def _throttled(self, error: RateLimited | ServiceUnavailable, now: float) -> None:
+    def _throttled(
+        self, entry: _Entry, error: RateLimited | ServiceUnavailable, now: float
+    ) -> None:
         """The server asks us to slow down: pause every job's polls, halve the window."""
-        if now < self._resume_at:
-            return  # an answer to a poll sent before this pause began: the same storm
+        if entry.sent_after != self._paused:
+            return  # sent before the last pause began: the same storm, already paused for
         policy = self._policy
         pause = policy.retry_delay(next(self._pauses), error.retry_after)
+        self._paused += 1
         self._resume_at = now + pause
         self._window = max(1, self._window // 2)
         logger.info(
