@@ -1,10 +1,14 @@
 """`PollPolicy`: when to poll a job again, and which failures to ride out.
 
-The delays between polls grow exponentially to a cap (`backoff.expo`), each shortened by a
-random share of itself (jitter), so that many waiters started together drift apart instead
-of polling in step. Unlike backoff's `full_jitter`, the share is bounded (`jitter`), so the
-first waits never collapse towards zero; and the random numbers come from the policy's own
-`rng`, so a test can make a schedule repeat exactly.
+Blind schedule: the delays between polls grow exponentially to a cap (`backoff.expo`), each
+shortened by a random share of itself (jitter), so that many waiters started together drift
+apart instead of polling in step. Unlike backoff's `full_jitter`, the share is bounded
+(`jitter`), so the first waits never collapse towards zero; and the random numbers come from
+the policy's own `rng`, so a test can make a schedule repeat exactly.
+
+Progress-aware schedule (the default): the service reports `progress` in percent, so from two
+readings a pace can tell how fast a job moves and poll close to its predicted end instead of
+every 30 s. How, and the guards that keep a wrong prediction cheap, are in `Pace`.
 """
 
 from __future__ import annotations
@@ -25,6 +29,23 @@ if TYPE_CHECKING:
     from jobpoll._models import Job
 
 __all__ = ["Pace", "PollPolicy"]
+
+# The progress-aware schedule's constants (see `Pace`); tuned on benchmarks/bench_schedule.py.
+#: Share of the predicted time left that one wait covers while the end is far.
+_AIM = 0.8
+#: No wait longer than this share of the time the wait has watched the job so far.
+_AGE_SHARE = 1.0
+#: Once the end may come, polls come every this share of the job's age (within initial and
+#: max_interval): the lateness accepted, relative to how long the job has run.
+_TOLERANCE = 0.05
+#: Past the predicted end, the delay grows by `factor` up to this many times max_interval.
+_OVERDUE_CAP = 1.5
+#: A job that has shown no progress yet is polled at least every this share of its age, up
+#: to `_SILENT_CAP` times max_interval: silent for 15 minutes, about every 45 s.
+_SILENCE = 0.05
+_SILENT_CAP = 1.5
+#: The last wait before the predicted end aims this share of the tolerance past it.
+_FINAL = 0.5
 
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
@@ -64,6 +85,22 @@ def _check_max_failures(_policy: PollPolicy, _attribute: attrs.Attribute[int], v
         raise ConfigurationError(f"max_failures must be a whole number of 1 or more, got {value!r}")
 
 
+def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
+    if not isinstance(value, bool):
+        raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r}")
+
+
+def _check_max_estimated_interval(
+    policy: PollPolicy, attribute: attrs.Attribute[Any], value: float
+) -> None:
+    _positive(policy, attribute, value)
+    if value < policy.max_interval:
+        raise ConfigurationError(
+            f"max_estimated_interval ({value!r} s) must be at least max_interval "
+            f"({policy.max_interval!r} s)"
+        )
+
+
 def _check_stall_timeout(
     policy: PollPolicy, attribute: attrs.Attribute[Any], value: float | None
 ) -> None:
@@ -87,20 +124,24 @@ def _shared_random() -> float:
 class PollPolicy:
     """How `wait_for_job` paces its polls and which failures it rides out.
 
-    The defaults suit jobs that take seconds to hours. The first poll is immediate; the next
-    come after 1, 1.5, 2.3, 3.4, ... seconds, growing by half each time up to one every
-    30 seconds (about a minute and a quarter after the start). So a job of a few seconds is seen
-    done within a second or two, while a job of two hours costs about 270 polls and is seen
-    done at most 30 seconds late (0.4% of its time). Each delay is shortened by up to 20% at
-    random, so waiters started together drift apart.
+    The defaults suit jobs that take seconds to hours. The first poll is immediate. Until the
+    job's progress moves, the next come after 1, 1.5, 2.3, 3.4, ... seconds, growing by half
+    each time up to one every 30 seconds (the blind schedule, `delays()`). Once progress moves,
+    the policy estimates when the job will end and aims its polls there (see `Pace`): a linear
+    job of two hours then costs about 30 polls instead of about 270, and is seen done about as
+    soon. Each delay is shortened by up to 20% at random, so waiters started together drift
+    apart. `progress_aware=False` keeps the blind schedule throughout.
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
     Args:
         initial: seconds between the first poll and the second.
         factor: how much each delay grows over the one before (1 for a fixed interval).
-        max_interval: the longest delay between two polls, in seconds (jitter never exceeds it;
-            only a server's `Retry-After` may ask for longer, see `max_retry_after`).
+        max_interval: the longest delay of the blind schedule, in seconds: after failed polls,
+            and while the end could come at any moment (jitter never exceeds it; only a
+            server's `Retry-After` may ask for longer, see `max_retry_after`). The
+            progress-aware schedule stretches it by half for a job silent for a quarter of an
+            hour, or stuck past its predicted end.
         jitter: the share of each delay drawn at random: a delay `d` becomes a number from
             `d * (1 - jitter)` to `d`. 0 is no jitter; 1 is backoff's "full jitter", which lets
             the first waits fall close to 0.
@@ -119,6 +160,13 @@ class PollPolicy:
         stall_timeout: when set, raise `JobStalled` once neither status nor progress has changed
             for this many seconds (checked at each poll). Off by default: a job may sit queued
             for hours and still be fine.
+        progress_aware: aim polls at the end predicted from the progress the job reports
+            (True, the default); False polls on the blind schedule whatever the job says.
+        max_estimated_interval: the longest wait a prediction may ask for, in seconds (600,
+            at least `max_interval`). Waits this long happen only while the prediction puts
+            the end far away, and never exceed the time the wait has already watched the job
+            (so a wrong prediction costs at most the job's own age). Lower it to bound the
+            lateness when a job may end abruptly long before its progress says.
         clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
         sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
             tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
@@ -137,6 +185,10 @@ class PollPolicy:
     max_retry_after: float = attrs.field(default=300.0, validator=_not_negative)
     not_found_grace: float = attrs.field(default=0.0, validator=_not_negative)
     stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
+    progress_aware: bool = attrs.field(default=True, validator=_check_bool)
+    max_estimated_interval: float = attrs.field(
+        default=600.0, validator=_check_max_estimated_interval
+    )
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
@@ -186,19 +238,123 @@ class Pace:
     A wait (or each job of a fan-out) asks its pace after every poll: `answered` with the job
     the poll saw, `failed` when it saw none. The delay is computed from those observations
     and the policy alone, so a schedule can be replayed on made-up observations and a
-    virtual clock.
+    virtual clock. A pace is a few numbers (slots, nothing that grows per poll), since a
+    fan-out holds one per job.
+
+    With `progress_aware` (the default), `answered` works in three regimes:
+
+    - **Blind**, until the job's progress has been seen to move (and again after its status
+      changes or its progress goes back, which start a new phase): the blind schedule of
+      `delays()`, as `progress_aware=False` would poll, except that a job silent for long is
+      polled at least every 5% of its age, up to 1.5 x `max_interval` (45 s by default).
+    - **Estimated**, once progress moved: the rate comes from a window over about the last
+      half of the readings (so a job that speeds up is followed), taken at its fastest
+      consistent with the readings being rounded down (by the steps the progress is seen to
+      move in, e.g. 10 for 10, 20, 30): the earliest plausible end. While that end is far,
+      each wait covers 80% of the time left to it, so the polls close in on it; the wait
+      that would get within the tolerance aims just past the end instead, so one poll
+      catches a job that keeps its pace. No wait is longer than the time the wait has watched
+      the job so far, nor `max_estimated_interval`: a job that speeds up, or ends abruptly,
+      is seen at most its own age (and at most 10 minutes) late, and in practice far less.
+    - **Overdue**, once the earliest end has come without the end: the end may come at any
+      moment, so polls come every tolerance (5% of the job's age, from `initial` to
+      `max_interval`), growing by `factor` while progress stands still, up to
+      1.5 x `max_interval`. A stall at 99% thus costs about one poll per 45 s, as blind
+      polling would. Any move of progress makes a new estimate.
+
+    The estimate uses the readings only, never the wall clock or other jobs, so a schedule is
+    deterministic given the policy's `rng` and the times passed in.
     """
 
-    __slots__ = ("_nominal", "_policy")
+    __slots__ = (
+        "_anchor_p",
+        "_anchor_t",
+        "_end",
+        "_last_p",
+        "_last_t",
+        "_mid_p",
+        "_mid_t",
+        "_nominal",
+        "_overdue",
+        "_policy",
+        "_start",
+        "_status",
+        "_step",
+    )
 
     def __init__(self, policy: PollPolicy) -> None:
         self._policy = policy
         self._nominal = policy._nominal()
+        self._status: str | None = None  # None until the first answer
+        self._start = 0.0  # when the first answer came: the job's age is counted from it
+        self._last_t, self._last_p = 0.0, -1  # the last reading
+        # The rate window: from the anchor reading to now; the mid reading becomes the anchor
+        # once it is the older half, so the window spans about the last half of the readings.
+        self._anchor_t, self._anchor_p = 0.0, -1  # -1: no move seen in this phase
+        self._mid_t, self._mid_p = 0.0, -1
+        self._step = 0  # the steps progress moves in: the gcd of the readings
+        self._end = math.nan  # the earliest plausible end, from the last move
+        self._overdue = 0.0  # the last delay past that end; 0 before it
 
     def answered(self, now: float, job: Job) -> float:
         """The delay after a poll at `now` that saw `job` (not a terminal one)."""
-        return self._policy._jittered(next(self._nominal))
+        policy = self._policy
+        if not policy.progress_aware:
+            return policy._jittered(next(self._nominal))
+        progress = job.progress
+        if job.raw_status != self._status or progress < self._last_p:
+            # The first answer, or a new phase: what was learnt of the rate no longer holds,
+            # and the phase may be short, so the blind schedule starts again from `initial`.
+            if self._status is None:
+                self._start = now
+            else:
+                self._nominal = policy._nominal()
+            self._status = job.raw_status
+            self._anchor_p = -1
+            self._end = math.nan
+            self._overdue = 0.0
+            self._last_t, self._last_p = now, progress
+            return policy._jittered(self._blind(now))
+        if progress > self._last_p:
+            if self._anchor_p < 0:
+                # The reading before the move is the first anchor: progress was below it then.
+                self._anchor_t, self._anchor_p = self._last_t, self._last_p
+                self._mid_t, self._mid_p = now, progress
+            elif now - self._mid_t >= self._mid_t - self._anchor_t:
+                self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
+                self._mid_t, self._mid_p = now, progress
+            step = self._step = math.gcd(self._step, progress)
+            # Readings are rounded down to a step: the fastest rate they allow, and the
+            # earliest end at that rate from the most progress the reading allows.
+            fastest = (progress - self._anchor_p + step) / (now - self._anchor_t)
+            self._end = now + max(0, 100 - step - progress) / fastest
+            self._overdue = 0.0
+        self._last_t, self._last_p = now, progress
+        if self._anchor_p < 0:
+            return policy._jittered(self._blind(now))
+        return policy._jittered(self._estimated(now))
 
     def failed(self, now: float) -> float:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
         return self._policy._jittered(next(self._nominal))
+
+    def _blind(self, now: float) -> float:
+        policy = self._policy
+        stretched = min(_SILENCE * (now - self._start), _SILENT_CAP * policy.max_interval)
+        return max(next(self._nominal), stretched)
+
+    def _estimated(self, now: float) -> float:
+        policy = self._policy
+        age = now - self._start
+        tolerance = min(max(policy.initial, _TOLERANCE * age), policy.max_interval)
+        remaining = self._end - now
+        if remaining > tolerance:
+            longest = min(_AGE_SHARE * age, policy.max_estimated_interval)
+            wait = _AIM * remaining
+            if remaining - wait < tolerance:
+                wait = remaining + _FINAL * tolerance
+            return max(tolerance, min(wait, longest))
+        if self._overdue:
+            self._overdue = min(self._overdue * policy.factor, _OVERDUE_CAP * policy.max_interval)
+        self._overdue = max(self._overdue, tolerance)
+        return self._overdue

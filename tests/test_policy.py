@@ -103,6 +103,10 @@ def test_retry_delay_honours_retry_after_up_to_the_cap(
         pytest.param({"clock": 3.0}, "clock must be callable", id="clock"),
         pytest.param({"sleep": None}, "sleep must be callable", id="sleep"),
         pytest.param({"rng": 42}, "rng must be callable", id="rng"),
+        pytest.param({"progress_aware": 1}, "progress_aware must be True or False", id="aware"),
+        pytest.param(
+            {"max_estimated_interval": 10}, r"max_estimated_interval \(10 s\)", id="estimated"
+        ),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
@@ -127,7 +131,8 @@ def test_policy_is_frozen_with_a_readable_repr() -> None:
         policy.initial = 2  # type: ignore[misc]
     assert repr(policy) == (
         "PollPolicy(initial=1.0, factor=1.5, max_interval=30.0, jitter=0.2, max_failures=10, "
-        "max_retry_after=300.0, not_found_grace=0.0, stall_timeout=None)"
+        "max_retry_after=300.0, not_found_grace=0.0, stall_timeout=None, progress_aware=True, "
+        "max_estimated_interval=600.0)"
     )
 
 

@@ -49,14 +49,15 @@ from jobpoll.testing import (
 )
 
 FAILURES = [JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED]
-#: The default schedule without jitter: what `clock.sleeps` holds in these tests.
+#: The blind schedule without jitter: what `clock.sleeps` holds in these tests.
 SCHEDULE = [1, 1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625, 17.0859375, 25.62890625, 30, 30]
 
 
 @pytest.fixture
 def policy(clock: VirtualClock) -> PollPolicy:
-    """The default policy, in virtual time and without jitter, so delays are exact."""
-    return PollPolicy(clock=clock, sleep=clock.sleep, jitter=0)
+    """The default policy on its blind schedule, in virtual time and without jitter, so delays
+    are exact (tests/test_pace.py covers the progress-aware one)."""
+    return PollPolicy(clock=clock, sleep=clock.sleep, jitter=0, progress_aware=False)
 
 
 async def collect(wait: JobWait) -> list[Job]:
