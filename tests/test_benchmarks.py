@@ -31,3 +31,16 @@ def test_wait_benchmark_runs() -> None:
         check=True,
     )
     assert "default / baseline, polls per job and p95 latency (all jobs):" in result.stdout
+
+
+def test_schedule_benchmark_runs() -> None:
+    """A tiny simulation of bench_schedule.py completes and prints its verdicts."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_schedule.py"), "--jobs", "5"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+    )
+    assert "progress-aware against plain expo:" in result.stdout
+    assert "no progress" in result.stdout
