@@ -17,7 +17,7 @@ jobs are waited for one after another, since the clock models one waiter at a ti
 Job durations are drawn log-uniform from 5 s to 2 h, and every schedule waits on the same
 list of durations:
 
-- default: `PollPolicy()`, only its clock, sleep and random numbers injected;
+- default: `PollPolicy()` (progress-aware), only its clock, sleep and random numbers injected;
 - fixed 5 s and fixed 30 s: one poll every 5 or 30 s, no jitter;
 - expo full jitter: 1 s doubling to 60 s, each delay drawn from 0 to its nominal value
   (`jitter=1.0`, backoff's "full jitter").
@@ -88,17 +88,27 @@ class Schedule:
         policy = self.template
         if policy.factor == 1 and not policy.jitter:
             return f"every {policy.initial:g} s"
-        return (
+        blind = (
             f"{policy.initial:g} s x{policy.factor:g} up to {policy.max_interval:g} s, "
             f"jitter {policy.jitter:.0%}"
         )
+        return f"progress-aware, blind {blind}" if policy.progress_aware else blind
 
 
 SCHEDULES = (
     Schedule("default", PollPolicy()),
-    Schedule("fixed 5 s", PollPolicy(initial=5, factor=1, max_interval=5, jitter=0)),
-    Schedule("fixed 30 s", PollPolicy(initial=30, factor=1, max_interval=30, jitter=0)),
-    Schedule("expo full jitter", PollPolicy(initial=1, factor=2, max_interval=60, jitter=1.0)),
+    Schedule(
+        "fixed 5 s",
+        PollPolicy(initial=5, factor=1, max_interval=5, jitter=0, progress_aware=False),
+    ),
+    Schedule(
+        "fixed 30 s",
+        PollPolicy(initial=30, factor=1, max_interval=30, jitter=0, progress_aware=False),
+    ),
+    Schedule(
+        "expo full jitter",
+        PollPolicy(initial=1, factor=2, max_interval=60, jitter=1.0, progress_aware=False),
+    ),
 )
 
 
