@@ -3,6 +3,24 @@
 from __future__ import annotations
 
 import argparse
+import json
+import selectors
+import subprocess
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from types import FrameType
+
+from yarl import URL
+
+SERVER_START_TIMEOUT = 20.0
+SERVER_STOP_TIMEOUT = 5.0
+LOOPBACK_HOST = "127.0.0.1"
+
+
+class BenchmarkError(Exception):
+    """Something broke: the service did not start, or an answer was wrong."""
 
 
 def positive_int(text: str) -> int:
@@ -11,3 +29,73 @@ def positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
     return value
+
+
+@dataclass
+class Service:
+    """Where the fake service listens, the key it accepts, and (once stopped) its counters."""
+
+    base_url: str
+    api_key: str
+    counters: dict[str, int] = field(default_factory=dict)
+
+
+@contextmanager
+def fake_service(*, auto_create_duration: float) -> Iterator[Service]:
+    """Run `python -m jobpoll.testing` in a child process; always stop it on the way out.
+
+    Unknown job ids are answered with a job that runs for `auto_create_duration` seconds from
+    its first poll. After the block, `service.counters` holds the service's own counts
+    (`requests`, `peak_in_flight`).
+    """
+    command = [
+        sys.executable,
+        "-m",
+        "jobpoll.testing",
+        "--auto-create-duration",
+        str(auto_create_duration),
+    ]
+    # A session of its own: Ctrl-C in a terminal interrupts the benchmark, which then stops
+    # the service here, rather than the service stopping under a benchmark still running.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        service = _read_service_line(process)
+        yield service
+        process.terminate()
+        assert process.stdout is not None
+        last = process.stdout.readline()
+        if last:
+            service.counters = json.loads(last)
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=SERVER_STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        if process.stdout is not None:
+            process.stdout.close()
+
+
+def _read_service_line(process: subprocess.Popen[str]) -> Service:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=SERVER_START_TIMEOUT):
+            raise BenchmarkError(f"the fake service printed nothing in {SERVER_START_TIMEOUT} s")
+    line = process.stdout.readline()
+    if not line:
+        raise BenchmarkError(f"the fake service exited (status {process.wait()}) before serving")
+    try:
+        announced = json.loads(line)
+        service = Service(base_url=announced["base_url"], api_key=announced["api_key"])
+    except (ValueError, KeyError, TypeError) as exc:
+        raise BenchmarkError(f"unexpected first line from the fake service: {line!r}") from exc
+    if URL(service.base_url).host != LOOPBACK_HOST:
+        raise BenchmarkError(f"the fake service is not on {LOOPBACK_HOST}: {service.base_url}")
+    return service
+
+
+def exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
+    """Turn SIGTERM into SystemExit, so that the `finally` stopping the service runs."""
+    raise SystemExit(128 + signum)

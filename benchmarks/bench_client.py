@@ -30,21 +30,16 @@ import asyncio
 import gc
 import json
 import platform
-import selectors
 import signal
 import statistics
-import subprocess
 import sys
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from types import FrameType
 from typing import Any
 
 import aiohttp
-from _common import positive_int
-from yarl import URL
+from _common import BenchmarkError, Service, exit_on_sigterm, fake_service, positive_int
 
 import jobpoll
 from jobpoll import JobsClient
@@ -63,18 +58,6 @@ LOOPBACK_HOST = "127.0.0.1"
 
 #: One side of the benchmark: fetch the job `calls` times in a row, return the last answer's id.
 Side = Callable[[int], Awaitable[str]]
-
-
-class BenchmarkError(Exception):
-    """Something broke: the service did not start, or an answer was wrong."""
-
-
-@dataclass(frozen=True)
-class Service:
-    """Where the fake service listens, and the key it accepts."""
-
-    base_url: str
-    api_key: str
 
 
 @dataclass(frozen=True)
@@ -97,48 +80,6 @@ class Round:
     @property
     def ratio(self) -> float:
         return self.jobpoll.cpu_us / self.plain.cpu_us
-
-
-# The service process ---------------------------------------------------------------------
-
-
-@contextmanager
-def fake_service() -> Iterator[Service]:
-    """Run `python -m jobpoll.testing` in a child process; always stop it on the way out."""
-    command = [sys.executable, "-m", "jobpoll.testing", "--auto-create-duration", "86400"]
-    # A session of its own: Ctrl-C in a terminal interrupts the benchmark, which then stops
-    # the service here, rather than the service stopping under a benchmark still running.
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        yield _read_service_line(process)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=SERVER_STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        if process.stdout is not None:
-            process.stdout.close()
-
-
-def _read_service_line(process: subprocess.Popen[str]) -> Service:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=SERVER_START_TIMEOUT):
-            raise BenchmarkError(f"the fake service printed nothing in {SERVER_START_TIMEOUT} s")
-    line = process.stdout.readline()
-    if not line:
-        raise BenchmarkError(f"the fake service exited (status {process.wait()}) before serving")
-    try:
-        announced = json.loads(line)
-        service = Service(base_url=announced["base_url"], api_key=announced["api_key"])
-    except (ValueError, KeyError, TypeError) as exc:
-        raise BenchmarkError(f"unexpected first line from the fake service: {line!r}") from exc
-    if URL(service.base_url).host != LOOPBACK_HOST:
-        raise BenchmarkError(f"the fake service is not on {LOOPBACK_HOST}: {service.base_url}")
-    return service
 
 
 # The two sides ----------------------------------------------------------------------------
@@ -280,17 +221,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
-    """Turn SIGTERM into SystemExit, so that the `finally` stopping the service runs."""
-    raise SystemExit(128 + signum)
-
-
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     print_header(arguments.calls, arguments.rounds, arguments.block)
     try:
-        with fake_service() as service:
+        with fake_service(auto_create_duration=86400) as service:
             results = asyncio.run(
                 run_rounds(service, arguments.calls, arguments.rounds, arguments.block)
             )

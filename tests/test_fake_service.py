@@ -150,7 +150,8 @@ def test_scripting_refuses_nonsense() -> None:
 
 
 def test_serves_from_the_command_line() -> None:
-    """`python -m jobpoll.testing` prints where it serves and answers there until terminated."""
+    """`python -m jobpoll.testing` prints where it serves, answers there until terminated,
+    then prints its counters."""
     process = subprocess.Popen(
         [sys.executable, "-m", "jobpoll.testing", "--auto-create-duration", "0"],
         stdout=subprocess.PIPE,
@@ -165,9 +166,12 @@ def test_serves_from_the_command_line() -> None:
                 return (await client.get_job("any")).status
 
         assert asyncio.run(ask()) is JobStatus.FINISHED
-    finally:
         process.terminate()
         assert process.wait(timeout=10) == 0
+        assert json.loads(process.stdout.readline()) == {"requests": 1, "peak_in_flight": 1}
+    finally:
+        process.kill()
+        process.wait()
         if process.stdout is not None:
             process.stdout.close()
 

@@ -3,7 +3,8 @@
     python -m jobpoll.testing --port 8080 --auto-create-duration 30
 
 prints one JSON line, `{"base_url": ..., "api_key": ...}`, then serves until interrupted
-(Ctrl-C, SIGINT or SIGTERM).
+(Ctrl-C, SIGINT or SIGTERM); it then prints a last JSON line of counters, `{"requests": ...,
+"peak_in_flight": ...}`, for a benchmark that runs it in a second process.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ async def _serve(arguments: argparse.Namespace) -> None:
     async with service:
         print(json.dumps({"base_url": service.base_url, "api_key": service.api_key}), flush=True)
         await stop.wait()
+    counters = {"requests": service.request_count(), "peak_in_flight": service.peak_in_flight}
+    print(json.dumps(counters), flush=True)
 
 
 def main(argv: list[str] | None = None) -> None:
