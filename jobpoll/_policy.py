@@ -33,8 +33,16 @@ __all__ = ["Pace", "PollPolicy"]
 # The progress-aware schedule's constants (see `Pace`); tuned on benchmarks/bench_schedule.py.
 #: Share of the predicted time left that one wait covers while the end is far.
 _AIM = 0.8
-#: No wait longer than this share of the time the wait has watched the job so far.
+#: No wait longer than this share of the time the wait has watched the job so far...
 _AGE_SHARE = 1.0
+#: ... or this share once a new estimate has confirmed the one before it (see `Pace`).
+_CONFIRMED_AGE_SHARE = 2.0
+#: An estimate agrees with the one before when their ends differ by at most the tolerance or
+#: this share of the time left.
+_AGREEMENT = 0.1
+#: Progress that has not moved for this many of its steps at the estimated rate is a miss:
+#: no wait is then longer than the time since it last moved.
+_MISSED_STEPS = 2
 #: Once the end may come, polls come every this share of the job's age (within initial and
 #: max_interval): the lateness accepted, relative to how long the job has run.
 _TOLERANCE = 0.05
@@ -164,8 +172,9 @@ class PollPolicy:
             (True, the default); False polls on the blind schedule whatever the job says.
         max_estimated_interval: the longest wait a prediction may ask for, in seconds (600,
             at least `max_interval`). Waits this long happen only while the prediction puts
-            the end far away, and never exceed the time the wait has already watched the job
-            (so a wrong prediction costs at most the job's own age). Lower it to bound the
+            the end far away, and never exceed the time the wait has already watched the job,
+            or twice that once a second prediction agreed with the first (so a wrong
+            prediction costs at most about the job's own age). Lower it to bound the
             lateness when a job may end abruptly long before its progress says.
         clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
         sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
@@ -248,14 +257,19 @@ class Pace:
       `delays()`, as `progress_aware=False` would poll, except that a job silent for long is
       polled at least every 5% of its age, up to 1.5 x `max_interval` (45 s by default).
     - **Estimated**, once progress moved: the rate comes from a window over about the last
-      half of the readings (so a job that speeds up is followed), taken at its fastest
-      consistent with the readings being rounded down (by the steps the progress is seen to
-      move in, e.g. 10 for 10, 20, 30): the earliest plausible end. While that end is far,
-      each wait covers 80% of the time left to it, so the polls close in on it; the wait
-      that would get within the tolerance aims just past the end instead, so one poll
-      catches a job that keeps its pace. No wait is longer than the time the wait has watched
-      the job so far, nor `max_estimated_interval`: a job that speeds up, or ends abruptly,
-      is seen at most its own age (and at most 10 minutes) late, and in practice far less.
+      half of the moves, each taken when its value was first seen (so a plateau, or the time
+      between two steps, counts in full), or from the window's recent half when that is
+      faster (a job that speeds up). The end is the earliest that rate allows given that a
+      reading is rounded down to the steps progress moves in (e.g. 10 for 10, 20, 30) and was
+      reached after the reading before. While that end is far, each wait covers 80% of the
+      time left to it, so the polls close in on it; the wait that would get within the
+      tolerance aims just past the end instead, so one poll catches a job that keeps its pace.
+      No wait is longer than the time the wait has watched the job so far (twice that once a
+      new estimate agreed with the one before it), nor `max_estimated_interval`; and once
+      progress has stood still for two of its steps at the estimated rate (a plateau, a stall
+      before a jump), nor than the time it has stood still. A job that speeds up, or ends
+      abruptly, is thus seen at most about its own age (and at most 10 minutes) late, and in
+      practice far less.
     - **Overdue**, once the earliest end has come without the end: the end may come at any
       moment, so polls come every tolerance (5% of the job's age, from `initial` to
       `max_interval`), growing by `factor` while progress stands still, up to
@@ -269,11 +283,13 @@ class Pace:
     __slots__ = (
         "_anchor_p",
         "_anchor_t",
+        "_confirmed",
         "_end",
         "_last_p",
         "_last_t",
         "_mid_p",
         "_mid_t",
+        "_moved_t",
         "_nominal",
         "_overdue",
         "_policy",
@@ -288,12 +304,16 @@ class Pace:
         self._status: str | None = None  # None until the first answer
         self._start = 0.0  # when the first answer came: the job's age is counted from it
         self._last_t, self._last_p = 0.0, -1  # the last reading
-        # The rate window: from the anchor reading to now; the mid reading becomes the anchor
-        # once it is the older half, so the window spans about the last half of the readings.
-        self._anchor_t, self._anchor_p = 0.0, -1  # -1: no move seen in this phase
-        self._mid_t, self._mid_p = 0.0, -1
+        self._moved_t = 0.0  # when the last reading's progress was first seen
+        # The rate window, over readings where progress was first seen at a value: from the
+        # anchor (at first the phase's first reading) to the latest; the mid reading becomes
+        # the anchor once it is the older half, so the window spans about the last half of
+        # the moves, and a plateau or the time between steps stays inside it.
+        self._anchor_t, self._anchor_p = 0.0, 0
+        self._mid_t, self._mid_p = 0.0, -1  # -1: no move seen in this phase
         self._step = 0  # the steps progress moves in: the gcd of the readings
         self._end = math.nan  # the earliest plausible end, from the last move
+        self._confirmed = False  # whether that end agreed with the estimate before it
         self._overdue = 0.0  # the last delay past that end; 0 before it
 
     def answered(self, now: float, job: Job) -> float:
@@ -310,27 +330,17 @@ class Pace:
             else:
                 self._nominal = policy._nominal()
             self._status = job.raw_status
-            self._anchor_p = -1
+            self._anchor_t, self._anchor_p = now, progress
+            self._mid_p = -1
             self._end = math.nan
+            self._confirmed = False
             self._overdue = 0.0
-            self._last_t, self._last_p = now, progress
+            self._last_t, self._last_p, self._moved_t = now, progress, now
             return policy._jittered(self._blind(now))
         if progress > self._last_p:
-            if self._anchor_p < 0:
-                # The reading before the move is the first anchor: progress was below it then.
-                self._anchor_t, self._anchor_p = self._last_t, self._last_p
-                self._mid_t, self._mid_p = now, progress
-            elif now - self._mid_t >= self._mid_t - self._anchor_t:
-                self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
-                self._mid_t, self._mid_p = now, progress
-            step = self._step = math.gcd(self._step, progress)
-            # Readings are rounded down to a step: the fastest rate they allow, and the
-            # earliest end at that rate from the most progress the reading allows.
-            fastest = (progress - self._anchor_p + step) / (now - self._anchor_t)
-            self._end = now + max(0, 100 - step - progress) / fastest
-            self._overdue = 0.0
+            self._estimate(now, progress)
         self._last_t, self._last_p = now, progress
-        if self._anchor_p < 0:
+        if self._mid_p < 0:
             return policy._jittered(self._blind(now))
         return policy._jittered(self._estimated(now))
 
@@ -338,18 +348,62 @@ class Pace:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
         return self._policy._jittered(next(self._nominal))
 
+    def _estimate(self, now: float, progress: int) -> None:
+        # Progress moved since the last reading, to `progress`: a new estimate of the end.
+        if self._mid_p < 0:
+            self._mid_t, self._mid_p = now, progress
+        elif now - self._mid_t >= self._mid_t - self._anchor_t:
+            self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
+            self._mid_t, self._mid_p = now, progress
+        step = self._step = math.gcd(self._step, progress)
+        # The rate over the window, or over its recent half when that is faster (a job that
+        # speeds up): both from readings first seen at their value, so a plateau or the
+        # time between two steps counts in full.
+        rate = (progress - self._anchor_p) / (now - self._anchor_t)
+        if self._anchor_t < self._mid_t < now:
+            rate = max(rate, (progress - self._mid_p) / (now - self._mid_t))
+        # The reading is rounded down to a step and was reached after the last reading:
+        # the earliest end those allow at that rate.
+        left = 100 - progress
+        end = max(self._last_t + left / rate, now + (left - step) / rate)
+        previous = self._end
+        self._confirmed = abs(end - previous) <= max(
+            self._tolerance(now), _AGREEMENT * (end - now)
+        )  # False when there was no estimate before (nan)
+        # When progress was reached, at a guess: at the previous estimate's rate, if that
+        # puts it before now (the job fell behind that estimate, then stood still).
+        moved = now
+        if previous > self._moved_t:
+            before = (100 - self._last_p) / (previous - self._moved_t)
+            guess = self._last_t + (progress - self._last_p) / before
+            if guess < (self._last_t + now) / 2:
+                moved = guess
+        self._moved_t = moved
+        self._end = end
+        self._overdue = 0.0
+
     def _blind(self, now: float) -> float:
         policy = self._policy
         stretched = min(_SILENCE * (now - self._start), _SILENT_CAP * policy.max_interval)
         return max(next(self._nominal), stretched)
 
+    def _tolerance(self, now: float) -> float:
+        policy = self._policy
+        return min(max(policy.initial, _TOLERANCE * (now - self._start)), policy.max_interval)
+
     def _estimated(self, now: float) -> float:
         policy = self._policy
-        age = now - self._start
-        tolerance = min(max(policy.initial, _TOLERANCE * age), policy.max_interval)
+        tolerance = self._tolerance(now)
         remaining = self._end - now
         if remaining > tolerance:
-            longest = min(_AGE_SHARE * age, policy.max_estimated_interval)
+            share = _CONFIRMED_AGE_SHARE if self._confirmed else _AGE_SHARE
+            longest = min(share * (now - self._start), policy.max_estimated_interval)
+            still = now - self._moved_t
+            rate = (100 - self._last_p) / (self._end - self._moved_t)
+            if still * rate > _MISSED_STEPS * self._step:
+                # Progress should have moved by now and has not: the rate no longer holds
+                # (a plateau, or a stall before a jump); wait no longer than it stood still.
+                longest = min(longest, max(tolerance, still))
             wait = _AIM * remaining
             if remaining - wait < tolerance:
                 wait = remaining + _FINAL * tolerance

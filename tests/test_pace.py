@@ -250,3 +250,22 @@ async def test_wait_for_job_end_to_end_in_virtual_time(
     other = service.add_job(duration=3600)
     assert (await wait_for_job(client, other, policy=blind)).succeeded
     assert service.request_count(other) > 120
+
+
+def test_a_confirmed_estimate_may_wait_up_to_twice_the_age() -> None:
+    """Two estimates that agree allow a wait of twice the age; a first one only the age."""
+    pace = PollPolicy(jitter=0).pace()
+    pace.answered(0, job(0))
+    assert pace.answered(10, job(1)) == 10  # first estimate: 990 s left, bounded by the age
+    assert pace.answered(20, job(2)) == 40  # agrees (980 s left): twice the age
+
+
+def test_plateau_then_jump_is_seen_soon() -> None:
+    """A 10-minute job flat from 30% to 70% of its time, then done in a jump: seen within
+    45 s although the plateau was first seen long after it began: the job fell behind the
+    estimate, so the plateau is dated from where that rate put it, and the wait after it is
+    bounded by the time progress has stood still (139 s late on seed 0 without)."""
+    curve = lambda x: 100 * x if x < 0.3 else 30 if x < 0.7 else 80 + 20 * (x - 0.7) / 0.3  # noqa: E731
+    for seed in range(10):
+        _, latency, _ = run(seeded(seed), 600, curve)
+        assert latency <= 45
