@@ -41,12 +41,12 @@ class Service:
 
 
 @contextmanager
-def fake_service(*, auto_create_duration: float) -> Iterator[Service]:
+def fake_service(*, auto_create_duration: float, latency: float = 0.0) -> Iterator[Service]:
     """Run `python -m jobpoll.testing` in a child process; always stop it on the way out.
 
     Unknown job ids are answered with a job that runs for `auto_create_duration` seconds from
-    its first poll. After the block, `service.counters` holds the service's own counts
-    (`requests`, `peak_in_flight`).
+    its first poll; every answer waits `latency` seconds first. After the block,
+    `service.counters` holds the service's own counts (`requests`, `peak_in_flight`).
     """
     command = [
         sys.executable,
@@ -54,6 +54,8 @@ def fake_service(*, auto_create_duration: float) -> Iterator[Service]:
         "jobpoll.testing",
         "--auto-create-duration",
         str(auto_create_duration),
+        "--latency",
+        str(latency),
     ]
     # A session of its own: Ctrl-C in a terminal interrupts the benchmark, which then stops
     # the service here, rather than the service stopping under a benchmark still running.

@@ -44,3 +44,23 @@ def test_schedule_benchmark_runs() -> None:
     )
     assert "progress-aware against plain expo:" in result.stdout
     assert "no progress" in result.stdout
+
+
+def test_fanout_benchmark_runs() -> None:
+    """A tiny run of bench_fanout.py completes and prints its figures and verdicts."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_fanout.py"),
+            *("--jobs", "20", "--job-seconds", "0.5", "--waiting", "200"),
+            *("--baseline-waiting", "50"),
+            *("--compare-jobs", "10", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    assert "results lost:            0 (must be 0)" in result.stdout
+    assert "fan-out / single, median of rounds:" in result.stdout
+    assert "bytes per job:" in result.stdout

@@ -211,3 +211,15 @@ async def test_virtual_clock_moves_only_forward() -> None:
     assert repr(clock) == "<VirtualClock now=2.5 after 1 sleeps>"
     with pytest.raises(ValueError, match="does not go back"):
         clock.advance(-1)
+
+
+async def test_latency_lets_requests_overlap() -> None:
+    """With `latency`, answers wait (real time), so concurrent requests are seen at once."""
+    async with (
+        FakeJobsService(latency=0.05) as service,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
+    assert all(job.succeeded for job in jobs)
+    assert service.peak_in_flight == 5

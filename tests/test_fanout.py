@@ -289,7 +289,10 @@ async def test_a_503_storm_slows_every_waiter_and_loses_nothing(
     bursts = [times[0]] + [t for before, t in itertools.pairwise(times) if t - before > 0.5]
     assert len(bursts) >= 5
     gaps = [later - earlier for earlier, later in itertools.pairwise(bursts)]
-    assert gaps[:4] == pytest.approx([1, 2, 4, 8], abs=0.05)
+    # A pause starts when the 503 is read, a little after the service sent it (the virtual
+    # clock moves on while a request is out), so each gap is the pause or a little more.
+    for gap, pause in zip(gaps, [1, 2, 4, 8], strict=False):
+        assert pause <= gap < pause + 0.5
     # Alone, each of the 200 waiters would have met several 503s; here most met none.
     assert storm_start < times[0] + 1
 

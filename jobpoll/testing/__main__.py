@@ -30,6 +30,13 @@ def _arguments(argv: list[str] | None) -> argparse.Namespace:
         metavar="SECONDS",
         help="answer unknown job ids with a job that finishes after SECONDS instead of a 404",
     )
+    parser.add_argument(
+        "--latency",
+        type=float,
+        default=0.0,
+        metavar="SECONDS",
+        help="wait this long (real time) before each answer, as over a network",
+    )
     return parser.parse_args(argv)
 
 
@@ -42,6 +49,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
         api_key=arguments.api_key,
         port=arguments.port,
         auto_create_duration=arguments.auto_create_duration,
+        latency=arguments.latency,
     )
     async with service:
         print(json.dumps({"base_url": service.base_url, "api_key": service.api_key}), flush=True)

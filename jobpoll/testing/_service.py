@@ -127,6 +127,8 @@ class FakeJobsService:
         port: the loopback port; 0 picks a free one.
         auto_create_duration: when set, an unknown job id becomes a job that finishes this many
             seconds after its first request, instead of a 404 (handy from another process).
+        latency: seconds (real time) every answer waits before it is sent, as a real server
+            over a network would; so requests overlap, and `peak_in_flight` sees them.
     """
 
     def __init__(
@@ -136,11 +138,13 @@ class FakeJobsService:
         clock: Callable[[], float] = time.monotonic,
         port: int = 0,
         auto_create_duration: float | None = None,
+        latency: float = 0.0,
     ) -> None:
         self.api_key = api_key if api_key is not None else "fake-" + secrets.token_urlsafe(16)
         self._clock = clock
         self._port = port
         self._auto_create_duration = auto_create_duration
+        self._latency = latency
         self._jobs: dict[str, _Script] = {}
         self._faults: dict[str | None, deque[_PendingFault]] = {}
         self._counts: Counter[str | None] = Counter()
@@ -295,6 +299,8 @@ class FakeJobsService:
         arrived = self._clock()
         status = 0
         try:
+            if self._latency:
+                await asyncio.sleep(self._latency)
             response = await self._answer(request, job_id)
             status = response.status
             return response
