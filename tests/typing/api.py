@@ -17,15 +17,18 @@ from jobpoll import (
     Job,
     JobFailedError,
     JobPollError,
+    JobResult,
     JobsClient,
     JobStalled,
     JobStatus,
+    JobsWait,
     JobWait,
     PollPolicy,
     RateLimited,
     TransportError,
     WaitTimeout,
     wait_for_job,
+    wait_for_jobs,
 )
 from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
@@ -84,3 +87,21 @@ async def wait(client: JobsClient, job_id: str) -> Job | None:
         print(cause, timed_out.timeout)
         return timed_out.job
     return final
+
+
+async def fan_out(client: JobsClient, job_ids: list[str | uuid.UUID]) -> list[JobResult]:
+    def report(job: Job) -> None:
+        print(job.id, job.progress)
+
+    many: JobsWait = wait_for_jobs(
+        client, job_ids, timeout=3600.0, max_in_flight=8, on_update=report
+    )
+    async with many as results:
+        async for result in results:
+            error: JobPollError | None = result.error
+            last: Job | None = result.job
+            print(result.job_id, result.ok, error, last, many.reported, many.total, many.polls)
+    everything: list[JobResult] = await wait_for_jobs(client, iter(job_ids))
+    pool: int = client.pool_size + many.in_flight
+    print(pool)
+    return everything
