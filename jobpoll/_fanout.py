@@ -172,20 +172,35 @@ def _fleet_pauses(policy: PollPolicy) -> Iterator[float]:
     return pauses
 
 
+# The two callbacks below are held by every poll and by the alarm, so they must not hold the
+# fan-out itself: a fan-out dropped after a `break` is then collected at once, and its
+# finalizer cancels what is in flight.
+
+
 def _wake_on_done(
     fanout: weakref.ref[JobsWait],
 ) -> Callable[[asyncio.Future[Job | JobPollError]], None]:
-    # Held by every task, so it must not hold the fan-out itself: a fan-out dropped after a
-    # `break` is then collected at once, and its finalizer cancels what is in flight.
+    """A poll came back: hand it over and wake the scheduler."""
+
     def wake(task: asyncio.Future[Job | JobPollError]) -> None:
         owner = fanout()
         if owner is not None:
             owner._finished.append(task)
-            wakeup = owner._wakeup
-            if wakeup is not None and not wakeup.done():
-                wakeup.set_result(None)
+            owner._wake()
 
     return wake
+
+
+def _ring_alarm(fanout: weakref.ref[JobsWait]) -> Callable[[object], None]:
+    """The alarm rang (a timer, or a sleeper task that ended): wake the scheduler."""
+
+    def ring(source: object) -> None:
+        owner = fanout()
+        if owner is not None and (source is None or source is owner._alarm):
+            owner._alarm, owner._alarm_at = None, math.inf
+            owner._wake()
+
+    return ring
 
 
 class JobsWait:
@@ -227,9 +242,12 @@ class JobsWait:
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
         self._ready: deque[JobResult] = deque()
         self._wakeup: asyncio.Future[None] | None = None
-        self._sleeper: asyncio.Task[object] | None = None
-        self._sleeper_until = math.inf
+        # What wakes the scheduler when no poll does: a timer on the event loop, or, with a
+        # policy's own `sleep` (a virtual clock), a task sleeping with it.
+        self._alarm: asyncio.TimerHandle | asyncio.Future[Any] | None = None
+        self._alarm_at = math.inf
         self._on_done = _wake_on_done(weakref.ref(self))
+        self._ring = _ring_alarm(weakref.ref(self))
         self._deadline: float | None = None
         self._window = max_in_flight  # lowered when the server throttles, then grown back
         self._resume_at = -math.inf  # no poll starts before this (the fleet's pause)
@@ -306,8 +324,8 @@ class JobsWait:
         with contextlib.suppress(RuntimeError):  # the event loop may be closed already
             for task in self._running:
                 task.cancel()
-            if self._sleeper is not None:
-                self._sleeper.cancel()
+            if self._alarm is not None:
+                self._alarm.cancel()
 
     async def __anext__(self) -> JobResult:
         if self._busy:
@@ -374,31 +392,40 @@ class JobsWait:
         """Sleep until a poll comes back, the next one is due, or the deadline."""
         if self._finished:
             return
-        queue, sleeper = self._queue, self._sleeper
+        queue = self._queue
         wake_at = math.inf
         if queue and len(self._running) < self._window:
             wake_at = max(queue[0][0], self._resume_at)
         if queue and self._deadline is not None:
             wake_at = min(wake_at, self._deadline)
-        if sleeper is not None and (sleeper.done() or self._sleeper_until > wake_at):
-            sleeper.cancel()  # done, or it would wake us too late
-            sleeper = None
-        if sleeper is None and wake_at < math.inf:
-            sleeper = asyncio.ensure_future(self._policy.sleep(max(0.0, wake_at - now)))
-            self._sleeper_until = wake_at
-        self._sleeper = sleeper
-        if not self._running:
-            assert sleeper is not None  # something is queued, or the loop would have ended
-            await sleeper
-            return
+        if wake_at < self._alarm_at:
+            self._set_alarm(wake_at, now)
+        # Something is in flight or queued (else the loop would have ended), so a poll or the
+        # alarm will wake us.
         self._wakeup = wakeup = asyncio.get_running_loop().create_future()
         try:
-            if sleeper is None:
-                await wakeup
-            else:
-                await asyncio.wait((wakeup, sleeper), return_when=asyncio.FIRST_COMPLETED)
+            await wakeup
         finally:
             self._wakeup = None
+
+    def _set_alarm(self, wake_at: float, now: float) -> None:
+        """Make sure the scheduler is woken at `wake_at` (on the policy's clock)."""
+        if self._alarm is not None:
+            self._alarm.cancel()
+        delay = max(0.0, wake_at - now)
+        sleep = self._policy.sleep
+        if sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
+            self._alarm = asyncio.get_running_loop().call_later(delay, self._ring, None)
+        else:
+            sleeper = asyncio.ensure_future(sleep(delay))
+            sleeper.add_done_callback(self._ring)
+            self._alarm = sleeper
+        self._alarm_at = wake_at
+
+    def _wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
 
     async def _collect(self, now: float) -> None:
         """Take in the polls that came back: report the jobs that ended, queue the others."""
@@ -469,9 +496,11 @@ class JobsWait:
         """Cancel the polls in flight and wait for them; with `requeue`, poll those jobs anew."""
         running, self._running = self._running, {}
         tasks: list[asyncio.Future[Any]] = [*running]
-        if self._sleeper is not None:
-            tasks.append(self._sleeper)
-        self._sleeper, self._sleeper_until = None, math.inf
+        alarm, self._alarm, self._alarm_at = self._alarm, None, math.inf
+        if isinstance(alarm, asyncio.Future):
+            tasks.append(alarm)
+        elif alarm is not None:
+            alarm.cancel()
         self._finished.clear()
         for task in tasks:
             task.cancel()
