@@ -283,7 +283,7 @@ async def test_a_503_storm_slows_every_waiter_and_loses_nothing(
     storm = [r for r in service.recent_requests if r.http_status == 503]
     assert len(storm) == 40
     # After each 503, nothing is sent until the pause is over: the 503s come at most one
-    # window (8 polls already sent) per pause, and the pauses double (1, 2, 4, 8, 16 s).
+    # window (8 polls already sent) per pause, and the pauses double from `policy.initial`.
     # Polls sent before a pause began may still come back 503 just after: a burst.
     times = sorted(r.at for r in storm)
     bursts = [times[0]] + [t for before, t in itertools.pairwise(times) if t - before > 0.5]
@@ -291,7 +291,8 @@ async def test_a_503_storm_slows_every_waiter_and_loses_nothing(
     gaps = [later - earlier for earlier, later in itertools.pairwise(bursts)]
     # A pause starts when the 503 is read, a little after the service sent it (the virtual
     # clock moves on while a request is out), so each gap is the pause or a little more.
-    for gap, pause in zip(gaps, [1, 2, 4, 8], strict=False):
+    pauses = [policy.initial * 2**n for n in range(4)]  # doubling from `initial`
+    for gap, pause in zip(gaps, pauses, strict=False):
         assert pause <= gap < pause + 0.5
     # Alone, each of the 200 waiters would have met several 503s; here most met none.
     assert storm_start < times[0] + 1
@@ -365,7 +366,7 @@ async def test_on_update_sees_every_jobs_changes(
         progress = [job.progress for job in updates[job_id]]
         assert progress[0] == 0
         assert progress[-1] == 100
-        assert len(progress) > 3
+        assert len(progress) >= 3  # the first, at least one change, the last
         assert progress == sorted(set(progress))  # only changes
         assert updates[job_id][-1].status is JobStatus.FINISHED
 
