@@ -18,11 +18,9 @@ def first(policy: PollPolicy, count: int) -> list[float]:
 
 
 def test_default_schedule_without_jitter() -> None:
-    """The defaults grow 1 s by half each time and settle at one poll every 30 s."""
-    delays = first(PollPolicy(jitter=0), 12)
-    assert delays == pytest.approx(
-        [1, 1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625, 17.0859375, 25.62890625, 30, 30, 30]
-    )
+    """The defaults double from 2 s and settle at one poll every 30 s."""
+    delays = first(PollPolicy(jitter=0), 8)
+    assert delays == pytest.approx([2, 4, 8, 16, 30, 30, 30, 30])
 
 
 def test_fixed_interval() -> None:
@@ -43,7 +41,7 @@ def test_jitter_stays_within_its_share_and_under_the_cap(seed: int) -> None:
 def test_jitter_does_not_collapse_the_first_waits() -> None:
     """Even the unluckiest draw keeps the first wait at 80% of `initial`, not near 0."""
     unlucky = PollPolicy(rng=lambda: 0.999999)
-    assert first(unlucky, 3) == pytest.approx([0.8, 1.2, 1.8], rel=1e-5)
+    assert first(unlucky, 3) == pytest.approx([1.6, 3.2, 6.4], rel=1e-5)
 
 
 def test_jitter_draws_from_the_policys_rng() -> None:
@@ -51,18 +49,20 @@ def test_jitter_draws_from_the_policys_rng() -> None:
     assert first(PollPolicy(rng=random.Random(7).random), 20) == first(
         PollPolicy(rng=random.Random(7).random), 20
     )
-    assert first(PollPolicy(jitter=0.5, rng=lambda: 0.5), 2) == [0.75, 1.125]
+    policy = PollPolicy(initial=1, factor=1.5, jitter=0.5, rng=lambda: 0.5)
+    assert first(policy, 2) == [0.75, 1.125]
 
 
 def test_full_jitter_is_allowed() -> None:
     """jitter=1 is backoff's full jitter: anywhere from 0 to the nominal delay."""
-    delays = first(PollPolicy(factor=2, max_interval=60, jitter=1, rng=lambda: 0.75), 8)
+    policy = PollPolicy(initial=1, factor=2, max_interval=60, jitter=1, rng=lambda: 0.75)
+    delays = first(policy, 8)
     assert delays == pytest.approx([0.25, 0.5, 1, 2, 4, 8, 15, 15])
 
 
 def test_each_iterator_starts_afresh() -> None:
     """Every wait draws its own delays from the start of the schedule."""
-    policy = PollPolicy(jitter=0)
+    policy = PollPolicy(initial=1, factor=1.5, jitter=0)
     assert first(policy, 3) == first(policy, 3) == [1, 1.5, 2.25]
 
 
@@ -119,7 +119,7 @@ def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
 def test_evolve_keeps_the_rest_and_validates() -> None:
     """`attrs.evolve` changes one option, and the result is checked like any other."""
     policy = attrs.evolve(PollPolicy(), max_interval=60)
-    assert (policy.initial, policy.factor, policy.max_interval) == (1.0, 1.5, 60)
+    assert (policy.initial, policy.factor, policy.max_interval) == (2.0, 2.0, 60)
     with pytest.raises(ConfigurationError):
         attrs.evolve(policy, initial=100)
 
@@ -130,7 +130,7 @@ def test_policy_is_frozen_with_a_readable_repr() -> None:
     with pytest.raises(attrs.exceptions.FrozenInstanceError):
         policy.initial = 2  # type: ignore[misc]
     assert repr(policy) == (
-        "PollPolicy(initial=1.0, factor=1.5, max_interval=30.0, jitter=0.2, max_failures=10, "
+        "PollPolicy(initial=2.0, factor=2.0, max_interval=30.0, jitter=0.2, max_failures=10, "
         "max_retry_after=300.0, not_found_grace=0.0, stall_timeout=None, progress_aware=True, "
         "max_estimated_interval=600.0)"
     )

@@ -49,15 +49,20 @@ from jobpoll.testing import (
 )
 
 FAILURES = [JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED]
-#: The blind schedule without jitter: what `clock.sleeps` holds in these tests.
+#: A blind schedule of many distinct steps before its cap: 1 s growing by half to 30 s (0.1's
+#: defaults; the defaults now double from 2 s, see tests/test_policy.py). These tests are about
+#: how a wait follows its schedule, so their policies say `initial=1, factor=1.5`, and
+#: `clock.sleeps` holds this schedule without jitter.
 SCHEDULE = [1, 1.5, 2.25, 3.375, 5.0625, 7.59375, 11.390625, 17.0859375, 25.62890625, 30, 30]
 
 
 @pytest.fixture
 def policy(clock: VirtualClock) -> PollPolicy:
-    """The default policy on its blind schedule, in virtual time and without jitter, so delays
-    are exact (tests/test_pace.py covers the progress-aware one)."""
-    return PollPolicy(clock=clock, sleep=clock.sleep, jitter=0, progress_aware=False)
+    """The blind schedule `SCHEDULE`, in virtual time and without jitter, so delays are exact
+    (tests/test_pace.py covers the progress-aware one)."""
+    return PollPolicy(
+        initial=1, factor=1.5, clock=clock, sleep=clock.sleep, jitter=0, progress_aware=False
+    )
 
 
 async def collect(wait: JobWait) -> list[Job]:
@@ -259,7 +264,9 @@ async def test_too_many_failures_in_a_row_raise_the_last(
     """At `max_failures` failed polls in a row, the last error is raised."""
     job_id = service.add_job(duration=0)
     service.inject(HttpError(503, message="down for maintenance"), job_id=job_id, times=None)
-    policy = PollPolicy(clock=clock, sleep=clock.sleep, jitter=0, max_failures=3)
+    policy = PollPolicy(
+        initial=1, factor=1.5, clock=clock, sleep=clock.sleep, jitter=0, max_failures=3
+    )
     with pytest.raises(ServiceUnavailable, match="down for maintenance"):
         await wait_for_job(client, job_id, policy=policy)
     assert service.request_count(job_id) == 3
@@ -516,7 +523,7 @@ async def test_no_poll_after_a_sleep_that_overran_the_deadline(
         await clock.sleep(seconds * 3)
 
     job_id = service.add_job(duration=3600)
-    policy = PollPolicy(clock=clock, sleep=late_sleep, jitter=0)
+    policy = PollPolicy(initial=1, factor=1.5, clock=clock, sleep=late_sleep, jitter=0)
     with pytest.raises(WaitTimeout):
         await wait_for_job(client, job_id, policy=policy, timeout=10)
     assert clock.sleeps == [3, 4.5, 6.75]  # woke up at 3, 7.5, then 14.25: past 10
