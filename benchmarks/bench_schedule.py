@@ -149,9 +149,10 @@ SCHEDULES = (
         "google-api-core's default polling: 1 s x1.5 up to 20 s, full jitter",
     ),
     Schedule(
-        "expo (0.1 default)",
+        "blind default",
         PollPolicy(progress_aware=False),
-        "PollPolicy(progress_aware=False): 1 s x1.5 up to 30 s, jitter 20%",
+        "PollPolicy(progress_aware=False): wait_for_job's backoff alone, 2 s doubling up to"
+        " 30 s, jitter 20%",
     ),
     Schedule(DEFAULT, PollPolicy(), "PollPolicy(): the progress-aware default"),
 )
