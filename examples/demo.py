@@ -2,18 +2,28 @@
 
     python examples/demo.py [--seconds 3]
 
-It starts the fake service on loopback and scripts two jobs. It follows the first with
+It starts the fake service on loopback and scripts jobs. It follows the first with
 `async for job in wait_for_job(...)`, printing each change of status and progress, and awaits
-the second, which fails, to show `JobFailedError`. Against the real service, drop the fake and
-give `JobsClient` your key (or set CDQ_API_KEY).
+the second, which fails, to show `JobFailedError`. Then it waits on 1000 jobs at once with
+`wait_for_jobs(...)`, a few of them failing or missing, and counts the outcomes. Against the
+real service, drop the fake and give `JobsClient` your key (or set CDQ_API_KEY).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
+import random
 
-from jobpoll import JobFailedError, JobPollError, JobsClient, PollPolicy, wait_for_job
+from jobpoll import (
+    JobFailedError,
+    JobPollError,
+    JobsClient,
+    PollPolicy,
+    wait_for_job,
+    wait_for_jobs,
+)
 from jobpoll.testing import FakeJobsService
 
 #: Polls every quarter second at first, at most every second: a demo's jobs are short.
@@ -43,6 +53,25 @@ async def demo(seconds: float) -> None:
                 await wait_for_job(client, "no-such-job")
             except JobPollError as error:
                 print(f"and a job that does not exist: {type(error).__name__}: {error}")
+
+            # Many jobs at once: each ends on its own; a failure is a result, not a crash.
+            rnd = random.Random(7)
+            batch = [
+                service.add_job(
+                    duration=rnd.uniform(seconds / 3, seconds),
+                    final_status=rnd.choices(["FINISHED", "FAILED"], weights=[49, 1])[0],
+                )
+                for _ in range(1000)
+            ]
+            batch += ["missing-1", "missing-2"]
+            outcomes: collections.Counter[str] = collections.Counter()
+            async with wait_for_jobs(client, batch, policy=DEMO_POLICY) as results:
+                async for result in results:
+                    outcomes["ok" if result.ok else type(result.error).__name__] += 1
+            print(
+                f"and {results.total} jobs at once, {results.polls} polls, at most"
+                f" {client.pool_size} in flight: {dict(outcomes)}"
+            )
 
 
 def main() -> None:

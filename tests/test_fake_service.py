@@ -177,7 +177,8 @@ def test_serves_from_the_command_line() -> None:
 
 
 def test_demo_runs() -> None:
-    """The README's demo follows a job to its end, then shows a failed and a missing job."""
+    """The README's demo follows a job to its end, shows a failed and a missing job, then
+    waits on a thousand at once."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--seconds", "0.6"],
         capture_output=True,
@@ -190,6 +191,8 @@ def test_demo_runs() -> None:
     assert "JobFailedError" in result.stdout
     assert "ended DIED at 60%" in result.stdout
     assert "NotFound" in result.stdout
+    assert "and 1002 jobs at once" in result.stdout
+    assert "'NotFound': 2" in result.stdout
 
 
 async def test_port_in_use_leaves_nothing_running(service: FakeJobsService) -> None:
