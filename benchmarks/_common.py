@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import selectors
+import statistics
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
@@ -17,6 +19,8 @@ from yarl import URL
 SERVER_START_TIMEOUT = 20.0
 SERVER_STOP_TIMEOUT = 5.0
 LOOPBACK_HOST = "127.0.0.1"
+#: The percentile the latency figures quote.
+PERCENTILE = 0.95
 
 
 class BenchmarkError(Exception):
@@ -101,3 +105,43 @@ def _read_service_line(process: subprocess.Popen[str]) -> Service:
 def exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     """Turn SIGTERM into SystemExit, so that the `finally` stopping the service runs."""
     raise SystemExit(128 + signum)
+
+
+# Figures of the schedule benchmarks ------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Sample:
+    """One job waited for: its duration, how late its end was seen, and the polls it took."""
+
+    duration: float
+    latency: float
+    polls: int
+
+
+@dataclass(frozen=True)
+class Row:
+    """A schedule's figures over a list of jobs (a duration band, a shape, or all)."""
+
+    jobs: int
+    polls_mean: float
+    latency_mean: float
+    latency_p95: float
+    share_p95: float
+
+    @classmethod
+    def of(cls, samples: Sequence[Sample]) -> Row:
+        """The figures of a non-empty list of samples."""
+        return cls(
+            jobs=len(samples),
+            polls_mean=statistics.fmean(s.polls for s in samples),
+            latency_mean=statistics.fmean(s.latency for s in samples),
+            latency_p95=percentile([s.latency for s in samples], PERCENTILE),
+            share_p95=percentile([s.latency / s.duration for s in samples], PERCENTILE),
+        )
+
+
+def percentile(values: Sequence[float], fraction: float) -> float:
+    """The nearest-rank percentile: defined for any non-empty sample, even of one value."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]

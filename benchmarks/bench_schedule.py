@@ -37,7 +37,6 @@ import asyncio
 import math
 import platform
 import random
-import statistics
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -46,7 +45,7 @@ from datetime import UTC, datetime
 
 import aiohttp
 import attrs
-from _common import positive_int
+from _common import Row, Sample, positive_int
 
 import jobpoll
 from jobpoll import Job, JobsClient, JobStatus, PollPolicy, wait_for_job
@@ -59,7 +58,6 @@ SHORTEST_JOB = 5.0
 LONGEST_JOB = 2 * 3600.0
 SHORTEST_REAL_JOB = 5.0
 LONGEST_REAL_JOB = 90.0
-PERCENTILE = 0.95
 #: The progress-aware default must poll at least this many times less than plain expo.
 POLLS_TARGET = 3.0
 ALL_LABEL = "all shapes"
@@ -179,43 +177,6 @@ def progress_at(curve: Curve | None, fraction: float) -> int:
 
 
 # Samples and tables ---------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One job waited for: its duration, how late its end was seen, and the polls it took."""
-
-    duration: float
-    latency: float
-    polls: int
-
-
-@dataclass(frozen=True)
-class Row:
-    """A schedule's figures over a list of jobs."""
-
-    jobs: int
-    polls_mean: float
-    latency_mean: float
-    latency_p95: float
-    share_p95: float
-
-    @classmethod
-    def of(cls, samples: Sequence[Sample]) -> Row:
-        """The figures of a non-empty list of samples."""
-        return cls(
-            jobs=len(samples),
-            polls_mean=statistics.fmean(s.polls for s in samples),
-            latency_mean=statistics.fmean(s.latency for s in samples),
-            latency_p95=percentile([s.latency for s in samples], PERCENTILE),
-            share_p95=percentile([s.latency / s.duration for s in samples], PERCENTILE),
-        )
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile: defined for any non-empty sample, even of one value."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 #: samples[shape name][schedule name]: one Sample per job, in the order of the durations.

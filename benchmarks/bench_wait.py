@@ -42,7 +42,6 @@ import bisect
 import math
 import platform
 import random
-import statistics
 import sys
 import time
 from collections.abc import Sequence
@@ -50,7 +49,7 @@ from dataclasses import dataclass
 
 import aiohttp
 import attrs
-from _common import positive_int
+from _common import Row, Sample, positive_int
 
 import jobpoll
 from jobpoll import Job, JobsClient, PollPolicy, wait_for_job
@@ -64,7 +63,6 @@ LONGEST_JOB = 2 * 3600.0
 BAND_EDGES = (30.0, 300.0, 1800.0)
 BAND_LABELS = ("5-30 s", "30 s-5 min", "5-30 min", "30 min-2 h")
 ALL_LABEL = "all"
-PERCENTILE = 0.95
 
 
 class BenchmarkError(Exception):
@@ -110,43 +108,6 @@ SCHEDULES = (
         PollPolicy(initial=1, factor=2, max_interval=60, jitter=1.0, progress_aware=False),
     ),
 )
-
-
-@dataclass(frozen=True)
-class Sample:
-    """One job waited for: its duration, how late its end was seen, and the polls it took."""
-
-    duration: float
-    latency: float
-    polls: int
-
-
-@dataclass(frozen=True)
-class Row:
-    """One line of the table: a schedule's figures over one duration band."""
-
-    jobs: int
-    polls_mean: float
-    latency_mean: float
-    latency_p95: float
-    share_p95: float
-
-    @classmethod
-    def of(cls, samples: Sequence[Sample]) -> Row:
-        """The figures of a non-empty list of samples."""
-        return cls(
-            jobs=len(samples),
-            polls_mean=statistics.fmean(s.polls for s in samples),
-            latency_mean=statistics.fmean(s.latency for s in samples),
-            latency_p95=percentile([s.latency for s in samples], PERCENTILE),
-            share_p95=percentile([s.latency / s.duration for s in samples], PERCENTILE),
-        )
-
-
-def percentile(values: Sequence[float], fraction: float) -> float:
-    """The nearest-rank percentile: defined for any non-empty sample, even of one value."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
 
 
 def band_of(duration: float) -> str:
