@@ -54,6 +54,12 @@ _SILENCE = 0.05
 _SILENT_CAP = 1.5
 #: The last wait before the predicted end aims this share of the tolerance past it.
 _FINAL = 0.5
+#: Progress that moves in steps of at least this many percent has its moves dated (see `Pace`)
+#: and, once the slowest steady pace they allow is within `_DATED` times the fastest and the
+#: end at most `_DATED_STEPS` steps away at that pace, one wait aims just past the end.
+_COARSE = 5
+_DATED = 2.0
+_DATED_STEPS = 4
 
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
@@ -144,8 +150,8 @@ class PollPolicy:
     progress-aware schedule falls back on it until progress moves: that saves about 3 polls on
     every job longer than a minute, and lets the default meet its target in
     benchmarks/bench_schedule.py (at least 3x fewer polls than plain doubling backoff, with a
-    lower p95 latency) on 6 of its 7 shapes of progress instead of 2 (medians of seeds 1-3;
-    stepwise progress stays at 2.8x).
+    lower p95 latency) on 6 of its 7 shapes of progress instead of 2 (medians of seeds 1-3);
+    the seventh, stepwise progress, meets it too since its moves are dated (see `Pace`).
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
@@ -284,6 +290,17 @@ class Pace:
       1.5 x `max_interval`. A stall at 99% thus costs about one poll per 45 s, as blind
       polling would. Any move of progress makes a new estimate.
 
+    Progress in coarse steps (readings all multiples of 5 or more, e.g. 10, 20, 30) says
+    little between its moves, and a reading tells only that its step came some time since
+    the poll before: on a long job, minutes. So each poll also bounds the seconds per percent
+    a steady pace may take, relative to the phase's first move (dated closely by the blind
+    schedule): the step it reads came by then, the next one not yet. The end is then at
+    least what the slowest such pace gives, and the overdue window that follows is narrow.
+    Once those bounds are within a factor 2 of each other, the end at most 4 steps away and
+    no later than the fastest such pace allows, one wait aims just past the end instead of
+    closing in on it (readings before the end would tell nothing new); bounds that disagree
+    (not a steady pace) are no longer used in that phase.
+
     The estimate uses the readings only, never the wall clock or other jobs, so a schedule is
     deterministic given the policy's `rng` and the times passed in.
     """
@@ -293,6 +310,9 @@ class Pace:
         "_anchor_t",
         "_confirmed",
         "_end",
+        "_first_hi",
+        "_first_lo",
+        "_first_p",
         "_last_p",
         "_last_t",
         "_mid_p",
@@ -300,6 +320,8 @@ class Pace:
         "_moved_t",
         "_nominal",
         "_overdue",
+        "_per_hi",
+        "_per_lo",
         "_policy",
         "_start",
         "_status",
@@ -320,6 +342,10 @@ class Pace:
         self._anchor_t, self._anchor_p = 0.0, 0
         self._mid_t, self._mid_p = 0.0, -1  # -1: no move seen in this phase
         self._step = 0  # the steps progress moves in: the gcd of the readings
+        # Coarse steps: the phase's first move (its value, and the polls around it), and the
+        # bounds on the seconds per percent that the moves since allow at a steady pace.
+        self._first_lo, self._first_hi, self._first_p = 0.0, 0.0, 0
+        self._per_lo, self._per_hi = 0.0, math.inf
         self._end = math.nan  # the earliest plausible end, from the last move
         self._confirmed = False  # whether that end agreed with the estimate before it
         self._overdue = 0.0  # the last delay past that end; 0 before it
@@ -347,6 +373,8 @@ class Pace:
             return policy._jittered(self._blind(now))
         if progress > self._last_p:
             self._estimate(now, progress)
+        elif self._step >= _COARSE and self._mid_p >= 0:
+            self._dated(now, progress)  # the pace is no faster than this reading allows
         self._last_t, self._last_p = now, progress
         if self._mid_p < 0:
             return policy._jittered(self._blind(now))
@@ -360,10 +388,15 @@ class Pace:
         # Progress moved since the last reading, to `progress`: a new estimate of the end.
         if self._mid_p < 0:
             self._mid_t, self._mid_p = now, progress
+            self._first_lo, self._first_hi, self._first_p = self._last_t, now, progress
+            self._per_lo, self._per_hi = 0.0, math.inf
         elif now - self._mid_t >= self._mid_t - self._anchor_t:
             self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
             self._mid_t, self._mid_p = now, progress
-        step = self._step = math.gcd(self._step, progress)
+        step = math.gcd(self._step, progress)
+        if step != self._step:
+            self._per_lo = 0.0  # its bound assumed a longer step
+        self._step = step
         # The rate over the window, or over its recent half when that is faster (a job that
         # speeds up): both from readings first seen at their value, so a plateau or the
         # time between two steps counts in full.
@@ -374,6 +407,8 @@ class Pace:
         # the earliest end those allow at that rate.
         left = 100 - progress
         end = max(self._last_t + left / rate, now + (left - step) / rate)
+        if step >= _COARSE:
+            end = max(end, self._dated(now, progress))
         previous = self._end
         self._confirmed = abs(end - previous) <= max(
             self._tolerance(now), _AGREEMENT * (end - now)
@@ -389,6 +424,20 @@ class Pace:
         self._moved_t = moved
         self._end = end
         self._overdue = 0.0
+
+    def _dated(self, now: float, progress: int) -> float:
+        # Coarse steps: at `now` progress had reached `progress` and not the step after, and
+        # its first move came between the two polls around it; so at a steady pace, each
+        # poll bounds the seconds per percent, and the bounds of all polls hold together.
+        # The earliest end the slowest pace they allow gives; -inf once they disagree (not a
+        # steady pace).
+        moved = progress - self._first_p
+        self._per_lo = max(self._per_lo, (now - self._first_hi) / (moved + self._step))
+        if moved > 0:
+            self._per_hi = min(self._per_hi, (now - self._first_lo) / moved)
+        if self._per_lo > self._per_hi:
+            return -math.inf
+        return self._first_lo + (100 - self._first_p) * self._per_lo
 
     def _blind(self, now: float) -> float:
         policy = self._policy
@@ -413,7 +462,22 @@ class Pace:
                 # (a plateau, or a stall before a jump); wait no longer than it stood still.
                 longest = min(longest, max(tolerance, still))
             wait = _AIM * remaining
-            if remaining - wait < tolerance:
+            per_lo, per_hi = self._per_lo, self._per_hi
+            if (
+                self._step >= _COARSE
+                and 0 < per_lo <= per_hi <= _DATED * per_lo
+                and remaining <= _DATED_STEPS * self._step * per_hi
+                and self._first_hi + (100 - self._first_p) * per_hi >= self._end
+            ):
+                # Coarse steps whose moves date a steady pace, a few steps from the end: the
+                # readings before it tell little more, so one wait aims past the earliest
+                # end, longer by the jitter to come (up to a tolerance) so as to land there.
+                landing = 1.0 - policy.jitter
+                wait = max(
+                    remaining + _FINAL * tolerance,
+                    min(remaining / landing if landing else math.inf, remaining + tolerance),
+                )
+            elif remaining - wait < tolerance:
                 wait = remaining + _FINAL * tolerance
             return max(tolerance, min(wait, longest))
         if self._overdue:
