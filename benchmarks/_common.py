@@ -9,12 +9,15 @@ import selectors
 import statistics
 import subprocess
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import FrameType
 
 from yarl import URL
+
+from jobpoll import Job, JobsClient, PollPolicy, wait_for_job
+from jobpoll.testing import FakeJobsService
 
 SERVER_START_TIMEOUT = 20.0
 SERVER_STOP_TIMEOUT = 5.0
@@ -102,6 +105,22 @@ def _read_service_line(process: subprocess.Popen[str]) -> Service:
     return service
 
 
+def exit_status(main: Callable[[list[str] | None], int]) -> Callable[[list[str] | None], int]:
+    """Wrap a benchmark's `main`: a `BenchmarkError` prints its message and exits 1, Ctrl-C 130."""
+
+    def run(argv: list[str] | None = None) -> int:
+        try:
+            return main(argv)
+        except BenchmarkError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        except KeyboardInterrupt:
+            print("interrupted", file=sys.stderr)
+            return 130
+
+    return run
+
+
 def exit_on_sigterm(signum: int, _frame: FrameType | None) -> None:
     """Turn SIGTERM into SystemExit, so that the `finally` stopping the service runs."""
     raise SystemExit(128 + signum)
@@ -145,3 +164,30 @@ def percentile(values: Sequence[float], fraction: float) -> float:
     """The nearest-rank percentile: defined for any non-empty sample, even of one value."""
     ordered = sorted(values)
     return ordered[max(0, math.ceil(fraction * len(ordered)) - 1)]
+
+
+async def wait_and_check(
+    service: FakeJobsService,
+    client: JobsClient,
+    job_id: str,
+    policy: PollPolicy,
+    clock: Callable[[], float],
+) -> tuple[float, int]:
+    """Wait for a job scripted on `service`; return when its end was seen (on `clock`) and how
+    many polls the wait sent, after checking that it finished, was seen ended once, and that
+    the service received every poll."""
+    seen_at: list[float] = []
+
+    def record(job: Job) -> None:
+        if job.is_terminal:
+            seen_at.append(clock())
+
+    wait = wait_for_job(client, job_id, policy=policy, on_update=record)
+    job = await wait
+    if not job.succeeded or len(seen_at) != 1:
+        raise BenchmarkError(f"job {job_id}: ended {job.raw_status}, seen ended {seen_at}")
+    if wait.polls != service.request_count(job_id):
+        raise BenchmarkError(
+            f"job {job_id}: {wait.polls} polls sent, {service.request_count(job_id)} received"
+        )
+    return seen_at[0], wait.polls

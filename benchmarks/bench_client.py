@@ -39,7 +39,14 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-from _common import BenchmarkError, Service, exit_on_sigterm, fake_service, positive_int
+from _common import (
+    BenchmarkError,
+    Service,
+    exit_on_sigterm,
+    exit_status,
+    fake_service,
+    positive_int,
+)
 
 import jobpoll
 from jobpoll import JobsClient
@@ -221,21 +228,15 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_status
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     signal.signal(signal.SIGTERM, exit_on_sigterm)
     print_header(arguments.calls, arguments.rounds, arguments.block)
-    try:
-        with fake_service(auto_create_duration=86400) as service:
-            results = asyncio.run(
-                run_rounds(service, arguments.calls, arguments.rounds, arguments.block)
-            )
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    with fake_service(auto_create_duration=86400) as service:
+        results = asyncio.run(
+            run_rounds(service, arguments.calls, arguments.rounds, arguments.block)
+        )
     print_summary(results)
     return 0
 

@@ -49,7 +49,14 @@ import uuid
 from dataclasses import dataclass
 
 import aiohttp
-from _common import BenchmarkError, Service, exit_on_sigterm, fake_service, positive_int
+from _common import (
+    BenchmarkError,
+    Service,
+    exit_on_sigterm,
+    exit_status,
+    fake_service,
+    positive_int,
+)
 
 import jobpoll
 from jobpoll import Job, JobsClient, wait_for_job, wait_for_jobs
@@ -235,6 +242,7 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_status
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     if arguments.memory_side:  # a child process of part 3
@@ -250,63 +258,56 @@ def main(argv: list[str] | None = None) -> int:
         f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}, "
         f"jobpoll {jobpoll.__version__}, {os.cpu_count()} CPUs"
     )
-    try:
-        seconds = arguments.job_seconds
-        with fake_service(auto_create_duration=seconds, latency=LATENCY) as service:
-            completion = asyncio.run(run_completion(service, arguments.jobs))
-        print(
-            f"1. {completion.jobs} jobs of {seconds:g} s to the end, default bound, "
-            f"answers after {LATENCY * 1000:g} ms"
-        )
-        print(f"  results lost:            {completion.lost} (must be 0)")
-        print(f"  jobs not ok:             {completion.not_ok}")
-        print(
-            f"  peak requests in flight: {service.counters.get('peak_in_flight')} "
-            f"(bound: the client's pool, {completion.bound})"
-        )
-        print(f"  polls per job:           {completion.polls / completion.jobs:.2f}")
-        print(
-            f"  client CPU:              {completion.cpu:.1f} s "
-            f"({completion.cpu / completion.polls * 1e6:.0f} µs per poll), "
-            f"wall {completion.wall:.1f} s"
-        )
+    seconds = arguments.job_seconds
+    with fake_service(auto_create_duration=seconds, latency=LATENCY) as service:
+        completion = asyncio.run(run_completion(service, arguments.jobs))
+    print(
+        f"1. {completion.jobs} jobs of {seconds:g} s to the end, default bound, "
+        f"answers after {LATENCY * 1000:g} ms"
+    )
+    print(f"  results lost:            {completion.lost} (must be 0)")
+    print(f"  jobs not ok:             {completion.not_ok}")
+    print(
+        f"  peak requests in flight: {service.counters.get('peak_in_flight')} "
+        f"(bound: the client's pool, {completion.bound})"
+    )
+    print(f"  polls per job:           {completion.polls / completion.jobs:.2f}")
+    print(
+        f"  client CPU:              {completion.cpu:.1f} s "
+        f"({completion.cpu / completion.polls * 1e6:.0f} µs per poll), "
+        f"wall {completion.wall:.1f} s"
+    )
 
-        print(f"2. CPU per poll, {arguments.compare_jobs} jobs per side, {arguments.rounds} rounds")
-        with fake_service(auto_create_duration=seconds) as service:
-            rounds = asyncio.run(run_comparison(service, arguments.compare_jobs, arguments.rounds))
-        ratio = statistics.median(fan / single for fan, single in rounds)
-        verdict = "met" if ratio <= CPU_TARGET else "NOT met"
-        print(
-            f"  fan-out / single, median of rounds: {ratio:.2f}x  "
-            f"target <= {CPU_TARGET:.2f}x: {verdict}"
-        )
+    print(f"2. CPU per poll, {arguments.compare_jobs} jobs per side, {arguments.rounds} rounds")
+    with fake_service(auto_create_duration=seconds) as service:
+        rounds = asyncio.run(run_comparison(service, arguments.compare_jobs, arguments.rounds))
+    ratio = statistics.median(fan / single for fan, single in rounds)
+    verdict = "met" if ratio <= CPU_TARGET else "NOT met"
+    print(
+        f"  fan-out / single, median of rounds: {ratio:.2f}x  "
+        f"target <= {CPU_TARGET:.2f}x: {verdict}"
+    )
 
-        print(f"3. {arguments.waiting} jobs of {WAITING_SECONDS / 3600:g} h waited on at once")
-        memory = {}
-        with fake_service(auto_create_duration=WAITING_SECONDS) as service:
-            for side, count in (
-                ("fan-out", arguments.waiting),
-                ("tasks", arguments.baseline_waiting),
-            ):
-                figures = memory[side] = run_memory_side(service, side, count)
-                print(
-                    f"  {side:<8} {count:>6} jobs: {figures['bytes_per_job']:7.0f} bytes "
-                    f"resident per waiting job, {figures['cpu']:.1f} s CPU for the first poll "
-                    "of each",
-                    flush=True,
-                )
-        fan_out = memory["fan-out"]["bytes_per_job"]
-        verdict = "met" if fan_out <= MEMORY_TARGET else "NOT met"
-        print(
-            f"  fan-out / tasks: {fan_out / memory['tasks']['bytes_per_job']:.2f}x  "
-            f"target <= {MEMORY_TARGET} bytes per job: {verdict}"
-        )
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    print(f"3. {arguments.waiting} jobs of {WAITING_SECONDS / 3600:g} h waited on at once")
+    memory = {}
+    with fake_service(auto_create_duration=WAITING_SECONDS) as service:
+        for side, count in (
+            ("fan-out", arguments.waiting),
+            ("tasks", arguments.baseline_waiting),
+        ):
+            figures = memory[side] = run_memory_side(service, side, count)
+            print(
+                f"  {side:<8} {count:>6} jobs: {figures['bytes_per_job']:7.0f} bytes "
+                f"resident per waiting job, {figures['cpu']:.1f} s CPU for the first poll "
+                "of each",
+                flush=True,
+            )
+    fan_out = memory["fan-out"]["bytes_per_job"]
+    verdict = "met" if fan_out <= MEMORY_TARGET else "NOT met"
+    print(
+        f"  fan-out / tasks: {fan_out / memory['tasks']['bytes_per_job']:.2f}x  "
+        f"target <= {MEMORY_TARGET} bytes per job: {verdict}"
+    )
     return 0
 
 

@@ -45,10 +45,10 @@ from datetime import UTC, datetime
 
 import aiohttp
 import attrs
-from _common import Row, Sample, positive_int
+from _common import Row, Sample, exit_status, positive_int, wait_and_check
 
 import jobpoll
-from jobpoll import Job, JobsClient, JobStatus, PollPolicy, wait_for_job
+from jobpoll import Job, JobsClient, JobStatus, PollPolicy
 from jobpoll.testing import FakeJobsService
 
 DEFAULT_JOBS = 500
@@ -64,10 +64,6 @@ ALL_LABEL = "all shapes"
 
 #: A progress curve as `FakeJobsService.add_job` takes it: share of the time gone -> percent.
 Curve = Callable[[float], float]
-
-
-class BenchmarkError(Exception):
-    """Something broke: a wait ended wrongly, or the counts disagree."""
 
 
 def _front_loaded(x: float) -> float:
@@ -245,21 +241,8 @@ async def wait_real(
     was seen."""
     job_id = service.add_job(duration=duration, progress=curve)
     ends_at = time.monotonic() + duration
-    seen_at: list[float] = []
-
-    def record(job: Job) -> None:
-        if job.is_terminal:
-            seen_at.append(time.monotonic())
-
-    wait = wait_for_job(client, job_id, policy=policy, on_update=record)
-    job = await wait
-    if not job.succeeded or len(seen_at) != 1:
-        raise BenchmarkError(f"job {job_id}: ended {job.raw_status}, seen ended {seen_at}")
-    if wait.polls != service.request_count(job_id):
-        raise BenchmarkError(
-            f"job {job_id}: {wait.polls} polls sent, {service.request_count(job_id)} received"
-        )
-    return Sample(duration, max(0.0, seen_at[0] - ends_at), wait.polls)
+    seen_at, polls = await wait_and_check(service, client, job_id, policy, time.monotonic)
+    return Sample(duration, max(0.0, seen_at - ends_at), polls)
 
 
 async def run_real(durations: Sequence[float], seed: int) -> Samples:
@@ -452,30 +435,24 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return arguments
 
 
+@exit_status
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     seed = arguments.seed
-    try:
-        if arguments.real:
-            jobs = arguments.jobs or DEFAULT_REAL_JOBS
-            print_header(jobs, seed, SHORTEST_REAL_JOB, LONGEST_REAL_JOB, real=True)
-            durations = draw_durations(jobs, seed, SHORTEST_REAL_JOB, LONGEST_REAL_JOB)
-            started = time.perf_counter()
-            real = asyncio.run(run_real(durations, seed))
-            print(f"waited {time.perf_counter() - started:.0f} s wall\n")
-            print_comparison(real, run_simulation(durations, seed))
-            return 0
-        jobs = arguments.jobs or DEFAULT_JOBS
-        print_header(jobs, seed, SHORTEST_JOB, LONGEST_JOB, real=False)
+    if arguments.real:
+        jobs = arguments.jobs or DEFAULT_REAL_JOBS
+        print_header(jobs, seed, SHORTEST_REAL_JOB, LONGEST_REAL_JOB, real=True)
+        durations = draw_durations(jobs, seed, SHORTEST_REAL_JOB, LONGEST_REAL_JOB)
         started = time.perf_counter()
-        samples = run_simulation(draw_durations(jobs, seed, SHORTEST_JOB, LONGEST_JOB), seed)
-        print(f"simulated in {time.perf_counter() - started:.1f} s\n")
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+        real = asyncio.run(run_real(durations, seed))
+        print(f"waited {time.perf_counter() - started:.0f} s wall\n")
+        print_comparison(real, run_simulation(durations, seed))
+        return 0
+    jobs = arguments.jobs or DEFAULT_JOBS
+    print_header(jobs, seed, SHORTEST_JOB, LONGEST_JOB, real=False)
+    started = time.perf_counter()
+    samples = run_simulation(draw_durations(jobs, seed, SHORTEST_JOB, LONGEST_JOB), seed)
+    print(f"simulated in {time.perf_counter() - started:.1f} s\n")
     print_tables(samples)
     print_verdicts(samples)
     if arguments.plot:

@@ -49,10 +49,10 @@ from dataclasses import dataclass
 
 import aiohttp
 import attrs
-from _common import Row, Sample, positive_int
+from _common import BenchmarkError, Row, Sample, exit_status, positive_int, wait_and_check
 
 import jobpoll
-from jobpoll import Job, JobsClient, PollPolicy, wait_for_job
+from jobpoll import JobsClient, PollPolicy
 from jobpoll.testing import FakeJobsService, VirtualClock
 
 DEFAULT_JOBS = 300
@@ -63,10 +63,6 @@ LONGEST_JOB = 2 * 3600.0
 BAND_EDGES = (30.0, 300.0, 1800.0)
 BAND_LABELS = ("5-30 s", "30 s-5 min", "5-30 min", "30 min-2 h")
 ALL_LABEL = "all"
-
-
-class BenchmarkError(Exception):
-    """Something broke: a wait ended wrongly, or the counts disagree."""
 
 
 @dataclass(frozen=True)
@@ -134,24 +130,11 @@ async def wait_one(
     """Script a job of `duration` seconds, wait for it, and measure how late its end was seen."""
     ends_at = clock() + duration
     job_id = service.add_job(duration=duration)
-    seen_at: list[float] = []
-
-    def record(job: Job) -> None:
-        if job.is_terminal:
-            seen_at.append(clock())
-
-    wait = wait_for_job(client, job_id, policy=policy, on_update=record)
-    job = await wait
-    if not job.succeeded or len(seen_at) != 1:
-        raise BenchmarkError(f"job {job_id}: ended {job.raw_status}, seen ended {seen_at}")
-    if wait.polls != service.request_count(job_id):
-        raise BenchmarkError(
-            f"job {job_id}: {wait.polls} polls sent, {service.request_count(job_id)} received"
-        )
-    latency = seen_at[0] - ends_at
+    seen_at, polls = await wait_and_check(service, client, job_id, policy, clock)
+    latency = seen_at - ends_at
     if latency < 0:
         raise BenchmarkError(f"job {job_id}: seen ended {-latency:.3f} s before its end")
-    return Sample(duration, latency, wait.polls)
+    return Sample(duration, latency, polls)
 
 
 async def run_schedules(
@@ -247,18 +230,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+@exit_status
 def main(argv: list[str] | None = None) -> int:
     arguments = parse_arguments(argv)
     print_header(arguments.jobs, arguments.seed)
     durations = draw_durations(arguments.jobs, arguments.seed)
-    try:
-        samples, requests, wall = asyncio.run(run_schedules(durations, arguments.seed))
-    except BenchmarkError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
-    except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        return 130
+    samples, requests, wall = asyncio.run(run_schedules(durations, arguments.seed))
     print_table(samples)
     print_summary(samples, requests, wall)
     return 0
