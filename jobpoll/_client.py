@@ -3,6 +3,7 @@ a typed error."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import ipaddress
@@ -10,6 +11,8 @@ import json
 import logging
 import math
 import os
+import socket
+import ssl
 import time
 from email.utils import parsedate_to_datetime
 from types import TracebackType
@@ -17,11 +20,13 @@ from typing import Self
 from uuid import UUID
 
 import aiohttp
+from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
 from jobpoll._errors import (
     ApiError,
+    ClientStateError,
     ConfigurationError,
     DecodeError,
     InvalidJobId,
@@ -122,9 +127,15 @@ class JobsClient:
         self._timeout = _client_timeout(connect_timeout, read_timeout, total_timeout)
         self._max_connections = max_connections
         self._max_body_size = max_body_size
+        if session is not None and not isinstance(session, aiohttp.ClientSession):
+            raise TypeError(f"session must be an aiohttp.ClientSession, got {type(session)}")
         self._session = session
         self._owns_session = session is None
         self._closed = False
+        self._plain_http = self._endpoint.scheme == "http"
+        self._loop: asyncio.AbstractEventLoop | None = None  # of the client's own session
+        self._reached = False  # has any HTTP answer come back (any status)?
+        self._found = False  # has any job been read?
 
     @property
     def base_url(self) -> str:
@@ -184,21 +195,35 @@ class JobsClient:
             await session.close()
 
     def _open_session(self) -> aiohttp.ClientSession:
-        if self._closed:
-            raise RuntimeError("this JobsClient is closed")
-        if self._session is None:
+        session = self._session
+        if session is None:
+            if self._closed:
+                raise ClientStateError("this JobsClient is closed")
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections, limit_per_host=self._max_connections
             )
-            self._session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
-        return self._session
+            self._loop = asyncio.get_running_loop()
+            session = aiohttp.ClientSession(connector=connector, timeout=self._timeout)
+            self._session = session
+        elif session.closed:
+            raise ClientStateError(
+                "the aiohttp session under this JobsClient is closed"
+                if self._owns_session
+                else "the aiohttp session given to this JobsClient was closed by its owner"
+            )
+        elif self._loop is not None and asyncio.get_running_loop() is not self._loop:
+            raise ClientStateError(
+                "this JobsClient's session belongs to another event loop: open one client "
+                "per event loop"
+            )
+        return session
 
     async def get_job(
         self,
         job_id: str | UUID,
         *,
-        # A per-request budget, not a cancel scope: it becomes aiohttp's own timeouts, so a
-        # slow answer is a TransportError and the connection is cleaned up by aiohttp.
+        # A per-request budget: it becomes the request's own timeouts, so a slow answer is a
+        # TransportError and the connection is cleaned up by aiohttp.
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Job:
         """Fetch one job's current state.
@@ -213,59 +238,139 @@ class JobsClient:
 
         Raises:
             InvalidJobId: the id is empty, too long, or holds control characters.
+            ConfigurationError: `timeout` is not a positive number of seconds, or a caller's
+                session would send plain http through a proxy.
+            ClientStateError: the client or its session is closed, or it is used from
+                another event loop.
             ApiError: the server answered an error status (a subclass names which).
-            TransportError: no answer: connection refused or reset, or a timeout.
+            TransportError: no answer: connection refused or reset, a timeout, a failed TLS
+                handshake or a host name that does not resolve.
             DecodeError: the answer is not a valid job.
         """
         job_id = check_job_id(job_id)
         session = self._open_session()
-        request_timeout = self._timeout if timeout is None else self._shortened(timeout)
+        if timeout is None:
+            request_timeout, total = self._timeout, self._timeouts[2]
+        else:
+            request_timeout, total = self._shortened(timeout)
+        if self._plain_http and self._session_proxy(session) is not None:
+            raise ConfigurationError(
+                f"refusing plain http to {self._endpoint.host} through a proxy: the API key "
+                "would reach the proxy in clear text; exempt the host in NO_PROXY, or use https"
+            )
         failure: str | None = None
-        cause: aiohttp.ClientError | None = None
+        reached = True
+        transient = True
         try:
-            async with session.get(
-                self._endpoint,
-                params={"jobId": job_id},
-                headers=self._headers,
-                allow_redirects=False,  # a redirect must not carry the key to another host
-                raise_for_status=False,  # the status is ours to judge, whatever the session says
-                timeout=request_timeout,
-            ) as response:
+            # aiohttp's own total timeout is not armed (see _client_timeout): this scope is
+            # the one bound on the whole request, whatever the server sends (e.g. an endless
+            # stream of interim 1xx answers).
+            async with (
+                asyncio.timeout(total),
+                session.get(
+                    self._endpoint,
+                    params={"jobId": job_id},
+                    headers=self._headers,
+                    allow_redirects=False,  # a redirect must not carry the key to another host
+                    raise_for_status=False,  # the status is ours to judge, whatever the session
+                    timeout=request_timeout,
+                ) as response,
+            ):
                 body = await _read_capped(response, self._max_body_size)
                 http_status = response.status
                 reason = response.reason
                 headers = response.headers
+        # None of aiohttp's exceptions is kept, chained or quoted whole: their tracebacks keep
+        # aiohttp's frames alive, whose locals hold the request headers, key included.
+        except aiohttp.ConnectionTimeoutError:
+            failure = f"no connection to {self._endpoint.host}:{self._endpoint.port} in time"
+            reached = False
         except TimeoutError:
             failure = "no answer in time"
         except aiohttp.ClientResponseError as exc:
-            # Not chained: the repr of aiohttp's error prints the request headers, key included.
             failure = f"invalid response ({exc.message})"
+        except aiohttp.ClientSSLError as exc:
+            failure = (
+                f"TLS failed ({_os_error_text(exc)}): is {self._endpoint.host}:"
+                f"{self._endpoint.port} serving https with a valid certificate?"
+            )
+            reached, transient = True, False
+        except aiohttp.ClientConnectorDNSError as exc:
+            failure = f"cannot resolve host {self._endpoint.host} ({_os_error_text(exc)})"
+            # EAI_AGAIN is the resolver failing for now; any other answer says no such host.
+            reached, transient = False, exc.os_error.errno == socket.EAI_AGAIN
+        except aiohttp.ClientConnectorError as exc:
+            failure = f"cannot connect to {self._endpoint.host}:{self._endpoint.port}"
+            failure += f" ({_os_error_text(exc)})"
+            reached = False
+        except aiohttp.ServerFingerprintMismatch:
+            failure, transient = "the server's certificate does not match the pinned one", False
         except aiohttp.ClientError as exc:
-            failure, cause = str(exc) or type(exc).__name__, exc
+            failure = str(exc) or type(exc).__name__
+        except RuntimeError as exc:
+            # What aiohttp raises for a closed session or one of another event loop.
+            raise ClientStateError(
+                f"cannot send with this client: {exc} (its session may be closed, or belong "
+                "to another event loop)",
+                job_id=job_id,
+            ) from None
         if failure is not None:
+            if not self._reached:
+                failure += f"; nothing has answered at {self._base_url} yet"
             logger.debug("job %s: transport error: %s", job_id, failure)
             raise TransportError(
-                f"request for job {job_id!r} failed: {failure}", job_id=job_id
-            ) from cause
+                f"request for job {job_id!r} failed: {failure}",
+                job_id=job_id,
+                reached=reached,
+                never_answered=not self._reached,
+                transient=transient,
+            )
 
+        self._reached = True
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("job %s: HTTP %d", job_id, http_status)
         if 200 <= http_status <= 299:
-            return _job_from_response(job_id, http_status, headers, body, self._max_body_size)
-        raise _api_error(job_id, http_status, reason, headers, body)
+            job = _job_from_response(job_id, http_status, headers, body, self._max_body_size)
+            self._found = True
+            return job
+        error = _api_error(job_id, http_status, reason, headers, body)
+        if http_status == 404 and not self._found:
+            error.args = (
+                f"{error.args[0]}; no job has been found through this client yet: is base_url "
+                f"({self._base_url}) right?",
+            )
+        raise error
 
-    def _shortened(self, timeout: float) -> aiohttp.ClientTimeout:
-        if not timeout > 0:
-            raise ValueError(f"timeout must be a positive number of seconds, got {timeout!r}")
+    def _shortened(self, timeout: float) -> tuple[aiohttp.ClientTimeout, float]:
+        _check_positive("timeout", timeout)
         connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
-        return _client_timeout(connect, read, total)
+        return _client_timeout(connect, read, total), total
+
+    def _session_proxy(self, session: aiohttp.ClientSession) -> object:
+        """The proxy a session would send a request to the endpoint through, or None."""
+        proxy = getattr(session, "_default_proxy", None)  # ClientSession(proxy=...)
+        if proxy is None and session.trust_env:
+            with contextlib.suppress(LookupError):
+                proxy = get_env_proxy_for_url(self._endpoint)[0]
+        return proxy
 
 
 def _client_timeout(connect: float, read: float, total: float) -> aiohttp.ClientTimeout:
-    # A read timeout that cannot fire before the total one would only cost timer churn.
+    # A read timeout that cannot fire before the total one would only cost timer churn. The
+    # total is get_job's own scope, not aiohttp's timer: one timer per request either way.
     return aiohttp.ClientTimeout(
-        total=total, connect=connect, sock_read=read if read < total else None
+        total=None, connect=connect, sock_read=read if read < total else None
     )
+
+
+def _os_error_text(exc: aiohttp.ClientConnectorError) -> str:
+    """What the operating system said, without aiohttp's wording (which names the request)."""
+    os_error = exc.os_error
+    if isinstance(os_error, ssl.SSLError):
+        return str(os_error.reason or os_error)
+    if isinstance(os_error, socket.gaierror) or not os_error.errno:
+        return str(os_error.strerror or os_error) or type(os_error).__name__
+    return os.strerror(os_error.errno)
 
 
 def _check_api_key(api_key: str | None) -> str:
@@ -285,16 +390,23 @@ def _check_api_key(api_key: str | None) -> str:
 
 
 def _endpoint(base_url: str) -> URL:
+    if not isinstance(base_url, str):
+        raise ConfigurationError(f"base_url must be a str, got {type(base_url).__name__}")
     try:
         url = URL(base_url)
-    except (TypeError, ValueError) as exc:
-        raise ConfigurationError(f"base_url is not a URL: {exc}") from None
+    except (TypeError, ValueError):
+        # Not quoted, nor yarl's message (which may quote it): a URL can carry a secret.
+        raise ConfigurationError("base_url is not a valid URL") from None
     if url.user is not None or url.password is not None:  # checked first: never echo them
         raise ConfigurationError("base_url must not carry credentials; pass api_key= instead")
+    # Only the scheme, host, port and path are ever quoted: a query or fragment may hold a secret.
+    shown = str(url.with_query(None).with_fragment(None)) if url.is_absolute() else "a relative URL"
     if url.scheme not in ("https", "http") or not url.host:
-        raise ConfigurationError(f"base_url must be an absolute https URL, got {base_url!r}")
+        raise ConfigurationError(f"base_url must be an absolute https URL, got {shown}")
     if url.query_string or url.fragment:
-        raise ConfigurationError(f"base_url must have no query or fragment, got {base_url!r}")
+        raise ConfigurationError(
+            f"base_url must have no query or fragment, got {shown} with one (not shown)"
+        )
     if url.scheme == "http" and not _is_loopback(url.host):
         raise ConfigurationError(
             f"refusing plain http to {url.host}: the API key would cross the network in clear "
@@ -475,7 +587,9 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
     """Seconds to wait from a `Retry-After` header (seconds or an HTTP-date), or None.
 
     An HTTP-date is measured against the response's own `Date` header when there is one, so a
-    skewed local clock does not stretch or shrink the wait; a date in the past means 0.
+    skewed local clock does not stretch or shrink the wait; a date in the past means 0. Any
+    value a server may send gives a finite number of seconds, 0 or more, or None (unreadable:
+    then the policy's own schedule applies): never an exception.
     """
     if not value:
         return None
@@ -486,12 +600,20 @@ def parse_retry_after(value: str | None, date: str | None = None) -> float | Non
         pass
     else:
         return seconds if 0 <= seconds < math.inf else None
-    try:
-        moment = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    moment = _http_date(value)
+    if moment is None:
         return None
-    now = time.time()
-    if date:
-        with contextlib.suppress(TypeError, ValueError, IndexError):
-            now = parsedate_to_datetime(date).timestamp()
-    return max(0.0, moment.timestamp() - now)
+    now = _http_date(date) if date else None
+    if now is None:
+        now = time.time()
+    seconds = moment - now
+    return max(0.0, seconds) if seconds < math.inf else None
+
+
+def _http_date(value: str) -> float | None:
+    """The POSIX time of an HTTP-date, or None when it is no date the calendar holds."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: a year too large for the calendar (or for a C long).
+        return None

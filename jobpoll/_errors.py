@@ -3,6 +3,9 @@
 ```
 JobPollError                  base of everything jobpoll raises
 ├── ConfigurationError        bad API key, base URL or option (also a ValueError)
+├── ClientStateError          the client cannot send: it, or the caller's session, is
+│                             closed, or it is used from another event loop (also a
+│                             RuntimeError)
 ├── InvalidJobId              a job id refused before anything is sent (also a ValueError)
 ├── ApiError                  the server answered with an error status
 │   ├── BadRequest            400
@@ -13,7 +16,8 @@ JobPollError                  base of everything jobpoll raises
 │   ├── RateLimited           429, with `retry_after`            (transient)
 │   ├── ServiceUnavailable    503, with `retry_after`            (transient)
 │   └── ServerError           any other 5xx                      (transient)
-├── TransportError            no answer: refused, reset, timed out (transient)
+├── TransportError            no answer: refused, reset, timed out (transient); a TLS or
+│                             name-resolution failure (not transient)
 ├── DecodeError               an answer that is not a valid job: HTML, wrong content
 │                             type, malformed JSON, an invalid field, too large
 ├── JobFailedError            the job ended FAILED, DIED, COULDNT_START or CANCELED
@@ -24,13 +28,22 @@ JobPollError                  base of everything jobpoll raises
 The last three come from waiting (`wait_for_job`) and carry the last `Job` seen.
 
 `error.transient` says whether trying the same call again later may succeed, so waiting code
-can decide between backing off and giving up without knowing the tree.
+can decide between backing off and giving up without knowing the tree. `error.affects_all`
+says whether the error is about the caller's setup rather than one job (a refused key, a
+closed client, a certificate or host name that does not resolve): every other job would fail
+the same way, so `wait_for_jobs` stops at the first one instead of repeating it per job.
+
+Nothing else escapes a jobpoll call but `asyncio.CancelledError` (never swallowed), a
+`TypeError` for an argument of the wrong kind (a bug in the calling code, e.g. a `client=`
+that is no `JobsClient`), and what the caller's own `on_update` raises.
 
 The HTTP status line decides the class: the service's documented error bodies carry
 `"status": 400` and `"error": "BAD_REQUEST"` whatever the real status is.
 
-No error ever holds the API key: none keeps a request, its headers or aiohttp's own
-`ClientResponseError` (whose repr prints the request headers).
+No error ever holds the API key: none keeps a request, its headers, or any of aiohttp's own
+exceptions (a `ClientResponseError`'s repr prints the request headers, and the traceback of
+any of them keeps aiohttp's frames alive, whose local variables hold the headers). The
+failure is described in the message instead.
 """
 
 from __future__ import annotations
@@ -43,6 +56,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiError",
     "BadRequest",
+    "ClientStateError",
     "ConfigurationError",
     "DecodeError",
     "Forbidden",
@@ -78,6 +92,8 @@ class JobPollError(Exception):
 
     #: Whether the same call may succeed if tried again later.
     transient: bool = False
+    #: Whether the error is about the caller's setup, not one job: every job would fail so.
+    affects_all: bool = False
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
@@ -91,6 +107,18 @@ class JobPollError(Exception):
 
 class ConfigurationError(JobPollError, ValueError):
     """A client was configured with a missing or unusable API key, base URL or option."""
+
+    affects_all = True
+
+
+class ClientStateError(JobPollError, RuntimeError):
+    """The client cannot send: it is closed, the caller's session under it is closed, or it
+    is used from an event loop other than the one its session belongs to.
+
+    Also a `RuntimeError`, which is what aiohttp raises for the same misuse.
+    """
+
+    affects_all = True
 
 
 class InvalidJobId(JobPollError, ValueError):
@@ -146,7 +174,9 @@ class BadRequest(ApiError):
 
 
 class Unauthorized(ApiError):
-    """401: the API key is missing or not accepted."""
+    """401: the API key is missing or not accepted (about the key, so `affects_all`)."""
+
+    affects_all = True
 
 
 class Forbidden(ApiError):
@@ -193,9 +223,32 @@ def api_error_for_status(http_status: int) -> type[ApiError]:
 
 
 class TransportError(JobPollError):
-    """No usable answer arrived: connection refused or reset, or a timeout."""
+    """No usable answer arrived: connection refused or reset, a timeout, a TLS failure.
 
-    transient = True
+    Attributes:
+        reached: whether a connection to the server was made before the failure; False when
+            it was refused, timed out, or its host name did not resolve.
+        never_answered: True when no request of this client has had an answer yet (the
+            base URL or port may be wrong, or the service down); the message says so too.
+        transient: False for failures that no retry cures: a TLS handshake or certificate
+            that fails (e.g. an https URL pointed at a plain-http port) or a host name that
+            does not exist. Those also `affects_all`.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        job_id: str | None = None,
+        reached: bool = True,
+        never_answered: bool = False,
+        transient: bool = True,
+    ) -> None:
+        super().__init__(message, job_id=job_id)
+        self.reached = reached
+        self.never_answered = never_answered
+        self.transient = transient
+        self.affects_all = not transient
 
 
 class DecodeError(JobPollError):
@@ -272,7 +325,8 @@ class WaitTimeout(JobPollError, TimeoutError):
         job: the last snapshot seen, or None when no poll got an answer.
         timeout: the deadline the wait was given, in seconds.
         last_error: the error of the last poll when it failed (e.g. a `TransportError` for a
-            request cut short by the deadline), else None. Also the `__cause__`.
+            request cut short by the deadline), else None. Also the `__cause__`, and quoted
+            in the message, so a wait that saw nothing says why.
     """
 
     def __init__(
@@ -284,6 +338,8 @@ class WaitTimeout(JobPollError, TimeoutError):
         last_error: JobPollError | None = None,
     ) -> None:
         seen = f"last seen {job.raw_status} at {job.progress}%" if job else "never seen"
+        if last_error is not None:
+            seen += f"; the last poll failed: {last_error}"
         super().__init__(f"job {job_id!r} did not end within {timeout:g} s ({seen})", job_id=job_id)
         self.job = job
         self.timeout = timeout

@@ -21,10 +21,12 @@ import backoff
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     ConfigurationError,
+    Forbidden,
     JobFailedError,
     JobPollError,
     RateLimited,
     ServiceUnavailable,
+    TransportError,
 )
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
@@ -239,6 +241,9 @@ class JobsWait:
         # Jobs waiting for their next poll: (due time, index, entry), a heap.
         self._queue: list[tuple[float, int, _Entry]] = []
         self._running: dict[asyncio.Future[Job | JobPollError], _Entry] = {}
+        # Polls (and an alarm's sleeper) cancelled but not yet seen to end: a cancellation
+        # that interrupts the wait for them leaves them here, for the next step or aclose.
+        self._dying: set[asyncio.Future[Any]] = set()
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
         self._ready: deque[JobResult] = deque()
         self._wakeup: asyncio.Future[None] | None = None
@@ -322,7 +327,7 @@ class JobsWait:
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
         with contextlib.suppress(RuntimeError):  # the event loop may be closed already
-            for task in self._running:
+            for task in [*self._running, *self._dying]:
                 task.cancel()
             if self._alarm is not None:
                 self._alarm.cancel()
@@ -333,7 +338,9 @@ class JobsWait:
         self._busy = True
         try:
             return await self._next_result()
-        except asyncio.CancelledError:
+        except (asyncio.CancelledError, JobPollError):
+            # Cancelled, or an error about the caller's setup that every job would meet: the
+            # jobs not reported stay pending, and iterating again polls them anew.
             await self._cancel_running(requeue=True)
             raise
         except BaseException:
@@ -344,6 +351,8 @@ class JobsWait:
 
     async def _next_result(self) -> JobResult:
         clock = self._policy.clock
+        if self._dying:
+            await self._bury()
         if not self._started:
             self._start(clock())
         while True:
@@ -428,7 +437,15 @@ class JobsWait:
             wakeup.set_result(None)
 
     async def _collect(self, now: float) -> None:
-        """Take in the polls that came back: report the jobs that ended, queue the others."""
+        """Take in the polls that came back: report the jobs that ended, queue the others.
+
+        Each job's fate (reported or queued again) is settled before `on_update` is awaited,
+        so a cancellation that lands in the callback loses no job.
+
+        Raises:
+            JobPollError: an error about the caller's setup (see `_stops_all`); its job is
+                queued again, still pending.
+        """
         finished, running = self._finished, self._running
         while finished:
             task = finished.popleft()
@@ -436,30 +453,52 @@ class JobsWait:
             if entry is None or task.cancelled():
                 continue
             outcome = task.result()  # only a bug in jobpoll raises here
+            update: Job | None = None
             try:
                 if isinstance(outcome, Job):
                     self._answered(entry, now)
-                    changed = entry._answered(outcome, now)
-                    if changed and self._on_update is not None:
-                        result = self._on_update(outcome)
-                        if inspect.isawaitable(result):
-                            await result
+                    if entry._answered(outcome, now):
+                        update = outcome
                     if outcome.is_terminal:
                         self._report(entry, JobFailedError(outcome) if outcome.failed else None)
-                        continue
+                    else:
+                        self._requeue(entry, now)
                 else:
-                    if isinstance(outcome, (RateLimited, ServiceUnavailable)):
+                    if isinstance(outcome, (RateLimited, ServiceUnavailable)) or (
+                        isinstance(outcome, TransportError) and not outcome.reached
+                    ):
                         self._throttled(entry, outcome, now)
                     entry._failed(outcome, now)
+                    self._requeue(entry, now)
             except JobPollError as exc:
+                if self._stops_all(exc):
+                    heapq.heappush(self._queue, (now, entry.index, entry))
+                    raise
                 self._report(entry, exc)
                 continue
-            delay = entry._next_delay
-            assert delay is not None
-            due = now + delay
-            if self._deadline is not None and due > self._deadline:
-                due = self._deadline
-            heapq.heappush(self._queue, (due, entry.index, entry))
+            if update is not None and self._on_update is not None:
+                result = self._on_update(update)
+                if inspect.isawaitable(result):
+                    await result
+
+    def _requeue(self, entry: _Entry, now: float) -> None:
+        delay = entry._next_delay
+        assert delay is not None
+        due = now + delay
+        if self._deadline is not None and due > self._deadline:
+            due = self._deadline
+        heapq.heappush(self._queue, (due, entry.index, entry))
+
+    def _stops_all(self, error: JobPollError) -> bool:
+        """Whether an error that ended one job is about the caller's setup, so that every
+        other job would end the same way: a refused key, a closed client, a TLS or name
+        failure, a server that has never answered, or a 403 before any job could be read
+        (after one has been, a 403 is about its own job)."""
+        return (
+            error.affects_all
+            or (isinstance(error, TransportError) and error.never_answered)
+            or (isinstance(error, Forbidden) and not self._client._found)
+        )
 
     def _report(self, entry: _Entry, error: JobPollError | None) -> None:
         self._ready.append(JobResult(entry._job_id, entry._job, error))
@@ -474,39 +513,52 @@ class JobsWait:
             self._resume_at = -math.inf
             self._pauses = _fleet_pauses(self._policy)
 
-    def _throttled(
-        self, entry: _Entry, error: RateLimited | ServiceUnavailable, now: float
-    ) -> None:
-        """The server asks us to slow down: pause every job's polls, halve the window."""
+    def _throttled(self, entry: _Entry, error: JobPollError, now: float) -> None:
+        """The server asks us to slow down (429, 503), or cannot be connected to: pause
+        every job's polls, halve the window."""
         if entry.sent_after != self._paused:
             return  # sent before the last pause began: the same storm, already paused for
         policy = self._policy
-        pause = policy.retry_delay(next(self._pauses), error.retry_after)
+        pause = policy.retry_delay(next(self._pauses), getattr(error, "retry_after", None))
         self._paused += 1
         self._resume_at = now + pause
         self._window = max(1, self._window // 2)
         logger.info(
-            "the server answered %s; all polls pause for %.1f s, then at most %d in flight",
-            error.http_status,
+            "%s; all polls pause for %.1f s, then at most %d in flight",
+            f"the server answered {error.http_status}"
+            if isinstance(error, (RateLimited, ServiceUnavailable))
+            else "the server could not be connected to",
             pause,
             self._window,
         )
 
     async def _cancel_running(self, *, requeue: bool = False) -> None:
-        """Cancel the polls in flight and wait for them; with `requeue`, poll those jobs anew."""
+        """Cancel the polls in flight and wait for them; with `requeue`, poll those jobs anew.
+
+        The jobs are queued again before anything is awaited: a second cancellation landing
+        while the polls wind down (a worker stopped twice) loses none of them.
+        """
         running, self._running = self._running, {}
-        tasks: list[asyncio.Future[Any]] = [*running]
         alarm, self._alarm, self._alarm_at = self._alarm, None, math.inf
         if isinstance(alarm, asyncio.Future):
-            tasks.append(alarm)
+            self._dying.add(alarm)
         elif alarm is not None:
             alarm.cancel()
         self._finished.clear()
-        for task in tasks:
+        self._dying.update(running)
+        for task in self._dying:
             task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
         if requeue and not self._closed:
             now = self._policy.clock()
             for entry in running.values():
                 heapq.heappush(self._queue, (now, entry.index, entry))
+        await self._bury()
+
+    async def _bury(self) -> None:
+        """Wait for the cancelled polls to end (if cancelled meanwhile, the rest stay listed)."""
+        while self._dying:
+            done, _ = await asyncio.wait(self._dying)
+            self._dying -= done
+            for task in done:  # mark a bug's exception as seen: it was dropped on purpose
+                if not task.cancelled():
+                    task.exception()

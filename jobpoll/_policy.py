@@ -179,6 +179,12 @@ class PollPolicy:
             at once. 0 by default: the service answers a job's creation with the job itself, so
             a 404 is most often a wrong id. Set it when you wait on ids handed over by another
             system right after creation.
+        first_contact_grace: seconds a wait rides out connection failures (refused, timed
+            out, no route) while its client has never had an answer from the server: once
+            they pass, the failure is raised instead of polled again up to `max_failures`
+            (10 by default: a server that cannot be reached from the start is most often a
+            wrong base URL or port, and minutes of silent retries help nobody). Once the
+            client has had any answer, an outage is ridden out as usual.
         stall_timeout: when set, raise `JobStalled` once neither status nor progress has changed
             for this many seconds (checked at each poll). Off by default: a job may sit queued
             for hours and still be fine.
@@ -207,6 +213,7 @@ class PollPolicy:
     max_failures: int = attrs.field(default=10, validator=_check_max_failures)
     max_retry_after: float = attrs.field(default=300.0, validator=_not_negative)
     not_found_grace: float = attrs.field(default=0.0, validator=_not_negative)
+    first_contact_grace: float = attrs.field(default=10.0, validator=_not_negative)
     stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
     progress_aware: bool = attrs.field(default=True, validator=_check_bool)
     max_estimated_interval: float = attrs.field(

@@ -16,6 +16,7 @@ from jobpoll._errors import (
     JobPollError,
     JobStalled,
     NotFound,
+    TransportError,
     WaitTimeout,
 )
 from jobpoll._models import Job
@@ -207,6 +208,11 @@ class Tracker:
         )
         if not (error.transient or visibility_delay):
             raise error
+        unreachable = (
+            isinstance(error, TransportError) and error.never_answered and not error.reached
+        )
+        if unreachable and now - self._started_at >= policy.first_contact_grace:
+            raise error  # nothing has ever answered: most likely a wrong URL or port
         self._last_error = error
         if self._deadline is not None and now >= self._deadline:
             raise self._timed_out()  # e.g. the request was cut short by the deadline
@@ -225,7 +231,10 @@ class Tracker:
                 self._next_delay,
             )
         else:
-            logger.info(
+            # The first failure of a client that was never answered is said out loud: it is
+            # most often a wrong setup, and the user should not wait in silence.
+            log = logger.warning if unreachable and self._failures == 1 else logger.info
+            log(
                 "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
                 self._job_id,
                 error,
@@ -262,7 +271,7 @@ class JobWait(Tracker):
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
 
-    __slots__ = ("_busy", "_client", "_error", "_on_update", "_over")
+    __slots__ = ("_busy", "_client", "_error", "_on_update", "_over", "_unreturned")
 
     def __init__(
         self,
@@ -278,6 +287,8 @@ class JobWait(Tracker):
         self._over = False
         self._error: Exception | None = None
         self._busy = False
+        # A snapshot taken in but not returned yet: its on_update was cancelled.
+        self._unreturned: Job | None = None
 
     @property
     def done(self) -> bool:
@@ -295,6 +306,9 @@ class JobWait(Tracker):
         return self
 
     async def __anext__(self) -> Job:
+        if self._unreturned is not None:
+            job, self._unreturned = self._unreturned, None
+            return job
         if self._over:
             raise StopAsyncIteration
         if self._busy:
@@ -303,7 +317,7 @@ class JobWait(Tracker):
         try:
             return await self._next_update()
         except Exception as exc:  # CancelledError is no Exception: a cancelled wait can resume
-            self._over, self._error = True, exc
+            self._over, self._error, self._unreturned = True, exc, None
             raise
         finally:
             self._busy = False
@@ -334,9 +348,13 @@ class JobWait(Tracker):
             if self._answered(job, clock()):
                 self._over = job.is_terminal
                 if self._on_update is not None:
+                    # Cancelled while the callback runs, the snapshot is still the next one
+                    # handed out: the iteration resumes with it rather than skip a change.
+                    self._unreturned = job
                     result = self._on_update(job)
                     if inspect.isawaitable(result):
                         await result
+                    self._unreturned = None
                 return job
 
     async def _pause(self, delay: float) -> None:

@@ -176,8 +176,8 @@ def test_allowed_base_urls(base_url: str) -> None:
         pytest.param("ftp://user:pw@api.cdq.com/rest", "credentials", id="ftp-credentials"),
         pytest.param("https://api.cdq.com/rest?jobId=1", "no query", id="query"),
         pytest.param("https://api.cdq.com/rest#x", "no query or fragment", id="fragment"),
-        pytest.param("https://[::1/rest", "not a URL", id="unparsable"),
-        pytest.param(8080, "not a URL", id="not-a-string"),
+        pytest.param("https://[::1/rest", "not a valid URL", id="unparsable"),
+        pytest.param(8080, "must be a str", id="not-a-string"),
     ],
 )
 def test_bad_base_urls(base_url: str, words: str) -> None:
