@@ -316,7 +316,9 @@ async def test_connection_refused() -> None:
     async with raw_server(None) as base_url:
         pass  # the port is free again: nobody listens there now
     async with JobsClient("k", base_url=base_url) as client:
-        with pytest.raises(TransportError, match="cannot connect to 127.0.0.1:[0-9]+ \\(Connection refused\\); nothing has answered"):
+        with pytest.raises(
+            TransportError, match=r"cannot connect to 127.0.0.1:\d+ \(Connection refused\)"
+        ):
             await client.get_job("j")
 
 
