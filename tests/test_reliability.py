@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import math
 import traceback
 import types
@@ -514,25 +513,22 @@ async def test_a_session_closed_by_its_owner_is_a_client_state_error(
 
 def test_a_client_used_from_another_event_loop_is_a_client_state_error() -> None:
     """A client whose session was opened in one event loop refuses another, typed."""
-    holder: dict[str, JobsClient] = {}
-
-    async def open_client() -> None:
-        holder["client"] = client = JobsClient("k", base_url="http://127.0.0.1:9")
-        await client.__aenter__()
+    client = JobsClient("k", base_url="http://127.0.0.1:9")
 
     async def use_client() -> None:
         with pytest.raises(ClientStateError, match="another event loop"):
-            await holder["client"].get_job("j")
+            await client.get_job("j")
         with pytest.raises(ClientStateError):
-            await wait_for_jobs(holder["client"], ["j"])
+            await wait_for_jobs(client, ["j"])
 
-    asyncio.run(open_client())
-    asyncio.run(use_client())
-    session = holder["client"]._session
-    assert session is not None
-    session._connector = None  # its loop is closed: nothing left to close, only to forget
-    holder.clear()
-    gc.collect()
+    home, other = asyncio.new_event_loop(), asyncio.new_event_loop()
+    try:
+        home.run_until_complete(client.__aenter__())
+        other.run_until_complete(use_client())
+        home.run_until_complete(client.aclose())
+    finally:
+        home.close()
+        other.close()
 
 
 def test_a_secret_in_the_base_url_query_is_not_quoted() -> None:
