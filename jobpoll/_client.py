@@ -135,6 +135,7 @@ class JobsClient:
         self._plain_http = self._endpoint.scheme == "http"
         self._loop: asyncio.AbstractEventLoop | None = None  # of the client's own session
         self._reached = False  # has any HTTP answer come back (any status)?
+        self._warned = False  # was the first failure before any answer logged at WARNING?
         self._found = False  # has any job been read?
 
     @property
@@ -317,6 +318,10 @@ class JobsClient:
         if failure is not None:
             if not self._reached:
                 failure += f"; nothing has answered at {self._base_url} yet"
+            if not (self._reached or self._warned):
+                # Said out loud, once: most often a wrong setup, not to be waited out in silence.
+                self._warned = True
+                logger.warning("%s; retrying as the policy allows", failure)
             logger.debug("job %s: transport error: %s", job_id, failure)
             raise TransportError(
                 f"request for job {job_id!r} failed: {failure}",

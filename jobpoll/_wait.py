@@ -231,10 +231,7 @@ class Tracker:
                 self._next_delay,
             )
         else:
-            # The first failure of a client that was never answered is said out loud: it is
-            # most often a wrong setup, and the user should not wait in silence.
-            log = logger.warning if unreachable and self._failures == 1 else logger.info
-            log(
+            logger.info(
                 "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
                 self._job_id,
                 error,
