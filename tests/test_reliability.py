@@ -690,7 +690,7 @@ def test_any_answer_is_a_job_or_a_typed_error(
 
         async with (
             raw_server(handler) as base_url,
-            JobsClient("k", base_url=base_url, total_timeout=0.5) as client,
+            JobsClient("k", base_url=base_url, total_timeout=0.2) as client,
         ):
             with contextlib.suppress(JobPollError):
                 await client.get_job("j")
