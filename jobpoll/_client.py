@@ -4,7 +4,6 @@ a typed error."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import ipaddress
 import json
@@ -14,13 +13,13 @@ import os
 import socket
 import ssl
 import time
+import urllib.request
 from email.utils import parsedate_to_datetime
 from types import TracebackType
 from typing import Self
 from uuid import UUID
 
 import aiohttp
-from aiohttp.helpers import get_env_proxy_for_url
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
@@ -250,33 +249,28 @@ class JobsClient:
         """
         job_id = check_job_id(job_id)
         session = self._open_session()
-        if timeout is None:
-            request_timeout, total = self._timeout, self._timeouts[2]
-        else:
-            request_timeout, total = self._shortened(timeout)
+        request_timeout = self._timeout if timeout is None else self._shortened(timeout)
         if self._plain_http and self._session_proxy(session) is not None:
             raise ConfigurationError(
                 f"refusing plain http to {self._endpoint.host} through a proxy: the API key "
                 "would reach the proxy in clear text; exempt the host in NO_PROXY, or use https"
             )
         failure: str | None = None
+        misused: str | None = None
         reached = True
+        # TLS and name failures are about the setup (not transient) until the server has
+        # answered once; after that, a passing fault to ride out like any other.
+        setup = not self._reached
         transient = True
         try:
-            # aiohttp's own total timeout is not armed (see _client_timeout): this scope is
-            # the one bound on the whole request, whatever the server sends (e.g. an endless
-            # stream of interim 1xx answers).
-            async with (
-                asyncio.timeout(total),
-                session.get(
-                    self._endpoint,
-                    params={"jobId": job_id},
-                    headers=self._headers,
-                    allow_redirects=False,  # a redirect must not carry the key to another host
-                    raise_for_status=False,  # the status is ours to judge, whatever the session
-                    timeout=request_timeout,
-                ) as response,
-            ):
+            async with session.get(
+                self._endpoint,
+                params={"jobId": job_id},
+                headers=self._headers,
+                allow_redirects=False,  # a redirect must not carry the key to another host
+                raise_for_status=False,  # the status is ours to judge, whatever the session says
+                timeout=request_timeout,
+            ) as response:
                 body = await _read_capped(response, self._max_body_size)
                 http_status = response.status
                 reason = response.reason
@@ -295,11 +289,13 @@ class JobsClient:
                 f"TLS failed ({_os_error_text(exc)}): is {self._endpoint.host}:"
                 f"{self._endpoint.port} serving https with a valid certificate?"
             )
-            reached, transient = True, False
+            transient = not setup
         except aiohttp.ClientConnectorDNSError as exc:
             failure = f"cannot resolve host {self._endpoint.host} ({_os_error_text(exc)})"
-            # EAI_AGAIN is the resolver failing for now; any other answer says no such host.
-            reached, transient = False, exc.os_error.errno == socket.EAI_AGAIN
+            # EAI_AGAIN is the resolver failing for now, not an answer that there is no host.
+            reached, transient = False, not setup or exc.os_error.errno == socket.EAI_AGAIN
+        except aiohttp.ClientProxyConnectionError as exc:
+            failure, reached = f"cannot connect to the proxy ({_os_error_text(exc)})", False
         except aiohttp.ClientConnectorError as exc:
             failure = f"cannot connect to {self._endpoint.host}:{self._endpoint.port}"
             failure += f" ({_os_error_text(exc)})"
@@ -309,19 +305,25 @@ class JobsClient:
         except aiohttp.ClientError as exc:
             failure = str(exc) or type(exc).__name__
         except RuntimeError as exc:
-            # What aiohttp raises for a closed session or one of another event loop.
+            # What aiohttp raises for a closed session, or one of another (maybe closed)
+            # event loop; anything else is a bug to see whole.
+            if not (session.closed or _of_another_loop(session)):
+                raise
+            misused = str(exc)
+        if misused is not None:  # raised here, not in the handler: no context to keep alive
             raise ClientStateError(
-                f"cannot send with this client: {exc} (its session may be closed, or belong "
+                f"cannot send with this client: {misused} (its session is closed, or belongs "
                 "to another event loop)",
                 job_id=job_id,
-            ) from None
+            )
         if failure is not None:
+            failure = self._redacted(failure)
             if not self._reached:
                 failure += f"; nothing has answered at {self._base_url} yet"
             if not (self._reached or self._warned):
                 # Said out loud, once: most often a wrong setup, not to be waited out in silence.
                 self._warned = True
-                logger.warning("%s; retrying as the policy allows", failure)
+                logger.warning("%s", failure)
             logger.debug("job %s: transport error: %s", job_id, failure)
             raise TransportError(
                 f"request for job {job_id!r} failed: {failure}",
@@ -335,10 +337,13 @@ class JobsClient:
         if logger.isEnabledFor(logging.DEBUG):
             logger.debug("job %s: HTTP %d", job_id, http_status)
         if 200 <= http_status <= 299:
-            job = _job_from_response(job_id, http_status, headers, body, self._max_body_size)
+            try:
+                job = _job_from_response(job_id, http_status, headers, body, self._max_body_size)
+            except DecodeError as exc:
+                raise self._redacted_error(exc) from None
             self._found = True
             return job
-        error = _api_error(job_id, http_status, reason, headers, body)
+        error = self._redacted_error(_api_error(job_id, http_status, reason, headers, body))
         if http_status == 404 and not self._found:
             error.args = (
                 f"{error.args[0]}; no job has been found through this client yet: is base_url "
@@ -346,26 +351,50 @@ class JobsClient:
             )
         raise error
 
-    def _shortened(self, timeout: float) -> tuple[aiohttp.ClientTimeout, float]:
+    def _shortened(self, timeout: float) -> aiohttp.ClientTimeout:
         _check_positive("timeout", timeout)
         connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
-        return _client_timeout(connect, read, total), total
+        return _client_timeout(connect, read, total)
 
     def _session_proxy(self, session: aiohttp.ClientSession) -> object:
-        """The proxy a session would send a request to the endpoint through, or None."""
+        """The proxy a session would send a request to the endpoint through, or None.
+
+        As aiohttp decides: the session's `proxy=`, else with `trust_env` the environment's
+        proxy for http unless `NO_PROXY` exempts the host. Read from the environment only
+        (no file is read), so it is cheap enough for every request.
+        """
         proxy = getattr(session, "_default_proxy", None)  # ClientSession(proxy=...)
         if proxy is None and session.trust_env:
-            with contextlib.suppress(LookupError):
-                proxy = get_env_proxy_for_url(self._endpoint)[0]
+            host = self._endpoint.host or ""
+            if not urllib.request.proxy_bypass(host):
+                proxy = urllib.request.getproxies().get("http")
         return proxy
+
+    def _redacted(self, text: str) -> str:
+        """Text that came from the server, without the key should it echo the request."""
+        key = self._headers[_API_KEY_HEADER]
+        return text.replace(key, "<redacted>") if key in text else text
+
+    def _redacted_error(self, error: ApiError | DecodeError) -> ApiError | DecodeError:
+        key = self._headers[_API_KEY_HEADER]
+        if any(key in str(value) for value in (*error.args, *vars(error).values())):
+            error.args = tuple(self._redacted(str(arg)) for arg in error.args)
+            for name, value in vars(error).items():
+                if isinstance(value, str):
+                    setattr(error, name, self._redacted(value))
+        return error
 
 
 def _client_timeout(connect: float, read: float, total: float) -> aiohttp.ClientTimeout:
-    # A read timeout that cannot fire before the total one would only cost timer churn. The
-    # total is get_job's own scope, not aiohttp's timer: one timer per request either way.
+    # A read timeout that cannot fire before the total one would only cost timer churn.
     return aiohttp.ClientTimeout(
-        total=None, connect=connect, sock_read=read if read < total else None
+        total=total, connect=connect, sock_read=read if read < total else None
     )
+
+
+def _of_another_loop(session: aiohttp.ClientSession) -> bool:
+    loop = getattr(session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
+    return loop is not None and loop is not asyncio.get_running_loop()
 
 
 def _os_error_text(exc: aiohttp.ClientConnectorError) -> str:
@@ -483,7 +512,11 @@ async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | No
 def _snippet(body: bytes | None) -> str:
     if not body:
         return ""
-    text = body[:_SNIPPET_LENGTH].decode("utf-8", "replace")
+    return _printable(body[:_SNIPPET_LENGTH].decode("utf-8", "replace"))
+
+
+def _printable(text: str) -> str:
+    """Server text fit for a log line: control characters (a forged line break) become spaces."""
     return "".join(c if c.isprintable() else " " for c in text)
 
 
@@ -562,7 +595,7 @@ def _api_error(
     return api_error_for_status(http_status)(
         http_status,
         job_id=job_id,
-        reason=reason,
+        reason=_printable(reason[:_SNIPPET_LENGTH]) if reason else None,
         message=message,
         error=fields.get("error"),
         error_id=fields.get("id"),

@@ -10,7 +10,7 @@ JobPollError                  base of everything jobpoll raises
 ├── ApiError                  the server answered with an error status
 │   ├── BadRequest            400
 │   ├── Unauthorized          401: missing or wrong API key
-│   ├── Forbidden             403
+│   ├── Forbidden             403: the key may not use the service
 │   ├── NotFound              404: no such job (or not visible yet)
 │   ├── NotAcceptable         406
 │   ├── RateLimited           429, with `retry_after`            (transient)
@@ -29,9 +29,10 @@ The last three come from waiting (`wait_for_job`) and carry the last `Job` seen.
 
 `error.transient` says whether trying the same call again later may succeed, so waiting code
 can decide between backing off and giving up without knowing the tree. `error.affects_all`
-says whether the error is about the caller's setup rather than one job (a refused key, a
-closed client, a certificate or host name that does not resolve): every other job would fail
-the same way, so `wait_for_jobs` stops at the first one instead of repeating it per job.
+says whether the error is about the caller's setup rather than one job (a refused key (401,
+403), a closed client, a certificate or host name that fails before any answer): every other
+job would fail the same way, so `wait_for_jobs` stops at the first one instead of repeating it
+per job.
 
 Nothing else escapes a jobpoll call but `asyncio.CancelledError` (never swallowed), a
 `TypeError` for an argument of the wrong kind (a bug in the calling code, e.g. a `client=`
@@ -180,7 +181,10 @@ class Unauthorized(ApiError):
 
 
 class Forbidden(ApiError):
-    """403: the API key may not read this job."""
+    """403: the API key may not use the service ("This user is not allowed to access this
+    service", says the service): about the key, so `affects_all`."""
+
+    affects_all = True
 
 
 class NotFound(ApiError):
@@ -232,7 +236,8 @@ class TransportError(JobPollError):
             base URL or port may be wrong, or the service down); the message says so too.
         transient: False for failures that no retry cures: a TLS handshake or certificate
             that fails (e.g. an https URL pointed at a plain-http port) or a host name that
-            does not exist. Those also `affects_all`.
+            does not exist, while the client has never had an answer (a wrong setup). Those
+            also `affects_all`. Once the server has answered, they are passing faults.
     """
 
     def __init__(

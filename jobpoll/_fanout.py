@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import heapq
-import inspect
 import logging
 import math
 import weakref
@@ -21,7 +20,6 @@ import backoff
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     ConfigurationError,
-    Forbidden,
     JobFailedError,
     JobPollError,
     RateLimited,
@@ -30,7 +28,7 @@ from jobpoll._errors import (
 )
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
-from jobpoll._wait import Tracker, UpdateCallback, check_timeout
+from jobpoll._wait import CallbackError, Tracker, UpdateCallback, check_timeout, notify
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
@@ -263,6 +261,7 @@ class JobsWait:
         self._busy = False
         self._reported = 0
         self._polls = 0
+        self._gathered: dict[str, JobResult] = {}  # what `await` collected so far
 
     @property
     def total(self) -> int:
@@ -308,10 +307,18 @@ class JobsWait:
         return self._gather().__await__()
 
     async def _gather(self) -> list[JobResult]:
-        by_id: dict[str, JobResult] = {}
-        async with self:
-            async for result in self:
-                by_id[result.job_id] = result
+        # Kept on the fan-out: awaited again after a cancellation or an error about the
+        # setup, it goes on with the jobs still pending and returns them all. (Each way out
+        # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
+        by_id = self._gathered
+        async for result in self:
+            by_id[result.job_id] = result
+        missing = len(self._job_ids) - len(by_id)
+        if missing:
+            raise RuntimeError(
+                f"{missing} of the {len(self._job_ids)} results were not gathered: the fan-out"
+                " was closed, or they were handed out by `async for` first"
+            )
         return [by_id[job_id] for job_id in self._job_ids]
 
     async def aclose(self) -> None:
@@ -326,11 +333,10 @@ class JobsWait:
 
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
-        with contextlib.suppress(RuntimeError):  # the event loop may be closed already
-            for task in [*self._running, *self._dying]:
-                task.cancel()
-            if self._alarm is not None:
-                self._alarm.cancel()
+        for task in [*self._running, *self._dying, self._alarm]:
+            if task is not None:
+                with contextlib.suppress(RuntimeError):  # the event loop may be closed already
+                    task.cancel()
 
     async def __anext__(self) -> JobResult:
         if self._busy:
@@ -338,6 +344,9 @@ class JobsWait:
         self._busy = True
         try:
             return await self._next_result()
+        except CallbackError as wrapper:  # a bug in on_update: raised as itself
+            await self.aclose()
+            raise wrapper.error from None
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.
@@ -424,6 +433,8 @@ class JobsWait:
         """Make sure the scheduler is woken at `wake_at` (on the policy's clock)."""
         if self._alarm is not None:
             self._alarm.cancel()
+            if isinstance(self._alarm, asyncio.Future):
+                self._dying.add(self._alarm)  # still owned: seen to end at the next step
         delay = max(0.0, wake_at - now)
         sleep = self._policy.sleep
         if sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
@@ -453,7 +464,10 @@ class JobsWait:
         while finished:
             task = finished.popleft()
             entry = running.pop(task, None)
-            if entry is None or task.cancelled():
+            if entry is None:
+                continue  # dropped on purpose by _cancel_running
+            if task.cancelled():  # by someone else (a shutdown cancelling every task)
+                heapq.heappush(self._queue, (now, entry.index, entry))
                 continue
             outcome = task.result()  # only a bug in jobpoll raises here
             update: Job | None = None
@@ -480,9 +494,7 @@ class JobsWait:
                 self._report(entry, exc)
                 continue
             if update is not None and self._on_update is not None:
-                result = self._on_update(update)
-                if inspect.isawaitable(result):
-                    await result
+                await notify(self._on_update, update)
 
     def _requeue(self, entry: _Entry, now: float) -> None:
         delay = entry._next_delay
@@ -494,14 +506,9 @@ class JobsWait:
 
     def _stops_all(self, error: JobPollError) -> bool:
         """Whether an error that ended one job is about the caller's setup, so that every
-        other job would end the same way: a refused key, a closed client, a TLS or name
-        failure, a server that has never answered, or a 403 before any job could be read
-        (after one has been, a 403 is about its own job)."""
-        return (
-            error.affects_all
-            or (isinstance(error, TransportError) and error.never_answered)
-            or (isinstance(error, Forbidden) and not self._client._found)
-        )
+        other job would end the same way: its `affects_all` (a refused key, a closed client, a
+        TLS or name failure before any answer), or a server that has never answered."""
+        return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
     def _report(self, entry: _Entry, error: JobPollError | None) -> None:
         self._ready.append(JobResult(entry._job_id, entry._job, error))
@@ -551,6 +558,7 @@ class JobsWait:
         self._dying.update(running)
         for task in self._dying:
             task.cancel()
+        self._wake()  # an iteration in another task must see the change (aclose from there)
         if requeue and not self._closed:
             now = self._policy.clock()
             for entry in running.values():

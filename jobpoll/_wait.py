@@ -32,6 +32,36 @@ UpdateCallback = Callable[[Job], Awaitable[object] | object]
 _DEFAULT_POLICY = PollPolicy()
 
 
+class CallbackError(Exception):
+    """Carries what a caller's `on_update` raised past jobpoll's own handling, so that no
+    error of the callback's (a `JobPollError`, a `StopAsyncIteration`) is taken for one of
+    jobpoll's or for the end of an iteration. Never seen by the caller: `error` is raised."""
+
+    def __init__(self, error: Exception) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+async def notify(on_update: UpdateCallback, job: Job) -> None:
+    """Call (and await, if it gives an awaitable) a caller's `on_update` with a snapshot.
+
+    Raises:
+        CallbackError: the callback raised; its `error` is what to raise to the caller (a
+            `StopIteration` or `StopAsyncIteration` as a `RuntimeError`, which would
+            otherwise end the caller's `async for` as if all were done).
+    """
+    try:
+        result = on_update(job)
+        if inspect.isawaitable(result):
+            await result
+    except (StopIteration, StopAsyncIteration) as exc:
+        error = RuntimeError(f"on_update raised {type(exc).__name__}")
+        error.__cause__ = exc
+        raise CallbackError(error) from None
+    except Exception as exc:
+        raise CallbackError(exc) from None
+
+
 def check_timeout(timeout: float | None) -> None:
     """Refuse a `timeout` that is neither None nor a positive, finite number of seconds."""
     if timeout is not None and (
@@ -313,6 +343,9 @@ class JobWait(Tracker):
         self._busy = True
         try:
             return await self._next_update()
+        except CallbackError as wrapper:
+            self._over, self._error, self._unreturned = True, wrapper.error, None
+            raise wrapper.error from None
         except Exception as exc:  # CancelledError is no Exception: a cancelled wait can resume
             self._over, self._error, self._unreturned = True, exc, None
             raise
@@ -320,6 +353,7 @@ class JobWait(Tracker):
             self._busy = False
 
     async def _outcome(self) -> Job:
+        self._unreturned = None  # awaited for the outcome: no snapshot is owed any more
         while not self._over:
             await self.__anext__()
         if self._error is not None:
@@ -348,9 +382,7 @@ class JobWait(Tracker):
                     # Cancelled while the callback runs, the snapshot is still the next one
                     # handed out: the iteration resumes with it rather than skip a change.
                     self._unreturned = job
-                    result = self._on_update(job)
-                    if inspect.isawaitable(result):
-                        await result
+                    await notify(self._on_update, job)
                     self._unreturned = None
                 return job
 
