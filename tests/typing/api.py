@@ -13,6 +13,7 @@ import aiohttp
 import jobpoll
 from jobpoll import (
     ApiError,
+    ClientStateError,
     DecodeError,
     Job,
     JobFailedError,
@@ -52,8 +53,14 @@ def classify(error: JobPollError) -> str:
     if isinstance(error, DecodeError):
         return f"{error.field} {error.snippet}"
     if isinstance(error, TransportError):
-        return str(error.job_id)
-    return str(error.transient)
+        reached: bool = error.reached
+        never: bool = error.never_answered
+        return f"{error.job_id} {reached} {never}"
+    if isinstance(error, ClientStateError):
+        runtime: RuntimeError = error
+        return str(runtime)
+    setup: bool = error.affects_all
+    return f"{error.transient} {setup}"
 
 
 async def script() -> str:
@@ -67,7 +74,9 @@ async def script() -> str:
 
 async def wait(client: JobsClient, job_id: str) -> Job | None:
     clock = VirtualClock()
-    policy = PollPolicy(initial=2.0, max_interval=60, clock=clock, sleep=clock.sleep)
+    policy = PollPolicy(
+        initial=2.0, max_interval=60, first_contact_grace=5.0, clock=clock, sleep=clock.sleep
+    )
 
     async def report(job: Job) -> None:
         print(job.progress)
