@@ -54,6 +54,7 @@ def test_testing_exported_members() -> None:
         "Drop",
         "FakeJobsService",
         "Fault",
+        "Headers",
         "HttpError",
         "Patch",
         "ProgressCurve",

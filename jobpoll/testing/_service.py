@@ -18,7 +18,7 @@ from aiohttp import web
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 from jobpoll._wire import format_timestamp, job_to_wire
-from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
 
 __all__ = ["FakeJobsService", "RecordedRequest"]
 
@@ -317,9 +317,18 @@ class FakeJobsService:
             await asyncio.sleep(fault.seconds)
         elif isinstance(fault, Patch):
             patch = fault.fields
+        elif isinstance(fault, Headers):
+            response = self._job_response(request, job_id, patch)
+            response.headers.update(fault.headers)
+            return response
         elif fault is not None:
             return await self._fault_response(request, fault)
+        return self._job_response(request, job_id, patch)
 
+    def _job_response(
+        self, request: web.Request, job_id: str | None, patch: Mapping[str, Any]
+    ) -> web.Response:
+        """The answer of the service itself: the job, or the error it gets."""
         if request.headers.get("X-API-KEY") != self.api_key:
             return _error(request, 401, "This user is not allowed to access this service.")
         accept = request.headers.get("Accept", "*/*")
@@ -349,6 +358,7 @@ class FakeJobsService:
                 response.headers["Retry-After"] = format_datetime(later, usegmt=True)
             elif fault.retry_after is not None:
                 response.headers["Retry-After"] = f"{fault.retry_after:g}"
+            response.headers.update(fault.headers)
             return response
         if isinstance(fault, Body):
             content = fault.content.encode() if isinstance(fault.content, str) else fault.content
@@ -357,6 +367,7 @@ class FakeJobsService:
                 response.headers.popall("Content-Type", None)
             else:
                 response.headers["Content-Type"] = fault.content_type
+            response.headers.update(fault.headers)
             return response
         if isinstance(fault, Redirect):
             return web.Response(status=fault.status, headers={"Location": fault.location})
