@@ -104,15 +104,17 @@ POLICY_OPTIONS: dict[str, Any] = {
     "initial": 0.05,
     "max_interval": 0.25,
     "max_estimated_interval": 0.5,
-    "max_retry_after": 0.2,
+    "max_retry_after": 0.1,
     "max_failures": 1000,
 }
 #: Job durations (seconds, real time), drawn uniformly.
-DURATIONS = (0.1, 1.5)
+DURATIONS = (0.5, 4.0)
 #: What each job is scripted to do, with its weight.
 OUTCOMES = (("FINISHED", 60), ("ARCHIVED", 5), ("FAILED", 15), ("DIED", 5), ("missing", 15))
 #: The seconds between two cancellations of the iterating task, drawn uniformly.
 CANCEL_EVERY = (0.1, 0.6)
+#: The chance, between two cancellations, that a burst of throttled answers begins.
+BURST_CHANCE = 0.1
 #: How long a cancelled iteration may take to end.
 CANCEL_TIMEOUT = 10.0
 #: How long a cancellation aimed at `on_update` waits for one to begin (else none is made).
@@ -138,16 +140,21 @@ EXTREME_DATES = (
     "Fri, 99999999999999999999 Dec 2030 23:59:59 GMT",
     "Fri, 31 Dec 2030 23:59:59 +99999999999999999999",
 )
-FAULT_KINDS = (
-    "throttle",
-    "odd-header",
-    "extreme-date",
-    "drop",
-    "slow",
-    "bad-body",
-    "weird-status",
-    "progress-back",
-)
+#: The kinds of fault a job's poll may draw, with their weights. A 429 or 503 pauses every
+#: job's polls and halves the requests in flight, so the throttles are rarer than the rest.
+FAULT_WEIGHTS = {
+    "throttle": 1,
+    "odd-header": 4,
+    "extreme-date": 1,
+    "drop": 4,
+    "slow": 2,
+    "bad-body": 4,
+    "weird-status": 4,
+    "progress-back": 4,
+}
+FAULT_KINDS = tuple(FAULT_WEIGHTS)
+#: Error statuses that carry odd headers: most are transient without pausing the fleet.
+ODD_STATUSES = (500, 502, 504, 408)
 CANCEL_KINDS = ("cancel", "cancel-during-cleanup", "cancel-in-update")
 KINDS = (*FAULT_KINDS, "burst", *CANCEL_KINDS)
 
@@ -177,7 +184,7 @@ def odd_header(rng: random.Random) -> Fault:
     )
     if rng.random() < 0.5:
         return Headers(headers)
-    return HttpError(rng.choice((429, 503)), headers=headers)
+    return HttpError(rng.choice(ODD_STATUSES), headers=headers)
 
 
 def extreme_date(rng: random.Random) -> Fault:
@@ -185,7 +192,7 @@ def extreme_date(rng: random.Random) -> Fault:
     headers = rng.choice(
         ({"Retry-After": value}, {"Retry-After": "Wed, 01 Jan 2031 00:00:00 GMT", "Date": value})
     )
-    return HttpError(rng.choice((429, 503)), headers=headers)
+    return HttpError(rng.choice(ODD_STATUSES), headers=headers)
 
 
 def bad_body(rng: random.Random) -> Body:
@@ -299,9 +306,10 @@ class Batch:
         """Script every job of the batch and the faults of its first polls."""
         rng, service, skip = self.script_rng, self.service, set(self.arguments.skip)
         kinds = [kind for kind in FAULT_KINDS if kind not in skip]
-        outcomes, weights = zip(*OUTCOMES, strict=True)
+        weights = [FAULT_WEIGHTS[kind] for kind in kinds]
+        outcomes, outcome_weights = zip(*OUTCOMES, strict=True)
         for _ in range(size):
-            outcome = rng.choices(outcomes, weights)[0]
+            outcome = rng.choices(outcomes, outcome_weights)[0]
             job_id = str(uuid.uuid4())
             if outcome != "missing":
                 service.add_job(
@@ -315,7 +323,7 @@ class Batch:
                 continue
             for _ in range(self.arguments.script):
                 if rng.random() < self.arguments.fault_rate:
-                    fault = FAULT_MAKERS[rng.choice(kinds)](rng)
+                    fault = FAULT_MAKERS[rng.choices(kinds, weights)[0]](rng)
                 else:
                     fault = NO_FAULT
                 service.inject(fault, job_id=job_id)
@@ -380,7 +388,7 @@ class Batch:
                         f" ({self.fanout!r})"
                     )
                     return
-                if burst and rng.random() < 0.3:
+                if burst and rng.random() < BURST_CHANCE:
                     self.service.inject(throttle(rng), times=rng.randint(10, 80))
                 if cancels_left == 0:
                     continue
@@ -411,12 +419,13 @@ class Batch:
             if not self.in_update.is_set():
                 return False  # no update came in time: no cancellation this time
         landed = consumer.cancel()
-        self.tally.cancels["in on_update" if in_update else "plain"] += landed
+        label = "in on_update" if in_update else "once"
         if twice:
             for _ in range(rng.randint(1, 3)):
                 await asyncio.sleep(0)  # the first cancellation's cleanup begins
             if not consumer.done() and consumer.cancel():
-                self.tally.cancels["during cleanup"] += 1
+                label += ", again during its cleanup"
+        self.tally.cancels[label] += landed
         await asyncio.wait({consumer}, timeout=CANCEL_TIMEOUT)
         if not consumer.done():
             self.tally.hung.append(
@@ -432,11 +441,9 @@ class Batch:
             return False
         error = consumer.exception()
         if error is not None:
-            frame = traceback.extract_tb(error.__traceback__)[-1]
             self.tally.escaped.append(
                 f"batch {self.number}: {type(error).__name__}: {error}"
-                f" (raised at {os.path.basename(frame.filename)}:{frame.lineno}"
-                f" in {frame.name}; after {self.fanout.reported} results)"
+                f" (raised {origin(error)}; after {self.fanout.reported} results)"
             )
             return True
         if cancelled:
@@ -469,6 +476,19 @@ class Batch:
         )
         if lost or duplicated or unexpected:
             tally.batches_failed.append(self.number)
+
+
+def origin(error: BaseException) -> str:
+    """Where an error was raised, and the last place in jobpoll it went through."""
+    frames = traceback.extract_tb(error.__traceback__)
+    where = [f"at {os.path.basename(frames[-1].filename)}:{frames[-1].lineno} in {frames[-1].name}"]
+    ours = [frame for frame in frames if f"{os.sep}jobpoll{os.sep}" in frame.filename]
+    if ours and ours[-1] is not frames[-1]:
+        frame = ours[-1]
+        where.append(
+            f"from jobpoll/{os.path.basename(frame.filename)}:{frame.lineno} in {frame.name}"
+        )
+    return ", ".join(where)
 
 
 # Leftovers -------------------------------------------------------------------------------------
@@ -578,7 +598,9 @@ async def soak(arguments: argparse.Namespace, tally: Tally) -> Leftovers:
     leftovers.tasks = other_tasks()
     await settle(lambda: len(open_fds()) <= len(fds_before))
     fds_after = open_fds()
-    leftovers.fds = [f"fd {fd}: {target}" for fd, target in fds_after.items() if fd not in fds_before]
+    leftovers.fds = [
+        f"fd {fd}: {target}" for fd, target in fds_after.items() if fd not in fds_before
+    ]
     return leftovers
 
 
@@ -598,9 +620,7 @@ def show(lines: list[str], limit: int = 5) -> None:
 def arguments_of(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
     parser.add_argument("--jobs", type=positive_int, default=3000, help="jobs in all (3000)")
-    parser.add_argument(
-        "--batch", type=positive_int, default=1000, help="jobs per fan-out (1000)"
-    )
+    parser.add_argument("--batch", type=positive_int, default=1000, help="jobs per fan-out (1000)")
     parser.add_argument("--seed", type=int, default=1, help="seed of every random draw (1)")
     parser.add_argument(
         "--fault-rate",
