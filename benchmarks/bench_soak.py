@@ -58,6 +58,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import enum
 import gc
 import os
 import random
@@ -113,8 +114,10 @@ DURATIONS = (0.5, 4.0)
 OUTCOMES = (("FINISHED", 60), ("ARCHIVED", 5), ("FAILED", 15), ("DIED", 5), ("missing", 15))
 #: The seconds between two cancellations of the iterating task, drawn uniformly.
 CANCEL_EVERY = (0.1, 0.6)
-#: The chance, between two cancellations, that a burst of throttled answers begins.
+#: The chance, between two cancellations, that a burst of throttled answers begins, and how
+#: long it lasts (seconds, drawn uniformly).
 BURST_CHANCE = 0.1
+BURST_SECONDS = (0.05, 0.3)
 #: How long a cancelled iteration may take to end.
 CANCEL_TIMEOUT = 10.0
 #: How long a cancellation aimed at `on_update` waits for one to begin (else none is made).
@@ -220,6 +223,15 @@ NO_FAULT = Patch({})
 
 
 # One batch -----------------------------------------------------------------------------------
+
+
+class Step(enum.Enum):
+    """What follows a cancellation: the batch is over, the iteration resumes in a new task,
+    or (no cancellation was made) the same task goes on."""
+
+    OVER = "over"
+    RESUME = "resume"
+    GO_ON = "go on"
 
 
 @dataclass
@@ -389,21 +401,24 @@ class Batch:
                     )
                     return
                 if burst and rng.random() < BURST_CHANCE:
-                    self.service.inject(throttle(rng), times=rng.randint(10, 80))
+                    # An outage of a set length: every request in it is throttled.
+                    seconds = rng.uniform(*BURST_SECONDS)
+                    self.service.inject(throttle(rng), times=None, seconds=seconds)
                 if cancels_left == 0:
                     continue
                 cancels_left -= 1
-                ended = await self.cancel(consumer, rng.choice(modes), rng)
-                if ended:
+                step = await self.cancel(consumer, rng.choice(modes), rng)
+                if step is Step.OVER:
                     return
-                consumer = asyncio.ensure_future(self.consume())  # resume the same JobsWait
+                if step is Step.RESUME:  # in a new task, the same JobsWait
+                    consumer = asyncio.ensure_future(self.consume())
         finally:
             if not consumer.done():
                 consumer.cancel()
                 await asyncio.wait({consumer}, timeout=CANCEL_TIMEOUT)
 
-    async def cancel(self, consumer: asyncio.Future[None], mode: str, rng: random.Random) -> bool:
-        """Cancel the iterating task as `mode` says; True when the batch is over."""
+    async def cancel(self, consumer: asyncio.Future[None], mode: str, rng: random.Random) -> Step:
+        """Cancel the iterating task as `mode` says."""
         in_update = mode == "cancel-in-update"
         twice = mode == "cancel-during-cleanup" or (in_update and rng.random() < 0.5)
         if in_update:
@@ -415,9 +430,9 @@ class Batch:
             self.update_wanted = False
             if consumer.done():
                 self.take_end(consumer, cancelled=False)
-                return True
+                return Step.OVER
             if not self.in_update.is_set():
-                return False  # no update came in time: no cancellation this time
+                return Step.GO_ON  # no update came in time: no cancellation this time
         landed = consumer.cancel()
         label = "in on_update" if in_update else "once"
         if twice:
@@ -432,8 +447,8 @@ class Batch:
                 f"batch {self.number}: a cancelled iteration ({mode}) did not end within"
                 f" {CANCEL_TIMEOUT:g} s"
             )
-            return True
-        return self.take_end(consumer, cancelled=landed)
+            return Step.OVER
+        return Step.OVER if self.take_end(consumer, cancelled=landed) else Step.RESUME
 
     def take_end(self, consumer: asyncio.Future[None], *, cancelled: bool) -> bool:
         """Judge how an iterating task ended; True when the batch is over."""

@@ -151,6 +151,22 @@ async def test_fault_for_ever_until_cleared(service: FakeJobsService, client: Jo
     assert (await client.get_job(job_id)).succeeded
 
 
+async def test_fault_for_a_set_time(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """With `seconds`, a fault answers every request that comes in that time, then is
+    dropped, and the faults queued after it come next."""
+    job_id = service.add_job(duration=0)
+    service.inject(HttpError(503), times=None, seconds=10.0)
+    service.inject(Patch({"status": "WEIRD"}))
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable):
+            await client.get_job(job_id)
+    clock.advance(10.0)
+    assert (await client.get_job(job_id)).raw_status == "WEIRD"
+    assert (await client.get_job(job_id)).succeeded
+
+
 async def test_counts_and_peak_concurrency(service: FakeJobsService, client: JobsClient) -> None:
     """Requests are counted per job and in all, and the peak of concurrent ones is kept."""
     first, second = service.add_job(), service.add_job()
@@ -182,6 +198,8 @@ def test_scripting_refuses_nonsense() -> None:
         service.add_job(duration=1.0, queued=2.0)
     with pytest.raises(ValueError, match="times"):
         service.inject(HttpError(503), times=0)
+    with pytest.raises(ValueError, match="seconds"):
+        service.inject(HttpError(503), seconds=0)
     with pytest.raises(RuntimeError, match="not started"):
         _ = service.base_url
 

@@ -48,10 +48,12 @@ class RecordedRequest:
 
 @attrs.define
 class _PendingFault:
-    """A fault still to answer `remaining` more requests (None: until cleared)."""
+    """A fault still to answer `remaining` more requests (None: until cleared), until the
+    service's clock reads `until` (None: whenever they come)."""
 
     fault: Fault
     remaining: int | None
+    until: float | None = None
 
 
 @attrs.define
@@ -257,15 +259,28 @@ class FakeJobsService:
         """Forget a job: it is a 404 from now on."""
         del self._jobs[job_id]
 
-    def inject(self, fault: Fault, *, job_id: str | None = None, times: int | None = 1) -> None:
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        job_id: str | None = None,
+        times: int | None = 1,
+        seconds: float | None = None,
+    ) -> None:
         """Answer the next `times` requests (for `job_id`, or for any job) with `fault`.
 
         Faults queue up in order; a job's own faults come before those for any job. With
-        `times=None` the fault stays until `clear_faults()`.
+        `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
+        the requests that arrive within that many seconds from now (on the service's clock),
+        then it is dropped: an outage of a set length, however many requests it meets, e.g.
+        `inject(HttpError(503), times=None, seconds=30)`.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
-        self._faults.setdefault(job_id, deque()).append(_PendingFault(fault, times))
+        if seconds is not None and not seconds > 0:
+            raise ValueError("seconds must be more than 0, or None for no time limit")
+        until = None if seconds is None else self._clock() + seconds
+        self._faults.setdefault(job_id, deque()).append(_PendingFault(fault, times, until))
 
     def clear_faults(self) -> None:
         """Drop every fault not yet answered."""
@@ -282,6 +297,10 @@ class FakeJobsService:
     def _next_fault(self, job_id: str | None) -> Fault | None:
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
+            if queue and queue[0].until is not None:
+                now = self._clock()
+                while queue and queue[0].until is not None and now >= queue[0].until:
+                    queue.popleft()  # its time is over, however many requests it answered
             if queue:
                 pending = queue[0]
                 if pending.remaining is not None:
