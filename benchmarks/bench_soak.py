@@ -43,14 +43,16 @@ embedded service offers, and CPU time is not what is measured here. Tasks, conne
 file descriptors are counted with the service stopped, so its own are not mistaken for
 leaks. Only loopback is used; every loop is bounded in count and in time.
 
-Printed: jobs submitted, outcomes received (each distinct id exactly once; must equal the
-jobs submitted), outcomes wrong (must be 0), errors escaped from the iteration (anything but
-the expected `CancelledError`: must be 0; its type, message and origin are printed),
-cancellations swallowed, requests, peak in flight (client, against the bound; and at the
-service), requests left in flight after each fan-out closed, asyncio tasks, client
-connections and file descriptors left after the run (must be 0), event loop errors and
-warnings (must be 0), peak memory (must stay under `--max-memory-mb`). The exit status is 1
-when any check fails, 0 when all pass.
+Printed: jobs submitted; outcomes received (each distinct id exactly once; must equal the
+jobs submitted: an id missing is "lost silently" when the iteration ended by itself without
+it, "cut off by a failure" when an escaped error or a hang ended the fan-out); outcomes
+wrong (must be 0); errors escaped from the iteration (anything but the expected
+`CancelledError`: must be 0; its type, message and origin are printed); cancellations
+swallowed; requests; peak in flight (client, against the bound; and at the service);
+requests left in flight after each fan-out closed, asyncio tasks, client connections and
+file descriptors left after the run (must be 0); event loop errors and warnings (must be
+0); peak memory (must stay under `--max-memory-mb`). The exit status is 1 when any check
+fails, 0 when all pass.
 """
 
 from __future__ import annotations
@@ -263,6 +265,7 @@ class Tally:
     submitted: int = 0
     received: int = 0
     lost: int = 0
+    abandoned: int = 0
     duplicated: int = 0
     unexpected: int = 0
     wrong: list[str] = field(default_factory=list)
@@ -305,6 +308,9 @@ class Batch:
         self.seen: Counter[str] = Counter()
         self.update_wanted = False
         self.in_update = asyncio.Event()
+        #: Whether the iteration ended by itself (StopAsyncIteration): then every id not
+        #: reported was lost silently.
+        self.ended = False
         self.script(size)
         self.fanout: JobsWait = wait_for_jobs(
             client,
@@ -463,6 +469,7 @@ class Batch:
             return True
         if cancelled:
             self.tally.swallowed += 1
+        self.ended = True
         return True
 
     async def judge(self, seconds: float) -> None:
@@ -470,7 +477,9 @@ class Batch:
         received = sum(1 for job_id in self.expected if seen[job_id] >= 1)
         duplicated = sum(1 for job_id in self.expected if seen[job_id] > 1)
         unexpected = sum(1 for job_id in seen if job_id not in self.expected)
-        lost = len(self.expected) - received
+        unreported = len(self.expected) - received
+        lost = unreported if self.ended else 0
+        tally.abandoned += unreported - lost
         tally.submitted += len(self.expected)
         tally.received += received
         tally.lost += lost
@@ -485,11 +494,13 @@ class Batch:
             )
         print(
             f"  batch {self.number}: {len(self.expected)} jobs, {received} reported"
-            f" ({lost} lost, {duplicated} twice), reported {fanout.reported} of"
+            f" ({unreported} not reported, {duplicated} twice; the iteration"
+            f" {'ended by itself' if self.ended else 'was ended by a failure'}),"
+            f" reported {fanout.reported} of"
             f" {fanout.total}, {fanout.polls} polls, {seconds:.1f} s",
             flush=True,
         )
-        if lost or duplicated or unexpected:
+        if unreported or duplicated or unexpected:
             tally.batches_failed.append(self.number)
 
 
@@ -709,8 +720,9 @@ def main(argv: list[str] | None = None) -> int:
         "outcomes received",
         tally.received,
         tally.received == tally.submitted and not (tally.duplicated or tally.unexpected),
-        f"must be {tally.submitted}: each id exactly once; {tally.lost} lost,"
-        f" {tally.duplicated} reported twice, {tally.unexpected} unknown ids",
+        f"must be {tally.submitted}, each id once: {tally.lost} lost silently,"
+        f" {tally.abandoned} cut off by a failure, {tally.duplicated} twice,"
+        f" {tally.unexpected} unknown",
         failures,
     )
     check("outcomes wrong", len(tally.wrong), not tally.wrong, "must be 0", failures)
