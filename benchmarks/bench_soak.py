@@ -275,6 +275,7 @@ class Tally:
     hung: list[str] = field(default_factory=list)
     cancels: Counter[str] = field(default_factory=Counter)
     polls: int = 0
+    faults: Counter[str] = field(default_factory=Counter)
     updates: int = 0
     peak_in_flight: int = 0
     left_in_flight: list[str] = field(default_factory=list)
@@ -305,6 +306,8 @@ class Batch:
             **POLICY_OPTIONS, rng=random.Random(f"{seed}:{number}:jitter").random
         )
         self.expected: dict[str, Expected] = {}
+        #: The kind of fault each job's first polls are answered with ("": none).
+        self.scripts: dict[str, list[str]] = {}
         self.seen: Counter[str] = Counter()
         self.update_wanted = False
         self.in_update = asyncio.Event()
@@ -339,11 +342,14 @@ class Batch:
             self.expected[job_id] = Expected(outcome)
             if not kinds:
                 continue
+            script = self.scripts[job_id] = []
             for _ in range(self.arguments.script):
                 if rng.random() < self.arguments.fault_rate:
-                    fault = FAULT_MAKERS[rng.choices(kinds, weights)[0]](rng)
+                    kind = rng.choices(kinds, weights)[0]
+                    fault = FAULT_MAKERS[kind](rng)
                 else:
-                    fault = NO_FAULT
+                    kind, fault = "", NO_FAULT
+                script.append(kind)
                 service.inject(fault, job_id=job_id)
 
     async def on_update(self, job: Job) -> None:
@@ -486,6 +492,10 @@ class Batch:
         tally.duplicated += duplicated
         tally.unexpected += unexpected
         tally.polls += fanout.polls
+        for job_id, script in self.scripts.items():
+            # A job's own faults answer its first requests, in order.
+            answered = script[: self.service.request_count(job_id)]
+            tally.faults.update(kind for kind in answered if kind)
         left = await settle(lambda: self.service.in_flight == 0)
         if fanout.in_flight or not left:
             tally.left_in_flight.append(
@@ -736,7 +746,13 @@ def main(argv: list[str] | None = None) -> int:
     show(tally.hung)
     cancels = ", ".join(f"{count} {kind}" for kind, count in sorted(tally.cancels.items()))
     print(f"{'cancellations:':<34}{cancels or 'none'}")
-    print(f"{'requests:':<34}{leftovers.requests} received, {tally.polls} polls sent")
+    per_job = tally.polls / tally.submitted if tally.submitted else 0.0
+    print(
+        f"{'requests:':<34}{leftovers.requests} received, {tally.polls} polls sent"
+        f" ({per_job:.1f} per job)"
+    )
+    faults = ", ".join(f"{count} {kind}" for kind, count in sorted(tally.faults.items()))
+    print(f"{'faults answered:':<34}{sum(tally.faults.values())} ({faults or 'none'}; and bursts)")
     print(f"{'on_update calls:':<34}{tally.updates}")
     bound = 32  # the client's pool, the default max_in_flight
     check(
