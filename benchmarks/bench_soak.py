@@ -113,7 +113,7 @@ POLICY_OPTIONS: dict[str, Any] = {
 #: Job durations (seconds, real time), drawn uniformly.
 DURATIONS = (0.5, 4.0)
 #: What each job is scripted to do, with its weight.
-OUTCOMES = (("FINISHED", 60), ("ARCHIVED", 5), ("FAILED", 15), ("DIED", 5), ("missing", 15))
+OUTCOMES = {"FINISHED": 60, "ARCHIVED": 5, "FAILED": 15, "DIED": 5, "missing": 15}
 #: The seconds between two cancellations of the iterating task, drawn uniformly.
 CANCEL_EVERY = (0.1, 0.6)
 #: The chance, between two cancellations, that a burst of throttled answers begins, and how
@@ -328,7 +328,7 @@ class Batch:
         rng, service, skip = self.script_rng, self.service, set(self.arguments.skip)
         kinds = [kind for kind in FAULT_KINDS if kind not in skip]
         weights = [FAULT_WEIGHTS[kind] for kind in kinds]
-        outcomes, outcome_weights = zip(*OUTCOMES, strict=True)
+        outcomes, outcome_weights = list(OUTCOMES), list(OUTCOMES.values())
         for _ in range(size):
             outcome = rng.choices(outcomes, outcome_weights)[0]
             job_id = str(uuid.uuid4())
@@ -436,7 +436,7 @@ class Batch:
         if in_update:
             self.in_update.clear()
             self.update_wanted = True
-            entered = asyncio.ensure_future(self.in_update.wait())
+            entered: asyncio.Future[Any] = asyncio.ensure_future(self.in_update.wait())
             await asyncio.wait({entered, consumer}, timeout=UPDATE_WAIT)
             entered.cancel()
             self.update_wanted = False

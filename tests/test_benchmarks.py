@@ -93,7 +93,7 @@ def run_tiny_soak() -> subprocess.CompletedProcess[str]:
         [sys.executable, str(BENCHMARKS / "bench_soak.py"), *TINY_SOAK],
         capture_output=True,
         text=True,
-        timeout=90,
+        timeout=50,  # within the per-test timeout of 60 s
         check=False,
     )
 
