@@ -588,11 +588,14 @@ def peak_memory_mb() -> float:
 
 @dataclass
 class Leftovers:
+    """What the run left behind, and the service's own counters."""
+
     tasks: list[str] = field(default_factory=list)
     connections: list[str] = field(default_factory=list)
     fds: list[str] = field(default_factory=list)
     requests: int = 0
     service_peak: int = 0
+    bound: int = 0
     loop_errors: list[str] = field(default_factory=list)
 
 
@@ -614,6 +617,7 @@ async def soak(arguments: argparse.Namespace, tally: Tally) -> Leftovers:
         connect_timeout=REQUEST_TIMEOUT,
         total_timeout=REQUEST_TIMEOUT,
     )
+    leftovers.bound = client.pool_size  # the default max_in_flight
     try:
         async with client:
             remaining, number = arguments.jobs, 0
@@ -754,7 +758,7 @@ def main(argv: list[str] | None = None) -> int:
     faults = ", ".join(f"{count} {kind}" for kind, count in sorted(tally.faults.items()))
     print(f"{'faults answered:':<34}{sum(tally.faults.values())} ({faults or 'none'}; and bursts)")
     print(f"{'on_update calls:':<34}{tally.updates}")
-    bound = 32  # the client's pool, the default max_in_flight
+    bound = leftovers.bound
     check(
         "peak in flight",
         f"{tally.peak_in_flight} (client); {leftovers.service_peak} at the service",
