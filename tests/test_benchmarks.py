@@ -64,3 +64,63 @@ def test_fanout_benchmark_runs() -> None:
     assert "results lost:            0 (must be 0)" in result.stdout
     assert "fan-out / single, median of rounds:" in result.stdout
     assert "bytes per job:" in result.stdout
+
+
+#: A soak of a few seconds: two fan-outs of 75 jobs, with every kind of fault and cancellation.
+TINY_SOAK = ["--jobs", "150", "--batch", "75", "--cancels", "8", "--seed", "1"]
+SOAK_VERDICTS = (
+    "jobs submitted:",
+    "outcomes received:",
+    "outcomes wrong:",
+    "errors escaped:",
+    "cancellations swallowed:",
+    "iterations hung:",
+    "requests:",
+    "peak in flight:",
+    "requests left in flight:",
+    "asyncio tasks left:",
+    "client connections left open:",
+    "file descriptors left:",
+    "event loop errors:",
+    "warnings:",
+    "peak memory:",
+    "verdict:",
+)
+
+
+def run_tiny_soak() -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_soak.py"), *TINY_SOAK],
+        capture_output=True,
+        text=True,
+        timeout=50,  # within the per-test timeout of 60 s
+        check=False,
+    )
+
+
+def test_soak_runs_and_judges() -> None:
+    """A tiny soak runs to its end by itself, prints every figure it judges and a verdict,
+    and its exit status is the verdict's (0 pass, 1 fail), never a crash."""
+    result = run_tiny_soak()
+    assert result.returncode in (0, 1), result.stderr
+    lines = result.stdout.splitlines()
+    for verdict in SOAK_VERDICTS:
+        assert any(line.startswith(verdict) for line in lines), verdict
+    assert (
+        lines[-1] == "verdict: pass" if result.returncode == 0 else "verdict: FAIL (" in lines[-1]
+    )
+    assert "jobs submitted:                   150" in lines
+
+
+def test_soak_finds_nothing_lost_wrong_escaped_or_left() -> None:
+    """A tiny soak passes: every job reported exactly once with its scripted outcome, no
+    error escaping, nothing left behind.
+
+    Fails on the library before the fixes of issue 10: an HTTP-date with a year out of range
+    escapes as `OverflowError` ("errors escaped"), and jobs are lost when a second
+    cancellation lands during the cleanup of the first, or one lands in an async
+    `on_update` ("outcomes received").
+    """
+    result = run_tiny_soak()
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert result.stdout.splitlines()[-1] == "verdict: pass"

@@ -10,10 +10,32 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import attrs
 import pytest
+from multidict import CIMultiDictProxy
+from support import until_idle
 
-from jobpoll import JobsClient, JobStatus, NotFound, ServiceUnavailable
-from jobpoll.testing import Body, FakeJobsService, HttpError, Patch, Slow, VirtualClock
+from jobpoll import (
+    DecodeError,
+    JobsClient,
+    JobStatus,
+    NotFound,
+    PollPolicy,
+    RateLimited,
+    ServiceUnavailable,
+    TransportError,
+    wait_for_job,
+)
+from jobpoll.testing import (
+    Body,
+    Drop,
+    FakeJobsService,
+    Headers,
+    HttpError,
+    Patch,
+    Slow,
+    VirtualClock,
+)
 
 ROOT = Path(__file__).parent.parent
 
@@ -31,6 +53,21 @@ async def fetch(
         ) as response,
     ):
         return response.status, json.loads(await response.read())
+
+
+async def fetch_raw(
+    service: FakeJobsService, job_id: str
+) -> tuple[int, CIMultiDictProxy[str], bytes]:
+    """One raw request, answering (status, headers, body), whatever the headers say."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.get(
+            service.base_url + "/bankaccounts/jobs",
+            params={"jobId": job_id},
+            headers={"X-API-KEY": service.api_key},
+        ) as response,
+    ):
+        return response.status, response.headers, await response.read()
 
 
 async def test_job_body_is_the_documented_shape(service: FakeJobsService) -> None:
@@ -114,6 +151,22 @@ async def test_fault_for_ever_until_cleared(service: FakeJobsService, client: Jo
     assert (await client.get_job(job_id)).succeeded
 
 
+async def test_fault_for_a_set_time(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """With `seconds`, a fault answers every request that comes in that time, then is
+    dropped, and the faults queued after it come next."""
+    job_id = service.add_job(duration=0)
+    service.inject(HttpError(503), times=None, seconds=10.0)
+    service.inject(Patch({"status": "WEIRD"}))
+    for _ in range(3):
+        with pytest.raises(ServiceUnavailable):
+            await client.get_job(job_id)
+    clock.advance(10.0)
+    assert (await client.get_job(job_id)).raw_status == "WEIRD"
+    assert (await client.get_job(job_id)).succeeded
+
+
 async def test_counts_and_peak_concurrency(service: FakeJobsService, client: JobsClient) -> None:
     """Requests are counted per job and in all, and the peak of concurrent ones is kept."""
     first, second = service.add_job(), service.add_job()
@@ -145,6 +198,8 @@ def test_scripting_refuses_nonsense() -> None:
         service.add_job(duration=1.0, queued=2.0)
     with pytest.raises(ValueError, match="times"):
         service.inject(HttpError(503), times=0)
+    with pytest.raises(ValueError, match="seconds"):
+        service.inject(HttpError(503), seconds=0)
     with pytest.raises(RuntimeError, match="not started"):
         _ = service.base_url
 
@@ -226,3 +281,154 @@ async def test_latency_lets_requests_overlap() -> None:
         jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
     assert all(job.succeeded for job in jobs)
     assert service.peak_in_flight == 5
+
+
+#: Header values a hostile or broken server may send; the fake passes each on as given.
+ODD_VALUES = [
+    pytest.param("Fri, 31 Dec 9999 23:59:59 GMT", id="last-day-of-the-calendar"),
+    pytest.param("Fri, 31 Dec 99999999999999999999 23:59:59 GMT", id="year-out-of-range"),
+    pytest.param("Mon, 01 Jan 0001 00:00:00 +0100", id="before-the-calendar"),
+    pytest.param("1e400", id="overflowing-float"),
+    pytest.param("-5", id="negative"),
+    pytest.param("nan", id="nan"),
+    pytest.param("99999999999999999999999", id="huge"),
+    pytest.param("soon, maybe", id="garbage"),
+]
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+async def test_error_with_odd_headers(service: FakeJobsService, value: str) -> None:
+    """`HttpError(headers=...)` sends the headers exactly as given, over any it sets itself."""
+    job_id = service.add_job(duration=10.0)
+    service.inject(HttpError(429, retry_after=3, headers={"Retry-After": value, "Date": value}))
+    status, headers, body = await fetch_raw(service, job_id)
+    assert status == 429
+    assert (headers["Retry-After"], headers["Date"]) == (value, value)
+    assert json.loads(body)["error"] == "BAD_REQUEST"
+
+
+@pytest.mark.parametrize("value", ODD_VALUES)
+async def test_headers_on_a_normal_answer(service: FakeJobsService, value: str) -> None:
+    """`Headers` adds headers to the job itself, and to the 404 of an unknown job."""
+    job_id = service.add_job(duration=10.0)
+    service.inject(Headers({"Retry-After": value, "Date": value, "X-Odd": "1"}), times=2)
+    status, headers, body = await fetch_raw(service, job_id)
+    assert (status, json.loads(body)["id"]) == (200, job_id)
+    assert (headers["Retry-After"], headers["Date"], headers["X-Odd"]) == (value, value, "1")
+    status, headers, _ = await fetch_raw(service, "no-such-job")
+    assert (status, headers["Retry-After"]) == (404, value)
+    status, headers, _ = await fetch_raw(service, job_id)
+    assert status == 200
+    assert "Retry-After" not in headers  # the fault was for two answers only
+
+
+async def test_error_headers_reach_the_client(service: FakeJobsService, client: JobsClient) -> None:
+    """A `Retry-After` given in `headers` is what the client reads, in seconds or as a date
+    measured against the response's own `Date`."""
+    job_id = service.add_job(duration=10.0)
+    service.inject(HttpError(503, retry_after=60, headers={"Retry-After": "7"}))
+    service.inject(
+        HttpError(
+            429,
+            headers={
+                "Date": "Wed, 01 Jan 2031 00:00:00 GMT",
+                "Retry-After": "Wed, 01 Jan 2031 00:00:30 GMT",
+            },
+        )
+    )
+    with pytest.raises(ServiceUnavailable) as unavailable:
+        await client.get_job(job_id)
+    assert unavailable.value.retry_after == 7
+    with pytest.raises(RateLimited) as limited:
+        await client.get_job(job_id)
+    assert limited.value.retry_after == 30
+
+
+async def test_body_with_headers(service: FakeJobsService, client: JobsClient) -> None:
+    """`Body(headers=...)` sends a proxy's page with its own headers."""
+    job_id = service.add_job(duration=10.0)
+    page = Body("<html>busy</html>", status=503, content_type="text/html")
+    service.inject(attrs.evolve(page, headers={"Retry-After": "4"}))
+    status, headers, body = await fetch_raw(service, job_id)
+    assert (status, headers["Retry-After"], body) == (503, "4", b"<html>busy</html>")
+    service.inject(page)
+    with pytest.raises(ServiceUnavailable) as unavailable:
+        await client.get_job(job_id)
+    assert unavailable.value.retry_after is None
+
+
+async def test_unknown_status_and_progress_going_back(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """`Patch` sends a status jobpoll does not know, and progress that goes back."""
+    job_id = service.add_job(duration=10.0)
+    clock.advance(5.0)
+    service.inject(Patch({"status": "WEIRD"}))
+    service.inject(Patch({"progress": 3}))
+    weird = await client.get_job(job_id)
+    assert (weird.status, weird.raw_status, weird.progress) == (JobStatus.UNKNOWN, "WEIRD", 50)
+    assert not weird.is_terminal
+    back = await client.get_job(job_id)
+    assert (back.status, back.progress) == (JobStatus.RUNNING, 3)
+    assert (await client.get_job(job_id)).progress == 50
+
+
+async def test_a_wait_rides_out_weird_answers(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait sees an unknown status and progress going back as changes, and still ends."""
+    job_id = service.add_job(duration=10.0)
+    service.inject(Patch({"status": "WEIRD"}))
+    service.inject(Patch({"progress": 40}))
+    service.inject(Patch({"progress": 3}))
+    seen = [
+        (job.raw_status, job.progress)
+        async for job in wait_for_job(
+            client, job_id, policy=PollPolicy(clock=clock, sleep=clock.sleep)
+        )
+    ]
+    assert seen[:3] == [("WEIRD", 0), ("RUNNING", 40), ("RUNNING", 3)]
+    assert seen[-1] == ("FINISHED", 100)
+
+
+async def test_answers_slower_than_the_request_timeout() -> None:
+    """`Slow` past the client's `total_timeout` is a `TransportError`, and the service's
+    handler lets go of the request at once."""
+    async with (
+        FakeJobsService() as service,
+        JobsClient(service.api_key, base_url=service.base_url, total_timeout=0.1) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        service.inject(Slow(5.0))
+        with pytest.raises(TransportError, match="no answer in time"):
+            await client.get_job(job_id)
+        await until_idle(service)
+        assert (await client.get_job(job_id)).succeeded
+
+
+@pytest.mark.parametrize(
+    ("fault", "error"),
+    [
+        pytest.param(Drop(mid_body=True), TransportError, id="cut-mid-body"),
+        pytest.param(Body('{"id": "'), DecodeError, id="truncated-json"),
+        pytest.param(Body("<html>proxy</html>", content_type="text/html"), DecodeError, id="html"),
+    ],
+)
+async def test_broken_bodies_are_transient(
+    service: FakeJobsService, client: JobsClient, fault: Drop | Body, error: type[Exception]
+) -> None:
+    """A body cut off, truncated or replaced by a proxy's page is an error a later poll cures."""
+    job_id = service.add_job(duration=0)
+    service.inject(fault)
+    with pytest.raises(error) as raised:
+        await client.get_job(job_id)
+    assert getattr(raised.value, "transient", False)
+    assert (await client.get_job(job_id)).succeeded
+
+
+def test_faults_are_frozen_and_compare_by_value() -> None:
+    """Faults are frozen values: equal when alike, and a variant is a new fault."""
+    assert Headers({"Date": "x"}) == Headers({"Date": "x"})
+    assert HttpError(503, headers={"Retry-After": "1"}) != HttpError(503)
+    with pytest.raises(AttributeError):
+        HttpError(503).headers = {}  # type: ignore[misc]

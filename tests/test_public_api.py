@@ -55,6 +55,7 @@ def test_testing_exported_members() -> None:
         "Drop",
         "FakeJobsService",
         "Fault",
+        "Headers",
         "HttpError",
         "Patch",
         "ProgressCurve",

@@ -8,7 +8,7 @@ job takes milliseconds.
 """
 
 from jobpoll.testing._clock import VirtualClock
-from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
 from jobpoll.testing._service import FakeJobsService, ProgressCurve, RecordedRequest, linear
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "Drop",
     "FakeJobsService",
     "Fault",
+    "Headers",
     "HttpError",
     "Patch",
     "ProgressCurve",

@@ -7,7 +7,7 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Body", "Drop", "Fault", "HttpError", "Patch", "Redirect", "Slow"]
+__all__ = ["Body", "Drop", "Fault", "Headers", "HttpError", "Patch", "Redirect", "Slow"]
 
 
 @attrs.frozen
@@ -20,12 +20,16 @@ class HttpError:
         message: the body's `message`.
         as_date: send a number `retry_after` as an HTTP-date that many seconds after the
             response's own `Date` header.
+        headers: more response headers, sent as given after those above (so they win): e.g.
+            `{"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}` or an odd `Date` to measure an
+            HTTP-date against.
     """
 
     status: int
     retry_after: float | str | None = None
     message: str = "The service failed (a fault scripted by the test)."
     as_date: bool = False
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -51,12 +55,14 @@ class Body:
     """Answer these raw bytes: an HTML page, malformed JSON, an oversized body...
 
     With `content_type=None` the server names no type; aiohttp then sends
-    `application/octet-stream`, as RFC 9110 says a client should assume.
+    `application/octet-stream`, as RFC 9110 says a client should assume. `headers` are sent
+    too (e.g. a `Retry-After` on a proxy's 503 page).
     """
 
     content: bytes | str
     status: int = 200
     content_type: str | None = "application/json"
+    headers: Mapping[str, str] = attrs.field(factory=dict)
 
 
 @attrs.frozen
@@ -74,5 +80,18 @@ class Patch:
     fields: Mapping[str, Any]
 
 
+@attrs.frozen
+class Headers:
+    """Answer as usual (the job, or the error an unknown job or a wrong key gets), with these
+    response headers added, replacing any of the same name.
+
+    For the headers a client reads whatever the status: e.g. `Headers({"Retry-After":
+    "Fri, 31 Dec 99999 23:59:59 GMT"})` on the 404 of an unknown job, or a `Date` far outside
+    the calendar. Values are sent as given; they must not hold line breaks.
+    """
+
+    headers: Mapping[str, str]
+
+
 #: Anything the fake service can be told to answer instead of the job.
-Fault = HttpError | Slow | Drop | Body | Redirect | Patch
+Fault = HttpError | Slow | Drop | Body | Redirect | Patch | Headers

@@ -18,7 +18,7 @@ from aiohttp import web
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 from jobpoll._wire import format_timestamp, job_to_wire
-from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
 
 __all__ = ["FakeJobsService", "RecordedRequest"]
 
@@ -48,10 +48,12 @@ class RecordedRequest:
 
 @attrs.define
 class _PendingFault:
-    """A fault still to answer `remaining` more requests (None: until cleared)."""
+    """A fault still to answer `remaining` more requests (None: until cleared), until the
+    service's clock reads `until` (None: whenever they come)."""
 
     fault: Fault
     remaining: int | None
+    until: float | None = None
 
 
 @attrs.define
@@ -257,15 +259,28 @@ class FakeJobsService:
         """Forget a job: it is a 404 from now on."""
         del self._jobs[job_id]
 
-    def inject(self, fault: Fault, *, job_id: str | None = None, times: int | None = 1) -> None:
+    def inject(
+        self,
+        fault: Fault,
+        *,
+        job_id: str | None = None,
+        times: int | None = 1,
+        seconds: float | None = None,
+    ) -> None:
         """Answer the next `times` requests (for `job_id`, or for any job) with `fault`.
 
         Faults queue up in order; a job's own faults come before those for any job. With
-        `times=None` the fault stays until `clear_faults()`.
+        `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
+        the requests that arrive within that many seconds from now (on the service's clock),
+        then it is dropped: an outage of a set length, however many requests it meets, e.g.
+        `inject(HttpError(503), times=None, seconds=30)`.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
-        self._faults.setdefault(job_id, deque()).append(_PendingFault(fault, times))
+        if seconds is not None and not seconds > 0:
+            raise ValueError("seconds must be more than 0, or None for no time limit")
+        until = None if seconds is None else self._clock() + seconds
+        self._faults.setdefault(job_id, deque()).append(_PendingFault(fault, times, until))
 
     def clear_faults(self) -> None:
         """Drop every fault not yet answered."""
@@ -282,6 +297,10 @@ class FakeJobsService:
     def _next_fault(self, job_id: str | None) -> Fault | None:
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
+            if queue and queue[0].until is not None:
+                now = self._clock()
+                while queue and queue[0].until is not None and now >= queue[0].until:
+                    queue.popleft()  # its time is over, however many requests it answered
             if queue:
                 pending = queue[0]
                 if pending.remaining is not None:
@@ -317,9 +336,18 @@ class FakeJobsService:
             await asyncio.sleep(fault.seconds)
         elif isinstance(fault, Patch):
             patch = fault.fields
+        elif isinstance(fault, Headers):
+            response = self._job_response(request, job_id, patch)
+            response.headers.update(fault.headers)
+            return response
         elif fault is not None:
             return await self._fault_response(request, fault)
+        return self._job_response(request, job_id, patch)
 
+    def _job_response(
+        self, request: web.Request, job_id: str | None, patch: Mapping[str, Any]
+    ) -> web.Response:
+        """The answer of the service itself: the job, or the error it gets."""
         if request.headers.get("X-API-KEY") != self.api_key:
             return _error(request, 401, "This user is not allowed to access this service.")
         accept = request.headers.get("Accept", "*/*")
@@ -349,6 +377,7 @@ class FakeJobsService:
                 response.headers["Retry-After"] = format_datetime(later, usegmt=True)
             elif fault.retry_after is not None:
                 response.headers["Retry-After"] = f"{fault.retry_after:g}"
+            response.headers.update(fault.headers)
             return response
         if isinstance(fault, Body):
             content = fault.content.encode() if isinstance(fault.content, str) else fault.content
@@ -357,6 +386,7 @@ class FakeJobsService:
                 response.headers.popall("Content-Type", None)
             else:
                 response.headers["Content-Type"] = fault.content_type
+            response.headers.update(fault.headers)
             return response
         if isinstance(fault, Redirect):
             return web.Response(status=fault.status, headers={"Location": fault.location})
