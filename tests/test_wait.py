@@ -736,11 +736,15 @@ async def test_cancelling_mid_sleep_propagates(service: FakeJobsService) -> None
     async with JobsClient(service.api_key, base_url=service.base_url) as client:
         wait = wait_for_job(client, job_id, policy=PollPolicy(initial=60, max_interval=60))
         task = asyncio.create_task(_await(wait))
-        await until(lambda: wait.polls > 0 and service.in_flight == 0)
+        # Once the first answer is taken in, the wait's only way on is its 60 s pause. (A
+        # request merely sent, `polls > 0`, may not have reached the service yet: cancelling
+        # then lands mid-request, while the service still accepts or dispatches it.)
+        await until(lambda: wait.job is not None)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not wait.done  # a cancelled wait is not over: it may be resumed
+        assert (wait.polls, service.request_count(job_id), service.in_flight) == (1, 1, 0)
         assert no_other_tasks()
 
 
