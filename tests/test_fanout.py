@@ -210,8 +210,8 @@ async def test_a_job_never_polled_before_the_deadline_times_out_without_a_snapsh
     results = await wait_for_jobs(client, ids, policy=real, timeout=0.1, max_in_flight=1)
     assert [type(result.error) for result in results] == [WaitTimeout] * 3
     assert results[-1].job is None
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
 
 
 # The bound on requests in flight -----------------------------------------------------------
@@ -420,8 +420,8 @@ async def test_leaving_the_context_early_cancels_the_polls_in_flight(
         assert first.job_id == ids[0]
         assert fanout.in_flight == 6  # the window was filled again before returning
     assert fanout.in_flight == 0
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
     assert [result async for result in fanout] == []
 
 
@@ -454,8 +454,8 @@ async def test_cancelling_the_whole_leaves_nothing_and_can_resume(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fanout.in_flight == 0
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
     service.clear_faults()
     async with fanout:
         results = [result async for result in fanout]
@@ -471,8 +471,8 @@ async def test_cancelled_from_outside_with_a_timeout(
     service.inject(Slow(5), times=None)
     with pytest.raises(TimeoutError):
         await drain_within(0.1, wait_for_jobs(client, ids))
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
 
 
 async def drain_within(seconds: float, fanout: JobsWait) -> None:
@@ -495,8 +495,8 @@ async def test_two_tasks_cannot_iterate_one_fan_out(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
 
 
 async def test_a_closed_client_is_raised_not_reported(

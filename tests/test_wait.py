@@ -554,8 +554,8 @@ async def test_request_timeout_is_cut_to_the_time_left(service: FakeJobsService)
         with pytest.raises(WaitTimeout) as caught:
             await wait_for_job(client, job_id, timeout=0.3)
     assert isinstance(caught.value.last_error, TransportError)
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)  # the deadline released the request and its connection
-    assert no_other_tasks()
 
 
 async def test_works_under_asyncio_timeout(service: FakeJobsService) -> None:
@@ -567,8 +567,8 @@ async def test_works_under_asyncio_timeout(service: FakeJobsService) -> None:
             async with asyncio.timeout(0.2):
                 await wait_for_job(client, job_id)
         assert not isinstance(caught.value, WaitTimeout)
+        assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
         await until_idle(service)
-        assert no_other_tasks()
         assert (await client.get_job(job_id)).status is JobStatus.RUNNING
 
 
@@ -718,8 +718,8 @@ async def test_cancelling_mid_request_propagates_and_frees_the_connection(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
         await until_idle(service)
-        assert no_other_tasks()
         await client.aclose()
         assert not session.closed
         again = JobsClient(service.api_key, base_url=service.base_url, session=session)
