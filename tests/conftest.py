@@ -8,9 +8,15 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 
 from jobpoll import JobsClient
 from jobpoll.testing import FakeJobsService, VirtualClock
+
+# Property tests check what is computed, never how fast: on a shared or loaded machine an
+# example may take any time, so no example has a deadline and slow generation is no failure.
+settings.register_profile("jobpoll", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("jobpoll")
 
 
 @pytest.fixture
