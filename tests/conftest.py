@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
@@ -56,6 +57,18 @@ async def raw_server(
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def refusing_url() -> Iterator[str]:
+    """The base URL of a loopback port where nobody listens, for as long as the block runs.
+
+    The port is held by a bound socket that never listens, so connecting is refused, and no
+    other server (another test, another process) can take the port meanwhile.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
 
 
 @contextlib.asynccontextmanager

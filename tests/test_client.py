@@ -8,7 +8,7 @@ import uuid
 
 import aiohttp
 import pytest
-from conftest import raw_bytes_server, raw_server
+from conftest import raw_bytes_server, raw_server, refusing_url
 
 from jobpoll import (
     ApiError,
@@ -313,11 +313,10 @@ async def test_connection_dropped_mid_body(service: FakeJobsService, client: Job
 
 async def test_connection_refused() -> None:
     """Nobody listening is a TransportError."""
-    async with raw_server(None) as base_url:
-        pass  # the port is free again: nobody listens there now
-    async with JobsClient("k", base_url=base_url) as client:
-        with pytest.raises(TransportError, match="Cannot connect"):
-            await client.get_job("j")
+    with refusing_url() as base_url:
+        async with JobsClient("k", base_url=base_url) as client:
+            with pytest.raises(TransportError, match="Cannot connect"):
+                await client.get_job("j")
 
 
 async def test_slow_answer_times_out(service: FakeJobsService) -> None:
@@ -343,12 +342,14 @@ async def test_total_timeout_bounds_a_slow_answer(service: FakeJobsService) -> N
 
 async def test_per_call_timeout_shortens(service: FakeJobsService, client: JobsClient) -> None:
     """`get_job(timeout=...)` bounds one call below the client's own timeouts."""
-    job_id = service.add_job()
-    service.inject(Slow(5.0))
+    slow, quick = service.add_job(), service.add_job()
+    # Each job its own fault: a first request cut off before it reached the service must not
+    # leave its fault to the second one.
+    service.inject(Slow(5.0), job_id=slow)
     with pytest.raises(TransportError, match="no answer in time"):
-        await client.get_job(job_id, timeout=0.1)
-    service.inject(Slow(0.05))
-    assert (await client.get_job(job_id, timeout=2.0)).id == job_id
+        await client.get_job(slow, timeout=0.1)
+    service.inject(Slow(0.05), job_id=quick)
+    assert (await client.get_job(quick, timeout=10.0)).id == quick
 
 
 @pytest.mark.parametrize("seconds", [0, -1.0, float("nan")])
@@ -382,6 +383,7 @@ async def test_works_under_asyncio_timeout(service: FakeJobsService, client: Job
         async with asyncio.timeout(0.1):
             await client.get_job(job_id)
     assert not isinstance(caught.value, TransportError)
+    service.clear_faults()  # in case the request was cut off before it reached the service
     assert (await client.get_job(job_id)).id == job_id
 
 
