@@ -9,6 +9,7 @@ import uuid
 import aiohttp
 import pytest
 from conftest import raw_bytes_server, raw_server, refusing_url
+from support import CrowdService
 
 from jobpoll import (
     ApiError,
@@ -426,11 +427,14 @@ async def test_owned_session_closed(service: FakeJobsService) -> None:
         await client.get_job(job_id)
 
 
-async def test_pool_bounds_concurrent_requests(service: FakeJobsService) -> None:
+async def test_pool_bounds_concurrent_requests() -> None:
     """The client's own pool holds at most max_connections requests in flight."""
-    job_id = service.add_job()
-    service.inject(Slow(0.05), times=None)
-    async with JobsClient(service.api_key, base_url=service.base_url, max_connections=3) as client:
+    async with (
+        CrowdService(3) as service,
+        JobsClient(service.api_key, base_url=service.base_url, max_connections=3) as client,
+    ):
+        job_id = service.add_job()
+        service.inject(Slow(0.05), times=None)
         jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
     assert len(jobs) == 12
     assert service.peak_in_flight == 3

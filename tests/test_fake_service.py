@@ -11,9 +11,10 @@ from typing import Any
 
 import aiohttp
 import pytest
+from support import CrowdService, until
 
 from jobpoll import JobsClient, JobStatus, NotFound, ServiceUnavailable
-from jobpoll.testing import Body, FakeJobsService, HttpError, Patch, Slow, VirtualClock
+from jobpoll.testing import Body, FakeJobsService, HttpError, Patch, VirtualClock
 
 ROOT = Path(__file__).parent.parent
 
@@ -114,11 +115,14 @@ async def test_fault_for_ever_until_cleared(service: FakeJobsService, client: Jo
     assert (await client.get_job(job_id)).succeeded
 
 
-async def test_counts_and_peak_concurrency(service: FakeJobsService, client: JobsClient) -> None:
+async def test_counts_and_peak_concurrency() -> None:
     """Requests are counted per job and in all, and the peak of concurrent ones is kept."""
-    first, second = service.add_job(), service.add_job()
-    service.inject(Slow(0.1), times=None)
-    await asyncio.gather(*(client.get_job(job) for job in (first, first, first, second)))
+    async with (
+        CrowdService(4) as service,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        first, second = service.add_job(), service.add_job()
+        await asyncio.gather(*(client.get_job(job) for job in (first, first, first, second)))
     assert (service.request_count(first), service.request_count(second)) == (3, 1)
     assert service.request_count() == 4
     assert service.peak_in_flight == 4
@@ -219,10 +223,15 @@ async def test_virtual_clock_moves_only_forward() -> None:
 async def test_latency_lets_requests_overlap() -> None:
     """With `latency`, answers wait (real time), so concurrent requests are seen at once."""
     async with (
-        FakeJobsService(latency=0.05) as service,
+        FakeJobsService(latency=60) as service,
         JobsClient(service.api_key, base_url=service.base_url) as client,
     ):
         job_id = service.add_job(duration=0)
-        jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
-    assert all(job.succeeded for job in jobs)
+        asking = asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
+        await until(lambda: service.in_flight == 5)
+        assert not asking.done()
+        assert list(service.recent_requests) == []  # none answered yet
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
     assert service.peak_in_flight == 5
