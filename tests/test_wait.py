@@ -350,6 +350,10 @@ async def test_slow_answer_past_the_request_timeout_is_retried(
     job_id = service.add_job(duration=0)
     service.inject(Slow(5), job_id=job_id)
     async with JobsClient(service.api_key, base_url=service.base_url, total_timeout=0.2) as fast:
+        # A kept-alive connection first: so the first poll is written at once, and reaches the
+        # service (taking the slow answer) whatever the load, rather than timing out while
+        # still connecting and leaving the slow answer to the second poll.
+        await fast.get_job(service.add_job(duration=0))
         wait = wait_for_job(fast, job_id, policy=policy)
         assert (await wait).succeeded
     assert wait.polls == 2
