@@ -430,6 +430,8 @@ async def test_leaving_the_context_early_cancels_the_polls_in_flight(
     assert fanout.in_flight == 0
     assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
+    # Cut off, not waited for: no poll but the first was answered.
+    assert {r.job_id for r in service.recent_requests if r.http_status} == {ids[0]}
     assert [result async for result in fanout] == []
 
 
@@ -464,6 +466,7 @@ async def test_cancelling_the_whole_leaves_nothing_and_can_resume(
     assert fanout.in_flight == 0
     assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
+    assert not any(r.http_status for r in service.recent_requests)  # cut off, not waited for
     service.clear_faults()
     async with fanout:
         results = [result async for result in fanout]
@@ -481,6 +484,7 @@ async def test_cancelled_from_outside_with_a_timeout(
         await drain_within(0.1, wait_for_jobs(client, ids))
     assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
+    assert not any(r.http_status for r in service.recent_requests)  # cut off, not waited for
 
 
 async def drain_within(seconds: float, fanout: JobsWait) -> None:
