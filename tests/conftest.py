@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+import socket
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
+from hypothesis import HealthCheck, settings
 
 from jobpoll import JobsClient
 from jobpoll.testing import FakeJobsService, VirtualClock
+
+# Property tests check what is computed, never how fast: on a shared or loaded machine an
+# example may take any time, so no example has a deadline and slow generation is no failure.
+settings.register_profile("jobpoll", deadline=None, suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("jobpoll")
 
 
 @pytest.fixture
@@ -50,6 +57,18 @@ async def raw_server(
         yield f"http://{host}:{port}"
     finally:
         await runner.cleanup()
+
+
+@contextlib.contextmanager
+def refusing_url() -> Iterator[str]:
+    """The base URL of a loopback port where nobody listens, for as long as the block runs.
+
+    The port is held by a bound socket that never listens, so connecting is refused, and no
+    other server (another test, another process) can take the port meanwhile.
+    """
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as held:
+        held.bind(("127.0.0.1", 0))
+        yield f"http://127.0.0.1:{held.getsockname()[1]}"
 
 
 @contextlib.asynccontextmanager

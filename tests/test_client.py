@@ -8,7 +8,8 @@ import uuid
 
 import aiohttp
 import pytest
-from conftest import raw_bytes_server, raw_server
+from conftest import raw_bytes_server, raw_server, refusing_url
+from support import CrowdService
 
 from jobpoll import (
     ApiError,
@@ -313,13 +314,12 @@ async def test_connection_dropped_mid_body(service: FakeJobsService, client: Job
 
 async def test_connection_refused() -> None:
     """Nobody listening is a TransportError."""
-    async with raw_server(None) as base_url:
-        pass  # the port is free again: nobody listens there now
-    async with JobsClient("k", base_url=base_url) as client:
-        with pytest.raises(
-            TransportError, match=r"cannot connect to 127.0.0.1:\d+ \(Connection refused\)"
-        ):
-            await client.get_job("j")
+    with refusing_url() as base_url:
+        async with JobsClient("k", base_url=base_url) as client:
+            with pytest.raises(
+                TransportError, match=r"cannot connect to 127.0.0.1:\d+ \(Connection refused\)"
+            ):
+                await client.get_job("j")
 
 
 async def test_slow_answer_times_out(service: FakeJobsService) -> None:
@@ -345,12 +345,14 @@ async def test_total_timeout_bounds_a_slow_answer(service: FakeJobsService) -> N
 
 async def test_per_call_timeout_shortens(service: FakeJobsService, client: JobsClient) -> None:
     """`get_job(timeout=...)` bounds one call below the client's own timeouts."""
-    job_id = service.add_job()
-    service.inject(Slow(5.0))
+    slow, quick = service.add_job(), service.add_job()
+    # Each job its own fault: a first request cut off before it reached the service must not
+    # leave its fault to the second one.
+    service.inject(Slow(5.0), job_id=slow)
     with pytest.raises(TransportError, match="no answer in time"):
-        await client.get_job(job_id, timeout=0.1)
-    service.inject(Slow(0.05))
-    assert (await client.get_job(job_id, timeout=2.0)).id == job_id
+        await client.get_job(slow, timeout=0.1)
+    service.inject(Slow(0.05), job_id=quick)
+    assert (await client.get_job(quick, timeout=10.0)).id == quick
 
 
 @pytest.mark.parametrize("seconds", [0, -1.0, float("nan")])
@@ -384,6 +386,7 @@ async def test_works_under_asyncio_timeout(service: FakeJobsService, client: Job
         async with asyncio.timeout(0.1):
             await client.get_job(job_id)
     assert not isinstance(caught.value, TransportError)
+    service.clear_faults()  # in case the request was cut off before it reached the service
     assert (await client.get_job(job_id)).id == job_id
 
 
@@ -426,11 +429,14 @@ async def test_owned_session_closed(service: FakeJobsService) -> None:
         await client.get_job(job_id)
 
 
-async def test_pool_bounds_concurrent_requests(service: FakeJobsService) -> None:
+async def test_pool_bounds_concurrent_requests() -> None:
     """The client's own pool holds at most max_connections requests in flight."""
-    job_id = service.add_job()
-    service.inject(Slow(0.05), times=None)
-    async with JobsClient(service.api_key, base_url=service.base_url, max_connections=3) as client:
+    async with (
+        CrowdService(3) as service,
+        JobsClient(service.api_key, base_url=service.base_url, max_connections=3) as client,
+    ):
+        job_id = service.add_job()
+        service.inject(Slow(0.05), times=None)
         jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
     assert len(jobs) == 12
     assert service.peak_in_flight == 3

@@ -13,7 +13,7 @@ import aiohttp
 import attrs
 import pytest
 from multidict import CIMultiDictProxy
-from support import until_idle
+from support import CrowdService, until, until_idle
 
 from jobpoll import (
     DecodeError,
@@ -167,11 +167,14 @@ async def test_fault_for_a_set_time(
     assert (await client.get_job(job_id)).succeeded
 
 
-async def test_counts_and_peak_concurrency(service: FakeJobsService, client: JobsClient) -> None:
+async def test_counts_and_peak_concurrency() -> None:
     """Requests are counted per job and in all, and the peak of concurrent ones is kept."""
-    first, second = service.add_job(), service.add_job()
-    service.inject(Slow(0.1), times=None)
-    await asyncio.gather(*(client.get_job(job) for job in (first, first, first, second)))
+    async with (
+        CrowdService(4) as service,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        first, second = service.add_job(), service.add_job()
+        await asyncio.gather(*(client.get_job(job) for job in (first, first, first, second)))
     assert (service.request_count(first), service.request_count(second)) == (3, 1)
     assert service.request_count() == 4
     assert service.peak_in_flight == 4
@@ -274,12 +277,17 @@ async def test_virtual_clock_moves_only_forward() -> None:
 async def test_latency_lets_requests_overlap() -> None:
     """With `latency`, answers wait (real time), so concurrent requests are seen at once."""
     async with (
-        FakeJobsService(latency=0.05) as service,
+        FakeJobsService(latency=60) as service,
         JobsClient(service.api_key, base_url=service.base_url) as client,
     ):
         job_id = service.add_job(duration=0)
-        jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
-    assert all(job.succeeded for job in jobs)
+        asking = asyncio.gather(*(client.get_job(job_id) for _ in range(5)))
+        await until(lambda: service.in_flight == 5)
+        assert not asking.done()
+        assert list(service.recent_requests) == []  # none answered yet
+        asking.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await asking
     assert service.peak_in_flight == 5
 
 

@@ -16,7 +16,7 @@ import uuid
 import aiohttp
 import attrs
 import pytest
-from support import no_other_tasks, until, until_idle
+from support import CrowdService, no_other_tasks, until, until_idle
 
 from jobpoll import (
     ConfigurationError,
@@ -210,22 +210,23 @@ async def test_a_job_never_polled_before_the_deadline_times_out_without_a_snapsh
     results = await wait_for_jobs(client, ids, policy=real, timeout=0.1, max_in_flight=1)
     assert [type(result.error) for result in results] == [WaitTimeout] * 3
     assert results[-1].job is None
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
 
 
 # The bound on requests in flight -----------------------------------------------------------
 
 
 @pytest.mark.parametrize("bound", [1, 3, 8])
-async def test_requests_in_flight_never_exceed_the_bound(
-    service: FakeJobsService, bound: int
-) -> None:
+async def test_requests_in_flight_never_exceed_the_bound(bound: int) -> None:
     """However many jobs wait, the server never sees more than `max_in_flight` requests at
     once, and does see that many (the bound is used, not just respected)."""
-    ids = [service.add_job(duration=0) for _ in range(40)]
-    service.inject(Slow(0.01), times=None)
-    async with JobsClient(service.api_key, base_url=service.base_url, max_connections=50) as client:
+    async with (
+        CrowdService(bound) as service,
+        JobsClient(service.api_key, base_url=service.base_url, max_connections=50) as client,
+    ):
+        ids = [service.add_job(duration=0) for _ in range(40)]
+        service.inject(Slow(0.01), times=None)
         fanout = wait_for_jobs(client, ids, max_in_flight=bound)
         seen = []
         async with fanout:
@@ -236,11 +237,14 @@ async def test_requests_in_flight_never_exceed_the_bound(
     assert max(seen) <= bound
 
 
-async def test_the_default_bound_is_the_clients_pool(service: FakeJobsService) -> None:
+async def test_the_default_bound_is_the_clients_pool() -> None:
     """Without `max_in_flight`, as many requests go out as the client has connections."""
-    ids = [service.add_job(duration=0) for _ in range(30)]
-    service.inject(Slow(0.01), times=None)
-    async with JobsClient(service.api_key, base_url=service.base_url, max_connections=4) as client:
+    async with (
+        CrowdService(4) as service,
+        JobsClient(service.api_key, base_url=service.base_url, max_connections=4) as client,
+    ):
+        ids = [service.add_job(duration=0) for _ in range(30)]
+        service.inject(Slow(0.01), times=None)
         assert client.pool_size == 4
         assert all(result.ok for result in await wait_for_jobs(client, ids))
     assert service.peak_in_flight == 4
@@ -323,17 +327,21 @@ async def until_requests(service: FakeJobsService, fanout: JobsWait, count: int)
 
 
 async def test_the_window_halves_after_a_throttle_and_grows_back(
-    service: FakeJobsService, client: JobsClient, caplog: pytest.LogCaptureFixture
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     """After a 503 the fleet sends at most half as many requests at once, then one more with
     each answer, back up to the bound."""
-    ids = [service.add_job(duration=0) for _ in range(60)]
-    service.inject(HttpError(503, retry_after=0.05))
-    service.inject(Slow(0.01), times=None)
-    fast = PollPolicy(initial=0.01, max_interval=0.05)
-    fanout = wait_for_jobs(client, ids, policy=fast, max_in_flight=8)
-    with caplog.at_level(logging.INFO, logger="jobpoll"):
-        results = await fanout
+    async with (
+        CrowdService(8) as service,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        ids = [service.add_job(duration=0) for _ in range(60)]
+        service.inject(HttpError(503, retry_after=0.05))
+        service.inject(Slow(0.01), times=None)
+        fast = PollPolicy(initial=0.01, max_interval=0.05)
+        fanout = wait_for_jobs(client, ids, policy=fast, max_in_flight=8)
+        with caplog.at_level(logging.INFO, logger="jobpoll"):
+            results = await fanout
     assert all(result.ok for result in results)
     (pause,) = [r.getMessage() for r in caplog.records if "all polls pause" in r.getMessage()]
     assert "the server answered 503; all polls pause for 0.1 s, then at most 4 in flight" in pause
@@ -420,8 +428,10 @@ async def test_leaving_the_context_early_cancels_the_polls_in_flight(
         assert first.job_id == ids[0]
         assert fanout.in_flight == 6  # the window was filled again before returning
     assert fanout.in_flight == 0
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
+    # Cut off, not waited for: no poll but the first was answered.
+    assert {r.job_id for r in service.recent_requests if r.http_status} == {ids[0]}
     assert [result async for result in fanout] == []
 
 
@@ -454,8 +464,9 @@ async def test_cancelling_the_whole_leaves_nothing_and_can_resume(
     with pytest.raises(asyncio.CancelledError):
         await task
     assert fanout.in_flight == 0
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
+    assert not any(r.http_status for r in service.recent_requests)  # cut off, not waited for
     service.clear_faults()
     async with fanout:
         results = [result async for result in fanout]
@@ -471,8 +482,9 @@ async def test_cancelled_from_outside_with_a_timeout(
     service.inject(Slow(5), times=None)
     with pytest.raises(TimeoutError):
         await drain_within(0.1, wait_for_jobs(client, ids))
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
+    assert not any(r.http_status for r in service.recent_requests)  # cut off, not waited for
 
 
 async def drain_within(seconds: float, fanout: JobsWait) -> None:
@@ -495,8 +507,8 @@ async def test_two_tasks_cannot_iterate_one_fan_out(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)
-    assert no_other_tasks()
 
 
 async def test_a_closed_client_is_raised_not_reported(

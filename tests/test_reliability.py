@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import socket
 import traceback
 import types
 from collections.abc import AsyncIterator, Iterator
@@ -37,7 +38,7 @@ from jobpoll import (
 )
 from jobpoll._client import parse_retry_after
 from jobpoll.testing import Drop, FakeJobsService, HttpError, Slow, VirtualClock
-from tests.conftest import raw_server
+from tests.conftest import raw_server, refusing_url
 from tests.support import no_other_tasks, until, until_idle
 
 EXTREME_DATES = [
@@ -348,18 +349,16 @@ async def test_the_key_is_in_no_frame_of_a_transport_error(
     service: FakeJobsService, failure: str
 ) -> None:
     """A `TransportError`, printed with every frame's locals, never shows the key."""
-    base_url = service.base_url
-    if failure == "refused":
-        async with raw_server(None) as free:
-            base_url = free
-    elif failure == "timeout":
+    if failure == "timeout":
         service.inject(Slow(5))
-    if failure == "dropped":
-        service.inject(Drop(), times=2)
-    async with JobsClient(service.api_key, base_url=base_url, total_timeout=0.2) as client:
-        with pytest.raises(TransportError) as caught:
-            await client.get_job("j")
-        error = caught.value
+    elif failure == "dropped":
+        service.inject(Drop(), times=2)  # aiohttp sends once more after a first drop
+    with refusing_url() as refusing:
+        base_url = refusing if failure == "refused" else service.base_url
+        async with JobsClient(service.api_key, base_url=base_url, total_timeout=0.2) as client:
+            with pytest.raises(TransportError) as caught:
+                await client.get_job("j")
+    error = caught.value
     _assert_key_not_shown(error, service.api_key)
     assert error.__cause__ is None
 
@@ -368,12 +367,11 @@ async def test_the_key_is_in_no_frame_of_a_timed_out_wait(
     service: FakeJobsService, clock: VirtualClock
 ) -> None:
     """A `WaitTimeout` with a `TransportError` as its last error shows no key either."""
-    async with raw_server(None) as free:
-        base_url = free
     policy = PollPolicy(clock=clock, sleep=clock.sleep, first_contact_grace=1000)
-    async with JobsClient("secret-key-1234", base_url=base_url) as client:
-        with pytest.raises(WaitTimeout) as caught:
-            await wait_for_job(client, "j", policy=policy, timeout=30)
+    with refusing_url() as base_url:
+        async with JobsClient("secret-key-1234", base_url=base_url) as client:
+            with pytest.raises(WaitTimeout) as caught:
+                await wait_for_job(client, "j", policy=policy, timeout=30)
     _assert_key_not_shown(caught.value, "secret-key-1234")
 
 
@@ -606,22 +604,28 @@ async def test_a_server_that_never_answers_fails_within_the_grace(
 ) -> None:
     """Nobody listening: `wait_for_job` gives up after `first_contact_grace`, not minutes
     later, says so at WARNING at once, and a fan-out stops with one error."""
-    async with raw_server(None) as base_url:
-        pass
-    async with JobsClient("k", base_url=base_url) as client:
-        with pytest.raises(TransportError, match="nothing has answered") as caught:
-            await wait_for_job(client, "j", policy=policy)
-        assert caught.value.never_answered
-        assert not caught.value.reached
-        assert 10 <= clock.now - clock.start <= 20
-        assert any(record.levelname == "WARNING" for record in caplog.records)
+    with refusing_url() as base_url:
+        async with JobsClient("k", base_url=base_url) as client:
+            await _never_answered(client, clock, policy, caplog)
 
-        start = clock.now
-        fanout = wait_for_jobs(client, [f"job-{n}" for n in range(2000)], policy=policy)
-        with pytest.raises(TransportError, match="Connection refused"):
-            await fanout
-        assert clock.now - start <= 30
-        assert fanout.polls <= 200
+
+async def _never_answered(
+    client: JobsClient, clock: VirtualClock, policy: PollPolicy, caplog: pytest.LogCaptureFixture
+) -> None:
+    """One wait, then a fan-out of 2000 jobs, against a port that refuses every connection."""
+    with pytest.raises(TransportError, match="nothing has answered") as caught:
+        await wait_for_job(client, "j", policy=policy)
+    assert caught.value.never_answered
+    assert not caught.value.reached
+    assert 10 <= clock.now - clock.start <= 20
+    assert any(record.levelname == "WARNING" for record in caplog.records)
+
+    start = clock.now
+    fanout = wait_for_jobs(client, [f"job-{n}" for n in range(2000)], policy=policy)
+    with pytest.raises(TransportError, match="Connection refused"):
+        await fanout
+    assert clock.now - start <= 30
+    assert fanout.polls <= 200
 
 
 async def test_an_outage_after_contact_is_ridden_out(
@@ -630,10 +634,14 @@ async def test_an_outage_after_contact_is_ridden_out(
     """Once the server has answered, refused connections are ridden out up to max_failures."""
     job_id = service.add_job(duration=0)
     await client.get_job(job_id)
+    port = int(service.base_url.split(":")[2].split("/")[0])
     await service.stop()
-    policy = PollPolicy(clock=clock, sleep=clock.sleep, max_failures=4)
-    with pytest.raises(TransportError) as caught:
-        await wait_for_job(client, job_id, policy=policy)
+    with socket.socket() as held:  # the port refuses from now on, and nobody else takes it
+        held.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        held.bind(("127.0.0.1", port))
+        policy = PollPolicy(clock=clock, sleep=clock.sleep, max_failures=4)
+        with pytest.raises(TransportError, match="Connection refused") as caught:
+            await wait_for_job(client, job_id, policy=policy)
     assert not caught.value.never_answered
     assert clock.now - clock.start > 10  # past the first-contact grace: 2 + 4 + 8 s
 

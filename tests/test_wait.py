@@ -350,6 +350,10 @@ async def test_slow_answer_past_the_request_timeout_is_retried(
     job_id = service.add_job(duration=0)
     service.inject(Slow(5), job_id=job_id)
     async with JobsClient(service.api_key, base_url=service.base_url, total_timeout=0.2) as fast:
+        # A kept-alive connection first: so the first poll is written at once, and reaches the
+        # service (taking the slow answer) whatever the load, rather than timing out while
+        # still connecting and leaving the slow answer to the second poll.
+        await fast.get_job(service.add_job(duration=0))
         wait = wait_for_job(fast, job_id, policy=policy)
         assert (await wait).succeeded
     assert wait.polls == 2
@@ -554,8 +558,8 @@ async def test_request_timeout_is_cut_to_the_time_left(service: FakeJobsService)
         with pytest.raises(WaitTimeout) as caught:
             await wait_for_job(client, job_id, timeout=0.3)
     assert isinstance(caught.value.last_error, TransportError)
+    assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
     await until_idle(service)  # the deadline released the request and its connection
-    assert no_other_tasks()
 
 
 async def test_works_under_asyncio_timeout(service: FakeJobsService) -> None:
@@ -567,8 +571,9 @@ async def test_works_under_asyncio_timeout(service: FakeJobsService) -> None:
             async with asyncio.timeout(0.2):
                 await wait_for_job(client, job_id)
         assert not isinstance(caught.value, WaitTimeout)
+        assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
         await until_idle(service)
-        assert no_other_tasks()
+        service.clear_faults()  # in case the request was cut off before it reached the service
         assert (await client.get_job(job_id)).status is JobStatus.RUNNING
 
 
@@ -718,8 +723,8 @@ async def test_cancelling_mid_request_propagates_and_frees_the_connection(
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
+        assert no_other_tasks()  # at once, not eventually: jobpoll left nothing running
         await until_idle(service)
-        assert no_other_tasks()
         await client.aclose()
         assert not session.closed
         again = JobsClient(service.api_key, base_url=service.base_url, session=session)
@@ -736,11 +741,15 @@ async def test_cancelling_mid_sleep_propagates(service: FakeJobsService) -> None
     async with JobsClient(service.api_key, base_url=service.base_url) as client:
         wait = wait_for_job(client, job_id, policy=PollPolicy(initial=60, max_interval=60))
         task = asyncio.create_task(_await(wait))
-        await until(lambda: wait.polls > 0 and service.in_flight == 0)
+        # Once the first answer is taken in, the wait's only way on is its 60 s pause. (A
+        # request merely sent, `polls > 0`, may not have reached the service yet: cancelling
+        # then lands mid-request, while the service still accepts or dispatches it.)
+        await until(lambda: wait.job is not None)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
         assert not wait.done  # a cancelled wait is not over: it may be resumed
+        assert (wait.polls, service.request_count(job_id), service.in_flight) == (1, 1, 0)
         assert no_other_tasks()
 
 
