@@ -30,37 +30,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pace", "PollPolicy"]
 
-# The progress-aware schedule's constants (see `Pace`); tuned on benchmarks/bench_schedule.py.
-#: Share of the predicted time left that one wait covers while the end is far.
-_AIM = 0.8
-#: No wait longer than this share of the time the wait has watched the job so far...
-_AGE_SHARE = 1.0
-#: ... or this share once a new estimate has confirmed the one before it (see `Pace`).
-_CONFIRMED_AGE_SHARE = 2.0
-#: An estimate agrees with the one before when their ends differ by at most the tolerance or
-#: this share of the time left.
-_AGREEMENT = 0.1
-#: Progress that has not moved for this many of its steps at the estimated rate is a miss:
-#: no wait is then longer than the time since it last moved.
-_MISSED_STEPS = 2
-#: Once the end may come, polls come every this share of the job's age (within initial and
-#: max_interval): the lateness accepted, relative to how long the job has run.
-_TOLERANCE = 0.05
-#: Past the predicted end, the delay grows by `factor` up to this many times max_interval.
-_OVERDUE_CAP = 1.5
-#: A job that has shown no progress yet is polled at least every this share of its age, up
-#: to `_SILENT_CAP` times max_interval: silent for 15 minutes, about every 45 s.
-_SILENCE = 0.05
-_SILENT_CAP = 1.5
-#: The last wait before the predicted end aims this share of the tolerance past it.
-_FINAL = 0.5
-#: Progress that moves in steps of at least this many percent has its moves dated (see `Pace`)
-#: and, once the slowest steady pace they allow is within `_DATED` times the fastest and the
-#: end at most `_DATED_STEPS` steps away at that pace, one wait aims just past the end.
-_COARSE = 5
-_DATED = 2.0
-_DATED_STEPS = 4
-
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -76,9 +45,9 @@ def _not_negative(_policy: PollPolicy, attribute: attrs.Attribute[float], value:
         )
 
 
-def _check_factor(_policy: PollPolicy, _attribute: attrs.Attribute[float], value: float) -> None:
+def _check_factor(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
-        raise ConfigurationError(f"factor must be a number of 1 or more, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be a number of 1 or more, got {value!r}")
 
 
 def _check_max_interval(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -97,6 +66,18 @@ def _check_jitter(_policy: PollPolicy, _attribute: attrs.Attribute[float], value
 def _check_max_failures(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"max_failures must be a whole number of 1 or more, got {value!r}")
+
+
+def _check_share(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigurationError(
+            f"{attribute.name} must be a fraction above 0, up to 1, got {value!r}"
+        )
+
+
+def _check_early_end(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 100:
+        raise ConfigurationError(f"early_end must be a whole percent from 0 to 99, got {value!r}")
 
 
 def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
@@ -125,6 +106,26 @@ def _check_stall_timeout(
 def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not callable(value):
         raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
+
+
+def _blind_table(policy: PollPolicy) -> tuple[float, ...]:
+    # The blind delays before jitter, filled once per policy from `backoff.expo` (which yields
+    # initial * factor**n, then max_interval for ever) up to the first that repeats: every
+    # pace indexes this table, so a pace holds an index rather than a generator. Options out
+    # of range give no table; the validators, which run next, refuse them.
+    delays: list[float] = []
+    try:
+        nominal = backoff.expo(
+            base=policy.factor, factor=policy.initial, max_value=policy.max_interval
+        )
+        next(nominal)  # primed, as backoff itself does
+        for delay in nominal:
+            delays.append(delay)
+            if delay >= policy.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
+                break
+    except (TypeError, ValueError, OverflowError):
+        return ()
+    return tuple(delays)
 
 
 def _shared_random() -> float:
@@ -210,8 +211,11 @@ class PollPolicy:
     stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
     progress_aware: bool = attrs.field(default=True, validator=_check_bool)
     max_estimated_interval: float = attrs.field(
-        default=600.0, validator=_check_max_estimated_interval
+        default=1800.0, validator=_check_max_estimated_interval
     )
+    drift: float = attrs.field(default=2.0, validator=_check_factor)
+    lateness: float = attrs.field(default=0.1, validator=_check_share)
+    early_end: int = attrs.field(default=5, validator=_check_early_end)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
@@ -221,6 +225,10 @@ class PollPolicy:
     )
     rng: Callable[[], float] = attrs.field(
         default=_shared_random, validator=_check_callable, repr=False, eq=False
+    )
+    #: The blind delays before jitter (see `delays()`), derived from the options above.
+    _table: tuple[float, ...] = attrs.field(
+        init=False, repr=False, eq=False, default=attrs.Factory(_blind_table, takes_self=True)
     )
 
     def pace(self) -> Pace:
@@ -236,13 +244,6 @@ class PollPolicy:
         while True:
             yield pace.failed(0.0)
 
-    def _nominal(self) -> Iterator[float]:
-        # backoff.expo(base, factor, max_value) yields factor * base**n, then max_value for
-        # ever; it is primed by one next() first, as backoff itself does.
-        nominal = backoff.expo(base=self.factor, factor=self.initial, max_value=self.max_interval)
-        next(nominal)
-        return nominal
-
     def _jittered(self, delay: float) -> float:
         jitter = self.jitter
         return delay * (1.0 - jitter * self.rng()) if jitter else delay
@@ -255,232 +256,157 @@ class PollPolicy:
         return max(scheduled, min(retry_after, self.max_retry_after))
 
 
+#: Statuses of a job that has not started: it cannot finish before it runs.
+_QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
+#: While the end may come at any moment, the tolerance (`lateness` of the job's age) is
+#: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
+#: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
+_STILL = 1.5
+
+
 class Pace:
     """One wait's place in its policy's schedule: the delay before each next poll.
 
-    A wait (or each job of a fan-out) asks its pace after every poll: `answered` with the job
-    the poll saw, `failed` when it saw none. The delay is computed from those observations
-    and the policy alone, so a schedule can be replayed on made-up observations and a
-    virtual clock. A pace is a few numbers (slots, nothing that grows per poll), since a
-    fan-out holds one per job.
+    The model: a job that reports progress keeps, until its end, a pace no faster than
+    `drift` times the fastest its readings have shown, and may end once its progress reaches
+    `100 - early_end` percent; each reading is rounded down to the steps progress moves in.
+    So every reading bounds the end from below: the progress left, at `drift` times that
+    pace, counted from now (progress may be up to a step past the reading) and from the poll
+    before the reading's value was first seen (progress was below it then). The pace waits
+    for the later of the two bounds, the earliest end, but never less than the tolerance
+    (`lateness` of the time since the first poll, from `initial` to 1.5 x `max_interval`) and
+    never more than the time it has watched the job's current status, nor
+    `max_estimated_interval`; from the earliest end on, it polls every tolerance.
 
-    With `progress_aware` (the default), `answered` works in three regimes:
+    In detail:
 
-    - **Blind**, until the job's progress has been seen to move (and again after its status
-      changes or its progress goes back, which start a new phase): the blind schedule of
-      `delays()`, as `progress_aware=False` would poll, except that a job silent for long is
-      polled at least every 5% of its age, up to 1.5 x `max_interval` (45 s by default).
-    - **Estimated**, once progress moved: the rate comes from a window over about the last
-      half of the moves, each taken when its value was first seen (so a plateau, or the time
-      between two steps, counts in full), or from the window's recent half when that is
-      faster (a job that speeds up). The end is the earliest that rate allows given that a
-      reading is rounded down to the steps progress moves in (e.g. 10 for 10, 20, 30) and was
-      reached after the reading before. While that end is far, each wait covers 80% of the
-      time left to it, so the polls close in on it; the wait that would get within the
-      tolerance aims just past the end instead, so one poll catches a job that keeps its pace.
-      No wait is longer than the time the wait has watched the job so far (twice that once a
-      new estimate agreed with the one before it), nor `max_estimated_interval`; and once
-      progress has stood still for two of its steps at the estimated rate (a plateau, a stall
-      before a jump), nor than the time it has stood still. A job that speeds up, or ends
-      abruptly, is thus seen at most about its own age (and at most 10 minutes) late, and in
-      practice far less.
-    - **Overdue**, once the earliest end has come without the end: the end may come at any
-      moment, so polls come every tolerance (5% of the job's age, from `initial` to
-      `max_interval`), growing by `factor` while progress stands still, up to
-      1.5 x `max_interval`. A stall at 99% thus costs about one poll per 45 s, as blind
-      polling would. Any move of progress makes a new estimate.
+    - **Blind** until progress moves in the current status (and after every failed poll):
+      the delays of `PollPolicy.delays()`, from one table per policy that every pace
+      indexes; a running job silent for long is polled at least every tolerance. A queued
+      job (CREATED, PERSISTED, SCHEDULED, WAITING) cannot finish before it runs: it is polled
+      at least every `1 / drift` of its age, up to `max_estimated_interval`. A new status,
+      or progress going back, starts the blind schedule again from `initial`.
+    - **Estimated** once progress moved: the fastest pace is the faster of the pace since
+      the last reading before the first move (up to a step further than read) and the pace
+      over about the last half of the moves (each reading taken when its value was first
+      seen). The bounds hold at every poll, so a job that pauses is polled about as sparsely
+      as it is far from its end, and a job that speeds up by no more than `drift` is seen
+      within a tolerance of its end.
+    - A job that outruns the model (it speeds up by more than `drift`, or ends while
+      reporting less than `100 - early_end` percent) is seen late by at most the wait in
+      progress: at most the time its status has been watched, and `max_estimated_interval`.
 
-    Progress in coarse steps (readings all multiples of 5 or more, e.g. 10, 20, 30) says
-    little between its moves, and a reading tells only that its step came some time since
-    the poll before: on a long job, minutes. So each poll also bounds the seconds per percent
-    a steady pace may take, relative to the phase's first move (dated closely by the blind
-    schedule): the step it reads came by then, the next one not yet. The end is then at
-    least what the slowest such pace gives, and the overdue window that follows is narrow.
-    Once those bounds are within a factor 2 of each other, the end at most 4 steps away and
-    no later than the fastest such pace allows, one wait aims just past the end instead of
-    closing in on it (readings before the end would tell nothing new); bounds that disagree
-    (not a steady pace) are no longer used in that phase.
-
-    The estimate uses the readings only, never the wall clock or other jobs, so a schedule is
-    deterministic given the policy's `rng` and the times passed in.
+    A pace is a handful of plain numbers (int, float, str or None) and its policy, so a wait
+    can be saved and resumed exactly; the schedule depends only on the policy (its `rng`
+    included) and the times and readings passed in.
     """
 
     __slots__ = (
-        "_anchor_p",
-        "_anchor_t",
-        "_confirmed",
-        "_end",
-        "_first_hi",
-        "_first_lo",
-        "_first_p",
+        "_base_p",
+        "_base_t",
+        "_before_t",
+        "_index",
         "_last_p",
         "_last_t",
         "_mid_p",
         "_mid_t",
-        "_moved_t",
-        "_nominal",
-        "_overdue",
-        "_per_hi",
-        "_per_lo",
+        "_phase",
         "_policy",
+        "_seen_t",
         "_start",
         "_status",
         "_step",
+        "_win_p",
+        "_win_t",
     )
 
     def __init__(self, policy: PollPolicy) -> None:
         self._policy = policy
-        self._nominal = policy._nominal()
+        self._index = 0  # the next blind delay: an index into the policy's table
         self._status: str | None = None  # None until the first answer
-        self._start = 0.0  # when the first answer came: the job's age is counted from it
+        self._start = 0.0  # when the first answer came: the job's age counts from it
+        self._phase = 0.0  # when the current status was first seen
+        self._base_t, self._base_p = 0.0, 0  # the last reading before progress first moved
+        # The rate window, over readings taken when their value was first seen: from `win`
+        # to the latest; `mid` splits it and becomes its start once the newer half is as long
+        # as the older, so the window spans about the last half of the moves.
+        self._win_t, self._win_p = 0.0, 0
+        self._mid_t, self._mid_p = 0.0, -1  # -1: progress has not moved in this status
         self._last_t, self._last_p = 0.0, -1  # the last reading
-        self._moved_t = 0.0  # when the last reading's progress was first seen
-        # The rate window, over readings where progress was first seen at a value: from the
-        # anchor (at first the phase's first reading) to the latest; the mid reading becomes
-        # the anchor once it is the older half, so the window spans about the last half of
-        # the moves, and a plateau or the time between steps stays inside it.
-        self._anchor_t, self._anchor_p = 0.0, 0
-        self._mid_t, self._mid_p = 0.0, -1  # -1: no move seen in this phase
+        self._seen_t = 0.0  # when the last reading's value was first seen
+        self._before_t = 0.0  # the reading before that: progress was still below it then
         self._step = 0  # the steps progress moves in: the gcd of the readings
-        # Coarse steps: the phase's first move (its value, and the polls around it), and the
-        # bounds on the seconds per percent that the moves since allow at a steady pace.
-        self._first_lo, self._first_hi, self._first_p = 0.0, 0.0, 0
-        self._per_lo, self._per_hi = 0.0, math.inf
-        self._end = math.nan  # the earliest plausible end, from the last move
-        self._confirmed = False  # whether that end agreed with the estimate before it
-        self._overdue = 0.0  # the last delay past that end; 0 before it
 
     def answered(self, now: float, job: Job) -> float:
         """The delay after a poll at `now` that saw `job` (not a terminal one)."""
-        policy = self._policy
-        if not policy.progress_aware:
-            return policy._jittered(next(self._nominal))
+        if not self._policy.progress_aware:
+            return self._blind()
         progress = job.progress
         if job.raw_status != self._status or progress < self._last_p:
-            # The first answer, or a new phase: what was learnt of the rate no longer holds,
+            # The first answer, or a new phase: what was learnt of the pace no longer holds,
             # and the phase may be short, so the blind schedule starts again from `initial`.
             if self._status is None:
                 self._start = now
-            else:
-                self._nominal = policy._nominal()
             self._status = job.raw_status
-            self._anchor_t, self._anchor_p = now, progress
+            self._index = 0
+            self._phase = now
+            self._base_t, self._base_p = now, progress
             self._mid_p = -1
-            self._end = math.nan
-            self._confirmed = False
-            self._overdue = 0.0
-            self._last_t, self._last_p, self._moved_t = now, progress, now
-            return policy._jittered(self._blind(now))
+            self._last_t, self._last_p, self._seen_t = now, progress, now
+            return self._unmoved(now)
         if progress > self._last_p:
-            self._estimate(now, progress)
-        elif self._step >= _COARSE and self._mid_p >= 0:
-            self._dated(now, progress)  # the pace is no faster than this reading allows
+            self._step = math.gcd(self._step, progress)
+            if self._mid_p < 0:  # the first move: the window starts here
+                self._win_t, self._win_p = now, progress
+                self._mid_t, self._mid_p = now, progress
+            elif now - self._mid_t >= self._mid_t - self._win_t:
+                self._win_t, self._win_p = self._mid_t, self._mid_p
+                self._mid_t, self._mid_p = now, progress
+            self._before_t, self._seen_t = self._last_t, now
+        elif self._mid_p < 0:
+            self._base_t = now  # still at the phase's first value
         self._last_t, self._last_p = now, progress
         if self._mid_p < 0:
-            return policy._jittered(self._blind(now))
-        return policy._jittered(self._estimated(now))
+            return self._unmoved(now)
+        return self._estimated(now)
 
     def failed(self, now: float) -> float:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
-        return self._policy._jittered(next(self._nominal))
+        return self._blind()
 
-    def _estimate(self, now: float, progress: int) -> None:
-        # Progress moved since the last reading, to `progress`: a new estimate of the end.
-        if self._mid_p < 0:
-            self._mid_t, self._mid_p = now, progress
-            self._first_lo, self._first_hi, self._first_p = self._last_t, now, progress
-            self._per_lo, self._per_hi = 0.0, math.inf
-        elif now - self._mid_t >= self._mid_t - self._anchor_t:
-            self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
-            self._mid_t, self._mid_p = now, progress
-        step = math.gcd(self._step, progress)
-        if step != self._step:
-            self._per_lo = 0.0  # its bound assumed a longer step
-        self._step = step
-        # The rate over the window, or over its recent half when that is faster (a job that
-        # speeds up): both from readings first seen at their value, so a plateau or the
-        # time between two steps counts in full.
-        rate = (progress - self._anchor_p) / (now - self._anchor_t)
-        if self._anchor_t < self._mid_t < now:
-            rate = max(rate, (progress - self._mid_p) / (now - self._mid_t))
-        # The reading is rounded down to a step and was reached after the last reading:
-        # the earliest end those allow at that rate.
-        left = 100 - progress
-        end = max(self._last_t + left / rate, now + (left - step) / rate)
-        if step >= _COARSE:
-            end = max(end, self._dated(now, progress))
-        previous = self._end
-        self._confirmed = abs(end - previous) <= max(
-            self._tolerance(now), _AGREEMENT * (end - now)
-        )  # False when there was no estimate before (nan)
-        # When progress was reached, at a guess: at the previous estimate's rate, if that
-        # puts it before now (the job fell behind that estimate, then stood still).
-        moved = now
-        if previous > self._moved_t:
-            before = (100 - self._last_p) / (previous - self._moved_t)
-            guess = self._last_t + (progress - self._last_p) / before
-            if guess < (self._last_t + now) / 2:
-                moved = guess
-        self._moved_t = moved
-        self._end = end
-        self._overdue = 0.0
-
-    def _dated(self, now: float, progress: int) -> float:
-        # Coarse steps: at `now` progress had reached `progress` and not the step after, and
-        # its first move came between the two polls around it; so at a steady pace, each
-        # poll bounds the seconds per percent, and the bounds of all polls hold together.
-        # The earliest end the slowest pace they allow gives; -inf once they disagree (not a
-        # steady pace).
-        moved = progress - self._first_p
-        self._per_lo = max(self._per_lo, (now - self._first_hi) / (moved + self._step))
-        if moved > 0:
-            self._per_hi = min(self._per_hi, (now - self._first_lo) / moved)
-        if self._per_lo > self._per_hi:
-            return -math.inf
-        return self._first_lo + (100 - self._first_p) * self._per_lo
-
-    def _blind(self, now: float) -> float:
+    def _blind(self) -> float:
         policy = self._policy
-        stretched = min(_SILENCE * (now - self._start), _SILENT_CAP * policy.max_interval)
-        return max(next(self._nominal), stretched)
+        table = policy._table
+        delay = table[min(self._index, len(table) - 1)]
+        self._index += 1
+        return policy._jittered(delay)
 
     def _tolerance(self, now: float) -> float:
         policy = self._policy
-        return min(max(policy.initial, _TOLERANCE * (now - self._start)), policy.max_interval)
+        return min(
+            max(policy.initial, policy.lateness * (now - self._start)),
+            _STILL * policy.max_interval,
+        )
+
+    def _unmoved(self, now: float) -> float:
+        policy = self._policy
+        if self._status in _QUEUED:
+            still = min((now - self._start) / policy.drift, policy.max_estimated_interval)
+        else:
+            still = self._tolerance(now)
+        blind = self._blind()
+        return max(blind, policy._jittered(still))
 
     def _estimated(self, now: float) -> float:
         policy = self._policy
+        progress, step = self._last_p, self._step
+        # The fastest pace the readings allow, in percent per second.
+        fastest = (progress + step - self._base_p) / (now - self._base_t)
+        if self._seen_t > self._win_t:
+            fastest = max(fastest, (progress - self._win_p) / (self._seen_t - self._win_t))
+        speed = policy.drift * fastest
+        left = 100 - policy.early_end - progress
+        end = max(now + (left - step) / speed, self._before_t + left / speed)
         tolerance = self._tolerance(now)
-        remaining = self._end - now
-        if remaining > tolerance:
-            share = _CONFIRMED_AGE_SHARE if self._confirmed else _AGE_SHARE
-            longest = min(share * (now - self._start), policy.max_estimated_interval)
-            still = now - self._moved_t
-            rate = (100 - self._last_p) / (self._end - self._moved_t)
-            if still * rate > _MISSED_STEPS * self._step:
-                # Progress should have moved by now and has not: the rate no longer holds
-                # (a plateau, or a stall before a jump); wait no longer than it stood still.
-                longest = min(longest, max(tolerance, still))
-            wait = _AIM * remaining
-            per_lo, per_hi = self._per_lo, self._per_hi
-            if (
-                self._step >= _COARSE
-                and 0 < per_lo <= per_hi <= _DATED * per_lo
-                and remaining <= _DATED_STEPS * self._step * per_hi
-                and self._first_hi + (100 - self._first_p) * per_hi >= self._end
-            ):
-                # Coarse steps whose moves date a steady pace, a few steps from the end: the
-                # readings before it tell little more, so one wait aims past the earliest
-                # end, longer by the jitter to come (up to a tolerance) so as to land there.
-                landing = 1.0 - policy.jitter
-                wait = max(
-                    remaining + _FINAL * tolerance,
-                    min(remaining / landing if landing else math.inf, remaining + tolerance),
-                )
-            elif remaining - wait < tolerance:
-                wait = remaining + _FINAL * tolerance
-            return max(tolerance, min(wait, longest))
-        if self._overdue:
-            self._overdue = min(self._overdue * policy.factor, _OVERDUE_CAP * policy.max_interval)
-        self._overdue = max(self._overdue, tolerance)
-        return self._overdue
+        wait = min(end - now, now - self._phase, policy.max_estimated_interval)
+        return policy._jittered(max(tolerance, wait))
