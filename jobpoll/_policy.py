@@ -6,9 +6,11 @@ apart instead of polling in step. Unlike backoff's `full_jitter`, the share is b
 (`jitter`), so the first waits never collapse towards zero; and the random numbers come from
 the policy's own `rng`, so a test can make a schedule repeat exactly.
 
-Progress-aware schedule (the default): the service reports `progress` in percent, so from two
-readings a pace can tell how fast a job moves and poll close to its predicted end instead of
-every 30 s. How, and the guards that keep a wrong prediction cheap, are in `Pace`.
+Progress-aware schedule (the default): the service reports `progress` in percent, so every
+reading bounds how soon a job can end, given how fast it has moved; a pace waits until that
+earliest end and polls closely only from there, instead of every 30 s. The model, its three
+options (`drift`, `early_end`, `lateness`) and the guards that keep a wrong prediction cheap
+are in `Pace`.
 """
 
 from __future__ import annotations
@@ -141,18 +143,21 @@ class PollPolicy:
 
     The defaults suit jobs that take seconds to hours. The first poll is immediate. Until the
     job's progress moves, the next come after 2, 4, 8, 16 seconds, doubling each time up to
-    one every 30 seconds (the blind schedule, `delays()`). Once progress moves, the policy
-    estimates when the job will end and aims its polls there (see `Pace`): a linear job of two
-    hours then costs about 25 polls instead of about 250, and is seen done about as soon. Each
-    delay is shortened by up to 20% at random, so waiters started together drift apart.
+    one every 30 seconds (the blind schedule, `delays()`). Once progress moves, each reading
+    bounds the job's end from below, assuming it will not move more than `drift` times as
+    fast as it has, and may end once past `100 - early_end` percent; the policy waits until
+    that earliest end, then polls every `lateness` of the job's age (at most every 45 s), so
+    a job that keeps to the model is seen that late at most (see `Pace`). A steady job of two
+    hours costs about 32 polls instead of about 270, and is seen done within 45 s. Each delay
+    is shortened by up to 20% at random, so waiters started together drift apart.
     `progress_aware=False` keeps the blind schedule throughout.
 
-    The blind schedule doubles from 2 s, rather than growing 1 s by half, because the
-    progress-aware schedule falls back on it until progress moves: that saves about 3 polls on
-    every job longer than a minute, and lets the default meet its target in
-    benchmarks/bench_schedule.py (at least 3x fewer polls than plain doubling backoff, with a
-    lower p95 latency) on 6 of its 7 shapes of progress instead of 2 (medians of seeds 1-3);
-    the seventh, stepwise progress, meets it too since its moves are dated (see `Pace`).
+    On made-up jobs of ten families of progress curves, 10 s to 4 h
+    (benchmarks/bench_schedule.py, held-out seeds): 3.7x to 4.9x fewer polls than plain
+    doubling backoff with a lower p95 lateness on steady, accelerating, changing-rate,
+    queued, paused and abruptly ending jobs; 2.2x to 2.4x on jobs whose progress slows
+    towards the end or moves in steps of 10% or more, where the end may come at any moment
+    over a long stretch.
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
@@ -185,12 +190,20 @@ class PollPolicy:
             for hours and still be fine.
         progress_aware: aim polls at the end predicted from the progress the job reports
             (True, the default); False polls on the blind schedule whatever the job says.
-        max_estimated_interval: the longest wait a prediction may ask for, in seconds (600,
-            at least `max_interval`). Waits this long happen only while the prediction puts
-            the end far away, and never exceed the time the wait has already watched the job,
-            or twice that once a second prediction agreed with the first (so a wrong
-            prediction costs at most about the job's own age). Lower it to bound the
-            lateness when a job may end abruptly long before its progress says.
+        max_estimated_interval: the longest wait a prediction may ask for, in seconds (1800,
+            at least `max_interval`). No wait is longer than the time the job's current
+            status has been watched either, so a job that outruns the model is seen late by
+            at most its own age, and at most this. Lower it to bound the lateness of jobs that
+            may end abruptly long before their progress says.
+        drift: how many times faster than the fastest pace seen so far a job may move until
+            its end (2; at least 1). Larger is safer for jobs that speed up, and costs more
+            polls: each wait covers about `1 / drift` of the time the job may have left. A
+            queued job (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
+        lateness: once the end may come at any moment, how late a job may be seen, as a
+            share of its age (0.1; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
+            often a job that reports no progress is polled once the blind schedule is slower.
+        early_end: how many percent short of 100 a job may end (5): from `100 - early_end`
+            percent on, the end may come at any moment. 0 trusts progress to reach 100.
         clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
         sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
             tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
