@@ -359,9 +359,10 @@ class Pace:
             # The first answer, or a new phase: what was learnt of the pace no longer holds,
             # and the phase may be short, so the blind schedule starts again from `initial`.
             if self._status is None:
-                self._start = now
+                self._start = now  # the blind schedule goes on from the failures before
+            else:
+                self._index = 0
             self._status = job.raw_status
-            self._index = 0
             self._phase = now
             self._base_t, self._base_p = now, progress
             self._mid_p = -1
@@ -413,8 +414,9 @@ class Pace:
     def _estimated(self, now: float) -> float:
         policy = self._policy
         progress, step = self._last_p, self._step
-        # The fastest pace the readings allow, in percent per second.
-        fastest = (progress + step - self._base_p) / (now - self._base_t)
+        # The fastest pace the readings allow, in percent per second (the first move came
+        # at a later poll than the base, so the time between is above 0 on any sane clock).
+        fastest = (progress + step - self._base_p) / max(now - self._base_t, 1e-9)
         if self._seen_t > self._win_t:
             fastest = max(fastest, (progress - self._win_p) / (self._seen_t - self._win_t))
         speed = policy.drift * fastest

@@ -310,3 +310,11 @@ async def test_wait_for_job_end_to_end_in_virtual_time(
     other = service.add_job(duration=3600)
     assert (await wait_for_job(client, other, policy=blind)).succeeded
     assert service.request_count(other) > 120
+
+
+def test_failures_before_the_first_answer_keep_their_place_in_the_blind_schedule() -> None:
+    """Failed polls before any answer (an outage at the start) step the blind schedule, and
+    the first answer goes on from there rather than from `initial`."""
+    pace = PollPolicy(initial=1, factor=1.5, jitter=0).pace()
+    assert [pace.failed(t) for t in (0, 1, 2.5)] == BLIND[:3]
+    assert pace.answered(4.75, job(0)) == BLIND[3]
