@@ -295,10 +295,11 @@ class Pace:
 
     - **Blind** until progress moves in the current status (and after every failed poll):
       the delays of `PollPolicy.delays()`, from one table per policy that every pace
-      indexes; a running job silent for long is polled at least every tolerance. A queued
-      job (CREATED, PERSISTED, SCHEDULED, WAITING) cannot finish before it runs: it is polled
-      at least every `1 / drift` of its age, up to `max_estimated_interval`. A new status,
-      or progress going back, starts the blind schedule again from `initial`.
+      indexes; a running job silent for long is polled every tolerance once that is the
+      longer. A queued job (CREATED, PERSISTED, SCHEDULED, WAITING) cannot finish before it
+      runs: it is polled every `1 / drift` of its age (up to `max_estimated_interval`) once
+      that is the longer. A new status, or progress going back, starts the blind schedule
+      again from `initial`.
     - **Estimated** once progress moved: the fastest pace is the faster of the pace since
       the last reading before the first move (up to a step further than read) and the pace
       over about the last half of the moves (each reading taken when its value was first
