@@ -227,7 +227,7 @@ class PollPolicy:
         default=1800.0, validator=_check_max_estimated_interval
     )
     drift: float = attrs.field(default=2.0, validator=_check_factor)
-    lateness: float = attrs.field(default=0.1, validator=_check_share)
+    lateness: float = attrs.field(default=0.2, validator=_check_share)
     early_end: int = attrs.field(default=5, validator=_check_early_end)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
@@ -326,6 +326,8 @@ class Pace:
         "_mid_t",
         "_phase",
         "_policy",
+        "_prev_p",
+        "_prev_t",
         "_seen_t",
         "_start",
         "_status",
@@ -349,6 +351,9 @@ class Pace:
         self._last_t, self._last_p = 0.0, -1  # the last reading
         self._seen_t = 0.0  # when the last reading's value was first seen
         self._before_t = 0.0  # the reading before that: progress was still below it then
+        # The value before the last one, when it was first seen: the present pace is the
+        # last move's, from it to the last reading.
+        self._prev_t, self._prev_p = 0.0, 0
         self._step = 0  # the steps progress moves in: the gcd of the readings
 
     def answered(self, now: float, job: Job) -> float:
@@ -374,9 +379,12 @@ class Pace:
             if self._mid_p < 0:  # the first move: the window starts here
                 self._win_t, self._win_p = now, progress
                 self._mid_t, self._mid_p = now, progress
-            elif now - self._mid_t >= self._mid_t - self._win_t:
-                self._win_t, self._win_p = self._mid_t, self._mid_p
-                self._mid_t, self._mid_p = now, progress
+                self._prev_t, self._prev_p = now, progress
+            else:
+                if now - self._mid_t >= self._mid_t - self._win_t:
+                    self._win_t, self._win_p = self._mid_t, self._mid_p
+                    self._mid_t, self._mid_p = now, progress
+                self._prev_t, self._prev_p = self._seen_t, self._last_p
             self._before_t, self._seen_t = self._last_t, now
         elif self._mid_p < 0:
             self._base_t = now  # still at the phase's first value
@@ -412,6 +420,16 @@ class Pace:
         blind = self._blind()
         return max(blind, policy._jittered(still))
 
+    def _reaches(self, now: float, target: int, speed: float) -> float:
+        # The earliest time progress can reach `target` at `speed` (percent per second): it
+        # may be up to a step past the last reading now, and was below it at the poll before
+        # the reading's value was first seen.
+        progress = self._last_p
+        return max(
+            now + (target - progress - self._step) / speed,
+            self._before_t + (target - progress) / speed,
+        )
+
     def _estimated(self, now: float) -> float:
         policy = self._policy
         progress, step = self._last_p, self._step
@@ -421,8 +439,18 @@ class Pace:
         if self._seen_t > self._win_t:
             fastest = max(fastest, (progress - self._win_p) / (self._seen_t - self._win_t))
         speed = policy.drift * fastest
-        left = 100 - policy.early_end - progress
-        end = max(now + (left - step) / speed, self._before_t + left / speed)
+        # An early end needs a reading of 100 - early_end percent, in whole steps...
+        early = min(100, -(-(100 - policy.early_end) // step) * step)
+        end = self._reaches(now, early, speed)
+        if self._seen_t > self._prev_t:
+            # ... and the time left at the present pace (the last move's, times drift) to be
+            # at most early_end / (100 - early_end) of the time watched: the end it comes
+            # early by is a share of the job's run in time too, not only in percent. A job
+            # that creeps through its last percent is not about to end.
+            present = policy.drift * (progress - self._prev_p) / (self._seen_t - self._prev_t)
+            share = policy.early_end / (100 - policy.early_end)
+            timely = (self._reaches(now, 100, present) + share * self._phase) / (1 + share)
+            end = min(self._reaches(now, 100, speed), max(end, timely))
         tolerance = self._tolerance(now)
         wait = min(end - now, now - self._phase, policy.max_estimated_interval)
         return policy._jittered(max(tolerance, wait))
