@@ -144,20 +144,21 @@ class PollPolicy:
     The defaults suit jobs that take seconds to hours. The first poll is immediate. Until the
     job's progress moves, the next come after 2, 4, 8, 16 seconds, doubling each time up to
     one every 30 seconds (the blind schedule, `delays()`). Once progress moves, each reading
-    bounds the job's end from below, assuming it will not move more than `drift` times as
-    fast as it has, and may end once past `100 - early_end` percent; the policy waits until
-    that earliest end, then polls every `lateness` of the job's age (at most every 45 s), so
-    a job that keeps to the model is seen that late at most (see `Pace`). A steady job of two
-    hours costs about 32 polls instead of about 270, and is seen done within 45 s. Each delay
-    is shortened by up to 20% at random, so waiters started together drift apart.
-    `progress_aware=False` keeps the blind schedule throughout.
+    bounds the job's end from below, assuming its pace grows at most `drift` times for each
+    doubling of its age over the pace it has shown, and that it may end early only once past
+    `100 - early_end` percent and within `early_end` percent of its run in time; the policy
+    waits until that earliest end, then polls every `lateness` of the job's age (at most
+    every 45 s), so a job that keeps to the model is seen that late at most (see `Pace`). A
+    steady job of two hours costs about 33 polls instead of about 270, and is seen done
+    within 45 s. Each delay is shortened by up to 20% at random, so waiters started
+    together drift apart. `progress_aware=False` keeps the blind schedule throughout.
 
     On made-up jobs of ten families of progress curves, 10 s to 4 h
-    (benchmarks/bench_schedule.py, held-out seeds): 3.7x to 4.9x fewer polls than plain
+    (benchmarks/bench_schedule.py, held-out seeds): 3.9x to 5.1x fewer polls than plain
     doubling backoff with a lower p95 lateness on steady, accelerating, changing-rate,
-    queued, paused and abruptly ending jobs; 2.2x to 2.4x on jobs whose progress slows
+    queued, paused and abruptly ending jobs; 2.6x to 2.9x on jobs whose progress slows
     towards the end or moves in steps of 10% or more, where the end may come at any moment
-    over a long stretch.
+    over a long stretch, or progress reads 0 for a long start.
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
@@ -195,15 +196,18 @@ class PollPolicy:
             status has been watched either, so a job that outruns the model is seen late by
             at most its own age, and at most this. Lower it to bound the lateness of jobs that
             may end abruptly long before their progress says.
-        drift: how many times faster than the fastest pace seen so far a job may move until
-            its end (2; at least 1). Larger is safer for jobs that speed up, and costs more
-            polls: each wait covers about `1 / drift` of the time the job may have left. A
-            queued job (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
+        drift: how many times faster a job may move each time its age doubles, over the pace
+            its readings have shown (2; at least 1): a job whose pace grows with its age is
+            within the model, and near its end, where its age hardly grows, it cannot speed up
+            much. Larger is safer for jobs that speed up, and costs more polls. A queued job
+            (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
         lateness: once the end may come at any moment, how late a job may be seen, as a
-            share of its age (0.1; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
+            share of its age (0.2; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
             often a job that reports no progress is polled once the blind schedule is slower.
-        early_end: how many percent short of 100 a job may end (5): from `100 - early_end`
-            percent on, the end may come at any moment. 0 trusts progress to reach 100.
+        early_end: how many percent short of 100 a job may end (8), in progress and in time:
+            the end may come once a reading is `100 - early_end` percent or more (in the steps
+            progress moves in) and the job has run `100 - early_end` percent of the time it
+            needs to reach 100 at its present pace. 0 trusts progress to reach 100.
         clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
         sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
             tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
@@ -228,7 +232,7 @@ class PollPolicy:
     )
     drift: float = attrs.field(default=2.0, validator=_check_factor)
     lateness: float = attrs.field(default=0.2, validator=_check_share)
-    early_end: int = attrs.field(default=5, validator=_check_early_end)
+    early_end: int = attrs.field(default=8, validator=_check_early_end)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
@@ -280,16 +284,17 @@ _STILL = 1.5
 class Pace:
     """One wait's place in its policy's schedule: the delay before each next poll.
 
-    The model: a job that reports progress keeps, until its end, a pace no faster than
-    `drift` times the fastest its readings have shown, and may end once its progress reaches
-    `100 - early_end` percent; each reading is rounded down to the steps progress moves in.
-    So every reading bounds the end from below: the progress left, at `drift` times that
-    pace, counted from now (progress may be up to a step past the reading) and from the poll
-    before the reading's value was first seen (progress was below it then). The pace waits
-    for the later of the two bounds, the earliest end, but never less than the tolerance
-    (`lateness` of the time since the first poll, from `initial` to 1.5 x `max_interval`) and
-    never more than the time it has watched the job's current status, nor
-    `max_estimated_interval`; from the earliest end on, it polls every tolerance.
+    The model: a job that reports progress moves, from now on, no faster than the fastest
+    pace its readings allow, times `drift` for each doubling of the time its status has
+    been watched (its age); each reading is rounded down to the steps progress moves in, and
+    a value was reached after the poll before the one that first saw it. It ends at 100%,
+    or early: once it reads `100 - early_end` percent (in whole steps), and no sooner than
+    `100 - early_end` percent of the time it would need to reach 100 at its present pace
+    (its last move's). So every reading bounds the end from below. The pace waits for that
+    earliest end, but never less than the tolerance (`lateness` of the time since the first
+    poll, from `initial` to 1.5 x `max_interval`) and never more than the time it has
+    watched the job's current status, nor `max_estimated_interval`; from the earliest end
+    on, it polls every tolerance.
 
     In detail:
 
@@ -300,15 +305,18 @@ class Pace:
       runs: it is polled every `1 / drift` of its age (up to `max_estimated_interval`) once
       that is the longer. A new status, or progress going back, starts the blind schedule
       again from `initial`.
-    - **Estimated** once progress moved: the fastest pace is the faster of the pace since
-      the last reading before the first move (up to a step further than read) and the pace
-      over about the last half of the moves (each reading taken when its value was first
-      seen). The bounds hold at every poll, so a job that pauses is polled about as sparsely
-      as it is far from its end, and a job that speeds up by no more than `drift` is seen
-      within a tolerance of its end.
-    - A job that outruns the model (it speeds up by more than `drift`, or ends while
-      reporting less than `100 - early_end` percent) is seen late by at most the wait in
-      progress: at most the time its status has been watched, and `max_estimated_interval`.
+    - **Estimated** once progress moved: the fastest pace is, after one move, the pace since
+      the last reading before it (up to a step further than read); after more, the faster
+      of the paces from the first value progress moved to and over about the last half of
+      the moves, to the last reading (each value reached by the poll that first saw it, and
+      the last one after the poll before). With its pace growing with age, a job is
+      waited for in ever larger shares of the time it has left, and near its end, where its
+      age hardly grows, in nearly all of it. The bounds hold at every poll, so a job that
+      pauses is polled about as sparsely as it is far from its end, and a job whose pace
+      grows no faster than its age allows is seen within a tolerance of its end.
+    - A job that outruns the model (its pace jumps, or it ends while reporting less than
+      `100 - early_end` percent) is seen late by at most the wait in progress: at most the
+      time its status has been watched, and `max_estimated_interval`.
 
     A pace is a handful of plain numbers (int, float, str or None) and its policy, so a wait
     can be saved and resumed exactly; the schedule depends only on the policy (its `rng`
@@ -319,6 +327,8 @@ class Pace:
         "_base_p",
         "_base_t",
         "_before_t",
+        "_first_p",
+        "_first_t",
         "_index",
         "_last_p",
         "_last_t",
@@ -354,6 +364,7 @@ class Pace:
         # The value before the last one, when it was first seen: the present pace is the
         # last move's, from it to the last reading.
         self._prev_t, self._prev_p = 0.0, 0
+        self._first_t, self._first_p = 0.0, 0  # the first value progress moved to, when seen
         self._step = 0  # the steps progress moves in: the gcd of the readings
 
     def answered(self, now: float, job: Job) -> float:
@@ -380,6 +391,7 @@ class Pace:
                 self._win_t, self._win_p = now, progress
                 self._mid_t, self._mid_p = now, progress
                 self._prev_t, self._prev_p = now, progress
+                self._first_t, self._first_p = now, progress
             else:
                 if now - self._mid_t >= self._mid_t - self._win_t:
                     self._win_t, self._win_p = self._mid_t, self._mid_p
@@ -420,37 +432,56 @@ class Pace:
         blind = self._blind()
         return max(blind, policy._jittered(still))
 
-    def _reaches(self, now: float, target: int, speed: float) -> float:
-        # The earliest time progress can reach `target` at `speed` (percent per second): it
-        # may be up to a step past the last reading now, and was below it at the poll before
-        # the reading's value was first seen.
+    def _fastest(self, now: float) -> float:
+        # The fastest pace the readings allow, in percent per second. With one move only:
+        # since the last reading before it (the base), progress being up to a step past the
+        # reading now (the first move came at a later poll than the base, so the time
+        # between is above 0 on any sane clock). Then: from the first value progress moved
+        # to, and over about the last half of the moves, to the last reading; each value
+        # was reached at or before the poll that first saw it, and the last one after the
+        # poll before that.
         progress = self._last_p
-        return max(
-            now + (target - progress - self._step) / speed,
-            self._before_t + (target - progress) / speed,
-        )
+        if self._seen_t <= self._first_t:
+            return (progress + self._step - self._base_p) / max(now - self._base_t, 1e-9)
+        fastest = 0.0
+        for since_t, since_p in ((self._first_t, self._first_p), (self._win_t, self._win_p)):
+            until = self._before_t if self._before_t > since_t else self._seen_t
+            if until > since_t:
+                fastest = max(fastest, (progress - since_p) / (until - since_t))
+        return fastest
+
+    def _reaches(self, now: float, target: int, pace: float) -> float:
+        # The earliest time progress can reach `target` from the last reading, at `pace`
+        # (percent per second) growing `drift` times for each doubling of the time the
+        # status has been watched: the pace at age a is at most pace * (a / age) ** log2(drift)
+        # from now on, so reaching it takes the age to age * (1 + (k+1) left / (pace age))
+        # ** (1 / (k+1)). Progress may be up to a step past the reading now, and no further
+        # than `pace` has taken it since the poll before the reading's value was first seen.
+        progress = self._last_p
+        left = target - progress - min(self._step, pace * (now - self._before_t))
+        if left <= 0:
+            return now
+        age = max(now - self._phase, 1e-9)
+        power = math.log2(self._policy.drift) + 1
+        return self._phase + age * math.pow(1 + power * left / (pace * age), 1 / power)
 
     def _estimated(self, now: float) -> float:
         policy = self._policy
         progress, step = self._last_p, self._step
-        # The fastest pace the readings allow, in percent per second (the first move came
-        # at a later poll than the base, so the time between is above 0 on any sane clock).
-        fastest = (progress + step - self._base_p) / max(now - self._base_t, 1e-9)
-        if self._seen_t > self._win_t:
-            fastest = max(fastest, (progress - self._win_p) / (self._seen_t - self._win_t))
-        speed = policy.drift * fastest
+        fastest = self._fastest(now)
         # An early end needs a reading of 100 - early_end percent, in whole steps...
         early = min(100, -(-(100 - policy.early_end) // step) * step)
-        end = self._reaches(now, early, speed)
+        end = self._reaches(now, early, fastest)
         if self._seen_t > self._prev_t:
-            # ... and the time left at the present pace (the last move's, times drift) to be
-            # at most early_end / (100 - early_end) of the time watched: the end it comes
-            # early by is a share of the job's run in time too, not only in percent. A job
-            # that creeps through its last percent is not about to end.
-            present = policy.drift * (progress - self._prev_p) / (self._seen_t - self._prev_t)
-            share = policy.early_end / (100 - policy.early_end)
-            timely = (self._reaches(now, 100, present) + share * self._phase) / (1 + share)
-            end = min(self._reaches(now, 100, speed), max(end, timely))
+            # ... and no sooner than 100 - early_end percent of the time the job would need
+            # to reach 100 at its present pace (the last move's): a job ends early by a share
+            # of its run in time too, not only in percent. A job that creeps through its
+            # last percent is not about to end.
+            present = (progress - self._prev_p) / (self._seen_t - self._prev_t)
+            timely = self._phase + (self._reaches(now, 100, present) - self._phase) * (
+                1 - policy.early_end / 100
+            )
+            end = min(self._reaches(now, 100, fastest), max(end, timely))
         tolerance = self._tolerance(now)
         wait = min(end - now, now - self._phase, policy.max_estimated_interval)
         return policy._jittered(max(tolerance, wait))

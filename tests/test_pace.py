@@ -57,11 +57,14 @@ def tolerance(policy: PollPolicy, age: float) -> float:
     return min(max(policy.initial, policy.lateness * age), 1.5 * policy.max_interval)
 
 
-#: Curves whose pace never exceeds the fastest already shown: the model's promise holds.
+#: Curves within the model: the pace never grows more than `drift` (2) times for each doubling
+#: of the job's age over the pace its readings have shown, and the end comes at 100% or once
+#: past 92%: the model's promise holds.
 KEEPS_ITS_PACE = [
     pytest.param(lambda x: 100 * x, id="steady"),
+    pytest.param(lambda x: 100 * x * x, id="accelerating"),
     pytest.param(lambda x: 100 * (1 - (1 - x) ** 2), id="decelerating"),
-    pytest.param(lambda x: 100 * min(x / 0.4, 0.5 + max(0.0, x - 0.7) / 0.6), id="paused"),
+    pytest.param(lambda x: 100 * min(x / 0.8, 0.5 + max(0.0, x - 0.6) / 0.8), id="paused"),
     pytest.param(lambda x: 10 * math.floor(10 * x), id="steps-of-10"),
     pytest.param(lambda x: 96 * x, id="ends-at-96"),
 ]
@@ -100,6 +103,32 @@ def test_a_job_that_speeds_up_within_drift_is_seen_within_a_tolerance(duration: 
     curve = lambda x: 75 * x if x < 2 / 3 else 50 + 150 * (x - 2 / 3)  # noqa: E731
     _, latency, _ = run(policy, duration, curve)
     assert 0 <= latency <= tolerance(policy, duration)
+
+
+def test_a_job_creeping_through_its_last_percents_is_not_polled_every_tolerance() -> None:
+    """An early end comes no sooner than 92% of the time the job needs to reach 100% at its
+    present pace: at 96% after 600 s for the last percent, at the age of 10,000 s, the end
+    is minutes away; after 20 s for it, the end may come at any moment."""
+    policy = PollPolicy(jitter=0)
+    for last_move, wait in ((600, 5 * tolerance(policy, 10000)), (20, 0)):
+        pace = policy.pace()
+        pace.answered(0, job(0))
+        pace.answered(100, job(10))
+        pace.answered(10000 - last_move, job(95))
+        delay = pace.answered(10000, job(96))
+        assert delay > wait if wait else delay == tolerance(policy, 10000)
+
+
+def test_coarse_steps_wait_for_the_next_step() -> None:
+    """Progress in steps of 20%: after 80% the end needs a reading of 92%, that is the next
+    step, so the wait covers most of a step (2000 s here) instead of polling every
+    tolerance from half a step on."""
+    pace = PollPolicy(jitter=0).pace()
+    for now, progress in [(0, 0), (1000, 0), (1040, 20), (3000, 20), (3040, 40)]:
+        pace.answered(now, job(progress))
+    for now, progress in [(5000, 40), (5040, 60), (7000, 60)]:
+        pace.answered(now, job(progress))
+    assert pace.answered(7040, job(80)) > 1500
 
 
 def test_a_wrong_estimate_costs_at_most_the_time_watched() -> None:
@@ -264,7 +293,7 @@ def test_a_pace_is_plain_numbers_and_its_policy() -> None:
     pace = policy.pace()
     run(policy, 3600, lambda x: 100 * x, pace)
     assert not hasattr(pace, "__dict__")
-    assert len(Pace.__slots__) <= 18
+    assert len(Pace.__slots__) <= 20
     for name in Pace.__slots__:
         value = getattr(pace, name)
         if name == "_policy":
