@@ -6,9 +6,11 @@ apart instead of polling in step. Unlike backoff's `full_jitter`, the share is b
 (`jitter`), so the first waits never collapse towards zero; and the random numbers come from
 the policy's own `rng`, so a test can make a schedule repeat exactly.
 
-Progress-aware schedule (the default): the service reports `progress` in percent, so from two
-readings a pace can tell how fast a job moves and poll close to its predicted end instead of
-every 30 s. How, and the guards that keep a wrong prediction cheap, are in `Pace`.
+Progress-aware schedule (the default): the service reports `progress` in percent, so every
+reading bounds how soon a job can end, given how fast it has moved; a pace waits until that
+earliest end and polls closely only from there, instead of every 30 s. The model, its three
+options (`drift`, `early_end`, `lateness`) and the guards that keep a wrong prediction cheap
+are in `Pace`.
 """
 
 from __future__ import annotations
@@ -30,37 +32,6 @@ if TYPE_CHECKING:
 
 __all__ = ["Pace", "PollPolicy"]
 
-# The progress-aware schedule's constants (see `Pace`); tuned on benchmarks/bench_schedule.py.
-#: Share of the predicted time left that one wait covers while the end is far.
-_AIM = 0.8
-#: No wait longer than this share of the time the wait has watched the job so far...
-_AGE_SHARE = 1.0
-#: ... or this share once a new estimate has confirmed the one before it (see `Pace`).
-_CONFIRMED_AGE_SHARE = 2.0
-#: An estimate agrees with the one before when their ends differ by at most the tolerance or
-#: this share of the time left.
-_AGREEMENT = 0.1
-#: Progress that has not moved for this many of its steps at the estimated rate is a miss:
-#: no wait is then longer than the time since it last moved.
-_MISSED_STEPS = 2
-#: Once the end may come, polls come every this share of the job's age (within initial and
-#: max_interval): the lateness accepted, relative to how long the job has run.
-_TOLERANCE = 0.05
-#: Past the predicted end, the delay grows by `factor` up to this many times max_interval.
-_OVERDUE_CAP = 1.5
-#: A job that has shown no progress yet is polled at least every this share of its age, up
-#: to `_SILENT_CAP` times max_interval: silent for 15 minutes, about every 45 s.
-_SILENCE = 0.05
-_SILENT_CAP = 1.5
-#: The last wait before the predicted end aims this share of the tolerance past it.
-_FINAL = 0.5
-#: Progress that moves in steps of at least this many percent has its moves dated (see `Pace`)
-#: and, once the slowest steady pace they allow is within `_DATED` times the fastest and the
-#: end at most `_DATED_STEPS` steps away at that pace, one wait aims just past the end.
-_COARSE = 5
-_DATED = 2.0
-_DATED_STEPS = 4
-
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < math.inf:
@@ -76,9 +47,9 @@ def _not_negative(_policy: PollPolicy, attribute: attrs.Attribute[float], value:
         )
 
 
-def _check_factor(_policy: PollPolicy, _attribute: attrs.Attribute[float], value: float) -> None:
+def _check_factor(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
-        raise ConfigurationError(f"factor must be a number of 1 or more, got {value!r}")
+        raise ConfigurationError(f"{attribute.name} must be a number of 1 or more, got {value!r}")
 
 
 def _check_max_interval(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -97,6 +68,18 @@ def _check_jitter(_policy: PollPolicy, _attribute: attrs.Attribute[float], value
 def _check_max_failures(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigurationError(f"max_failures must be a whole number of 1 or more, got {value!r}")
+
+
+def _check_share(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
+        raise ConfigurationError(
+            f"{attribute.name} must be a fraction above 0, up to 1, got {value!r}"
+        )
+
+
+def _check_early_end(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 100:
+        raise ConfigurationError(f"early_end must be a whole percent from 0 to 99, got {value!r}")
 
 
 def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
@@ -127,6 +110,26 @@ def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value:
         raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
 
 
+def _blind_table(policy: PollPolicy) -> tuple[float, ...]:
+    # The blind delays before jitter, filled once per policy from `backoff.expo` (which yields
+    # initial * factor**n, then max_interval for ever) up to the first that repeats: every
+    # pace indexes this table, so a pace holds an index rather than a generator. Options out
+    # of range give no table; the validators, which run next, refuse them.
+    delays: list[float] = []
+    try:
+        nominal = backoff.expo(
+            base=policy.factor, factor=policy.initial, max_value=policy.max_interval
+        )
+        next(nominal)  # primed, as backoff itself does
+        for delay in nominal:
+            delays.append(delay)
+            if delay >= policy.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
+                break
+    except (TypeError, ValueError, OverflowError):
+        return ()
+    return tuple(delays)
+
+
 def _shared_random() -> float:
     # Looked up at each call, not bound at import: a pickled policy then refers to the random
     # module of the process it lands in, rather than carrying a copy of one generator's state
@@ -140,18 +143,22 @@ class PollPolicy:
 
     The defaults suit jobs that take seconds to hours. The first poll is immediate. Until the
     job's progress moves, the next come after 2, 4, 8, 16 seconds, doubling each time up to
-    one every 30 seconds (the blind schedule, `delays()`). Once progress moves, the policy
-    estimates when the job will end and aims its polls there (see `Pace`): a linear job of two
-    hours then costs about 25 polls instead of about 250, and is seen done about as soon. Each
-    delay is shortened by up to 20% at random, so waiters started together drift apart.
-    `progress_aware=False` keeps the blind schedule throughout.
+    one every 30 seconds (the blind schedule, `delays()`). Once progress moves, each reading
+    bounds the job's end from below, assuming its pace grows at most `drift` times for each
+    doubling of its age over the pace it has shown, and that it may end early only once past
+    `100 - early_end` percent and within `early_end` percent of its run in time; the policy
+    waits until that earliest end, then polls every `lateness` of the job's age (at most
+    every 45 s), so a job that keeps to the model is seen that late at most (see `Pace`). A
+    steady job of two hours costs about 33 polls instead of about 270, and is seen done
+    within 45 s. Each delay is shortened by up to 20% at random, so waiters started
+    together drift apart. `progress_aware=False` keeps the blind schedule throughout.
 
-    The blind schedule doubles from 2 s, rather than growing 1 s by half, because the
-    progress-aware schedule falls back on it until progress moves: that saves about 3 polls on
-    every job longer than a minute, and lets the default meet its target in
-    benchmarks/bench_schedule.py (at least 3x fewer polls than plain doubling backoff, with a
-    lower p95 latency) on 6 of its 7 shapes of progress instead of 2 (medians of seeds 1-3);
-    the seventh, stepwise progress, meets it too since its moves are dated (see `Pace`).
+    On made-up jobs of ten families of progress curves, 10 s to 4 h
+    (benchmarks/bench_schedule.py, held-out seeds): 3.9x to 5.1x fewer polls than plain
+    doubling backoff with a lower p95 lateness on steady, accelerating, changing-rate,
+    queued, paused and abruptly ending jobs; 2.6x to 2.9x on jobs whose progress slows
+    towards the end or moves in steps of 10% or more, where the end may come at any moment
+    over a long stretch, or progress reads 0 for a long start.
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
@@ -190,12 +197,23 @@ class PollPolicy:
             for hours and still be fine.
         progress_aware: aim polls at the end predicted from the progress the job reports
             (True, the default); False polls on the blind schedule whatever the job says.
-        max_estimated_interval: the longest wait a prediction may ask for, in seconds (600,
-            at least `max_interval`). Waits this long happen only while the prediction puts
-            the end far away, and never exceed the time the wait has already watched the job,
-            or twice that once a second prediction agreed with the first (so a wrong
-            prediction costs at most about the job's own age). Lower it to bound the
-            lateness when a job may end abruptly long before its progress says.
+        max_estimated_interval: the longest wait a prediction may ask for, in seconds (1800,
+            at least `max_interval`). No wait is longer than the time the job's current
+            status has been watched either, so a job that outruns the model is seen late by
+            at most its own age, and at most this. Lower it to bound the lateness of jobs that
+            may end abruptly long before their progress says.
+        drift: how many times faster a job may move each time its age doubles, over the pace
+            its readings have shown (2; at least 1): a job whose pace grows with its age is
+            within the model, and near its end, where its age hardly grows, it cannot speed up
+            much. Larger is safer for jobs that speed up, and costs more polls. A queued job
+            (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
+        lateness: once the end may come at any moment, how late a job may be seen, as a
+            share of its age (0.2; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
+            often a job that reports no progress is polled once the blind schedule is slower.
+        early_end: how many percent short of 100 a job may end (8), in progress and in time:
+            the end may come once a reading is `100 - early_end` percent or more (in the steps
+            progress moves in) and the job has run `100 - early_end` percent of the time it
+            needs to reach 100 at its present pace. 0 trusts progress to reach 100.
         clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
         sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
             tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
@@ -217,8 +235,11 @@ class PollPolicy:
     stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
     progress_aware: bool = attrs.field(default=True, validator=_check_bool)
     max_estimated_interval: float = attrs.field(
-        default=600.0, validator=_check_max_estimated_interval
+        default=1800.0, validator=_check_max_estimated_interval
     )
+    drift: float = attrs.field(default=2.0, validator=_check_factor)
+    lateness: float = attrs.field(default=0.2, validator=_check_share)
+    early_end: int = attrs.field(default=8, validator=_check_early_end)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
@@ -228,6 +249,10 @@ class PollPolicy:
     )
     rng: Callable[[], float] = attrs.field(
         default=_shared_random, validator=_check_callable, repr=False, eq=False
+    )
+    #: The blind delays before jitter (see `delays()`), derived from the options above.
+    _table: tuple[float, ...] = attrs.field(
+        init=False, repr=False, eq=False, default=attrs.Factory(_blind_table, takes_self=True)
     )
 
     def pace(self) -> Pace:
@@ -243,13 +268,6 @@ class PollPolicy:
         while True:
             yield pace.failed(0.0)
 
-    def _nominal(self) -> Iterator[float]:
-        # backoff.expo(base, factor, max_value) yields factor * base**n, then max_value for
-        # ever; it is primed by one next() first, as backoff itself does.
-        nominal = backoff.expo(base=self.factor, factor=self.initial, max_value=self.max_interval)
-        next(nominal)
-        return nominal
-
     def _jittered(self, delay: float) -> float:
         jitter = self.jitter
         return delay * (1.0 - jitter * self.rng()) if jitter else delay
@@ -262,232 +280,215 @@ class PollPolicy:
         return max(scheduled, min(retry_after, self.max_retry_after))
 
 
+#: Statuses of a job that has not started: it cannot finish before it runs.
+_QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
+#: While the end may come at any moment, the tolerance (`lateness` of the job's age) is
+#: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
+#: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
+_STILL = 1.5
+
+
 class Pace:
     """One wait's place in its policy's schedule: the delay before each next poll.
 
-    A wait (or each job of a fan-out) asks its pace after every poll: `answered` with the job
-    the poll saw, `failed` when it saw none. The delay is computed from those observations
-    and the policy alone, so a schedule can be replayed on made-up observations and a
-    virtual clock. A pace is a few numbers (slots, nothing that grows per poll), since a
-    fan-out holds one per job.
+    The model: a job that reports progress moves, from now on, no faster than the fastest
+    pace its readings allow, times `drift` for each doubling of the time its status has
+    been watched (its age); each reading is rounded down to the steps progress moves in, and
+    a value was reached after the poll before the one that first saw it. It ends at 100%,
+    or early: once it reads `100 - early_end` percent (in whole steps), and no sooner than
+    `100 - early_end` percent of the time it would need to reach 100 at its present pace
+    (its last move's). So every reading bounds the end from below. The pace waits for that
+    earliest end, but never less than the tolerance (`lateness` of the time since the first
+    poll, from `initial` to 1.5 x `max_interval`) and never more than the time it has
+    watched the job's current status, nor `max_estimated_interval`; from the earliest end
+    on, it polls every tolerance.
 
-    With `progress_aware` (the default), `answered` works in three regimes:
+    In detail:
 
-    - **Blind**, until the job's progress has been seen to move (and again after its status
-      changes or its progress goes back, which start a new phase): the blind schedule of
-      `delays()`, as `progress_aware=False` would poll, except that a job silent for long is
-      polled at least every 5% of its age, up to 1.5 x `max_interval` (45 s by default).
-    - **Estimated**, once progress moved: the rate comes from a window over about the last
-      half of the moves, each taken when its value was first seen (so a plateau, or the time
-      between two steps, counts in full), or from the window's recent half when that is
-      faster (a job that speeds up). The end is the earliest that rate allows given that a
-      reading is rounded down to the steps progress moves in (e.g. 10 for 10, 20, 30) and was
-      reached after the reading before. While that end is far, each wait covers 80% of the
-      time left to it, so the polls close in on it; the wait that would get within the
-      tolerance aims just past the end instead, so one poll catches a job that keeps its pace.
-      No wait is longer than the time the wait has watched the job so far (twice that once a
-      new estimate agreed with the one before it), nor `max_estimated_interval`; and once
-      progress has stood still for two of its steps at the estimated rate (a plateau, a stall
-      before a jump), nor than the time it has stood still. A job that speeds up, or ends
-      abruptly, is thus seen at most about its own age (and at most 10 minutes) late, and in
-      practice far less.
-    - **Overdue**, once the earliest end has come without the end: the end may come at any
-      moment, so polls come every tolerance (5% of the job's age, from `initial` to
-      `max_interval`), growing by `factor` while progress stands still, up to
-      1.5 x `max_interval`. A stall at 99% thus costs about one poll per 45 s, as blind
-      polling would. Any move of progress makes a new estimate.
+    - **Blind** until progress moves in the current status (and after every failed poll):
+      the delays of `PollPolicy.delays()`, from one table per policy that every pace
+      indexes; a running job silent for long is polled every tolerance once that is the
+      longer. A queued job (CREATED, PERSISTED, SCHEDULED, WAITING) cannot finish before it
+      runs: it is polled every `1 / drift` of its age (up to `max_estimated_interval`) once
+      that is the longer. A new status, or progress going back, starts the blind schedule
+      again from `initial`.
+    - **Estimated** once progress moved: the fastest pace is, after one move, the pace since
+      the last reading before it (up to a step further than read); after more, the faster
+      of the paces from the first value progress moved to and over about the last half of
+      the moves, to the last reading (each value reached by the poll that first saw it, and
+      the last one after the poll before). With its pace growing with age, a job is
+      waited for in ever larger shares of the time it has left, and near its end, where its
+      age hardly grows, in nearly all of it. The bounds hold at every poll, so a job that
+      pauses is polled about as sparsely as it is far from its end, and a job whose pace
+      grows no faster than its age allows is seen within a tolerance of its end.
+    - A job that outruns the model (its pace jumps, or it ends while reporting less than
+      `100 - early_end` percent) is seen late by at most the wait in progress: at most the
+      time its status has been watched, and `max_estimated_interval`.
 
-    Progress in coarse steps (readings all multiples of 5 or more, e.g. 10, 20, 30) says
-    little between its moves, and a reading tells only that its step came some time since
-    the poll before: on a long job, minutes. So each poll also bounds the seconds per percent
-    a steady pace may take, relative to the phase's first move (dated closely by the blind
-    schedule): the step it reads came by then, the next one not yet. The end is then at
-    least what the slowest such pace gives, and the overdue window that follows is narrow.
-    Once those bounds are within a factor 2 of each other, the end at most 4 steps away and
-    no later than the fastest such pace allows, one wait aims just past the end instead of
-    closing in on it (readings before the end would tell nothing new); bounds that disagree
-    (not a steady pace) are no longer used in that phase.
-
-    The estimate uses the readings only, never the wall clock or other jobs, so a schedule is
-    deterministic given the policy's `rng` and the times passed in.
+    A pace is a handful of plain numbers (int, float, str or None) and its policy, so a wait
+    can be saved and resumed exactly; the schedule depends only on the policy (its `rng`
+    included) and the times and readings passed in.
     """
 
     __slots__ = (
-        "_anchor_p",
-        "_anchor_t",
-        "_confirmed",
-        "_end",
-        "_first_hi",
-        "_first_lo",
+        "_base_p",
+        "_base_t",
+        "_before_t",
         "_first_p",
+        "_first_t",
+        "_index",
         "_last_p",
         "_last_t",
         "_mid_p",
         "_mid_t",
-        "_moved_t",
-        "_nominal",
-        "_overdue",
-        "_per_hi",
-        "_per_lo",
+        "_phase",
         "_policy",
+        "_prev_p",
+        "_prev_t",
+        "_seen_t",
         "_start",
         "_status",
         "_step",
+        "_win_p",
+        "_win_t",
     )
 
     def __init__(self, policy: PollPolicy) -> None:
         self._policy = policy
-        self._nominal = policy._nominal()
+        self._index = 0  # the next blind delay: an index into the policy's table
         self._status: str | None = None  # None until the first answer
-        self._start = 0.0  # when the first answer came: the job's age is counted from it
+        self._start = 0.0  # when the first answer came: the job's age counts from it
+        self._phase = 0.0  # when the current status was first seen
+        self._base_t, self._base_p = 0.0, 0  # the last reading before progress first moved
+        # The rate window, over readings taken when their value was first seen: from `win`
+        # to the latest; `mid` splits it and becomes its start once the newer half is as long
+        # as the older, so the window spans about the last half of the moves.
+        self._win_t, self._win_p = 0.0, 0
+        self._mid_t, self._mid_p = 0.0, -1  # -1: progress has not moved in this status
         self._last_t, self._last_p = 0.0, -1  # the last reading
-        self._moved_t = 0.0  # when the last reading's progress was first seen
-        # The rate window, over readings where progress was first seen at a value: from the
-        # anchor (at first the phase's first reading) to the latest; the mid reading becomes
-        # the anchor once it is the older half, so the window spans about the last half of
-        # the moves, and a plateau or the time between steps stays inside it.
-        self._anchor_t, self._anchor_p = 0.0, 0
-        self._mid_t, self._mid_p = 0.0, -1  # -1: no move seen in this phase
+        self._seen_t = 0.0  # when the last reading's value was first seen
+        self._before_t = 0.0  # the reading before that: progress was still below it then
+        # The value before the last one, when it was first seen: the present pace is the
+        # last move's, from it to the last reading.
+        self._prev_t, self._prev_p = 0.0, 0
+        self._first_t, self._first_p = 0.0, 0  # the first value progress moved to, when seen
         self._step = 0  # the steps progress moves in: the gcd of the readings
-        # Coarse steps: the phase's first move (its value, and the polls around it), and the
-        # bounds on the seconds per percent that the moves since allow at a steady pace.
-        self._first_lo, self._first_hi, self._first_p = 0.0, 0.0, 0
-        self._per_lo, self._per_hi = 0.0, math.inf
-        self._end = math.nan  # the earliest plausible end, from the last move
-        self._confirmed = False  # whether that end agreed with the estimate before it
-        self._overdue = 0.0  # the last delay past that end; 0 before it
 
     def answered(self, now: float, job: Job) -> float:
         """The delay after a poll at `now` that saw `job` (not a terminal one)."""
-        policy = self._policy
-        if not policy.progress_aware:
-            return policy._jittered(next(self._nominal))
+        if not self._policy.progress_aware:
+            return self._blind()
         progress = job.progress
         if job.raw_status != self._status or progress < self._last_p:
-            # The first answer, or a new phase: what was learnt of the rate no longer holds,
+            # The first answer, or a new phase: what was learnt of the pace no longer holds,
             # and the phase may be short, so the blind schedule starts again from `initial`.
             if self._status is None:
-                self._start = now
+                self._start = now  # the blind schedule goes on from the failures before
             else:
-                self._nominal = policy._nominal()
+                self._index = 0
             self._status = job.raw_status
-            self._anchor_t, self._anchor_p = now, progress
+            self._phase = now
+            self._base_t, self._base_p = now, progress
             self._mid_p = -1
-            self._end = math.nan
-            self._confirmed = False
-            self._overdue = 0.0
-            self._last_t, self._last_p, self._moved_t = now, progress, now
-            return policy._jittered(self._blind(now))
+            self._last_t, self._last_p, self._seen_t = now, progress, now
+            return self._unmoved(now)
         if progress > self._last_p:
-            self._estimate(now, progress)
-        elif self._step >= _COARSE and self._mid_p >= 0:
-            self._dated(now, progress)  # the pace is no faster than this reading allows
+            self._step = math.gcd(self._step, progress)
+            if self._mid_p < 0:  # the first move: the window starts here
+                self._win_t, self._win_p = now, progress
+                self._mid_t, self._mid_p = now, progress
+                self._prev_t, self._prev_p = now, progress
+                self._first_t, self._first_p = now, progress
+            else:
+                if now - self._mid_t >= self._mid_t - self._win_t:
+                    self._win_t, self._win_p = self._mid_t, self._mid_p
+                    self._mid_t, self._mid_p = now, progress
+                self._prev_t, self._prev_p = self._seen_t, self._last_p
+            self._before_t, self._seen_t = self._last_t, now
+        elif self._mid_p < 0:
+            self._base_t = now  # still at the phase's first value
         self._last_t, self._last_p = now, progress
         if self._mid_p < 0:
-            return policy._jittered(self._blind(now))
-        return policy._jittered(self._estimated(now))
+            return self._unmoved(now)
+        return self._estimated(now)
 
     def failed(self, now: float) -> float:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
-        return self._policy._jittered(next(self._nominal))
+        return self._blind()
 
-    def _estimate(self, now: float, progress: int) -> None:
-        # Progress moved since the last reading, to `progress`: a new estimate of the end.
-        if self._mid_p < 0:
-            self._mid_t, self._mid_p = now, progress
-            self._first_lo, self._first_hi, self._first_p = self._last_t, now, progress
-            self._per_lo, self._per_hi = 0.0, math.inf
-        elif now - self._mid_t >= self._mid_t - self._anchor_t:
-            self._anchor_t, self._anchor_p = self._mid_t, self._mid_p
-            self._mid_t, self._mid_p = now, progress
-        step = math.gcd(self._step, progress)
-        if step != self._step:
-            self._per_lo = 0.0  # its bound assumed a longer step
-        self._step = step
-        # The rate over the window, or over its recent half when that is faster (a job that
-        # speeds up): both from readings first seen at their value, so a plateau or the
-        # time between two steps counts in full.
-        rate = (progress - self._anchor_p) / (now - self._anchor_t)
-        if self._anchor_t < self._mid_t < now:
-            rate = max(rate, (progress - self._mid_p) / (now - self._mid_t))
-        # The reading is rounded down to a step and was reached after the last reading:
-        # the earliest end those allow at that rate.
-        left = 100 - progress
-        end = max(self._last_t + left / rate, now + (left - step) / rate)
-        if step >= _COARSE:
-            end = max(end, self._dated(now, progress))
-        previous = self._end
-        self._confirmed = abs(end - previous) <= max(
-            self._tolerance(now), _AGREEMENT * (end - now)
-        )  # False when there was no estimate before (nan)
-        # When progress was reached, at a guess: at the previous estimate's rate, if that
-        # puts it before now (the job fell behind that estimate, then stood still).
-        moved = now
-        if previous > self._moved_t:
-            before = (100 - self._last_p) / (previous - self._moved_t)
-            guess = self._last_t + (progress - self._last_p) / before
-            if guess < (self._last_t + now) / 2:
-                moved = guess
-        self._moved_t = moved
-        self._end = end
-        self._overdue = 0.0
-
-    def _dated(self, now: float, progress: int) -> float:
-        # Coarse steps: at `now` progress had reached `progress` and not the step after, and
-        # its first move came between the two polls around it; so at a steady pace, each
-        # poll bounds the seconds per percent, and the bounds of all polls hold together.
-        # The earliest end the slowest pace they allow gives; -inf once they disagree (not a
-        # steady pace).
-        moved = progress - self._first_p
-        self._per_lo = max(self._per_lo, (now - self._first_hi) / (moved + self._step))
-        if moved > 0:
-            self._per_hi = min(self._per_hi, (now - self._first_lo) / moved)
-        if self._per_lo > self._per_hi:
-            return -math.inf
-        return self._first_lo + (100 - self._first_p) * self._per_lo
-
-    def _blind(self, now: float) -> float:
+    def _blind(self) -> float:
         policy = self._policy
-        stretched = min(_SILENCE * (now - self._start), _SILENT_CAP * policy.max_interval)
-        return max(next(self._nominal), stretched)
+        table = policy._table
+        delay = table[min(self._index, len(table) - 1)]
+        self._index += 1
+        return policy._jittered(delay)
 
     def _tolerance(self, now: float) -> float:
         policy = self._policy
-        return min(max(policy.initial, _TOLERANCE * (now - self._start)), policy.max_interval)
+        return min(
+            max(policy.initial, policy.lateness * (now - self._start)),
+            _STILL * policy.max_interval,
+        )
+
+    def _unmoved(self, now: float) -> float:
+        policy = self._policy
+        if self._status in _QUEUED:
+            still = min((now - self._start) / policy.drift, policy.max_estimated_interval)
+        else:
+            still = self._tolerance(now)
+        blind = self._blind()
+        return max(blind, policy._jittered(still))
+
+    def _fastest(self, now: float) -> float:
+        # The fastest pace the readings allow, in percent per second. With one move only:
+        # since the last reading before it (the base), progress being up to a step past the
+        # reading now (the first move came at a later poll than the base, so the time
+        # between is above 0 on any sane clock). Then: from the first value progress moved
+        # to, and over about the last half of the moves, to the last reading; each value
+        # was reached at or before the poll that first saw it, and the last one after the
+        # poll before that.
+        progress = self._last_p
+        if self._seen_t <= self._first_t:
+            return (progress + self._step - self._base_p) / max(now - self._base_t, 1e-9)
+        fastest = 0.0
+        for since_t, since_p in ((self._first_t, self._first_p), (self._win_t, self._win_p)):
+            until = self._before_t if self._before_t > since_t else self._seen_t
+            if until > since_t:
+                fastest = max(fastest, (progress - since_p) / (until - since_t))
+        return fastest
+
+    def _reaches(self, now: float, target: int, pace: float) -> float:
+        # The earliest time progress can reach `target` from the last reading, at `pace`
+        # (percent per second) growing `drift` times for each doubling of the time the
+        # status has been watched: the pace at age a is at most pace * (a / age) ** log2(drift)
+        # from now on, so reaching it takes the age to age * (1 + (k+1) left / (pace age))
+        # ** (1 / (k+1)). Progress may be up to a step past the reading now, and no further
+        # than `pace` has taken it since the poll before the reading's value was first seen.
+        progress = self._last_p
+        left = target - progress - min(self._step, pace * (now - self._before_t))
+        if left <= 0:
+            return now
+        age = max(now - self._phase, 1e-9)
+        power = math.log2(self._policy.drift) + 1
+        return self._phase + age * math.pow(1 + power * left / (pace * age), 1 / power)
 
     def _estimated(self, now: float) -> float:
         policy = self._policy
+        progress, step = self._last_p, self._step
+        fastest = self._fastest(now)
+        # An early end needs a reading of 100 - early_end percent, in whole steps...
+        early = min(100, -(-(100 - policy.early_end) // step) * step)
+        end = self._reaches(now, early, fastest)
+        if self._seen_t > self._prev_t:
+            # ... and no sooner than 100 - early_end percent of the time the job would need
+            # to reach 100 at its present pace (the last move's): a job ends early by a share
+            # of its run in time too, not only in percent. A job that creeps through its
+            # last percent is not about to end.
+            present = (progress - self._prev_p) / (self._seen_t - self._prev_t)
+            timely = self._phase + (self._reaches(now, 100, present) - self._phase) * (
+                1 - policy.early_end / 100
+            )
+            end = min(self._reaches(now, 100, fastest), max(end, timely))
         tolerance = self._tolerance(now)
-        remaining = self._end - now
-        if remaining > tolerance:
-            share = _CONFIRMED_AGE_SHARE if self._confirmed else _AGE_SHARE
-            longest = min(share * (now - self._start), policy.max_estimated_interval)
-            still = now - self._moved_t
-            rate = (100 - self._last_p) / (self._end - self._moved_t)
-            if still * rate > _MISSED_STEPS * self._step:
-                # Progress should have moved by now and has not: the rate no longer holds
-                # (a plateau, or a stall before a jump); wait no longer than it stood still.
-                longest = min(longest, max(tolerance, still))
-            wait = _AIM * remaining
-            per_lo, per_hi = self._per_lo, self._per_hi
-            if (
-                self._step >= _COARSE
-                and 0 < per_lo <= per_hi <= _DATED * per_lo
-                and remaining <= _DATED_STEPS * self._step * per_hi
-                and self._first_hi + (100 - self._first_p) * per_hi >= self._end
-            ):
-                # Coarse steps whose moves date a steady pace, a few steps from the end: the
-                # readings before it tell little more, so one wait aims past the earliest
-                # end, longer by the jitter to come (up to a tolerance) so as to land there.
-                landing = 1.0 - policy.jitter
-                wait = max(
-                    remaining + _FINAL * tolerance,
-                    min(remaining / landing if landing else math.inf, remaining + tolerance),
-                )
-            elif remaining - wait < tolerance:
-                wait = remaining + _FINAL * tolerance
-            return max(tolerance, min(wait, longest))
-        if self._overdue:
-            self._overdue = min(self._overdue * policy.factor, _OVERDUE_CAP * policy.max_interval)
-        self._overdue = max(self._overdue, tolerance)
-        return self._overdue
+        wait = min(end - now, now - self._phase, policy.max_estimated_interval)
+        return policy._jittered(max(tolerance, wait))

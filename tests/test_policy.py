@@ -107,6 +107,11 @@ def test_retry_delay_honours_retry_after_up_to_the_cap(
         pytest.param(
             {"max_estimated_interval": 10}, r"max_estimated_interval \(10 s\)", id="estimated"
         ),
+        pytest.param({"drift": 0.9}, "drift must be a number of 1 or more", id="drift-below-1"),
+        pytest.param({"lateness": 0}, "lateness must be a fraction", id="lateness-zero"),
+        pytest.param({"lateness": 1.5}, "lateness must be a fraction", id="lateness-big"),
+        pytest.param({"early_end": 100}, "early_end must be a whole percent", id="early-100"),
+        pytest.param({"early_end": 2.5}, "early_end must be a whole percent", id="early-float"),
     ],
 )
 def test_bad_options_are_refused(options: dict[str, Any], message: str) -> None:
@@ -132,8 +137,8 @@ def test_policy_is_frozen_with_a_readable_repr() -> None:
     assert repr(policy) == (
         "PollPolicy(initial=2.0, factor=2.0, max_interval=30.0, jitter=0.2, max_failures=10, "
         "max_retry_after=300.0, not_found_grace=0.0, first_contact_grace=10.0, "
-        "stall_timeout=None, progress_aware=True, "
-        "max_estimated_interval=600.0)"
+        "stall_timeout=None, progress_aware=True, max_estimated_interval=1800.0, drift=2.0, "
+        "lateness=0.2, early_end=8)"
     )
 
 
