@@ -10,7 +10,7 @@ import math
 import socket
 import traceback
 import types
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Coroutine, Iterator
 from typing import Any
 
 import aiohttp
@@ -190,26 +190,34 @@ async def test_a_second_cancellation_during_cleanup_loses_no_job(
     assert no_other_tasks()
 
 
+class BlocksOnce:
+    """An async `on_update` whose first call blocks until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def __call__(self, job: Job) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.Event().wait()
+
+    async def cancel_inside(self, step: Coroutine[Any, Any, object]) -> None:
+        """Run `step` until it is inside the blocked call, then cancel it."""
+        task = asyncio.ensure_future(step)
+        await self.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
 async def test_a_cancellation_during_on_update_loses_no_job(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy
 ) -> None:
     """A job whose async `on_update` is cancelled is still reported when iteration resumes."""
     job_ids = [service.add_job(duration=0) for _ in range(3)]
-    entered = asyncio.Event()
-    calls: list[Job] = []
-
-    async def on_update(job: Job) -> None:
-        calls.append(job)
-        if len(calls) == 1:
-            entered.set()
-            await asyncio.Event().wait()  # blocks until cancelled
-
+    on_update = BlocksOnce()
     fanout = wait_for_jobs(client, job_ids, policy=policy, on_update=on_update, max_in_flight=1)
-    task = asyncio.ensure_future(anext(fanout))
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await on_update.cancel_inside(anext(fanout))
     async with fanout:
         reported = [result.job_id async for result in fanout]
     assert sorted(reported) == sorted(job_ids)
@@ -221,19 +229,9 @@ async def test_a_lone_wait_cancelled_in_on_update_still_yields_the_snapshot(
 ) -> None:
     """`wait_for_job`'s iterator hands out a snapshot whose `on_update` was cancelled next."""
     job_id = service.add_job(duration=0)
-    entered = asyncio.Event()
-
-    async def on_update(job: Job) -> None:
-        if not entered.is_set():
-            entered.set()
-            await asyncio.Event().wait()
-
+    on_update = BlocksOnce()
     wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
-    task = asyncio.ensure_future(anext(wait))
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await on_update.cancel_inside(anext(wait))
     assert [job.status.value async for job in wait] == ["FINISHED"]
 
 
@@ -831,18 +829,8 @@ async def test_an_awaited_wait_owes_no_stale_snapshot(
 ) -> None:
     """Awaited to its end after an `on_update` was cancelled, the wait yields nothing more."""
     job_id = service.add_job(duration=0)
-    entered = asyncio.Event()
-
-    async def on_update(job: Job) -> None:
-        if not entered.is_set():
-            entered.set()
-            await asyncio.Event().wait()
-
+    on_update = BlocksOnce()
     wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
-    task = asyncio.ensure_future(wait._outcome())
-    await entered.wait()
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
+    await on_update.cancel_inside(wait._outcome())
     assert (await wait).succeeded
     assert [job async for job in wait] == []
