@@ -286,6 +286,9 @@ _QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
 #: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
 #: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
 _STILL = 1.5
+#: How many moves in a row must each be slower than the one before for a job to count as
+#: slowing down: fewer could be the chance of when the polls fell within each move.
+_FALLS = 3
 
 
 class Pace:
@@ -297,11 +300,14 @@ class Pace:
     a value was reached after the poll before the one that first saw it. It ends at 100%,
     or early: once it reads `100 - early_end` percent (in whole steps), and no sooner than
     `100 - early_end` percent of the time it would need to reach 100 at its present pace
-    (its last move's). So every reading bounds the end from below. The pace waits for that
-    earliest end, but never less than the tolerance (`lateness` of the time since the first
-    poll, from `initial` to 1.5 x `max_interval`) and never more than the time it has
-    watched the job's current status, nor `max_estimated_interval`; from the earliest end
-    on, it polls every tolerance.
+    (its last move's); but past `100 - early_end` percent, a job whose moves were each
+    slower than the one before, three or more in a row (by at most `drift` times: more is a
+    pause), and `drift` times slower in all, keeps slowing: it ends at 100, no sooner than
+    its present pace takes it there. So every reading bounds the end from below. The pace
+    waits for that earliest end, but never less than the tolerance (`lateness` of the time
+    since the first poll, from `initial` to 1.5 x `max_interval`) and never more than the
+    time it has watched the job's current status, nor `max_estimated_interval`; from the
+    earliest end on, it polls every tolerance.
 
     In detail:
 
@@ -321,9 +327,16 @@ class Pace:
       age hardly grows, in nearly all of it. The bounds hold at every poll, so a job that
       pauses is polled about as sparsely as it is far from its end, and a job whose pace
       grows no faster than its age allows is seen within a tolerance of its end.
-    - A job that outruns the model (its pace jumps, or it ends while reporting less than
-      `100 - early_end` percent) is seen late by at most the wait in progress: at most the
-      time its status has been watched, and `max_estimated_interval`.
+    - **Slowing** near its end: a job that creeps through its last percents would otherwise
+      be polled every tolerance from `100 - early_end` percent on, since a reading may be a
+      step from 100 and its fastest pace allows that step at any moment. Three moves in a
+      row each slower than the one before are evidence that it keeps slowing; a move over
+      `drift` times slower than the one before is taken for a pause instead (after which the
+      job may move at its earlier pace), and breaks the run.
+    - A job that outruns the model (its pace jumps, it ends while reporting less than
+      `100 - early_end` percent, or it speeds up again after slowing down near its end) is
+      seen late by at most the wait in progress: at most the time its status has been
+      watched, and `max_estimated_interval`.
 
     A pace is a handful of plain numbers (int, float, str or None) and its policy, so a wait
     can be saved and resumed exactly; the schedule depends only on the policy (its `rng`
@@ -334,6 +347,8 @@ class Pace:
         "_base_p",
         "_base_t",
         "_before_t",
+        "_falls",
+        "_fell_from",
         "_first_p",
         "_first_t",
         "_index",
@@ -372,6 +387,9 @@ class Pace:
         # last move's, from it to the last reading.
         self._prev_t, self._prev_p = 0.0, 0
         self._first_t, self._first_p = 0.0, 0  # the first value progress moved to, when seen
+        # How many moves in a row were each slower than the one before (by at most `drift`
+        # times), and the pace of the move before the first of them.
+        self._falls, self._fell_from = 0, 0.0
         self._step = 0  # the steps progress moves in: the gcd of the readings
 
     def answered(self, now: float, job: Job) -> float:
@@ -390,6 +408,7 @@ class Pace:
             self._phase = now
             self._base_t, self._base_p = now, progress
             self._mid_p = -1
+            self._falls = 0
             self._last_t, self._last_p, self._seen_t = now, progress, now
             return self._unmoved(now)
         if progress > self._last_p:
@@ -403,6 +422,7 @@ class Pace:
                 if now - self._mid_t >= self._mid_t - self._win_t:
                     self._win_t, self._win_p = self._mid_t, self._mid_p
                     self._mid_t, self._mid_p = now, progress
+                self._slowed(now, progress)
                 self._prev_t, self._prev_p = self._seen_t, self._last_p
             self._before_t, self._seen_t = self._last_t, now
         elif self._mid_p < 0:
@@ -411,6 +431,21 @@ class Pace:
         if self._mid_p < 0:
             return self._unmoved(now)
         return self._estimated(now)
+
+    def _slowed(self, now: float, progress: int) -> None:
+        # Counts the moves in a row that were each slower than the one before, by at most
+        # `drift` times: a longer gap is taken for a pause, not a slowing. The first move
+        # (from the phase's first value) has no pace of its own to compare.
+        move = (progress - self._last_p) / max(now - self._seen_t, 1e-9)
+        before = 0.0
+        if self._seen_t > self._prev_t:
+            before = (self._last_p - self._prev_p) / (self._seen_t - self._prev_t)
+        if before / self._policy.drift <= move <= before:
+            if not self._falls:
+                self._fell_from = before
+            self._falls += 1
+        else:
+            self._falls = 0
 
     def failed(self, now: float) -> float:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
@@ -488,7 +523,16 @@ class Pace:
             timely = self._phase + (self._reaches(now, 100, present) - self._phase) * (
                 1 - policy.early_end / 100
             )
-            end = min(self._reaches(now, 100, fastest), max(end, timely))
+            soonest = self._reaches(now, 100, fastest)
+            if (
+                progress >= early
+                and self._falls >= _FALLS
+                and self._fell_from >= policy.drift * present
+            ):
+                # A job slowing down steadily near its end keeps slowing: it ends at 100,
+                # no sooner than its present pace takes it there.
+                soonest = timely = self._reaches(now, 100, present)
+            end = min(soonest, max(end, timely))
         tolerance = self._tolerance(now)
         wait = min(end - now, now - self._phase, policy.max_estimated_interval)
         return policy._jittered(max(tolerance, wait))

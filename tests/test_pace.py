@@ -64,6 +64,7 @@ KEEPS_ITS_PACE = [
     pytest.param(lambda x: 100 * x, id="steady"),
     pytest.param(lambda x: 100 * x * x, id="accelerating"),
     pytest.param(lambda x: 100 * (1 - (1 - x) ** 2), id="decelerating"),
+    pytest.param(lambda x: 100 * (1 - (1 - x) ** 3), id="decelerating-more"),
     pytest.param(lambda x: 100 * min(x / 0.8, 0.5 + max(0.0, x - 0.6) / 0.8), id="paused"),
     pytest.param(lambda x: 10 * math.floor(10 * x), id="steps-of-10"),
     pytest.param(lambda x: 96 * x, id="ends-at-96"),
@@ -133,6 +134,40 @@ def test_a_job_creeping_through_its_last_percents_is_not_polled_every_tolerance(
         pace.answered(10000 - last_move, job(95))
         delay = pace.answered(10000, job(96))
         assert delay > wait if wait else delay == tolerance(policy, 10000)
+
+
+#: First-seen readings of a job slowing down near its end: 0.01, 0.007, 0.005 and 0.0035%
+#: per second over its last four moves, each under 2 (`drift`) times slower than the one
+#: before, 2.9 times slower in all.
+SLOWING = [(0, 0), (100, 10), (6000, 90), (6400, 94), (6686, 96), (6886, 97)]
+
+
+def test_a_job_slowing_down_near_its_end_is_waited_for_at_its_present_pace() -> None:
+    """Past 92%, three moves in a row each slower than the one before (by at most `drift`
+    times, by `drift` times in all) say the job keeps slowing: at 98% after 286 s for the
+    last percent, 100% is a percent away at that pace, so the wait is most of 286 s instead
+    of a tolerance (45 s), as it is when nothing says the job slows down."""
+    policy = PollPolicy(jitter=0)
+    pace = policy.pace()
+    for now, progress in SLOWING:
+        pace.answered(now, job(progress))
+    assert 200 < pace.answered(7172, job(98)) < 286
+
+    steady = policy.pace()
+    for now, progress in [(0, 0), (100, 10), (6000, 90), (6300, 95), (6600, 97)]:
+        steady.answered(now, job(progress))
+    assert steady.answered(6750, job(98)) == tolerance(policy, 6750)
+
+
+def test_a_pause_is_not_taken_for_a_slowing() -> None:
+    """A move more than `drift` times slower than the one before is a pause, after which
+    the job may move at its fastest pace again: at 98% after 1114 s for the last percent,
+    the wait is no longer than the last percent takes at the fastest pace its readings
+    allow (88% in 6786 s: 77 s)."""
+    pace = PollPolicy(jitter=0).pace()
+    for now, progress in SLOWING:
+        pace.answered(now, job(progress))
+    assert pace.answered(8000, job(98)) < 77
 
 
 def test_coarse_steps_wait_for_the_next_step() -> None:
@@ -309,7 +344,7 @@ def test_a_pace_is_plain_numbers_and_its_policy() -> None:
     pace = policy.pace()
     run(policy, 3600, lambda x: 100 * x, pace)
     assert not hasattr(pace, "__dict__")
-    assert len(Pace.__slots__) <= 20
+    assert len(Pace.__slots__) <= 22
     for name in Pace.__slots__:
         value = getattr(pace, name)
         if name == "_policy":
