@@ -286,7 +286,7 @@ _QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
 #: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
 #: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
 _STILL = 1.5
-#: How many moves in a row must each be slower than the one before for a job to count as
+#: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
 
@@ -300,14 +300,14 @@ class Pace:
     a value was reached after the poll before the one that first saw it. It ends at 100%,
     or early: once it reads `100 - early_end` percent (in whole steps), and no sooner than
     `100 - early_end` percent of the time it would need to reach 100 at its present pace
-    (its last move's); but past `100 - early_end` percent, a job whose moves were each
-    slower than the one before, three or more in a row (by at most `drift` times: more is a
-    pause), and `drift` times slower in all, keeps slowing: it ends at 100, no sooner than
-    its present pace takes it there. So every reading bounds the end from below. The pace
-    waits for that earliest end, but never less than the tolerance (`lateness` of the time
-    since the first poll, from `initial` to 1.5 x `max_interval`) and never more than the
-    time it has watched the job's current status, nor `max_estimated_interval`; from the
-    earliest end on, it polls every tolerance.
+    (its last move's); but past `100 - early_end` percent, a job whose last three moves or
+    more were slower than the move before them (none over `drift` times slower than the one
+    before it: that is a pause) and whose last is `drift` times slower keeps slowing: it
+    ends at 100, no sooner than the faster of its last two moves takes it there. So every
+    reading bounds the end from below. The pace waits for that earliest end, but never less
+    than the tolerance (`lateness` of the time since the first poll, from `initial` to 1.5 x
+    `max_interval`) and never more than the time it has watched the job's current status,
+    nor `max_estimated_interval`; from the earliest end on, it polls every tolerance.
 
     In detail:
 
@@ -330,9 +330,11 @@ class Pace:
     - **Slowing** near its end: a job that creeps through its last percents would otherwise
       be polled every tolerance from `100 - early_end` percent on, since a reading may be a
       step from 100 and its fastest pace allows that step at any moment. Three moves in a
-      row each slower than the one before are evidence that it keeps slowing; a move over
-      `drift` times slower than the one before is taken for a pause instead (after which the
-      job may move at its earlier pace), and breaks the run.
+      row slower than the move before them, the last `drift` times slower, are evidence
+      that it keeps slowing (one or two could be the chance of when the polls fell). A move
+      over `drift` times slower than the one before is taken for a pause instead, and
+      breaks the run; a shorter pause within the last move is covered by waiting only as
+      long as the move before it allows.
     - A job that outruns the model (its pace jumps, it ends while reporting less than
       `100 - early_end` percent, or it speeds up again after slowing down near its end) is
       seen late by at most the wait in progress: at most the time its status has been
@@ -347,6 +349,7 @@ class Pace:
         "_base_p",
         "_base_t",
         "_before_t",
+        "_earlier",
         "_falls",
         "_fell_from",
         "_first_p",
@@ -387,9 +390,11 @@ class Pace:
         # last move's, from it to the last reading.
         self._prev_t, self._prev_p = 0.0, 0
         self._first_t, self._first_p = 0.0, 0  # the first value progress moved to, when seen
-        # How many moves in a row were each slower than the one before (by at most `drift`
-        # times), and the pace of the move before the first of them.
+        # How many moves in a row were slower than the move before them (each by at most
+        # `drift` times than the one before), and that move's pace; the pace of the move
+        # before the last.
         self._falls, self._fell_from = 0, 0.0
+        self._earlier = 0.0
         self._step = 0  # the steps progress moves in: the gcd of the readings
 
     def answered(self, now: float, job: Job) -> float:
@@ -433,14 +438,15 @@ class Pace:
         return self._estimated(now)
 
     def _slowed(self, now: float, progress: int) -> None:
-        # Counts the moves in a row that were each slower than the one before, by at most
-        # `drift` times: a longer gap is taken for a pause, not a slowing. The first move
-        # (from the phase's first value) has no pace of its own to compare.
+        # Counts the moves in a row that were slower than the move before them, each by at
+        # most `drift` times than the one before: a longer gap is taken for a pause, not a
+        # slowing. The first move (from the phase's first value) has no pace to compare.
         move = (progress - self._last_p) / max(now - self._seen_t, 1e-9)
         before = 0.0
         if self._seen_t > self._prev_t:
             before = (self._last_p - self._prev_p) / (self._seen_t - self._prev_t)
-        if before / self._policy.drift <= move <= before:
+        self._earlier = before
+        if before / self._policy.drift <= move <= (self._fell_from if self._falls else before):
             if not self._falls:
                 self._fell_from = before
             self._falls += 1
@@ -529,9 +535,10 @@ class Pace:
                 and self._falls >= _FALLS
                 and self._fell_from >= policy.drift * present
             ):
-                # A job slowing down steadily near its end keeps slowing: it ends at 100,
-                # no sooner than its present pace takes it there.
-                soonest = timely = self._reaches(now, 100, present)
+                # A job slowing down near its end keeps slowing: it ends at 100, no sooner
+                # than the faster of its last two moves takes it there (the last one may
+                # have spanned a short pause).
+                soonest = timely = self._reaches(now, 100, max(present, self._earlier))
             end = min(soonest, max(end, timely))
         tolerance = self._tolerance(now)
         wait = min(end - now, now - self._phase, policy.max_estimated_interval)

@@ -138,20 +138,21 @@ def test_a_job_creeping_through_its_last_percents_is_not_polled_every_tolerance(
 
 #: First-seen readings of a job slowing down near its end: 0.01, 0.007, 0.005 and 0.0035%
 #: per second over its last four moves, each under 2 (`drift`) times slower than the one
-#: before, 2.9 times slower in all.
+#: before, the last 2.9 times slower than the first.
 SLOWING = [(0, 0), (100, 10), (6000, 90), (6400, 94), (6686, 96), (6886, 97)]
 
 
-def test_a_job_slowing_down_near_its_end_is_waited_for_at_its_present_pace() -> None:
-    """Past 92%, three moves in a row each slower than the one before (by at most `drift`
-    times, by `drift` times in all) say the job keeps slowing: at 98% after 286 s for the
-    last percent, 100% is a percent away at that pace, so the wait is most of 286 s instead
-    of a tolerance (45 s), as it is when nothing says the job slows down."""
+def test_a_job_slowing_down_near_its_end_is_waited_for_at_its_last_paces() -> None:
+    """Past 92%, three moves in a row slower than the move before them (each by at most
+    `drift` times than the one before, the last by `drift` times) say the job keeps slowing:
+    at 98% after 286 s for the last percent and 200 s for the one before, 100% is at least a
+    percent away at the faster of the two, so the wait is most of 200 s instead of a
+    tolerance (45 s), as it is when nothing says the job slows down."""
     policy = PollPolicy(jitter=0)
     pace = policy.pace()
     for now, progress in SLOWING:
         pace.answered(now, job(progress))
-    assert 200 < pace.answered(7172, job(98)) < 286
+    assert 150 < pace.answered(7172, job(98)) <= 200
 
     steady = policy.pace()
     for now, progress in [(0, 0), (100, 10), (6000, 90), (6300, 95), (6600, 97)]:
@@ -344,7 +345,7 @@ def test_a_pace_is_plain_numbers_and_its_policy() -> None:
     pace = policy.pace()
     run(policy, 3600, lambda x: 100 * x, pace)
     assert not hasattr(pace, "__dict__")
-    assert len(Pace.__slots__) <= 22
+    assert len(Pace.__slots__) <= 23
     for name in Pace.__slots__:
         value = getattr(pace, name)
         if name == "_policy":
