@@ -146,17 +146,18 @@ class PollPolicy:
     one every 30 seconds (the blind schedule, `delays()`). Once progress moves, each reading
     bounds the job's end from below, assuming its pace grows at most `drift` times for each
     doubling of its age over the pace it has shown, and that it may end early only once past
-    `100 - early_end` percent and within `early_end` percent of its run in time; the policy
-    waits until that earliest end, then polls every `lateness` of the job's age (at most
-    every 45 s), so a job that keeps to the model is seen that late at most (see `Pace`). A
-    steady job of two hours costs about 33 polls instead of about 270, and is seen done
-    within 45 s. Each delay is shortened by up to 20% at random, so waiters started
-    together drift apart. `progress_aware=False` keeps the blind schedule throughout.
+    `100 - early_end` percent and within `early_end` percent of its run in time, and that a
+    job slowing down steadily near its end keeps slowing; the policy waits until that
+    earliest end, then polls every `lateness` of the job's age (at most every 45 s), so a
+    job that keeps to the model is seen that late at most (see `Pace`). A steady job of two
+    hours costs about 33 polls instead of about 270, and is seen done within 45 s. Each
+    delay is shortened by up to 20% at random, so waiters started together drift apart.
+    `progress_aware=False` keeps the blind schedule throughout.
 
     On made-up jobs of ten families of progress curves, 10 s to 4 h
-    (benchmarks/bench_schedule.py, held-out seeds): 3.9x to 5.1x fewer polls than plain
+    (benchmarks/bench_schedule.py, held-out seeds): 4.0x to 5.2x fewer polls than plain
     doubling backoff with a lower p95 lateness on steady, accelerating, changing-rate,
-    queued, paused and abruptly ending jobs; 2.6x to 2.9x on jobs whose progress slows
+    queued, paused and abruptly ending jobs; 3.0x to 3.4x on jobs whose progress slows
     towards the end or moves in steps of 10% or more, where the end may come at any moment
     over a long stretch, or progress reads 0 for a long start.
 
@@ -208,7 +209,7 @@ class PollPolicy:
             much. Larger is safer for jobs that speed up, and costs more polls. A queued job
             (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
         lateness: once the end may come at any moment, how late a job may be seen, as a
-            share of its age (0.2; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
+            share of its age (0.3; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
             often a job that reports no progress is polled once the blind schedule is slower.
         early_end: how many percent short of 100 a job may end (8), in progress and in time:
             the end may come once a reading is `100 - early_end` percent or more (in the steps
@@ -238,7 +239,7 @@ class PollPolicy:
         default=1800.0, validator=_check_max_estimated_interval
     )
     drift: float = attrs.field(default=2.0, validator=_check_factor)
-    lateness: float = attrs.field(default=0.2, validator=_check_share)
+    lateness: float = attrs.field(default=0.3, validator=_check_share)
     early_end: int = attrs.field(default=8, validator=_check_early_end)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
@@ -295,9 +296,10 @@ class Pace:
     """One wait's place in its policy's schedule: the delay before each next poll.
 
     The model: a job that reports progress moves, from now on, no faster than the fastest
-    pace its readings allow, times `drift` for each doubling of the time its status has
-    been watched (its age); each reading is rounded down to the steps progress moves in, and
-    a value was reached after the poll before the one that first saw it. It ends at 100%,
+    pace its readings allow (after its first move, its pace since its status was first
+    seen), times `drift` for each doubling of the time its status has been watched (its
+    age); each reading is rounded down to the steps progress moves in, and a value was
+    reached after the poll before the one that first saw it. It ends at 100%,
     or early: once it reads `100 - early_end` percent (in whole steps), and no sooner than
     `100 - early_end` percent of the time it would need to reach 100 at its present pace
     (its last move's); but past `100 - early_end` percent, a job whose last three moves or
@@ -319,7 +321,7 @@ class Pace:
       that is the longer. A new status, or progress going back, starts the blind schedule
       again from `initial`.
     - **Estimated** once progress moved: the fastest pace is, after one move, the pace since
-      the last reading before it (up to a step further than read); after more, the faster
+      the status was first seen (up to a step further than read); after more, the faster
       of the paces from the first value progress moved to and over about the last half of
       the moves, to the last reading (each value reached by the poll that first saw it, and
       the last one after the poll before). With its pace growing with age, a job is
@@ -347,7 +349,6 @@ class Pace:
 
     __slots__ = (
         "_base_p",
-        "_base_t",
         "_before_t",
         "_earlier",
         "_falls",
@@ -377,7 +378,7 @@ class Pace:
         self._status: str | None = None  # None until the first answer
         self._start = 0.0  # when the first answer came: the job's age counts from it
         self._phase = 0.0  # when the current status was first seen
-        self._base_t, self._base_p = 0.0, 0  # the last reading before progress first moved
+        self._base_p = 0  # the phase's first value
         # The rate window, over readings taken when their value was first seen: from `win`
         # to the latest; `mid` splits it and becomes its start once the newer half is as long
         # as the older, so the window spans about the last half of the moves.
@@ -411,7 +412,7 @@ class Pace:
                 self._index = 0
             self._status = job.raw_status
             self._phase = now
-            self._base_t, self._base_p = now, progress
+            self._base_p = progress
             self._mid_p = -1
             self._falls = 0
             self._last_t, self._last_p, self._seen_t = now, progress, now
@@ -430,8 +431,6 @@ class Pace:
                 self._slowed(now, progress)
                 self._prev_t, self._prev_p = self._seen_t, self._last_p
             self._before_t, self._seen_t = self._last_t, now
-        elif self._mid_p < 0:
-            self._base_t = now  # still at the phase's first value
         self._last_t, self._last_p = now, progress
         if self._mid_p < 0:
             return self._unmoved(now)
@@ -481,16 +480,16 @@ class Pace:
         return max(blind, policy._jittered(still))
 
     def _fastest(self, now: float) -> float:
-        # The fastest pace the readings allow, in percent per second. With one move only:
-        # since the last reading before it (the base), progress being up to a step past the
-        # reading now (the first move came at a later poll than the base, so the time
-        # between is above 0 on any sane clock). Then: from the first value progress moved
-        # to, and over about the last half of the moves, to the last reading; each value
-        # was reached at or before the poll that first saw it, and the last one after the
-        # poll before that.
+        # The fastest pace of the model, in percent per second. With one move only: since
+        # the status was first seen, progress being up to a step past the reading now (the
+        # time a job took to show its first move is the best evidence of its pace; one that
+        # then races ahead is seen late by at most its age). Then: from the first value
+        # progress moved to, and over about the last half of the moves, to the last
+        # reading; each value was reached at or before the poll that first saw it, and the
+        # last one after the poll before that.
         progress = self._last_p
         if self._seen_t <= self._first_t:
-            return (progress + self._step - self._base_p) / max(now - self._base_t, 1e-9)
+            return (progress + self._step - self._base_p) / max(now - self._phase, 1e-9)
         fastest = 0.0
         for since_t, since_p in ((self._first_t, self._first_p), (self._win_t, self._win_p)):
             until = self._before_t if self._before_t > since_t else self._seen_t

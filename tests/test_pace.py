@@ -78,7 +78,7 @@ def test_a_job_that_keeps_its_pace_is_seen_within_a_tolerance(
     curve: Curve, duration: float, seed: int
 ) -> None:
     """A job within the model (its pace grows no more than `drift` per doubling of its age,
-    it ends at 100% or once past 92%) is seen done at most one tolerance late (a fifth of
+    it ends at 100% or once past 92%) is seen done at most one tolerance late (0.3 of
     its duration, at most 45 s): no wait crosses the earliest end its readings allow, and
     from there the polls come every tolerance."""
     policy = seeded(seed)
@@ -171,6 +171,16 @@ def test_a_pause_is_not_taken_for_a_slowing() -> None:
     assert pace.answered(8000, job(98)) < 77
 
 
+def test_the_time_to_a_first_move_bounds_the_pace() -> None:
+    """A job that reads 0 for 1000 s, then 25%, is taken to move at no more than 50% (up to
+    a step further than read) per 1040 s: the wait is most of its age, where a job that
+    might have made its 25% in the last 40 s alone would be polled every tolerance."""
+    pace = PollPolicy(jitter=0).pace()
+    pace.answered(0, job(0))
+    pace.answered(1000, job(0))
+    assert pace.answered(1040, job(25)) > 900
+
+
 def test_coarse_steps_wait_for_the_next_step() -> None:
     """Progress in steps of 20%: after 80% the end needs a reading of 92%, that is the next
     step, so the wait covers most of a step (2000 s here) instead of polling every
@@ -221,17 +231,17 @@ def test_floor_is_initial() -> None:
 
 
 def test_near_the_end_polls_come_every_tolerance() -> None:
-    """Once the earliest end has come, polls come every tolerance: a fifth of the job's
-    age, up to 45 s for an old job."""
+    """Once the earliest end has come, polls come every tolerance: `lateness` (0.3) of the
+    job's age, up to 45 s for an old job."""
     policy = PollPolicy(jitter=0)
     pace = policy.pace()
     pace.answered(0, job(0))
     pace.answered(100, job(10))
-    assert pace.answered(990, job(99)) == 45  # a fifth of 990 s, capped at 1.5 x 30 s
+    assert pace.answered(990, job(99)) == 45  # 0.3 of 990 s, capped at 1.5 x 30 s
     pace = policy.pace()
     pace.answered(0, job(0))
     pace.answered(10, job(10))
-    assert pace.answered(99, job(99)) == pytest.approx(19.8)
+    assert pace.answered(99, job(99)) == pytest.approx(29.7)
 
 
 def test_blind_until_progress_moves() -> None:
@@ -245,8 +255,9 @@ def test_blind_until_progress_moves() -> None:
 
 
 def test_silent_job_is_polled_every_tolerance_up_to_45_s() -> None:
-    """A job that never reports progress is polled on the blind schedule, stretched to a fifth
-    of its age once that is longer, and at most every 45 s: seen at most 45 s late."""
+    """A job that never reports progress is polled on the blind schedule, stretched to 0.3
+    of its age (`lateness`) once that is longer, and at most every 45 s: seen at most 45 s
+    late."""
     polls, latency, delays = run(PollPolicy(initial=1, factor=1.5, jitter=0), 7200, None)
     assert delays[:7] == pytest.approx(BLIND[:7])
     assert max(delays) == 45
@@ -268,7 +279,7 @@ def test_silent_job_against_plain_backoff(seed: int) -> None:
 def test_a_queued_job_is_polled_every_half_its_age() -> None:
     """A SCHEDULED job cannot finish before it runs: polled every 1/drift of its age (up to
     `max_estimated_interval`). Once RUNNING at 0%, it may end at any moment: polled every
-    tolerance (a fifth of its age, up to 45 s) or on the blind schedule, whichever is longer."""
+    tolerance (0.3 of its age, up to 45 s) or on the blind schedule, whichever is longer."""
     policy = PollPolicy(jitter=0)
     pace = policy.pace()
     assert pace.answered(0, job(0, JobStatus.SCHEDULED)) == 2
@@ -278,12 +289,12 @@ def test_a_queued_job_is_polled_every_half_its_age() -> None:
     young = policy.pace()
     young.answered(0, job(0, JobStatus.SCHEDULED))
     young.answered(2, job(0, JobStatus.SCHEDULED))
-    assert young.answered(8, job(0, JobStatus.RUNNING)) == 2  # the blind schedule anew
+    assert young.answered(6, job(0, JobStatus.RUNNING)) == 2  # the blind schedule anew
 
 
 def test_progress_going_backwards_starts_the_blind_schedule_again() -> None:
     """A drop in progress (a restarted stage) forgets the pace: back to `initial`."""
-    pace = PollPolicy(initial=1, factor=1.5, jitter=0).pace()
+    pace = PollPolicy(initial=1, factor=1.5, jitter=0, lateness=0.2).pace()
     pace.answered(0, job(0))
     pace.answered(1, job(10))
     assert pace.answered(2, job(20)) > 1.5  # estimated: longer than the blind schedule's

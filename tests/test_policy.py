@@ -138,7 +138,7 @@ def test_policy_is_frozen_with_a_readable_repr() -> None:
         "PollPolicy(initial=2.0, factor=2.0, max_interval=30.0, jitter=0.2, max_failures=10, "
         "max_retry_after=300.0, not_found_grace=0.0, first_contact_grace=10.0, "
         "stall_timeout=None, progress_aware=True, max_estimated_interval=1800.0, drift=2.0, "
-        "lateness=0.2, early_end=8)"
+        "lateness=0.3, early_end=8)"
     )
 
 

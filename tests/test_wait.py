@@ -618,15 +618,16 @@ async def test_bad_job_id_is_refused_at_once(
 async def test_stall_guard_raises_with_the_last_job(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
-    """A job unchanged for `stall_timeout` raises `JobStalled` carrying it."""
+    """A job unchanged for `stall_timeout` raises `JobStalled` carrying it, at the first
+    poll past it (polls of a silent job come at most 45 s apart)."""
     job_id = service.add_job(duration=86400)
     service.set_job(job_id, status=JobStatus.RUNNING, progress=40)
     policy = PollPolicy(clock=clock, sleep=clock.sleep, jitter=0, stall_timeout=300)
     with pytest.raises(JobStalled, match="has not changed for") as caught:
         await wait_for_job(client, job_id, policy=policy)
     assert caught.value.job.progress == 40
-    assert 300 <= caught.value.unchanged_for < 330
-    assert 300 <= clock.now - clock.start < 330
+    assert 300 <= caught.value.unchanged_for <= 345
+    assert 300 <= clock.now - clock.start <= 345
 
 
 async def test_stall_guard_is_quiet_while_progress_moves(
