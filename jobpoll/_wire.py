@@ -73,15 +73,41 @@ def _structure_str(value: object, _type: object) -> str:
 
 
 def _structure_optional_str(value: object, _type: object) -> str | None:
-    if value is not None and type(value) is not str:
+    # Such a field (the user) holds one of a few values: each is shared by every job rather
+    # than copied per job from each body.
+    if value is None:
+        return None
+    if type(value) is not str:
         raise _not_a_string(value)
-    return value
+    shared = _SHARED.get(value)
+    if shared is None:
+        shared = value
+        if len(_SHARED) < _MAX_SHARED:
+            _SHARED[value] = value
+    return shared
+
+
+#: The strings `_structure_optional_str` shares; bounded, so a server that sends a new user
+#: in every answer costs a copy per job, as without sharing, and nothing more.
+_SHARED: dict[str, str] = {}
+_MAX_SHARED = 256
 
 
 def _structure_status(value: object, _type: object) -> JobStatus:
     if type(value) is not str:
         raise _not_a_string(value)
     return JobStatus.parse(value)
+
+
+def _structure_raw_status(value: object, _type: object) -> str:
+    # The status's own string when the server sent exactly that (nearly always): one string
+    # shared by every job, instead of a copy per job from each body.
+    if type(value) is not str:
+        raise _not_a_string(value)
+    return _STATUS_STRINGS.get(value, value)
+
+
+_STATUS_STRINGS: dict[str, str] = {status.value: status.value for status in JobStatus}
 
 
 def _structure_datetime(value: object, _type: object) -> datetime:
@@ -120,6 +146,7 @@ def _describe(value: object) -> str:
 
 
 _FIELD_HOOKS[Job, "progress"] = _structure_progress
+_FIELD_HOOKS[Job, "raw_status"] = _structure_raw_status
 
 
 def format_timestamp(value: datetime) -> str:
@@ -174,8 +201,34 @@ def _first_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError
     return WireError(str(exc))  # pragma: no cover - cattrs notes every attribute's error
 
 
-def decode_job(body: bytes | str) -> Job:
-    """A `Job` from a response body, or a `WireError` saying what is wrong with it."""
+def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
+    """A `Job` from a response body, or a `WireError` saying what is wrong with it.
+
+    `job_id`: the id asked for; when the body names the same one, the `Job` holds the caller's
+    string rather than a copy read from the body (one string per job, however many polls).
+    """
+    data = _json_object(body)
+    if job_id is not None and data.get("id") == job_id:
+        data["id"] = job_id
+    try:
+        job: Job = _structure_job(data, Job)
+    except cattrs.ClassValidationError as exc:
+        raise _first_field_error(exc, Job) from None
+    return job
+
+
+def _json_object(body: bytes | str) -> dict[str, Any]:
+    """The JSON object a body holds, or a `WireError`."""
+    if type(body) is bytes and body[:2] == b'{"':
+        # What the service sends: UTF-8, as `json.loads` would detect, read without its
+        # detection (a Python function per call) and its dispatch on arguments.
+        try:
+            data = _DECODER.decode(body.decode("utf-8", "surrogatepass"))
+        except (ValueError, RecursionError):
+            pass  # explained by json.loads below, in its own words
+        else:
+            if type(data) is dict:
+                return data
     try:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
@@ -184,13 +237,10 @@ def decode_job(body: bytes | str) -> Job:
         raise WireError("body is not valid JSON (nested too deeply)", malformed=True) from None
     if not isinstance(data, dict):
         raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
-    try:
-        job: Job = _structure_job(data, Job)
-    except cattrs.ClassValidationError as exc:
-        raise _first_field_error(exc, Job) from None
-    return job
+    return data
 
 
+_DECODER = json.JSONDecoder()
 _JSON_KINDS: dict[type, str] = {
     list: "an array",
     str: "a string",

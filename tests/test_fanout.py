@@ -255,7 +255,7 @@ async def test_the_default_bound_is_the_clients_pool() -> None:
     [
         pytest.param(10, 0, 10, id="limit"),
         pytest.param(100, 6, 6, id="per-host"),
-        pytest.param(0, 0, 32, id="unlimited"),
+        pytest.param(0, 0, 100, id="unlimited"),
     ],
 )
 async def test_the_pool_of_a_callers_session(limit: int, per_host: int, pool: int) -> None:
