@@ -199,3 +199,57 @@ def test_any_json_is_a_job_or_a_wire_error(value: object) -> None:
     assert job.created_at.tzinfo is not None
     assert 0 <= job.progress <= 100
     assert job.status is JobStatus.parse(job.raw_status)
+
+
+def test_strings_shared_rather_than_copied() -> None:
+    """The asked id, the status and the user are one string each, however many jobs hold them:
+    a fan-out keeps a job per id, so a copy per job would cost memory per job."""
+    asked = "".join(["35f23c03-1c22-45fe-9484-", "3ffe769325de"])  # not the literal's object
+    body = json.dumps(GOOD)
+    first, second = decode_job(body, job_id=asked), decode_job(body, job_id=asked)
+    assert first.id is asked
+    assert first.raw_status is JobStatus.RUNNING.value
+    assert first.user is second.user
+    assert first == decode_job(body)
+
+
+def test_another_id_is_not_replaced() -> None:
+    """Only the same id is shared: an answer about another job keeps what the body says (the
+    client refuses it, quoting it)."""
+    job = decode_job(json.dumps({**GOOD, "id": "other"}), job_id=GOOD["id"])
+    assert job.id == "other"
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(json.dumps(GOOD).encode("utf-16"), id="utf-16-with-bom"),
+        pytest.param(json.dumps(GOOD).encode("utf-8-sig"), id="utf-8-with-bom"),
+        pytest.param(json.dumps(GOOD, indent=2).encode(), id="indented"),
+        pytest.param(json.dumps(GOOD, ensure_ascii=False).encode() + b"\n", id="trailing-space"),
+    ],
+)
+def test_bodies_json_loads_reads_decode_alike(body: bytes) -> None:
+    """A body in another encoding or layout than the service's reads as `json.loads` reads it."""
+    assert decode_job(body) == decode()
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param(b'{"id": "\xe9t\xe9"}', id="latin-1"),
+        pytest.param(b'{"id": "x"} trailing', id="trailing-data"),
+        pytest.param(b'{"id": ' + b"[" * 100_000, id="deeply-nested"),
+    ],
+)
+def test_broken_bodies_explained_as_json_loads_does(body: bytes) -> None:
+    """A broken body that starts like the service's is still explained in `json.loads`' words."""
+    try:
+        json.loads(body)
+    except (ValueError, RecursionError) as exc:
+        expected = exc
+    with pytest.raises(WireError) as caught:
+        decode_job(body)
+    assert caught.value.malformed
+    if isinstance(expected, ValueError):
+        assert str(caught.value) == f"body is not valid JSON ({expected})"
