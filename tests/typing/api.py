@@ -5,14 +5,17 @@ Not run by pytest; CI type-checks it, so a change that breaks users' annotations
 
 from __future__ import annotations
 
+import json
 import uuid
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 
 import jobpoll
 from jobpoll import (
     ApiError,
+    CheckpointError,
     ClientStateError,
     DecodeError,
     Job,
@@ -96,6 +99,22 @@ async def wait(client: JobsClient, job_id: str) -> Job | None:
         print(cause, timed_out.timeout)
         return timed_out.job
     return final
+
+
+async def resume(client: JobsClient, job_id: str, saved: dict[str, object]) -> Job | None:
+    clock = VirtualClock()
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, wall_clock=clock.wall)
+    first: JobWait = wait_for_job(client, job_id, policy=policy, timeout=60)
+    checkpoint: dict[str, Any] = first.checkpoint()
+    due: str | None = checkpoint["next_poll_at"]
+    print(due, json.dumps(checkpoint))
+    try:
+        again: JobWait = wait_for_job(client, job_id, policy=policy, resume=saved)
+    except CheckpointError as refused:
+        invalid: ValueError = refused
+        print(invalid)
+        return None
+    return await again
 
 
 async def fan_out(client: JobsClient, job_ids: list[str | uuid.UUID]) -> list[JobResult]:
