@@ -23,10 +23,11 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_origin
 
 import attrs
 import cattrs
+from cattrs.cols import list_structure_factory
 from cattrs.preconf.json import make_converter
 
 from jobpoll._client import check_job_id
@@ -244,6 +245,21 @@ def _make_converter() -> cattrs.Converter:
         converter.register_structure_hook(type_ | None, _optional(hook))
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_unstructure_hook(Job, job_to_wire)
+
+    def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
+        items = list_structure_factory(type_, converter)
+
+        def structure(value: object, type_: object) -> Any:
+            if type(value) is not list:  # cattrs alone takes a string for a list of letters
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return items(value, type_)
+
+        return structure
+
+    def is_list(type_: Any) -> bool:
+        return get_origin(type_) is list
+
+    converter.register_structure_hook_factory(is_list, strict_list)
     return converter
 
 

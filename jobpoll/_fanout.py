@@ -9,7 +9,7 @@ import logging
 import math
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
@@ -17,6 +17,16 @@ from uuid import UUID
 import attrs
 import backoff
 
+from jobpoll._checkpoint import (
+    VERSION,
+    FanoutCheckpoint,
+    JobState,
+    Timebase,
+    dump,
+    load_fanout,
+    restore_tracker,
+    save_tracker,
+)
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     ConfigurationError,
@@ -75,6 +85,7 @@ def wait_for_jobs(
     timeout: float | None = None,
     max_in_flight: int | None = None,
     on_update: UpdateCallback | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> JobsWait:
     """Wait for many jobs to end, each on its own schedule, with a bounded number of requests.
 
@@ -118,6 +129,11 @@ def wait_for_jobs(
             jobs (the first, each change, the last), e.g. to report overall progress from a
             worker; it may be a coroutine function. What it raises ends the whole fan-out and
             is raised from the iteration.
+        resume: a checkpoint of a fan-out (`JobsWait.checkpoint()`, through JSON or not) to
+            go on from: its pending jobs go on where they left off, and `job_ids` are added
+            to them (ids the checkpoint holds are not added twice; ids reported before it
+            was taken are not in it, so pass only new ones, or `[]`). The deadline is the
+            checkpoint's, so `timeout` must be None; `policy` is not saved.
 
     Returns:
         A `JobsWait`: an async iterator of `JobResult`, an async context manager that cancels
@@ -126,7 +142,9 @@ def wait_for_jobs(
     Raises:
         InvalidJobId: one of the ids of an iterable could never be sent (raised at once,
             before any poll; the message says which one).
-        ConfigurationError: `timeout` or `max_in_flight` out of range.
+        ConfigurationError: `timeout` or `max_in_flight` out of range, or `timeout` given
+            with `resume`.
+        CheckpointError: `resume` is of an unknown version or not a valid checkpoint.
         TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
     """
     if not isinstance(client, JobsClient):
@@ -151,7 +169,16 @@ def wait_for_jobs(
             f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
         )
     distinct = {} if source is not None else _distinct(job_ids, "job_ids")  # type: ignore[arg-type]
+    saved = None
+    if resume is not None:
+        if timeout is not None:
+            raise ConfigurationError(
+                "timeout= cannot be given with resume=: the deadline is the checkpoint's"
+            )
+        saved = load_fanout(resume)
     fanout = JobsWait(client, policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update)
+    if saved is not None:
+        fanout._restore(saved)
     fanout._extend(distinct)
     fanout._source = source
     return fanout
@@ -326,7 +353,9 @@ class JobsWait:
         # that interrupts the wait for them leaves them here, for the next step or aclose.
         self._dying: set[asyncio.Future[Any]] = set()
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
-        self._ready: deque[JobResult] = deque()
+        # Results to hand out, with their entries (None for an invalid id): still pending,
+        # so a checkpoint holds them.
+        self._ready: deque[tuple[JobResult, _Entry | None]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         # What wakes the scheduler when no poll does: a timer on the event loop, or, with a
         # policy's own `sleep` (a virtual clock), a task sleeping with it.
@@ -460,7 +489,7 @@ class JobsWait:
             self._launch(clock())
             if self._ready:
                 self._reported += 1
-                return self._ready.popleft()
+                return self._ready.popleft()[0]
             if self._source_error is not None:
                 error, self._source_error = self._source_error, None
                 raise _SourceError(error)
@@ -494,7 +523,7 @@ class JobsWait:
         for index in range(start, end):
             job_id = job_ids[index]
             if invalid and job_id in invalid:
-                self._ready.append(JobResult(job_id, None, invalid.pop(job_id)))
+                self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
                 continue
             entry = _Entry(job_id, policy, timeout, index)
             entry._begin(now)
@@ -565,6 +594,81 @@ class JobsWait:
         if self._room is None:
             self._room = asyncio.get_running_loop().create_future()
         return self._room
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
+        them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
+        another.
+
+        It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
+        last snapshot, schedule, counts and when its next poll is due), results ready but not
+        handed out included, the ids added but not set up yet, the deadline, and the fleet's
+        window and pause. A job whose poll is in flight when it is taken is due again at once
+        on resuming; a job seen ended but not handed out is handed out at once, without a
+        poll (one whose result was an error is polled again at once, and decided anew).
+        Not in it: the jobs already reported, an async source's ids not read yet (the source
+        is yours: resume with the ids it has still to give), and ids from a source that
+        could never be sent. Safe to call at any moment, from any task; it sends nothing.
+        About 0.7 KB of JSON per waiting job.
+        """
+        base = Timebase(self._policy)
+        taken_at = base.now
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for due, _index, entry in self._queue:
+            pending.append((entry.index, save_tracker(entry, base, due)))
+        for entry in self._running.values():
+            pending.append((entry.index, save_tracker(entry, base, taken_at)))
+        for _result, ready in self._ready:
+            if ready is None:
+                continue  # an id that could never be sent: nothing to wait for
+            job = ready._job
+            ended = job is not None and job.is_terminal
+            pending.append((ready.index, save_tracker(ready, base, None if ended else taken_at)))
+        pending.sort(key=lambda item: item[0])
+        invalid = self._invalid
+        return dump(
+            FanoutCheckpoint(
+                version=VERSION,
+                taken_at=base.taken_at,
+                timeout=self._timeout,
+                deadline=None if self._deadline is None else base.to_utc(self._deadline),
+                polls=self._polls,
+                window=self._window,
+                pause_until=base.to_utc(self._resume_at) if self._resume_at > taken_at else None,
+                jobs=[JobState(**state) for _index, state in pending],
+                unstarted=[
+                    job_id for job_id in self._job_ids[self._taken :] if job_id not in invalid
+                ],
+            )
+        )
+
+    def _restore(self, saved: FanoutCheckpoint) -> None:
+        """Take the pending jobs of a checkpoint back, without polling."""
+        policy = self._policy
+        base = Timebase(policy, saved.taken_at)
+        self._timeout = timeout = saved.timeout
+        if saved.deadline is not None:
+            self._deadline = base.from_utc(saved.deadline)
+        self._polls = saved.polls
+        self._window = max(1, min(saved.window, self._max_in_flight))
+        if saved.pause_until is not None:
+            self._resume_at = base.from_utc(saved.pause_until)
+        seen, job_ids, queue = self._seen, self._job_ids, self._queue
+        for state in saved.jobs:
+            index = len(job_ids)
+            seen[state.job_id] = None
+            job_ids.append(state.job_id)
+            entry = _Entry(state.job_id, policy, timeout, index)
+            due = restore_tracker(entry, state, base)
+            entry._deadline = self._deadline
+            job = entry._job
+            if job is not None and job.is_terminal:
+                self._report(entry, JobFailedError(job) if job.failed else None)
+            else:
+                queue.append((base.now if due is None else due, index, entry))
+        heapq.heapify(queue)
+        self._taken = len(job_ids)
+        self._extend(saved.unstarted)
 
     def _source_ended(self, error: BaseException | None) -> None:
         self._source_open = False
@@ -700,7 +804,7 @@ class JobsWait:
         return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
     def _report(self, entry: _Entry, error: JobPollError | None) -> None:
-        self._ready.append(JobResult(entry._job_id, entry._job, error))
+        self._ready.append((JobResult(entry._job_id, entry._job, error), entry))
 
     def _answered(self, entry: _Entry, now: float) -> None:
         """An answer after any pause: the server copes; grow the window back by one."""

@@ -41,7 +41,9 @@ class FileClock:
     async def sleep(self, seconds: float) -> None:
         self.sleeps.append(seconds)
         self.now += max(0.0, seconds)
-        self.path.write_text(repr(self.now))
+        spare = self.path.with_suffix(".new")
+        spare.write_text(repr(self.now))
+        spare.replace(self.path)  # at once: the service never reads half a number
         await asyncio.sleep(0)
 
 
@@ -77,8 +79,15 @@ async def main(setup: dict[str, Any]) -> dict[str, Any]:
             polls = wait.polls
         else:
             timeout = None if resume else 7200
+            # One poll at a time: time moves only while nothing is in flight, so every poll
+            # sees the job as the same poll of an uninterrupted fan-out does.
             async with wait_for_jobs(
-                client, setup["job_ids"], policy=policy, timeout=timeout, resume=resume
+                client,
+                setup["job_ids"],
+                policy=policy,
+                timeout=timeout,
+                resume=resume,
+                max_in_flight=1,
             ) as fanout:
                 outcome = {}
                 async for result in fanout:

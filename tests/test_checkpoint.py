@@ -12,21 +12,25 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from support import until
 
 from jobpoll import (
     CheckpointError,
     ConfigurationError,
     JobFailedError,
+    JobResult,
     JobsClient,
     PollPolicy,
     wait_for_job,
+    wait_for_jobs,
 )
 from jobpoll._checkpoint import _PACE_FIELDS
 from jobpoll._policy import Pace
-from jobpoll.testing import FakeJobsService, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -376,3 +380,222 @@ async def test_resume_in_a_fresh_process(tmp_path: Path) -> None:
     assert second["polls"] == service.request_count(job_id)
     assert second["polls"] <= alone["polls"] + 1
     assert first["sleeps"] + second["sleeps"] == pytest.approx(alone["sleeps"], abs=1e-5)
+
+
+# Fan-outs ----------------------------------------------------------------------------------
+
+OUTCOMES = ["FINISHED", "FAILED", "ARCHIVED", "CANCELED"]
+
+
+def script_jobs(service: FakeJobsService, seed: int, count: int) -> list[str]:
+    """`count` jobs of mixed durations and outcomes, the same for the same seed."""
+    rnd = random.Random(seed)
+    return [
+        service.add_job(duration=rnd.uniform(0, 1800), final_status=rnd.choice(OUTCOMES))
+        for _ in range(count)
+    ]
+
+
+async def test_fanout_resumed_reports_each_job_once(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out checkpointed part-way and resumed reports every job not reported before
+    exactly once, with the outcome of an uninterrupted fan-out, and at most one poll more
+    per job."""
+    policy = policy_of(clock, jitter=0.0)
+    alone_ids = script_jobs(service, 3, 40)
+    # One poll at a time: virtual time moves only while nothing is in flight, so each poll
+    # sees its job as the same poll of the other fan-out does.
+    alone = {
+        r.job_id: r for r in await wait_for_jobs(client, alone_ids, policy=policy, max_in_flight=1)
+    }
+
+    clock.now = clock.start
+    ids = script_jobs(service, 3, 40)
+    twin = dict(zip(ids, alone_ids, strict=True))
+    before: list[JobResult] = []
+    async with wait_for_jobs(client, ids, policy=policy, timeout=7200, max_in_flight=1) as fanout:
+        async for result in fanout:
+            before.append(result)
+            if len(before) == 15:
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                break
+    assert saved["version"] == 1
+    reported = {r.job_id for r in before}
+    pending = {state["job_id"] for state in saved["jobs"]} | set(saved["unstarted"])
+    assert reported.isdisjoint(pending)
+    assert reported | pending == set(ids)
+
+    resumed = wait_for_jobs(client, [], policy=policy, resume=saved, max_in_flight=1)
+    assert resumed.total == len(pending)
+    after = await resumed
+    assert [r.job_id for r in after] == [i for i in ids if i in pending]  # in the given order
+    for result in before + after:
+        expected = alone[twin[result.job_id]]
+        assert result.job is not None
+        assert expected.job is not None
+        assert (result.job.raw_status, result.job.progress) == (
+            expected.job.raw_status,
+            expected.job.progress,
+        )
+        assert type(result.error) is type(expected.error)
+        assert service.request_count(result.job_id) <= service.request_count(expected.job_id) + 1
+
+
+@pytest.mark.parametrize("handed_out", [0, 1, 3, 9])
+async def test_fanout_checkpoint_holds_what_is_not_handed_out(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, handed_out: int
+) -> None:
+    """Results ready but not handed out, and polls in flight, are in the checkpoint: jobs seen
+    ended are handed out on resuming without a poll, the others polled again."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=0) for _ in range(10)]
+    before: list[JobResult] = []
+    fanout = wait_for_jobs(client, ids, policy=policy)
+    async with fanout:
+        for _ in range(handed_out):
+            before.append(await anext(fanout))
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+    requests = {job_id: service.request_count(job_id) for job_id in ids}
+    ended = {s["job_id"] for s in saved["jobs"] if s["next_poll_at"] is None}
+    after = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert counts_of(before + after) == dict.fromkeys(ids, 1)
+    for job_id in ended:
+        assert service.request_count(job_id) == requests[job_id]
+    assert all(r.ok for r in before + after)
+
+
+def counts_of(results: list[JobResult]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for result in results:
+        found[result.job_id] = found.get(result.job_id, 0) + 1
+    return found
+
+
+async def test_fanout_checkpoint_of_ids_not_set_up(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """Ids added but not set up yet are in the checkpoint, and the ids given on resuming
+    are added to the checkpoint's (once)."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=5) for _ in range(5)]
+    fanout = wait_for_jobs(client, ids[:3], policy=policy, timeout=600)
+    fanout.add(ids[2:4])
+    saved = fanout.checkpoint()
+    assert saved["unstarted"] == ids[:4]
+    assert saved["deadline"] is None
+    assert saved["timeout"] == 600
+    results = await wait_for_jobs(client, ids[3:], policy=policy, resume=saved)
+    assert [r.job_id for r in results] == ids
+
+
+async def test_fanout_pause_and_window_are_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fleet paused by a 503 stays paused, in the resumed fan-out, until the pause ends."""
+
+    still = attrs.evolve(policy_of(clock), sleep=stand_still)
+    ids = [service.add_job(duration=50) for _ in range(4)]
+    fanout = wait_for_jobs(client, ids, policy=still, max_in_flight=4)
+    service.inject(HttpError(503, retry_after=120), times=None)
+    consumer = asyncio.create_task(anext(fanout))
+    await until(lambda: fanout._resume_at > clock())
+    saved = fanout.checkpoint()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await fanout.aclose()
+    service.clear_faults()
+    assert saved["pause_until"] is not None
+    assert saved["window"] < 4
+    resumed = wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    start = clock()
+    results = await resumed
+    assert all(r.ok for r in results)
+    assert clock.sleeps[0] == pytest.approx(120)  # the pause goes on, not the polls
+    assert clock() - start >= 120
+
+
+async def stand_still(_seconds: float) -> None:
+    """A policy's sleep that never ends in a test: time moves only when the test says so."""
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"version": 0}, "version 0", id="version"),
+        pytest.param({"polls": -1}, "polls", id="negative-polls"),
+        pytest.param({"window": "4"}, "window", id="window-string"),
+        pytest.param({"unstarted": ["ok", "bad\n"]}, "unstarted", id="invalid-unstarted"),
+        pytest.param({"unstarted": "abc"}, "unstarted", id="unstarted-string"),
+        pytest.param({"jobs": {}}, "jobs", id="jobs-object"),
+        pytest.param({"pause_until": "soon"}, "pause_until", id="pause-no-time"),
+    ],
+)
+async def test_bad_fanout_checkpoint(
+    service: FakeJobsService, client: JobsClient, change: dict[str, Any], message: str
+) -> None:
+    """A fan-out checkpoint altered into nonsense is a `CheckpointError` naming the field."""
+    saved = wait_for_jobs(client, ["a", "b"]).checkpoint()
+    with pytest.raises(CheckpointError, match=message):
+        wait_for_jobs(client, [], resume={**saved, **change})
+
+
+async def test_fanout_checkpoint_with_repeated_or_unpaced_jobs(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A job twice, or a job without its schedule, or a single wait's checkpoint, is refused."""
+    policy = attrs.evolve(policy_of(clock), sleep=stand_still)
+    ids = [service.add_job(duration=600) for _ in range(2)]
+    async with wait_for_jobs(client, ids, policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.polls == 2 and not fanout.in_flight)
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    assert len(saved["jobs"]) == 2
+    twice = {**saved, "jobs": [saved["jobs"][0], saved["jobs"][0]]}
+    with pytest.raises(CheckpointError, match="twice"):
+        wait_for_jobs(client, [], resume=twice)
+    also_unstarted = {**saved, "unstarted": [ids[0]]}
+    with pytest.raises(CheckpointError, match="twice"):
+        wait_for_jobs(client, [], resume=also_unstarted)
+    unpaced = {**saved, "jobs": [{**saved["jobs"][0], "pace": None, "polls": 0, "job": None}]}
+    with pytest.raises(CheckpointError, match="pace"):
+        wait_for_jobs(client, [], resume=unpaced)
+    single = wait_for_job(client, ids[0]).checkpoint()
+    with pytest.raises(CheckpointError, match="wait_for_job"):
+        wait_for_jobs(client, [], resume=single)
+    with pytest.raises(ConfigurationError):
+        wait_for_jobs(client, [], resume=saved, timeout=5)
+
+
+async def test_fanout_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    """A fan-out checkpointed in one process and resumed from JSON in another reports every
+    job once over the two, with the outcome of an uninterrupted one, and at most one poll
+    more per job."""
+    path = tmp_path / "clock"
+    path.write_text("1000.0")
+    async with FakeJobsService(clock=lambda: float(path.read_text())) as service:
+        common = {"base_url": service.base_url, "api_key": service.api_key, "clock_file": str(path)}
+        alone_ids = script_jobs(service, 8, 25)
+        alone = await run_worker(
+            {**common, "job_ids": alone_ids, "stop_after": None, "resume": None}
+        )
+        path.write_text("1000.0")
+        ids = script_jobs(service, 8, 25)
+        first = await run_worker({**common, "job_ids": ids, "stop_after": 10, "resume": None})
+        second = await run_worker(
+            {**common, "job_ids": [], "stop_after": None, "resume": first["checkpoint"]}
+        )
+        requests = {job_id: service.request_count(job_id) for job_id in alone_ids + ids}
+    assert len(first["outcome"]) == 10
+    assert set(first["outcome"]).isdisjoint(second["outcome"])
+    outcome = {**first["outcome"], **second["outcome"]}
+    assert list(outcome.values()) != []
+    for job_id, twin in zip(ids, alone_ids, strict=True):
+        assert outcome[job_id] == alone["outcome"][twin]
+        assert requests[job_id] <= requests[twin] + 1
+    assert second["polls"] <= alone["polls"] + 25
