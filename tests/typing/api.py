@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -133,3 +134,14 @@ async def fan_out(client: JobsClient, job_ids: list[str | uuid.UUID]) -> list[Jo
     pool: int = client.pool_size + many.in_flight
     print(pool)
     return everything
+
+
+async def fed(client: JobsClient, source: AsyncIterator[str]) -> dict[str, Any]:
+    async with wait_for_jobs(client, source, max_in_flight=8) as fanout:
+        added: int = fanout.add(["a", uuid.uuid4()])
+        async for result in fanout:
+            print(result, added)
+            saved: dict[str, Any] = fanout.checkpoint()
+            return saved
+    resumed: JobsWait = wait_for_jobs(client, [], resume={"version": 1})
+    return resumed.checkpoint()
