@@ -28,7 +28,7 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 
-__all__ = ["WireError", "decode_job", "format_timestamp", "job_to_wire"]
+__all__ = ["WireError", "decode_job", "format_timestamp", "job_from_wire", "job_to_wire"]
 
 
 class WireError(ValueError):
@@ -210,11 +210,7 @@ def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
     data = _json_object(body)
     if job_id is not None and data.get("id") == job_id:
         data["id"] = job_id
-    try:
-        job: Job = _structure_job(data, Job)
-    except cattrs.ClassValidationError as exc:
-        raise _first_field_error(exc, Job) from None
-    return job
+    return job_from_wire(data)
 
 
 def _json_object(body: bytes | str) -> dict[str, Any]:
@@ -241,6 +237,20 @@ def _json_object(body: bytes | str) -> dict[str, Any]:
 
 
 _DECODER = json.JSONDecoder()
+
+
+def job_from_wire(data: dict[str, Any]) -> Job:
+    """A `Job` from the JSON object the service sends (already parsed), or a `WireError`:
+    how a checkpoint reads back the jobs it holds in their wire form."""
+    if not isinstance(data, dict):
+        raise WireError(f"not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
+    try:
+        job: Job = _structure_job(data, Job)
+    except cattrs.ClassValidationError as exc:
+        raise _first_field_error(exc, Job) from None
+    return job
+
+
 _JSON_KINDS: dict[type, str] = {
     list: "an array",
     str: "a string",
