@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import heapq
 import logging
 import math
 import weakref
@@ -39,6 +38,7 @@ from jobpoll._errors import (
 )
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
+from jobpoll._table import JobTable, Queue
 from jobpoll._wait import CallbackError, Tracker, UpdateCallback, check_timeout, notify
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
@@ -197,14 +197,14 @@ def _distinct(job_ids: Iterable[str | UUID], name: str) -> dict[str, None]:
 
 
 class _Entry(Tracker):
-    """One job of a fan-out: its tracker, its place in the order the ids were given, and
-    how many fleet pauses had begun when its last poll was sent."""
+    """What the rules know of one job of a fan-out: a tracker, and how many fleet pauses had
+    begun when its last poll was sent. The fan-out keeps its jobs as rows of a `JobTable`
+    and loads one into an entry to apply the rules to it."""
 
-    __slots__ = ("index", "sent_after")
+    __slots__ = ("sent_after",)
 
-    def __init__(self, job_id: str, policy: PollPolicy, timeout: float | None, index: int) -> None:
+    def __init__(self, job_id: str, policy: PollPolicy, timeout: float | None) -> None:
         super().__init__(job_id, policy, timeout)
-        self.index = index
         self.sent_after = 0
 
 
@@ -346,16 +346,19 @@ class JobsWait:
         self._timeout = timeout
         self._max_in_flight = max_in_flight
         self._on_update = on_update
-        # Jobs waiting for their next poll: (due time, index, entry), a heap.
-        self._queue: list[tuple[float, int, _Entry]] = []
-        self._running: dict[asyncio.Future[Job | JobPollError], _Entry] = {}
+        # Each job taken in is a row of the table (row i: the id `_job_ids[i]`).
+        self._table = JobTable(_Entry, self._job_ids, policy, timeout)
+        # Jobs waiting for their next poll, by due time then row; the polls in flight and
+        # their rows.
+        self._queue = Queue(self._table.dues)
+        self._running: dict[asyncio.Future[Job | JobPollError], int] = {}
         # Polls (and an alarm's sleeper) cancelled but not yet seen to end: a cancellation
         # that interrupts the wait for them leaves them here, for the next step or aclose.
         self._dying: set[asyncio.Future[Any]] = set()
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
-        # Results to hand out, with their entries (None for an invalid id): still pending,
-        # so a checkpoint holds them.
-        self._ready: deque[tuple[JobResult, _Entry | None]] = deque()
+        # Results to hand out, with their rows (None for an invalid id): still pending, so a
+        # checkpoint holds them.
+        self._ready: deque[tuple[JobResult, int | None]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         # What wakes the scheduler when no poll does: a timer on the event loop, or, with a
         # policy's own `sleep` (a virtual clock), a task sleeping with it.
@@ -508,6 +511,7 @@ class JobsWait:
         self._started = True
         if self._timeout is not None and self._deadline is None:
             self._deadline = now + self._timeout
+            self._table.share(self._timeout, self._deadline)
         if self._source is not None:
             self._source_open = True
             self._reader = asyncio.ensure_future(_read_source(weakref.ref(self), self._source))
@@ -516,19 +520,16 @@ class JobsWait:
     def _intake(self, now: float) -> None:
         """Set up the next slice of jobs given but not taken in yet (at most `_SLICE`: the
         scheduler yields to the event loop between two slices)."""
-        policy, timeout, deadline = self._policy, self._timeout, self._deadline
-        queue, job_ids, invalid = self._queue, self._job_ids, self._invalid
+        table, queue, job_ids, invalid = self._table, self._queue, self._job_ids, self._invalid
         start = self._taken
         end = min(len(job_ids), start + _SLICE)
         for index in range(start, end):
+            row = table.add(now)  # with the fan-out's deadline, whenever it is taken in
             job_id = job_ids[index]
             if invalid and job_id in invalid:
                 self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
                 continue
-            entry = _Entry(job_id, policy, timeout, index)
-            entry._begin(now)
-            entry._deadline = deadline  # the fan-out's, whenever the job was taken in
-            heapq.heappush(queue, (now, index, entry))
+            queue.push(now, row)
         self._taken = end
         room = self._room
         if room is not None and len(job_ids) - end < _BACKLOG:
@@ -614,16 +615,18 @@ class JobsWait:
         base = Timebase(self._policy)
         taken_at = base.now
         pending: list[tuple[int, dict[str, Any]]] = []
-        for due, _index, entry in self._queue:
-            pending.append((entry.index, save_tracker(entry, base, due)))
-        for entry in self._running.values():
-            pending.append((entry.index, save_tracker(entry, base, taken_at)))
+        table = self._table
+        for due, row in self._queue:
+            pending.append((row, save_tracker(table.load(row), base, due)))
+        for row in self._running.values():
+            pending.append((row, save_tracker(table.load(row), base, taken_at)))
         for _result, ready in self._ready:
             if ready is None:
                 continue  # an id that could never be sent: nothing to wait for
-            job = ready._job
+            job = table.job(ready)
             ended = job is not None and job.is_terminal
-            pending.append((ready.index, save_tracker(ready, base, None if ended else taken_at)))
+            state = save_tracker(table.load(ready), base, None if ended else taken_at)
+            pending.append((ready, state))
         pending.sort(key=lambda item: item[0])
         invalid = self._invalid
         return dump(
@@ -649,24 +652,26 @@ class JobsWait:
         self._timeout = timeout = saved.timeout
         if saved.deadline is not None:
             self._deadline = base.from_utc(saved.deadline)
+        self._table.share(timeout, self._deadline)
         self._polls = saved.polls
         self._window = max(1, min(saved.window, self._max_in_flight))
         if saved.pause_until is not None:
             self._resume_at = base.from_utc(saved.pause_until)
-        seen, job_ids, queue = self._seen, self._job_ids, self._queue
+        seen, job_ids, table = self._seen, self._job_ids, self._table
+        queued: list[tuple[float, int]] = []
         for state in saved.jobs:
-            index = len(job_ids)
             seen[state.job_id] = None
             job_ids.append(state.job_id)
-            entry = _Entry(state.job_id, policy, timeout, index)
+            entry = _Entry(state.job_id, policy, timeout)
             due = restore_tracker(entry, state, base)
             entry._deadline = self._deadline
+            row = table.add_tracker(entry)
             job = entry._job
             if job is not None and job.is_terminal:
-                self._report(entry, JobFailedError(job) if job.failed else None)
+                self._report(row, job, JobFailedError(job) if job.failed else None)
             else:
-                queue.append((base.now if due is None else due, index, entry))
-        heapq.heapify(queue)
+                queued.append((base.now if due is None else due, row))
+        self._queue.extend(queued)
         self._taken = len(job_ids)
         self._extend(saved.unstarted)
 
@@ -677,23 +682,26 @@ class JobsWait:
 
     def _launch(self, now: float) -> None:
         """Start the polls that are due, as far as the window and the fleet's pause allow."""
-        queue = self._queue
+        queue, table = self._queue, self._table
         if self._deadline is not None and now >= self._deadline:
             while queue:  # nothing more may be sent: each waiting job has timed out
-                entry = heapq.heappop(queue)[2]
-                self._report(entry, entry._timed_out())
+                row = queue.pop()
+                entry = table.load_counts(row)
+                self._report(row, entry._job, entry._timed_out())
             return
         if now < self._resume_at:
             return
         running, window = self._running, self._window
         client, on_done = self._client, self._on_done
-        while queue and len(running) < window and queue[0][0] <= now:
-            entry = heapq.heappop(queue)[2]
+        while queue and len(running) < window and queue.first_due() <= now:
+            row = queue.pop()
+            entry = table.load_counts(row)
             timeout = entry._request_timeout(now)
             entry.sent_after = self._paused
+            table.save_counts(row)
             task = asyncio.ensure_future(_poll(client, entry._job_id, timeout))
             task.add_done_callback(on_done)
-            running[task] = entry
+            running[task] = row
             self._polls += 1
 
     async def _wait(self, now: float) -> None:
@@ -706,7 +714,7 @@ class JobsWait:
         queue = self._queue
         wake_at = math.inf
         if queue and len(self._running) < self._window:
-            wake_at = max(queue[0][0], self._resume_at)
+            wake_at = max(queue.first_due(), self._resume_at)
         if queue and self._deadline is not None and not self._running:
             # With polls in flight no alarm is needed for the deadline: each request's
             # timeout is cut to the time left, so one comes back by then and wakes us. (An
@@ -753,49 +761,63 @@ class JobsWait:
             JobPollError: an error about the caller's setup (see `_stops_all`); its job is
                 queued again, still pending.
         """
-        finished, running = self._finished, self._running
+        finished, running, table, queue = self._finished, self._running, self._table, self._queue
         while finished:
             task = finished.popleft()
-            entry = running.pop(task, None)
-            if entry is None:
+            row = running.pop(task, None)
+            if row is None:
                 continue  # dropped on purpose by _cancel_running
             if task.cancelled():  # by someone else (a shutdown cancelling every task)
-                heapq.heappush(self._queue, (now, entry.index, entry))
+                queue.push(now, row)
                 continue
             outcome = task.result()  # only a bug in jobpoll raises here
             update: Job | None = None
+            # The rules run on the row loaded into an entry; whatever they decide (or raise),
+            # the row keeps it before anything is awaited.
+            entry = table.load(row)
             try:
                 if isinstance(outcome, Job):
                     self._answered(entry, now)
+                    last = entry._job
                     if entry._answered(outcome, now):
                         update = outcome
+                    elif outcome == last:
+                        # One Job for as long as the answers repeat it, not a copy per poll:
+                        # no new long-lived object for the collector at each poll.
+                        entry._job = last
                     if outcome.is_terminal:
-                        self._report(entry, JobFailedError(outcome) if outcome.failed else None)
+                        table.save(row)
+                        self._report(
+                            row, outcome, JobFailedError(outcome) if outcome.failed else None
+                        )
                     else:
-                        self._requeue(entry, now)
+                        self._requeue(row, entry, now)
                 else:
                     if isinstance(outcome, (RateLimited, ServiceUnavailable)) or (
                         isinstance(outcome, TransportError) and not outcome.reached
                     ):
                         self._throttled(entry, outcome, now)
                     entry._failed(outcome, now)
-                    self._requeue(entry, now)
+                    self._requeue(row, entry, now)
             except JobPollError as exc:
+                table.save(row)
                 if self._stops_all(exc):
-                    heapq.heappush(self._queue, (now, entry.index, entry))
+                    queue.push(now, row)
                     raise
-                self._report(entry, exc)
+                self._report(row, entry._job, exc)
                 continue
             if update is not None and self._on_update is not None:
                 await notify(self._on_update, update)
 
-    def _requeue(self, entry: _Entry, now: float) -> None:
+    def _requeue(self, row: int, entry: _Entry, now: float) -> None:
+        """Keep the row's new state, and queue it for the delay its rules decided."""
         delay = entry._next_delay
         assert delay is not None
+        self._table.save(row)
         due = now + delay
         if self._deadline is not None and due > self._deadline:
             due = self._deadline
-        heapq.heappush(self._queue, (due, entry.index, entry))
+        self._queue.push(due, row)
 
     def _stops_all(self, error: JobPollError) -> bool:
         """Whether an error that ended one job is about the caller's setup, so that every
@@ -803,8 +825,8 @@ class JobsWait:
         TLS or name failure before any answer), or a server that has never answered."""
         return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
-    def _report(self, entry: _Entry, error: JobPollError | None) -> None:
-        self._ready.append((JobResult(entry._job_id, entry._job, error), entry))
+    def _report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
+        self._ready.append((JobResult(self._job_ids[row], job, error), row))
 
     def _answered(self, entry: _Entry, now: float) -> None:
         """An answer after any pause: the server copes; grow the window back by one."""
@@ -854,8 +876,8 @@ class JobsWait:
         self._wake()  # an iteration in another task must see the change (aclose from there)
         if requeue and not self._closed:
             now = self._policy.clock()
-            for entry in running.values():
-                heapq.heappush(self._queue, (now, entry.index, entry))
+            for row in running.values():
+                self._queue.push(now, row)
         await self._bury()
 
     async def _bury(self) -> None:
