@@ -778,13 +778,8 @@ class JobsWait:
             try:
                 if isinstance(outcome, Job):
                     self._answered(entry, now)
-                    last = entry._job
                     if entry._answered(outcome, now):
                         update = outcome
-                    elif outcome == last:
-                        # One Job for as long as the answers repeat it, not a copy per poll:
-                        # no new long-lived object for the collector at each poll.
-                        entry._job = last
                     if outcome.is_terminal:
                         table.save(row)
                         self._report(

@@ -20,14 +20,19 @@ from __future__ import annotations
 import heapq
 from array import array
 from collections.abc import Callable, Iterator
+from datetime import datetime
 from typing import Any
 
 from jobpoll._errors import JobPollError
-from jobpoll._models import Job
+from jobpoll._models import Job, JobStatus
 from jobpoll._policy import Pace, PollPolicy
 from jobpoll._wait import Tracker
 
 __all__ = ["JobTable", "Queue"]
+
+#: A `Job`'s fields, its status by the status's value.
+_Fields = tuple[str, datetime, str | None, int, str, str]
+_STATUSES = {status.value: status for status in JobStatus}
 
 #: Tracker slots that are the fan-out's, not the job's: set once on the tracker kept for
 #: loading. `_next_delay` is decided by every rule that the scheduler then reads, never kept
@@ -71,6 +76,7 @@ class JobTable:
         "_jobs",
         "_load",
         "_load_counts",
+        "_loaded",
         "_policy",
         "_save",
         "_save_counts",
@@ -91,7 +97,8 @@ class JobTable:
         self._timeout = timeout
         self._deadline: float | None = None
         self._ids = ids  # the fan-out's: row i is the job ids[i]
-        self._jobs: list[Job | None] = []
+        self._jobs: list[_Fields | None] = []
+        self._loaded: tuple[Job | None, _Fields | None] = (None, None)
         self._statuses: list[str | None] = []
         self._errors: dict[int, JobPollError] = {}
         #: When each job's next poll is due, on the policy's clock.
@@ -122,15 +129,13 @@ class JobTable:
         columns = {names[n]: c for n, c in [*self._floats.items(), *self._ints.items()]}
         load = ["def load(row):", " t = tracker"]
         save = ["def save(row):", " t = tracker"]
+        load += [" t._job_id = ids[row]", " t._job = job_of(jobs[row])"]
+        load += [" t._last_error = errors.get(row)"]
         if pace_floats or pace_ints:
-            load += [" p = t._pace", " t._job_id = ids[row]", " t._job = jobs[row]"]
-            load += [" t._last_error = errors.get(row)", " p._status = statuses[row]"]
-            save += [" p = t._pace", " jobs[row] = t._job", " statuses[row] = p._status"]
+            load += [" p = t._pace", " p._status = statuses[row]"]
+            save += [" p = t._pace", " statuses[row] = p._status", " keep_job(row, t._job)"]
             save += [" error = t._last_error", " if error is None:"]
             save += ["  errors.pop(row, None)", " else:", "  errors[row] = error"]
-        else:
-            load += [" t._job_id = ids[row]", " t._job = jobs[row]"]
-            load += [" t._last_error = errors.get(row)"]
         for owner, slots in (("t", floats + ints), ("p", pace_floats + pace_ints)):
             for name in slots:
                 load.append(f" {owner}.{name} = {names[name]}[row]")
@@ -141,6 +146,8 @@ class JobTable:
             "jobs": self._jobs,
             "errors": self._errors,
             "statuses": self._statuses,
+            "job_of": self._job_of,
+            "keep_job": self._keep_job,
             **columns,
         }
         exec(compile("\n".join(load), "<jobpoll row load>", "exec"), scope)
@@ -208,7 +215,39 @@ class JobTable:
 
     def job(self, row: int) -> Job | None:
         """The last snapshot of the row's job."""
-        return self._jobs[row]
+        return self._job_of(self._jobs[row])
+
+    # A job's last snapshot is kept as a tuple of its fields, all strings, numbers and a
+    # datetime: the collector untracks such a tuple at its first pass, and never walks it
+    # again, where it would walk a `Job` (an object with slots) at every full collection.
+    # The `Job` given to the rules, a result or a checkpoint is made from it when loaded.
+
+    def _job_of(self, fields: _Fields | None) -> Job | None:
+        if fields is None:
+            return None
+        job_id, created_at, user, progress, status, raw_status = fields
+        job = Job(
+            id=job_id,
+            created_at=created_at,
+            user=user,
+            progress=progress,
+            status=_STATUSES[status],
+            raw_status=raw_status,
+        )
+        self._loaded = job, fields
+        return job
+
+    def _keep_job(self, row: int, job: Job | None) -> None:
+        loaded, fields = self._loaded
+        if job is loaded and self._jobs[row] is fields:
+            return  # unchanged since it was loaded: the same fields
+        if job is None:
+            self._jobs[row] = None
+            return
+        new = (job.id, job.created_at, job.user, job.progress, job.status.value, job.raw_status)
+        old = self._jobs[row]
+        # An answer that repeats the last one keeps its fields: nothing new lives on.
+        self._jobs[row] = old if new == old else new
 
 
 #: Rows waiting for their next poll, in order of due time, then of row: one integer each.
