@@ -26,7 +26,7 @@ from jobpoll._checkpoint import (
     restore_tracker,
     save_tracker,
 )
-from jobpoll._client import JobsClient, check_job_id
+from jobpoll._client import JobsClient, all_plain_job_ids, check_job_id
 from jobpoll._errors import (
     ConfigurationError,
     InvalidJobId,
@@ -168,7 +168,7 @@ def wait_for_jobs(
         raise ConfigurationError(
             f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
         )
-    distinct = {} if source is not None else _distinct(job_ids, "job_ids")  # type: ignore[arg-type]
+    checked = [] if source is not None else _checked(job_ids, "job_ids")  # type: ignore[arg-type]
     saved = None
     if resume is not None:
         if timeout is not None:
@@ -179,21 +179,24 @@ def wait_for_jobs(
     fanout = JobsWait(client, policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update)
     if saved is not None:
         fanout._restore(saved)
-    fanout._extend(distinct)
+    fanout._extend(checked)
     fanout._source = source
     return fanout
 
 
-def _distinct(job_ids: Iterable[str | UUID], name: str) -> dict[str, None]:
-    """The distinct ids, in order, as `str`; `InvalidJobId` naming the first bad one."""
-    distinct: dict[str, None] = {}
+def _checked(job_ids: Iterable[str | UUID], name: str) -> list[str]:
+    """The ids as plain `str`, in order, duplicates kept; `InvalidJobId` naming the first
+    bad one."""
+    if isinstance(job_ids, list | tuple) and all_plain_job_ids(job_ids):
+        return list(job_ids)  # checked at C speed: a million ids must not hold the loop
+    checked: list[str] = []
     for position, job_id in enumerate(job_ids):
         try:
-            distinct[check_job_id(job_id)] = None
+            checked.append(check_job_id(job_id))
         except JobPollError as exc:
             exc.args = (f"{name}[{position}]: {exc.args[0]}",)
             raise
-    return distinct
+    return checked
 
 
 class _Entry(Tracker):
@@ -329,9 +332,9 @@ class JobsWait:
         on_update: UpdateCallback | None,
     ) -> None:
         self._client = client
-        # Every distinct id given so far, in order (a dict as an ordered set); the first
-        # `_taken` have their entry, the rest wait to be taken in, a slice at a time.
-        self._seen: dict[str, None] = {}
+        # Every distinct id given so far, in order, and as a set; the first `_taken` have
+        # their row, the rest wait to be taken in, a slice at a time.
+        self._seen: set[str] = set()
         self._job_ids: list[str] = []
         self._taken = 0
         # Ids from an async source that could never be sent: reported, never polled.
@@ -561,15 +564,20 @@ class JobsWait:
             )
         if self._closed or self._ended:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
-        return self._extend(_distinct(job_ids, "ids"))
+        return self._extend(_checked(job_ids, "ids"))
 
-    def _extend(self, distinct: Iterable[str]) -> int:
+    def _extend(self, ids: list[str]) -> int:
+        """Add the ids not given before, in order; how many were new."""
         seen, job_ids = self._seen, self._job_ids
         before = len(job_ids)
-        for job_id in distinct:
-            if job_id not in seen:
-                seen[job_id] = None
-                job_ids.append(job_id)
+        if not seen:  # the ids of the call: at C speed (a million must not hold the loop)
+            seen.update(ids)
+            job_ids.extend(ids if len(seen) == len(ids) else dict.fromkeys(ids))
+        else:
+            for job_id in ids:
+                if job_id not in seen:
+                    seen.add(job_id)
+                    job_ids.append(job_id)
         self._wake()
         return len(job_ids) - before
 
@@ -584,7 +592,7 @@ class JobsWait:
                 exc.job_id = job_id
                 self._invalid[job_id] = exc
         if job_id not in self._seen:
-            self._seen[job_id] = None
+            self._seen.add(job_id)
             self._job_ids.append(job_id)
             self._wake()
 
@@ -660,7 +668,7 @@ class JobsWait:
         seen, job_ids, table = self._seen, self._job_ids, self._table
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:
-            seen[state.job_id] = None
+            seen.add(state.job_id)
             job_ids.append(state.job_id)
             entry = _Entry(state.job_id, policy, timeout)
             due = restore_tracker(entry, state, base)

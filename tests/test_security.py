@@ -12,6 +12,8 @@ import aiohttp
 import pytest
 from aiohttp import web
 from conftest import raw_bytes_server, raw_server
+from hypothesis import given
+from hypothesis import strategies as st
 
 from jobpoll import (
     ApiError,
@@ -26,6 +28,7 @@ from jobpoll import (
     TransportError,
     Unauthorized,
 )
+from jobpoll._client import all_plain_job_ids, check_job_id
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Redirect, Slow
 
 SECRET = "sk-live-4f9c2d7e1a8b6053"
@@ -304,3 +307,26 @@ def test_errors_pickle(error: JobPollError) -> None:
     assert type(copy) is type(error)
     assert (str(copy), vars(copy)) == (str(error), vars(error))
     assert copy.transient == error.transient
+
+
+@given(
+    st.lists(
+        st.one_of(
+            st.text(max_size=260),
+            st.text(alphabet=st.characters(min_codepoint=33, max_codepoint=126), max_size=260),
+            st.uuids(),
+            st.integers(),
+        ),
+        max_size=5,
+    )
+)
+def test_checks_of_many_ids_agree_with_one_by_one(job_ids: list[object]) -> None:
+    """The check of a fan-out's whole list of ids at once passes exactly when each id
+    passes `check_job_id` as the same plain string."""
+    one_by_one = True
+    for job_id in job_ids:
+        try:
+            one_by_one = one_by_one and check_job_id(job_id) is job_id
+        except InvalidJobId:
+            one_by_one = False
+    assert all_plain_job_ids(job_ids) == one_by_one
