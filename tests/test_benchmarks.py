@@ -126,3 +126,25 @@ def test_checkpoint_benchmark_runs() -> None:
     )
     assert result.returncode in (0, 2), result.stdout + result.stderr
     assert "bytes per pending job:" in result.stdout
+
+
+def test_scale_benchmark_runs() -> None:
+    """A tiny run of bench_scale.py (a few hundred jobs, every loop installed) prints its
+    stall, memory and CPU tables, and exits 0 (every target met) or 2 (one missed; at this
+    size none is measured but CPU), never 1 (broken)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_scale.py"),
+            *("--sizes", "300", "--steady", "0.5", "--steady-max", "1"),
+            *("--cpu-calls", "50", "--cpu-rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stderr
+    assert "1. Scale:" in result.stdout
+    assert "2. CPU per poll against a bare aiohttp GET + json.loads loop" in result.stdout
+    assert "asyncio" in result.stdout
