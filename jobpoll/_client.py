@@ -277,7 +277,14 @@ class JobsClient:
                 raise_for_status=False,  # the status is ours to judge, whatever the session says
                 timeout=request_timeout,
             ) as response:
-                body = await _read_capped(response, self._max_body_size)
+                # A small body comes whole in one read; a larger one is read on, up to the cap
+                # (the helper's coroutine is only paid for then).
+                cap = self._max_body_size
+                content = response.content
+                read = await content.read(cap + 1)
+                if len(read) <= cap and not content.at_eof():
+                    read = await _read_on(read, content, cap)
+                body = read if len(read) <= cap else None  # None: over the cap, not read whole
                 http_status = response.status
                 reason = response.reason
                 headers = response.headers
@@ -525,19 +532,17 @@ def all_plain_job_ids(job_ids: Collection[object]) -> bool:
     )
 
 
-async def _read_capped(response: aiohttp.ClientResponse, cap: int) -> bytes | None:
-    """The body, or None when it is larger than `cap` bytes (then not read whole).
+async def _read_on(body: bytes, content: aiohttp.StreamReader, cap: int) -> bytes:
+    """The body whose first read gave `body`, read on to its end or to `cap + 1` bytes.
 
     read(n) bounds what is buffered, and how much a compressed body is inflated, at a time.
     """
-    content = response.content
-    body = await content.read(cap + 1)  # a small body: all of it, in one call
     while len(body) <= cap and not content.at_eof():
         chunk = await content.read(cap + 1 - len(body))
         if not chunk:
             break
         body += chunk
-    return body if len(body) <= cap else None
+    return body
 
 
 def _snippet(body: bytes | None) -> str:

@@ -80,6 +80,7 @@ class JobTable:
         "_policy",
         "_save",
         "_save_counts",
+        "_slot_names",
         "_statuses",
         "_timeout",
         "dues",
@@ -115,10 +116,27 @@ class JobTable:
         ):  # pragma: no cover - a slot that is no number needs a column of its own
             raise TypeError("a tracker or pace slot holds neither a float nor an int")
         self._floats = {name: array("d") for name in floats + pace_floats}
-        self._ints = {name: array("q") for name in ints + pace_ints}
+        # Whole numbers start a byte each (percents, counts of a few): a column widens to
+        # eight bytes the first time a value does not fit (`_widen`).
+        self._ints = {name: array("b") for name in ints + pace_ints}
+        self._slot_names = (floats, ints, pace_floats, pace_ints)
+        self._recompile()
+
+    def _recompile(self) -> None:
+        floats, ints, pace_floats, pace_ints = self._slot_names
         self._load, self._save = self._compile(floats, ints, pace_floats, pace_ints)
         # The counts only: what sending a poll (and timing a job out) reads and changes.
         self._load_counts, self._save_counts = self._compile(floats, ints, [], [])
+
+    def _widen(self) -> None:
+        """Widen the byte columns whose value in the tracker does not fit in a byte."""
+        tracker = self.tracker
+        pace_ints = set(self._slot_names[3])
+        for name, column in self._ints.items():
+            value = getattr(tracker._pace if name in pace_ints else tracker, name)
+            if column.typecode == "b" and not -128 <= value <= 127:
+                self._ints[name] = array("q", column)
+        self._recompile()
 
     def _compile(
         self, floats: list[str], ints: list[str], pace_floats: list[str], pace_ints: list[str]
@@ -172,7 +190,7 @@ class JobTable:
         tracker._begin(now)  # with a pace of its own, which `save` reads
         tracker._deadline = self._deadline
         self._append_row(now)
-        self._save(row)
+        self.save(row)
         return row
 
     def add_tracker(self, source: Tracker) -> int:
@@ -183,7 +201,7 @@ class JobTable:
         for name in _slots(type(source)):
             if name not in _SHARED or name == "_pace":
                 setattr(tracker, name, getattr(source, name))
-        self._save(row)
+        self.save(row)
         return row
 
     def _append_row(self, due: float) -> None:
@@ -202,7 +220,11 @@ class JobTable:
 
     def save(self, row: int) -> None:
         """Keep the tracker's state as the row's."""
-        self._save(row)
+        try:
+            self._save(row)
+        except OverflowError:  # a count past a byte, the first time: widen, and again
+            self._widen()
+            self._save(row)
 
     def load_counts(self, row: int) -> Any:
         """The tracker with the row's counts and times only (not its pace): enough to send a
@@ -211,7 +233,11 @@ class JobTable:
         return self.tracker
 
     def save_counts(self, row: int) -> None:
-        self._save_counts(row)
+        try:
+            self._save_counts(row)
+        except OverflowError:
+            self._widen()
+            self._save_counts(row)
 
     def job(self, row: int) -> Job | None:
         """The last snapshot of the row's job."""

@@ -96,7 +96,7 @@ _MAX_SHARED = 256
 def _structure_status(value: object, _type: object) -> JobStatus:
     if type(value) is not str:
         raise _not_a_string(value)
-    return JobStatus.parse(value)
+    return _STATUSES.get(value) or JobStatus.parse(value)  # the exact string: no call
 
 
 def _structure_raw_status(value: object, _type: object) -> str:
@@ -107,6 +107,7 @@ def _structure_raw_status(value: object, _type: object) -> str:
     return _STATUS_STRINGS.get(value, value)
 
 
+_STATUSES: dict[str, JobStatus] = {status.value: status for status in JobStatus}
 _STATUS_STRINGS: dict[str, str] = {status.value: status.value for status in JobStatus}
 
 
@@ -207,24 +208,27 @@ def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
     `job_id`: the id asked for; when the body names the same one, the `Job` holds the caller's
     string rather than a copy read from the body (one string per job, however many polls).
     """
-    data = _json_object(body)
-    if job_id is not None and data.get("id") == job_id:
-        data["id"] = job_id
-    return job_from_wire(data)
-
-
-def _json_object(body: bytes | str) -> dict[str, Any]:
-    """The JSON object a body holds, or a `WireError`."""
+    data = None
     if type(body) is bytes and body[:2] == b'{"':
         # What the service sends: UTF-8, as `json.loads` would detect, read without its
         # detection (a Python function per call) and its dispatch on arguments.
-        try:
+        try:  # noqa: SIM105 - suppress() would cost a context manager on every poll
             data = _DECODER.decode(body.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError):
             pass  # explained by json.loads below, in its own words
-        else:
-            if type(data) is dict:
-                return data
+    if type(data) is not dict:
+        data = _json_object(body)
+    if job_id is not None and data.get("id") == job_id:
+        data["id"] = job_id
+    try:
+        job: Job = _structure_job(data, Job)
+    except cattrs.ClassValidationError as exc:
+        raise _first_field_error(exc, Job) from None
+    return job
+
+
+def _json_object(body: bytes | str) -> dict[str, Any]:
+    """The JSON object a body holds, or a `WireError` saying what it is instead."""
     try:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors

@@ -134,3 +134,19 @@ async def test_set_up_yields_to_the_loop_between_slices(
     steps = sorted(set(taken_when_beside_ran))
     assert steps[-1] == JOBS
     assert all(later - earlier <= _SLICE for earlier, later in itertools.pairwise(steps))
+
+
+async def test_counts_past_a_byte_widen_their_column(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """Whole numbers are kept a byte each until one does not fit: jobs polled hundreds of
+    times end as they would with wide columns, every poll counted."""
+    ids = [service.add_job(duration=300 + i) for i in range(3)]
+    policy = PollPolicy(
+        initial=1, max_interval=1, jitter=0, progress_aware=False, clock=clock, sleep=clock.sleep
+    )
+    fanout = wait_for_jobs(client, ids, policy=policy)
+    results = await fanout
+    assert all(result.ok for result in results)
+    assert fanout.polls == service.request_count() > 3 * 300
+    assert {column.typecode for column in fanout._table._ints.values()} == {"b", "q"}
