@@ -332,9 +332,11 @@ class JobsWait:
         on_update: UpdateCallback | None,
     ) -> None:
         self._client = client
-        # Every distinct id given so far, in order, and as a set; the first `_taken` have
-        # their row, the rest wait to be taken in, a slice at a time.
-        self._seen: set[str] = set()
+        # Every distinct id given so far, in order; the first `_taken` have their row, the
+        # rest wait to be taken in, a slice at a time. As a set too, made when first needed
+        # (`_seen_ids`): a fan-out given only a list never needs it, and a set of a million
+        # ids would cost memory and time at every full garbage collection.
+        self._seen: set[str] | None = None
         self._job_ids: list[str] = []
         self._taken = 0
         # Ids from an async source that could never be sent: reported, never polled.
@@ -566,14 +568,22 @@ class JobsWait:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
         return self._extend(_checked(job_ids, "ids"))
 
+    def _seen_ids(self) -> set[str]:
+        """Every id given so far, as a set (made from the list the first time)."""
+        if self._seen is None:
+            self._seen = set(self._job_ids)
+        return self._seen
+
     def _extend(self, ids: list[str]) -> int:
         """Add the ids not given before, in order; how many were new."""
-        seen, job_ids = self._seen, self._job_ids
+        job_ids = self._job_ids
         before = len(job_ids)
-        if not seen:  # the ids of the call: at C speed (a million must not hold the loop)
-            seen.update(ids)
-            job_ids.extend(ids if len(seen) == len(ids) else dict.fromkeys(ids))
+        if not job_ids and self._seen is None:
+            # The ids of the call, at C speed: a million must not hold the loop.
+            distinct = len(set(ids)) == len(ids)
+            job_ids.extend(ids if distinct else dict.fromkeys(ids))
         else:
+            seen = self._seen_ids()
             for job_id in ids:
                 if job_id not in seen:
                     seen.add(job_id)
@@ -588,11 +598,12 @@ class JobsWait:
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             job_id = value if isinstance(value, str) else repr(value)
-            if job_id not in self._seen:
+            if job_id not in self._seen_ids():
                 exc.job_id = job_id
                 self._invalid[job_id] = exc
-        if job_id not in self._seen:
-            self._seen.add(job_id)
+        seen = self._seen_ids()
+        if job_id not in seen:
+            seen.add(job_id)
             self._job_ids.append(job_id)
             self._wake()
 
@@ -665,7 +676,7 @@ class JobsWait:
         self._window = max(1, min(saved.window, self._max_in_flight))
         if saved.pause_until is not None:
             self._resume_at = base.from_utc(saved.pause_until)
-        seen, job_ids, table = self._seen, self._job_ids, self._table
+        seen, job_ids, table = self._seen_ids(), self._job_ids, self._table
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:
             seen.add(state.job_id)
