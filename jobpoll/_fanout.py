@@ -565,10 +565,15 @@ class JobsWait:
     def _extend(self, distinct: Iterable[str]) -> int:
         seen, job_ids = self._seen, self._job_ids
         before = len(job_ids)
-        for job_id in distinct:
-            if job_id not in seen:
-                seen[job_id] = None
-                job_ids.append(job_id)
+        if not seen and isinstance(distinct, dict):
+            # The ids of the call, distinct already: taken whole, at C speed.
+            seen.update(distinct)
+            job_ids.extend(distinct)
+        else:
+            for job_id in distinct:
+                if job_id not in seen:
+                    seen[job_id] = None
+                    job_ids.append(job_id)
         self._wake()
         return len(job_ids) - before
 

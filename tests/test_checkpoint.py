@@ -4,17 +4,19 @@ and a checkpoint that is not one is a `CheckpointError`, never a silent restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import random
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import until
 
@@ -24,13 +26,14 @@ from jobpoll import (
     JobFailedError,
     JobResult,
     JobsClient,
+    JobsWait,
     PollPolicy,
     wait_for_job,
     wait_for_jobs,
 )
 from jobpoll._checkpoint import _PACE_FIELDS
 from jobpoll._policy import Pace
-from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -599,3 +602,80 @@ async def test_fanout_resume_in_a_fresh_process(tmp_path: Path) -> None:
         assert outcome[job_id] == alone["outcome"][twin]
         assert requests[job_id] <= requests[twin] + 1
     assert second["polls"] <= alone["polls"] + 25
+
+
+@settings(max_examples=40)
+@given(
+    stops=st.lists(st.tuples(st.integers(0, 40), st.booleans()), min_size=1, max_size=5),
+    from_source=st.booleans(),
+)
+def test_fanout_stopped_and_resumed_at_random(
+    stops: list[tuple[int, bool]], from_source: bool
+) -> None:
+    """A worker stopped at any moment (a poll, a pause, the cleanup of an earlier stop),
+    checkpointing on its way out and resumed from the JSON by a new fan-out, reports every
+    distinct id exactly once over all its runs, each with its right outcome."""
+    asyncio.run(_stopped_at_random(stops, from_source))
+
+
+async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -> None:
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        expected: dict[str, str] = {}
+        for number in range(12):
+            final = ("FINISHED", "FAILED", "CANCELED")[number % 3]
+            expected[service.add_job(duration=5 * number, final_status=final)] = final
+        expected["missing-job"] = "NotFound"
+        service.inject(HttpError(503), times=3)
+        service.inject(Slow(0.002), times=None)  # polls stay in flight for a moment
+        policy = policy_of(clock, max_failures=100)
+        ids = [*expected, *expected][:20]  # duplicates too
+
+        given = 0 if from_source else len(ids)  # how many ids the source has given
+
+        async def source() -> AsyncIterator[str]:
+            nonlocal given
+            for job_id in ids:
+                given += 1
+                yield job_id
+                await asyncio.sleep(0)
+
+        seen: list[JobResult] = []
+        saved: dict[str, Any] | None = None
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            for ticks, twice in stops:
+                if saved is None:
+                    first: Any = source() if from_source else ids
+                    fanout = wait_for_jobs(client, first, policy=policy, max_in_flight=4)
+                else:
+                    # The source is the worker's: the ids it has not given yet go to the
+                    # resumed fan-out (once: from then on they are in the checkpoints).
+                    rest, given = ids[given:], len(ids)
+                    fanout = wait_for_jobs(
+                        client, rest, policy=policy, max_in_flight=4, resume=saved
+                    )
+
+                async def consume(fanout: JobsWait = fanout) -> None:
+                    async for result in fanout:
+                        seen.append(result)
+
+                task = asyncio.ensure_future(consume())
+                for _ in range(ticks):
+                    await asyncio.sleep(0)
+                task.cancel()
+                if twice:
+                    await asyncio.sleep(0)
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                await fanout.aclose()  # the process ends
+            last = wait_for_jobs(client, ids[given:], policy=policy, resume=saved)
+            async with last:
+                seen.extend([result async for result in last])
+        assert sorted(result.job_id for result in seen) == sorted(expected)
+        for result in seen:
+            outcome = type(result.error).__name__ if result.error else "FINISHED"
+            if result.job is not None and result.job.failed:
+                outcome = result.job.raw_status
+            assert outcome == expected[result.job_id], result
