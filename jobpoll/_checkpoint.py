@@ -21,6 +21,7 @@ restart.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
@@ -91,7 +92,7 @@ def _timeout(
         raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class PaceState:
     """A `Pace`'s numbers: each slot by its name without the underscore. Times (`start`,
     `phase` and the names ending in `_t`) are seconds relative to the checkpoint's
@@ -125,6 +126,9 @@ _PACE_TIMES = frozenset(
     {"start", "phase", "win_t", "mid_t", "last_t", "seen_t", "before_t", "prev_t", "first_t"}
 )
 _PACE_FIELDS = tuple(a.name for a in attrs.fields(PaceState))
+#: A pace's numbers in the order of `PaceState`'s fields, in one call; which are times.
+_read_pace = operator.attrgetter(*("_" + name for name in _PACE_FIELDS))
+_IS_TIME = tuple(name in _PACE_TIMES for name in _PACE_FIELDS)
 
 
 @attrs.frozen(kw_only=True)
@@ -383,11 +387,13 @@ class Timebase:
 
 
 def save_pace(pace: Pace, base: Timebase) -> PaceState:
-    values: dict[str, Any] = {}
-    for name in _PACE_FIELDS:
-        value = getattr(pace, "_" + name)
-        values[name] = base.relative(value) if name in _PACE_TIMES else value
-    return PaceState(**values)
+    now = base.now
+    return PaceState(
+        *[
+            round(value - now, 6) if is_time else value  # as `Timebase.relative`
+            for value, is_time in zip(_read_pace(pace), _IS_TIME, strict=True)
+        ]
+    )
 
 
 def load_pace(state: PaceState, policy: PollPolicy, base: Timebase) -> Pace:

@@ -679,3 +679,56 @@ async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -
             if result.job is not None and result.job.failed:
                 outcome = result.job.raw_status
             assert outcome == expected[result.job_id], result
+
+
+def _fanout_saved_for_hypothesis() -> dict[str, Any]:
+    async def make() -> dict[str, Any]:
+        clock = VirtualClock()
+        async with (
+            FakeJobsService(clock=clock) as service,
+            JobsClient(service.api_key, base_url=service.base_url) as client,
+        ):
+            ids = [service.add_job(duration=60 * i) for i in range(4)]
+            fanout = wait_for_jobs(client, ids, policy=policy_of(clock), timeout=7200)
+            async with fanout:
+                await anext(fanout)
+                fanout.add(["not-set-up-yet"])
+                saved: dict[str, Any] = json.loads(json.dumps(fanout.checkpoint()))
+            return saved
+
+    return asyncio.run(make())
+
+
+FANOUT_SAVED_FOR_HYPOTHESIS = _fanout_saved_for_hypothesis()
+
+
+def fanout_leaves(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in fanout_leaves(value, (*prefix, key))]
+    if isinstance(data, list):
+        return [p for i, value in enumerate(data) for p in fanout_leaves(value, (*prefix, i))]
+    return [prefix]
+
+
+@given(data=st.data())
+def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
+    """Any one value of a fan-out's checkpoint replaced by any JSON value (or removed) gives
+    a `CheckpointError`, or a fan-out that resumes and checkpoints again."""
+    base = FANOUT_SAVED_FOR_HYPOTHESIS
+    path = data.draw(st.sampled_from(fanout_leaves(base)))
+    mutated = copy.deepcopy(base)
+    target = mutated
+    for key in path[:-1]:
+        target = target[key]
+    if isinstance(target, dict) and data.draw(st.booleans()):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = data.draw(JSON_VALUES)
+    policy = policy_of(VirtualClock())
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    try:
+        fanout = wait_for_jobs(client, [], policy=policy, resume=mutated)
+    except CheckpointError:
+        return
+    again = json.loads(json.dumps(fanout.checkpoint()))
+    wait_for_jobs(client, [], policy=policy, resume=again)

@@ -281,3 +281,27 @@ async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) ->
     assert 0 < read <= 12 * _SLICE
     await fanout.aclose()
     assert no_other_tasks()
+
+
+async def test_reader_cancelled_by_someone_else(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A shutdown that cancels the task reading the source (every task, say) is raised from
+    the iteration as a `RuntimeError` saying so; the jobs read stay pending."""
+    first = service.add_job(duration=600)
+    never = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        await never.wait()
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.polls > 0)
+        reader = fanout._reader
+        assert reader is not None
+        reader.cancel()
+        with pytest.raises(RuntimeError, match="reading job_ids was cancelled"):
+            await consumer
+        results = [result async for result in fanout]
+    assert [result.job_id for result in results] == [first]
