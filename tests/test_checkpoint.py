@@ -732,3 +732,23 @@ def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) ->
         return
     again = json.loads(json.dumps(fanout.checkpoint()))
     wait_for_jobs(client, [], policy=policy, resume=again)
+
+
+async def test_fanout_checkpoint_after_leaving_async_with(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out left by `async with` (cancelled, say) still checkpoints every job it had not
+    handed out, polls that were in flight included."""
+    ids = [service.add_job(duration=600 + i) for i in range(6)]
+    service.inject(Slow(0.05), times=None)  # polls stay in flight for a moment
+    async with wait_for_jobs(client, ids, policy=policy_of(clock)) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.in_flight > 0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    saved = fanout.checkpoint()
+    assert {state["job_id"] for state in saved["jobs"]} == set(ids)
+    service.clear_faults()
+    results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    assert [result.job_id for result in results] == ids
