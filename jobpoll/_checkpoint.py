@@ -42,11 +42,14 @@ __all__ = [
     "FanoutCheckpoint",
     "JobCheckpoint",
     "JobState",
+    "PaceState",
     "Timebase",
     "dump",
     "load_fanout",
     "load_job",
+    "load_pace",
     "restore_tracker",
+    "save_pace",
     "save_tracker",
 ]
 
@@ -381,12 +384,9 @@ class Timebase:
         """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs)."""
         return round(moment - self.now, 6)
 
-    def from_relative(self, seconds: float) -> float:
-        """Seconds after `taken_at` on this process's clock."""
-        return self.from_utc(self.taken_at) + seconds
-
 
 def save_pace(pace: Pace, base: Timebase) -> PaceState:
+    """A `Pace`'s numbers, its times made relative to the checkpoint's `taken_at`."""
     now = base.now
     return PaceState(
         *[
@@ -397,6 +397,8 @@ def save_pace(pace: Pace, base: Timebase) -> PaceState:
 
 
 def load_pace(state: PaceState, policy: PollPolicy, base: Timebase) -> Pace:
+    """A `Pace` of `policy` holding a checkpoint's numbers, its times on this process's
+    clock: shifted by one offset, so its schedule (which uses differences) is the same."""
     pace = policy.pace()
     origin = base.from_utc(base.taken_at)
     for name in _PACE_FIELDS:
