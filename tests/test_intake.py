@@ -305,3 +305,20 @@ async def test_reader_cancelled_by_someone_else(
             await consumer
         results = [result async for result in fanout]
     assert [result.job_id for result in results] == [first]
+
+
+async def test_ids_added_after_the_deadline_time_out_unpolled(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy, clock: VirtualClock
+) -> None:
+    """Ids that come later share the fan-out's deadline: past it, they are reported with a
+    `WaitTimeout` without a poll."""
+    first = service.add_job(duration=0)
+    late = service.add_job(duration=0)
+    async with wait_for_jobs(client, [first], policy=policy, timeout=60) as fanout:
+        assert (await anext(fanout)).ok
+        clock.advance(61)
+        fanout.add([late])
+        result = await anext(fanout)
+    assert result.job_id == late
+    assert isinstance(result.error, TimeoutError)
+    assert service.request_count(late) == 0
