@@ -317,11 +317,7 @@ def load_job(data: object, job_id: str) -> JobCheckpoint:
         raise CheckpointError(
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
-    checkpoint = _load(data, JobCheckpoint, "wait_for_job")
-    if checkpoint.job_id != job_id:
-        raise CheckpointError(
-            f"the checkpoint is of job {checkpoint.job_id!r:.80}, not of {job_id!r:.80}"
-        )
+    checkpoint = _load(data, JobCheckpoint, "wait_for_job")  # of this job: checked above
     _check_clocks(checkpoint.timeout, checkpoint.deadline)
     return checkpoint
 

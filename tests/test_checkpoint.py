@@ -249,6 +249,9 @@ DELETE = object()
         pytest.param("pace.start", float("nan"), "start", id="pace-nan"),
         pytest.param("pace.last_p", 101, "last_p", id="pace-progress"),
         pytest.param("taken_at", None, "taken_at", id="no-taken-at"),
+        pytest.param("pace.fell_from", -0.5, "fell_from", id="pace-negative-rate"),
+        pytest.param("deadline", "9999-01-01T00:00:00Z", "out of any", id="time-out-of-reach"),
+        pytest.param("pace", None, "pace: missing", id="polled-without-pace"),
     ],
 )
 async def test_bad_checkpoint(
@@ -519,6 +522,19 @@ async def test_fanout_pause_and_window_are_resumed(
     assert clock() - start >= 120
 
 
+#: A job's state in a fan-out's checkpoint, for tests to alter.
+EMPTY_STATE = {
+    "job_id": "a",
+    "polls": 0,
+    "failures": 0,
+    "job": None,
+    "started_at": 0.0,
+    "changed_at": 0.0,
+    "next_poll_at": None,
+    "pace": None,
+}
+
+
 async def stand_still(_seconds: float) -> None:
     """A policy's sleep that never ends in a test: time moves only when the test says so."""
     await asyncio.sleep(3600)
@@ -534,6 +550,7 @@ async def stand_still(_seconds: float) -> None:
         pytest.param({"unstarted": "abc"}, "unstarted", id="unstarted-string"),
         pytest.param({"jobs": {}}, "jobs", id="jobs-object"),
         pytest.param({"pause_until": "soon"}, "pause_until", id="pause-no-time"),
+        pytest.param({"jobs": [{**EMPTY_STATE, "job_id": ""}]}, "empty", id="job-id-empty"),
     ],
 )
 async def test_bad_fanout_checkpoint(
