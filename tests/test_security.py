@@ -14,6 +14,7 @@ from aiohttp import web
 from conftest import raw_bytes_server, raw_server
 
 from jobpoll import (
+    DEFAULT_BASE_URL,
     ApiError,
     ConfigurationError,
     DecodeError,
@@ -236,6 +237,40 @@ async def test_key_from_environment_is_sent(
     job_id = secret_service.add_job()
     async with JobsClient(base_url=secret_service.base_url) as client:
         assert (await client.get_job(job_id)).id == job_id
+
+
+async def test_base_url_from_environment(
+    secret_service: FakeJobsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no base_url, CDQ_BASE_URL is read; an argument wins over it; unset, the
+    production URL is used."""
+    monkeypatch.setenv("CDQ_BASE_URL", secret_service.base_url)
+    job_id = secret_service.add_job()
+    async with JobsClient(SECRET) as client:
+        assert client.base_url == secret_service.base_url
+        assert (await client.get_job(job_id)).id == job_id
+    assert JobsClient(SECRET, base_url="https://example.com/api").base_url == (
+        "https://example.com/api"
+    )
+    monkeypatch.delenv("CDQ_BASE_URL")
+    assert JobsClient(SECRET).base_url == DEFAULT_BASE_URL
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("", "CDQ_BASE_URL is set but empty", id="empty"),
+        pytest.param("http://example.com", "CDQ_BASE_URL: refusing plain http", id="plain-http"),
+        pytest.param("not a url", "CDQ_BASE_URL: base_url must be", id="no-url"),
+    ],
+)
+def test_base_url_from_environment_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    """A CDQ_BASE_URL that is empty or unusable is refused, naming the variable."""
+    monkeypatch.setenv("CDQ_BASE_URL", value)
+    with pytest.raises(ConfigurationError, match=message):
+        JobsClient(SECRET)
 
 
 @pytest.mark.parametrize(
