@@ -40,6 +40,7 @@ from jobpoll._errors import (
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._wait import CallbackError, Tracker, UpdateCallback, check_timeout, notify
+from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
@@ -75,6 +76,22 @@ class JobResult:
     def ok(self) -> bool:
         """True when the job FINISHED or was ARCHIVED (`error` is None)."""
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data: `jobId`, `job` (as `Job.to_dict()` writes it, or
+        None) and `error` (None, or its `type` (class name), `message` and `attributes`),
+        e.g. to save outcomes and read them back after a crash with `from_dict`."""
+        return record_to_wire(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A result from what `to_dict` wrote. The error is of the class it was (its message
+        and attributes as they were), made without running its constructor.
+
+        Raises:
+            ValueError: the data is no such result; the message names the field.
+        """
+        return record_from_wire(data, cls)
 
 
 def wait_for_jobs(
