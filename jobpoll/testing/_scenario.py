@@ -377,17 +377,23 @@ def build_scenario(
         if not isinstance(listed, list):
             raise ScenarioError(f"{source}: {key} must be a list of tables")
         rules.extend((f"{source}: {key}[{index}]", item) for index, item in enumerate(listed))
-    settings: dict[str, Any] = {
-        key: data[key] for key in ("port", "api_key", "latency", "seed") if key in data
+    settings: dict[str, Any] = {"port": 0, "api_key": None, "latency": 0.0, "seed": 0}
+    checks: dict[str, Callable[[Any], Any]] = {
+        "port": _port,
+        "api_key": _api_key,
+        "latency": _seconds,
+        "seed": _whole,
     }
-    settings.update({key: value for key, value in options.items() if value is not None})
+    for key, check in checks.items():
+        if key in data:
+            settings[key] = _checked(f"{source}:", key, data[key], check)
+        if options.get(key) is not None:  # an option wins over the file
+            option = "--" + key.replace("_", "-")
+            settings[key] = _checked(option, "", options[key], check)
     return Scenario(
         jobs=tuple(_job_rule(where, fields) for where, fields in job_rules),
         faults=tuple(_fault_rule(where, fields) for where, fields in fault_rules),
-        port=_checked(source, "port", settings.get("port", 0), _port),
-        api_key=_checked(source, "api_key", settings.get("api_key"), _api_key),
-        latency=_checked(source, "latency", settings.get("latency", 0.0), _seconds),
-        seed=_checked(source, "seed", settings.get("seed", 0), _whole),
+        **settings,
     )
 
 
@@ -395,7 +401,8 @@ def _checked(where: str, key: str, value: Any, check: Callable[[Any], Any]) -> A
     try:
         return check(value)
     except (ValueError, TypeError) as exc:
-        raise ScenarioError(f"{where}: {key} {exc}") from None
+        what = f"{where} {key}" if where.endswith(":") else f"{where}: {key}" if key else where
+        raise ScenarioError(f"{what} {exc}") from None
 
 
 def _fields(where: str, fields: Any, allowed: tuple[str, ...]) -> dict[str, Any]:
