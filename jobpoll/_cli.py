@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -36,10 +37,13 @@ from rich.text import Text
 
 from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient, _check_api_key, check_job_id
 from jobpoll._errors import (
+    ApiError,
     ConfigurationError,
+    DecodeError,
     Forbidden,
     InvalidJobId,
     JobPollError,
+    NotFound,
     TransportError,
     Unauthorized,
 )
@@ -60,6 +64,7 @@ from jobpoll._view import (
     View,
     outcome_of,
 )
+from jobpoll._wire import format_timestamp
 
 __all__ = ["main"]
 
@@ -102,6 +107,20 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) ->
 
 
 _F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def _names_failures(command: Callable[..., int]) -> Callable[..., int]:
+    """Prefix a command's failures with its name (`jobpoll wait: no API key: ...`)."""
+
+    @functools.wraps(command)
+    def named(*args: Any, **kwargs: Any) -> int:
+        try:
+            return command(*args, **kwargs)
+        except _Failure as exc:
+            path = click.get_current_context().command_path
+            raise _Failure(f"{path}: {exc}", exc.exit_code) from None
+
+    return named
 
 
 def _connection_options(command: _F) -> _F:
@@ -209,10 +228,16 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
+#: The status of a command cancelled by a signal: 130 for Ctrl-C, 143 for SIGTERM (set
+#: before the cancellation, so that the summary says it too).
+_stopped_with = [EXIT_INTERRUPTED]
+
+
 def _run_loop(command: str, main: Callable[[], Awaitable[int]]) -> int:
     """Run `main` in a new event loop: Ctrl-C (or SIGTERM) cancels it, and once it has
     stopped cleanly, the status is 130 (143)."""
     terminated = False
+    _stopped_with[0] = EXIT_INTERRUPTED
 
     async def guarded() -> int:
         nonlocal terminated
@@ -223,6 +248,7 @@ def _run_loop(command: str, main: Callable[[], Awaitable[int]]) -> int:
         def on_sigterm() -> None:
             nonlocal terminated
             terminated = True
+            _stopped_with[0] = EXIT_TERMINATED
             task.cancel()
 
         loop.add_signal_handler(signal.SIGTERM, on_sigterm)
@@ -356,6 +382,7 @@ def _interactive(stream: Any) -> bool:
 @_ids_options
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per job instead of a table.")
 @_connection_options
+@_names_failures
 def status(
     ids: tuple[str, ...],
     files: tuple[str, ...],
@@ -417,33 +444,43 @@ def _json_line(line: dict[str, Any]) -> None:
 
 
 def _status_table(results: Sequence[JobResult]) -> None:
-    console = Console(highlight=False, soft_wrap=False)
+    # Off a terminal, rich would fold the table to 80 columns: a line per job reads better.
+    width = None if _interactive(sys.stdout) else 200
+    console = Console(highlight=False, soft_wrap=False, width=width)
     table = Table(box=None, pad_edge=False, header_style="bold dim")
-    for name in ("job", "status", "progress", "created", "user"):
-        table.add_column(
-            name, no_wrap=name != "user", justify="right" if name == "progress" else "left"
-        )
+    table.add_column("job", no_wrap=True, overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", no_wrap=True, justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("user", overflow="fold")
     for result in results:
         job: Job | None = result.job
         if job is None:
             assert result.error is not None
-            table.add_row(
-                result.job_id,
-                Text(type(result.error).__name__, style="red"),
-                "",
-                "",
-                str(result.error),
-            )
+            table.add_row(result.job_id, Text(_unread(result.error), style="red"))
             continue
         style = "green" if job.succeeded else "red" if job.failed else "cyan"
         table.add_row(
             result.job_id,
             Text(job.raw_status, style=style),
             f"{job.progress}%",
-            job.created_at.isoformat(timespec="seconds"),
+            format_timestamp(job.created_at.replace(microsecond=0)),
             job.user or "",
         )
     console.print(table)
+
+
+def _unread(error: JobPollError) -> str:
+    """Why a job's status could not be read, in a table cell (--json has the whole error)."""
+    if isinstance(error, NotFound):
+        return "not found (HTTP 404)"
+    if isinstance(error, ApiError):
+        return f"HTTP {error.http_status}"
+    if isinstance(error, TransportError):
+        return "no answer"
+    if isinstance(error, DecodeError):
+        return f"invalid answer ({error.field or 'body'})"
+    return type(error).__name__
 
 
 # wait --------------------------------------------------------------------------------------
@@ -499,6 +536,7 @@ def _status_table(results: Sequence[JobResult]) -> None:
     help="How long to retry while nothing answers at the base URL before giving up (status 4).",
 )
 @_connection_options
+@_names_failures
 def wait(
     ids: tuple[str, ...],
     files: tuple[str, ...],
@@ -592,7 +630,7 @@ async def wait_with_view(
                         break
             code = board.exit_code()
         except asyncio.CancelledError:
-            interrupted, code = True, EXIT_INTERRUPTED
+            interrupted, code = True, _stopped_with[0]
             raise
         except JobPollError as exc:
             failure = _setup_failure(exc)
@@ -626,6 +664,7 @@ async def _tick(view: View) -> None:
     help="Run the jobs this many times faster.",
 )
 @click.option("--json", "as_json", is_flag=True, help="JSON lines even at a terminal.")
+@_names_failures
 def demo(speed: float, as_json: bool) -> int:
     """Wait on a dozen jobs of an embedded fake service: no key, no network.
 
@@ -685,6 +724,7 @@ def demo(speed: float, as_json: bool) -> int:
     " html, truncated. Which requests: share=FRACTION, times=N, or at=SECONDS,for=SECONDS;"
     " also match=PATTERN, retry_after=SECONDS (a status), seconds=SECONDS (slow).",
 )
+@_names_failures
 def fake_server(
     port: int | None,
     api_key: str | None,
@@ -731,7 +771,7 @@ def fake_server(
             seed=seed,
         )
     except ScenarioError as exc:
-        raise _Failure(f"jobpoll fake-server: {exc}") from None
+        raise _Failure(str(exc)) from None
     service = ScriptedService(scenario)
     if _interactive(sys.stderr):
         _say("jobpoll fake-server: serving on loopback; Ctrl-C stops it")
@@ -739,8 +779,8 @@ def fake_server(
         asyncio.run(serve_until_stopped(service))
     except OSError as exc:
         raise _Failure(
-            f"jobpoll fake-server: cannot listen on 127.0.0.1:{scenario.port}"
-            f" ({exc.strerror or exc})",
+            f"cannot listen on 127.0.0.1:{scenario.port}"
+            f" ({os.strerror(exc.errno) if exc.errno else exc})",
             EXIT_FAILED,
         ) from None
     return EXIT_OK

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import math
+import os
 import sys
 
 from jobpoll.testing._scenario import serve_until_stopped
@@ -83,7 +84,7 @@ def main(argv: list[str] | None = None) -> None:
     except OSError as exc:
         print(
             f"python -m jobpoll.testing: cannot listen on 127.0.0.1:{arguments.port}:"
-            f" {exc.strerror or exc}",
+            f" {os.strerror(exc.errno) if exc.errno else exc}",
             file=sys.stderr,
         )
         sys.exit(1)
