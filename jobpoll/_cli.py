@@ -37,13 +37,10 @@ from rich.text import Text
 
 from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient, _check_api_key, check_job_id
 from jobpoll._errors import (
-    ApiError,
     ConfigurationError,
-    DecodeError,
     Forbidden,
     InvalidJobId,
     JobPollError,
-    NotFound,
     TransportError,
     Unauthorized,
 )
@@ -62,6 +59,7 @@ from jobpoll._view import (
     Summary,
     TerminalSummary,
     View,
+    describe_error,
     outcome_of,
 )
 from jobpoll._wire import format_timestamp
@@ -457,7 +455,7 @@ def _status_table(results: Sequence[JobResult]) -> None:
         job: Job | None = result.job
         if job is None:
             assert result.error is not None
-            table.add_row(result.job_id, Text(_unread(result.error), style="red"))
+            table.add_row(result.job_id, Text(describe_error(result.error), style="red"))
             continue
         style = "green" if job.succeeded else "red" if job.failed else "cyan"
         table.add_row(
@@ -468,19 +466,6 @@ def _status_table(results: Sequence[JobResult]) -> None:
             job.user or "",
         )
     console.print(table)
-
-
-def _unread(error: JobPollError) -> str:
-    """Why a job's status could not be read, in a table cell (--json has the whole error)."""
-    if isinstance(error, NotFound):
-        return "not found (HTTP 404)"
-    if isinstance(error, ApiError):
-        return f"HTTP {error.http_status}"
-    if isinstance(error, TransportError):
-        return "no answer"
-    if isinstance(error, DecodeError):
-        return f"invalid answer ({error.field or 'body'})"
-    return type(error).__name__
 
 
 # wait --------------------------------------------------------------------------------------

@@ -24,7 +24,16 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jobpoll._errors import JobFailedError, JobPollError, WaitTimeout
+from jobpoll._errors import (
+    ApiError,
+    DecodeError,
+    JobFailedError,
+    JobPollError,
+    JobStalled,
+    NotFound,
+    TransportError,
+    WaitTimeout,
+)
 from jobpoll._fanout import JobResult, JobsWait
 from jobpoll._models import Job, JobStatus
 from jobpoll._policy import Pace, PollPolicy
@@ -40,6 +49,7 @@ __all__ = [
     "Summary",
     "TerminalSummary",
     "View",
+    "describe_error",
     "outcome_of",
 ]
 
@@ -372,7 +382,7 @@ def _status_style(job: Job) -> str:
 
 
 def _short_error(result: JobResult) -> str:
-    """A few words on how a job ended unsuccessfully."""
+    """A few words on how a job ended unsuccessfully (the JSON lines have the whole error)."""
     error = result.error
     job = result.job
     if isinstance(error, JobFailedError):
@@ -380,8 +390,23 @@ def _short_error(result: JobResult) -> str:
     if isinstance(error, WaitTimeout):
         seen = f"last seen {job.raw_status} at {job.progress}%" if job else "never seen"
         return f"timed out, {seen}"
-    assert isinstance(error, JobPollError)
-    return f"{type(error).__name__}: {error}"
+    assert error is not None
+    return describe_error(error)
+
+
+def describe_error(error: JobPollError) -> str:
+    """An error in a few words, without the job id its message repeats."""
+    if isinstance(error, NotFound):
+        return "not found (HTTP 404)"
+    if isinstance(error, ApiError):
+        return f"HTTP {error.http_status}" + (f": {error.message}" if error.message else "")
+    if isinstance(error, DecodeError):
+        return f"invalid answer ({error.field or 'body'})"
+    if isinstance(error, TransportError):
+        return "no answer" + ("" if error.reached else " (cannot connect)")
+    if isinstance(error, JobStalled):
+        return f"stalled at {error.job.progress}% for {error.unchanged_for:.0f} s"
+    return type(error).__name__
 
 
 class TerminalSummary:
