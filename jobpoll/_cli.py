@@ -590,7 +590,7 @@ async def wait_with_view(
     Raises:
         _Failure: an error about the setup ended the wait (after the view's summary).
     """
-    board = Board(job_ids, policy, clock=policy.clock)
+    board = Board(job_ids, clock=policy.clock)
     view = make_view(board)
 
     def on_update(job: Job) -> None:

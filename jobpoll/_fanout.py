@@ -412,6 +412,17 @@ class JobsWait:
         """How many requests are out right now."""
         return len(self._running)
 
+    def _time_left(self) -> dict[str, float | None]:
+        """Each waiting job's time left at the pace its schedule measured (`Pace.time_left`;
+        None until its progress moves), by id: read-only, for a progress view."""
+        now = self._policy.clock()
+        waiting = [item[2] for item in self._queue]
+        waiting.extend(self._running.values())
+        return {
+            entry._job_id: None if entry._pace is None else entry._pace.time_left(now)
+            for entry in waiting
+        }
+
     def __repr__(self) -> str:
         return (
             f"<JobsWait {self._reported} of {len(self._job_ids)} jobs reported,"

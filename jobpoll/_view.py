@@ -1,10 +1,12 @@
 """How `jobpoll wait` shows a wait: a live view at a terminal (rich), JSON lines elsewhere.
 
 A `Board` keeps what is known of every job, updated from the fan-out's `on_update` and its
-results; a view reads it. The board's cost per change is a few dictionary operations and the
-job's `Pace`; the live view draws a few times a second from the board's totals (and, for a few
-jobs, their rows), so that thousands of jobs cost little beside their polls. Nothing here runs
-in another thread: the view is refreshed from the event loop, between polls.
+results; a view reads it. The board's cost per change is a few dictionary operations; a job's
+time left is read from its own schedule in the fan-out (no second model), once per refresh
+for a few jobs and once a second for many; the live view draws from the board's totals (and,
+for a few jobs, their rows), so that thousands of jobs cost little beside their polls.
+Nothing here runs in another thread: the view is refreshed from the event loop, between
+polls.
 
 Imported by the command line only: rich is not needed to use jobpoll as a library.
 """
@@ -36,7 +38,6 @@ from jobpoll._errors import (
 )
 from jobpoll._fanout import JobResult, JobsWait
 from jobpoll._models import Job, JobStatus
-from jobpoll._policy import Pace, PollPolicy
 
 __all__ = [
     "EXIT_FAILED",
@@ -86,49 +87,40 @@ def outcome_of(result: JobResult) -> str:
 class Row:
     """One job on the board."""
 
-    __slots__ = ("ended_at", "job", "job_id", "pace", "result")
+    __slots__ = ("ended_at", "job", "job_id", "result")
 
     def __init__(self, job_id: str) -> None:
         self.job_id = job_id
         self.job: Job | None = None
         self.result: JobResult | None = None
         self.ended_at: float | None = None
-        self.pace: Pace | None = None
-
-
-@attrs.frozen
-class Change:
-    """A line of the recent changes: when, which job, and what it is now."""
-
-    at: float
-    job_id: str
-    text: str
-    style: str
 
 
 class Board:
     """What is known of each job of a wait, and the totals the views show.
 
+    Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
+    through `JobsWait._time_left`), read at most once per `refresh_estimates`: the board keeps
+    no model of its own.
+
     Args:
         job_ids: the distinct ids, in the order given.
-        policy: the wait's policy; each job's time left comes from a `Pace` of it (without
-            jitter), fed the job's snapshots.
-        clock: the wait's clock (`policy.clock`).
+        clock: the wait's clock (its policy's).
         recent: how many recent changes to keep.
     """
 
     def __init__(
         self,
         job_ids: Sequence[str],
-        policy: PollPolicy,
         *,
         clock: Callable[[], float] = time.monotonic,
         recent: int = 12,
     ) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
         self._folded: dict[str, Row] | None = None
-        self._policy = attrs.evolve(policy, jitter=0.0)
         self.clock = clock
+        self._left: dict[str, float | None] = {}
+        self._left_at = -math.inf
         self.started = clock()
         self.fanout: JobsWait | None = None
         self.total = len(self.rows)
@@ -137,7 +129,8 @@ class Board:
         self.ended = 0
         self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
         self.unsuccessful: list[Row] = []
-        self.recent: deque[Change] = deque(maxlen=recent)
+        # (when, id, the snapshot or the unsuccessful result): made into text only when shown.
+        self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=recent)
         self._progress = 0  # the sum of every job's progress, ended jobs counting 100
 
     @property
@@ -179,12 +172,7 @@ class Board:
         self._progress += job.progress
         self.queued += job.status in _QUEUED
         row.job = job
-        if not job.is_terminal:
-            if row.pace is None:
-                row.pace = self._policy.pace()
-            row.pace.answered(now, job)
-        style = _status_style(job)
-        self.recent.append(Change(now, row.job_id, f"{job.raw_status} {job.progress}%", style))
+        self.recent.append((now, row.job_id, job))
         return row
 
     def ended_with(self, result: JobResult) -> Row:
@@ -199,29 +187,32 @@ class Board:
         if result.job is not None:
             row.job = result.job
         self._progress += 100
-        row.result, row.ended_at, row.pace = result, now, None
+        row.result, row.ended_at = result, now
         self.ended += 1
         outcome = outcome_of(result)
         self.outcomes[outcome] += 1
         if outcome != SUCCEEDED:
             self.unsuccessful.append(row)
-            self.recent.append(Change(now, row.job_id, _short_error(result), "red"))
+            if not isinstance(result.error, JobFailedError):  # else its last change says it
+                self.recent.append((now, row.job_id, result))
         return row
 
+    def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
+        """Read each waiting job's time left from the fan-out's schedules, unless it was read
+        less than `every` seconds ago (a pass over every waiting job)."""
+        if self.fanout is not None and now - self._left_at >= every:
+            self._left = self.fanout._time_left()
+            self._left_at = now
+
     def time_left(self, row: Row, now: float) -> float | None:
-        """A job's time left at the pace its schedule measured, or None."""
-        return None if row.pace is None else row.pace.time_left(now)
+        """A job's time left at the pace its schedule measured (as last read), or None."""
+        left = self._left.get(row.job_id)
+        return None if left is None else max(0.0, left - (now - self._left_at))
 
     def longest_time_left(self, now: float) -> float | None:
         """The longest time left among the waiting jobs whose progress has moved."""
-        longest: float | None = None
-        for row in self.rows.values():
-            pace = row.pace
-            if pace is not None:
-                left = pace.time_left(now)
-                if left is not None and (longest is None or left > longest):
-                    longest = left
-        return longest
+        known = [left for left in self._left.values() if left is not None]
+        return max(0.0, max(known) - (now - self._left_at)) if known else None
 
     def exit_code(self) -> int:
         """1 when a job failed, else 4 when the API could not be reached for one, else 3
@@ -292,13 +283,11 @@ class JsonLines:
             return
         board = self._board
         now = board.clock()
-        left = board.time_left(row, now)
         line = {
             "event": "change",
             "elapsed": round(board.elapsed(now), 3),
             "jobId": row.job_id,
             "job": row.job.to_dict(),
-            "left": None if left is None else round(left, 1),
         }
         self._write(line, now)
 
@@ -482,9 +471,10 @@ class LiveView(TerminalSummary):
         height = console.size.height
         self._per_job = board.total <= min(rows, max(3, height - 6))
         self._recent = max(3, min(board.recent.maxlen or 12, height - 8))
-        self.interval = 0.25 if self._per_job else 0.5
+        # Elapsed times are shown in whole seconds: a few rows are redrawn four times a second,
+        # the totals of many once a second (a pass over every waiting job's schedule).
+        self.interval = 0.25 if self._per_job else 1.0
         self._live: Any = None
-        self._longest: tuple[float, float | None] = (-math.inf, None)
 
     def start(self) -> None:
         from rich.live import Live
@@ -501,6 +491,7 @@ class LiveView(TerminalSummary):
 
     def tick(self) -> None:
         if self._live is not None:
+            self._board.refresh_estimates(self._board.clock())
             self._live.refresh()
 
     def stop(self, summary: Summary) -> None:
@@ -554,11 +545,7 @@ class LiveView(TerminalSummary):
 
     def _totals(self, now: float) -> list[RenderableType]:
         board = self._board
-        if now - self._longest[0] >= 1.0:  # a pass over every job: once a second is plenty
-            self._longest = (now, board.longest_time_left(now))
-        left = self._longest[1]
-        if left is not None:
-            left -= now - self._longest[0]
+        left = board.longest_time_left(now)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(justify="right", no_wrap=True)
@@ -581,17 +568,19 @@ class LiveView(TerminalSummary):
         counts.append(f"   {waiting:,} waiting: {board.queued:,} queued")
         if unseen:
             counts.append(f", {unseen:,} not seen yet", style="dim")
-        recent = Table.grid(padding=(0, 2))
-        recent.add_column(style="dim", no_wrap=True)
-        recent.add_column(no_wrap=True, overflow="ellipsis", max_width=40)
-        recent.add_column(no_wrap=True, overflow="ellipsis")
+        # Plain lines rather than a table: drawn every second, they should cost little.
+        recent = Text(no_wrap=True, overflow="ellipsis")
         changes = list(board.recent)[-self._recent :]
-        for change in reversed(changes):
-            recent.add_row(
-                _clock_text(change.at - board.started),
-                change.job_id,
-                Text(change.text, style=change.style),
-            )
+        width = max((len(job_id) for _, job_id, _ in changes), default=0)
+        for at, job_id, what in reversed(changes):
+            recent.append(f"{_clock_text(at - board.started)}  ", style="dim")
+            recent.append(f"{job_id:<{width}}  ")
+            if isinstance(what, Job):
+                recent.append(f"{what.raw_status} {what.progress}%", style=_status_style(what))
+            else:
+                recent.append(_short_error(what), style="red")
+            recent.append("\n")
+        recent.rstrip()
         return [grid, counts, Text("recent changes", style="bold dim"), recent]
 
 

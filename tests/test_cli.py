@@ -32,7 +32,7 @@ from jobpoll.testing import FakeJobsService, HttpError
 #: Poll every 0.1 s: the jobs below last well under a second.
 FAST = ("--max-interval", "0.1")
 OUTCOME_KEYS = {"event", "elapsed", "jobId", "job", "error", "ok", "outcome"}
-CHANGE_KEYS = {"event", "elapsed", "jobId", "job", "left"}
+CHANGE_KEYS = {"event", "elapsed", "jobId", "job"}
 SUMMARY_KEYS = {
     "event",
     "elapsed",

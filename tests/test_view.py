@@ -14,14 +14,17 @@ from jobpoll import (
     Job,
     JobFailedError,
     JobResult,
+    JobsClient,
     JobStatus,
     NotFound,
     PollPolicy,
     ServerError,
     TransportError,
     WaitTimeout,
+    wait_for_jobs,
 )
 from jobpoll._view import Board, JsonLines, LiveView, Summary, outcome_of
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -46,7 +49,7 @@ def job(job_id: str, progress: int = 0, status: str = "RUNNING") -> Job:
 
 def board_of(*ids: str) -> tuple[Board, Clock]:
     clock = Clock()
-    return Board(list(ids), PollPolicy(), clock=clock), clock
+    return Board(list(ids), clock=clock), clock
 
 
 def test_outcomes() -> None:
@@ -107,23 +110,67 @@ def test_board_counts_and_percent() -> None:
     assert [row.job_id for row in board.unsuccessful] == ["c"]
     assert board.changed(job("a", 50)) is None  # after its end: ignored
     assert board.changed(job("unknown", 50)) is None
-    assert [change.text for change in board.recent][-2:] == [
-        "FINISHED 100%",
-        "not found (HTTP 404)",
+    assert [what for _, _, what in board.recent][-2:] == [
+        job("a", 100, "FINISHED"),
+        JobResult("c", None, board.rows["c"].result.error),  # type: ignore[union-attr]
     ]
 
 
-def test_time_left_from_the_pace() -> None:
-    """A job's time left comes from the pace of its snapshots; the longest is the wait's."""
-    board, clock = board_of("a", "b")
-    board.changed(job("a", 0))
-    board.changed(job("b", 0))
-    clock.now += 10
-    board.changed(job("a", 10))
-    board.changed(job("b", 50))
-    assert board.time_left(board.rows["a"], clock.now) == pytest.approx(90)
-    assert board.time_left(board.rows["b"], clock.now) == pytest.approx(10)
-    assert board.longest_time_left(clock.now) == pytest.approx(90)
+class Schedules:
+    """Stands for the fan-out: the time left its schedules measured, by id."""
+
+    polls = 7
+    in_flight = 2
+
+    def __init__(self, left: dict[str, float | None]) -> None:
+        self.left = left
+        self.reads = 0
+
+    def _time_left(self) -> dict[str, float | None]:
+        self.reads += 1
+        return dict(self.left)
+
+
+def test_time_left_read_from_the_schedules() -> None:
+    """A job's time left is read from the fan-out's schedules (at most every `every`
+    seconds) and counted down between reads; the longest is the wait's."""
+    board, clock = board_of("a", "b", "c")
+    schedules = Schedules({"a": 90.0, "b": 10.0, "c": None})
+    board.fanout = schedules  # type: ignore[assignment]
+    assert board.longest_time_left(clock.now) is None
+    board.refresh_estimates(clock.now, every=1.0)
+    clock.now += 0.5
+    board.refresh_estimates(clock.now, every=1.0)  # too soon: not read again
+    assert schedules.reads == 1
+    assert board.time_left(board.rows["a"], clock.now) == pytest.approx(89.5)
+    assert board.time_left(board.rows["c"], clock.now) is None
+    assert board.longest_time_left(clock.now) == pytest.approx(89.5)
+    clock.now += 20
+    assert board.time_left(board.rows["b"], clock.now) == 0.0
+
+
+async def test_the_fan_out_tells_each_jobs_time_left(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """`JobsWait._time_left` gives each waiting job's time left at the pace its schedule
+    measured: about the time a steady job has left, None before its progress moves."""
+    job_id = service.add_job(duration=100)
+    silent = service.add_job(duration=200, progress=None)
+    policy = PollPolicy(clock=clock, sleep=clock.sleep)
+    readings: list[tuple[int, dict[str, float | None]]] = []
+
+    def read(job: Job) -> None:
+        if job.id == job_id and not job.is_terminal:
+            readings.append((job.progress, fanout._time_left()))
+
+    fanout = wait_for_jobs(client, [job_id, silent], policy=policy, on_update=read)
+    await fanout
+    assert readings[0][1] == {job_id: None, silent: None}
+    progress, left = next((p, left) for p, left in readings if p >= 40)
+    estimate = left[job_id]
+    assert estimate is not None
+    assert 0.5 * (100 - progress) <= estimate <= 1.5 * (100 - progress)
+    assert left[silent] is None
 
 
 def test_json_lines() -> None:
@@ -173,12 +220,14 @@ def test_live_view_of_a_few_jobs() -> None:
     died = job("job-2", 60, "DIED")
     board.changed(died)
     board.ended_with(JobResult("job-2", died, JobFailedError(died)))
+    board.fanout = Schedules({"job-1": 30.0, "job-3": None})  # type: ignore[assignment]
     screen = rendered(LiveView(board, console(), title="Waiting"), Summary(1, interrupted=True))
     assert "job-1  RUNNING" in screen
     assert "25%  0:00:10  ~0:00:30" in screen
     assert "job-2  DIED" in screen
     assert "job-3  not seen yet" in screen
-    assert "3 jobs in 0:00:10: 0 succeeded, 1 failed, 2 not ended; 0 polls (interrupted)" in (
+    assert "7 polls, 2 in flight" in screen
+    assert "3 jobs in 0:00:10: 0 succeeded, 1 failed, 2 not ended; 7 polls (interrupted)" in (
         screen
     )
     assert "job-2  DIED at 60%" in screen
