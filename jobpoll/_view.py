@@ -551,10 +551,12 @@ class LiveView(TerminalSummary):
         grid.add_column(justify="right", no_wrap=True)
         grid.add_column(no_wrap=True)
         percent = board.percent
+        waiting = board.total - board.ended
+        times = f"{_clock_text(board.elapsed(now))} elapsed"
+        if waiting:
+            times += f", {_left_text(left)} left"
         grid.add_row(
-            ProgressBar(total=100, completed=percent, width=40),
-            f"{math.floor(percent)}%",
-            f"{_clock_text(board.elapsed(now))} elapsed, {_left_text(left)} left",
+            ProgressBar(total=100, completed=percent, width=40), f"{math.floor(percent)}%", times
         )
         outcomes = board.outcomes
         counts = Text()
@@ -563,9 +565,9 @@ class LiveView(TerminalSummary):
         for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
             if outcomes[outcome]:
                 counts.append(f", {outcomes[outcome]:,} {outcome}", style=style)
-        waiting = board.total - board.ended
         unseen = board.total - board.seen
-        counts.append(f"   {waiting:,} waiting: {board.queued:,} queued")
+        if waiting:
+            counts.append(f"   {waiting:,} waiting: {board.queued:,} queued")
         if unseen:
             counts.append(f", {unseen:,} not seen yet", style="dim")
         # Plain lines rather than a table: drawn every second, they should cost little.
