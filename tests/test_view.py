@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import json
+import random
 from datetime import UTC, datetime
 
 import pytest
@@ -156,7 +157,8 @@ async def test_the_fan_out_tells_each_jobs_time_left(
     measured: about the time a steady job has left, None before its progress moves."""
     job_id = service.add_job(duration=100)
     silent = service.add_job(duration=200, progress=None)
-    policy = PollPolicy(clock=clock, sleep=clock.sleep)
+    # A seeded schedule: the same polls, hence the same estimates, on every run.
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(7).random)
     readings: list[tuple[int, dict[str, float | None]]] = []
 
     def read(job: Job) -> None:
@@ -169,7 +171,8 @@ async def test_the_fan_out_tells_each_jobs_time_left(
     progress, left = next((p, left) for p, left in readings if p >= 40)
     estimate = left[job_id]
     assert estimate is not None
-    assert 0.5 * (100 - progress) <= estimate <= 1.5 * (100 - progress)
+    # A value is first seen after it was reached: the measured pace is a little slow.
+    assert 0.5 * (100 - progress) <= estimate <= 2 * (100 - progress)
     assert left[silent] is None
 
 
