@@ -126,3 +126,21 @@ def test_checkpoint_benchmark_runs() -> None:
     )
     assert result.returncode in (0, 2), result.stdout + result.stderr
     assert "bytes per pending job:" in result.stdout
+
+
+def test_cli_benchmark_runs() -> None:
+    """A tiny run of bench_cli.py completes and prints its verdict, exiting 0 (met) or 2 (not
+    met: at this size the command's start-up weighs), never 1 (broken)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_cli.py"),
+            *("--jobs", "20", "--job-seconds", "0.3", "--rounds", "1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,  # within the per-test timeout of 60 s
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stderr
+    assert "view / bare CPU (median of rounds):" in result.stdout
