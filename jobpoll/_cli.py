@@ -81,7 +81,6 @@ Exit status:
   130  interrupted (Ctrl-C), after a clean stop
 """
 
-T = TypeVar("T")
 logger = logging.getLogger("jobpoll")
 
 
@@ -270,22 +269,28 @@ def _run_loop(command: str, main: Callable[[], Awaitable[int]]) -> int:
 def _configure_logging(verbose: int) -> None:
     """Send jobpoll's log records to stderr with -v; otherwise nowhere (Python's last-resort
     handler would print its warnings, a second line beside the error the command reports)."""
-    if not verbose:
-        logger.addHandler(logging.NullHandler())
-        return
-    handler = _StderrHandler()
+    for handler in [h for h in logger.handlers if isinstance(h, _StderrHandler)]:
+        logger.removeHandler(handler)  # run() called again in the same process
+    handler = _StderrHandler(shown=verbose > 0)
     handler.setFormatter(logging.Formatter("jobpoll: %(levelname)s: %(message)s"))
     logger.addHandler(handler)
-    logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+    if verbose:
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
 
 
 class _StderrHandler(logging.Handler):
-    """Writes to whatever `sys.stderr` is at the time of each record."""
+    """Writes to whatever `sys.stderr` is at the time of each record (the live view's proxy
+    while it runs), or, when not `shown`, nowhere."""
+
+    def __init__(self, *, shown: bool) -> None:
+        super().__init__()
+        self.shown = shown
 
     def emit(self, record: logging.LogRecord) -> None:
-        with contextlib.suppress(Exception):
-            sys.stderr.write(self.format(record) + "\n")
-            sys.stderr.flush()
+        if self.shown:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(self.format(record) + "\n")
+                sys.stderr.flush()
 
 
 def _make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import fcntl
 import json
+import logging
 import os
 import pty
 import re
@@ -20,13 +21,14 @@ import subprocess
 import sys
 import termios
 import threading
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import refusing_url
 from support import Ran, cli_environment, run_jobpoll, until_idle
 
+from jobpoll._cli import run
 from jobpoll.testing import FakeJobsService, HttpError
 
 #: Poll every 0.1 s: the jobs below last well under a second.
@@ -203,32 +205,6 @@ async def test_https_on_a_plain_port_is_status_4(service: FakeJobsService) -> No
             "jobpoll wait: argument 2: the job id 'bad\\tid' holds control characters",
             id="bad-id",
         ),
-        pytest.param(["wait", "x" * 257], {}, "is 257 characters long; at most 256", id="long-id"),
-        pytest.param(["wait"], {}, "jobpoll wait: no job ids given", id="no-ids"),
-        pytest.param(
-            ["wait", "a", "--timeout", "-1"],
-            {},
-            "jobpoll wait: Invalid value for '--timeout': -1.0 is not a positive number",
-            id="bad-timeout",
-        ),
-        pytest.param(
-            ["wait", "a", "--no-such-option"],
-            {},
-            "jobpoll wait: No such option",  # then click's own words, which vary by version
-            id="unknown-option",
-        ),
-        pytest.param(
-            ["wait", "a", "--api-key-file", "/no/such/file"],
-            {},
-            "jobpoll wait: --api-key-file /no/such/file: cannot read it",
-            id="no-key-file",
-        ),
-        pytest.param(
-            ["wait", "a"],
-            {"CDQ_API_KEY": "two words\n"},
-            "jobpoll wait: CDQ_API_KEY: the API key holds characters",
-            id="key-not-a-header",
-        ),
     ],
 )
 async def test_usage_and_configuration_errors_are_status_2(
@@ -249,6 +225,68 @@ async def test_usage_and_configuration_errors_are_status_2(
     assert_one_error_line(ran, expected)
     assert ran.stdout == ""
     assert service.request_count() == 0
+
+
+#: More usage errors, run in this process (they end before any event loop or request).
+IN_PROCESS_USAGE_ERRORS = [
+    pytest.param(["wait", "x" * 257], {}, "is 257 characters long; at most 256", id="long-id"),
+    pytest.param(["wait"], {}, "jobpoll wait: no job ids given", id="no-ids"),
+    pytest.param(
+        ["wait", "a", "--timeout", "-1"],
+        {},
+        "jobpoll wait: Invalid value for '--timeout': -1.0 is not a positive number",
+        id="bad-timeout",
+    ),
+    pytest.param(
+        ["wait", "a", "--no-such-option"],
+        {},
+        "jobpoll wait: No such option",  # then click's own words, which vary by version
+        id="unknown-option",
+    ),
+    pytest.param(
+        ["wait", "a", "--api-key-file", "/no/such/file"],
+        {},
+        "jobpoll wait: --api-key-file /no/such/file: cannot read it",
+        id="no-key-file",
+    ),
+    pytest.param(
+        ["wait", "a"],
+        {"CDQ_API_KEY": "two words\n"},
+        "jobpoll wait: CDQ_API_KEY: the API key holds characters",
+        id="key-not-a-header",
+    ),
+]
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command's environment, with a key and a base URL, for `run()` in this process;
+    the log handler it installs is taken away after."""
+    monkeypatch.setenv("CDQ_API_KEY", "key")
+    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
+    yield
+    logger = logging.getLogger("jobpoll")
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._cli"]:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(("arguments", "variables", "expected"), IN_PROCESS_USAGE_ERRORS)
+@pytest.mark.usefixtures("in_process")
+def test_more_usage_errors_are_status_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    variables: dict[str, str],
+    expected: str,
+) -> None:
+    """Bad options, ids and key files: status 2 and one line, as in a child process."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert run(arguments) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert expected in err
 
 
 async def test_ids_from_files_and_stdin(service: FakeJobsService, tmp_path: Path) -> None:
@@ -318,23 +356,30 @@ async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -
 
 
 async def test_heartbeat_while_nothing_changes(service: FakeJobsService) -> None:
-    """A job that does not change gets heartbeat lines at the --heartbeat interval; --quiet
-    has none."""
+    """A job that does not change gets heartbeat lines at the --heartbeat interval (read until
+    the first, then interrupted); --quiet has none."""
     service.add_job("still", duration=600, progress=None)
-    ran = await run_jobpoll(
-        "wait", "still", "--timeout", "2", "--heartbeat", "0.2", *FAST, env=env_of(service)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "jobpoll", "wait", "still", "--heartbeat", "0.2", *FAST),
+        stdout=asyncio.subprocess.PIPE,
+        env=env_of(service),
     )
-    beats = [line for line in ran.lines() if line["event"] == "heartbeat"]
-    assert beats
-    assert set(beats[0]) == {
-        "event",
-        "elapsed",
-        "total",
-        "ended",
-        "percent",
-        "polls",
-        "inFlight",
-    }
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            events = [json.loads(await process.stdout.readline())]
+            while events[-1]["event"] != "heartbeat":
+                events.append(json.loads(await process.stdout.readline()))
+            process.send_signal(signal.SIGINT)
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert [line["event"] for line in events] == ["change", "heartbeat"]
+    assert set(events[-1]) == {"event", "elapsed", "total", "ended", "percent", "polls", "inFlight"}
+    assert events[-1]["elapsed"] >= 0.2
     quiet = await run_jobpoll(
         "wait", "still", "--timeout", "0.3", "--heartbeat", "0.05", "-q", *FAST, env=env_of(service)
     )
