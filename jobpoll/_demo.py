@@ -39,7 +39,7 @@ DEMO_JOBS: list[tuple[str, dict[str, Any], bool]] = [
 #: The 503 burst: this many answers in a row from this many seconds after the start, each
 #: with a Retry-After. Counted rather than timed, so that a slow machine cannot miss it.
 BURST_AT, BURST_TIMES, BURST_RETRY_AFTER = 3.0, 4, 0.5
-#: The most the demo may take, at any speed: it is designed to take about 17 s at speed 1.
+#: The most the demo may take, at any speed: it is designed to take about 15 s at speed 1.
 DEMO_TIMEOUT = 28.0
 
 Waiter = Callable[..., Awaitable[int]]
