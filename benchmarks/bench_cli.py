@@ -3,6 +3,7 @@
 Run from the repository root (needs the cli extra):
 
     .venv/bin/python benchmarks/bench_cli.py [--jobs 2000] [--job-seconds 10] [--rounds 5]
+        [--max-interval 30]
 
 The fake job service runs in a separate process (`python -m jobpoll.testing`), answering each
 new id with a job of `--job-seconds` from its first poll, after 10 ms (as over a network).
@@ -10,7 +11,8 @@ Each round waits on `--jobs` fresh ids three ways, each in a child process of it
 order that rotates from round to round:
 
 - bare: a Python program that runs `wait_for_jobs` on the ids to the end with the policy the
-  command uses by default, and prints nothing (the same fan-out, without the view);
+  command uses (by default, and with `--max-interval`), and prints nothing (the same fan-out,
+  without the view);
 - view: `jobpoll wait -f IDS` with its standard output on a pseudo-terminal of 120 x 40, so
   it draws its live view (for so many jobs: one bar, the totals and the latest changes);
 - json: `jobpoll wait -f IDS` writing JSON lines to a pipe (a line per change and outcome).
@@ -62,7 +64,8 @@ from jobpoll import JobsClient, PollPolicy, wait_for_jobs
 
 async def main():
     ids = [line.strip() for line in open(sys.argv[1]) if line.strip()]
-    policy = PollPolicy(initial=2.0, max_interval=30.0, first_contact_grace=10.0)
+    cap = float(sys.argv[2])
+    policy = PollPolicy(initial=min(2.0, cap), max_interval=cap, first_contact_grace=10.0)
     async with JobsClient() as client:
         async with wait_for_jobs(client, ids, policy=policy) as results:
             ok = 0
@@ -79,7 +82,9 @@ def children_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
-def run_side(side: str, ids_file: Path, service: Service) -> tuple[float, float]:
+def run_side(
+    side: str, ids_file: Path, service: Service, max_interval: float
+) -> tuple[float, float]:
     """Wait on the ids in `ids_file` one way, in a child process: its CPU and wall seconds."""
     env = {
         **os.environ,
@@ -88,9 +93,10 @@ def run_side(side: str, ids_file: Path, service: Service) -> tuple[float, float]
         "TERM": "xterm-256color",
     }
     if side == "bare":
-        command = [sys.executable, "-c", BARE, str(ids_file)]
+        command = [sys.executable, "-c", BARE, str(ids_file), str(max_interval)]
     else:
         command = [sys.executable, "-m", "jobpoll", "wait", "-f", str(ids_file)]
+        command += ["--max-interval", str(max_interval)]
     before, wall = children_cpu(), time.perf_counter()
     if side == "view":
         status = run_on_terminal(command, env)
@@ -161,6 +167,12 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         help="how long each job runs (from its first poll)",
     )
     parser.add_argument("--rounds", type=positive_int, default=5, help="rounds of the three sides")
+    parser.add_argument(
+        "--max-interval",
+        type=float,
+        default=30.0,
+        help="the policy's longest blind delay, both sides (the command's --max-interval)",
+    )
     return parser.parse_args(argv)
 
 
@@ -185,7 +197,7 @@ def main(argv: list[str] | None = None) -> int:
             for side in order:
                 ids_file = Path(folder) / f"{side}-{number}.txt"
                 ids_file.write_text("".join(f"{uuid.uuid4()}\n" for _ in range(arguments.jobs)))
-                cpu, wall = run_side(side, ids_file, service)
+                cpu, wall = run_side(side, ids_file, service, arguments.max_interval)
                 figures[side].append(cpu)
                 line.append(f"{side} {cpu:5.2f} s CPU ({wall:4.1f} s wall)")
             ratio = figures["view"][-1] / figures["bare"][-1]

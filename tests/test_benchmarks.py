@@ -135,7 +135,7 @@ def test_cli_benchmark_runs() -> None:
         [
             sys.executable,
             str(BENCHMARKS / "bench_cli.py"),
-            *("--jobs", "20", "--job-seconds", "0.3", "--rounds", "1"),
+            *("--jobs", "20", "--job-seconds", "0.3", "--rounds", "1", "--max-interval", "0.1"),
         ],
         capture_output=True,
         text=True,
