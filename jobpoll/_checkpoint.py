@@ -123,6 +123,28 @@ class PaceState:
     earlier: float = attrs.field(validator=_rate)
     step: int = attrs.field(validator=_progress)
 
+    def __attrs_post_init__(self) -> None:
+        # Once progress has moved in its status (`mid_p` set), a pace's schedule divides by
+        # its step and by its paces: what its own updates keep true must hold, or the next
+        # answer would raise a ZeroDivisionError or a math domain error, not this.
+        if self.mid_p < 0:
+            return
+        if self.step < 1:
+            raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
+        if not (
+            self.base_p < self.first_p <= self.win_p <= self.mid_p <= self.last_p
+            and self.first_p <= self.prev_p <= self.last_p
+            and (self.prev_p < self.last_p or self.prev_t >= self.seen_t)
+            and (self.first_p < self.last_p or self.first_t >= self.seen_t)
+        ):
+            raise ValueError("pace: its progress values contradict each other")
+        if not (
+            self.start <= self.phase <= self.first_t <= self.win_t <= self.mid_t
+            and self.first_t <= self.prev_t
+            and max(self.mid_t, self.prev_t, self.before_t) <= self.seen_t <= self.last_t
+        ):
+            raise ValueError("pace: its times contradict each other")
+
 
 #: The slots of a `Pace` that hold times on the policy's clock.
 _PACE_TIMES = frozenset(

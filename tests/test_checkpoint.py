@@ -10,7 +10,7 @@ import json
 import random
 import sys
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +23,11 @@ from support import until
 from jobpoll import (
     CheckpointError,
     ConfigurationError,
+    Job,
     JobFailedError,
     JobResult,
     JobsClient,
+    JobStatus,
     JobsWait,
     PollPolicy,
     wait_for_job,
@@ -252,6 +254,9 @@ DELETE = object()
         pytest.param("pace.fell_from", -0.5, "fell_from", id="pace-negative-rate"),
         pytest.param("deadline", "9999-01-01T00:00:00Z", "out of any", id="time-out-of-reach"),
         pytest.param("pace", None, "pace: missing", id="polled-without-pace"),
+        pytest.param("pace.step", 0, "step", id="pace-moved-without-step"),
+        pytest.param("pace.prev_p", 100, "progress values contradict", id="pace-progress-order"),
+        pytest.param("pace.first_t", 0.0, "times contradict", id="pace-time-order"),
     ],
 )
 async def test_bad_checkpoint(
@@ -769,3 +774,73 @@ async def test_fanout_checkpoint_after_leaving_async_with(
     service.clear_faults()
     results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
     assert [result.job_id for result in results] == ids
+
+
+PACE_NUMBERS = st.one_of(
+    st.integers(-1, 101), st.floats(-1e4, 0.0), st.sampled_from([0, -1, 0.0, 1e-9, -1e-9])
+)
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_resumed_pace_never_breaks_at_the_next_poll(data: st.DataObject) -> None:
+    """A checkpoint whose pace numbers were altered (each within its own range, but not
+    agreeing with each other) is refused, or its wait goes on: the next answers, whatever
+    they read, give a delay, never a ZeroDivisionError or a math domain error."""
+    mutated = copy.deepcopy(SAVED_FOR_HYPOTHESIS)
+    for name in data.draw(st.lists(st.sampled_from(_PACE_FIELDS[2:]), min_size=1, max_size=3)):
+        mutated["pace"][name] = data.draw(PACE_NUMBERS)
+    clock = VirtualClock()
+    clock.advance(60)
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    try:
+        wait = wait_for_job(client, mutated["job_id"], policy=policy_of(clock), resume=mutated)
+    except CheckpointError:
+        return
+    seen = wait.job
+    assert seen is not None
+    pace = wait._pace
+    assert pace is not None
+    readings = st.sampled_from([seen.progress, seen.progress + 1, 99]) | st.integers(0, 99)
+    for progress in data.draw(st.lists(readings, min_size=1, max_size=3)):
+        clock.advance(data.draw(st.sampled_from([0.0, 1.0, 30.0])))
+        delay = pace.answered(clock.now, attrs.evolve(seen, progress=progress))
+        assert delay >= 0
+
+
+@settings(max_examples=300)
+@given(
+    readings=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1e-7, 0.5, 1.0, 7.0, 60.0]),
+            st.sampled_from(["RUNNING", "WAITING"]),
+            st.integers(0, 99),
+        ),
+        max_size=12,
+    )
+)
+def test_every_pace_a_wait_reaches_is_saved_and_read_back(
+    readings: list[tuple[float, str, int]],
+) -> None:
+    """Whatever readings a pace took (moves, pauses, new statuses, progress going back), its
+    checkpoint is accepted: the checks on a pace's numbers refuse no pace jobpoll made."""
+    clock = VirtualClock()
+    policy = policy_of(clock)
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    wait = wait_for_job(client, "some-job", policy=policy)
+    wait._begin(clock.now)
+    for gap, status, progress in readings:
+        clock.advance(gap)
+        job = Job(
+            id="some-job",
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            user="someone",
+            progress=progress,
+            status=JobStatus(status),
+            raw_status=status,
+        )
+        wait._request_timeout(clock.now)
+        wait._answered(job, clock.now)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    clock.advance(1.0)
+    wait_for_job(client, "some-job", policy=policy, resume=saved)
