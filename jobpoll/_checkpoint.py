@@ -58,6 +58,10 @@ VERSION = 1
 
 #: Seconds a pace time may lie after `taken_at` (rounding), before it is nonsense.
 _SLACK = 1e-3
+#: The times a checkpoint holds lie between these. A deadline further away (a timeout of
+#: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
+_EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -242,7 +246,7 @@ def _structure_time(value: object, _type: object) -> datetime:
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not datetime(1971, 1, 1, tzinfo=UTC) < moment < datetime(9000, 1, 1, tzinfo=UTC):
+    if not _EARLIEST < moment <= _LATEST:
         raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
     return moment
 
@@ -391,8 +395,9 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC."""
-        return datetime.fromtimestamp(self.wall_now + (moment - self.now), UTC)
+        """A time of this process's clock as UTC (at most `_LATEST`)."""
+        seconds = self.wall_now + (moment - self.now)
+        return datetime.fromtimestamp(min(seconds, _LATEST.timestamp()), UTC)
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""

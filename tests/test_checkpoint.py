@@ -844,3 +844,25 @@ def test_every_pace_a_wait_reaches_is_saved_and_read_back(
     saved = json.loads(json.dumps(wait.checkpoint()))
     clock.advance(1.0)
     wait_for_job(client, "some-job", policy=policy, resume=saved)
+
+
+@pytest.mark.parametrize("seconds", [pytest.param(2.5e11, id="year-9948"), 1e12, 1e300])
+async def test_a_timeout_far_away_checkpoints_and_resumes(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, seconds: float
+) -> None:
+    """A timeout that `wait_for_job` and `wait_for_jobs` take, however far away (a user's
+    "forever"), gives a checkpoint that resumes: never a ValueError from `datetime`, nor a
+    checkpoint that its own reader refuses."""
+    job_id = service.add_job(duration=600)
+    wait = wait_for_job(client, job_id, policy=policy_of(clock), timeout=seconds)
+    await anext(wait)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    resumed = wait_for_job(client, job_id, policy=policy_of(clock), resume=saved)
+    assert (await resumed).succeeded
+
+    ids = [service.add_job(duration=0), service.add_job(duration=600)]
+    async with wait_for_jobs(client, ids, policy=policy_of(clock), timeout=seconds) as fanout:
+        assert (await anext(fanout)).job_id == ids[0]  # started: its deadline is set
+    saved = json.loads(json.dumps(fanout.checkpoint()))
+    results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    assert [result.ok for result in results] == [True]
