@@ -369,6 +369,7 @@ class JobsWait:
         self._paused = 0  # how many pauses have begun
         self._pauses = _fleet_pauses(policy)
         self._started = False
+        self._started_at = -math.inf  # when it started here: a resumed job's first contact
         self._closed = False
         self._busy = False
         self._reported = 0
@@ -506,7 +507,7 @@ class JobsWait:
             await self._collect(clock())
 
     def _start(self, now: float) -> None:
-        self._started = True
+        self._started, self._started_at = True, now
         if self._timeout is not None and self._deadline is None:
             self._deadline = now + self._timeout
         if self._source is not None:
@@ -785,7 +786,7 @@ class JobsWait:
                         isinstance(outcome, TransportError) and not outcome.reached
                     ):
                         self._throttled(entry, outcome, now)
-                    entry._failed(outcome, now)
+                    entry._failed(outcome, now, since=self._started_at)
                     self._requeue(entry, now)
             except JobPollError as exc:
                 if self._stops_all(exc):

@@ -16,6 +16,7 @@ from typing import Any
 
 import attrs
 import pytest
+from conftest import refusing_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import until
@@ -30,6 +31,7 @@ from jobpoll import (
     JobStatus,
     JobsWait,
     PollPolicy,
+    TransportError,
     wait_for_job,
     wait_for_jobs,
 )
@@ -866,3 +868,38 @@ async def test_a_timeout_far_away_checkpoints_and_resumes(
     saved = json.loads(json.dumps(fanout.checkpoint()))
     results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
     assert [result.ok for result in results] == [True]
+
+
+async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait resumed by a new process whose client has never had an answer (the service
+    restarting in the same deploy) rides out refused connections for `first_contact_grace`
+    from its first poll there, as a new wait does, rather than ending at the first one
+    because the wait began long ago; a fan-out too."""
+    job_id = service.add_job(duration=3600)
+    saved = await checkpoint_after(client, job_id, policy_of(clock), 3)
+    ids = [job_id, service.add_job(duration=3600)]
+    async with wait_for_jobs(client, ids, policy=policy_of(clock)) as fanout:
+        consumer = asyncio.ensure_future(anext(fanout))
+        await until(lambda: fanout.polls >= 2)
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+    saved_fanout = json.loads(json.dumps(fanout.checkpoint()))
+    clock.advance(3000)  # the worker was down for long
+    policy = policy_of(clock, first_contact_grace=20.0)
+    with refusing_url() as base_url:
+        async with JobsClient("k", base_url=base_url) as fresh:
+            resumed = wait_for_job(fresh, job_id, policy=policy, resume=saved)
+            start = clock.now
+            with pytest.raises(TransportError):
+                await resumed
+            assert clock.now - start >= 20
+            assert resumed.polls - saved["polls"] > 1
+
+            start = clock.now
+            fanout = wait_for_jobs(fresh, [], policy=policy, resume=saved_fanout)
+            with pytest.raises(TransportError):
+                await fanout
+            assert clock.now - start >= 20
