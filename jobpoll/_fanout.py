@@ -585,6 +585,7 @@ class JobsWait:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
+            exc.__traceback__ = None  # it holds this frame, so the fan-out: see `_collect`
             job_id = value if isinstance(value, str) else repr(value)
             if job_id not in self._seen:
                 exc.job_id = job_id
@@ -792,7 +793,10 @@ class JobsWait:
                 if self._stops_all(exc):
                     heapq.heappush(self._queue, (now, entry.index, entry))
                     raise
-                self._report(entry, exc)
+                # Reported, not raised: its traceback holds this frame, so the fan-out, which
+                # a dropped fan-out's result would keep alive (its reader and polls running)
+                # until a garbage collection.
+                self._report(entry, exc.with_traceback(None))
                 continue
             if update is not None and self._on_update is not None:
                 await notify(self._on_update, update)

@@ -12,7 +12,15 @@ from collections.abc import AsyncIterator
 import pytest
 from support import no_other_tasks, until
 
-from jobpoll import InvalidJobId, JobResult, JobsClient, JobsWait, PollPolicy, wait_for_jobs
+from jobpoll import (
+    InvalidJobId,
+    JobResult,
+    JobsClient,
+    JobsWait,
+    NotFound,
+    PollPolicy,
+    wait_for_jobs,
+)
 from jobpoll._fanout import _BACKLOG, _SLICE
 from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
@@ -364,3 +372,34 @@ async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
         saved = fanout.checkpoint()
         assert (await consumer).job_id == "bad\tid"
     assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
+
+
+@pytest.mark.parametrize(
+    ("first", "error"),
+    [pytest.param("missing-job", NotFound, id="404"), pytest.param("", InvalidJobId, id="invalid")],
+)
+async def test_break_without_async_with_after_an_error_result_leaves_nothing(
+    service: FakeJobsService,
+    client: JobsClient,
+    policy: PollPolicy,
+    first: str,
+    error: type[Exception],
+) -> None:
+    """A `break` out of a plain `async for` drops the fan-out: its reader and its polls end
+    at once, also when a result it handed out carries an error (a 404, an invalid id), whose
+    traceback must not keep the fan-out alive until a garbage collection."""
+    never = asyncio.Event()
+    busy = [service.add_job(duration=600) for _ in range(3)]
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        for job_id in busy:
+            yield job_id
+        await never.wait()
+
+    service.inject(Slow(0.05), times=None)  # the other polls are in flight at the break
+    async for result in wait_for_jobs(client, source(), policy=policy, max_in_flight=2):
+        assert isinstance(result.error, error)
+        break
+    await until(no_other_tasks)
+    assert result.error is not None
