@@ -52,6 +52,11 @@ _DEFAULT_POLICY = PollPolicy()
 _SLICE = 1000
 #: How many ids read from an async source may wait to be taken in before the reading pauses.
 _BACKLOG = 10 * _SLICE
+#: The tasks reading async sources, held until they end: the event loop holds tasks only
+#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
+#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
+#: fan-out's finalizer and ends.
+_READERS: set[asyncio.Task[None]] = set()
 
 
 @attrs.frozen
@@ -512,7 +517,11 @@ class JobsWait:
             self._deadline = now + self._timeout
         if self._source is not None:
             self._source_open = True
-            self._reader = asyncio.ensure_future(_read_source(weakref.ref(self), self._source))
+            self._reader = reader = asyncio.ensure_future(
+                _read_source(weakref.ref(self), self._source)
+            )
+            _READERS.add(reader)
+            reader.add_done_callback(_READERS.discard)
             self._source = None
 
     def _intake(self, now: float) -> None:

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import random
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
@@ -403,3 +405,43 @@ async def test_break_without_async_with_after_an_error_result_leaves_nothing(
         break
     await until(no_other_tasks)
     assert result.error is not None
+
+
+async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
+    service: FakeJobsService,
+    client: JobsClient,
+    policy: PollPolicy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fan-out dropped inside a reference cycle (held by a worker whose method is its
+    `on_update`), its reader waiting for room, is collected with the cycle: the reader is
+    cancelled and ends, never destroyed while pending."""
+    count = 0
+
+    async def endless() -> AsyncIterator[str]:
+        nonlocal count
+        while True:
+            count += 1
+            yield f"job-{count}"
+
+    class Worker:
+        def __init__(self) -> None:
+            self.fanout = wait_for_jobs(client, endless(), policy=policy, on_update=self.seen)
+
+        def seen(self, job: object) -> None:
+            pass
+
+    worker = Worker()
+    fanout = weakref.ref(worker.fanout)
+    worker.fanout._start(0.0)
+    del worker
+
+    def waiting_for_room() -> bool:
+        owner = fanout()
+        return owner is not None and owner._room is not None
+
+    await until(waiting_for_room)
+    assert fanout() is not None  # in the cycle, until the garbage collector runs
+    gc.collect()
+    await until(no_other_tasks)
+    assert "destroyed but it is pending" not in caplog.text
