@@ -473,9 +473,12 @@ class JobWait(Tracker):
 
     async def _next_update(self) -> Job:
         clock = self._policy.clock
-        self._begin(clock())
-        if self._polled_from == -math.inf:
-            self._polled_from = clock()
+        now = clock()
+        self._begin(now)
+        if self._polled_from == -math.inf:  # this object's first step
+            self._polled_from = now
+            if self._due is not None:  # resumed: its next poll is due at a set time, also
+                self._next_delay = max(0.0, self._due - now)  # when awaited a while later
         while True:
             if self._next_delay is not None:
                 await self._pause(self._next_delay)

@@ -903,3 +903,27 @@ async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
             with pytest.raises(TransportError):
                 await fanout
             assert clock.now - start >= 20
+
+
+async def test_a_resumed_wait_awaited_later_polls_when_due(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait resumed at a worker's start but awaited only a while later (after the others
+    were set up, say) polls when its poll was due, not that long after it."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=3600)
+    saved = await checkpoint_after(client, job_id, policy, 3)
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    delay = resumed._next_delay
+    assert delay is not None
+    assert delay > 1
+    clock.advance(1)  # the wait is awaited a second after it was resumed
+    sleeps = len(clock.sleeps)
+    await anext(resumed)
+    assert clock.sleeps[sleeps] == pytest.approx(delay - 1, abs=1e-5)
+
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    clock.advance(3 * delay)  # awaited long after its poll was due: polled at once
+    sleeps = len(clock.sleeps)
+    await anext(resumed)
+    assert clock.sleeps[sleeps : sleeps + 1] in ([], [0.0])
