@@ -344,7 +344,7 @@ def load_job(data: object, job_id: str) -> JobCheckpoint:
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
     checkpoint = _load(data, JobCheckpoint, "wait_for_job")  # of this job: checked above
-    _check_clocks(checkpoint.timeout, checkpoint.deadline)
+    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=checkpoint.pace is not None)
     return checkpoint
 
 
@@ -355,7 +355,7 @@ def load_fanout(data: object) -> FanoutCheckpoint:
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
     checkpoint = _load(data, FanoutCheckpoint, "wait_for_jobs")
-    _check_clocks(checkpoint.timeout, checkpoint.deadline)
+    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=bool(checkpoint.jobs))
     seen: set[str] = set()
     for position, state in enumerate(checkpoint.jobs):
         if state.pace is None:
@@ -368,9 +368,15 @@ def load_fanout(data: object) -> FanoutCheckpoint:
     return checkpoint
 
 
-def _check_clocks(timeout: float | None, deadline: datetime | None) -> None:
+def _check_clocks(timeout: float | None, deadline: datetime | None, *, started: bool) -> None:
     if deadline is not None and timeout is None:
         raise CheckpointError("not a valid checkpoint: a deadline without a timeout")
+    # A wait's deadline is set when it starts (a fan-out's jobs exist only once it has):
+    # without it, a resumed wait would never time out.
+    if started and timeout is not None and deadline is None:
+        raise CheckpointError(
+            "not a valid checkpoint: a started wait with a timeout but no deadline"
+        )
 
 
 class Timebase:

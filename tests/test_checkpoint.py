@@ -927,3 +927,18 @@ async def test_a_resumed_wait_awaited_later_polls_when_due(
     sleeps = len(clock.sleeps)
     await anext(resumed)
     assert clock.sleeps[sleeps : sleeps + 1] in ([], [0.0])
+
+
+def test_a_started_wait_with_a_timeout_but_no_deadline_is_refused() -> None:
+    """A started wait (or fan-out with jobs) whose timeout is kept but whose deadline was
+    removed is refused: resumed, it would never time out."""
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    single = {**SAVED_FOR_HYPOTHESIS, "deadline": None}
+    assert single["timeout"] is not None
+    with pytest.raises(CheckpointError, match="deadline"):
+        wait_for_job(client, single["job_id"], resume=single)
+    fanout = {**FANOUT_SAVED_FOR_HYPOTHESIS, "deadline": None}
+    assert fanout["timeout"] is not None
+    assert fanout["jobs"]
+    with pytest.raises(CheckpointError, match="deadline"):
+        wait_for_jobs(client, [], resume=fanout)
