@@ -470,7 +470,7 @@ class JobsWait:
             raise wrapper.error from None
         except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
             await self._cancel_running(requeue=True)  # so far stay pending
-            raise wrapper.error from None
+            source_error = wrapper.error
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.
@@ -481,6 +481,8 @@ class JobsWait:
             raise
         finally:
             self._busy = False
+        # Raised outside the handler, so that it keeps its own cause and context.
+        raise source_error
 
     async def _next_result(self) -> JobResult:
         clock = self._policy.clock

@@ -445,3 +445,34 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
     gc.collect()
     await until(no_other_tasks)
     assert "destroyed but it is pending" not in caplog.text
+
+
+async def test_what_the_source_raises_keeps_its_cause(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """What the source raises is raised as it was: its cause and context (the broken
+    connection under a queue's error, say) stay, and no wrapper of jobpoll's shows."""
+    first = service.add_job(duration=600)
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        try:
+            raise ConnectionResetError("the queue's connection dropped")
+        except ConnectionResetError as exc:
+            raise LookupError("the queue is gone") from exc
+
+    async def implicit() -> AsyncIterator[str]:
+        yield first
+        try:
+            raise ConnectionResetError("the queue's connection dropped")
+        except ConnectionResetError:
+            raise LookupError("the queue is gone")  # noqa: B904
+
+    for make in (source, implicit):
+        async with wait_for_jobs(client, make(), policy=policy) as fanout:
+            with pytest.raises(LookupError) as caught:
+                async for _result in fanout:
+                    pass
+        assert isinstance(caught.value.__context__, ConnectionResetError)
+        if make is source:
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
