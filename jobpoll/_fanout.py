@@ -469,8 +469,12 @@ class JobsWait:
             await self.aclose()
             raise wrapper.error from None
         except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
-            await self._cancel_running(requeue=True)  # so far stay pending
-            source_error = wrapper.error
+            source_error = wrapper.error  # so far stay pending
+            try:
+                await self._cancel_running(requeue=True)
+            except BaseException:  # cancelled meanwhile: still owed, raised at the next step
+                self._source_error = source_error
+                raise
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.

@@ -476,3 +476,33 @@ async def test_what_the_source_raises_keeps_its_cause(
         assert isinstance(caught.value.__context__, ConnectionResetError)
         if make is source:
             assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A cancellation landing while the fan-out winds its polls down after the source
+    raised (a worker stopped at that moment) does not swallow the source's error: the next
+    iteration raises it, rather than end as if the source had been read to its end."""
+    ids = [service.add_job(duration=600 + i) for i in range(4)]
+    raised = False
+
+    async def source() -> AsyncIterator[str]:
+        nonlocal raised
+        for job_id in ids:
+            yield job_id
+        await asyncio.sleep(0.01)  # the polls are out by now
+        raised = True
+        raise LookupError("the queue is gone")
+
+    service.inject(Slow(5), times=None)  # polls stay in flight
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.ensure_future(anext(fanout))
+        # The consumer has taken the source's error and winds the polls down.
+        await until(lambda: raised and not fanout._source_error and bool(fanout._dying), step=0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        service.clear_faults()
+        with pytest.raises(LookupError):
+            await anext(fanout)
