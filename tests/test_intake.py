@@ -431,18 +431,16 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
         def seen(self, job: object) -> None:
             pass
 
+    async def reader_waits_for_room(worker: Worker) -> None:
+        worker.fanout._start(0.0)
+        await until(lambda: worker.fanout._room is not None)
+
     worker = Worker()
     fanout = weakref.ref(worker.fanout)
-    worker.fanout._start(0.0)
-    del worker
-
-    def waiting_for_room() -> bool:
-        owner = fanout()
-        return owner is not None and owner._room is not None
-
-    await until(waiting_for_room)
-    assert fanout() is not None  # in the cycle, until the garbage collector runs
+    await reader_waits_for_room(worker)
+    del worker  # in a cycle: collected by the garbage collector
     gc.collect()
+    assert fanout() is None
     await until(no_other_tasks)
     assert "destroyed but it is pending" not in caplog.text
 
