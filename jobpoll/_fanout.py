@@ -53,6 +53,11 @@ _DEFAULT_POLICY = PollPolicy()
 _SLICE = 1000
 #: How many ids read from an async source may wait to be taken in before the reading pauses.
 _BACKLOG = 10 * _SLICE
+#: The tasks reading async sources, held until they end: the event loop holds tasks only
+#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
+#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
+#: fan-out's finalizer and ends.
+_READERS: set[asyncio.Task[None]] = set()
 
 
 @attrs.frozen
@@ -386,6 +391,7 @@ class JobsWait:
         self._paused = 0  # how many pauses have begun
         self._pauses = _fleet_pauses(policy)
         self._started = False
+        self._started_at = -math.inf  # when it started here: a resumed job's first contact
         self._closed = False
         self._busy = False
         self._reported = 0
@@ -491,8 +497,12 @@ class JobsWait:
             await self.aclose()
             raise wrapper.error from None
         except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
-            await self._cancel_running(requeue=True)  # so far stay pending
-            raise wrapper.error from None
+            source_error = wrapper.error  # so far stay pending
+            try:
+                await self._cancel_running(requeue=True)
+            except BaseException:  # cancelled meanwhile: still owed, raised at the next step
+                self._source_error = source_error
+                raise
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.
@@ -503,6 +513,8 @@ class JobsWait:
             raise
         finally:
             self._busy = False
+        # Raised outside the handler, so that it keeps its own cause and context.
+        raise source_error
 
     async def _next_result(self) -> JobResult:
         clock = self._policy.clock
@@ -534,12 +546,16 @@ class JobsWait:
             await self._collect(clock())
 
     def _start(self, now: float) -> None:
-        self._started = True
+        self._started, self._started_at = True, now
         if self._timeout is not None and self._deadline is None:
             self._deadline = now + self._timeout
         if self._source is not None:
             self._source_open = True
-            self._reader = asyncio.ensure_future(_read_source(weakref.ref(self), self._source))
+            self._reader = reader = asyncio.ensure_future(
+                _read_source(weakref.ref(self), self._source)
+            )
+            _READERS.add(reader)
+            reader.add_done_callback(_READERS.discard)
             self._source = None
 
     def _intake(self, now: float) -> None:
@@ -612,6 +628,7 @@ class JobsWait:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
+            exc.__traceback__ = None  # it holds this frame, so the fan-out: see `_collect`
             job_id = value if isinstance(value, str) else repr(value)
             if job_id not in self._seen:
                 exc.job_id = job_id
@@ -813,13 +830,16 @@ class JobsWait:
                         isinstance(outcome, TransportError) and not outcome.reached
                     ):
                         self._throttled(entry, outcome, now)
-                    entry._failed(outcome, now)
+                    entry._failed(outcome, now, since=self._started_at)
                     self._requeue(entry, now)
             except JobPollError as exc:
                 if self._stops_all(exc):
                     heapq.heappush(self._queue, (now, entry.index, entry))
                     raise
-                self._report(entry, exc)
+                # Reported, not raised: its traceback holds this frame, so the fan-out, which
+                # a dropped fan-out's result would keep alive (its reader and polls running)
+                # until a garbage collection.
+                self._report(entry, exc.with_traceback(None))
                 continue
             if update is not None and self._on_update is not None:
                 await notify(self._on_update, update)

@@ -192,7 +192,8 @@ class PollPolicy:
             they pass, the failure is raised instead of polled again up to `max_failures`
             (10 by default: a server that cannot be reached from the start is most often a
             wrong base URL or port, and minutes of silent retries help nobody). Once the
-            client has had any answer, an outage is ridden out as usual.
+            client has had any answer, an outage is ridden out as usual. A resumed wait
+            counts it from its first poll in the new process.
         stall_timeout: when set, raise `JobStalled` once neither status nor progress has changed
             for this many seconds (checked at each poll). Off by default: a job may sit queued
             for hours and still be fine.

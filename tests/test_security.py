@@ -26,6 +26,8 @@ from jobpoll import (
     ServiceUnavailable,
     TransportError,
     Unauthorized,
+    wait_for_job,
+    wait_for_jobs,
 )
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Redirect, Slow
 
@@ -339,3 +341,19 @@ def test_errors_pickle(error: JobPollError) -> None:
     assert type(copy) is type(error)
     assert (str(copy), vars(copy)) == (str(error), vars(error))
     assert copy.transient == error.transient
+
+
+async def test_checkpoints_hold_neither_key_nor_address(secret_service: FakeJobsService) -> None:
+    """A checkpoint, stored anywhere, holds neither the API key nor the service's address:
+    a wait's and a fan-out's, with polls in flight and results not handed out."""
+    ids = [secret_service.add_job(duration=600), secret_service.add_job(duration=0)]
+    async with JobsClient(SECRET, base_url=secret_service.base_url) as client:
+        wait = wait_for_job(client, ids[0])
+        await anext(wait)
+        async with wait_for_jobs(client, [*ids, "missing-job"]) as fanout:
+            await anext(fanout)
+            saved = [repr(wait.checkpoint()), repr(fanout.checkpoint())]
+    assert_no_secret(*saved)
+    host = secret_service.base_url.split("//")[1].split("/")[0]
+    for text in saved:
+        assert host not in text
