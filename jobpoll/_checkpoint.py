@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
 
@@ -308,6 +308,12 @@ def dump(checkpoint: JobCheckpoint | FanoutCheckpoint) -> dict[str, Any]:
 _T = TypeVar("_T")
 
 
+def _plain(data: object) -> object:
+    # Any mapping will do (a checkpoint read back by a database driver or a queue may come as
+    # one); the converter and the checks below read a dict.
+    return dict(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
+
+
 def _load(data: object, cls: type[_T], what: str) -> _T:
     if not isinstance(data, dict):
         raise CheckpointError(f"a checkpoint is a dict (JSON object), got {type(data).__name__}")
@@ -334,6 +340,7 @@ def _describe(exc: BaseException, type_: type | None) -> str:
 
 def load_job(data: object, job_id: str) -> JobCheckpoint:
     """Read back a `JobWait`'s checkpoint for `job_id`, or raise `CheckpointError`."""
+    data = _plain(data)
     if isinstance(data, dict) and "jobs" in data and "job_id" not in data:
         raise CheckpointError(
             "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
@@ -350,6 +357,7 @@ def load_job(data: object, job_id: str) -> JobCheckpoint:
 
 def load_fanout(data: object) -> FanoutCheckpoint:
     """Read back a `JobsWait`'s checkpoint, or raise `CheckpointError`."""
+    data = _plain(data)
     if isinstance(data, dict) and "job_id" in data and "jobs" not in data:
         raise CheckpointError(
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"

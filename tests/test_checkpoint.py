@@ -12,6 +12,7 @@ import sys
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
@@ -162,6 +163,19 @@ async def test_unstarted_wait_checkpoint(service: FakeJobsService, client: JobsC
     assert saved["next_poll_at"] is None
     assert saved["timeout"] == 60
     assert (await wait_for_job(client, job_id, resume=saved)).succeeded
+
+
+async def test_a_checkpoint_read_back_as_another_mapping_resumes(
+    service: FakeJobsService, client: JobsClient
+) -> None:
+    """A checkpoint that comes back as a mapping other than a dict (a driver's row, a
+    read-only view) resumes as the dict would, for one wait and for a fan-out."""
+    job_id = service.add_job(duration=0)
+    saved = wait_for_job(client, job_id, timeout=60).checkpoint()
+    assert (await wait_for_job(client, job_id, resume=MappingProxyType(saved))).succeeded
+    fanout_saved = wait_for_jobs(client, [job_id]).checkpoint()
+    results = await wait_for_jobs(client, [], resume=MappingProxyType(fanout_saved))
+    assert [result.job_id for result in results] == [job_id]
 
 
 async def test_one_poll_through_the_tracker_methods(
