@@ -4,7 +4,7 @@ The public API is what `__all__` lists; everything in a module whose name starts
 underscore is private.
 """
 
-from jobpoll._client import API_KEY_ENV, DEFAULT_BASE_URL, JobsClient
+from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, JobsClient
 from jobpoll._errors import (
     ApiError,
     BadRequest,
@@ -34,6 +34,7 @@ from jobpoll._wait import JobWait, wait_for_job
 
 __all__ = [
     "API_KEY_ENV",
+    "BASE_URL_ENV",
     "DEFAULT_BASE_URL",
     "ApiError",
     "BadRequest",

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
 
@@ -58,6 +58,10 @@ VERSION = 1
 
 #: Seconds a pace time may lie after `taken_at` (rounding), before it is nonsense.
 _SLACK = 1e-3
+#: The times a checkpoint holds lie between these. A deadline further away (a timeout of
+#: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
+_EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -122,6 +126,28 @@ class PaceState:
     fell_from: float = attrs.field(validator=_rate)
     earlier: float = attrs.field(validator=_rate)
     step: int = attrs.field(validator=_progress)
+
+    def __attrs_post_init__(self) -> None:
+        # Once progress has moved in its status (`mid_p` set), a pace's schedule divides by
+        # its step and by its paces: what its own updates keep true must hold, or the next
+        # answer would raise a ZeroDivisionError or a math domain error, not this.
+        if self.mid_p < 0:
+            return
+        if self.step < 1:
+            raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
+        if not (
+            self.base_p < self.first_p <= self.win_p <= self.mid_p <= self.last_p
+            and self.first_p <= self.prev_p <= self.last_p
+            and (self.prev_p < self.last_p or self.prev_t >= self.seen_t)
+            and (self.first_p < self.last_p or self.first_t >= self.seen_t)
+        ):
+            raise ValueError("pace: its progress values contradict each other")
+        if not (
+            self.start <= self.phase <= self.first_t <= self.win_t <= self.mid_t
+            and self.first_t <= self.prev_t
+            and max(self.mid_t, self.prev_t, self.before_t) <= self.seen_t <= self.last_t
+        ):
+            raise ValueError("pace: its times contradict each other")
 
 
 #: The slots of a `Pace` that hold times on the policy's clock.
@@ -220,7 +246,7 @@ def _structure_time(value: object, _type: object) -> datetime:
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not datetime(1971, 1, 1, tzinfo=UTC) < moment < datetime(9000, 1, 1, tzinfo=UTC):
+    if not _EARLIEST < moment <= _LATEST:
         raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
     return moment
 
@@ -282,6 +308,12 @@ def dump(checkpoint: JobCheckpoint | FanoutCheckpoint) -> dict[str, Any]:
 _T = TypeVar("_T")
 
 
+def _plain(data: object) -> object:
+    # Any mapping will do (a checkpoint read back by a database driver or a queue may come as
+    # one); the converter and the checks below read a dict.
+    return dict(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
+
+
 def _load(data: object, cls: type[_T], what: str) -> _T:
     if not isinstance(data, dict):
         raise CheckpointError(f"a checkpoint is a dict (JSON object), got {type(data).__name__}")
@@ -308,6 +340,7 @@ def _describe(exc: BaseException, type_: type | None) -> str:
 
 def load_job(data: object, job_id: str) -> JobCheckpoint:
     """Read back a `JobWait`'s checkpoint for `job_id`, or raise `CheckpointError`."""
+    data = _plain(data)
     if isinstance(data, dict) and "jobs" in data and "job_id" not in data:
         raise CheckpointError(
             "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
@@ -318,18 +351,19 @@ def load_job(data: object, job_id: str) -> JobCheckpoint:
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
     checkpoint = _load(data, JobCheckpoint, "wait_for_job")  # of this job: checked above
-    _check_clocks(checkpoint.timeout, checkpoint.deadline)
+    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=checkpoint.pace is not None)
     return checkpoint
 
 
 def load_fanout(data: object) -> FanoutCheckpoint:
     """Read back a `JobsWait`'s checkpoint, or raise `CheckpointError`."""
+    data = _plain(data)
     if isinstance(data, dict) and "job_id" in data and "jobs" not in data:
         raise CheckpointError(
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
     checkpoint = _load(data, FanoutCheckpoint, "wait_for_jobs")
-    _check_clocks(checkpoint.timeout, checkpoint.deadline)
+    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=bool(checkpoint.jobs))
     seen: set[str] = set()
     for position, state in enumerate(checkpoint.jobs):
         if state.pace is None:
@@ -342,9 +376,15 @@ def load_fanout(data: object) -> FanoutCheckpoint:
     return checkpoint
 
 
-def _check_clocks(timeout: float | None, deadline: datetime | None) -> None:
+def _check_clocks(timeout: float | None, deadline: datetime | None, *, started: bool) -> None:
     if deadline is not None and timeout is None:
         raise CheckpointError("not a valid checkpoint: a deadline without a timeout")
+    # A wait's deadline is set when it starts (a fan-out's jobs exist only once it has):
+    # without it, a resumed wait would never time out.
+    if started and timeout is not None and deadline is None:
+        raise CheckpointError(
+            "not a valid checkpoint: a started wait with a timeout but no deadline"
+        )
 
 
 class Timebase:
@@ -369,8 +409,9 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC."""
-        return datetime.fromtimestamp(self.wall_now + (moment - self.now), UTC)
+        """A time of this process's clock as UTC (at most `_LATEST`)."""
+        seconds = self.wall_now + (moment - self.now)
+        return datetime.fromtimestamp(min(seconds, _LATEST.timestamp()), UTC)
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""

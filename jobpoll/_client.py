@@ -37,12 +37,14 @@ from jobpoll._models import Job
 from jobpoll._version import __version__
 from jobpoll._wire import WireError, decode_job
 
-__all__ = ["API_KEY_ENV", "DEFAULT_BASE_URL", "JobsClient"]
+__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "JobsClient"]
 
 #: The production base URL of CDQ's Bankaccount Data API (v2).
 DEFAULT_BASE_URL = "https://api.cdq.com/bankaccount-data/rest"
 #: The environment variable read for the API key when none is passed.
 API_KEY_ENV = "CDQ_API_KEY"
+#: The environment variable read for the base URL when none is passed.
+BASE_URL_ENV = "CDQ_BASE_URL"
 #: Job ids longer than this are refused before sending (the service's ids are 36-character UUIDs).
 MAX_JOB_ID_LENGTH = 256
 
@@ -75,7 +77,9 @@ class JobsClient:
     Args:
         api_key: the key sent in `X-API-KEY`; when None, the environment variable
             `CDQ_API_KEY` is read.
-        base_url: the service's base URL. Must be https, except on a loopback host.
+        base_url: the service's base URL. Must be https, except on a loopback host. When
+            None, the environment variable `CDQ_BASE_URL` is read, and when that is not set,
+            the production URL (`DEFAULT_BASE_URL`) is used.
         session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
@@ -102,7 +106,7 @@ class JobsClient:
         self,
         api_key: str | None = None,
         *,
-        base_url: str = DEFAULT_BASE_URL,
+        base_url: str | None = None,
         session: aiohttp.ClientSession | None = None,
         connect_timeout: float = 10.0,
         read_timeout: float = 30.0,
@@ -110,6 +114,7 @@ class JobsClient:
         max_connections: int = 100,
         max_body_size: int = 1 << 20,
     ) -> None:
+        base_url = _base_url_or_environment(base_url)
         self._endpoint = _endpoint(base_url)
         self._base_url = str(base_url).rstrip("/")
         self._headers = _Headers(
@@ -436,6 +441,24 @@ def _check_api_key(api_key: str | None) -> str:
             "characters, or leading/trailing white space)"
         )
     return api_key
+
+
+def _base_url_or_environment(base_url: str | None) -> str:
+    if base_url is not None:
+        return base_url
+    from_environment = os.environ.get(BASE_URL_ENV)
+    if from_environment is None:
+        return DEFAULT_BASE_URL
+    # Set but empty is most often a template left unfilled: better said than replaced by
+    # the production URL.
+    if not from_environment.strip():
+        raise ConfigurationError(f"{BASE_URL_ENV} is set but empty")
+    try:
+        _endpoint(from_environment)
+    except ConfigurationError as exc:
+        exc.args = (f"{BASE_URL_ENV}: {exc.args[0]}",)
+        raise
+    return from_environment
 
 
 def _endpoint(base_url: str) -> URL:

@@ -40,6 +40,7 @@ from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._table import JobTable, Queue
 from jobpoll._wait import CallbackError, Tracker, UpdateCallback, check_timeout, notify
+from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
@@ -52,6 +53,11 @@ _DEFAULT_POLICY = PollPolicy()
 _SLICE = 1000
 #: How many ids read from an async source may wait to be taken in before the reading pauses.
 _BACKLOG = 10 * _SLICE
+#: The tasks reading async sources, held until they end: the event loop holds tasks only
+#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
+#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
+#: fan-out's finalizer and ends.
+_READERS: set[asyncio.Task[None]] = set()
 
 
 @attrs.frozen
@@ -75,6 +81,22 @@ class JobResult:
     def ok(self) -> bool:
         """True when the job FINISHED or was ARCHIVED (`error` is None)."""
         return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data: `jobId`, `job` (as `Job.to_dict()` writes it, or
+        None) and `error` (None, or its `type` (class name), `message` and `attributes`),
+        e.g. to save outcomes and read them back after a crash with `from_dict`."""
+        return record_to_wire(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A result from what `to_dict` wrote. The error is of the class it was (its message
+        and attributes as they were), made without running its constructor.
+
+        Raises:
+            ValueError: the data is no such result; the message names the field.
+        """
+        return record_from_wire(data, cls)
 
 
 def wait_for_jobs(
@@ -377,6 +399,7 @@ class JobsWait:
         self._paused = 0  # how many pauses have begun
         self._pauses = _fleet_pauses(policy)
         self._started = False
+        self._started_at = -math.inf  # when it started here: a resumed job's first contact
         self._closed = False
         self._busy = False
         self._reported = 0
@@ -402,6 +425,17 @@ class JobsWait:
     def in_flight(self) -> int:
         """How many requests are out right now."""
         return len(self._running)
+
+    def _time_left(self) -> dict[str, float | None]:
+        """Each waiting job's time left at the pace its schedule measured (`Pace.time_left`;
+        None until its progress moves), by id: read-only, for a progress view."""
+        now = self._policy.clock()
+        table = self._table
+        left: dict[str, float | None] = {}
+        for row in [*(row for _due, row in self._queue), *self._running.values()]:
+            entry = table.load(row)
+            left[entry._job_id] = None if entry._pace is None else entry._pace.time_left(now)
+        return left
 
     def __repr__(self) -> str:
         return (
@@ -471,8 +505,12 @@ class JobsWait:
             await self.aclose()
             raise wrapper.error from None
         except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
-            await self._cancel_running(requeue=True)  # so far stay pending
-            raise wrapper.error from None
+            source_error = wrapper.error  # so far stay pending
+            try:
+                await self._cancel_running(requeue=True)
+            except BaseException:  # cancelled meanwhile: still owed, raised at the next step
+                self._source_error = source_error
+                raise
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.
@@ -483,6 +521,8 @@ class JobsWait:
             raise
         finally:
             self._busy = False
+        # Raised outside the handler, so that it keeps its own cause and context.
+        raise source_error
 
     async def _next_result(self) -> JobResult:
         clock = self._policy.clock
@@ -514,13 +554,17 @@ class JobsWait:
             await self._collect(clock())
 
     def _start(self, now: float) -> None:
-        self._started = True
+        self._started, self._started_at = True, now
         if self._timeout is not None and self._deadline is None:
             self._deadline = now + self._timeout
             self._table.share(self._timeout, self._deadline)
         if self._source is not None:
             self._source_open = True
-            self._reader = asyncio.ensure_future(_read_source(weakref.ref(self), self._source))
+            self._reader = reader = asyncio.ensure_future(
+                _read_source(weakref.ref(self), self._source)
+            )
+            _READERS.add(reader)
+            reader.add_done_callback(_READERS.discard)
             self._source = None
 
     def _intake(self, now: float) -> None:
@@ -598,6 +642,7 @@ class JobsWait:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
+            exc.__traceback__ = None  # it holds this frame, so the fan-out: see `_collect`
             job_id = value if isinstance(value, str) else repr(value)
             if job_id not in self._seen_ids():
                 exc.job_id = job_id
@@ -813,14 +858,17 @@ class JobsWait:
                         isinstance(outcome, TransportError) and not outcome.reached
                     ):
                         self._throttled(entry, outcome, now)
-                    entry._failed(outcome, now)
+                    entry._failed(outcome, now, since=self._started_at)
                     self._requeue(row, entry, now)
             except JobPollError as exc:
                 table.save(row)
                 if self._stops_all(exc):
                     queue.push(now, row)
                     raise
-                self._report(row, entry._job, exc)
+                # Reported, not raised: its traceback holds this frame, so the fan-out, which
+                # a dropped fan-out's result would keep alive (its reader and polls running)
+                # until a garbage collection.
+                self._report(row, entry._job, exc.with_traceback(None))
                 continue
             if update is not None and self._on_update is not None:
                 await notify(self._on_update, update)

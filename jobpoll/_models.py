@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import enum
 from datetime import datetime
+from typing import Any, Self
 
 import attrs
 
@@ -111,6 +112,26 @@ class Job:
     def is_terminal(self) -> bool:
         """True when the job will not change any more."""
         return self.status.is_terminal
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as the service writes it: `id`, `createdAt` (ISO 8601, `Z`), `user`,
+        `progress` and `status` (the string the server sent), ready for `json.dumps`."""
+        from jobpoll._wire import record_to_wire  # the wire format imports the models
+
+        return record_to_wire(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A job from what `to_dict` wrote (or a body of the service, parsed), by the same
+        rules as the client's: `"progress": "77"` is 77, an unknown status is `UNKNOWN`.
+
+        Raises:
+            ValueError: the data is no valid job; the message names the field by its wire
+                name (e.g. `createdAt`).
+        """
+        from jobpoll._wire import record_from_wire
+
+        return record_from_wire(data, cls)
 
     @property
     def succeeded(self) -> bool:

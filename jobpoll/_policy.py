@@ -192,7 +192,8 @@ class PollPolicy:
             they pass, the failure is raised instead of polled again up to `max_failures`
             (10 by default: a server that cannot be reached from the start is most often a
             wrong base URL or port, and minutes of silent retries help nobody). Once the
-            client has had any answer, an outage is ridden out as usual.
+            client has had any answer, an outage is ridden out as usual. A resumed wait
+            counts it from its first poll in the new process.
         stall_timeout: when set, raise `JobStalled` once neither status nor progress has changed
             for this many seconds (checked at each poll). Off by default: a job may sit queued
             for hours and still be fine.
@@ -461,6 +462,23 @@ class Pace:
     def failed(self, now: float) -> float:
         """The delay after a poll at `now` that failed (before any `Retry-After`)."""
         return self._blind()
+
+    def time_left(self, now: float) -> float | None:
+        """Seconds from `now` until the job reaches 100% at the pace the schedule measured:
+        over its rate window (about the last half of the moves), or since the status was
+        first seen while progress has moved once; None until progress moves in the current
+        status. For display (a progress bar's time left): the schedule itself waits only
+        until the earliest end that pace allows if it grows, which comes sooner.
+        """
+        if self._mid_p < 0:
+            return None
+        if self._seen_t > self._win_t:
+            pace = (self._last_p - self._win_p) / (self._seen_t - self._win_t)
+        else:
+            pace = (self._last_p - self._base_p) / max(self._seen_t - self._phase, 1e-9)
+        if pace <= 0:
+            return None
+        return max(0.0, (100 - self._last_p) / pace - (now - self._seen_t))
 
     def _blind(self) -> float:
         policy = self._policy

@@ -260,8 +260,12 @@ class Tracker:
         self._next_delay = self._pace.answered(now, job)
         return False
 
-    def _failed(self, error: JobPollError, now: float) -> None:
-        """Decide the fate of a failed poll: raise, or schedule the next one."""
+    def _failed(self, error: JobPollError, now: float, *, since: float = -math.inf) -> None:
+        """Decide the fate of a failed poll: raise, or schedule the next one.
+
+        `since` is when this process began polling the job: a resumed wait's client is new,
+        so its first-contact grace counts from then, not from when the wait began.
+        """
         assert self._pace is not None
         policy = self._policy
         visibility_delay = (
@@ -274,7 +278,7 @@ class Tracker:
         unreachable = (
             isinstance(error, TransportError) and error.never_answered and not error.reached
         )
-        if unreachable and now - self._started_at >= policy.first_contact_grace:
+        if unreachable and now - max(self._started_at, since) >= policy.first_contact_grace:
             raise error  # nothing has ever answered: most likely a wrong URL or port
         self._last_error = error
         if self._deadline is not None and now >= self._deadline:
@@ -331,7 +335,16 @@ class JobWait(Tracker):
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
 
-    __slots__ = ("_busy", "_client", "_due", "_error", "_on_update", "_over", "_unreturned")
+    __slots__ = (
+        "_busy",
+        "_client",
+        "_due",
+        "_error",
+        "_on_update",
+        "_over",
+        "_polled_from",
+        "_unreturned",
+    )
 
     def __init__(
         self,
@@ -352,6 +365,8 @@ class JobWait(Tracker):
         # When the next poll is due, on the policy's clock (what a checkpoint saves): set with
         # each delay decided, None before the first.
         self._due: float | None = None
+        # When this object first polled (for a resumed wait: in this process), on the clock.
+        self._polled_from = -math.inf
 
     @property
     def done(self) -> bool:
@@ -371,8 +386,8 @@ class JobWait(Tracker):
         self._due = None if delay is None else now + delay
         return news
 
-    def _failed(self, error: JobPollError, now: float) -> None:
-        super()._failed(error, now)
+    def _failed(self, error: JobPollError, now: float, *, since: float = -math.inf) -> None:
+        super()._failed(error, now, since=max(since, self._polled_from))
         assert self._next_delay is not None
         self._due = now + self._next_delay
 
@@ -458,7 +473,12 @@ class JobWait(Tracker):
 
     async def _next_update(self) -> Job:
         clock = self._policy.clock
-        self._begin(clock())
+        now = clock()
+        self._begin(now)
+        if self._polled_from == -math.inf:  # this object's first step
+            self._polled_from = now
+            if self._due is not None:  # resumed: its next poll is due at a set time, also
+                self._next_delay = max(0.0, self._due - now)  # when awaited a while later
         while True:
             if self._next_delay is not None:
                 await self._pause(self._next_delay)

@@ -19,16 +19,28 @@ import json
 import re
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard, TypeVar
 
 import attrs
 import cattrs
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
+from jobpoll import _errors
+from jobpoll._errors import JobFailedError, JobPollError, JobStalled, WaitTimeout
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 
-__all__ = ["WireError", "decode_job", "format_timestamp", "job_from_wire", "job_to_wire"]
+T = TypeVar("T")
+
+__all__ = [
+    "WireError",
+    "decode_job",
+    "format_timestamp",
+    "job_from_wire",
+    "job_to_wire",
+    "record_from_wire",
+    "record_to_wire",
+]
 
 
 class WireError(ValueError):
@@ -183,7 +195,60 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook_factory(attrs.has, structure_fn)
     converter.register_unstructure_hook_factory(attrs.has, unstructure_fn)
+    # Errors in a saved `JobResult`: matched on the class at hand (a subclass of the field's
+    # `JobPollError`), so that each is written as what it is.
+    converter.register_unstructure_hook_func(_is_error_class, _unstructure_error)
+    converter.register_structure_hook_func(_is_error_class, _structure_error)
     return converter
+
+
+def _is_error_class(cls: Any) -> TypeGuard[type[JobPollError]]:
+    return isinstance(cls, type) and issubclass(cls, JobPollError)
+
+
+#: The attribute of an error that is its result's business, not written with the error.
+_ERROR_JOB = "job"
+#: The errors that carry the job they are about as `job`.
+_JOB_ERRORS = (JobFailedError, JobStalled, WaitTimeout)
+_PLAIN = (str, int, float, bool, type(None))
+
+
+def _snake(name: str) -> str:
+    return re.sub(r"[A-Z]", lambda match: "_" + match.group(0).lower(), name)
+
+
+def _unstructure_error(error: JobPollError) -> dict[str, Any]:
+    """An error as plain data: its class name, its message, and its plain attributes (the
+    job it carries is the result's own `job`, not written twice)."""
+    attributes: dict[str, Any] = {}
+    for name, value in vars(error).items():
+        if isinstance(value, JobPollError):  # a WaitTimeout's last_error
+            attributes[_camel(name)] = _unstructure_error(value)
+        elif isinstance(value, _PLAIN) and name != _ERROR_JOB:
+            attributes[_camel(name)] = value
+    return {"type": type(error).__name__, "message": str(error), "attributes": attributes}
+
+
+def _structure_error(data: object, _type: object) -> JobPollError:
+    """The error `_unstructure_error` wrote, of the same class (`JobPollError` for a name
+    jobpoll does not know), with the same message and attributes; not re-raised anew, so
+    no constructor runs."""
+    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+        raise WireError(f"expected an error object with a message, got {_describe(data)}")
+    named = getattr(_errors, str(data.get("type")), None)
+    cls = named if _is_error_class(named) else JobPollError
+    error: JobPollError = cls.__new__(cls)
+    error.args = (data["message"],)
+    error.job_id = None
+    attributes = data.get("attributes") or {}
+    if not isinstance(attributes, dict):
+        raise WireError(f"expected error attributes as an object, got {_describe(attributes)}")
+    for key, value in attributes.items():
+        name = _snake(key) if isinstance(key, str) and key.isidentifier() else "_"
+        if name.startswith("_") or hasattr(BaseException, name):
+            continue  # nothing _unstructure_error writes: not set (`args` is the message)
+        setattr(error, name, _structure_error(value, _type) if isinstance(value, dict) else value)
+    return error
 
 
 _converter = _make_converter()
@@ -263,6 +328,47 @@ _JSON_KINDS: dict[type, str] = {
     bool: "a boolean",
     type(None): "null",
 }
+
+
+def _nested_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
+    """As `_first_field_error`, through a record held in a field (a result's `job`): the
+    field is named by its path, e.g. `job.createdAt`."""
+    with_notes, _without = exc.group_exceptions()
+    for error, note in with_notes:
+        if isinstance(error, cattrs.ClassValidationError):
+            inner_cls = next(
+                (t for t in (note.type, *getattr(note.type, "__args__", ())) if attrs.has(t)), cls
+            )
+            inner = _nested_field_error(error, inner_cls)
+            field = f"{_wire_name(cls, note.name)}.{inner.field}"
+            return WireError(f"{_wire_name(cls, note.name)}.{inner}", field=field)
+        break
+    return _first_field_error(exc, cls)
+
+
+def record_to_wire(record: Any) -> dict[str, Any]:
+    """A `Job` or a `JobResult` as JSON-ready data, in the service's names and formats."""
+    wire: dict[str, Any] = _converter.unstructure(record)
+    return wire
+
+
+def record_from_wire(data: Any, cls: type[T]) -> T:
+    """What `record_to_wire` wrote, back as `cls` (a `Job` or a `JobResult`).
+
+    Raises:
+        WireError: the data is not such a record; the message names the field.
+    """
+    if not isinstance(data, dict):
+        raise WireError(f"expected a JSON object, got {_describe(data)}")
+    try:
+        record: T = _converter.structure(data, cls)
+    except cattrs.ClassValidationError as exc:
+        raise _nested_field_error(exc, cls) from None
+    error = getattr(record, "error", None)
+    if isinstance(error, _JOB_ERRORS):
+        # The job such an error carries was written once, as the result's own: give it back.
+        error.job = getattr(record, "job", None)
+    return record
 
 
 def job_to_wire(job: Job) -> dict[str, Any]:

@@ -1,12 +1,17 @@
-"""Helpers the tests share: waiting on the fake service's counters, checking for leftovers, and a
-service that shows how many requests a client sends at once."""
+"""Helpers the tests share: waiting on the fake service's counters, checking for leftovers, a
+service that shows how many requests a client sends at once, and running the `jobpoll`
+command."""
 
 from __future__ import annotations
 
 import asyncio
+import json
+import os
+import sys
 from collections.abc import Callable
 from typing import Any
 
+import attrs
 from aiohttp import web
 
 from jobpoll.testing import FakeJobsService
@@ -68,3 +73,52 @@ class CrowdService(FakeJobsService):
         except TimeoutError:
             self._gathered.set()  # the crowd never came: hold nobody any more
         return await super()._answer(request, job_id)
+
+
+@attrs.frozen
+class Ran:
+    """How a run of the `jobpoll` command ended."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+    def lines(self) -> list[dict[str, Any]]:
+        """Standard output read as JSON lines (each must be one)."""
+        return [json.loads(line) for line in self.stdout.splitlines()]
+
+
+def cli_environment(**variables: str) -> dict[str, str]:
+    """The environment for a run of `jobpoll`: this one without the CDQ_ variables (a
+    developer's own must not leak in), plus `variables`."""
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CDQ_")}
+    environment.update(variables)
+    return environment
+
+
+async def run_jobpoll(
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    stdin: str | None = None,
+) -> Ran:
+    """Run `python -m jobpoll` with `arguments` in a child process (stdout and stderr piped,
+    so not a terminal) while this test's event loop serves the fake service."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jobpoll",
+        *arguments,
+        stdin=asyncio.subprocess.PIPE if stdin is not None else asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env if env is not None else cli_environment(),
+    )
+    try:
+        async with asyncio.timeout(60):  # generous: a loaded machine, never a slow success
+            out, err = await process.communicate(None if stdin is None else stdin.encode())
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode is not None
+    return Ran(process.returncode, out.decode(), err.decode())

@@ -141,10 +141,28 @@ def test_scale_benchmark_runs() -> None:
         ],
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=50,  # within the per-test timeout of 60 s
         check=False,
     )
     assert result.returncode in (0, 2), result.stderr
     assert "1. Scale:" in result.stdout
     assert "2. CPU per poll against a bare aiohttp GET + json.loads loop" in result.stdout
     assert "asyncio" in result.stdout
+
+
+def test_cli_benchmark_runs() -> None:
+    """A tiny run of bench_cli.py completes and prints its verdict, exiting 0 (met) or 2 (not
+    met: at this size the command's start-up weighs), never 1 (broken)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_cli.py"),
+            *("--jobs", "20", "--job-seconds", "0.3", "--rounds", "1", "--max-interval", "0.1"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,  # within the per-test timeout of 60 s
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stderr
+    assert "view / bare CPU (median of rounds):" in result.stdout

@@ -10,12 +10,14 @@ import json
 import random
 import sys
 from collections.abc import AsyncIterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import attrs
 import pytest
+from conftest import refusing_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import until
@@ -23,11 +25,14 @@ from support import until
 from jobpoll import (
     CheckpointError,
     ConfigurationError,
+    Job,
     JobFailedError,
     JobResult,
     JobsClient,
+    JobStatus,
     JobsWait,
     PollPolicy,
+    TransportError,
     wait_for_job,
     wait_for_jobs,
 )
@@ -160,6 +165,19 @@ async def test_unstarted_wait_checkpoint(service: FakeJobsService, client: JobsC
     assert (await wait_for_job(client, job_id, resume=saved)).succeeded
 
 
+async def test_a_checkpoint_read_back_as_another_mapping_resumes(
+    service: FakeJobsService, client: JobsClient
+) -> None:
+    """A checkpoint that comes back as a mapping other than a dict (a driver's row, a
+    read-only view) resumes as the dict would, for one wait and for a fan-out."""
+    job_id = service.add_job(duration=0)
+    saved = wait_for_job(client, job_id, timeout=60).checkpoint()
+    assert (await wait_for_job(client, job_id, resume=MappingProxyType(saved))).succeeded
+    fanout_saved = wait_for_jobs(client, [job_id]).checkpoint()
+    results = await wait_for_jobs(client, [], resume=MappingProxyType(fanout_saved))
+    assert [result.job_id for result in results] == [job_id]
+
+
 async def test_one_poll_through_the_tracker_methods(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
@@ -252,6 +270,9 @@ DELETE = object()
         pytest.param("pace.fell_from", -0.5, "fell_from", id="pace-negative-rate"),
         pytest.param("deadline", "9999-01-01T00:00:00Z", "out of any", id="time-out-of-reach"),
         pytest.param("pace", None, "pace: missing", id="polled-without-pace"),
+        pytest.param("pace.step", 0, "step", id="pace-moved-without-step"),
+        pytest.param("pace.prev_p", 100, "progress values contradict", id="pace-progress-order"),
+        pytest.param("pace.first_t", 0.0, "times contradict", id="pace-time-order"),
     ],
 )
 async def test_bad_checkpoint(
@@ -769,3 +790,169 @@ async def test_fanout_checkpoint_after_leaving_async_with(
     service.clear_faults()
     results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
     assert [result.job_id for result in results] == ids
+
+
+PACE_NUMBERS = st.one_of(
+    st.integers(-1, 101), st.floats(-1e4, 0.0), st.sampled_from([0, -1, 0.0, 1e-9, -1e-9])
+)
+
+
+@settings(max_examples=300)
+@given(data=st.data())
+def test_resumed_pace_never_breaks_at_the_next_poll(data: st.DataObject) -> None:
+    """A checkpoint whose pace numbers were altered (each within its own range, but not
+    agreeing with each other) is refused, or its wait goes on: the next answers, whatever
+    they read, give a delay, never a ZeroDivisionError or a math domain error."""
+    mutated = copy.deepcopy(SAVED_FOR_HYPOTHESIS)
+    for name in data.draw(st.lists(st.sampled_from(_PACE_FIELDS[2:]), min_size=1, max_size=3)):
+        mutated["pace"][name] = data.draw(PACE_NUMBERS)
+    clock = VirtualClock()
+    clock.advance(60)
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    try:
+        wait = wait_for_job(client, mutated["job_id"], policy=policy_of(clock), resume=mutated)
+    except CheckpointError:
+        return
+    seen = wait.job
+    assert seen is not None
+    pace = wait._pace
+    assert pace is not None
+    readings = st.sampled_from([seen.progress, seen.progress + 1, 99]) | st.integers(0, 99)
+    for progress in data.draw(st.lists(readings, min_size=1, max_size=3)):
+        clock.advance(data.draw(st.sampled_from([0.0, 1.0, 30.0])))
+        delay = pace.answered(clock.now, attrs.evolve(seen, progress=progress))
+        assert delay >= 0
+
+
+@settings(max_examples=300)
+@given(
+    readings=st.lists(
+        st.tuples(
+            st.sampled_from([0.0, 1e-7, 0.5, 1.0, 7.0, 60.0]),
+            st.sampled_from(["RUNNING", "WAITING"]),
+            st.integers(0, 99),
+        ),
+        max_size=12,
+    )
+)
+def test_every_pace_a_wait_reaches_is_saved_and_read_back(
+    readings: list[tuple[float, str, int]],
+) -> None:
+    """Whatever readings a pace took (moves, pauses, new statuses, progress going back), its
+    checkpoint is accepted: the checks on a pace's numbers refuse no pace jobpoll made."""
+    clock = VirtualClock()
+    policy = policy_of(clock)
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    wait = wait_for_job(client, "some-job", policy=policy)
+    wait._begin(clock.now)
+    for gap, status, progress in readings:
+        clock.advance(gap)
+        job = Job(
+            id="some-job",
+            created_at=datetime(2026, 1, 1, tzinfo=UTC),
+            user="someone",
+            progress=progress,
+            status=JobStatus(status),
+            raw_status=status,
+        )
+        wait._request_timeout(clock.now)
+        wait._answered(job, clock.now)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    clock.advance(1.0)
+    wait_for_job(client, "some-job", policy=policy, resume=saved)
+
+
+@pytest.mark.parametrize("seconds", [pytest.param(2.5e11, id="year-9948"), 1e12, 1e300])
+async def test_a_timeout_far_away_checkpoints_and_resumes(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, seconds: float
+) -> None:
+    """A timeout that `wait_for_job` and `wait_for_jobs` take, however far away (a user's
+    "forever"), gives a checkpoint that resumes: never a ValueError from `datetime`, nor a
+    checkpoint that its own reader refuses."""
+    job_id = service.add_job(duration=600)
+    wait = wait_for_job(client, job_id, policy=policy_of(clock), timeout=seconds)
+    await anext(wait)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    resumed = wait_for_job(client, job_id, policy=policy_of(clock), resume=saved)
+    assert (await resumed).succeeded
+
+    ids = [service.add_job(duration=0), service.add_job(duration=600)]
+    async with wait_for_jobs(client, ids, policy=policy_of(clock), timeout=seconds) as fanout:
+        assert (await anext(fanout)).job_id == ids[0]  # started: its deadline is set
+    saved = json.loads(json.dumps(fanout.checkpoint()))
+    results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    assert [result.ok for result in results] == [True]
+
+
+async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait resumed by a new process whose client has never had an answer (the service
+    restarting in the same deploy) rides out refused connections for `first_contact_grace`
+    from its first poll there, as a new wait does, rather than ending at the first one
+    because the wait began long ago; a fan-out too."""
+    job_id = service.add_job(duration=3600)
+    saved = await checkpoint_after(client, job_id, policy_of(clock), 3)
+    ids = [job_id, service.add_job(duration=3600)]
+    async with wait_for_jobs(client, ids, policy=policy_of(clock)) as fanout:
+        consumer = asyncio.ensure_future(anext(fanout))
+        await until(lambda: fanout.polls >= 2)
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+    saved_fanout = json.loads(json.dumps(fanout.checkpoint()))
+    clock.advance(3000)  # the worker was down for long
+    policy = policy_of(clock, first_contact_grace=20.0)
+    with refusing_url() as base_url:
+        async with JobsClient("k", base_url=base_url) as fresh:
+            resumed = wait_for_job(fresh, job_id, policy=policy, resume=saved)
+            start = clock.now
+            with pytest.raises(TransportError):
+                await resumed
+            assert clock.now - start >= 20
+            assert resumed.polls - saved["polls"] > 1
+
+            start = clock.now
+            fanout = wait_for_jobs(fresh, [], policy=policy, resume=saved_fanout)
+            with pytest.raises(TransportError):
+                await fanout
+            assert clock.now - start >= 20
+
+
+async def test_a_resumed_wait_awaited_later_polls_when_due(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait resumed at a worker's start but awaited only a while later (after the others
+    were set up, say) polls when its poll was due, not that long after it."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=3600)
+    saved = await checkpoint_after(client, job_id, policy, 3)
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    delay = resumed._next_delay
+    assert delay is not None
+    assert delay > 1
+    clock.advance(1)  # the wait is awaited a second after it was resumed
+    sleeps = len(clock.sleeps)
+    await anext(resumed)
+    assert clock.sleeps[sleeps] == pytest.approx(delay - 1, abs=1e-5)
+
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    clock.advance(3 * delay)  # awaited long after its poll was due: polled at once
+    sleeps = len(clock.sleeps)
+    await anext(resumed)
+    assert clock.sleeps[sleeps : sleeps + 1] in ([], [0.0])
+
+
+def test_a_started_wait_with_a_timeout_but_no_deadline_is_refused() -> None:
+    """A started wait (or fan-out with jobs) whose timeout is kept but whose deadline was
+    removed is refused: resumed, it would never time out."""
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    single = {**SAVED_FOR_HYPOTHESIS, "deadline": None}
+    assert single["timeout"] is not None
+    with pytest.raises(CheckpointError, match="deadline"):
+        wait_for_job(client, single["job_id"], resume=single)
+    fanout = {**FANOUT_SAVED_FOR_HYPOTHESIS, "deadline": None}
+    assert fanout["timeout"] is not None
+    assert fanout["jobs"]
+    with pytest.raises(CheckpointError, match="deadline"):
+        wait_for_jobs(client, [], resume=fanout)

@@ -5,14 +5,24 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import gc
 import random
 import uuid
+import weakref
 from collections.abc import AsyncIterator
 
 import pytest
 from support import no_other_tasks, until
 
-from jobpoll import InvalidJobId, JobResult, JobsClient, JobsWait, PollPolicy, wait_for_jobs
+from jobpoll import (
+    InvalidJobId,
+    JobResult,
+    JobsClient,
+    JobsWait,
+    NotFound,
+    PollPolicy,
+    wait_for_jobs,
+)
 from jobpoll._fanout import _BACKLOG, _SLICE
 from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
@@ -364,3 +374,133 @@ async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
         saved = fanout.checkpoint()
         assert (await consumer).job_id == "bad\tid"
     assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
+
+
+@pytest.mark.parametrize(
+    ("first", "error"),
+    [pytest.param("missing-job", NotFound, id="404"), pytest.param("", InvalidJobId, id="invalid")],
+)
+async def test_break_without_async_with_after_an_error_result_leaves_nothing(
+    service: FakeJobsService,
+    client: JobsClient,
+    policy: PollPolicy,
+    first: str,
+    error: type[Exception],
+) -> None:
+    """A `break` out of a plain `async for` drops the fan-out: its reader and its polls end
+    at once, also when a result it handed out carries an error (a 404, an invalid id), whose
+    traceback must not keep the fan-out alive until a garbage collection."""
+    never = asyncio.Event()
+    busy = [service.add_job(duration=600) for _ in range(3)]
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        for job_id in busy:
+            yield job_id
+        await never.wait()
+
+    service.inject(Slow(0.05), times=None)  # the other polls are in flight at the break
+    async for result in wait_for_jobs(client, source(), policy=policy, max_in_flight=2):
+        assert isinstance(result.error, error)
+        break
+    await until(no_other_tasks)
+    assert result.error is not None
+
+
+async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
+    service: FakeJobsService,
+    client: JobsClient,
+    policy: PollPolicy,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A fan-out dropped inside a reference cycle (held by a worker whose method is its
+    `on_update`), its reader waiting for room, is collected with the cycle: the reader is
+    cancelled and ends, never destroyed while pending."""
+    count = 0
+
+    async def endless() -> AsyncIterator[str]:
+        nonlocal count
+        while True:
+            count += 1
+            yield f"job-{count}"
+
+    class Worker:
+        def __init__(self) -> None:
+            self.fanout = wait_for_jobs(client, endless(), policy=policy, on_update=self.seen)
+
+        def seen(self, job: object) -> None:
+            pass
+
+    async def reader_waits_for_room(worker: Worker) -> None:
+        worker.fanout._start(0.0)
+        await until(lambda: worker.fanout._room is not None)
+
+    worker = Worker()
+    fanout = weakref.ref(worker.fanout)
+    await reader_waits_for_room(worker)
+    del worker  # in a cycle: collected by the garbage collector
+    gc.collect()
+    assert fanout() is None
+    await until(no_other_tasks)
+    assert "destroyed but it is pending" not in caplog.text
+
+
+async def test_what_the_source_raises_keeps_its_cause(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """What the source raises is raised as it was: its cause and context (the broken
+    connection under a queue's error, say) stay, and no wrapper of jobpoll's shows."""
+    first = service.add_job(duration=600)
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        try:
+            raise ConnectionResetError("the queue's connection dropped")
+        except ConnectionResetError as exc:
+            raise LookupError("the queue is gone") from exc
+
+    async def implicit() -> AsyncIterator[str]:
+        yield first
+        try:
+            raise ConnectionResetError("the queue's connection dropped")
+        except ConnectionResetError:
+            raise LookupError("the queue is gone")  # noqa: B904
+
+    for make in (source, implicit):
+        async with wait_for_jobs(client, make(), policy=policy) as fanout:
+            with pytest.raises(LookupError) as caught:
+                async for _result in fanout:
+                    pass
+        assert isinstance(caught.value.__context__, ConnectionResetError)
+        if make is source:
+            assert isinstance(caught.value.__cause__, ConnectionResetError)
+
+
+async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A cancellation landing while the fan-out winds its polls down after the source
+    raised (a worker stopped at that moment) does not swallow the source's error: the next
+    iteration raises it, rather than end as if the source had been read to its end."""
+    ids = [service.add_job(duration=600 + i) for i in range(4)]
+    raised = False
+
+    async def source() -> AsyncIterator[str]:
+        nonlocal raised
+        for job_id in ids:
+            yield job_id
+        await asyncio.sleep(0.01)  # the polls are out by now
+        raised = True
+        raise LookupError("the queue is gone")
+
+    service.inject(Slow(5), times=None)  # polls stay in flight
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.ensure_future(anext(fanout))
+        # The consumer has taken the source's error and winds the polls down.
+        await until(lambda: raised and not fanout._source_error and bool(fanout._dying), step=0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+        service.clear_faults()
+        with pytest.raises(LookupError):
+            await anext(fanout)

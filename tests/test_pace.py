@@ -411,3 +411,22 @@ def test_failures_before_the_first_answer_keep_their_place_in_the_blind_schedule
     pace = PollPolicy(initial=1, factor=1.5, jitter=0).pace()
     assert [pace.failed(t) for t in (0, 1, 2.5)] == BLIND[:3]
     assert pace.answered(4.75, job(0)) == BLIND[3]
+
+
+def test_time_left_at_the_pace_the_schedule_measured() -> None:
+    """`time_left` is None until progress moves, then the time to 100% at the measured pace,
+    counted down between readings, and None again in a new status."""
+    pace = PollPolicy(jitter=0).pace()
+    pace.answered(0.0, job(0))
+    assert pace.time_left(1.0) is None
+    pace.answered(10.0, job(10))
+    assert pace.time_left(10.0) == pytest.approx(90.0)  # 10% in 10 s since first seen
+    pace.answered(15.0, job(10))
+    pace.answered(20.0, job(20))
+    pace.answered(30.0, job(30))
+    assert pace.time_left(30.0) == pytest.approx(70.0)  # 70% to go at 1% a second
+    assert pace.time_left(35.0) == pytest.approx(65.0)
+    assert pace.time_left(500.0) == 0.0
+    pace.answered(40.0, job(0, JobStatus.WAITING))
+    assert pace.time_left(40.0) is None
+    assert PollPolicy(progress_aware=False).pace().time_left(0.0) is None

@@ -12,6 +12,7 @@ def test_exported_members() -> None:
     """`jobpoll.__all__` is exactly the public names, each defined in a private module."""
     assert set(jobpoll.__all__) == {
         "API_KEY_ENV",
+        "BASE_URL_ENV",
         "DEFAULT_BASE_URL",
         "ApiError",
         "BadRequest",

@@ -28,13 +28,29 @@ async def test_fake_service_example() -> None:
     await namespace["test_my_worker"]()
 
 
+def set_up_commands() -> list[str]:
+    section = README.split("## Set up", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.*?)\n```", section, flags=re.DOTALL)
+
+
 def test_set_up_commands_match_ci() -> None:
-    """The test command README.md gives is the one CI runs."""
+    """The first command installs the command line and runs its demo; the test command
+    README.md gives is the one CI runs."""
     ci = (Path(__file__).parent.parent / ".ci" / "run").read_text()
-    commands = re.findall(r"```sh\n(.*?)\n```", README, flags=re.DOTALL)
+    commands = set_up_commands()
     assert len(commands) == 2
-    assert "examples/demo.py" in commands[0]
+    assert "pip install -e '.[cli]'" in commands[0]
+    assert commands[0].endswith(".venv/bin/jobpoll demo")
     assert commands[1] in ci.splitlines()
+
+
+def test_exit_statuses_match_the_help() -> None:
+    """The README's table of exit statuses lists those the command's help lists."""
+    from jobpoll._cli import EXIT_STATUS_HELP
+
+    in_help = re.findall(r"^  (\d+) ", EXIT_STATUS_HELP, flags=re.MULTILINE)
+    in_readme = re.findall(r"^\| (\d+) \| ", README, flags=re.MULTILINE)
+    assert in_help == in_readme == ["0", "1", "2", "3", "4", "130"]
 
 
 def test_every_python_block_compiles() -> None:

@@ -16,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from jobpoll import (
+    DEFAULT_BASE_URL,
     ApiError,
     ConfigurationError,
     DecodeError,
@@ -27,6 +28,8 @@ from jobpoll import (
     ServiceUnavailable,
     TransportError,
     Unauthorized,
+    wait_for_job,
+    wait_for_jobs,
 )
 from jobpoll._client import all_plain_job_ids, check_job_id
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Redirect, Slow
@@ -241,6 +244,40 @@ async def test_key_from_environment_is_sent(
         assert (await client.get_job(job_id)).id == job_id
 
 
+async def test_base_url_from_environment(
+    secret_service: FakeJobsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With no base_url, CDQ_BASE_URL is read; an argument wins over it; unset, the
+    production URL is used."""
+    monkeypatch.setenv("CDQ_BASE_URL", secret_service.base_url)
+    job_id = secret_service.add_job()
+    async with JobsClient(SECRET) as client:
+        assert client.base_url == secret_service.base_url
+        assert (await client.get_job(job_id)).id == job_id
+    assert JobsClient(SECRET, base_url="https://example.com/api").base_url == (
+        "https://example.com/api"
+    )
+    monkeypatch.delenv("CDQ_BASE_URL")
+    assert JobsClient(SECRET).base_url == DEFAULT_BASE_URL
+
+
+@pytest.mark.parametrize(
+    ("value", "message"),
+    [
+        pytest.param("", "CDQ_BASE_URL is set but empty", id="empty"),
+        pytest.param("http://example.com", "CDQ_BASE_URL: refusing plain http", id="plain-http"),
+        pytest.param("not a url", "CDQ_BASE_URL: base_url must be", id="no-url"),
+    ],
+)
+def test_base_url_from_environment_refused(
+    monkeypatch: pytest.MonkeyPatch, value: str, message: str
+) -> None:
+    """A CDQ_BASE_URL that is empty or unusable is refused, naming the variable."""
+    monkeypatch.setenv("CDQ_BASE_URL", value)
+    with pytest.raises(ConfigurationError, match=message):
+        JobsClient(SECRET)
+
+
 @pytest.mark.parametrize(
     "api_key",
     [
@@ -330,3 +367,19 @@ def test_checks_of_many_ids_agree_with_one_by_one(job_ids: list[object]) -> None
         except InvalidJobId:
             one_by_one = False
     assert all_plain_job_ids(job_ids) == one_by_one
+
+
+async def test_checkpoints_hold_neither_key_nor_address(secret_service: FakeJobsService) -> None:
+    """A checkpoint, stored anywhere, holds neither the API key nor the service's address:
+    a wait's and a fan-out's, with polls in flight and results not handed out."""
+    ids = [secret_service.add_job(duration=600), secret_service.add_job(duration=0)]
+    async with JobsClient(SECRET, base_url=secret_service.base_url) as client:
+        wait = wait_for_job(client, ids[0])
+        await anext(wait)
+        async with wait_for_jobs(client, [*ids, "missing-job"]) as fanout:
+            await anext(fanout)
+            saved = [repr(wait.checkpoint()), repr(fanout.checkpoint())]
+    assert_no_secret(*saved)
+    host = secret_service.base_url.split("//")[1].split("/")[0]
+    for text in saved:
+        assert host not in text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import secrets
 import time
 import uuid
@@ -131,6 +132,10 @@ class FakeJobsService:
             seconds after its first request, instead of a 404 (handy from another process).
         latency: seconds (real time) every answer waits before it is sent, as a real server
             over a network would; so requests overlap, and `peak_in_flight` sees them.
+
+    Raises:
+        ValueError: an option out of range (a port past 65535, a negative duration), at
+            once rather than as a 500 on every answer.
     """
 
     def __init__(
@@ -142,6 +147,9 @@ class FakeJobsService:
         auto_create_duration: float | None = None,
         latency: float = 0.0,
     ) -> None:
+        _check_port(port)
+        _check_seconds("auto_create_duration", auto_create_duration, optional=True, endless=True)
+        _check_seconds("latency", latency)
         self.api_key = api_key if api_key is not None else "fake-" + secrets.token_urlsafe(16)
         self._clock = clock
         self._port = port
@@ -235,6 +243,7 @@ class FakeJobsService:
         """
         if job_id is None:
             job_id = str(uuid.uuid4())
+        _check_seconds("duration", duration, endless=True)
         if not 0 <= queued <= duration:
             raise ValueError("queued must be between 0 and duration")
         self._jobs[job_id] = _Script(
@@ -355,15 +364,19 @@ class FakeJobsService:
             return _error(request, 406, "Only application/json can be produced.")
         if not job_id:
             return _error(request, 400, "Required parameter 'jobId' is missing.")
-        script = self._jobs.get(job_id)
-        if script is None and self._auto_create_duration is not None:
-            self.add_job(job_id, duration=self._auto_create_duration)
-            script = self._jobs[job_id]
+        script = self._jobs.get(job_id) or self._unknown_job(job_id)
         if script is None:
             return _error(request, 404, f"Job {job_id} not found.")
         body = script.body(self._clock())
         body.update(patch)
         return web.json_response(body)
+
+    def _unknown_job(self, job_id: str) -> _Script | None:
+        """The job an id not scripted yet becomes at its first request, or None (a 404)."""
+        if self._auto_create_duration is None:
+            return None
+        self.add_job(job_id, duration=self._auto_create_duration)
+        return self._jobs[job_id]
 
     async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
         if isinstance(fault, HttpError):
@@ -392,6 +405,27 @@ class FakeJobsService:
             return web.Response(status=fault.status, headers={"Location": fault.location})
         assert isinstance(fault, Drop)
         return await _drop(request, mid_body=fault.mid_body)
+
+
+def _check_port(port: object) -> None:
+    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
+        raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}")
+
+
+def _check_seconds(
+    name: str, value: object, *, optional: bool = False, endless: bool = False
+) -> None:
+    """Refuse a number of seconds that is not a number, negative, NaN, or (unless `endless`:
+    a job that never ends) infinite."""
+    if value is None and optional:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, (int, float))
+        or not 0 <= value <= math.inf
+        or (value == math.inf and not endless)
+    ):
+        raise ValueError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
 
 
 def _error(request: web.Request, status: int, message: str) -> web.Response:

@@ -145,3 +145,16 @@ async def fed(client: JobsClient, source: AsyncIterator[str]) -> dict[str, Any]:
             return saved
     resumed: JobsWait = wait_for_jobs(client, [], resume={"version": 1})
     return resumed.checkpoint()
+
+
+def to_and_from_dict(result: JobResult, job: Job) -> tuple[JobResult, Job, str]:
+    data: dict[str, object] = result.to_dict()
+    again: JobResult = JobResult.from_dict(result.to_dict())
+    same: Job = Job.from_dict(job.to_dict())
+    print(data, again)
+    where: str = jobpoll.BASE_URL_ENV + jobpoll.API_KEY_ENV
+    return again, same, where
+
+
+def from_environment() -> JobsClient:
+    return JobsClient()  # the key from CDQ_API_KEY, the base URL from CDQ_BASE_URL

@@ -1,0 +1,557 @@
+"""The `jobpoll` command, run as a child process against the fake service on loopback: each
+exit status, the JSON lines, where ids come from, the errors, Ctrl-C, the live view in a
+terminal, and the demo.
+
+The service runs in the test's own event loop while the command runs; its jobs last well
+under a second and the command polls every 0.1 s (`FAST`), so each run takes about a second.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import pty
+import re
+import signal
+import struct
+import subprocess
+import sys
+import termios
+import threading
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import pytest
+from conftest import refusing_url
+from support import Ran, cli_environment, run_jobpoll, until_idle
+
+from jobpoll._cli import run
+from jobpoll.testing import FakeJobsService, HttpError
+
+#: Poll every 0.1 s: the jobs below last well under a second.
+FAST = ("--max-interval", "0.1")
+OUTCOME_KEYS = {"event", "elapsed", "jobId", "job", "error", "ok", "outcome"}
+CHANGE_KEYS = {"event", "elapsed", "jobId", "job"}
+SUMMARY_KEYS = {
+    "event",
+    "elapsed",
+    "total",
+    "succeeded",
+    "failed",
+    "unreachable",
+    "timedOut",
+    "notEnded",
+    "polls",
+    "exitCode",
+    "interrupted",
+    "stoppedEarly",
+    "error",
+}
+JOB_KEYS = {"id", "createdAt", "user", "progress", "status"}
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakeJobsService]:
+    """A fake on the real clock: the command runs in real time."""
+    async with FakeJobsService() as fake:
+        yield fake
+
+
+def env_of(service: FakeJobsService, **more: str) -> dict[str, str]:
+    """The environment of a command talking to `service`, with `more` variables."""
+    variables = {"CDQ_API_KEY": service.api_key, "CDQ_BASE_URL": service.base_url, **more}
+    return cli_environment(**variables)
+
+
+def outcomes(ran: Ran) -> dict[str, dict[str, object]]:
+    return {line["jobId"]: line for line in ran.lines() if line["event"] == "outcome"}
+
+
+def assert_one_error_line(ran: Ran, *expected: str) -> None:
+    """Exactly one line on stderr, no traceback, saying what is expected."""
+    assert "Traceback" not in ran.stderr + ran.stdout
+    assert len(ran.stderr.splitlines()) == 1, ran.stderr
+    for text in expected:
+        assert text in ran.stderr
+
+
+async def test_wait_json_lines(service: FakeJobsService) -> None:
+    """Off a terminal, every change and outcome is a JSON line of a fixed shape, the summary
+    last; all succeeded is status 0, with nothing on stderr."""
+    ids = [service.add_job(duration=d) for d in (0.2, 0.4, 0.6)]
+    service.add_job("archived", duration=0.3, final_status="ARCHIVED")
+    ran = await run_jobpoll("wait", *ids, "archived", *FAST, env=env_of(service))
+    assert (ran.returncode, ran.stderr) == (0, "")
+    lines = ran.lines()
+    for line in lines[:-1]:
+        assert set(line) == (CHANGE_KEYS if line["event"] == "change" else OUTCOME_KEYS), line
+        assert set(line["job"]) == JOB_KEYS
+    changes = [line for line in lines if line["event"] == "change"]
+    assert {line["job"]["status"] for line in changes} >= {"RUNNING", "FINISHED", "ARCHIVED"}
+    ended = outcomes(ran)
+    assert set(ended) == {*ids, "archived"}
+    assert all(line["ok"] and line["error"] is None for line in ended.values())
+    summary = lines[-1]
+    assert set(summary) == SUMMARY_KEYS
+    assert summary["event"] == "summary"
+    assert (summary["total"], summary["succeeded"], summary["exitCode"]) == (4, 4, 0)
+
+
+async def test_failed_job_is_status_1(service: FakeJobsService) -> None:
+    """A job that ends FAILED (or is not found) makes the status 1; its outcome says how."""
+    done = service.add_job(duration=0.1)
+    failed = service.add_job(duration=0.2, final_status="FAILED", progress=lambda x: 40 * x)
+    ran = await run_jobpoll("wait", done, failed, "missing", "--quiet", *FAST, env=env_of(service))
+    assert ran.returncode == 1
+    assert [line["event"] for line in ran.lines()] == ["outcome"] * 3 + ["summary"]
+    ended = outcomes(ran)
+    assert ended[failed]["outcome"] == "failed"
+    assert ended[failed]["error"]["type"] == "JobFailedError"  # type: ignore[index]
+    assert ended[failed]["job"]["status"] == "FAILED"  # type: ignore[index]
+    assert ended["missing"]["error"]["type"] == "NotFound"  # type: ignore[index]
+    assert ended[done]["ok"] is True
+
+
+async def test_fail_fast_stops_at_the_first_failure(service: FakeJobsService) -> None:
+    """With --fail-fast the wait stops at the first job that fails; the others are left."""
+    failed = service.add_job(duration=0.2, final_status="DIED")
+    slow = service.add_job(duration=600)
+    ran = await run_jobpoll("wait", slow, failed, "--fail-fast", *FAST, env=env_of(service))
+    assert ran.returncode == 1
+    assert set(outcomes(ran)) == {failed}
+    summary = ran.lines()[-1]
+    assert (summary["stoppedEarly"], summary["notEnded"], summary["exitCode"]) == (True, 1, 1)
+    await until_idle(service)
+
+
+async def test_timeout_is_status_3(service: FakeJobsService) -> None:
+    """Jobs not ended by --timeout are outcomes of their own, and the status is 3."""
+    done = service.add_job(duration=0)  # seen done at the first poll, however slow the machine
+    slow = service.add_job(duration=600)
+    ran = await run_jobpoll("wait", done, slow, "--timeout", "0.5", *FAST, env=env_of(service))
+    assert ran.returncode == 3
+    ended = outcomes(ran)
+    assert ended[slow]["outcome"] == "timed out"
+    assert ended[slow]["error"]["type"] == "WaitTimeout"  # type: ignore[index]
+    assert ran.lines()[-1]["timedOut"] == 1
+
+
+async def test_failure_wins_over_timeout(service: FakeJobsService) -> None:
+    """A job that failed says more than one that did not end in time: the status is 1."""
+    failed = service.add_job(duration=0, final_status="FAILED")
+    slow = service.add_job(duration=600)
+    ran = await run_jobpoll("wait", failed, slow, "--timeout", "0.5", *FAST, env=env_of(service))
+    assert ran.returncode == 1
+
+
+async def test_refused_key_is_status_4(service: FakeJobsService) -> None:
+    """A key the API refuses ends the wait at once with status 4, one line on stderr, and the
+    key nowhere in the output."""
+    wrong = "sk-wrong-key-8d1f2a"
+    ids = [service.add_job(duration=0.1) for _ in range(150)]  # more than one window (100)
+    ran = await run_jobpoll("wait", *ids, env=env_of(service, CDQ_API_KEY=wrong))
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "jobpoll wait: the API refused the key: HTTP 401")
+    assert wrong not in ran.stdout + ran.stderr
+    assert service.request_count() < 150  # stopped at the first refusal, not 150 times
+    summary = ran.lines()[-1]
+    assert (summary["exitCode"], summary["notEnded"]) == (4, 150)
+
+
+async def test_unreachable_is_status_4() -> None:
+    """A base URL where nothing answers is given up after --connect-grace, status 4."""
+    with refusing_url() as url:
+        env = cli_environment(CDQ_API_KEY="k", CDQ_BASE_URL=url)
+        ran = await run_jobpoll("wait", "a", "--connect-grace", "0.3", *FAST, env=env)
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "jobpoll wait: cannot reach the API:", "nothing has answered")
+
+
+async def test_https_on_a_plain_port_is_status_4(service: FakeJobsService) -> None:
+    """An https URL pointed at a plain-http port fails at the first poll, status 4."""
+    url = service.base_url.replace("http://", "https://")
+    ran = await run_jobpoll("wait", "a", "--base-url", url, env=env_of(service))
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "TLS failed")
+
+
+@pytest.mark.parametrize(
+    ("arguments", "variables", "expected"),
+    [
+        pytest.param(
+            ["wait", "a"],
+            {"CDQ_API_KEY": None},
+            "jobpoll wait: no API key: set CDQ_API_KEY, or pass --api-key-file FILE",
+            id="no-key",
+        ),
+        pytest.param(
+            ["wait", "a", "--base-url", "http://example.com/api"],
+            {},
+            "jobpoll wait: --base-url: refusing plain http to example.com",
+            id="plain-http-url",
+        ),
+        pytest.param(
+            ["status", "a"],
+            {"CDQ_BASE_URL": "not a url"},
+            "jobpoll status: CDQ_BASE_URL: base_url must be an absolute https URL",
+            id="bad-url-from-environment",
+        ),
+        pytest.param(
+            ["wait", "good", "bad\tid"],
+            {},
+            "jobpoll wait: argument 2: the job id 'bad\\tid' holds control characters",
+            id="bad-id",
+        ),
+    ],
+)
+async def test_usage_and_configuration_errors_are_status_2(
+    service: FakeJobsService,
+    arguments: list[str],
+    variables: dict[str, str | None],
+    expected: str,
+) -> None:
+    """Each usage or configuration error is status 2, one line on stderr, before any poll."""
+    env = env_of(service)
+    for name, value in variables.items():
+        if value is None:
+            env.pop(name)
+        else:
+            env[name] = value
+    ran = await run_jobpoll(*arguments, env=env)
+    assert ran.returncode == 2
+    assert_one_error_line(ran, expected)
+    assert ran.stdout == ""
+    assert service.request_count() == 0
+
+
+#: More usage errors, run in this process (they end before any event loop or request).
+IN_PROCESS_USAGE_ERRORS = [
+    pytest.param(["wait", "x" * 257], {}, "is 257 characters long; at most 256", id="long-id"),
+    pytest.param(["wait"], {}, "jobpoll wait: no job ids given", id="no-ids"),
+    pytest.param(
+        ["wait", "a", "--timeout", "-1"],
+        {},
+        "jobpoll wait: Invalid value for '--timeout': -1.0 is not a positive number",
+        id="bad-timeout",
+    ),
+    pytest.param(
+        ["wait", "a", "--no-such-option"],
+        {},
+        "jobpoll wait: No such option",  # then click's own words, which vary by version
+        id="unknown-option",
+    ),
+    pytest.param(
+        ["wait", "a", "--api-key-file", "/no/such/file"],
+        {},
+        "jobpoll wait: --api-key-file /no/such/file: cannot read it",
+        id="no-key-file",
+    ),
+    pytest.param(
+        ["wait", "a"],
+        {"CDQ_API_KEY": "two words\n"},
+        "jobpoll wait: CDQ_API_KEY: the API key holds characters",
+        id="key-not-a-header",
+    ),
+]
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command's environment, with a key and a base URL, for `run()` in this process;
+    the log handler it installs is taken away after."""
+    monkeypatch.setenv("CDQ_API_KEY", "key")
+    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
+    yield
+    logger = logging.getLogger("jobpoll")
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._cli"]:
+        logger.removeHandler(handler)
+
+
+@pytest.mark.parametrize(("arguments", "variables", "expected"), IN_PROCESS_USAGE_ERRORS)
+@pytest.mark.usefixtures("in_process")
+def test_more_usage_errors_are_status_2(
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    arguments: list[str],
+    variables: dict[str, str],
+    expected: str,
+) -> None:
+    """Bad options, ids and key files: status 2 and one line, as in a child process."""
+    for name, value in variables.items():
+        monkeypatch.setenv(name, value)
+    assert run(arguments) == 2
+    out, err = capsys.readouterr()
+    assert out == ""
+    assert len(err.splitlines()) == 1, err
+    assert expected in err
+
+
+async def test_ids_from_files_and_stdin(service: FakeJobsService, tmp_path: Path) -> None:
+    """Ids come from arguments, files (blank lines and # comments skipped, a BOM ignored) and
+    stdin, duplicates once; the key from --api-key-file."""
+    ids = [service.add_job(duration=0.1) for _ in range(5)]
+    listed = tmp_path / "ids.txt"
+    listed.write_text("\ufeff# the batch of today\n" + f"{ids[1]}\n\n  {ids[2]}  \n{ids[0]}\n")
+    key_file = tmp_path / "key"
+    key_file.write_text(service.api_key + "\n")
+    env = cli_environment(CDQ_BASE_URL=service.base_url)
+    ran = await run_jobpoll(
+        "wait",
+        ids[0],
+        "-",
+        "-f",
+        str(listed),
+        "--api-key-file",
+        str(key_file),
+        *FAST,
+        env=env,
+        stdin=f"{ids[3]}\n{ids[4]}\n",
+    )
+    assert ran.returncode == 0, ran.stderr
+    assert set(outcomes(ran)) == set(ids)
+    assert ran.lines()[-1]["total"] == 5
+
+
+async def test_odd_ids_sent_and_reported_exactly(service: FakeJobsService) -> None:
+    """Ids with spaces, query characters, non-ASCII letters, a leading dash (after --) or at
+    the longest length are sent as they are and reported under their own name."""
+    odd = ["a b", "x&jobId=y", "100%", "#frag", "../up?", "Ünïcødé-ジョブ", "-dash", "z" * 256]
+    for job_id in odd:
+        service.add_job(job_id, duration=0.1)
+    ran = await run_jobpoll("wait", *FAST, "--", *odd, env=env_of(service))
+    assert ran.returncode == 0, ran.stderr
+    assert set(outcomes(ran)) == set(odd)
+    assert {job_id: service.request_count(job_id) > 0 for job_id in odd} == dict.fromkeys(odd, True)
+
+
+async def test_status_table_and_json(service: FakeJobsService) -> None:
+    """`status` polls each job once: a table, or JSON lines; a failed or missing job is
+    status 1, all readable and none failed is 0."""
+    running = service.add_job(duration=600)
+    failed = service.add_job(duration=0, final_status="FAILED")
+    ran = await run_jobpoll("status", running, "--json", env=env_of(service))
+    assert ran.returncode == 0
+    (line,) = ran.lines()
+    assert (line["event"], line["jobId"], line["job"]["status"]) == ("status", running, "RUNNING")
+    ran = await run_jobpoll("status", running, failed, "missing", env=env_of(service))
+    assert ran.returncode == 1
+    table = ran.stdout.splitlines()
+    assert table[0].split() == ["job", "status", "progress", "created", "user"]
+    assert [row.split()[:2] for row in table[1:]] == [
+        [running, "RUNNING"],
+        [failed, "FAILED"],
+        ["missing", "not"],
+    ]
+    assert service.request_count() == 4
+
+
+async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -> None:
+    """`status` with a key the API refuses: status 4, one line."""
+    ran = await run_jobpoll("status", "a", env=env_of(service, CDQ_API_KEY="wrong"))
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "jobpoll status: the API refused the key")
+
+
+async def test_heartbeat_while_nothing_changes(service: FakeJobsService) -> None:
+    """A job that does not change gets heartbeat lines at the --heartbeat interval (read until
+    the first, then interrupted); --quiet has none."""
+    service.add_job("still", duration=600, progress=None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        *("-m", "jobpoll", "wait", "still", "--heartbeat", "0.2", *FAST),
+        stdout=asyncio.subprocess.PIPE,
+        env=env_of(service),
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            events = [json.loads(await process.stdout.readline())]
+            while events[-1]["event"] != "heartbeat":
+                events.append(json.loads(await process.stdout.readline()))
+            process.send_signal(signal.SIGINT)
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert [line["event"] for line in events] == ["change", "heartbeat"]
+    assert set(events[-1]) == {"event", "elapsed", "total", "ended", "percent", "polls", "inFlight"}
+    assert events[-1]["elapsed"] >= 0.2
+    quiet = await run_jobpoll(
+        "wait", "still", "--timeout", "0.3", "--heartbeat", "0.05", "-q", *FAST, env=env_of(service)
+    )
+    assert [line["event"] for line in quiet.lines()] == ["outcome", "summary"]
+
+
+async def test_a_503_burst_is_ridden_out(service: FakeJobsService) -> None:
+    """Throttling answers are ridden out: the jobs still succeed."""
+    ids = [service.add_job(duration=0.2) for _ in range(3)]
+    service.inject(HttpError(503, retry_after=0.1), times=4)
+    ran = await run_jobpoll("wait", *ids, *FAST, env=env_of(service))
+    assert ran.returncode == 0, ran.stderr
+    assert ran.lines()[-1]["succeeded"] == 3
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
+async def test_interrupted_mid_wait(service: FakeJobsService, signum: int) -> None:
+    """Ctrl-C (SIGINT) mid-wait stops cleanly: the summary says so, one line on stderr, status
+    130 (143 for SIGTERM), no traceback, and no request left at the service."""
+    ids = [service.add_job(duration=600) for _ in range(3)]
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jobpoll",
+        "wait",
+        *ids,
+        *FAST,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=env_of(service),
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            first = json.loads(await process.stdout.readline())  # it is waiting now
+            assert first["event"] == "change"
+            process.send_signal(signum)
+            out, err = await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    expected = 130 if signum == signal.SIGINT else 143
+    word = "interrupted" if signum == signal.SIGINT else "terminated"
+    assert process.returncode == expected
+    assert err.decode() == f"jobpoll wait: {word}\n"
+    summary = json.loads(out.decode().splitlines()[-1])
+    assert (summary["event"], summary["interrupted"], summary["exitCode"]) == (
+        "summary",
+        True,
+        expected,
+    )
+    assert summary["notEnded"] == 3
+    await until_idle(service)
+
+
+def read_terminal(
+    arguments: list[str], env: dict[str, str], timeout: float = 60
+) -> tuple[int, str]:
+    """Run `jobpoll` with its standard output on a pseudo-terminal (120 columns); the status
+    and what the terminal received."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobpoll", *arguments],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"},
+        )
+        os.close(slave)
+        try:
+            _, err = process.communicate(timeout=timeout)
+        finally:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    assert not err, err
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
+
+
+@pytest.mark.parametrize(("jobs", "many"), [(3, False), (40, True)], ids=["few", "many"])
+async def test_live_view_at_a_terminal(service: FakeJobsService, jobs: int, many: bool) -> None:
+    """At a terminal: a bar per job for a few jobs, one bar and the latest changes for many;
+    the summary at the end, and no JSON."""
+    ids = [service.add_job(duration=0.3) for _ in range(jobs)]
+    failed = service.add_job(duration=0.2, final_status="FAILED", progress=lambda x: 40 * x)
+    status, screen = await asyncio.to_thread(
+        read_terminal, ["wait", *ids, failed, *FAST], env_of(service)
+    )
+    assert status == 1
+    assert "━" in screen  # the bars
+    assert '"event"' not in screen
+    assert re.search(rf"{jobs + 1} jobs in \d+:\d\d:\d\d: ", screen)
+    assert f"{jobs} succeeded, 1 failed" in screen
+    assert f"{failed}  FAILED at 40%" in screen
+    if many:
+        assert "recent changes" in screen
+    else:
+        assert all(job_id in screen for job_id in ids)
+        assert "elapsed" in screen
+        assert "left" in screen
+
+
+async def test_demo_runs_as_designed() -> None:
+    """`jobpoll demo` waits on its dozen jobs (two of them fail, by design) through a 503
+    burst, and says it ran as designed: status 0."""
+    ran = await run_jobpoll("demo", "--speed", "8", env=cli_environment())
+    assert ran.returncode == 0, ran.stderr
+    lines = ran.lines()
+    assert lines[-1]["event"] == "demo"
+    assert lines[-1]["asDesigned"] is True
+    assert lines[-1]["throttled"] > 0
+    ended = outcomes(ran)
+    assert len(ended) == 12
+    assert sorted(job_id for job_id, line in ended.items() if not line["ok"]) == [
+        "demo-09-fails",
+        "demo-10-dies",
+    ]
+    assert lines[-2]["event"] == "summary"
+
+
+async def test_console_script_and_help() -> None:
+    """The `jobpoll` script beside this Python runs; --help lists the exit statuses."""
+    script = Path(sys.executable).parent / "jobpoll"
+    process = await asyncio.create_subprocess_exec(
+        str(script), "wait", "--help", stdout=asyncio.subprocess.PIPE
+    )
+    out, _ = await process.communicate()
+    assert process.returncode == 0
+    text = out.decode()
+    for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "130 "):
+        assert f"  {status}" in text
+
+
+async def test_without_the_cli_extra() -> None:
+    """Without click (the cli extra), the command says what to install, in one line."""
+    code = "import sys; sys.modules['click'] = None; from jobpoll.__main__ import main; main()"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", code, "--help", stderr=asyncio.subprocess.PIPE
+    )
+    _, err = await process.communicate()
+    assert process.returncode == 2
+    assert err.decode() == (
+        "jobpoll: the command line needs the cli extra (click is missing):"
+        " pip install 'jobpoll[cli]'\n"
+    )
+
+
+async def test_library_import_needs_neither_click_nor_rich() -> None:
+    """`import jobpoll` (and its testing module) loads neither click nor rich."""
+    code = (
+        "import sys, jobpoll, jobpoll.testing; "
+        "assert not {'click', 'rich'} & set(sys.modules), sorted(sys.modules)"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    assert await process.wait() == 0

@@ -1,0 +1,255 @@
+"""The board and the views of `jobpoll wait`, in-process on a clock of the test's own: what is
+counted, which status a wait ends with, the JSON lines, and what a terminal is shown."""
+
+from __future__ import annotations
+
+import io
+import json
+import random
+from datetime import UTC, datetime
+
+import pytest
+from rich.console import Console
+
+from jobpoll import (
+    Job,
+    JobFailedError,
+    JobResult,
+    JobsClient,
+    JobStatus,
+    NotFound,
+    PollPolicy,
+    ServerError,
+    TransportError,
+    WaitTimeout,
+    wait_for_jobs,
+)
+from jobpoll._view import Board, JsonLines, LiveView, Summary, outcome_of
+from jobpoll.testing import FakeJobsService, VirtualClock
+
+CREATED = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def job(job_id: str, progress: int = 0, status: str = "RUNNING") -> Job:
+    return Job(
+        id=job_id,
+        created_at=CREATED,
+        progress=progress,
+        status=JobStatus.parse(status),
+        raw_status=status,
+    )
+
+
+def board_of(*ids: str) -> tuple[Board, Clock]:
+    clock = Clock()
+    return Board(list(ids), clock=clock), clock
+
+
+def test_outcomes() -> None:
+    """A result counts as succeeded, failed, timed out, or unreachable (a transient error
+    past the retries)."""
+    done = job("a", 100, "FINISHED")
+    died = job("a", 60, "DIED")
+    assert outcome_of(JobResult("a", done)) == "succeeded"
+    assert outcome_of(JobResult("a", died, JobFailedError(died))) == "failed"
+    assert outcome_of(JobResult("a", None, NotFound(404, job_id="a"))) == "failed"
+    assert outcome_of(JobResult("a", None, WaitTimeout("a", timeout=1))) == "timed out"
+    assert outcome_of(JobResult("a", None, ServerError(500, job_id="a"))) == "unreachable"
+    assert outcome_of(JobResult("a", None, TransportError("x", job_id="a"))) == "unreachable"
+
+
+@pytest.mark.parametrize(
+    ("ends", "status"),
+    [
+        pytest.param(["ok", "ok"], 0, id="all-ok"),
+        pytest.param(["ok", "timeout"], 3, id="timeout"),
+        pytest.param(["timeout", "unreachable"], 4, id="unreachable-over-timeout"),
+        pytest.param(["unreachable", "failed", "timeout"], 1, id="failed-over-all"),
+    ],
+)
+def test_exit_status_precedence(ends: list[str], status: int) -> None:
+    """1 when a job failed, else 4 when the API could not be reached, else 3 for a timeout."""
+    ids = [f"j{n}" for n in range(len(ends))]
+    board, _ = board_of(*ids)
+    errors = {
+        "ok": None,
+        "timeout": WaitTimeout("x", timeout=1),
+        "unreachable": TransportError("x"),
+        "failed": NotFound(404),
+    }
+    for job_id, end in zip(ids, ends, strict=True):
+        board.ended_with(JobResult(job_id, job(job_id, 100, "FINISHED"), errors[end]))
+    assert board.exit_code() == status
+
+
+def test_board_counts_and_percent() -> None:
+    """Progress adds up over jobs (ended ones at 100), queued and unseen jobs are counted,
+    an id the server answers in another case is found, and each change is recent."""
+    board, clock = board_of("a", "b", "c", "DEAD-beef")
+    assert (board.percent, board.seen, board.total) == (0, 0, 4)
+    board.changed(job("a", 20))
+    board.changed(job("b", 0, "SCHEDULED"))
+    board.changed(job("dead-BEEF", 40))
+    assert (board.seen, board.queued, board.percent) == (3, 1, 15.0)
+    clock.now += 5
+    board.changed(job("b", 10))
+    assert board.queued == 0
+    board.changed(job("a", 100, "FINISHED"))
+    board.ended_with(JobResult("a", job("a", 100, "FINISHED")))
+    assert board.percent == (100 + 10 + 40) / 4
+    board.ended_with(JobResult("c", None, NotFound(404, job_id="c")))
+    assert board.percent == (100 + 10 + 100 + 40) / 4
+    assert (board.ended, board.outcomes["succeeded"], board.outcomes["failed"]) == (2, 1, 1)
+    assert [row.job_id for row in board.unsuccessful] == ["c"]
+    assert board.changed(job("a", 50)) is None  # after its end: ignored
+    assert board.changed(job("unknown", 50)) is None
+    assert [what for _, _, what in board.recent][-2:] == [
+        job("a", 100, "FINISHED"),
+        JobResult("c", None, board.rows["c"].result.error),  # type: ignore[union-attr]
+    ]
+
+
+class Schedules:
+    """Stands for the fan-out: the time left its schedules measured, by id."""
+
+    polls = 7
+    in_flight = 2
+
+    def __init__(self, left: dict[str, float | None]) -> None:
+        self.left = left
+        self.reads = 0
+
+    def _time_left(self) -> dict[str, float | None]:
+        self.reads += 1
+        return dict(self.left)
+
+
+def test_time_left_read_from_the_schedules() -> None:
+    """A job's time left is read from the fan-out's schedules (at most every `every`
+    seconds) and counted down between reads; the longest is the wait's."""
+    board, clock = board_of("a", "b", "c")
+    schedules = Schedules({"a": 90.0, "b": 10.0, "c": None})
+    board.fanout = schedules  # type: ignore[assignment]
+    assert board.longest_time_left(clock.now) is None
+    board.refresh_estimates(clock.now, every=1.0)
+    clock.now += 0.5
+    board.refresh_estimates(clock.now, every=1.0)  # too soon: not read again
+    assert schedules.reads == 1
+    assert board.time_left(board.rows["a"], clock.now) == pytest.approx(89.5)
+    assert board.time_left(board.rows["c"], clock.now) is None
+    assert board.longest_time_left(clock.now) == pytest.approx(89.5)
+    clock.now += 20
+    assert board.time_left(board.rows["b"], clock.now) == 0.0
+
+
+async def test_the_fan_out_tells_each_jobs_time_left(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """`JobsWait._time_left` gives each waiting job's time left at the pace its schedule
+    measured: about the time a steady job has left, None before its progress moves."""
+    job_id = service.add_job(duration=100)
+    silent = service.add_job(duration=200, progress=None)
+    # A seeded schedule: the same polls, hence the same estimates, on every run.
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(7).random)
+    readings: list[tuple[int, dict[str, float | None]]] = []
+
+    def read(job: Job) -> None:
+        if job.id == job_id and not job.is_terminal:
+            readings.append((job.progress, fanout._time_left()))
+
+    fanout = wait_for_jobs(client, [job_id, silent], policy=policy, on_update=read)
+    await fanout
+    assert readings[0][1] == {job_id: None, silent: None}
+    progress, left = next((p, left) for p, left in readings if p >= 40)
+    estimate = left[job_id]
+    assert estimate is not None
+    # A value is first seen after it was reached: the measured pace is a little slow.
+    assert 0.5 * (100 - progress) <= estimate <= 2 * (100 - progress)
+    assert left[silent] is None
+
+
+def test_json_lines() -> None:
+    """A change line, an outcome line, a heartbeat only after the interval without a line,
+    and the summary."""
+    board, clock = board_of("a", "b")
+    out = io.StringIO()
+    view = JsonLines(board, out, heartbeat=5.0)
+    row = board.changed(job("a", 10))
+    assert row is not None
+    view.changed(row)
+    clock.now += 4
+    view.tick()  # 4 s since the last line: no heartbeat yet
+    clock.now += 1
+    view.tick()
+    died = job("a", 40, "DIED")
+    view.ended(board.ended_with(JobResult("a", died, JobFailedError(died))))
+    view.stop(Summary(1))
+    lines = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["event"] for line in lines] == ["change", "heartbeat", "outcome", "summary"]
+    assert lines[0]["job"]["progress"] == 10
+    assert (lines[1]["elapsed"], lines[1]["total"], lines[1]["percent"]) == (5.0, 2, 5.0)
+    assert lines[2]["error"]["type"] == "JobFailedError"
+    assert (lines[2]["ok"], lines[2]["outcome"]) == (False, "failed")
+    assert (lines[3]["failed"], lines[3]["notEnded"], lines[3]["exitCode"]) == (1, 1, 1)
+
+
+def rendered(view: LiveView, summary: Summary) -> str:
+    view.start()
+    view.tick()
+    view.stop(summary)
+    console = view._console
+    assert isinstance(console.file, io.StringIO)
+    return console.file.getvalue()
+
+
+def console() -> Console:
+    return Console(file=io.StringIO(), force_terminal=True, width=120, height=40, color_system=None)
+
+
+def test_live_view_of_a_few_jobs() -> None:
+    """A row per job: status, percent, elapsed, time left; then the summary and failures."""
+    board, clock = board_of("job-1", "job-2", "job-3")
+    board.changed(job("job-1", 0))
+    clock.now += 10
+    board.changed(job("job-1", 25))
+    died = job("job-2", 60, "DIED")
+    board.changed(died)
+    board.ended_with(JobResult("job-2", died, JobFailedError(died)))
+    board.fanout = Schedules({"job-1": 30.0, "job-3": None})  # type: ignore[assignment]
+    screen = rendered(LiveView(board, console(), title="Waiting"), Summary(1, interrupted=True))
+    assert "job-1  RUNNING" in screen
+    assert "25%  0:00:10  ~0:00:30" in screen
+    assert "job-2  DIED" in screen
+    assert "job-3  not seen yet" in screen
+    assert "7 polls, 2 in flight" in screen
+    assert "3 jobs in 0:00:10: 0 succeeded, 1 failed, 2 not ended; 7 polls (interrupted)" in (
+        screen
+    )
+    assert "job-2  DIED at 60%" in screen
+
+
+def test_live_view_of_many_jobs() -> None:
+    """For many jobs: one bar, the totals, the latest changes; the summary lists ten of the
+    jobs that did not succeed."""
+    ids = [f"job-{n}" for n in range(100)]
+    board, clock = board_of(*ids)
+    for job_id in ids[:50]:
+        board.changed(job(job_id, 50))
+    for job_id in ids[:12]:
+        board.ended_with(JobResult(job_id, None, NotFound(404, job_id=job_id)))
+    clock.now += 65
+    screen = rendered(LiveView(board, console(), title="Waiting"), Summary(1))
+    assert "31%" in screen  # (12 x 100 + 38 x 50) / 100
+    assert "0:01:05 elapsed" in screen
+    assert "12 ended: 0 succeeded, 12 failed   88 waiting: 0 queued, 50 not seen yet" in screen
+    assert "recent changes" in screen
+    assert "job-11  not found (HTTP 404)" in screen
+    assert "... and 2 more (--json lists every outcome)" in screen
