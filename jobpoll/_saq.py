@@ -1,0 +1,654 @@
+"""Waits that outlive their process: jobpoll on SAQ (an asyncio job queue on Redis).
+
+A wait is a chain of queue jobs. Each link makes ONE poll, then hands the wait's checkpoint to
+the next link, scheduled for the moment the next poll is due; no worker sleeps through a wait,
+so one worker process serves many thousands of waits, and a worker killed mid-way loses only
+the poll it was making (SAQ's sweep runs that link again on another worker).
+
+What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:`):
+
+- `wait:<job id>`, a small hash: `step`, the number of the link that is live, while the job is
+  waited for; `result`, the outcome as JSON, once it is over (kept `outcome_ttl` seconds).
+  The hand-over from one link to the next, and from the last link to the outcome, is one Lua
+  script that checks `step` and enqueues the next SAQ job in the same atomic step: a link run
+  twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
+  nothing, so a job id has one chain at a time and one outcome, however often it is submitted.
+- `pause`, a hash shared by every worker: `until` (epoch seconds), `gen` (pauses begun) and
+  `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, as in
+  `wait_for_jobs`.
+- `delivered`, a counter of outcomes handed to the user's function.
+
+The scripts write SAQ's own records the way `RedisQueue.enqueue` does (the job's JSON, its
+entry in the `incomplete` sorted set, and in the `queued` list when due now); the version range
+of SAQ in the `saq` extra is the one they are tested with.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+from uuid import UUID
+
+from saq import Job as SaqJob
+from saq.job import Status
+from saq.queue.redis import RedisQueue
+
+from jobpoll import _errors
+from jobpoll._client import JobsClient, check_job_id
+from jobpoll._errors import (
+    JobFailedError,
+    JobPollError,
+    RateLimited,
+    ServiceUnavailable,
+    TransportError,
+)
+from jobpoll._fanout import JobResult
+from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+from jobpoll._wait import JobWait, check_timeout, wait_for_job
+from jobpoll._wire import _converter, decode_job, format_timestamp
+
+__all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
+
+logger = logging.getLogger("jobpoll")
+
+#: The name the poll step is registered under in a SAQ worker.
+POLL_FUNCTION = "jobpoll.poll"
+
+# Each script checks the wait's record and writes SAQ's job in the same atomic step.
+# KEYS: the wait's record, the SAQ job's key, SAQ's `incomplete` set, SAQ's `queued` list.
+# An empty job (ARGV[1]) enqueues nothing: an outcome kept for `result()` only.
+_ENQUEUE_SAQ_JOB = """
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
+  if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
+end
+"""
+
+# ARGV: the first link's SAQ job, its score (0: due now).
+_SUBMIT = (
+    """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'step', 0)
+"""
+    + _ENQUEUE_SAQ_JOB
+    + "return 1"
+)
+
+# ARGV: the next link's SAQ job, its score, the live step, the next step.
+_ADVANCE = (
+    """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'step', ARGV[4])
+"""
+    + _ENQUEUE_SAQ_JOB
+    + "return 1"
+)
+
+# ARGV: the outcome's SAQ job, '0', the live step, the result's JSON, its TTL in seconds.
+# KEYS[5]: the counter of outcomes delivered. KEYS[6]: the channel outcomes are announced on.
+_FINISH = (
+    """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[1], 'step')
+redis.call('HSET', KEYS[1], 'result', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('INCR', KEYS[5])
+"""
+    + _ENQUEUE_SAQ_JOB
+    + """
+redis.call('PUBLISH', KEYS[6], ARGV[6])
+return 1
+"""
+)
+
+# KEYS: the wait's record, the fleet's pause. ARGV: the step. Whether that step is live, and
+# the pause's fields.
+_BEGIN = """
+local live = redis.call('HGET', KEYS[1], 'step') == ARGV[1] and 1 or 0
+local pause = redis.call('HMGET', KEYS[2], 'until', 'gen', 'streak')
+return {live, pause[1] or '0', pause[2] or '0', pause[3] or '0'}
+"""
+
+# KEYS: the fleet's pause. ARGV: the generation the poll was sent in, until (epoch seconds).
+# Only a poll sent since the last pause began starts a new one: the rest of a storm's answers
+# were sent before it, and say nothing new.
+_THROTTLE = """
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if gen ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[2], 'gen', gen + 1)
+redis.call('HINCRBY', KEYS[1], 'streak', 1)
+return 1
+"""
+
+# KEYS: the fleet's pause. ARGV: the generation the answered poll was sent in.
+_CALM = """
+if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then redis.call('HSET', KEYS[1], 'streak', 0) end
+"""
+
+
+def _iso(epoch: float | None) -> str | None:
+    if epoch is None:
+        return None
+    return format_timestamp(datetime.fromtimestamp(epoch, UTC))
+
+
+def _epoch(iso: str | None) -> float | None:
+    return None if iso is None else datetime.fromisoformat(iso).timestamp()
+
+
+# --- checkpoints -----------------------------------------------------------------------------
+#
+# Until `JobWait.checkpoint()` and `wait_for_job(..., resume=)` land, a link carries this small
+# stand-in: the last snapshot, the counts and the deadline, with the schedule started over
+# from the last snapshot at each link. Only these two functions change when they land.
+
+_CHECKPOINT_VERSION = 0
+
+
+def _checkpoint(
+    wait: JobWait, deadline: float | None, next_poll_at: float | None
+) -> dict[str, Any]:
+    job = wait.job
+    return {
+        "version": _CHECKPOINT_VERSION,
+        "job_id": wait.job_id,
+        "next_poll_at": _iso(next_poll_at),
+        "deadline": _iso(deadline),
+        "polls": wait.polls,
+        "failures": wait._failures,
+        "job": None if job is None else _converter.unstructure(job),
+    }
+
+
+def _resume(
+    client: JobsClient, job_id: str, policy: PollPolicy, checkpoint: dict[str, Any], now: float
+) -> tuple[JobWait, float | None]:
+    """The wait a checkpoint describes, started at `now` on the policy's clock, and its
+    deadline (epoch seconds)."""
+    deadline = _epoch(checkpoint.get("deadline"))
+    remaining = None if deadline is None else max(deadline - time.time(), 1e-3)
+    wait = wait_for_job(client, job_id, policy=policy, timeout=remaining)
+    wait._begin(now)
+    wait._polls = int(checkpoint["polls"])
+    wait._failures = int(checkpoint["failures"])
+    if checkpoint.get("job") is not None:
+        wait._job = decode_job(json.dumps(checkpoint["job"]))
+    return wait, deadline
+
+
+# --- results as JSON ----------------------------------------------------------------------------
+
+
+def _error_to_json(error: JobPollError) -> dict[str, Any]:
+    state: dict[str, Any] = {}
+    for name, value in vars(error).items():
+        if isinstance(value, Job):
+            state[name] = {"job": _converter.unstructure(value)}
+        elif isinstance(value, JobPollError):
+            state[name] = {"error": _error_to_json(value)}
+        elif value is None or isinstance(value, str | int | float | bool):
+            state[name] = value
+    return {"type": type(error).__name__, "message": str(error), "state": state}
+
+
+def _error_from_json(data: dict[str, Any]) -> JobPollError:
+    cls = getattr(_errors, str(data["type"]), None)
+    if not (isinstance(cls, type) and issubclass(cls, JobPollError)):
+        cls = JobPollError
+    state: dict[str, Any] = {}
+    for name, value in data["state"].items():
+        if isinstance(value, dict) and "job" in value:
+            state[name] = decode_job(json.dumps(value["job"]))
+        elif isinstance(value, dict) and "error" in value:
+            state[name] = _error_from_json(value["error"])
+        else:
+            state[name] = value
+    return _errors._restore(cls, (data["message"],), state)
+
+
+def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, Any]:
+    """A `JobResult` as the JSON object the outcome function is enqueued with.
+
+    `{"job_id", "ok", "job" (the service's own JSON of the last snapshot, or null), "error"
+    (null, or {"type": class name, "message", "state": its attributes}), "polls"}`.
+    """
+    return {
+        "job_id": result.job_id,
+        "ok": result.ok,
+        "job": None if result.job is None else _converter.unstructure(result.job),
+        "error": None if result.error is None else _error_to_json(result.error),
+        "polls": polls,
+    }
+
+
+def load_result(data: dict[str, Any]) -> JobResult:
+    """The `JobResult` an outcome function was enqueued with (see `result_to_json`); its
+    `error` is an instance of the same class, with the same message and attributes."""
+    job = None if data.get("job") is None else decode_job(json.dumps(data["job"]))
+    error = None if data.get("error") is None else _error_from_json(data["error"])
+    return JobResult(str(data["job_id"]), job, error)
+
+
+# --- the queue --------------------------------------------------------------------------------
+
+
+def _throttling(error: JobPollError) -> bool:
+    """A 429, a 503, or a server that cannot be connected to: the fleet pauses."""
+    return isinstance(error, RateLimited | ServiceUnavailable) or (
+        isinstance(error, TransportError) and not error.reached
+    )
+
+
+def _about_setup(error: JobPollError) -> bool:
+    """An error of this worker's setup rather than of the job (a refused key, a closed client,
+    a server never reached): it must not become the job's outcome."""
+    return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
+
+
+class SaqWaits:
+    """Waits on CDQ jobs that live in a SAQ queue on Redis, shared by any number of workers.
+
+        waits = SaqWaits(Queue.from_url("redis://localhost"), on_outcome="job_ended")
+        await waits.submit(job_ids, timeout=3600)       # from any process
+        result = await waits.result(job_id)             # from any process
+        settings = waits.worker_settings(client=make_client, functions=[job_ended])
+
+    Build it alike in every process (same queue name, same `on_outcome`): submitters, awaiters
+    and workers share nothing but Redis.
+
+    Args:
+        queue: a SAQ `RedisQueue` (`saq.Queue.from_url("redis://...")`).
+        on_outcome: the name of a SAQ function (registered in your workers) that each outcome
+            is enqueued to, once per job id, as `on_outcome(ctx, *, result: dict)`; read it with
+            `load_result(result)`. None: outcomes are only kept for `result()`.
+        policy: the schedule and the rules for errors of each wait; `PollPolicy()` when None.
+            Its `clock` and `sleep` must be the real ones: a wait moves between processes.
+        poll_timeout: seconds a link may run (SAQ's job `timeout`); a link of a dead worker is
+            run again by another once this has passed (and SAQ's sweep came by). Keep it above
+            the client's request timeout.
+        outcome_ttl: seconds an outcome is kept for `result()` after the job ended; for as
+            long, submitting the id again does nothing.
+        outcome_retries: SAQ's `retries` for the outcome function's job.
+        outcome_timeout: SAQ's `timeout` for the outcome function's job.
+    """
+
+    def __init__(
+        self,
+        queue: RedisQueue,
+        *,
+        on_outcome: str | None,
+        policy: PollPolicy | None = None,
+        poll_timeout: float = 60.0,
+        outcome_ttl: float = 7 * 86400.0,
+        outcome_retries: int = 3,
+        outcome_timeout: float = 60.0,
+    ) -> None:
+        if not isinstance(queue, RedisQueue):
+            raise TypeError(f"queue must be a saq RedisQueue, got {type(queue).__name__}")
+        if policy is not None and not isinstance(policy, PollPolicy):
+            raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
+        for name, value in (
+            ("poll_timeout", poll_timeout),
+            ("outcome_ttl", outcome_ttl),
+            ("outcome_timeout", outcome_timeout),
+        ):
+            check_timeout(value)
+            if value < 1:
+                raise ValueError(f"{name} must be at least 1 second, got {value!r}")
+        self.queue = queue
+        self.on_outcome = on_outcome
+        self.policy = policy or PollPolicy()
+        self.poll_timeout = poll_timeout
+        self.outcome_ttl = outcome_ttl
+        self.outcome_retries = outcome_retries
+        self.outcome_timeout = outcome_timeout
+        self._prefix = f"jobpoll:{queue.name}:"
+        self._pause_key = self._prefix + "pause"
+        self._delivered_key = self._prefix + "delivered"
+        self._channel = self._prefix + "over"
+        redis = queue.redis
+        self._redis = redis
+        self._submit = redis.register_script(_SUBMIT)
+        self._advance = redis.register_script(_ADVANCE)
+        self._finish = redis.register_script(_FINISH)
+        self._begin = redis.register_script(_BEGIN)
+        self._throttle = redis.register_script(_THROTTLE)
+        self._calm = redis.register_script(_CALM)
+        self._client: JobsClient | None = None
+
+    def __repr__(self) -> str:
+        return f"<SaqWaits queue={self.queue.name!r} on_outcome={self.on_outcome!r}>"
+
+    # -- keys
+
+    def _wait_key(self, job_id: str) -> str:
+        return f"{self._prefix}wait:{job_id}"
+
+    def _saq_keys(self, job_key: str) -> list[str]:
+        queue = self.queue
+        return [queue.job_id(job_key), queue.namespace("incomplete"), queue.namespace("queued")]
+
+    def _saq_job(
+        self,
+        function: str,
+        key: str,
+        kwargs: dict[str, Any],
+        *,
+        due: float = 0.0,
+        timeout: float,
+        retries: int,
+        ttl: int,
+        meta: dict[str, Any] | None = None,
+        progress: float = 0.0,
+    ) -> tuple[SaqJob, int]:
+        """A SAQ job as `RedisQueue.enqueue` would store it, and its score (0: due now)."""
+        scheduled = 0 if due <= time.time() else math.ceil(due)
+        job = SaqJob(
+            function=function,
+            kwargs=kwargs,
+            queue=self.queue,
+            key=key,
+            timeout=math.ceil(timeout),
+            retries=retries,
+            ttl=ttl,
+            retry_delay=1.0,
+            retry_backoff=60.0,
+            scheduled=scheduled,
+            meta=meta or {},
+            progress=progress,
+        )
+        job.queued = int(time.time() * 1000)
+        job.status = Status.QUEUED
+        return job, scheduled
+
+    def _link(
+        self, job_id: str, step: int, checkpoint: dict[str, Any] | None, due: float, **first: Any
+    ) -> tuple[SaqJob, int]:
+        meta: dict[str, Any] = {"job_id": job_id, "step": step}
+        progress = 0.0
+        if checkpoint is not None:
+            job = checkpoint.get("job")
+            if job is not None:
+                meta["status"] = job.get("status")
+                meta["progress"] = job.get("progress")
+                progress = (job.get("progress") or 0) / 100
+            meta["polls"] = checkpoint.get("polls")
+            meta["next_poll_at"] = checkpoint.get("next_poll_at")
+        return self._saq_job(
+            POLL_FUNCTION,
+            f"jobpoll:{job_id}:{step}",
+            {"job_id": job_id, "step": step, "checkpoint": checkpoint, **first},
+            due=due,
+            timeout=self.poll_timeout,
+            # A link is retried by SAQ when its worker dies or Redis fails under it; a
+            # link that finds itself superseded does nothing, so retries are harmless.
+            retries=1000,
+            ttl=-1,  # a link done is deleted: only waiting jobs cost memory
+            meta=meta,
+            progress=progress,
+        )
+
+    # -- submitting and awaiting, from any process
+
+    async def submit(
+        self,
+        job_ids: Iterable[str | UUID],
+        *,
+        timeout: float | None = None,  # noqa: ASYNC109 - the waits' deadline, not this call's
+    ) -> list[bool]:
+        """Start waiting on jobs, in the workers; returns, per id, whether a wait started.
+
+        An id already waited for, or whose outcome is still kept (`outcome_ttl`), starts
+        nothing (False): one job id has one chain of polls at a time, whoever submits it.
+
+        Args:
+            job_ids: the jobs (`str` or `UUID`); each is checked before anything is sent.
+            timeout: the most seconds each wait may take, from its first poll; None: until
+                the job ends.
+
+        Raises:
+            InvalidJobId: an id could never be sent (nothing is submitted then).
+        """
+        if isinstance(job_ids, str | bytes | UUID):
+            raise TypeError("job_ids must be an iterable of job ids (for one, a list of one)")
+        check_timeout(timeout)
+        ids = [check_job_id(job_id) for job_id in job_ids]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                saq_job, score = self._link(job_id, 0, None, 0.0, timeout=timeout)
+                await self._submit(
+                    keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
+                    args=[self.queue.serialize(saq_job), score],
+                    client=pipe,
+                )
+            started = await pipe.execute()
+        return [bool(flag) for flag in started]
+
+    async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
+        """The outcome of each job, as each is over (from any process, submitted or not yet).
+
+        Waits as long as it takes: bound it with `asyncio.timeout(...)`.
+        """
+        pending = {check_job_id(job_id) for job_id in job_ids}
+        pubsub = self._redis.pubsub()
+        try:
+            await pubsub.subscribe(self._channel)
+            look_at_all = True
+            while pending:
+                if look_at_all:  # at first, and now and then: a message may have been missed
+                    for job_id, result in (await self._stored(sorted(pending))).items():
+                        pending.discard(job_id)
+                        yield result
+                    if not pending:
+                        break
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+                look_at_all = message is None
+                if message is not None:
+                    data = message["data"]
+                    job_id = data.decode() if isinstance(data, bytes) else str(data)
+                    if job_id in pending:
+                        for got_id, result in (await self._stored([job_id])).items():
+                            pending.discard(got_id)
+                            yield result
+        finally:
+            await pubsub.aclose()  # type: ignore[no-untyped-call]
+
+    async def result(self, job_id: str | UUID) -> JobResult:
+        """The outcome of one job, once it is over (from any process); bound the wait with
+        `asyncio.timeout(...)`."""
+        results = self.results([job_id])
+        try:
+            return await anext(results)
+        finally:
+            await results.aclose()
+
+    async def _stored(self, job_ids: list[str]) -> dict[str, JobResult]:
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self._wait_key(job_id), "result")
+            values = await pipe.execute()
+        return {
+            job_id: load_result(json.loads(value))
+            for job_id, value in zip(job_ids, values, strict=True)
+            if value is not None
+        }
+
+    async def delivered(self) -> int:
+        """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
+        value = await self._redis.get(self._delivered_key)
+        return int(value or 0)
+
+    # -- the workers
+
+    def worker_settings(
+        self,
+        *,
+        client: Callable[[], JobsClient],
+        functions: Iterable[Any] = (),
+        startup: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        shutdown: Callable[[dict[str, Any]], Awaitable[None]] | None = None,
+        **worker_options: Any,
+    ) -> dict[str, Any]:
+        """The settings of a SAQ worker that runs the waits: `saq.Worker(**settings)`, or a
+        module-level `settings = waits.worker_settings(...)` for the `saq` command.
+
+        Args:
+            client: makes the worker's `JobsClient` (called once, at the worker's startup, in
+                its event loop; closed at its shutdown).
+            functions: your own SAQ functions, the `on_outcome` one among them.
+            startup, shutdown: your own hooks, run after (startup) and before (shutdown) the
+                client's opening and closing.
+            worker_options: any other `saq.Worker` option (`concurrency`, `timers`, ...).
+        """
+
+        async def open_client(ctx: dict[str, Any]) -> None:
+            made = client()
+            if not isinstance(made, JobsClient):
+                raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
+            self._client = made
+            if startup is not None:
+                await startup(ctx)
+
+        async def close_client(ctx: dict[str, Any]) -> None:
+            try:
+                if shutdown is not None:
+                    await shutdown(ctx)
+            finally:
+                if self._client is not None:
+                    await self._client.aclose()
+                    self._client = None
+
+        return {
+            "queue": self.queue,
+            "functions": [(POLL_FUNCTION, self.poll), *functions],
+            "startup": open_client,
+            "shutdown": close_client,
+            **worker_options,
+        }
+
+    async def poll(
+        self,
+        ctx: dict[str, Any],
+        *,
+        job_id: str,
+        step: int,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> str:
+        """One link of a wait (SAQ calls it): one poll, then the hand-over to the next link or
+        to the outcome. Returns what it did: "polled", "over", "paused" (the fleet's pause
+        holds: handed over unpolled), "held" (an error of this worker's setup: handed over
+        unpolled, logged) or "superseded" (a second run of a link already handed over)."""
+        client = self._client
+        if client is None:
+            raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
+        wait_key = self._wait_key(job_id)
+        live, until, gen, streak = await self._begin(keys=[wait_key, self._pause_key], args=[step])
+        if not live:
+            return "superseded"
+        until, gen, streak = float(until), int(gen), int(streak)
+        policy = self.policy
+        now = time.time()
+        if until > now:
+            # Resume in a trickle rather than all at once: the first answers end the pause.
+            due = until + random.random() * min(until - now, policy.max_interval)
+            await self._hand_over(job_id, step, checkpoint, due, timeout)
+            return "paused"
+        clock = policy.clock
+        if checkpoint is None:
+            wait = wait_for_job(client, job_id, policy=policy, timeout=timeout)
+            wait._begin(clock())
+            deadline = None if timeout is None else time.time() + timeout
+        else:
+            wait, deadline = _resume(client, job_id, policy, checkpoint, clock())
+        try:
+            request_timeout = wait._request_timeout(clock())
+            try:
+                job = await client.get_job(job_id, timeout=request_timeout)
+            except JobPollError as exc:
+                if _about_setup(exc):
+                    logger.error(  # noqa: TRY400 - no traceback: the message says it all
+                        "job %s: not polled, this worker cannot poll: %s", job_id, exc
+                    )
+                    retry_at = time.time() + policy.max_interval
+                    await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
+                    return "held"
+                if _throttling(exc):
+                    await self._throttled(exc, gen, streak)
+                wait._failed(exc, clock())
+            else:
+                if streak:
+                    await self._calm(keys=[self._pause_key], args=[gen])
+                wait._answered(job, clock())
+                if job.is_terminal:
+                    error = JobFailedError(job) if job.failed else None
+                    await self._deliver(JobResult(job_id, job, error), step, wait.polls)
+                    return "over"
+        except JobPollError as exc:
+            await self._deliver(JobResult(job_id, wait.job, exc), step, wait.polls)
+            return "over"
+        delay = wait._next_delay
+        assert delay is not None
+        due = time.time() + delay
+        if deadline is not None:
+            due = min(due, deadline)
+        await self._hand_over(job_id, step, _checkpoint(wait, deadline, due), due)
+        return "polled"
+
+    async def _hand_over(
+        self,
+        job_id: str,
+        step: int,
+        checkpoint: dict[str, Any] | None,
+        due: float,
+        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> None:
+        first = {"timeout": timeout} if checkpoint is None else {}
+        saq_job, score = self._link(job_id, step + 1, checkpoint, due, **first)
+        await self._advance(
+            keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
+            args=[self.queue.serialize(saq_job), score, step, step + 1],
+        )
+
+    async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
+        policy = self.policy
+        doubling = min(policy.initial * policy.factor**streak, policy.max_interval)
+        pause = policy.retry_delay(doubling, getattr(error, "retry_after", None))
+        if await self._throttle(keys=[self._pause_key], args=[gen, time.time() + pause]):
+            logger.info("%s; every worker's polls pause for %.1f s", error, pause)
+
+    async def _deliver(self, result: JobResult, step: int, polls: int) -> None:
+        data = result_to_json(result, polls=polls)
+        saq_job, _ = self._saq_job(
+            self.on_outcome or "",
+            f"jobpoll:outcome:{result.job_id}",
+            {"result": data},
+            timeout=self.outcome_timeout,
+            retries=self.outcome_retries,
+            ttl=600,
+        )
+        keys = [
+            self._wait_key(result.job_id),
+            *self._saq_keys(saq_job.key),
+            self._delivered_key,
+            self._channel,
+        ]
+        await self._finish(
+            keys=keys,
+            args=[
+                self.queue.serialize(saq_job) if self.on_outcome else "",
+                0,
+                step,
+                json.dumps(data),
+                math.ceil(self.outcome_ttl),
+                result.job_id,
+            ],
+        )
