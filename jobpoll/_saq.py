@@ -61,6 +61,13 @@ logger = logging.getLogger("jobpoll")
 #: The name the poll step is registered under in a SAQ worker.
 POLL_FUNCTION = "jobpoll.poll"
 
+#: Seconds a link's SAQ record is kept once it ran. Not 0 (deleted at once): SAQ's sweep may
+#: take a link for stuck just as a worker picks it up (its status not yet "active"), have the
+#: worker abort it, and wait for its record to end before it retries it; with no record left it
+#: would give up, and a link aborted before its hand-over would end its chain. Kept a while,
+#: the link is retried, and a retry of a link already handed over does nothing.
+_LINK_TTL = 10
+
 # Each script checks the wait's record and writes SAQ's job in the same atomic step.
 # KEYS: the wait's record, the SAQ job's key, SAQ's `incomplete` set, SAQ's `queued` list.
 # An empty job (ARGV[1]) enqueues nothing: an outcome kept for `result()` only.
@@ -391,7 +398,7 @@ class SaqWaits:
             # A link is retried by SAQ when its worker dies or Redis fails under it; a
             # link that finds itself superseded does nothing, so retries are harmless.
             retries=1000,
-            ttl=-1,  # a link done is deleted: only waiting jobs cost memory
+            ttl=_LINK_TTL,
             meta=meta,
             progress=progress,
         )

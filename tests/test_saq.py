@@ -1,0 +1,270 @@
+"""Waits scaled out on SAQ: worker processes against a real Redis and the fake service."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
+
+from jobpoll import JobResult
+from jobpoll.saq import load_result
+from jobpoll.testing import FakeJobsService, HttpError, Slow
+from saq_worker import make_waits
+
+pytestmark = pytest.mark.timeout(120)
+
+WORKER = Path(__file__).parent / "saq_worker.py"
+
+
+async def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+    """Wait (generously) until `check()` (sync or async) is true."""
+    async with asyncio.timeout(timeout):
+        while True:
+            value = check()
+            if asyncio.iscoroutine(value):
+                value = await value
+            if value:
+                return
+            await asyncio.sleep(0.1)
+    raise AssertionError(what)  # pragma: no cover
+
+
+class Fleet:
+    """Worker processes sharing one queue, and a view of what they recorded in Redis."""
+
+    def __init__(self, redis_url: str, service: FakeJobsService, poll_timeout: float) -> None:
+        self.queue_name = "q" + uuid.uuid4().hex[:8]
+        self.redis_url = redis_url
+        self.service = service
+        self.poll_timeout = poll_timeout
+        self.processes: list[subprocess.Popen[bytes]] = []
+        self.waits = make_waits(redis_url, self.queue_name, poll_timeout)
+        self.redis = self.waits.queue.redis
+
+    def start(self, count: int) -> None:
+        for index in range(count):
+            self.processes.append(
+                subprocess.Popen(
+                    [
+                        sys.executable,
+                        str(WORKER),
+                        "--redis",
+                        self.redis_url,
+                        "--queue",
+                        self.queue_name,
+                        "--base-url",
+                        self.service.base_url,
+                        "--api-key",
+                        self.service.api_key,
+                        "--name",
+                        f"w{index}",
+                        "--poll-timeout",
+                        str(self.poll_timeout),
+                    ],
+                )
+            )
+
+    async def ready(self) -> None:
+        await eventually(self._all_ready, "workers started", timeout=60)
+
+    async def _all_ready(self) -> bool:
+        ready = await self.redis.llen(f"test:{self.queue_name}:ready")
+        return int(ready) >= len(self.processes)
+
+    async def outcomes(self) -> dict[str, dict[str, Any]]:
+        raw = await self.redis.hgetall(f"test:{self.queue_name}:outcomes")
+        return {key.decode(): json.loads(value) for key, value in raw.items()}
+
+    async def calls(self) -> list[tuple[str, int]]:
+        raw = await self.redis.lrange(f"test:{self.queue_name}:calls", 0, -1)
+        return [(line.split()[0].decode(), int(line.split()[1])) for line in raw]
+
+    async def steps(self, name: str) -> dict[str, int]:
+        raw = await self.redis.hgetall(f"test:{self.queue_name}:steps:{name}")
+        return {key.decode(): int(value) for key, value in raw.items()}
+
+    async def incomplete(self) -> int:
+        return int(await self.waits.queue.count("incomplete"))
+
+    async def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                await asyncio.to_thread(process.wait, 30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                await asyncio.to_thread(process.wait, 30)
+        await self.waits.queue.disconnect()
+
+
+@pytest.fixture
+async def service() -> AsyncIterator[FakeJobsService]:
+    async with FakeJobsService() as fake:  # real time: the workers are other processes
+        yield fake
+
+
+@contextlib.asynccontextmanager
+async def fleet_of(
+    redis_url: str, service: FakeJobsService, workers: int, poll_timeout: float = 30.0
+) -> AsyncIterator[Fleet]:
+    fleet = Fleet(redis_url, service, poll_timeout)
+    try:
+        fleet.start(workers)
+        await fleet.ready()
+        yield fleet
+    finally:
+        await fleet.stop()
+
+
+async def test_three_workers_one_killed_every_outcome_exactly_once(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """500 jobs of mixed outcome over three workers, one SIGKILLed mid-poll: each outcome is
+    enqueued once, and arrives; the cut poll is made again by another worker."""
+    expected: dict[str, str] = {}
+    for index in range(500):
+        kind = index % 10
+        duration = 0.5 + (index % 7) * 0.3
+        if kind < 6:
+            expected[service.add_job(duration=duration, final_status="FINISHED")] = "ok"
+        elif kind == 6:
+            expected[service.add_job(duration=duration, final_status="FAILED")] = "JobFailedError"
+        elif kind == 7:
+            expected[service.add_job(duration=duration, final_status="CANCELED")] = (
+                "JobFailedError"
+            )
+        elif kind == 8:
+            expected[str(uuid.uuid4())] = "NotFound"  # never added: 404
+        else:
+            expected[service.add_job(duration=3600)] = "WaitTimeout"
+    held = service.add_job(duration=6.0, final_status="FINISHED")  # its poll is cut by the kill
+    expected[held] = "ok"
+    timed = [job_id for job_id, kind in expected.items() if kind == "WaitTimeout"]
+    others = [job_id for job_id, kind in expected.items() if kind != "WaitTimeout"]
+
+    async with fleet_of(redis_url, service, 3, poll_timeout=8.0) as fleet:
+        assert all(await fleet.waits.submit(others))
+        assert all(await fleet.waits.submit(timed, timeout=3.0))
+        await eventually(lambda: _at_least(fleet, 150), "a third of the outcomes")
+        # Hold the next poll of one job at the service; the worker making it is killed then.
+        polls_before = service.request_count(held)
+        service.inject(Slow(30.0), job_id=held, times=1)
+        await eventually(lambda: service.request_count(held) > polls_before, "the held poll")
+        victim = await _worker_of(fleet, held)
+        process = fleet.processes[int(victim.removeprefix("w"))]
+        process.send_signal(signal.SIGKILL)
+        await asyncio.to_thread(process.wait, 30)
+        import time as _t; t0=_t.monotonic()
+        q = fleet.waits.queue
+        act = [q.deserialize(await q.redis.get(k)) for k in await q.redis.lrange(q.namespace("active"), 0, -1)]
+        print("DEBUG orphans", [(j.worker_id, j.function, j.status) for j in act if j])
+        await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", timeout=90)
+        print("DEBUG all in", _t.monotonic()-t0)
+        await eventually(lambda: _none_incomplete(fleet), "no link left in the queue", 60)
+
+        outcomes = await fleet.outcomes()
+        assert await fleet.waits.delivered() == len(expected)  # each enqueued exactly once
+        calls = await fleet.calls()
+    assert set(outcomes) == set(expected)
+    for job_id, kind in expected.items():
+        result = load_result(outcomes[job_id])
+        assert result.job_id == job_id
+        got = "ok" if result.ok else type(result.error).__name__
+        assert got == kind, (job_id, outcomes[job_id])
+    # The outcome function ran once per job, or again only as SAQ's retry of a call whose
+    # worker died under it (at-least-once, as SAQ runs any job).
+    per_id = Counter(job_id for job_id, _attempt in calls)
+    for job_id, count in per_id.items():
+        if count > 1:
+            assert max(a for i, a in calls if i == job_id) > 1, job_id
+
+
+async def _worker_of(fleet: Fleet, job_id: str) -> str:
+    """The worker running the link of `job_id` now (from SAQ's own records in Redis)."""
+    queue = fleet.waits.queue
+    for key in await queue.redis.lrange(queue.namespace("active"), 0, -1):
+        job = queue.deserialize(await queue.redis.get(key))
+        if job is not None and job.kwargs and job.kwargs.get("job_id") == job_id:
+            assert job.worker_id is not None
+            return job.worker_id
+    raise AssertionError(f"no link of {job_id} is active")
+
+
+async def _at_least(fleet: Fleet, count: int) -> bool:
+    return int(await fleet.redis.hlen(f"test:{fleet.queue_name}:outcomes")) >= count
+
+
+async def _none_incomplete(fleet: Fleet) -> bool:
+    return await fleet.incomplete() == 0
+
+
+async def test_one_chain_per_job_however_often_submitted(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """The same id submitted from several processes at once, and again later, is polled by
+    one chain: one poll per link, one outcome."""
+    job_id = service.add_job(duration=2.0, final_status="FINISHED")
+    async with fleet_of(redis_url, service, 3) as fleet:
+        submitters = [
+            make_waits(redis_url, fleet.queue_name, fleet.poll_timeout) for _ in range(3)
+        ]
+        try:
+            started = await asyncio.gather(*(w.submit([job_id]) for w in submitters))
+            assert sorted(flag for (flag,) in started) == [False, False, True]
+            await eventually(lambda: service.request_count(job_id) >= 1, "the first poll")
+            assert await fleet.waits.submit([job_id, job_id]) == [False, False]
+            async with asyncio.timeout(60):
+                result = await submitters[1].result(job_id)
+            assert await fleet.waits.submit([job_id]) == [False]  # the outcome is kept
+        finally:
+            for submitter in submitters:
+                await submitter.queue.disconnect()
+        assert isinstance(result, JobResult)
+        assert result.ok
+        assert result.job is not None
+        assert result.job.succeeded
+        stored = (await fleet.outcomes())[job_id]
+        assert stored["polls"] == service.request_count(job_id)  # one chain's polls, no more
+        assert await fleet.waits.delivered() == 1
+
+
+async def test_a_storm_of_503s_slows_every_worker(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """503s answered to the polls of a few jobs pause the polls of every job on every worker,
+    through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
+    job_ids = [service.add_job(duration=8.0, final_status="FINISHED") for _ in range(60)]
+    async with fleet_of(redis_url, service, 3) as fleet:
+        assert all(await fleet.waits.submit(job_ids))
+        await eventually(
+            lambda: all(service.request_count(job_id) >= 1 for job_id in job_ids),
+            "each job polled once",
+        )
+        for job_id in job_ids[:5]:
+            service.inject(HttpError(503, retry_after=3), job_id=job_id, times=2)
+        await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", timeout=90)
+        steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
+        pause = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:pause")
+        outcomes = await fleet.outcomes()
+    assert int(pause[b"gen"]) >= 1
+    for name, counts in steps.items():
+        assert counts.get("paused", 0) >= 1, (name, counts)  # its polls waited for the pause
+    assert all(load_result(outcome).ok for outcome in outcomes.values())
+    answered_503 = [request for request in service.recent_requests if request.http_status == 503]
+    assert 1 <= len(answered_503) <= 10
