@@ -8,6 +8,7 @@ from jobpoll._client import API_KEY_ENV, DEFAULT_BASE_URL, JobsClient
 from jobpoll._errors import (
     ApiError,
     BadRequest,
+    CheckpointError,
     ClientStateError,
     ConfigurationError,
     DecodeError,
@@ -36,6 +37,7 @@ __all__ = [
     "DEFAULT_BASE_URL",
     "ApiError",
     "BadRequest",
+    "CheckpointError",
     "ClientStateError",
     "ConfigurationError",
     "DecodeError",

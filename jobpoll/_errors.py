@@ -7,6 +7,8 @@ JobPollError                  base of everything jobpoll raises
 │                             closed, or it is used from another event loop (also a
 │                             RuntimeError)
 ├── InvalidJobId              a job id refused before anything is sent (also a ValueError)
+├── CheckpointError           a checkpoint that cannot be resumed: unknown version, another
+│                             job, or altered into nonsense (also a ValueError)
 ├── ApiError                  the server answered with an error status
 │   ├── BadRequest            400
 │   ├── Unauthorized          401: missing or wrong API key
@@ -57,6 +59,7 @@ if TYPE_CHECKING:
 __all__ = [
     "ApiError",
     "BadRequest",
+    "CheckpointError",
     "ClientStateError",
     "ConfigurationError",
     "DecodeError",
@@ -124,6 +127,14 @@ class ClientStateError(JobPollError, RuntimeError):
 
 class InvalidJobId(JobPollError, ValueError):
     """A job id was refused before any request was sent (empty, too long, control characters)."""
+
+
+class CheckpointError(JobPollError, ValueError):
+    """A checkpoint given to `resume=` cannot be resumed: a version this jobpoll does not
+    know, another job's (or a fan-out's given to `wait_for_job`), or a value altered into
+    nonsense (a missing field, a negative count, a time that is no time). Never a silent
+    restart: the message names the field. Also raised by `checkpoint()` of a wait that has
+    ended with an error, which leaves nothing to resume."""
 
 
 class ApiError(JobPollError):

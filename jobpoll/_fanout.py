@@ -9,7 +9,7 @@ import logging
 import math
 import weakref
 from collections import deque
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import AsyncIterable, Callable, Generator, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
@@ -17,9 +17,20 @@ from uuid import UUID
 import attrs
 import backoff
 
+from jobpoll._checkpoint import (
+    VERSION,
+    FanoutCheckpoint,
+    JobState,
+    Timebase,
+    dump,
+    load_fanout,
+    restore_tracker,
+    save_tracker,
+)
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     ConfigurationError,
+    InvalidJobId,
     JobFailedError,
     JobPollError,
     RateLimited,
@@ -35,6 +46,12 @@ __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 logger = logging.getLogger("jobpoll")
 
 _DEFAULT_POLICY = PollPolicy()
+
+#: How many jobs are set up at a time before the fan-out yields to the event loop: a slice
+#: costs a few milliseconds, so taking in a million ids never stalls the loop.
+_SLICE = 1000
+#: How many ids read from an async source may wait to be taken in before the reading pauses.
+_BACKLOG = 10 * _SLICE
 
 
 @attrs.frozen
@@ -62,12 +79,13 @@ class JobResult:
 
 def wait_for_jobs(
     client: JobsClient,
-    job_ids: Iterable[str | UUID],
+    job_ids: Iterable[str | UUID] | AsyncIterable[str | UUID],
     *,
     policy: PollPolicy | None = None,
     timeout: float | None = None,
     max_in_flight: int | None = None,
     on_update: UpdateCallback | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> JobsWait:
     """Wait for many jobs to end, each on its own schedule, with a bounded number of requests.
 
@@ -79,7 +97,13 @@ def wait_for_jobs(
 
     Each job ends as `wait_for_job` would end it alone (same policy, same errors), but its
     error is reported in its `JobResult` instead of raised: one job's failure, 404 or broken
-    answer never stops the others. Duplicate ids are polled once and reported once.
+    answer never stops the others. Duplicate ids are polled once and reported once, however
+    they come in.
+
+    Ids may keep coming while it runs: `job_ids` may be an async iterable (read as the
+    fan-out runs; it ends once the source is exhausted and every job is reported), and
+    `JobsWait.add(ids)` adds more to a fan-out that has not ended. Jobs are set up a slice at
+    a time, yielding to the event loop in between, so a million ids never stall it.
 
     Nothing is sent until the wait is iterated or awaited. The first polls then go out at once,
     `max_in_flight` at a time. When the server answers 429 or 503, every job's polls pause
@@ -89,7 +113,12 @@ def wait_for_jobs(
 
     Args:
         client: the client to poll with.
-        job_ids: the jobs to wait for (`str` or `UUID`); read once, at the call.
+        job_ids: the jobs to wait for (`str` or `UUID`): an iterable, read once at the call,
+            or an async iterable, read as the fan-out runs. An id from an async iterable that
+            could never be sent is reported as a `JobResult` with an `InvalidJobId` error
+            (never polled); what the async iterable raises is raised from the iteration,
+            once, and the jobs already read stay pending (iterating again goes on with them,
+            without the source).
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, counted on `policy.clock` from
             its start; each job not ended by then is reported with a `WaitTimeout`.
@@ -100,23 +129,33 @@ def wait_for_jobs(
             jobs (the first, each change, the last), e.g. to report overall progress from a
             worker; it may be a coroutine function. What it raises ends the whole fan-out and
             is raised from the iteration.
+        resume: a checkpoint of a fan-out (`JobsWait.checkpoint()`, through JSON or not) to
+            go on from: its pending jobs go on where they left off, and `job_ids` are added
+            to them (ids the checkpoint holds are not added twice; ids reported before it
+            was taken are not in it, so pass only new ones, or `[]`). The deadline is the
+            checkpoint's, so `timeout` must be None; `policy` is not saved.
 
     Returns:
         A `JobsWait`: an async iterator of `JobResult`, an async context manager that cancels
         what is still in flight on exit, and awaitable for the list of all results.
 
     Raises:
-        InvalidJobId: one of the ids could never be sent (raised at once, before any poll;
-            the message says which one).
-        ConfigurationError: `timeout` or `max_in_flight` out of range.
+        InvalidJobId: one of the ids of an iterable could never be sent (raised at once,
+            before any poll; the message says which one).
+        ConfigurationError: `timeout` or `max_in_flight` out of range, or `timeout` given
+            with `resume`.
+        CheckpointError: `resume` is of an unknown version or not a valid checkpoint.
         TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
     """
     if not isinstance(client, JobsClient):
         raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
-    if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
+    source = job_ids if isinstance(job_ids, AsyncIterable) else None
+    if source is None and (
+        isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable)
+    ):
         raise TypeError(
-            f"job_ids must be an iterable of job ids, got {type(job_ids).__name__}"
-            " (for one job, use wait_for_job or a list of one)"
+            f"job_ids must be an iterable or async iterable of job ids, got"
+            f" {type(job_ids).__name__} (for one job, use wait_for_job or a list of one)"
         )
     if policy is not None and not isinstance(policy, PollPolicy):
         raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
@@ -129,16 +168,32 @@ def wait_for_jobs(
         raise ConfigurationError(
             f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
         )
+    distinct = {} if source is not None else _distinct(job_ids, "job_ids")  # type: ignore[arg-type]
+    saved = None
+    if resume is not None:
+        if timeout is not None:
+            raise ConfigurationError(
+                "timeout= cannot be given with resume=: the deadline is the checkpoint's"
+            )
+        saved = load_fanout(resume)
+    fanout = JobsWait(client, policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update)
+    if saved is not None:
+        fanout._restore(saved)
+    fanout._extend(distinct)
+    fanout._source = source
+    return fanout
+
+
+def _distinct(job_ids: Iterable[str | UUID], name: str) -> dict[str, None]:
+    """The distinct ids, in order, as `str`; `InvalidJobId` naming the first bad one."""
     distinct: dict[str, None] = {}
     for position, job_id in enumerate(job_ids):
         try:
             distinct[check_job_id(job_id)] = None
         except JobPollError as exc:
-            exc.args = (f"job_ids[{position}]: {exc.args[0]}",)
+            exc.args = (f"{name}[{position}]: {exc.args[0]}",)
             raise
-    return JobsWait(
-        client, tuple(distinct), policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update
-    )
+    return distinct
 
 
 class _Entry(Tracker):
@@ -162,6 +217,49 @@ async def _poll(
         return await client.get_job(job_id, timeout=request_timeout)
     except JobPollError as exc:
         return exc
+
+
+class _SourceError(Exception):
+    """Carries what the caller's async iterable of ids raised, to be raised as itself."""
+
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(repr(error))
+        self.error = error
+
+
+async def _read_source(fanout: weakref.ref[JobsWait], source: AsyncIterable[Any]) -> None:
+    """Read a fan-out's async iterable of ids into its intake, as they come.
+
+    Holds the fan-out only between two ids (a fan-out dropped after a `break` is collected,
+    and its finalizer cancels this task). Pauses while `_BACKLOG` ids wait to be taken in.
+    """
+    position = 0
+    try:
+        async for job_id in source:
+            owner = fanout()
+            if owner is None:
+                return
+            owner._take_from_source(job_id, position)
+            position += 1
+            room = owner._room_for_source()
+            del owner
+            if room is not None:
+                await room
+            elif position % _SLICE == 0:
+                await asyncio.sleep(0)  # a source that never waits must not stall the loop
+    except asyncio.CancelledError:
+        owner = fanout()
+        if owner is not None and not owner._closed:  # cancelled by someone else
+            owner._source_ended(RuntimeError("the task reading job_ids was cancelled"))
+        raise
+    except Exception as exc:
+        owner = fanout()
+        if owner is not None:
+            owner._source_ended(exc)
+        return
+    owner = fanout()
+    if owner is not None:
+        owner._source_ended(None)
 
 
 def _fleet_pauses(policy: PollPolicy) -> Iterator[float]:
@@ -218,20 +316,32 @@ class JobsWait:
     cancelled on exit. Cancelling the iterating task cancels the polls in flight; iterating
     again resumes, polling those jobs anew.
 
-    Only one task may iterate it at a time (`RuntimeError` otherwise).
+    Only one task may iterate it at a time (`RuntimeError` otherwise). `add(ids)` adds jobs
+    to it while it runs, from any task.
     """
 
     def __init__(
         self,
         client: JobsClient,
-        job_ids: tuple[str, ...],
         policy: PollPolicy,
         timeout: float | None,
         max_in_flight: int,
         on_update: UpdateCallback | None,
     ) -> None:
         self._client = client
-        self._job_ids = job_ids
+        # Every distinct id given so far, in order (a dict as an ordered set); the first
+        # `_taken` have their entry, the rest wait to be taken in, a slice at a time.
+        self._seen: dict[str, None] = {}
+        self._job_ids: list[str] = []
+        self._taken = 0
+        # Ids from an async source that could never be sent: reported, never polled.
+        self._invalid: dict[str, InvalidJobId] = {}
+        self._source: AsyncIterable[Any] | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._source_open = False  # the reader may still add ids
+        self._source_error: BaseException | None = None
+        self._room: asyncio.Future[None] | None = None  # the reader waits on it for room
+        self._ended = False  # the iteration ended: every job reported, no more may come
         self._policy = policy
         self._timeout = timeout
         self._max_in_flight = max_in_flight
@@ -243,7 +353,9 @@ class JobsWait:
         # that interrupts the wait for them leaves them here, for the next step or aclose.
         self._dying: set[asyncio.Future[Any]] = set()
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
-        self._ready: deque[JobResult] = deque()
+        # Results to hand out, with their entries (None for an invalid id): still pending,
+        # so a checkpoint holds them.
+        self._ready: deque[tuple[JobResult, _Entry | None]] = deque()
         self._wakeup: asyncio.Future[None] | None = None
         # What wakes the scheduler when no poll does: a timer on the event loop, or, with a
         # policy's own `sleep` (a virtual clock), a task sleeping with it.
@@ -265,7 +377,7 @@ class JobsWait:
 
     @property
     def total(self) -> int:
-        """How many distinct jobs are waited for."""
+        """How many distinct jobs are waited for (so far, while ids may still come)."""
         return len(self._job_ids)
 
     @property
@@ -329,11 +441,15 @@ class JobsWait:
         self._closed = True
         self._queue.clear()
         self._ready.clear()
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.cancel()
+            self._dying.add(reader)
         await self._cancel_running()
 
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
-        for task in [*self._running, *self._dying, self._alarm]:
+        for task in [*self._running, *self._dying, self._alarm, self._reader]:
             if task is not None:
                 with contextlib.suppress(RuntimeError):  # the event loop may be closed already
                     task.cancel()
@@ -346,6 +462,9 @@ class JobsWait:
             return await self._next_result()
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
+            raise wrapper.error from None
+        except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
+            await self._cancel_running(requeue=True)  # so far stay pending
             raise wrapper.error from None
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
@@ -365,25 +484,196 @@ class JobsWait:
         if not self._started:
             self._start(clock())
         while True:
+            if self._taken < len(self._job_ids):
+                self._intake(clock())
             self._launch(clock())
             if self._ready:
                 self._reported += 1
-                return self._ready.popleft()
-            if self._closed or not (self._queue or self._running):
+                return self._ready.popleft()[0]
+            if self._source_error is not None:
+                error, self._source_error = self._source_error, None
+                raise _SourceError(error)
+            if self._closed or not (
+                self._queue
+                or self._running
+                or self._taken < len(self._job_ids)
+                or self._source_open
+            ):
+                self._ended = not self._closed
                 raise StopAsyncIteration
             await self._wait(clock())
             await self._collect(clock())
 
     def _start(self, now: float) -> None:
         self._started = True
-        if self._timeout is not None:
+        if self._timeout is not None and self._deadline is None:
             self._deadline = now + self._timeout
-        policy, timeout = self._policy, self._timeout
-        queue = self._queue
-        for index, job_id in enumerate(self._job_ids):
+        if self._source is not None:
+            self._source_open = True
+            self._reader = asyncio.ensure_future(_read_source(weakref.ref(self), self._source))
+            self._source = None
+
+    def _intake(self, now: float) -> None:
+        """Set up the next slice of jobs given but not taken in yet (at most `_SLICE`: the
+        scheduler yields to the event loop between two slices)."""
+        policy, timeout, deadline = self._policy, self._timeout, self._deadline
+        queue, job_ids, invalid = self._queue, self._job_ids, self._invalid
+        start = self._taken
+        end = min(len(job_ids), start + _SLICE)
+        for index in range(start, end):
+            job_id = job_ids[index]
+            if invalid and job_id in invalid:
+                self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
+                continue
             entry = _Entry(job_id, policy, timeout, index)
             entry._begin(now)
-            queue.append((now, index, entry))  # sorted by (now, index): already a heap
+            entry._deadline = deadline  # the fan-out's, whenever the job was taken in
+            heapq.heappush(queue, (now, index, entry))
+        self._taken = end
+        room = self._room
+        if room is not None and len(job_ids) - end < _BACKLOG:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
+
+    def add(self, job_ids: Iterable[str | UUID]) -> int:
+        """Add jobs to wait for, to a fan-out that has not ended (running or not started).
+
+        Ids already given (in any earlier call, the source, or the checkpoint resumed) are
+        not added twice. All or none: an id that could never be sent raises `InvalidJobId`
+        naming its position, and none of this call's ids is added. The new jobs are set up
+        at the next step of the iteration, and polled at once.
+
+        Returns:
+            How many of the ids were new.
+
+        Raises:
+            InvalidJobId: one of the ids could never be sent.
+            RuntimeError: the fan-out has ended (every job reported, no more ids to come) or
+                was closed: start another.
+            TypeError: `job_ids` is a single id, or not an iterable.
+        """
+        if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
+            raise TypeError(
+                f"add() takes an iterable of job ids, got {type(job_ids).__name__}"
+                " (for one id, a list of one)"
+            )
+        if self._closed or self._ended:
+            raise RuntimeError("this fan-out has ended: ids can no longer be added")
+        return self._extend(_distinct(job_ids, "ids"))
+
+    def _extend(self, distinct: Iterable[str]) -> int:
+        seen, job_ids = self._seen, self._job_ids
+        before = len(job_ids)
+        for job_id in distinct:
+            if job_id not in seen:
+                seen[job_id] = None
+                job_ids.append(job_id)
+        self._wake()
+        return len(job_ids) - before
+
+    def _take_from_source(self, value: object, position: int) -> None:
+        """One id from the async source: taken in, or reported as invalid."""
+        try:
+            job_id = check_job_id(value)
+        except InvalidJobId as exc:
+            exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
+            job_id = value if isinstance(value, str) else repr(value)
+            if job_id not in self._seen:
+                exc.job_id = job_id
+                self._invalid[job_id] = exc
+        if job_id not in self._seen:
+            self._seen[job_id] = None
+            self._job_ids.append(job_id)
+            self._wake()
+
+    def _room_for_source(self) -> asyncio.Future[None] | None:
+        """None while the source may go on; else a future that is done once it may."""
+        if len(self._job_ids) - self._taken < _BACKLOG:
+            return None
+        if self._room is None:
+            self._room = asyncio.get_running_loop().create_future()
+        return self._room
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
+        them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
+        another.
+
+        It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
+        last snapshot, schedule, counts and when its next poll is due), results ready but not
+        handed out included, the ids added but not set up yet, the deadline, and the fleet's
+        window and pause. A job whose poll is in flight when it is taken is due again at once
+        on resuming; a job seen ended but not handed out is handed out at once, without a
+        poll (one whose result was an error is polled again at once, and decided anew).
+        Not in it: the jobs already reported, an async source's ids not read yet (the source
+        is yours: resume with the ids it has still to give), and ids from a source that
+        could never be sent. Safe to call at any moment, from any task; it sends nothing.
+        About 0.7 KB of JSON per waiting job.
+        """
+        base = Timebase(self._policy)
+        taken_at = base.now
+        pending: list[tuple[int, dict[str, Any]]] = []
+        for due, _index, entry in self._queue:
+            pending.append((entry.index, save_tracker(entry, base, due)))
+        for entry in self._running.values():
+            pending.append((entry.index, save_tracker(entry, base, taken_at)))
+        for _result, ready in self._ready:
+            if ready is None:
+                continue  # an id that could never be sent: nothing to wait for
+            job = ready._job
+            ended = job is not None and job.is_terminal
+            pending.append((ready.index, save_tracker(ready, base, None if ended else taken_at)))
+        pending.sort(key=lambda item: item[0])
+        invalid = self._invalid
+        return dump(
+            FanoutCheckpoint(
+                version=VERSION,
+                taken_at=base.taken_at,
+                timeout=self._timeout,
+                deadline=None if self._deadline is None else base.to_utc(self._deadline),
+                polls=self._polls,
+                window=self._window,
+                pause_until=base.to_utc(self._resume_at) if self._resume_at > taken_at else None,
+                jobs=[JobState(**state) for _index, state in pending],
+                unstarted=[
+                    job_id for job_id in self._job_ids[self._taken :] if job_id not in invalid
+                ],
+            )
+        )
+
+    def _restore(self, saved: FanoutCheckpoint) -> None:
+        """Take the pending jobs of a checkpoint back, without polling."""
+        policy = self._policy
+        base = Timebase(policy, saved.taken_at)
+        self._timeout = timeout = saved.timeout
+        if saved.deadline is not None:
+            self._deadline = base.from_utc(saved.deadline)
+        self._polls = saved.polls
+        self._window = max(1, min(saved.window, self._max_in_flight))
+        if saved.pause_until is not None:
+            self._resume_at = base.from_utc(saved.pause_until)
+        seen, job_ids, queue = self._seen, self._job_ids, self._queue
+        for state in saved.jobs:
+            index = len(job_ids)
+            seen[state.job_id] = None
+            job_ids.append(state.job_id)
+            entry = _Entry(state.job_id, policy, timeout, index)
+            due = restore_tracker(entry, state, base)
+            entry._deadline = self._deadline
+            job = entry._job
+            if job is not None and job.is_terminal:
+                self._report(entry, JobFailedError(job) if job.failed else None)
+            else:
+                queue.append((base.now if due is None else due, index, entry))
+        heapq.heapify(queue)
+        self._taken = len(job_ids)
+        self._extend(saved.unstarted)
+
+    def _source_ended(self, error: BaseException | None) -> None:
+        self._source_open = False
+        self._source_error = error
+        self._wake()
 
     def _launch(self, now: float) -> None:
         """Start the polls that are due, as far as the window and the fleet's pause allow."""
@@ -409,6 +699,9 @@ class JobsWait:
     async def _wait(self, now: float) -> None:
         """Sleep until a poll comes back, the next one is due, or the deadline."""
         if self._finished:
+            return
+        if self._taken < len(self._job_ids):
+            await asyncio.sleep(0)  # more jobs to set up: let the loop run in between
             return
         queue = self._queue
         wake_at = math.inf
@@ -511,7 +804,7 @@ class JobsWait:
         return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
     def _report(self, entry: _Entry, error: JobPollError | None) -> None:
-        self._ready.append(JobResult(entry._job_id, entry._job, error))
+        self._ready.append((JobResult(entry._job_id, entry._job, error), entry))
 
     def _answered(self, entry: _Entry, now: float) -> None:
         """An answer after any pause: the server copes; grow the window back by one."""

@@ -220,6 +220,9 @@ class PollPolicy:
             tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
         rng: a source of uniform numbers in [0, 1) for the jitter, e.g.
             `random.Random(7).random` for a schedule that repeats exactly.
+        wall_clock: the UTC wall clock, in seconds since the epoch (`time.time`): a
+            checkpoint turns the times of `clock`, which mean nothing in another process,
+            into UTC with it, and a resumed wait turns them back. Only checkpoints read it.
 
     Raises:
         ConfigurationError: an option out of range (also a `ValueError`).
@@ -250,6 +253,9 @@ class PollPolicy:
     )
     rng: Callable[[], float] = attrs.field(
         default=_shared_random, validator=_check_callable, repr=False, eq=False
+    )
+    wall_clock: Callable[[], float] = attrs.field(
+        default=time.time, validator=_check_callable, repr=False, eq=False
     )
     #: The blind delays before jitter (see `delays()`), derived from the options above.
     _table: tuple[float, ...] = attrs.field(

@@ -5,12 +5,22 @@ from __future__ import annotations
 import inspect
 import logging
 import math
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable, Generator, Mapping
 from typing import Any, Self
 from uuid import UUID
 
+from jobpoll._checkpoint import (
+    VERSION,
+    JobCheckpoint,
+    Timebase,
+    dump,
+    load_job,
+    restore_tracker,
+    save_tracker,
+)
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
+    CheckpointError,
     ConfigurationError,
     JobFailedError,
     JobPollError,
@@ -79,6 +89,7 @@ def wait_for_job(
     policy: PollPolicy | None = None,
     timeout: float | None = None,
     on_update: UpdateCallback | None = None,
+    resume: Mapping[str, Any] | None = None,
 ) -> JobWait:
     """Wait for a job to end: await the result, or iterate over its progress.
 
@@ -88,6 +99,12 @@ def wait_for_job(
             print(job.status, job.progress)
 
     Nothing is sent until the wait is awaited or iterated; the first poll is then immediate.
+
+    A wait can be saved and resumed, in this process or any other: `wait.checkpoint()` gives
+    a JSON-ready dict, and `wait_for_job(client, job_id, resume=checkpoint)` goes on where it
+    left off. The next poll comes when it would have come (at once if that time has passed),
+    the schedule and the deadline go on, and nothing is sent before the wait is awaited or
+    iterated.
 
     Args:
         client: the client to poll with.
@@ -100,13 +117,19 @@ def wait_for_job(
         on_update: called with each snapshot the iterator would yield (also when awaiting),
             e.g. to report progress from a worker; it may be a coroutine function. What it
             raises ends the wait.
+        resume: a checkpoint of a wait on the same job (`JobWait.checkpoint()`, through
+            JSON or not) to go on from. The deadline is the checkpoint's, so `timeout` must
+            be None; `policy` is not saved: pass the one the wait had.
 
     Returns:
         A `JobWait`.
 
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
-        ConfigurationError: `timeout` is not a positive number of seconds.
+        ConfigurationError: `timeout` is not a positive number of seconds, or is given with
+            `resume`.
+        CheckpointError: `resume` is of an unknown version, of another job, or not a valid
+            checkpoint.
         TypeError: `client`, `policy` or `on_update` is not what it should be.
     """
     job_id = check_job_id(job_id)
@@ -117,7 +140,17 @@ def wait_for_job(
     if on_update is not None and not callable(on_update):
         raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
     check_timeout(timeout)
-    return JobWait(client, job_id, policy or _DEFAULT_POLICY, timeout, on_update)
+    policy = policy or _DEFAULT_POLICY
+    if resume is None:
+        return JobWait(client, job_id, policy, timeout, on_update)
+    if timeout is not None:
+        raise ConfigurationError(
+            "timeout= cannot be given with resume=: the deadline is the checkpoint's"
+        )
+    saved = load_job(resume, job_id)
+    wait = JobWait(client, job_id, policy, saved.timeout, on_update)
+    wait._restore(saved)
+    return wait
 
 
 class Tracker:
@@ -298,7 +331,7 @@ class JobWait(Tracker):
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
 
-    __slots__ = ("_busy", "_client", "_error", "_on_update", "_over", "_unreturned")
+    __slots__ = ("_busy", "_client", "_due", "_error", "_on_update", "_over", "_unreturned")
 
     def __init__(
         self,
@@ -316,6 +349,9 @@ class JobWait(Tracker):
         self._busy = False
         # A snapshot taken in but not returned yet: its on_update was cancelled.
         self._unreturned: Job | None = None
+        # When the next poll is due, on the policy's clock (what a checkpoint saves): set with
+        # each delay decided, None before the first.
+        self._due: float | None = None
 
     @property
     def done(self) -> bool:
@@ -328,6 +364,62 @@ class JobWait(Tracker):
 
     def __await__(self) -> Generator[Any, None, Job]:
         return self._outcome().__await__()
+
+    def _answered(self, job: Job, now: float) -> bool:
+        news = super()._answered(job, now)
+        delay = self._next_delay
+        self._due = None if delay is None else now + delay
+        return news
+
+    def _failed(self, error: JobPollError, now: float) -> None:
+        super()._failed(error, now)
+        assert self._next_delay is not None
+        self._due = now + self._next_delay
+
+    def checkpoint(self) -> dict[str, Any]:
+        """The wait's state as a small, versioned, JSON-ready dict, to resume it later with
+        `wait_for_job(client, job_id, resume=checkpoint)`, in this process or another.
+
+        It holds the job id, the last snapshot (in the service's wire form), the schedule's
+        state, the failure and poll counts, the deadline (`"deadline"`) and when the next
+        poll is due (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None
+        when the wait has not started or is over). A poll in flight when it is taken is due
+        again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
+
+        Raises:
+            CheckpointError: the wait has ended with an error: there is nothing to resume.
+        """
+        if self._error is not None:
+            raise CheckpointError(
+                f"the wait for job {self._job_id!r} ended with {type(self._error).__name__};"
+                " there is nothing to resume"
+            )
+        base = Timebase(self._policy)
+        due: float | None = None
+        over = self._over or (self._job is not None and self._job.is_terminal)
+        if self._pace is not None and not over:
+            due = self._due if self._due is not None else self._started_at
+        return dump(
+            JobCheckpoint(
+                version=VERSION,
+                taken_at=base.taken_at,
+                timeout=self._timeout,
+                deadline=None if self._deadline is None else base.to_utc(self._deadline),
+                **save_tracker(self, base, due),
+            )
+        )
+
+    def _restore(self, saved: JobCheckpoint) -> None:
+        """Take the state of a checkpoint back, without polling."""
+        base = Timebase(self._policy, saved.taken_at)
+        due = restore_tracker(self, saved, base)
+        if saved.deadline is not None:
+            self._deadline = base.from_utc(saved.deadline)
+        if self._job is not None and self._job.is_terminal:
+            self._over = True
+        elif due is not None:
+            self._due = due
+            self._next_delay = max(0.0, due - base.now)
 
     def __aiter__(self) -> Self:
         return self

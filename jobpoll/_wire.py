@@ -28,7 +28,7 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 
-__all__ = ["WireError", "decode_job", "format_timestamp", "job_to_wire"]
+__all__ = ["WireError", "decode_job", "format_timestamp", "job_from_wire", "job_to_wire"]
 
 
 class WireError(ValueError):
@@ -184,6 +184,18 @@ def decode_job(body: bytes | str) -> Job:
         raise WireError("body is not valid JSON (nested too deeply)", malformed=True) from None
     if not isinstance(data, dict):
         raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
+    try:
+        job: Job = _structure_job(data, Job)
+    except cattrs.ClassValidationError as exc:
+        raise _first_field_error(exc, Job) from None
+    return job
+
+
+def job_from_wire(data: dict[str, Any]) -> Job:
+    """A `Job` from the JSON object the service sends (already parsed), or a `WireError`:
+    how a checkpoint reads back the jobs it holds in their wire form."""
+    if not isinstance(data, dict):
+        raise WireError(f"not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
     try:
         job: Job = _structure_job(data, Job)
     except cattrs.ClassValidationError as exc:

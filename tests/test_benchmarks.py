@@ -113,3 +113,16 @@ def test_a_tiny_soak_finds_nothing_lost_wrong_escaped_or_left() -> None:
     assert "jobs submitted:                   150" in lines
     assert result.returncode == 0, result.stdout + result.stderr
     assert lines[-1] == "verdict: pass"
+
+
+def test_checkpoint_benchmark_runs() -> None:
+    """A tiny run of bench_checkpoint.py completes and prints its verdict on the size."""
+    result = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "bench_checkpoint.py"), "--jobs", "40"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stdout + result.stderr
+    assert "bytes per pending job:" in result.stdout

@@ -15,6 +15,7 @@ def test_exported_members() -> None:
         "DEFAULT_BASE_URL",
         "ApiError",
         "BadRequest",
+        "CheckpointError",
         "ClientStateError",
         "ConfigurationError",
         "DecodeError",
@@ -79,5 +80,5 @@ def test_errors_form_one_tree() -> None:
         for name in jobpoll.__all__
         if isinstance(member := getattr(jobpoll, name), type) and issubclass(member, Exception)
     ]
-    assert len(errors) == 18
+    assert len(errors) == 19
     assert all(issubclass(error, jobpoll.JobPollError) for error in errors)

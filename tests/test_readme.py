@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import functools
+import random
 import re
 from pathlib import Path
 from typing import Any
+
+from jobpoll import JobResult, JobsClient, PollPolicy
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
@@ -36,3 +43,37 @@ def test_every_python_block_compiles() -> None:
     assert len(blocks) >= 2
     for block in blocks:
         compile(block, "README.md", "exec")
+
+
+async def test_worker_example_resumes_after_a_stop(tmp_path: Path) -> None:
+    """The README's worker, cancelled part-way, leaves a checkpoint from which its next run
+    handles every job it had not handled yet, each once."""
+    (block,) = [block for block in python_blocks() if "async def worker" in block]
+    namespace: dict[str, Any] = {"__name__": "readme"}
+    exec(compile(block, "README.md", "exec"), namespace)
+    namespace["STATE"] = tmp_path / "waits.json"
+    handled: list[str] = []
+    enough = asyncio.Event()
+
+    async def handle(result: JobResult) -> None:
+        handled.append(result.job_id)
+        if len(handled) == 4:
+            enough.set()
+
+    namespace["handle"] = handle
+    clock = VirtualClock()
+    policy = PollPolicy(
+        clock=clock, sleep=clock.sleep, wall_clock=clock.wall, rng=random.Random(3).random
+    )
+    namespace["wait_for_jobs"] = functools.partial(namespace["wait_for_jobs"], policy=policy)
+    async with FakeJobsService(clock=clock) as service:
+        ids = [service.add_job(duration=60 * i) for i in range(10)]
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            run = asyncio.create_task(namespace["worker"](client, ids))
+            await enough.wait()
+            run.cancel()  # a deploy stops the worker
+            with contextlib.suppress(asyncio.CancelledError):
+                await run
+            assert namespace["STATE"].exists()
+            await namespace["worker"](client, [])  # the next run
+    assert sorted(handled) == sorted(ids)

@@ -34,12 +34,20 @@ class VirtualClock:
         self.start = start
         self.now = start
         self.sleeps: list[float] = []
+        #: The wall clock's reading (UTC seconds since the epoch) at `start`: 2026-01-01.
+        self.epoch = 1_767_225_600.0
 
     def __repr__(self) -> str:
         return f"<VirtualClock now={self.now:g} after {len(self.sleeps)} sleeps>"
 
     def __call__(self) -> float:
         return self.now
+
+    def wall(self) -> float:
+        """The UTC wall clock matching this clock, in seconds since the epoch: `epoch` plus
+        the time moved on. Pass it as `PollPolicy(wall_clock=clock.wall)` so a checkpoint's
+        UTC times are virtual too."""
+        return self.epoch + (self.now - self.start)
 
     def advance(self, seconds: float) -> None:
         """Move time on by `seconds`."""

@@ -5,14 +5,18 @@ Not run by pytest; CI type-checks it, so a change that breaks users' annotations
 
 from __future__ import annotations
 
+import json
 import uuid
+from collections.abc import AsyncIterator
 from datetime import datetime
+from typing import Any
 
 import aiohttp
 
 import jobpoll
 from jobpoll import (
     ApiError,
+    CheckpointError,
     ClientStateError,
     DecodeError,
     Job,
@@ -98,6 +102,22 @@ async def wait(client: JobsClient, job_id: str) -> Job | None:
     return final
 
 
+async def resume(client: JobsClient, job_id: str, saved: dict[str, object]) -> Job | None:
+    clock = VirtualClock()
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, wall_clock=clock.wall)
+    first: JobWait = wait_for_job(client, job_id, policy=policy, timeout=60)
+    checkpoint: dict[str, Any] = first.checkpoint()
+    due: str | None = checkpoint["next_poll_at"]
+    print(due, json.dumps(checkpoint))
+    try:
+        again: JobWait = wait_for_job(client, job_id, policy=policy, resume=saved)
+    except CheckpointError as refused:
+        invalid: ValueError = refused
+        print(invalid)
+        return None
+    return await again
+
+
 async def fan_out(client: JobsClient, job_ids: list[str | uuid.UUID]) -> list[JobResult]:
     def report(job: Job) -> None:
         print(job.id, job.progress)
@@ -114,3 +134,14 @@ async def fan_out(client: JobsClient, job_ids: list[str | uuid.UUID]) -> list[Jo
     pool: int = client.pool_size + many.in_flight
     print(pool)
     return everything
+
+
+async def fed(client: JobsClient, source: AsyncIterator[str]) -> dict[str, Any]:
+    async with wait_for_jobs(client, source, max_in_flight=8) as fanout:
+        added: int = fanout.add(["a", uuid.uuid4()])
+        async for result in fanout:
+            print(result, added)
+            saved: dict[str, Any] = fanout.checkpoint()
+            return saved
+    resumed: JobsWait = wait_for_jobs(client, [], resume={"version": 1})
+    return resumed.checkpoint()

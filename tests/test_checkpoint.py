@@ -1,0 +1,601 @@
+"""Checkpoints: a wait saved part-way goes on where it left off, here or in a fresh process,
+and a checkpoint that is not one is a `CheckpointError`, never a silent restart."""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import random
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import attrs
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from support import until
+
+from jobpoll import (
+    CheckpointError,
+    ConfigurationError,
+    JobFailedError,
+    JobResult,
+    JobsClient,
+    PollPolicy,
+    wait_for_job,
+    wait_for_jobs,
+)
+from jobpoll._checkpoint import _PACE_FIELDS
+from jobpoll._policy import Pace
+from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
+
+WORKER = Path(__file__).parent / "resume_worker.py"
+
+
+def policy_of(clock: VirtualClock, **options: Any) -> PollPolicy:
+    """A policy in virtual time whose checkpoints are in virtual UTC too, and repeat exactly."""
+    return PollPolicy(
+        clock=clock,
+        sleep=clock.sleep,
+        wall_clock=clock.wall,
+        rng=random.Random(7).random,
+        **options,
+    )
+
+
+async def checkpoint_after(
+    client: JobsClient, job_id: str, policy: PollPolicy, snapshots: int
+) -> dict[str, Any]:
+    """Iterate a wait for `snapshots` snapshots, then checkpoint it, through JSON."""
+    wait = wait_for_job(client, job_id, policy=policy, timeout=7200)
+    seen = 0
+    async for _job in wait:
+        seen += 1
+        if seen == snapshots:
+            break
+    loaded: dict[str, Any] = json.loads(json.dumps(wait.checkpoint()))
+    return loaded
+
+
+async def test_resumed_wait_goes_on_where_it_left_off(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A resumed wait sends nothing at once: its first poll comes when it was due, and it
+    ends as an uninterrupted wait of the same job does, with as many polls."""
+    policy = policy_of(clock, jitter=0.0)
+    alone_id = service.add_job(duration=900)
+    alone = wait_for_job(client, alone_id, policy=policy, timeout=7200)
+    await alone
+    alone_time = clock.now - clock.start
+
+    clock.now = clock.start
+    job_id = service.add_job(duration=900)
+    saved = await checkpoint_after(client, job_id, policy, 4)
+    assert saved["version"] == 1
+    assert saved["job_id"] == job_id
+    assert saved["deadline"] == "2026-01-01T02:00:00Z"
+    polls_before = service.request_count(job_id)
+    assert saved["polls"] == polls_before
+    sleeps_before = len(clock.sleeps)
+
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    assert service.request_count(job_id) == polls_before  # restored without polling
+    job = await resumed
+    assert job.succeeded
+    first_sleep = clock.sleeps[sleeps_before]
+    due = saved["next_poll_at"].replace("Z", "+00:00")
+    taken = saved["taken_at"].replace("Z", "+00:00")
+    expected = (datetime.fromisoformat(due) - datetime.fromisoformat(taken)).total_seconds()
+    assert first_sleep == pytest.approx(expected, abs=1e-5)
+    assert first_sleep > 0
+    assert resumed.polls == service.request_count(job_id)
+    assert resumed.polls <= alone.polls + 1
+    assert clock.now - clock.start == pytest.approx(alone_time, abs=1e-3)
+
+
+async def test_time_between_processes_counts(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """Time passed between the checkpoint and the resume shortens the first sleep; once the
+    poll is overdue it goes out at once, and a deadline passed meanwhile is a `WaitTimeout`
+    without a poll."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=3600)
+    saved = await checkpoint_after(client, job_id, policy, 3)
+    delay = wait_for_job(client, job_id, policy=policy, resume=saved)._next_delay
+    assert delay is not None
+    assert delay > 1
+    clock.advance(1)  # the worker was down for a second
+    shortened = wait_for_job(client, job_id, policy=policy, resume=saved)
+    assert shortened._next_delay == pytest.approx(delay - 1, abs=1e-5)
+    clock.advance(delay)  # and now past the poll's time
+    assert wait_for_job(client, job_id, policy=policy, resume=saved)._next_delay == 0
+
+    clock.advance(8000)  # down for long: the deadline has passed
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    before = service.request_count(job_id)
+    with pytest.raises(TimeoutError):
+        await resumed
+    assert service.request_count(job_id) == before
+
+
+async def test_checkpoint_of_a_finished_wait_resumes_to_its_outcome(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait that saw its job end resumes to the same outcome without polling; one that
+    ended with an error cannot be checkpointed."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=30, final_status="FAILED")
+    wait = wait_for_job(client, job_id, policy=policy)
+    with pytest.raises(JobFailedError):
+        await wait
+    saved = wait.checkpoint()
+    assert saved["next_poll_at"] is None
+    before = service.request_count(job_id)
+    with pytest.raises(JobFailedError):
+        await wait_for_job(client, job_id, policy=policy, resume=saved)
+    assert service.request_count(job_id) == before
+
+    service.remove_job(job_id)
+    gone = wait_for_job(client, job_id, policy=policy)
+    with pytest.raises(Exception, match="404"):
+        await gone
+    with pytest.raises(CheckpointError, match="nothing to resume"):
+        gone.checkpoint()
+
+
+async def test_unstarted_wait_checkpoint(service: FakeJobsService, client: JobsClient) -> None:
+    """A wait not started yet checkpoints with no next poll, and resumes as a new wait with
+    the checkpoint's timeout."""
+    job_id = service.add_job(duration=0)
+    saved = wait_for_job(client, job_id, timeout=60).checkpoint()
+    assert saved["next_poll_at"] is None
+    assert saved["timeout"] == 60
+    assert (await wait_for_job(client, job_id, resume=saved)).succeeded
+
+
+async def test_one_poll_through_the_tracker_methods(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A queue task restores a wait, makes one poll through the tracker's methods, and
+    checkpoints again: the schedule goes on as in one process (the contract of a scale-out)."""
+    policy = policy_of(clock, jitter=0.0)
+    job_id = service.add_job(duration=600)
+    saved = await checkpoint_after(client, job_id, policy, 2)
+    for _ in range(100):
+        wait = wait_for_job(client, job_id, policy=policy, resume=saved)
+        due = saved["next_poll_at"]
+        assert due is not None
+        clock.advance(max(0.0, wait._next_delay or 0.0))  # the queue runs the task when due
+        wait._begin(clock())
+        timeout = wait._request_timeout(clock())
+        job = await client.get_job(job_id, timeout=timeout)
+        wait._answered(job, clock())
+        saved = json.loads(json.dumps(wait.checkpoint()))
+        if job.is_terminal:
+            break
+    assert saved["next_poll_at"] is None
+    assert saved["job"]["status"] == "FINISHED"
+    assert saved["polls"] == service.request_count(job_id)
+
+
+async def test_timeout_with_resume_is_refused(service: FakeJobsService, client: JobsClient) -> None:
+    """The deadline of a resumed wait is the checkpoint's: `timeout=` beside it is refused."""
+    job_id = service.add_job(duration=0)
+    saved = wait_for_job(client, job_id).checkpoint()
+    with pytest.raises(ConfigurationError):
+        wait_for_job(client, job_id, resume=saved, timeout=5)
+
+
+def test_pace_slots_are_all_saved() -> None:
+    """Every number of a `Pace` is in a checkpoint: a new one cannot be forgotten."""
+    assert {"_" + name for name in _PACE_FIELDS} == set(Pace.__slots__) - {"_policy"}
+
+
+# Bad checkpoints ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+async def saved(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> dict[str, Any]:
+    job_id = service.add_job("11111111-2222-3333-4444-555555555555", duration=600)
+    return await checkpoint_after(client, job_id, policy_of(clock), 3)
+
+
+def altered(saved: dict[str, Any], path: str, value: Any) -> dict[str, Any]:
+    data = copy.deepcopy(saved)
+    *parents, last = path.split(".")
+    target = data
+    for key in parents:
+        target = target[key]
+    if value is DELETE:
+        del target[last]
+    else:
+        target[last] = value
+    return data
+
+
+DELETE = object()
+
+
+@pytest.mark.parametrize(
+    ("path", "value", "message"),
+    [
+        pytest.param("version", 2, "version 2", id="unknown-version"),
+        pytest.param("version", DELETE, "version None", id="no-version"),
+        pytest.param("version", "1", "version '1'", id="version-as-string"),
+        pytest.param("job_id", "other", "not of", id="other-job"),
+        pytest.param("polls", -1, "polls", id="negative-polls"),
+        pytest.param("polls", 2.5, "polls", id="fractional-polls"),
+        pytest.param("failures", True, "failures", id="boolean-failures"),
+        pytest.param("next_poll_at", "tomorrow", "next_poll_at", id="time-no-time"),
+        pytest.param("next_poll_at", "2026-01-01T00:00:00", "next_poll_at", id="time-no-offset"),
+        pytest.param("deadline", 5, "deadline", id="deadline-number"),
+        pytest.param("timeout", -5, "timeout", id="negative-timeout"),
+        pytest.param("timeout", None, "deadline without a timeout", id="deadline-no-timeout"),
+        pytest.param("job.progress", 177, "progress", id="job-progress"),
+        pytest.param("job.id", "other", "job", id="job-of-other-id"),
+        pytest.param("job", [], "job", id="job-not-object"),
+        pytest.param("pace", DELETE, "pace", id="no-pace"),
+        pytest.param("pace.index", -3, "index", id="pace-index"),
+        pytest.param("pace.last_t", 3600.0, "after the checkpoint", id="pace-time-ahead"),
+        pytest.param("pace.start", float("nan"), "start", id="pace-nan"),
+        pytest.param("pace.last_p", 101, "last_p", id="pace-progress"),
+        pytest.param("taken_at", None, "taken_at", id="no-taken-at"),
+    ],
+)
+async def test_bad_checkpoint(
+    client: JobsClient, saved: dict[str, Any], path: str, value: Any, message: str
+) -> None:
+    """A checkpoint altered into nonsense is a `CheckpointError` naming what is wrong."""
+    with pytest.raises(CheckpointError, match=message):
+        wait_for_job(client, saved["job_id"], resume=altered(saved, path, value))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        pytest.param("{}", id="string"),
+        pytest.param([], id="list"),
+        pytest.param({}, id="empty"),
+        pytest.param({"version": 1}, id="only-version"),
+        pytest.param({"version": 1, "jobs": [], "unstarted": []}, id="fan-out"),
+    ],
+)
+async def test_not_a_checkpoint(client: JobsClient, data: Any) -> None:
+    """What is no single wait's checkpoint at all is a `CheckpointError` too."""
+    with pytest.raises(CheckpointError):
+        wait_for_job(client, "some-job", resume=data)
+
+
+def leaves(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [path for key, value in data.items() for path in leaves(value, (*prefix, key))]
+    return [prefix]
+
+
+JSON_VALUES = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**40), 2**40) | st.floats() | st.text(max_size=30),
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.text(max_size=5), children, max_size=3)
+    ),
+    max_leaves=5,
+)
+
+
+@given(data=st.data())
+def test_mutated_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
+    """Any one value of a valid checkpoint replaced by any JSON value (or removed) gives a
+    `CheckpointError`, or a wait that resumes: never another error, never a crash later."""
+    base = SAVED_FOR_HYPOTHESIS
+    path = data.draw(st.sampled_from(leaves(base)))
+    mutated = copy.deepcopy(base)
+    target = mutated
+    for key in path[:-1]:
+        target = target[key]
+    if data.draw(st.booleans()):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = data.draw(JSON_VALUES)
+    clock = VirtualClock()
+    policy = policy_of(clock)
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    try:
+        wait = wait_for_job(client, base["job_id"], policy=policy, resume=mutated)
+    except CheckpointError:
+        return
+    # Resumed: what it restored checkpoints again, and that reads back.
+    again = wait.checkpoint()
+    wait_for_job(client, base["job_id"], policy=policy, resume=json.loads(json.dumps(again)))
+
+
+def _saved_for_hypothesis() -> dict[str, Any]:
+    async def make() -> dict[str, Any]:
+        clock = VirtualClock()
+        async with (
+            FakeJobsService(clock=clock) as service,
+            JobsClient(service.api_key, base_url=service.base_url) as client,
+        ):
+            job_id = service.add_job(duration=600)
+            return await checkpoint_after(client, job_id, policy_of(clock), 4)
+
+    return asyncio.run(make())
+
+
+SAVED_FOR_HYPOTHESIS = _saved_for_hypothesis()
+
+
+# A fresh process -------------------------------------------------------------------------
+
+
+async def run_worker(setup: dict[str, Any]) -> dict[str, Any]:
+    """Run tests/resume_worker.py with `setup`; its one line of JSON."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(WORKER),
+        json.dumps(setup),
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        async with asyncio.timeout(50):
+            out, err = await process.communicate()
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode == 0, err.decode()
+    result: dict[str, Any] = json.loads(out)
+    return result
+
+
+async def test_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    """A wait checkpointed part-way in one process and resumed from JSON in another ends
+    with the right outcome, with at most one poll more than an uninterrupted wait."""
+    path = tmp_path / "clock"
+    path.write_text("1000.0")
+    async with FakeJobsService(clock=lambda: float(path.read_text())) as service:
+        common = {"base_url": service.base_url, "api_key": service.api_key, "clock_file": str(path)}
+        alone_id = service.add_job(duration=1800, final_status="FAILED")
+        alone = await run_worker(
+            {**common, "job_ids": alone_id, "stop_after": None, "resume": None}
+        )
+        assert alone["outcome"] == "failed FAILED"
+        assert alone["polls"] == service.request_count(alone_id)
+
+        path.write_text("1000.0")  # the same job again, from the same moment
+        job_id = service.add_job(duration=1800, final_status="FAILED")
+        first = await run_worker({**common, "job_ids": job_id, "stop_after": 5, "resume": None})
+        checkpoint = first["checkpoint"]
+        assert checkpoint["next_poll_at"] is not None
+        second = await run_worker(
+            {**common, "job_ids": job_id, "stop_after": None, "resume": checkpoint}
+        )
+    assert second["outcome"] == "failed FAILED"
+    assert second["sleeps"][0] > 0  # the next poll came when it was due, not at once
+    assert second["polls"] == service.request_count(job_id)
+    assert second["polls"] <= alone["polls"] + 1
+    assert first["sleeps"] + second["sleeps"] == pytest.approx(alone["sleeps"], abs=1e-5)
+
+
+# Fan-outs ----------------------------------------------------------------------------------
+
+OUTCOMES = ["FINISHED", "FAILED", "ARCHIVED", "CANCELED"]
+
+
+def script_jobs(service: FakeJobsService, seed: int, count: int) -> list[str]:
+    """`count` jobs of mixed durations and outcomes, the same for the same seed."""
+    rnd = random.Random(seed)
+    return [
+        service.add_job(duration=rnd.uniform(0, 1800), final_status=rnd.choice(OUTCOMES))
+        for _ in range(count)
+    ]
+
+
+async def test_fanout_resumed_reports_each_job_once(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out checkpointed part-way and resumed reports every job not reported before
+    exactly once, with the outcome of an uninterrupted fan-out, and at most one poll more
+    per job."""
+    policy = policy_of(clock, jitter=0.0)
+    alone_ids = script_jobs(service, 3, 40)
+    # One poll at a time: virtual time moves only while nothing is in flight, so each poll
+    # sees its job as the same poll of the other fan-out does.
+    alone = {
+        r.job_id: r for r in await wait_for_jobs(client, alone_ids, policy=policy, max_in_flight=1)
+    }
+
+    clock.now = clock.start
+    ids = script_jobs(service, 3, 40)
+    twin = dict(zip(ids, alone_ids, strict=True))
+    before: list[JobResult] = []
+    async with wait_for_jobs(client, ids, policy=policy, timeout=7200, max_in_flight=1) as fanout:
+        async for result in fanout:
+            before.append(result)
+            if len(before) == 15:
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                break
+    assert saved["version"] == 1
+    reported = {r.job_id for r in before}
+    pending = {state["job_id"] for state in saved["jobs"]} | set(saved["unstarted"])
+    assert reported.isdisjoint(pending)
+    assert reported | pending == set(ids)
+
+    resumed = wait_for_jobs(client, [], policy=policy, resume=saved, max_in_flight=1)
+    assert resumed.total == len(pending)
+    after = await resumed
+    assert [r.job_id for r in after] == [i for i in ids if i in pending]  # in the given order
+    for result in before + after:
+        expected = alone[twin[result.job_id]]
+        assert result.job is not None
+        assert expected.job is not None
+        assert (result.job.raw_status, result.job.progress) == (
+            expected.job.raw_status,
+            expected.job.progress,
+        )
+        assert type(result.error) is type(expected.error)
+        assert service.request_count(result.job_id) <= service.request_count(expected.job_id) + 1
+
+
+@pytest.mark.parametrize("handed_out", [0, 1, 3, 9])
+async def test_fanout_checkpoint_holds_what_is_not_handed_out(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, handed_out: int
+) -> None:
+    """Results ready but not handed out, and polls in flight, are in the checkpoint: jobs seen
+    ended are handed out on resuming without a poll, the others polled again."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=0) for _ in range(10)]
+    before: list[JobResult] = []
+    fanout = wait_for_jobs(client, ids, policy=policy)
+    async with fanout:
+        for _ in range(handed_out):
+            before.append(await anext(fanout))
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+    requests = {job_id: service.request_count(job_id) for job_id in ids}
+    ended = {s["job_id"] for s in saved["jobs"] if s["next_poll_at"] is None}
+    after = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert counts_of(before + after) == dict.fromkeys(ids, 1)
+    for job_id in ended:
+        assert service.request_count(job_id) == requests[job_id]
+    assert all(r.ok for r in before + after)
+
+
+def counts_of(results: list[JobResult]) -> dict[str, int]:
+    found: dict[str, int] = {}
+    for result in results:
+        found[result.job_id] = found.get(result.job_id, 0) + 1
+    return found
+
+
+async def test_fanout_checkpoint_of_ids_not_set_up(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """Ids added but not set up yet are in the checkpoint, and the ids given on resuming
+    are added to the checkpoint's (once)."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=5) for _ in range(5)]
+    fanout = wait_for_jobs(client, ids[:3], policy=policy, timeout=600)
+    fanout.add(ids[2:4])
+    saved = fanout.checkpoint()
+    assert saved["unstarted"] == ids[:4]
+    assert saved["deadline"] is None
+    assert saved["timeout"] == 600
+    results = await wait_for_jobs(client, ids[3:], policy=policy, resume=saved)
+    assert [r.job_id for r in results] == ids
+
+
+async def test_fanout_pause_and_window_are_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fleet paused by a 503 stays paused, in the resumed fan-out, until the pause ends."""
+
+    still = attrs.evolve(policy_of(clock), sleep=stand_still)
+    ids = [service.add_job(duration=50) for _ in range(4)]
+    fanout = wait_for_jobs(client, ids, policy=still, max_in_flight=4)
+    service.inject(HttpError(503, retry_after=120), times=None)
+    consumer = asyncio.create_task(anext(fanout))
+    await until(lambda: fanout._resume_at > clock())
+    saved = fanout.checkpoint()
+    consumer.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await consumer
+    await fanout.aclose()
+    service.clear_faults()
+    assert saved["pause_until"] is not None
+    assert saved["window"] < 4
+    resumed = wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    start = clock()
+    results = await resumed
+    assert all(r.ok for r in results)
+    assert clock.sleeps[0] == pytest.approx(120)  # the pause goes on, not the polls
+    assert clock() - start >= 120
+
+
+async def stand_still(_seconds: float) -> None:
+    """A policy's sleep that never ends in a test: time moves only when the test says so."""
+    await asyncio.sleep(3600)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        pytest.param({"version": 0}, "version 0", id="version"),
+        pytest.param({"polls": -1}, "polls", id="negative-polls"),
+        pytest.param({"window": "4"}, "window", id="window-string"),
+        pytest.param({"unstarted": ["ok", "bad\n"]}, "unstarted", id="invalid-unstarted"),
+        pytest.param({"unstarted": "abc"}, "unstarted", id="unstarted-string"),
+        pytest.param({"jobs": {}}, "jobs", id="jobs-object"),
+        pytest.param({"pause_until": "soon"}, "pause_until", id="pause-no-time"),
+    ],
+)
+async def test_bad_fanout_checkpoint(
+    service: FakeJobsService, client: JobsClient, change: dict[str, Any], message: str
+) -> None:
+    """A fan-out checkpoint altered into nonsense is a `CheckpointError` naming the field."""
+    saved = wait_for_jobs(client, ["a", "b"]).checkpoint()
+    with pytest.raises(CheckpointError, match=message):
+        wait_for_jobs(client, [], resume={**saved, **change})
+
+
+async def test_fanout_checkpoint_with_repeated_or_unpaced_jobs(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A job twice, or a job without its schedule, or a single wait's checkpoint, is refused."""
+    policy = attrs.evolve(policy_of(clock), sleep=stand_still)
+    ids = [service.add_job(duration=600) for _ in range(2)]
+    async with wait_for_jobs(client, ids, policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.polls == 2 and not fanout.in_flight)
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    assert len(saved["jobs"]) == 2
+    twice = {**saved, "jobs": [saved["jobs"][0], saved["jobs"][0]]}
+    with pytest.raises(CheckpointError, match="twice"):
+        wait_for_jobs(client, [], resume=twice)
+    also_unstarted = {**saved, "unstarted": [ids[0]]}
+    with pytest.raises(CheckpointError, match="twice"):
+        wait_for_jobs(client, [], resume=also_unstarted)
+    unpaced = {**saved, "jobs": [{**saved["jobs"][0], "pace": None, "polls": 0, "job": None}]}
+    with pytest.raises(CheckpointError, match="pace"):
+        wait_for_jobs(client, [], resume=unpaced)
+    single = wait_for_job(client, ids[0]).checkpoint()
+    with pytest.raises(CheckpointError, match="wait_for_job"):
+        wait_for_jobs(client, [], resume=single)
+    with pytest.raises(ConfigurationError):
+        wait_for_jobs(client, [], resume=saved, timeout=5)
+
+
+async def test_fanout_resume_in_a_fresh_process(tmp_path: Path) -> None:
+    """A fan-out checkpointed in one process and resumed from JSON in another reports every
+    job once over the two, with the outcome of an uninterrupted one, and at most one poll
+    more per job."""
+    path = tmp_path / "clock"
+    path.write_text("1000.0")
+    async with FakeJobsService(clock=lambda: float(path.read_text())) as service:
+        common = {"base_url": service.base_url, "api_key": service.api_key, "clock_file": str(path)}
+        alone_ids = script_jobs(service, 8, 25)
+        alone = await run_worker(
+            {**common, "job_ids": alone_ids, "stop_after": None, "resume": None}
+        )
+        path.write_text("1000.0")
+        ids = script_jobs(service, 8, 25)
+        first = await run_worker({**common, "job_ids": ids, "stop_after": 10, "resume": None})
+        second = await run_worker(
+            {**common, "job_ids": [], "stop_after": None, "resume": first["checkpoint"]}
+        )
+        requests = {job_id: service.request_count(job_id) for job_id in alone_ids + ids}
+    assert len(first["outcome"]) == 10
+    assert set(first["outcome"]).isdisjoint(second["outcome"])
+    outcome = {**first["outcome"], **second["outcome"]}
+    assert list(outcome.values()) != []
+    for job_id, twin in zip(ids, alone_ids, strict=True):
+        assert outcome[job_id] == alone["outcome"][twin]
+        assert requests[job_id] <= requests[twin] + 1
+    assert second["polls"] <= alone["polls"] + 25

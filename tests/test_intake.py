@@ -1,0 +1,283 @@
+"""A running fan-out takes new ids: from an async iterable, and through `JobsWait.add()`,
+each polled once and reported once, set up a slice at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import random
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+from support import no_other_tasks, until
+
+from jobpoll import InvalidJobId, JobResult, JobsClient, JobsWait, PollPolicy, wait_for_jobs
+from jobpoll._fanout import _SLICE
+from jobpoll.testing import FakeJobsService, VirtualClock
+
+
+@pytest.fixture
+def policy(clock: VirtualClock) -> PollPolicy:
+    """The default policy in virtual time, with a seeded jitter."""
+    return PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(5).random)
+
+
+def counts(results: list[JobResult]) -> dict[str, int]:
+    return dict(collections.Counter(result.job_id for result in results))
+
+
+async def test_async_generator_source(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A fan-out fed from an async generator reports every distinct id once, duplicates
+    across the source included, and ends once the source is exhausted."""
+    ids = [service.add_job(duration=i * 7) for i in range(30)]
+
+    async def source() -> AsyncIterator[str | uuid.UUID]:
+        for job_id in ids:
+            yield job_id
+            await asyncio.sleep(0)
+        yield uuid.UUID(ids[0])  # the same job again, as a UUID
+        yield ids[5]
+
+    fanout = wait_for_jobs(client, source(), policy=policy)
+    results = await fanout
+    assert [result.job_id for result in results] == ids  # in the order the source gave them
+    assert all(result.ok for result in results)
+    assert fanout.total == 30
+    assert service.request_count() == sum(service.request_count(job_id) for job_id in ids)
+
+
+async def test_source_waits_for_ids_that_come_later(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """While the source is open, a fan-out whose jobs are all reported waits for more."""
+    queue: asyncio.Queue[str | None] = asyncio.Queue()
+
+    async def source() -> AsyncIterator[str]:
+        while (job_id := await queue.get()) is not None:
+            yield job_id
+
+    first = service.add_job(duration=0)
+    await queue.put(first)
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        seen = [(await anext(fanout)).job_id]
+        later = service.add_job(duration=5)
+        await queue.put(later)
+        seen.append((await anext(fanout)).job_id)
+        await queue.put(None)
+        seen.extend([result.job_id async for result in fanout])
+    assert seen == [first, later]
+
+
+async def test_add_during_iteration_with_duplicates(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """`add()` during iteration: ids given before, or twice in one call, are polled once and
+    reported once; `add()` says how many were new."""
+    ids = [service.add_job(duration=60 + i) for i in range(10)]
+    more = [service.add_job(duration=i) for i in range(10)]
+    fanout = wait_for_jobs(client, ids[:5], policy=policy)
+    results: list[JobResult] = []
+    async with fanout:
+        async for result in fanout:
+            results.append(result)
+            if len(results) == 1:
+                assert fanout.add([*ids, ids[0], uuid.UUID(ids[1])]) == 5
+                assert fanout.add(more + more) == 10
+                assert fanout.total == 20
+            if len(results) == 3:
+                assert fanout.add(ids[:3]) == 0
+    assert counts(results) == dict.fromkeys(ids + more, 1)
+    for job_id in ids + more:
+        job = next(result.job for result in results if result.job_id == job_id)
+        assert job is not None
+        assert job.succeeded
+    with pytest.raises(RuntimeError, match="ended"):
+        fanout.add([str(uuid.uuid4())])
+
+
+async def test_add_before_iteration_and_awaiting(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """Ids added before the fan-out starts are awaited with the rest, in the order given."""
+    ids = [service.add_job(duration=i) for i in range(6)]
+    fanout = wait_for_jobs(client, ids[:2], policy=policy)
+    fanout.add(ids[2:])
+    results = await fanout
+    assert [result.job_id for result in results] == ids
+
+
+async def test_add_is_all_or_none(client: JobsClient) -> None:
+    """An id that could never be sent fails the whole `add()` call, naming its position;
+    a single id or a non-iterable is a `TypeError`."""
+    fanout = wait_for_jobs(client, ["a"])
+    with pytest.raises(InvalidJobId, match=r"ids\[1\]"):
+        fanout.add(["b", " bad", "c"])
+    assert fanout.total == 1
+    with pytest.raises(TypeError):
+        fanout.add("abc")  # type: ignore[arg-type]
+    with pytest.raises(TypeError):
+        fanout.add(5)  # type: ignore[arg-type]
+    await fanout.aclose()
+    with pytest.raises(RuntimeError):
+        fanout.add(["d"])
+
+
+async def test_invalid_id_from_a_source_is_reported(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """An id from an async source that could never be sent is one result with an
+    `InvalidJobId`, never polled; the other jobs go on."""
+    good = service.add_job(duration=3)
+
+    async def source() -> AsyncIterator[object]:
+        yield good
+        yield "bad\nid"
+        yield 42
+        yield "bad\nid"
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:  # type: ignore[arg-type]
+        results = {result.job_id: result async for result in fanout}
+    assert set(results) == {good, "bad\nid", "42"}
+    assert results[good].ok
+    for bad in ("bad\nid", "42"):
+        error = results[bad].error
+        assert isinstance(error, InvalidJobId)
+        assert "from the async iterable" in str(error)
+    assert service.request_count() == service.request_count(good)
+
+
+async def test_source_that_raises(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """What the source raises is raised from the iteration once; the jobs it gave stay
+    pending, and iterating again reports each of them once."""
+    ids = [service.add_job(duration=100 + i) for i in range(5)]
+
+    class Broken(Exception):
+        pass
+
+    async def source() -> AsyncIterator[str]:
+        for job_id in ids:
+            yield job_id
+        raise Broken
+
+    results: list[JobResult] = []
+
+    async def drain(fanout: JobsWait) -> None:
+        async for result in fanout:
+            results.append(result)
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        with pytest.raises(Broken):
+            await drain(fanout)
+        await drain(fanout)
+    assert counts(results) == dict.fromkeys(ids, 1)
+
+
+async def test_cancelled_while_the_source_is_read(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """Cancelling the iterating task while the source waits for its next id loses nothing:
+    the source is still read, and iterating again reports every id once."""
+    ids = [service.add_job(duration=i) for i in range(8)]
+    gate = asyncio.Event()
+    reading = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        for job_id in ids[:4]:
+            yield job_id
+        reading.set()
+        await gate.wait()
+        for job_id in ids[4:]:
+            yield job_id
+
+    results: list[JobResult] = []
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+
+        async def consume() -> None:
+            async for result in fanout:
+                results.append(result)
+
+        task = asyncio.create_task(consume())
+        await reading.wait()
+        await until(lambda: len(results) == 4)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        task = asyncio.create_task(consume())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        task.cancel()  # once more, while the reading is paused in the source
+        with pytest.raises(asyncio.CancelledError):
+            await task
+        gate.set()
+        await consume()
+    assert counts(results) == dict.fromkeys(ids, 1)
+    assert no_other_tasks()
+
+
+async def test_break_leaves_no_reader(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """Leaving the fan-out's `async with` ends the task that reads the source."""
+    never = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield service.add_job(duration=0)
+        await never.wait()
+        yield "never"
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        async for _result in fanout:
+            break
+    assert no_other_tasks()
+
+
+async def test_jobs_are_set_up_in_slices(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """Many ids are taken in a slice at a time, the event loop running in between, and each
+    only once."""
+    total = 4 * _SLICE + 10
+    fanout = wait_for_jobs(client, [f"job-{i}" for i in range(total)], policy=policy)
+    taken: list[int] = []
+
+    async def watch() -> None:
+        while not taken or taken[-1] < total:
+            await asyncio.sleep(0)
+            taken.append(fanout._taken)
+
+    watcher = asyncio.create_task(watch())
+    async with fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await watcher
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    stages = sorted(set(taken) - {0})
+    assert len(stages) >= 5  # at least five slices, seen from the loop between them
+    assert stages[-1] == total
+    assert len(fanout._job_ids) == total
+
+
+async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) -> None:
+    """A source that never waits is read as the fan-out takes the ids in, not all at once:
+    ids read but not set up stay bounded."""
+    read = 0
+
+    async def endless() -> AsyncIterator[str]:
+        nonlocal read
+        while True:
+            read += 1
+            yield f"job-{read}"
+
+    fanout: JobsWait = wait_for_jobs(client, endless())
+    fanout._start(0.0)
+    for _ in range(200):
+        await asyncio.sleep(0)
+    assert 0 < read <= 12 * _SLICE
+    await fanout.aclose()
+    assert no_other_tasks()
