@@ -18,21 +18,24 @@ What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:
   `wait_for_jobs`.
 - `delivered`, a counter of outcomes handed to the user's function.
 
-The scripts write SAQ's own records the way `RedisQueue.enqueue` does (the job's JSON, its
-entry in the `incomplete` sorted set, and in the `queued` list when due now); the version range
-of SAQ in the `saq` extra is the one they are tested with.
+Each link carries the wait's checkpoint (`JobWait.checkpoint()`) in its SAQ kwargs and resumes
+it with `wait_for_job(..., resume=checkpoint)`: the schedule goes on across links and workers
+as in one process. The scripts write SAQ's own records the way `RedisQueue.enqueue` does (the
+job's JSON, its entry in the `incomplete` sorted set, and in the `queued` list when due now);
+the version range of SAQ in the `saq` extra is the one they are tested with.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
-from datetime import UTC, datetime
-from typing import Any
+from datetime import datetime
+from typing import Any, cast
 from uuid import UUID
 
 from saq import Job as SaqJob
@@ -52,7 +55,7 @@ from jobpoll._fanout import JobResult
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._wait import JobWait, check_timeout, wait_for_job
-from jobpoll._wire import _converter, decode_job, format_timestamp
+from jobpoll._wire import job_from_wire, job_to_wire
 
 __all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
 
@@ -135,60 +138,19 @@ redis.call('HINCRBY', KEYS[1], 'streak', 1)
 return 1
 """
 
+# KEYS: the wait's record. Once the outcome function returned; nothing if the record expired.
+_DELIVERED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivered', 1) end
+"""
+
 # KEYS: the fleet's pause. ARGV: the generation the answered poll was sent in.
 _CALM = """
 if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then redis.call('HSET', KEYS[1], 'streak', 0) end
 """
 
 
-def _iso(epoch: float | None) -> str | None:
-    if epoch is None:
-        return None
-    return format_timestamp(datetime.fromtimestamp(epoch, UTC))
-
-
 def _epoch(iso: str | None) -> float | None:
     return None if iso is None else datetime.fromisoformat(iso).timestamp()
-
-
-# --- checkpoints -----------------------------------------------------------------------------
-#
-# Until `JobWait.checkpoint()` and `wait_for_job(..., resume=)` land, a link carries this small
-# stand-in: the last snapshot, the counts and the deadline, with the schedule started over
-# from the last snapshot at each link. Only these two functions change when they land.
-
-_CHECKPOINT_VERSION = 0
-
-
-def _checkpoint(
-    wait: JobWait, deadline: float | None, next_poll_at: float | None
-) -> dict[str, Any]:
-    job = wait.job
-    return {
-        "version": _CHECKPOINT_VERSION,
-        "job_id": wait.job_id,
-        "next_poll_at": _iso(next_poll_at),
-        "deadline": _iso(deadline),
-        "polls": wait.polls,
-        "failures": wait._failures,
-        "job": None if job is None else _converter.unstructure(job),
-    }
-
-
-def _resume(
-    client: JobsClient, job_id: str, policy: PollPolicy, checkpoint: dict[str, Any], now: float
-) -> tuple[JobWait, float | None]:
-    """The wait a checkpoint describes, started at `now` on the policy's clock, and its
-    deadline (epoch seconds)."""
-    deadline = _epoch(checkpoint.get("deadline"))
-    remaining = None if deadline is None else max(deadline - time.time(), 1e-3)
-    wait = wait_for_job(client, job_id, policy=policy, timeout=remaining)
-    wait._begin(now)
-    wait._polls = int(checkpoint["polls"])
-    wait._failures = int(checkpoint["failures"])
-    if checkpoint.get("job") is not None:
-        wait._job = decode_job(json.dumps(checkpoint["job"]))
-    return wait, deadline
 
 
 # --- results as JSON ----------------------------------------------------------------------------
@@ -198,7 +160,7 @@ def _error_to_json(error: JobPollError) -> dict[str, Any]:
     state: dict[str, Any] = {}
     for name, value in vars(error).items():
         if isinstance(value, Job):
-            state[name] = {"job": _converter.unstructure(value)}
+            state[name] = {"job": job_to_wire(value)}
         elif isinstance(value, JobPollError):
             state[name] = {"error": _error_to_json(value)}
         elif value is None or isinstance(value, str | int | float | bool):
@@ -213,7 +175,7 @@ def _error_from_json(data: dict[str, Any]) -> JobPollError:
     state: dict[str, Any] = {}
     for name, value in data["state"].items():
         if isinstance(value, dict) and "job" in value:
-            state[name] = decode_job(json.dumps(value["job"]))
+            state[name] = job_from_wire(value["job"])
         elif isinstance(value, dict) and "error" in value:
             state[name] = _error_from_json(value["error"])
         else:
@@ -230,7 +192,7 @@ def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, 
     return {
         "job_id": result.job_id,
         "ok": result.ok,
-        "job": None if result.job is None else _converter.unstructure(result.job),
+        "job": None if result.job is None else job_to_wire(result.job),
         "error": None if result.error is None else _error_to_json(result.error),
         "polls": polls,
     }
@@ -239,7 +201,7 @@ def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, 
 def load_result(data: dict[str, Any]) -> JobResult:
     """The `JobResult` an outcome function was enqueued with (see `result_to_json`); its
     `error` is an instance of the same class, with the same message and attributes."""
-    job = None if data.get("job") is None else decode_job(json.dumps(data["job"]))
+    job = None if data.get("job") is None else job_from_wire(data["job"])
     error = None if data.get("error") is None else _error_from_json(data["error"])
     return JobResult(str(data["job_id"]), job, error)
 
@@ -329,6 +291,7 @@ class SaqWaits:
         self._begin = redis.register_script(_BEGIN)
         self._throttle = redis.register_script(_THROTTLE)
         self._calm = redis.register_script(_CALM)
+        self._mark_delivered = redis.register_script(_DELIVERED)
         self._client: JobsClient | None = None
 
     def __repr__(self) -> str:
@@ -535,11 +498,45 @@ class SaqWaits:
 
         return {
             "queue": self.queue,
-            "functions": [(POLL_FUNCTION, self.poll), *functions],
+            "functions": [(POLL_FUNCTION, self.poll), *self._wrap_outcome(functions)],
             "startup": open_client,
             "shutdown": close_client,
             **worker_options,
         }
+
+    def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
+        """The user's functions, the outcome one wrapped so that a call that returned is not
+        made again for the same job (SAQ may run a job again: see `SaqWaits`)."""
+        wrapped: list[Any] = []
+        found = self.on_outcome is None
+        for entry in functions:
+            name, function = entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
+            if name == self.on_outcome:
+                found = True
+                wrapped.append((name, self._once(function)))
+            else:
+                wrapped.append(entry)
+        if not found:
+            raise ValueError(
+                f"on_outcome {self.on_outcome!r} is not among the worker's functions: every"
+                " worker of the queue may be handed an outcome, so each must have it"
+            )
+        return wrapped
+
+    def _once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
+            wait_key = self._wait_key(str(result["job_id"]))
+            delivered = self._redis.hget(wait_key, "delivered")
+            if await cast("Awaitable[bytes | None]", delivered) is not None:
+                logger.info("job %s: outcome already delivered, not again", result["job_id"])
+                return None
+            value = function(ctx, result=result)
+            if inspect.isawaitable(value):
+                value = await value
+            await self._mark_delivered(keys=[wait_key])
+            return value
+
+        return deliver_once
 
     async def poll(
         self,
@@ -570,13 +567,13 @@ class SaqWaits:
             await self._hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
         clock = policy.clock
-        if checkpoint is None:
-            wait = wait_for_job(client, job_id, policy=policy, timeout=timeout)
-            wait._begin(clock())
-            deadline = None if timeout is None else time.time() + timeout
-        else:
-            wait, deadline = _resume(client, job_id, policy, checkpoint, clock())
+        wait: JobWait | None = None
         try:
+            if checkpoint is None:
+                wait = wait_for_job(client, job_id, policy=policy, timeout=timeout)
+            else:
+                wait = wait_for_job(client, job_id, policy=policy, resume=checkpoint)
+            wait._begin(clock())
             request_timeout = wait._request_timeout(clock())
             try:
                 job = await client.get_job(job_id, timeout=request_timeout)
@@ -599,15 +596,17 @@ class SaqWaits:
                     error = JobFailedError(job) if job.failed else None
                     await self._deliver(JobResult(job_id, job, error), step, wait.polls)
                     return "over"
-        except JobPollError as exc:
-            await self._deliver(JobResult(job_id, wait.job, exc), step, wait.polls)
+        except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
+            last = None if wait is None else wait.job
+            polls = 0 if wait is None else wait.polls
+            await self._deliver(JobResult(job_id, last, exc), step, polls)
             return "over"
-        delay = wait._next_delay
-        assert delay is not None
-        due = time.time() + delay
+        saved = wait.checkpoint()
+        due = _epoch(saved["next_poll_at"]) or time.time()
+        deadline = _epoch(saved.get("deadline"))
         if deadline is not None:
             due = min(due, deadline)
-        await self._hand_over(job_id, step, _checkpoint(wait, deadline, due), due)
+        await self._hand_over(job_id, step, saved, due)
         return "polled"
 
     async def _hand_over(
