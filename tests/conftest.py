@@ -125,8 +125,9 @@ def redis_url() -> Iterator[str]:
         pytest.skip(f"{message}; the SAQ tests need a real Redis")
     for _attempt in range(3):  # the free port may be taken between probing and binding
         port = _free_port()
+        arguments = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
         process = subprocess.Popen(
-            [server, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"],
+            [server, *arguments],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )

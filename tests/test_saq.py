@@ -20,19 +20,20 @@ import pytest
 if not os.environ.get("CI"):
     pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+from saq_worker import make_waits
+
 from jobpoll import JobResult
 from jobpoll.saq import load_result
 from jobpoll.testing import FakeJobsService, HttpError, Slow
-from saq_worker import make_waits
 
 pytestmark = pytest.mark.timeout(120)
 
 WORKER = Path(__file__).parent / "saq_worker.py"
 
 
-async def eventually(check: Callable[[], Any], what: str, timeout: float = 60.0) -> None:
+async def eventually(check: Callable[[], Any], what: str, within: float = 60.0) -> None:
     """Wait (generously) until `check()` (sync or async) is true."""
-    async with asyncio.timeout(timeout):
+    async with asyncio.timeout(within):
         while True:
             value = check()
             if asyncio.iscoroutine(value):
@@ -84,7 +85,7 @@ class Fleet:
             )
 
     async def ready(self) -> None:
-        await eventually(self._all_ready, "workers started", timeout=60)
+        await eventually(self._all_ready, "workers started")
 
     async def _all_ready(self) -> bool:
         ready = await self.redis.llen(f"test:{self.queue_name}:ready")
@@ -155,9 +156,7 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
         elif kind == 6:
             expected[service.add_job(duration=duration, final_status="FAILED")] = "JobFailedError"
         elif kind == 7:
-            expected[service.add_job(duration=duration, final_status="CANCELED")] = (
-                "JobFailedError"
-            )
+            expected[service.add_job(duration=duration, final_status="CANCELED")] = "JobFailedError"
         elif kind == 8:
             expected[str(uuid.uuid4())] = "NotFound"  # never added: 404
         else:
@@ -181,8 +180,8 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
         process = fleet.processes[int(victim.removeprefix("w"))]
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 30)
-        await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", timeout=90)
-        await eventually(lambda: _none_incomplete(fleet), "no link left in the queue", 60)
+        await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", within=90)
+        await eventually(lambda: _none_incomplete(fleet), "no link left in the queue")
 
         outcomes = await fleet.outcomes()
         assert await fleet.waits.delivered() == len(expected)  # each enqueued exactly once
@@ -227,9 +226,7 @@ async def test_one_chain_per_job_however_often_submitted(
     one chain: one poll per link, one outcome."""
     job_id = service.add_job(duration=2.0, final_status="FINISHED")
     async with fleet_of(redis_url, service, 3) as fleet:
-        submitters = [
-            make_waits(redis_url, fleet.queue_name, fleet.poll_timeout) for _ in range(3)
-        ]
+        submitters = [make_waits(redis_url, fleet.queue_name, fleet.poll_timeout) for _ in range(3)]
         try:
             started = await asyncio.gather(*(w.submit([job_id]) for w in submitters))
             assert sorted(flag for (flag,) in started) == [False, False, True]
@@ -250,9 +247,7 @@ async def test_one_chain_per_job_however_often_submitted(
         assert await fleet.waits.delivered() == 1
 
 
-async def test_a_storm_of_503s_slows_every_worker(
-    redis_url: str, service: FakeJobsService
-) -> None:
+async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
     """503s answered to the polls of a few jobs pause the polls of every job on every worker,
     through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
     job_ids = [service.add_job(duration=8.0, final_status="FINISHED") for _ in range(60)]
@@ -264,7 +259,7 @@ async def test_a_storm_of_503s_slows_every_worker(
         )
         for job_id in job_ids[:5]:
             service.inject(HttpError(503, retry_after=3), job_id=job_id, times=2)
-        await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", timeout=90)
+        await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", within=90)
         steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
         pause = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:pause")
         outcomes = await fleet.outcomes()
