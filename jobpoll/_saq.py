@@ -39,6 +39,7 @@ from typing import Any, cast
 from uuid import UUID
 
 from saq import Job as SaqJob
+from saq import Queue
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
@@ -234,7 +235,7 @@ class SaqWaits:
     and workers share nothing but Redis.
 
     Args:
-        queue: a SAQ `RedisQueue` (`saq.Queue.from_url("redis://...")`).
+        queue: a SAQ queue on Redis (`saq.Queue.from_url("redis://...")`, a `RedisQueue`).
         on_outcome: the name of a SAQ function (registered in your workers) that each outcome
             is enqueued to, once per job id, as `on_outcome(ctx, *, result: dict)`; read it with
             `load_result(result)`. None: outcomes are only kept for `result()`.
@@ -251,7 +252,7 @@ class SaqWaits:
 
     def __init__(
         self,
-        queue: RedisQueue,
+        queue: Queue,
         *,
         on_outcome: str | None,
         policy: PollPolicy | None = None,
@@ -272,7 +273,7 @@ class SaqWaits:
             check_timeout(value)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1 second, got {value!r}")
-        self.queue = queue
+        self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
         self.poll_timeout = poll_timeout

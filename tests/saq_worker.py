@@ -37,7 +37,7 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
 def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits:
     queue = Queue.from_url(redis_url, name=queue_name)
     return SaqWaits(
-        queue,  # type: ignore[arg-type]
+        queue,
         on_outcome="record_outcome",
         policy=TEST_POLICY,
         poll_timeout=poll_timeout,

@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import uuid
+from asyncio.subprocess import PIPE
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -269,3 +270,41 @@ async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJ
     assert all(load_result(outcome).ok for outcome in outcomes.values())
     answered_503 = [request for request in service.recent_requests if request.http_status == 503]
     assert 1 <= len(answered_503) <= 10
+
+
+EXAMPLES = Path(__file__).parent.parent / "examples"
+
+
+async def test_the_example_app_runs_as_the_readme_says(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """`saq saq_app.settings` runs the waits, `python saq_app.py ids...` submits and prints
+    each outcome, and the worker's `job_ended` sees each job once."""
+    ok = service.add_job(duration=1.0, final_status="FINISHED")
+    failed = service.add_job(duration=1.0, final_status="FAILED")
+    env = {
+        **os.environ,
+        "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/1",  # the example's queue name is fixed
+        "JOBS_BASE_URL": service.base_url,
+        "CDQ_API_KEY": service.api_key,
+    }
+    worker = await asyncio.create_subprocess_exec(
+        *[sys.executable, "-m", "saq", "saq_app.settings"],
+        cwd=EXAMPLES,
+        env=env,
+        stdout=PIPE,
+        stderr=asyncio.subprocess.DEVNULL,
+    )
+    try:
+        app = await asyncio.create_subprocess_exec(
+            sys.executable, "saq_app.py", ok, failed, cwd=EXAMPLES, env=env, stdout=PIPE
+        )
+        stdout, _ = await asyncio.wait_for(app.communicate(), 60)
+        assert app.returncode == 0
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker_out, _ = await asyncio.wait_for(worker.communicate(), 30)
+    printed = sorted(stdout.decode().splitlines())
+    assert printed == sorted([f"{ok} ok", f"{failed} job {failed!r} ended FAILED at 100%"])
+    ended = [line for line in worker_out.decode().splitlines() if line.startswith("ended:")]
+    assert sorted(ended) == sorted(f"ended: {line}" for line in printed)
