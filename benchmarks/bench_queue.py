@@ -216,7 +216,7 @@ async def memory(
             queued = await saq_queue.count("queued") + await saq_queue.count("active")
             # Each wait: its record and its next link; the links that ran expire in 10 s.
             keys = int(await redis.dbsize()) - keys_before
-            return polled and queued == 0 and keys <= 2 * len(ids) + 5
+            return polled and queued == 0 and keys <= 2 * len(ids) + 50
 
         await until(settled, "every wait polled once and its first link expired", 180)
         after = int((await redis.info("memory"))["used_memory_dataset"])
