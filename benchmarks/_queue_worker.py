@@ -43,6 +43,7 @@ def make_waits(redis_url: str, queue_name: str, policy: str) -> SaqWaits:
         policy=POLICIES[policy],
         poll_timeout=10.0,
         outcome_timeout=10.0,
+        mend_interval=5.0,
     )
 
 

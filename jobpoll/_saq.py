@@ -27,13 +27,15 @@ the version range of SAQ in the `saq` extra is the one they are tested with.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import inspect
 import json
 import logging
 import math
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
 from datetime import datetime
 from typing import Any, cast
 from uuid import UUID
@@ -83,11 +85,12 @@ if ARGV[1] ~= '' then
 end
 """
 
-# ARGV: the first link's SAQ job, its score (0: due now).
+# ARGV: the first link's SAQ job, its score (0: due now), the wait's timeout ('' for none).
 _SUBMIT = (
     """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'step', 0)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
 """
     + _ENQUEUE_SAQ_JOB
     + "return 1"
@@ -118,6 +121,17 @@ redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', KEYS[6], ARGV[6])
 return 1
 """
+)
+
+# ARGV: the link's SAQ job, '0', the live step. Enqueues the live link again, if it is still
+# live and still missing from SAQ's `incomplete` set.
+_MEND = (
+    """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 0 end
+"""
+    + _ENQUEUE_SAQ_JOB
+    + "return 1"
 )
 
 # KEYS: the wait's record, the fleet's pause. ARGV: the step. Whether that step is live, and
@@ -210,6 +224,17 @@ def load_result(data: dict[str, Any]) -> JobResult:
 # --- the queue --------------------------------------------------------------------------------
 
 
+async def _batches(keys: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
+    batch: list[Any] = []
+    async for key in keys:
+        batch.append(key)
+        if len(batch) >= size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
 def _throttling(error: JobPollError) -> bool:
     """A 429, a 503, or a server that cannot be connected to: the fleet pauses."""
     return isinstance(error, RateLimited | ServiceUnavailable) or (
@@ -248,6 +273,10 @@ class SaqWaits:
             long, submitting the id again does nothing.
         outcome_retries: SAQ's `retries` for the outcome function's job.
         outcome_timeout: SAQ's `timeout` for the outcome function's job.
+        mend_interval: how often (seconds) one of the workers looks for waits whose next
+            link is missing from the queue (SAQ's sweep lost it: its worker was killed between
+            taking the link out of the queue and putting it back) and enqueues it again. A
+            wait is mended once it was seen so twice in a row.
     """
 
     def __init__(
@@ -260,6 +289,7 @@ class SaqWaits:
         outcome_ttl: float = 7 * 86400.0,
         outcome_retries: int = 3,
         outcome_timeout: float = 60.0,
+        mend_interval: float = 60.0,
     ) -> None:
         if not isinstance(queue, RedisQueue):
             raise TypeError(f"queue must be a saq RedisQueue, got {type(queue).__name__}")
@@ -269,6 +299,7 @@ class SaqWaits:
             ("poll_timeout", poll_timeout),
             ("outcome_ttl", outcome_ttl),
             ("outcome_timeout", outcome_timeout),
+            ("mend_interval", mend_interval),
         ):
             check_timeout(value)
             if value < 1:
@@ -280,6 +311,7 @@ class SaqWaits:
         self.outcome_ttl = outcome_ttl
         self.outcome_retries = outcome_retries
         self.outcome_timeout = outcome_timeout
+        self.mend_interval = mend_interval
         self._prefix = f"jobpoll:{queue.name}:"
         self._pause_key = self._prefix + "pause"
         self._delivered_key = self._prefix + "delivered"
@@ -293,6 +325,8 @@ class SaqWaits:
         self._throttle = redis.register_script(_THROTTLE)
         self._calm = redis.register_script(_CALM)
         self._mark_delivered = redis.register_script(_DELIVERED)
+        self._mend_script = redis.register_script(_MEND)
+        self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
     def __repr__(self) -> str:
@@ -397,7 +431,7 @@ class SaqWaits:
                 saq_job, score = self._link(job_id, 0, None, 0.0, timeout=timeout)
                 await self._submit(
                     keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
-                    args=[self.queue.serialize(saq_job), score],
+                    args=[self.queue.serialize(saq_job), score, "" if timeout is None else timeout],
                     client=pipe,
                 )
             started = await pipe.execute()
@@ -485,6 +519,7 @@ class SaqWaits:
             if not isinstance(made, JobsClient):
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
             self._client = made
+            self._mend_task = asyncio.create_task(self._mend_forever())
             if startup is not None:
                 await startup(ctx)
 
@@ -493,6 +528,11 @@ class SaqWaits:
                 if shutdown is not None:
                     await shutdown(ctx)
             finally:
+                task, self._mend_task = self._mend_task, None
+                if task is not None:
+                    task.cancel()
+                    with contextlib.suppress(asyncio.CancelledError):
+                        await task
                 if self._client is not None:
                     await self._client.aclose()
                     self._client = None
@@ -504,6 +544,86 @@ class SaqWaits:
             "shutdown": close_client,
             **worker_options,
         }
+
+    async def _mend_forever(self) -> None:
+        """Now and then (one worker at a time), enqueue again the links SAQ lost."""
+        lock = self._prefix + "mending"
+        while True:
+            await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
+            try:
+                held = await self._redis.set(lock, "1", nx=True, px=int(self.mend_interval * 800))
+                if held:
+                    await self.mend()
+            except Exception:  # Redis away: the next round tries again
+                logger.exception("mending the queue's waits failed")
+
+    async def mend(self) -> int:
+        """Enqueue again each wait's live link that has been missing from SAQ's queue since the
+        last call (what a sweep cut short by a kill leaves); returns how many.
+
+        Workers call it every `mend_interval` seconds; call it yourself after an incident.
+        """
+        redis, queue = self._redis, self.queue
+        suspects_key = self._prefix + "suspects"
+        before = {
+            key.decode(): value.decode()
+            for key, value in (await redis.hgetall(suspects_key)).items()  # type: ignore[misc]
+        }
+        incomplete = queue.namespace("incomplete")
+        prefix = self._prefix + "wait:"
+        suspects: dict[str, str] = {}
+        mended = 0
+        async for batch in _batches(redis.scan_iter(match=prefix + "*", count=1000), 500):
+            job_ids = [key.decode().removeprefix(prefix) for key in batch]
+            async with redis.pipeline(transaction=False) as pipe:
+                for key in batch:
+                    pipe.hget(key, "step")
+                steps = await pipe.execute()
+            live = [
+                (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
+            ]
+            async with redis.pipeline(transaction=False) as pipe:
+                for job_id, step in live:
+                    pipe.zscore(incomplete, queue.job_id(f"jobpoll:{job_id}:{step}"))
+                scores = await pipe.execute()
+            for (job_id, step), score in zip(live, scores, strict=True):
+                if score is not None:
+                    continue
+                if before.get(job_id) == step:
+                    mended += await self._mend_one(job_id, int(step))
+                else:
+                    suspects[job_id] = step
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(suspects_key)
+            if suspects:
+                pipe.hset(suspects_key, mapping=suspects)
+            await pipe.execute()
+        return mended
+
+    async def _mend_one(self, job_id: str, step: int) -> int:
+        link_key = f"jobpoll:{job_id}:{step}"
+        stored = self.queue.deserialize(await self._redis.get(self.queue.job_id(link_key)))
+        if stored is not None and stored.kwargs:
+            checkpoint = stored.kwargs.get("checkpoint")
+            timeout = stored.kwargs.get("timeout")
+        else:  # its record is gone too: the wait starts over, with its timeout
+            checkpoint = None
+            raw = self._redis.hget(self._wait_key(job_id), "timeout")
+            value = await cast("Awaitable[bytes | None]", raw)
+            timeout = None if value is None else float(value)
+        first = {"timeout": timeout} if checkpoint is None else {}
+        saq_job, _ = self._link(job_id, step, checkpoint, 0.0, **first)
+        done = await self._mend_script(
+            keys=[self._wait_key(job_id), *self._saq_keys(link_key)],
+            args=[self.queue.serialize(saq_job), 0, step],
+        )
+        if done:
+            logger.warning(
+                "job %s: its next poll was lost from the queue; enqueued it again%s",
+                job_id,
+                "" if checkpoint is not None else " (from the start: its checkpoint was lost too)",
+            )
+        return int(done)
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
         """The user's functions, the outcome one wrapped so that a call that returned is not
@@ -627,7 +747,7 @@ class SaqWaits:
 
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
         policy = self.policy
-        doubling = min(policy.initial * policy.factor**streak, policy.max_interval)
+        doubling = min(policy.initial * 2.0**streak, policy.max_interval)
         pause = policy.retry_delay(doubling, getattr(error, "retry_after", None))
         if await self._throttle(keys=[self._pause_key], args=[gen, time.time() + pause]):
             logger.info("%s; every worker's polls pause for %.1f s", error, pause)

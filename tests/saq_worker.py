@@ -42,6 +42,7 @@ def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits
         policy=TEST_POLICY,
         poll_timeout=poll_timeout,
         outcome_timeout=poll_timeout,
+        mend_interval=2.0,
     )
 
 

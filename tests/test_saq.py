@@ -13,6 +13,7 @@ import uuid
 from asyncio.subprocess import PIPE
 from collections import Counter
 from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,19 @@ if not os.environ.get("CI"):
 
 from saq_worker import make_waits
 
-from jobpoll import JobResult
-from jobpoll.saq import load_result
+from jobpoll import (
+    DecodeError,
+    Job,
+    JobFailedError,
+    JobPollError,
+    JobResult,
+    JobStatus,
+    NotFound,
+    ServiceUnavailable,
+    TransportError,
+    WaitTimeout,
+)
+from jobpoll.saq import load_result, result_to_json
 from jobpoll.testing import FakeJobsService, HttpError, Slow
 
 pytestmark = pytest.mark.timeout(120)
@@ -308,3 +320,91 @@ async def test_the_example_app_runs_as_the_readme_says(
     assert printed == sorted([f"{ok} ok", f"{failed} job {failed!r} ended FAILED at 100%"])
     ended = [line for line in worker_out.decode().splitlines() if line.startswith("ended:")]
     assert sorted(ended) == sorted(f"ended: {line}" for line in printed)
+
+
+def _job(status: str = "FAILED") -> Job:
+    return Job(
+        id="35f23c03-1c22-45fe-9484-3ffe769325de",
+        created_at=datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC),
+        user="someone",
+        progress=40,
+        status=JobStatus.parse(status),
+        raw_status=status,
+    )
+
+
+@pytest.mark.parametrize(
+    "error",
+    [
+        pytest.param(None, id="ok"),
+        pytest.param(JobFailedError(_job()), id="failed"),
+        pytest.param(
+            WaitTimeout(
+                "35f23c03-1c22-45fe-9484-3ffe769325de",
+                timeout=60.0,
+                job=_job("RUNNING"),
+                last_error=ServiceUnavailable(503, retry_after=7.0),
+            ),
+            id="timeout",
+        ),
+        pytest.param(NotFound(404, job_id="x", message="no such job"), id="not-found"),
+        pytest.param(TransportError("reset", reached=True), id="transport"),
+        pytest.param(DecodeError("bad", field="progress", snippet="{}"), id="decode"),
+    ],
+)
+def test_results_travel_as_json(error: JobPollError | None) -> None:
+    """A `JobResult` through JSON comes back equal in what it says: job, error class,
+    message and attributes."""
+    result = JobResult("35f23c03-1c22-45fe-9484-3ffe769325de", _job("RUNNING"), error)
+    back = load_result(json.loads(json.dumps(result_to_json(result, polls=3))))
+    assert back.job_id == result.job_id
+    assert back.job == result.job
+    assert back.ok == result.ok
+    if error is not None:
+        assert type(back.error) is type(error)
+        assert str(back.error) == str(error)
+        assert back.error is not None
+        for name, value in vars(error).items():
+            got = getattr(back.error, name)
+            if isinstance(value, JobPollError):
+                assert type(got) is type(value)
+                assert str(got) == str(value)
+            else:
+                assert got == value
+
+
+# What a sweep killed half-way leaves: the link out of SAQ's queue, and nobody to put it back.
+# Only a link still scheduled (score > 0) is taken, so no worker holds it.
+_LOSE_SCHEDULED_LINK = """
+local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
+if not score or tonumber(score) <= 0 then return 0 end
+redis.call('ZREM', KEYS[1], KEYS[2])
+return 1
+"""
+
+
+async def test_a_link_lost_by_the_queue_is_mended(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A wait whose next link vanished from SAQ's queue (its sweep killed between taking a dead
+    worker's job out and putting it back) is enqueued again by the workers, and ends."""
+    job_id = service.add_job(duration=4.0, final_status="FINISHED")
+    async with fleet_of(redis_url, service, 1) as fleet:
+        queue = fleet.waits.queue
+        lose = queue.redis.register_script(_LOSE_SCHEDULED_LINK)
+        assert await fleet.waits.submit([job_id]) == [True]
+        lost = False
+
+        async def lose_one() -> bool:
+            nonlocal lost
+            step = await queue.redis.hget(f"jobpoll:{fleet.queue_name}:wait:{job_id}", "step")
+            if step is None:
+                return False
+            link = queue.job_id(f"jobpoll:{job_id}:{step.decode()}")
+            lost = bool(await lose(keys=[queue.namespace("incomplete"), link]))
+            return lost
+
+        await eventually(lose_one, "a scheduled link to lose")
+        result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
+        assert result.ok
+        assert await fleet.waits.delivered() == 1
