@@ -35,7 +35,9 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
     await redis.hsetnx(f"bench:{name}:outcomes", result["job_id"], json.dumps(result))
 
 
-def make_waits(redis_url: str, queue_name: str, policy: str) -> SaqWaits:
+def make_waits(
+    redis_url: str, queue_name: str, policy: str, mend_interval: float = 60.0
+) -> SaqWaits:
     queue = Queue.from_url(redis_url, name=queue_name)
     return SaqWaits(
         queue,
@@ -43,7 +45,7 @@ def make_waits(redis_url: str, queue_name: str, policy: str) -> SaqWaits:
         policy=POLICIES[policy],
         poll_timeout=10.0,
         outcome_timeout=10.0,
-        mend_interval=5.0,
+        mend_interval=mend_interval,
     )
 
 
@@ -56,9 +58,10 @@ async def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--policy", choices=sorted(POLICIES), required=True)
     parser.add_argument("--concurrency", type=int, default=50)
+    parser.add_argument("--mend-interval", type=float, default=60.0)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
-    waits = make_waits(arguments.redis, arguments.queue, arguments.policy)
+    waits = make_waits(arguments.redis, arguments.queue, arguments.policy, arguments.mend_interval)
     queue = waits.queue
 
     def client() -> JobsClient:

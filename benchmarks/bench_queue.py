@@ -18,7 +18,8 @@ parts, each on an empty Redis:
 2. Memory: `--idle` waits polled once, then due again in ten minutes: each is a scheduled
    link in Redis. `INFO memory`'s `used_memory_dataset` before and after, per waiting job
    (the total, `used_memory`, swings by megabytes with the clients' buffers).
-3. Kills: `--kill-jobs` jobs of 1 to 5 s (a fifth FAILED) on three workers of concurrency 4;
+3. Kills: `--kill-jobs` jobs of 1 to 5 s (a fifth FAILED) on three workers of concurrency 4
+   (mending every 5 s);
    every 3 s the benchmark kills one worker with SIGKILL and starts another, `--kills` times;
    then it waits for every outcome. Lost: ids with no outcome. Duplicated: outcomes enqueued
    to the outcome function more than once. Both must be 0: the exit status is 1 otherwise.
@@ -89,9 +90,16 @@ class Workers:
     """SAQ worker processes of one queue."""
 
     def __init__(
-        self, redis_url: str, queue: str, service: FakeJobsService, policy: str, concurrency: int
+        self,
+        redis_url: str,
+        queue: str,
+        service: FakeJobsService,
+        policy: str,
+        concurrency: int,
+        mend_interval: float = 60.0,
     ) -> None:
         self.args = (redis_url, queue, service.base_url, service.api_key, policy, concurrency)
+        self.mend_interval = mend_interval
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.started = 0
 
@@ -102,6 +110,7 @@ class Workers:
         command = [sys.executable, str(WORKER), "--redis", redis_url, "--queue", queue]
         command += ["--base-url", base_url, "--api-key", api_key, "--name", name]
         command += ["--policy", policy, "--concurrency", str(concurrency)]
+        command += ["--mend-interval", str(self.mend_interval)]
         self.processes[name] = subprocess.Popen(command)
         return name
 
@@ -245,7 +254,8 @@ async def kills(
 ) -> dict[str, float]:
     await redis.flushdb()
     queue = "kill" + uuid.uuid4().hex[:6]
-    workers = Workers(redis_url, queue, service, "fast", 4)
+    # Mending every 5 s, so that a link lost by a sweep cut short is back soon.
+    workers = Workers(redis_url, queue, service, "fast", 4, mend_interval=5.0)
     waits = make_waits(redis_url, queue, "fast")
     rng = random.Random(1)
     ids = [

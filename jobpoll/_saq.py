@@ -17,6 +17,7 @@ What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:
   `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, as in
   `wait_for_jobs`.
 - `delivered`, a counter of outcomes handed to the user's function.
+- `suspects` and `mending`: the mending of waits whose next link SAQ lost (see `mend`).
 
 Each link carries the wait's checkpoint (`JobWait.checkpoint()`) in its SAQ kwargs and resumes
 it with `wait_for_job(..., resume=checkpoint)`: the schedule goes on across links and workers
