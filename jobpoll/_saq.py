@@ -8,7 +8,8 @@ the poll it was making (SAQ's sweep runs that link again on another worker).
 What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:`):
 
 - `wait:<job id>`, a small hash: `step`, the number of the link that is live, while the job is
-  waited for; `result`, the outcome as JSON, once it is over (kept `outcome_ttl` seconds).
+  waited for (and `timeout`, the wait's, if it has one); `result`, the outcome as JSON, once
+  it is over, and `delivered` once the outcome function returned (kept `outcome_ttl` seconds).
   The hand-over from one link to the next, and from the last link to the outcome, is one Lua
   script that checks `step` and enqueues the next SAQ job in the same atomic step: a link run
   twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
