@@ -255,6 +255,8 @@ async def test_one_chain_per_job_however_often_submitted(
         assert result.ok
         assert result.job is not None
         assert result.job.succeeded
+        # result() has the outcome once it is decided; job_ended may run a moment later.
+        await eventually(lambda: _at_least(fleet, 1), "the outcome function's call")
         stored = (await fleet.outcomes())[job_id]
         assert stored["polls"] == service.request_count(job_id)  # one chain's polls, no more
         assert await fleet.waits.delivered() == 1
@@ -263,7 +265,7 @@ async def test_one_chain_per_job_however_often_submitted(
 async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
     """503s answered to the polls of a few jobs pause the polls of every job on every worker,
     through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
-    job_ids = [service.add_job(duration=8.0, final_status="FINISHED") for _ in range(60)]
+    job_ids = [service.add_job(duration=6.0, final_status="FINISHED") for _ in range(60)]
     async with fleet_of(redis_url, service, 3) as fleet:
         assert all(await fleet.waits.submit(job_ids))
         await eventually(
@@ -383,9 +385,7 @@ return 1
 """
 
 
-async def test_a_link_lost_by_the_queue_is_mended(
-    redis_url: str, service: FakeJobsService
-) -> None:
+async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJobsService) -> None:
     """A wait whose next link vanished from SAQ's queue (its sweep killed between taking a dead
     worker's job out and putting it back) is enqueued again by the workers, and ends."""
     job_id = service.add_job(duration=4.0, final_status="FINISHED")
