@@ -62,6 +62,15 @@ async def main() -> None:
     queue = waits.queue
     steps_key = f"test:{queue.name}:steps:{arguments.name}"
 
+    async def note_poller(ctx: dict[str, Any]) -> None:
+        # Which worker polls which job now, for a test that kills the one making a poll
+        # (SAQ's own record of the link may be rewritten by its sweep meanwhile).
+        job = ctx.get("job")
+        if job is not None and job.function == POLL_FUNCTION and job.kwargs:
+            await queue.redis.hset(
+                f"test:{queue.name}:polling", job.kwargs["job_id"], arguments.name
+            )
+
     async def count_step(ctx: dict[str, Any]) -> None:
         job = ctx.get("job")
         if job is not None and job.function == POLL_FUNCTION and isinstance(job.result, str):
@@ -80,6 +89,7 @@ async def main() -> None:
         functions=[record_outcome],
         id=arguments.name,
         concurrency=arguments.concurrency,
+        before_process=note_poller,
         after_process=count_step,
         timers={"schedule": 1, "sweep": 1, "abort": 1, "worker_info": 5},
     )

@@ -214,14 +214,10 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
 
 
 async def _worker_of(fleet: Fleet, job_id: str) -> str:
-    """The worker running the link of `job_id` now (from SAQ's own records in Redis)."""
-    queue = fleet.waits.queue
-    for key in await queue.redis.lrange(queue.namespace("active"), 0, -1):
-        job = queue.deserialize(await queue.redis.get(key))
-        if job is not None and job.kwargs and job.kwargs.get("job_id") == job_id:
-            assert job.worker_id is not None
-            return job.worker_id
-    raise AssertionError(f"no link of {job_id} is active")
+    """The worker that took up the last link of `job_id` (each notes it before it polls)."""
+    name = await fleet.redis.hget(f"test:{fleet.queue_name}:polling", job_id)
+    assert name is not None
+    return str(name.decode())
 
 
 async def _at_least(fleet: Fleet, count: int) -> bool:
