@@ -72,8 +72,8 @@ class Fleet:
         self.waits = make_waits(redis_url, self.queue_name, poll_timeout)
         self.redis = self.waits.queue.redis
 
-    def start(self, count: int) -> None:
-        for index in range(count):
+    def start(self, count: int, api_key: str | None = None, concurrency: int | None = None) -> None:
+        for index in range(len(self.processes), len(self.processes) + count):
             self.processes.append(
                 subprocess.Popen(
                     [
@@ -86,13 +86,13 @@ class Fleet:
                         "--base-url",
                         self.service.base_url,
                         "--api-key",
-                        self.service.api_key,
+                        api_key or self.service.api_key,
                         "--name",
                         f"w{index}",
                         "--poll-timeout",
                         str(self.poll_timeout),
                         "--concurrency",
-                        str(self.concurrency),
+                        str(concurrency or self.concurrency),
                     ],
                 )
             )
@@ -404,3 +404,28 @@ async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJ
         result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
         assert result.ok
         assert await fleet.waits.delivered() == 1
+
+
+async def test_a_worker_with_a_wrong_key_ends_no_wait(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A worker whose key is refused (401) hands its waits on unpolled instead of ending them
+    with an `Unauthorized` outcome; a worker with the right key then sees them end."""
+    job_id = service.add_job(duration=1.0, final_status="FINISHED")
+    async with fleet_of(redis_url, service, 0) as fleet:
+        # One link at a time: Redis hands queued links to the longest-waiting worker first.
+        fleet.start(1, api_key="fake-wrong", concurrency=1)
+        await fleet.ready()
+        assert await fleet.waits.submit([job_id]) == [True]
+        await eventually(
+            lambda: _steps_at_least(fleet, "w0", "held", 2), "the wait held twice, unpolled"
+        )
+        assert await fleet.outcomes() == {}
+        fleet.start(1)
+        await fleet.ready()
+        result = await asyncio.wait_for(fleet.waits.result(job_id), 90)
+    assert result.ok
+
+
+async def _steps_at_least(fleet: Fleet, name: str, kind: str, count: int) -> bool:
+    return (await fleet.steps(name)).get(kind, 0) >= count
