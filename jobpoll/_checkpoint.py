@@ -21,6 +21,7 @@ restart.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
@@ -41,11 +42,14 @@ __all__ = [
     "FanoutCheckpoint",
     "JobCheckpoint",
     "JobState",
+    "PaceState",
     "Timebase",
     "dump",
     "load_fanout",
     "load_job",
+    "load_pace",
     "restore_tracker",
+    "save_pace",
     "save_tracker",
 ]
 
@@ -91,7 +95,7 @@ def _timeout(
         raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
 
 
-@attrs.frozen(kw_only=True)
+@attrs.frozen
 class PaceState:
     """A `Pace`'s numbers: each slot by its name without the underscore. Times (`start`,
     `phase` and the names ending in `_t`) are seconds relative to the checkpoint's
@@ -125,6 +129,9 @@ _PACE_TIMES = frozenset(
     {"start", "phase", "win_t", "mid_t", "last_t", "seen_t", "before_t", "prev_t", "first_t"}
 )
 _PACE_FIELDS = tuple(a.name for a in attrs.fields(PaceState))
+#: A pace's numbers in the order of `PaceState`'s fields, in one call; which are times.
+_read_pace = operator.attrgetter(*("_" + name for name in _PACE_FIELDS))
+_IS_TIME = tuple(name in _PACE_TIMES for name in _PACE_FIELDS)
 
 
 @attrs.frozen(kw_only=True)
@@ -310,11 +317,7 @@ def load_job(data: object, job_id: str) -> JobCheckpoint:
         raise CheckpointError(
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
-    checkpoint = _load(data, JobCheckpoint, "wait_for_job")
-    if checkpoint.job_id != job_id:
-        raise CheckpointError(
-            f"the checkpoint is of job {checkpoint.job_id!r:.80}, not of {job_id!r:.80}"
-        )
+    checkpoint = _load(data, JobCheckpoint, "wait_for_job")  # of this job: checked above
     _check_clocks(checkpoint.timeout, checkpoint.deadline)
     return checkpoint
 
@@ -377,20 +380,21 @@ class Timebase:
         """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs)."""
         return round(moment - self.now, 6)
 
-    def from_relative(self, seconds: float) -> float:
-        """Seconds after `taken_at` on this process's clock."""
-        return self.from_utc(self.taken_at) + seconds
-
 
 def save_pace(pace: Pace, base: Timebase) -> PaceState:
-    values: dict[str, Any] = {}
-    for name in _PACE_FIELDS:
-        value = getattr(pace, "_" + name)
-        values[name] = base.relative(value) if name in _PACE_TIMES else value
-    return PaceState(**values)
+    """A `Pace`'s numbers, its times made relative to the checkpoint's `taken_at`."""
+    now = base.now
+    return PaceState(
+        *[
+            round(value - now, 6) if is_time else value  # as `Timebase.relative`
+            for value, is_time in zip(_read_pace(pace), _IS_TIME, strict=True)
+        ]
+    )
 
 
 def load_pace(state: PaceState, policy: PollPolicy, base: Timebase) -> Pace:
+    """A `Pace` of `policy` holding a checkpoint's numbers, its times on this process's
+    clock: shifted by one offset, so its schedule (which uses differences) is the same."""
     pace = policy.pace()
     origin = base.from_utc(base.taken_at)
     for name in _PACE_FIELDS:

@@ -4,17 +4,19 @@ and a checkpoint that is not one is a `CheckpointError`, never a silent restart.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import json
 import random
 import sys
+from collections.abc import AsyncIterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 from support import until
 
@@ -24,13 +26,14 @@ from jobpoll import (
     JobFailedError,
     JobResult,
     JobsClient,
+    JobsWait,
     PollPolicy,
     wait_for_job,
     wait_for_jobs,
 )
 from jobpoll._checkpoint import _PACE_FIELDS
 from jobpoll._policy import Pace
-from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -246,6 +249,9 @@ DELETE = object()
         pytest.param("pace.start", float("nan"), "start", id="pace-nan"),
         pytest.param("pace.last_p", 101, "last_p", id="pace-progress"),
         pytest.param("taken_at", None, "taken_at", id="no-taken-at"),
+        pytest.param("pace.fell_from", -0.5, "fell_from", id="pace-negative-rate"),
+        pytest.param("deadline", "9999-01-01T00:00:00Z", "out of any", id="time-out-of-reach"),
+        pytest.param("pace", None, "pace: missing", id="polled-without-pace"),
     ],
 )
 async def test_bad_checkpoint(
@@ -516,6 +522,19 @@ async def test_fanout_pause_and_window_are_resumed(
     assert clock() - start >= 120
 
 
+#: A job's state in a fan-out's checkpoint, for tests to alter.
+EMPTY_STATE = {
+    "job_id": "a",
+    "polls": 0,
+    "failures": 0,
+    "job": None,
+    "started_at": 0.0,
+    "changed_at": 0.0,
+    "next_poll_at": None,
+    "pace": None,
+}
+
+
 async def stand_still(_seconds: float) -> None:
     """A policy's sleep that never ends in a test: time moves only when the test says so."""
     await asyncio.sleep(3600)
@@ -531,6 +550,7 @@ async def stand_still(_seconds: float) -> None:
         pytest.param({"unstarted": "abc"}, "unstarted", id="unstarted-string"),
         pytest.param({"jobs": {}}, "jobs", id="jobs-object"),
         pytest.param({"pause_until": "soon"}, "pause_until", id="pause-no-time"),
+        pytest.param({"jobs": [{**EMPTY_STATE, "job_id": ""}]}, "empty", id="job-id-empty"),
     ],
 )
 async def test_bad_fanout_checkpoint(
@@ -599,3 +619,153 @@ async def test_fanout_resume_in_a_fresh_process(tmp_path: Path) -> None:
         assert outcome[job_id] == alone["outcome"][twin]
         assert requests[job_id] <= requests[twin] + 1
     assert second["polls"] <= alone["polls"] + 25
+
+
+@settings(max_examples=40)
+@given(
+    stops=st.lists(st.tuples(st.integers(0, 40), st.booleans()), min_size=1, max_size=5),
+    from_source=st.booleans(),
+)
+def test_fanout_stopped_and_resumed_at_random(
+    stops: list[tuple[int, bool]], from_source: bool
+) -> None:
+    """A worker stopped at any moment (a poll, a pause, the cleanup of an earlier stop),
+    checkpointing on its way out and resumed from the JSON by a new fan-out, reports every
+    distinct id exactly once over all its runs, each with its right outcome."""
+    asyncio.run(_stopped_at_random(stops, from_source))
+
+
+async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -> None:
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        expected: dict[str, str] = {}
+        for number in range(12):
+            final = ("FINISHED", "FAILED", "CANCELED")[number % 3]
+            expected[service.add_job(duration=5 * number, final_status=final)] = final
+        expected["missing-job"] = "NotFound"
+        service.inject(HttpError(503), times=3)
+        service.inject(Slow(0.002), times=None)  # polls stay in flight for a moment
+        policy = policy_of(clock, max_failures=100)
+        ids = [*expected, *expected][:20]  # duplicates too
+
+        given = 0 if from_source else len(ids)  # how many ids the source has given
+
+        async def source() -> AsyncIterator[str]:
+            nonlocal given
+            for job_id in ids:
+                given += 1
+                yield job_id
+                await asyncio.sleep(0)
+
+        seen: list[JobResult] = []
+        saved: dict[str, Any] | None = None
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            for ticks, twice in stops:
+                if saved is None:
+                    first: Any = source() if from_source else ids
+                    fanout = wait_for_jobs(client, first, policy=policy, max_in_flight=4)
+                else:
+                    # The source is the worker's: the ids it has not given yet go to the
+                    # resumed fan-out (once: from then on they are in the checkpoints).
+                    rest, given = ids[given:], len(ids)
+                    fanout = wait_for_jobs(
+                        client, rest, policy=policy, max_in_flight=4, resume=saved
+                    )
+
+                async def consume(fanout: JobsWait = fanout) -> None:
+                    async for result in fanout:
+                        seen.append(result)
+
+                task = asyncio.ensure_future(consume())
+                for _ in range(ticks):
+                    await asyncio.sleep(0)
+                task.cancel()
+                if twice:
+                    await asyncio.sleep(0)
+                    task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                await fanout.aclose()  # the process ends
+            last = wait_for_jobs(client, ids[given:], policy=policy, resume=saved)
+            async with last:
+                seen.extend([result async for result in last])
+        assert sorted(result.job_id for result in seen) == sorted(expected)
+        for result in seen:
+            outcome = type(result.error).__name__ if result.error else "FINISHED"
+            if result.job is not None and result.job.failed:
+                outcome = result.job.raw_status
+            assert outcome == expected[result.job_id], result
+
+
+def _fanout_saved_for_hypothesis() -> dict[str, Any]:
+    async def make() -> dict[str, Any]:
+        clock = VirtualClock()
+        async with (
+            FakeJobsService(clock=clock) as service,
+            JobsClient(service.api_key, base_url=service.base_url) as client,
+        ):
+            ids = [service.add_job(duration=60 * i) for i in range(4)]
+            fanout = wait_for_jobs(client, ids, policy=policy_of(clock), timeout=7200)
+            async with fanout:
+                await anext(fanout)
+                fanout.add(["not-set-up-yet"])
+                saved: dict[str, Any] = json.loads(json.dumps(fanout.checkpoint()))
+            return saved
+
+    return asyncio.run(make())
+
+
+FANOUT_SAVED_FOR_HYPOTHESIS = _fanout_saved_for_hypothesis()
+
+
+def fanout_leaves(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+    if isinstance(data, dict):
+        return [p for key, value in data.items() for p in fanout_leaves(value, (*prefix, key))]
+    if isinstance(data, list):
+        return [p for i, value in enumerate(data) for p in fanout_leaves(value, (*prefix, i))]
+    return [prefix]
+
+
+@given(data=st.data())
+def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
+    """Any one value of a fan-out's checkpoint replaced by any JSON value (or removed) gives
+    a `CheckpointError`, or a fan-out that resumes and checkpoints again."""
+    base = FANOUT_SAVED_FOR_HYPOTHESIS
+    path = data.draw(st.sampled_from(fanout_leaves(base)))
+    mutated = copy.deepcopy(base)
+    target = mutated
+    for key in path[:-1]:
+        target = target[key]
+    if isinstance(target, dict) and data.draw(st.booleans()):
+        del target[path[-1]]
+    else:
+        target[path[-1]] = data.draw(JSON_VALUES)
+    policy = policy_of(VirtualClock())
+    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    try:
+        fanout = wait_for_jobs(client, [], policy=policy, resume=mutated)
+    except CheckpointError:
+        return
+    again = json.loads(json.dumps(fanout.checkpoint()))
+    wait_for_jobs(client, [], policy=policy, resume=again)
+
+
+async def test_fanout_checkpoint_after_leaving_async_with(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out left by `async with` (cancelled, say) still checkpoints every job it had not
+    handed out, polls that were in flight included."""
+    ids = [service.add_job(duration=600 + i) for i in range(6)]
+    service.inject(Slow(0.05), times=None)  # polls stay in flight for a moment
+    async with wait_for_jobs(client, ids, policy=policy_of(clock)) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.in_flight > 0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    saved = fanout.checkpoint()
+    assert {state["job_id"] for state in saved["jobs"]} == set(ids)
+    service.clear_faults()
+    results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
+    assert [result.job_id for result in results] == ids

@@ -13,8 +13,8 @@ import pytest
 from support import no_other_tasks, until
 
 from jobpoll import InvalidJobId, JobResult, JobsClient, JobsWait, PollPolicy, wait_for_jobs
-from jobpoll._fanout import _SLICE
-from jobpoll.testing import FakeJobsService, VirtualClock
+from jobpoll._fanout import _BACKLOG, _SLICE
+from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
 
 @pytest.fixture
@@ -281,3 +281,86 @@ async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) ->
     assert 0 < read <= 12 * _SLICE
     await fanout.aclose()
     assert no_other_tasks()
+
+
+async def test_reader_cancelled_by_someone_else(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A shutdown that cancels the task reading the source (every task, say) is raised from
+    the iteration as a `RuntimeError` saying so; the jobs read stay pending."""
+    first = service.add_job(duration=600)
+    never = asyncio.Event()
+
+    async def source() -> AsyncIterator[str]:
+        yield first
+        await never.wait()
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout.polls > 0)
+        reader = fanout._reader
+        assert reader is not None
+        reader.cancel()
+        with pytest.raises(RuntimeError, match="reading job_ids was cancelled"):
+            await consumer
+        results = [result async for result in fanout]
+    assert [result.job_id for result in results] == [first]
+
+
+async def test_ids_added_after_the_deadline_time_out_unpolled(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy, clock: VirtualClock
+) -> None:
+    """Ids that come later share the fan-out's deadline: past it, they are reported with a
+    `WaitTimeout` without a poll."""
+    first = service.add_job(duration=0)
+    late = service.add_job(duration=0)
+    async with wait_for_jobs(client, [first], policy=policy, timeout=60) as fanout:
+        assert (await anext(fanout)).ok
+        clock.advance(61)
+        fanout.add([late])
+        result = await anext(fanout)
+    assert result.job_id == late
+    assert isinstance(result.error, TimeoutError)
+    assert service.request_count(late) == 0
+
+
+async def test_a_source_longer_than_the_backlog_is_read_to_its_end(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A source of more ids than may wait to be set up is read as they are set up, to its
+    end, each id once."""
+    total = _BACKLOG + 3 * _SLICE
+    service.inject(Slow(60), times=None)  # polls stay out: only the intake moves
+
+    async def source() -> AsyncIterator[str]:
+        for number in range(total):
+            yield f"job-{number}"
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout._taken == total and not fanout._source_open, step=0)
+        consumer.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await consumer
+    assert fanout.total == total
+    saved = fanout.checkpoint()
+    assert len(saved["jobs"]) + len(saved["unstarted"]) == total
+
+
+async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """An id from a source that could never be sent is reported, not checkpointed: there
+    is nothing to wait for."""
+    good = service.add_job(duration=600)
+
+    async def source() -> AsyncIterator[str]:
+        yield "bad\tid"
+        yield good
+
+    async with wait_for_jobs(client, source(), policy=policy) as fanout:
+        consumer = asyncio.create_task(anext(fanout))
+        await until(lambda: fanout._taken == 2)
+        saved = fanout.checkpoint()
+        assert (await consumer).job_id == "bad\tid"
+    assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
