@@ -36,7 +36,7 @@ from jobpoll import (
     TransportError,
     WaitTimeout,
 )
-from jobpoll.saq import load_result, result_to_json
+from jobpoll.saq import SaqWaits, load_result, result_to_json
 from jobpoll.testing import FakeJobsService, HttpError, Slow
 
 pytestmark = pytest.mark.timeout(120)
@@ -220,6 +220,19 @@ async def _worker_of(fleet: Fleet, job_id: str) -> str:
     return str(name.decode())
 
 
+async def _progress_in_meta(fleet: Fleet, job_id: str) -> bool:
+    """The live link's SAQ record shows the job's status and progress."""
+    queue = fleet.waits.queue
+    step = await queue.redis.hget(f"jobpoll:{fleet.queue_name}:wait:{job_id}", "step")
+    link = None if step is None else await queue.job(f"jobpoll:{job_id}:{step.decode()}")
+    return (
+        link is not None
+        and link.meta.get("status") == "RUNNING"
+        and link.meta.get("progress") == round(link.progress * 100)
+        and link.meta.get("polls", 0) >= 1
+    )
+
+
 async def _at_least(fleet: Fleet, count: int) -> bool:
     return int(await fleet.redis.hlen(f"test:{fleet.queue_name}:outcomes")) >= count
 
@@ -240,6 +253,7 @@ async def test_one_chain_per_job_however_often_submitted(
             started = await asyncio.gather(*(w.submit([job_id]) for w in submitters))
             assert sorted(flag for (flag,) in started) == [False, False, True]
             await eventually(lambda: service.request_count(job_id) >= 1, "the first poll")
+            await eventually(lambda: _progress_in_meta(fleet, job_id), "progress in SAQ's meta")
             assert await fleet.waits.submit([job_id, job_id]) == [False, False]
             async with asyncio.timeout(60):
                 result = await submitters[1].result(job_id)
@@ -430,3 +444,29 @@ async def test_a_worker_with_a_wrong_key_ends_no_wait(
 
 async def _steps_at_least(fleet: Fleet, name: str, kind: str, count: int) -> bool:
     return (await fleet.steps(name)).get(kind, 0) >= count
+
+
+def test_settings_are_checked() -> None:
+    """A queue that is not on Redis, a timeout out of range, or an outcome function missing
+    from the worker's functions are refused at once."""
+    from saq import Queue
+
+    with pytest.raises(TypeError, match="RedisQueue"):
+        make_waits_for(object())
+    queue = Queue.from_url("redis://127.0.0.1:1", name="checks")
+    with pytest.raises(ValueError, match="poll_timeout"):
+        SaqWaits(queue, on_outcome=None, poll_timeout=0.5)
+    waits = SaqWaits(queue, on_outcome="job_ended")
+    with pytest.raises(ValueError, match="job_ended"):
+        waits.worker_settings(client=lambda: None, functions=[])
+
+    async def job_ended(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        pass
+
+    settings = waits.worker_settings(client=lambda: None, functions=[("job_ended", job_ended)])
+    names = [entry[0] for entry in settings["functions"]]
+    assert names == ["jobpoll.poll", "job_ended"]
+
+
+def make_waits_for(queue: Any) -> SaqWaits:
+    return SaqWaits(queue, on_outcome=None)
