@@ -275,15 +275,18 @@ async def test_one_chain_per_job_however_often_submitted(
 async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
     """503s answered to the polls of a few jobs pause the polls of every job on every worker,
     through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
-    job_ids = [service.add_job(duration=6.0, final_status="FINISHED") for _ in range(60)]
-    async with fleet_of(redis_url, service, 3) as fleet:
+    job_ids = [service.add_job(duration=5.0, final_status="FINISHED") for _ in range(60)]
+    # Redis hands the links due at each tick of SAQ's scheduler to the workers' waiting
+    # connections in the order they began to wait: with 4 each (12 in all) and dozens of
+    # links due at each tick, every worker takes some of every tick's links, the pause's too.
+    async with fleet_of(redis_url, service, 3, concurrency=4) as fleet:
         assert all(await fleet.waits.submit(job_ids))
         await eventually(
             lambda: all(service.request_count(job_id) >= 1 for job_id in job_ids),
             "each job polled once",
         )
         # Each 503 answered to a poll sent since the last pause began starts a pause.
-        for job_id in job_ids[:4]:
+        for job_id in job_ids[:3]:
             service.inject(HttpError(503, retry_after=2), job_id=job_id, times=1)
         await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", within=90)
         steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
@@ -294,7 +297,7 @@ async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJ
         assert counts.get("paused", 0) >= 1, (name, counts)  # its polls waited for the pause
     assert all(load_result(outcome).ok for outcome in outcomes.values())
     answered_503 = [request for request in service.recent_requests if request.http_status == 503]
-    assert 1 <= len(answered_503) <= 4
+    assert 1 <= len(answered_503) <= 3
 
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
