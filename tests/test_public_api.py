@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import importlib.metadata
+import subprocess
+import sys
+
+import pytest
 
 import jobpoll
 import jobpoll.testing
@@ -83,3 +87,14 @@ def test_errors_form_one_tree() -> None:
     ]
     assert len(errors) == 19
     assert all(issubclass(error, jobpoll.JobPollError) for error in errors)
+
+
+def test_saq_module_is_apart() -> None:
+    """`import jobpoll` loads neither saq nor redis; `jobpoll.saq` exports its few names."""
+    code = (
+        "import sys, jobpoll, jobpoll.testing;"
+        " assert not {'saq', 'redis'} & set(sys.modules), sorted(sys.modules)"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    saq = pytest.importorskip("jobpoll.saq", reason="the saq extra is not installed")
+    assert set(saq.__all__) == {"POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"}
