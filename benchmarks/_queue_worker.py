@@ -31,8 +31,8 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
     """The user's outcome function of the benchmark."""
     redis = ctx["worker"].queue.redis
     name = ctx["worker"].queue.name
-    await redis.rpush(f"bench:{name}:calls", result["job_id"])
-    await redis.hsetnx(f"bench:{name}:outcomes", result["job_id"], json.dumps(result))
+    await redis.rpush(f"bench:{name}:calls", result["jobId"])
+    await redis.hsetnx(f"bench:{name}:outcomes", result["jobId"], json.dumps(result))
 
 
 def make_waits(

@@ -47,7 +47,6 @@ from saq import Queue
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
-from jobpoll import _errors
 from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     JobFailedError,
@@ -57,10 +56,8 @@ from jobpoll._errors import (
     TransportError,
 )
 from jobpoll._fanout import JobResult
-from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._wait import JobWait, check_timeout, wait_for_job
-from jobpoll._wire import job_from_wire, job_to_wire
 
 __all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
 
@@ -173,54 +170,17 @@ def _epoch(iso: str | None) -> float | None:
 # --- results as JSON ----------------------------------------------------------------------------
 
 
-def _error_to_json(error: JobPollError) -> dict[str, Any]:
-    state: dict[str, Any] = {}
-    for name, value in vars(error).items():
-        if isinstance(value, Job):
-            state[name] = {"job": job_to_wire(value)}
-        elif isinstance(value, JobPollError):
-            state[name] = {"error": _error_to_json(value)}
-        elif value is None or isinstance(value, str | int | float | bool):
-            state[name] = value
-    return {"type": type(error).__name__, "message": str(error), "state": state}
-
-
-def _error_from_json(data: dict[str, Any]) -> JobPollError:
-    cls = getattr(_errors, str(data["type"]), None)
-    if not (isinstance(cls, type) and issubclass(cls, JobPollError)):
-        cls = JobPollError
-    state: dict[str, Any] = {}
-    for name, value in data["state"].items():
-        if isinstance(value, dict) and "job" in value:
-            state[name] = job_from_wire(value["job"])
-        elif isinstance(value, dict) and "error" in value:
-            state[name] = _error_from_json(value["error"])
-        else:
-            state[name] = value
-    return _errors._restore(cls, (data["message"],), state)
-
-
 def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, Any]:
-    """A `JobResult` as the JSON object the outcome function is enqueued with.
-
-    `{"job_id", "ok", "job" (the service's own JSON of the last snapshot, or null), "error"
-    (null, or {"type": class name, "message", "state": its attributes}), "polls"}`.
-    """
-    return {
-        "job_id": result.job_id,
-        "ok": result.ok,
-        "job": None if result.job is None else job_to_wire(result.job),
-        "error": None if result.error is None else _error_to_json(result.error),
-        "polls": polls,
-    }
+    """A `JobResult` as the JSON object the outcome function is enqueued with: what
+    `JobResult.to_dict()` writes (`jobId`, `job` in the service's JSON, `error` as its `type`,
+    `message` and `attributes`), plus `ok` and the number of `polls` the wait made."""
+    return {**result.to_dict(), "ok": result.ok, "polls": polls}
 
 
 def load_result(data: dict[str, Any]) -> JobResult:
     """The `JobResult` an outcome function was enqueued with (see `result_to_json`); its
     `error` is an instance of the same class, with the same message and attributes."""
-    job = None if data.get("job") is None else job_from_wire(data["job"])
-    error = None if data.get("error") is None else _error_from_json(data["error"])
-    return JobResult(str(data["job_id"]), job, error)
+    return JobResult.from_dict({key: data[key] for key in ("jobId", "job", "error")})
 
 
 # --- the queue --------------------------------------------------------------------------------
@@ -648,10 +608,10 @@ class SaqWaits:
 
     def _once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
-            wait_key = self._wait_key(str(result["job_id"]))
+            wait_key = self._wait_key(str(result["jobId"]))
             delivered = self._redis.hget(wait_key, "delivered")
             if await cast("Awaitable[bytes | None]", delivered) is not None:
-                logger.info("job %s: outcome already delivered, not again", result["job_id"])
+                logger.info("job %s: outcome already delivered, not again", result["jobId"])
                 return None
             value = function(ctx, result=result)
             if inspect.isawaitable(value):

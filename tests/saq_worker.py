@@ -30,8 +30,8 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
     redis = ctx["worker"].queue.redis
     name = ctx["worker"].queue.name
     job = ctx["job"]
-    await redis.rpush(f"test:{name}:calls", f"{result['job_id']} {job.attempts}")
-    await redis.hsetnx(f"test:{name}:outcomes", result["job_id"], json.dumps(result))
+    await redis.rpush(f"test:{name}:calls", f"{result['jobId']} {job.attempts}")
+    await redis.hsetnx(f"test:{name}:outcomes", result["jobId"], json.dumps(result))
 
 
 def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits:

@@ -16,7 +16,7 @@ waits = SaqWaits(queue, on_outcome="job_ended", policy=PollPolicy(), poll_timeou
 async def job_ended(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
     outcome: JobResult = load_result(result)
     again: dict[str, Any] = result_to_json(outcome, polls=3)
-    assert again["job_id"] == outcome.job_id
+    assert again["jobId"] == outcome.job_id
 
 
 settings: dict[str, Any] = waits.worker_settings(
