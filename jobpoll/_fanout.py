@@ -128,10 +128,11 @@ def wait_for_jobs(
     a time, yielding to the event loop in between, so a million ids never stall it.
 
     Nothing is sent until the wait is iterated or awaited. The first polls then go out at once,
-    `max_in_flight` at a time. When the server answers 429 or 503, every job's polls pause
+    `max_in_flight` at a time. When the server answers 429 or 503, the number of requests in
+    flight is halved, then grows back by one with each answer, and every job's polls pause
     together (for `Retry-After` when given, else for a pause that doubles from
-    `policy.initial` up to `policy.max_interval`), and the number of requests in flight is
-    halved, then grows back by one with each answer.
+    `policy.initial` up to `policy.max_interval`); a stray one (no `Retry-After`, after an
+    answer that was not throttled) only halves the window.
 
     Args:
         client: the client to poll with.
@@ -287,6 +288,12 @@ async def _read_source(fanout: weakref.ref[JobsWait], source: AsyncIterable[Any]
         owner._source_ended(None)
 
 
+def _throttled_reason(error: JobPollError) -> str:
+    if isinstance(error, (RateLimited, ServiceUnavailable)):
+        return f"the server answered {error.http_status}"
+    return "the server could not be connected to"
+
+
 def _fleet_pauses(policy: PollPolicy) -> Iterator[float]:
     """The pauses of the whole fleet after each throttled answer in a row: doubling from
     `policy.initial` to `policy.max_interval`."""
@@ -397,6 +404,9 @@ class JobsWait:
         self._window = max_in_flight  # lowered when the server throttles, then grown back
         self._resume_at = -math.inf  # no poll starts before this (the fleet's pause)
         self._paused = 0  # how many pauses have begun
+        # Whether the last answer to a poll sent since the last pause began was throttled: a
+        # throttled answer right after one that was not is taken for a stray one.
+        self._throttled_last = False
         self._pauses = _fleet_pauses(policy)
         self._started = False
         self._started_at = -math.inf  # when it started here: a resumed job's first contact
@@ -896,6 +906,7 @@ class JobsWait:
         """An answer after any pause: the server copes; grow the window back by one."""
         if entry.sent_after != self._paused:
             return  # sent before the last pause began: it says nothing of the server now
+        self._throttled_last = False
         if self._window < self._max_in_flight:
             self._window += 1
         if self._resume_at != -math.inf:  # the first answer after a pause: the storm is over
@@ -903,20 +914,30 @@ class JobsWait:
             self._pauses = _fleet_pauses(self._policy)
 
     def _throttled(self, entry: _Entry, error: JobPollError, now: float) -> None:
-        """The server asks us to slow down (429, 503), or cannot be connected to: pause
-        every job's polls, halve the window."""
+        """The server asks us to slow down (429, 503), or cannot be connected to: halve the
+        window, and pause every job's polls.
+
+        A stray throttled answer (no `Retry-After`, right after an answer that was not
+        throttled) only halves the window: a server that refuses a small share of requests
+        (a busy instance behind a balancer) would otherwise hold a large fan-out to one
+        window per pause. A second in a row, or one with `Retry-After`, pauses the fleet.
+        """
         if entry.sent_after != self._paused:
             return  # sent before the last pause began: the same storm, already paused for
+        retry_after = getattr(error, "retry_after", None)
+        stray, self._throttled_last = not self._throttled_last and retry_after is None, True
+        if stray and self._window > 1:
+            self._window //= 2
+            logger.info("%s; at most %d polls in flight", _throttled_reason(error), self._window)
+            return
         policy = self._policy
-        pause = policy.retry_delay(next(self._pauses), getattr(error, "retry_after", None))
+        pause = policy.retry_delay(next(self._pauses), retry_after)
         self._paused += 1
         self._resume_at = now + pause
         self._window = max(1, self._window // 2)
         logger.info(
             "%s; all polls pause for %.1f s, then at most %d in flight",
-            f"the server answered {error.http_status}"
-            if isinstance(error, (RateLimited, ServiceUnavailable))
-            else "the server could not be connected to",
+            _throttled_reason(error),
             pause,
             self._window,
         )
