@@ -279,6 +279,13 @@ class JobTable:
 #: Rows waiting for their next poll, in order of due time, then of row: one integer each.
 _ROW_BITS = 32
 _ROW_MASK = (1 << _ROW_BITS) - 1
+#: The key's due time for a due too far off for nanoseconds in a float (beyond about 1e299 s:
+#: a `Retry-After` obeyed up to a huge `max_retry_after`): after (or before) every other.
+_FAR_NS = 1 << 1100
+
+
+def _far_key(due: float, row: int) -> int:
+    return ((_FAR_NS if due > 0 else -_FAR_NS) << _ROW_BITS) | row
 
 
 class Queue:
@@ -303,13 +310,21 @@ class Queue:
 
     def push(self, due: float, row: int) -> None:
         self._dues[row] = due
-        heapq.heappush(self._heap, (round(due * 1e9) << _ROW_BITS) | row)
+        try:
+            key = (round(due * 1e9) << _ROW_BITS) | row
+        except OverflowError:
+            key = _far_key(due, row)
+        heapq.heappush(self._heap, key)
 
     def extend(self, rows: list[tuple[float, int]]) -> None:
         """Push many at once (a heap made in one go)."""
         for due, row in rows:
             self._dues[row] = due
-            self._heap.append((round(due * 1e9) << _ROW_BITS) | row)
+            try:
+                key = (round(due * 1e9) << _ROW_BITS) | row
+            except OverflowError:
+                key = _far_key(due, row)
+            self._heap.append(key)
         heapq.heapify(self._heap)
 
     def first_due(self) -> float:
