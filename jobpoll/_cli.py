@@ -417,12 +417,20 @@ async def _status(client: JobsClient, job_ids: list[str], as_json: bool) -> int:
                     return JobResult(job_id, None, exc)
 
         results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
+    failed = any(
+        (r.error is not None and not r.error.transient and not r.error.affects_all)
+        or (r.job is not None and r.job.failed)
+        for r in results
+    )
     for result in results:
         error = result.error
         if error is not None and (
             error.affects_all or (isinstance(error, TransportError) and error.never_answered)
         ):
-            raise _setup_failure(error)
+            failure = _setup_failure(error)
+            if failure.exit_code == EXIT_UNREACHABLE and failed:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+            raise failure
     if as_json:
         for result in results:
             line = {"event": "status"}
@@ -624,6 +632,8 @@ async def wait_with_view(
             raise
         except JobPollError as exc:
             failure = _setup_failure(exc)
+            if failure.exit_code == EXIT_UNREACHABLE and board.exit_code() == EXIT_FAILED:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
             code = failure.exit_code
         finally:
             ticker.cancel()
