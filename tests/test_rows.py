@@ -41,6 +41,13 @@ def outcome(job: Any, error: JobPollError | None) -> tuple[Any, ...]:
     )
 
 
+@pytest.fixture(params=[1000.0, 0.0, -5e5, 1e12])
+def clock(request: pytest.FixtureRequest) -> VirtualClock:
+    """Clocks that start at 0, below it (due times negative) and far from it."""
+    start: float = request.param
+    return VirtualClock(start)
+
+
 @pytest.mark.parametrize("wait_timeout", [None, 1500.0])
 async def test_fanout_polls_and_ends_as_each_job_alone(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock, wait_timeout: float | None
