@@ -297,3 +297,48 @@ async def test_status_of_a_failed_job_and_a_refused_key_is_1(
         await _status(client, [failed, refused], as_json=True)
     assert "the API refused the key" in str(raised.value)
     assert raised.value.exit_code == 1
+
+
+async def test_reading_the_times_left_makes_no_snapshot_per_job(
+    service: FakeJobsService,
+    client: JobsClient,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The view reads every waiting job's time left once a second: that reads each row's
+    schedule only, not its snapshot (a `Job` made per job, per second, three times the cost
+    of the read), and gives what a whole row's schedule gives."""
+    from jobpoll import _table
+
+    ids = [service.add_job(duration=100 + i) for i in range(20)]
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(7).random)
+    made = 0
+    real_job = _table.Job
+
+    def counted(**fields: object) -> Job:
+        nonlocal made
+        made += 1
+        return real_job(**fields)  # type: ignore[arg-type]
+
+    checked = 0
+
+    def read(job: Job) -> None:
+        nonlocal made, checked
+        if job.progress < 30:
+            return
+        table, now = fanout._table, policy.clock()
+        rows = [*(row for _due, row in fanout._queue), *fanout._running.values()]
+        whole = {}
+        for row in rows:
+            entry = table.load(row)
+            whole[entry._job_id] = entry._pace.time_left(now)
+        made = 0
+        with monkeypatch.context() as patch:
+            patch.setattr(_table, "Job", counted)
+            left = fanout._time_left()
+        assert (made, left) == (0, whole)
+        checked += 1
+
+    fanout = wait_for_jobs(client, ids, policy=policy, on_update=read)
+    assert all(result.ok for result in await fanout)
+    assert checked > 20
