@@ -327,12 +327,19 @@ def _make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
 
 def _read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
     """The ids from the arguments (`-`: standard input) and files, in that order, each
-    checked (`InvalidJobId` as a failure naming where it was: argument 3, line 7 of FILE)."""
-    found: list[tuple[str, str]] = []
+    checked (`InvalidJobId` as a failure naming where it was: argument 3, line 7 of FILE).
+
+    Each id is checked as it is read, and where it came from is said only for one that is
+    wrong: a file of a million ids costs the ids, not a description of each one's place.
+    """
+    ids: list[str] = []
     sources = [("argument", value) for value in arguments] + [("file", name) for name in files]
     for position, (kind, value) in enumerate(sources, 1):
         if kind == "argument" and value != "-":
-            found.append((f"argument {position}", value))
+            try:
+                ids.append(check_job_id(value))
+            except InvalidJobId as exc:
+                raise _Failure(f"argument {position}: {exc}") from None
             continue
         name = "standard input" if value == "-" else value
         try:
@@ -342,18 +349,16 @@ def _read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
             raise _Failure(f"cannot read ids from {name} ({exc.strerror or exc})") from None
         except UnicodeDecodeError:
             raise _Failure(f"cannot read ids from {name}: not UTF-8 text") from None
+        del raw
         for number, line in enumerate(text.splitlines(), 1):
             stripped = line.strip()
             if stripped and not stripped.startswith("#"):
-                found.append((f"line {number} of {name}", stripped))
-    if not found:
+                try:
+                    ids.append(check_job_id(stripped))
+                except InvalidJobId as exc:
+                    raise _Failure(f"line {number} of {name}: {exc}") from None
+    if not ids:
         raise _Failure("no job ids given: pass them as arguments, with -f FILE, or - for stdin")
-    ids: list[str] = []
-    for where, value in found:
-        try:
-            ids.append(check_job_id(value))
-        except InvalidJobId as exc:
-            raise _Failure(f"{where}: {exc}") from None
     return list(dict.fromkeys(ids))
 
 
@@ -417,12 +422,20 @@ async def _status(client: JobsClient, job_ids: list[str], as_json: bool) -> int:
                     return JobResult(job_id, None, exc)
 
         results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
+    failed = any(
+        (r.error is not None and not r.error.transient and not r.error.affects_all)
+        or (r.job is not None and r.job.failed)
+        for r in results
+    )
     for result in results:
         error = result.error
         if error is not None and (
             error.affects_all or (isinstance(error, TransportError) and error.never_answered)
         ):
-            raise _setup_failure(error)
+            failure = _setup_failure(error)
+            if failure.exit_code == EXIT_UNREACHABLE and failed:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+            raise failure
     if as_json:
         for result in results:
             line = {"event": "status"}
@@ -624,6 +637,8 @@ async def wait_with_view(
             raise
         except JobPollError as exc:
             failure = _setup_failure(exc)
+            if failure.exit_code == EXIT_UNREACHABLE and board.exit_code() == EXIT_FAILED:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
             code = failure.exit_code
         finally:
             ticker.cancel()

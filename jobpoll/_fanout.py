@@ -443,7 +443,7 @@ class JobsWait:
         table = self._table
         left: dict[str, float | None] = {}
         for row in [*(row for _due, row in self._queue), *self._running.values()]:
-            entry = table.load(row)
+            entry = table.load_pace(row)
             left[entry._job_id] = None if entry._pace is None else entry._pace.time_left(now)
         return left
 

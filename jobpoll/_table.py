@@ -76,6 +76,7 @@ class JobTable:
         "_jobs",
         "_load",
         "_load_counts",
+        "_load_pace",
         "_loaded",
         "_policy",
         "_save",
@@ -127,6 +128,9 @@ class JobTable:
         self._load, self._save = self._compile(floats, ints, pace_floats, pace_ints)
         # The counts only: what sending a poll (and timing a job out) reads and changes.
         self._load_counts, self._save_counts = self._compile(floats, ints, [], [])
+        # The schedule only (not the job's snapshot, which costs a `Job` to make): what a
+        # progress view reads of every waiting job, once a second.
+        self._load_pace = self._compile([], [], pace_floats, pace_ints, whole=False)[0]
 
     def _widen(self) -> None:
         """Widen the byte columns whose value in the tracker does not fit in a byte."""
@@ -139,7 +143,13 @@ class JobTable:
         self._recompile()
 
     def _compile(
-        self, floats: list[str], ints: list[str], pace_floats: list[str], pace_ints: list[str]
+        self,
+        floats: list[str],
+        ints: list[str],
+        pace_floats: list[str],
+        pace_ints: list[str],
+        *,
+        whole: bool = True,
     ) -> tuple[Callable[[int], None], Callable[[int], None]]:
         """Straight-line functions that copy a row into the tracker, and back: a loop over
         the slots with `setattr` would cost a few microseconds more per poll."""
@@ -147,8 +157,9 @@ class JobTable:
         columns = {names[n]: c for n, c in [*self._floats.items(), *self._ints.items()]}
         load = ["def load(row):", " t = tracker"]
         save = ["def save(row):", " t = tracker"]
-        load += [" t._job_id = ids[row]", " t._job = job_of(jobs[row])"]
-        load += [" t._last_error = errors.get(row)"]
+        load += [" t._job_id = ids[row]"]
+        if whole:
+            load += [" t._job = job_of(jobs[row])", " t._last_error = errors.get(row)"]
         if pace_floats or pace_ints:
             load += [" p = t._pace", " p._status = statuses[row]"]
             save += [" p = t._pace", " statuses[row] = p._status", " keep_job(row, t._job)"]
@@ -226,6 +237,11 @@ class JobTable:
             self._widen()
             self._save(row)
 
+    def load_pace(self, row: int) -> Any:
+        """The tracker with the row's id and schedule (its pace) only, to read, never save."""
+        self._load_pace(row)
+        return self.tracker
+
     def load_counts(self, row: int) -> Any:
         """The tracker with the row's counts and times only (not its pace): enough to send a
         poll or time the job out; `save_counts(row)` keeps them."""
@@ -279,6 +295,13 @@ class JobTable:
 #: Rows waiting for their next poll, in order of due time, then of row: one integer each.
 _ROW_BITS = 32
 _ROW_MASK = (1 << _ROW_BITS) - 1
+#: The key's due time for a due too far off for nanoseconds in a float (beyond about 1e299 s:
+#: a `Retry-After` obeyed up to a huge `max_retry_after`): after (or before) every other.
+_FAR_NS = 1 << 1100
+
+
+def _far_key(due: float, row: int) -> int:
+    return ((_FAR_NS if due > 0 else -_FAR_NS) << _ROW_BITS) | row
 
 
 class Queue:
@@ -303,13 +326,21 @@ class Queue:
 
     def push(self, due: float, row: int) -> None:
         self._dues[row] = due
-        heapq.heappush(self._heap, (round(due * 1e9) << _ROW_BITS) | row)
+        try:
+            key = (round(due * 1e9) << _ROW_BITS) | row
+        except OverflowError:
+            key = _far_key(due, row)
+        heapq.heappush(self._heap, key)
 
     def extend(self, rows: list[tuple[float, int]]) -> None:
         """Push many at once (a heap made in one go)."""
         for due, row in rows:
             self._dues[row] = due
-            self._heap.append((round(due * 1e9) << _ROW_BITS) | row)
+            try:
+                key = (round(due * 1e9) << _ROW_BITS) | row
+            except OverflowError:
+                key = _far_key(due, row)
+            self._heap.append(key)
         heapq.heapify(self._heap)
 
     def first_due(self) -> float:

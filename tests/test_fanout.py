@@ -600,3 +600,16 @@ def test_results_are_plain_values() -> None:
     assert JobResult("a", None).ok
     with pytest.raises(AttributeError):
         result.job_id = "b"  # type: ignore[misc]
+
+
+async def test_a_retry_after_beyond_nanoseconds_is_obeyed_as_alone(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A `Retry-After` of 1e300 s obeyed (a huge `max_retry_after`) queues the job that far
+    off, as `wait_for_job` would sleep, instead of failing on its due in nanoseconds."""
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, max_retry_after=1e300)
+    job_id, other = service.add_job(duration=10), service.add_job(duration=10)
+    service.inject(HttpError(503, retry_after="1e300"), job_id=job_id)
+    results = await wait_for_jobs(client, [job_id, other], policy=policy)
+    assert [result.ok for result in results] == [True, True]
+    assert service.request_count(job_id) == 2

@@ -25,7 +25,7 @@ from jobpoll import (
     wait_for_jobs,
 )
 from jobpoll._view import Board, JsonLines, LiveView, Summary, outcome_of
-from jobpoll.testing import FakeJobsService, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
 
@@ -253,3 +253,92 @@ def test_live_view_of_many_jobs() -> None:
     assert "recent changes" in screen
     assert "job-11  not found (HTTP 404)" in screen
     assert "... and 2 more (--json lists every outcome)" in screen
+
+
+async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
+    service: FakeJobsService, clock: VirtualClock
+) -> None:
+    """A failure (1) wins over the API refusing the key (4), as for the outcomes: a job that
+    failed before a refusal ended the wait decides the status; the refusal is still said."""
+    from jobpoll._cli import _Failure, wait_with_view
+
+    failed = service.add_job(duration=0, final_status="FAILED")
+    refused = service.add_job(duration=600)
+    service.inject(Slow(0), job_id=refused)  # its first answer is a job, then 401s
+    service.inject(HttpError(401), job_id=refused, times=None)
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, jitter=0)
+    out = io.StringIO()
+    # One connection: the polls go one at a time, the failed job's first.
+    client = JobsClient(service.api_key, base_url=service.base_url, max_connections=1)
+    with pytest.raises(_Failure) as raised:
+        await wait_with_view(
+            client,
+            [failed, refused],
+            policy,
+            lambda board: JsonLines(board, out, heartbeat=5.0),
+        )
+    assert "the API refused the key" in str(raised.value)
+    summary = json.loads(out.getvalue().splitlines()[-1])
+    assert summary["failed"] == 1
+    assert raised.value.exit_code == summary["exitCode"] == 1
+
+
+async def test_status_of_a_failed_job_and_a_refused_key_is_1(
+    service: FakeJobsService, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`jobpoll status`: a job read as failed decides over a refusal of the key."""
+    from jobpoll._cli import _Failure, _status
+
+    failed = service.add_job(duration=0, final_status="FAILED")
+    refused = service.add_job(duration=600)
+    service.inject(HttpError(401), job_id=refused, times=None)
+    client = JobsClient(service.api_key, base_url=service.base_url)
+    with pytest.raises(_Failure) as raised:
+        await _status(client, [failed, refused], as_json=True)
+    assert "the API refused the key" in str(raised.value)
+    assert raised.value.exit_code == 1
+
+
+async def test_reading_the_times_left_makes_no_snapshot_per_job(
+    service: FakeJobsService,
+    client: JobsClient,
+    clock: VirtualClock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The view reads every waiting job's time left once a second: that reads each row's
+    schedule only, not its snapshot (a `Job` made per job, per second, three times the cost
+    of the read), and gives what a whole row's schedule gives."""
+    from jobpoll import _table
+
+    ids = [service.add_job(duration=100 + i) for i in range(20)]
+    policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(7).random)
+    made = 0
+    real_job = _table.Job
+
+    def counted(**fields: object) -> Job:
+        nonlocal made
+        made += 1
+        return real_job(**fields)  # type: ignore[arg-type]
+
+    checked = 0
+
+    def read(job: Job) -> None:
+        nonlocal made, checked
+        if job.progress < 30:
+            return
+        table, now = fanout._table, policy.clock()
+        rows = [*(row for _due, row in fanout._queue), *fanout._running.values()]
+        whole = {}
+        for row in rows:
+            entry = table.load(row)
+            whole[entry._job_id] = entry._pace.time_left(now)
+        made = 0
+        with monkeypatch.context() as patch:
+            patch.setattr(_table, "Job", counted)
+            left = fanout._time_left()
+        assert (made, left) == (0, whole)
+        checked += 1
+
+    fanout = wait_for_jobs(client, ids, policy=policy, on_update=read)
+    assert all(result.ok for result in await fanout)
+    assert checked > 20
