@@ -565,10 +565,7 @@ class JobsWait:
                 error, self._source_error = self._source_error, None
                 raise _SourceError(error)
             if not (
-                self._queue
-                or self._running
-                or self._read < len(self._job_ids)
-                or self._source_open
+                self._queue or self._running or self._read < len(self._job_ids) or self._source_open
             ):
                 self._ended = True
                 raise StopAsyncIteration
