@@ -361,13 +361,21 @@ class JobsWait:
         on_update: UpdateCallback | None,
     ) -> None:
         self._client = client
-        # Every distinct id given so far, in order; the first `_taken` have their row, the
-        # rest wait to be taken in, a slice at a time. As a set too, made when first needed
-        # (`_seen_ids`): a fan-out given only a list never needs it, and a set of a million
-        # ids would cost memory and time at every full garbage collection.
+        # The ids given so far, in order: the first `_taken` have their row (each once); those
+        # from `_read` on wait to be taken in, a slice at a time (between the two: ids already
+        # moved down or dropped, cut off once every id is taken in). The call's own list is
+        # kept as given, duplicates and all, up to `_sift_end`: the intake drops a repeat
+        # there, with `_taken_in` (the ids taken in, only while the intake sifts). Ids added
+        # later (`add()`, an async source, a checkpoint's) are checked against `_seen`, every
+        # id given so far, made when first needed (`_seen_ids`): a fan-out given only a list
+        # never needs it, and a set of a million ids would cost memory and time at every full
+        # garbage collection (and at the call: a million ids set up without a stall).
         self._seen: set[str] | None = None
         self._job_ids: list[str] = []
         self._taken = 0
+        self._read = 0
+        self._sift_end = 0
+        self._taken_in: set[str] | None = None
         # Ids from an async source that could never be sent: reported, never polled.
         self._invalid: dict[str, InvalidJobId] = {}
         self._source: AsyncIterable[Any] | None = None
@@ -418,8 +426,12 @@ class JobsWait:
 
     @property
     def total(self) -> int:
-        """How many distinct jobs are waited for (so far, while ids may still come)."""
-        return len(self._job_ids)
+        """How many distinct jobs are waited for (so far, while ids may still come).
+
+        Until every id of the call's list is set up, a repeat in a list of over 1000 ids
+        not dropped yet is counted: a list without repeats sees no change.
+        """
+        return len(self._job_ids) - (self._read - self._taken)
 
     @property
     def reported(self) -> int:
@@ -449,7 +461,7 @@ class JobsWait:
 
     def __repr__(self) -> str:
         return (
-            f"<JobsWait {self._reported} of {len(self._job_ids)} jobs reported,"
+            f"<JobsWait {self._reported} of {self.total} jobs reported,"
             f" {len(self._running)} polls in flight, {self._polls} sent>"
         )
 
@@ -477,10 +489,10 @@ class JobsWait:
         by_id = self._gathered
         async for result in self:
             by_id[result.job_id] = result
-        missing = len(self._job_ids) - len(by_id)
+        missing = self.total - len(by_id)
         if missing:
             raise RuntimeError(
-                f"{missing} of the {len(self._job_ids)} results were not gathered: the fan-out"
+                f"{missing} of the {self.total} results were not gathered: the fan-out"
                 " was closed, or they were handed out by `async for` first"
             )
         return [by_id[job_id] for job_id in self._job_ids]
@@ -543,7 +555,7 @@ class JobsWait:
         while True:
             if self._closed:  # its pending jobs are kept only for `checkpoint()`
                 raise StopAsyncIteration
-            if self._taken < len(self._job_ids):
+            if self._read < len(self._job_ids):
                 self._intake(clock())
             self._launch(clock())
             if self._ready:
@@ -553,10 +565,7 @@ class JobsWait:
                 error, self._source_error = self._source_error, None
                 raise _SourceError(error)
             if not (
-                self._queue
-                or self._running
-                or self._taken < len(self._job_ids)
-                or self._source_open
+                self._queue or self._running or self._read < len(self._job_ids) or self._source_open
             ):
                 self._ended = True
                 raise StopAsyncIteration
@@ -579,20 +588,39 @@ class JobsWait:
 
     def _intake(self, now: float) -> None:
         """Set up the next slice of jobs given but not taken in yet (at most `_SLICE`: the
-        scheduler yields to the event loop between two slices)."""
+        scheduler yields to the event loop between two slices).
+
+        A repeat in the call's list (before `_sift_end`) is dropped here, not at the call: the
+        ids kept move down to `_taken`, so that row i stays the job `_job_ids[i]`.
+        """
         table, queue, job_ids, invalid = self._table, self._queue, self._job_ids, self._invalid
-        start = self._taken
+        start, write = self._read, self._taken
         end = min(len(job_ids), start + _SLICE)
+        sift_end, taken_in = self._sift_end, self._taken_in
         for index in range(start, end):
-            row = table.add(now)  # with the fan-out's deadline, whenever it is taken in
             job_id = job_ids[index]
+            if index < sift_end:
+                if taken_in is None:
+                    self._taken_in = taken_in = set()
+                if job_id in taken_in:
+                    continue
+                taken_in.add(job_id)
+            if write != index:
+                job_ids[write] = job_id
+            row = table.add(now)  # with the fan-out's deadline, whenever it is taken in
+            write += 1
             if invalid and job_id in invalid:
                 self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
                 continue
             queue.push(now, row)
-        self._taken = end
+        self._read, self._taken = end, write
+        if end >= sift_end:
+            self._taken_in = None  # the call's list is sifted: no repeat can come any more
+        if end == len(job_ids) and write < end:
+            del job_ids[write:]  # what was moved down or dropped
+            self._read = write
         room = self._room
-        if room is not None and len(job_ids) - end < _BACKLOG:
+        if room is not None and len(job_ids) - self._read < _BACKLOG:
             self._room = None
             if not room.done():
                 room.set_result(None)
@@ -634,9 +662,14 @@ class JobsWait:
         job_ids = self._job_ids
         before = len(job_ids)
         if not job_ids and self._seen is None:
-            # The ids of the call, at C speed: a million must not hold the loop.
-            distinct = len(set(ids)) == len(ids)
-            job_ids.extend(ids if distinct else dict.fromkeys(ids))
+            # The ids of the call. Up to a slice, without a repeat at once; more are kept as
+            # given, a repeat dropped as they are set up (`_intake`), a slice at a time: a
+            # million ids made distinct here would hold the loop for 0.1 s.
+            if len(ids) <= _SLICE:
+                job_ids.extend(dict.fromkeys(ids))
+            else:
+                job_ids.extend(ids)
+                self._sift_end = len(job_ids)
         else:
             seen = self._seen_ids()
             for job_id in ids:
@@ -665,7 +698,7 @@ class JobsWait:
 
     def _room_for_source(self) -> asyncio.Future[None] | None:
         """None while the source may go on; else a future that is done once it may."""
-        if len(self._job_ids) - self._taken < _BACKLOG:
+        if len(self._job_ids) - self._read < _BACKLOG:
             return None
         if self._room is None:
             self._room = asyncio.get_running_loop().create_future()
@@ -705,6 +738,10 @@ class JobsWait:
             pending.append((ready, state))
         pending.sort(key=lambda item: item[0])
         invalid = self._invalid
+        unstarted = self._job_ids[self._read :]
+        taken_in = self._taken_in
+        if taken_in is not None:  # the call's list is being sifted: each pending id once
+            unstarted = [job_id for job_id in dict.fromkeys(unstarted) if job_id not in taken_in]
         return dump(
             FanoutCheckpoint(
                 version=VERSION,
@@ -715,9 +752,7 @@ class JobsWait:
                 window=self._window,
                 pause_until=base.to_utc(self._resume_at) if self._resume_at > taken_at else None,
                 jobs=[JobState(**state) for _index, state in pending],
-                unstarted=[
-                    job_id for job_id in self._job_ids[self._taken :] if job_id not in invalid
-                ],
+                unstarted=[job_id for job_id in unstarted if job_id not in invalid],
             )
         )
 
@@ -748,7 +783,7 @@ class JobsWait:
             else:
                 queued.append((base.now if due is None else due, row))
         self._queue.extend(queued)
-        self._taken = len(job_ids)
+        self._read = self._taken = len(job_ids)
         self._extend(saved.unstarted)
 
     def _source_ended(self, error: BaseException | None) -> None:
@@ -784,7 +819,7 @@ class JobsWait:
         """Sleep until a poll comes back, the next one is due, or the deadline."""
         if self._finished:
             return
-        if self._taken < len(self._job_ids):
+        if self._read < len(self._job_ids):
             await asyncio.sleep(0)  # more jobs to set up: let the loop run in between
             return
         queue = self._queue

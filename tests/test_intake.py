@@ -10,6 +10,7 @@ import random
 import uuid
 import weakref
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
 from support import no_other_tasks, until
@@ -504,3 +505,53 @@ async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
         service.clear_faults()
         with pytest.raises(LookupError):
             await anext(fanout)
+
+
+async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """A list of more than a slice is kept as given at the call (no set of its ids is made);
+    its repeats are dropped as it is set up: with `add()` and a checkpoint taken mid-intake,
+    each distinct id is polled and reported once, in the order first given, and the
+    checkpoint holds each pending id once."""
+    distinct = [service.add_job(duration=i % 7) for i in range(3 * _SLICE)]
+    given = distinct + distinct[::2] + distinct[: _SLICE + 5]  # repeats, across slices
+    fanout = wait_for_jobs(client, given, policy=policy)
+    assert fanout._seen is None  # no set of the ids built at the call
+    assert fanout._taken_in is None
+    assert fanout.total == len(given)  # repeats counted until set up
+    extra = [service.add_job(duration=1) for _ in range(3)]
+    held: list[str] = []
+
+    async def mid_intake() -> dict[str, Any]:
+        while fanout._taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
+            await asyncio.sleep(0)
+        assert fanout._taken < len(distinct)  # the intake yields between two slices
+        assert fanout.add([*distinct[-3:], *extra, extra[0]]) == 3
+        saved = fanout.checkpoint()
+        held.extend([job["job_id"] for job in saved["jobs"]] + saved["unstarted"])
+        return saved
+
+    side = asyncio.ensure_future(mid_intake())
+    async with fanout:
+        results = [result async for result in fanout]
+    saved = await side
+    assert len(held) == len(set(held)) == len(distinct) + 3
+    assert [result.job_id for result in results if result.job_id in extra] == extra
+    assert counts(results) == dict.fromkeys(distinct + extra, 1)
+    assert fanout.total == len(distinct) + 3
+    assert fanout._taken_in is None  # dropped once set-up ends
+    assert all(service.request_count(job_id) >= 1 for job_id in distinct + extra)
+    resumed = wait_for_jobs(client, [], policy=policy, resume=saved)
+    again = await resumed
+    assert sorted(result.job_id for result in again) == sorted(set(held))
+
+
+async def test_await_on_a_long_list_with_repeats_returns_one_result_per_id(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
+) -> None:
+    """`await` gives one result per distinct id, in the order first given."""
+    distinct = [service.add_job(duration=i % 3) for i in range(2 * _SLICE + 1)]
+    given = [job_id for job_id in distinct for _ in range(2)]
+    results = await wait_for_jobs(client, given, policy=policy)
+    assert [result.job_id for result in results] == distinct
