@@ -14,7 +14,23 @@ from typing import Any
 import attrs
 from aiohttp import web
 
-from jobpoll.testing import FakeJobsService
+from jobpoll.testing import FakeJobsService, HttpError, Slow
+
+
+def add_mixed_jobs(service: FakeJobsService) -> dict[str, str]:
+    """Twelve jobs of 0 to 55 s ending FINISHED, FAILED or CANCELED, and an id the service does
+    not know, behind three 503s and answers slow enough for polls to stay in flight a moment:
+    the jobs a test stops and resumes at random. Returns each id's expected end (a status, or
+    the error's class name)."""
+    expected: dict[str, str] = {}
+    for number in range(12):
+        final = ("FINISHED", "FAILED", "CANCELED")[number % 3]
+        expected[service.add_job(duration=5 * number, final_status=final)] = final
+    expected["missing-job"] = "NotFound"
+    service.inject(HttpError(503), times=3)
+    service.inject(Slow(0.002), times=None)  # polls stay in flight for a moment
+    return expected
+
 
 #: The tasks the in-process loopback servers run on their own: accepting a connection, serving
 #: it (aiohttp keeps one per kept-alive connection), and handling one request on it. A client

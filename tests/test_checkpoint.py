@@ -20,7 +20,7 @@ import pytest
 from conftest import refusing_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import until
+from support import add_mixed_jobs, until
 
 from jobpoll import (
     CheckpointError,
@@ -659,13 +659,7 @@ def test_fanout_stopped_and_resumed_at_random(
 async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -> None:
     clock = VirtualClock()
     async with FakeJobsService(clock=clock) as service:
-        expected: dict[str, str] = {}
-        for number in range(12):
-            final = ("FINISHED", "FAILED", "CANCELED")[number % 3]
-            expected[service.add_job(duration=5 * number, final_status=final)] = final
-        expected["missing-job"] = "NotFound"
-        service.inject(HttpError(503), times=3)
-        service.inject(Slow(0.002), times=None)  # polls stay in flight for a moment
+        expected = add_mixed_jobs(service)
         policy = policy_of(clock, max_failures=100)
         ids = [*expected, *expected][:20]  # duplicates too
 

@@ -39,7 +39,7 @@ from jobpoll import (
 from jobpoll._client import parse_retry_after
 from jobpoll.testing import Drop, FakeJobsService, HttpError, Slow, VirtualClock
 from tests.conftest import raw_server, refusing_url
-from tests.support import no_other_tasks, until, until_idle
+from tests.support import add_mixed_jobs, no_other_tasks, until, until_idle
 
 EXTREME_DATES = [
     "Fri, 31 Dec 999999999999999999999 23:59:59 GMT",  # OverflowError in the calendar
@@ -259,13 +259,7 @@ async def _cancelled_at_random(
 ) -> None:
     clock = VirtualClock()
     async with FakeJobsService(clock=clock) as service:
-        expected: dict[str, str] = {}
-        for number in range(12):
-            final = ("FINISHED", "FAILED", "CANCELED")[number % 3]
-            expected[service.add_job(duration=5 * number, final_status=final)] = final
-        expected["missing-job"] = "NotFound"
-        service.inject(HttpError(503), times=3)
-        service.inject(Slow(0.002), times=None)  # polls stay in flight for a moment
+        expected = add_mixed_jobs(service)
 
         async def on_update(job: Job) -> None:
             await asyncio.sleep(0)
