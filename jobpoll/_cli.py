@@ -429,9 +429,7 @@ async def _status(client: JobsClient, job_ids: list[str], as_json: bool) -> int:
     )
     for result in results:
         error = result.error
-        if error is not None and (
-            error.affects_all or (isinstance(error, TransportError) and error.never_answered)
-        ):
+        if error is not None and error.stops_all:
             failure = _setup_failure(error)
             if failure.exit_code == EXIT_UNREACHABLE and failed:
                 failure.exit_code = EXIT_FAILED  # a job known to have failed decides

@@ -99,6 +99,19 @@ class JobPollError(Exception):
     #: Whether the error is about the caller's setup, not one job: every job would fail so.
     affects_all: bool = False
 
+    @property
+    def stops_all(self) -> bool:
+        """Whether every wait that meets this error should stop, not only this job's: the
+        error is about the caller's setup (`affects_all`), or no server has ever answered.
+        `wait_for_jobs`, the command line and `jobpoll.saq` all decide by this one rule."""
+        return self.affects_all
+
+    @property
+    def throttles(self) -> bool:
+        """Whether the error asks every poll to slow down, not only this job's: a 429, a 503,
+        or a server that could not be connected to."""
+        return False
+
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
         super().__init__(message)
         self.job_id = job_id
@@ -209,9 +222,17 @@ class NotAcceptable(ApiError):
 class RateLimited(ApiError):
     """429: too many requests; `retry_after` says how long the server wants us to wait."""
 
+    @property
+    def throttles(self) -> bool:
+        return True
+
 
 class ServiceUnavailable(ApiError):
     """503: the service is down or overloaded; `retry_after` may say for how long."""
+
+    @property
+    def throttles(self) -> bool:
+        return True
 
 
 class ServerError(ApiError):
@@ -265,6 +286,14 @@ class TransportError(JobPollError):
         self.never_answered = never_answered
         self.transient = transient
         self.affects_all = not transient
+
+    @property
+    def stops_all(self) -> bool:
+        return self.affects_all or self.never_answered
+
+    @property
+    def throttles(self) -> bool:
+        return not self.reached
 
 
 class DecodeError(JobPollError):

@@ -34,7 +34,6 @@ from jobpoll._errors import (
     JobPollError,
     RateLimited,
     ServiceUnavailable,
-    TransportError,
 )
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
@@ -869,7 +868,7 @@ class JobsWait:
         so a cancellation that lands in the callback loses no job.
 
         Raises:
-            JobPollError: an error about the caller's setup (see `_stops_all`); its job is
+            JobPollError: an error about the caller's setup (`JobPollError.stops_all`); its job is
                 queued again, still pending.
         """
         finished, running, table, queue = self._finished, self._running, self._table, self._queue
@@ -899,15 +898,13 @@ class JobsWait:
                     else:
                         self._requeue(row, entry, now)
                 else:
-                    if isinstance(outcome, (RateLimited, ServiceUnavailable)) or (
-                        isinstance(outcome, TransportError) and not outcome.reached
-                    ):
+                    if outcome.throttles:
                         self._throttled(entry, outcome, now)
                     entry._failed(outcome, now, since=self._started_at)
                     self._requeue(row, entry, now)
             except JobPollError as exc:
                 table.save(row)
-                if self._stops_all(exc):
+                if exc.stops_all:
                     queue.push(now, row)
                     raise
                 # Reported, not raised: its traceback holds this frame, so the fan-out, which
@@ -927,12 +924,6 @@ class JobsWait:
         if self._deadline is not None and due > self._deadline:
             due = self._deadline
         self._queue.push(due, row)
-
-    def _stops_all(self, error: JobPollError) -> bool:
-        """Whether an error that ended one job is about the caller's setup, so that every
-        other job would end the same way: its `affects_all` (a refused key, a closed client, a
-        TLS or name failure before any answer), or a server that has never answered."""
-        return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
     def _report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
         self._ready.append((JobResult(self._job_ids[row], job, error), row))

@@ -51,9 +51,6 @@ from jobpoll._client import JobsClient, check_job_id
 from jobpoll._errors import (
     JobFailedError,
     JobPollError,
-    RateLimited,
-    ServiceUnavailable,
-    TransportError,
 )
 from jobpoll._fanout import JobResult
 from jobpoll._policy import PollPolicy
@@ -195,19 +192,6 @@ async def _batches(keys: AsyncIterator[Any], size: int) -> AsyncIterator[list[An
             batch = []
     if batch:
         yield batch
-
-
-def _throttling(error: JobPollError) -> bool:
-    """A 429, a 503, or a server that cannot be connected to: the fleet pauses."""
-    return isinstance(error, RateLimited | ServiceUnavailable) or (
-        isinstance(error, TransportError) and not error.reached
-    )
-
-
-def _about_setup(error: JobPollError) -> bool:
-    """An error of this worker's setup rather than of the job (a refused key, a closed client,
-    a server never reached): it must not become the job's outcome."""
-    return error.affects_all or (isinstance(error, TransportError) and error.never_answered)
 
 
 class SaqWaits:
@@ -661,14 +645,14 @@ class SaqWaits:
             try:
                 job = await client.get_job(job_id, timeout=request_timeout)
             except JobPollError as exc:
-                if _about_setup(exc):
+                if exc.stops_all:
                     logger.error(  # noqa: TRY400 - no traceback: the message says it all
                         "job %s: not polled, this worker cannot poll: %s", job_id, exc
                     )
                     retry_at = time.time() + policy.max_interval
                     await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
                     return "held"
-                if _throttling(exc):
+                if exc.throttles:
                     await self._throttled(exc, gen, streak)
                 wait._failed(exc, clock())
             else:
