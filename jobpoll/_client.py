@@ -24,6 +24,7 @@ import aiohttp
 from multidict import CIMultiDict, CIMultiDictProxy
 from yarl import URL
 
+from jobpoll._checks import check_positive as _check_positive
 from jobpoll._errors import (
     ApiError,
     ClientStateError,
@@ -494,13 +495,6 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
-
-
-def _check_positive(name: str, value: float, *, whole: bool = False) -> None:
-    kind = int if whole else (int, float)
-    if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
-        noun = "a positive whole number" if whole else "a positive number of seconds"
-        raise ConfigurationError(f"{name} must be {noun}, got {value!r}")
 
 
 def check_job_id(job_id: object) -> str:

@@ -47,14 +47,16 @@ from saq import Queue
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
+from jobpoll import _saq_scripts as scripts
+from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._checks import check_positive
 from jobpoll._client import JobsClient, check_job_id
-from jobpoll._errors import (
-    JobFailedError,
-    JobPollError,
-)
+from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._fanout import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._wait import JobWait, check_timeout, wait_for_job
+from jobpoll._rules import Rules, fleet_pause
+from jobpoll._state import JobState
+from jobpoll._wait import check_timeout
 
 __all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
 
@@ -70,98 +72,21 @@ POLL_FUNCTION = "jobpoll.poll"
 #: the link is retried, and a retry of a link already handed over does nothing.
 _LINK_TTL = 10
 
-# Each script checks the wait's record and writes SAQ's job in the same atomic step.
-# KEYS: the wait's record, the SAQ job's key, SAQ's `incomplete` set, SAQ's `queued` list.
-# An empty job (ARGV[1]) enqueues nothing: an outcome kept for `result()` only.
-_ENQUEUE_SAQ_JOB = """
-if ARGV[1] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
-  if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
-end
-"""
-
-# ARGV: the first link's SAQ job, its score (0: due now), the wait's timeout ('' for none).
-_SUBMIT = (
-    """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'step', 0)
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
-"""
-    + _ENQUEUE_SAQ_JOB
-    + "return 1"
-)
-
-# ARGV: the next link's SAQ job, its score, the live step, the next step.
-_ADVANCE = (
-    """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], 'step', ARGV[4])
-"""
-    + _ENQUEUE_SAQ_JOB
-    + "return 1"
-)
-
-# ARGV: the outcome's SAQ job, '0', the live step, the result's JSON, its TTL in seconds.
-# KEYS[5]: the counter of outcomes delivered. KEYS[6]: the channel outcomes are announced on.
-_FINISH = (
-    """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-redis.call('HDEL', KEYS[1], 'step')
-redis.call('HSET', KEYS[1], 'result', ARGV[4])
-redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('INCR', KEYS[5])
-"""
-    + _ENQUEUE_SAQ_JOB
-    + """
-redis.call('PUBLISH', KEYS[6], ARGV[6])
-return 1
-"""
-)
-
-# ARGV: the link's SAQ job, '0', the live step. Enqueues the live link again, if it is still
-# live and still missing from SAQ's `incomplete` set.
-_MEND = (
-    """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 0 end
-"""
-    + _ENQUEUE_SAQ_JOB
-    + "return 1"
-)
-
-# KEYS: the wait's record, the fleet's pause. ARGV: the step. Whether that step is live, and
-# the pause's fields.
-_BEGIN = """
-local live = redis.call('HGET', KEYS[1], 'step') == ARGV[1] and 1 or 0
-local pause = redis.call('HMGET', KEYS[2], 'until', 'gen', 'streak')
-return {live, pause[1] or '0', pause[2] or '0', pause[3] or '0'}
-"""
-
-# KEYS: the fleet's pause. ARGV: the generation the poll was sent in, until (epoch seconds).
-# Only a poll sent since the last pause began starts a new one: the rest of a storm's answers
-# were sent before it, and say nothing new.
-_THROTTLE = """
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
-if gen ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'until', ARGV[2], 'gen', gen + 1)
-redis.call('HINCRBY', KEYS[1], 'streak', 1)
-return 1
-"""
-
-# KEYS: the wait's record. Once the outcome function returned; nothing if the record expired.
-_DELIVERED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivered', 1) end
-"""
-
-# KEYS: the fleet's pause. ARGV: the generation the answered poll was sent in.
-_CALM = """
-if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then redis.call('HSET', KEYS[1], 'streak', 0) end
-"""
-
 
 def _epoch(iso: str | None) -> float | None:
     return None if iso is None else datetime.fromisoformat(iso).timestamp()
+
+
+class _Over(Exception):
+    """A wait is over: its result, and how many polls it made."""
+
+    def __init__(self, result: JobResult, polls: int) -> None:
+        super().__init__(result.job_id)
+        self.result, self.polls = result, polls
+
+
+class _Held(Exception):
+    """A poll not made: this worker cannot poll (an error of its setup)."""
 
 
 # --- results as JSON ----------------------------------------------------------------------------
@@ -247,7 +172,7 @@ class SaqWaits:
             ("outcome_timeout", outcome_timeout),
             ("mend_interval", mend_interval),
         ):
-            check_timeout(value)
+            check_positive(name, value)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1 second, got {value!r}")
         self.queue: RedisQueue = queue
@@ -264,14 +189,14 @@ class SaqWaits:
         self._channel = self._prefix + "over"
         redis = queue.redis
         self._redis = redis
-        self._submit = redis.register_script(_SUBMIT)
-        self._advance = redis.register_script(_ADVANCE)
-        self._finish = redis.register_script(_FINISH)
-        self._begin = redis.register_script(_BEGIN)
-        self._throttle = redis.register_script(_THROTTLE)
-        self._calm = redis.register_script(_CALM)
-        self._mark_delivered = redis.register_script(_DELIVERED)
-        self._mend_script = redis.register_script(_MEND)
+        self._submit = redis.register_script(scripts.SUBMIT)
+        self._advance = redis.register_script(scripts.ADVANCE)
+        self._finish = redis.register_script(scripts.FINISH)
+        self._begin = redis.register_script(scripts.BEGIN)
+        self._throttle = redis.register_script(scripts.THROTTLE)
+        self._calm = redis.register_script(scripts.CALM)
+        self._mark_delivered = redis.register_script(scripts.DELIVERED)
+        self._mend_script = redis.register_script(scripts.MEND)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
@@ -633,15 +558,49 @@ class SaqWaits:
             due = until + random.random() * min(until - now, policy.max_interval)
             await self._hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
+        try:
+            saved = await self._poll_once(job_id, checkpoint, timeout, gen, streak)
+        except _Held:
+            retry_at = time.time() + policy.max_interval
+            await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
+            return "held"
+        except _Over as over:
+            await self._deliver(over.result, step, over.polls)
+            return "over"
+        due = _epoch(saved["next_poll_at"]) or time.time()
+        deadline = _epoch(saved.get("deadline"))
+        if deadline is not None:
+            due = min(due, deadline)
+        await self._hand_over(job_id, step, saved, due)
+        return "polled"
+
+    async def _poll_once(
+        self,
+        job_id: str,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+        gen: int,
+        streak: int,
+    ) -> dict[str, Any]:
+        """One poll of a wait, by the rules: the checkpoint to hand over.
+
+        Raises:
+            _Over: the wait is over (the job ended, or an error ended the wait).
+            _Held: an error of this worker's setup: not polled.
+        """
+        client, policy = self._client, self.policy
+        assert client is not None
         clock = policy.clock
-        wait: JobWait | None = None
+        state = JobState(job_id=job_id)
         try:
             if checkpoint is None:
-                wait = wait_for_job(client, job_id, policy=policy, timeout=timeout)
+                state.job_id = check_job_id(job_id)
+                check_timeout(timeout)
+                rules = Rules(policy, timeout)
             else:
-                wait = wait_for_job(client, job_id, policy=policy, resume=checkpoint)
-            wait._begin(clock())
-            request_timeout = wait._request_timeout(clock())
+                rules, state = resume_job(checkpoint, job_id, policy)
+            rules.begin(state, clock())
+            request_timeout = rules.send(state, clock())
             try:
                 job = await client.get_job(job_id, timeout=request_timeout)
             except JobPollError as exc:
@@ -649,32 +608,23 @@ class SaqWaits:
                     logger.error(  # noqa: TRY400 - no traceback: the message says it all
                         "job %s: not polled, this worker cannot poll: %s", job_id, exc
                     )
-                    retry_at = time.time() + policy.max_interval
-                    await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
-                    return "held"
+                    raise _Held from None
                 if exc.throttles:
                     await self._throttled(exc, gen, streak)
-                wait._failed(exc, clock())
+                now = clock()
+                state.next_poll_at = now + rules.failed(state, exc, now)
             else:
                 if streak:
                     await self._calm(keys=[self._pause_key], args=[gen])
-                wait._answered(job, clock())
-                if job.is_terminal:
+                now = clock()
+                _news, delay = rules.answered(state, job, now)
+                if delay is None:
                     error = JobFailedError(job) if job.failed else None
-                    await self._deliver(JobResult(job_id, job, error), step, wait.polls)
-                    return "over"
+                    raise _Over(JobResult(job_id, job, error), state.polls)
+                state.next_poll_at = now + delay
         except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            last = None if wait is None else wait.job
-            polls = 0 if wait is None else wait.polls
-            await self._deliver(JobResult(job_id, last, exc), step, polls)
-            return "over"
-        saved = wait.checkpoint()
-        due = _epoch(saved["next_poll_at"]) or time.time()
-        deadline = _epoch(saved.get("deadline"))
-        if deadline is not None:
-            due = min(due, deadline)
-        await self._hand_over(job_id, step, saved, due)
-        return "polled"
+            raise _Over(JobResult(job_id, state.job, exc), state.polls) from None
+        return job_checkpoint(rules, state)
 
     async def _hand_over(
         self,
@@ -692,9 +642,7 @@ class SaqWaits:
         )
 
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
-        policy = self.policy
-        doubling = min(policy.initial * 2.0**streak, policy.max_interval)
-        pause = policy.retry_delay(doubling, getattr(error, "retry_after", None))
+        pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
         if await self._throttle(keys=[self._pause_key], args=[gen, time.time() + pause]):
             logger.info("%s; every worker's polls pause for %.1f s", error, pause)
 

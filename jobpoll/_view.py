@@ -38,6 +38,7 @@ from jobpoll._errors import (
 )
 from jobpoll._fanout import JobResult, JobsWait
 from jobpoll._models import Job, JobStatus
+from jobpoll._pace import QUEUED as _QUEUED
 
 __all__ = [
     "EXIT_FAILED",
@@ -63,11 +64,6 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNREACHABLE = "unreachable"
 TIMED_OUT = "timed out"
-
-#: Statuses of a job that has not started running.
-_QUEUED = frozenset(
-    {JobStatus.CREATED, JobStatus.PERSISTED, JobStatus.SCHEDULED, JobStatus.WAITING}
-)
 
 
 def outcome_of(result: JobResult) -> str:

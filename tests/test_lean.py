@@ -13,10 +13,10 @@ import types
 import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, JobsWait, PollPolicy, wait_for_jobs
-from jobpoll._fanout import _SLICE
+from jobpoll._intake import SLICE
 from jobpoll.testing import FakeJobsService, VirtualClock
 
-JOBS = 3 * _SLICE
+JOBS = 3 * SLICE
 
 
 @pytest.fixture
@@ -29,7 +29,7 @@ def held_for_jobs(fanout: JobsWait) -> list[object]:
     """Every object the fan-out's table of jobs and queue hold, not counting what all jobs
     share: classes, modules, functions (the code that loads a row) and the statuses."""
     shared = (type, types.ModuleType, types.FunctionType, JobStatus)
-    seen = {id(fanout._policy)}
+    seen = {id(fanout._rules.policy)}
     todo: list[object] = [fanout._table, fanout._queue]
     held = []
     while todo:
@@ -104,8 +104,8 @@ async def test_jobs_taken_in_add_no_walked_object_per_job(
     fanout._start(policy.clock())
     gc.collect()
     before = len(gc.get_objects())
-    while fanout._taken < JOBS:
-        fanout._intake(policy.clock())
+    while fanout._intake.taken < JOBS:
+        fanout._take_in(policy.clock())
     gc.collect()
     assert len(gc.get_objects()) - before < 100
     await fanout.aclose()
@@ -121,7 +121,7 @@ async def test_set_up_yields_to_the_loop_between_slices(
 
     async def beside() -> None:
         while not taken_when_beside_ran or taken_when_beside_ran[-1] < JOBS:
-            taken_when_beside_ran.append(fanout._taken)
+            taken_when_beside_ran.append(fanout._intake.taken)
             await asyncio.sleep(0)
 
     async with fanout:
@@ -133,7 +133,7 @@ async def test_set_up_yields_to_the_loop_between_slices(
             await iterating
     steps = sorted(set(taken_when_beside_ran))
     assert steps[-1] == JOBS
-    assert all(later - earlier <= _SLICE for earlier, later in itertools.pairwise(steps))
+    assert all(later - earlier <= SLICE for earlier, later in itertools.pairwise(steps))
 
 
 async def test_counts_past_a_byte_widen_their_column(
@@ -149,4 +149,4 @@ async def test_counts_past_a_byte_widen_their_column(
     results = await fanout
     assert all(result.ok for result in results)
     assert fanout.polls == service.request_count() > 3 * 300
-    assert {column.typecode for column in fanout._table._ints.values()} == {"b", "q"}
+    assert set(fanout._table.typecodes()) == {"b", "q"}

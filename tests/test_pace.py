@@ -16,7 +16,8 @@ import attrs
 import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, PollPolicy, wait_for_job
-from jobpoll._policy import Pace
+from jobpoll._pace import Pace
+from jobpoll._state import PaceState
 from jobpoll.testing import FakeJobsService, VirtualClock
 
 Curve = Callable[[float], float]
@@ -343,11 +344,11 @@ def test_not_progress_aware_is_the_blind_schedule() -> None:
 def test_the_blind_delays_come_from_one_table_per_policy() -> None:
     """`backoff.expo` fills one table per policy; a pace holds only its index in it."""
     policy = PollPolicy(initial=1, factor=1.5, jitter=0)
-    assert policy._table == pytest.approx(BLIND[:-1])
+    assert policy.blind_delays == pytest.approx(BLIND[:-1])
     pace = policy.pace()
     for _ in range(3):
         pace.failed(0)
-    assert pace._index == 3
+    assert pace.state.blind_index == 3
 
 
 def test_a_pace_is_plain_numbers_and_its_policy() -> None:
@@ -356,14 +357,11 @@ def test_a_pace_is_plain_numbers_and_its_policy() -> None:
     policy = seeded(1)
     pace = policy.pace()
     run(policy, 3600, lambda x: 100 * x, pace)
-    assert not hasattr(pace, "__dict__")
-    assert len(Pace.__slots__) <= 23
-    for name in Pace.__slots__:
-        value = getattr(pace, name)
-        if name == "_policy":
-            assert value is policy
-        else:
-            assert value is None or type(value) in (int, float, str), (name, value)
+    assert pace.policy is policy
+    assert not hasattr(pace.state, "__dict__")
+    assert len(attrs.fields(PaceState)) <= 22
+    for name, value in attrs.asdict(pace.state).items():
+        assert value is None or type(value) in (int, float, str), (name, value)
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12])
@@ -377,10 +375,7 @@ def test_a_saved_pace_resumes_exactly(cut: int) -> None:
     policy = seeded(3)
     first = policy.pace()
     delays = [first.answered(60.0 * i, job(curve(i / 40))) for i in range(cut)]
-    saved = {name: getattr(first, name) for name in Pace.__slots__ if name != "_policy"}
-    resumed = policy.pace()
-    for name, value in saved.items():
-        setattr(resumed, name, value)
+    resumed = Pace(policy, attrs.evolve(first.state))
     delays += [resumed.answered(60.0 * i, job(curve(i / 40))) for i in range(cut, 40)]
     assert delays == expected
 
