@@ -18,8 +18,7 @@ import math
 import os
 import sys
 
-from jobpoll.testing._scenario import serve_until_stopped
-from jobpoll.testing._service import FakeJobsService
+from jobpoll.testing._service import FakeJobsService, serve_until_stopped
 
 
 def _port(text: str) -> int:
