@@ -159,7 +159,12 @@ class FaultRule:
 
 @attrs.frozen
 class Scenario:
-    """Everything `jobpoll fake-server` serves."""
+    """Everything `jobpoll fake-server` serves.
+
+    An id that no job rule covers is a 404, as the real service answers for an id it does not
+    know, so that a typo fails against the fake as it will against the service; with
+    `auto_create_duration` it is a job that finishes that many seconds after its first request.
+    """
 
     jobs: tuple[JobRule, ...] = ()
     faults: tuple[FaultRule, ...] = ()
@@ -167,13 +172,11 @@ class Scenario:
     api_key: str | None = None
     latency: float = 0.0
     seed: int = 0
+    auto_create_duration: float | None = None
 
-    def rule_for(self, job_id: str) -> JobRule:
-        """The first rule that applies to `job_id`, else the default one."""
+    def rule_for(self, job_id: str) -> JobRule | None:
+        """The first rule that applies to `job_id`, if any."""
         for rule in self.jobs:
             if rule.applies_to(job_id, self.seed):
                 return rule
-        return _DEFAULT_RULE
-
-
-_DEFAULT_RULE = JobRule()
+        return None

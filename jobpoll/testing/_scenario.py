@@ -10,8 +10,10 @@ and what is allowed, rather than surfacing later as a 500 on every answer.
   of their progress, the status they end in and the progress they end at, or that they do not
   exist (a 404). The first rule that matches an id wins; `share` applies a rule to that share
   of the matching ids only (picked by a hash of the id and the seed, so the same ids every
-  run), the others going on to the next rules. Ids that match no rule run for
-  `DEFAULT_DURATION` seconds and finish.
+  run), the others going on to the next rules. An id that matches no rule is a 404, as the
+  real service answers for an id it does not know (a typo fails against the fake as it will
+  against the service), unless the scenario's `auto_create_duration` makes it a job that
+  finishes after that many seconds; a last rule `*` makes such ids anything a rule can.
 - A **fault rule** answers some requests with a fault instead of the job: a share of them
   (a random mix), a number of them, or all of them for a while (a burst), counted from the
   start of the service, for the ids matching its pattern.
@@ -70,6 +72,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "api_key": check.api_key,
     "latency": check.seconds,
     "seed": check.whole,
+    "auto_create_duration": check.optional_endless_seconds,
 }
 _SCENARIO_KEYS = ("jobs", "faults", *_OPTION_CHECKS)
 
@@ -147,7 +150,8 @@ def build_scenario(
 ) -> Scenario:
     """A checked `Scenario` from a file's contents (`source` names it in errors), rules from the
     command line (each with the text it came from, to quote), and options that override the
-    file's (`port`, `api_key`, `latency`, `seed`; None leaves the file's).
+    file's (`port`, `api_key`, `latency`, `seed`, `auto_create_duration`; None leaves the
+    file's).
 
     Command-line rules come first: they win over the file's for the ids both match.
 

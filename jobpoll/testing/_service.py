@@ -76,8 +76,10 @@ class FakeJobsService:
         clock: the time jobs unfold in (seconds, monotonic). Pass a virtual clock to move
             jobs forward without sleeping.
         port: the loopback port; 0 picks a free one.
-        auto_create_duration: when set, an unknown job id becomes a job that finishes this many
-            seconds after its first request, instead of a 404 (handy from another process).
+        auto_create_duration: when set, an id never added becomes a job that finishes this
+            many seconds after its first request (handy from another process, or for a demo).
+            When None, such an id is a 404, as the real service answers for an id it does not
+            know: a typo fails against the fake as it will against the service.
         latency: seconds (real time) every answer waits before it is sent, as a real server
             over a network would; so requests overlap, and `peak_in_flight` sees them.
 
@@ -350,11 +352,16 @@ def _check_seconds(
 
 class ScriptedService(FakeJobsService):
     """The fake service serving a `Scenario`: jobs made from its rules at their first request,
-    and its faults mixed in (after any fault `inject`ed, which come first)."""
+    and its faults mixed in (after any fault `inject`ed, which come first). An id no rule
+    covers is a 404 unless the scenario has an `auto_create_duration`."""
 
     def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(
-            api_key=scenario.api_key, port=scenario.port, latency=scenario.latency, clock=clock
+            api_key=scenario.api_key,
+            port=scenario.port,
+            latency=scenario.latency,
+            auto_create_duration=scenario.auto_create_duration,
+            clock=clock,
         )
         self.scenario = scenario
         self._random = random.Random(scenario.seed)
@@ -368,6 +375,8 @@ class ScriptedService(FakeJobsService):
 
     def _unknown_job(self, job_id: str) -> JobScript | None:
         rule = self.scenario.rule_for(job_id)
+        if rule is None:  # a 404, or a job of `auto_create_duration`, as for any fake
+            return super()._unknown_job(job_id)
         if rule.missing:
             return None
         self.add_job(job_id, **rule.script(job_id, self.scenario.seed))

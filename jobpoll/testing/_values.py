@@ -16,6 +16,7 @@ __all__ = [
     "flag",
     "number",
     "optional_count",
+    "optional_endless_seconds",
     "optional_seconds",
     "optional_share",
     "outcome",
@@ -54,6 +55,16 @@ def seconds(value: Any) -> float:
 def optional_seconds(value: Any) -> float | None:
     """`seconds`, or None for a value not given."""
     return None if value is None else seconds(value)
+
+
+def optional_endless_seconds(value: Any) -> float | None:
+    """A number of seconds, 0 or more, `inf` (never ends) too; or None for a value not given."""
+    if value is None:
+        return None
+    result = number(value)
+    if not 0 <= result <= math.inf:
+        raise ValueError(f"must be a number of seconds, 0 or more (inf: never ends), got {value!r}")
+    return result
 
 
 def duration(value: Any) -> tuple[float, float]:
