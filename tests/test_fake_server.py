@@ -210,6 +210,7 @@ async def test_the_fan_out_rides_out_a_scripted_mix() -> None:
         pytest.param("fault", "503:times=0", "times must be 1 or more", id="times"),
         pytest.param("fault", "503:for=-1", "for must be a number of seconds", id="for"),
         pytest.param("fault", "503:share=nan", "share must be a fraction", id="nan"),
+        pytest.param("fault", "²:times=1", "kind '²' is not an HTTP status", id="superscript"),
     ],
 )
 def test_rules_refused_with_where_and_why(kind: str, text: str, message: str) -> None:
@@ -219,6 +220,22 @@ def test_rules_refused_with_where_and_why(kind: str, text: str, message: str) ->
     with pytest.raises(ScenarioError, match=message) as caught:
         scenario_of(*rules)
     assert str(caught.value).startswith(f"--{kind} {text!r}: ")
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        pytest.param("port", "--port must be from 0 to 65535", id="port"),
+        pytest.param("latency", "--latency must be a number, got one too large", id="latency"),
+        pytest.param("auto_create_duration", "--auto-create-duration must be a number", id="auto"),
+    ],
+)
+def test_numbers_too_large_for_a_float_are_refused(option: str, message: str) -> None:
+    """A 400-digit number (click reads it as an int) is a clear error, not an
+    `OverflowError`; as a seed, any whole number does."""
+    with pytest.raises(ScenarioError, match=message):
+        scenario_of(**{option: 10**400})
+    assert scenario_of(seed=10**400).seed == 10**400
 
 
 def test_file_rules_and_options(tmp_path: Path) -> None:

@@ -31,7 +31,8 @@ __all__ = [
 
 
 def number(value: Any) -> float:
-    """A number, or a text that is one (`"2.5"`); never a boolean."""
+    """A number, or a text that is one (`"2.5"`); never a boolean. A whole number too large
+    for a float (a 400-digit `--port`) is refused as too large, not an `OverflowError`."""
     if isinstance(value, bool):
         raise TypeError(f"must be a number, got {value!r}")
     if isinstance(value, str):
@@ -41,7 +42,10 @@ def number(value: Any) -> float:
             raise ValueError(f"must be a number, got {value!r}") from None
     if not isinstance(value, (int, float)):
         raise TypeError(f"must be a number, got {value!r}")
-    return float(value)
+    try:
+        return float(value)
+    except OverflowError:
+        raise ValueError("must be a number, got one too large to use") from None
 
 
 def seconds(value: Any) -> float:
@@ -100,7 +104,9 @@ def optional_share(value: Any) -> float | None:
 
 
 def whole(value: Any) -> int:
-    """A whole number (`3`, `3.0`, `"3"`)."""
+    """A whole number (`3`, `3.0`, `"3"`), of any size."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
     result = number(value)
     if not result.is_integer():
         raise ValueError(f"must be a whole number, got {value!r}")
