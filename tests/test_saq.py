@@ -307,13 +307,14 @@ async def test_the_example_app_runs_as_the_readme_says(
     redis_url: str, service: FakeJobsService
 ) -> None:
     """`saq saq_app.settings` runs the waits, `python saq_app.py ids...` submits and prints
-    each outcome, and the worker's `job_ended` sees each job once."""
+    each outcome, and the worker's `job_ended` sees each job once; the workers reach the
+    service that CDQ_BASE_URL names, as everything else of jobpoll does."""
     ok = service.add_job(duration=1.0, final_status="FINISHED")
     failed = service.add_job(duration=1.0, final_status="FAILED")
     env = {
         **os.environ,
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/1",  # the example's queue name is fixed
-        "JOBS_BASE_URL": service.base_url,
+        "CDQ_BASE_URL": service.base_url,
         "CDQ_API_KEY": service.api_key,
     }
     worker = await asyncio.create_subprocess_exec(
@@ -327,7 +328,12 @@ async def test_the_example_app_runs_as_the_readme_says(
         app = await asyncio.create_subprocess_exec(
             sys.executable, "saq_app.py", ok, failed, cwd=EXAMPLES, env=env, stdout=PIPE
         )
-        stdout, _ = await asyncio.wait_for(app.communicate(), 60)
+        try:
+            stdout, _ = await asyncio.wait_for(app.communicate(), 60)
+        finally:
+            if app.returncode is None:
+                app.kill()
+                await app.wait()
         assert app.returncode == 0
     finally:
         worker.send_signal(signal.SIGTERM)
