@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from jobpoll import (
     NotFound,
     ServiceUnavailable,
     TransportError,
+    Unauthorized,
     WaitTimeout,
 )
 from jobpoll.saq import SaqWaits, load_result, result_to_json
@@ -436,20 +438,31 @@ async def test_a_worker_with_a_wrong_key_ends_no_wait(
     redis_url: str, service: FakeJobsService
 ) -> None:
     """A worker whose key is refused (401) hands its waits on unpolled instead of ending them
-    with an `Unauthorized` outcome; a worker with the right key then sees them end."""
-    job_id = service.add_job(duration=1.0, final_status="FINISHED")
+    with an `Unauthorized` outcome, and the submitter's `result()` raises that `Unauthorized`
+    meanwhile; once a worker with the right key has polled the wait, `result()` waits for
+    the outcome again, and gets it."""
+    job_id = service.add_job(duration=math.inf)  # it ends when the test says so
     async with fleet_of(redis_url, service, 0) as fleet:
         # One link at a time: Redis hands queued links to the longest-waiting worker first.
         fleet.start(1, api_key="fake-wrong", concurrency=1)
         await fleet.ready()
         assert await fleet.waits.submit([job_id]) == [True]
+        with pytest.raises(Unauthorized) as refused:
+            await asyncio.wait_for(fleet.waits.result(job_id), 60)
+        assert refused.value.__notes__ == [
+            f"met by a worker polling job {job_id}; its wait goes on"
+        ]
         await eventually(
             lambda: _steps_at_least(fleet, "w0", "held", 2), "the wait held twice, unpolled"
         )
         assert await fleet.outcomes() == {}
+        wrong = fleet.processes[0]
+        wrong.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(wrong.wait, 30)
         fleet.start(1)
-        await fleet.ready()
-        result = await asyncio.wait_for(fleet.waits.result(job_id), 90)
+        await eventually(lambda: _steps_at_least(fleet, "w1", "polled", 1), "a poll", 90)
+        service.set_job(job_id, status="FINISHED", progress=100)
+        result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
     assert result.ok
 
 
