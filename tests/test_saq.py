@@ -176,7 +176,7 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
             expected[str(uuid.uuid4())] = "NotFound"  # never added: 404
         else:
             expected[service.add_job(duration=3600)] = "WaitTimeout"
-    held = service.add_job(duration=6.0, final_status="FINISHED")  # its poll is cut by the kill
+    held = service.add_job(duration=math.inf)  # its poll is cut by the kill; then finished
     expected[held] = "ok"
     timed = [job_id for job_id, kind in expected.items() if kind == "WaitTimeout"]
     others = [job_id for job_id, kind in expected.items() if kind != "WaitTimeout"]
@@ -195,6 +195,7 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
         process = fleet.processes[int(victim.removeprefix("w"))]
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 30)
+        service.set_job(held, status="FINISHED", progress=100)
         await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", within=90)
         await eventually(lambda: _none_incomplete(fleet), "no link left in the queue")
 
@@ -248,7 +249,10 @@ async def test_one_chain_per_job_however_often_submitted(
 ) -> None:
     """The same id submitted from several processes at once, and again later, is polled by
     one chain: one poll per link, one outcome."""
-    job_id = service.add_job(duration=2.0, final_status="FINISHED")
+    # Running until the test has seen it waited for (however long the workers take to start),
+    # then finished by the test.
+    job_id = service.add_job(duration=math.inf)
+    service.set_job(job_id, status="RUNNING", progress=40)
     async with fleet_of(redis_url, service, 3) as fleet:
         submitters = [make_waits(redis_url, fleet.queue_name, fleet.poll_timeout) for _ in range(3)]
         try:
@@ -257,6 +261,7 @@ async def test_one_chain_per_job_however_often_submitted(
             await eventually(lambda: service.request_count(job_id) >= 1, "the first poll")
             await eventually(lambda: _progress_in_meta(fleet, job_id), "progress in SAQ's meta")
             assert await fleet.waits.submit([job_id, job_id]) == [False, False]
+            service.set_job(job_id, status="FINISHED", progress=100)
             async with asyncio.timeout(60):
                 result = await submitters[1].result(job_id)
             assert await fleet.waits.submit([job_id]) == [False]  # the outcome is kept
@@ -277,7 +282,8 @@ async def test_one_chain_per_job_however_often_submitted(
 async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
     """503s answered to the polls of a few jobs pause the polls of every job on every worker,
     through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
-    job_ids = [service.add_job(duration=5.0, final_status="FINISHED") for _ in range(60)]
+    # Running until every worker has met the pause (however long they take to start).
+    job_ids = [service.add_job(duration=math.inf) for _ in range(60)]
     # Redis hands the links due at each tick of SAQ's scheduler to the workers' waiting
     # connections in the order they began to wait: with 4 each (12 in all) and dozens of
     # links due at each tick, every worker takes some of every tick's links, the pause's too.
@@ -290,6 +296,14 @@ async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJ
         # Each 503 answered to a poll sent since the last pause began starts a pause.
         for job_id in job_ids[:3]:
             service.inject(HttpError(503, retry_after=2), job_id=job_id, times=1)
+
+        async def every_worker_paused() -> bool:
+            names = ("w0", "w1", "w2")
+            return all([await _steps_at_least(fleet, name, "paused", 1) for name in names])
+
+        await eventually(every_worker_paused, "every worker's polls paused", within=90)
+        for job_id in job_ids:
+            service.set_job(job_id, status="FINISHED", progress=100)
         await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", within=90)
         steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
         pause = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:pause")
@@ -412,7 +426,7 @@ return 1
 async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJobsService) -> None:
     """A wait whose next link vanished from SAQ's queue (its sweep killed between taking a dead
     worker's job out and putting it back) is enqueued again by the workers, and ends."""
-    job_id = service.add_job(duration=4.0, final_status="FINISHED")
+    job_id = service.add_job(duration=math.inf)  # running until a link of it was lost
     async with fleet_of(redis_url, service, 1) as fleet:
         queue = fleet.waits.queue
         lose = queue.redis.register_script(_LOSE_SCHEDULED_LINK)
@@ -429,6 +443,7 @@ async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJ
             return lost
 
         await eventually(lose_one, "a scheduled link to lose")
+        service.set_job(job_id, status="FINISHED", progress=100)
         result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
         assert result.ok
         assert await fleet.waits.delivered() == 1
