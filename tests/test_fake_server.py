@@ -328,6 +328,33 @@ async def test_fake_server_serves_until_stopped(tmp_path: Path) -> None:
     assert counters["requests"] >= 5  # two 503s among them
 
 
+async def test_fake_server_without_rules_answers_404() -> None:
+    """`jobpoll fake-server` with no rule knows no job: any id is a 404, as the real service
+    answers for an id it does not know."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jobpoll",
+        "fake-server",
+        stdout=asyncio.subprocess.PIPE,
+        env=cli_environment(),
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            where = json.loads(await process.stdout.readline())
+            async with JobsClient(where["api_key"], base_url=where["base_url"]) as client:
+                with pytest.raises(NotFound):
+                    await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+            process.terminate()
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
+
+
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
