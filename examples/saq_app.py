@@ -11,7 +11,7 @@ from typing import Any
 
 from saq import Queue
 
-from jobpoll import DEFAULT_BASE_URL, JobsClient
+from jobpoll import JobsClient
 from jobpoll.saq import SaqWaits, load_result
 
 queue = Queue.from_url(os.environ.get("REDIS_URL", "redis://localhost:6379"), name="jobpoll")
@@ -24,13 +24,10 @@ async def job_ended(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
     print("ended:", outcome.job_id, "ok" if outcome.ok else outcome.error, flush=True)
 
 
-def make_client() -> JobsClient:
-    # The key comes from CDQ_API_KEY.
-    return JobsClient(base_url=os.environ.get("JOBS_BASE_URL", DEFAULT_BASE_URL))
-
-
-# For the `saq` command: SAQ's own worker, running jobpoll's polls and your functions.
-settings = waits.worker_settings(client=make_client, functions=[job_ended], concurrency=100)
+# For the `saq` command: SAQ's own worker, running jobpoll's polls and your functions. Each
+# worker makes its client with JobsClient(): the key from CDQ_API_KEY, the base URL from
+# CDQ_BASE_URL (else the production one).
+settings = waits.worker_settings(client=JobsClient, functions=[job_ended], concurrency=100)
 
 
 async def main(job_ids: list[str]) -> None:

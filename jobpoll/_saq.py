@@ -8,8 +8,9 @@ the poll it was making (SAQ's sweep runs that link again on another worker).
 What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:`):
 
 - `wait:<job id>`, a small hash: `step`, the number of the link that is live, while the job is
-  waited for (and `timeout`, the wait's, if it has one); `result`, the outcome as JSON, once
-  it is over, and `delivered` once the outcome function returned (kept `outcome_ttl` seconds).
+  waited for (and `timeout`, the wait's, if it has one; `held`, the error of a worker's setup
+  met at its last poll, for `results()` to raise); `result`, the outcome as JSON, once it is
+  over, and `delivered` once the outcome function returned (kept `outcome_ttl` seconds).
   The hand-over from one link to the next, and from the last link to the outcome, is one Lua
   script that checks `step` and enqueues the next SAQ job in the same atomic step: a link run
   twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
@@ -86,7 +87,11 @@ class _Over(Exception):
 
 
 class _Held(Exception):
-    """A poll not made: this worker cannot poll (an error of its setup)."""
+    """A poll not made: this worker cannot poll (`error`, of its setup)."""
+
+    def __init__(self, error: JobPollError) -> None:
+        super().__init__(str(error))
+        self.error = error
 
 
 # --- results as JSON ----------------------------------------------------------------------------
@@ -196,6 +201,7 @@ class SaqWaits:
         self._throttle = redis.register_script(scripts.THROTTLE)
         self._calm = redis.register_script(scripts.CALM)
         self._mark_delivered = redis.register_script(scripts.DELIVERED)
+        self._hold = redis.register_script(scripts.HOLD)
         self._mend_script = redis.register_script(scripts.MEND)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
@@ -312,50 +318,75 @@ class SaqWaits:
         """The outcome of each job, as each is over (from any process, submitted or not yet).
 
         Waits as long as it takes: bound it with `asyncio.timeout(...)`.
+
+        Raises:
+            JobPollError: an error of a worker's setup (`JobPollError.stops_all`: a refused
+                key, a service never reached) met at the last poll of one of these jobs that
+                are not over, once every outcome already kept was yielded. As in
+                `wait_for_jobs`, it stops the awaiting, not the waits: the worker logged it
+                and holds the wait, unpolled, trying again every `max_interval`; once a worker
+                polls it, the error is no longer raised, and awaiting again gets the outcome.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         pubsub = self._redis.pubsub()
         try:
             await pubsub.subscribe(self._channel)
-            look_at_all = True
+            # At first, and now and then: all of them (a message may have been missed).
+            looking_at = sorted(pending)
             while pending:
-                if look_at_all:  # at first, and now and then: a message may have been missed
-                    for job_id, result in (await self._stored(sorted(pending))).items():
-                        pending.discard(job_id)
-                        yield result
-                    if not pending:
-                        break
+                ended, held = await self._stored(looking_at)
+                for job_id, result in ended.items():
+                    pending.discard(job_id)
+                    yield result
+                if held is not None:
+                    raise held
+                if not pending:
+                    break
                 message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-                look_at_all = message is None
-                if message is not None:
+                if message is None:
+                    looking_at = sorted(pending)
+                else:
                     data = message["data"]
                     job_id = data.decode() if isinstance(data, bytes) else str(data)
-                    if job_id in pending:
-                        for got_id, result in (await self._stored([job_id])).items():
-                            pending.discard(got_id)
-                            yield result
+                    looking_at = [job_id] if job_id in pending else []
         finally:
             await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
-        `asyncio.timeout(...)`."""
+        `asyncio.timeout(...)`.
+
+        Raises:
+            JobPollError: the error of a worker's setup met at the job's last poll, as
+                `results()` raises it.
+        """
         results = self.results([job_id])
         try:
             return await anext(results)
         finally:
             await results.aclose()
 
-    async def _stored(self, job_ids: list[str]) -> dict[str, JobResult]:
+    async def _stored(self, job_ids: list[str]) -> tuple[dict[str, JobResult], JobPollError | None]:
+        """The kept outcomes of `job_ids`, and a setup error met at the last poll of one of the
+        others: one kept at a step not followed by a poll since (the step after it is live)."""
+        if not job_ids:
+            return {}, None
         async with self._redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
-                pipe.hget(self._wait_key(job_id), "result")
+                pipe.hmget(self._wait_key(job_id), ["result", "step", "held"])
             values = await pipe.execute()
-        return {
-            job_id: load_result(json.loads(value))
-            for job_id, value in zip(job_ids, values, strict=True)
-            if value is not None
-        }
+        ended: dict[str, JobResult] = {}
+        held: JobPollError | None = None
+        for job_id, (result, step, held_json) in zip(job_ids, values, strict=True):
+            if result is not None:
+                ended[job_id] = load_result(json.loads(result))
+            elif held_json is not None and step is not None:
+                data = json.loads(held_json)
+                if int(step) <= data["step"] + 1:
+                    held = load_result(data).error
+                    assert held is not None
+                    held.add_note(f"met by a worker polling job {job_id}; its wait goes on")
+        return ended, held
 
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
@@ -560,7 +591,8 @@ class SaqWaits:
             return "paused"
         try:
             saved = await self._poll_once(job_id, checkpoint, timeout, gen, streak)
-        except _Held:
+        except _Held as held:
+            await self._held(job_id, step, held.error)
             retry_at = time.time() + policy.max_interval
             await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
             return "held"
@@ -608,7 +640,7 @@ class SaqWaits:
                     logger.error(  # noqa: TRY400 - no traceback: the message says it all
                         "job %s: not polled, this worker cannot poll: %s", job_id, exc
                     )
-                    raise _Held from None
+                    raise _Held(exc) from None
                 if exc.throttles:
                     await self._throttled(exc, gen, streak)
                 now = clock()
@@ -639,6 +671,14 @@ class SaqWaits:
         await self._advance(
             keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
             args=[self.queue.serialize(saq_job), score, step, step + 1],
+        )
+
+    async def _held(self, job_id: str, step: int, error: JobPollError) -> None:
+        """Keep the setup error this link met in the wait's record, and announce it, for the
+        submitter's `results()` to raise (see there)."""
+        held = {**result_to_json(JobResult(job_id, None, error)), "step": step}
+        await self._hold(
+            keys=[self._wait_key(job_id), self._channel], args=[step, json.dumps(held), job_id]
         )
 
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:

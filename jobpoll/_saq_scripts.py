@@ -3,7 +3,17 @@ own records in the same atomic step (see `_saq` for what Redis holds)."""
 
 from __future__ import annotations
 
-__all__ = ["ADVANCE", "BEGIN", "CALM", "DELIVERED", "FINISH", "MEND", "SUBMIT", "THROTTLE"]
+__all__ = [
+    "ADVANCE",
+    "BEGIN",
+    "CALM",
+    "DELIVERED",
+    "FINISH",
+    "HOLD",
+    "MEND",
+    "SUBMIT",
+    "THROTTLE",
+]
 
 # Each script checks the wait's record and writes SAQ's job in the same atomic step.
 # KEYS: the wait's record, the SAQ job's key, SAQ's `incomplete` set, SAQ's `queued` list.
@@ -81,6 +91,16 @@ local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
 if gen ~= tonumber(ARGV[1]) then return 0 end
 redis.call('HSET', KEYS[1], 'until', ARGV[2], 'gen', gen + 1)
 redis.call('HINCRBY', KEYS[1], 'streak', 1)
+return 1
+"""
+
+# KEYS: the wait's record, the channel outcomes are announced on. ARGV: the live step, the
+# setup error met (a result's JSON, with that step), the job id. Kept in the record and
+# announced as an outcome is, so that `results()` raises it at once.
+HOLD = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'held', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
 

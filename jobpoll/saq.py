@@ -1,9 +1,36 @@
 """Scale waits out over worker processes with SAQ, an asyncio job queue on Redis.
 
-Needs the `saq` extra (`pip install 'jobpoll[saq]'`); `import jobpoll` never imports it. See
-the README's "Scale out" section.
+Needs the `saq` extra (`pip install 'jobpoll[saq]'`); `import jobpoll` never imports it.
+Without it, importing this module is a `ModuleNotFoundError` that says so. See the README's
+"Scale out" section.
 """
 
-from jobpoll._saq import POLL_FUNCTION, SaqWaits, load_result, result_to_json
+from __future__ import annotations
+
+#: The top-level packages the `saq` extra installs.
+_EXTRA_PACKAGES = ("saq", "redis")
+
+
+def _missing_from_the_extra(error: BaseException | None) -> str | None:
+    """The package of the extra whose absence `error` reports, if that is what it reports.
+    SAQ reports a missing redis as its own error, caused by the `ModuleNotFoundError`."""
+    while error is not None:
+        if isinstance(error, ModuleNotFoundError):
+            package = str(error.name).partition(".")[0]
+            return package if package in _EXTRA_PACKAGES else None
+        error = error.__cause__
+    return None
+
+
+try:
+    from jobpoll._saq import POLL_FUNCTION, SaqWaits, load_result, result_to_json
+except Exception as exc:
+    missing = _missing_from_the_extra(exc)
+    if missing is None:
+        raise
+    raise ModuleNotFoundError(
+        f"jobpoll.saq needs the saq extra ({missing} is missing): pip install 'jobpoll[saq]'",
+        name=missing,
+    ) from exc
 
 __all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]

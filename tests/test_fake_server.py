@@ -22,6 +22,7 @@ from jobpoll.testing._scenario import (
     build_scenario,
     fault_spec,
     job_spec,
+    load_scenario_file,
 )
 
 
@@ -60,7 +61,8 @@ async def test_job_rules_by_pattern(clock: VirtualClock) -> None:
             "queued-*:duration=10,queued=5",
             "steps-*:duration=10,shape=steps-25",
             "text-*:duration=10,progress_as_string",
-        ]
+        ],
+        auto_create_duration=10,
     )
     async with ScriptedService(scenario, clock=clock) as service:
         first = await poll(service, "fail-1", "gone-1", "queued-1", "steps-1", "other")
@@ -78,6 +80,37 @@ async def test_job_rules_by_pattern(clock: VirtualClock) -> None:
         ]
 
 
+async def test_an_id_no_rule_covers_is_a_404_unless_auto_created(
+    clock: VirtualClock, tmp_path: Path
+) -> None:
+    """A typo'd id is a 404 (`NotFound`), as the real service answers for an id it does not
+    know; with `auto_create_duration` (an option, or a key of the file) or a last rule `*`, it
+    becomes a job."""
+    scenario = scenario_of(["order-*:duration=5"])
+    async with ScriptedService(scenario, clock=clock) as service:
+        order, typo = await poll(service, "order-1", "ordr-1")
+        assert order.status is JobStatus.RUNNING
+        assert isinstance(typo, NotFound)
+        assert typo.job_id == "ordr-1"
+    config = tmp_path / "scenario.toml"
+    config.write_text('auto_create_duration = 30\n[[jobs]]\nmatch = "order-*"\nduration = 5\n')
+    auto_created = build_scenario(load_scenario_file(config), source=str(config))
+    catch_all = scenario_of(["order-*:duration=5", "*:duration=30"])
+    for scenario in (auto_created, catch_all):
+        async with ScriptedService(scenario, clock=clock) as service:
+            (typo,) = await poll(service, "ordr-1")
+            assert typo.status is JobStatus.RUNNING
+            clock.advance(30.0)
+            (typo,) = await poll(service, "ordr-1")
+            assert typo.status is JobStatus.FINISHED
+    with pytest.raises(ScenarioError, match=r"f\.toml: auto_create_duration must be a number"):
+        build_scenario({"auto_create_duration": -1}, source="f.toml")
+    # The same rule as a fake without a scenario: an id never added is a 404.
+    async with FakeJobsService(clock=clock) as service:
+        service.add_job("order-1")
+        assert isinstance((await poll(service, "ordr-1"))[0], NotFound)
+
+
 async def test_duration_ranges_and_shares_are_per_id_and_repeatable(clock: VirtualClock) -> None:
     """A duration range and a share pick per id from a hash: the same every run with the
     same seed, spread over the range and close to the share."""
@@ -93,7 +126,7 @@ async def test_duration_ranges_and_shares_are_per_id_and_repeatable(clock: Virtu
     assert 19 < max(durations) <= 20
     again = scenario_of(["*:duration=10..20,outcome=FAILED,share=0.25", "*:duration=10..20"])
     assert [again.rule_for(job_id).outcome for job_id in ids] == [rule.outcome for rule in rules]
-    other_seed = scenario_of(["*:share=0.25,outcome=FAILED"], seed=1)
+    other_seed = scenario_of(["*:share=0.25,outcome=FAILED", "*"], seed=1)
     assert [other_seed.rule_for(job_id).outcome for job_id in ids] != [r.outcome for r in rules]
 
 
@@ -177,6 +210,7 @@ async def test_the_fan_out_rides_out_a_scripted_mix() -> None:
         pytest.param("fault", "503:times=0", "times must be 1 or more", id="times"),
         pytest.param("fault", "503:for=-1", "for must be a number of seconds", id="for"),
         pytest.param("fault", "503:share=nan", "share must be a fraction", id="nan"),
+        pytest.param("fault", "²:times=1", "kind '²' is not an HTTP status", id="superscript"),
     ],
 )
 def test_rules_refused_with_where_and_why(kind: str, text: str, message: str) -> None:
@@ -188,6 +222,22 @@ def test_rules_refused_with_where_and_why(kind: str, text: str, message: str) ->
     assert str(caught.value).startswith(f"--{kind} {text!r}: ")
 
 
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        pytest.param("port", "--port must be from 0 to 65535", id="port"),
+        pytest.param("latency", "--latency must be a number, got one too large", id="latency"),
+        pytest.param("auto_create_duration", "--auto-create-duration must be a number", id="auto"),
+    ],
+)
+def test_numbers_too_large_for_a_float_are_refused(option: str, message: str) -> None:
+    """A 400-digit number (click reads it as an int) is a clear error, not an
+    `OverflowError`; as a seed, any whole number does."""
+    with pytest.raises(ScenarioError, match=message):
+        scenario_of(**{option: 10**400})
+    assert scenario_of(seed=10**400).seed == 10**400
+
+
 def test_file_rules_and_options(tmp_path: Path) -> None:
     """A TOML or JSON file gives rules and options; options given win; errors name the file
     and the rule."""
@@ -196,8 +246,6 @@ def test_file_rules_and_options(tmp_path: Path) -> None:
         'seed = 3\nlatency = 0.5\n[[jobs]]\nmatch = "a*"\nduration = [1, 2]\n'
         "[[faults]]\nkind = 503\nshare = 0.1\n"
     )
-    from jobpoll.testing._scenario import load_scenario_file
-
     scenario = build_scenario(load_scenario_file(toml), source=str(toml), latency=0.0)
     assert (scenario.seed, scenario.latency, scenario.jobs[0].duration) == (3, 0.0, (1.0, 2.0))
     bad = tmp_path / "bad.json"
@@ -278,6 +326,33 @@ async def test_fake_server_serves_until_stopped(tmp_path: Path) -> None:
     assert err == b""
     counters = json.loads(out)
     assert counters["requests"] >= 5  # two 503s among them
+
+
+async def test_fake_server_without_rules_answers_404() -> None:
+    """`jobpoll fake-server` with no rule knows no job: any id is a 404, as the real service
+    answers for an id it does not know."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "jobpoll",
+        "fake-server",
+        stdout=asyncio.subprocess.PIPE,
+        env=cli_environment(),
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30):
+            where = json.loads(await process.stdout.readline())
+            async with JobsClient(where["api_key"], base_url=where["base_url"]) as client:
+                with pytest.raises(NotFound):
+                    await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+            process.terminate()
+            await process.communicate()
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0
 
 
 @pytest.mark.parametrize(

@@ -98,3 +98,25 @@ def test_saq_module_is_apart() -> None:
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     saq = pytest.importorskip("jobpoll.saq", reason="the saq extra is not installed")
     assert set(saq.__all__) == {"POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"}
+
+
+@pytest.mark.parametrize("missing", ["saq", "redis"])
+def test_saq_module_without_the_extra_names_it(missing: str) -> None:
+    """`import jobpoll.saq` without the saq extra (saq or redis missing) is an `ImportError`
+    (a `ModuleNotFoundError`) that says what to install."""
+    code = f"""
+import sys
+sys.modules[{missing!r}] = None
+try:
+    import jobpoll.saq
+except ModuleNotFoundError as exc:
+    print(exc.name)
+    print(exc)
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.splitlines() == [
+        missing,
+        f"jobpoll.saq needs the saq extra ({missing} is missing): pip install 'jobpoll[saq]'",
+    ]

@@ -61,6 +61,16 @@ def test_every_python_block_compiles() -> None:
         compile(block, "README.md", "exec")
 
 
+def test_the_scale_out_app_is_the_example_the_tests_run() -> None:
+    """The README's SAQ app is examples/saq_app.py as written (which tests/test_saq.py runs),
+    its client made from the environment as everywhere else: CDQ_API_KEY and CDQ_BASE_URL."""
+    (block,) = [block for block in python_blocks() if "SaqWaits(queue" in block]
+    example = (Path(__file__).parent.parent / "examples" / "saq_app.py").read_text()
+    assert example.endswith("\n\n" + block)
+    assert "client=JobsClient," in block
+    assert "JOBS_BASE_URL" not in example
+
+
 async def test_worker_example_resumes_after_a_stop(tmp_path: Path) -> None:
     """The README's worker, cancelled part-way, leaves a checkpoint from which its next run
     handles every job it had not handled yet, each once."""

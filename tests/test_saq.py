@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import os
 import signal
 import subprocess
@@ -34,6 +35,7 @@ from jobpoll import (
     NotFound,
     ServiceUnavailable,
     TransportError,
+    Unauthorized,
     WaitTimeout,
 )
 from jobpoll.saq import SaqWaits, load_result, result_to_json
@@ -174,7 +176,7 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
             expected[str(uuid.uuid4())] = "NotFound"  # never added: 404
         else:
             expected[service.add_job(duration=3600)] = "WaitTimeout"
-    held = service.add_job(duration=6.0, final_status="FINISHED")  # its poll is cut by the kill
+    held = service.add_job(duration=math.inf)  # its poll is cut by the kill; then finished
     expected[held] = "ok"
     timed = [job_id for job_id, kind in expected.items() if kind == "WaitTimeout"]
     others = [job_id for job_id, kind in expected.items() if kind != "WaitTimeout"]
@@ -193,6 +195,7 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
         process = fleet.processes[int(victim.removeprefix("w"))]
         process.send_signal(signal.SIGKILL)
         await asyncio.to_thread(process.wait, 30)
+        service.set_job(held, status="FINISHED", progress=100)
         await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", within=90)
         await eventually(lambda: _none_incomplete(fleet), "no link left in the queue")
 
@@ -246,7 +249,10 @@ async def test_one_chain_per_job_however_often_submitted(
 ) -> None:
     """The same id submitted from several processes at once, and again later, is polled by
     one chain: one poll per link, one outcome."""
-    job_id = service.add_job(duration=2.0, final_status="FINISHED")
+    # Running until the test has seen it waited for (however long the workers take to start),
+    # then finished by the test.
+    job_id = service.add_job(duration=math.inf)
+    service.set_job(job_id, status="RUNNING", progress=40)
     async with fleet_of(redis_url, service, 3) as fleet:
         submitters = [make_waits(redis_url, fleet.queue_name, fleet.poll_timeout) for _ in range(3)]
         try:
@@ -255,6 +261,7 @@ async def test_one_chain_per_job_however_often_submitted(
             await eventually(lambda: service.request_count(job_id) >= 1, "the first poll")
             await eventually(lambda: _progress_in_meta(fleet, job_id), "progress in SAQ's meta")
             assert await fleet.waits.submit([job_id, job_id]) == [False, False]
+            service.set_job(job_id, status="FINISHED", progress=100)
             async with asyncio.timeout(60):
                 result = await submitters[1].result(job_id)
             assert await fleet.waits.submit([job_id]) == [False]  # the outcome is kept
@@ -275,7 +282,8 @@ async def test_one_chain_per_job_however_often_submitted(
 async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
     """503s answered to the polls of a few jobs pause the polls of every job on every worker,
     through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
-    job_ids = [service.add_job(duration=5.0, final_status="FINISHED") for _ in range(60)]
+    # Running until every worker has met the pause (however long they take to start).
+    job_ids = [service.add_job(duration=math.inf) for _ in range(60)]
     # Redis hands the links due at each tick of SAQ's scheduler to the workers' waiting
     # connections in the order they began to wait: with 4 each (12 in all) and dozens of
     # links due at each tick, every worker takes some of every tick's links, the pause's too.
@@ -288,6 +296,14 @@ async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJ
         # Each 503 answered to a poll sent since the last pause began starts a pause.
         for job_id in job_ids[:3]:
             service.inject(HttpError(503, retry_after=2), job_id=job_id, times=1)
+
+        async def every_worker_paused() -> bool:
+            names = ("w0", "w1", "w2")
+            return all([await _steps_at_least(fleet, name, "paused", 1) for name in names])
+
+        await eventually(every_worker_paused, "every worker's polls paused", within=90)
+        for job_id in job_ids:
+            service.set_job(job_id, status="FINISHED", progress=100)
         await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", within=90)
         steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
         pause = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:pause")
@@ -307,13 +323,14 @@ async def test_the_example_app_runs_as_the_readme_says(
     redis_url: str, service: FakeJobsService
 ) -> None:
     """`saq saq_app.settings` runs the waits, `python saq_app.py ids...` submits and prints
-    each outcome, and the worker's `job_ended` sees each job once."""
+    each outcome, and the worker's `job_ended` sees each job once; the workers reach the
+    service that CDQ_BASE_URL names, as everything else of jobpoll does."""
     ok = service.add_job(duration=1.0, final_status="FINISHED")
     failed = service.add_job(duration=1.0, final_status="FAILED")
     env = {
         **os.environ,
         "REDIS_URL": redis_url.rsplit("/", 1)[0] + "/1",  # the example's queue name is fixed
-        "JOBS_BASE_URL": service.base_url,
+        "CDQ_BASE_URL": service.base_url,
         "CDQ_API_KEY": service.api_key,
     }
     worker = await asyncio.create_subprocess_exec(
@@ -327,7 +344,12 @@ async def test_the_example_app_runs_as_the_readme_says(
         app = await asyncio.create_subprocess_exec(
             sys.executable, "saq_app.py", ok, failed, cwd=EXAMPLES, env=env, stdout=PIPE
         )
-        stdout, _ = await asyncio.wait_for(app.communicate(), 60)
+        try:
+            stdout, _ = await asyncio.wait_for(app.communicate(), 60)
+        finally:
+            if app.returncode is None:
+                app.kill()
+                await app.wait()
         assert app.returncode == 0
     finally:
         worker.send_signal(signal.SIGTERM)
@@ -404,7 +426,7 @@ return 1
 async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJobsService) -> None:
     """A wait whose next link vanished from SAQ's queue (its sweep killed between taking a dead
     worker's job out and putting it back) is enqueued again by the workers, and ends."""
-    job_id = service.add_job(duration=4.0, final_status="FINISHED")
+    job_id = service.add_job(duration=math.inf)  # running until a link of it was lost
     async with fleet_of(redis_url, service, 1) as fleet:
         queue = fleet.waits.queue
         lose = queue.redis.register_script(_LOSE_SCHEDULED_LINK)
@@ -421,6 +443,7 @@ async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJ
             return lost
 
         await eventually(lose_one, "a scheduled link to lose")
+        service.set_job(job_id, status="FINISHED", progress=100)
         result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
         assert result.ok
         assert await fleet.waits.delivered() == 1
@@ -430,20 +453,31 @@ async def test_a_worker_with_a_wrong_key_ends_no_wait(
     redis_url: str, service: FakeJobsService
 ) -> None:
     """A worker whose key is refused (401) hands its waits on unpolled instead of ending them
-    with an `Unauthorized` outcome; a worker with the right key then sees them end."""
-    job_id = service.add_job(duration=1.0, final_status="FINISHED")
+    with an `Unauthorized` outcome, and the submitter's `result()` raises that `Unauthorized`
+    meanwhile; once a worker with the right key has polled the wait, `result()` waits for
+    the outcome again, and gets it."""
+    job_id = service.add_job(duration=math.inf)  # it ends when the test says so
     async with fleet_of(redis_url, service, 0) as fleet:
         # One link at a time: Redis hands queued links to the longest-waiting worker first.
         fleet.start(1, api_key="fake-wrong", concurrency=1)
         await fleet.ready()
         assert await fleet.waits.submit([job_id]) == [True]
+        with pytest.raises(Unauthorized) as refused:
+            await asyncio.wait_for(fleet.waits.result(job_id), 60)
+        assert refused.value.__notes__ == [
+            f"met by a worker polling job {job_id}; its wait goes on"
+        ]
         await eventually(
             lambda: _steps_at_least(fleet, "w0", "held", 2), "the wait held twice, unpolled"
         )
         assert await fleet.outcomes() == {}
+        wrong = fleet.processes[0]
+        wrong.send_signal(signal.SIGTERM)
+        await asyncio.to_thread(wrong.wait, 30)
         fleet.start(1)
-        await fleet.ready()
-        result = await asyncio.wait_for(fleet.waits.result(job_id), 90)
+        await eventually(lambda: _steps_at_least(fleet, "w1", "polled", 1), "a poll", 90)
+        service.set_job(job_id, status="FINISHED", progress=100)
+        result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
     assert result.ok
 
 

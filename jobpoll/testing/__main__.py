@@ -2,7 +2,9 @@
 
     python -m jobpoll.testing --port 8080 --auto-create-duration 30
 
-prints one JSON line, `{"base_url": ..., "api_key": ...}`, then serves until interrupted
+answers every id with a job that finishes 30 s after its first request (without the option,
+with a 404: no job is scripted here, and the real service answers 404 for an id it does not
+know), prints one JSON line, `{"base_url": ..., "api_key": ...}`, then serves until interrupted
 (Ctrl-C, SIGINT or SIGTERM); it then prints a last JSON line of counters, `{"requests": ...,
 "peak_in_flight": ...}`, for a benchmark that runs it in a second process.
 
@@ -18,8 +20,7 @@ import math
 import os
 import sys
 
-from jobpoll.testing._scenario import serve_until_stopped
-from jobpoll.testing._service import FakeJobsService
+from jobpoll.testing._service import FakeJobsService, serve_until_stopped
 
 
 def _port(text: str) -> int:

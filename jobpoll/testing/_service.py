@@ -1,39 +1,38 @@
-"""`FakeJobsService`: a real `aiohttp.web` server on loopback that plays CDQ's job endpoint."""
+"""The fake service itself: `FakeJobsService`, a real `aiohttp.web` server on loopback that
+plays CDQ's job endpoint; `ScriptedService`, the same serving a `Scenario`'s rules; and
+`serve_until_stopped`, which serves either from a command line."""
 
 from __future__ import annotations
 
 import asyncio
+import fnmatch
+import json
 import math
+import random
 import secrets
+import signal
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from email.utils import format_datetime
 from types import TracebackType
 from typing import Any, Self
 
 import attrs
 from aiohttp import web
 
-from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
-from jobpoll._wire import format_timestamp, job_to_wire
-from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
+from jobpoll._models import JobStatus
+from jobpoll.testing._answers import error_response, fault_response
+from jobpoll.testing._faults import Fault, Headers, Patch, Slow
+from jobpoll.testing._rules import Scenario
+from jobpoll.testing._script import JobScript, ProgressCurve, linear
 
-__all__ = ["FakeJobsService", "RecordedRequest"]
+__all__ = ["FakeJobsService", "RecordedRequest", "ScriptedService", "serve_until_stopped"]
 
 #: The path prefix of the real service; `base_url` ends with it.
 BASE_PATH = "/bankaccount-data/rest"
 JOBS_PATH = BASE_PATH + "/bankaccounts/jobs"
-
-#: A progress curve: the fraction of the running time gone (0..1) to percent done.
-ProgressCurve = Callable[[float], float]
-
-
-def linear(fraction: float) -> float:
-    """Progress that grows evenly with time."""
-    return 100 * fraction
 
 
 @attrs.frozen
@@ -57,57 +56,6 @@ class _PendingFault:
     until: float | None = None
 
 
-@attrs.define
-class _Script:
-    """How one job unfolds in time, from `add_job`'s arguments."""
-
-    job_id: str
-    started: float
-    created_at: datetime
-    duration: float
-    final_status: str
-    queued: float
-    progress: ProgressCurve | None
-    running_status: str
-    progress_as_string: bool
-    user: str
-    pinned: tuple[str, int] | None = None
-
-    def state(self, now: float) -> tuple[str, int]:
-        if self.pinned is not None:
-            return self.pinned
-        elapsed = now - self.started
-        if elapsed >= self.duration:
-            if JobStatus.parse(self.final_status) is JobStatus.FINISHED:
-                return self.final_status, MAX_PROGRESS
-            return self.final_status, self._progress_at(1.0)
-        if elapsed < self.queued:
-            return JobStatus.SCHEDULED.value, MIN_PROGRESS
-        return self.running_status, self._progress_at(
-            (elapsed - self.queued) / (self.duration - self.queued)
-        )
-
-    def _progress_at(self, fraction: float) -> int:
-        if self.progress is None:
-            return MIN_PROGRESS
-        return max(MIN_PROGRESS, min(MAX_PROGRESS, int(self.progress(fraction))))
-
-    def body(self, now: float) -> dict[str, Any]:
-        raw_status, progress = self.state(now)
-        job = Job(
-            id=self.job_id,
-            created_at=self.created_at,
-            user=self.user,
-            progress=progress,
-            status=JobStatus.parse(raw_status),
-            raw_status=raw_status,
-        )
-        wire = job_to_wire(job)
-        if self.progress_as_string:
-            wire["progress"] = str(progress)  # as the service's own reference example does
-        return wire
-
-
 class FakeJobsService:
     """A stand-in for CDQ's job-status endpoint, for demos and tests, yours and ours.
 
@@ -128,8 +76,10 @@ class FakeJobsService:
         clock: the time jobs unfold in (seconds, monotonic). Pass a virtual clock to move
             jobs forward without sleeping.
         port: the loopback port; 0 picks a free one.
-        auto_create_duration: when set, an unknown job id becomes a job that finishes this many
-            seconds after its first request, instead of a 404 (handy from another process).
+        auto_create_duration: when set, an id never added becomes a job that finishes this
+            many seconds after its first request (handy from another process, or for a demo).
+            When None, such an id is a 404, as the real service answers for an id it does not
+            know: a typo fails against the fake as it will against the service.
         latency: seconds (real time) every answer waits before it is sent, as a real server
             over a network would; so requests overlap, and `peak_in_flight` sees them.
 
@@ -155,7 +105,7 @@ class FakeJobsService:
         self._port = port
         self._auto_create_duration = auto_create_duration
         self._latency = latency
-        self._jobs: dict[str, _Script] = {}
+        self._jobs: dict[str, JobScript] = {}
         self._faults: dict[str | None, deque[_PendingFault]] = {}
         self._counts: Counter[str | None] = Counter()
         self.recent_requests: deque[RecordedRequest] = deque(maxlen=10_000)
@@ -246,7 +196,7 @@ class FakeJobsService:
         _check_seconds("duration", duration, endless=True)
         if not 0 <= queued <= duration:
             raise ValueError("queued must be between 0 and duration")
-        self._jobs[job_id] = _Script(
+        self._jobs[job_id] = JobScript(
             job_id=job_id,
             started=self._clock(),
             created_at=created_at or datetime.now(UTC).replace(microsecond=0),
@@ -350,7 +300,7 @@ class FakeJobsService:
             response.headers.update(fault.headers)
             return response
         elif fault is not None:
-            return await self._fault_response(request, fault)
+            return await fault_response(request, fault)
         return self._job_response(request, job_id, patch)
 
     def _job_response(
@@ -358,53 +308,25 @@ class FakeJobsService:
     ) -> web.Response:
         """The answer of the service itself: the job, or the error it gets."""
         if request.headers.get("X-API-KEY") != self.api_key:
-            return _error(request, 401, "This user is not allowed to access this service.")
+            return error_response(request, 401, "This user is not allowed to access this service.")
         accept = request.headers.get("Accept", "*/*")
         if not any(kind in accept for kind in ("application/json", "application/*", "*/*")):
-            return _error(request, 406, "Only application/json can be produced.")
+            return error_response(request, 406, "Only application/json can be produced.")
         if not job_id:
-            return _error(request, 400, "Required parameter 'jobId' is missing.")
+            return error_response(request, 400, "Required parameter 'jobId' is missing.")
         script = self._jobs.get(job_id) or self._unknown_job(job_id)
         if script is None:
-            return _error(request, 404, f"Job {job_id} not found.")
+            return error_response(request, 404, f"Job {job_id} not found.")
         body = script.body(self._clock())
         body.update(patch)
         return web.json_response(body)
 
-    def _unknown_job(self, job_id: str) -> _Script | None:
+    def _unknown_job(self, job_id: str) -> JobScript | None:
         """The job an id not scripted yet becomes at its first request, or None (a 404)."""
         if self._auto_create_duration is None:
             return None
         self.add_job(job_id, duration=self._auto_create_duration)
         return self._jobs[job_id]
-
-    async def _fault_response(self, request: web.Request, fault: Fault) -> web.StreamResponse:
-        if isinstance(fault, HttpError):
-            response = _error(request, fault.status, fault.message)
-            if isinstance(fault.retry_after, str):
-                response.headers["Retry-After"] = fault.retry_after
-            elif fault.retry_after is not None and fault.as_date:
-                now = datetime.now(UTC).replace(microsecond=0)
-                response.headers["Date"] = format_datetime(now, usegmt=True)
-                later = datetime.fromtimestamp(now.timestamp() + fault.retry_after, UTC)
-                response.headers["Retry-After"] = format_datetime(later, usegmt=True)
-            elif fault.retry_after is not None:
-                response.headers["Retry-After"] = f"{fault.retry_after:g}"
-            response.headers.update(fault.headers)
-            return response
-        if isinstance(fault, Body):
-            content = fault.content.encode() if isinstance(fault.content, str) else fault.content
-            response = web.Response(body=content, status=fault.status)
-            if fault.content_type is None:
-                response.headers.popall("Content-Type", None)
-            else:
-                response.headers["Content-Type"] = fault.content_type
-            response.headers.update(fault.headers)
-            return response
-        if isinstance(fault, Redirect):
-            return web.Response(status=fault.status, headers={"Location": fault.location})
-        assert isinstance(fault, Drop)
-        return await _drop(request, mid_body=fault.mid_body)
 
 
 def _check_port(port: object) -> None:
@@ -428,27 +350,71 @@ def _check_seconds(
         raise ValueError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
 
 
-def _error(request: web.Request, status: int, message: str) -> web.Response:
-    """The service's documented error body, quirk included: it says 400 whatever the status."""
-    body = {
-        "id": str(uuid.uuid4()),
-        "path": request.path,
-        "timestamp": format_timestamp(datetime.now(UTC).replace(microsecond=0)),
-        "message": message,
-        "error": "BAD_REQUEST",
-        "status": 400,
-    }
-    return web.json_response(body, status=status)
+class ScriptedService(FakeJobsService):
+    """The fake service serving a `Scenario`: jobs made from its rules at their first request,
+    and its faults mixed in (after any fault `inject`ed, which come first). An id no rule
+    covers is a 404 unless the scenario has an `auto_create_duration`."""
+
+    def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
+        super().__init__(
+            api_key=scenario.api_key,
+            port=scenario.port,
+            latency=scenario.latency,
+            auto_create_duration=scenario.auto_create_duration,
+            clock=clock,
+        )
+        self.scenario = scenario
+        self._random = random.Random(scenario.seed)
+        self._used = [0] * len(scenario.faults)
+        self._origin = clock()
+
+    async def start(self) -> None:
+        """Start serving; fault times count from now."""
+        await super().start()
+        self._origin = self._clock()
+
+    def _unknown_job(self, job_id: str) -> JobScript | None:
+        rule = self.scenario.rule_for(job_id)
+        if rule is None:  # a 404, or a job of `auto_create_duration`, as for any fake
+            return super()._unknown_job(job_id)
+        if rule.missing:
+            return None
+        self.add_job(job_id, **rule.script(job_id, self.scenario.seed))
+        return self._jobs[job_id]
+
+    def _next_fault(self, job_id: str | None) -> Fault | None:
+        fault = super()._next_fault(job_id)
+        if fault is not None or job_id is None or not self.scenario.faults:
+            return fault
+        elapsed = self._clock() - self._origin
+        for index, rule in enumerate(self.scenario.faults):
+            if (
+                rule.active(elapsed)
+                and (rule.times is None or self._used[index] < rule.times)
+                and fnmatch.fnmatchcase(job_id, rule.match)
+                and (rule.share is None or self._random.random() < rule.share)
+            ):
+                self._used[index] += 1
+                return rule.fault
+        return None
 
 
-async def _drop(request: web.Request, *, mid_body: bool) -> web.StreamResponse:
-    transport = request.transport
-    if mid_body and transport is not None:
-        response = web.StreamResponse(headers={"Content-Type": "application/json"})
-        response.content_length = 1000
-        await response.prepare(request)
-        await response.write(b'{"id": "')
-    if transport is not None:
-        transport.close()
-    # The connection is gone; this only ends the handler.
-    raise asyncio.CancelledError
+async def serve_until_stopped(service: FakeJobsService) -> None:
+    """Serve until SIGINT or SIGTERM: print where (one JSON line, `{"base_url": ...,
+    "api_key": ...}`) once listening, and the request counters (`{"requests": ...,
+    "peak_in_flight": ...}`) once stopped, each flushed at once for a reading process."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        async with service:
+            print(
+                json.dumps({"base_url": service.base_url, "api_key": service.api_key}), flush=True
+            )
+            await stop.wait()
+    finally:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.remove_signal_handler(signum)
+    counters = {"requests": service.request_count(), "peak_in_flight": service.peak_in_flight}
+    print(json.dumps(counters), flush=True)

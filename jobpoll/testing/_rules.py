@@ -1,0 +1,182 @@
+"""The rules of a scenario, as data: what the ids matching a pattern become (`JobRule`, with
+its named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario`
+that holds them with the service's options."""
+
+from __future__ import annotations
+
+import fnmatch
+import math
+import zlib
+from typing import Any
+
+import attrs
+
+from jobpoll._models import JobStatus
+from jobpoll.testing._faults import Fault
+from jobpoll.testing._script import ProgressCurve
+
+__all__ = [
+    "DEFAULT_DURATION",
+    "OUTCOMES",
+    "SHAPES",
+    "FaultRule",
+    "JobRule",
+    "Scenario",
+    "shape",
+]
+
+#: How long a job of a rule that names no duration runs before it ends, in seconds.
+DEFAULT_DURATION = 10.0
+
+#: The statuses a scripted job may end in.
+OUTCOMES = tuple(
+    status.value for status in JobStatus if status.is_terminal and status is not JobStatus.UNKNOWN
+)
+
+
+# Progress shapes ------------------------------------------------------------------------------
+
+
+def _linear(fraction: float) -> float:
+    return 100 * fraction
+
+
+def _ease_in(fraction: float) -> float:
+    return 100 * fraction * fraction
+
+
+def _ease_out(fraction: float) -> float:
+    return 100 * (1 - (1 - fraction) ** 2)
+
+
+def _steps(step: int) -> ProgressCurve:
+    def curve(fraction: float) -> float:
+        return step * math.floor(100 * fraction / step + 1e-9)
+
+    return curve
+
+
+#: The progress shapes by name; `steps-N` (N from 1 to 100) moves in steps of N percent.
+SHAPES: dict[str, ProgressCurve | None] = {
+    "linear": _linear,
+    "ease-in": _ease_in,
+    "ease-out": _ease_out,
+    "none": None,
+}
+
+
+def shape(name: str) -> ProgressCurve | None:
+    """The progress curve named `name` (None: no progress until the end).
+
+    Raises:
+        ValueError: no such shape; the message says which there are.
+    """
+    if name in SHAPES:
+        return SHAPES[name]
+    step = name.removeprefix("steps-")
+    if step != name and step.isdigit() and 1 <= int(step) <= 100:
+        return _steps(int(step))
+    raise ValueError(f"must be one of {', '.join(SHAPES)} or steps-N (N from 1 to 100)")
+
+
+def _scaled(curve: ProgressCurve | None, reach: int) -> ProgressCurve | None:
+    if curve is None or reach == 100:
+        return curve
+
+    def scaled(fraction: float) -> float:
+        return reach * curve(fraction) / 100
+
+    return scaled
+
+
+# Rules ----------------------------------------------------------------------------------------
+
+
+@attrs.frozen
+class JobRule:
+    """What the ids matching `match` become at their first request."""
+
+    match: str = "*"
+    #: Seconds from the first request to the end: the least and the most (equal: fixed).
+    duration: tuple[float, float] = (DEFAULT_DURATION, DEFAULT_DURATION)
+    queued: float = 0.0
+    shape: str = "linear"
+    outcome: str = JobStatus.FINISHED.value
+    #: The progress reached at the end; 100 for a job that finishes.
+    reach: int = 100
+    share: float = 1.0
+    progress_as_string: bool = False
+    missing: bool = False
+
+    def applies_to(self, job_id: str, seed: int) -> bool:
+        """Whether this rule decides what `job_id` becomes."""
+        if not fnmatch.fnmatchcase(job_id, self.match):
+            return False
+        return self.share >= 1.0 or _fraction(seed, "share", self.match, job_id) < self.share
+
+    def script(self, job_id: str, seed: int) -> dict[str, Any]:
+        """The arguments of `FakeJobsService.add_job` for `job_id`."""
+        low, high = self.duration
+        duration = low
+        if high > low:
+            duration += (high - low) * _fraction(seed, "duration", self.match, job_id)
+        reach = 100 if self.outcome == JobStatus.FINISHED.value else self.reach
+        return {
+            "duration": duration,
+            "queued": min(self.queued, duration),
+            "progress": _scaled(shape(self.shape), reach),
+            "final_status": self.outcome,
+            "progress_as_string": self.progress_as_string,
+        }
+
+
+def _fraction(seed: int, *parts: str) -> float:
+    """A number in [0, 1) that depends only on its arguments: the same ids get the same
+    durations and outcomes on every run with the same seed."""
+    key = "\0".join((str(seed), *parts)).encode("utf-8", "surrogatepass")
+    return zlib.crc32(key) / 2**32
+
+
+@attrs.frozen
+class FaultRule:
+    """Requests answered with `fault` instead of the job: a `share` of them, `times` of them,
+    or all of them from `at` for `seconds` (a burst), for ids matching `match`."""
+
+    fault: Fault
+    label: str
+    match: str = "*"
+    share: float | None = None
+    at: float = 0.0
+    seconds: float | None = None
+    times: int | None = None
+
+    def active(self, elapsed: float) -> bool:
+        """Whether the rule answers requests `elapsed` seconds after the service started."""
+        if elapsed < self.at:
+            return False
+        return self.seconds is None or elapsed < self.at + self.seconds
+
+
+@attrs.frozen
+class Scenario:
+    """Everything `jobpoll fake-server` serves.
+
+    An id that no job rule covers is a 404, as the real service answers for an id it does not
+    know, so that a typo fails against the fake as it will against the service; with
+    `auto_create_duration` it is a job that finishes that many seconds after its first request.
+    """
+
+    jobs: tuple[JobRule, ...] = ()
+    faults: tuple[FaultRule, ...] = ()
+    port: int = 0
+    api_key: str | None = None
+    latency: float = 0.0
+    seed: int = 0
+    auto_create_duration: float | None = None
+
+    def rule_for(self, job_id: str) -> JobRule | None:
+        """The first rule that applies to `job_id`, if any."""
+        for rule in self.jobs:
+            if rule.applies_to(job_id, self.seed):
+                return rule
+        return None
