@@ -1,17 +1,12 @@
 """`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server.
 
-`JobsWait` drives the rules of `_rules` for every job from one scheduler: it takes ids in
-(`_intake`), keeps each job as a row (`_rows`) queued for its next poll (`_queue`), sends
-polls as the window and the fleet's pause allow (`_fleet`, `_flight`), and hands out results.
+`JobsWait` is the face of a `Scheduler` (`_scheduler`), which polls every job by the rules of
+`_rules`: it hands out each job's result, and checkpoints and restores the jobs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import math
-import weakref
-from collections import deque
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
 from types import TracebackType
 from typing import Any, Self
@@ -29,30 +24,19 @@ from jobpoll._checkpoint import (
 )
 from jobpoll._client import JobsClient
 from jobpoll._errors import ConfigurationError, JobFailedError, JobPollError
-from jobpoll._fleet import Fleet
-from jobpoll._flight import Flight, weak_wake
-from jobpoll._intake import Intake, checked_ids, read_source
+from jobpoll._intake import checked_ids
 from jobpoll._models import Job
 from jobpoll._pace import time_left
 from jobpoll._policy import PollPolicy
-from jobpoll._queue import Queue
-from jobpoll._rows import JobTable
 from jobpoll._rules import Rules
-from jobpoll._state import JobState
+from jobpoll._scheduler import Scheduler, SourceError
 from jobpoll._timebase import Timebase
-from jobpoll._wait import CallbackError, UpdateCallback, check_timeout, notify
+from jobpoll._wait import CallbackError, UpdateCallback, check_timeout
 from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
-logger = logging.getLogger("jobpoll")
-
 _DEFAULT_POLICY = PollPolicy()
-#: The tasks reading async sources, held until they end: the event loop holds tasks only
-#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
-#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
-#: fan-out's finalizer and ends.
-_READERS: set[asyncio.Task[None]] = set()
 
 
 @attrs.frozen
@@ -170,8 +154,8 @@ def wait_for_jobs(
     fanout = JobsWait(client, policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update)
     if saved is not None:
         fanout._restore(saved)
-    fanout._intake.extend(checked)
-    fanout._source = source
+    fanout._jobs.intake.extend(checked)
+    fanout._jobs.source = source
     return fanout
 
 
@@ -195,14 +179,6 @@ def _check_call(
         raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
     check_timeout(timeout)
     return source
-
-
-class _SourceError(Exception):
-    """Carries what the caller's async iterable of ids raised, to be raised as itself."""
-
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
 
 
 class JobsWait:
@@ -240,28 +216,9 @@ class JobsWait:
         max_in_flight: int,
         on_update: UpdateCallback | None,
     ) -> None:
-        self._client = client
-        self._rules = Rules(policy, timeout)
-        self._on_update = on_update
-        self._flight = Flight(policy.sleep)
-        self._intake = Intake(weak_wake(self._flight))
-        self._source: AsyncIterable[Any] | None = None
-        self._reader: asyncio.Task[None] | None = None
-        # Each job taken in is a row of the table (row i: the id `_intake.ids[i]`), queued
-        # for its next poll while it waits.
-        self._table = JobTable(self._intake.ids)
-        self._queue = Queue(self._table.dues)
-        self._fleet = Fleet(policy, max_in_flight)
-        # Results to hand out, with their rows (None for an invalid id): still pending, so a
-        # checkpoint holds them.
-        self._ready: deque[tuple[JobResult, int | None]] = deque()
-        self._started = False
-        self._started_at = -math.inf  # when it started here: a resumed job's first contact
-        self._ended = False  # the iteration ended: every job reported, no more may come
-        self._closed = False
+        self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
         self._busy = False
         self._reported = 0
-        self._polls = 0
         self._gathered: dict[str, JobResult] = {}  # what `await` collected so far
 
     @property
@@ -271,7 +228,7 @@ class JobsWait:
         Until every id of the call's list is set up, a repeat in a list of over 1000 ids
         not dropped yet is counted: a list without repeats sees no change.
         """
-        return self._intake.total
+        return self._jobs.intake.total
 
     @property
     def reported(self) -> int:
@@ -281,20 +238,21 @@ class JobsWait:
     @property
     def polls(self) -> int:
         """How many requests have been sent so far, over all jobs."""
-        return self._polls
+        return self._jobs.polls
 
     @property
     def in_flight(self) -> int:
         """How many requests are out right now."""
-        return len(self._flight.running)
+        return len(self._jobs.flight.running)
 
     def time_left(self) -> dict[str, float | None]:
         """Each waiting job's time left at the pace its schedule measured (None until its
         progress moves), by id: read-only, for a progress view."""
-        now = self._rules.policy.clock()
-        table, ids = self._table, self._intake.ids
+        jobs = self._jobs
+        now = jobs.rules.policy.clock()
+        table, ids = jobs.table, jobs.intake.ids
         left: dict[str, float | None] = {}
-        for row in [*(row for _due, row in self._queue), *self._flight.running.values()]:
+        for row in [*(row for _due, row in jobs.queue), *jobs.flight.running.values()]:
             left[ids[row]] = time_left(table.load_pace(row), now)
         return left
 
@@ -304,7 +262,7 @@ class JobsWait:
     def __repr__(self) -> str:
         return (
             f"<JobsWait {self._reported} of {self.total} jobs reported,"
-            f" {self.in_flight} polls in flight, {self._polls} sent>"
+            f" {self.in_flight} polls in flight, {self.polls} sent>"
         )
 
     async def __aenter__(self) -> Self:
@@ -337,7 +295,7 @@ class JobsWait:
                 f"{missing} of the {self.total} results were not gathered: the fan-out"
                 " was closed, or they were handed out by `async for` first"
             )
-        return [by_id[job_id] for job_id in self._intake.ids]
+        return [by_id[job_id] for job_id in self._jobs.intake.ids]
 
     async def aclose(self) -> None:
         """Cancel the polls in flight and wait for them to end; no more results follow.
@@ -345,18 +303,19 @@ class JobsWait:
         Idempotent. Results already handed out stay valid. The jobs not reported are kept
         for `checkpoint()` (leaving `async with`, then checkpointing, loses none of them).
         """
-        self._closed = self._intake.closed = True
-        reader, self._reader = self._reader, None
+        jobs = self._jobs
+        jobs.closed = jobs.intake.closed = True
+        reader, jobs.reader = jobs.reader, None
         if reader is not None:
             reader.cancel()
-            self._flight.dying.add(reader)
-        await self._cancel_running()
+            jobs.flight.dying.add(reader)
+        await jobs.cancel_running()
 
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
-        self._flight.drop()
-        if self._reader is not None:
-            self._reader.cancel()
+        self._jobs.flight.drop()
+        if self._jobs.reader is not None:
+            self._jobs.reader.cancel()
 
     def add(self, job_ids: Iterable[str | UUID]) -> int:
         """Add jobs to wait for, to a fan-out that has not ended (running or not started).
@@ -380,30 +339,32 @@ class JobsWait:
                 f"add() takes an iterable of job ids, got {type(job_ids).__name__}"
                 " (for one id, a list of one)"
             )
-        if self._closed or self._ended:
+        if self._jobs.closed or self._jobs.ended:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
-        return self._intake.extend(checked_ids(job_ids, "ids"))
+        return self._jobs.intake.extend(checked_ids(job_ids, "ids"))
 
     async def __anext__(self) -> JobResult:
         if self._busy:
             raise RuntimeError("this fan-out is already being iterated by another task")
         self._busy = True
         try:
-            return await self._next_result()
+            job_id, job, error = await self._jobs.next_outcome()
+            self._reported += 1
+            return JobResult(job_id, job, error)
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
             raise wrapper.error from None
-        except _SourceError as wrapper:  # the async iterable of ids raised: the jobs read
+        except SourceError as wrapper:  # the async iterable of ids raised: the jobs read
             source_error = wrapper.error  # so far stay pending
             try:
-                await self._cancel_running()
+                await self._jobs.cancel_running()
             except BaseException:  # cancelled meanwhile: still owed, raised at the next step
-                self._intake.source_error = source_error
+                self._jobs.intake.source_error = source_error
                 raise
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.
-            await self._cancel_running()
+            await self._jobs.cancel_running()
             raise
         except BaseException:
             await self.aclose()
@@ -412,179 +373,6 @@ class JobsWait:
             self._busy = False
         # Raised outside the handler, so that it keeps its own cause and context.
         raise source_error
-
-    async def _next_result(self) -> JobResult:
-        clock, intake = self._rules.policy.clock, self._intake
-        if self._flight.dying:
-            await self._flight.bury()
-        if not self._started and not self._closed:
-            self._start(clock())
-        while True:
-            if self._closed:  # its pending jobs are kept only for `checkpoint()`
-                raise StopAsyncIteration
-            if intake.waiting:
-                self._take_in(clock())
-            self._launch(clock())
-            if self._ready:
-                self._reported += 1
-                return self._ready.popleft()[0]
-            if intake.source_error is not None:
-                error, intake.source_error = intake.source_error, None
-                raise _SourceError(error)
-            if not (self._queue or self._flight.running or intake.waiting or intake.source_open):
-                self._ended = True
-                raise StopAsyncIteration
-            await self._wait(clock())
-            await self._collect(clock())
-
-    def _start(self, now: float) -> None:
-        self._started, self._started_at = True, now
-        rules = self._rules
-        if rules.timeout is not None and rules.deadline is None:
-            rules.deadline = now + rules.timeout
-        if self._source is not None:
-            self._intake.source_open = True
-            self._reader = reader = asyncio.ensure_future(
-                read_source(weakref.ref(self._intake), self._source)
-            )
-            _READERS.add(reader)
-            reader.add_done_callback(_READERS.discard)
-            self._source = None
-
-    def _take_in(self, now: float) -> None:
-        """Set up the next slice of ids given but not taken in yet: a row each, begun now
-        (the scheduler yields to the event loop between two slices)."""
-        table, queue, rules, invalid = self._table, self._queue, self._rules, self._intake.invalid
-        for job_id in self._intake.take():
-            state = JobState(job_id=job_id)
-            rules.begin(state, now)
-            row = table.add(state)
-            if invalid and job_id in invalid:
-                self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
-                continue
-            queue.push(now, row)
-
-    def _launch(self, now: float) -> None:
-        """Start the polls that are due, as far as the window and the fleet's pause allow."""
-        queue, table, rules, fleet = self._queue, self._table, self._rules, self._fleet
-        if rules.deadline is not None and now >= rules.deadline:
-            while queue:  # nothing more may be sent: each waiting job has timed out
-                row = queue.pop()
-                state = table.load(row)
-                self._report(row, state.job, rules.timed_out(state))
-            return
-        if now < fleet.resume_at:
-            return
-        running, flight, client = self._flight.running, self._flight, self._client
-        while queue and len(running) < fleet.window and queue.first_due() <= now:
-            row = queue.pop()
-            state = table.load_counts(row)
-            timeout = rules.send(state, now)
-            fleet.sent(state)
-            table.save_counts(row)
-            flight.send(client, state.job_id, timeout, row)
-            self._polls += 1
-
-    async def _wait(self, now: float) -> None:
-        """Sleep until a poll comes back, the next one is due, or the deadline."""
-        flight, queue, deadline = self._flight, self._queue, self._rules.deadline
-        if flight.finished:
-            return
-        if self._intake.waiting:
-            await asyncio.sleep(0)  # more jobs to set up: let the loop run in between
-            return
-        wake_at = math.inf
-        if queue and len(flight.running) < self._fleet.window:
-            wake_at = max(queue.first_due(), self._fleet.resume_at)
-        if queue and deadline is not None and not flight.running:
-            # With polls in flight no alarm is needed for the deadline: each request's
-            # timeout is cut to the time left, so one comes back by then and wakes us. (An
-            # alarm there would also let a virtual clock jump to the deadline at once.)
-            wake_at = min(wake_at, deadline)
-        # Something is in flight or queued (else the loop would have ended), so a poll or the
-        # alarm will wake us.
-        await flight.wait(wake_at, now)
-
-    async def _collect(self, now: float) -> None:
-        """Take in the polls that came back: report the jobs that ended, queue the others.
-
-        Each job's fate (reported or queued again) is settled before `on_update` is awaited,
-        so a cancellation that lands in the callback loses no job.
-
-        Raises:
-            JobPollError: an error about the caller's setup (`JobPollError.stops_all`); its
-                job is queued again, still pending.
-        """
-        finished, running = self._flight.finished, self._flight.running
-        while finished:
-            task = finished.popleft()
-            row = running.pop(task, None)
-            if row is None:
-                continue  # dropped on purpose by _cancel_running
-            if task.cancelled():  # by someone else (a shutdown cancelling every task)
-                self._queue.push(now, row)
-                continue
-            update = self._settle(row, task.result(), now)  # only a bug raises from result()
-            if update is not None and self._on_update is not None:
-                await notify(self._on_update, update)
-
-    def _settle(self, row: int, outcome: Job | JobPollError, now: float) -> Job | None:
-        """Apply the rules to a poll's outcome: the row is reported or queued again, and
-        keeps what they decided (or raised) before anything is awaited; the snapshot to
-        hand to `on_update`, if it is news."""
-        table, rules, fleet = self._table, self._rules, self._fleet
-        state = table.load(row)
-        try:
-            if isinstance(outcome, Job):
-                fleet.answered(state)
-                news, delay = rules.answered(state, outcome, now)
-                if delay is None:
-                    state.next_poll_at = None
-                    table.save(row)
-                    error = JobFailedError(outcome) if outcome.failed else None
-                    self._report(row, outcome, error)
-                else:
-                    self._requeue(row, state, now + delay)
-                return outcome if news else None
-            if outcome.throttles:
-                fleet.throttled(state, outcome, now)
-            self._requeue(
-                row, state, now + rules.failed(state, outcome, now, since=self._started_at)
-            )
-        except JobPollError as exc:
-            table.save(row)
-            if exc.stops_all:
-                self._queue.push(now, row)
-                raise
-            # Reported, not raised: its traceback holds this frame, so the fan-out, which
-            # a dropped fan-out's result would keep alive (its reader and polls running)
-            # until a garbage collection.
-            self._report(row, state.job, exc.with_traceback(None))
-        return None
-
-    def _requeue(self, row: int, state: JobState, due: float) -> None:
-        """Keep the row's new state, and queue it for when its rules decided."""
-        deadline = self._rules.deadline
-        if deadline is not None and due > deadline:
-            due = deadline
-        state.next_poll_at = due
-        self._table.save(row)
-        self._queue.push(due, row)
-
-    def _report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
-        self._ready.append((JobResult(self._intake.ids[row], job, error), row))
-
-    async def _cancel_running(self) -> None:
-        """Cancel the polls in flight and wait for them; those jobs are polled anew.
-
-        The jobs are queued again before anything is awaited: a second cancellation landing
-        while the polls wind down (a worker stopped twice) loses none of them.
-        """
-        rows = self._flight.cancel()
-        now = self._rules.policy.clock()
-        for row in rows:
-            self._queue.push(now, row)
-        await self._flight.bury()
 
     def checkpoint(self) -> dict[str, Any]:
         """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
@@ -603,12 +391,13 @@ class JobsWait:
         fan-out is closed (after `async with`); it sends nothing. About 0.8 KB of JSON per
         waiting job.
         """
-        rules, fleet, table = self._rules, self._fleet, self._table
+        jobs = self._jobs
+        rules, fleet, table = jobs.rules, jobs.fleet, jobs.table
         base = Timebase(rules.policy)
         now = base.now
-        pending: list[tuple[int, float | None]] = [(row, due) for due, row in self._queue]
-        pending += [(row, now) for row in self._flight.running.values()]
-        for _result, row in self._ready:
+        pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
+        pending += [(row, now) for row in jobs.flight.running.values()]
+        for _job_id, _job, _error, row in jobs.ready:
             if row is not None:  # None: an id that could never be sent, nothing to wait for
                 job = table.job(row)
                 pending.append((row, None if job is not None and job.is_terminal else now))
@@ -623,32 +412,33 @@ class JobsWait:
             taken_at=base.taken_at,
             timeout=rules.timeout,
             deadline=None if rules.deadline is None else base.to_utc(rules.deadline),
-            polls=self._polls,
+            polls=jobs.polls,
             window=fleet.window,
             pause_until=base.to_utc(fleet.resume_at) if fleet.resume_at > now else None,
             jobs=[],
-            unstarted=self._intake.unstarted(),
+            unstarted=jobs.intake.unstarted(),
         )
         return dump(header, states)
 
     def _restore(self, saved: FanoutCheckpoint) -> None:
         """Take the pending jobs of a checkpoint back, without polling."""
-        rules = self._rules
+        jobs = self._jobs
+        rules = jobs.rules
         base = Timebase(rules.policy, saved.taken_at)
         rules.timeout = saved.timeout
         if saved.deadline is not None:
             rules.deadline = base.from_utc(saved.deadline)
-        self._polls = saved.polls
+        jobs.polls = saved.polls
         pause = saved.pause_until
-        self._fleet.restore(saved.window, None if pause is None else base.from_utc(pause))
-        self._intake.restored([state.job_id for state in saved.jobs])
+        jobs.fleet.restore(saved.window, None if pause is None else base.from_utc(pause))
+        jobs.intake.restored([state.job_id for state in saved.jobs])
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:
-            row = self._table.add(restore_state(state, base))
+            row = jobs.table.add(restore_state(state, base))
             job, due = state.job, state.next_poll_at
             if job is not None and job.is_terminal:
-                self._report(row, job, JobFailedError(job) if job.failed else None)
+                jobs.report(row, job, JobFailedError(job) if job.failed else None)
             else:
                 queued.append((base.now if due is None else due, row))
-        self._queue.extend(queued)
-        self._intake.extend(saved.unstarted)
+        jobs.queue.extend(queued)
+        jobs.intake.extend(saved.unstarted)

@@ -259,7 +259,7 @@ async def test_jobs_are_set_up_in_slices(
     async def watch() -> None:
         while not taken or taken[-1] < total:
             await asyncio.sleep(0)
-            taken.append(fanout._intake.taken)
+            taken.append(fanout._jobs.intake.taken)
 
     watcher = asyncio.create_task(watch())
     async with fanout:
@@ -271,7 +271,7 @@ async def test_jobs_are_set_up_in_slices(
     stages = sorted(set(taken) - {0})
     assert len(stages) >= 5  # at least five slices, seen from the loop between them
     assert stages[-1] == total
-    assert len(fanout._intake.ids) == total
+    assert len(fanout._jobs.intake.ids) == total
 
 
 async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) -> None:
@@ -286,7 +286,7 @@ async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) ->
             yield f"job-{read}"
 
     fanout: JobsWait = wait_for_jobs(client, endless())
-    fanout._start(0.0)
+    fanout._jobs.start(0.0)
     for _ in range(200):
         await asyncio.sleep(0)
     assert 0 < read <= 12 * SLICE
@@ -309,7 +309,7 @@ async def test_reader_cancelled_by_someone_else(
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
         await until(lambda: fanout.polls > 0)
-        reader = fanout._reader
+        reader = fanout._jobs.reader
         assert reader is not None
         reader.cancel()
         with pytest.raises(RuntimeError, match="reading job_ids was cancelled"):
@@ -350,7 +350,8 @@ async def test_a_source_longer_than_the_backlog_is_read_to_its_end(
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
         await until(
-            lambda: fanout._intake.taken == total and not fanout._intake.source_open, step=0
+            lambda: fanout._jobs.intake.taken == total and not fanout._jobs.intake.source_open,
+            step=0,
         )
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
@@ -373,7 +374,7 @@ async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
-        await until(lambda: fanout._intake.taken == 2)
+        await until(lambda: fanout._jobs.intake.taken == 2)
         saved = fanout.checkpoint()
         assert (await consumer).job_id == "bad\tid"
     assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
@@ -435,8 +436,8 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
             pass
 
     async def reader_waits_for_room(worker: Worker) -> None:
-        worker.fanout._start(0.0)
-        await until(lambda: worker.fanout._intake._room is not None)
+        worker.fanout._jobs.start(0.0)
+        await until(lambda: worker.fanout._jobs.intake._room is not None)
 
     worker = Worker()
     fanout = weakref.ref(worker.fanout)
@@ -501,7 +502,9 @@ async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
         consumer = asyncio.ensure_future(anext(fanout))
         # The consumer has taken the source's error and winds the polls down.
         await until(
-            lambda: raised and not fanout._intake.source_error and bool(fanout._flight.dying),
+            lambda: (
+                raised and not fanout._jobs.intake.source_error and bool(fanout._jobs.flight.dying)
+            ),
             step=0,
         )
         consumer.cancel()
@@ -522,16 +525,16 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     distinct = [service.add_job(duration=i % 7) for i in range(3 * SLICE)]
     given = distinct + distinct[::2] + distinct[: SLICE + 5]  # repeats, across slices
     fanout = wait_for_jobs(client, given, policy=policy)
-    assert fanout._intake._seen is None  # no set of the ids built at the call
-    assert fanout._intake._taken_in is None
+    assert fanout._jobs.intake._seen is None  # no set of the ids built at the call
+    assert fanout._jobs.intake._taken_in is None
     assert fanout.total == len(given)  # repeats counted until set up
     extra = [service.add_job(duration=1) for _ in range(3)]
     held: list[str] = []
 
     async def mid_intake() -> dict[str, Any]:
-        while fanout._intake.taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
+        while fanout._jobs.intake.taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
             await asyncio.sleep(0)
-        assert fanout._intake.taken < len(distinct)  # the intake yields between two slices
+        assert fanout._jobs.intake.taken < len(distinct)  # the intake yields between two slices
         assert fanout.add([*distinct[-3:], *extra, extra[0]]) == 3
         saved = fanout.checkpoint()
         held.extend([job["job_id"] for job in saved["jobs"]] + saved["unstarted"])
@@ -545,7 +548,7 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     assert [result.job_id for result in results if result.job_id in extra] == extra
     assert counts(results) == dict.fromkeys(distinct + extra, 1)
     assert fanout.total == len(distinct) + 3
-    assert fanout._intake._taken_in is None  # dropped once set-up ends
+    assert fanout._jobs.intake._taken_in is None  # dropped once set-up ends
     assert all(service.request_count(job_id) >= 1 for job_id in distinct + extra)
     resumed = wait_for_jobs(client, [], policy=policy, resume=saved)
     again = await resumed

@@ -29,8 +29,8 @@ def held_for_jobs(fanout: JobsWait) -> list[object]:
     """Every object the fan-out's table of jobs and queue hold, not counting what all jobs
     share: classes, modules, functions (the code that loads a row) and the statuses."""
     shared = (type, types.ModuleType, types.FunctionType, JobStatus)
-    seen = {id(fanout._rules.policy)}
-    todo: list[object] = [fanout._table, fanout._queue]
+    seen = {id(fanout._jobs.rules.policy)}
+    todo: list[object] = [fanout._jobs.table, fanout._jobs.queue]
     held = []
     while todo:
         item = todo.pop()
@@ -101,11 +101,11 @@ async def test_jobs_taken_in_add_no_walked_object_per_job(
     """Taking in thousands of jobs adds a bounded number of objects the collector walks,
     not one or more per job."""
     fanout = wait_for_jobs(client, [f"job-{i}" for i in range(JOBS)], policy=policy)
-    fanout._start(policy.clock())
+    fanout._jobs.start(policy.clock())
     gc.collect()
     before = len(gc.get_objects())
-    while fanout._intake.taken < JOBS:
-        fanout._take_in(policy.clock())
+    while fanout._jobs.intake.taken < JOBS:
+        fanout._jobs._take_in(policy.clock())
     gc.collect()
     assert len(gc.get_objects()) - before < 100
     await fanout.aclose()
@@ -121,7 +121,7 @@ async def test_set_up_yields_to_the_loop_between_slices(
 
     async def beside() -> None:
         while not taken_when_beside_ran or taken_when_beside_ran[-1] < JOBS:
-            taken_when_beside_ran.append(fanout._intake.taken)
+            taken_when_beside_ran.append(fanout._jobs.intake.taken)
             await asyncio.sleep(0)
 
     async with fanout:
@@ -149,4 +149,4 @@ async def test_counts_past_a_byte_widen_their_column(
     results = await fanout
     assert all(result.ok for result in results)
     assert fanout.polls == service.request_count() > 3 * 300
-    assert set(fanout._table.typecodes()) == {"b", "q"}
+    assert set(fanout._jobs.table.typecodes()) == {"b", "q"}

@@ -327,8 +327,8 @@ async def test_reading_the_times_left_makes_no_snapshot_per_job(
         nonlocal made, checked
         if job.progress < 30:
             return
-        table, now = fanout._table, policy.clock()
-        rows = [*(row for _due, row in fanout._queue), *fanout._flight.running.values()]
+        table, now = fanout._jobs.table, policy.clock()
+        rows = [*(row for _due, row in fanout._jobs.queue), *fanout._jobs.flight.running.values()]
         whole = {}
         for row in rows:
             state = table.load(row)
