@@ -33,22 +33,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
-import json
 import logging
-import math
 import random
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from datetime import datetime
-from typing import Any, cast
+from typing import Any
 from uuid import UUID
 
-from saq import Job as SaqJob
 from saq import Queue
-from saq.job import Status
 from saq.queue.redis import RedisQueue
 
-from jobpoll import _saq_scripts as scripts
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._checks import check_positive
 from jobpoll._client import JobsClient, check_job_id
@@ -56,22 +51,13 @@ from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._fanout import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, fleet_pause
+from jobpoll._saq_links import POLL_FUNCTION, Links, load_result, result_to_json
 from jobpoll._state import JobState
 from jobpoll._wait import check_timeout
 
 __all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
 
 logger = logging.getLogger("jobpoll")
-
-#: The name the poll step is registered under in a SAQ worker.
-POLL_FUNCTION = "jobpoll.poll"
-
-#: Seconds a link's SAQ record is kept once it ran. Not 0 (deleted at once): SAQ's sweep may
-#: take a link for stuck just as a worker picks it up (its status not yet "active"), have the
-#: worker abort it, and wait for its record to end before it retries it; with no record left it
-#: would give up, and a link aborted before its hand-over would end its chain. Kept a while,
-#: the link is retried, and a retry of a link already handed over does nothing.
-_LINK_TTL = 10
 
 
 def _epoch(iso: str | None) -> float | None:
@@ -94,34 +80,7 @@ class _Held(Exception):
         self.error = error
 
 
-# --- results as JSON ----------------------------------------------------------------------------
-
-
-def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, Any]:
-    """A `JobResult` as the JSON object the outcome function is enqueued with: what
-    `JobResult.to_dict()` writes (`jobId`, `job` in the service's JSON, `error` as its `type`,
-    `message` and `attributes`), plus `ok` and the number of `polls` the wait made."""
-    return {**result.to_dict(), "ok": result.ok, "polls": polls}
-
-
-def load_result(data: dict[str, Any]) -> JobResult:
-    """The `JobResult` an outcome function was enqueued with (see `result_to_json`); its
-    `error` is an instance of the same class, with the same message and attributes."""
-    return JobResult.from_dict({key: data[key] for key in ("jobId", "job", "error")})
-
-
 # --- the queue --------------------------------------------------------------------------------
-
-
-async def _batches(keys: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
-    batch: list[Any] = []
-    async for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
 
 
 class SaqWaits:
@@ -188,95 +147,19 @@ class SaqWaits:
         self.outcome_retries = outcome_retries
         self.outcome_timeout = outcome_timeout
         self.mend_interval = mend_interval
-        self._prefix = f"jobpoll:{queue.name}:"
-        self._pause_key = self._prefix + "pause"
-        self._delivered_key = self._prefix + "delivered"
-        self._channel = self._prefix + "over"
-        redis = queue.redis
-        self._redis = redis
-        self._submit = redis.register_script(scripts.SUBMIT)
-        self._advance = redis.register_script(scripts.ADVANCE)
-        self._finish = redis.register_script(scripts.FINISH)
-        self._begin = redis.register_script(scripts.BEGIN)
-        self._throttle = redis.register_script(scripts.THROTTLE)
-        self._calm = redis.register_script(scripts.CALM)
-        self._mark_delivered = redis.register_script(scripts.DELIVERED)
-        self._hold = redis.register_script(scripts.HOLD)
-        self._mend_script = redis.register_script(scripts.MEND)
+        self._links = Links(
+            queue,
+            on_outcome=on_outcome,
+            poll_timeout=poll_timeout,
+            outcome_ttl=outcome_ttl,
+            outcome_retries=outcome_retries,
+            outcome_timeout=outcome_timeout,
+        )
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
     def __repr__(self) -> str:
         return f"<SaqWaits queue={self.queue.name!r} on_outcome={self.on_outcome!r}>"
-
-    # -- keys
-
-    def _wait_key(self, job_id: str) -> str:
-        return f"{self._prefix}wait:{job_id}"
-
-    def _saq_keys(self, job_key: str) -> list[str]:
-        queue = self.queue
-        return [queue.job_id(job_key), queue.namespace("incomplete"), queue.namespace("queued")]
-
-    def _saq_job(
-        self,
-        function: str,
-        key: str,
-        kwargs: dict[str, Any],
-        *,
-        due: float = 0.0,
-        timeout: float,
-        retries: int,
-        ttl: int,
-        meta: dict[str, Any] | None = None,
-        progress: float = 0.0,
-    ) -> tuple[SaqJob, int]:
-        """A SAQ job as `RedisQueue.enqueue` would store it, and its score (0: due now)."""
-        scheduled = 0 if due <= time.time() else math.ceil(due)
-        job = SaqJob(
-            function=function,
-            kwargs=kwargs,
-            queue=self.queue,
-            key=key,
-            timeout=math.ceil(timeout),
-            retries=retries,
-            ttl=ttl,
-            retry_delay=1.0,
-            retry_backoff=60.0,
-            scheduled=scheduled,
-            meta=meta or {},
-            progress=progress,
-        )
-        job.queued = int(time.time() * 1000)
-        job.status = Status.QUEUED
-        return job, scheduled
-
-    def _link(
-        self, job_id: str, step: int, checkpoint: dict[str, Any] | None, due: float, **first: Any
-    ) -> tuple[SaqJob, int]:
-        meta: dict[str, Any] = {"job_id": job_id, "step": step}
-        progress = 0.0
-        if checkpoint is not None:
-            job = checkpoint.get("job")
-            if job is not None:
-                meta["status"] = job.get("status")
-                meta["progress"] = job.get("progress")
-                progress = (job.get("progress") or 0) / 100
-            meta["polls"] = checkpoint.get("polls")
-            meta["next_poll_at"] = checkpoint.get("next_poll_at")
-        return self._saq_job(
-            POLL_FUNCTION,
-            f"jobpoll:{job_id}:{step}",
-            {"job_id": job_id, "step": step, "checkpoint": checkpoint, **first},
-            due=due,
-            timeout=self.poll_timeout,
-            # A link is retried by SAQ when its worker dies or Redis fails under it; a
-            # link that finds itself superseded does nothing, so retries are harmless.
-            retries=1000,
-            ttl=_LINK_TTL,
-            meta=meta,
-            progress=progress,
-        )
 
     # -- submitting and awaiting, from any process
 
@@ -302,17 +185,7 @@ class SaqWaits:
         if isinstance(job_ids, str | bytes | UUID):
             raise TypeError("job_ids must be an iterable of job ids (for one, a list of one)")
         check_timeout(timeout)
-        ids = [check_job_id(job_id) for job_id in job_ids]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                saq_job, score = self._link(job_id, 0, None, 0.0, timeout=timeout)
-                await self._submit(
-                    keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
-                    args=[self.queue.serialize(saq_job), score, "" if timeout is None else timeout],
-                    client=pipe,
-                )
-            started = await pipe.execute()
-        return [bool(flag) for flag in started]
+        return await self._links.submit([check_job_id(job_id) for job_id in job_ids], timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
         """The outcome of each job, as each is over (from any process, submitted or not yet).
@@ -328,13 +201,13 @@ class SaqWaits:
                 polls it, the error is no longer raised, and awaiting again gets the outcome.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        pubsub = self._redis.pubsub()
+        pubsub = self._links.redis.pubsub()
         try:
-            await pubsub.subscribe(self._channel)
+            await pubsub.subscribe(self._links.channel)
             # At first, and now and then: all of them (a message may have been missed).
             looking_at = sorted(pending)
             while pending:
-                ended, held = await self._stored(looking_at)
+                ended, held = await self._links.stored(looking_at)
                 for job_id, result in ended.items():
                     pending.discard(job_id)
                     yield result
@@ -366,32 +239,9 @@ class SaqWaits:
         finally:
             await results.aclose()
 
-    async def _stored(self, job_ids: list[str]) -> tuple[dict[str, JobResult], JobPollError | None]:
-        """The kept outcomes of `job_ids`, and a setup error met at the last poll of one of the
-        others: one kept at a step not followed by a poll since (the step after it is live)."""
-        if not job_ids:
-            return {}, None
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hmget(self._wait_key(job_id), ["result", "step", "held"])
-            values = await pipe.execute()
-        ended: dict[str, JobResult] = {}
-        held: JobPollError | None = None
-        for job_id, (result, step, held_json) in zip(job_ids, values, strict=True):
-            if result is not None:
-                ended[job_id] = load_result(json.loads(result))
-            elif held_json is not None and step is not None:
-                data = json.loads(held_json)
-                if int(step) <= data["step"] + 1:
-                    held = load_result(data).error
-                    assert held is not None
-                    held.add_note(f"met by a worker polling job {job_id}; its wait goes on")
-        return ended, held
-
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
-        value = await self._redis.get(self._delivered_key)
-        return int(value or 0)
+        return await self._links.delivered()
 
     # -- the workers
 
@@ -449,11 +299,13 @@ class SaqWaits:
 
     async def _mend_forever(self) -> None:
         """Now and then (one worker at a time), enqueue again the links SAQ lost."""
-        lock = self._prefix + "mending"
+        lock = self._links.prefix + "mending"
         while True:
             await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
             try:
-                held = await self._redis.set(lock, "1", nx=True, px=int(self.mend_interval * 800))
+                held = await self._links.redis.set(
+                    lock, "1", nx=True, px=int(self.mend_interval * 800)
+                )
                 if held:
                     await self.mend()
             except Exception:  # Redis away: the next round tries again
@@ -465,67 +317,7 @@ class SaqWaits:
 
         Workers call it every `mend_interval` seconds; call it yourself after an incident.
         """
-        redis, queue = self._redis, self.queue
-        suspects_key = self._prefix + "suspects"
-        before = {
-            key.decode(): value.decode()
-            for key, value in (await redis.hgetall(suspects_key)).items()  # type: ignore[misc]
-        }
-        incomplete = queue.namespace("incomplete")
-        prefix = self._prefix + "wait:"
-        suspects: dict[str, str] = {}
-        mended = 0
-        async for batch in _batches(redis.scan_iter(match=prefix + "*", count=1000), 500):
-            job_ids = [key.decode().removeprefix(prefix) for key in batch]
-            async with redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.hget(key, "step")
-                steps = await pipe.execute()
-            live = [
-                (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
-            ]
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id, step in live:
-                    pipe.zscore(incomplete, queue.job_id(f"jobpoll:{job_id}:{step}"))
-                scores = await pipe.execute()
-            for (job_id, step), score in zip(live, scores, strict=True):
-                if score is not None:
-                    continue
-                if before.get(job_id) == step:
-                    mended += await self._mend_one(job_id, int(step))
-                else:
-                    suspects[job_id] = step
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(suspects_key)
-            if suspects:
-                pipe.hset(suspects_key, mapping=suspects)
-            await pipe.execute()
-        return mended
-
-    async def _mend_one(self, job_id: str, step: int) -> int:
-        link_key = f"jobpoll:{job_id}:{step}"
-        stored = self.queue.deserialize(await self._redis.get(self.queue.job_id(link_key)))
-        if stored is not None and stored.kwargs:
-            checkpoint = stored.kwargs.get("checkpoint")
-            timeout = stored.kwargs.get("timeout")
-        else:  # its record is gone too: the wait starts over, with its timeout
-            checkpoint = None
-            raw = self._redis.hget(self._wait_key(job_id), "timeout")
-            value = await cast("Awaitable[bytes | None]", raw)
-            timeout = None if value is None else float(value)
-        first = {"timeout": timeout} if checkpoint is None else {}
-        saq_job, _ = self._link(job_id, step, checkpoint, 0.0, **first)
-        done = await self._mend_script(
-            keys=[self._wait_key(job_id), *self._saq_keys(link_key)],
-            args=[self.queue.serialize(saq_job), 0, step],
-        )
-        if done:
-            logger.warning(
-                "job %s: its next poll was lost from the queue; enqueued it again%s",
-                job_id,
-                "" if checkpoint is not None else " (from the start: its checkpoint was lost too)",
-            )
-        return int(done)
+        return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
         """The user's functions, the outcome one wrapped so that a call that returned is not
@@ -548,15 +340,14 @@ class SaqWaits:
 
     def _once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
-            wait_key = self._wait_key(str(result["jobId"]))
-            delivered = self._redis.hget(wait_key, "delivered")
-            if await cast("Awaitable[bytes | None]", delivered) is not None:
-                logger.info("job %s: outcome already delivered, not again", result["jobId"])
+            job_id = str(result["jobId"])
+            if await self._links.was_delivered(job_id):
+                logger.info("job %s: outcome already delivered, not again", job_id)
                 return None
             value = function(ctx, result=result)
             if inspect.isawaitable(value):
                 value = await value
-            await self._mark_delivered(keys=[wait_key])
+            await self._links.mark_delivered(job_id)
             return value
 
         return deliver_once
@@ -577,33 +368,31 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        wait_key = self._wait_key(job_id)
-        live, until, gen, streak = await self._begin(keys=[wait_key, self._pause_key], args=[step])
+        links, policy = self._links, self.policy
+        live, until, gen, streak = await links.begin(job_id, step)
         if not live:
             return "superseded"
-        until, gen, streak = float(until), int(gen), int(streak)
-        policy = self.policy
         now = time.time()
         if until > now:
             # Resume in a trickle rather than all at once: the first answers end the pause.
             due = until + random.random() * min(until - now, policy.max_interval)
-            await self._hand_over(job_id, step, checkpoint, due, timeout)
+            await links.hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
         try:
             saved = await self._poll_once(job_id, checkpoint, timeout, gen, streak)
         except _Held as held:
-            await self._held(job_id, step, held.error)
+            await links.held(job_id, step, held.error)
             retry_at = time.time() + policy.max_interval
-            await self._hand_over(job_id, step, checkpoint, retry_at, timeout)
+            await links.hand_over(job_id, step, checkpoint, retry_at, timeout)
             return "held"
         except _Over as over:
-            await self._deliver(over.result, step, over.polls)
+            await links.deliver(over.result, step, over.polls)
             return "over"
         due = _epoch(saved["next_poll_at"]) or time.time()
         deadline = _epoch(saved.get("deadline"))
         if deadline is not None:
             due = min(due, deadline)
-        await self._hand_over(job_id, step, saved, due)
+        await links.hand_over(job_id, step, saved, due)
         return "polled"
 
     async def _poll_once(
@@ -647,7 +436,7 @@ class SaqWaits:
                 state.next_poll_at = now + rules.failed(state, exc, now)
             else:
                 if streak:
-                    await self._calm(keys=[self._pause_key], args=[gen])
+                    await self._links.calm(gen)
                 now = clock()
                 _news, delay = rules.answered(state, job, now)
                 if delay is None:
@@ -658,58 +447,7 @@ class SaqWaits:
             raise _Over(JobResult(job_id, state.job, exc), state.polls) from None
         return job_checkpoint(rules, state)
 
-    async def _hand_over(
-        self,
-        job_id: str,
-        step: int,
-        checkpoint: dict[str, Any] | None,
-        due: float,
-        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
-    ) -> None:
-        first = {"timeout": timeout} if checkpoint is None else {}
-        saq_job, score = self._link(job_id, step + 1, checkpoint, due, **first)
-        await self._advance(
-            keys=[self._wait_key(job_id), *self._saq_keys(saq_job.key)],
-            args=[self.queue.serialize(saq_job), score, step, step + 1],
-        )
-
-    async def _held(self, job_id: str, step: int, error: JobPollError) -> None:
-        """Keep the setup error this link met in the wait's record, and announce it, for the
-        submitter's `results()` to raise (see there)."""
-        held = {**result_to_json(JobResult(job_id, None, error)), "step": step}
-        await self._hold(
-            keys=[self._wait_key(job_id), self._channel], args=[step, json.dumps(held), job_id]
-        )
-
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
         pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
-        if await self._throttle(keys=[self._pause_key], args=[gen, time.time() + pause]):
+        if await self._links.throttle(gen, time.time() + pause):
             logger.info("%s; every worker's polls pause for %.1f s", error, pause)
-
-    async def _deliver(self, result: JobResult, step: int, polls: int) -> None:
-        data = result_to_json(result, polls=polls)
-        saq_job, _ = self._saq_job(
-            self.on_outcome or "",
-            f"jobpoll:outcome:{result.job_id}",
-            {"result": data},
-            timeout=self.outcome_timeout,
-            retries=self.outcome_retries,
-            ttl=600,
-        )
-        keys = [
-            self._wait_key(result.job_id),
-            *self._saq_keys(saq_job.key),
-            self._delivered_key,
-            self._channel,
-        ]
-        await self._finish(
-            keys=keys,
-            args=[
-                self.queue.serialize(saq_job) if self.on_outcome else "",
-                0,
-                step,
-                json.dumps(data),
-                math.ceil(self.outcome_ttl),
-                result.job_id,
-            ],
-        )
