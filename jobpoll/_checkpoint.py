@@ -304,13 +304,7 @@ def _check_pace(p: PaceState) -> None:
         return
     if p.step < 1:
         raise ValueError(f"step must be 1 or more once progress moved, got {p.step}")
-    if not (
-        p.phase_progress < p.first_move_progress <= p.window_progress
-        and p.window_progress <= p.middle_progress <= p.last_progress
-        and p.first_move_progress <= p.previous_progress <= p.last_progress
-        and (p.previous_progress < p.last_progress or p.previous_at >= p.value_seen_at)
-        and (p.first_move_progress < p.last_progress or p.first_move_at >= p.value_seen_at)
-    ):
+    if not _progress_in_order(p):
         raise ValueError("pace: its progress values contradict each other")
     if not (
         p.started_at <= p.phase_started_at <= p.first_move_at <= p.window_at <= p.middle_at
@@ -318,6 +312,16 @@ def _check_pace(p: PaceState) -> None:
         and max(p.middle_at, p.previous_at, p.poll_before_at) <= p.value_seen_at <= p.last_at
     ):
         raise ValueError("pace: its times contradict each other")
+
+
+def _progress_in_order(p: PaceState) -> bool:
+    return (
+        p.phase_progress < p.first_move_progress <= p.window_progress
+        and p.window_progress <= p.middle_progress <= p.last_progress
+        and p.first_move_progress <= p.previous_progress <= p.last_progress
+        and (p.previous_progress < p.last_progress or p.previous_at >= p.value_seen_at)
+        and (p.first_move_progress < p.last_progress or p.first_move_at >= p.value_seen_at)
+    )
 
 
 def _check_fanout(checkpoint: FanoutCheckpoint) -> None:

@@ -31,7 +31,7 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._scheduler import Scheduler, SourceError
 from jobpoll._timebase import Timebase
-from jobpoll._wait import CallbackError, UpdateCallback, check_timeout
+from jobpoll._wait import CallbackError, UpdateCallback, check_wait_options
 from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
@@ -97,61 +97,42 @@ def wait_for_jobs(
         results = await wait_for_jobs(client, job_ids)  # all of them, in the order given
 
     Each job ends as `wait_for_job` would end it alone (same policy, same errors), but its
-    error is reported in its `JobResult` instead of raised: one job's failure, 404 or broken
-    answer never stops the others. Duplicate ids are polled once and reported once, however
-    they come in. How ids keep coming, and how the fan-out yields to a throttling server:
-    see `JobsWait`.
+    error is reported in its `JobResult` instead of raised: one job's failure never stops the
+    others. Duplicate ids are polled once and reported once, however they come in. How ids
+    keep coming, and how the fan-out yields to a throttling server: see `JobsWait`.
 
     Args:
         client: the client to poll with.
-        job_ids: the jobs to wait for (`str` or `UUID`): an iterable, read once at the call,
-            or an async iterable, read as the fan-out runs. An id from an async iterable that
-            could never be sent is reported as a `JobResult` with an `InvalidJobId` error
-            (never polled); what the async iterable raises is raised from the iteration,
-            once, and the jobs already read stay pending (iterating again goes on with them,
-            without the source).
+        job_ids: the jobs (`str` or `UUID`): an iterable, read at the call, or an async
+            iterable, read as the fan-out runs: an id of it that could never be sent is
+            reported with an `InvalidJobId` error; what it raises is raised from the
+            iteration, once, and the jobs read stay pending.
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
-        timeout: the most seconds the whole fan-out may take, counted on `policy.clock` from
-            its start; each job not ended by then is reported with a `WaitTimeout`.
-        max_in_flight: the most requests out at any moment, however many jobs wait. By
-            default the size of the client's connection pool, so requests never queue
-            for a connection (their timeouts would run while they wait).
-        on_update: called with every snapshot that `wait_for_job` would yield for any of the
-            jobs (the first, each change, the last); it may be a coroutine function. What it
-            raises ends the whole fan-out and is raised from the iteration.
-        resume: a checkpoint of a fan-out (`JobsWait.checkpoint()`, through JSON or not) to
-            go on from: its pending jobs go on where they left off, and `job_ids` are added
-            (pass only new ones, or `[]`). The deadline is the checkpoint's, so `timeout`
-            must be None; `policy` is not saved.
+        timeout: the most seconds the whole fan-out may take, from its start on
+            `policy.clock`; each job not ended by then is reported with a `WaitTimeout`.
+        max_in_flight: the most requests out at once; by default the client's connection
+            pool size, so requests never queue for a connection.
+        on_update: called (or awaited) with every snapshot `wait_for_job` would yield for any
+            of the jobs; what it raises ends the fan-out and is raised from the iteration.
+        resume: a fan-out's checkpoint (`JobsWait.checkpoint()`) to go on from, `job_ids`
+            added to its jobs (pass only new ones). The deadline is the checkpoint's, so
+            `timeout` must be None; `policy` is not saved.
 
     Returns:
         A `JobsWait`: an async iterator of `JobResult`, an async context manager that cancels
         what is still in flight on exit, and awaitable for the list of all results.
 
     Raises:
-        InvalidJobId: one of the ids of an iterable could never be sent (raised at once,
-            before any poll; the message says which one).
-        ConfigurationError: `timeout` or `max_in_flight` out of range, or `timeout` given
-            with `resume`.
-        CheckpointError: `resume` is of an unknown version or not a valid checkpoint.
+        InvalidJobId: an id of an iterable could never be sent (the message says which).
+        ConfigurationError: an option out of range, or `timeout` beside `resume`.
+        CheckpointError: `resume` is not a valid checkpoint.
         TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
     """
-    source = _check_call(client, job_ids, policy, on_update, timeout)
-    if max_in_flight is None:
-        max_in_flight = client.pool_size
-    elif isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ConfigurationError(
-            f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
-        )
+    source = _async_source(job_ids)
+    policy = check_wait_options(client, policy, timeout, on_update, resume)
     checked = [] if source is not None else checked_ids(job_ids, "job_ids")  # type: ignore[arg-type]
-    saved = None
-    if resume is not None:
-        if timeout is not None:
-            raise ConfigurationError(
-                "timeout= cannot be given with resume=: the deadline is the checkpoint's"
-            )
-        saved = load_fanout(resume)
-    fanout = JobsWait(client, policy or _DEFAULT_POLICY, timeout, max_in_flight, on_update)
+    saved = None if resume is None else load_fanout(resume)
+    fanout = JobsWait(client, policy, timeout, _window(client, max_in_flight), on_update)
     if saved is not None:
         fanout._restore(saved)
     fanout._jobs.intake.extend(checked)
@@ -159,26 +140,26 @@ def wait_for_jobs(
     return fanout
 
 
-def _check_call(
-    client: object, job_ids: object, policy: object, on_update: object, timeout: float | None
-) -> AsyncIterable[Any] | None:
-    """Refuse arguments of the wrong kind; the async source of ids, if `job_ids` is one."""
-    if not isinstance(client, JobsClient):
-        raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
-    source = job_ids if isinstance(job_ids, AsyncIterable) else None
-    if source is None and (
-        isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable)
-    ):
+def _window(client: JobsClient, max_in_flight: int | None) -> int:
+    if max_in_flight is None:
+        return client.pool_size
+    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
+        raise ConfigurationError(
+            f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
+        )
+    return max_in_flight
+
+
+def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
+    """The async source of ids, if `job_ids` is one; `TypeError` if it is no iterable."""
+    if isinstance(job_ids, AsyncIterable):
+        return job_ids
+    if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
         raise TypeError(
             f"job_ids must be an iterable or async iterable of job ids, got"
             f" {type(job_ids).__name__} (for one job, use wait_for_job or a list of one)"
         )
-    if policy is not None and not isinstance(policy, PollPolicy):
-        raise TypeError(f"policy must be a PollPolicy, got {type(policy).__name__}")
-    if on_update is not None and not callable(on_update):
-        raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
-    check_timeout(timeout)
-    return source
+    return None
 
 
 class JobsWait:

@@ -117,13 +117,8 @@ class Rules:
             and state.job is None
             and now - state.started_at < policy.not_found_grace
         )
-        if not (error.transient or visibility_delay):
+        if not (error.transient or visibility_delay) or self._unreachable(state, error, now, since):
             raise error
-        unreachable = (
-            isinstance(error, TransportError) and error.never_answered and not error.reached
-        )
-        if unreachable and now - max(state.started_at, since) >= policy.first_contact_grace:
-            raise error  # nothing has ever answered: most likely a wrong URL or port
         state.last_error = error
         if self.deadline is not None and now >= self.deadline:
             raise self.timed_out(state)  # e.g. the request was cut short by the deadline
@@ -149,6 +144,16 @@ class Rules:
                 delay,
             )
         return delay
+
+    def _unreachable(self, state: JobState, error: JobPollError, now: float, since: float) -> bool:
+        """Whether nothing has ever answered, past `first_contact_grace`: most likely a wrong
+        URL or port, and minutes of silent retries help nobody."""
+        return (
+            isinstance(error, TransportError)
+            and error.never_answered
+            and not error.reached
+            and now - max(state.started_at, since) >= self.policy.first_contact_grace
+        )
 
     def timed_out(self, state: JobState) -> WaitTimeout:
         """The error of a job whose wait ran out of time."""

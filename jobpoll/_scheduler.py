@@ -116,11 +116,16 @@ class Scheduler:
             if source_error is not None:
                 intake.source_error = None
                 raise SourceError(source_error)
-            if not (self.queue or self.flight.running or intake.waiting or intake.source_open):
+            if self._idle():
                 self.ended = True
                 raise StopAsyncIteration
             await self._wait(clock())
             await self._collect(clock())
+
+    def _idle(self) -> bool:
+        """Whether every job was reported, and no more may come."""
+        intake = self.intake
+        return not (self.queue or self.flight.running or intake.waiting or intake.source_open)
 
     def start(self, now: float) -> None:
         self.started, self.started_at = True, now

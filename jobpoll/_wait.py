@@ -115,6 +115,22 @@ def wait_for_job(
         TypeError: `client`, `policy` or `on_update` is not what it should be.
     """
     job_id = check_job_id(job_id)
+    policy = check_wait_options(client, policy, timeout, on_update, resume)
+    if resume is None:
+        return JobWait(client, job_id, Rules(policy, timeout), on_update)
+    rules, state = resume_job(resume, job_id, policy)
+    return JobWait(client, job_id, rules, on_update, state=state)
+
+
+def check_wait_options(
+    client: object,
+    policy: object,
+    timeout: float | None,
+    on_update: object,
+    resume: object,
+) -> PollPolicy:
+    """Refuse the options of `wait_for_job` or `wait_for_jobs` that are not what they should
+    be; the policy to use."""
     if not isinstance(client, JobsClient):
         raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
     if policy is not None and not isinstance(policy, PollPolicy):
@@ -122,15 +138,11 @@ def wait_for_job(
     if on_update is not None and not callable(on_update):
         raise TypeError(f"on_update must be callable, got {type(on_update).__name__}")
     check_timeout(timeout)
-    policy = policy or _DEFAULT_POLICY
-    if resume is None:
-        return JobWait(client, job_id, Rules(policy, timeout), on_update)
-    if timeout is not None:
+    if resume is not None and timeout is not None:
         raise ConfigurationError(
             "timeout= cannot be given with resume=: the deadline is the checkpoint's"
         )
-    rules, state = resume_job(resume, job_id, policy)
-    return JobWait(client, job_id, rules, on_update, state=state)
+    return policy or _DEFAULT_POLICY
 
 
 class JobWait:
