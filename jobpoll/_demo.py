@@ -14,9 +14,10 @@ import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from jobpoll._board import Board
 from jobpoll._client import JobsClient
 from jobpoll._policy import PollPolicy
-from jobpoll._view import Board, JsonLines, View
+from jobpoll._view import JsonLines, View
 from jobpoll.testing._scenario import ScriptedService, build_scenario
 
 __all__ = ["DEMO_JOBS", "run_demo"]
@@ -51,7 +52,7 @@ async def run_demo(speed: float, make_view: Callable[[Board, str], View], wait: 
     Args:
         speed: how many times faster than at speed 1 (every time divided by it).
         make_view: the view of the wait, given the board and a title.
-        wait: `jobpoll._cli.wait_with_view`.
+        wait: `jobpoll._watch.wait_with_view`, with the command loop's stop.
     """
     jobs = [(job_id, {"match": job_id, **rule}) for job_id, rule, _ in DEMO_JOBS]
     for _, rule in jobs:

@@ -266,7 +266,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
     yield
     logger = logging.getLogger("jobpoll")
-    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._cli"]:
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
         logger.removeHandler(handler)
 
 
@@ -565,14 +565,14 @@ def test_a_large_ids_file_costs_about_its_ids(tmp_path: Path) -> None:
     import tracemalloc
     import uuid
 
-    from jobpoll._cli import _read_ids
+    from jobpoll._ids import read_ids
 
     ids = [str(uuid.UUID(int=n)) for n in range(50_000)]
     path = tmp_path / "ids.txt"
     path.write_bytes("".join(f"{job_id}\r\n" for job_id in ids).encode())
     tracemalloc.start()
     try:
-        read = _read_ids([], [str(path)])
+        read = read_ids([], [str(path)])
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

@@ -24,7 +24,8 @@ from jobpoll import (
     WaitTimeout,
     wait_for_jobs,
 )
-from jobpoll._view import Board, JsonLines, LiveView, Summary, outcome_of
+from jobpoll._board import Board, outcome_of
+from jobpoll._view import JsonLines, LiveView, Summary
 from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -260,7 +261,8 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
 ) -> None:
     """A failure (1) wins over the API refusing the key (4), as for the outcomes: a job that
     failed before a refusal ended the wait decides the status; the refusal is still said."""
-    from jobpoll._cli import _Failure, wait_with_view
+    from jobpoll._exits import Failure
+    from jobpoll._watch import wait_with_view
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
@@ -270,7 +272,7 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     out = io.StringIO()
     # One connection: the polls go one at a time, the failed job's first.
     client = JobsClient(service.api_key, base_url=service.base_url, max_connections=1)
-    with pytest.raises(_Failure) as raised:
+    with pytest.raises(Failure) as raised:
         await wait_with_view(
             client,
             [failed, refused],
@@ -287,14 +289,15 @@ async def test_status_of_a_failed_job_and_a_refused_key_is_1(
     service: FakeJobsService, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`jobpoll status`: a job read as failed decides over a refusal of the key."""
-    from jobpoll._cli import _Failure, _status
+    from jobpoll._exits import Failure
+    from jobpoll._status import show_status
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
     service.inject(HttpError(401), job_id=refused, times=None)
     client = JobsClient(service.api_key, base_url=service.base_url)
-    with pytest.raises(_Failure) as raised:
-        await _status(client, [failed, refused], as_json=True)
+    with pytest.raises(Failure) as raised:
+        await show_status(client, [failed, refused], as_json=True)
     assert "the API refused the key" in str(raised.value)
     assert raised.value.exit_code == 1
 

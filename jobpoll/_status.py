@@ -1,0 +1,114 @@
+"""`jobpoll status`: one poll per job, shown as a table (or JSON lines), and its status."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+from jobpoll._client import JobsClient
+from jobpoll._errors import JobPollError
+from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
+from jobpoll._fanout import JobResult
+from jobpoll._models import Job
+from jobpoll._output import interactive
+from jobpoll._view import describe_error
+from jobpoll._wire import format_timestamp
+
+__all__ = ["show_status", "status_code"]
+
+
+async def show_status(client: JobsClient, job_ids: list[str], *, as_json: bool) -> int:
+    """Poll each job once (as many at once as the client's pool takes), show the answers,
+    and return the status.
+
+    Raises:
+        Failure: an error about the setup (a refused key, an API never reached); nothing
+            is shown then.
+    """
+    async with client:
+        window = asyncio.Semaphore(client.pool_size)
+
+        async def poll(job_id: str) -> JobResult:
+            async with window:
+                try:
+                    return JobResult(job_id, await client.get_job(job_id))
+                except JobPollError as exc:
+                    return JobResult(job_id, None, exc)
+
+        results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
+    code = status_code(results)
+    if as_json:
+        for result in results:
+            line = {"event": "status"}
+            line.update(result.to_dict())
+            _json_line(line)
+    else:
+        _status_table(results)
+    return code
+
+
+def status_code(results: Sequence[JobResult]) -> int:
+    """1 when a job has failed or could not be read, else 4 when the API could not be
+    reached for one, else 0.
+
+    Raises:
+        Failure: an error about the setup ended the polls; a job known to have failed still
+            makes its status 1.
+    """
+    failed = any(_failed(result) for result in results)
+    for result in results:
+        if result.error is not None and result.error.stops_all:
+            failure = failure_for(result.error)
+            if failure.exit_code == EXIT_UNREACHABLE and failed:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+            raise failure
+    if failed:
+        return EXIT_FAILED
+    # What is left is an API that kept failing for some job (a transient error).
+    return EXIT_UNREACHABLE if any(result.error for result in results) else EXIT_OK
+
+
+def _failed(result: JobResult) -> bool:
+    error, job = result.error, result.job
+    if error is not None and not error.transient and not error.affects_all:
+        return True
+    return job is not None and job.failed
+
+
+def _json_line(line: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
+    sys.stdout.flush()
+
+
+def _status_table(results: Sequence[JobResult]) -> None:
+    # Off a terminal, rich would fold the table to 80 columns: a line per job reads better.
+    width = None if interactive(sys.stdout) else 200
+    console = Console(highlight=False, soft_wrap=False, width=width)
+    table = Table(box=None, pad_edge=False, header_style="bold dim")
+    table.add_column("job", no_wrap=True, overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", no_wrap=True, justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    for result in results:
+        job: Job | None = result.job
+        if job is None:
+            assert result.error is not None
+            table.add_row(result.job_id, Text(describe_error(result.error), style="red"))
+            continue
+        style = "green" if job.succeeded else "red" if job.failed else "cyan"
+        table.add_row(
+            result.job_id,
+            Text(job.raw_status, style=style),
+            f"{job.progress}%",
+            format_timestamp(job.created_at.replace(microsecond=0)),
+            job.user or "",
+        )
+    console.print(table)
