@@ -19,7 +19,6 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import click
-from rich.console import Console
 
 from jobpoll._board import Board
 from jobpoll._connection import make_client
@@ -37,7 +36,7 @@ from jobpoll._fake_server import fake_server
 from jobpoll._ids import read_ids
 from jobpoll._loop import CommandLoop
 from jobpoll._options import CONNECTION_OPTIONS, IDS_OPTIONS, seconds, with_options
-from jobpoll._output import configure_logging, interactive, say
+from jobpoll._output import configure_logging, interactive, make_console, say
 from jobpoll._policy import PollPolicy
 from jobpoll._status import show_status
 from jobpoll._version import __version__
@@ -248,7 +247,7 @@ def make_view(board: Board, *, as_json: bool, quiet: bool, heartbeat: float, tit
     the summary)."""
     if as_json or not interactive(sys.stdout):
         return JsonLines(board, sys.stdout, heartbeat=heartbeat, quiet=quiet)
-    console = Console(force_terminal=True, highlight=False)
+    console = make_console(terminal=True)
     if quiet:
         return TerminalSummary(board, console)
     return LiveView(board, console, title=title)

@@ -1,4 +1,12 @@
-"""Where the command writes: standard output (a terminal, a pipe, a file) and stderr's lines.
+"""Where the command writes, and how text reaches a terminal.
+
+Every string a server or a user controls (an id, the server's `user` and status, an error's
+message) reaches rich through `plain()`: a rich `Text`, never parsed as markup (`[/]`,
+`[bold red]`) or emoji codes (`:x:`), with control characters shown as escapes (`\x1b`), so
+that no answer ends the command with a `MarkupError`, hides part of itself, or moves the
+cursor and recolours the terminal. The consoles `make_console` makes have markup, emoji and
+highlighting off too, so that a string that reached rich otherwise is still shown as it is.
+The lines on stderr (`say`, the log) go through `printable()` the same way.
 
 Imported by the command line only: rich is not needed to use jobpoll as a library.
 """
@@ -8,20 +16,62 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import sys
-from typing import Any
+from typing import IO, Any
 
 import click
+from rich.console import Console
+from rich.text import Text
 
-__all__ = ["configure_logging", "interactive", "say"]
+__all__ = ["configure_logging", "interactive", "make_console", "plain", "printable", "say"]
 
 logger = logging.getLogger("jobpoll")
 
 
+#: What a terminal must not be sent as it is: C0 and C1 controls and DEL, the line and
+#: paragraph separators, the marks that reorder text (bidirectional overrides and isolates),
+#: and lone surrogates (no encoding can write them).
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def printable(text: str) -> str:
+    """`text` with each character a terminal must not be sent shown as its escape (`\\x1b`,
+    `\\u2028`)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def plain(text: str, style: str = "") -> Text:
+    """`text` for rich as it is: no markup, no emoji code, control characters escaped."""
+    return Text(printable(text), style=style)
+
+
+def make_console(
+    file: IO[str] | None = None, *, terminal: bool, width: int | None = None
+) -> Console:
+    """A rich console writing `file` (standard output when None), as a terminal (colours,
+    cursor moves) or not, that parses nothing it is given as markup, emoji or a highlight."""
+    return Console(
+        file=file,
+        force_terminal=terminal,
+        width=width,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=False,
+    )
+
+
 def say(line: str) -> None:
     """One line on stderr (nothing when stderr cannot take it)."""
-    with contextlib.suppress(OSError):
-        click.echo(line, err=True)
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(printable(line), err=True)
 
 
 def interactive(stream: Any) -> bool:
@@ -56,5 +106,5 @@ class StderrHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         if self.shown:
             with contextlib.suppress(Exception):
-                sys.stderr.write(self.format(record) + "\n")
+                sys.stderr.write(printable(self.format(record)) + "\n")
                 sys.stderr.flush()

@@ -8,7 +8,6 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
@@ -16,8 +15,7 @@ from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
 from jobpoll._fanout import JobResult
-from jobpoll._models import Job
-from jobpoll._output import interactive
+from jobpoll._output import interactive, make_console, plain
 from jobpoll._view import describe_error
 from jobpoll._wire import format_timestamp
 
@@ -89,8 +87,8 @@ def _json_line(line: dict[str, Any]) -> None:
 
 def _status_table(results: Sequence[JobResult]) -> None:
     # Off a terminal, rich would fold the table to 80 columns: a line per job reads better.
-    width = None if interactive(sys.stdout) else 200
-    console = Console(highlight=False, soft_wrap=False, width=width)
+    terminal = interactive(sys.stdout)
+    console = make_console(terminal=terminal, width=None if terminal else 200)
     table = Table(box=None, pad_edge=False, header_style="bold dim")
     table.add_column("job", no_wrap=True, overflow="fold")
     table.add_column("status", no_wrap=True)
@@ -98,17 +96,20 @@ def _status_table(results: Sequence[JobResult]) -> None:
     table.add_column("created", no_wrap=True)
     table.add_column("user", overflow="fold")
     for result in results:
-        job: Job | None = result.job
-        if job is None:
-            assert result.error is not None
-            table.add_row(result.job_id, Text(describe_error(result.error), style="red"))
-            continue
-        style = "green" if job.succeeded else "red" if job.failed else "cyan"
-        table.add_row(
-            result.job_id,
-            Text(job.raw_status, style=style),
-            f"{job.progress}%",
-            format_timestamp(job.created_at.replace(microsecond=0)),
-            job.user or "",
-        )
+        table.add_row(*_status_row(result))
     console.print(table)
+
+
+def _status_row(result: JobResult) -> tuple[Text, ...]:
+    job = result.job
+    if job is None:
+        assert result.error is not None
+        return plain(result.job_id), plain(describe_error(result.error), "red")
+    style = "green" if job.succeeded else "red" if job.failed else "cyan"
+    return (
+        plain(result.job_id),
+        plain(job.raw_status, style),
+        plain(f"{job.progress}%"),
+        plain(format_timestamp(job.created_at.replace(microsecond=0))),
+        plain(job.user or ""),
+    )

@@ -14,6 +14,7 @@ from typing import IO, Any, Protocol
 
 import attrs
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
@@ -40,6 +41,7 @@ from jobpoll._errors import (
 )
 from jobpoll._fanout import JobResult
 from jobpoll._models import Job, JobStatus
+from jobpoll._output import plain
 
 __all__ = [
     "JsonLines",
@@ -226,6 +228,8 @@ class TerminalSummary:
     """The lines after a wait at a terminal: the totals, then the jobs that did not succeed
     (up to `shown`; the JSON lines list every one)."""
 
+    interval = 1.0
+
     def __init__(self, board: Board, console: Console, *, shown: int = 10) -> None:
         self._board = board
         self._console = console
@@ -233,38 +237,35 @@ class TerminalSummary:
 
     def render(self, summary: Summary) -> RenderableType:
         board = self._board
-        outcomes = board.outcomes
-        text = Text()
         jobs = "job" if board.total == 1 else "jobs"
-        text.append(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", style="bold")
-        parts = [(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
-        for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
-            if outcomes[outcome]:
-                parts.append((f"{outcomes[outcome]:,} {outcome}", style))
+        text = plain(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", "bold")
+        parts = _outcome_counts(board)
         not_ended = board.total - board.ended
         if not_ended:
-            parts.append((f"{not_ended:,} not ended", "yellow"))
-        for index, (part, style) in enumerate(parts):
-            text.append((", " if index else "") + part, style=style)
-        text.append(f"; {board.polls:,} polls")
+            parts.append(plain(f"{not_ended:,} not ended", "yellow"))
+        text.append(plain(", ").join(parts))
+        text.append(plain(f"; {board.polls:,} polls"))
         if summary.interrupted:
-            text.append(" (interrupted)", style="yellow")
+            text.append(plain(" (interrupted)", "yellow"))
         elif summary.stopped_early:
-            text.append(" (stopped at the first failure: --fail-fast)", style="yellow")
-        lines: list[RenderableType] = [text]
+            text.append(plain(" (stopped at the first failure: --fail-fast)", "yellow"))
+        return Group(text, *self._unsuccessful())
+
+    def _unsuccessful(self) -> list[RenderableType]:
+        board = self._board
         shown = board.unsuccessful[: self._shown]
-        if shown:
-            table = Table.grid(padding=(0, 2))
-            table.add_column(no_wrap=True)
-            table.add_column(overflow="ellipsis", no_wrap=True)
-            for row in shown:
-                assert row.result is not None
-                table.add_row(Text(row.job_id, style="red"), _short_error(row.result))
-            lines.append(table)
-            more = len(board.unsuccessful) - len(shown)
-            if more:
-                lines.append(Text(f"... and {more:,} more (--json lists every outcome)"))
-        return Group(*lines)
+        if not shown:
+            return []
+        table = Table.grid(padding=(0, 2))
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="ellipsis", no_wrap=True)
+        for row in shown:
+            assert row.result is not None
+            table.add_row(plain(row.job_id, "red"), plain(_short_error(row.result)))
+        more = len(board.unsuccessful) - len(shown)
+        if not more:
+            return [table]
+        return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
 
     def start(self) -> None:
         pass
@@ -275,13 +276,21 @@ class TerminalSummary:
     def ended(self, row: Row) -> None:
         pass
 
-    interval = 1.0
-
     def tick(self) -> None:
         pass
 
     def stop(self, summary: Summary) -> None:
         self._console.print(self.render(summary))
+
+
+def _outcome_counts(board: Board) -> list[Text]:
+    """How many succeeded, and how many ended otherwise (those there are), each coloured."""
+    outcomes = board.outcomes
+    counts = [plain(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
+    for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
+        if outcomes[outcome]:
+            counts.append(plain(f"{outcomes[outcome]:,} {outcome}", style))
+    return counts
 
 
 class LiveView(TerminalSummary):
@@ -298,11 +307,9 @@ class LiveView(TerminalSummary):
         # Elapsed times are shown in whole seconds: a few rows are redrawn four times a second,
         # the totals of many once a second (a pass over every waiting job's schedule).
         self.interval = 0.25 if self._per_job else 1.0
-        self._live: Any = None
+        self._live: Live | None = None
 
     def start(self) -> None:
-        from rich.live import Live
-
         self._live = Live(
             console=self._console,
             get_renderable=self._render,
@@ -328,15 +335,13 @@ class LiveView(TerminalSummary):
     def _render(self) -> RenderableType:
         board = self._board
         now = board.clock()
-        head = Text()
-        head.append(self._title, style="bold")
-        head.append(f"  {board.polls:,} polls, {board.in_flight} in flight", style="dim")
+        head = plain(self._title, "bold")
+        head.append(plain(f"  {board.polls:,} polls, {board.in_flight} in flight", "dim"))
         if self._per_job:
             return Group(head, self._job_table(now))
         return Group(head, *self._totals(now))
 
     def _job_table(self, now: float) -> Table:
-        board = self._board
         table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold dim")
         table.add_column("job", no_wrap=True, overflow="ellipsis", max_width=40)
         table.add_column("status", no_wrap=True)
@@ -344,33 +349,36 @@ class LiveView(TerminalSummary):
         table.add_column("%", justify="right", no_wrap=True)
         table.add_column("elapsed", justify="right", no_wrap=True)
         table.add_column("left", justify="right", no_wrap=True)
-        for row in board.rows.values():
-            job, result = row.job, row.result
-            if result is not None and not result.ok:
-                status = Text(_status_word(result), style="red")
-            elif job is not None:
-                status = Text(job.raw_status, style=_status_style(job))
-            else:
-                status = Text("not seen yet", style="dim")
-            progress = 0 if job is None else job.progress
-            if result is not None and result.ok:
-                progress = 100 if job is None or job.succeeded else progress
-            ended = row.ended_at is not None
-            elapsed = (row.ended_at if row.ended_at is not None else now) - board.started
-            left = "" if ended else _left_text(board.time_left(row, now))
-            bar = ProgressBar(
-                total=100,
-                completed=progress,
-                width=24,
-                complete_style="red" if result is not None and not result.ok else "green",
-                finished_style="green",
-            )
-            table.add_row(row.job_id, status, bar, f"{progress}%", _clock_text(elapsed), left)
+        for row in self._board.rows.values():
+            table.add_row(*self._job_row(row, now))
         return table
+
+    def _job_row(self, row: Row, now: float) -> tuple[RenderableType, ...]:
+        board = self._board
+        unsuccessful = row.result is not None and not row.result.ok
+        progress = _progress_of(row)
+        if row.ended_at is None:
+            elapsed, left = now - board.started, _left_text(board.time_left(row, now))
+        else:
+            elapsed, left = row.ended_at - board.started, ""
+        bar = ProgressBar(
+            total=100,
+            completed=progress,
+            width=24,
+            complete_style="red" if unsuccessful else "green",
+            finished_style="green",
+        )
+        return (
+            plain(row.job_id),
+            _status_of(row),
+            bar,
+            plain(f"{progress}%"),
+            plain(_clock_text(elapsed)),
+            plain(left),
+        )
 
     def _totals(self, now: float) -> list[RenderableType]:
         board = self._board
-        left = board.longest_time_left(now)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(justify="right", no_wrap=True)
@@ -379,36 +387,57 @@ class LiveView(TerminalSummary):
         waiting = board.total - board.ended
         times = f"{_clock_text(board.elapsed(now))} elapsed"
         if waiting:
-            times += f", {_left_text(left)} left"
+            times += f", {_left_text(board.longest_time_left(now))} left"
         grid.add_row(
-            ProgressBar(total=100, completed=percent, width=40), f"{math.floor(percent)}%", times
+            ProgressBar(total=100, completed=percent, width=40),
+            plain(f"{math.floor(percent)}%"),
+            plain(times),
         )
-        outcomes = board.outcomes
-        counts = Text()
-        counts.append(f"{board.ended:,} ended: ")
-        counts.append(f"{outcomes[SUCCEEDED]:,} succeeded", style="green")
-        for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
-            if outcomes[outcome]:
-                counts.append(f", {outcomes[outcome]:,} {outcome}", style=style)
+        counts = plain(f"{board.ended:,} ended: ")
+        counts.append(plain(", ").join(_outcome_counts(board)))
         unseen = board.total - board.seen
         if waiting:
-            counts.append(f"   {waiting:,} waiting: {board.queued:,} queued")
+            counts.append(plain(f"   {waiting:,} waiting: {board.queued:,} queued"))
         if unseen:
-            counts.append(f", {unseen:,} not seen yet", style="dim")
+            counts.append(plain(f", {unseen:,} not seen yet", "dim"))
+        return [grid, counts, plain("recent changes", "bold dim"), self._recent_changes()]
+
+    def _recent_changes(self) -> Text:
         # Plain lines rather than a table: drawn every second, they should cost little.
+        board = self._board
         recent = Text(no_wrap=True, overflow="ellipsis")
         changes = list(board.recent)[-self._recent :]
         width = max((len(job_id) for _, job_id, _ in changes), default=0)
         for at, job_id, what in reversed(changes):
-            recent.append(f"{_clock_text(at - board.started)}  ", style="dim")
-            recent.append(f"{job_id:<{width}}  ")
+            recent.append(plain(f"{_clock_text(at - board.started)}  ", "dim"))
+            recent.append(plain(f"{job_id:<{width}}  "))
             if isinstance(what, Job):
-                recent.append(f"{what.raw_status} {what.progress}%", style=_status_style(what))
+                recent.append(plain(f"{what.raw_status} {what.progress}%", _status_style(what)))
             else:
-                recent.append(_short_error(what), style="red")
+                recent.append(plain(_short_error(what), "red"))
             recent.append("\n")
         recent.rstrip()
-        return [grid, counts, Text("recent changes", style="bold dim"), recent]
+        return recent
+
+
+def _status_of(row: Row) -> Text:
+    """A job's status in its row: how it ended unsuccessfully, its last status, or that it
+    has not been seen yet."""
+    job, result = row.job, row.result
+    if result is not None and not result.ok:
+        return plain(_status_word(result), "red")
+    if job is not None:
+        return plain(job.raw_status, _status_style(job))
+    return plain("not seen yet", "dim")
+
+
+def _progress_of(row: Row) -> int:
+    """A job's progress in its row: 100 once it succeeded (an ARCHIVED job may say less)."""
+    job, result = row.job, row.result
+    progress = 0 if job is None else job.progress
+    if result is not None and result.ok and (job is None or job.succeeded):
+        return 100
+    return progress
 
 
 def _status_word(result: JobResult) -> str:

@@ -348,6 +348,25 @@ async def test_status_table_and_json(service: FakeJobsService) -> None:
     assert service.request_count() == 4
 
 
+async def test_status_shows_ids_and_server_text_as_text(service: FakeJobsService) -> None:
+    """`status` shows ids and the server's `user` as written, piped or at a terminal: `[/]`
+    does not end it with a markup error, `[bold red]x` is not shown as `x`, an emoji code
+    stays as written, and the server's control characters are escaped."""
+    service.add_job("[bold red]x", duration=600, user="[/]")
+    service.add_job(":x:", duration=600, user="\x1b[2Jgone")
+    ran = await run_jobpoll("status", "[bold red]x", ":x:", env=env_of(service))
+    status, screen = await asyncio.to_thread(
+        read_terminal, ["status", "[bold red]x", ":x:"], env_of(service)
+    )
+    assert (ran.returncode, ran.stderr, status) == (0, "", 0)
+    for shown in (ran.stdout, screen):
+        rows = [line.split() for line in shown.splitlines()[1:]]
+        assert [(row[0], row[1], row[-1]) for row in rows] == [
+            ("[bold", "red]x", "[/]"),
+            (":x:", "RUNNING", "\\x1b[2Jgone"),
+        ]
+
+
 async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -> None:
     """`status` with a key the API refuses: status 4, one line."""
     ran = await run_jobpoll("status", "a", env=env_of(service, CDQ_API_KEY="wrong"))
@@ -500,6 +519,21 @@ async def test_live_view_at_a_terminal(service: FakeJobsService, jobs: int, many
         assert all(job_id in screen for job_id in ids)
         assert "elapsed" in screen
         assert "left" in screen
+
+
+async def test_live_view_shows_ids_and_server_text_as_text(service: FakeJobsService) -> None:
+    """At a terminal, ids and the server's messages are shown as written, in the rows and in
+    the summary: never read as markup or emoji codes."""
+    service.add_job("[bold red]x", duration=0)
+    service.add_job(":x:", duration=0)
+    service.inject(HttpError(400, message="[/] [bold]refused"), job_id="[/]", times=None)
+    status, screen = await asyncio.to_thread(
+        read_terminal, ["wait", "[bold red]x", ":x:", "[/]", *FAST], env_of(service)
+    )
+    assert status == 1
+    assert re.search(r"\[bold red\]x +FINISHED", screen)
+    assert re.search(r":x: +FINISHED", screen)
+    assert "[/]  HTTP 400: [/] [bold]refused" in screen
 
 
 async def test_demo_runs_as_designed() -> None:

@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from jobpoll import (
+    BadRequest,
     Job,
     JobFailedError,
     JobResult,
@@ -254,6 +255,31 @@ def test_live_view_of_many_jobs() -> None:
     assert "recent changes" in screen
     assert "job-11  not found (HTTP 404)" in screen
     assert "... and 2 more (--json lists every outcome)" in screen
+
+
+#: Text a server or a user may send that rich would read as markup or an emoji code.
+MARKUP_IDS = ["[/]", "[bold red]x", ":x:"]
+
+
+@pytest.mark.parametrize("others", [0, 40], ids=["few", "many"])
+def test_ids_and_server_text_are_shown_as_text(others: int) -> None:
+    """Ids, statuses and the server's messages are shown as written in the rows, the recent
+    changes and the summary: never read as markup (`[/]` would end the view with an error,
+    `[bold red]x` would show as `x`) or as an emoji code; a control character is escaped."""
+    board, _ = board_of(*MARKUP_IDS, *(f"job-{n}" for n in range(others)))
+    board.changed(job("[/]", 10, "[/]RUNNING\x1b[2J"))
+    board.changed(job(":x:", 20))
+    error = BadRequest(400, message="[/] [bold]no\x1b[31m", job_id="[bold red]x")
+    board.ended_with(JobResult("[bold red]x", None, error))
+    screen = rendered(LiveView(board, console(), title="Waiting at [/]"), Summary(1))
+    assert "Waiting at [/]" in screen
+    assert "[/]RUNNING\\x1b[2J" in screen
+    assert "[bold red]x  HTTP 400: [/] [bold]no\\x1b[31m" in screen  # the summary
+    assert ":x:" in screen
+    assert "\x1b[2J" not in screen  # what the server sent, as it was sent
+    assert "\x1b[31m" not in screen
+    if not others:
+        assert "[bold red]x  BadRequest" in screen
 
 
 async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
