@@ -19,6 +19,8 @@ __all__ = ["read_ids"]
 
 #: The argument that stands for standard input.
 STDIN = "-"
+#: What is taken away around an id in a file: spaces, tabs, and a CRLF's carriage return.
+_BLANKS = " \t\r"
 
 
 def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
@@ -49,11 +51,17 @@ def _checked(job_id: str, where: str) -> str:
 
 def _ids_in(source: str) -> Iterator[str]:
     """The ids of a file (`-`: standard input), one per line; blank lines and lines starting
-    with # are skipped, and white space around an id."""
+    with # are skipped, and spaces and tabs around an id.
+
+    Lines end at a line feed (a CRLF's carriage return is white space): not at the other
+    characters `str.splitlines` breaks at (\\v, \\f, \\x1c to \\x1e, \\x85, U+2028, U+2029),
+    which would make one wrong line into two ids, each waited for; such a line is one id,
+    refused for its control character.
+    """
     name = "standard input" if source == STDIN else source
     text = _read_text(source, name)
-    for number, line in enumerate(text.splitlines(), 1):
-        stripped = line.strip()
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip(_BLANKS)
         if stripped and not stripped.startswith("#"):
             yield _checked(stripped, f"line {number} of {name}")
 

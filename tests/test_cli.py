@@ -289,6 +289,30 @@ def test_more_usage_errors_are_status_2(
     assert expected in err
 
 
+@pytest.mark.parametrize(
+    "separator",
+    ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"],
+    ids=["vt", "ff", "fs", "gs", "rs", "nel", "line-separator", "paragraph-separator"],
+)
+@pytest.mark.usefixtures("in_process")
+def test_a_line_of_ids_ends_at_a_line_feed_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    """A line of a file of ids ends at a line feed (CRLF too), not at the other characters
+    `str.splitlines` breaks at: a line holding one is one id, refused for its control
+    character (status 2, nothing sent), not two ids waited for."""
+    path = tmp_path / "ids.txt"
+    path.write_text(f"first\r\nsecond{separator}third\r\n", encoding="utf-8")
+    assert run(["wait", "-f", str(path), "--connect-grace", "0.1"]) == 2
+    out, err = capsys.readouterr()
+    wrong = ascii(f"second{separator}third")
+    assert (out, err) == (
+        "",
+        f"jobpoll wait: line 2 of {path}: the job id {wrong} holds control characters or"
+        " leading/trailing white space\n",
+    )
+
+
 async def test_ids_from_files_and_stdin(service: FakeJobsService, tmp_path: Path) -> None:
     """Ids come from arguments, files (blank lines and # comments skipped, a BOM ignored) and
     stdin, duplicates once; the key from --api-key-file."""
