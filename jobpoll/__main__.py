@@ -6,6 +6,7 @@ says so in one line rather than with a traceback.
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Sequence
 from typing import NoReturn
@@ -16,6 +17,7 @@ EXIT_USAGE = 2
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the `jobpoll` command line and exit with its status."""
+    _open_closed_outputs()
     try:
         from jobpoll._cli import run
     except ImportError as exc:
@@ -28,6 +30,15 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         )
         sys.exit(EXIT_USAGE)
     sys.exit(run(argv))
+
+
+def _open_closed_outputs() -> None:
+    """A closed standard output or error (`>&-`, which Python makes None) writes to
+    /dev/null: the command runs as it would with its output discarded, and its status says
+    how it ended. (A closed standard input is said to be closed when ids are read from it.)"""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
 
 
 if __name__ == "__main__":

@@ -11,9 +11,7 @@ polls in flight and closes the client before the summary and the exit.
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -24,19 +22,23 @@ from jobpoll._board import Board
 from jobpoll._connection import make_client
 from jobpoll._errors import ConfigurationError
 from jobpoll._exits import (
-    EXIT_FAILED,
     EXIT_INTERRUPTED,
     EXIT_OK,
     EXIT_USAGE,
     Failure,
     exit_status_help,
-    names_failures,
 )
 from jobpoll._fake_server import fake_server
 from jobpoll._ids import read_ids
 from jobpoll._loop import CommandLoop
-from jobpoll._options import CONNECTION_OPTIONS, IDS_OPTIONS, seconds, with_options
-from jobpoll._output import configure_logging, interactive, make_console, say
+from jobpoll._options import (
+    CONNECTION_OPTIONS,
+    IDS_OPTIONS,
+    names_failures,
+    seconds,
+    with_options,
+)
+from jobpoll._output import Output, configure_logging, interactive, make_console, say
 from jobpoll._policy import PollPolicy
 from jobpoll._status import show_status
 from jobpoll._version import __version__
@@ -82,13 +84,9 @@ def run(argv: Sequence[str] | None = None) -> int:
         say("jobpoll: interrupted")
         return EXIT_INTERRUPTED
     except Failure as exc:
-        say(str(exc))
+        if str(exc):
+            say(str(exc))
         return exc.exit_code
-    except BrokenPipeError:
-        # The reader went away (`jobpoll wait ... | head`): nothing more can be said.
-        with contextlib.suppress(OSError):
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        return EXIT_FAILED
     return code if isinstance(code, int) else EXIT_OK
 
 
@@ -121,7 +119,8 @@ def status(
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
     loop = CommandLoop("jobpoll status")
-    return loop.run(lambda: show_status(client, job_ids, as_json=as_json))
+    out = Output(sys.stdout, on_failure=loop.fail)
+    return loop.run(lambda: show_status(client, job_ids, out, as_json=as_json))
 
 
 # wait --------------------------------------------------------------------------------------
@@ -225,10 +224,12 @@ def wait(
     jobs = "job" if len(job_ids) == 1 else "jobs"
     title = f"Waiting for {len(job_ids):,} {jobs} at {client.base_url}"
 
-    def view(board: Board) -> View:
-        return make_view(board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title)
-
     loop = CommandLoop("jobpoll wait")
+    out = Output(sys.stdout, on_failure=loop.fail)
+
+    def view(board: Board) -> View:
+        return make_view(out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title)
+
     return loop.run(
         lambda: wait_with_view(
             client,
@@ -242,12 +243,14 @@ def wait(
     )
 
 
-def make_view(board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str) -> View:
+def make_view(
+    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
+) -> View:
     """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
     the summary)."""
-    if as_json or not interactive(sys.stdout):
-        return JsonLines(board, sys.stdout, heartbeat=heartbeat, quiet=quiet)
-    console = make_console(terminal=True)
+    if as_json or not interactive(out):
+        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
+    console = make_console(out, terminal=True)
     if quiet:
         return TerminalSummary(board, console)
     return LiveView(board, console, title=title)
@@ -277,12 +280,14 @@ def demo(speed: float, as_json: bool) -> int:
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
     from jobpoll._demo import run_demo
 
-    def view(board: Board, title: str) -> View:
-        return make_view(board, as_json=as_json, quiet=False, heartbeat=5.0, title=title)
-
     loop = CommandLoop("jobpoll demo")
+    out = Output(sys.stdout, on_failure=loop.fail)
+
+    def view(board: Board, title: str) -> View:
+        return make_view(out, board, as_json=as_json, quiet=False, heartbeat=5.0, title=title)
+
     waiter = functools.partial(wait_with_view, stopped_with=lambda: loop.stopped_with)
-    return loop.run(lambda: run_demo(speed, view, waiter))
+    return loop.run(lambda: run_demo(speed, view, waiter, out))
 
 
 cli.add_command(fake_server)

@@ -7,12 +7,11 @@ is checked against it (`tests/test_readme.py`).
 
 from __future__ import annotations
 
-import functools
+import contextlib
+import errno
+import os
 import textwrap
-from collections.abc import Callable
-from typing import Any
-
-import click
+from typing import IO
 
 from jobpoll._errors import (
     ConfigurationError,
@@ -23,6 +22,7 @@ from jobpoll._errors import (
 )
 
 __all__ = [
+    "EXIT_CLOSED_OUTPUT",
     "EXIT_FAILED",
     "EXIT_INTERRUPTED",
     "EXIT_OK",
@@ -34,7 +34,7 @@ __all__ = [
     "Failure",
     "exit_status_help",
     "failure_for",
-    "names_failures",
+    "write_failure",
 ]
 
 EXIT_OK = 0
@@ -42,9 +42,10 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_TIMEOUT = 3
 EXIT_UNREACHABLE = 4
-#: 128 plus the signal's number, as a shell reports a command a signal ended: SIGINT (2)
-#: and SIGTERM (15).
+#: 128 plus the signal's number, as a shell reports a command a signal ended: SIGINT (2),
+#: SIGPIPE (13: the reader of the output went away) and SIGTERM (15).
 EXIT_INTERRUPTED = 130
+EXIT_CLOSED_OUTPUT = 141
 EXIT_TERMINATED = 143
 
 #: Each status and what it means, for `wait` (and the whole command) and for `status`; a
@@ -78,6 +79,11 @@ EXIT_STATUSES: tuple[tuple[int, str, str | None], ...] = (
         "interrupted (Ctrl-C), after a clean stop",
         "interrupted (Ctrl-C), after a clean stop",
     ),
+    (
+        EXIT_CLOSED_OUTPUT,
+        "the output was closed before the end (| head -1: the shell's status for SIGPIPE)",
+        "the output was closed before the end (| head -1: the shell's status for SIGPIPE)",
+    ),
 )
 
 
@@ -97,7 +103,8 @@ def exit_status_help(command: str = "wait") -> str:
 
 
 class Failure(Exception):
-    """One line for stderr, and the exit status to go with it."""
+    """One line for stderr, and the exit status to go with it (no line when the message is
+    empty: a closed output has nobody to tell)."""
 
     def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
         super().__init__(message)
@@ -116,15 +123,18 @@ def failure_for(error: JobPollError) -> Failure:
     return Failure(str(error), EXIT_FAILED)
 
 
-def names_failures(command: Callable[..., int]) -> Callable[..., int]:
-    """Prefix a command's failures with its name (`jobpoll wait: no API key: ...`)."""
-
-    @functools.wraps(command)
-    def named(*args: Any, **kwargs: Any) -> int:
+def write_failure(error: Exception, stream: IO[str], name: str = "standard output") -> Failure:
+    """How a command ends when writing `stream` failed with `error`: a closed pipe with 141
+    and nothing to say, anything else with 1 and a line. `stream`'s descriptor is pointed at
+    /dev/null, so that what is still buffered has somewhere to go at exit."""
+    with contextlib.suppress(OSError, ValueError):
+        descriptor = stream.fileno()
+        sink = os.open(os.devnull, os.O_WRONLY)
         try:
-            return command(*args, **kwargs)
-        except Failure as exc:
-            path = click.get_current_context().command_path
-            raise Failure(f"{path}: {exc}", exc.exit_code) from None
-
-    return named
+            os.dup2(sink, descriptor)
+        finally:
+            os.close(sink)
+    if isinstance(error, OSError) and error.errno == errno.EPIPE:
+        return Failure("", EXIT_CLOSED_OUTPUT)
+    reason = error.strerror if isinstance(error, OSError) and error.strerror else error
+    return Failure(f"cannot write to {name} ({reason})", EXIT_FAILED)

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import click
 
-from jobpoll._exits import EXIT_FAILED, EXIT_OK, Failure, names_failures
-from jobpoll._options import with_options
+from jobpoll._exits import EXIT_FAILED, EXIT_OK, Failure, write_failure
+from jobpoll._options import names_failures, with_options
 from jobpoll._output import interactive, say
 
 if TYPE_CHECKING:
@@ -148,12 +148,14 @@ def _serve(scenario: Scenario) -> None:
     """Serve until SIGINT or SIGTERM.
 
     Raises:
-        Failure: it cannot listen on the port (status 1).
+        Failure: it cannot listen on the port (status 1), or its output was closed (141).
     """
     from jobpoll.testing._scenario import ScriptedService, serve_until_stopped
 
     try:
         asyncio.run(serve_until_stopped(ScriptedService(scenario)))
+    except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`)
+        raise write_failure(exc, sys.stdout) from None
     except OSError as exc:
         raise Failure(
             f"cannot listen on 127.0.0.1:{scenario.port}"

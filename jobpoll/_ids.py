@@ -67,6 +67,8 @@ def _ids_in(source: str) -> Iterator[str]:
 
 
 def _read_text(source: str, name: str) -> str:
+    if source == STDIN and sys.stdin is None:  # `<&-`: Python makes it None
+        raise Failure("cannot read ids from standard input (it is closed)")
     try:
         raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
         return raw.decode("utf-8-sig")

@@ -1,6 +1,11 @@
-"""A command's event loop, and how it stops: Ctrl-C and SIGTERM cancel the command's
-coroutine, which cleans up (the polls in flight cancelled, the client closed, the summary
-written) before the command exits with 130 or 143.
+"""A command's event loop, and how it stops.
+
+Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls in flight
+cancelled, the client closed, the summary written) before the command exits with 130 or
+143; a signal that comes once the coroutine has ended changes nothing, so the status is the
+one its summary said. An output that failed (a closed pipe, a full disk) stops the command
+the same way, and its status wins however the coroutine ends: what was written is not all
+there was to write.
 """
 
 from __future__ import annotations
@@ -25,43 +30,57 @@ class CommandLoop:
 
     def __init__(self, command: str) -> None:
         self.command = command
-        self._stop: Failure | None = None
+        self._failed: Failure | None = None  # the output failed
+        self._interrupted: Failure | None = None  # a signal came before the end
+        self._ended: int | None = None  # the coroutine's status, once it returned
         self._task: asyncio.Task[int] | None = None
 
     @property
     def stopped_with(self) -> int:
         """The status of the command once stopped: 130 unless another stop was asked for."""
-        return EXIT_INTERRUPTED if self._stop is None else self._stop.exit_code
+        reason = self._failed or self._interrupted
+        return EXIT_INTERRUPTED if reason is None else reason.exit_code
 
-    def stop(self, reason: Failure) -> None:
-        """Cancel the command's coroutine, to exit with `reason`'s status and line (the
-        first reason given wins)."""
-        if self._stop is None:
-            self._stop = reason
-            if self._task is not None:
-                self._task.cancel()
+    def fail(self, failure: Failure) -> None:
+        """The command cannot go on (its output failed): stop it, to exit with `failure`'s
+        status and line however it ends."""
+        if self._failed is None:
+            self._failed = failure
+            self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
         """Run `main()` to its end, or until stopped; the command's status."""
         try:
-            code = asyncio.run(self._guarded(main))
-        except KeyboardInterrupt:
-            self.stop(Failure("interrupted", EXIT_INTERRUPTED))
+            asyncio.run(self._guarded(main))
+        except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first
+            self._interrupt(Failure("interrupted", EXIT_INTERRUPTED))
         except asyncio.CancelledError:
-            if self._stop is None:
+            if self._failed is None and self._interrupted is None:
                 raise
-        if self._stop is None:
-            return code
-        if str(self._stop):
-            say(f"{self.command}: {self._stop}")
-        return self._stop.exit_code
+        reason = self._failed or (self._interrupted if self._ended is None else None)
+        if reason is None:
+            assert self._ended is not None
+            return self._ended
+        if str(reason):
+            say(f"{self.command}: {reason}")
+        return reason.exit_code
 
-    async def _guarded(self, main: Callable[[], Awaitable[int]]) -> int:
+    def _interrupt(self, reason: Failure) -> None:
+        if self._interrupted is None and self._ended is None:
+            self._interrupted = reason
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _guarded(self, main: Callable[[], Awaitable[int]]) -> None:
         loop = asyncio.get_running_loop()
         self._task = asyncio.current_task()
-        loop.add_signal_handler(signal.SIGTERM, self.stop, Failure("terminated", EXIT_TERMINATED))
+        terminated = Failure("terminated", EXIT_TERMINATED)
+        loop.add_signal_handler(signal.SIGTERM, self._interrupt, terminated)
         try:
-            return await main()
+            self._ended = await main()
         finally:
             loop.remove_signal_handler(signal.SIGTERM)
             self._task = None

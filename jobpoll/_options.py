@@ -1,8 +1,9 @@
-"""The options the commands share, each declared once: where the ids come from, how to reach
-the API, and a number of seconds."""
+"""The options the commands share, each declared once (where the ids come from, how to reach
+the API, a number of seconds), and how a command's failures are named."""
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -11,8 +12,15 @@ from typing import Any, TypeVar
 import click
 
 from jobpoll._client import API_KEY_ENV, BASE_URL_ENV
+from jobpoll._exits import Failure
 
-__all__ = ["CONNECTION_OPTIONS", "IDS_OPTIONS", "seconds", "with_options"]
+__all__ = [
+    "CONNECTION_OPTIONS",
+    "IDS_OPTIONS",
+    "names_failures",
+    "seconds",
+    "with_options",
+]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -75,3 +83,19 @@ CONNECTION_OPTIONS = (
         help="Log each failure ridden out on stderr (-v), and each poll (-vv).",
     ),
 )
+
+
+def names_failures(command: Callable[..., int]) -> Callable[..., int]:
+    """Prefix a command's failures with its name (`jobpoll wait: no API key: ...`)."""
+
+    @functools.wraps(command)
+    def named(*args: Any, **kwargs: Any) -> int:
+        try:
+            return command(*args, **kwargs)
+        except Failure as exc:
+            if not str(exc):
+                raise  # nothing to say
+            path = click.get_current_context().command_path
+            raise Failure(f"{path}: {exc}", exc.exit_code) from None
+
+    return named

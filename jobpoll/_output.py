@@ -8,23 +8,38 @@ cursor and recolours the terminal. The consoles `make_console` makes have markup
 highlighting off too, so that a string that reached rich otherwise is still shown as it is.
 The lines on stderr (`say`, the log) go through `printable()` the same way.
 
+Standard output is written through an `Output`, which no stream can make raise: a closed
+pipe, a full disk or an encoding without the character stops the command cleanly instead.
+
 Imported by the command line only: rich is not needed to use jobpoll as a library.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 import re
 import sys
-from typing import IO, Any
+from collections.abc import Callable, Mapping
+from typing import IO, Any, cast
 
 import click
 from rich.console import Console
 from rich.text import Text
 
-__all__ = ["configure_logging", "interactive", "make_console", "plain", "printable", "say"]
+from jobpoll._exits import Failure, write_failure
+
+__all__ = [
+    "Output",
+    "configure_logging",
+    "interactive",
+    "make_console",
+    "plain",
+    "printable",
+    "say",
+]
 
 logger = logging.getLogger("jobpoll")
 
@@ -52,13 +67,79 @@ def plain(text: str, style: str = "") -> Text:
     return Text(printable(text), style=style)
 
 
-def make_console(
-    file: IO[str] | None = None, *, terminal: bool, width: int | None = None
-) -> Console:
-    """A rich console writing `file` (standard output when None), as a terminal (colours,
-    cursor moves) or not, that parses nothing it is given as markup, emoji or a highlight."""
+class Output:
+    """A stream the command writes its output to (standard output), that no write makes
+    raise.
+
+    A character the stream's encoding cannot write (a non-ASCII id under
+    `PYTHONIOENCODING=ascii`) is written as its escape: `\\u00fc` in a JSON line, which stays
+    JSON, `\\xfc` in text for people. A write that fails ends the output: `failure` says how
+    the command should end, `on_failure` is told once (the command loop then stops the
+    command, as for Ctrl-C), and every later write is dropped. A closed pipe (the reader went
+    away: `| head -1`) ends it with the shell's status for SIGPIPE, 141, and nothing to say;
+    any other error (a full disk) with status 1 and a line saying it (`write_failure`).
+    """
+
+    def __init__(
+        self,
+        stream: IO[str],
+        *,
+        name: str = "standard output",
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._name = name
+        self._on_failure = on_failure
+        self.failure: Failure | None = None
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return interactive(self._stream)
+
+    def write(self, text: str) -> int:
+        """Write text for people; a character the encoding lacks as its escape (`\\xfc`)."""
+        self._write(
+            text, lambda: text.encode(self.encoding, "backslashreplace").decode(self.encoding)
+        )
+        return len(text)
+
+    def write_json(self, line: Mapping[str, Any]) -> None:
+        """Write `line` as one line of JSON, and flush it, for a reader to see it at once."""
+        self._write(json.dumps(line, ensure_ascii=False) + "\n", lambda: json.dumps(line) + "\n")
+        self.flush()
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def _write(self, text: str, escaped: Callable[[], str]) -> None:
+        if self.failure is not None:
+            return
+        try:
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:
+                self._stream.write(escaped())
+        except (OSError, ValueError) as exc:  # ValueError: a stream closed, or still no encoding
+            self._failed(exc)
+
+    def _failed(self, error: Exception) -> None:
+        self.failure = write_failure(error, self._stream, self._name)
+        if self._on_failure is not None:
+            self._on_failure(self.failure)
+
+
+def make_console(out: Output, *, terminal: bool, width: int | None = None) -> Console:
+    """A rich console writing to `out`, as a terminal (colours, cursor moves) or not, that
+    parses nothing it is given as markup, emoji or a highlight."""
     return Console(
-        file=file,
+        file=cast(IO[str], out),
         force_terminal=terminal,
         width=width,
         markup=False,

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import sys
 from collections.abc import Sequence
-from typing import Any
 
 from rich.table import Table
 from rich.text import Text
@@ -15,14 +12,14 @@ from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
 from jobpoll._fanout import JobResult
-from jobpoll._output import interactive, make_console, plain
+from jobpoll._output import Output, interactive, make_console, plain
 from jobpoll._view import describe_error
 from jobpoll._wire import format_timestamp
 
 __all__ = ["show_status", "status_code"]
 
 
-async def show_status(client: JobsClient, job_ids: list[str], *, as_json: bool) -> int:
+async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
     """Poll each job once (as many at once as the client's pool takes), show the answers,
     and return the status.
 
@@ -44,11 +41,9 @@ async def show_status(client: JobsClient, job_ids: list[str], *, as_json: bool) 
     code = status_code(results)
     if as_json:
         for result in results:
-            line = {"event": "status"}
-            line.update(result.to_dict())
-            _json_line(line)
+            out.write_json({"event": "status", **result.to_dict()})
     else:
-        _status_table(results)
+        _status_table(results, out)
     return code
 
 
@@ -80,15 +75,10 @@ def _failed(result: JobResult) -> bool:
     return job is not None and job.failed
 
 
-def _json_line(line: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(line, ensure_ascii=False) + "\n")
-    sys.stdout.flush()
-
-
-def _status_table(results: Sequence[JobResult]) -> None:
+def _status_table(results: Sequence[JobResult], out: Output) -> None:
     # Off a terminal, rich would fold the table to 80 columns: a line per job reads better.
-    terminal = interactive(sys.stdout)
-    console = make_console(terminal=terminal, width=None if terminal else 200)
+    terminal = interactive(out)
+    console = make_console(out, terminal=terminal, width=None if terminal else 200)
     table = Table(box=None, pad_edge=False, header_style="bold dim")
     table.add_column("job", no_wrap=True, overflow="fold")
     table.add_column("status", no_wrap=True)

@@ -8,9 +8,8 @@ Imported by the command line only: rich is not needed to use jobpoll as a librar
 
 from __future__ import annotations
 
-import json
 import math
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 from rich.console import Console, Group, RenderableType
@@ -41,7 +40,7 @@ from jobpoll._errors import (
 )
 from jobpoll._fanout import JobResult
 from jobpoll._models import Job, JobStatus
-from jobpoll._output import plain
+from jobpoll._output import Output, plain
 
 __all__ = [
     "JsonLines",
@@ -86,9 +85,7 @@ class JsonLines:
     so a reader (`jq`, a CI log) sees it at once.
     """
 
-    def __init__(
-        self, board: Board, out: IO[str], *, heartbeat: float, quiet: bool = False
-    ) -> None:
+    def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
         self._board = board
         self._out = out
         self._heartbeat = heartbeat
@@ -97,8 +94,7 @@ class JsonLines:
         self.interval = min(1.0, max(0.05, heartbeat / 4))
 
     def _write(self, line: dict[str, Any], now: float) -> None:
-        self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._out.flush()
+        self._out.write_json(line)
         self._last_line = now
 
     def start(self) -> None:

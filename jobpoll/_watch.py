@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from jobpoll._board import SUCCEEDED, TIMED_OUT, Board, Row, outcome_of
@@ -30,9 +29,9 @@ async def wait_with_view(
 ) -> int:
     """Wait for the jobs through `wait_for_jobs`, showing it; the exit status.
 
-    Args:
-        stopped_with: the status of a wait cancelled (by Ctrl-C, or a `CommandLoop`'s stop),
-            for the summary.
+    The summary is written last, once the client is closed, with the status this returns
+    (or the failure it raises carries); a wait cancelled (Ctrl-C, or a `CommandLoop`'s stop)
+    says `stopped_with()`.
 
     Raises:
         Failure: an error about the setup ended the wait (after the view's summary).
@@ -45,28 +44,32 @@ async def wait_with_view(
         if row is not None:
             view.changed(row)
 
-    async with client:
-        fanout = wait_for_jobs(client, job_ids, policy=policy, timeout=timeout, on_update=on_update)
-        board.fanout = fanout
-        view.start()
-        ticker = asyncio.create_task(_tick(view))
-        summary = Summary(EXIT_FAILED)  # until the wait says otherwise
-        try:
+    summary = Summary(EXIT_FAILED)  # until the wait says otherwise
+    ticker: asyncio.Task[None] | None = None
+    try:
+        async with client:
+            fanout = wait_for_jobs(
+                client, job_ids, policy=policy, timeout=timeout, on_update=on_update
+            )
+            board.fanout = fanout
+            view.start()
+            ticker = asyncio.create_task(_tick(view))
             summary = await _watch(fanout, board, view, fail_fast=fail_fast)
-        except asyncio.CancelledError:
-            summary = Summary(stopped_with(), interrupted=True)
-            raise
-        except JobPollError as exc:
-            failure = failure_for(exc)
-            if failure.exit_code == EXIT_UNREACHABLE and board.exit_code() == EXIT_FAILED:
-                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
-            summary = Summary(failure.exit_code, error=str(failure))
-            raise failure from None
-        finally:
-            ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await ticker
-            view.stop(summary)
+    except asyncio.CancelledError:
+        summary = Summary(stopped_with(), interrupted=True)
+        raise
+    except JobPollError as exc:
+        failure = failure_for(exc)
+        if failure.exit_code == EXIT_UNREACHABLE and board.exit_code() == EXIT_FAILED:
+            failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+        summary = Summary(failure.exit_code, error=str(failure))
+        raise failure from None
+    finally:
+        # Nothing is awaited from here on, so that no signal can come between the summary
+        # and the end: the status the summary says is the command's.
+        if ticker is not None:
+            ticker.cancel()  # it ends at its next turn, without drawing again
+        view.stop(summary)
     return summary.exit_code
 
 

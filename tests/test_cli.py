@@ -9,24 +9,17 @@ under a second and the command polls every 0.1 s (`FAST`), so each run takes abo
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
-import os
-import pty
 import re
 import signal
-import struct
-import subprocess
 import sys
-import termios
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import refusing_url
-from support import Ran, cli_environment, run_jobpoll, until_idle
+from support import Ran, cli_environment, env_of, read_terminal, run_jobpoll, until_idle
 
 from jobpoll._cli import run
 from jobpoll.testing import FakeJobsService, HttpError
@@ -58,12 +51,6 @@ async def service() -> AsyncIterator[FakeJobsService]:
     """A fake on the real clock: the command runs in real time."""
     async with FakeJobsService() as fake:
         yield fake
-
-
-def env_of(service: FakeJobsService, **more: str) -> dict[str, str]:
-    """The environment of a command talking to `service`, with `more` variables."""
-    variables = {"CDQ_API_KEY": service.api_key, "CDQ_BASE_URL": service.base_url, **more}
-    return cli_environment(**variables)
 
 
 def outcomes(ran: Ran) -> dict[str, dict[str, object]]:
@@ -477,49 +464,6 @@ async def test_interrupted_mid_wait(service: FakeJobsService, signum: int) -> No
     )
     assert summary["notEnded"] == 3
     await until_idle(service)
-
-
-def read_terminal(
-    arguments: list[str], env: dict[str, str], timeout: float = 60
-) -> tuple[int, str]:
-    """Run `jobpoll` with its standard output on a pseudo-terminal (120 columns); the status
-    and what the terminal received."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the other side closed
-                return
-            if not chunk:
-                return
-            chunks.append(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobpoll", *arguments],
-            stdout=slave,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"},
-        )
-        os.close(slave)
-        try:
-            _, err = process.communicate(timeout=timeout)
-        finally:
-            process.kill()
-            process.wait()
-        reader.join(timeout=10)
-    finally:
-        os.close(master)
-    assert not err, err
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
 
 
 @pytest.mark.parametrize(("jobs", "many"), [(3, False), (40, True)], ids=["few", "many"])

@@ -50,7 +50,7 @@ def test_exit_statuses_match_the_help() -> None:
 
     in_help = re.findall(r"^  (\d+) ", exit_status_help(), flags=re.MULTILINE)
     in_readme = re.findall(r"^\| (\d+) \| ", README, flags=re.MULTILINE)
-    assert in_help == in_readme == ["0", "1", "2", "3", "4", "130"]
+    assert in_help == in_readme == ["0", "1", "2", "3", "4", "130", "141"]
 
 
 def test_every_python_block_compiles() -> None:

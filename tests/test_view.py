@@ -26,6 +26,7 @@ from jobpoll import (
     wait_for_jobs,
 )
 from jobpoll._board import Board, outcome_of
+from jobpoll._output import Output
 from jobpoll._view import JsonLines, LiveView, Summary
 from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
@@ -183,7 +184,7 @@ def test_json_lines() -> None:
     and the summary."""
     board, clock = board_of("a", "b")
     out = io.StringIO()
-    view = JsonLines(board, out, heartbeat=5.0)
+    view = JsonLines(board, Output(out), heartbeat=5.0)
     row = board.changed(job("a", 10))
     assert row is not None
     view.changed(row)
@@ -303,7 +304,7 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
             client,
             [failed, refused],
             policy,
-            lambda board: JsonLines(board, out, heartbeat=5.0),
+            lambda board: JsonLines(board, Output(out), heartbeat=5.0),
         )
     assert "the API refused the key" in str(raised.value)
     summary = json.loads(out.getvalue().splitlines()[-1])
@@ -323,7 +324,7 @@ async def test_status_of_a_failed_job_and_a_refused_key_is_1(
     service.inject(HttpError(401), job_id=refused, times=None)
     client = JobsClient(service.api_key, base_url=service.base_url)
     with pytest.raises(Failure) as raised:
-        await show_status(client, [failed, refused], as_json=True)
+        await show_status(client, [failed, refused], Output(io.StringIO()), as_json=True)
     assert "the API refused the key" in str(raised.value)
     assert raised.value.exit_code == 1
 
