@@ -1,6 +1,7 @@
 """The `jobpoll` command whatever its streams: closed ones, an encoding without the ids'
-characters, a reader that goes away (`| head -1`), a full disk. Never a traceback; the status
-is the one the summary says, or the shell's status for SIGPIPE (141) once nobody reads.
+characters, a reader that goes away (`| head -1`), a full disk; and Ctrl-C while it starts.
+Never a traceback; the status is the one the summary says, or the shell's status for SIGPIPE
+(141) once nobody reads, or 130 for Ctrl-C.
 
 Each runs the real command as a child process, through `sh` where the shell's own
 redirections (`>&-`, `<&-`) say it best.
@@ -224,3 +225,60 @@ def test_an_output_that_fails_says_so_once_then_drops_every_write() -> None:
         out.flush()
         out.write_json({"event": "summary"})
     assert [(str(failure), failure.exit_code) for failure in told] == [("", 141)]
+
+
+#: `python -c` code running the command line as its console script does, with Ctrl-C
+#: delivered at a set point of its start: as `sys.argv[1]` is imported, or (an empty
+#: `sys.argv[1]`) just before `main()` is called. No timing: the signal is raised in the
+#: process, at that point.
+INTERRUPTED_WHILE_STARTING = """
+import signal, sys
+
+at = sys.argv.pop(1)
+
+class InterruptAt:
+    def find_spec(self, name, path=None, target=None):
+        if name == at:
+            signal.raise_signal(signal.SIGINT)
+
+sys.meta_path.insert(0, InterruptAt())
+from jobpoll.__main__ import main
+if not at:
+    signal.raise_signal(signal.SIGINT)
+main()
+"""
+
+
+@pytest.mark.parametrize(
+    "at",
+    [
+        pytest.param("", id="before-main"),
+        pytest.param("jobpoll._cli", id="importing-the-command-line"),
+        pytest.param("jobpoll._demo", id="in-a-command-before-its-loop"),
+    ],
+)
+async def test_ctrl_c_while_starting(at: str) -> None:
+    """Ctrl-C while the command line starts (its imports, a command's set-up) says
+    `interrupted` and exits 130, as Ctrl-C does during a wait: no traceback."""
+    process = await asyncio.create_subprocess_exec(
+        *(sys.executable, "-c", INTERRUPTED_WHILE_STARTING, at, "demo", "--json"),
+        stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+        env=cli_environment(),
+    )
+    async with asyncio.timeout(60):
+        out, err = await process.communicate()
+    assert (process.returncode, out) == (130, b"")
+    assert err.decode().strip() == "jobpoll: interrupted"
+
+
+async def test_an_ignored_ctrl_c_stays_ignored() -> None:
+    """A process started with SIGINT ignored (a shell's background job) keeps it ignored:
+    the command line's start-up handler is only for a Ctrl-C that would raise."""
+    code = (
+        "import signal; signal.signal(signal.SIGINT, signal.SIG_IGN); import jobpoll.__main__;"
+        " assert signal.getsignal(signal.SIGINT) is signal.SIG_IGN"
+    )
+    process = await asyncio.create_subprocess_exec(sys.executable, "-c", code)
+    assert await process.wait() == 0
