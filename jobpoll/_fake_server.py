@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,7 +25,10 @@ __all__ = ["fake_server"]
 #: The service, its jobs and its faults.
 _OPTIONS = (
     click.option(
-        "--port", type=int, default=None, help="The loopback port [default: any free one]."
+        "--port",
+        type=click.IntRange(0, 65535),
+        default=None,
+        help="The loopback port [default: any free one].",
     ),
     click.option(
         "--api-key", metavar="KEY", default=None, help="The key it accepts [default: a random one]."
@@ -38,7 +41,11 @@ _OPTIONS = (
         help="Wait this long before each answer, as over a network [default: 0].",
     ),
     click.option(
-        "--seed", type=int, default=None, help="Seed of the random fault mix [default: 0]."
+        "--seed",
+        # The scenario holds the seed exactly up to 2**53 (it reads numbers as floats).
+        type=click.IntRange(-(2**53), 2**53),
+        default=None,
+        help="Seed of the random fault mix [default: 0].",
     ),
     click.option(
         "--config",
@@ -119,19 +126,23 @@ def _scenario_of(
 ) -> Scenario:
     """The scenario the options and the file describe.
 
+    Each --job and --fault is read alone first, so that a value the scenario's checks let
+    through and then cannot use (a ValueError, an OverflowError: `--fault '²:times=1'`) is
+    refused naming its option, as their own refusals do; one in the file names the file.
+
     Raises:
         Failure: a rule or option that cannot be served (status 2).
     """
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
-    from jobpoll.testing._scenario import (
-        ScenarioError,
-        build_scenario,
-        fault_spec,
-        job_spec,
-        load_scenario_file,
-    )
+    from jobpoll.testing._scenario import build_scenario, fault_spec, job_spec, load_scenario_file
 
-    try:
+    def one_job(text: str) -> Scenario:
+        return build_scenario(None, jobs=[(text, job_spec(text))])
+
+    def one_fault(text: str) -> Scenario:
+        return build_scenario(None, faults=[(text, fault_spec(text))])
+
+    def whole() -> Scenario:
         data = load_scenario_file(config_file) if config_file is not None else None
         return build_scenario(
             data,
@@ -140,8 +151,26 @@ def _scenario_of(
             faults=[(text, fault_spec(text)) for text in fault_specs],
             **options,
         )
+
+    for text in job_specs:
+        _served(f"--job {text!r}", one_job, text)
+    for text in fault_specs:
+        _served(f"--fault {text!r}", one_fault, text)
+    return _served(str(config_file), whole)
+
+
+def _served(where: str, build: Callable[..., Scenario], *arguments: Any) -> Scenario:
+    """`build(*arguments)`, a rule that cannot be served as a failure (status 2): the
+    scenario's own message (which says where), or, for an error its checks did not expect,
+    `where` and the error."""
+    from jobpoll.testing._scenario import ScenarioError
+
+    try:
+        return build(*arguments)
     except ScenarioError as exc:
         raise Failure(str(exc)) from None
+    except (ValueError, ArithmeticError) as exc:
+        raise Failure(f"{where}: {exc}") from None
 
 
 def _serve(scenario: Scenario) -> None:

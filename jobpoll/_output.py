@@ -99,6 +99,9 @@ class Output:
     def isatty(self) -> bool:
         return interactive(self._stream)
 
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
     def write(self, text: str) -> int:
         """Write text for people; a character the encoding lacks as its escape (`\\xfc`)."""
         self._write(
@@ -135,10 +138,16 @@ class Output:
             self._on_failure(self.failure)
 
 
+#: A terminal narrower or shorter than this (`COLUMNS=0`, as some tools set it) is taken as
+#: the size the terminal itself reports, or else as 80 x 25: rich would draw nothing at all.
+MIN_WIDTH, MIN_HEIGHT = 20, 5
+
+
 def make_console(out: Output, *, terminal: bool, width: int | None = None) -> Console:
     """A rich console writing to `out`, as a terminal (colours, cursor moves) or not, that
-    parses nothing it is given as markup, emoji or a highlight."""
-    return Console(
+    parses nothing it is given as markup, emoji or a highlight; `width` columns, or the
+    terminal's (at least `MIN_WIDTH` by `MIN_HEIGHT`)."""
+    console = Console(
         file=cast(IO[str], out),
         force_terminal=terminal,
         width=width,
@@ -147,6 +156,17 @@ def make_console(out: Output, *, terminal: bool, width: int | None = None) -> Co
         highlight=False,
         soft_wrap=False,
     )
+    size = console.size
+    if size.width < MIN_WIDTH or size.height < MIN_HEIGHT:
+        try:
+            reported = os.get_terminal_size(out.fileno())
+        except (OSError, ValueError):
+            reported = os.terminal_size((80, 25))
+        if size.width < MIN_WIDTH:
+            console.width = reported.columns if reported.columns >= MIN_WIDTH else 80
+        if size.height < MIN_HEIGHT:
+            console.height = reported.lines if reported.lines >= MIN_HEIGHT else 25
+    return console
 
 
 def say(line: str) -> None:

@@ -489,6 +489,24 @@ async def test_live_view_at_a_terminal(service: FakeJobsService, jobs: int, many
         assert "left" in screen
 
 
+@pytest.mark.parametrize(
+    "size", [{"COLUMNS": "0"}, {"COLUMNS": "0", "LINES": "0"}, {"COLUMNS": "3"}], ids=str
+)
+async def test_a_terminal_said_to_have_no_width(
+    service: FakeJobsService, size: dict[str, str]
+) -> None:
+    """At a terminal whose COLUMNS (or LINES) says 0 or next to nothing, `status` and `wait`
+    still show everything, at the terminal's own width: rich would draw nothing at all."""
+    job_id = service.add_job(duration=0)
+    env = env_of(service)
+    status, screen = await asyncio.to_thread(read_terminal, ["status", job_id], env, **size)
+    assert status == 0
+    assert screen.splitlines()[1].split()[:2] == [job_id, "FINISHED"]
+    status, screen = await asyncio.to_thread(read_terminal, ["wait", job_id, *FAST], env, **size)
+    assert status == 0
+    assert re.search(r"1 job in \d+:\d\d:\d\d: 1 succeeded; \d+ polls", screen)
+
+
 async def test_live_view_shows_ids_and_server_text_as_text(service: FakeJobsService) -> None:
     """At a terminal, ids and the server's messages are shown as written, in the rows and in
     the summary: never read as markup or emoji codes."""
