@@ -93,7 +93,10 @@ class Board:
         self.started = clock()
         self.fanout: JobsWait | None = None
         self.total = len(self.rows)
-        self.seen = 0
+        #: The jobs still waiting whose status has not been read yet. A job that ended
+        #: without ever being read (a 404, a wrong answer, a timeout) is not among them: it
+        #: counts among the ended ones, under its outcome (failed, unreachable, timed out).
+        self.unseen = self.total
         self.queued = 0
         self.ended = 0
         self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
@@ -134,7 +137,7 @@ class Board:
         now = self.clock()
         last = row.job
         if last is None:
-            self.seen += 1
+            self.unseen -= 1
         else:
             self._progress -= last.progress
             self.queued -= last.status in QUEUED
@@ -151,8 +154,8 @@ class Board:
         if row.job is not None:
             self._progress -= row.job.progress
             self.queued -= row.job.status in QUEUED
-        elif result.job is not None:
-            self.seen += 1
+        else:
+            self.unseen -= 1  # it no longer waits, seen or not
         if result.job is not None:
             row.job = result.job
         self._progress += 100

@@ -97,7 +97,7 @@ def _one_line(text: str) -> str:
 # status ------------------------------------------------------------------------------------
 
 
-@cli.command(epilog=exit_status_help())
+@cli.command(epilog=exit_status_help("status"))
 @with_options(IDS_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per job instead of a table.")
 @with_options(CONNECTION_OPTIONS)
@@ -110,11 +110,7 @@ def status(
     api_key_file: Path | None,
     verbose: int,
 ) -> int:
-    """Show each job's status now: one poll each, a table (or JSON lines).
-
-    The status is 0 when every job was read and none has failed, 1 when one has failed or
-    could not be read (not found, a wrong answer), 4 when the API could not be reached.
-    """
+    """Show each job's status now: one poll each, a table (or JSON lines)."""
     configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)

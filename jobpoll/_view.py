@@ -391,11 +391,10 @@ class LiveView(TerminalSummary):
         )
         counts = plain(f"{board.ended:,} ended: ")
         counts.append(plain(", ").join(_outcome_counts(board)))
-        unseen = board.total - board.seen
         if waiting:
             counts.append(plain(f"   {waiting:,} waiting: {board.queued:,} queued"))
-        if unseen:
-            counts.append(plain(f", {unseen:,} not seen yet", "dim"))
+        if board.unseen:
+            counts.append(plain(f", {board.unseen:,} not seen yet", "dim"))
         return [grid, counts, plain("recent changes", "bold dim"), self._recent_changes()]
 
     def _recent_changes(self) -> Text:

@@ -549,8 +549,18 @@ async def test_console_script_and_help() -> None:
     out, _ = await process.communicate()
     assert process.returncode == 0
     text = out.decode()
-    for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "130 "):
+    for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "130 ", "141 "):
         assert f"  {status}" in text
+
+
+async def test_status_help_lists_the_statuses_status_gives() -> None:
+    """`jobpoll status --help` lists the statuses `status` can give: not 3 (it has no
+    --timeout)."""
+    ran = await run_jobpoll("status", "--help")
+    assert ran.returncode == 0
+    listed = re.findall(r"^ +(\d+) ", ran.stdout.split("Exit status:")[1], flags=re.MULTILINE)
+    assert listed == ["0", "1", "2", "4", "130", "141"]
+    assert "timeout" not in ran.stdout
 
 
 async def test_without_the_cli_extra() -> None:

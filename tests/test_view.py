@@ -97,11 +97,11 @@ def test_board_counts_and_percent() -> None:
     """Progress adds up over jobs (ended ones at 100), queued and unseen jobs are counted,
     an id the server answers in another case is found, and each change is recent."""
     board, clock = board_of("a", "b", "c", "DEAD-beef")
-    assert (board.percent, board.seen, board.total) == (0, 0, 4)
+    assert (board.percent, board.unseen, board.total) == (0, 4, 4)
     board.changed(job("a", 20))
     board.changed(job("b", 0, "SCHEDULED"))
     board.changed(job("dead-BEEF", 40))
-    assert (board.seen, board.queued, board.percent) == (3, 1, 15.0)
+    assert (board.unseen, board.queued, board.percent) == (1, 1, 15.0)
     clock.now += 5
     board.changed(job("b", 10))
     assert board.queued == 0
@@ -256,6 +256,23 @@ def test_live_view_of_many_jobs() -> None:
     assert "recent changes" in screen
     assert "job-11  not found (HTTP 404)" in screen
     assert "... and 2 more (--json lists every outcome)" in screen
+
+
+def test_jobs_that_ended_unseen_are_not_waiting_to_be_seen() -> None:
+    """A job that ended before any answer was read (a 404, a timeout) counts among the ended
+    ones, under its outcome, not among the jobs not seen yet, which are waiting ones only."""
+    ids = [f"job-{n}" for n in range(40)]
+    board, _ = board_of(*ids)
+    for job_id in ids[:20]:
+        board.changed(job(job_id, 50))
+    for job_id in ids[20:30]:
+        board.ended_with(JobResult(job_id, None, NotFound(404, job_id=job_id)))
+    board.ended_with(JobResult("job-30", None, WaitTimeout("job-30", timeout=1)))
+    assert board.unseen == 9
+    screen = rendered(LiveView(board, console(), title="Waiting"), Summary(1))
+    assert "11 ended: 0 succeeded, 10 failed, 1 timed out   29 waiting: 0 queued, 9 not seen" in (
+        screen
+    )
 
 
 #: Text a server or a user may send that rich would read as markup or an emoji code.
