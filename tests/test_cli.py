@@ -22,7 +22,7 @@ from conftest import refusing_url
 from support import Ran, cli_environment, env_of, read_terminal, run_jobpoll, until_idle
 
 from jobpoll._cli import run
-from jobpoll.testing import FakeJobsService, HttpError
+from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
 
 #: Poll every 0.1 s: the jobs below last well under a second.
 FAST = ("--max-interval", "0.1")
@@ -65,21 +65,43 @@ def assert_one_error_line(ran: Ran, *expected: str) -> None:
         assert text in ran.stderr
 
 
-async def test_wait_json_lines(service: FakeJobsService) -> None:
+async def test_wait_json_lines() -> None:
     """Off a terminal, every change and outcome is a JSON line of a fixed shape, the summary
-    last; all succeeded is status 0, with nothing on stderr."""
-    ids = [service.add_job(duration=d) for d in (0.2, 0.4, 0.6)]
-    service.add_job("archived", duration=0.3, final_status="ARCHIVED")
-    ran = await run_jobpoll("wait", *ids, "archived", *FAST, env=env_of(service))
-    assert (ran.returncode, ran.stderr) == (0, "")
-    lines = ran.lines()
+    last; all succeeded is status 0, with nothing on stderr.
+
+    The service runs on a clock of the test's own: each job is seen RUNNING however slowly
+    the command starts, and ends when the test moves the clock on, not when a real second
+    has passed."""
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        ids = [service.add_job(duration=d) for d in (10, 20, 30)]
+        ids.append(service.add_job("archived", duration=15, final_status="ARCHIVED"))
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "jobpoll", "wait", *ids, *FAST),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env_of(service),
+        )
+        try:
+            assert process.stdout is not None
+            async with asyncio.timeout(60):
+                lines = [json.loads(await process.stdout.readline()) for _ in ids]  # RUNNING
+                clock.advance(30)  # every job ends
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert (process.returncode, err) == (0, b"")
+    assert [(line["event"], line["job"]["status"]) for line in lines] == [("change", "RUNNING")] * 4
+    lines += [json.loads(line) for line in out.decode().splitlines()]
     for line in lines[:-1]:
         assert set(line) == (CHANGE_KEYS if line["event"] == "change" else OUTCOME_KEYS), line
         assert set(line["job"]) == JOB_KEYS
     changes = [line for line in lines if line["event"] == "change"]
-    assert {line["job"]["status"] for line in changes} >= {"RUNNING", "FINISHED", "ARCHIVED"}
-    ended = outcomes(ran)
-    assert set(ended) == {*ids, "archived"}
+    assert {line["job"]["status"] for line in changes} == {"RUNNING", "FINISHED", "ARCHIVED"}
+    ended = {line["jobId"]: line for line in lines if line["event"] == "outcome"}
+    assert set(ended) == set(ids)
     assert all(line["ok"] and line["error"] is None for line in ended.values())
     summary = lines[-1]
     assert set(summary) == SUMMARY_KEYS
