@@ -2,14 +2,15 @@
 
 Every string a server or a user controls (an id, the server's `user` and status, an error's
 message) reaches rich through `plain()`: a rich `Text`, never parsed as markup (`[/]`,
-`[bold red]`) or emoji codes (`:x:`), with control characters shown as escapes (`\x1b`), so
+`[bold red]`) or emoji codes (`:x:`), with control characters shown as escapes (`\\x1b`), so
 that no answer ends the command with a `MarkupError`, hides part of itself, or moves the
 cursor and recolours the terminal. The consoles `make_console` makes have markup, emoji and
 highlighting off too, so that a string that reached rich otherwise is still shown as it is.
 The lines on stderr (`say`, the log) go through `printable()` the same way.
 
 Standard output is written through an `Output`, which no stream can make raise: a closed
-pipe, a full disk or an encoding without the character stops the command cleanly instead.
+pipe or a full disk stops the command cleanly, a character the encoding lacks is written as
+its escape.
 
 Imported by the command line only: rich is not needed to use jobpoll as a library.
 """
