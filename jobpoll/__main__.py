@@ -2,20 +2,32 @@
 
 Its packages come with the `cli` extra (`pip install 'jobpoll[cli]'`); without them, this
 says so in one line rather than with a traceback.
+
+Ctrl-C while the command line starts (its imports take a moment) ends it as Ctrl-C does
+later: `jobpoll: interrupted` and status 130, no traceback. The handler that says so is
+installed as this module is imported, before anything else of the command line's, and the
+interpreter's own is given back just before the command runs, whose Ctrl-C is a clean stop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import sys
 from collections.abc import Sequence
+from types import FrameType
 from typing import NoReturn
 
 #: The status for a command line that cannot run (as for any configuration error).
 EXIT_USAGE = 2
+#: The status of a command Ctrl-C stopped: 128 plus SIGINT's number, as a shell reports it.
+EXIT_INTERRUPTED = 130
 
 
 def main(argv: Sequence[str] | None = None) -> NoReturn:
     """Run the `jobpoll` command line and exit with its status."""
+    _open_closed_outputs()
     try:
         from jobpoll._cli import run
     except ImportError as exc:
@@ -27,8 +39,44 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
             file=sys.stderr,
         )
         sys.exit(EXIT_USAGE)
-    sys.exit(run(argv))
+    try:
+        _give_back_ctrl_c()
+        status = run(argv)
+    except KeyboardInterrupt:  # between the command's own handling of Ctrl-C and the exit
+        status = _interrupted()
+    sys.exit(status)
 
+
+def _interrupted() -> int:
+    """Say that Ctrl-C stopped the command line; its status."""
+    with contextlib.suppress(OSError):  # no Python stream: one may be mid-write
+        os.write(2, b"jobpoll: interrupted\n")
+    return EXIT_INTERRUPTED
+
+
+def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:
+    raise SystemExit(_interrupted())
+
+
+def _give_back_ctrl_c() -> None:
+    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def _open_closed_outputs() -> None:
+    """A closed standard output or error (`>&-`, which Python makes None) writes to
+    /dev/null: the command runs as it would with its output discarded, and its status says
+    how it ended. (A closed standard input is said to be closed when ids are read from it.)"""
+    for name in ("stdout", "stderr"):
+        if getattr(sys, name) is None:
+            setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115
+
+
+# Only where Ctrl-C raises KeyboardInterrupt: a SIGINT the shell has the process ignore (a
+# background job) stays ignored; and only in the main thread (the command line's).
+if signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGINT, _interrupted_while_starting)
 
 if __name__ == "__main__":
     main()

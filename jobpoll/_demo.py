@@ -9,17 +9,17 @@ job ended as scripted and that the burst was met: its status is 0 when it ran as
 
 from __future__ import annotations
 
-import json
-import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from jobpoll._board import Board
 from jobpoll._client import JobsClient
+from jobpoll._output import Output, say
 from jobpoll._policy import PollPolicy
-from jobpoll._view import Board, JsonLines, View
-from jobpoll.testing._scenario import ScriptedService, build_scenario
+from jobpoll._view import JsonLines, View
+from jobpoll.testing._scenario import Scenario, ScriptedService, build_scenario
 
-__all__ = ["DEMO_JOBS", "run_demo"]
+__all__ = ["DEMO_JOBS", "demo_scenario", "run_demo"]
 
 #: Each demo job: its id, its rule (seconds at speed 1), and whether it should succeed.
 DEMO_JOBS: list[tuple[str, dict[str, Any], bool]] = [
@@ -45,14 +45,48 @@ DEMO_TIMEOUT = 28.0
 Waiter = Callable[..., Awaitable[int]]
 
 
-async def run_demo(speed: float, make_view: Callable[[Board, str], View], wait: Waiter) -> int:
+async def run_demo(
+    speed: float, make_view: Callable[[Board, str], View], wait: Waiter, out: Output
+) -> int:
     """Run the demo `speed` times faster than designed; 0 when it ran as designed, else 1.
 
     Args:
         speed: how many times faster than at speed 1 (every time divided by it).
         make_view: the view of the wait, given the board and a title.
-        wait: `jobpoll._cli.wait_with_view`.
+        wait: `jobpoll._watch.wait_with_view`, with the command loop's stop.
+        out: where the verdict goes, after the view.
     """
+    scenario = demo_scenario(speed)
+    policy = PollPolicy(initial=0.25 / speed, max_interval=1.0 / speed)
+    shown: list[tuple[Board, View]] = []
+    async with ScriptedService(scenario) as service:
+        title = (
+            f"jobpoll demo: {len(DEMO_JOBS)} jobs at {service.base_url}"
+            f" ({BURST_TIMES} answers of 503 from {BURST_AT / speed:g} s)"
+        )
+
+        def view(board: Board) -> View:
+            shown.append((board, make_view(board, title)))
+            return shown[-1][1]
+
+        client = JobsClient(service.api_key, base_url=service.base_url)
+        await wait(
+            client, [job_id for job_id, _, _ in DEMO_JOBS], policy, view, timeout=DEMO_TIMEOUT
+        )
+        throttled = sum(1 for request in service.recent_requests if request.http_status == 503)
+    ((board, view_shown),) = shown
+    wrong = [
+        job_id
+        for job_id, _, succeeds in DEMO_JOBS
+        if (result := board.rows[job_id].result) is None or result.ok is not succeeds
+    ]
+    return _verdict(
+        out, as_json=isinstance(view_shown, JsonLines), wrong=wrong, throttled=throttled
+    )
+
+
+def demo_scenario(speed: float) -> Scenario:
+    """The demo's jobs and its burst of 503s, every time divided by `speed`."""
     jobs = [(job_id, {"match": job_id, **rule}) for job_id, rule, _ in DEMO_JOBS]
     for _, rule in jobs:
         for key in ("duration", "queued"):
@@ -64,44 +98,28 @@ async def run_demo(speed: float, make_view: Callable[[Board, str], View], wait: 
         "times": BURST_TIMES,
         "retry_after": BURST_RETRY_AFTER / speed,
     }
-    scenario = build_scenario(None, source="demo", jobs=jobs, faults=[("503 burst", burst)])
-    policy = PollPolicy(initial=0.25 / speed, max_interval=1.0 / speed)
-    shown: list[tuple[Board, View]] = []
-    async with ScriptedService(scenario) as service:
-        title = (
-            f"jobpoll demo: {len(jobs)} jobs at {service.base_url}"
-            f" ({BURST_TIMES} answers of 503 from {BURST_AT / speed:g} s)"
-        )
+    return build_scenario(None, source="demo", jobs=jobs, faults=[("503 burst", burst)])
 
-        def view(board: Board) -> View:
-            shown.append((board, make_view(board, title)))
-            return shown[-1][1]
 
-        client = JobsClient(service.api_key, base_url=service.base_url)
-        await wait(client, [job_id for job_id, _ in jobs], policy, view, timeout=DEMO_TIMEOUT)
-        throttled = sum(1 for request in service.recent_requests if request.http_status == 503)
-    ((board, view_shown),) = shown
-    wrong = [
-        job_id
-        for job_id, _, succeeds in DEMO_JOBS
-        if (result := board.rows[job_id].result) is None or result.ok is not succeeds
-    ]
+def _verdict(out: Output, *, as_json: bool, wrong: list[str], throttled: int) -> int:
+    """Say whether the demo ran as designed (a JSON line, or a sentence), and its status."""
     designed = not wrong and throttled > 0
-    if isinstance(view_shown, JsonLines):
-        line = {"event": "demo", "asDesigned": designed, "throttled": throttled, "wrong": wrong}
-        sys.stdout.write(json.dumps(line) + "\n")
-        sys.stdout.flush()
+    if as_json:
+        out.write_json(
+            {"event": "demo", "asDesigned": designed, "throttled": throttled, "wrong": wrong}
+        )
     elif designed:
-        print(
+        out.write(
             f"The demo ran as designed: every job ended as scripted, and {throttled} answers"
-            " of 503 were ridden out."
+            " of 503 were ridden out.\n"
         )
-    if not designed:
-        what = (
-            f"jobs ended otherwise than scripted: {', '.join(wrong)}"
-            if wrong
-            else ("the burst of 503 answers was not met")
-        )
-        print(f"jobpoll demo: the demo did not run as designed: {what}", file=sys.stderr)
-        return 1
-    return 0
+        out.flush()
+    if designed:
+        return 0
+    what = (
+        f"jobs ended otherwise than scripted: {', '.join(wrong)}"
+        if wrong
+        else "the burst of 503 answers was not met"
+    )
+    say(f"jobpoll demo: the demo did not run as designed: {what}")
+    return 1

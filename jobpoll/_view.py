@@ -1,31 +1,33 @@
 """How `jobpoll wait` shows a wait: a live view at a terminal (rich), JSON lines elsewhere.
 
-A `Board` keeps what is known of every job, updated from the fan-out's `on_update` and its
-results; a view reads it. The board's cost per change is a few dictionary operations; a job's
-time left is read from its own schedule in the fan-out (no second model), once per refresh
-for a few jobs and once a second for many; the live view draws from the board's totals (and,
-for a few jobs, their rows), so that thousands of jobs cost little beside their polls.
-Nothing here runs in another thread: the view is refreshed from the event loop, between
-polls.
+Each view reads the wait's `Board`; the live view draws from the board's totals (and, for a
+few jobs, their rows), refreshed from the event loop between polls.
 
 Imported by the command line only: rich is not needed to use jobpoll as a library.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import time
-from collections import deque
-from collections.abc import Callable, Sequence
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import attrs
 from rich.console import Console, Group, RenderableType
+from rich.live import Live
 from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
+from jobpoll._board import (
+    FAILED,
+    QUEUED,
+    SUCCEEDED,
+    TIMED_OUT,
+    UNREACHABLE,
+    Board,
+    Row,
+    outcome_of,
+)
 from jobpoll._errors import (
     ApiError,
     DecodeError,
@@ -36,191 +38,18 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
-from jobpoll._fanout import JobResult, JobsWait
+from jobpoll._fanout import JobResult
 from jobpoll._models import Job, JobStatus
-from jobpoll._pace import QUEUED as _QUEUED
+from jobpoll._output import Output, plain
 
 __all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_TIMEOUT",
-    "EXIT_UNREACHABLE",
-    "Board",
     "JsonLines",
     "LiveView",
     "Summary",
     "TerminalSummary",
     "View",
     "describe_error",
-    "outcome_of",
 ]
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_TIMEOUT = 3
-EXIT_UNREACHABLE = 4
-
-SUCCEEDED = "succeeded"
-FAILED = "failed"
-UNREACHABLE = "unreachable"
-TIMED_OUT = "timed out"
-
-
-def outcome_of(result: JobResult) -> str:
-    """What a result counts as: succeeded; timed out (`WaitTimeout`); unreachable (the API
-    could not be reached or kept failing: a transient error past the policy's retries); or
-    failed (the job ended unsuccessfully, is not found, or its answers were wrong)."""
-    error = result.error
-    if error is None:
-        return SUCCEEDED
-    if isinstance(error, WaitTimeout):
-        return TIMED_OUT
-    if error.transient:
-        return UNREACHABLE
-    return FAILED
-
-
-class Row:
-    """One job on the board."""
-
-    __slots__ = ("ended_at", "job", "job_id", "result")
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.job: Job | None = None
-        self.result: JobResult | None = None
-        self.ended_at: float | None = None
-
-
-class Board:
-    """What is known of each job of a wait, and the totals the views show.
-
-    Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
-    through `JobsWait._time_left`), read at most once per `refresh_estimates`: the board keeps
-    no model of its own.
-
-    Args:
-        job_ids: the distinct ids, in the order given.
-        clock: the wait's clock (its policy's).
-        recent: how many recent changes to keep.
-    """
-
-    def __init__(
-        self,
-        job_ids: Sequence[str],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        recent: int = 12,
-    ) -> None:
-        self.rows = {job_id: Row(job_id) for job_id in job_ids}
-        self._folded: dict[str, Row] | None = None
-        self.clock = clock
-        self._left: dict[str, float | None] = {}
-        self._left_at = -math.inf
-        self.started = clock()
-        self.fanout: JobsWait | None = None
-        self.total = len(self.rows)
-        self.seen = 0
-        self.queued = 0
-        self.ended = 0
-        self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
-        self.unsuccessful: list[Row] = []
-        # (when, id, the snapshot or the unsuccessful result): made into text only when shown.
-        self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=recent)
-        self._progress = 0  # the sum of every job's progress, ended jobs counting 100
-
-    @property
-    def percent(self) -> float:
-        """How far the whole wait is, in percent: each job's progress, ended ones at 100."""
-        return self._progress / self.total if self.total else 100.0
-
-    @property
-    def polls(self) -> int:
-        return self.fanout.polls if self.fanout is not None else 0
-
-    @property
-    def in_flight(self) -> int:
-        return self.fanout.in_flight if self.fanout is not None else 0
-
-    def elapsed(self, now: float | None = None) -> float:
-        return (self.clock() if now is None else now) - self.started
-
-    def _row(self, job: Job) -> Row | None:
-        row = self.rows.get(job.id)
-        if row is None:  # the server may answer with the id in another case
-            if self._folded is None:
-                self._folded = {job_id.casefold(): row for job_id, row in self.rows.items()}
-            row = self._folded.get(job.id.casefold())
-        return row
-
-    def changed(self, job: Job) -> Row | None:
-        """Take in a snapshot from `on_update` (the first, a change, or the last)."""
-        row = self._row(job)
-        if row is None or row.ended_at is not None:
-            return None
-        now = self.clock()
-        last = row.job
-        if last is None:
-            self.seen += 1
-        else:
-            self._progress -= last.progress
-            self.queued -= last.status in _QUEUED
-        self._progress += job.progress
-        self.queued += job.status in _QUEUED
-        row.job = job
-        self.recent.append((now, row.job_id, job))
-        return row
-
-    def ended_with(self, result: JobResult) -> Row:
-        """Take in a job's result."""
-        row = self.rows[result.job_id]
-        now = self.clock()
-        if row.job is not None:
-            self._progress -= row.job.progress
-            self.queued -= row.job.status in _QUEUED
-        elif result.job is not None:
-            self.seen += 1
-        if result.job is not None:
-            row.job = result.job
-        self._progress += 100
-        row.result, row.ended_at = result, now
-        self.ended += 1
-        outcome = outcome_of(result)
-        self.outcomes[outcome] += 1
-        if outcome != SUCCEEDED:
-            self.unsuccessful.append(row)
-            if not isinstance(result.error, JobFailedError):  # else its last change says it
-                self.recent.append((now, row.job_id, result))
-        return row
-
-    def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
-        """Read each waiting job's time left from the fan-out's schedules, unless it was read
-        less than `every` seconds ago (a pass over every waiting job)."""
-        if self.fanout is not None and now - self._left_at >= every:
-            self._left = self.fanout._time_left()
-            self._left_at = now
-
-    def time_left(self, row: Row, now: float) -> float | None:
-        """A job's time left at the pace its schedule measured (as last read), or None."""
-        left = self._left.get(row.job_id)
-        return None if left is None else max(0.0, left - (now - self._left_at))
-
-    def longest_time_left(self, now: float) -> float | None:
-        """The longest time left among the waiting jobs whose progress has moved."""
-        known = [left for left in self._left.values() if left is not None]
-        return max(0.0, max(known) - (now - self._left_at)) if known else None
-
-    def exit_code(self) -> int:
-        """1 when a job failed, else 4 when the API could not be reached for one, else 3
-        when one timed out, else 0."""
-        outcomes = self.outcomes
-        if outcomes[FAILED]:
-            return EXIT_FAILED
-        if outcomes[UNREACHABLE]:
-            return EXIT_UNREACHABLE
-        if outcomes[TIMED_OUT]:
-            return EXIT_TIMEOUT
-        return EXIT_OK
 
 
 @attrs.frozen
@@ -256,9 +85,7 @@ class JsonLines:
     so a reader (`jq`, a CI log) sees it at once.
     """
 
-    def __init__(
-        self, board: Board, out: IO[str], *, heartbeat: float, quiet: bool = False
-    ) -> None:
+    def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
         self._board = board
         self._out = out
         self._heartbeat = heartbeat
@@ -267,8 +94,7 @@ class JsonLines:
         self.interval = min(1.0, max(0.05, heartbeat / 4))
 
     def _write(self, line: dict[str, Any], now: float) -> None:
-        self._out.write(json.dumps(line, ensure_ascii=False) + "\n")
-        self._out.flush()
+        self._out.write_json(line)
         self._last_line = now
 
     def start(self) -> None:
@@ -359,7 +185,7 @@ def _status_style(job: Job) -> str:
         return "red"
     if status is JobStatus.ARCHIVED:
         return "green dim"
-    if status in _QUEUED:
+    if status in QUEUED:
         return "yellow"
     if status is JobStatus.UNKNOWN:
         return "magenta"
@@ -398,6 +224,8 @@ class TerminalSummary:
     """The lines after a wait at a terminal: the totals, then the jobs that did not succeed
     (up to `shown`; the JSON lines list every one)."""
 
+    interval = 1.0
+
     def __init__(self, board: Board, console: Console, *, shown: int = 10) -> None:
         self._board = board
         self._console = console
@@ -405,38 +233,35 @@ class TerminalSummary:
 
     def render(self, summary: Summary) -> RenderableType:
         board = self._board
-        outcomes = board.outcomes
-        text = Text()
         jobs = "job" if board.total == 1 else "jobs"
-        text.append(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", style="bold")
-        parts = [(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
-        for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
-            if outcomes[outcome]:
-                parts.append((f"{outcomes[outcome]:,} {outcome}", style))
+        text = plain(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", "bold")
+        parts = _outcome_counts(board)
         not_ended = board.total - board.ended
         if not_ended:
-            parts.append((f"{not_ended:,} not ended", "yellow"))
-        for index, (part, style) in enumerate(parts):
-            text.append((", " if index else "") + part, style=style)
-        text.append(f"; {board.polls:,} polls")
+            parts.append(plain(f"{not_ended:,} not ended", "yellow"))
+        text.append(plain(", ").join(parts))
+        text.append(plain(f"; {board.polls:,} polls"))
         if summary.interrupted:
-            text.append(" (interrupted)", style="yellow")
+            text.append(plain(" (interrupted)", "yellow"))
         elif summary.stopped_early:
-            text.append(" (stopped at the first failure: --fail-fast)", style="yellow")
-        lines: list[RenderableType] = [text]
+            text.append(plain(" (stopped at the first failure: --fail-fast)", "yellow"))
+        return Group(text, *self._unsuccessful())
+
+    def _unsuccessful(self) -> list[RenderableType]:
+        board = self._board
         shown = board.unsuccessful[: self._shown]
-        if shown:
-            table = Table.grid(padding=(0, 2))
-            table.add_column(no_wrap=True)
-            table.add_column(overflow="ellipsis", no_wrap=True)
-            for row in shown:
-                assert row.result is not None
-                table.add_row(Text(row.job_id, style="red"), _short_error(row.result))
-            lines.append(table)
-            more = len(board.unsuccessful) - len(shown)
-            if more:
-                lines.append(Text(f"... and {more:,} more (--json lists every outcome)"))
-        return Group(*lines)
+        if not shown:
+            return []
+        table = Table.grid(padding=(0, 2))
+        table.add_column(no_wrap=True)
+        table.add_column(overflow="ellipsis", no_wrap=True)
+        for row in shown:
+            assert row.result is not None
+            table.add_row(plain(row.job_id, "red"), plain(_short_error(row.result)))
+        more = len(board.unsuccessful) - len(shown)
+        if not more:
+            return [table]
+        return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
 
     def start(self) -> None:
         pass
@@ -447,13 +272,21 @@ class TerminalSummary:
     def ended(self, row: Row) -> None:
         pass
 
-    interval = 1.0
-
     def tick(self) -> None:
         pass
 
     def stop(self, summary: Summary) -> None:
         self._console.print(self.render(summary))
+
+
+def _outcome_counts(board: Board) -> list[Text]:
+    """How many succeeded, and how many ended otherwise (those there are), each coloured."""
+    outcomes = board.outcomes
+    counts = [plain(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
+    for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
+        if outcomes[outcome]:
+            counts.append(plain(f"{outcomes[outcome]:,} {outcome}", style))
+    return counts
 
 
 class LiveView(TerminalSummary):
@@ -470,11 +303,9 @@ class LiveView(TerminalSummary):
         # Elapsed times are shown in whole seconds: a few rows are redrawn four times a second,
         # the totals of many once a second (a pass over every waiting job's schedule).
         self.interval = 0.25 if self._per_job else 1.0
-        self._live: Any = None
+        self._live: Live | None = None
 
     def start(self) -> None:
-        from rich.live import Live
-
         self._live = Live(
             console=self._console,
             get_renderable=self._render,
@@ -500,15 +331,13 @@ class LiveView(TerminalSummary):
     def _render(self) -> RenderableType:
         board = self._board
         now = board.clock()
-        head = Text()
-        head.append(self._title, style="bold")
-        head.append(f"  {board.polls:,} polls, {board.in_flight} in flight", style="dim")
+        head = plain(self._title, "bold")
+        head.append(plain(f"  {board.polls:,} polls, {board.in_flight} in flight", "dim"))
         if self._per_job:
             return Group(head, self._job_table(now))
         return Group(head, *self._totals(now))
 
     def _job_table(self, now: float) -> Table:
-        board = self._board
         table = Table(box=None, pad_edge=False, padding=(0, 1), header_style="bold dim")
         table.add_column("job", no_wrap=True, overflow="ellipsis", max_width=40)
         table.add_column("status", no_wrap=True)
@@ -516,33 +345,36 @@ class LiveView(TerminalSummary):
         table.add_column("%", justify="right", no_wrap=True)
         table.add_column("elapsed", justify="right", no_wrap=True)
         table.add_column("left", justify="right", no_wrap=True)
-        for row in board.rows.values():
-            job, result = row.job, row.result
-            if result is not None and not result.ok:
-                status = Text(_status_word(result), style="red")
-            elif job is not None:
-                status = Text(job.raw_status, style=_status_style(job))
-            else:
-                status = Text("not seen yet", style="dim")
-            progress = 0 if job is None else job.progress
-            if result is not None and result.ok:
-                progress = 100 if job is None or job.succeeded else progress
-            ended = row.ended_at is not None
-            elapsed = (row.ended_at if row.ended_at is not None else now) - board.started
-            left = "" if ended else _left_text(board.time_left(row, now))
-            bar = ProgressBar(
-                total=100,
-                completed=progress,
-                width=24,
-                complete_style="red" if result is not None and not result.ok else "green",
-                finished_style="green",
-            )
-            table.add_row(row.job_id, status, bar, f"{progress}%", _clock_text(elapsed), left)
+        for row in self._board.rows.values():
+            table.add_row(*self._job_row(row, now))
         return table
+
+    def _job_row(self, row: Row, now: float) -> tuple[RenderableType, ...]:
+        board = self._board
+        unsuccessful = row.result is not None and not row.result.ok
+        progress = _progress_of(row)
+        if row.ended_at is None:
+            elapsed, left = now - board.started, _left_text(board.time_left(row, now))
+        else:
+            elapsed, left = row.ended_at - board.started, ""
+        bar = ProgressBar(
+            total=100,
+            completed=progress,
+            width=24,
+            complete_style="red" if unsuccessful else "green",
+            finished_style="green",
+        )
+        return (
+            plain(row.job_id),
+            _status_of(row),
+            bar,
+            plain(f"{progress}%"),
+            plain(_clock_text(elapsed)),
+            plain(left),
+        )
 
     def _totals(self, now: float) -> list[RenderableType]:
         board = self._board
-        left = board.longest_time_left(now)
         grid = Table.grid(padding=(0, 1))
         grid.add_column(no_wrap=True)
         grid.add_column(justify="right", no_wrap=True)
@@ -551,36 +383,56 @@ class LiveView(TerminalSummary):
         waiting = board.total - board.ended
         times = f"{_clock_text(board.elapsed(now))} elapsed"
         if waiting:
-            times += f", {_left_text(left)} left"
+            times += f", {_left_text(board.longest_time_left(now))} left"
         grid.add_row(
-            ProgressBar(total=100, completed=percent, width=40), f"{math.floor(percent)}%", times
+            ProgressBar(total=100, completed=percent, width=40),
+            plain(f"{math.floor(percent)}%"),
+            plain(times),
         )
-        outcomes = board.outcomes
-        counts = Text()
-        counts.append(f"{board.ended:,} ended: ")
-        counts.append(f"{outcomes[SUCCEEDED]:,} succeeded", style="green")
-        for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
-            if outcomes[outcome]:
-                counts.append(f", {outcomes[outcome]:,} {outcome}", style=style)
-        unseen = board.total - board.seen
+        counts = plain(f"{board.ended:,} ended: ")
+        counts.append(plain(", ").join(_outcome_counts(board)))
         if waiting:
-            counts.append(f"   {waiting:,} waiting: {board.queued:,} queued")
-        if unseen:
-            counts.append(f", {unseen:,} not seen yet", style="dim")
+            counts.append(plain(f"   {waiting:,} waiting: {board.queued:,} queued"))
+        if board.unseen:
+            counts.append(plain(f", {board.unseen:,} not seen yet", "dim"))
+        return [grid, counts, plain("recent changes", "bold dim"), self._recent_changes()]
+
+    def _recent_changes(self) -> Text:
         # Plain lines rather than a table: drawn every second, they should cost little.
+        board = self._board
         recent = Text(no_wrap=True, overflow="ellipsis")
         changes = list(board.recent)[-self._recent :]
         width = max((len(job_id) for _, job_id, _ in changes), default=0)
         for at, job_id, what in reversed(changes):
-            recent.append(f"{_clock_text(at - board.started)}  ", style="dim")
-            recent.append(f"{job_id:<{width}}  ")
+            recent.append(plain(f"{_clock_text(at - board.started)}  ", "dim"))
+            recent.append(plain(f"{job_id:<{width}}  "))
             if isinstance(what, Job):
-                recent.append(f"{what.raw_status} {what.progress}%", style=_status_style(what))
+                recent.append(plain(f"{what.raw_status} {what.progress}%", _status_style(what)))
             else:
-                recent.append(_short_error(what), style="red")
+                recent.append(plain(_short_error(what), "red"))
             recent.append("\n")
         recent.rstrip()
-        return [grid, counts, Text("recent changes", style="bold dim"), recent]
+        return recent
+
+
+def _status_of(row: Row) -> Text:
+    """A job's status in its row: how it ended unsuccessfully, its last status, or that it
+    has not been seen yet."""
+    job, result = row.job, row.result
+    if result is not None and not result.ok:
+        return plain(_status_word(result), "red")
+    if job is not None:
+        return plain(job.raw_status, _status_style(job))
+    return plain("not seen yet", "dim")
+
+
+def _progress_of(row: Row) -> int:
+    """A job's progress in its row: 100 once it succeeded (an ARCHIVED job may say less)."""
+    job, result = row.job, row.result
+    progress = 0 if job is None else job.progress
+    if result is not None and result.ok and (job is None or job.succeeded):
+        return 100
+    return progress
 
 
 def _status_word(result: JobResult) -> str:

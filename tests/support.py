@@ -5,9 +5,16 @@ command."""
 from __future__ import annotations
 
 import asyncio
+import fcntl
 import json
 import os
+import pty
+import re
+import struct
+import subprocess
 import sys
+import termios
+import threading
 from collections.abc import Callable
 from typing import Any
 
@@ -138,3 +145,53 @@ async def run_jobpoll(
             await process.wait()
     assert process.returncode is not None
     return Ran(process.returncode, out.decode(), err.decode())
+
+
+def env_of(service: FakeJobsService, **more: str) -> dict[str, str]:
+    """The environment of a command talking to `service`, with `more` variables."""
+    variables = {"CDQ_API_KEY": service.api_key, "CDQ_BASE_URL": service.base_url, **more}
+    return cli_environment(**variables)
+
+
+def read_terminal(
+    arguments: list[str], env: dict[str, str], timeout: float = 60, **terminal: str
+) -> tuple[int, str]:
+    """Run `jobpoll` with its standard output on a pseudo-terminal of 120 columns and 40
+    lines, `COLUMNS` and `LINES` saying so (or what `terminal` says instead); the status and
+    what the terminal received, without its colours and cursor moves."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def drain() -> None:
+        while True:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # EIO: the other side closed
+                return
+            if not chunk:
+                return
+            chunks.append(chunk)
+
+    reader = threading.Thread(target=drain, daemon=True)
+    reader.start()
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "jobpoll", *arguments],
+            stdout=slave,
+            stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL,
+            env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **terminal},
+        )
+        os.close(slave)
+        try:
+            _, err = process.communicate(timeout=timeout)
+        finally:
+            process.kill()
+            process.wait()
+        reader.join(timeout=10)
+    finally:
+        os.close(master)
+    assert not err, err
+    screen = b"".join(chunks).decode("utf-8", "replace")
+    return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours

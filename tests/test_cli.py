@@ -9,27 +9,20 @@ under a second and the command polls every 0.1 s (`FAST`), so each run takes abo
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import json
 import logging
-import os
-import pty
 import re
 import signal
-import struct
-import subprocess
 import sys
-import termios
-import threading
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 from conftest import refusing_url
-from support import Ran, cli_environment, run_jobpoll, until_idle
+from support import Ran, cli_environment, env_of, read_terminal, run_jobpoll, until_idle
 
 from jobpoll._cli import run
-from jobpoll.testing import FakeJobsService, HttpError
+from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
 
 #: Poll every 0.1 s: the jobs below last well under a second.
 FAST = ("--max-interval", "0.1")
@@ -60,12 +53,6 @@ async def service() -> AsyncIterator[FakeJobsService]:
         yield fake
 
 
-def env_of(service: FakeJobsService, **more: str) -> dict[str, str]:
-    """The environment of a command talking to `service`, with `more` variables."""
-    variables = {"CDQ_API_KEY": service.api_key, "CDQ_BASE_URL": service.base_url, **more}
-    return cli_environment(**variables)
-
-
 def outcomes(ran: Ran) -> dict[str, dict[str, object]]:
     return {line["jobId"]: line for line in ran.lines() if line["event"] == "outcome"}
 
@@ -78,21 +65,43 @@ def assert_one_error_line(ran: Ran, *expected: str) -> None:
         assert text in ran.stderr
 
 
-async def test_wait_json_lines(service: FakeJobsService) -> None:
+async def test_wait_json_lines() -> None:
     """Off a terminal, every change and outcome is a JSON line of a fixed shape, the summary
-    last; all succeeded is status 0, with nothing on stderr."""
-    ids = [service.add_job(duration=d) for d in (0.2, 0.4, 0.6)]
-    service.add_job("archived", duration=0.3, final_status="ARCHIVED")
-    ran = await run_jobpoll("wait", *ids, "archived", *FAST, env=env_of(service))
-    assert (ran.returncode, ran.stderr) == (0, "")
-    lines = ran.lines()
+    last; all succeeded is status 0, with nothing on stderr.
+
+    The service runs on a clock of the test's own: each job is seen RUNNING however slowly
+    the command starts, and ends when the test moves the clock on, not when a real second
+    has passed."""
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        ids = [service.add_job(duration=d) for d in (10, 20, 30)]
+        ids.append(service.add_job("archived", duration=15, final_status="ARCHIVED"))
+        process = await asyncio.create_subprocess_exec(
+            *(sys.executable, "-m", "jobpoll", "wait", *ids, *FAST),
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=env_of(service),
+        )
+        try:
+            assert process.stdout is not None
+            async with asyncio.timeout(60):
+                lines = [json.loads(await process.stdout.readline()) for _ in ids]  # RUNNING
+                clock.advance(30)  # every job ends
+                out, err = await process.communicate()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert (process.returncode, err) == (0, b"")
+    assert [(line["event"], line["job"]["status"]) for line in lines] == [("change", "RUNNING")] * 4
+    lines += [json.loads(line) for line in out.decode().splitlines()]
     for line in lines[:-1]:
         assert set(line) == (CHANGE_KEYS if line["event"] == "change" else OUTCOME_KEYS), line
         assert set(line["job"]) == JOB_KEYS
     changes = [line for line in lines if line["event"] == "change"]
-    assert {line["job"]["status"] for line in changes} >= {"RUNNING", "FINISHED", "ARCHIVED"}
-    ended = outcomes(ran)
-    assert set(ended) == {*ids, "archived"}
+    assert {line["job"]["status"] for line in changes} == {"RUNNING", "FINISHED", "ARCHIVED"}
+    ended = {line["jobId"]: line for line in lines if line["event"] == "outcome"}
+    assert set(ended) == set(ids)
     assert all(line["ok"] and line["error"] is None for line in ended.values())
     summary = lines[-1]
     assert set(summary) == SUMMARY_KEYS
@@ -266,7 +275,7 @@ def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
     yield
     logger = logging.getLogger("jobpoll")
-    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._cli"]:
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
         logger.removeHandler(handler)
 
 
@@ -287,6 +296,30 @@ def test_more_usage_errors_are_status_2(
     assert out == ""
     assert len(err.splitlines()) == 1, err
     assert expected in err
+
+
+@pytest.mark.parametrize(
+    "separator",
+    ["\x0b", "\x0c", "\x1c", "\x1d", "\x1e", "\x85", "\u2028", "\u2029"],
+    ids=["vt", "ff", "fs", "gs", "rs", "nel", "line-separator", "paragraph-separator"],
+)
+@pytest.mark.usefixtures("in_process")
+def test_a_line_of_ids_ends_at_a_line_feed_only(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], separator: str
+) -> None:
+    """A line of a file of ids ends at a line feed (CRLF too), not at the other characters
+    `str.splitlines` breaks at: a line holding one is one id, refused for its control
+    character (status 2, nothing sent), not two ids waited for."""
+    path = tmp_path / "ids.txt"
+    path.write_text(f"first\r\nsecond{separator}third\r\n", encoding="utf-8")
+    assert run(["wait", "-f", str(path), "--connect-grace", "0.1"]) == 2
+    out, err = capsys.readouterr()
+    wrong = ascii(f"second{separator}third")
+    assert (out, err) == (
+        "",
+        f"jobpoll wait: line 2 of {path}: the job id {wrong} holds control characters or"
+        " leading/trailing white space\n",
+    )
 
 
 async def test_ids_from_files_and_stdin(service: FakeJobsService, tmp_path: Path) -> None:
@@ -346,6 +379,25 @@ async def test_status_table_and_json(service: FakeJobsService) -> None:
         ["missing", "not"],
     ]
     assert service.request_count() == 4
+
+
+async def test_status_shows_ids_and_server_text_as_text(service: FakeJobsService) -> None:
+    """`status` shows ids and the server's `user` as written, piped or at a terminal: `[/]`
+    does not end it with a markup error, `[bold red]x` is not shown as `x`, an emoji code
+    stays as written, and the server's control characters are escaped."""
+    service.add_job("[bold red]x", duration=600, user="[/]")
+    service.add_job(":x:", duration=600, user="\x1b[2Jgone")
+    ran = await run_jobpoll("status", "[bold red]x", ":x:", env=env_of(service))
+    status, screen = await asyncio.to_thread(
+        read_terminal, ["status", "[bold red]x", ":x:"], env_of(service)
+    )
+    assert (ran.returncode, ran.stderr, status) == (0, "", 0)
+    for shown in (ran.stdout, screen):
+        rows = [line.split() for line in shown.splitlines()[1:]]
+        assert [(row[0], row[1], row[-1]) for row in rows] == [
+            ("[bold", "red]x", "[/]"),
+            (":x:", "RUNNING", "\\x1b[2Jgone"),
+        ]
 
 
 async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -> None:
@@ -436,49 +488,6 @@ async def test_interrupted_mid_wait(service: FakeJobsService, signum: int) -> No
     await until_idle(service)
 
 
-def read_terminal(
-    arguments: list[str], env: dict[str, str], timeout: float = 60
-) -> tuple[int, str]:
-    """Run `jobpoll` with its standard output on a pseudo-terminal (120 columns); the status
-    and what the terminal received."""
-    master, slave = pty.openpty()
-    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
-    chunks: list[bytes] = []
-
-    def drain() -> None:
-        while True:
-            try:
-                chunk = os.read(master, 65536)
-            except OSError:  # EIO: the other side closed
-                return
-            if not chunk:
-                return
-            chunks.append(chunk)
-
-    reader = threading.Thread(target=drain, daemon=True)
-    reader.start()
-    try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobpoll", *arguments],
-            stdout=slave,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40"},
-        )
-        os.close(slave)
-        try:
-            _, err = process.communicate(timeout=timeout)
-        finally:
-            process.kill()
-            process.wait()
-        reader.join(timeout=10)
-    finally:
-        os.close(master)
-    assert not err, err
-    screen = b"".join(chunks).decode("utf-8", "replace")
-    return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
-
-
 @pytest.mark.parametrize(("jobs", "many"), [(3, False), (40, True)], ids=["few", "many"])
 async def test_live_view_at_a_terminal(service: FakeJobsService, jobs: int, many: bool) -> None:
     """At a terminal: a bar per job for a few jobs, one bar and the latest changes for many;
@@ -500,6 +509,39 @@ async def test_live_view_at_a_terminal(service: FakeJobsService, jobs: int, many
         assert all(job_id in screen for job_id in ids)
         assert "elapsed" in screen
         assert "left" in screen
+
+
+@pytest.mark.parametrize(
+    "size", [{"COLUMNS": "0"}, {"COLUMNS": "0", "LINES": "0"}, {"COLUMNS": "3"}], ids=str
+)
+async def test_a_terminal_said_to_have_no_width(
+    service: FakeJobsService, size: dict[str, str]
+) -> None:
+    """At a terminal whose COLUMNS (or LINES) says 0 or next to nothing, `status` and `wait`
+    still show everything, at the terminal's own width: rich would draw nothing at all."""
+    job_id = service.add_job(duration=0)
+    env = env_of(service)
+    status, screen = await asyncio.to_thread(read_terminal, ["status", job_id], env, **size)
+    assert status == 0
+    assert screen.splitlines()[1].split()[:2] == [job_id, "FINISHED"]
+    status, screen = await asyncio.to_thread(read_terminal, ["wait", job_id, *FAST], env, **size)
+    assert status == 0
+    assert re.search(r"1 job in \d+:\d\d:\d\d: 1 succeeded; \d+ polls", screen)
+
+
+async def test_live_view_shows_ids_and_server_text_as_text(service: FakeJobsService) -> None:
+    """At a terminal, ids and the server's messages are shown as written, in the rows and in
+    the summary: never read as markup or emoji codes."""
+    service.add_job("[bold red]x", duration=0)
+    service.add_job(":x:", duration=0)
+    service.inject(HttpError(400, message="[/] [bold]refused"), job_id="[/]", times=None)
+    status, screen = await asyncio.to_thread(
+        read_terminal, ["wait", "[bold red]x", ":x:", "[/]", *FAST], env_of(service)
+    )
+    assert status == 1
+    assert re.search(r"\[bold red\]x +FINISHED", screen)
+    assert re.search(r":x: +FINISHED", screen)
+    assert "[/]  HTTP 400: [/] [bold]refused" in screen
 
 
 async def test_demo_runs_as_designed() -> None:
@@ -529,8 +571,18 @@ async def test_console_script_and_help() -> None:
     out, _ = await process.communicate()
     assert process.returncode == 0
     text = out.decode()
-    for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "130 "):
+    for status in ("0 ", "1 ", "2 ", "3 ", "4 ", "130 ", "141 "):
         assert f"  {status}" in text
+
+
+async def test_status_help_lists_the_statuses_status_gives() -> None:
+    """`jobpoll status --help` lists the statuses `status` can give: not 3 (it has no
+    --timeout)."""
+    ran = await run_jobpoll("status", "--help")
+    assert ran.returncode == 0
+    listed = re.findall(r"^ +(\d+) ", ran.stdout.split("Exit status:")[1], flags=re.MULTILINE)
+    assert listed == ["0", "1", "2", "4", "130", "141"]
+    assert "timeout" not in ran.stdout
 
 
 async def test_without_the_cli_extra() -> None:
@@ -565,14 +617,14 @@ def test_a_large_ids_file_costs_about_its_ids(tmp_path: Path) -> None:
     import tracemalloc
     import uuid
 
-    from jobpoll._cli import _read_ids
+    from jobpoll._ids import read_ids
 
     ids = [str(uuid.UUID(int=n)) for n in range(50_000)]
     path = tmp_path / "ids.txt"
     path.write_bytes("".join(f"{job_id}\r\n" for job_id in ids).encode())
     tracemalloc.start()
     try:
-        read = _read_ids([], [str(path)])
+        read = read_ids([], [str(path)])
         _current, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()

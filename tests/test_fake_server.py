@@ -358,7 +358,31 @@ async def test_fake_server_without_rules_answers_404() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        pytest.param(["--port", "99999"], "--port must be from 0 to 65535, got 99999", id="port"),
+        pytest.param(
+            ["--port", "99999"],
+            "Invalid value for '--port': 99999 is not in the range 0<=x<=65535.",
+            id="port",
+        ),
+        pytest.param(
+            ["--port", "9" * 400],
+            f"Invalid value for '--port': {'9' * 400} is not in the range",
+            id="port-of-400-digits",
+        ),
+        pytest.param(
+            ["--seed", "9" * 400],
+            f"Invalid value for '--seed': {'9' * 400} is not in the range",
+            id="seed-of-400-digits",
+        ),
+        pytest.param(
+            ["--fault", "²:times=1"],
+            "--fault '²:times=1': invalid literal for int() with base 10: '²'",
+            id="fault-kind-of-a-superscript-digit",
+        ),
+        pytest.param(
+            ["--job", "x:shape=steps-²"],
+            "--job 'x:shape=steps-²': shape invalid literal for int()",
+            id="steps-of-a-superscript-digit",
+        ),
         pytest.param(["--latency", "-1"], "--latency must be a number of seconds", id="latency"),
         pytest.param(["--job", "x:reach=200"], "--job 'x:reach=200': reach must be", id="job"),
         pytest.param(["--fault", "503"], "--fault '503': say which requests", id="fault"),
@@ -371,6 +395,17 @@ async def test_fake_server_refuses_bad_options(arguments: list[str], message: st
     assert ran.returncode == 2
     assert ran.stdout == ""
     assert ran.stderr == f"jobpoll fake-server: {message}" + ran.stderr.split(message, 1)[1]
+    assert len(ran.stderr.splitlines()) == 1
+
+
+async def test_fake_server_refuses_a_file_it_cannot_read_a_number_of(tmp_path: Path) -> None:
+    """A number in the file that no check expected (a seed of 400 digits) is status 2 and
+    one line naming the file, never a traceback."""
+    config = tmp_path / "big.toml"
+    config.write_text(f"seed = {'9' * 400}\n")
+    ran = await run_jobpoll("fake-server", "--config", str(config))
+    assert (ran.returncode, ran.stdout) == (2, "")
+    assert ran.stderr.startswith(f"jobpoll fake-server: {config}: ")
     assert len(ran.stderr.splitlines()) == 1
 
 
@@ -416,6 +451,7 @@ async def test_fake_server_on_a_taken_port(taken_port: int) -> None:
             ["--port", "99999"], "argument --port: must be from 0 to 65535, got 99999", id="port"
         ),
         pytest.param(["--latency", "inf"], "argument --latency: must be", id="latency"),
+        pytest.param(["--port", "9" * 400], "argument --port: must be from 0", id="long-port"),
     ],
 )
 async def test_module_refuses_bad_options(arguments: list[str], message: str) -> None:

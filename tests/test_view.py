@@ -12,6 +12,7 @@ import pytest
 from rich.console import Console
 
 from jobpoll import (
+    BadRequest,
     Job,
     JobFailedError,
     JobResult,
@@ -24,7 +25,9 @@ from jobpoll import (
     WaitTimeout,
     wait_for_jobs,
 )
-from jobpoll._view import Board, JsonLines, LiveView, Summary, outcome_of
+from jobpoll._board import Board, outcome_of
+from jobpoll._output import Output
+from jobpoll._view import JsonLines, LiveView, Summary
 from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -94,11 +97,11 @@ def test_board_counts_and_percent() -> None:
     """Progress adds up over jobs (ended ones at 100), queued and unseen jobs are counted,
     an id the server answers in another case is found, and each change is recent."""
     board, clock = board_of("a", "b", "c", "DEAD-beef")
-    assert (board.percent, board.seen, board.total) == (0, 0, 4)
+    assert (board.percent, board.unseen, board.total) == (0, 4, 4)
     board.changed(job("a", 20))
     board.changed(job("b", 0, "SCHEDULED"))
     board.changed(job("dead-BEEF", 40))
-    assert (board.seen, board.queued, board.percent) == (3, 1, 15.0)
+    assert (board.unseen, board.queued, board.percent) == (1, 1, 15.0)
     clock.now += 5
     board.changed(job("b", 10))
     assert board.queued == 0
@@ -181,7 +184,7 @@ def test_json_lines() -> None:
     and the summary."""
     board, clock = board_of("a", "b")
     out = io.StringIO()
-    view = JsonLines(board, out, heartbeat=5.0)
+    view = JsonLines(board, Output(out), heartbeat=5.0)
     row = board.changed(job("a", 10))
     assert row is not None
     view.changed(row)
@@ -255,12 +258,55 @@ def test_live_view_of_many_jobs() -> None:
     assert "... and 2 more (--json lists every outcome)" in screen
 
 
+def test_jobs_that_ended_unseen_are_not_waiting_to_be_seen() -> None:
+    """A job that ended before any answer was read (a 404, a timeout) counts among the ended
+    ones, under its outcome, not among the jobs not seen yet, which are waiting ones only."""
+    ids = [f"job-{n}" for n in range(40)]
+    board, _ = board_of(*ids)
+    for job_id in ids[:20]:
+        board.changed(job(job_id, 50))
+    for job_id in ids[20:30]:
+        board.ended_with(JobResult(job_id, None, NotFound(404, job_id=job_id)))
+    board.ended_with(JobResult("job-30", None, WaitTimeout("job-30", timeout=1)))
+    assert board.unseen == 9
+    screen = rendered(LiveView(board, console(), title="Waiting"), Summary(1))
+    assert "11 ended: 0 succeeded, 10 failed, 1 timed out   29 waiting: 0 queued, 9 not seen" in (
+        screen
+    )
+
+
+#: Text a server or a user may send that rich would read as markup or an emoji code.
+MARKUP_IDS = ["[/]", "[bold red]x", ":x:"]
+
+
+@pytest.mark.parametrize("others", [0, 40], ids=["few", "many"])
+def test_ids_and_server_text_are_shown_as_text(others: int) -> None:
+    """Ids, statuses and the server's messages are shown as written in the rows, the recent
+    changes and the summary: never read as markup (`[/]` would end the view with an error,
+    `[bold red]x` would show as `x`) or as an emoji code; a control character is escaped."""
+    board, _ = board_of(*MARKUP_IDS, *(f"job-{n}" for n in range(others)))
+    board.changed(job("[/]", 10, "[/]RUNNING\x1b[2J"))
+    board.changed(job(":x:", 20))
+    error = BadRequest(400, message="[/] [bold]no\x1b[31m", job_id="[bold red]x")
+    board.ended_with(JobResult("[bold red]x", None, error))
+    screen = rendered(LiveView(board, console(), title="Waiting at [/]"), Summary(1))
+    assert "Waiting at [/]" in screen
+    assert "[/]RUNNING\\x1b[2J" in screen
+    assert "[bold red]x  HTTP 400: [/] [bold]no\\x1b[31m" in screen  # the summary
+    assert ":x:" in screen
+    assert "\x1b[2J" not in screen  # what the server sent, as it was sent
+    assert "\x1b[31m" not in screen
+    if not others:
+        assert "[bold red]x  BadRequest" in screen
+
+
 async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     service: FakeJobsService, clock: VirtualClock
 ) -> None:
     """A failure (1) wins over the API refusing the key (4), as for the outcomes: a job that
     failed before a refusal ended the wait decides the status; the refusal is still said."""
-    from jobpoll._cli import _Failure, wait_with_view
+    from jobpoll._exits import Failure
+    from jobpoll._watch import wait_with_view
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
@@ -270,12 +316,12 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     out = io.StringIO()
     # One connection: the polls go one at a time, the failed job's first.
     client = JobsClient(service.api_key, base_url=service.base_url, max_connections=1)
-    with pytest.raises(_Failure) as raised:
+    with pytest.raises(Failure) as raised:
         await wait_with_view(
             client,
             [failed, refused],
             policy,
-            lambda board: JsonLines(board, out, heartbeat=5.0),
+            lambda board: JsonLines(board, Output(out), heartbeat=5.0),
         )
     assert "the API refused the key" in str(raised.value)
     summary = json.loads(out.getvalue().splitlines()[-1])
@@ -287,14 +333,15 @@ async def test_status_of_a_failed_job_and_a_refused_key_is_1(
     service: FakeJobsService, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """`jobpoll status`: a job read as failed decides over a refusal of the key."""
-    from jobpoll._cli import _Failure, _status
+    from jobpoll._exits import Failure
+    from jobpoll._status import show_status
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
     service.inject(HttpError(401), job_id=refused, times=None)
     client = JobsClient(service.api_key, base_url=service.base_url)
-    with pytest.raises(_Failure) as raised:
-        await _status(client, [failed, refused], as_json=True)
+    with pytest.raises(Failure) as raised:
+        await show_status(client, [failed, refused], Output(io.StringIO()), as_json=True)
     assert "the API refused the key" in str(raised.value)
     assert raised.value.exit_code == 1
 

@@ -20,6 +20,7 @@ import math
 import os
 import sys
 
+from jobpoll._exits import write_failure
 from jobpoll.testing._service import FakeJobsService, serve_until_stopped
 
 
@@ -82,6 +83,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     try:
         asyncio.run(serve_until_stopped(service))
+    except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`): 141
+        sys.exit(write_failure(exc, sys.stdout).exit_code)
     except OSError as exc:
         print(
             f"python -m jobpoll.testing: cannot listen on 127.0.0.1:{arguments.port}:"

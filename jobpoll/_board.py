@@ -1,0 +1,197 @@
+"""What is known of each job of a `jobpoll wait`, and the totals its views show.
+
+A `Board` is updated from the fan-out's `on_update` and its results; a view reads it. Its
+cost per change is a few dictionary operations; a job's time left is read from its own
+schedule in the fan-out (no second model), once per refresh for a few jobs and once a second
+for many, so that thousands of jobs cost little beside their polls. Nothing here runs in
+another thread: the board is read from the event loop, between polls.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import deque
+from collections.abc import Callable, Sequence
+
+from jobpoll._errors import JobFailedError, WaitTimeout
+from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE
+from jobpoll._fanout import JobResult, JobsWait
+from jobpoll._models import Job
+from jobpoll._pace import QUEUED
+
+__all__ = [
+    "FAILED",
+    "QUEUED",
+    "SUCCEEDED",
+    "TIMED_OUT",
+    "UNREACHABLE",
+    "Board",
+    "Row",
+    "outcome_of",
+]
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+UNREACHABLE = "unreachable"
+TIMED_OUT = "timed out"
+
+
+def outcome_of(result: JobResult) -> str:
+    """What a result counts as: succeeded; timed out (`WaitTimeout`); unreachable (the API
+    could not be reached or kept failing: a transient error past the policy's retries); or
+    failed (the job ended unsuccessfully, is not found, or its answers were wrong)."""
+    error = result.error
+    if error is None:
+        return SUCCEEDED
+    if isinstance(error, WaitTimeout):
+        return TIMED_OUT
+    if error.transient:
+        return UNREACHABLE
+    return FAILED
+
+
+class Row:
+    """One job on the board."""
+
+    __slots__ = ("ended_at", "job", "job_id", "result")
+
+    def __init__(self, job_id: str) -> None:
+        self.job_id = job_id
+        self.job: Job | None = None
+        self.result: JobResult | None = None
+        self.ended_at: float | None = None
+
+
+class Board:
+    """What is known of each job of a wait, and the totals the views show.
+
+    Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
+    through `JobsWait._time_left`), read at most once per `refresh_estimates`: the board keeps
+    no model of its own.
+
+    Args:
+        job_ids: the distinct ids, in the order given.
+        clock: the wait's clock (its policy's).
+        recent: how many recent changes to keep.
+    """
+
+    def __init__(
+        self,
+        job_ids: Sequence[str],
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        recent: int = 12,
+    ) -> None:
+        self.rows = {job_id: Row(job_id) for job_id in job_ids}
+        self._folded: dict[str, Row] | None = None
+        self.clock = clock
+        self._left: dict[str, float | None] = {}
+        self._left_at = -math.inf
+        self.started = clock()
+        self.fanout: JobsWait | None = None
+        self.total = len(self.rows)
+        #: The jobs still waiting whose status has not been read yet. A job that ended
+        #: without ever being read (a 404, a wrong answer, a timeout) is not among them: it
+        #: counts among the ended ones, under its outcome (failed, unreachable, timed out).
+        self.unseen = self.total
+        self.queued = 0
+        self.ended = 0
+        self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
+        self.unsuccessful: list[Row] = []
+        # (when, id, the snapshot or the unsuccessful result): made into text only when shown.
+        self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=recent)
+        self._progress = 0  # the sum of every job's progress, ended jobs counting 100
+
+    @property
+    def percent(self) -> float:
+        """How far the whole wait is, in percent: each job's progress, ended ones at 100."""
+        return self._progress / self.total if self.total else 100.0
+
+    @property
+    def polls(self) -> int:
+        return self.fanout.polls if self.fanout is not None else 0
+
+    @property
+    def in_flight(self) -> int:
+        return self.fanout.in_flight if self.fanout is not None else 0
+
+    def elapsed(self, now: float | None = None) -> float:
+        return (self.clock() if now is None else now) - self.started
+
+    def _row(self, job: Job) -> Row | None:
+        row = self.rows.get(job.id)
+        if row is None:  # the server may answer with the id in another case
+            if self._folded is None:
+                self._folded = {job_id.casefold(): row for job_id, row in self.rows.items()}
+            row = self._folded.get(job.id.casefold())
+        return row
+
+    def changed(self, job: Job) -> Row | None:
+        """Take in a snapshot from `on_update` (the first, a change, or the last)."""
+        row = self._row(job)
+        if row is None or row.ended_at is not None:
+            return None
+        now = self.clock()
+        last = row.job
+        if last is None:
+            self.unseen -= 1
+        else:
+            self._progress -= last.progress
+            self.queued -= last.status in QUEUED
+        self._progress += job.progress
+        self.queued += job.status in QUEUED
+        row.job = job
+        self.recent.append((now, row.job_id, job))
+        return row
+
+    def ended_with(self, result: JobResult) -> Row:
+        """Take in a job's result."""
+        row = self.rows[result.job_id]
+        now = self.clock()
+        if row.job is not None:
+            self._progress -= row.job.progress
+            self.queued -= row.job.status in QUEUED
+        else:
+            self.unseen -= 1  # it no longer waits, seen or not
+        if result.job is not None:
+            row.job = result.job
+        self._progress += 100
+        row.result, row.ended_at = result, now
+        self.ended += 1
+        outcome = outcome_of(result)
+        self.outcomes[outcome] += 1
+        if outcome != SUCCEEDED:
+            self.unsuccessful.append(row)
+            if not isinstance(result.error, JobFailedError):  # else its last change says it
+                self.recent.append((now, row.job_id, result))
+        return row
+
+    def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
+        """Read each waiting job's time left from the fan-out's schedules, unless it was read
+        less than `every` seconds ago (a pass over every waiting job)."""
+        if self.fanout is not None and now - self._left_at >= every:
+            self._left = self.fanout._time_left()
+            self._left_at = now
+
+    def time_left(self, row: Row, now: float) -> float | None:
+        """A job's time left at the pace its schedule measured (as last read), or None."""
+        left = self._left.get(row.job_id)
+        return None if left is None else max(0.0, left - (now - self._left_at))
+
+    def longest_time_left(self, now: float) -> float | None:
+        """The longest time left among the waiting jobs whose progress has moved."""
+        known = [left for left in self._left.values() if left is not None]
+        return max(0.0, max(known) - (now - self._left_at)) if known else None
+
+    def exit_code(self) -> int:
+        """1 when a job failed, else 4 when the API could not be reached for one, else 3
+        when one timed out, else 0."""
+        outcomes = self.outcomes
+        if outcomes[FAILED]:
+            return EXIT_FAILED
+        if outcomes[UNREACHABLE]:
+            return EXIT_UNREACHABLE
+        if outcomes[TIMED_OUT]:
+            return EXIT_TIMEOUT
+        return EXIT_OK

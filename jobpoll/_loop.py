@@ -1,0 +1,86 @@
+"""A command's event loop, and how it stops.
+
+Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls in flight
+cancelled, the client closed, the summary written) before the command exits with 130 or
+143; a signal that comes once the coroutine has ended changes nothing, so the status is the
+one its summary said. An output that failed (a closed pipe, a full disk) stops the command
+the same way, and its status wins however the coroutine ends: what was written is not all
+there was to write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Awaitable, Callable
+
+from jobpoll._exits import EXIT_INTERRUPTED, EXIT_TERMINATED, Failure
+from jobpoll._output import say
+
+__all__ = ["CommandLoop"]
+
+
+class CommandLoop:
+    """Runs one command's coroutine in a new event loop (`asyncio.run`), and stops it cleanly.
+
+    Args:
+        command: the command's name, for the line said when it is stopped
+            (`jobpoll wait: interrupted`).
+    """
+
+    def __init__(self, command: str) -> None:
+        self.command = command
+        self._failed: Failure | None = None  # the output failed
+        self._interrupted: Failure | None = None  # a signal came before the end
+        self._ended: int | None = None  # the coroutine's status, once it returned
+        self._task: asyncio.Task[int] | None = None
+
+    @property
+    def stopped_with(self) -> int:
+        """The status of the command once stopped: 130 unless another stop was asked for."""
+        reason = self._failed or self._interrupted
+        return EXIT_INTERRUPTED if reason is None else reason.exit_code
+
+    def fail(self, failure: Failure) -> None:
+        """The command cannot go on (its output failed): stop it, to exit with `failure`'s
+        status and line however it ends."""
+        if self._failed is None:
+            self._failed = failure
+            self._cancel()
+
+    def run(self, main: Callable[[], Awaitable[int]]) -> int:
+        """Run `main()` to its end, or until stopped; the command's status."""
+        try:
+            asyncio.run(self._guarded(main))
+        except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first
+            self._interrupt(Failure("interrupted", EXIT_INTERRUPTED))
+        except asyncio.CancelledError:
+            if self._failed is None and self._interrupted is None:
+                raise
+        reason = self._failed or (self._interrupted if self._ended is None else None)
+        if reason is None:
+            assert self._ended is not None
+            return self._ended
+        if str(reason):
+            say(f"{self.command}: {reason}")
+        return reason.exit_code
+
+    def _interrupt(self, reason: Failure) -> None:
+        if self._interrupted is None and self._ended is None:
+            self._interrupted = reason
+            self._cancel()
+
+    def _cancel(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+    async def _guarded(self, main: Callable[[], Awaitable[int]]) -> None:
+        loop = asyncio.get_running_loop()
+        self._task = asyncio.current_task()
+        terminated = Failure("terminated", EXIT_TERMINATED)
+        loop.add_signal_handler(signal.SIGTERM, self._interrupt, terminated)
+        try:
+            self._ended = await main()
+        finally:
+            loop.remove_signal_handler(signal.SIGTERM)
+            self._task = None

@@ -1,0 +1,212 @@
+"""Where the command writes, and how text reaches a terminal.
+
+Every string a server or a user controls (an id, the server's `user` and status, an error's
+message) reaches rich through `plain()`: a rich `Text`, never parsed as markup (`[/]`,
+`[bold red]`) or emoji codes (`:x:`), with control characters shown as escapes (`\\x1b`), so
+that no answer ends the command with a `MarkupError`, hides part of itself, or moves the
+cursor and recolours the terminal. The consoles `make_console` makes have markup, emoji and
+highlighting off too, so that a string that reached rich otherwise is still shown as it is.
+The lines on stderr (`say`, the log) go through `printable()` the same way.
+
+Standard output is written through an `Output`, which no stream can make raise: a closed
+pipe or a full disk stops the command cleanly, a character the encoding lacks is written as
+its escape.
+
+Imported by the command line only: rich is not needed to use jobpoll as a library.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import re
+import sys
+from collections.abc import Callable, Mapping
+from typing import IO, Any, cast
+
+import click
+from rich.console import Console
+from rich.text import Text
+
+from jobpoll._exits import Failure, write_failure
+
+__all__ = [
+    "Output",
+    "configure_logging",
+    "interactive",
+    "make_console",
+    "plain",
+    "printable",
+    "say",
+]
+
+logger = logging.getLogger("jobpoll")
+
+
+#: What a terminal must not be sent as it is: C0 and C1 controls and DEL, the line and
+#: paragraph separators, the marks that reorder text (bidirectional overrides and isolates),
+#: and lone surrogates (no encoding can write them).
+_UNSAFE = re.compile(
+    r"[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028-\u202e\u2066-\u2069\ud800-\udfff]"
+)
+
+
+def printable(text: str) -> str:
+    """`text` with each character a terminal must not be sent shown as its escape (`\\x1b`,
+    `\\u2028`)."""
+    return _UNSAFE.sub(_escape, text)
+
+
+def _escape(match: re.Match[str]) -> str:
+    return match.group().encode("unicode_escape").decode("ascii")
+
+
+def plain(text: str, style: str = "") -> Text:
+    """`text` for rich as it is: no markup, no emoji code, control characters escaped."""
+    return Text(printable(text), style=style)
+
+
+class Output:
+    """A stream the command writes its output to (standard output), that no write makes
+    raise.
+
+    A character the stream's encoding cannot write (a non-ASCII id under
+    `PYTHONIOENCODING=ascii`) is written as its escape: `\\u00fc` in a JSON line, which stays
+    JSON, `\\xfc` in text for people. A write that fails ends the output: `failure` says how
+    the command should end, `on_failure` is told once (the command loop then stops the
+    command, as for Ctrl-C), and every later write is dropped. A closed pipe (the reader went
+    away: `| head -1`) ends it with the shell's status for SIGPIPE, 141, and nothing to say;
+    any other error (a full disk) with status 1 and a line saying it (`write_failure`).
+    """
+
+    def __init__(
+        self,
+        stream: IO[str],
+        *,
+        name: str = "standard output",
+        on_failure: Callable[[Failure], None] | None = None,
+    ) -> None:
+        self._stream = stream
+        self._name = name
+        self._on_failure = on_failure
+        self.failure: Failure | None = None
+
+    @property
+    def encoding(self) -> str:
+        return getattr(self._stream, "encoding", None) or "utf-8"
+
+    def isatty(self) -> bool:
+        return interactive(self._stream)
+
+    def fileno(self) -> int:
+        return self._stream.fileno()
+
+    def write(self, text: str) -> int:
+        """Write text for people; a character the encoding lacks as its escape (`\\xfc`)."""
+        self._write(
+            text, lambda: text.encode(self.encoding, "backslashreplace").decode(self.encoding)
+        )
+        return len(text)
+
+    def write_json(self, line: Mapping[str, Any]) -> None:
+        """Write `line` as one line of JSON, and flush it, for a reader to see it at once."""
+        self._write(json.dumps(line, ensure_ascii=False) + "\n", lambda: json.dumps(line) + "\n")
+        self.flush()
+
+    def flush(self) -> None:
+        if self.failure is None:
+            try:
+                self._stream.flush()
+            except (OSError, ValueError) as exc:
+                self._failed(exc)
+
+    def _write(self, text: str, escaped: Callable[[], str]) -> None:
+        if self.failure is not None:
+            return
+        try:
+            try:
+                self._stream.write(text)
+            except UnicodeEncodeError:
+                self._stream.write(escaped())
+        except (OSError, ValueError) as exc:  # ValueError: a stream closed, or still no encoding
+            self._failed(exc)
+
+    def _failed(self, error: Exception) -> None:
+        self.failure = write_failure(error, self._stream, self._name)
+        if self._on_failure is not None:
+            self._on_failure(self.failure)
+
+
+#: A terminal narrower or shorter than this (`COLUMNS=0`, as some tools set it) is taken as
+#: the size the terminal itself reports, or else as 80 x 25: rich would draw nothing at all.
+MIN_WIDTH, MIN_HEIGHT = 20, 5
+
+
+def make_console(out: Output, *, terminal: bool, width: int | None = None) -> Console:
+    """A rich console writing to `out`, as a terminal (colours, cursor moves) or not, that
+    parses nothing it is given as markup, emoji or a highlight; `width` columns, or the
+    terminal's (at least `MIN_WIDTH` by `MIN_HEIGHT`)."""
+    console = Console(
+        file=cast(IO[str], out),
+        force_terminal=terminal,
+        width=width,
+        markup=False,
+        emoji=False,
+        highlight=False,
+        soft_wrap=False,
+    )
+    size = console.size
+    if size.width < MIN_WIDTH or size.height < MIN_HEIGHT:
+        try:
+            reported = os.get_terminal_size(out.fileno())
+        except (OSError, ValueError):
+            reported = os.terminal_size((80, 25))
+        if size.width < MIN_WIDTH:
+            console.width = reported.columns if reported.columns >= MIN_WIDTH else 80
+        if size.height < MIN_HEIGHT:
+            console.height = reported.lines if reported.lines >= MIN_HEIGHT else 25
+    return console
+
+
+def say(line: str) -> None:
+    """One line on stderr (nothing when stderr cannot take it)."""
+    with contextlib.suppress(OSError, ValueError):
+        click.echo(printable(line), err=True)
+
+
+def interactive(stream: Any) -> bool:
+    """A terminal that can take a live view (not a pipe, a file, or TERM=dumb)."""
+    try:
+        is_tty = bool(stream.isatty())
+    except (AttributeError, ValueError):
+        return False
+    return is_tty and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+def configure_logging(verbose: int) -> None:
+    """Send jobpoll's log records to stderr with -v; otherwise nowhere (Python's last-resort
+    handler would print its warnings, a second line beside the error the command reports)."""
+    for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
+        logger.removeHandler(handler)  # run() called again in the same process
+    handler = StderrHandler(shown=verbose > 0)
+    handler.setFormatter(logging.Formatter("jobpoll: %(levelname)s: %(message)s"))
+    logger.addHandler(handler)
+    if verbose:
+        logger.setLevel(logging.DEBUG if verbose > 1 else logging.INFO)
+
+
+class StderrHandler(logging.Handler):
+    """Writes to whatever `sys.stderr` is at the time of each record (the live view's proxy
+    while it runs), or, when not `shown`, nowhere."""
+
+    def __init__(self, *, shown: bool) -> None:
+        super().__init__()
+        self.shown = shown
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.shown:
+            with contextlib.suppress(Exception):
+                sys.stderr.write(printable(self.format(record)) + "\n")
+                sys.stderr.flush()

@@ -1,0 +1,105 @@
+"""`jobpoll status`: one poll per job, shown as a table (or JSON lines), and its status."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+
+from rich.table import Table
+from rich.text import Text
+
+from jobpoll._client import JobsClient
+from jobpoll._errors import JobPollError
+from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
+from jobpoll._fanout import JobResult
+from jobpoll._output import Output, interactive, make_console, plain
+from jobpoll._view import describe_error
+from jobpoll._wire import format_timestamp
+
+__all__ = ["show_status", "status_code"]
+
+
+async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
+    """Poll each job once (as many at once as the client's pool takes), show the answers,
+    and return the status.
+
+    Raises:
+        Failure: an error about the setup (a refused key, an API never reached); nothing
+            is shown then.
+    """
+    async with client:
+        window = asyncio.Semaphore(client.pool_size)
+
+        async def poll(job_id: str) -> JobResult:
+            async with window:
+                try:
+                    return JobResult(job_id, await client.get_job(job_id))
+                except JobPollError as exc:
+                    return JobResult(job_id, None, exc)
+
+        results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
+    code = status_code(results)
+    if as_json:
+        for result in results:
+            out.write_json({"event": "status", **result.to_dict()})
+    else:
+        _status_table(results, out)
+    return code
+
+
+def status_code(results: Sequence[JobResult]) -> int:
+    """1 when a job has failed or could not be read, else 4 when the API could not be
+    reached for one, else 0.
+
+    Raises:
+        Failure: an error about the setup ended the polls; a job known to have failed still
+            makes its status 1.
+    """
+    failed = any(_failed(result) for result in results)
+    for result in results:
+        if result.error is not None and result.error.stops_all:
+            failure = failure_for(result.error)
+            if failure.exit_code == EXIT_UNREACHABLE and failed:
+                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+            raise failure
+    if failed:
+        return EXIT_FAILED
+    # What is left is an API that kept failing for some job (a transient error).
+    return EXIT_UNREACHABLE if any(result.error for result in results) else EXIT_OK
+
+
+def _failed(result: JobResult) -> bool:
+    error, job = result.error, result.job
+    if error is not None and not error.transient and not error.affects_all:
+        return True
+    return job is not None and job.failed
+
+
+def _status_table(results: Sequence[JobResult], out: Output) -> None:
+    # Off a terminal, rich would fold the table to 80 columns: a line per job reads better.
+    terminal = interactive(out)
+    console = make_console(out, terminal=terminal, width=None if terminal else 200)
+    table = Table(box=None, pad_edge=False, header_style="bold dim")
+    table.add_column("job", no_wrap=True, overflow="fold")
+    table.add_column("status", no_wrap=True)
+    table.add_column("progress", no_wrap=True, justify="right")
+    table.add_column("created", no_wrap=True)
+    table.add_column("user", overflow="fold")
+    for result in results:
+        table.add_row(*_status_row(result))
+    console.print(table)
+
+
+def _status_row(result: JobResult) -> tuple[Text, ...]:
+    job = result.job
+    if job is None:
+        assert result.error is not None
+        return plain(result.job_id), plain(describe_error(result.error), "red")
+    style = "green" if job.succeeded else "red" if job.failed else "cyan"
+    return (
+        plain(result.job_id),
+        plain(job.raw_status, style),
+        plain(f"{job.progress}%"),
+        plain(format_timestamp(job.created_at.replace(microsecond=0))),
+        plain(job.user or ""),
+    )
