@@ -17,7 +17,7 @@ from jobpoll._options import names_failures, with_options
 from jobpoll._output import interactive, say
 
 if TYPE_CHECKING:
-    from jobpoll.testing._scenario import Scenario
+    from jobpoll.testing._rules import Scenario
 
 __all__ = ["fake_server"]
 
