@@ -9,8 +9,10 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 import pytest
@@ -425,3 +427,29 @@ def test_time_left_at_the_pace_the_schedule_measured() -> None:
     pace.answered(40.0, job(0, JobStatus.WAITING))
     assert pace.time_left(40.0) is None
     assert PollPolicy(progress_aware=False).pace().time_left(0.0) is None
+
+
+def worked_example(text: str) -> list[list[str]]:
+    """The rows of the worked example's table in `text` (a docstring or the README)."""
+    rows = re.findall(r"^\s*\|\s*([\d.]+)\s*\|\s*(\d+)[^|]*\|\s*([\d.]*)\s*\|$", text, re.M)
+    return [list(row) for row in rows]
+
+
+def test_the_worked_example_is_what_the_schedule_does() -> None:
+    """The worked example of `PollPolicy`'s docstring is what the schedule decides for a
+    steady job of an hour, and the README shows the same table."""
+    assert PollPolicy.__doc__ is not None
+    stated = worked_example(PollPolicy.__doc__)
+    pace, now, done = PollPolicy(jitter=0).pace(), 0.0, []
+    while now < 3600:
+        progress = int(100 * now / 3600)
+        delay = pace.answered(now, job(progress))
+        done.append([f"{now:g}" if now.is_integer() else f"{now:.1f}", str(progress), delay])
+        now += delay
+    done.append([f"{now:.1f}", "100", ""])
+    for row in done:
+        if row[2] != "":
+            row[2] = f"{row[2]:g}" if float(row[2]).is_integer() else f"{row[2]:.1f}"
+    assert stated == done
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert worked_example(readme) == stated
