@@ -358,15 +358,31 @@ _V1_PACE_NAMES = {
 }
 
 
-def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
-    def renamed(state: object) -> object:
-        if not isinstance(state, dict) or not isinstance(state.get("pace"), dict):
-            return state
-        pace = {_V1_PACE_NAMES.get(key, key): value for key, value in state["pace"].items()}
-        return {**state, "pace": pace}
+#: A job's fields in version 1; a field added since takes its declared default.
+_V1_JOB_FIELDS = frozenset(
+    {"job_id", "polls", "failures", "job", "started_at", "changed_at", "next_poll_at", "pace"}
+)
 
-    data = renamed(data)  # type: ignore[assignment]
-    if isinstance(data.get("jobs"), list):
+
+def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
+    added = {
+        field.name: field.default
+        for field in attrs.fields(JobState)
+        if field.metadata.get("saved", True) and field.name not in _V1_JOB_FIELDS
+    }
+
+    def renamed(state: object) -> object:
+        if not isinstance(state, dict):
+            return state
+        state = {**added, **state}
+        if isinstance(state.get("pace"), dict):
+            pace = {_V1_PACE_NAMES.get(key, key): value for key, value in state["pace"].items()}
+            state["pace"] = pace
+        return state
+
+    if "jobs" not in data:
+        data = renamed(data)  # type: ignore[assignment]
+    elif isinstance(data["jobs"], list):
         data = {**data, "jobs": [renamed(state) for state in data["jobs"]]}
     return {**data, "version": VERSION}
 

@@ -76,6 +76,7 @@ class Rules:
         pace = state.pace
         assert pace is not None
         state.failures = 0
+        state.answers += 1
         state.last_error = None
         last, state.job = state.job, job
         if (

@@ -167,6 +167,7 @@ class Links:
                 meta["progress"] = job.get("progress")
                 progress = (job.get("progress") or 0) / 100
             meta["polls"] = checkpoint.get("polls")
+            meta["answers"] = checkpoint.get("answers")
             meta["next_poll_at"] = checkpoint.get("next_poll_at")
         return self.saq_job(
             POLL_FUNCTION,

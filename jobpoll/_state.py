@@ -114,6 +114,7 @@ class JobState:
     job: Job | None = None  # the last snapshot, None before any answer
     failures: int = _count()  # failed polls in a row
     polls: int = _count()  # requests sent, failed ones included
+    answers: int = _count()  # polls answered with the job (the others failed)
     started_at: float = _time()  # the first poll
     changed_at: float = _time()  # when the job was last seen changing (status or progress)
     next_poll_at: float | None = attrs.field(default=None, metadata={"time": "utc"})

@@ -601,15 +601,10 @@ async def test_fanout_pause_and_window_are_resumed(
 
 
 #: A job's state in a fan-out's checkpoint, for tests to alter.
+#: A job not started, as a checkpoint holds it: every field saved, at its declared default.
 EMPTY_STATE = {
+    **{f.name: f.default for f in attrs.fields(JobState) if f.metadata.get("saved", True)},
     "job_id": "a",
-    "polls": 0,
-    "failures": 0,
-    "job": None,
-    "started_at": 0.0,
-    "changed_at": 0.0,
-    "next_poll_at": None,
-    "pace": None,
 }
 
 
@@ -1007,3 +1002,32 @@ def test_a_started_wait_with_a_timeout_but_no_deadline_is_refused() -> None:
     assert fanout["jobs"]
     with pytest.raises(CheckpointError, match="deadline"):
         wait_for_jobs(client, [], resume=fanout)
+
+
+async def test_the_answers_a_wait_got_go_through_every_checkpoint(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """How many polls got an answer is counted alike by a wait, a fan-out's row and the
+    rules a queue link applies, and goes through each checkpoint: the failed polls are
+    `polls - answers`."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=600)
+    service.inject(HttpError(503), job_id=job_id, times=2)
+    saved = await checkpoint_after(client, job_id, policy, 2)
+    assert (saved["polls"], saved["answers"]) == (4, 2)
+    _rules, state = resume_job(saved, job_id, policy)
+    assert (state.polls, state.answers) == (4, 2)
+
+    other = service.add_job(duration=600)
+    service.inject(HttpError(503), job_id=other, times=1)
+    async with wait_for_jobs(client, [other], policy=policy) as fanout:
+        consumer = asyncio.ensure_future(anext(fanout))
+        await until(lambda: fanout.polls >= 3 and not fanout.in_flight)
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+    saved_fanout = json.loads(json.dumps(fanout.checkpoint()))
+    (row,) = saved_fanout["jobs"]
+    assert row["answers"] == row["polls"] - 1
+    resumed = json.loads(json.dumps(wait_for_jobs(client, [], resume=saved_fanout).checkpoint()))
+    assert resumed["jobs"][0]["answers"] == row["answers"]
