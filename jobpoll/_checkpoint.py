@@ -20,25 +20,20 @@ never a silent restart. Version 1 (the pace's fields under short names) is read 
 
 from __future__ import annotations
 
-import math
 from collections.abc import Callable, Mapping
 from datetime import datetime
-from typing import Any, TypeVar, get_origin
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.cols import list_structure_factory
-from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
-from cattrs.preconf.json import make_converter
 
 from jobpoll._client import check_job_id
 from jobpoll._errors import CheckpointError, JobPollError
-from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
-from jobpoll._state import JobState, PaceState, record_type, time_kind
-from jobpoll._timebase import EARLIEST, LATEST, Timebase
-from jobpoll._wire import WireError, format_timestamp, job_from_wire, job_to_wire
+from jobpoll._saved import check_times, converter, restore_state, saved_state
+from jobpoll._state import JobState, PaceState
+from jobpoll._timebase import Timebase
 
 __all__ = [
     "VERSION",
@@ -55,8 +50,6 @@ __all__ = [
 
 #: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
 VERSION = 2
-#: Seconds a "past" time may lie after `taken_at` (rounding), before it is nonsense.
-_SLACK = 1e-3
 
 
 def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
@@ -96,182 +89,10 @@ class FanoutCheckpoint(WaitCheckpoint):
     unstarted: list[str]
 
 
-# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
-# jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
-
-
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected a whole number, got {type(value).__name__}")
-    return value
-
-
-def _structure_float(value: object, _type: object) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise TypeError(f"expected a finite number, got {value!r:.40}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _structure_time(value: object, _type: object) -> datetime:
-    if type(value) is not str:
-        raise TypeError(f"expected an ISO 8601 UTC time, got {type(value).__name__}")
-    moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
-    if moment.tzinfo is None:
-        raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not EARLIEST < moment <= LATEST:
-        raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
-    return moment
-
-
-def _structure_epoch(value: object, type_: object) -> float:
-    # A record's "utc" time, read as seconds since the epoch: `restore_state` moves it.
-    return _structure_time(value, type_).timestamp()
-
-
-def _structure_job(value: object, _type: object) -> Job:
-    try:
-        return job_from_wire(value)  # type: ignore[arg-type]
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object], Any]:
-    def structure(value: object, type_: object) -> Any:
-        return None if value is None else hook(value, type_)
-
-    return structure
-
-
-def _is_state(type_: Any) -> bool:
-    return type_ in (JobState, PaceState)
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
-    for type_, hook in (
-        (int, _structure_int),
-        (float, _structure_float),
-        (str, _structure_str),
-        (datetime, _structure_time),
-        (Job, _structure_job),
-    ):
-        converter.register_structure_hook(type_, hook)
-        converter.register_structure_hook(type_ | None, _optional(hook))
-    converter.register_unstructure_hook(datetime, format_timestamp)
-    converter.register_unstructure_hook(Job, job_to_wire)
-
-    # The records of `_state`, by their field metadata: what is not saved is left out, a
-    # "utc" time is read from its ISO form.
-    def structure_state(cls: Any) -> Any:
-        overrides = {}
-        for field in attrs.fields(cls):
-            if not field.metadata.get("saved", True):
-                overrides[field.name] = override(omit=True)
-            elif time_kind(field) == "utc":
-                overrides[field.name] = override(struct_hook=_optional(_structure_epoch))
-        structure = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
-        saved = [name for name in attrs.fields_dict(cls) if name not in overrides]
-        saved += [name for name, hook in overrides.items() if not hook.omit]
-
-        def required(value: Any, type_: Any) -> Any:
-            # Every field saved must be there: a default would be a silent restart.
-            if isinstance(value, dict):
-                missing = [name for name in saved if name not in value]
-                if missing:
-                    raise ValueError(f"{', '.join(missing)}: missing")
-            return structure(value, type_)
-
-        return required
-
-    def unstructure_state(cls: Any) -> Any:
-        omitted = [f.name for f in attrs.fields(cls) if not f.metadata.get("saved", True)]
-        omit = {name: override(omit=True) for name in omitted}
-        return make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
-
-    converter.register_structure_hook_factory(_is_state, structure_state)
-    converter.register_unstructure_hook_factory(_is_state, unstructure_state)
-
-    def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
-        items = list_structure_factory(type_, converter)
-
-        def structure(value: object, type_: object) -> Any:
-            if type(value) is not list:  # cattrs alone takes a string for a list of letters
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            return items(value, type_)
-
-        return structure
-
-    def is_list(type_: Any) -> bool:
-        return get_origin(type_) is list
-
-    converter.register_structure_hook_factory(is_list, strict_list)
-    return converter
-
-
-_converter = _make_converter()
-
-
-# The one rule over the fields marked as times, both ways.
-
-
-def _save_times(cls: type, data: dict[str, Any], base: Timebase) -> None:
-    for field in attrs.fields(cls):
-        value = data.get(field.name)
-        kind = time_kind(field)
-        if kind == "past":
-            data[field.name] = base.relative(value)  # type: ignore[arg-type]
-        elif kind == "utc" and value is not None:
-            data[field.name] = format_timestamp(base.to_utc(value))
-        elif isinstance(value, dict) and (record := record_type(field)) is not None:
-            _save_times(record, value, base)
-
-
-def _restore_times(record: Any, base: Timebase) -> None:
-    for field in attrs.fields(type(record)):
-        value = getattr(record, field.name)
-        kind = time_kind(field)
-        if kind == "past":
-            setattr(record, field.name, base.origin + value)
-        elif kind == "utc" and value is not None:
-            setattr(record, field.name, base.now + (value - base.wall_now))
-        elif attrs.has(type(value)):
-            _restore_times(value, base)
-
-
-def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
-    """A job's state as checkpoint data, its times moved by the rule."""
-    data: dict[str, Any] = _converter.unstructure(state)
-    _save_times(JobState, data, base)
-    return data
-
-
-def _check_times(record: Any) -> None:
-    # A saved "past" time is relative to when the checkpoint was taken: one after it is
-    # nonsense (a millisecond of rounding aside).
-    for field in attrs.fields(type(record)):
-        value = getattr(record, field.name)
-        if time_kind(field) == "past" and value > _SLACK:
-            raise ValueError(f"{field.name} lies after the checkpoint was taken ({value!r} s)")
-        if attrs.has(type(value)):
-            _check_times(value)
-
-
-def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock."""
-    _restore_times(state, base)
-    return state
-
-
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as a JSON-ready dict: the header and the saved states (`saved_state`),
     under `jobs` for a fan-out, flat beside the header for one wait."""
-    data: dict[str, Any] = _converter.unstructure(header)
+    data: dict[str, Any] = converter.unstructure(header)
     version = data.pop("version")
     if isinstance(states, dict):
         return {"version": version, **data, **states}  # the version first, where a reader looks
@@ -286,7 +107,7 @@ def _check_state(state: JobState) -> None:
         check_job_id(state.job_id)
     except JobPollError as exc:
         raise ValueError(f"job_id: {exc}") from None
-    _check_times(state)
+    check_times(state)
     if state.job is not None and state.job.id != state.job_id:
         raise ValueError(f"job: the job seen is {state.job.id!r}, not {state.job_id!r}")
     if state.pace is None:
@@ -413,7 +234,7 @@ def _plain(data: object) -> dict[str, Any]:
 
 def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:
     try:
-        return _converter.structure(data, cls)
+        return converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
