@@ -12,8 +12,9 @@ to `JobState` or `PaceState` is a column here without a word:
 
 - `str`: the row's key, the job id: the fan-out's list of ids (row `i` is `ids[i]`);
 - `float`: a column of doubles (`float | None`: None as NaN);
-- `int`: a column of bytes, widened to eight bytes the first time a value does not fit
-  (percents and most counts fit in a byte: 100,000 jobs hold 2 MB less);
+- `int`: a column of eight-byte integers (columns of bytes, widened when a value does not
+  fit, held 552 B per waiting job down to 460 at 100,000 jobs: both within the 600 B
+  target of benchmarks/bench_scale.py, so the simpler columns stay);
 - `str | None`: a list (the strings are the answers', shared by every job in a status);
 - `Job | None`: a list of tuples of the job's fields (see `_keep_job`);
 - a record (`PaceState | None`): its own fields, the same way (every row has one: a fan-out
@@ -54,7 +55,7 @@ class _Columns:
         self.record: tuple[str, _Columns] | None = None
         self.floats: list[tuple[str, array[float]]] = []
         self.maybe_floats: list[tuple[str, array[float]]] = []
-        self.ints: list[list[Any]] = []  # [name, column]: a column is replaced to widen it
+        self.ints: list[tuple[str, array[int]]] = []
         self.strings: list[tuple[str, list[str | None]]] = []
         self.sparse: list[tuple[str, dict[int, Any]]] = []
         for field in attrs.fields(cls):
@@ -65,7 +66,7 @@ class _Columns:
             elif type_ is float:
                 self.floats.append((name, array("d")))
             elif type_ is int:
-                self.ints.append([name, array("b")])
+                self.ints.append((name, array("q")))
             elif nested is not None:
                 self.record = (name, _Columns(nested))
             elif Job in get_args(type_):
@@ -91,10 +92,11 @@ class _Columns:
         """The column of doubles of a field (`float` or `float | None`)."""
         return dict(self.floats + self.maybe_floats)[name]
 
-    # A plain loop over the fields: compiled straight-line code copying the same fields
-    # (as this module once generated with `exec`) saves about a microsecond a poll, and
-    # benchmarks/bench_scale.py at 100,000 jobs meets its stall and memory targets either
-    # way, so the loop stays.
+    # A plain loop over the derived fields, not code compiled from them: compiled, a load and
+    # a save take 3.0 µs instead of 6.5 µs (about 1% of a poll's CPU), and
+    # benchmarks/bench_scale.py --sizes 100000, run after run on one machine, shows no
+    # difference a target sees: stall 94/70 ms plain, 92/72 ms compiled (asyncio, first
+    # round/steady, beside 143/92 ms for the code before), 460 and 449 B per waiting job.
 
     def load(self, record: Any, row: int) -> None:
         for name, floats in self.floats:
@@ -115,13 +117,8 @@ class _Columns:
         for name, maybe in self.maybe_floats:
             value = getattr(record, name)
             maybe[row] = math.nan if value is None else value
-        for pair in self.ints:
-            name, ints = pair
-            try:
-                ints[row] = getattr(record, name)
-            except OverflowError:  # past a byte, the first time: widen the column
-                pair[1] = ints = array("q", ints)
-                ints[row] = getattr(record, name)
+        for name, ints in self.ints:
+            ints[row] = getattr(record, name)
         for name, strings in self.strings:
             strings[row] = getattr(record, name)
         for name, sparse in self.sparse:
@@ -130,11 +127,6 @@ class _Columns:
                 sparse.pop(row, None)
             else:
                 sparse[row] = value
-
-    def typecodes(self) -> list[str]:
-        """The type codes of the whole-number columns (this record's and its record's)."""
-        codes = [ints.typecode for _name, ints in self.ints]
-        return codes + ([] if self.record is None else self.record[1].typecodes())
 
 
 class JobTable:
@@ -206,10 +198,6 @@ class JobTable:
     def job(self, row: int) -> Job | None:
         """The last snapshot of the row's job."""
         return self._job_of(self._jobs[row])
-
-    def typecodes(self) -> list[str]:
-        """The type codes of the whole-number columns: "b" (a byte) until a value needs "q"."""
-        return self._columns.typecodes()
 
     # A job's last snapshot is kept as a tuple of its fields, all strings, numbers and a
     # datetime: the collector untracks such a tuple at its first pass, and never walks it
