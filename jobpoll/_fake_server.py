@@ -17,7 +17,7 @@ from jobpoll._options import names_failures, with_options
 from jobpoll._output import interactive, say
 
 if TYPE_CHECKING:
-    from jobpoll.testing._scenario import Scenario
+    from jobpoll.testing._rules import Scenario
 
 __all__ = ["fake_server"]
 
@@ -180,7 +180,7 @@ def _serve(scenario: Scenario) -> None:
     Raises:
         Failure: it cannot listen on the port (status 1), or its output was closed (141).
     """
-    from jobpoll.testing._scenario import ScriptedService, serve_until_stopped
+    from jobpoll.testing._service import ScriptedService, serve_until_stopped
 
     try:
         asyncio.run(serve_until_stopped(ScriptedService(scenario)))
