@@ -35,7 +35,9 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient, _check_api_key, check_job_id
+from jobpoll._client import JobsClient
+from jobpoll._config import API_KEY_ENV, BASE_URL_ENV
+from jobpoll._config import check_api_key as _check_api_key
 from jobpoll._errors import (
     ConfigurationError,
     Forbidden,
@@ -44,8 +46,9 @@ from jobpoll._errors import (
     TransportError,
     Unauthorized,
 )
-from jobpoll._fanout import JobResult, wait_for_jobs
-from jobpoll._models import Job
+from jobpoll._fanout import wait_for_jobs
+from jobpoll._ids import check_job_id
+from jobpoll._models import Job, JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._version import __version__
 from jobpoll._view import (

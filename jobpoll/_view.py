@@ -36,8 +36,8 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
-from jobpoll._fanout import JobResult, JobsWait
-from jobpoll._models import Job, JobStatus
+from jobpoll._fanout import JobsWait
+from jobpoll._models import Job, JobResult, JobStatus
 
 __all__ = [
     "EXIT_FAILED",

@@ -11,7 +11,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from jobpoll import Job, JobStatus
-from jobpoll._wire import WireError, decode_job, job_to_wire
+from jobpoll._answer import decode_job
+from jobpoll._models import job_to_wire
+from jobpoll._wire import WireError
 
 GOOD: dict[str, Any] = {
     "id": "35f23c03-1c22-45fe-9484-3ffe769325de",

@@ -17,8 +17,8 @@ from typing import Any, Self
 import attrs
 from aiohttp import web
 
-from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
-from jobpoll._wire import format_timestamp, job_to_wire
+from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus, job_to_wire
+from jobpoll._wire import format_timestamp
 from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
 
 __all__ = ["FakeJobsService", "RecordedRequest"]
