@@ -8,7 +8,8 @@ cut first, a key straddling the cut would be missed.
 
 The rule: every run of at least `MIN_RUN` characters that appears, in order, somewhere in the
 key becomes `<redacted>`. A run is found however the server wrote it, as is or encoded one
-character at a time, the encodings mixed freely (one layer of each):
+character at a time, the encodings mixed freely, and up to three layers deep (`%2541` is
+`%41` is `A`):
 
 - JSON and JavaScript escapes: `\\/`, `\\"`, `\\u002F`, `\\x2F` (hex in either case);
 - percent-encoding: `%2F` or `%2f`, and `+` for a space (a space and a `+` are one character
@@ -35,7 +36,7 @@ __all__ = ["MIN_RUN", "REDACTED", "ROOM", "Redactor"]
 
 #: The shortest run of the key's characters that is hidden wherever it appears.
 MIN_RUN = 6
-#: What a hidden run becomes.
+#: What a hidden run becomes (`…` for a key that holds a run of these letters).
 REDACTED = "<redacted>"
 #: Characters read beyond a cut (`Redactor.cut`): room for a key of 64 characters written
 #: out in full, each as `&#x2F;` and alike, at the end of what the cut keeps.
@@ -58,6 +59,9 @@ _TOKEN = re.compile(
 )
 #: The characters that may start an encoded character: text without any is its own decoding.
 _INTRODUCERS = ("\\", "%", "&")
+#: How many layers of encoding are peeled off: a server that escapes what it echoes, in a
+#: body that is escaped again (JSON in JSON, a percent-encoded URL in an HTML page).
+_LAYERS = 3
 #: Stands for a decoded character no key holds (a key is printable ASCII), keeping one
 #: character per token.
 _NO_KEY_CHARACTER = "\0"
@@ -121,7 +125,7 @@ class Redactor:
         key: the API key: printable ASCII, as the client checks it.
     """
 
-    __slots__ = ("_grams", "_run")
+    __slots__ = ("_grams", "_marker", "_run")
 
     def __init__(self, key: str) -> None:
         folded = key.translate(_FOLD)
@@ -130,6 +134,10 @@ class Redactor:
         self._grams = frozenset(
             folded[i : i + self._run] for i in range(len(folded) - self._run + 1)
         )
+        # A key that holds a run of the marker's own letters (or, shorter, one of them) gets
+        # one no key can hold: a key is ASCII.
+        shown = REDACTED.translate(_FOLD)
+        self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
 
     def __repr__(self) -> str:
         return "<Redactor>"  # never the key, nor any part of it
@@ -137,17 +145,26 @@ class Redactor:
     def __call__(self, text: str) -> str:
         """`text` with every run of the key's characters, as is or encoded, as `<redacted>`."""
         spans = self._runs(text.translate(_FOLD))
-        if any(introducer in text for introducer in _INTRODUCERS):
-            decoded, starts = _decoded(text)
-            spans += [
-                (starts[start], starts[end]) for start, end in self._runs(decoded.translate(_FOLD))
-            ]
+        # Each layer of encoding peeled off in turn (`%2541` is `%41`, then `A`), what is
+        # found in a layer mapped back, through the layers above, to where it is in `text`.
+        layer = text
+        maps: list[list[int]] = []
+        while len(maps) < _LAYERS and any(introducer in layer for introducer in _INTRODUCERS):
+            decoded, starts = _decoded(layer)
+            if decoded == layer:
+                break
+            maps.append(starts)
+            layer = decoded
+            for start, end in self._runs(layer.translate(_FOLD)):
+                for above in reversed(maps):
+                    start, end = above[start], above[end]
+                spans.append((start, end))
         if not spans:
             return text
         pieces: list[str] = []
         shown = 0
         for start, end in _merged(spans):
-            pieces += (text[shown:start], REDACTED)
+            pieces += (text[shown:start], self._marker)
             shown = end
         pieces.append(text[shown:])
         return "".join(pieces)
@@ -158,9 +175,17 @@ class Redactor:
         Only the start of a long text is read (what the cut keeps, and room for a key
         written out in full at its end), so a large body costs no more than a small one;
         a run straddling that end is hidden as far as the text shows it, and a rest of it
-        shorter than `MIN_RUN` hides nothing.
+        shorter than `MIN_RUN` hides nothing. What the cut keeps is redacted once more:
+        a cut may end inside an encoded character and change what it reads as (`&#1021`
+        cut to `&#102` is an `f`); the rest of such a run then ends the text.
         """
-        return self(text[: length + ROOM])[:length]
+        kept = self(text[: length + ROOM])[:length]
+        for _ in range(_LAYERS):
+            again = self(kept)
+            if again == kept:
+                break
+            kept = again[:length]
+        return kept
 
     def _runs(self, folded: str) -> list[tuple[int, int]]:
         """Where in `folded` (a folded text) runs of the key's characters are, as spans."""
