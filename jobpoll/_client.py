@@ -29,16 +29,11 @@ from jobpoll._config import (
     client_timeout,
     endpoint_of,
 )
-from jobpoll._errors import (
-    ClientStateError,
-    ConfigurationError,
-    JobPollError,
-    TransportError,
-)
+from jobpoll._errors import ClientStateError, JobPollError, TransportError
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._redact import Redactor
-from jobpoll._transport import Failure, TransportFailures, proxy_of
+from jobpoll._transport import Failure, TransportFailures, refuse_plain_proxy
 from jobpoll._version import __version__
 
 __all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "JobsClient"]
@@ -272,7 +267,7 @@ class JobsClient:
         session = self._open_session()
         request_timeout = self._timeout if seconds is None else self._shortened(seconds)
         if self._plain_http and not self._owns_session:
-            self._refuse_proxy(session)
+            refuse_plain_proxy(session, self._endpoint)
         answered_before = self._reached
         with TransportFailures(self._endpoint, session, self._redact) as sent:
             async with session.get(
@@ -353,13 +348,6 @@ class JobsClient:
         check_positive("timeout", timeout)
         connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
         return client_timeout(connect, read, total)
-
-    def _refuse_proxy(self, session: aiohttp.ClientSession) -> None:
-        if proxy_of(session, self._endpoint.host or "") is not None:
-            raise ConfigurationError(
-                f"refusing plain http to {self._endpoint.host} through a proxy: the API key "
-                "would reach the proxy in clear text; exempt the host in NO_PROXY, or use https"
-            )
 
 
 async def _read_on(body: bytes, content: aiohttp.StreamReader, cap: int) -> bytes:

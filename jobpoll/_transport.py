@@ -1,5 +1,6 @@
-"""What aiohttp raises while a request is out, as what jobpoll says about it: one table, and a
-context manager that applies it (the shape of httpx's `map_httpcore_exceptions`).
+"""The transport under a request: what aiohttp raises while it is out, as what jobpoll says
+about it (one table, and a context manager that applies it, the shape of httpx's
+`map_httpcore_exceptions`), and the proxy a plain-http request must not go through.
 
 None of aiohttp's exceptions is kept, chained or quoted whole: their tracebacks keep
 aiohttp's frames alive, whose locals hold the request headers, key included, and a
@@ -21,9 +22,10 @@ import aiohttp
 import attrs
 from yarl import URL
 
+from jobpoll._errors import ConfigurationError
 from jobpoll._redact import Redactor
 
-__all__ = ["Failure", "TransportFailures", "proxy_of"]
+__all__ = ["Failure", "TransportFailures", "refuse_plain_proxy"]
 
 
 @attrs.frozen
@@ -165,14 +167,20 @@ class TransportFailures:
         return False
 
 
-def proxy_of(session: aiohttp.ClientSession, host: str) -> object:
-    """The proxy a session would send a request to `host` through, or None.
+def refuse_plain_proxy(session: aiohttp.ClientSession, endpoint: URL) -> None:
+    """A `ConfigurationError` when a session would send a plain-http request to `endpoint`
+    through a proxy: the API key would reach the proxy in clear text.
 
-    As aiohttp decides: the session's `proxy=`, else with `trust_env` the environment's
-    proxy for http unless `NO_PROXY` exempts the host. Read from the environment only
-    (no file is read), so it is cheap enough for every request.
+    The proxy is found as aiohttp finds it: the session's `proxy=`, else with `trust_env`
+    the environment's proxy for http unless `NO_PROXY` exempts the host. Read from the
+    environment only (no file is read), so it is cheap enough for every request.
     """
     proxy = getattr(session, "_default_proxy", None)  # ClientSession(proxy=...)
+    host = endpoint.host or ""
     if proxy is None and session.trust_env and not urllib.request.proxy_bypass(host):
         proxy = urllib.request.getproxies().get("http")
-    return proxy
+    if proxy is not None:
+        raise ConfigurationError(
+            f"refusing plain http to {host} through a proxy: the API key would reach the "
+            "proxy in clear text; exempt the host in NO_PROXY, or use https"
+        )
