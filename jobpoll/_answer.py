@@ -23,7 +23,7 @@ from jobpoll._redact import ROOM, Redactor
 from jobpoll._retry_after import parse_retry_after
 from jobpoll._wire import WireError, json_object
 
-__all__ = ["decode_job", "error_of", "job_of"]
+__all__ = ["ERROR_FIELD_LENGTH", "SNIPPET_LENGTH", "decode_job", "error_of", "is_json", "job_of"]
 
 #: The most characters of a body a `DecodeError` keeps (its `snippet`).
 SNIPPET_LENGTH = 200
