@@ -31,11 +31,11 @@ import cattrs
 from cattrs.cols import list_structure_factory
 from cattrs.preconf.json import make_converter
 
-from jobpoll._client import check_job_id
 from jobpoll._errors import CheckpointError, JobPollError
-from jobpoll._models import MAX_PROGRESS, Job
+from jobpoll._ids import check_job_id
+from jobpoll._models import MAX_PROGRESS, Job, job_from_wire, job_to_wire
 from jobpoll._policy import Pace, PollPolicy
-from jobpoll._wire import WireError, format_timestamp, job_from_wire, job_to_wire
+from jobpoll._wire import WireError, format_timestamp
 
 __all__ = [
     "VERSION",

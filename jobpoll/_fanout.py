@@ -13,7 +13,6 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-import attrs
 import backoff
 
 from jobpoll._checkpoint import (
@@ -26,7 +25,7 @@ from jobpoll._checkpoint import (
     restore_tracker,
     save_tracker,
 )
-from jobpoll._client import JobsClient, all_plain_job_ids, check_job_id
+from jobpoll._client import JobsClient
 from jobpoll._errors import (
     ConfigurationError,
     InvalidJobId,
@@ -35,11 +34,11 @@ from jobpoll._errors import (
     RateLimited,
     ServiceUnavailable,
 )
-from jobpoll._models import Job
+from jobpoll._ids import all_plain_job_ids, check_job_id
+from jobpoll._models import Job, JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._table import JobTable, Queue
 from jobpoll._wait import CallbackError, Tracker, UpdateCallback, check_timeout, notify
-from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
@@ -57,45 +56,6 @@ _BACKLOG = 10 * _SLICE
 #: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
 #: fan-out's finalizer and ends.
 _READERS: set[asyncio.Task[None]] = set()
-
-
-@attrs.frozen
-class JobResult:
-    """How one job of `wait_for_jobs` ended.
-
-    Attributes:
-        job_id: the job's id, as a `str`.
-        job: the last snapshot seen, or None when no poll got an answer.
-        error: what awaiting `wait_for_job` on this job alone would have raised:
-            `JobFailedError` for a job that FAILED, DIED, COULDNT_START or was CANCELED,
-            `WaitTimeout`, `JobStalled`, `NotFound`, a `DecodeError`, ...; None when the job
-            FINISHED or was ARCHIVED.
-    """
-
-    job_id: str
-    job: Job | None
-    error: JobPollError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the job FINISHED or was ARCHIVED (`error` is None)."""
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready data: `jobId`, `job` (as `Job.to_dict()` writes it, or
-        None) and `error` (None, or its `type` (class name), `message` and `attributes`),
-        e.g. to save outcomes and read them back after a crash with `from_dict`."""
-        return record_to_wire(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """A result from what `to_dict` wrote. The error is of the class it was (its message
-        and attributes as they were), made without running its constructor.
-
-        Raises:
-            ValueError: the data is no such result; the message names the field.
-        """
-        return record_from_wire(data, cls)
 
 
 def wait_for_jobs(

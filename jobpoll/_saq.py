@@ -48,12 +48,13 @@ from saq import Queue
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
-from jobpoll._client import JobsClient, check_job_id
+from jobpoll._client import JobsClient
 from jobpoll._errors import (
     JobFailedError,
     JobPollError,
 )
-from jobpoll._fanout import JobResult
+from jobpoll._ids import check_job_id
+from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._wait import JobWait, check_timeout, wait_for_job
 

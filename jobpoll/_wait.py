@@ -18,7 +18,7 @@ from jobpoll._checkpoint import (
     restore_tracker,
     save_tracker,
 )
-from jobpoll._client import JobsClient, check_job_id
+from jobpoll._client import JobsClient
 from jobpoll._errors import (
     CheckpointError,
     ConfigurationError,
@@ -29,6 +29,7 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
+from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._policy import Pace, PollPolicy
 
