@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import math
 import weakref
@@ -422,6 +423,7 @@ class JobsWait:
         self._reported = 0
         self._polls = 0
         self._gathered: dict[str, JobResult] = {}  # what `await` collected so far
+        self._returned = False  # `await` returned them: from then on they are reported
 
     @property
     def total(self) -> int:
@@ -434,7 +436,8 @@ class JobsWait:
 
     @property
     def reported(self) -> int:
-        """How many results have been handed out so far."""
+        """How many results have been handed out so far: by `async for`, or returned by
+        `await` (what a cancelled `await` had collected is not, and is in a checkpoint)."""
         return self._reported
 
     @property
@@ -488,12 +491,16 @@ class JobsWait:
         by_id = self._gathered
         async for result in self:
             by_id[result.job_id] = result
+            self._reported -= 1  # the caller's once returned; until then, still pending
         missing = self.total - len(by_id)
         if missing:
             raise RuntimeError(
                 f"{missing} of the {self.total} results were not gathered: the fan-out"
                 " was closed, or they were handed out by `async for` first"
             )
+        if not self._returned:
+            self._returned = True
+            self._reported += len(by_id)
         return [by_id[job_id] for job_id in self._job_ids]
 
     async def aclose(self) -> None:
@@ -710,15 +717,15 @@ class JobsWait:
 
         It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
         last snapshot, schedule, counts and when its next poll is due), results ready but not
-        handed out included, the ids added but not set up yet, the deadline, and the fleet's
-        window and pause. A job whose poll is in flight when it is taken is due again at once
-        on resuming; a job seen ended but not handed out is handed out at once, without a
-        poll (one whose result was an error is polled again at once, and decided anew).
-        Not in it: the jobs already reported, an async source's ids not read yet (the source
-        is yours: resume with the ids it has still to give), and ids from a source that
-        could never be sent. Safe to call at any moment, from any task, also once the
-        fan-out is closed (after `async with`); it sends nothing. About 0.8 KB of JSON per
-        waiting job.
+        handed out included (also those a cancelled `await` had collected), the ids added
+        but not set up yet, the deadline, and the fleet's window and pause. A job whose poll
+        is in flight when it is taken is due again at once on resuming; a job seen ended but
+        not handed out is handed out at once, without a poll (one whose result was an error
+        is polled again at once, and decided anew). Not in it: the jobs already reported, an
+        async source's ids not read yet (the source is yours: resume with the ids it has
+        still to give), and ids from a source that could never be sent. Safe to call at any
+        moment, from any task, also once the fan-out is closed (after `async with`); it sends
+        nothing. About 0.8 KB of JSON per waiting job.
         """
         base = Timebase(self._policy)
         taken_at = base.now
@@ -728,7 +735,13 @@ class JobsWait:
             pending.append((row, save_tracker(table.load(row), base, due)))
         for row in self._running.values():
             pending.append((row, save_tracker(table.load(row), base, taken_at)))
-        for _result, ready in self._ready:
+        gathered = {} if self._returned else self._gathered  # a cancelled `await`'s: pending
+        collected = [
+            (result, row)
+            for row, job_id in enumerate(itertools.islice(self._job_ids, self._taken))
+            if (result := gathered.get(job_id)) and not isinstance(result.error, InvalidJobId)
+        ]
+        for _result, ready in [*self._ready, *collected]:
             if ready is None:
                 continue  # an id that could never be sent: nothing to wait for
             job = table.job(ready)

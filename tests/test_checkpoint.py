@@ -713,6 +713,62 @@ async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -
             assert outcome == expected[result.job_id], result
 
 
+@settings(max_examples=40)
+@given(stops=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 20)), min_size=1, max_size=6))
+def test_fanout_awaited_cancelled_and_resumed_at_random(stops: list[tuple[int, int]]) -> None:
+    """`results = await fanout` cancelled at any moment (after some snapshots, a few steps
+    of the loop later), then checkpointed and resumed: what the cancelled `await` had
+    collected counts as not reported and is in the checkpoint, so over all its runs the
+    caller receives every distinct id once, each with its outcome."""
+    asyncio.run(_awaited_at_random(stops))
+
+
+async def _awaited_at_random(stops: list[tuple[int, int]]) -> None:
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        expected = add_mixed_jobs(service)
+        policy = policy_of(clock, max_failures=100)
+        received: list[JobResult] = []
+        saved: dict[str, Any] | None = None
+        snapshots = 0
+
+        def seen(_job: Job) -> None:
+            nonlocal snapshots
+            snapshots += 1
+
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            for stop in [*stops, None]:
+                ids = list(expected) if saved is None else []
+                fanout = wait_for_jobs(
+                    client, ids, policy=policy, max_in_flight=4, on_update=seen, resume=saved
+                )
+                gathering = asyncio.ensure_future(_gathered(fanout))
+                if stop is not None:
+                    snapshots, (updates, ticks) = 0, stop
+                    await until(lambda: snapshots >= updates or gathering.done())  # noqa: B023
+                    for _ in range(ticks):
+                        await asyncio.sleep(0)
+                    gathering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    received.extend(await gathering)
+                if gathering.cancelled():
+                    assert fanout.reported == 0  # nothing reached the caller
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                await fanout.aclose()  # the process ends
+                if not gathering.cancelled():
+                    break
+        assert sorted(result.job_id for result in received) == sorted(expected)
+        for result in received:
+            outcome = type(result.error).__name__ if result.error else "FINISHED"
+            if result.job is not None and result.job.failed:
+                outcome = result.job.raw_status
+            assert outcome == expected[result.job_id], result
+
+
+async def _gathered(fanout: JobsWait) -> list[JobResult]:
+    return await fanout
+
+
 def _fanout_saved_for_hypothesis() -> dict[str, Any]:
     async def make() -> dict[str, Any]:
         clock = VirtualClock()
