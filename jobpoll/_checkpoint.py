@@ -13,9 +13,11 @@ next poll is due as absolute UTC times (ISO 8601), a pace's times in seconds bef
 pace's schedule depends only on differences of its times, so it goes on exactly.
 
 Reading one back is strict: a version this jobpoll does not know, another job's checkpoint, a
-missing field or a value out of range (a negative count, a time that is no time, a pace time
-after the checkpoint was taken) is a `CheckpointError` naming the field, never a silent
-restart.
+missing field or a value out of range (a negative count or one past 2**53, a time that is no
+time, a pace time after the checkpoint was taken, a pace whose numbers contradict each other)
+is a `CheckpointError` naming the field, never a silent restart. A next poll (or the fleet's
+pause) due later than the policy's longest delay after `taken_at` is no time a wait of it could
+have set: it is brought forward to that (`Timebase.due`), never a wait parked for centuries.
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from cattrs.preconf.json import make_converter
 from jobpoll._client import check_job_id
 from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._models import MAX_PROGRESS, Job
-from jobpoll._policy import Pace, PollPolicy
+from jobpoll._policy import Pace, PollPolicy, longest_delay
 from jobpoll._wire import WireError, format_timestamp, job_from_wire, job_to_wire
 
 __all__ = [
@@ -62,11 +64,13 @@ _SLACK = 1e-3
 #: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
 _EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: More than any wait counts (of polls, failures, ...): a larger count is no count of one.
+_MOST = 2**53
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+    if not 0 <= value <= _MOST:
+        raise ValueError(f"{attribute.name} must be from 0 to 2**53, got {value!r:.40}")
 
 
 def _progress(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -131,7 +135,9 @@ class PaceState:
         # Once progress has moved in its status (`mid_p` set), a pace's schedule divides by
         # its step and by its paces: what its own updates keep true must hold, or the next
         # answer would raise a ZeroDivisionError or a math domain error, not this.
-        if self.mid_p < 0:
+        if self.mid_p < 0:  # not moved in its status: its last reading is the status's first
+            if self.status is not None and not 0 <= self.base_p == self.last_p:
+                raise ValueError("pace: its progress values contradict each other")
             return
         if self.step < 1:
             raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
@@ -246,7 +252,7 @@ def _structure_time(value: object, _type: object) -> datetime:
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not _EARLIEST < moment <= _LATEST:
+    if not _EARLIEST <= moment <= _LATEST:
         raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
     return moment
 
@@ -409,17 +415,28 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC (at most `_LATEST`)."""
+        """A time of this process's clock as UTC, from `_EARLIEST` to `_LATEST` (a
+        deadline long passed is as passed at either)."""
         seconds = self.wall_now + (moment - self.now)
-        return datetime.fromtimestamp(min(seconds, _LATEST.timestamp()), UTC)
+        return datetime.fromtimestamp(
+            min(max(seconds, _EARLIEST.timestamp()), _LATEST.timestamp()), UTC
+        )
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""
         return self.now + (moment.timestamp() - self.wall_now)
 
+    def due(self, moment: datetime, policy: PollPolicy) -> float:
+        """When a saved poll (or pause) is due, on this process's clock: at most `policy`'s
+        longest delay after `taken_at`, the latest a wait of it could have set (a later
+        time, tampered with, would park the wait for ever; one of a longer policy's comes
+        sooner)."""
+        return min(self.from_utc(moment), self.from_utc(self.taken_at) + longest_delay(policy))
+
     def relative(self, moment: float) -> float:
-        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs)."""
-        return round(moment - self.now, 6)
+        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
+        at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
+        return min(round(moment - self.now, 6), 0.0)
 
 
 def save_pace(pace: Pace, base: Timebase) -> PaceState:
@@ -427,7 +444,7 @@ def save_pace(pace: Pace, base: Timebase) -> PaceState:
     now = base.now
     return PaceState(
         *[
-            round(value - now, 6) if is_time else value  # as `Timebase.relative`
+            min(round(value - now, 6), 0.0) if is_time else value  # as `Timebase.relative`
             for value, is_time in zip(_read_pace(pace), _IS_TIME, strict=True)
         ]
     )
@@ -471,4 +488,4 @@ def restore_tracker(tracker: Any, state: JobState, base: Timebase) -> float | No
     tracker._changed_at = origin + state.changed_at
     if state.pace is not None:
         tracker._pace = load_pace(state.pace, tracker._policy, base)
-    return None if state.next_poll_at is None else base.from_utc(state.next_poll_at)
+    return None if state.next_poll_at is None else base.due(state.next_poll_at, tracker._policy)

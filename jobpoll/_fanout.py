@@ -779,7 +779,7 @@ class JobsWait:
         self._polls = saved.polls
         self._window = max(1, min(saved.window, self._max_in_flight))
         if saved.pause_until is not None:
-            self._resume_at = base.from_utc(saved.pause_until)
+            self._resume_at = base.due(saved.pause_until, policy)
         seen, job_ids, table = self._seen_ids(), self._job_ids, self._table
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:

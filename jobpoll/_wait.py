@@ -102,7 +102,8 @@ def wait_for_job(
 
     A wait can be saved and resumed, in this process or any other: `wait.checkpoint()` gives
     a JSON-ready dict, and `wait_for_job(client, job_id, resume=checkpoint)` goes on where it
-    left off. The next poll comes when it would have come (at once if that time has passed),
+    left off. The next poll comes when it would have come (at once if that time has passed;
+    at most the policy's longest delay after the checkpoint was taken),
     the schedule and the deadline go on, and nothing is sent before the wait is awaited or
     iterated.
 
