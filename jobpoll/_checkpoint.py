@@ -189,12 +189,22 @@ class JobState:
 
 @attrs.frozen(kw_only=True)
 class JobCheckpoint(JobState):
-    """The checkpoint of one `JobWait`: its job's state, flat, and the wait's clocks."""
+    """The checkpoint of one `JobWait`: its job's state, flat, and the wait's clocks.
+
+    `owed` is True when the iteration is owed `job` (its async `on_update` was cancelled
+    before the snapshot was handed out): a resumed wait yields it first.
+    """
 
     version: int
     taken_at: datetime
     timeout: float | None = attrs.field(validator=_timeout)
     deadline: datetime | None
+    owed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.owed and self.job is None:
+            raise ValueError("owed: no snapshot is owed by a wait that has seen none")
 
 
 @attrs.frozen(kw_only=True)
@@ -240,6 +250,12 @@ def _structure_float(value: object, _type: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _structure_bool(value: object, _type: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 def _structure_str(value: object, _type: object) -> str:
     if type(value) is not str:
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -277,6 +293,7 @@ def _make_converter() -> cattrs.Converter:
         (int, _structure_int),
         (float, _structure_float),
         (str, _structure_str),
+        (bool, _structure_bool),
         (datetime, _structure_time),
         (Job, _structure_job),
     ):

@@ -399,7 +399,9 @@ class JobWait(Tracker):
         It holds the job id, the last snapshot (in the service's wire form), the schedule's
         state, the failure and poll counts, the deadline (`"deadline"`) and when the next
         poll is due (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None
-        when the wait has not started or is over). A poll in flight when it is taken is due
+        when the wait has not started or is over), and whether the last snapshot is still
+        owed to the iteration (`"owed"`: its async `on_update` was cancelled; a resumed wait
+        yields it first, as this one iterated again would). A poll in flight when it is taken is due
         again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
 
         Raises:
@@ -421,6 +423,7 @@ class JobWait(Tracker):
                 taken_at=base.taken_at,
                 timeout=self._timeout,
                 deadline=None if self._deadline is None else base.to_utc(self._deadline),
+                owed=self._unreturned is not None,
                 **save_tracker(self, base, due),
             )
         )
@@ -429,6 +432,7 @@ class JobWait(Tracker):
         """Take the state of a checkpoint back, without polling."""
         base = Timebase(self._policy, saved.taken_at)
         due = restore_tracker(self, saved, base)
+        self._unreturned = self._job if saved.owed else None
         if saved.deadline is not None:
             self._deadline = base.from_utc(saved.deadline)
         if self._job is not None and self._job.is_terminal:

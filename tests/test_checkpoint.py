@@ -9,7 +9,7 @@ import copy
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -866,6 +866,72 @@ def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) ->
     wait_for_jobs(client, [], policy=policy, resume=again)
     job_ids = [state["job_id"] for state in base["jobs"]]
     asyncio.run(_run_mutated(job_ids, mutated, wait_for_jobs, []))
+
+
+class BlocksOnce:
+    """An async `on_update` whose first call blocks until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def __call__(self, _job: Job) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.Event().wait()
+
+    async def cancel_inside(self, step: Awaitable[object]) -> None:
+        """Run `step` until it is inside the blocked call, then cancel it."""
+        task = asyncio.ensure_future(step)
+        await self.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    "duration", [pytest.param(0, id="terminal"), pytest.param(600, id="running")]
+)
+async def test_a_snapshot_owed_by_a_cancelled_on_update_is_yielded_once_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, duration: float
+) -> None:
+    """A wait whose async `on_update` was cancelled owes the iteration that snapshot, and so
+    does its checkpoint: resumed, it yields that snapshot first, without a poll, as the wait
+    iterated again does (a terminal one, and nothing more)."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=duration)
+    on_update = BlocksOnce()
+    wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
+    await on_update.cancel_inside(anext(wait))
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    owed = await anext(wait)
+    polls = service.request_count(job_id)
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    first = await anext(resumed)
+    assert (first.raw_status, first.progress) == (owed.raw_status, owed.progress)
+    assert service.request_count(job_id) == polls
+    if owed.is_terminal:
+        assert [job async for job in resumed] == []
+        assert (await resumed).succeeded
+    else:
+        assert (await resumed).succeeded
+
+
+async def test_a_fanout_cancelled_in_on_update_reports_that_job_once_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out whose async `on_update` was cancelled on a job's last snapshot holds that
+    job's result, ready: its checkpoint hands it out at once on resuming, without a poll."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=0), service.add_job(duration=600)]
+    on_update = BlocksOnce()
+    fanout = wait_for_jobs(client, ids, policy=policy, on_update=on_update, max_in_flight=1)
+    await on_update.cancel_inside(anext(fanout))
+    saved = json.loads(json.dumps(fanout.checkpoint()))
+    await fanout.aclose()
+    polls = service.request_count(ids[0])
+    results = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert [(result.job_id, result.ok) for result in results] == [(ids[0], True), (ids[1], True)]
+    assert service.request_count(ids[0]) == polls
 
 
 async def test_fanout_checkpoint_after_leaving_async_with(
