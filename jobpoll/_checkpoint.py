@@ -22,9 +22,10 @@ have set: it is brought forward to that (`Timebase.due`), never a wait parked fo
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
 
@@ -46,11 +47,13 @@ __all__ = [
     "JobState",
     "PaceState",
     "Timebase",
+    "checkpoint_errors",
     "dump",
     "load_fanout",
     "load_job",
     "load_pace",
     "restore_tracker",
+    "same_job_id",
     "save_pace",
     "save_tracker",
 ]
@@ -87,6 +90,26 @@ def _past(_instance: object, attribute: attrs.Attribute[float], value: float) ->
 def _rate(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+
+
+def same_job_id(seen: str, asked: str) -> bool:
+    """Whether a snapshot's id is the job's: ids are the same job in any case, as the
+    client takes an answer about the asked id in another case for that job."""
+    return seen == asked or seen.casefold() == asked.casefold()
+
+
+@contextlib.contextmanager
+def checkpoint_errors(what: str) -> Iterator[None]:
+    """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
+    is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
+    `OverflowError` (a worker writing its checkpoint in `finally` must meet a jobpoll error,
+    and `jobpoll.saq` must end the wait with it, not lose it)."""
+    try:
+        yield
+    except JobPollError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{what}: {exc}") from exc
 
 
 def _job_id(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -181,7 +204,7 @@ class JobState:
     pace: PaceState | None
 
     def __attrs_post_init__(self) -> None:
-        if self.job is not None and self.job.id != self.job_id:
+        if self.job is not None and not same_job_id(self.job.id, self.job_id):
             raise ValueError(f"job: the job seen is {self.job.id!r}, not {self.job_id!r}")
         if self.pace is None and (self.polls or self.job is not None):
             raise ValueError("pace: missing for a wait that has polled")
@@ -351,7 +374,7 @@ def _load(data: object, cls: type[_T], what: str) -> _T:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise CheckpointError(f"not a valid {what} checkpoint: {shown}") from None
-    except (ValueError, TypeError) as exc:  # a check across fields, outside any one field
+    except (ValueError, TypeError, OverflowError) as exc:  # a check across fields
         raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
 
 

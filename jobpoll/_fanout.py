@@ -21,6 +21,7 @@ from jobpoll._checkpoint import (
     FanoutCheckpoint,
     JobState,
     Timebase,
+    checkpoint_errors,
     dump,
     load_fanout,
     restore_tracker,
@@ -714,6 +715,7 @@ class JobsWait:
             self._room = asyncio.get_running_loop().create_future()
         return self._room
 
+    @checkpoint_errors("the fan-out's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
         """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
         them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
@@ -767,6 +769,7 @@ class JobsWait:
             )
         )
 
+    @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
         """Take the pending jobs of a checkpoint back, without polling."""
         policy = self._policy

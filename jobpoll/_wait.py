@@ -13,6 +13,7 @@ from jobpoll._checkpoint import (
     VERSION,
     JobCheckpoint,
     Timebase,
+    checkpoint_errors,
     dump,
     load_job,
     restore_tracker,
@@ -392,6 +393,7 @@ class JobWait(Tracker):
         assert self._next_delay is not None
         self._due = now + self._next_delay
 
+    @checkpoint_errors("the wait's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
         """The wait's state as a small, versioned, JSON-ready dict, to resume it later with
         `wait_for_job(client, job_id, resume=checkpoint)`, in this process or another.
@@ -405,7 +407,8 @@ class JobWait(Tracker):
         again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
 
         Raises:
-            CheckpointError: the wait has ended with an error: there is nothing to resume.
+            CheckpointError: the wait has ended with an error: there is nothing to resume
+                (or its state is no checkpoint: never a plain ValueError).
         """
         if self._error is not None:
             raise CheckpointError(
@@ -428,6 +431,7 @@ class JobWait(Tracker):
             )
         )
 
+    @checkpoint_errors("not a valid wait_for_job checkpoint")
     def _restore(self, saved: JobCheckpoint) -> None:
         """Take the state of a checkpoint back, without polling."""
         base = Timebase(self._policy, saved.taken_at)

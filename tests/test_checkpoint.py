@@ -40,7 +40,7 @@ from jobpoll import (
 )
 from jobpoll._checkpoint import _PACE_FIELDS
 from jobpoll._policy import Pace
-from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -1071,6 +1071,31 @@ async def test_checkpoints_on_a_clock_reading_anything(start: float) -> None:
         saved = json.loads(json.dumps(fanout.checkpoint()))
         results = await wait_for_jobs(client, [], policy=policy, resume=saved)
         assert [result.ok for result in results] == [True]
+
+
+async def test_a_server_spelling_the_id_in_another_case_checkpoints_and_resumes(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A service answering each job with its id upper-cased (ids are the same job in any
+    case): a wait and a fan-out checkpoint part-way, resume from the JSON and end as their
+    jobs do, never a plain ValueError from `checkpoint()` or `resume=`."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=600)
+    service.inject(Patch({"id": job_id.upper()}), job_id=job_id, times=None)
+    wait = wait_for_job(client, job_id, policy=policy, timeout=7200)
+    await anext(wait)
+    await anext(wait)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    assert (await wait_for_job(client, job_id, policy=policy, resume=saved)).succeeded
+
+    ids = [service.add_job(duration=60), service.add_job(duration=600)]
+    for each in ids:
+        service.inject(Patch({"id": each.upper()}), job_id=each, times=None)
+    async with wait_for_jobs(client, ids, policy=policy) as fanout:
+        assert (await anext(fanout)).job_id == ids[0]
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+    results = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert [(result.job_id, result.ok) for result in results] == [(ids[1], True)]
 
 
 async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
