@@ -158,9 +158,8 @@ class PaceState:
         # Once progress has moved in its status (`mid_p` set), a pace's schedule divides by
         # its step and by its paces: what its own updates keep true must hold, or the next
         # answer would raise a ZeroDivisionError or a math domain error, not this.
-        if self.mid_p < 0:  # not moved in its status: its last reading is the status's first
-            if self.status is not None and not 0 <= self.base_p == self.last_p:
-                raise ValueError("pace: its progress values contradict each other")
+        if self.mid_p < 0:
+            self._check_unmoved()
             return
         if self.step < 1:
             raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
@@ -177,6 +176,12 @@ class PaceState:
             and max(self.mid_t, self.prev_t, self.before_t) <= self.seen_t <= self.last_t
         ):
             raise ValueError("pace: its times contradict each other")
+
+    def _check_unmoved(self) -> None:
+        # Progress has not moved in its status: the last reading is the status's first (a
+        # move from below it would divide by a step of 0, or a pace below 0).
+        if self.status is not None and not 0 <= self.base_p == self.last_p:
+            raise ValueError("pace: its progress values contradict each other")
 
 
 #: The slots of a `Pace` that hold times on the policy's clock.

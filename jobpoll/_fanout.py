@@ -741,8 +741,7 @@ class JobsWait:
             pending.append((row, save_tracker(table.load(row), base, due)))
         for row in self._running.values():
             pending.append((row, save_tracker(table.load(row), base, taken_at)))
-        gathered = {} if self._returned else self._gathered  # a cancelled `await`'s: pending
-        for result, ready in [*self._ready, *((result, row) for row, result in gathered.items())]:
+        for result, ready in [*self._ready, *self._unreturned()]:
             if isinstance(result.error, InvalidJobId):
                 continue  # a value that could never be sent: nothing to wait for
             job = table.job(ready)
@@ -768,6 +767,10 @@ class JobsWait:
                 unstarted=[job_id for job_id in unstarted if job_id not in invalid],
             )
         )
+
+    def _unreturned(self) -> list[tuple[JobResult, int]]:
+        """What a cancelled `await` collected, with the rows: pending until it is returned."""
+        return [] if self._returned else [(result, row) for row, result in self._gathered.items()]
 
     @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
