@@ -13,16 +13,19 @@ next poll is due as absolute UTC times (ISO 8601), a pace's times in seconds bef
 pace's schedule depends only on differences of its times, so it goes on exactly.
 
 Reading one back is strict: a version this jobpoll does not know, another job's checkpoint, a
-missing field or a value out of range (a negative count, a time that is no time, a pace time
-after the checkpoint was taken) is a `CheckpointError` naming the field, never a silent
-restart.
+missing field or a value out of range (a negative count or one past 2**53, a time that is no
+time, a pace time after the checkpoint was taken, a pace whose numbers contradict each other)
+is a `CheckpointError` naming the field, never a silent restart. A next poll (or the fleet's
+pause) due later than the policy's longest delay after `taken_at` is no time a wait of it could
+have set: it is brought forward to that (`Timebase.due`), never a wait parked for centuries.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import operator
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any, TypeVar, get_origin
 
@@ -32,9 +35,9 @@ from cattrs.cols import list_structure_factory
 from cattrs.preconf.json import make_converter
 
 from jobpoll._errors import CheckpointError, JobPollError
-from jobpoll._ids import check_job_id
+from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._models import MAX_PROGRESS, Job, job_from_wire, job_to_wire
-from jobpoll._policy import Pace, PollPolicy
+from jobpoll._policy import Pace, PollPolicy, longest_delay
 from jobpoll._wire import WireError, format_timestamp
 
 __all__ = [
@@ -44,6 +47,7 @@ __all__ = [
     "JobState",
     "PaceState",
     "Timebase",
+    "checkpoint_errors",
     "dump",
     "load_fanout",
     "load_job",
@@ -62,11 +66,13 @@ _SLACK = 1e-3
 #: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
 _EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 _LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: More than any wait counts (of polls, failures, ...): a larger count is no count of one.
+_MOST = 2**53
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+    if not 0 <= value <= _MOST:
+        raise ValueError(f"{attribute.name} must be from 0 to 2**53, got {value!r:.40}")
 
 
 def _progress(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
@@ -83,6 +89,20 @@ def _past(_instance: object, attribute: attrs.Attribute[float], value: float) ->
 def _rate(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+
+
+@contextlib.contextmanager
+def checkpoint_errors(what: str) -> Iterator[None]:
+    """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
+    is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
+    `OverflowError` (a worker writing its checkpoint in `finally` must meet a jobpoll error,
+    and `jobpoll.saq` must end the wait with it, not lose it)."""
+    try:
+        yield
+    except JobPollError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{what}: {exc}") from exc
 
 
 def _job_id(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
@@ -132,6 +152,7 @@ class PaceState:
         # its step and by its paces: what its own updates keep true must hold, or the next
         # answer would raise a ZeroDivisionError or a math domain error, not this.
         if self.mid_p < 0:
+            self._check_unmoved()
             return
         if self.step < 1:
             raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
@@ -148,6 +169,12 @@ class PaceState:
             and max(self.mid_t, self.prev_t, self.before_t) <= self.seen_t <= self.last_t
         ):
             raise ValueError("pace: its times contradict each other")
+
+    def _check_unmoved(self) -> None:
+        # Progress has not moved in its status: the last reading is the status's first (a
+        # move from below it would divide by a step of 0, or a pace below 0).
+        if self.status is not None and not 0 <= self.base_p == self.last_p:
+            raise ValueError("pace: its progress values contradict each other")
 
 
 #: The slots of a `Pace` that hold times on the policy's clock.
@@ -175,7 +202,7 @@ class JobState:
     pace: PaceState | None
 
     def __attrs_post_init__(self) -> None:
-        if self.job is not None and self.job.id != self.job_id:
+        if self.job is not None and not same_job_id(self.job_id, self.job.id):
             raise ValueError(f"job: the job seen is {self.job.id!r}, not {self.job_id!r}")
         if self.pace is None and (self.polls or self.job is not None):
             raise ValueError("pace: missing for a wait that has polled")
@@ -183,12 +210,22 @@ class JobState:
 
 @attrs.frozen(kw_only=True)
 class JobCheckpoint(JobState):
-    """The checkpoint of one `JobWait`: its job's state, flat, and the wait's clocks."""
+    """The checkpoint of one `JobWait`: its job's state, flat, and the wait's clocks.
+
+    `owed` is True when the iteration is owed `job` (its async `on_update` was cancelled
+    before the snapshot was handed out): a resumed wait yields it first.
+    """
 
     version: int
     taken_at: datetime
     timeout: float | None = attrs.field(validator=_timeout)
     deadline: datetime | None
+    owed: bool = False
+
+    def __attrs_post_init__(self) -> None:
+        super().__attrs_post_init__()
+        if self.owed and self.job is None:
+            raise ValueError("owed: no snapshot is owed by a wait that has seen none")
 
 
 @attrs.frozen(kw_only=True)
@@ -234,6 +271,12 @@ def _structure_float(value: object, _type: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _structure_bool(value: object, _type: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 def _structure_str(value: object, _type: object) -> str:
     if type(value) is not str:
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -246,7 +289,7 @@ def _structure_time(value: object, _type: object) -> datetime:
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not _EARLIEST < moment <= _LATEST:
+    if not _EARLIEST <= moment <= _LATEST:
         raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
     return moment
 
@@ -271,6 +314,7 @@ def _make_converter() -> cattrs.Converter:
         (int, _structure_int),
         (float, _structure_float),
         (str, _structure_str),
+        (bool, _structure_bool),
         (datetime, _structure_time),
         (Job, _structure_job),
     ):
@@ -328,7 +372,7 @@ def _load(data: object, cls: type[_T], what: str) -> _T:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise CheckpointError(f"not a valid {what} checkpoint: {shown}") from None
-    except (ValueError, TypeError) as exc:  # a check across fields, outside any one field
+    except (ValueError, TypeError, OverflowError) as exc:  # a check across fields
         raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
 
 
@@ -409,17 +453,28 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC (at most `_LATEST`)."""
+        """A time of this process's clock as UTC, from `_EARLIEST` to `_LATEST` (a
+        deadline long passed is as passed at either)."""
         seconds = self.wall_now + (moment - self.now)
-        return datetime.fromtimestamp(min(seconds, _LATEST.timestamp()), UTC)
+        return datetime.fromtimestamp(
+            min(max(seconds, _EARLIEST.timestamp()), _LATEST.timestamp()), UTC
+        )
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""
         return self.now + (moment.timestamp() - self.wall_now)
 
+    def due(self, moment: datetime, policy: PollPolicy) -> float:
+        """When a saved poll (or pause) is due, on this process's clock: at most `policy`'s
+        longest delay after `taken_at`, the latest a wait of it could have set (a later
+        time, tampered with, would park the wait for ever; one of a longer policy's comes
+        sooner)."""
+        return min(self.from_utc(moment), self.from_utc(self.taken_at) + longest_delay(policy))
+
     def relative(self, moment: float) -> float:
-        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs)."""
-        return round(moment - self.now, 6)
+        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
+        at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
+        return min(round(moment - self.now, 6), 0.0)
 
 
 def save_pace(pace: Pace, base: Timebase) -> PaceState:
@@ -427,7 +482,7 @@ def save_pace(pace: Pace, base: Timebase) -> PaceState:
     now = base.now
     return PaceState(
         *[
-            round(value - now, 6) if is_time else value  # as `Timebase.relative`
+            min(round(value - now, 6), 0.0) if is_time else value  # as `Timebase.relative`
             for value, is_time in zip(_read_pace(pace), _IS_TIME, strict=True)
         ]
     )
@@ -471,4 +526,4 @@ def restore_tracker(tracker: Any, state: JobState, base: Timebase) -> float | No
     tracker._changed_at = origin + state.changed_at
     if state.pace is not None:
         tracker._pace = load_pace(state.pace, tracker._policy, base)
-    return None if state.next_poll_at is None else base.from_utc(state.next_poll_at)
+    return None if state.next_poll_at is None else base.due(state.next_poll_at, tracker._policy)

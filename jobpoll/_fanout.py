@@ -20,6 +20,7 @@ from jobpoll._checkpoint import (
     FanoutCheckpoint,
     JobState,
     Timebase,
+    checkpoint_errors,
     dump,
     load_fanout,
     restore_tracker,
@@ -96,11 +97,12 @@ def wait_for_jobs(
     Args:
         client: the client to poll with.
         job_ids: the jobs to wait for (`str` or `UUID`): an iterable, read once at the call,
-            or an async iterable, read as the fan-out runs. An id from an async iterable that
-            could never be sent is reported as a `JobResult` with an `InvalidJobId` error
-            (never polled); what the async iterable raises is raised from the iteration,
-            once, and the jobs already read stay pending (iterating again goes on with them,
-            without the source).
+            or an async iterable, read as the fan-out runs. A value from an async iterable
+            that could never be sent is reported as a `JobResult` of its own with an
+            `InvalidJobId` error (never polled; its `job_id` is the value, or its repr when it
+            is no `str`: `5` is not the job `"5"`); what the async iterable raises is raised
+            from the iteration, once, and the jobs already read stay pending (iterating again
+            goes on with them, without the source).
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, counted on `policy.clock` from
             its start; each job not ended by then is reported with a `WaitTimeout`.
@@ -335,8 +337,9 @@ class JobsWait:
         self._read = 0
         self._sift_end = 0
         self._taken_in: set[str] | None = None
-        # Ids from an async source that could never be sent: reported, never polled.
-        self._invalid: dict[str, InvalidJobId] = {}
+        # Values from an async source that could never be sent, by their keys among the ids:
+        # reported, never polled.
+        self._invalid: dict[str, JobResult] = {}
         self._source: AsyncIterable[Any] | None = None
         self._reader: asyncio.Task[None] | None = None
         self._source_open = False  # the reader may still add ids
@@ -357,9 +360,9 @@ class JobsWait:
         # that interrupts the wait for them leaves them here, for the next step or aclose.
         self._dying: set[asyncio.Future[Any]] = set()
         self._finished: deque[asyncio.Future[Job | JobPollError]] = deque()
-        # Results to hand out, with their rows (None for an invalid id): still pending, so a
-        # checkpoint holds them.
-        self._ready: deque[tuple[JobResult, int | None]] = deque()
+        # Results to hand out, with their rows: still pending, so a checkpoint holds them.
+        self._ready: deque[tuple[JobResult, int]] = deque()
+        self._handed_row = 0  # the row of the result handed out last
         self._wakeup: asyncio.Future[None] | None = None
         # What wakes the scheduler when no poll does: a timer on the event loop, or, with a
         # policy's own `sleep` (a virtual clock), a task sleeping with it.
@@ -381,7 +384,8 @@ class JobsWait:
         self._busy = False
         self._reported = 0
         self._polls = 0
-        self._gathered: dict[str, JobResult] = {}  # what `await` collected so far
+        self._gathered: dict[int, JobResult] = {}  # what `await` collected so far, by row
+        self._returned = False  # `await` returned them: from then on they are reported
 
     @property
     def total(self) -> int:
@@ -394,7 +398,8 @@ class JobsWait:
 
     @property
     def reported(self) -> int:
-        """How many results have been handed out so far."""
+        """How many results have been handed out so far: by `async for`, or returned by
+        `await` (what a cancelled `await` had collected is not, and is in a checkpoint)."""
         return self._reported
 
     @property
@@ -445,16 +450,20 @@ class JobsWait:
         # Kept on the fan-out: awaited again after a cancellation or an error about the
         # setup, it goes on with the jobs still pending and returns them all. (Each way out
         # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
-        by_id = self._gathered
+        by_row = self._gathered
         async for result in self:
-            by_id[result.job_id] = result
-        missing = self.total - len(by_id)
+            by_row[self._handed_row] = result
+            self._reported -= 1  # the caller's once returned; until then, still pending
+        missing = self.total - len(by_row)
         if missing:
             raise RuntimeError(
                 f"{missing} of the {self.total} results were not gathered: the fan-out"
                 " was closed, or they were handed out by `async for` first"
             )
-        return [by_id[job_id] for job_id in self._job_ids]
+        if not self._returned:
+            self._returned = True
+            self._reported += len(by_row)
+        return [by_row[row] for row in range(self._taken)]
 
     async def aclose(self) -> None:
         """Cancel the polls in flight and wait for them to end; no more results follow.
@@ -519,7 +528,8 @@ class JobsWait:
             self._launch(clock())
             if self._ready:
                 self._reported += 1
-                return self._ready.popleft()[0]
+                result, self._handed_row = self._ready.popleft()
+                return result
             if self._source_error is not None:
                 error, self._source_error = self._source_error, None
                 raise _SourceError(error)
@@ -569,7 +579,7 @@ class JobsWait:
             row = table.add(now)  # with the fan-out's deadline, whenever it is taken in
             write += 1
             if invalid and job_id in invalid:
-                self._ready.append((JobResult(job_id, None, invalid.pop(job_id)), None))
+                self._ready.append((invalid.pop(job_id), row))
                 continue
             queue.push(now, row)
         self._read, self._taken = end, write
@@ -593,7 +603,7 @@ class JobsWait:
         at the next step of the iteration, and polled at once.
 
         Returns:
-            How many of the ids were new.
+            How many distinct ids were new (a repeat within `job_ids` counts once).
 
         Raises:
             InvalidJobId: one of the ids could never be sent.
@@ -608,6 +618,7 @@ class JobsWait:
             )
         if self._closed or self._ended:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
+        self._seen_ids()  # each id checked against those given, so each new one counts once
         return self._extend(_checked(job_ids, "ids"))
 
     def _seen_ids(self) -> set[str]:
@@ -645,10 +656,11 @@ class JobsWait:
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             exc.__traceback__ = None  # it holds this frame, so the fan-out: see `_collect`
-            job_id = value if isinstance(value, str) else repr(value)
-            if job_id not in self._seen_ids():
-                exc.job_id = job_id
-                self._invalid[job_id] = exc
+            exc.job_id = value if isinstance(value, str) else repr(value)
+            # Keyed apart from every id (none holds a NUL) and from each other: each value is
+            # a result of its own, and no id that can be sent is ever taken for one.
+            job_id = f"\x00{position}"
+            self._invalid[job_id] = JobResult(exc.job_id, None, exc)
         seen = self._seen_ids()
         if job_id not in seen:
             seen.add(job_id)
@@ -663,6 +675,7 @@ class JobsWait:
             self._room = asyncio.get_running_loop().create_future()
         return self._room
 
+    @checkpoint_errors("the fan-out's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
         """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
         them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
@@ -670,15 +683,15 @@ class JobsWait:
 
         It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
         last snapshot, schedule, counts and when its next poll is due), results ready but not
-        handed out included, the ids added but not set up yet, the deadline, and the fleet's
-        window and pause. A job whose poll is in flight when it is taken is due again at once
-        on resuming; a job seen ended but not handed out is handed out at once, without a
-        poll (one whose result was an error is polled again at once, and decided anew).
-        Not in it: the jobs already reported, an async source's ids not read yet (the source
-        is yours: resume with the ids it has still to give), and ids from a source that
-        could never be sent. Safe to call at any moment, from any task, also once the
-        fan-out is closed (after `async with`); it sends nothing. About 0.8 KB of JSON per
-        waiting job.
+        handed out included (also those a cancelled `await` had collected), the ids added
+        but not set up yet, the deadline, and the fleet's window and pause. A job whose poll
+        is in flight when it is taken is due again at once on resuming; a job seen ended but
+        not handed out is handed out at once, without a poll (one whose result was an error
+        is polled again at once, and decided anew). Not in it: the jobs already reported, an
+        async source's ids not read yet (the source is yours: resume with the ids it has
+        still to give), and ids from a source that could never be sent. Safe to call at any
+        moment, from any task, also once the fan-out is closed (after `async with`); it sends
+        nothing. About 0.8 KB of JSON per waiting job.
         """
         base = Timebase(self._policy)
         taken_at = base.now
@@ -688,9 +701,9 @@ class JobsWait:
             pending.append((row, save_tracker(table.load(row), base, due)))
         for row in self._running.values():
             pending.append((row, save_tracker(table.load(row), base, taken_at)))
-        for _result, ready in self._ready:
-            if ready is None:
-                continue  # an id that could never be sent: nothing to wait for
+        for result, ready in [*self._ready, *self._unreturned()]:
+            if isinstance(result.error, InvalidJobId):
+                continue  # a value that could never be sent: nothing to wait for
             job = table.job(ready)
             ended = job is not None and job.is_terminal
             state = save_tracker(table.load(ready), base, None if ended else taken_at)
@@ -715,6 +728,11 @@ class JobsWait:
             )
         )
 
+    def _unreturned(self) -> list[tuple[JobResult, int]]:
+        """What a cancelled `await` collected, with the rows: pending until it is returned."""
+        return [] if self._returned else [(result, row) for row, result in self._gathered.items()]
+
+    @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
         """Take the pending jobs of a checkpoint back, without polling."""
         policy = self._policy
@@ -726,7 +744,7 @@ class JobsWait:
         self._polls = saved.polls
         self._window = max(1, min(saved.window, self._max_in_flight))
         if saved.pause_until is not None:
-            self._resume_at = base.from_utc(saved.pause_until)
+            self._resume_at = base.due(saved.pause_until, policy)
         seen, job_ids, table = self._seen_ids(), self._job_ids, self._table
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:

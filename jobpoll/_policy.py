@@ -30,7 +30,7 @@ from jobpoll._errors import ConfigurationError
 if TYPE_CHECKING:
     from jobpoll._models import Job
 
-__all__ = ["Pace", "PollPolicy"]
+__all__ = ["Pace", "PollPolicy", "longest_delay"]
 
 
 def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
@@ -297,6 +297,12 @@ _STILL = 1.5
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
+
+
+def longest_delay(policy: PollPolicy) -> float:
+    """The longest a wait of `policy` can wait between two polls: a pace's longest wait (an
+    estimate's, or the tolerance), or a server's longest `Retry-After` obeyed."""
+    return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
 
 
 class Pace:

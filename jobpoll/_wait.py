@@ -13,6 +13,7 @@ from jobpoll._checkpoint import (
     VERSION,
     JobCheckpoint,
     Timebase,
+    checkpoint_errors,
     dump,
     load_job,
     restore_tracker,
@@ -103,7 +104,8 @@ def wait_for_job(
 
     A wait can be saved and resumed, in this process or any other: `wait.checkpoint()` gives
     a JSON-ready dict, and `wait_for_job(client, job_id, resume=checkpoint)` goes on where it
-    left off. The next poll comes when it would have come (at once if that time has passed),
+    left off. The next poll comes when it would have come (at once if that time has passed;
+    at most the policy's longest delay after the checkpoint was taken),
     the schedule and the deadline go on, and nothing is sent before the wait is awaited or
     iterated.
 
@@ -392,6 +394,7 @@ class JobWait(Tracker):
         assert self._next_delay is not None
         self._due = now + self._next_delay
 
+    @checkpoint_errors("the wait's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
         """The wait's state as a small, versioned, JSON-ready dict, to resume it later with
         `wait_for_job(client, job_id, resume=checkpoint)`, in this process or another.
@@ -399,11 +402,14 @@ class JobWait(Tracker):
         It holds the job id, the last snapshot (in the service's wire form), the schedule's
         state, the failure and poll counts, the deadline (`"deadline"`) and when the next
         poll is due (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None
-        when the wait has not started or is over). A poll in flight when it is taken is due
+        when the wait has not started or is over), and whether the last snapshot is still
+        owed to the iteration (`"owed"`: its async `on_update` was cancelled; a resumed wait
+        yields it first, as this one iterated again would). A poll in flight when it is taken is due
         again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
 
         Raises:
-            CheckpointError: the wait has ended with an error: there is nothing to resume.
+            CheckpointError: the wait has ended with an error: there is nothing to resume
+                (or its state is no checkpoint: never a plain ValueError).
         """
         if self._error is not None:
             raise CheckpointError(
@@ -421,14 +427,17 @@ class JobWait(Tracker):
                 taken_at=base.taken_at,
                 timeout=self._timeout,
                 deadline=None if self._deadline is None else base.to_utc(self._deadline),
+                owed=self._unreturned is not None,
                 **save_tracker(self, base, due),
             )
         )
 
+    @checkpoint_errors("not a valid wait_for_job checkpoint")
     def _restore(self, saved: JobCheckpoint) -> None:
         """Take the state of a checkpoint back, without polling."""
         base = Timebase(self._policy, saved.taken_at)
         due = restore_tracker(self, saved, base)
+        self._unreturned = self._job if saved.owed else None
         if saved.deadline is not None:
             self._deadline = base.from_utc(saved.deadline)
         if self._job is not None and self._job.is_terminal:
