@@ -4,7 +4,8 @@ The public API is what `__all__` lists; everything in a module whose name starts
 underscore is private.
 """
 
-from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, JobsClient
+from jobpoll._client import JobsClient
+from jobpoll._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
 from jobpoll._errors import (
     ApiError,
     BadRequest,
@@ -26,8 +27,8 @@ from jobpoll._errors import (
     Unauthorized,
     WaitTimeout,
 )
-from jobpoll._fanout import JobResult, JobsWait, wait_for_jobs
-from jobpoll._models import Job, JobStatus
+from jobpoll._fanout import JobsWait, wait_for_jobs
+from jobpoll._models import Job, JobResult, JobStatus
 from jobpoll._policy import PollPolicy
 from jobpoll._version import __version__
 from jobpoll._wait import JobWait, wait_for_job

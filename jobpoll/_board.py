@@ -16,8 +16,8 @@ from collections.abc import Callable, Sequence
 
 from jobpoll._errors import JobFailedError, WaitTimeout
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE
-from jobpoll._fanout import JobResult, JobsWait
-from jobpoll._models import Job
+from jobpoll._fanout import JobsWait
+from jobpoll._models import Job, JobResult
 from jobpoll._pace import QUEUED
 
 __all__ = [

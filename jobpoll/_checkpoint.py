@@ -20,15 +20,16 @@ never a silent restart. Version 1 (the pace's fields under short names) is read 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 
-from jobpoll._client import check_job_id
 from jobpoll._errors import CheckpointError, JobPollError
+from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._saved import check_times, converter, restore_state, saved_state
@@ -38,7 +39,9 @@ from jobpoll._timebase import Timebase
 __all__ = [
     "VERSION",
     "FanoutCheckpoint",
+    "JobCheckpoint",
     "WaitCheckpoint",
+    "checkpoint_errors",
     "dump",
     "job_checkpoint",
     "load_fanout",
@@ -74,6 +77,15 @@ class WaitCheckpoint:
 
 
 @attrs.frozen(kw_only=True)
+class JobCheckpoint(WaitCheckpoint):
+    """A `JobWait`'s header: `owed` is True when the iteration is owed the job's last
+    snapshot (its async `on_update` was cancelled before it was handed out): a resumed wait
+    yields it first."""
+
+    owed: bool = False
+
+
+@attrs.frozen(kw_only=True)
 class FanoutCheckpoint(WaitCheckpoint):
     """The checkpoint of a `JobsWait`: every job still pending, and the fan-out's clocks.
 
@@ -102,13 +114,27 @@ def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) 
 # Reading back: checks across fields, which the records' own bounds cannot express.
 
 
+@contextlib.contextmanager
+def checkpoint_errors(what: str) -> Iterator[None]:
+    """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
+    is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
+    `OverflowError` (a worker writing its checkpoint in `finally` must meet a jobpoll error,
+    and `jobpoll.saq` must end the wait with it, not lose it)."""
+    try:
+        yield
+    except JobPollError:
+        raise
+    except (ValueError, TypeError, OverflowError) as exc:
+        raise CheckpointError(f"{what}: {exc}") from exc
+
+
 def _check_state(state: JobState) -> None:
     try:
         check_job_id(state.job_id)
     except JobPollError as exc:
         raise ValueError(f"job_id: {exc}") from None
     check_times(state)
-    if state.job is not None and state.job.id != state.job_id:
+    if state.job is not None and not same_job_id(state.job_id, state.job.id):
         raise ValueError(f"job: the job seen is {state.job.id!r}, not {state.job_id!r}")
     if state.pace is None:
         if state.polls or state.job is not None:
@@ -122,6 +148,10 @@ def _check_pace(p: PaceState) -> None:
     # paces: what its own updates keep true must hold, or the next answer would raise a
     # ZeroDivisionError or a math domain error, not this.
     if p.middle_progress < 0:
+        # Progress has not moved in its status: the last reading is the status's first (a
+        # move from below it would divide by a step of 0, or a pace below 0).
+        if p.status is not None and not 0 <= p.phase_progress == p.last_progress:
+            raise ValueError("pace: its progress values contradict each other")
         return
     if p.step < 1:
         raise ValueError(f"step must be 1 or more once progress moved, got {p.step}")
@@ -239,7 +269,7 @@ def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise CheckpointError(f"not a valid {what} checkpoint: {shown}") from None
-    except (ValueError, TypeError) as exc:  # a check across fields, outside any one field
+    except (ValueError, TypeError, OverflowError) as exc:  # a check across fields
         raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
 
 
@@ -256,7 +286,7 @@ def _checked(check: Callable[[Any], None], value: Any, what: str) -> None:
         raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
 
 
-def load_job(data: object, job_id: str) -> tuple[WaitCheckpoint, JobState]:
+def load_job(data: object, job_id: str) -> tuple[JobCheckpoint, JobState]:
     """Read back a `JobWait`'s checkpoint for `job_id` (its state's times still as saved:
     see `restore_state`), or raise `CheckpointError`."""
     if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
@@ -269,9 +299,14 @@ def load_job(data: object, job_id: str) -> tuple[WaitCheckpoint, JobState]:
         raise CheckpointError(
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
-    header = _load(data, WaitCheckpoint, "wait_for_job")
+    header = _load(data, JobCheckpoint, "wait_for_job")
     state = _load(data, JobState, "wait_for_job")
     _checked(_check_state, state, "wait_for_job")
+    if header.owed and state.job is None:
+        raise CheckpointError(
+            "not a valid wait_for_job checkpoint: owed: no snapshot is owed by a wait that"
+            " has seen none"
+        )
     _check_clocks(header, started=state.pace is not None)
     return header, state
 
@@ -309,22 +344,26 @@ def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
         )
 
 
-def job_checkpoint(rules: Rules, state: JobState) -> dict[str, Any]:
+@checkpoint_errors("the wait's checkpoint cannot be taken")
+def job_checkpoint(rules: Rules, state: JobState, *, owed: bool = False) -> dict[str, Any]:
     """The checkpoint of one job's wait: `JobWait.checkpoint()`, and what each link of a
     wait in `jobpoll.saq` hands to the next."""
     base = Timebase(rules.policy)
     deadline = rules.deadline
-    header = WaitCheckpoint(
+    header = JobCheckpoint(
         version=VERSION,
         taken_at=base.taken_at,
         timeout=rules.timeout,
         deadline=None if deadline is None else base.to_utc(deadline),
+        owed=owed,
     )
     return dump(header, saved_state(state, base))
 
 
-def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState]:
-    """The rules and the state of a job's wait, from its checkpoint, on this process's clock.
+@checkpoint_errors("not a valid wait_for_job checkpoint")
+def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState, bool]:
+    """The rules and the state of a job's wait, from its checkpoint, on this process's
+    clock; and whether its last snapshot is owed to the iteration.
 
     Raises:
         CheckpointError: not a valid checkpoint of a wait on `job_id`.
@@ -332,4 +371,4 @@ def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, Jo
     header, saved = load_job(data, job_id)
     base = Timebase(policy, header.taken_at)
     deadline = None if header.deadline is None else base.from_utc(header.deadline)
-    return Rules(policy, header.timeout, deadline), restore_state(saved, base)
+    return Rules(policy, header.timeout, deadline), restore_state(saved, base), header.owed

@@ -29,7 +29,7 @@ from jobpoll._exits import (
     exit_status_help,
 )
 from jobpoll._fake_server import fake_server
-from jobpoll._ids import read_ids
+from jobpoll._id_input import read_ids
 from jobpoll._loop import CommandLoop
 from jobpoll._options import (
     CONNECTION_OPTIONS,

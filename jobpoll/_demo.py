@@ -18,7 +18,8 @@ from jobpoll._output import Output, say
 from jobpoll._policy import PollPolicy
 from jobpoll._view import JsonLines, View
 from jobpoll.testing._rules import Scenario
-from jobpoll.testing._scenario import ScriptedService, build_scenario
+from jobpoll.testing._scenario import build_scenario
+from jobpoll.testing._service import ScriptedService
 
 __all__ = ["DEMO_JOBS", "demo_scenario", "run_demo"]
 

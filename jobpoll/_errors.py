@@ -46,7 +46,10 @@ The HTTP status line decides the class: the service's documented error bodies ca
 No error ever holds the API key: none keeps a request, its headers, or any of aiohttp's own
 exceptions (a `ClientResponseError`'s repr prints the request headers, and the traceback of
 any of them keeps aiohttp's frames alive, whose local variables hold the headers). The
-failure is described in the message instead.
+failure is described in the message instead. Whatever an error quotes of the server's text
+has the key hidden first, whole, in part or encoded (see `jobpoll._redact`), and no error of
+the client has a `__cause__` or `__context__`: none keeps the body behind it (a
+`json.JSONDecodeError` holds the whole document).
 """
 
 from __future__ import annotations
@@ -302,7 +305,8 @@ class DecodeError(JobPollError):
     Attributes:
         field: the wire name of the invalid field (e.g. "progress"), or None when the body as a
             whole was wrong.
-        snippet: at most the first 200 characters of the body, for the log.
+        snippet: at most the first 200 characters of the body, for the log (control
+            characters as spaces, the key hidden before the cut).
         content_type: the response's Content-Type, or None.
         http_status: the response's status.
         transient: True when the body looks like an intermediary's page (HTML, not JSON,

@@ -180,7 +180,7 @@ def _serve(scenario: Scenario) -> None:
     Raises:
         Failure: it cannot listen on the port (status 1), or its output was closed (141).
     """
-    from jobpoll.testing._scenario import ScriptedService, serve_until_stopped
+    from jobpoll.testing._service import ScriptedService, serve_until_stopped
 
     try:
         asyncio.run(serve_until_stopped(ScriptedService(scenario)))

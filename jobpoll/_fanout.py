@@ -12,70 +12,29 @@ from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
-import attrs
-
 from jobpoll._checkpoint import (
     VERSION,
     FanoutCheckpoint,
+    checkpoint_errors,
     dump,
     load_fanout,
     restore_state,
     saved_state,
 )
 from jobpoll._client import JobsClient
-from jobpoll._errors import ConfigurationError, JobFailedError, JobPollError
+from jobpoll._errors import ConfigurationError, InvalidJobId, JobFailedError, JobPollError
 from jobpoll._intake import checked_ids
-from jobpoll._models import Job
+from jobpoll._models import JobResult
 from jobpoll._pace import time_left
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._scheduler import Scheduler, SourceError
 from jobpoll._timebase import Timebase
 from jobpoll._wait import CallbackError, UpdateCallback, check_wait_options
-from jobpoll._wire import record_from_wire, record_to_wire
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
 
 _DEFAULT_POLICY = PollPolicy()
-
-
-@attrs.frozen
-class JobResult:
-    """How one job of `wait_for_jobs` ended.
-
-    Attributes:
-        job_id: the job's id, as a `str`.
-        job: the last snapshot seen, or None when no poll got an answer.
-        error: what awaiting `wait_for_job` on this job alone would have raised:
-            `JobFailedError` for a job that FAILED, DIED, COULDNT_START or was CANCELED,
-            `WaitTimeout`, `JobStalled`, `NotFound`, a `DecodeError`, ...; None when the job
-            FINISHED or was ARCHIVED.
-    """
-
-    job_id: str
-    job: Job | None
-    error: JobPollError | None = None
-
-    @property
-    def ok(self) -> bool:
-        """True when the job FINISHED or was ARCHIVED (`error` is None)."""
-        return self.error is None
-
-    def to_dict(self) -> dict[str, Any]:
-        """The result as JSON-ready data: `jobId`, `job` (as `Job.to_dict()` writes it, or
-        None) and `error` (None, or its `type` (class name), `message` and `attributes`),
-        e.g. to save outcomes and read them back after a crash with `from_dict`."""
-        return record_to_wire(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Self:
-        """A result from what `to_dict` wrote. The error is of the class it was (its message
-        and attributes as they were), made without running its constructor.
-
-        Raises:
-            ValueError: the data is no such result; the message names the field.
-        """
-        return record_from_wire(data, cls)
 
 
 def wait_for_jobs(
@@ -200,7 +159,8 @@ class JobsWait:
         self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
         self._busy = False
         self._reported = 0
-        self._gathered: dict[str, JobResult] = {}  # what `await` collected so far
+        self._gathered: dict[int, JobResult] = {}  # what `await` collected so far, by row
+        self._returned = False  # `await` returned them: from then on they are reported
 
     @property
     def total(self) -> int:
@@ -213,7 +173,8 @@ class JobsWait:
 
     @property
     def reported(self) -> int:
-        """How many results have been handed out so far."""
+        """How many results have been handed out so far: by `async for`, or returned by
+        `await` (what a cancelled `await` had collected is not, and is in a checkpoint)."""
         return self._reported
 
     @property
@@ -267,16 +228,20 @@ class JobsWait:
         # Kept on the fan-out: awaited again after a cancellation or an error about the
         # setup, it goes on with the jobs still pending and returns them all. (Each way out
         # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
-        by_id = self._gathered
+        by_row = self._gathered
         async for result in self:
-            by_id[result.job_id] = result
-        missing = self.total - len(by_id)
+            by_row[self._jobs.handed_row] = result
+            self._reported -= 1  # the caller's once returned; until then, still pending
+        missing = self.total - len(by_row)
         if missing:
             raise RuntimeError(
                 f"{missing} of the {self.total} results were not gathered: the fan-out"
                 " was closed, or they were handed out by `async for` first"
             )
-        return [by_id[job_id] for job_id in self._jobs.intake.ids]
+        if not self._returned:
+            self._returned = True
+            self._reported += len(by_row)
+        return [by_row[row] for row in range(self._jobs.intake.taken)]
 
     async def aclose(self) -> None:
         """Cancel the polls in flight and wait for them to end; no more results follow.
@@ -307,7 +272,7 @@ class JobsWait:
         at the next step of the iteration, and polled at once.
 
         Returns:
-            How many of the ids were new.
+            How many distinct ids were new (a repeat within `job_ids` counts once).
 
         Raises:
             InvalidJobId: one of the ids could never be sent.
@@ -322,7 +287,7 @@ class JobsWait:
             )
         if self._jobs.closed or self._jobs.ended:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
-        return self._jobs.intake.extend(checked_ids(job_ids, "ids"))
+        return self._jobs.intake.add(checked_ids(job_ids, "ids"))
 
     async def __anext__(self) -> JobResult:
         if self._busy:
@@ -355,6 +320,7 @@ class JobsWait:
         # Raised outside the handler, so that it keeps its own cause and context.
         raise source_error
 
+    @checkpoint_errors("the fan-out's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
         """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
         them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
@@ -362,10 +328,11 @@ class JobsWait:
 
         It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
         last snapshot, schedule, counts and when its next poll is due), results ready but not
-        handed out included, the ids added but not set up yet, the deadline, and the fleet's
-        window and pause. A job whose poll is in flight when it is taken is due again at once
-        on resuming; a job seen ended but not handed out is handed out at once, without a
-        poll (one whose result was an error is polled again at once, and decided anew).
+        handed out included (also those a cancelled `await` had collected), the ids added but
+        not set up yet, the deadline, and the fleet's window and pause. A job whose poll is
+        in flight when it is taken is due again at once on resuming; a job seen ended but not
+        handed out is handed out at once, without a poll (one whose result was an error is
+        polled again at once, and decided anew).
         Not in it: the jobs already reported, an async source's ids not read yet (the source
         is yours: resume with the ids it has still to give), and ids from a source that
         could never be sent. Safe to call at any moment, from any task, also once the
@@ -378,10 +345,20 @@ class JobsWait:
         now = base.now
         pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
         pending += [(row, now) for row in jobs.flight.running.values()]
-        for _job_id, _job, _error, row in jobs.ready:
-            if row is not None:  # None: an id that could never be sent, nothing to wait for
-                job = table.job(row)
-                pending.append((row, None if job is not None and job.is_terminal else now))
+        ready = [
+            row
+            for _job_id, _job, error, row in jobs.ready
+            if error is None or not isinstance(error, InvalidJobId)
+        ]  # a value never sent: nothing to wait for
+        if not self._returned:
+            ready += [
+                row
+                for row, result in self._gathered.items()
+                if not isinstance(result.error, InvalidJobId)
+            ]
+        for row in ready:
+            job = table.job(row)
+            pending.append((row, None if job is not None and job.is_terminal else now))
         pending.sort(key=lambda item: item[0])
         states = []
         for row, due in pending:
@@ -401,6 +378,7 @@ class JobsWait:
         )
         return dump(header, states)
 
+    @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
         """Take the pending jobs of a checkpoint back, without polling."""
         jobs = self._jobs
@@ -411,7 +389,7 @@ class JobsWait:
             rules.deadline = base.from_utc(saved.deadline)
         jobs.polls = saved.polls
         pause = saved.pause_until
-        jobs.fleet.restore(saved.window, None if pause is None else base.from_utc(pause))
+        jobs.fleet.restore(saved.window, None if pause is None else base.due(pause.timestamp()))
         jobs.intake.restored([state.job_id for state in saved.jobs])
         queued: list[tuple[float, int]] = []
         for state in saved.jobs:

@@ -1,78 +1,84 @@
-"""The job ids a command is given: as arguments, in files, on standard input.
+"""Job ids: which ones can be sent, and when a server's id names the asked job.
 
-Each id is checked as it is read (`check_job_id`), and where it came from is said only for
-one that is wrong (argument 3, line 7 of FILE): a file of a million ids costs the ids, not a
-description of each one's place.
+The service's ids are UUIDs (`35f23c03-1c22-45fe-9484-3ffe769325de`), but jobpoll treats
+them as opaque strings, always sent as a query parameter, never in the URL's path.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterator, Sequence
-from pathlib import Path
+from collections.abc import Collection
+from uuid import UUID
 
-from jobpoll._client import check_job_id
 from jobpoll._errors import InvalidJobId
-from jobpoll._exits import Failure
 
-__all__ = ["read_ids"]
+__all__ = ["MAX_JOB_ID_LENGTH", "all_plain_job_ids", "check_job_id", "same_job_id"]
 
-#: The argument that stands for standard input.
-STDIN = "-"
-#: What is taken away around an id in a file: spaces, tabs, and a CRLF's carriage return.
-_BLANKS = " \t\r"
+#: Job ids longer than this are refused before sending (the service's ids are 36-character UUIDs).
+MAX_JOB_ID_LENGTH = 256
 
 
-def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
-    """The distinct ids from the arguments (`-`: standard input) and files, in that order.
+def check_job_id(job_id: object) -> str:
+    """The job id as a plain `str`, or `InvalidJobId` when it could never be sent."""
+    # The common case in one expression: it runs on every poll.
+    if (
+        type(job_id) is str
+        and 0 < len(job_id) <= MAX_JOB_ID_LENGTH
+        and job_id.isprintable()  # False for control, format and separators other than " "
+        and job_id[0] != " "
+        and job_id[-1] != " "
+    ):
+        return job_id
+    if isinstance(job_id, UUID):
+        return str(job_id)
+    return _checked_str(job_id)
 
-    Raises:
-        Failure: an id that is wrong, a file that cannot be read, or no id at all (status 2).
+
+def _checked_str(job_id: object) -> str:
+    """`check_job_id` for what its first test let through: a plain `str` of it, or why not."""
+    if not isinstance(job_id, str):
+        raise InvalidJobId(f"a job id must be a str or UUID, got {type(job_id).__name__}")
+    if not job_id:
+        raise InvalidJobId("the job id is empty")
+    if len(job_id) > MAX_JOB_ID_LENGTH:
+        raise InvalidJobId(
+            f"the job id is {len(job_id)} characters long; at most {MAX_JOB_ID_LENGTH} are allowed"
+        )
+    if not job_id.isprintable() or job_id != job_id.strip():
+        shown = ascii(job_id) if len(job_id) <= 60 else ascii(job_id[:57]) + "..."
+        raise InvalidJobId(
+            f"the job id {shown} holds control characters or leading/trailing white space"
+        )
+    return str(job_id)  # a str subclass, as a plain str
+
+
+def all_plain_job_ids(job_ids: Collection[object]) -> bool:
+    """True when every id passes `check_job_id` as it is: a plain `str` of 1 to 256
+    characters, printable, with no space at either end. The same rules as `check_job_id`'s
+    first test, over a whole collection at C speed: a fan-out may be given a million ids at
+    once, and the call must not hold the event loop for long. False says only that some id
+    needs `check_job_id`, which then converts it (a UUID) or says what is wrong with it.
+    `tests/test_security.py` checks that both agree."""
+    if not job_ids:
+        return True
+    if set(map(type, job_ids)) != {str} or max(map(len, job_ids)) > MAX_JOB_ID_LENGTH:  # type: ignore[arg-type]
+        return False
+    # One string of all the ids, a space between two: it is printable when each id is (a
+    # space is), and it has two spaces in a row, or one at either end, when an id is empty or
+    # has a space at either end (an empty string: the only id is empty).
+    joined = " ".join(job_ids)  # type: ignore[arg-type]
+    return (
+        joined.isprintable()
+        and "  " not in joined
+        and joined[:1] not in ("", " ")  # "": the only id is empty
+        and joined[-1] != " "
+    )
+
+
+def same_job_id(asked: str, answered: str) -> bool:
+    """Whether a server's `answered` id names the job asked for as `asked`: the same string,
+    or the same but for case (`str.casefold`), as UUIDs are compared.
+
+    The one rule for it: the client keeps the asked spelling in the `Job` it returns, so
+    every later comparison of ids (a checkpoint's, a caller's) may be exact.
     """
-    ids: list[str] = []
-    for position, value in enumerate(arguments, 1):
-        if value == STDIN:
-            ids.extend(_ids_in(STDIN))
-        else:
-            ids.append(_checked(value, f"argument {position}"))
-    for name in files:
-        ids.extend(_ids_in(name))
-    if not ids:
-        raise Failure("no job ids given: pass them as arguments, with -f FILE, or - for stdin")
-    return list(dict.fromkeys(ids))
-
-
-def _checked(job_id: str, where: str) -> str:
-    try:
-        return check_job_id(job_id)
-    except InvalidJobId as exc:
-        raise Failure(f"{where}: {exc}") from None
-
-
-def _ids_in(source: str) -> Iterator[str]:
-    """The ids of a file (`-`: standard input), one per line; blank lines and lines starting
-    with # are skipped, and spaces and tabs around an id.
-
-    Lines end at a line feed (a CRLF's carriage return is white space): not at the other
-    characters `str.splitlines` breaks at (\\v, \\f, \\x1c to \\x1e, \\x85, U+2028, U+2029),
-    which would make one wrong line into two ids, each waited for; such a line is one id,
-    refused for its control character.
-    """
-    name = "standard input" if source == STDIN else source
-    text = _read_text(source, name)
-    for number, line in enumerate(text.split("\n"), 1):
-        stripped = line.strip(_BLANKS)
-        if stripped and not stripped.startswith("#"):
-            yield _checked(stripped, f"line {number} of {name}")
-
-
-def _read_text(source: str, name: str) -> str:
-    if source == STDIN and sys.stdin is None:  # `<&-`: Python makes it None
-        raise Failure("cannot read ids from standard input (it is closed)")
-    try:
-        raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
-        return raw.decode("utf-8-sig")
-    except OSError as exc:
-        raise Failure(f"cannot read ids from {name} ({exc.strerror or exc})") from None
-    except UnicodeDecodeError:
-        raise Failure(f"cannot read ids from {name}: not UTF-8 text") from None
+    return answered == asked or answered.casefold() == asked.casefold()

@@ -17,8 +17,8 @@ from collections.abc import AsyncIterable, Callable, Iterable
 from typing import Any
 from uuid import UUID
 
-from jobpoll._client import all_plain_job_ids, check_job_id
 from jobpoll._errors import InvalidJobId, JobPollError
+from jobpoll._ids import all_plain_job_ids, check_job_id
 
 __all__ = ["BACKLOG", "SLICE", "Intake", "checked_ids", "read_source"]
 
@@ -78,7 +78,8 @@ class Intake:
         self._sift_end = 0
         self._taken_in: set[str] | None = None
         self._seen: set[str] | None = None
-        #: Ids from an async source that could never be sent: reported, never polled.
+        #: Values from an async source that could never be sent, by their keys among the ids
+        #: (each apart from every id: none holds a NUL): reported, never polled.
         self.invalid: dict[str, InvalidJobId] = {}
         self.source_open = False  # the source's reader may still add ids
         self.source_error: BaseException | None = None
@@ -97,7 +98,7 @@ class Intake:
         return self.read < len(self.ids)
 
     def unstarted(self) -> list[str]:
-        """The ids given and not taken in yet, each once, without the invalid ones."""
+        """The ids given and not taken in yet, each once, without the invalid values."""
         unstarted = self.ids[self.read :]
         taken_in = self._taken_in
         if taken_in is not None:  # the call's list is being sifted: each pending id once
@@ -130,6 +131,12 @@ class Intake:
                     job_ids.append(job_id)
         self.wake()
         return len(job_ids) - before
+
+    def add(self, ids: list[str]) -> int:
+        """Add ids from `JobsWait.add()`: how many distinct ones were new (each checked
+        against those given, so a repeat within `ids` counts once)."""
+        self._seen_ids()
+        return self.extend(ids)
 
     def restored(self, ids: list[str]) -> None:
         """Ids a checkpoint took in already (each with its row): taken in at once."""
@@ -176,10 +183,11 @@ class Intake:
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             exc.__traceback__ = None  # it holds this frame, so the fan-out's wake
-            job_id = value if isinstance(value, str) else repr(value)
-            if job_id not in self._seen_ids():
-                exc.job_id = job_id
-                self.invalid[job_id] = exc
+            exc.job_id = value if isinstance(value, str) else repr(value)
+            # Keyed apart from every id and from each other: each value is a result of its
+            # own, and no id that can be sent is ever taken for one (`5` is not "5").
+            job_id = f"\x00{position}"
+            self.invalid[job_id] = exc
         seen = self._seen_ids()
         if job_id not in seen:
             seen.add(job_id)

@@ -1,17 +1,50 @@
-"""What a job looks like to jobpoll's users: `JobStatus` and the `Job` snapshot.
+"""What a job looks like to jobpoll's users: `JobStatus`, the `Job` snapshot, and the
+`JobResult` of a fan-out.
 
-The models know nothing of JSON; the wire format lives in `_wire`.
+Each field says, where the service is loose, how its JSON may spell it (`wire_rule`); the
+converter in `_wire` reads those rules, and knows no model itself:
+
+- `"progress": "77"` (the service's own reference example) is 77; `77.0` is 77; a missing or
+  null progress is 0 (the service documents progress only for running jobs). `77.9`, `true`,
+  `-5`, `101` and `"abc"` are errors: cattrs alone would turn 77.9 into 77 without a word.
+- a status string jobpoll does not know becomes `JobStatus.UNKNOWN`, the string kept in
+  `raw_status`; statuses are matched case-insensitively.
+- `createdAt` must be an ISO 8601 date-time; one without an offset is taken as UTC.
+- keys jobpoll does not know are ignored.
 """
 
 from __future__ import annotations
 
 import enum
+import re
 from datetime import datetime
 from typing import Any, Self
 
 import attrs
 
-__all__ = ["Job", "JobStatus"]
+from jobpoll._errors import JobPollError
+from jobpoll._wire import (
+    WireError,
+    describe,
+    kind_of,
+    record_from_wire,
+    record_to_wire,
+    structure_function,
+    wire_rule,
+)
+
+__all__ = [
+    "FAILED_STATUSES",
+    "MAX_PROGRESS",
+    "MIN_PROGRESS",
+    "STATUS_BY_VALUE",
+    "TERMINAL_STATUSES",
+    "Job",
+    "JobResult",
+    "JobStatus",
+    "job_from_wire",
+    "job_to_wire",
+]
 
 
 class JobStatus(enum.StrEnum):
@@ -38,7 +71,7 @@ class JobStatus(enum.StrEnum):
     @classmethod
     def parse(cls, raw: str) -> JobStatus:
         """The status a server's string names (case-insensitively), or `UNKNOWN`."""
-        return _BY_NAME.get(raw) or _BY_NAME.get(raw.upper(), cls.UNKNOWN)
+        return STATUS_BY_VALUE.get(raw) or STATUS_BY_VALUE.get(raw.upper(), cls.UNKNOWN)
 
     @property
     def is_terminal(self) -> bool:
@@ -56,7 +89,9 @@ class JobStatus(enum.StrEnum):
         return self in FAILED_STATUSES
 
 
-_BY_NAME: dict[str, JobStatus] = {status.value: status for status in JobStatus}
+#: Each status by its string, exactly as the service writes it: the one map from a status
+#: string to its `JobStatus` (a dict lookup, cheaper than `JobStatus(value)` on every poll).
+STATUS_BY_VALUE: dict[str, JobStatus] = {status.value: status for status in JobStatus}
 
 #: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
 TERMINAL_STATUSES = frozenset(
@@ -78,6 +113,45 @@ MIN_PROGRESS = 0
 MAX_PROGRESS = 100
 
 
+# How the service's JSON may spell a job's fields. Each runs on every poll: it checks its
+# type inline, since a Python call per field is most of what decoding costs.
+
+
+def _status_from_wire(value: object, _type: object) -> JobStatus:
+    if type(value) is not str:
+        raise WireError(f"expected a string, got {describe(value)}")
+    return STATUS_BY_VALUE.get(value) or JobStatus.parse(value)  # the exact string: no call
+
+
+#: Each status's own string: a raw status the server sent exactly so is this one string,
+#: shared by every job, instead of a copy per job from each body.
+_STATUS_STRINGS: dict[str, str] = {value: value for value in STATUS_BY_VALUE}
+
+
+def _raw_status_from_wire(value: object, _type: object) -> str:
+    if type(value) is not str:
+        raise WireError(f"expected a string, got {describe(value)}")
+    return _STATUS_STRINGS.get(value, value)
+
+
+_DIGITS = re.compile(r"[0-9]{1,3}")
+
+
+def _progress_from_wire(value: object, _type: object) -> int:
+    number: int | None = None
+    if value is None:
+        number = MIN_PROGRESS
+    elif type(value) is int:
+        number = value
+    elif type(value) is float and value.is_integer():
+        number = int(value)
+    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
+        number = int(value)
+    if number is None or not MIN_PROGRESS <= number <= MAX_PROGRESS:
+        raise WireError(f"expected a whole number from 0 to 100, got {describe(value)}")
+    return number
+
+
 def _raw_status_default(job: Job) -> str:
     return job.status.value
 
@@ -92,7 +166,9 @@ class Job:
     """One snapshot of a job's state, as the server reported it.
 
     Attributes:
-        id: the job's id.
+        id: the job's id. From `JobsClient.get_job`, the id exactly as the caller asked for
+            it: the server may write it in another case (ids are compared case-insensitively,
+            as UUIDs are), so that code comparing it with its own ids finds it.
         created_at: when the job was created (timezone-aware).
         user: the (human) user or API key that owns the job, when reported.
         progress: percent done, 0 to 100 (0 when the server does not report it: the service
@@ -104,9 +180,14 @@ class Job:
     id: str
     created_at: datetime
     user: str | None = None
-    progress: int = attrs.field(default=0, validator=_check_progress)
-    status: JobStatus
-    raw_status: str = attrs.field(default=attrs.Factory(_raw_status_default, takes_self=True))
+    progress: int = attrs.field(
+        default=0, validator=_check_progress, metadata=wire_rule(read=_progress_from_wire)
+    )
+    status: JobStatus = attrs.field(metadata=wire_rule(read=_status_from_wire, written=False))
+    raw_status: str = attrs.field(
+        default=attrs.Factory(_raw_status_default, takes_self=True),
+        metadata=wire_rule(name="status", read=_raw_status_from_wire),
+    )
 
     @property
     def is_terminal(self) -> bool:
@@ -116,8 +197,6 @@ class Job:
     def to_dict(self) -> dict[str, Any]:
         """The job as the service writes it: `id`, `createdAt` (ISO 8601, `Z`), `user`,
         `progress` and `status` (the string the server sent), ready for `json.dumps`."""
-        from jobpoll._wire import record_to_wire  # the wire format imports the models
-
         return record_to_wire(self)
 
     @classmethod
@@ -129,8 +208,6 @@ class Job:
             ValueError: the data is no valid job; the message names the field by its wire
                 name (e.g. `createdAt`).
         """
-        from jobpoll._wire import record_from_wire
-
         return record_from_wire(data, cls)
 
     @property
@@ -145,3 +222,59 @@ class Job:
         ARCHIVED is terminal but neither succeeded nor failed: the service no longer says.
         """
         return self.status in FAILED_STATUSES
+
+
+#: A `Job` from the service's JSON object (parsed), or a `WireError` naming the field.
+structure_job = structure_function(Job)
+
+
+def job_from_wire(data: dict[str, Any]) -> Job:
+    """A `Job` from the JSON object the service sends (already parsed), or a `WireError`:
+    how a checkpoint reads back the jobs it holds in their wire form."""
+    if not isinstance(data, dict):
+        raise WireError(f"not a JSON object but {kind_of(data)}")
+    return structure_job(data)
+
+
+def job_to_wire(job: Job) -> dict[str, Any]:
+    """The JSON object the service would send for `job` (what the fake service answers)."""
+    return record_to_wire(job)
+
+
+@attrs.frozen
+class JobResult:
+    """How one job of `wait_for_jobs` ended.
+
+    Attributes:
+        job_id: the job's id, as a `str`.
+        job: the last snapshot seen, or None when no poll got an answer.
+        error: what awaiting `wait_for_job` on this job alone would have raised:
+            `JobFailedError` for a job that FAILED, DIED, COULDNT_START or was CANCELED,
+            `WaitTimeout`, `JobStalled`, `NotFound`, a `DecodeError`, ...; None when the job
+            FINISHED or was ARCHIVED.
+    """
+
+    job_id: str
+    job: Job | None
+    error: JobPollError | None = None
+
+    @property
+    def ok(self) -> bool:
+        """True when the job FINISHED or was ARCHIVED (`error` is None)."""
+        return self.error is None
+
+    def to_dict(self) -> dict[str, Any]:
+        """The result as JSON-ready data: `jobId`, `job` (as `Job.to_dict()` writes it, or
+        None) and `error` (None, or its `type` (class name), `message` and `attributes`),
+        e.g. to save outcomes and read them back after a crash with `from_dict`."""
+        return record_to_wire(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Self:
+        """A result from what `to_dict` wrote. The error is of the class it was (its message
+        and attributes as they were), made without running its constructor.
+
+        Raises:
+            ValueError: the data is no such result; the message names the field.
+        """
+        return record_from_wire(data, cls)

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from jobpoll._models import Job
     from jobpoll._policy import PollPolicy
 
-__all__ = ["QUEUED", "Pace", "answered", "failed", "time_left"]
+__all__ = ["QUEUED", "Pace", "answered", "failed", "longest_delay", "time_left"]
 
 #: Statuses of a job that has not started: it cannot finish before it runs.
 QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
@@ -27,6 +27,12 @@ _STILL = 1.5
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
+
+
+def longest_delay(policy: PollPolicy) -> float:
+    """The longest a wait of `policy` can wait between two polls: a pace's longest wait (an
+    estimate's, or the tolerance), or a server's longest `Retry-After` obeyed."""
+    return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
 
 
 class Pace:

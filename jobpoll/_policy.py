@@ -17,7 +17,7 @@ from typing import Any
 import attrs
 import backoff
 
-from jobpoll._checks import check_not_negative, check_positive
+from jobpoll._config import check_positive
 from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
@@ -29,7 +29,10 @@ def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: flo
 
 
 def _not_negative(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
-    check_not_negative(attribute.name, value)
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
+        raise ConfigurationError(
+            f"{attribute.name} must be a number of seconds, 0 or more, got {value!r}"
+        )
 
 
 def _check_factor(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:

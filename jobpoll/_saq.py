@@ -42,9 +42,10 @@ from uuid import UUID
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
-from jobpoll._checks import check_positive
-from jobpoll._client import JobsClient, check_job_id
-from jobpoll._fanout import JobResult
+from jobpoll._client import JobsClient
+from jobpoll._config import check_positive
+from jobpoll._ids import check_job_id
+from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._saq_links import POLL_FUNCTION, Links, load_result, result_to_json
 from jobpoll._saq_poll import Link

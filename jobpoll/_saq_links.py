@@ -20,7 +20,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll import _saq_scripts as scripts
 from jobpoll._errors import JobPollError
-from jobpoll._fanout import JobResult
+from jobpoll._models import JobResult
 
 __all__ = ["POLL_FUNCTION", "Links", "load_result", "result_to_json"]
 

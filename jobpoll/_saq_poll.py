@@ -10,9 +10,10 @@ from datetime import datetime
 from typing import Any
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
-from jobpoll._client import JobsClient, check_job_id
+from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._fanout import JobResult
+from jobpoll._ids import check_job_id
+from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, fleet_pause
 from jobpoll._saq_links import Links
@@ -113,7 +114,7 @@ class Link:
                 check_timeout(timeout)
                 rules = Rules(policy, timeout)
             else:
-                rules, state = resume_job(checkpoint, job_id, policy)
+                rules, state, _owed = resume_job(checkpoint, job_id, policy)
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
             try:

@@ -14,10 +14,10 @@ from cattrs.cols import list_structure_factory
 from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
 from cattrs.preconf.json import make_converter
 
-from jobpoll._models import Job
+from jobpoll._models import Job, job_from_wire, job_to_wire
 from jobpoll._state import JobState, PaceState, record_type, time_kind
 from jobpoll._timebase import EARLIEST, LATEST, Timebase
-from jobpoll._wire import WireError, format_timestamp, job_from_wire, job_to_wire
+from jobpoll._wire import WireError, format_timestamp
 
 __all__ = ["check_times", "converter", "restore_state", "saved_state"]
 
@@ -41,6 +41,12 @@ def _structure_float(value: object, _type: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def _structure_bool(value: object, _type: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
 def _structure_str(value: object, _type: object) -> str:
     if type(value) is not str:
         raise TypeError(f"expected a string, got {type(value).__name__}")
@@ -53,7 +59,7 @@ def _structure_time(value: object, _type: object) -> datetime:
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not EARLIEST < moment <= LATEST:
+    if not EARLIEST <= moment <= LATEST:
         raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
     return moment
 
@@ -87,6 +93,7 @@ def _make_converter() -> cattrs.Converter:
         (int, _structure_int),
         (float, _structure_float),
         (str, _structure_str),
+        (bool, _structure_bool),
         (datetime, _structure_time),
         (Job, _structure_job),
     ):
@@ -168,7 +175,7 @@ def _restore_times(record: Any, base: Timebase) -> None:
         if kind == "past":
             setattr(record, field.name, base.origin + value)
         elif kind == "utc" and value is not None:
-            setattr(record, field.name, base.now + (value - base.wall_now))
+            setattr(record, field.name, base.due(value))
         elif attrs.has(type(value)):
             _restore_times(value, base)
 

@@ -56,6 +56,7 @@ class Scheduler:
         "ended",
         "fleet",
         "flight",
+        "handed_row",
         "intake",
         "on_update",
         "polls",
@@ -88,9 +89,9 @@ class Scheduler:
         self.table = JobTable(self.intake.ids)
         self.queue = Queue(self.table.dues)
         self.fleet = Fleet(rules.policy, max_in_flight)
-        #: Outcomes to hand out, with their rows (None for an invalid id): still pending, so
-        #: a checkpoint holds them.
-        self.ready: deque[tuple[str, Job | None, JobPollError | None, int | None]] = deque()
+        #: Outcomes to hand out, with their rows: still pending, so a checkpoint holds them.
+        self.ready: deque[tuple[str, Job | None, JobPollError | None, int]] = deque()
+        self.handed_row = 0  # the row of the outcome handed out last
         self.started = False
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
         self.ended = False  # every job reported, no more may come
@@ -110,7 +111,7 @@ class Scheduler:
                 self._take_in(clock())
             self._launch(clock())
             if self.ready:
-                job_id, job, error, _row = self.ready.popleft()
+                job_id, job, error, self.handed_row = self.ready.popleft()
                 return job_id, job, error
             source_error = intake.source_error
             if source_error is not None:
@@ -150,7 +151,8 @@ class Scheduler:
             rules.begin(state, now)
             row = table.add(state)
             if invalid and job_id in invalid:
-                self.ready.append((job_id, None, invalid.pop(job_id), None))
+                error = invalid.pop(job_id)
+                self.ready.append((error.job_id or job_id, None, error, row))
                 continue
             queue.push(now, row)
 

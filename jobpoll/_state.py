@@ -10,7 +10,8 @@ Field metadata, read by those derivations:
 
 - `time`: a time on the policy's clock, which means nothing in another process. `"past"`: a
   checkpoint holds it as seconds relative to when it was taken (0 or less: a time after it
-  is refused); `"utc"`: as an ISO 8601 UTC time.
+  is refused); `"utc"`: a time ahead (when the next poll is due), as an ISO 8601 UTC time, and
+  read back as no later than the policy's longest delay after the checkpoint was taken.
 - `min`, `max`: the bounds a checkpoint's value must lie within (also checked when a record
   is made, never when a rule sets a field: the rules keep them).
 - `saved`: False for what a checkpoint leaves out.
@@ -32,11 +33,16 @@ def _within_bounds(_record: object, attribute: attrs.Attribute[Any], value: floa
     low, high = attribute.metadata.get("min"), attribute.metadata.get("max")
     if (low is not None and value < low) or (high is not None and value > high):
         span = f"from {low} to {high}" if high is not None else f"{low} or more"
-        raise ValueError(f"{attribute.name} must be {span}, got {value!r}")
+        raise ValueError(f"{attribute.name} must be {span}, got {value!r:.40}")
+
+
+#: More than any wait counts (of polls, failures, ...): a larger count is no count of one.
+_MOST = 2**53
 
 
 def _count(**metadata: Any) -> Any:
-    return attrs.field(default=0, metadata={"min": 0, **metadata}, validator=_within_bounds)
+    bounds = {"min": 0, "max": _MOST, **metadata}
+    return attrs.field(default=0, metadata=bounds, validator=_within_bounds)
 
 
 def _percent(default: int) -> Any:

@@ -11,7 +11,7 @@ from rich.text import Text
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
-from jobpoll._fanout import JobResult
+from jobpoll._models import JobResult
 from jobpoll._output import Output, interactive, make_console, plain
 from jobpoll._view import describe_error
 from jobpoll._wire import format_timestamp

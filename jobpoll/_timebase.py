@@ -6,6 +6,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 
+from jobpoll._pace import longest_delay
+
 if TYPE_CHECKING:
     from jobpoll._policy import PollPolicy
 
@@ -25,7 +27,7 @@ class Timebase:
     checkpoint's, so a time `t` of the old clock is `now + (wall(t) - wall_now)` there.
     """
 
-    __slots__ = ("now", "origin", "taken_at", "wall_now")
+    __slots__ = ("latest_due", "now", "origin", "taken_at", "wall_now")
 
     def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
         self.now = policy.clock()
@@ -39,16 +41,33 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
         #: `taken_at` on this process's clock: a time saved relative to it is this plus it.
         self.origin = self.from_utc(self.taken_at)
+        #: The latest a saved poll (or pause) may be due: the policy's longest delay after
+        #: `taken_at`, the latest a wait of it could have set (a later time, tampered with,
+        #: would park the wait for ever; one of a longer policy's comes sooner).
+        self.latest_due = self.origin + longest_delay(policy)
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC (at most `LATEST`)."""
+        """A time of this process's clock as UTC, from `EARLIEST` to `LATEST` (a deadline
+        long passed is as passed at either)."""
         seconds = self.wall_now + (moment - self.now)
-        return datetime.fromtimestamp(min(seconds, LATEST.timestamp()), UTC)
+        return datetime.fromtimestamp(
+            min(max(seconds, EARLIEST.timestamp()), LATEST.timestamp()), UTC
+        )
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""
-        return self.now + (moment.timestamp() - self.wall_now)
+        return self.from_epoch(moment.timestamp())
+
+    def from_epoch(self, seconds: float) -> float:
+        """A UTC time, in seconds since the epoch, on this process's clock."""
+        return self.now + (seconds - self.wall_now)
+
+    def due(self, seconds: float) -> float:
+        """When a saved poll (or pause), in seconds since the epoch, is due on this
+        process's clock: at most `latest_due`."""
+        return min(self.from_epoch(seconds), self.latest_due)
 
     def relative(self, moment: float) -> float:
-        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs)."""
-        return round(moment - self.now, 6)
+        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
+        at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
+        return min(round(moment - self.now, 6), 0.0)

@@ -38,8 +38,7 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
-from jobpoll._fanout import JobResult
-from jobpoll._models import Job, JobStatus
+from jobpoll._models import Job, JobResult, JobStatus
 from jobpoll._output import Output, plain
 
 __all__ = [

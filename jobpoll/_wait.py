@@ -10,9 +10,10 @@ from typing import Any, Self
 from uuid import UUID
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
-from jobpoll._checks import check_positive
-from jobpoll._client import JobsClient, check_job_id
+from jobpoll._client import JobsClient
+from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, ConfigurationError, JobFailedError, JobPollError
+from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
@@ -118,8 +119,11 @@ def wait_for_job(
     policy = check_wait_options(client, policy, timeout, on_update, resume)
     if resume is None:
         return JobWait(client, job_id, Rules(policy, timeout), on_update)
-    rules, state = resume_job(resume, job_id, policy)
-    return JobWait(client, job_id, rules, on_update, state=state)
+    rules, state, owed = resume_job(resume, job_id, policy)
+    wait = JobWait(client, job_id, rules, on_update, state=state)
+    if owed:
+        wait._unreturned = state.job  # yielded first, as this wait iterated again would
+    return wait
 
 
 def check_wait_options(
@@ -235,20 +239,23 @@ class JobWait:
         `wait_for_job(client, job_id, resume=checkpoint)`, in this process or another.
 
         It holds the job id, the last snapshot (in the service's wire form), the schedule's
-        state, the failure and poll counts, the deadline (`"deadline"`) and when the next
-        poll is due (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None
-        when the wait has not started or is over). A poll in flight when it is taken is due
+        state, the counts, the deadline (`"deadline"`) and when the next poll is due
+        (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None when the wait
+        has not started or is over), and whether the last snapshot is still owed to the
+        iteration (`"owed"`: its async `on_update` was cancelled; a resumed wait yields it
+        first, as this one iterated again would). A poll in flight when it is taken is due
         again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
 
         Raises:
-            CheckpointError: the wait has ended with an error: there is nothing to resume.
+            CheckpointError: the wait has ended with an error: there is nothing to resume
+                (or its state is no checkpoint: never a plain ValueError).
         """
         if self._error is not None:
             raise CheckpointError(
                 f"the wait for job {self.job_id!r} ended with {type(self._error).__name__};"
                 " there is nothing to resume"
             )
-        return job_checkpoint(self._rules, self._state)
+        return job_checkpoint(self._rules, self._state, owed=self._unreturned is not None)
 
     def __aiter__(self) -> Self:
         return self

@@ -1,14 +1,12 @@
-"""The JSON wire format of a job, in one cattrs converter.
+"""The JSON wire format, in one cattrs converter: attrs records and jobpoll's errors to
+JSON-ready data and back.
 
-Tolerant where the service is loose, strict where data is wrong:
-
-- `"progress": "77"` (the service's own reference example) is 77; `77.0` is 77; a missing or
-  null progress is 0 (the service documents progress only for running jobs). `77.9`, `true`,
-  `-5`, `101` and `"abc"` are errors: cattrs alone would turn 77.9 into 77 without a word.
-- a status string jobpoll does not know becomes `JobStatus.UNKNOWN`, the string kept in
-  `raw_status`; statuses are matched case-insensitively.
-- `createdAt` must be an ISO 8601 date-time; one without an offset is taken as UTC.
-- keys jobpoll does not know are ignored.
+The converter knows no model. Its rules are generic: a field's wire name is its name in
+camelCase; strings and date-times are checked strictly (cattrs alone would take `5` for a
+string); errors are written as their class name, message and plain attributes. What is
+particular to one field (another wire name, a tolerant reading, a field never written) is
+declared on the field itself, with `wire_rule` (the models do so for the service's quirks),
+and read from there when the converter builds a class's hooks.
 
 Every error names the field by its wire name (`createdAt`, not `created_at`).
 """
@@ -28,23 +26,27 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll import _errors
 from jobpoll._errors import JobFailedError, JobPollError, JobStalled, WaitTimeout
-from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
 
 T = TypeVar("T")
 
 __all__ = [
     "WireError",
-    "decode_job",
+    "describe",
     "format_timestamp",
-    "job_from_wire",
-    "job_to_wire",
+    "json_object",
+    "kind_of",
     "record_from_wire",
     "record_to_wire",
+    "structure_function",
+    "wire_rule",
 ]
+
+#: A function that reads one field's wire value: (value, type) -> the attribute's value.
+Reader = Callable[[Any, Any], Any]
 
 
 class WireError(ValueError):
-    """A body that is no valid job; the client turns it into a `DecodeError` with context."""
+    """Data that is no valid record; the client turns it into a `DecodeError` with context."""
 
     def __init__(self, message: str, *, field: str | None = None, malformed: bool = False) -> None:
         super().__init__(message)
@@ -53,12 +55,29 @@ class WireError(ValueError):
         self.malformed = malformed
 
 
-#: Wire names that are not the attribute's name in camelCase. `status` feeds two attributes.
-_RENAMES: dict[tuple[type, str], str] = {(Job, "raw_status"): "status"}
-#: Fields whose wire value needs a rule of its own rather than their type's hook.
-_FIELD_HOOKS: dict[tuple[type, str], Callable[[Any, Any], Any]] = {}
-#: Attributes computed from others, never written on the wire.
-_NOT_WRITTEN: frozenset[tuple[type, str]] = frozenset({(Job, "status")})
+@attrs.frozen
+class _Rule:
+    name: str | None
+    read: Reader | None
+    written: bool
+
+
+#: The key of a field's metadata that holds its `_Rule`.
+_RULE = "jobpoll.wire"
+
+
+def wire_rule(
+    *, name: str | None = None, read: Reader | None = None, written: bool = True
+) -> dict[str, Any]:
+    """A field's wire rule, as `attrs.field(metadata=...)`.
+
+    Args:
+        name: the field's name on the wire, when it is not the attribute's name in camelCase.
+        read: reads the field's wire value instead of its type's hook (e.g. a number the
+            service may send as a string); it raises `WireError` for a wrong value.
+        written: False for an attribute computed from another, never written on the wire.
+    """
+    return {_RULE: _Rule(name, read, written)}
 
 
 def _camel(name: str) -> str:
@@ -66,8 +85,15 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
+def _rule(field: attrs.Attribute[Any]) -> _Rule | None:
+    rule: _Rule | None = field.metadata.get(_RULE)
+    return rule
+
+
 def _wire_name(cls: type, name: str) -> str:
-    return _RENAMES.get((cls, name), _camel(name))
+    field = getattr(attrs.fields(cls), name, None) if attrs.has(cls) else None
+    rule = _rule(field) if field is not None else None
+    return rule.name if rule is not None and rule.name is not None else _camel(name)
 
 
 # The hooks below run on every poll: each checks its type inline rather than through another
@@ -75,7 +101,7 @@ def _wire_name(cls: type, name: str) -> str:
 
 
 def _not_a_string(value: object) -> WireError:
-    return WireError(f"expected a string, got {_describe(value)}")
+    return WireError(f"expected a string, got {describe(value)}")
 
 
 def _structure_str(value: object, _type: object) -> str:
@@ -105,61 +131,24 @@ _SHARED: dict[str, str] = {}
 _MAX_SHARED = 256
 
 
-def _structure_status(value: object, _type: object) -> JobStatus:
-    if type(value) is not str:
-        raise _not_a_string(value)
-    return _STATUSES.get(value) or JobStatus.parse(value)  # the exact string: no call
-
-
-def _structure_raw_status(value: object, _type: object) -> str:
-    # The status's own string when the server sent exactly that (nearly always): one string
-    # shared by every job, instead of a copy per job from each body.
-    if type(value) is not str:
-        raise _not_a_string(value)
-    return _STATUS_STRINGS.get(value, value)
-
-
-_STATUSES: dict[str, JobStatus] = {status.value: status for status in JobStatus}
-_STATUS_STRINGS: dict[str, str] = {status.value: status.value for status in JobStatus}
-
-
 def _structure_datetime(value: object, _type: object) -> datetime:
     if type(value) is not str:
         raise _not_a_string(value)
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:
-        raise WireError(f"expected an ISO 8601 date-time, got {_describe(value)}") from None
+        moment = None
+    if moment is None:  # raised here, not in the handler: no exception kept as its context
+        raise WireError(f"expected an ISO 8601 date-time, got {describe(value)}")
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-_DIGITS = re.compile(r"[0-9]{1,3}")
-
-
-def _structure_progress(value: object, _type: object) -> int:
-    number: int | None = None
-    if value is None:
-        number = MIN_PROGRESS
-    elif type(value) is int:
-        number = value
-    elif type(value) is float and value.is_integer():
-        number = int(value)
-    elif isinstance(value, str) and _DIGITS.fullmatch(value.strip()):
-        number = int(value)
-    if number is None or not MIN_PROGRESS <= number <= MAX_PROGRESS:
-        raise WireError(f"expected a whole number from 0 to 100, got {_describe(value)}")
-    return number
-
-
-def _describe(value: object) -> str:
+def describe(value: object) -> str:
+    """A wire value as an error message quotes it: JSON, at most 40 characters."""
     text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else None
     if text is None:
         text = type(value).__name__
     return text if len(text) <= 40 else text[:37] + "..."
-
-
-_FIELD_HOOKS[Job, "progress"] = _structure_progress
-_FIELD_HOOKS[Job, "raw_status"] = _structure_raw_status
 
 
 def format_timestamp(value: datetime) -> str:
@@ -172,30 +161,30 @@ def _make_converter() -> cattrs.Converter:
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(str | None, _structure_optional_str)
     converter.register_structure_hook(datetime, _structure_datetime)
-    converter.register_structure_hook(JobStatus, _structure_status)
     converter.register_unstructure_hook(datetime, format_timestamp)
 
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
-        overrides = {
-            a.name: override(
-                rename=_wire_name(cls, a.name), struct_hook=_FIELD_HOOKS.get((cls, a.name))
+        overrides = {}
+        for a in attrs.fields(cls):
+            rule = _rule(a)
+            overrides[a.name] = override(
+                rename=_wire_name(cls, a.name), struct_hook=rule.read if rule else None
             )
-            for a in attrs.fields(cls)
-        }
         return make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:
-        overrides = {
-            a.name: override(omit=True)
-            if (cls, a.name) in _NOT_WRITTEN
-            else override(rename=_wire_name(cls, a.name))
-            for a in attrs.fields(cls)
-        }
+        overrides = {}
+        for a in attrs.fields(cls):
+            rule = _rule(a)
+            written = rule is None or rule.written
+            overrides[a.name] = (
+                override(rename=_wire_name(cls, a.name)) if written else override(omit=True)
+            )
         return make_dict_unstructure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
     converter.register_structure_hook_factory(attrs.has, structure_fn)
     converter.register_unstructure_hook_factory(attrs.has, unstructure_fn)
-    # Errors in a saved `JobResult`: matched on the class at hand (a subclass of the field's
+    # Errors in a saved result: matched on the class at hand (a subclass of the field's
     # `JobPollError`), so that each is written as what it is.
     converter.register_unstructure_hook_func(_is_error_class, _unstructure_error)
     converter.register_structure_hook_func(_is_error_class, _structure_error)
@@ -234,7 +223,7 @@ def _structure_error(data: object, _type: object) -> JobPollError:
     jobpoll does not know), with the same message and attributes; not re-raised anew, so
     no constructor runs."""
     if not isinstance(data, dict) or not isinstance(data.get("message"), str):
-        raise WireError(f"expected an error object with a message, got {_describe(data)}")
+        raise WireError(f"expected an error object with a message, got {describe(data)}")
     named = getattr(_errors, str(data.get("type")), None)
     cls = named if _is_error_class(named) else JobPollError
     error: JobPollError = cls.__new__(cls)
@@ -242,7 +231,7 @@ def _structure_error(data: object, _type: object) -> JobPollError:
     error.job_id = None
     attributes = data.get("attributes") or {}
     if not isinstance(attributes, dict):
-        raise WireError(f"expected error attributes as an object, got {_describe(attributes)}")
+        raise WireError(f"expected error attributes as an object, got {describe(attributes)}")
     for key, value in attributes.items():
         name = _snake(key) if isinstance(key, str) and key.isidentifier() else "_"
         if name.startswith("_") or hasattr(BaseException, name):
@@ -252,8 +241,6 @@ def _structure_error(data: object, _type: object) -> JobPollError:
 
 
 _converter = _make_converter()
-# Called directly: the converter's dispatch by type is a cost on every poll, and the type is known.
-_structure_job = _converter.get_structure_hook(Job)
 
 
 def _first_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
@@ -267,58 +254,54 @@ def _first_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError
     return WireError(str(exc))  # pragma: no cover - cattrs notes every attribute's error
 
 
-def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
-    """A `Job` from a response body, or a `WireError` saying what is wrong with it.
+def structure_function(cls: type[T]) -> Callable[[dict[str, Any]], T]:
+    """A function that makes a `cls` from its wire data, or raises a `WireError` naming the
+    first invalid field. The class's hook is looked up once: the converter's dispatch by
+    type is a cost on every poll."""
+    hook = _converter.get_structure_hook(cls)
 
-    `job_id`: the id asked for; when the body names the same one, the `Job` holds the caller's
-    string rather than a copy read from the body (one string per job, however many polls).
+    def structure(data: dict[str, Any]) -> T:
+        try:
+            record: T = hook(data, cls)
+        except cattrs.ClassValidationError as exc:
+            error = _first_field_error(exc, cls)
+        else:
+            return record
+        raise error  # raised here, not in the handler: no exception kept as its context
+
+    return structure
+
+
+def json_object(body: bytes | str) -> dict[str, Any]:
+    """The JSON object a body holds, or a `WireError` saying what it is instead.
+
+    The error keeps no exception of `json` as its context: a `JSONDecodeError` holds the
+    whole document it failed on.
     """
-    data = None
     if type(body) is bytes and body[:2] == b'{"':
         # What the service sends: UTF-8, as `json.loads` would detect, read without its
         # detection (a Python function per call) and its dispatch on arguments.
-        try:  # noqa: SIM105 - suppress() would cost a context manager on every poll
+        try:
             data = _DECODER.decode(body.decode("utf-8", "surrogatepass"))
         except (ValueError, RecursionError):
-            pass  # explained by json.loads below, in its own words
-    if type(data) is not dict:
-        data = _json_object(body)
-    if job_id is not None and data.get("id") == job_id:
-        data["id"] = job_id
-    try:
-        job: Job = _structure_job(data, Job)
-    except cattrs.ClassValidationError as exc:
-        raise _first_field_error(exc, Job) from None
-    return job
-
-
-def _json_object(body: bytes | str) -> dict[str, Any]:
-    """The JSON object a body holds, or a `WireError` saying what it is instead."""
+            data = None  # explained by json.loads below, in its own words
+        if type(data) is dict:
+            return data
     try:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
-        raise WireError(f"body is not valid JSON ({exc})", malformed=True) from None
+        problem = f"body is not valid JSON ({exc})"
     except RecursionError:
-        raise WireError("body is not valid JSON (nested too deeply)", malformed=True) from None
-    if not isinstance(data, dict):
-        raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
-    return data
+        problem = "body is not valid JSON (nested too deeply)"
+    else:
+        if isinstance(data, dict):
+            return data
+        problem = f"body is not a JSON object but {kind_of(data)}"
+        raise WireError(problem)
+    raise WireError(problem, malformed=True)
 
 
 _DECODER = json.JSONDecoder()
-
-
-def job_from_wire(data: dict[str, Any]) -> Job:
-    """A `Job` from the JSON object the service sends (already parsed), or a `WireError`:
-    how a checkpoint reads back the jobs it holds in their wire form."""
-    if not isinstance(data, dict):
-        raise WireError(f"not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
-    try:
-        job: Job = _structure_job(data, Job)
-    except cattrs.ClassValidationError as exc:
-        raise _first_field_error(exc, Job) from None
-    return job
-
 
 _JSON_KINDS: dict[type, str] = {
     list: "an array",
@@ -328,6 +311,11 @@ _JSON_KINDS: dict[type, str] = {
     bool: "a boolean",
     type(None): "null",
 }
+
+
+def kind_of(value: object) -> str:
+    """What kind of JSON value `value` is, for a message: "an array", "null", ..."""
+    return _JSON_KINDS.get(type(value), "a value")
 
 
 def _nested_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
@@ -347,31 +335,28 @@ def _nested_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireErro
 
 
 def record_to_wire(record: Any) -> dict[str, Any]:
-    """A `Job` or a `JobResult` as JSON-ready data, in the service's names and formats."""
+    """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names
+    and formats."""
     wire: dict[str, Any] = _converter.unstructure(record)
     return wire
 
 
 def record_from_wire(data: Any, cls: type[T]) -> T:
-    """What `record_to_wire` wrote, back as `cls` (a `Job` or a `JobResult`).
+    """What `record_to_wire` wrote, back as `cls`.
 
     Raises:
         WireError: the data is not such a record; the message names the field.
     """
     if not isinstance(data, dict):
-        raise WireError(f"expected a JSON object, got {_describe(data)}")
+        raise WireError(f"expected a JSON object, got {describe(data)}")
     try:
         record: T = _converter.structure(data, cls)
     except cattrs.ClassValidationError as exc:
-        raise _nested_field_error(exc, cls) from None
-    error = getattr(record, "error", None)
-    if isinstance(error, _JOB_ERRORS):
-        # The job such an error carries was written once, as the result's own: give it back.
-        error.job = getattr(record, "job", None)
-    return record
-
-
-def job_to_wire(job: Job) -> dict[str, Any]:
-    """The JSON object the service would send for `job` (what the fake service answers)."""
-    wire: dict[str, Any] = _converter.unstructure(job)
-    return wire
+        error = _nested_field_error(exc, cls)
+    else:
+        carried = getattr(record, "error", None)
+        if isinstance(carried, _JOB_ERRORS):
+            # The job such an error carries was written once, as the result's own: give it back.
+            carried.job = getattr(record, "job", None)
+        return record
+    raise error

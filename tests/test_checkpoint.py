@@ -9,7 +9,7 @@ import copy
 import json
 import random
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -27,10 +27,12 @@ from jobpoll import (
     ConfigurationError,
     Job,
     JobFailedError,
+    JobPollError,
     JobResult,
     JobsClient,
     JobStatus,
     JobsWait,
+    JobWait,
     PollPolicy,
     TransportError,
     wait_for_job,
@@ -40,7 +42,7 @@ from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._pace import Pace
 from jobpoll._rules import Rules
 from jobpoll._state import JobState, PaceState
-from jobpoll.testing import FakeJobsService, HttpError, Slow, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -202,7 +204,7 @@ async def test_one_poll_through_the_tracker_methods(
     job_id = service.add_job(duration=600)
     saved = await checkpoint_after(client, job_id, policy, 2)
     for _ in range(100):
-        rules, state = resume_job(saved, job_id, policy)
+        rules, state, _owed = resume_job(saved, job_id, policy)
         assert state.next_poll_at is not None
         clock.advance(max(0.0, state.next_poll_at - clock()))  # the queue runs it when due
         rules.begin(state, clock())
@@ -371,20 +373,51 @@ JSON_VALUES = st.recursive(
 )
 
 
+def tampered_like(value: object) -> st.SearchStrategy[Any]:
+    """What a tampered checkpoint may hold in place of `value`, of its kind: counts and
+    percents past any machine word or below 0, numbers at the ends of a float, times no
+    wait could have set (a string that is no time: any JSON value)."""
+    if type(value) is int:
+        return st.sampled_from([2**63, 2**64, -(2**63), -1, 0, 1, 50, 100, 101]) | st.integers()
+    if type(value) is float:
+        return st.sampled_from([1e308, -1e308, -1e-300, -1.0, 0.0]) | st.floats(-1e12, 0.0)
+    if isinstance(value, str) and value.endswith("Z"):
+        return st.datetimes(datetime(1971, 1, 2), datetime(8999, 12, 31)).map(
+            lambda moment: moment.isoformat() + "Z"
+        )
+    if isinstance(value, str):  # an id or a status
+        return st.sampled_from([value.upper(), value.lower(), "RUNNING", "FAILED", "NEW_ONE"])
+    return JSON_VALUES
+
+
+def mutated_copy(
+    data: st.DataObject, base: dict[str, Any], paths: list[tuple[Any, ...]]
+) -> dict[str, Any]:
+    """A copy of `base` with one to three of the values at `paths` removed, or replaced by
+    any JSON value or one a tampered checkpoint may hold."""
+    mutated = copy.deepcopy(base)
+    for path in data.draw(st.lists(st.sampled_from(paths), min_size=1, max_size=3, unique=True)):
+        target = mutated
+        for key in path[:-1]:
+            target = target[key]
+        how = data.draw(st.sampled_from(["alike", "alike", "alike", "any", "remove"]))
+        if how == "remove" and isinstance(target, dict):
+            del target[path[-1]]
+        else:
+            kind = JSON_VALUES if how == "any" else tampered_like(target[path[-1]])
+            target[path[-1]] = data.draw(kind)
+    return mutated
+
+
+@settings(max_examples=300)
 @given(data=st.data())
 def test_mutated_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
-    """Any one value of a valid checkpoint replaced by any JSON value (or removed) gives a
-    `CheckpointError`, or a wait that resumes: never another error, never a crash later."""
+    """Any one to three values of a valid checkpoint replaced by any JSON value (or removed)
+    give a `CheckpointError`, or a wait that resumes, checkpoints again, and runs to its end
+    in virtual time with its outcome or a jobpoll error, never sleeping longer than its
+    policy could ask: never another error, never a crash later, never parked."""
     base = SAVED_FOR_HYPOTHESIS
-    path = data.draw(st.sampled_from(leaves(base)))
-    mutated = copy.deepcopy(base)
-    target = mutated
-    for key in path[:-1]:
-        target = target[key]
-    if data.draw(st.booleans()):
-        del target[path[-1]]
-    else:
-        target[path[-1]] = data.draw(JSON_VALUES)
+    mutated = mutated_copy(data, base, leaves(base))
     clock = VirtualClock()
     policy = policy_of(clock)
     client = JobsClient("key", base_url="http://127.0.0.1:9")
@@ -395,6 +428,22 @@ def test_mutated_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
     # Resumed: what it restored checkpoints again, and that reads back.
     again = wait.checkpoint()
     wait_for_job(client, base["job_id"], policy=policy, resume=json.loads(json.dumps(again)))
+    asyncio.run(_run_mutated([base["job_id"]], mutated, wait_for_job, base["job_id"]))
+
+
+async def _run_mutated(
+    job_ids: list[str], mutated: dict[str, Any], start: Any, *arguments: Any
+) -> None:
+    """Resume `mutated` with `start(client, *arguments, ...)` against a service where each of
+    `job_ids` runs for ten minutes, and run it to its end in virtual time."""
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        for job_id in job_ids:
+            service.add_job(job_id, duration=600)
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            await run_resumed(
+                start(client, *arguments, policy=policy_of(clock), resume=mutated), clock
+            )
 
 
 def _saved_for_hypothesis() -> dict[str, Any]:
@@ -765,6 +814,62 @@ async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -
             assert outcome == expected[result.job_id], result
 
 
+@settings(max_examples=40)
+@given(stops=st.lists(st.tuples(st.integers(0, 30), st.integers(0, 20)), min_size=1, max_size=6))
+def test_fanout_awaited_cancelled_and_resumed_at_random(stops: list[tuple[int, int]]) -> None:
+    """`results = await fanout` cancelled at any moment (after some snapshots, a few steps
+    of the loop later), then checkpointed and resumed: what the cancelled `await` had
+    collected counts as not reported and is in the checkpoint, so over all its runs the
+    caller receives every distinct id once, each with its outcome."""
+    asyncio.run(_awaited_at_random(stops))
+
+
+async def _awaited_at_random(stops: list[tuple[int, int]]) -> None:
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        expected = add_mixed_jobs(service)
+        policy = policy_of(clock, max_failures=100)
+        received: list[JobResult] = []
+        saved: dict[str, Any] | None = None
+        snapshots = 0
+
+        def seen(_job: Job) -> None:
+            nonlocal snapshots
+            snapshots += 1
+
+        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+            for stop in [*stops, None]:
+                ids = list(expected) if saved is None else []
+                fanout = wait_for_jobs(
+                    client, ids, policy=policy, max_in_flight=4, on_update=seen, resume=saved
+                )
+                gathering = asyncio.ensure_future(_gathered(fanout))
+                if stop is not None:
+                    snapshots, (updates, ticks) = 0, stop
+                    await until(lambda: snapshots >= updates or gathering.done())  # noqa: B023
+                    for _ in range(ticks):
+                        await asyncio.sleep(0)
+                    gathering.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    received.extend(await gathering)
+                if gathering.cancelled():
+                    assert fanout.reported == 0  # nothing reached the caller
+                saved = json.loads(json.dumps(fanout.checkpoint()))
+                await fanout.aclose()  # the process ends
+                if not gathering.cancelled():
+                    break
+        assert sorted(result.job_id for result in received) == sorted(expected)
+        for result in received:
+            outcome = type(result.error).__name__ if result.error else "FINISHED"
+            if result.job is not None and result.job.failed:
+                outcome = result.job.raw_status
+            assert outcome == expected[result.job_id], result
+
+
+async def _gathered(fanout: JobsWait) -> list[JobResult]:
+    return await fanout
+
+
 def _fanout_saved_for_hypothesis() -> dict[str, Any]:
     async def make() -> dict[str, Any]:
         clock = VirtualClock()
@@ -794,20 +899,15 @@ def fanout_leaves(data: Any, prefix: tuple[Any, ...] = ()) -> list[tuple[Any, ..
     return [prefix]
 
 
+@settings(max_examples=300)
 @given(data=st.data())
 def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) -> None:
-    """Any one value of a fan-out's checkpoint replaced by any JSON value (or removed) gives
-    a `CheckpointError`, or a fan-out that resumes and checkpoints again."""
+    """Any one to three values of a fan-out's checkpoint replaced by any JSON value (or
+    removed) give a `CheckpointError`, or a fan-out that resumes, checkpoints again, and
+    runs to its end in virtual time (its results, or a jobpoll error), never sleeping
+    longer than its policy could ask."""
     base = FANOUT_SAVED_FOR_HYPOTHESIS
-    path = data.draw(st.sampled_from(fanout_leaves(base)))
-    mutated = copy.deepcopy(base)
-    target = mutated
-    for key in path[:-1]:
-        target = target[key]
-    if isinstance(target, dict) and data.draw(st.booleans()):
-        del target[path[-1]]
-    else:
-        target[path[-1]] = data.draw(JSON_VALUES)
+    mutated = mutated_copy(data, base, fanout_leaves(base))
     policy = policy_of(VirtualClock())
     client = JobsClient("key", base_url="http://127.0.0.1:9")
     try:
@@ -816,6 +916,74 @@ def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) ->
         return
     again = json.loads(json.dumps(fanout.checkpoint()))
     wait_for_jobs(client, [], policy=policy, resume=again)
+    job_ids = [state["job_id"] for state in base["jobs"]]
+    asyncio.run(_run_mutated(job_ids, mutated, wait_for_jobs, []))
+
+
+class BlocksOnce:
+    """An async `on_update` whose first call blocks until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def __call__(self, _job: Job) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.Event().wait()
+
+    async def cancel_inside(self, step: Awaitable[object]) -> None:
+        """Run `step` until it is inside the blocked call, then cancel it."""
+        task = asyncio.ensure_future(step)
+        await self.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+
+@pytest.mark.parametrize(
+    "duration", [pytest.param(0, id="terminal"), pytest.param(600, id="running")]
+)
+async def test_a_snapshot_owed_by_a_cancelled_on_update_is_yielded_once_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock, duration: float
+) -> None:
+    """A wait whose async `on_update` was cancelled owes the iteration that snapshot, and so
+    does its checkpoint: resumed, it yields that snapshot first, without a poll, as the wait
+    iterated again does (a terminal one, and nothing more)."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=duration)
+    on_update = BlocksOnce()
+    wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
+    await on_update.cancel_inside(anext(wait))
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    owed = await anext(wait)
+    polls = service.request_count(job_id)
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    first = await anext(resumed)
+    assert (first.raw_status, first.progress) == (owed.raw_status, owed.progress)
+    assert service.request_count(job_id) == polls
+    if owed.is_terminal:
+        assert [job async for job in resumed] == []
+        assert (await resumed).succeeded
+    else:
+        assert (await resumed).succeeded
+
+
+async def test_a_fanout_cancelled_in_on_update_reports_that_job_once_resumed(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A fan-out whose async `on_update` was cancelled on a job's last snapshot holds that
+    job's result, ready: its checkpoint hands it out at once on resuming, without a poll."""
+    policy = policy_of(clock)
+    ids = [service.add_job(duration=0), service.add_job(duration=600)]
+    on_update = BlocksOnce()
+    fanout = wait_for_jobs(client, ids, policy=policy, on_update=on_update, max_in_flight=1)
+    await on_update.cancel_inside(anext(fanout))
+    saved = json.loads(json.dumps(fanout.checkpoint()))
+    await fanout.aclose()
+    polls = service.request_count(ids[0])
+    results = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert [(result.job_id, result.ok) for result in results] == [(ids[0], True), (ids[1], True)]
+    assert service.request_count(ids[0]) == polls
 
 
 async def test_fanout_checkpoint_after_leaving_async_with(
@@ -857,7 +1025,7 @@ def test_resumed_pace_never_breaks_at_the_next_poll(data: st.DataObject) -> None
     clock.advance(60)
     policy = policy_of(clock)
     try:
-        _rules, state = resume_job(mutated, mutated["job_id"], policy)
+        _rules, state, _owed = resume_job(mutated, mutated["job_id"], policy)
     except CheckpointError:
         return
     seen = state.job
@@ -931,6 +1099,58 @@ async def test_a_timeout_far_away_checkpoints_and_resumes(
     assert [result.ok for result in results] == [True]
 
 
+@pytest.mark.parametrize("start", [-1e12, -1000.0, -0.5, 0.0, 1e12, 1e15])
+async def test_checkpoints_on_a_clock_reading_anything(start: float) -> None:
+    """A policy's clock may read any value (a monotonic clock starts anywhere, below 0
+    too): a wait and a fan-out on it checkpoint unstarted and part-way, and resume to their
+    end, never a ValueError from `checkpoint()`."""
+    clock = VirtualClock(start)
+    policy = policy_of(clock)
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(service.api_key, base_url=service.base_url) as client,
+    ):
+        job_id = service.add_job(duration=600)
+        wait = wait_for_job(client, job_id, policy=policy, timeout=7200)
+        wait_for_job(client, job_id, policy=policy, resume=wait.checkpoint())
+        await anext(wait)
+        saved = json.loads(json.dumps(wait.checkpoint()))
+        assert (await wait_for_job(client, job_id, policy=policy, resume=saved)).succeeded
+
+        ids = [service.add_job(duration=0), service.add_job(duration=600)]
+        async with wait_for_jobs(client, ids, policy=policy, timeout=7200) as fanout:
+            wait_for_jobs(client, [], policy=policy, resume=fanout.checkpoint())
+            assert (await anext(fanout)).job_id == ids[0]
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+        results = await wait_for_jobs(client, [], policy=policy, resume=saved)
+        assert [result.ok for result in results] == [True]
+
+
+async def test_a_server_spelling_the_id_in_another_case_checkpoints_and_resumes(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A service answering each job with its id upper-cased (ids are the same job in any
+    case): a wait and a fan-out checkpoint part-way, resume from the JSON and end as their
+    jobs do, never a plain ValueError from `checkpoint()` or `resume=`."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=600)
+    service.inject(Patch({"id": job_id.upper()}), job_id=job_id, times=None)
+    wait = wait_for_job(client, job_id, policy=policy, timeout=7200)
+    await anext(wait)
+    await anext(wait)
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    assert (await wait_for_job(client, job_id, policy=policy, resume=saved)).succeeded
+
+    ids = [service.add_job(duration=60), service.add_job(duration=600)]
+    for each in ids:
+        service.inject(Patch({"id": each.upper()}), job_id=each, times=None)
+    async with wait_for_jobs(client, ids, policy=policy) as fanout:
+        assert (await anext(fanout)).job_id == ids[0]
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+    results = await wait_for_jobs(client, [], policy=policy, resume=saved)
+    assert [(result.job_id, result.ok) for result in results] == [(ids[1], True)]
+
+
 async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
@@ -989,6 +1209,121 @@ async def test_a_resumed_wait_awaited_later_polls_when_due(
     assert clock.sleeps[sleeps : sleeps + 1] in ([], [0.0])
 
 
+#: The longest delay `policy_of(clock)` can ask for between two polls (a pace's longest
+#: wait, `max_estimated_interval`): no resumed wait may sleep longer, whatever it read.
+LONGEST_DELAY = PollPolicy().max_estimated_interval
+
+
+def tampered(saved: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `saved` with each dotted path (a number: a list's item) set to its value."""
+    data = copy.deepcopy(saved)
+    for path, value in changes.items():
+        *parents, last = [int(key) if key.isdigit() else key for key in path.split(".")]
+        target = data
+        for key in parents:
+            target = target[key]
+        target[last] = value
+    return data
+
+
+async def run_resumed(wait: JobWait | JobsWait, clock: VirtualClock) -> object:
+    """Await a resumed wait to its end in virtual time: what it returned, or the jobpoll
+    error that ended it; it never sleeps longer than `LONGEST_DELAY` at a time."""
+    sleeps = len(clock.sleeps)
+    outcome: object
+    try:
+        outcome = await wait
+    except JobPollError as exc:
+        outcome = exc
+    assert max(clock.sleeps[sleeps:], default=0.0) <= LONGEST_DELAY
+    return outcome
+
+
+@pytest.mark.parametrize(
+    ("changes", "reads_zero"),
+    [
+        pytest.param({"polls": 2**63}, False, id="polls-2**63"),
+        pytest.param({"failures": 2**64}, False, id="failures-2**64"),
+        pytest.param({"pace.blind_index": 2**63}, False, id="pace-index-2**63"),
+        pytest.param(
+            {"pace.middle_progress": -1, "pace.phase_progress": 50}, False, id="unmoved-base-ahead"
+        ),
+        pytest.param(
+            {"pace.middle_progress": -1, "pace.last_progress": -1, "pace.step": 0},
+            True,
+            id="unmoved-no-reading",
+        ),
+        pytest.param({"next_poll_at": "8999-01-01T00:00:00Z"}, False, id="next-poll-in-8999"),
+    ],
+)
+async def test_tampered_checkpoint_is_refused_or_resumes(
+    service: FakeJobsService,
+    client: JobsClient,
+    clock: VirtualClock,
+    saved: dict[str, Any],
+    changes: dict[str, Any],
+    reads_zero: bool,
+) -> None:
+    """A checkpoint tampered with (a count past any machine word, a pace whose numbers
+    contradict each other, a next poll millennia away) is a `CheckpointError` at the call,
+    or a wait that ends as its job does without sleeping longer than its policy could ask:
+    never an OverflowError, a ZeroDivisionError or a math domain error, never parked."""
+    if reads_zero:  # the job reads 0% until it ends
+        service.add_job(saved["job_id"], duration=600, progress=None)
+    try:
+        wait = wait_for_job(
+            client, saved["job_id"], policy=policy_of(clock), resume=tampered(saved, changes)
+        )
+    except CheckpointError:
+        return
+    outcome = await run_resumed(wait, clock)
+    assert isinstance(outcome, Job), outcome
+    assert outcome.succeeded
+
+
+@pytest.fixture
+async def fanout_saved(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> dict[str, Any]:
+    """A fan-out's checkpoint, one of its four jobs reported, the others polled a while."""
+    ids = [service.add_job(duration=60 * i) for i in range(1, 5)]
+    async with wait_for_jobs(client, ids, policy=policy_of(clock)) as fanout:
+        await anext(fanout)
+        saved: dict[str, Any] = json.loads(json.dumps(fanout.checkpoint()))
+    return saved
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"jobs.0.polls": 2**63}, id="polls-2**63"),
+        pytest.param({"jobs.0.failures": 2**63}, id="failures-2**63"),
+        pytest.param({"jobs.0.pace.blind_index": 2**63}, id="pace-index-2**63"),
+        pytest.param({"jobs.0.pace.slower_moves": 2**64}, id="pace-falls-2**64"),
+        pytest.param(
+            {"jobs.0.pace.middle_progress": -1, "jobs.0.pace.phase_progress": 50},
+            id="unmoved-base-ahead",
+        ),
+        pytest.param({"jobs.0.next_poll_at": "8999-01-01T00:00:00Z"}, id="next-poll-in-8999"),
+        pytest.param({"pause_until": "8999-01-01T00:00:00Z"}, id="pause-until-8999"),
+    ],
+)
+async def test_tampered_fanout_checkpoint_is_refused_or_resumes(
+    client: JobsClient, clock: VirtualClock, fanout_saved: dict[str, Any], changes: dict[str, Any]
+) -> None:
+    """A fan-out's checkpoint tampered with is a `CheckpointError` at the call, or a fan-out
+    whose jobs all end as they do, without sleeping longer than its policy could ask."""
+    try:
+        fanout = wait_for_jobs(
+            client, [], policy=policy_of(clock), resume=tampered(fanout_saved, changes)
+        )
+    except CheckpointError:
+        return
+    results = await run_resumed(fanout, clock)
+    assert isinstance(results, list)
+    assert [result.ok for result in results] == [True] * len(fanout_saved["jobs"])
+
+
 def test_a_started_wait_with_a_timeout_but_no_deadline_is_refused() -> None:
     """A started wait (or fan-out with jobs) whose timeout is kept but whose deadline was
     removed is refused: resumed, it would never time out."""
@@ -1015,7 +1350,7 @@ async def test_the_answers_a_wait_got_go_through_every_checkpoint(
     service.inject(HttpError(503), job_id=job_id, times=2)
     saved = await checkpoint_after(client, job_id, policy, 2)
     assert (saved["polls"], saved["answers"]) == (4, 2)
-    _rules, state = resume_job(saved, job_id, policy)
+    _rules, state, _owed = resume_job(saved, job_id, policy)
     assert (state.polls, state.answers) == (4, 2)
 
     other = service.add_job(duration=600)

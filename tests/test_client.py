@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import uuid
 
 import aiohttp
@@ -21,11 +22,13 @@ from jobpoll import (
     JobStatus,
     NotAcceptable,
     NotFound,
+    PollPolicy,
     RateLimited,
     ServerError,
     ServiceUnavailable,
     TransportError,
     Unauthorized,
+    wait_for_job,
 )
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
@@ -234,6 +237,36 @@ async def test_bad_body(
     assert words in str(error)
     assert len(error.snippet) <= 200
     assert error.__cause__ is None  # no bare cattrs or json traceback behind it
+
+
+async def test_id_in_another_case_is_the_asked_id(
+    service: FakeJobsService, client: JobsClient
+) -> None:
+    """A server that writes the asked id in another case answers about the same job (ids are
+    compared case-insensitively, as UUIDs are), and the Job carries the id as it was asked."""
+    job_id = service.add_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+    service.inject(Patch({"id": job_id.upper()}))
+    job = await client.get_job(job_id)
+    assert job.id == job_id
+    service.inject(Patch({"id": "35F23C03-1c22-45fe-9484-3ffe769325de"}))
+    assert (await client.get_job(uuid.UUID(job_id))).id == job_id
+
+
+async def test_checkpoint_of_a_wait_answered_in_another_case(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A wait whose server answers its id upper-cased checkpoints and resumes (the snapshot
+    holds the asked id, so the checkpoint's own exact check of it holds)."""
+    job_id = service.add_job("9e0c8f9a-5b1d-4c1e-9b8e-2f0a6d7c4e11", duration=60)
+    service.inject(Patch({"id": job_id.upper()}))
+    policy = PollPolicy(clock=clock, sleep=clock.sleep)
+    wait = wait_for_job(client, job_id, policy=policy, timeout=3600)
+    async for job in wait:
+        assert job.id == job_id
+        break
+    saved = json.loads(json.dumps(wait.checkpoint()))
+    resumed = await wait_for_job(client, job_id, policy=policy, resume=saved)
+    assert (resumed.id, resumed.succeeded) == (job_id, True)
 
 
 async def test_body_without_content_type_is_read(

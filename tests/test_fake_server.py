@@ -375,12 +375,12 @@ async def test_fake_server_without_rules_answers_404() -> None:
         ),
         pytest.param(
             ["--fault", "²:times=1"],
-            "--fault '²:times=1': invalid literal for int() with base 10: '²'",
+            "--fault '²:times=1': kind '²' is not an HTTP status",
             id="fault-kind-of-a-superscript-digit",
         ),
         pytest.param(
             ["--job", "x:shape=steps-²"],
-            "--job 'x:shape=steps-²': shape invalid literal for int()",
+            "--job 'x:shape=steps-²': shape must be one of",
             id="steps-of-a-superscript-digit",
         ),
         pytest.param(["--latency", "-1"], "--latency must be a number of seconds", id="latency"),
@@ -399,10 +399,10 @@ async def test_fake_server_refuses_bad_options(arguments: list[str], message: st
 
 
 async def test_fake_server_refuses_a_file_it_cannot_read_a_number_of(tmp_path: Path) -> None:
-    """A number in the file that no check expected (a seed of 400 digits) is status 2 and
+    """A number in the file too large for its setting (a port of 400 digits) is status 2 and
     one line naming the file, never a traceback."""
     config = tmp_path / "big.toml"
-    config.write_text(f"seed = {'9' * 400}\n")
+    config.write_text(f"port = {'9' * 400}\n")
     ran = await run_jobpoll("fake-server", "--config", str(config))
     assert (ran.returncode, ran.stdout) == (2, "")
     assert ran.stderr.startswith(f"jobpoll fake-server: {config}: ")

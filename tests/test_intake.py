@@ -120,6 +120,17 @@ async def test_add_before_iteration_and_awaiting(
     assert [result.job_id for result in results] == ids
 
 
+@pytest.mark.parametrize("size", [3, SLICE + 1])
+async def test_add_says_how_many_distinct_ids_were_new(client: JobsClient, size: int) -> None:
+    """`add()` returns how many distinct ids were new, repeats in its own list counted once,
+    also for a long list added to a fan-out that has no id yet."""
+    fanout = wait_for_jobs(client, [])
+    assert fanout.add(["a"] * size + ["b"]) == 2
+    assert fanout.total == 2
+    assert fanout.add(["b", "c", "c"]) == 1
+    assert fanout.checkpoint()["unstarted"] == ["a", "b", "c"]
+
+
 async def test_add_is_all_or_none(client: JobsClient) -> None:
     """An id that could never be sent fails the whole `add()` call, naming its position;
     a single id or a non-iterable is a `TypeError`."""
@@ -158,6 +169,36 @@ async def test_invalid_id_from_a_source_is_reported(
         assert isinstance(error, InvalidJobId)
         assert "from the async iterable" in str(error)
     assert service.request_count() == service.request_count(good)
+
+
+@pytest.mark.parametrize(
+    "given",
+    [
+        pytest.param([5, "5", 5, b"5"], id="invalid-first"),
+        pytest.param(["5", 5, "bad\nid", "bad\nid"], id="valid-first"),
+    ],
+)
+async def test_an_invalid_value_never_stands_for_a_valid_id(
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy, given: list[object]
+) -> None:
+    """An async source yielding `5` (no job id) and `"5"` (a job) reports each on its own,
+    whatever the order: the int with an `InvalidJobId`, the job polled to its end. Each
+    invalid value is a result of its own, and `await` returns them all, in order."""
+    service.add_job("5", duration=3)
+
+    async def source() -> AsyncIterator[object]:
+        for value in given:
+            yield value
+
+    results = await wait_for_jobs(client, source(), policy=policy)  # type: ignore[arg-type]
+    shown = [value if isinstance(value, str) else repr(value) for value in given]
+    assert [result.job_id for result in results] == shown
+    for value, result in zip(given, results, strict=True):
+        if value == "5":
+            assert result.ok
+        else:
+            assert isinstance(result.error, InvalidJobId)
+    assert service.request_count() == service.request_count("5") > 0
 
 
 async def test_source_that_raises(

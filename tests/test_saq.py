@@ -39,7 +39,7 @@ from jobpoll import (
     WaitTimeout,
 )
 from jobpoll.saq import SaqWaits, load_result, result_to_json
-from jobpoll.testing import FakeJobsService, HttpError, Slow
+from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -479,6 +479,23 @@ async def test_a_worker_with_a_wrong_key_ends_no_wait(
         service.set_job(job_id, status="FINISHED", progress=100)
         result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
     assert result.ok
+
+
+async def test_a_server_spelling_the_id_in_another_case_ends_the_wait(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A service answering the job with its id upper-cased (the same job): each link
+    checkpoints and hands over to the next, and the wait ends with the job's outcome, never
+    failing its links and starting over from the first."""
+    job_id = service.add_job(duration=3600)
+    service.inject(Patch({"id": job_id.upper()}), job_id=job_id, times=None)
+    async with fleet_of(redis_url, service, 1) as fleet:
+        assert await fleet.waits.submit([job_id]) == [True]
+        await eventually(lambda: _steps_at_least(fleet, "w0", "polled", 2), "two links handed on")
+        service.set_job(job_id, status="FINISHED", progress=100)
+        result = await asyncio.wait_for(fleet.waits.result(job_id), 45)
+    assert result.ok
+    assert result.job_id == job_id
 
 
 async def _steps_at_least(fleet: Fleet, name: str, kind: str, count: int) -> bool:

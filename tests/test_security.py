@@ -31,7 +31,7 @@ from jobpoll import (
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._client import all_plain_job_ids, check_job_id
+from jobpoll._ids import all_plain_job_ids, check_job_id
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Redirect, Slow
 
 SECRET = "sk-live-4f9c2d7e1a8b6053"

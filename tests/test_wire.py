@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+import ast
 import json
 from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
 from typing import Any
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+import jobpoll
 from jobpoll import Job, JobStatus
-from jobpoll._wire import WireError, decode_job, job_to_wire
+from jobpoll._answer import decode_job
+from jobpoll._models import STATUS_BY_VALUE, job_to_wire
+from jobpoll._wire import WireError
 
 GOOD: dict[str, Any] = {
     "id": "35f23c03-1c22-45fe-9484-3ffe769325de",
@@ -253,3 +258,36 @@ def test_broken_bodies_explained_as_json_loads_does(body: bytes) -> None:
     assert caught.value.malformed
     if isinstance(expected, ValueError):
         assert str(caught.value) == f"body is not valid JSON ({expected})"
+
+
+def _imports(module: str) -> list[tuple[str, bool]]:
+    """The jobpoll modules a module imports, each with whether it is imported in a function."""
+    tree = ast.parse((Path(jobpoll.__file__).parent / f"{module}.py").read_text())
+    late = {
+        id(node)
+        for function in ast.walk(tree)
+        if isinstance(function, ast.FunctionDef | ast.AsyncFunctionDef)
+        for node in ast.walk(function)
+    }
+    return [
+        (node.module if node.module != "jobpoll" else f"jobpoll.{alias.name}", id(node) in late)
+        for node in ast.walk(tree)
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("jobpoll")
+        for alias in node.names
+    ]
+
+
+def test_converter_imports_no_model() -> None:
+    """The models import the converter, never the reverse, and neither imports inside a
+    function: the two form no cycle, not even one broken by a late import."""
+    converter, models = _imports("_wire"), _imports("_models")
+    assert not [name for name, _ in converter if name.startswith("jobpoll._models")]
+    assert ("jobpoll._wire", False) in models
+    assert not [name for name, late in converter + models if late]
+
+
+def test_one_map_of_status_strings() -> None:
+    """Each status's string leads to it through the one map the models export."""
+    assert {status.value: status for status in JobStatus} == STATUS_BY_VALUE
+    for value, status in STATUS_BY_VALUE.items():
+        assert JobStatus.parse(value.lower()) is status

@@ -74,7 +74,7 @@ def shape(name: str) -> ProgressCurve | None:
     if name in SHAPES:
         return SHAPES[name]
     step = name.removeprefix("steps-")
-    if step != name and step.isdigit() and 1 <= int(step) <= 100:
+    if step != name and step.isascii() and step.isdigit() and 1 <= int(step) <= 100:
         return _steps(int(step))
     raise ValueError(f"must be one of {', '.join(SHAPES)} or steps-N (N from 1 to 100)")
 

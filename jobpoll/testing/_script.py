@@ -8,8 +8,7 @@ from typing import Any
 
 import attrs
 
-from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus
-from jobpoll._wire import job_to_wire
+from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus, job_to_wire
 
 __all__ = ["JobScript", "ProgressCurve", "linear"]
 

@@ -1,0 +1,172 @@
+"""Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
+why not.
+
+Whatever of the server's text an error keeps (a field of its error body, the reason phrase,
+a redirect's `Location`, the start of a body that is no job, a Content-Type) is first made
+printable, then redacted (`Redactor`), and only then cut to its length. No error is raised
+here: each is returned, for the client to raise from a frame that holds no body, with no
+exception as its context (a `json.JSONDecodeError` holds the whole document).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from typing import Any
+
+from multidict import CIMultiDictProxy
+
+from jobpoll._errors import ApiError, DecodeError, api_error_for_status
+from jobpoll._ids import same_job_id
+from jobpoll._models import Job, structure_job
+from jobpoll._redact import ROOM, Redactor
+from jobpoll._retry_after import parse_retry_after
+from jobpoll._wire import WireError, json_object
+
+__all__ = ["ERROR_FIELD_LENGTH", "SNIPPET_LENGTH", "decode_job", "error_of", "is_json", "job_of"]
+
+#: The most characters of a body a `DecodeError` keeps (its `snippet`).
+SNIPPET_LENGTH = 200
+#: The most characters of a body a `DecodeError`'s message quotes.
+_START_LENGTH = 60
+#: The most characters kept of each field of an error body, and of a header.
+ERROR_FIELD_LENGTH = 500
+
+
+def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
+    """A `Job` from a response body, or a `WireError` saying what is wrong with it.
+
+    `job_id`: the id asked for. When the body names the same job (`same_job_id`: the same
+    string, or the same but for case), the `Job` holds the caller's string: the id as the
+    caller spells it, and one string per job, however many polls.
+    """
+    data = json_object(body)
+    if job_id is not None:
+        answered = data.get("id")
+        if answered == job_id or (type(answered) is str and same_job_id(job_id, answered)):
+            data["id"] = job_id
+    return structure_job(data)
+
+
+def job_of(
+    job_id: str,
+    http_status: int,
+    headers: CIMultiDictProxy[str],
+    body: bytes | None,
+    cap: int,
+    redact: Redactor,
+) -> Job | DecodeError:
+    """The job a 2xx answer holds, or the `DecodeError` that says why it holds none."""
+    content_type = headers.get("Content-Type")
+    if body is None:
+        message = f"body larger than the cap of {cap} bytes"
+        return _decode_error(job_id, http_status, content_type, body, message, redact)
+    if not is_json(content_type):
+        # An HTML page or plain text on a 2xx is an intermediary talking, not the service.
+        shown = redact.cut(content_type or "", ERROR_FIELD_LENGTH)
+        message = f"expected a JSON body, got Content-Type {shown}"
+        return _decode_error(
+            job_id, http_status, content_type, body, message, redact, transient=True
+        )
+    try:
+        job = decode_job(body, job_id=job_id)
+    except WireError as exc:
+        message, field, transient = redact(str(exc)), exc.field, exc.malformed
+    else:
+        if job.id == job_id:
+            return job
+        shown = redact.cut(job.id, SNIPPET_LENGTH)
+        message, field, transient = f"id: the answer is about job {shown!r}", "id", False
+    return _decode_error(
+        job_id, http_status, content_type, body, message, redact, field, transient=transient
+    )
+
+
+def _decode_error(
+    job_id: str,
+    http_status: int,
+    content_type: str | None,
+    body: bytes | None,
+    message: str,
+    redact: Redactor,
+    field: str | None = None,
+    *,
+    transient: bool = False,
+) -> DecodeError:
+    snippet = ""
+    if body:
+        text = _printable(body[: SNIPPET_LENGTH + ROOM].decode("utf-8", "replace"))
+        snippet = redact.cut(text, SNIPPET_LENGTH)
+    if field is None and snippet:
+        # The body as a whole is wrong: its start tells a proxy's page from a bug.
+        message += f"; body starts {snippet[:_START_LENGTH]!r}"
+    return DecodeError(
+        f"job {job_id!r}: {message}",
+        job_id=job_id,
+        field=field,
+        snippet=snippet,
+        content_type=redact.cut(content_type, ERROR_FIELD_LENGTH) if content_type else None,
+        http_status=http_status,
+        transient=transient,
+    )
+
+
+def _printable(text: str) -> str:
+    """Server text fit for a log line: control characters (a forged line break) become spaces."""
+    return "".join(c if c.isprintable() else " " for c in text)
+
+
+@functools.lru_cache(maxsize=32)  # servers send one or two distinct values, on every poll
+def is_json(content_type: str | None) -> bool:
+    """Whether a Content-Type may be a job's: JSON, or no claim either way."""
+    if not content_type:
+        return True  # no claim either way: let the body speak
+    mime = content_type.partition(";")[0].strip().lower()
+    # application/octet-stream is what RFC 9110 says to assume when a server names no type.
+    return mime in ("application/json", "application/octet-stream") or mime.endswith("+json")
+
+
+def error_of(
+    job_id: str,
+    http_status: int,
+    reason: str | None,
+    headers: CIMultiDictProxy[str],
+    body: bytes | None,
+    redact: Redactor,
+) -> ApiError:
+    """The `ApiError` an answer of any status but 2xx stands for (its class by the status)."""
+    fields = _error_fields(body, redact)
+    message = fields.get("message")
+    if 300 <= http_status <= 399:
+        location = redact.cut(headers.get("Location", "nowhere"), ERROR_FIELD_LENGTH)
+        message = f"redirect to {location} not followed (the API key goes to base_url only)"
+    if reason:
+        reason = redact.cut(_printable(reason[: SNIPPET_LENGTH + ROOM]), SNIPPET_LENGTH)
+    return api_error_for_status(http_status)(
+        http_status,
+        job_id=job_id,
+        reason=reason or None,
+        message=message,
+        error=fields.get("error"),
+        error_id=fields.get("id"),
+        path=fields.get("path"),
+        retry_after=parse_retry_after(headers.get("Retry-After"), headers.get("Date")),
+    )
+
+
+def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
+    """The string fields of a documented error body; nothing when the body is anything else."""
+    if not body:
+        return {}
+    data: Any = None
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    return {
+        key: redact.cut(value, ERROR_FIELD_LENGTH)
+        for key in ("message", "error", "id", "path")
+        if isinstance(value := data.get(key), str) and value
+    }

@@ -1,0 +1,199 @@
+"""Hiding the API key in what a server sends back: whole, in part, or encoded.
+
+A server may echo the request it got: in an error's message, a page of a proxy, a reason
+phrase, a redirect's `Location`. Whatever of that text jobpoll keeps (in an error's message
+and attributes, hence in logs, `JobResult.to_dict()` and the command line's output) first
+goes through one rule, `Redactor`, over the whole text, and only then is cut to its length:
+cut first, a key straddling the cut would be missed.
+
+The rule: every run of at least `MIN_RUN` characters that appears, in order, somewhere in the
+key becomes `<redacted>`. A run is found however the server wrote it, as is or encoded one
+character at a time, the encodings mixed freely, and up to three layers deep (`%2541` is
+`%41` is `A`):
+
+- JSON and JavaScript escapes: `\\/`, `\\"`, `\\u002F`, `\\x2F` (hex in either case);
+- percent-encoding: `%2F` or `%2f`, and `+` for a space (a space and a `+` are one character
+  to the rule);
+- HTML character references: named (`&sol;`, `&amp;`), decimal (`&#47;`) and hex (`&#x2F;`),
+  with or without the final `;` and with any leading zeros;
+- letters in either case (a server that upper-cases what it echoes).
+
+Why `MIN_RUN` is 6: a run of 5 characters of a random key gives away at most 30 bits of its
+128 or more, no help in guessing it, while ordinary server text seldom shares a run of 6
+characters with a key by chance (a UUID-like key with a UUID job id, about once in 20,000
+ids; a key of letters and digits, far more rarely), so hardly any text that is not the key
+is hidden. A key shorter than that (1 to 5 characters, only ever
+seen in tests) is not refused: the whole key is the shortest run hidden, wherever it
+appears, even inside a word.
+"""
+
+from __future__ import annotations
+
+import html.entities
+import re
+
+__all__ = ["MIN_RUN", "REDACTED", "ROOM", "Redactor"]
+
+#: The shortest run of the key's characters that is hidden wherever it appears.
+MIN_RUN = 6
+#: What a hidden run becomes (`…` for a key that holds a run of these letters).
+REDACTED = "<redacted>"
+#: Characters read beyond a cut (`Redactor.cut`): room for a key of 64 characters written
+#: out in full, each as `&#x2F;` and alike, at the end of what the cut keeps.
+ROOM = 1024
+
+#: One character as a server may have written it, or a stretch of characters as they are.
+_TOKEN = re.compile(
+    r"""
+    (?P<plain>[^\\%&]+)
+    | \\u(?P<u>[0-9A-Fa-f]{4})
+    | \\x(?P<x>[0-9A-Fa-f]{2})
+    | \\(?P<escaped>[^0-9A-Za-z])
+    | %(?P<percent>[0-9A-Fa-f]{2})
+    | &\#[Xx]0*(?P<hex>[0-9A-Fa-f]{1,6});?
+    | &\#0*(?P<decimal>[0-9]{1,7});?
+    | &(?P<name>[A-Za-z][A-Za-z0-9]{1,31});?
+    | (?P<other>.)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+#: The characters that may start an encoded character: text without any is its own decoding.
+_INTRODUCERS = ("\\", "%", "&")
+#: How many layers of encoding are peeled off: a server that escapes what it echoes, in a
+#: body that is escaped again (JSON in JSON, a percent-encoded URL in an HTML page).
+_LAYERS = 3
+#: Stands for a decoded character no key holds (a key is printable ASCII), keeping one
+#: character per token.
+_NO_KEY_CHARACTER = "\0"
+#: The folding of a character before comparing: ASCII letters to lower case, a space to `+`.
+_FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ ", "abcdefghijklmnopqrstuvwxyz+")
+_BASES = {"u": 16, "x": 16, "percent": 16, "hex": 16, "decimal": 10}
+
+
+def _character(kind: str, value: str) -> str | None:
+    """The character one encoded token stands for; None when it stands for none (an unknown
+    entity name: its `&` is then a character of its own)."""
+    if kind == "escaped":
+        return value
+    if kind == "name":
+        named = html.entities.html5.get(value + ";")
+        if named is None:
+            return None
+        return named if len(named) == 1 else _NO_KEY_CHARACTER
+    code = int(value, _BASES[kind])
+    return chr(code) if code <= 0x10FFFF else _NO_KEY_CHARACTER
+
+
+def _decoded(text: str) -> tuple[str, list[int]]:
+    """The text with every encoded character decoded, and where each decoded character
+    starts in `text` (one more entry: the text's length)."""
+    pieces: list[str] = []
+    starts: list[int] = []
+    at = 0
+    while at < len(text):
+        match = _TOKEN.match(text, at)
+        kind = match.lastgroup if match is not None else None  # `other` takes any character
+        if match is None or kind is None or kind == "plain" or kind == "other":
+            end = match.end() if match is not None else at + 1
+            pieces.append(text[at:end])
+            starts.extend(range(at, end))
+        else:
+            character = _character(kind, match.group(kind))
+            end = match.end() if character is not None else at + 1
+            pieces.append("&" if character is None else character)
+            starts.append(at)
+        at = end
+    starts.append(len(text))
+    return "".join(pieces), starts
+
+
+def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
+    """Spans that overlap or touch, joined."""
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    return merged
+
+
+class Redactor:
+    """Hides every run of the key's characters in a server's text (see the module's rule).
+
+    Args:
+        key: the API key: printable ASCII, as the client checks it.
+    """
+
+    __slots__ = ("_grams", "_marker", "_run")
+
+    def __init__(self, key: str) -> None:
+        folded = key.translate(_FOLD)
+        self._run = min(MIN_RUN, len(folded))
+        #: Every run of `_run` characters of the key: a longer run is a chain of them.
+        self._grams = frozenset(
+            folded[i : i + self._run] for i in range(len(folded) - self._run + 1)
+        )
+        # A key that holds a run of the marker's own letters (or, shorter, one of them) gets
+        # one no key can hold: a key is ASCII.
+        shown = REDACTED.translate(_FOLD)
+        self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
+
+    def __repr__(self) -> str:
+        return "<Redactor>"  # never the key, nor any part of it
+
+    def __call__(self, text: str) -> str:
+        """`text` with every run of the key's characters, as is or encoded, as `<redacted>`."""
+        spans = self._runs(text.translate(_FOLD))
+        # Each layer of encoding peeled off in turn (`%2541` is `%41`, then `A`), what is
+        # found in a layer mapped back, through the layers above, to where it is in `text`.
+        layer = text
+        maps: list[list[int]] = []
+        while len(maps) < _LAYERS and any(introducer in layer for introducer in _INTRODUCERS):
+            decoded, starts = _decoded(layer)
+            if decoded == layer:
+                break
+            maps.append(starts)
+            layer = decoded
+            for start, end in self._runs(layer.translate(_FOLD)):
+                for above in reversed(maps):
+                    start, end = above[start], above[end]
+                spans.append((start, end))
+        if not spans:
+            return text
+        pieces: list[str] = []
+        shown = 0
+        for start, end in _merged(spans):
+            pieces += (text[shown:start], self._marker)
+            shown = end
+        pieces.append(text[shown:])
+        return "".join(pieces)
+
+    def cut(self, text: str, length: int) -> str:
+        """The first `length` characters of `text` once redacted.
+
+        Only the start of a long text is read (what the cut keeps, and room for a key
+        written out in full at its end), so a large body costs no more than a small one;
+        a run straddling that end is hidden as far as the text shows it, and a rest of it
+        shorter than `MIN_RUN` hides nothing. What the cut keeps is redacted once more:
+        a cut may end inside an encoded character and change what it reads as (`&#1021`
+        cut to `&#102` is an `f`); the rest of such a run then ends the text.
+        """
+        kept = self(text[: length + ROOM])[:length]
+        for _ in range(_LAYERS):
+            again = self(kept)
+            if again == kept:
+                break
+            kept = again[:length]
+        return kept
+
+    def _runs(self, folded: str) -> list[tuple[int, int]]:
+        """Where in `folded` (a folded text) runs of the key's characters are, as spans."""
+        run = self._run
+        spans: list[tuple[int, int]] = []
+        for gram in self._grams:
+            at = folded.find(gram)
+            while at != -1:
+                spans.append((at, at + run))
+                at = folded.find(gram, at + 1)
+        return _merged(spans)

@@ -1,0 +1,186 @@
+"""The transport under a request: what aiohttp raises while it is out, as what jobpoll says
+about it (one table, and a context manager that applies it, the shape of httpx's
+`map_httpcore_exceptions`), and the proxy a plain-http request must not go through.
+
+None of aiohttp's exceptions is kept, chained or quoted whole: their tracebacks keep
+aiohttp's frames alive, whose locals hold the request headers, key included, and a
+`ClientResponseError`'s repr prints them. The failure is described in words instead.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import ssl
+import urllib.request
+from collections.abc import Callable
+from types import TracebackType
+from typing import Any, Self
+
+import aiohttp
+import attrs
+from yarl import URL
+
+from jobpoll._errors import ConfigurationError
+from jobpoll._redact import Redactor
+
+__all__ = ["Failure", "TransportFailures", "refuse_plain_proxy"]
+
+
+@attrs.frozen
+class Failure:
+    """Why a request got no usable answer.
+
+    Attributes:
+        text: what happened, fit for any log (what the server sent in it is redacted).
+        reached: whether a connection to the server was made.
+        transient: whether trying again may cure it; None for a TLS or name failure, which
+            is the setup's fault until the server has answered once, a passing fault after.
+        misuse: the client could not send at all: its session is closed or belongs to
+            another event loop (a `ClientStateError`, not a `TransportError`).
+    """
+
+    text: str
+    reached: bool = True
+    transient: bool | None = True
+    misuse: bool = False
+
+
+def _os_error_text(exc: aiohttp.ClientConnectorError) -> str:
+    """What the operating system said, without aiohttp's wording (which names the request)."""
+    os_error = exc.os_error
+    if isinstance(os_error, ssl.SSLError):
+        return str(os_error.reason or os_error)
+    if isinstance(os_error, socket.gaierror) or not os_error.errno:
+        return str(os_error.strerror or os_error) or type(os_error).__name__
+    return os.strerror(os_error.errno)
+
+
+def _of_another_loop(session: aiohttp.ClientSession) -> bool:
+    loop = getattr(session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
+    return loop is not None and loop is not asyncio.get_running_loop()
+
+
+def _unresolved(exc: aiohttp.ClientConnectorDNSError, to: TransportFailures) -> Failure:
+    # EAI_AGAIN is the resolver failing for now, not an answer that there is no host.
+    transient = True if exc.os_error.errno == socket.EAI_AGAIN else None
+    text = f"cannot resolve host {to.endpoint.host} ({_os_error_text(exc)})"
+    return Failure(text, reached=False, transient=transient)
+
+
+def _misused(exc: RuntimeError, to: TransportFailures) -> Failure | None:
+    # What aiohttp raises for a closed session, or one of another (maybe closed) event loop;
+    # anything else is a bug to see whole.
+    if not (to.session.closed or _of_another_loop(to.session)):
+        return None
+    return Failure(str(exc), misuse=True)
+
+
+#: Each exception a request may raise, and what it means. The first class that matches
+#: wins, so a subclass comes before its base (aiohttp's connection timeout is also a
+#: `TimeoutError`, its read timeout both a `TimeoutError` and a `ClientError`).
+_FAILURES: tuple[
+    tuple[type[BaseException], Callable[[Any, TransportFailures], Failure | None]], ...
+] = (
+    (
+        aiohttp.ConnectionTimeoutError,
+        lambda exc, to: Failure(f"no connection to {to.address} in time", reached=False),
+    ),
+    (TimeoutError, lambda exc, to: Failure("no answer in time")),
+    (
+        aiohttp.ClientResponseError,
+        lambda exc, to: Failure(f"invalid response ({to.redact(exc.message)})"),
+    ),
+    (
+        aiohttp.ClientSSLError,
+        lambda exc, to: Failure(
+            f"TLS failed ({_os_error_text(exc)}): is {to.address} serving https with a valid "
+            "certificate?",
+            transient=None,
+        ),
+    ),
+    (aiohttp.ClientConnectorDNSError, _unresolved),
+    (
+        aiohttp.ClientProxyConnectionError,
+        lambda exc, to: Failure(
+            f"cannot connect to the proxy ({_os_error_text(exc)})", reached=False
+        ),
+    ),
+    (
+        aiohttp.ClientConnectorError,
+        lambda exc, to: Failure(
+            f"cannot connect to {to.address} ({_os_error_text(exc)})", reached=False
+        ),
+    ),
+    (
+        aiohttp.ServerFingerprintMismatch,
+        lambda exc, to: Failure(
+            "the server's certificate does not match the pinned one", transient=False
+        ),
+    ),
+    (aiohttp.ClientError, lambda exc, to: Failure(to.redact(str(exc)) or type(exc).__name__)),
+    (RuntimeError, _misused),
+)
+
+
+class TransportFailures:
+    """Around one request: what the table knows becomes `failure` and is suppressed, the
+    exception dropped with its traceback; anything else (a cancellation, a bug) propagates.
+
+    The caller raises the jobpoll error outside any handler, so that it has no context.
+    """
+
+    __slots__ = ("endpoint", "failure", "redact", "session")
+
+    endpoint: URL
+    session: aiohttp.ClientSession
+    redact: Redactor
+    failure: Failure | None
+
+    def __init__(self, endpoint: URL, session: aiohttp.ClientSession, redact: Redactor) -> None:
+        self.endpoint = endpoint
+        self.session = session
+        self.redact = redact
+        self.failure = None
+
+    @property
+    def address(self) -> str:
+        """The server's host and port, as messages name it."""
+        return f"{self.endpoint.host}:{self.endpoint.port}"
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool:
+        if exc is None:
+            return False
+        for kind, describe in _FAILURES:
+            if isinstance(exc, kind):
+                self.failure = describe(exc, self)
+                return self.failure is not None
+        return False
+
+
+def refuse_plain_proxy(session: aiohttp.ClientSession, endpoint: URL) -> None:
+    """A `ConfigurationError` when a session would send a plain-http request to `endpoint`
+    through a proxy: the API key would reach the proxy in clear text.
+
+    The proxy is found as aiohttp finds it: the session's `proxy=`, else with `trust_env`
+    the environment's proxy for http unless `NO_PROXY` exempts the host. Read from the
+    environment only (no file is read), so it is cheap enough for every request.
+    """
+    proxy = getattr(session, "_default_proxy", None)  # ClientSession(proxy=...)
+    host = endpoint.host or ""
+    if proxy is None and session.trust_env and not urllib.request.proxy_bypass(host):
+        proxy = urllib.request.getproxies().get("http")
+    if proxy is not None:
+        raise ConfigurationError(
+            f"refusing plain http to {host} through a proxy: the API key would reach the "
+            "proxy in clear text; exempt the host in NO_PROXY, or use https"
+        )
