@@ -343,25 +343,8 @@ class JobsWait:
         rules, fleet, table = jobs.rules, jobs.fleet, jobs.table
         base = Timebase(rules.policy)
         now = base.now
-        pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
-        pending += [(row, now) for row in jobs.flight.running.values()]
-        ready = [
-            row
-            for _job_id, _job, error, row in jobs.ready
-            if error is None or not isinstance(error, InvalidJobId)
-        ]  # a value never sent: nothing to wait for
-        if not self._returned:
-            ready += [
-                row
-                for row, result in self._gathered.items()
-                if not isinstance(result.error, InvalidJobId)
-            ]
-        for row in ready:
-            job = table.job(row)
-            pending.append((row, None if job is not None and job.is_terminal else now))
-        pending.sort(key=lambda item: item[0])
         states = []
-        for row, due in pending:
+        for row, due in self._pending(now):
             state = table.load(row)
             state.next_poll_at = due  # read, not saved back: the row keeps its own
             states.append(saved_state(state, base))
@@ -377,6 +360,22 @@ class JobsWait:
             unstarted=jobs.intake.unstarted(),
         )
         return dump(header, states)
+
+    def _pending(self, now: float) -> list[tuple[int, float | None]]:
+        """The rows of the jobs not reported, in order, each with when its next poll is due
+        (`now` for one in flight or ready with an error; None for one seen ended)."""
+        jobs = self._jobs
+        pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
+        pending += [(row, now) for row in jobs.flight.running.values()]
+        ready = [(error, row) for _job_id, _job, error, row in jobs.ready]
+        if not self._returned:  # what a cancelled `await` collected is pending until returned
+            ready += [(result.error, row) for row, result in self._gathered.items()]
+        for error, row in ready:
+            if isinstance(error, InvalidJobId):
+                continue  # a value that could never be sent: nothing to wait for
+            job = jobs.table.job(row)
+            pending.append((row, None if job is not None and job.is_terminal else now))
+        return sorted(pending, key=lambda item: item[0])
 
     @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:

@@ -87,23 +87,10 @@ def _is_state(type_: Any) -> bool:
     return type_ in (JobState, PaceState)
 
 
-def _make_converter() -> cattrs.Converter:
-    converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
-    for type_, hook in (
-        (int, _structure_int),
-        (float, _structure_float),
-        (str, _structure_str),
-        (bool, _structure_bool),
-        (datetime, _structure_time),
-        (Job, _structure_job),
-    ):
-        converter.register_structure_hook(type_, hook)
-        converter.register_structure_hook(type_ | None, _optional(hook))
-    converter.register_unstructure_hook(datetime, format_timestamp)
-    converter.register_unstructure_hook(Job, job_to_wire)
+def _register_state_hooks(converter: cattrs.Converter) -> None:
+    """The records of `_state`, by their field metadata: what is not saved is left out, a
+    "utc" time is read from its ISO form, and every field saved must be there."""
 
-    # The records of `_state`, by their field metadata: what is not saved is left out, a
-    # "utc" time is read from its ISO form.
     def structure_state(cls: Any) -> Any:
         overrides = {}
         for field in attrs.fields(cls):
@@ -132,6 +119,24 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook_factory(_is_state, structure_state)
     converter.register_unstructure_hook_factory(_is_state, unstructure_state)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
+    for type_, hook in (
+        (int, _structure_int),
+        (float, _structure_float),
+        (str, _structure_str),
+        (bool, _structure_bool),
+        (datetime, _structure_time),
+        (Job, _structure_job),
+    ):
+        converter.register_structure_hook(type_, hook)
+        converter.register_structure_hook(type_ | None, _optional(hook))
+    converter.register_unstructure_hook(datetime, format_timestamp)
+    converter.register_unstructure_hook(Job, job_to_wire)
+
+    _register_state_hooks(converter)
 
     def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
         items = list_structure_factory(type_, converter)
