@@ -252,14 +252,17 @@ main()
 @pytest.mark.parametrize(
     "at",
     [
+        pytest.param("aiohttp", id="importing-the-library"),
+        pytest.param("jobpoll._client", id="importing-the-client"),
         pytest.param("", id="before-main"),
         pytest.param("jobpoll._cli", id="importing-the-command-line"),
         pytest.param("jobpoll._demo", id="in-a-command-before-its-loop"),
     ],
 )
 async def test_ctrl_c_while_starting(at: str) -> None:
-    """Ctrl-C while the command line starts (its imports, a command's set-up) says
-    `interrupted` and exits 130, as Ctrl-C does during a wait: no traceback."""
+    """Ctrl-C while the command line starts (the library's imports, the command line's, a
+    command's set-up) says `interrupted` and exits 130, as Ctrl-C does during a wait: no
+    traceback."""
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-c", INTERRUPTED_WHILE_STARTING, at, "demo", "--json"),
         stdin=asyncio.subprocess.DEVNULL,
