@@ -2,68 +2,111 @@
 
 The public API is what `__all__` lists; everything in a module whose name starts with an
 underscore is private.
+
+`import jobpoll` itself imports none of jobpoll's modules nor aiohttp, attrs or cattrs: each
+public name is imported from its module the first time it is read (`jobpoll.JobsClient`,
+`from jobpoll import JobsClient`), per PEP 562. So the `jobpoll` command line, whose package
+this is, has its Ctrl-C handler in place before the heavy imports start; and code that reads
+only `jobpoll.__version__` pays for nothing else.
 """
 
-from jobpoll._client import JobsClient
-from jobpoll._config import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL
-from jobpoll._errors import (
-    ApiError,
-    BadRequest,
-    CheckpointError,
-    ClientStateError,
-    ConfigurationError,
-    DecodeError,
-    Forbidden,
-    InvalidJobId,
-    JobFailedError,
-    JobPollError,
-    JobStalled,
-    NotAcceptable,
-    NotFound,
-    RateLimited,
-    ServerError,
-    ServiceUnavailable,
-    TransportError,
-    Unauthorized,
-    WaitTimeout,
-)
-from jobpoll._fanout import JobsWait, wait_for_jobs
-from jobpoll._models import Job, JobResult, JobStatus
-from jobpoll._policy import PollPolicy
-from jobpoll._version import __version__
-from jobpoll._wait import JobWait, wait_for_job
+import importlib
+import sys
+from typing import TYPE_CHECKING
 
-__all__ = [
-    "API_KEY_ENV",
-    "BASE_URL_ENV",
-    "DEFAULT_BASE_URL",
-    "ApiError",
-    "BadRequest",
-    "CheckpointError",
-    "ClientStateError",
-    "ConfigurationError",
-    "DecodeError",
-    "Forbidden",
-    "InvalidJobId",
-    "Job",
-    "JobFailedError",
-    "JobPollError",
-    "JobResult",
-    "JobStalled",
-    "JobStatus",
-    "JobWait",
-    "JobsClient",
-    "JobsWait",
-    "NotAcceptable",
-    "NotFound",
-    "PollPolicy",
-    "RateLimited",
-    "ServerError",
-    "ServiceUnavailable",
-    "TransportError",
-    "Unauthorized",
-    "WaitTimeout",
-    "__version__",
-    "wait_for_job",
-    "wait_for_jobs",
-]
+#: The public API: each name, and the private module that defines it (and is imported when
+#: the name is first read). `__all__` is its names.
+_MODULE_OF = {
+    "API_KEY_ENV": "jobpoll._config",
+    "BASE_URL_ENV": "jobpoll._config",
+    "DEFAULT_BASE_URL": "jobpoll._config",
+    "ApiError": "jobpoll._errors",
+    "BadRequest": "jobpoll._errors",
+    "CheckpointError": "jobpoll._errors",
+    "ClientStateError": "jobpoll._errors",
+    "ConfigurationError": "jobpoll._errors",
+    "DecodeError": "jobpoll._errors",
+    "Forbidden": "jobpoll._errors",
+    "InvalidJobId": "jobpoll._errors",
+    "Job": "jobpoll._models",
+    "JobFailedError": "jobpoll._errors",
+    "JobPollError": "jobpoll._errors",
+    "JobResult": "jobpoll._models",
+    "JobStalled": "jobpoll._errors",
+    "JobStatus": "jobpoll._models",
+    "JobWait": "jobpoll._wait",
+    "JobsClient": "jobpoll._client",
+    "JobsWait": "jobpoll._fanout",
+    "NotAcceptable": "jobpoll._errors",
+    "NotFound": "jobpoll._errors",
+    "PollPolicy": "jobpoll._policy",
+    "RateLimited": "jobpoll._errors",
+    "ServerError": "jobpoll._errors",
+    "ServiceUnavailable": "jobpoll._errors",
+    "TransportError": "jobpoll._errors",
+    "Unauthorized": "jobpoll._errors",
+    "WaitTimeout": "jobpoll._errors",
+    "__version__": "jobpoll._version",
+    "wait_for_job": "jobpoll._wait",
+    "wait_for_jobs": "jobpoll._fanout",
+}
+
+if TYPE_CHECKING:
+    # What type checkers read: the names of `_MODULE_OF`, each from its module (a test holds
+    # the two equal), each re-exported (`as` itself).
+    from jobpoll._client import JobsClient as JobsClient
+    from jobpoll._config import API_KEY_ENV as API_KEY_ENV
+    from jobpoll._config import BASE_URL_ENV as BASE_URL_ENV
+    from jobpoll._config import DEFAULT_BASE_URL as DEFAULT_BASE_URL
+    from jobpoll._errors import ApiError as ApiError
+    from jobpoll._errors import BadRequest as BadRequest
+    from jobpoll._errors import CheckpointError as CheckpointError
+    from jobpoll._errors import ClientStateError as ClientStateError
+    from jobpoll._errors import ConfigurationError as ConfigurationError
+    from jobpoll._errors import DecodeError as DecodeError
+    from jobpoll._errors import Forbidden as Forbidden
+    from jobpoll._errors import InvalidJobId as InvalidJobId
+    from jobpoll._errors import JobFailedError as JobFailedError
+    from jobpoll._errors import JobPollError as JobPollError
+    from jobpoll._errors import JobStalled as JobStalled
+    from jobpoll._errors import NotAcceptable as NotAcceptable
+    from jobpoll._errors import NotFound as NotFound
+    from jobpoll._errors import RateLimited as RateLimited
+    from jobpoll._errors import ServerError as ServerError
+    from jobpoll._errors import ServiceUnavailable as ServiceUnavailable
+    from jobpoll._errors import TransportError as TransportError
+    from jobpoll._errors import Unauthorized as Unauthorized
+    from jobpoll._errors import WaitTimeout as WaitTimeout
+    from jobpoll._fanout import JobsWait as JobsWait
+    from jobpoll._fanout import wait_for_jobs as wait_for_jobs
+    from jobpoll._models import Job as Job
+    from jobpoll._models import JobResult as JobResult
+    from jobpoll._models import JobStatus as JobStatus
+    from jobpoll._policy import PollPolicy as PollPolicy
+    from jobpoll._version import __version__ as __version__
+    from jobpoll._wait import JobWait as JobWait
+    from jobpoll._wait import wait_for_job as wait_for_job
+else:
+    # At run time only. Type checkers read the imports above instead: a module `__getattr__`
+    # would have them take any name, a misspelt one too, for one of this module's; and an
+    # `__all__` that is no literal list would hide every name from their `import *`.
+    __all__ = sorted(_MODULE_OF)
+
+    def __getattr__(name: str) -> object:
+        """A public name, imported from its module on first use and kept here, so that
+        later reads are plain attribute reads."""
+        try:
+            module = _MODULE_OF[name]
+        except KeyError:
+            raise AttributeError(
+                f"module {__name__!r} has no attribute {name!r}",
+                name=name,
+                obj=sys.modules[__name__],
+            ) from None
+        value = getattr(importlib.import_module(module), name)
+        globals()[name] = value
+        return value
+
+    def __dir__() -> list[str]:
+        """This module's names, the public ones not yet imported too."""
+        return sorted({*globals(), *__all__})

@@ -5,8 +5,10 @@ says so in one line rather than with a traceback.
 
 Ctrl-C while the command line starts (its imports take a moment) ends it as Ctrl-C does
 later: `jobpoll: interrupted` and status 130, no traceback. The handler that says so is
-installed as this module is imported, before anything else of the command line's, and the
-interpreter's own is given back just before the command runs, whose Ctrl-C is a clean stop.
+installed as this module is imported, before anything else of the command line's or the
+library's (the package `jobpoll`, imported first, loads none of its modules until a name is
+used), and the interpreter's own is given back just before the command runs, whose Ctrl-C is
+a clean stop.
 """
 
 from __future__ import annotations

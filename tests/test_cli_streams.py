@@ -167,22 +167,39 @@ async def test_a_reader_that_goes_away(service: FakeJobsService) -> None:
     assert (status, err) == (EXIT_CLOSED_OUTPUT, b"")
 
 
-@pytest.mark.parametrize(
-    "arguments",
-    [
-        pytest.param(["wait", "long", *CHATTY], id="wait"),
-        pytest.param(["wait", "long", "--quiet", "--timeout", "1", *FAST], id="wait-quiet"),
-    ],
-)
-async def test_piped_into_head(service: FakeJobsService, arguments: list[str]) -> None:
+async def test_piped_into_head(service: FakeJobsService) -> None:
     """`jobpoll wait ... | head -1`: the wait stops once `head` has gone, quietly, and exits
     141, as the shell reports a command SIGPIPE ended (the status is written to stderr by a
     wrapper: sh has no PIPESTATUS)."""
     service.add_job("long", duration=600)
     ran = await run_in_shell(
-        '{ $JOBPOLL "$@"; echo $? >&2; } | head -1 > /dev/null', *arguments, env=env_of(service)
+        '{ $JOBPOLL "$@"; echo $? >&2; } | head -1 > /dev/null',
+        *["wait", "long", *CHATTY],
+        env=env_of(service),
     )
     assert (ran.returncode, ran.stderr) == (0, f"{EXIT_CLOSED_OUTPUT}\n")
+
+
+async def test_a_reader_gone_before_the_summary(service: FakeJobsService) -> None:
+    """`jobpoll wait --quiet` writes one line, the summary, at the end: a reader gone before
+    it (a pipe whose reading end is closed before the command starts, so no race with a
+    `head` that reads that line first) makes the wait end quietly with 141 all the same."""
+    service.add_job("long", duration=600)
+    reading, writing = os.pipe()
+    os.close(reading)
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            *["-m", "jobpoll", "wait", "long", "--quiet", "--timeout", "1", *FAST],
+            stdin=subprocess.DEVNULL,
+            stdout=writing,
+            stderr=subprocess.PIPE,
+            env=env_of(service),
+        )
+    finally:
+        os.close(writing)
+    _, err = await process.communicate()
+    assert (process.returncode, err) == (EXIT_CLOSED_OUTPUT, b"")
 
 
 @pytest.mark.parametrize(
@@ -252,14 +269,17 @@ main()
 @pytest.mark.parametrize(
     "at",
     [
+        pytest.param("aiohttp", id="importing-the-library"),
+        pytest.param("jobpoll._client", id="importing-the-client"),
         pytest.param("", id="before-main"),
         pytest.param("jobpoll._cli", id="importing-the-command-line"),
         pytest.param("jobpoll._demo", id="in-a-command-before-its-loop"),
     ],
 )
 async def test_ctrl_c_while_starting(at: str) -> None:
-    """Ctrl-C while the command line starts (its imports, a command's set-up) says
-    `interrupted` and exits 130, as Ctrl-C does during a wait: no traceback."""
+    """Ctrl-C while the command line starts (the library's imports, the command line's, a
+    command's set-up) says `interrupted` and exits 130, as Ctrl-C does during a wait: no
+    traceback."""
     process = await asyncio.create_subprocess_exec(
         *(sys.executable, "-c", INTERRUPTED_WHILE_STARTING, at, "demo", "--json"),
         stdin=asyncio.subprocess.DEVNULL,

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import importlib.metadata
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -52,6 +54,66 @@ def test_exported_members() -> None:
         member = getattr(jobpoll, name)
         module = getattr(member, "__module__", "jobpoll._")
         assert module.startswith("jobpoll._"), name
+
+
+def test_type_checkers_read_the_names_imported_at_first_use() -> None:
+    """The `if TYPE_CHECKING:` imports of `jobpoll/__init__.py` are the public names, each
+    from the module `jobpoll` imports it from on first use, and re-exported (`X as X`)."""
+    tree = ast.parse(Path(jobpoll.__file__).read_text(encoding="utf-8"))
+    [block] = [
+        node
+        for node in tree.body
+        if isinstance(node, ast.If) and ast.unparse(node.test) == "TYPE_CHECKING"
+    ]
+    imported = {}
+    for node in block.body:
+        assert isinstance(node, ast.ImportFrom), ast.unparse(node)
+        for alias in node.names:
+            assert alias.asname == alias.name, ast.unparse(node)
+            imported[alias.name] = node.module
+    assert imported == jobpoll._MODULE_OF
+    assert sorted(imported) == jobpoll.__all__
+
+
+def test_import_loads_a_name_on_first_use() -> None:
+    """`import jobpoll` loads none of its modules nor aiohttp, attrs, cattrs or backoff;
+    `jobpoll.__version__` loads only its own module, and a name its module on first use."""
+    code = """
+import sys
+import jobpoll
+def loaded():
+    return sorted(
+        name for name in sys.modules
+        if name.startswith("jobpoll.") or name in ("aiohttp", "attrs", "cattrs", "backoff")
+    )
+assert loaded() == [], loaded()
+assert isinstance(jobpoll.__version__, str)
+assert loaded() == ["jobpoll._version"], loaded()
+from jobpoll import JobsClient
+assert JobsClient is sys.modules["jobpoll._client"].JobsClient
+assert {"aiohttp", "attrs", "cattrs"} <= set(loaded())
+"""
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+
+
+def test_every_public_name_is_listed_and_star_imported() -> None:
+    """`dir(jobpoll)` lists the public names before their first use, and
+    `from jobpoll import *` binds exactly them."""
+    code = "import jobpoll; assert set(jobpoll.__all__) <= set(dir(jobpoll)), dir(jobpoll)"
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
+    namespace: dict[str, object] = {}
+    exec("from jobpoll import *", namespace)
+    assert set(namespace) - {"__builtins__"} == set(jobpoll.__all__)
+
+
+def test_a_name_that_is_not_public_is_an_attribute_error() -> None:
+    """A name that `jobpoll` does not export is the usual `AttributeError`, naming it (and
+    so the interpreter's "Did you mean" works)."""
+    name = "JobClient"
+    with pytest.raises(AttributeError) as caught:
+        getattr(jobpoll, name)
+    assert str(caught.value) == "module 'jobpoll' has no attribute 'JobClient'"
+    assert (caught.value.name, caught.value.obj) == (name, jobpoll)
 
 
 def test_testing_exported_members() -> None:
