@@ -145,11 +145,11 @@ class Scheduler:
     def _take_in(self, now: float) -> None:
         """Set up the next slice of ids given but not taken in yet: a row each, begun now
         (the scheduler yields to the event loop between two slices)."""
-        table, queue, rules, invalid = self.table, self.queue, self.rules, self.intake.invalid
+        table, queue, invalid = self.table, self.queue, self.intake.invalid
+        begun = JobState(job_id="")  # every job of the slice starts alike: one state for all
+        self.rules.begin(begun, now)
         for job_id in self.intake.take():
-            state = JobState(job_id=job_id)
-            rules.begin(state, now)
-            row = table.add(state)
+            row = table.add(begun)  # the row's id is `intake.ids[row]`
             if invalid and job_id in invalid:
                 error = invalid.pop(job_id)
                 self.ready.append((error.job_id or job_id, None, error, row))
