@@ -24,20 +24,20 @@ __all__ = ["Flight"]
 
 #: A poll's outcome: the job, or the error (returned, not raised: an unretrieved exception in
 #: a task that a closed fan-out dropped would be logged as a bug).
-Outcome = Job | JobPollError
+PollOutcome = Job | JobPollError
 
 
-async def _poll(client: JobsClient, job_id: str, request_timeout: float | None) -> Outcome:
+async def _poll(client: JobsClient, job_id: str, request_timeout: float | None) -> PollOutcome:
     try:
         return await client.get_job(job_id, timeout=request_timeout)
     except JobPollError as exc:
         return exc
 
 
-def _wake_on_done(flight: weakref.ref[Flight]) -> Callable[[asyncio.Future[Outcome]], None]:
+def _wake_on_done(flight: weakref.ref[Flight]) -> Callable[[asyncio.Future[PollOutcome]], None]:
     """A poll came back: hand it over and wake the scheduler."""
 
-    def wake(task: asyncio.Future[Outcome]) -> None:
+    def wake(task: asyncio.Future[PollOutcome]) -> None:
         owner = flight()
         if owner is not None:
             owner.finished.append(task)
@@ -90,8 +90,8 @@ class Flight:
 
     def __init__(self, sleep: Callable[[float], Awaitable[object]]) -> None:
         self._sleep = sleep
-        self.running: dict[asyncio.Future[Outcome], int] = {}
-        self.finished: deque[asyncio.Future[Outcome]] = deque()
+        self.running: dict[asyncio.Future[PollOutcome], int] = {}
+        self.finished: deque[asyncio.Future[PollOutcome]] = deque()
         self.dying: set[asyncio.Future[Any]] = set()
         self.alarm: asyncio.TimerHandle | asyncio.Future[Any] | None = None
         self.alarm_at = math.inf
