@@ -28,6 +28,7 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 
+from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
@@ -56,8 +57,8 @@ VERSION = 2
 
 
 def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
+    if value is not None:
+        check_positive("timeout", value)  # a ConfigurationError, which is a ValueError
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
