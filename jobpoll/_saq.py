@@ -16,16 +16,17 @@ What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:
   twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
   nothing, so a job id has one chain at a time and one outcome, however often it is submitted.
 - `pause`, a hash shared by every worker: `until` (epoch seconds), `gen` (pauses begun) and
-  `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, as in
-  `wait_for_jobs`.
+  `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, by the same
+  rule as `wait_for_jobs` (`fleet_pause`).
 - `delivered`, a counter of outcomes handed to the user's function.
 - `suspects` and `mending`: the mending of waits whose next link SAQ lost (see `mend`).
 
-Each link carries the wait's checkpoint (`JobWait.checkpoint()`) in its SAQ kwargs and resumes
-it with `wait_for_job(..., resume=checkpoint)`: the schedule goes on across links and workers
-as in one process. The scripts write SAQ's own records the way `RedisQueue.enqueue` does (the
-job's JSON, its entry in the `incomplete` sorted set, and in the `queued` list when due now);
-the version range of SAQ in the `saq` extra is the one they are tested with.
+Each link carries the wait's checkpoint (as `JobWait.checkpoint()` writes it) in its SAQ kwargs,
+restores the job's state from it and polls by the rules `wait_for_job` follows (`_saq_poll`):
+the schedule goes on across links and workers as in one process. The scripts write SAQ's own
+records the way `RedisQueue.enqueue` does (the job's JSON, its entry in the `incomplete` sorted
+set, and in the `queued` list when due now); the version range of SAQ in the `saq` extra is the
+one they are tested with.
 """
 
 from __future__ import annotations
