@@ -108,7 +108,7 @@ class Scheduler:
             if self.closed:  # its pending jobs are kept only for `checkpoint()`
                 raise StopAsyncIteration
             if intake.waiting:
-                self._take_in(clock())
+                self.take_in(clock())
             self._launch(clock())
             if self.ready:
                 job_id, job, error, self.handed_row = self.ready.popleft()
@@ -142,7 +142,7 @@ class Scheduler:
             reader.add_done_callback(_READERS.discard)
             self.source = None
 
-    def _take_in(self, now: float) -> None:
+    def take_in(self, now: float) -> None:
         """Set up the next slice of ids given but not taken in yet: a row each, begun now
         (the scheduler yields to the event loop between two slices)."""
         table, queue, invalid = self.table, self.queue, self.intake.invalid

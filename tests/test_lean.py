@@ -14,6 +14,8 @@ import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, JobsWait, PollPolicy, wait_for_jobs
 from jobpoll._intake import SLICE
+from jobpoll._rules import Rules
+from jobpoll._scheduler import Scheduler
 from jobpoll.testing import FakeJobsService, VirtualClock
 
 JOBS = 3 * SLICE
@@ -100,15 +102,15 @@ async def test_jobs_taken_in_add_no_walked_object_per_job(
 ) -> None:
     """Taking in thousands of jobs adds a bounded number of objects the collector walks,
     not one or more per job."""
-    fanout = wait_for_jobs(client, [f"job-{i}" for i in range(JOBS)], policy=policy)
-    fanout._jobs.start(policy.clock())
+    jobs = Scheduler(client, Rules(policy, None), 10, None)  # a fan-out's jobs, undriven
+    jobs.intake.extend([f"job-{i}" for i in range(JOBS)])
+    jobs.start(policy.clock())
     gc.collect()
     before = len(gc.get_objects())
-    while fanout._jobs.intake.taken < JOBS:
-        fanout._jobs._take_in(policy.clock())
+    while jobs.intake.taken < JOBS:
+        jobs.take_in(policy.clock())
     gc.collect()
     assert len(gc.get_objects()) - before < 100
-    await fanout.aclose()
 
 
 async def test_set_up_yields_to_the_loop_between_slices(
