@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from datetime import datetime
@@ -161,28 +162,39 @@ converter = _make_converter()
 # The one rule over the fields marked as times, both ways.
 
 
+@functools.cache
+def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, type], ...]]:
+    """A record class's fields marked as times (name, kind), and those holding a record."""
+    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := time_kind(f)))
+    records = tuple((f.name, r) for f in attrs.fields(cls) if (r := record_type(f)) is not None)
+    return times, records
+
+
 def _save_times(cls: type, data: dict[str, Any], base: Timebase) -> None:
-    for field in attrs.fields(cls):
-        value = data.get(field.name)
-        kind = time_kind(field)
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = data[name]
         if kind == "past":
-            data[field.name] = base.relative(value)  # type: ignore[arg-type]
-        elif kind == "utc" and value is not None:
-            data[field.name] = format_timestamp(base.to_utc(value))
-        elif isinstance(value, dict) and (record := record_type(field)) is not None:
-            _save_times(record, value, base)
+            data[name] = base.relative(value)
+        elif value is not None:
+            data[name] = format_timestamp(base.to_utc(value))
+    for name, record in records:
+        if isinstance(data[name], dict):
+            _save_times(record, data[name], base)
 
 
 def _restore_times(record: Any, base: Timebase) -> None:
-    for field in attrs.fields(type(record)):
-        value = getattr(record, field.name)
-        kind = time_kind(field)
+    cls: type = type(record)
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = getattr(record, name)
         if kind == "past":
-            setattr(record, field.name, base.origin + value)
-        elif kind == "utc" and value is not None:
-            setattr(record, field.name, base.due(value))
-        elif attrs.has(type(value)):
-            _restore_times(value, base)
+            setattr(record, name, base.origin + value)
+        elif value is not None:
+            setattr(record, name, base.due(value))
+    for name, _cls in records:
+        if (inner := getattr(record, name)) is not None:
+            _restore_times(inner, base)
 
 
 def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
@@ -196,12 +208,15 @@ def check_times(record: Any) -> None:
     """Refuse a record read from a checkpoint whose "past" time lies after it was taken."""
     # A saved "past" time is relative to when the checkpoint was taken: one after it is
     # nonsense (a millisecond of rounding aside).
-    for field in attrs.fields(type(record)):
-        value = getattr(record, field.name)
-        if time_kind(field) == "past" and value > _SLACK:
-            raise ValueError(f"{field.name} lies after the checkpoint was taken ({value!r} s)")
-        if attrs.has(type(value)):
-            check_times(value)
+    cls: type = type(record)
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = getattr(record, name)
+        if kind == "past" and value > _SLACK:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+    for name, _cls in records:
+        if (inner := getattr(record, name)) is not None:
+            check_times(inner)
 
 
 def restore_state(state: JobState, base: Timebase) -> JobState:
