@@ -336,7 +336,7 @@ class JobsWait:
         Not in it: the jobs already reported, an async source's ids not read yet (the source
         is yours: resume with the ids it has still to give), and ids from a source that
         could never be sent. Safe to call at any moment, from any task, also once the
-        fan-out is closed (after `async with`); it sends nothing. About 0.8 KB of JSON per
+        fan-out is closed (after `async with`); it sends nothing. About 0.9 KB of JSON per
         waiting job.
         """
         jobs = self._jobs
