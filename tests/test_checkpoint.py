@@ -195,7 +195,7 @@ async def test_a_checkpoint_read_back_as_another_mapping_resumes(
     assert [result.job_id for result in results] == [job_id]
 
 
-async def test_one_poll_through_the_tracker_methods(
+async def test_one_poll_by_the_rules_goes_on_as_in_one_process(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
     """A queue task restores a wait, makes one poll by the rules, and checkpoints again: the
