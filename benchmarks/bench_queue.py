@@ -229,9 +229,9 @@ async def memory(
 
         await until(settled, "every wait polled once and its first link expired", 180)
         after = int((await redis.info("memory"))["used_memory_dataset"])
-        sample = waits._saq_keys(f"jobpoll:{ids[0]}:1")[0]
+        sample = waits._links.saq_keys(f"jobpoll:{ids[0]}:1")[0]
         link_bytes = int(await redis.memory_usage(sample) or 0)
-        record_bytes = int(await redis.memory_usage(waits._wait_key(ids[0])) or 0)
+        record_bytes = int(await redis.memory_usage(waits._links.wait_key(ids[0])) or 0)
         link_json = int(await redis.strlen(sample))
     finally:
         await workers.stop()

@@ -17,7 +17,8 @@ from collections.abc import Callable, Sequence
 from jobpoll._errors import JobFailedError, WaitTimeout
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE
 from jobpoll._fanout import JobsWait
-from jobpoll._models import Job, JobResult, JobStatus
+from jobpoll._models import Job, JobResult
+from jobpoll._pace import QUEUED
 
 __all__ = [
     "FAILED",
@@ -34,9 +35,6 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNREACHABLE = "unreachable"
 TIMED_OUT = "timed out"
-
-#: Statuses of a job that has not started running.
-QUEUED = frozenset({JobStatus.CREATED, JobStatus.PERSISTED, JobStatus.SCHEDULED, JobStatus.WAITING})
 
 
 def outcome_of(result: JobResult) -> str:

@@ -1,94 +1,118 @@
 """Checkpoints: a wait's state as small, versioned JSON data, to resume it in another process.
 
-A checkpoint is plain data (attrs classes below, turned into a JSON-ready dict by one cattrs
-converter; never pickled): the ids, the last job seen in its wire form (through `_wire`, so
-the wire format is written once), each wait's `Pace` (a handful of numbers), its failure and
-poll counts, and its times.
+A checkpoint is the wait's `JobState` records (`_state`), turned into JSON-ready data by one
+cattrs converter (never pickled), with a header: the version, when it was taken, the timeout
+and the deadline. The last job seen is in its wire form (through `_wire`, so the wire format
+is written once).
 
 Times inside a wait are on `policy.clock`, monotonic (or virtual in tests): they mean nothing
-in another process. A checkpoint writes them against the wall clock (`policy.wall_clock`, UTC
-seconds since the epoch) read once when it is taken (`taken_at`): the deadline and when the
-next poll is due as absolute UTC times (ISO 8601), a pace's times in seconds before
-`taken_at`. A resumed wait reads both clocks once and maps every time back by one offset; a
-pace's schedule depends only on differences of its times, so it goes on exactly.
+in another process. One rule moves every field the records mark as a time (`_state`): a
+checkpoint holds a `"past"` time as seconds before `taken_at` (the wall clock, read once when
+it is taken), a `"utc"` time and the deadline as ISO 8601 UTC times. A resumed wait reads both
+clocks once and maps every time back by one offset; a pace's schedule depends only on
+differences of its times, so it goes on exactly.
 
 Reading one back is strict: a version this jobpoll does not know, another job's checkpoint, a
-missing field or a value out of range (a negative count or one past 2**53, a time that is no
-time, a pace time after the checkpoint was taken, a pace whose numbers contradict each other)
-is a `CheckpointError` naming the field, never a silent restart. A next poll (or the fleet's
-pause) due later than the policy's longest delay after `taken_at` is no time a wait of it could
-have set: it is brought forward to that (`Timebase.due`), never a wait parked for centuries.
+missing field or a value out of range (the bounds the records declare, a time that is no
+time, a pace time after the checkpoint was taken) is a `CheckpointError` naming the field,
+never a silent restart. Version 1 (the pace's fields under short names) is read and upgraded.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
-import operator
 from collections.abc import Callable, Iterator, Mapping
-from datetime import UTC, datetime
-from typing import Any, TypeVar, get_origin
+from datetime import datetime
+from typing import Any, TypeVar
 
 import attrs
 import cattrs
-from cattrs.cols import list_structure_factory
-from cattrs.preconf.json import make_converter
 
+from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
-from jobpoll._models import MAX_PROGRESS, Job, job_from_wire, job_to_wire
-from jobpoll._policy import Pace, PollPolicy, longest_delay
-from jobpoll._wire import WireError, format_timestamp
+from jobpoll._policy import PollPolicy
+from jobpoll._rules import Rules
+from jobpoll._saved import check_times, converter, restore_state, saved_state
+from jobpoll._state import JobState, PaceState
+from jobpoll._timebase import Timebase
 
 __all__ = [
     "VERSION",
     "FanoutCheckpoint",
     "JobCheckpoint",
-    "JobState",
-    "PaceState",
-    "Timebase",
+    "WaitCheckpoint",
     "checkpoint_errors",
     "dump",
+    "job_checkpoint",
     "load_fanout",
     "load_job",
-    "load_pace",
-    "restore_tracker",
-    "save_pace",
-    "save_tracker",
+    "restore_state",
+    "resume_job",
+    "saved_state",
 ]
 
-#: The version of the checkpoint format; a checkpoint of any other is refused.
-VERSION = 1
+#: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
+VERSION = 2
 
-#: Seconds a pace time may lie after `taken_at` (rounding), before it is nonsense.
-_SLACK = 1e-3
-#: The times a checkpoint holds lie between these. A deadline further away (a timeout of
-#: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
-_EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
-_LATEST = datetime(9000, 1, 1, tzinfo=UTC)
-#: More than any wait counts (of polls, failures, ...): a larger count is no count of one.
-_MOST = 2**53
+
+def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
+    if value is not None:
+        check_positive("timeout", value)  # a ConfigurationError, which is a ValueError
 
 
 def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if not 0 <= value <= _MOST:
-        raise ValueError(f"{attribute.name} must be from 0 to 2**53, got {value!r:.40}")
-
-
-def _progress(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    # -1 is a pace's "not yet" for the progress values it keeps.
-    if not -1 <= value <= MAX_PROGRESS:
-        raise ValueError(f"{attribute.name} must be a percent from -1 to 100, got {value!r}")
-
-
-def _past(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
-    if value > _SLACK:
-        raise ValueError(f"{attribute.name} lies after the checkpoint was taken ({value!r} s)")
-
-
-def _rate(_instance: object, attribute: attrs.Attribute[float], value: float) -> None:
     if value < 0:
         raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class WaitCheckpoint:
+    """A checkpoint's header: what a wait saves besides its jobs. A `JobWait`'s checkpoint is
+    this and its one `JobState`, flat in one object."""
+
+    version: int
+    taken_at: datetime
+    timeout: float | None = attrs.field(validator=_timeout)
+    deadline: datetime | None
+
+
+@attrs.frozen(kw_only=True)
+class JobCheckpoint(WaitCheckpoint):
+    """A `JobWait`'s header: `owed` is True when the iteration is owed the job's last
+    snapshot (its async `on_update` was cancelled before it was handed out): a resumed wait
+    yields it first."""
+
+    owed: bool = False
+
+
+@attrs.frozen(kw_only=True)
+class FanoutCheckpoint(WaitCheckpoint):
+    """The checkpoint of a `JobsWait`: every job still pending, and the fan-out's clocks.
+
+    `jobs` are the jobs taken in and not reported (those ready but not handed out
+    included); `unstarted` the ids added but not taken in yet; `window` and `pause_until`
+    the fleet's state (how many polls may be in flight, and until when all pause).
+    """
+
+    polls: int = attrs.field(validator=_count)
+    window: int = attrs.field(validator=_count)
+    pause_until: datetime | None
+    jobs: list[JobState]
+    unstarted: list[str]
+
+
+def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
+    """The checkpoint as a JSON-ready dict: the header and the saved states (`saved_state`),
+    under `jobs` for a fan-out, flat beside the header for one wait."""
+    data: dict[str, Any] = converter.unstructure(header)
+    version = data.pop("version")
+    if isinstance(states, dict):
+        return {"version": version, **data, **states}  # the version first, where a reader looks
+    return {"version": version, **data, "jobs": states}
+
+
+# Reading back: checks across fields, which the records' own bounds cannot express.
 
 
 @contextlib.contextmanager
@@ -105,269 +129,143 @@ def checkpoint_errors(what: str) -> Iterator[None]:
         raise CheckpointError(f"{what}: {exc}") from exc
 
 
-def _job_id(_instance: object, _attribute: attrs.Attribute[str], value: str) -> None:
+def _check_state(state: JobState) -> None:
     try:
-        check_job_id(value)
+        check_job_id(state.job_id)
     except JobPollError as exc:
-        raise ValueError(str(exc)) from None
+        raise ValueError(f"job_id: {exc}") from None
+    check_times(state)
+    if state.job is not None and not same_job_id(state.job_id, state.job.id):
+        raise ValueError(f"job: the job seen is {state.job.id!r}, not {state.job_id!r}")
+    if state.pace is None:
+        if state.polls or state.job is not None:
+            raise ValueError("pace: missing for a wait that has polled")
+        return
+    _check_pace(state.pace)
 
 
-def _timeout(
-    _instance: object, _attribute: attrs.Attribute[float | None], value: float | None
-) -> None:
-    if value is not None and value <= 0:
-        raise ValueError(f"timeout must be a positive number of seconds, got {value!r}")
-
-
-@attrs.frozen
-class PaceState:
-    """A `Pace`'s numbers: each slot by its name without the underscore. Times (`start`,
-    `phase` and the names ending in `_t`) are seconds relative to the checkpoint's
-    `taken_at`, so 0 or less."""
-
-    index: int = attrs.field(validator=_count)
-    status: str | None
-    start: float = attrs.field(validator=_past)
-    phase: float = attrs.field(validator=_past)
-    base_p: int = attrs.field(validator=_progress)
-    win_t: float = attrs.field(validator=_past)
-    win_p: int = attrs.field(validator=_progress)
-    mid_t: float = attrs.field(validator=_past)
-    mid_p: int = attrs.field(validator=_progress)
-    last_t: float = attrs.field(validator=_past)
-    last_p: int = attrs.field(validator=_progress)
-    seen_t: float = attrs.field(validator=_past)
-    before_t: float = attrs.field(validator=_past)
-    prev_t: float = attrs.field(validator=_past)
-    prev_p: int = attrs.field(validator=_progress)
-    first_t: float = attrs.field(validator=_past)
-    first_p: int = attrs.field(validator=_progress)
-    falls: int = attrs.field(validator=_count)
-    fell_from: float = attrs.field(validator=_rate)
-    earlier: float = attrs.field(validator=_rate)
-    step: int = attrs.field(validator=_progress)
-
-    def __attrs_post_init__(self) -> None:
-        # Once progress has moved in its status (`mid_p` set), a pace's schedule divides by
-        # its step and by its paces: what its own updates keep true must hold, or the next
-        # answer would raise a ZeroDivisionError or a math domain error, not this.
-        if self.mid_p < 0:
-            self._check_unmoved()
-            return
-        if self.step < 1:
-            raise ValueError(f"step must be 1 or more once progress moved, got {self.step}")
-        if not (
-            self.base_p < self.first_p <= self.win_p <= self.mid_p <= self.last_p
-            and self.first_p <= self.prev_p <= self.last_p
-            and (self.prev_p < self.last_p or self.prev_t >= self.seen_t)
-            and (self.first_p < self.last_p or self.first_t >= self.seen_t)
-        ):
-            raise ValueError("pace: its progress values contradict each other")
-        if not (
-            self.start <= self.phase <= self.first_t <= self.win_t <= self.mid_t
-            and self.first_t <= self.prev_t
-            and max(self.mid_t, self.prev_t, self.before_t) <= self.seen_t <= self.last_t
-        ):
-            raise ValueError("pace: its times contradict each other")
-
-    def _check_unmoved(self) -> None:
+def _check_pace(p: PaceState) -> None:
+    # Once progress has moved in its status, a pace's schedule divides by its step and by its
+    # paces: what its own updates keep true must hold, or the next answer would raise a
+    # ZeroDivisionError or a math domain error, not this.
+    if p.middle_progress < 0:
         # Progress has not moved in its status: the last reading is the status's first (a
         # move from below it would divide by a step of 0, or a pace below 0).
-        if self.status is not None and not 0 <= self.base_p == self.last_p:
+        if p.status is not None and not 0 <= p.phase_progress == p.last_progress:
             raise ValueError("pace: its progress values contradict each other")
-
-
-#: The slots of a `Pace` that hold times on the policy's clock.
-_PACE_TIMES = frozenset(
-    {"start", "phase", "win_t", "mid_t", "last_t", "seen_t", "before_t", "prev_t", "first_t"}
-)
-_PACE_FIELDS = tuple(a.name for a in attrs.fields(PaceState))
-#: A pace's numbers in the order of `PaceState`'s fields, in one call; which are times.
-_read_pace = operator.attrgetter(*("_" + name for name in _PACE_FIELDS))
-_IS_TIME = tuple(name in _PACE_TIMES for name in _PACE_FIELDS)
-
-
-@attrs.frozen(kw_only=True)
-class JobState:
-    """What one wait knows of its job: the `Tracker`'s state. `started_at` and `changed_at`
-    are seconds relative to `taken_at`; `pace` is None for a wait not started."""
-
-    job_id: str = attrs.field(validator=_job_id)
-    polls: int = attrs.field(validator=_count)
-    failures: int = attrs.field(validator=_count)
-    job: Job | None
-    started_at: float = attrs.field(validator=_past)
-    changed_at: float = attrs.field(validator=_past)
-    next_poll_at: datetime | None
-    pace: PaceState | None
-
-    def __attrs_post_init__(self) -> None:
-        if self.job is not None and not same_job_id(self.job_id, self.job.id):
-            raise ValueError(f"job: the job seen is {self.job.id!r}, not {self.job_id!r}")
-        if self.pace is None and (self.polls or self.job is not None):
-            raise ValueError("pace: missing for a wait that has polled")
-
-
-@attrs.frozen(kw_only=True)
-class JobCheckpoint(JobState):
-    """The checkpoint of one `JobWait`: its job's state, flat, and the wait's clocks.
-
-    `owed` is True when the iteration is owed `job` (its async `on_update` was cancelled
-    before the snapshot was handed out): a resumed wait yields it first.
-    """
-
-    version: int
-    taken_at: datetime
-    timeout: float | None = attrs.field(validator=_timeout)
-    deadline: datetime | None
-    owed: bool = False
-
-    def __attrs_post_init__(self) -> None:
-        super().__attrs_post_init__()
-        if self.owed and self.job is None:
-            raise ValueError("owed: no snapshot is owed by a wait that has seen none")
-
-
-@attrs.frozen(kw_only=True)
-class FanoutCheckpoint:
-    """The checkpoint of a `JobsWait`: every job still pending, and the fan-out's clocks.
-
-    `jobs` are the jobs taken in and not reported (those ready but not handed out
-    included); `unstarted` the ids added but not taken in yet; `window` and `pause_until`
-    the fleet's state (how many polls may be in flight, and until when all pause).
-    """
-
-    version: int
-    taken_at: datetime
-    timeout: float | None = attrs.field(validator=_timeout)
-    deadline: datetime | None
-    polls: int = attrs.field(validator=_count)
-    window: int = attrs.field(validator=_count)
-    pause_until: datetime | None
-    jobs: list[JobState]
-    unstarted: list[str]
-
-    def __attrs_post_init__(self) -> None:
-        for position, job_id in enumerate(self.unstarted):
-            try:
-                check_job_id(job_id)
-            except JobPollError as exc:
-                raise ValueError(f"unstarted[{position}]: {exc}") from None
-
-
-# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
-# jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
-
-
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected a whole number, got {type(value).__name__}")
-    return value
-
-
-def _structure_float(value: object, _type: object) -> float:
-    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
-        raise TypeError(f"expected a finite number, got {value!r:.40}")
-    return float(value)  # type: ignore[arg-type]
-
-
-def _structure_bool(value: object, _type: object) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected true or false, got {type(value).__name__}")
-    return value
-
-
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
-
-
-def _structure_time(value: object, _type: object) -> datetime:
-    if type(value) is not str:
-        raise TypeError(f"expected an ISO 8601 UTC time, got {type(value).__name__}")
-    moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
-    if moment.tzinfo is None:
-        raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not _EARLIEST <= moment <= _LATEST:
-        raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
-    return moment
-
-
-def _structure_job(value: object, _type: object) -> Job:
-    try:
-        return job_from_wire(value)  # type: ignore[arg-type]
-    except WireError as exc:
-        raise ValueError(str(exc)) from None
-
-
-def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object], Any]:
-    def structure(value: object, type_: object) -> Any:
-        return None if value is None else hook(value, type_)
-
-    return structure
-
-
-def _make_converter() -> cattrs.Converter:
-    converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
-    for type_, hook in (
-        (int, _structure_int),
-        (float, _structure_float),
-        (str, _structure_str),
-        (bool, _structure_bool),
-        (datetime, _structure_time),
-        (Job, _structure_job),
+        return
+    if p.step < 1:
+        raise ValueError(f"step must be 1 or more once progress moved, got {p.step}")
+    if not _progress_in_order(p):
+        raise ValueError("pace: its progress values contradict each other")
+    if not (
+        p.started_at <= p.phase_started_at <= p.first_move_at <= p.window_at <= p.middle_at
+        and p.first_move_at <= p.previous_at
+        and max(p.middle_at, p.previous_at, p.poll_before_at) <= p.value_seen_at <= p.last_at
     ):
-        converter.register_structure_hook(type_, hook)
-        converter.register_structure_hook(type_ | None, _optional(hook))
-    converter.register_unstructure_hook(datetime, format_timestamp)
-    converter.register_unstructure_hook(Job, job_to_wire)
-
-    def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
-        items = list_structure_factory(type_, converter)
-
-        def structure(value: object, type_: object) -> Any:
-            if type(value) is not list:  # cattrs alone takes a string for a list of letters
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            return items(value, type_)
-
-        return structure
-
-    def is_list(type_: Any) -> bool:
-        return get_origin(type_) is list
-
-    converter.register_structure_hook_factory(is_list, strict_list)
-    return converter
+        raise ValueError("pace: its times contradict each other")
 
 
-_converter = _make_converter()
+def _progress_in_order(p: PaceState) -> bool:
+    return (
+        p.phase_progress < p.first_move_progress <= p.window_progress
+        and p.window_progress <= p.middle_progress <= p.last_progress
+        and p.first_move_progress <= p.previous_progress <= p.last_progress
+        and (p.previous_progress < p.last_progress or p.previous_at >= p.value_seen_at)
+        and (p.first_move_progress < p.last_progress or p.first_move_at >= p.value_seen_at)
+    )
 
 
-def dump(checkpoint: JobCheckpoint | FanoutCheckpoint) -> dict[str, Any]:
-    """The checkpoint as a JSON-ready dict."""
-    data: dict[str, Any] = _converter.unstructure(checkpoint)
-    return {"version": data.pop("version"), **data}  # first, where a reader looks
+def _check_fanout(checkpoint: FanoutCheckpoint) -> None:
+    for state in checkpoint.jobs:
+        _check_state(state)
+    for position, job_id in enumerate(checkpoint.unstarted):
+        try:
+            check_job_id(job_id)
+        except JobPollError as exc:
+            raise ValueError(f"unstarted[{position}]: {exc}") from None
 
+
+#: Version 1 named the pace's fields by the slots of the code of its day.
+_V1_PACE_NAMES = {
+    "index": "blind_index",
+    "start": "started_at",
+    "phase": "phase_started_at",
+    "base_p": "phase_progress",
+    "win_t": "window_at",
+    "win_p": "window_progress",
+    "mid_t": "middle_at",
+    "mid_p": "middle_progress",
+    "last_t": "last_at",
+    "last_p": "last_progress",
+    "seen_t": "value_seen_at",
+    "before_t": "poll_before_at",
+    "prev_t": "previous_at",
+    "prev_p": "previous_progress",
+    "first_t": "first_move_at",
+    "first_p": "first_move_progress",
+    "falls": "slower_moves",
+    "fell_from": "slowing_from",
+    "earlier": "move_before_pace",
+}
+
+
+#: A job's fields in version 1; a field added since takes its declared default.
+_V1_JOB_FIELDS = frozenset(
+    {"job_id", "polls", "failures", "job", "started_at", "changed_at", "next_poll_at", "pace"}
+)
+
+
+def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
+    added = {
+        field.name: field.default
+        for field in attrs.fields(JobState)
+        if field.metadata.get("saved", True) and field.name not in _V1_JOB_FIELDS
+    }
+
+    def renamed(state: object) -> object:
+        if not isinstance(state, dict):
+            return state
+        state = {**added, **state}
+        if isinstance(state.get("pace"), dict):
+            pace = {_V1_PACE_NAMES.get(key, key): value for key, value in state["pace"].items()}
+            state["pace"] = pace
+        return state
+
+    if "jobs" not in data:
+        data = renamed(data)  # type: ignore[assignment]
+    elif isinstance(data["jobs"], list):
+        data = {**data, "jobs": [renamed(state) for state in data["jobs"]]}
+    return {**data, "version": VERSION}
+
+
+#: How a checkpoint of an older version becomes one of this version.
+_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_from_1}
 
 _T = TypeVar("_T")
 
 
-def _plain(data: object) -> object:
+def _plain(data: object) -> dict[str, Any]:
     # Any mapping will do (a checkpoint read back by a database driver or a queue may come as
     # one); the converter and the checks below read a dict.
-    return dict(data) if isinstance(data, Mapping) and not isinstance(data, dict) else data
-
-
-def _load(data: object, cls: type[_T], what: str) -> _T:
+    if isinstance(data, Mapping) and not isinstance(data, dict):
+        data = dict(data)
     if not isinstance(data, dict):
         raise CheckpointError(f"a checkpoint is a dict (JSON object), got {type(data).__name__}")
     version = data.get("version")
-    if version != VERSION:
+    if type(version) is int and version in _UPGRADES:
+        data = _UPGRADES[version](data)
+    elif version != VERSION or type(version) is not int:
         raise CheckpointError(
-            f"checkpoint version {version!r:.40} is not one this jobpoll reads ({VERSION})"
+            f"checkpoint version {version!r:.40} is not one this jobpoll reads"
+            f" ({VERSION}, or {', '.join(map(str, _UPGRADES))} upgraded)"
         )
+    return data
+
+
+def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:
     try:
-        return _converter.structure(data, cls)
+        return converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
@@ -382,32 +280,48 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
-def load_job(data: object, job_id: str) -> JobCheckpoint:
-    """Read back a `JobWait`'s checkpoint for `job_id`, or raise `CheckpointError`."""
-    data = _plain(data)
-    if isinstance(data, dict) and "jobs" in data and "job_id" not in data:
+def _checked(check: Callable[[Any], None], value: Any, what: str) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
+
+
+def load_job(data: object, job_id: str) -> tuple[JobCheckpoint, JobState]:
+    """Read back a `JobWait`'s checkpoint for `job_id` (its state's times still as saved:
+    see `restore_state`), or raise `CheckpointError`."""
+    if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
         raise CheckpointError(
             "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
             " wait_for_jobs"
         )
-    if isinstance(data, dict) and data.get("version") == VERSION and data.get("job_id") != job_id:
+    data = _plain(data)
+    if data.get("job_id") != job_id:
         raise CheckpointError(
             f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
         )
-    checkpoint = _load(data, JobCheckpoint, "wait_for_job")  # of this job: checked above
-    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=checkpoint.pace is not None)
-    return checkpoint
+    header = _load(data, JobCheckpoint, "wait_for_job")
+    state = _load(data, JobState, "wait_for_job")
+    _checked(_check_state, state, "wait_for_job")
+    if header.owed and state.job is None:
+        raise CheckpointError(
+            "not a valid wait_for_job checkpoint: owed: no snapshot is owed by a wait that"
+            " has seen none"
+        )
+    _check_clocks(header, started=state.pace is not None)
+    return header, state
 
 
 def load_fanout(data: object) -> FanoutCheckpoint:
-    """Read back a `JobsWait`'s checkpoint, or raise `CheckpointError`."""
-    data = _plain(data)
-    if isinstance(data, dict) and "job_id" in data and "jobs" not in data:
+    """Read back a `JobsWait`'s checkpoint (its states' times still as saved: see
+    `restore_state`), or raise `CheckpointError`."""
+    if isinstance(data, Mapping) and "job_id" in data and "jobs" not in data:
         raise CheckpointError(
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
-    checkpoint = _load(data, FanoutCheckpoint, "wait_for_jobs")
-    _check_clocks(checkpoint.timeout, checkpoint.deadline, started=bool(checkpoint.jobs))
+    checkpoint = _load(_plain(data), FanoutCheckpoint, "wait_for_jobs")
+    _checked(_check_fanout, checkpoint, "wait_for_jobs")
+    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
     seen: set[str] = set()
     for position, state in enumerate(checkpoint.jobs):
         if state.pace is None:
@@ -420,110 +334,42 @@ def load_fanout(data: object) -> FanoutCheckpoint:
     return checkpoint
 
 
-def _check_clocks(timeout: float | None, deadline: datetime | None, *, started: bool) -> None:
-    if deadline is not None and timeout is None:
+def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
+    if header.deadline is not None and header.timeout is None:
         raise CheckpointError("not a valid checkpoint: a deadline without a timeout")
     # A wait's deadline is set when it starts (a fan-out's jobs exist only once it has):
     # without it, a resumed wait would never time out.
-    if started and timeout is not None and deadline is None:
+    if started and header.timeout is not None and header.deadline is None:
         raise CheckpointError(
             "not a valid checkpoint: a started wait with a timeout but no deadline"
         )
 
 
-class Timebase:
-    """The offset between a policy's clock and the UTC wall clock, read once.
-
-    Taking a checkpoint, `now` is the policy's clock and `taken_at` the wall clock at the
-    same moment; resuming one, `now` is read in the new process and `taken_at` is the
-    checkpoint's, so a time `t` of the old clock is `now + (wall(t) - wall_now)` there.
-    """
-
-    __slots__ = ("now", "taken_at", "wall_now")
-
-    def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
-        self.now = policy.clock()
-        self.wall_now = policy.wall_clock()
-        if taken_at is None:
-            self.taken_at = datetime.fromtimestamp(self.wall_now, UTC)
-        else:
-            # A wall clock behind the checkpoint's (another machine's, set back) counts as no
-            # time passed since: time on a wait's clock never goes back.
-            self.taken_at = taken_at
-            self.wall_now = max(self.wall_now, taken_at.timestamp())
-
-    def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC, from `_EARLIEST` to `_LATEST` (a
-        deadline long passed is as passed at either)."""
-        seconds = self.wall_now + (moment - self.now)
-        return datetime.fromtimestamp(
-            min(max(seconds, _EARLIEST.timestamp()), _LATEST.timestamp()), UTC
-        )
-
-    def from_utc(self, moment: datetime) -> float:
-        """A UTC time on this process's clock."""
-        return self.now + (moment.timestamp() - self.wall_now)
-
-    def due(self, moment: datetime, policy: PollPolicy) -> float:
-        """When a saved poll (or pause) is due, on this process's clock: at most `policy`'s
-        longest delay after `taken_at`, the latest a wait of it could have set (a later
-        time, tampered with, would park the wait for ever; one of a longer policy's comes
-        sooner)."""
-        return min(self.from_utc(moment), self.from_utc(self.taken_at) + longest_delay(policy))
-
-    def relative(self, moment: float) -> float:
-        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
-        at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
-        return min(round(moment - self.now, 6), 0.0)
-
-
-def save_pace(pace: Pace, base: Timebase) -> PaceState:
-    """A `Pace`'s numbers, its times made relative to the checkpoint's `taken_at`."""
-    now = base.now
-    return PaceState(
-        *[
-            min(round(value - now, 6), 0.0) if is_time else value  # as `Timebase.relative`
-            for value, is_time in zip(_read_pace(pace), _IS_TIME, strict=True)
-        ]
+@checkpoint_errors("the wait's checkpoint cannot be taken")
+def job_checkpoint(rules: Rules, state: JobState, *, owed: bool = False) -> dict[str, Any]:
+    """The checkpoint of one job's wait: `JobWait.checkpoint()`, and what each link of a
+    wait in `jobpoll.saq` hands to the next."""
+    base = Timebase(rules.policy)
+    deadline = rules.deadline
+    header = JobCheckpoint(
+        version=VERSION,
+        taken_at=base.taken_at,
+        timeout=rules.timeout,
+        deadline=None if deadline is None else base.to_utc(deadline),
+        owed=owed,
     )
+    return dump(header, saved_state(state, base))
 
 
-def load_pace(state: PaceState, policy: PollPolicy, base: Timebase) -> Pace:
-    """A `Pace` of `policy` holding a checkpoint's numbers, its times on this process's
-    clock: shifted by one offset, so its schedule (which uses differences) is the same."""
-    pace = policy.pace()
-    origin = base.from_utc(base.taken_at)
-    for name in _PACE_FIELDS:
-        value = getattr(state, name)
-        setattr(pace, "_" + name, origin + value if name in _PACE_TIMES else value)
-    return pace
+@checkpoint_errors("not a valid wait_for_job checkpoint")
+def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState, bool]:
+    """The rules and the state of a job's wait, from its checkpoint, on this process's
+    clock; and whether its last snapshot is owed to the iteration.
 
-
-def save_tracker(tracker: Any, base: Timebase, next_poll_at: float | None) -> dict[str, Any]:
-    """The fields of a `JobState` for a `Tracker` (a dict, so a checkpoint class can add its
-    own)."""
-    pace = tracker._pace
-    return {
-        "job_id": tracker._job_id,
-        "polls": tracker._polls,
-        "failures": tracker._failures,
-        "job": tracker._job,
-        "started_at": base.relative(tracker._started_at),
-        "changed_at": base.relative(tracker._changed_at),
-        "next_poll_at": None if next_poll_at is None else base.to_utc(next_poll_at),
-        "pace": None if pace is None else save_pace(pace, base),
-    }
-
-
-def restore_tracker(tracker: Any, state: JobState, base: Timebase) -> float | None:
-    """Put a `JobState` back into a `Tracker`, without polling; returns when the next poll
-    is due on this process's clock (None: at once, or never for a wait not started)."""
-    origin = base.from_utc(base.taken_at)
-    tracker._polls = state.polls
-    tracker._failures = state.failures
-    tracker._job = state.job
-    tracker._started_at = origin + state.started_at
-    tracker._changed_at = origin + state.changed_at
-    if state.pace is not None:
-        tracker._pace = load_pace(state.pace, tracker._policy, base)
-    return None if state.next_poll_at is None else base.due(state.next_poll_at, tracker._policy)
+    Raises:
+        CheckpointError: not a valid checkpoint of a wait on `job_id`.
+    """
+    header, saved = load_job(data, job_id)
+    base = Timebase(policy, header.taken_at)
+    deadline = None if header.deadline is None else base.from_utc(header.deadline)
+    return Rules(policy, header.timeout, deadline), restore_state(saved, base), header.owed

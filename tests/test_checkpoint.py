@@ -38,8 +38,10 @@ from jobpoll import (
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._checkpoint import _PACE_FIELDS
-from jobpoll._policy import Pace
+from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._pace import Pace
+from jobpoll._rules import Rules
+from jobpoll._state import JobState, PaceState
 from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
@@ -70,6 +72,18 @@ async def checkpoint_after(
     return loaded
 
 
+def seconds_between(earlier: str, later: str) -> float:
+    """Seconds from one ISO 8601 UTC time of a checkpoint to another."""
+    return (datetime.fromisoformat(later) - datetime.fromisoformat(earlier)).total_seconds()
+
+
+async def first_sleep(wait: Any, clock: VirtualClock) -> float:
+    """How long a resumed wait sleeps before its first poll (0 for none)."""
+    before = len(clock.sleeps)
+    await anext(wait)
+    return clock.sleeps[before] if len(clock.sleeps) > before else 0.0
+
+
 async def test_resumed_wait_goes_on_where_it_left_off(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
@@ -84,7 +98,7 @@ async def test_resumed_wait_goes_on_where_it_left_off(
     clock.now = clock.start
     job_id = service.add_job(duration=900)
     saved = await checkpoint_after(client, job_id, policy, 4)
-    assert saved["version"] == 1
+    assert saved["version"] == 2
     assert saved["job_id"] == job_id
     assert saved["deadline"] == "2026-01-01T02:00:00Z"
     polls_before = service.request_count(job_id)
@@ -115,14 +129,15 @@ async def test_time_between_processes_counts(
     policy = policy_of(clock)
     job_id = service.add_job(duration=3600)
     saved = await checkpoint_after(client, job_id, policy, 3)
-    delay = wait_for_job(client, job_id, policy=policy, resume=saved)._next_delay
-    assert delay is not None
+    taken = clock.now
+    delay = seconds_between(saved["taken_at"], saved["next_poll_at"])
     assert delay > 1
     clock.advance(1)  # the worker was down for a second
     shortened = wait_for_job(client, job_id, policy=policy, resume=saved)
-    assert shortened._next_delay == pytest.approx(delay - 1, abs=1e-5)
-    clock.advance(delay)  # and now past the poll's time
-    assert wait_for_job(client, job_id, policy=policy, resume=saved)._next_delay == 0
+    assert await first_sleep(shortened, clock) == pytest.approx(delay - 1, abs=1e-5)
+    clock.now = taken + delay + 1  # and now past the poll's time
+    overdue = wait_for_job(client, job_id, policy=policy, resume=saved)
+    assert await first_sleep(overdue, clock) == 0
 
     clock.advance(8000)  # down for long: the deadline has passed
     resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
@@ -180,24 +195,24 @@ async def test_a_checkpoint_read_back_as_another_mapping_resumes(
     assert [result.job_id for result in results] == [job_id]
 
 
-async def test_one_poll_through_the_tracker_methods(
+async def test_one_poll_by_the_rules_goes_on_as_in_one_process(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
-    """A queue task restores a wait, makes one poll through the tracker's methods, and
-    checkpoints again: the schedule goes on as in one process (the contract of a scale-out)."""
+    """A queue task restores a wait, makes one poll by the rules, and checkpoints again: the
+    schedule goes on as in one process (the contract of a scale-out)."""
     policy = policy_of(clock, jitter=0.0)
     job_id = service.add_job(duration=600)
     saved = await checkpoint_after(client, job_id, policy, 2)
     for _ in range(100):
-        wait = wait_for_job(client, job_id, policy=policy, resume=saved)
-        due = saved["next_poll_at"]
-        assert due is not None
-        clock.advance(max(0.0, wait._next_delay or 0.0))  # the queue runs the task when due
-        wait._begin(clock())
-        timeout = wait._request_timeout(clock())
+        rules, state, _owed = resume_job(saved, job_id, policy)
+        assert state.next_poll_at is not None
+        clock.advance(max(0.0, state.next_poll_at - clock()))  # the queue runs it when due
+        rules.begin(state, clock())
+        timeout = rules.send(state, clock())
         job = await client.get_job(job_id, timeout=timeout)
-        wait._answered(job, clock())
-        saved = json.loads(json.dumps(wait.checkpoint()))
+        _news, delay = rules.answered(state, job, clock())
+        state.next_poll_at = None if delay is None else clock() + delay
+        saved = json.loads(json.dumps(job_checkpoint(rules, state)))
         if job.is_terminal:
             break
     assert saved["next_poll_at"] is None
@@ -213,9 +228,49 @@ async def test_timeout_with_resume_is_refused(service: FakeJobsService, client: 
         wait_for_job(client, job_id, resume=saved, timeout=5)
 
 
-def test_pace_slots_are_all_saved() -> None:
-    """Every number of a `Pace` is in a checkpoint: a new one cannot be forgotten."""
-    assert {"_" + name for name in _PACE_FIELDS} == set(Pace.__slots__) - {"_policy"}
+async def test_every_field_saved_is_in_a_checkpoint(saved: dict[str, Any]) -> None:
+    """Every field of a job's state is in its checkpoint, but those marked not saved: the
+    checkpoint is derived from the records, so a new field cannot be forgotten."""
+    kept = {f.name for f in attrs.fields(JobState) if f.metadata.get("saved", True)}
+    assert kept <= set(saved)
+    assert set(saved["pace"]) == set(attrs.fields_dict(PaceState))
+
+
+async def test_a_checkpoint_of_version_1_resumes(
+    client: JobsClient, saved: dict[str, Any], clock: VirtualClock
+) -> None:
+    """A checkpoint of version 1 (the pace's fields under their old names) resumes as the
+    same checkpoint of this version does; one of an unknown version names it, and what is
+    read."""
+    old_names = {
+        "blind_index": "index",
+        "started_at": "start",
+        "phase_started_at": "phase",
+        "phase_progress": "base_p",
+        "window_at": "win_t",
+        "window_progress": "win_p",
+        "middle_at": "mid_t",
+        "middle_progress": "mid_p",
+        "last_at": "last_t",
+        "last_progress": "last_p",
+        "value_seen_at": "seen_t",
+        "poll_before_at": "before_t",
+        "previous_at": "prev_t",
+        "previous_progress": "prev_p",
+        "first_move_at": "first_t",
+        "first_move_progress": "first_p",
+        "slower_moves": "falls",
+        "slowing_from": "fell_from",
+        "move_before_pace": "earlier",
+    }
+    pace = {old_names.get(name, name): value for name, value in saved["pace"].items()}
+    old = {**saved, "version": 1, "pace": pace}
+    policy = policy_of(clock)
+    upgraded = wait_for_job(client, saved["job_id"], policy=policy, resume=old).checkpoint()
+    again = wait_for_job(client, saved["job_id"], policy=policy, resume=saved).checkpoint()
+    assert upgraded == again
+    with pytest.raises(CheckpointError, match=r"version 7 is not one this jobpoll reads \(2"):
+        wait_for_job(client, saved["job_id"], resume={**saved, "version": 7})
 
 
 # Bad checkpoints ---------------------------------------------------------------------------
@@ -248,7 +303,7 @@ DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        pytest.param("version", 2, "version 2", id="unknown-version"),
+        pytest.param("version", 3, "version 3", id="unknown-version"),
         pytest.param("version", DELETE, "version None", id="no-version"),
         pytest.param("version", "1", "version '1'", id="version-as-string"),
         pytest.param("job_id", "other", "not of", id="other-job"),
@@ -264,17 +319,19 @@ DELETE = object()
         pytest.param("job.id", "other", "job", id="job-of-other-id"),
         pytest.param("job", [], "job", id="job-not-object"),
         pytest.param("pace", DELETE, "pace", id="no-pace"),
-        pytest.param("pace.index", -3, "index", id="pace-index"),
-        pytest.param("pace.last_t", 3600.0, "after the checkpoint", id="pace-time-ahead"),
-        pytest.param("pace.start", float("nan"), "start", id="pace-nan"),
-        pytest.param("pace.last_p", 101, "last_p", id="pace-progress"),
+        pytest.param("pace.blind_index", -3, "blind_index", id="pace-index"),
+        pytest.param("pace.last_at", 3600.0, "after the checkpoint", id="pace-time-ahead"),
+        pytest.param("pace.started_at", float("nan"), "started_at", id="pace-nan"),
+        pytest.param("pace.last_progress", 101, "last_progress", id="pace-progress"),
         pytest.param("taken_at", None, "taken_at", id="no-taken-at"),
-        pytest.param("pace.fell_from", -0.5, "fell_from", id="pace-negative-rate"),
+        pytest.param("pace.slowing_from", -0.5, "slowing_from", id="pace-negative-rate"),
         pytest.param("deadline", "9999-01-01T00:00:00Z", "out of any", id="time-out-of-reach"),
         pytest.param("pace", None, "pace: missing", id="polled-without-pace"),
         pytest.param("pace.step", 0, "step", id="pace-moved-without-step"),
-        pytest.param("pace.prev_p", 100, "progress values contradict", id="pace-progress-order"),
-        pytest.param("pace.first_t", 0.0, "times contradict", id="pace-time-order"),
+        pytest.param(
+            "pace.previous_progress", 100, "progress values contradict", id="pace-progress-order"
+        ),
+        pytest.param("pace.first_move_at", 0.0, "times contradict", id="pace-time-order"),
     ],
 )
 async def test_bad_checkpoint(
@@ -496,7 +553,7 @@ async def test_fanout_resumed_reports_each_job_once(
             if len(before) == 15:
                 saved = json.loads(json.dumps(fanout.checkpoint()))
                 break
-    assert saved["version"] == 1
+    assert saved["version"] == 2
     reported = {r.job_id for r in before}
     pending = {state["job_id"] for state in saved["jobs"]} | set(saved["unstarted"])
     assert reported.isdisjoint(pending)
@@ -575,7 +632,7 @@ async def test_fanout_pause_and_window_are_resumed(
     fanout = wait_for_jobs(client, ids, policy=still, max_in_flight=4)
     service.inject(HttpError(503, retry_after=120), times=None)
     consumer = asyncio.create_task(anext(fanout))
-    await until(lambda: fanout._resume_at > clock())
+    await until(lambda: fanout._jobs.fleet.resume_at > clock())
     saved = fanout.checkpoint()
     consumer.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -593,15 +650,10 @@ async def test_fanout_pause_and_window_are_resumed(
 
 
 #: A job's state in a fan-out's checkpoint, for tests to alter.
+#: A job not started, as a checkpoint holds it: every field saved, at its declared default.
 EMPTY_STATE = {
+    **{f.name: f.default for f in attrs.fields(JobState) if f.metadata.get("saved", True)},
     "job_id": "a",
-    "polls": 0,
-    "failures": 0,
-    "job": None,
-    "started_at": 0.0,
-    "changed_at": 0.0,
-    "next_poll_at": None,
-    "pace": None,
 }
 
 
@@ -966,19 +1018,20 @@ def test_resumed_pace_never_breaks_at_the_next_poll(data: st.DataObject) -> None
     agreeing with each other) is refused, or its wait goes on: the next answers, whatever
     they read, give a delay, never a ZeroDivisionError or a math domain error."""
     mutated = copy.deepcopy(SAVED_FOR_HYPOTHESIS)
-    for name in data.draw(st.lists(st.sampled_from(_PACE_FIELDS[2:]), min_size=1, max_size=3)):
+    numbers = [field.name for field in attrs.fields(PaceState)][2:]  # not the index, status
+    for name in data.draw(st.lists(st.sampled_from(numbers), min_size=1, max_size=3)):
         mutated["pace"][name] = data.draw(PACE_NUMBERS)
     clock = VirtualClock()
     clock.advance(60)
-    client = JobsClient("key", base_url="http://127.0.0.1:9")
+    policy = policy_of(clock)
     try:
-        wait = wait_for_job(client, mutated["job_id"], policy=policy_of(clock), resume=mutated)
+        _rules, state, _owed = resume_job(mutated, mutated["job_id"], policy)
     except CheckpointError:
         return
-    seen = wait.job
+    seen = state.job
     assert seen is not None
-    pace = wait._pace
-    assert pace is not None
+    assert state.pace is not None
+    pace = Pace(policy, state.pace)
     readings = st.sampled_from([seen.progress, seen.progress + 1, 99]) | st.integers(0, 99)
     for progress in data.draw(st.lists(readings, min_size=1, max_size=3)):
         clock.advance(data.draw(st.sampled_from([0.0, 1.0, 30.0])))
@@ -1005,8 +1058,8 @@ def test_every_pace_a_wait_reaches_is_saved_and_read_back(
     clock = VirtualClock()
     policy = policy_of(clock)
     client = JobsClient("key", base_url="http://127.0.0.1:9")
-    wait = wait_for_job(client, "some-job", policy=policy)
-    wait._begin(clock.now)
+    rules, state = Rules(policy, None), JobState(job_id="some-job")
+    rules.begin(state, clock.now)
     for gap, status, progress in readings:
         clock.advance(gap)
         job = Job(
@@ -1017,9 +1070,9 @@ def test_every_pace_a_wait_reaches_is_saved_and_read_back(
             status=JobStatus(status),
             raw_status=status,
         )
-        wait._request_timeout(clock.now)
-        wait._answered(job, clock.now)
-    saved = json.loads(json.dumps(wait.checkpoint()))
+        rules.send(state, clock.now)
+        rules.answered(state, job, clock.now)
+    saved = json.loads(json.dumps(job_checkpoint(rules, state)))
     clock.advance(1.0)
     wait_for_job(client, "some-job", policy=policy, resume=saved)
 
@@ -1142,8 +1195,7 @@ async def test_a_resumed_wait_awaited_later_polls_when_due(
     job_id = service.add_job(duration=3600)
     saved = await checkpoint_after(client, job_id, policy, 3)
     resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
-    delay = resumed._next_delay
-    assert delay is not None
+    delay = seconds_between(saved["taken_at"], saved["next_poll_at"])
     assert delay > 1
     clock.advance(1)  # the wait is awaited a second after it was resumed
     sleeps = len(clock.sleeps)
@@ -1192,10 +1244,14 @@ async def run_resumed(wait: JobWait | JobsWait, clock: VirtualClock) -> object:
     [
         pytest.param({"polls": 2**63}, False, id="polls-2**63"),
         pytest.param({"failures": 2**64}, False, id="failures-2**64"),
-        pytest.param({"pace.index": 2**63}, False, id="pace-index-2**63"),
-        pytest.param({"pace.mid_p": -1, "pace.base_p": 50}, False, id="unmoved-base-ahead"),
+        pytest.param({"pace.blind_index": 2**63}, False, id="pace-index-2**63"),
         pytest.param(
-            {"pace.mid_p": -1, "pace.last_p": -1, "pace.step": 0}, True, id="unmoved-no-reading"
+            {"pace.middle_progress": -1, "pace.phase_progress": 50}, False, id="unmoved-base-ahead"
+        ),
+        pytest.param(
+            {"pace.middle_progress": -1, "pace.last_progress": -1, "pace.step": 0},
+            True,
+            id="unmoved-no-reading",
         ),
         pytest.param({"next_poll_at": "8999-01-01T00:00:00Z"}, False, id="next-poll-in-8999"),
     ],
@@ -1242,9 +1298,12 @@ async def fanout_saved(
     [
         pytest.param({"jobs.0.polls": 2**63}, id="polls-2**63"),
         pytest.param({"jobs.0.failures": 2**63}, id="failures-2**63"),
-        pytest.param({"jobs.0.pace.index": 2**63}, id="pace-index-2**63"),
-        pytest.param({"jobs.0.pace.falls": 2**64}, id="pace-falls-2**64"),
-        pytest.param({"jobs.0.pace.mid_p": -1, "jobs.0.pace.base_p": 50}, id="unmoved-base-ahead"),
+        pytest.param({"jobs.0.pace.blind_index": 2**63}, id="pace-index-2**63"),
+        pytest.param({"jobs.0.pace.slower_moves": 2**64}, id="pace-falls-2**64"),
+        pytest.param(
+            {"jobs.0.pace.middle_progress": -1, "jobs.0.pace.phase_progress": 50},
+            id="unmoved-base-ahead",
+        ),
         pytest.param({"jobs.0.next_poll_at": "8999-01-01T00:00:00Z"}, id="next-poll-in-8999"),
         pytest.param({"pause_until": "8999-01-01T00:00:00Z"}, id="pause-until-8999"),
     ],
@@ -1278,3 +1337,34 @@ def test_a_started_wait_with_a_timeout_but_no_deadline_is_refused() -> None:
     assert fanout["jobs"]
     with pytest.raises(CheckpointError, match="deadline"):
         wait_for_jobs(client, [], resume=fanout)
+
+
+async def test_the_answers_a_wait_got_go_through_every_checkpoint(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """How many polls got an answer is counted alike by a wait, a fan-out's row and the
+    rules a queue link applies, and goes through each checkpoint: the failed polls are
+    `polls - answers`."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=600)
+    service.inject(HttpError(503), job_id=job_id, times=2)
+    saved = await checkpoint_after(client, job_id, policy, 2)
+    assert saved["polls"] - saved["answers"] == 2  # the two 503s
+    _rules, state, _owed = resume_job(saved, job_id, policy)
+    assert (state.polls, state.answers) == (saved["polls"], saved["answers"])
+
+    other = service.add_job(duration=600)
+    service.inject(HttpError(503), job_id=other, times=1)
+    taken: list[dict[str, Any]] = []
+
+    def take_checkpoint(_job: Job) -> None:
+        if not taken:  # at the first snapshot: one poll failed, one answered
+            taken.append(json.loads(json.dumps(fanout.checkpoint())))
+
+    fanout = wait_for_jobs(client, [other], policy=policy, on_update=take_checkpoint)
+    await fanout
+    saved_fanout = taken[0]
+    (row,) = saved_fanout["jobs"]
+    assert (row["polls"], row["answers"]) == (2, 1)
+    resumed = json.loads(json.dumps(wait_for_jobs(client, [], resume=saved_fanout).checkpoint()))
+    assert resumed["jobs"][0]["answers"] == row["answers"]

@@ -24,7 +24,7 @@ from jobpoll import (
     PollPolicy,
     wait_for_jobs,
 )
-from jobpoll._fanout import _BACKLOG, _SLICE
+from jobpoll._intake import BACKLOG, SLICE
 from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
 
@@ -120,7 +120,7 @@ async def test_add_before_iteration_and_awaiting(
     assert [result.job_id for result in results] == ids
 
 
-@pytest.mark.parametrize("size", [3, _SLICE + 1])
+@pytest.mark.parametrize("size", [3, SLICE + 1])
 async def test_add_says_how_many_distinct_ids_were_new(client: JobsClient, size: int) -> None:
     """`add()` returns how many distinct ids were new, repeats in its own list counted once,
     also for a long list added to a fan-out that has no id yet."""
@@ -293,14 +293,14 @@ async def test_jobs_are_set_up_in_slices(
 ) -> None:
     """Many ids are taken in a slice at a time, the event loop running in between, and each
     only once."""
-    total = 4 * _SLICE + 10
+    total = 4 * SLICE + 10
     fanout = wait_for_jobs(client, [f"job-{i}" for i in range(total)], policy=policy)
     taken: list[int] = []
 
     async def watch() -> None:
         while not taken or taken[-1] < total:
             await asyncio.sleep(0)
-            taken.append(fanout._taken)
+            taken.append(fanout._jobs.intake.taken)
 
     watcher = asyncio.create_task(watch())
     async with fanout:
@@ -312,7 +312,7 @@ async def test_jobs_are_set_up_in_slices(
     stages = sorted(set(taken) - {0})
     assert len(stages) >= 5  # at least five slices, seen from the loop between them
     assert stages[-1] == total
-    assert len(fanout._job_ids) == total
+    assert len(fanout._jobs.intake.ids) == total
 
 
 async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) -> None:
@@ -327,10 +327,10 @@ async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) ->
             yield f"job-{read}"
 
     fanout: JobsWait = wait_for_jobs(client, endless())
-    fanout._start(0.0)
+    fanout._jobs.start(0.0)
     for _ in range(200):
         await asyncio.sleep(0)
-    assert 0 < read <= 12 * _SLICE
+    assert 0 < read <= 12 * SLICE
     await fanout.aclose()
     assert no_other_tasks()
 
@@ -350,7 +350,7 @@ async def test_reader_cancelled_by_someone_else(
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
         await until(lambda: fanout.polls > 0)
-        reader = fanout._reader
+        reader = fanout._jobs.reader
         assert reader is not None
         reader.cancel()
         with pytest.raises(RuntimeError, match="reading job_ids was cancelled"):
@@ -381,7 +381,7 @@ async def test_a_source_longer_than_the_backlog_is_read_to_its_end(
 ) -> None:
     """A source of more ids than may wait to be set up is read as they are set up, to its
     end, each id once."""
-    total = _BACKLOG + 3 * _SLICE
+    total = BACKLOG + 3 * SLICE
     service.inject(Slow(60), times=None)  # polls stay out: only the intake moves
 
     async def source() -> AsyncIterator[str]:
@@ -390,7 +390,10 @@ async def test_a_source_longer_than_the_backlog_is_read_to_its_end(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
-        await until(lambda: fanout._taken == total and not fanout._source_open, step=0)
+        await until(
+            lambda: fanout._jobs.intake.taken == total and not fanout._jobs.intake.source_open,
+            step=0,
+        )
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
@@ -412,7 +415,7 @@ async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
-        await until(lambda: fanout._taken == 2)
+        await until(lambda: fanout._jobs.intake.taken == 2)
         saved = fanout.checkpoint()
         assert (await consumer).job_id == "bad\tid"
     assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
@@ -474,8 +477,8 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
             pass
 
     async def reader_waits_for_room(worker: Worker) -> None:
-        worker.fanout._start(0.0)
-        await until(lambda: worker.fanout._room is not None)
+        worker.fanout._jobs.start(0.0)
+        await until(lambda: worker.fanout._jobs.intake._room is not None)
 
     worker = Worker()
     fanout = weakref.ref(worker.fanout)
@@ -539,7 +542,12 @@ async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.ensure_future(anext(fanout))
         # The consumer has taken the source's error and winds the polls down.
-        await until(lambda: raised and not fanout._source_error and bool(fanout._dying), step=0)
+        await until(
+            lambda: (
+                raised and not fanout._jobs.intake.source_error and bool(fanout._jobs.flight.dying)
+            ),
+            step=0,
+        )
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
@@ -555,19 +563,19 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     its repeats are dropped as it is set up: with `add()` and a checkpoint taken mid-intake,
     each distinct id is polled and reported once, in the order first given, and the
     checkpoint holds each pending id once."""
-    distinct = [service.add_job(duration=i % 7) for i in range(3 * _SLICE)]
-    given = distinct + distinct[::2] + distinct[: _SLICE + 5]  # repeats, across slices
+    distinct = [service.add_job(duration=i % 7) for i in range(3 * SLICE)]
+    given = distinct + distinct[::2] + distinct[: SLICE + 5]  # repeats, across slices
     fanout = wait_for_jobs(client, given, policy=policy)
-    assert fanout._seen is None  # no set of the ids built at the call
-    assert fanout._taken_in is None
+    assert fanout._jobs.intake._seen is None  # no set of the ids built at the call
+    assert fanout._jobs.intake._taken_in is None
     assert fanout.total == len(given)  # repeats counted until set up
     extra = [service.add_job(duration=1) for _ in range(3)]
     held: list[str] = []
 
     async def mid_intake() -> dict[str, Any]:
-        while fanout._taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
+        while fanout._jobs.intake.taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
             await asyncio.sleep(0)
-        assert fanout._taken < len(distinct)  # the intake yields between two slices
+        assert fanout._jobs.intake.taken < len(distinct)  # the intake yields between two slices
         assert fanout.add([*distinct[-3:], *extra, extra[0]]) == 3
         saved = fanout.checkpoint()
         held.extend([job["job_id"] for job in saved["jobs"]] + saved["unstarted"])
@@ -581,7 +589,7 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     assert [result.job_id for result in results if result.job_id in extra] == extra
     assert counts(results) == dict.fromkeys(distinct + extra, 1)
     assert fanout.total == len(distinct) + 3
-    assert fanout._taken_in is None  # dropped once set-up ends
+    assert fanout._jobs.intake._taken_in is None  # dropped once set-up ends
     assert all(service.request_count(job_id) >= 1 for job_id in distinct + extra)
     resumed = wait_for_jobs(client, [], policy=policy, resume=saved)
     again = await resumed
@@ -592,7 +600,7 @@ async def test_await_on_a_long_list_with_repeats_returns_one_result_per_id(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy
 ) -> None:
     """`await` gives one result per distinct id, in the order first given."""
-    distinct = [service.add_job(duration=i % 3) for i in range(2 * _SLICE + 1)]
+    distinct = [service.add_job(duration=i % 3) for i in range(2 * SLICE + 1)]
     given = [job_id for job_id in distinct for _ in range(2)]
     results = await wait_for_jobs(client, given, policy=policy)
     assert [result.job_id for result in results] == distinct

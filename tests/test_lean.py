@@ -13,10 +13,12 @@ import types
 import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, JobsWait, PollPolicy, wait_for_jobs
-from jobpoll._fanout import _SLICE
+from jobpoll._intake import SLICE
+from jobpoll._rules import Rules
+from jobpoll._scheduler import Scheduler
 from jobpoll.testing import FakeJobsService, VirtualClock
 
-JOBS = 3 * _SLICE
+JOBS = 3 * SLICE
 
 
 @pytest.fixture
@@ -29,8 +31,8 @@ def held_for_jobs(fanout: JobsWait) -> list[object]:
     """Every object the fan-out's table of jobs and queue hold, not counting what all jobs
     share: classes, modules, functions (the code that loads a row) and the statuses."""
     shared = (type, types.ModuleType, types.FunctionType, JobStatus)
-    seen = {id(fanout._policy)}
-    todo: list[object] = [fanout._table, fanout._queue]
+    seen = {id(fanout._jobs.rules.policy)}
+    todo: list[object] = [fanout._jobs.table, fanout._jobs.queue]
     held = []
     while todo:
         item = todo.pop()
@@ -100,15 +102,15 @@ async def test_jobs_taken_in_add_no_walked_object_per_job(
 ) -> None:
     """Taking in thousands of jobs adds a bounded number of objects the collector walks,
     not one or more per job."""
-    fanout = wait_for_jobs(client, [f"job-{i}" for i in range(JOBS)], policy=policy)
-    fanout._start(policy.clock())
+    jobs = Scheduler(client, Rules(policy, None), 10, None)  # a fan-out's jobs, undriven
+    jobs.intake.extend([f"job-{i}" for i in range(JOBS)])
+    jobs.start(policy.clock())
     gc.collect()
     before = len(gc.get_objects())
-    while fanout._taken < JOBS:
-        fanout._intake(policy.clock())
+    while jobs.intake.taken < JOBS:
+        jobs.take_in(policy.clock())
     gc.collect()
     assert len(gc.get_objects()) - before < 100
-    await fanout.aclose()
 
 
 async def test_set_up_yields_to_the_loop_between_slices(
@@ -121,7 +123,7 @@ async def test_set_up_yields_to_the_loop_between_slices(
 
     async def beside() -> None:
         while not taken_when_beside_ran or taken_when_beside_ran[-1] < JOBS:
-            taken_when_beside_ran.append(fanout._taken)
+            taken_when_beside_ran.append(fanout._jobs.intake.taken)
             await asyncio.sleep(0)
 
     async with fanout:
@@ -133,14 +135,13 @@ async def test_set_up_yields_to_the_loop_between_slices(
             await iterating
     steps = sorted(set(taken_when_beside_ran))
     assert steps[-1] == JOBS
-    assert all(later - earlier <= _SLICE for earlier, later in itertools.pairwise(steps))
+    assert all(later - earlier <= SLICE for earlier, later in itertools.pairwise(steps))
 
 
-async def test_counts_past_a_byte_widen_their_column(
+async def test_counts_of_hundreds_of_polls_are_kept(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
-    """Whole numbers are kept a byte each until one does not fit: jobs polled hundreds of
-    times end as they would with wide columns, every poll counted."""
+    """Jobs polled hundreds of times end as they would alone, every poll counted."""
     ids = [service.add_job(duration=300 + i) for i in range(3)]
     policy = PollPolicy(
         initial=1, max_interval=1, jitter=0, progress_aware=False, clock=clock, sleep=clock.sleep
@@ -149,4 +150,3 @@ async def test_counts_past_a_byte_widen_their_column(
     results = await fanout
     assert all(result.ok for result in results)
     assert fanout.polls == service.request_count() > 3 * 300
-    assert {column.typecode for column in fanout._table._ints.values()} == {"b", "q"}

@@ -9,14 +9,17 @@ from __future__ import annotations
 import itertools
 import math
 import random
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime
+from pathlib import Path
 
 import attrs
 import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, PollPolicy, wait_for_job
-from jobpoll._policy import Pace
+from jobpoll._pace import Pace
+from jobpoll._state import PaceState
 from jobpoll.testing import FakeJobsService, VirtualClock
 
 Curve = Callable[[float], float]
@@ -343,11 +346,11 @@ def test_not_progress_aware_is_the_blind_schedule() -> None:
 def test_the_blind_delays_come_from_one_table_per_policy() -> None:
     """`backoff.expo` fills one table per policy; a pace holds only its index in it."""
     policy = PollPolicy(initial=1, factor=1.5, jitter=0)
-    assert policy._table == pytest.approx(BLIND[:-1])
+    assert policy.blind_delays == pytest.approx(BLIND[:-1])
     pace = policy.pace()
     for _ in range(3):
         pace.failed(0)
-    assert pace._index == 3
+    assert pace.state.blind_index == 3
 
 
 def test_a_pace_is_plain_numbers_and_its_policy() -> None:
@@ -356,14 +359,11 @@ def test_a_pace_is_plain_numbers_and_its_policy() -> None:
     policy = seeded(1)
     pace = policy.pace()
     run(policy, 3600, lambda x: 100 * x, pace)
-    assert not hasattr(pace, "__dict__")
-    assert len(Pace.__slots__) <= 23
-    for name in Pace.__slots__:
-        value = getattr(pace, name)
-        if name == "_policy":
-            assert value is policy
-        else:
-            assert value is None or type(value) in (int, float, str), (name, value)
+    assert pace.policy is policy
+    assert not hasattr(pace.state, "__dict__")
+    assert len(attrs.fields(PaceState)) <= 22
+    for name, value in attrs.asdict(pace.state).items():
+        assert value is None or type(value) in (int, float, str), (name, value)
 
 
 @pytest.mark.parametrize("cut", [1, 5, 12])
@@ -377,10 +377,7 @@ def test_a_saved_pace_resumes_exactly(cut: int) -> None:
     policy = seeded(3)
     first = policy.pace()
     delays = [first.answered(60.0 * i, job(curve(i / 40))) for i in range(cut)]
-    saved = {name: getattr(first, name) for name in Pace.__slots__ if name != "_policy"}
-    resumed = policy.pace()
-    for name, value in saved.items():
-        setattr(resumed, name, value)
+    resumed = Pace(policy, attrs.evolve(first.state))
     delays += [resumed.answered(60.0 * i, job(curve(i / 40))) for i in range(cut, 40)]
     assert delays == expected
 
@@ -430,3 +427,29 @@ def test_time_left_at_the_pace_the_schedule_measured() -> None:
     pace.answered(40.0, job(0, JobStatus.WAITING))
     assert pace.time_left(40.0) is None
     assert PollPolicy(progress_aware=False).pace().time_left(0.0) is None
+
+
+def worked_example(text: str) -> list[list[str]]:
+    """The rows of the worked example's table in `text` (a docstring or the README)."""
+    rows = re.findall(r"^\s*\|\s*([\d.]+)\s*\|\s*(\d+)[^|]*\|\s*([\d.]*)\s*\|$", text, re.M)
+    return [list(row) for row in rows]
+
+
+def test_the_worked_example_is_what_the_schedule_does() -> None:
+    """The worked example of `PollPolicy`'s docstring is what the schedule decides for a
+    steady job of an hour, and the README shows the same table."""
+    assert PollPolicy.__doc__ is not None
+    stated = worked_example(PollPolicy.__doc__)
+    pace, now, done = PollPolicy(jitter=0).pace(), 0.0, []
+    while now < 3600:
+        progress = int(100 * now / 3600)
+        delay = pace.answered(now, job(progress))
+        done.append([f"{now:g}" if now.is_integer() else f"{now:.1f}", str(progress), delay])
+        now += delay
+    done.append([f"{now:.1f}", "100", ""])
+    for row in done:
+        if row[2] != "":
+            row[2] = f"{row[2]:g}" if float(row[2]).is_integer() else f"{row[2]:.1f}"
+    assert stated == done
+    readme = (Path(__file__).parent.parent / "README.md").read_text()
+    assert worked_example(readme) == stated

@@ -173,7 +173,7 @@ async def test_a_second_cancellation_during_cleanup_loses_no_job(
     fanout = wait_for_jobs(client, [slow_id, other_id], policy=policy, max_in_flight=2)
     task = asyncio.ensure_future(anext(fanout))
     await until(lambda: service.request_count(other_id) == 1 and fanout.in_flight == 1)
-    await until(lambda: fanout._alarm is not None)  # the other job is queued for later
+    await until(lambda: fanout._jobs.flight.alarm is not None)  # the other job is queued for later
     task.cancel()
     await sleeper.dying.wait()  # the first cancellation's cleanup is under way
     task.cancel()
@@ -721,7 +721,7 @@ async def test_a_poll_cancelled_by_someone_else_is_polled_again(
     fanout = wait_for_jobs(client, job_ids, policy=policy)
     task = asyncio.ensure_future(anext(fanout))
     await until(lambda: fanout.in_flight == 3 and service.in_flight == 3)
-    for poll in list(fanout._running):
+    for poll in list(fanout._jobs.flight.running):
         poll.cancel()
     first = await task
     rest = [result async for result in fanout]

@@ -355,12 +355,13 @@ async def test_reading_the_times_left_makes_no_snapshot_per_job(
     """The view reads every waiting job's time left once a second: that reads each row's
     schedule only, not its snapshot (a `Job` made per job, per second, three times the cost
     of the read), and gives what a whole row's schedule gives."""
-    from jobpoll import _table
+    from jobpoll import _rows
+    from jobpoll._pace import time_left
 
     ids = [service.add_job(duration=100 + i) for i in range(20)]
     policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(7).random)
     made = 0
-    real_job = _table.Job
+    real_job = _rows.Job
 
     def counted(**fields: object) -> Job:
         nonlocal made
@@ -373,16 +374,16 @@ async def test_reading_the_times_left_makes_no_snapshot_per_job(
         nonlocal made, checked
         if job.progress < 30:
             return
-        table, now = fanout._table, policy.clock()
-        rows = [*(row for _due, row in fanout._queue), *fanout._running.values()]
+        table, now = fanout._jobs.table, policy.clock()
+        rows = [*(row for _due, row in fanout._jobs.queue), *fanout._jobs.flight.running.values()]
         whole = {}
         for row in rows:
-            entry = table.load(row)
-            whole[entry._job_id] = entry._pace.time_left(now)
+            state = table.load(row)
+            whole[state.job_id] = time_left(state.pace, now)
         made = 0
         with monkeypatch.context() as patch:
-            patch.setattr(_table, "Job", counted)
-            left = fanout._time_left()
+            patch.setattr(_rows, "Job", counted)
+            left = fanout.time_left()
         assert (made, left) == (0, whole)
         checked += 1
 

@@ -1,0 +1,224 @@
+"""The schedule's rules: the delay before a job's next poll, from its `PaceState`.
+
+The model, its formula and a worked example are in `PollPolicy`'s docstring. Here are the
+rules that apply it, as functions of a policy, a pace's state and the time: each updates the
+state and returns the delay. `Pace` binds them to one state, for a wait of its own.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING
+
+from jobpoll._state import PaceState
+
+if TYPE_CHECKING:
+    from jobpoll._models import Job
+    from jobpoll._policy import PollPolicy
+
+__all__ = ["QUEUED", "Pace", "answered", "failed", "longest_delay", "time_left"]
+
+#: Statuses of a job that has not started: it cannot finish before it runs.
+QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
+#: While the end may come at any moment, the tolerance (`lateness` of the job's age) is
+#: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
+#: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
+_STILL = 1.5
+#: How many moves in a row must be slower than the move before them for a job to count as
+#: slowing down: fewer could be the chance of when the polls fell within each move.
+_FALLS = 3
+
+
+def longest_delay(policy: PollPolicy) -> float:
+    """The longest a wait of `policy` can wait between two polls: a pace's longest wait (an
+    estimate's, or the tolerance), or a server's longest `Retry-After` obeyed."""
+    return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
+
+
+class Pace:
+    """One wait's place in its policy's schedule (`PollPolicy.pace()`): its `state`, and the
+    rules of this module bound to it."""
+
+    __slots__ = ("policy", "state")
+
+    def __init__(self, policy: PollPolicy, state: PaceState | None = None) -> None:
+        self.policy = policy
+        self.state = PaceState() if state is None else state
+
+    def answered(self, now: float, job: Job) -> float:
+        """The delay after a poll at `now` that saw `job` (not a terminal one)."""
+        return answered(self.policy, self.state, now, job)
+
+    def failed(self, now: float) -> float:
+        """The delay after a poll at `now` that failed (before any `Retry-After`)."""
+        return failed(self.policy, self.state)
+
+    def time_left(self, now: float) -> float | None:
+        """See `time_left`."""
+        return time_left(self.state, now)
+
+
+def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
+    """The delay after a poll at `now` that saw `job` (not a terminal one)."""
+    if not policy.progress_aware:
+        return failed(policy, s)
+    progress = job.progress
+    if job.raw_status != s.status or progress < s.last_progress:
+        # The first answer, or a new phase: what was learnt of the pace no longer holds,
+        # and the phase may be short, so the blind schedule starts again from `initial`.
+        if s.status is None:
+            s.started_at = now  # the blind schedule goes on from the failures before
+        else:
+            s.blind_index = 0
+        s.status = job.raw_status
+        s.phase_started_at = now
+        s.phase_progress = progress
+        s.middle_progress = -1
+        s.slower_moves = 0
+        s.last_at, s.last_progress, s.value_seen_at = now, progress, now
+        return _unmoved(policy, s, now)
+    if progress > s.last_progress:
+        s.step = math.gcd(s.step, progress)
+        if s.middle_progress < 0:  # the first move: the window starts here
+            s.window_at, s.window_progress = now, progress
+            s.middle_at, s.middle_progress = now, progress
+            s.previous_at, s.previous_progress = now, progress
+            s.first_move_at, s.first_move_progress = now, progress
+        else:
+            if now - s.middle_at >= s.middle_at - s.window_at:
+                s.window_at, s.window_progress = s.middle_at, s.middle_progress
+                s.middle_at, s.middle_progress = now, progress
+            _slowed(policy, s, now, progress)
+            s.previous_at, s.previous_progress = s.value_seen_at, s.last_progress
+        s.poll_before_at, s.value_seen_at = s.last_at, now
+    s.last_at, s.last_progress = now, progress
+    if s.middle_progress < 0:
+        return _unmoved(policy, s, now)
+    return _estimated(policy, s, now)
+
+
+def failed(policy: PollPolicy, s: PaceState) -> float:
+    """The delay after a failed poll (before any `Retry-After`): the next blind delay."""
+    table = policy.blind_delays
+    delay = table[min(s.blind_index, len(table) - 1)]
+    s.blind_index += 1
+    return policy.jittered(delay)
+
+
+def time_left(s: PaceState, now: float) -> float | None:
+    """Seconds from `now` until the job reaches 100% at the pace the schedule measured:
+    over its rate window (about the last half of the moves), or since the status was
+    first seen while progress has moved once; None until progress moves in the current
+    status. For display (a progress bar's time left): the schedule itself waits only
+    until the earliest end that pace allows if it grows, which comes sooner.
+    """
+    if s.middle_progress < 0:
+        return None
+    if s.value_seen_at > s.window_at:
+        pace = (s.last_progress - s.window_progress) / (s.value_seen_at - s.window_at)
+    else:
+        pace = (s.last_progress - s.phase_progress) / max(
+            s.value_seen_at - s.phase_started_at, 1e-9
+        )
+    if pace <= 0:
+        return None
+    return max(0.0, (100 - s.last_progress) / pace - (now - s.value_seen_at))
+
+
+def _slowed(policy: PollPolicy, s: PaceState, now: float, progress: int) -> None:
+    # Counts the moves in a row that were slower than the move before them, each by at
+    # most `drift` times than the one before: a longer gap is taken for a pause, not a
+    # slowing. The first move (from the phase's first value) has no pace to compare.
+    move = (progress - s.last_progress) / max(now - s.value_seen_at, 1e-9)
+    before = 0.0
+    if s.value_seen_at > s.previous_at:
+        before = (s.last_progress - s.previous_progress) / (s.value_seen_at - s.previous_at)
+    s.move_before_pace = before
+    if before / policy.drift <= move <= (s.slowing_from if s.slower_moves else before):
+        if not s.slower_moves:
+            s.slowing_from = before
+        s.slower_moves += 1
+    else:
+        s.slower_moves = 0
+
+
+def _tolerance(policy: PollPolicy, s: PaceState, now: float) -> float:
+    return min(
+        max(policy.initial, policy.lateness * (now - s.started_at)),
+        _STILL * policy.max_interval,
+    )
+
+
+def _unmoved(policy: PollPolicy, s: PaceState, now: float) -> float:
+    if s.status in QUEUED:
+        still = min((now - s.started_at) / policy.drift, policy.max_estimated_interval)
+    else:
+        still = _tolerance(policy, s, now)
+    blind = failed(policy, s)
+    return max(blind, policy.jittered(still))
+
+
+def _fastest(s: PaceState, now: float) -> float:
+    # The fastest pace of the model, in percent per second. With one move only: since
+    # the status was first seen, progress being up to a step past the reading now (the
+    # time a job took to show its first move is the best evidence of its pace; one that
+    # then races ahead is seen late by at most its age). Then: from the first value
+    # progress moved to, and over about the last half of the moves, to the last
+    # reading; each value was reached at or before the poll that first saw it, and the
+    # last one after the poll before that.
+    progress = s.last_progress
+    if s.value_seen_at <= s.first_move_at:
+        return (progress + s.step - s.phase_progress) / max(now - s.phase_started_at, 1e-9)
+    fastest = 0.0
+    for since_t, since_p in (
+        (s.first_move_at, s.first_move_progress),
+        (s.window_at, s.window_progress),
+    ):
+        until = s.poll_before_at if s.poll_before_at > since_t else s.value_seen_at
+        if until > since_t:
+            fastest = max(fastest, (progress - since_p) / (until - since_t))
+    return fastest
+
+
+def _reaches(policy: PollPolicy, s: PaceState, now: float, target: int, pace: float) -> float:
+    # The earliest time progress can reach `target` from the last reading, at `pace`: the
+    # formula of `PollPolicy`'s docstring. Progress may be up to a step past the reading
+    # now, and no further than `pace` has taken it since the poll before the reading's value
+    # was first seen.
+    left = target - s.last_progress - min(s.step, pace * (now - s.poll_before_at))
+    if left <= 0:
+        return now
+    age = max(now - s.phase_started_at, 1e-9)
+    power = math.log2(policy.drift) + 1
+    return s.phase_started_at + age * math.pow(1 + power * left / (pace * age), 1 / power)
+
+
+def _estimated(policy: PollPolicy, s: PaceState, now: float) -> float:
+    progress, step = s.last_progress, s.step
+    fastest = _fastest(s, now)
+    # An early end needs a reading of 100 - early_end percent, in whole steps...
+    early = min(100, -(-(100 - policy.early_end) // step) * step)
+    end = _reaches(policy, s, now, early, fastest)
+    if s.value_seen_at > s.previous_at:
+        # ... and no sooner than 100 - early_end percent of the time the job would need
+        # to reach 100 at its present pace (the last move's): a job ends early by a share
+        # of its run in time too, not only in percent. A job that creeps through its
+        # last percent is not about to end.
+        present = (progress - s.previous_progress) / (s.value_seen_at - s.previous_at)
+        timely = s.phase_started_at + (
+            _reaches(policy, s, now, 100, present) - s.phase_started_at
+        ) * (1 - policy.early_end / 100)
+        soonest = _reaches(policy, s, now, 100, fastest)
+        if (
+            progress >= early
+            and s.slower_moves >= _FALLS
+            and s.slowing_from >= policy.drift * present
+        ):
+            # A job slowing down near its end keeps slowing: it ends at 100, no sooner
+            # than the faster of its last two moves takes it there (the last one may
+            # have spanned a short pause).
+            soonest = timely = _reaches(policy, s, now, 100, max(present, s.move_before_pace))
+        end = min(soonest, max(end, timely))
+    tolerance = _tolerance(policy, s, now)
+    wait = min(end - now, now - s.phase_started_at, policy.max_estimated_interval)
+    return policy.jittered(max(tolerance, wait))

@@ -1,0 +1,166 @@
+"""The rules of a wait, once: what happens when a poll is sent, answered, or fails.
+
+They are functions of a job's `JobState` and the time, with no I/O: each updates the state
+and returns what to do next (the delay before the next poll; None once the job ended), or
+raises the error that ends the wait. Three drivers apply them: `JobWait` (one job, its own
+loop), `JobsWait` (many jobs, one scheduler) and `SaqWaits` (one poll per queue job), so a job
+ends alike whichever waits on it. Also here: the pause the whole fleet takes when the server
+throttles, which the fan-out and `jobpoll.saq` share.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+from jobpoll import _pace
+from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, WaitTimeout
+from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+from jobpoll._state import JobState, PaceState
+
+__all__ = ["Rules", "fleet_pause"]
+
+logger = logging.getLogger("jobpoll")
+
+
+def fleet_pause(policy: PollPolicy, streak: int, retry_after: float | None) -> float:
+    """How long every poll pauses after a throttled answer (429, 503), the `streak`-th in a
+    row (from 0): doubling from `policy.initial` up to `policy.max_interval`, or longer for a
+    server's `Retry-After` (up to `policy.max_retry_after`)."""
+    doubling = min(policy.initial * 2.0 ** min(streak, 1000), policy.max_interval)
+    return policy.retry_delay(doubling, retry_after)
+
+
+class Rules:
+    """The rules for the jobs of one wait: its policy, timeout and deadline (on the policy's
+    clock, set when the first job starts unless given). A fan-out's jobs share one."""
+
+    __slots__ = ("deadline", "policy", "timeout")
+
+    def __init__(
+        self, policy: PollPolicy, timeout: float | None, deadline: float | None = None
+    ) -> None:
+        self.policy = policy
+        self.timeout = timeout
+        self.deadline = deadline
+
+    def begin(self, state: JobState, now: float) -> None:
+        """Start a job's clocks at its first poll (once, due `now`), and the deadline with
+        the first."""
+        if state.pace is None:
+            state.pace = PaceState()
+            state.started_at = state.next_poll_at = now
+            if self.timeout is not None and self.deadline is None:
+                self.deadline = now + self.timeout
+
+    def send(self, state: JobState, now: float) -> float | None:
+        """Count a poll about to be sent; its timeout is the time left, if there is a deadline.
+
+        Raises:
+            WaitTimeout: the deadline has passed.
+        """
+        remaining = None if self.deadline is None else self.deadline - now
+        if remaining is not None and remaining <= 0:
+            raise self.timed_out(state)
+        state.polls += 1
+        return remaining
+
+    def answered(self, state: JobState, job: Job, now: float) -> tuple[bool, float | None]:
+        """Take in a poll's answer: whether it is news (first, changed or terminal), and the
+        delay before the next poll (None: the job ended).
+
+        Raises:
+            JobStalled: nothing changed for `policy.stall_timeout`.
+        """
+        pace = state.pace
+        assert pace is not None
+        state.failures = 0
+        state.answers += 1
+        state.last_error = None
+        last, state.job = state.job, job
+        if (
+            last is None
+            or job.progress != last.progress
+            or job.raw_status != last.raw_status
+            or job.is_terminal
+        ):
+            state.changed_at = now
+            delay = None if job.is_terminal else _pace.answered(self.policy, pace, now, job)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "job %s: %s %d%% after %d polls%s",
+                    state.job_id,
+                    job.raw_status,
+                    job.progress,
+                    state.polls,
+                    "" if delay is None else f", next poll in {delay:.1f} s",
+                )
+            return True, delay
+        stall_timeout = self.policy.stall_timeout
+        if stall_timeout is not None and now - state.changed_at >= stall_timeout:
+            raise JobStalled(job, now - state.changed_at)
+        return False, _pace.answered(self.policy, pace, now, job)
+
+    def failed(
+        self, state: JobState, error: JobPollError, now: float, *, since: float = -math.inf
+    ) -> float:
+        """Decide the fate of a failed poll: the delay before the next one, or raise.
+
+        `since` is when this process began polling the job: a resumed wait's client is new,
+        so its first-contact grace counts from then, not from when the wait began.
+        """
+        pace = state.pace
+        assert pace is not None
+        policy = self.policy
+        visibility_delay = (
+            isinstance(error, NotFound)
+            and state.job is None
+            and now - state.started_at < policy.not_found_grace
+        )
+        if not (error.transient or visibility_delay) or self._unreachable(state, error, now, since):
+            raise error
+        state.last_error = error
+        if self.deadline is not None and now >= self.deadline:
+            raise self.timed_out(state)  # e.g. the request was cut short by the deadline
+        if not visibility_delay:  # the grace is bounded by its own time, not by a count
+            state.failures += 1
+            if state.failures >= policy.max_failures:
+                raise error
+        delay = policy.retry_delay(_pace.failed(policy, pace), getattr(error, "retry_after", None))
+        if visibility_delay:
+            logger.info(
+                "job %s: not found yet, within the grace of %g s; next poll in %.1f s",
+                state.job_id,
+                policy.not_found_grace,
+                delay,
+            )
+        else:
+            logger.info(
+                "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
+                state.job_id,
+                error,
+                state.failures,
+                policy.max_failures,
+                delay,
+            )
+        return delay
+
+    def _unreachable(self, state: JobState, error: JobPollError, now: float, since: float) -> bool:
+        """Whether nothing has ever answered, past `first_contact_grace`: most likely a wrong
+        URL or port, and minutes of silent retries help nobody."""
+        return (
+            isinstance(error, TransportError)
+            and error.never_answered
+            and not error.reached
+            and now - max(state.started_at, since) >= self.policy.first_contact_grace
+        )
+
+    def timed_out(self, state: JobState) -> WaitTimeout:
+        """The error of a job whose wait ran out of time."""
+        assert self.timeout is not None
+        error = WaitTimeout(
+            state.job_id, timeout=self.timeout, job=state.job, last_error=state.last_error
+        )
+        error.__cause__ = state.last_error
+        return error

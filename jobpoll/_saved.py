@@ -1,0 +1,225 @@
+"""A job's state as checkpoint data, and back: one cattrs converter over the records of
+`_state`, and one rule over the fields they mark as times (see `_checkpoint`)."""
+
+from __future__ import annotations
+
+import functools
+import math
+from collections.abc import Callable
+from datetime import datetime
+from typing import Any, get_origin
+
+import attrs
+import cattrs
+from cattrs.cols import list_structure_factory
+from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, override
+from cattrs.preconf.json import make_converter
+
+from jobpoll._models import Job, job_from_wire, job_to_wire
+from jobpoll._state import JobState, PaceState, record_type, time_kind
+from jobpoll._timebase import EARLIEST, LATEST, Timebase
+from jobpoll._wire import WireError, format_timestamp
+
+__all__ = ["check_times", "converter", "restore_state", "saved_state"]
+
+#: Seconds a "past" time may lie after `taken_at` (rounding), before it is nonsense.
+_SLACK = 1e-3
+
+
+# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
+# jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
+
+
+def _structure_int(value: object, _type: object) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected a whole number, got {type(value).__name__}")
+    return value
+
+
+def _structure_float(value: object, _type: object) -> float:
+    if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
+        raise TypeError(f"expected a finite number, got {value!r:.40}")
+    return float(value)  # type: ignore[arg-type]
+
+
+def _structure_bool(value: object, _type: object) -> bool:
+    if type(value) is not bool:
+        raise TypeError(f"expected true or false, got {type(value).__name__}")
+    return value
+
+
+def _structure_str(value: object, _type: object) -> str:
+    if type(value) is not str:
+        raise TypeError(f"expected a string, got {type(value).__name__}")
+    return value
+
+
+def _structure_time(value: object, _type: object) -> datetime:
+    if type(value) is not str:
+        raise TypeError(f"expected an ISO 8601 UTC time, got {type(value).__name__}")
+    moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
+    if moment.tzinfo is None:
+        raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
+    return moment
+
+
+def _structure_epoch(value: object, type_: object) -> float:
+    # A record's "utc" time, read as seconds since the epoch: `restore_state` moves it.
+    return _structure_time(value, type_).timestamp()
+
+
+def _structure_job(value: object, _type: object) -> Job:
+    try:
+        return job_from_wire(value)  # type: ignore[arg-type]
+    except WireError as exc:
+        raise ValueError(str(exc)) from None
+
+
+def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object], Any]:
+    def structure(value: object, type_: object) -> Any:
+        return None if value is None else hook(value, type_)
+
+    return structure
+
+
+def _is_state(type_: Any) -> bool:
+    return type_ in (JobState, PaceState)
+
+
+def _register_state_hooks(converter: cattrs.Converter) -> None:
+    """The records of `_state`, by their field metadata: what is not saved is left out, a
+    "utc" time is read from its ISO form, and every field saved must be there."""
+
+    def structure_state(cls: Any) -> Any:
+        overrides = {}
+        for field in attrs.fields(cls):
+            if not field.metadata.get("saved", True):
+                overrides[field.name] = override(omit=True)
+            elif time_kind(field) == "utc":
+                overrides[field.name] = override(struct_hook=_optional(_structure_epoch))
+        structure = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
+        saved = [name for name in attrs.fields_dict(cls) if name not in overrides]
+        saved += [name for name, hook in overrides.items() if not hook.omit]
+
+        def required(value: Any, type_: Any) -> Any:
+            # Every field saved must be there: a default would be a silent restart.
+            if isinstance(value, dict):
+                missing = [name for name in saved if name not in value]
+                if missing:
+                    raise ValueError(f"{', '.join(missing)}: missing")
+            return structure(value, type_)
+
+        return required
+
+    def unstructure_state(cls: Any) -> Any:
+        omitted = [f.name for f in attrs.fields(cls) if not f.metadata.get("saved", True)]
+        omit = {name: override(omit=True) for name in omitted}
+        return make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
+
+    converter.register_structure_hook_factory(_is_state, structure_state)
+    converter.register_unstructure_hook_factory(_is_state, unstructure_state)
+
+
+def _make_converter() -> cattrs.Converter:
+    converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
+    for type_, hook in (
+        (int, _structure_int),
+        (float, _structure_float),
+        (str, _structure_str),
+        (bool, _structure_bool),
+        (datetime, _structure_time),
+        (Job, _structure_job),
+    ):
+        converter.register_structure_hook(type_, hook)
+        converter.register_structure_hook(type_ | None, _optional(hook))
+    converter.register_unstructure_hook(datetime, format_timestamp)
+    converter.register_unstructure_hook(Job, job_to_wire)
+
+    _register_state_hooks(converter)
+
+    def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
+        items = list_structure_factory(type_, converter)
+
+        def structure(value: object, type_: object) -> Any:
+            if type(value) is not list:  # cattrs alone takes a string for a list of letters
+                raise TypeError(f"expected a list, got {type(value).__name__}")
+            return items(value, type_)
+
+        return structure
+
+    def is_list(type_: Any) -> bool:
+        return get_origin(type_) is list
+
+    converter.register_structure_hook_factory(is_list, strict_list)
+    return converter
+
+
+converter = _make_converter()
+
+
+# The one rule over the fields marked as times, both ways.
+
+
+@functools.cache
+def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, type], ...]]:
+    """A record class's fields marked as times (name, kind), and those holding a record."""
+    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := time_kind(f)))
+    records = tuple((f.name, r) for f in attrs.fields(cls) if (r := record_type(f)) is not None)
+    return times, records
+
+
+def _save_times(cls: type, data: dict[str, Any], base: Timebase) -> None:
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = data[name]
+        if kind == "past":
+            data[name] = base.relative(value)
+        elif value is not None:
+            data[name] = format_timestamp(base.to_utc(value))
+    for name, record in records:
+        if isinstance(data[name], dict):
+            _save_times(record, data[name], base)
+
+
+def _restore_times(record: Any, base: Timebase) -> None:
+    cls: type = type(record)
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = getattr(record, name)
+        if kind == "past":
+            setattr(record, name, base.origin + value)
+        elif value is not None:
+            setattr(record, name, base.due(value))
+    for name, _cls in records:
+        if (inner := getattr(record, name)) is not None:
+            _restore_times(inner, base)
+
+
+def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
+    """A job's state as checkpoint data, its times moved by the rule."""
+    data: dict[str, Any] = converter.unstructure(state)
+    _save_times(JobState, data, base)
+    return data
+
+
+def check_times(record: Any) -> None:
+    """Refuse a record read from a checkpoint whose "past" time lies after it was taken."""
+    # A saved "past" time is relative to when the checkpoint was taken: one after it is
+    # nonsense (a millisecond of rounding aside).
+    cls: type = type(record)
+    times, records = _timed(cls)
+    for name, kind in times:
+        value = getattr(record, name)
+        if kind == "past" and value > _SLACK:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+    for name, _cls in records:
+        if (inner := getattr(record, name)) is not None:
+            check_times(inner)
+
+
+def restore_state(state: JobState, base: Timebase) -> JobState:
+    """A state read from a checkpoint, its times moved onto this process's clock."""
+    _restore_times(state, base)
+    return state
