@@ -67,7 +67,7 @@ class Board:
     """What is known of each job of a wait, and the totals the views show.
 
     Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
-    through `JobsWait._time_left`), read at most once per `refresh_estimates`: the board keeps
+    through `JobsWait.time_left`), read at most once per `refresh_estimates`: the board keeps
     no model of its own.
 
     Args:
@@ -171,7 +171,7 @@ class Board:
         """Read each waiting job's time left from the fan-out's schedules, unless it was read
         less than `every` seconds ago (a pass over every waiting job)."""
         if self.fanout is not None and now - self._left_at >= every:
-            self._left = self.fanout._time_left()
+            self._left = self.fanout.time_left()
             self._left_at = now
 
     def time_left(self, row: Row, now: float) -> float | None:

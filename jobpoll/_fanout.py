@@ -198,9 +198,6 @@ class JobsWait:
             left[ids[row]] = time_left(table.load_pace(row), now)
         return left
 
-    #: The name a progress view read until it used `time_left()`.
-    _time_left = time_left
-
     def __repr__(self) -> str:
         return (
             f"<JobsWait {self._reported} of {self.total} jobs reported,"

@@ -130,7 +130,7 @@ class Schedules:
         self.left = left
         self.reads = 0
 
-    def _time_left(self) -> dict[str, float | None]:
+    def time_left(self) -> dict[str, float | None]:
         self.reads += 1
         return dict(self.left)
 
