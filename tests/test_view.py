@@ -156,7 +156,7 @@ def test_time_left_read_from_the_schedules() -> None:
 async def test_the_fan_out_tells_each_jobs_time_left(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
-    """`JobsWait._time_left` gives each waiting job's time left at the pace its schedule
+    """`JobsWait.time_left()` gives each waiting job's time left at the pace its schedule
     measured: about the time a steady job has left, None before its progress moves."""
     job_id = service.add_job(duration=100)
     silent = service.add_job(duration=200, progress=None)
@@ -166,7 +166,7 @@ async def test_the_fan_out_tells_each_jobs_time_left(
 
     def read(job: Job) -> None:
         if job.id == job_id and not job.is_terminal:
-            readings.append((job.progress, fanout._time_left()))
+            readings.append((job.progress, fanout.time_left()))
 
     fanout = wait_for_jobs(client, [job_id, silent], policy=policy, on_update=read)
     await fanout
