@@ -27,6 +27,9 @@ from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
 
 #: Poll every 0.1 s: the jobs below last well under a second.
 FAST = ("--max-interval", "0.1")
+#: A timeout for a wait whose other jobs end at their first poll: that poll must be answered
+#: before it, which takes a few hundredths of a second, and some tenths on a loaded machine.
+PATIENT = ("--timeout", "3")
 OUTCOME_KEYS = {"event", "elapsed", "jobId", "job", "error", "ok", "outcome"}
 CHANGE_KEYS = {"event", "elapsed", "jobId", "job"}
 SUMMARY_KEYS = {
@@ -141,7 +144,7 @@ async def test_timeout_is_status_3(service: FakeJobsService) -> None:
     """Jobs not ended by --timeout are outcomes of their own, and the status is 3."""
     done = service.add_job(duration=0)  # seen done at the first poll, however slow the machine
     slow = service.add_job(duration=600)
-    ran = await run_jobpoll("wait", done, slow, "--timeout", "0.5", *FAST, env=env_of(service))
+    ran = await run_jobpoll("wait", done, slow, *PATIENT, *FAST, env=env_of(service))
     assert ran.returncode == 3
     ended = outcomes(ran)
     assert ended[slow]["outcome"] == "timed out"
@@ -153,7 +156,7 @@ async def test_failure_wins_over_timeout(service: FakeJobsService) -> None:
     """A job that failed says more than one that did not end in time: the status is 1."""
     failed = service.add_job(duration=0, final_status="FAILED")
     slow = service.add_job(duration=600)
-    ran = await run_jobpoll("wait", failed, slow, "--timeout", "0.5", *FAST, env=env_of(service))
+    ran = await run_jobpoll("wait", failed, slow, *PATIENT, *FAST, env=env_of(service))
     assert ran.returncode == 1
 
 
