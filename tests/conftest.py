@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import subprocess
 import time
@@ -22,6 +23,12 @@ from jobpoll.testing import FakeJobsService, VirtualClock
 # example may take any time, so no example has a deadline and slow generation is no failure.
 settings.register_profile("jobpoll", deadline=None, suppress_health_check=[HealthCheck.too_slow])
 settings.load_profile("jobpoll")
+
+# A suite started in the background by a script (`pytest &`) inherits SIGINT ignored, and so
+# would every command the tests start: those that check what Ctrl-C does would wait on a
+# process that never hears it. The tests run as in a foreground shell, Ctrl-C as Python sets it.
+if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 @pytest.fixture

@@ -22,7 +22,7 @@ from support import Ran, cli_environment, env_of, read_terminal, run_jobpoll
 
 from jobpoll._exits import EXIT_CLOSED_OUTPUT
 from jobpoll._output import Output
-from jobpoll.testing import FakeJobsService
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 #: Poll every 0.1 s, and write a heartbeat every 0.05 s: a wait that keeps writing.
 FAST = ("--max-interval", "0.1")
@@ -174,7 +174,7 @@ async def test_piped_into_head(service: FakeJobsService) -> None:
     service.add_job("long", duration=600)
     ran = await run_in_shell(
         '{ $JOBPOLL "$@"; echo $? >&2; } | head -1 > /dev/null',
-        *["wait", "long", *CHATTY],
+        *("wait", "long", *CHATTY),
         env=env_of(service),
     )
     assert (ran.returncode, ran.stderr) == (0, f"{EXIT_CLOSED_OUTPUT}\n")
@@ -200,6 +200,44 @@ async def test_a_reader_gone_before_the_summary(service: FakeJobsService) -> Non
         os.close(writing)
     _, err = await process.communicate()
     assert (process.returncode, err) == (EXIT_CLOSED_OUTPUT, b"")
+
+
+async def test_a_quiet_wait_piped_into_head() -> None:
+    """`jobpoll wait --quiet ... | head -1`: the first outcome goes to `head`; the next one,
+    written once `head` has gone, stops the wait quietly with 141.
+
+    The jobs end when the test moves the service's clock on, the second only once the
+    reader has gone (it says "gone" on stderr after closing its end of the pipe): so the
+    second line never slips into the pipe while `head` is still there, however slow the
+    machine."""
+    clock = VirtualClock()
+    async with FakeJobsService(clock=clock) as service:
+        first = service.add_job(duration=10)
+        second = service.add_job(duration=20)
+        script = (
+            '{ $JOBPOLL "$@"; echo $? >&2; }'
+            " | { head -1 > /dev/null; exec 0<&-; echo gone >&2; }"  # no reader left
+        )
+        process = await asyncio.create_subprocess_exec(
+            *("sh", "-c", script, "sh", "wait", first, second, "--quiet", *FAST),
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.DEVNULL,
+            stderr=asyncio.subprocess.PIPE,
+            env={**env_of(service), "JOBPOLL": f"{sys.executable} -m jobpoll"},
+        )
+        try:
+            assert process.stderr is not None
+            async with asyncio.timeout(60):
+                clock.advance(10)  # the first job ends: its outcome goes to head
+                gone = await process.stderr.readline()
+                clock.advance(10)  # the second ends: its outcome finds nobody to read it
+                status = await process.stderr.read()
+                await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+    assert (process.returncode, gone, status) == (0, b"gone\n", f"{EXIT_CLOSED_OUTPUT}\n".encode())
 
 
 @pytest.mark.parametrize(
