@@ -14,6 +14,7 @@ import functools
 import json
 from typing import Any
 
+import attrs
 from multidict import CIMultiDictProxy
 
 from jobpoll._errors import ApiError, DecodeError, api_error_for_status
@@ -74,12 +75,24 @@ def job_of(
         message, field, transient = redact(str(exc)), exc.field, exc.malformed
     else:
         if job.id == job_id:
-            return job
+            return _shown(job, redact)
         shown = redact.cut(job.id, SNIPPET_LENGTH)
         message, field, transient = f"id: the answer is about job {shown!r}", "id", False
     return _decode_error(
         job_id, http_status, content_type, body, message, redact, field, transient=transient
     )
+
+
+def _shown(job: Job, redact: Redactor) -> Job:
+    """The job with the key hidden in the text a server chose (its status string, its user),
+    which messages, logs, `to_dict()` and the command line quote: the service documents
+    `user` as the user or API key that owns the job."""
+    user = job.user
+    shown_user = None if user is None else redact.field(user)
+    shown_status = redact.field(job.raw_status)
+    if shown_user is user and shown_status is job.raw_status:
+        return job
+    return attrs.evolve(job, user=shown_user, raw_status=shown_status)
 
 
 def _decode_error(

@@ -84,7 +84,6 @@ class Board:
         recent: int = 12,
     ) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
-        self._folded: dict[str, Row] | None = None
         self.clock = clock
         self._left: dict[str, float | None] = {}
         self._left_at = -math.inf
@@ -120,12 +119,8 @@ class Board:
         return (self.clock() if now is None else now) - self.started
 
     def _row(self, job: Job) -> Row | None:
-        row = self.rows.get(job.id)
-        if row is None:  # the server may answer with the id in another case
-            if self._folded is None:
-                self._folded = {job_id.casefold(): row for job_id, row in self.rows.items()}
-            row = self._folded.get(job.id.casefold())
-        return row
+        # The client hands back the id as it was asked, whatever case the server wrote.
+        return self.rows.get(job.id)
 
     def changed(self, job: Job) -> Row | None:
         """Take in a snapshot from `on_update` (the first, a change, or the last)."""

@@ -76,9 +76,12 @@ def all_plain_job_ids(job_ids: Collection[object]) -> bool:
 
 def same_job_id(asked: str, answered: str) -> bool:
     """Whether a server's `answered` id names the job asked for as `asked`: the same string,
-    or the same but for case (`str.casefold`), as UUIDs are compared.
+    or the same but for the case of ASCII letters, as UUIDs are compared. Other letters are
+    compared exactly: Unicode's case folding would take `"SS"` for `"ß"` and `"FI"` for `"ﬁ"`.
 
     The one rule for it: the client keeps the asked spelling in the `Job` it returns, so
     every later comparison of ids (a checkpoint's, a caller's) may be exact.
     """
-    return answered == asked or answered.casefold() == asked.casefold()
+    return answered == asked or (
+        answered.isascii() and asked.isascii() and answered.lower() == asked.lower()
+    )

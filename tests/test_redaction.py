@@ -35,9 +35,12 @@ from jobpoll import (
     JobPollError,
     JobResult,
     JobsClient,
+    PollPolicy,
     TransportError,
+    wait_for_job,
 )
 from jobpoll._redact import MIN_RUN, Redactor
+from jobpoll.testing import VirtualClock
 
 KEY = "sk-live-4f9c2d7e1a8b/6053 x=Q"
 #: A key an HTTP line can echo as is (no space).
@@ -375,6 +378,50 @@ async def test_no_body_reachable_from_a_broken_body() -> None:
     assert not error.__suppress_context__
     assert all(not hasattr(e, "doc") for e in _chain(error))
     assert error.snippet.startswith("not json <redacted>")
+
+
+@pytest.mark.parametrize("encoding", ["plain", "json-u", "percent", "html-decimal"])
+async def test_key_hidden_in_a_valid_jobs_user_and_status(encoding: str) -> None:
+    """A valid answer whose `user` (documented as the user or API key owning the job) or
+    status string holds the key: the `Job`, a `WaitTimeout` quoting it, `to_dict()` and the
+    log show `<redacted>` instead."""
+    user = encoded(KEY, [encoding])
+    body = _job_body(user=user, status="RUNNING " + user)
+
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(text=body, content_type="application/json")
+
+    clock = VirtualClock()
+    policy = PollPolicy(clock=clock, sleep=clock.sleep)
+    records: list[logging.LogRecord] = []
+    handler_ = _Collect(records)
+    logger = logging.getLogger("jobpoll")
+    logger.addHandler(handler_)
+    logger.setLevel(logging.DEBUG)
+    try:
+        async with raw_server(handler) as base_url, JobsClient(KEY, base_url=base_url) as client:
+            job = await client.get_job(JOB_ID)
+            with pytest.raises(JobPollError) as caught:
+                await wait_for_job(client, JOB_ID, policy=policy, timeout=30)
+    finally:
+        logger.removeHandler(handler_)
+        logger.setLevel(logging.NOTSET)
+    assert job.user == "<redacted>"
+    assert job.raw_status == "RUNNING <redacted>"
+    error = caught.value
+    result = JobResult(JOB_ID, job, error)
+    texts = [repr(job), str(error), json.dumps(result.to_dict()), *_texts_of(error)]
+    texts += [record.getMessage() for record in records]
+    assert_hidden(KEY, texts)
+
+
+class _Collect(logging.Handler):
+    def __init__(self, records: list[logging.LogRecord]) -> None:
+        super().__init__()
+        self.records = records
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.records.append(record)
 
 
 async def test_a_short_key_hidden_whole() -> None:

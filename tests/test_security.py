@@ -31,7 +31,7 @@ from jobpoll import (
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._ids import all_plain_job_ids, check_job_id
+from jobpoll._ids import all_plain_job_ids, check_job_id, same_job_id
 from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Redirect, Slow
 
 SECRET = "sk-live-4f9c2d7e1a8b6053"
@@ -383,3 +383,14 @@ async def test_checkpoints_hold_neither_key_nor_address(secret_service: FakeJobs
     host = secret_service.base_url.split("//")[1].split("/")[0]
     for text in saved:
         assert host not in text
+
+
+def test_ids_that_differ_in_the_case_of_ascii_letters_only_name_one_job() -> None:
+    """A server's id names the asked job when they differ only in the case of ASCII letters
+    (UUIDs); Unicode's case folding (`"SS"` for `"ß"`, `"FI"` for `"ﬁ"`, `K` for the Kelvin
+    sign) does not make two ids one."""
+    assert same_job_id("35f23c03-1c22-45fe", "35F23C03-1C22-45FE")
+    assert not same_job_id("ß", "SS")
+    assert not same_job_id("ﬁ", "FI")
+    assert not same_job_id("\u212a1", "k1")
+    assert not same_job_id("a", "b")

@@ -95,12 +95,13 @@ def test_exit_status_precedence(ends: list[str], status: int) -> None:
 
 def test_board_counts_and_percent() -> None:
     """Progress adds up over jobs (ended ones at 100), queued and unseen jobs are counted,
-    an id the server answers in another case is found, and each change is recent."""
+    and each change is recent (an id the server writes in another case comes back from the
+    client as it was asked: `test_client.py::test_id_in_another_case_is_the_asked_id`)."""
     board, clock = board_of("a", "b", "c", "DEAD-beef")
     assert (board.percent, board.unseen, board.total) == (0, 4, 4)
     board.changed(job("a", 20))
     board.changed(job("b", 0, "SCHEDULED"))
-    board.changed(job("dead-BEEF", 40))
+    board.changed(job("DEAD-beef", 40))
     assert (board.unseen, board.queued, board.percent) == (1, 1, 15.0)
     clock.now += 5
     board.changed(job("b", 10))
