@@ -136,6 +136,12 @@ async def run_jobpoll(
         stderr=asyncio.subprocess.PIPE,
         env=env if env is not None else cli_environment(),
     )
+    return await finished(process, stdin)
+
+
+async def finished(process: asyncio.subprocess.Process, stdin: str | None = None) -> Ran:
+    """What a child process with piped stdout and stderr wrote, and its status, once it
+    ends; killed if it has not within the bound (or the test is cancelled)."""
     try:
         async with asyncio.timeout(60):  # generous: a loaded machine, never a slow success
             out, err = await process.communicate(None if stdin is None else stdin.encode())

@@ -18,7 +18,7 @@ import sys
 from collections.abc import AsyncIterator
 
 import pytest
-from support import Ran, cli_environment, env_of, read_terminal, run_jobpoll
+from support import Ran, cli_environment, env_of, finished, read_terminal, run_jobpoll
 
 from jobpoll._exits import EXIT_CLOSED_OUTPUT
 from jobpoll._output import Output
@@ -50,15 +50,7 @@ async def run_in_shell(script: str, *arguments: str, env: dict[str, str]) -> Ran
         stderr=asyncio.subprocess.PIPE,
         env={**env, "JOBPOLL": f"{sys.executable} -m jobpoll"},
     )
-    try:
-        async with asyncio.timeout(60):
-            out, err = await process.communicate()
-    finally:
-        if process.returncode is None:
-            process.kill()
-            await process.wait()
-    assert process.returncode is not None
-    return Ran(process.returncode, out.decode(), err.decode())
+    return await finished(process)
 
 
 @pytest.mark.parametrize(
