@@ -1,33 +1,40 @@
-"""The values of a scenario's rules and options, as they come from a command line (text) or a
-file (text, numbers, booleans): each checked and converted by one function, which says what is
-allowed when it refuses (a `ValueError` or `TypeError`, quoted by the scenario's reader with
-where the value came from)."""
+"""The values of the fake service's options and a scenario's rules, as they come from a
+command line (text), a file (text, numbers, booleans) or `FakeJobsService`'s arguments: one
+function checks and converts each kind of value, and says what is allowed when it refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from jobpoll.testing._rules import OUTCOMES, shape
 
-__all__ = [
-    "api_key",
-    "duration",
-    "flag",
-    "number",
-    "optional_count",
-    "optional_endless_seconds",
-    "optional_seconds",
-    "optional_share",
-    "outcome",
-    "pattern",
-    "percent",
-    "port",
-    "seconds",
-    "shape_name",
-    "share",
-    "whole",
-]
+_T = TypeVar("_T")
+
+
+class ScenarioError(ValueError):
+    """A value, a rule or a scenario file that cannot be served; the message says where and
+    what is allowed."""
+
+
+def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
+    """`check(value)`, its refusal a `ScenarioError` that names `where` the value comes from
+    (`--port`, `--job 'x:reach=200': reach`)."""
+    try:
+        return check(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ScenarioError(f"{where} {exc}") from None
+
+
+def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
+    """`check`, letting None (a value not given) through."""
+
+    def check_optional(value: Any) -> _T | None:
+        return None if value is None else check(value)
+
+    return check_optional
 
 
 def number(value: Any) -> float:
@@ -56,15 +63,8 @@ def seconds(value: Any) -> float:
     return result
 
 
-def optional_seconds(value: Any) -> float | None:
-    """`seconds`, or None for a value not given."""
-    return None if value is None else seconds(value)
-
-
-def optional_endless_seconds(value: Any) -> float | None:
-    """A number of seconds, 0 or more, `inf` (never ends) too; or None for a value not given."""
-    if value is None:
-        return None
+def endless_seconds(value: Any) -> float:
+    """A number of seconds, 0 or more, `inf` (never ends) too."""
     result = number(value)
     if not 0 <= result <= math.inf:
         raise ValueError(f"must be a number of seconds, 0 or more (inf: never ends), got {value!r}")
@@ -98,14 +98,12 @@ def share(value: Any) -> float:
     return result
 
 
-def optional_share(value: Any) -> float | None:
-    """`share`, or None for a value not given."""
-    return None if value is None else share(value)
-
-
 def whole(value: Any) -> int:
     """A whole number (`3`, `3.0`, `"3"`), of any size."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
         return value
     result = number(value)
     if not result.is_integer():
@@ -113,14 +111,12 @@ def whole(value: Any) -> int:
     return int(result)
 
 
-def optional_count(value: Any) -> int | None:
-    """A whole number, 1 or more, or None for a value not given."""
-    if value is None:
-        return None
-    count = whole(value)
-    if count < 1:
+def count(value: Any) -> int:
+    """A whole number, 1 or more."""
+    result = whole(value)
+    if result < 1:
         raise ValueError(f"must be 1 or more, got {value!r}")
-    return count
+    return result
 
 
 def port(value: Any) -> int:
@@ -174,11 +170,8 @@ def flag(value: Any) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-def api_key(value: Any) -> str | None:
-    """The key the service accepts: printable ASCII, not empty, no white space around it;
-    None for a random one."""
-    if value is None:
-        return None
+def api_key(value: Any) -> str:
+    """The key the service accepts: printable ASCII, not empty, no white space around it."""
     if not isinstance(value, str) or not value or not (value.isascii() and value.isprintable()):
         raise ValueError("must be printable ASCII text, not empty")
     if value != value.strip():
