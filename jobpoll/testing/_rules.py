@@ -1,6 +1,6 @@
-"""The rules of a scenario, as data: what the ids matching a pattern become (`JobRule`, with
-its named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario`
-that holds them with the service's options."""
+"""A scenario's rules, as data: what the ids matching a pattern become (`JobRule`, with its
+named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario` that
+holds them with the service's options."""
 
 from __future__ import annotations
 
@@ -13,17 +13,7 @@ import attrs
 
 from jobpoll._models import JobStatus
 from jobpoll.testing._faults import Fault
-from jobpoll.testing._script import ProgressCurve
-
-__all__ = [
-    "DEFAULT_DURATION",
-    "OUTCOMES",
-    "SHAPES",
-    "FaultRule",
-    "JobRule",
-    "Scenario",
-    "shape",
-]
+from jobpoll.testing._script import ProgressCurve, linear
 
 #: How long a job of a rule that names no duration runs before it ends, in seconds.
 DEFAULT_DURATION = 10.0
@@ -32,13 +22,6 @@ DEFAULT_DURATION = 10.0
 OUTCOMES = tuple(
     status.value for status in JobStatus if status.is_terminal and status is not JobStatus.UNKNOWN
 )
-
-
-# Progress shapes ------------------------------------------------------------------------------
-
-
-def _linear(fraction: float) -> float:
-    return 100 * fraction
 
 
 def _ease_in(fraction: float) -> float:
@@ -58,7 +41,7 @@ def _steps(step: int) -> ProgressCurve:
 
 #: The progress shapes by name; `steps-N` (N from 1 to 100) moves in steps of N percent.
 SHAPES: dict[str, ProgressCurve | None] = {
-    "linear": _linear,
+    "linear": linear,
     "ease-in": _ease_in,
     "ease-out": _ease_out,
     "none": None,
@@ -87,9 +70,6 @@ def _scaled(curve: ProgressCurve | None, reach: int) -> ProgressCurve | None:
         return reach * curve(fraction) / 100
 
     return scaled
-
-
-# Rules ----------------------------------------------------------------------------------------
 
 
 @attrs.frozen
@@ -143,7 +123,6 @@ class FaultRule:
     or all of them from `at` for `seconds` (a burst), for ids matching `match`."""
 
     fault: Fault
-    label: str
     match: str = "*"
     share: float | None = None
     at: float = 0.0
@@ -159,12 +138,8 @@ class FaultRule:
 
 @attrs.frozen
 class Scenario:
-    """Everything `jobpoll fake-server` serves.
-
-    An id that no job rule covers is a 404, as the real service answers for an id it does not
-    know, so that a typo fails against the fake as it will against the service; with
-    `auto_create_duration` it is a job that finishes that many seconds after its first request.
-    """
+    """Everything a fake service serves: an id no job rule covers is a 404, or with
+    `auto_create_duration` a job that finishes that many seconds after its first request."""
 
     jobs: tuple[JobRule, ...] = ()
     faults: tuple[FaultRule, ...] = ()

@@ -127,12 +127,12 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
         raw = path.read_bytes()
     except OSError as exc:
         raise ScenarioError(f"{path}: cannot read it ({exc.strerror or exc})") from None
+    toml = path.suffix.lower() == ".toml"
     try:
         text = raw.decode("utf-8-sig")
-        data = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
-    except (UnicodeDecodeError, tomllib.TOMLDecodeError, ValueError) as exc:
-        kind = "TOML" if path.suffix.lower() == ".toml" else "JSON"
-        raise ScenarioError(f"{path}: not valid {kind} ({exc})") from None
+        data = tomllib.loads(text) if toml else json.loads(text)
+    except ValueError as exc:  # UnicodeDecodeError and TOMLDecodeError are ValueErrors
+        raise ScenarioError(f"{path}: not valid {'TOML' if toml else 'JSON'} ({exc})") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: expected a table of jobs and faults at the top")
     return data
@@ -147,11 +147,8 @@ def build_scenario(
     **options: Any,
 ) -> Scenario:
     """A checked `Scenario` from a file's contents (`source` names it in errors), rules from the
-    command line (each with the text it came from, to quote), and options that override the
-    file's (`port`, `api_key`, `latency`, `seed`, `auto_create_duration`; None leaves the
-    file's).
-
-    Command-line rules come first: they win over the file's for the ids both match.
+    command line (each with its text, to quote; they come first, so they win over the file's),
+    and options that win over the file's unless None.
 
     Raises:
         ScenarioError: anything that cannot be served, said with where it comes from.
@@ -177,7 +174,6 @@ def build_scenario(
 
 
 def _options(source: str, data: Mapping[str, Any], given: Mapping[str, Any]) -> dict[str, Any]:
-    """The scenario's options: each given one (not None), else the file's, else the default."""
     options: dict[str, Any] = {}
     for key, check_value in _OPTION_CHECKS.items():
         if given.get(key) is not None:
@@ -218,12 +214,11 @@ def _fault_rule(where: str, raw: Any) -> FaultRule:
         )
     return FaultRule(
         fault,
-        fields["kind"],
-        fields.get("match", "*"),
-        fields.get("share"),
-        fields.get("at", 0.0),
-        fields.get("for"),
-        fields.get("times"),
+        match=fields.get("match", "*"),
+        share=fields.get("share"),
+        at=fields.get("at", 0.0),
+        seconds=fields.get("for"),
+        times=fields.get("times"),
     )
 
 

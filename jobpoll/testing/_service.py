@@ -169,8 +169,6 @@ class FakeJobsService:
         if runner is not None:
             await runner.cleanup()
 
-    # Scripting ----------------------------------------------------------------------------
-
     def add_job(
         self,
         job_id: str | None = None,
@@ -257,8 +255,6 @@ class FakeJobsService:
         if job_id is None:
             return sum(self._counts.values())
         return self._counts[job_id]
-
-    # Serving ------------------------------------------------------------------------------
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
         """An injected fault first (for the job, then for any), else a scenario's."""

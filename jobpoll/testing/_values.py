@@ -12,6 +12,7 @@ from typing import Any, TypeVar
 from jobpoll.testing._rules import OUTCOMES, shape
 
 _T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
 
 
 class ScenarioError(ValueError):
@@ -55,22 +56,6 @@ def number(value: Any) -> float:
         raise ValueError("must be a number, got one too large to use") from None
 
 
-def seconds(value: Any) -> float:
-    """A number of seconds, 0 or more, finite."""
-    result = number(value)
-    if not 0 <= result < math.inf:
-        raise ValueError(f"must be a number of seconds, 0 or more, got {value!r}")
-    return result
-
-
-def endless_seconds(value: Any) -> float:
-    """A number of seconds, 0 or more, `inf` (never ends) too."""
-    result = number(value)
-    if not 0 <= result <= math.inf:
-        raise ValueError(f"must be a number of seconds, 0 or more (inf: never ends), got {value!r}")
-    return result
-
-
 def duration(value: Any) -> tuple[float, float]:
     """How long a job runs: one number, `"LOW..HIGH"` or `[LOW, HIGH]` (picked per id);
     `inf` is a job that never ends."""
@@ -90,14 +75,6 @@ def duration(value: Any) -> tuple[float, float]:
     return low, high
 
 
-def share(value: Any) -> float:
-    """A fraction above 0, up to 1."""
-    result = number(value)
-    if not 0 < result <= 1:
-        raise ValueError(f"must be a fraction above 0, up to 1, got {value!r}")
-    return result
-
-
 def whole(value: Any) -> int:
     """A whole number (`3`, `3.0`, `"3"`), of any size."""
     if isinstance(value, str):
@@ -111,28 +88,28 @@ def whole(value: Any) -> int:
     return int(result)
 
 
-def count(value: Any) -> int:
-    """A whole number, 1 or more."""
-    result = whole(value)
-    if result < 1:
-        raise ValueError(f"must be 1 or more, got {value!r}")
-    return result
+def _within(
+    convert: Callable[[Any], _N], fits: Callable[[_N], bool], allowed: str
+) -> Callable[[Any], _N]:
+    """The check of a number in a range that `fits` tests and `allowed` names."""
+
+    def check(value: Any) -> _N:
+        result = convert(value)
+        if not fits(result):
+            raise ValueError(f"must be {allowed}, got {value!r}")
+        return result
+
+    return check
 
 
-def port(value: Any) -> int:
-    """A TCP port, 0 (any free one) to 65535."""
-    result = whole(value)
-    if not 0 <= result <= 65535:
-        raise ValueError(f"must be from 0 to 65535, got {value!r}")
-    return result
-
-
-def percent(value: Any) -> int:
-    """A whole percent from 0 to 100."""
-    result = whole(value)
-    if not 0 <= result <= 100:
-        raise ValueError(f"must be a whole percent from 0 to 100, got {value!r}")
-    return result
+seconds = _within(number, lambda value: 0 <= value < math.inf, "a number of seconds, 0 or more")
+endless_seconds = _within(
+    number, lambda value: 0 <= value <= math.inf, "a number of seconds, 0 or more (inf: never ends)"
+)
+share = _within(number, lambda value: 0 < value <= 1, "a fraction above 0, up to 1")
+count = _within(whole, lambda value: value >= 1, "1 or more")
+port = _within(whole, lambda value: 0 <= value <= 65535, "from 0 to 65535")
+percent = _within(whole, lambda value: 0 <= value <= 100, "a whole percent from 0 to 100")
 
 
 def pattern(value: Any) -> str:
