@@ -198,6 +198,7 @@ async def test_the_fan_out_rides_out_a_scripted_mix() -> None:
         pytest.param("job", "duration=5", "expected PATTERN:key=value", id="no-pattern"),
         pytest.param("job", "x:queued=5,duration=1", r"queued \(5 s\) must not", id="queued"),
         pytest.param("job", ":duration=1", "match must be a non-empty pattern", id="empty"),
+        pytest.param("job", "x:duration=1,,", "expected key=value pairs", id="no-key"),
         pytest.param("fault", "503", "say which requests", id="how-often"),
         pytest.param("fault", "600:times=1", "kind '600' is not an HTTP status", id="status"),
         pytest.param("fault", "slow:times=1", "slow needs seconds=", id="slow"),

@@ -78,42 +78,35 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
 _SCENARIO_KEYS = ("jobs", "faults", *_OPTION_CHECKS)
 
 
-def _pairs(text: str) -> dict[str, str]:
-    fields: dict[str, str] = {}
-    for item in text.split(","):
+def _with_pairs(where: str, fields: dict[str, Any], pairs: str) -> dict[str, Any]:
+    """`fields` and the `key=value,...` of a rule from the command line; a bare key is a flag
+    (`missing` is `missing=true`)."""
+    for item in pairs.split(",") if pairs.strip() else ():
         key, equals, value = item.partition("=")
-        key = key.strip()
-        if not key:
-            raise ScenarioError("expected key=value pairs separated by commas")
-        # A bare key is a flag: `missing` is `missing=true`.
-        fields[key] = value.strip() if equals else "true"
+        if not key.strip():
+            raise ScenarioError(f"{where}: expected key=value pairs separated by commas")
+        fields[key.strip()] = value.strip() if equals else "true"
     return fields
 
 
 def job_spec(text: str) -> dict[str, Any]:
     """A job rule from the command line, `PATTERN:key=value,...` (e.g.
     `fail-*:duration=5,outcome=FAILED,reach=40`), as the fields of a file's job rule."""
-    pattern, colon, rest = text.rpartition(":")
-    if not colon:
+    pattern, _colon, rest = text.rpartition(":")
+    if ":" not in text:
         if "=" in text:
             raise ScenarioError(
                 f"--job {text!r}: expected PATTERN:key=value,... (e.g. '*:duration=5')"
             )
         pattern, rest = text, ""
-    fields: dict[str, Any] = {"match": pattern}
-    if rest.strip():
-        fields.update(_pairs(rest))
-    return fields
+    return _with_pairs(f"--job {text!r}", {"match": pattern}, rest)
 
 
 def fault_spec(text: str) -> dict[str, Any]:
     """A fault rule from the command line, `KIND:key=value,...` (e.g. `503:share=0.05` or
     `503:at=5,for=2,retry_after=1`), as the fields of a file's fault rule."""
     kind, _colon, rest = text.partition(":")
-    fields: dict[str, Any] = {"kind": kind.strip()}
-    if rest.strip():
-        fields.update(_pairs(rest))
-    return fields
+    return _with_pairs(f"--fault {text!r}", {"kind": kind.strip()}, rest)
 
 
 def load_scenario_file(path: str | Path) -> dict[str, Any]:

@@ -41,17 +41,12 @@ def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
 def number(value: Any) -> float:
     """A number, or a text that is one (`"2.5"`); never a boolean. A whole number too large
     for a float (a 400-digit `--port`) is refused as too large, not an `OverflowError`."""
-    if isinstance(value, bool):
-        raise TypeError(f"must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"must be a number, got {value!r}") from None
-    if not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f"must be a number, got {value!r}")
     try:
         return float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
     except OverflowError:
         raise ValueError("must be a number, got one too large to use") from None
 
