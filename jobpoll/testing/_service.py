@@ -17,7 +17,6 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 import attrs
@@ -79,9 +78,8 @@ class FakeJobsService:
             jobs forward without sleeping.
         port: the loopback port; 0 picks a free one.
         auto_create_duration: when set, an id never added becomes a job that finishes this
-            many seconds after its first request (handy from another process, or for a demo).
-            When None, such an id is a 404, as the real service answers for an id it does not
-            know: a typo fails against the fake as it will against the service.
+            many seconds after its first request (for a demo). When None, such an id is a
+            404, as the real service answers: a typo fails here as it will in production.
         latency: seconds (real time) every answer waits before it is sent, as a real server
             over a network would; so requests overlap, and `peak_in_flight` sees them.
 
@@ -134,12 +132,7 @@ class FakeJobsService:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def start(self) -> None:
