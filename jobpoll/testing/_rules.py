@@ -15,9 +15,6 @@ from jobpoll._models import JobStatus
 from jobpoll.testing._faults import Fault
 from jobpoll.testing._script import ProgressCurve, linear
 
-#: How long a job of a rule that names no duration runs before it ends, in seconds.
-DEFAULT_DURATION = 10.0
-
 #: The statuses a scripted job may end in.
 OUTCOMES = tuple(
     status.value for status in JobStatus if status.is_terminal and status is not JobStatus.UNKNOWN
@@ -48,12 +45,14 @@ SHAPES: dict[str, ProgressCurve | None] = {
 }
 
 
-def shape(name: str) -> ProgressCurve | None:
+def shape(name: Any) -> ProgressCurve | None:
     """The progress curve named `name` (None: no progress until the end).
 
     Raises:
         ValueError: no such shape; the message says which there are.
     """
+    if not isinstance(name, str):
+        raise TypeError(f"must be a name, got {name!r}")
     if name in SHAPES:
         return SHAPES[name]
     step = name.removeprefix("steps-")
@@ -78,9 +77,10 @@ class JobRule:
 
     match: str = "*"
     #: Seconds from the first request to the end: the least and the most (equal: fixed).
-    duration: tuple[float, float] = (DEFAULT_DURATION, DEFAULT_DURATION)
+    duration: tuple[float, float] = (10.0, 10.0)
     queued: float = 0.0
-    shape: str = "linear"
+    #: The progress curve, from a name in `SHAPES` or `steps-N`.
+    shape: ProgressCurve | None = linear
     outcome: str = JobStatus.FINISHED.value
     #: The progress reached at the end; 100 for a job that finishes.
     reach: int = 100
@@ -104,7 +104,7 @@ class JobRule:
         return {
             "duration": duration,
             "queued": min(self.queued, duration),
-            "progress": _scaled(shape(self.shape), reach),
+            "progress": _scaled(self.shape, reach),
             "final_status": self.outcome,
             "progress_as_string": self.progress_as_string,
         }
@@ -151,7 +151,4 @@ class Scenario:
 
     def rule_for(self, job_id: str) -> JobRule | None:
         """The first rule that applies to `job_id`, if any."""
-        for rule in self.jobs:
-            if rule.applies_to(job_id, self.seed):
-                return rule
-        return None
+        return next((rule for rule in self.jobs if rule.applies_to(job_id, self.seed)), None)

@@ -14,7 +14,7 @@ from typing import Any
 
 from jobpoll.testing import _values as check
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Slow
-from jobpoll.testing._rules import FaultRule, JobRule, Scenario
+from jobpoll.testing._rules import FaultRule, JobRule, Scenario, shape
 from jobpoll.testing._values import ScenarioError, checked
 
 _FAULT_KINDS = "an HTTP status from 400 to 599, drop, cut, slow, html or truncated"
@@ -50,7 +50,7 @@ _JOB_CHECKS: dict[str, Callable[[Any], Any]] = {
     "match": check.pattern,
     "duration": check.duration,
     "queued": check.seconds,
-    "shape": check.shape_name,
+    "shape": shape,
     "outcome": check.outcome,
     "reach": check.percent,
     "share": check.share,

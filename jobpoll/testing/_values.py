@@ -9,7 +9,7 @@ import math
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from jobpoll.testing._rules import OUTCOMES, shape
+from jobpoll.testing._rules import OUTCOMES
 
 _T = TypeVar("_T")
 _N = TypeVar("_N", int, float)
@@ -111,14 +111,6 @@ def pattern(value: Any) -> str:
     """A pattern of ids (`fnmatch`: `*` and `?` match), not empty."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty pattern of ids (* and ? match), got {value!r}")
-    return value
-
-
-def shape_name(value: Any) -> str:
-    """The name of a progress shape (see `SHAPES`)."""
-    if not isinstance(value, str):
-        raise TypeError(f"must be a name, got {value!r}")
-    shape(value)
     return value
 
 
