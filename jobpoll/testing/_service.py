@@ -191,7 +191,7 @@ class FakeJobsService:
         """
         if job_id is None:
             job_id = str(uuid.uuid4())
-        checked("duration", duration, check.endless_seconds)
+        duration = checked("duration", duration, check.endless_seconds)
         if not 0 <= queued <= duration:
             raise ValueError("queued must be between 0 and duration")
         self._jobs[job_id] = JobScript(
