@@ -1,12 +1,7 @@
 """`python -m jobpoll.testing`: the fake job service from the command line, for a demo or a
-benchmark's other process, with nothing beyond jobpoll itself installed. `jobpoll fake-server`
-(the `cli` extra) serves the same scenario of options, with jobs and faults per id pattern.
-
-    python -m jobpoll.testing --port 8080 --auto-create-duration 30
-
-answers every id with a job that finishes 30 s after its first request (without the option,
-with a 404, as the real service answers for an id it does not know).
-"""
+benchmark's other process, with nothing beyond jobpoll itself installed (`jobpoll fake-server`,
+of the `cli` extra, serves the same with jobs and faults per id pattern); e.g. `python -m
+jobpoll.testing --port 8080 --auto-create-duration 30`."""
 
 from __future__ import annotations
 

@@ -46,11 +46,8 @@ SHAPES: dict[str, ProgressCurve | None] = {
 
 
 def shape(name: Any) -> ProgressCurve | None:
-    """The progress curve named `name` (None: no progress until the end).
-
-    Raises:
-        ValueError: no such shape; the message says which there are.
-    """
+    """The progress curve named `name` (None: no progress until the end); a `ValueError`
+    for no such shape says which there are."""
     if not isinstance(name, str):
         raise TypeError(f"must be a name, got {name!r}")
     if name in SHAPES:
