@@ -1,28 +1,17 @@
 """`jobpoll fake-server`: the fake job service in the foreground, its jobs and faults scripted
-by options or a file (`jobpoll.testing._scenario`), for integration tests in any language."""
+by options or a file, for integration tests in any language."""
 
 from __future__ import annotations
 
-import asyncio
-import os
 import sys
-from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
 
 import click
 
-from jobpoll._exits import EXIT_FAILED, EXIT_OK, Failure, write_failure
+from jobpoll._exits import EXIT_OK, Failure
 from jobpoll._options import names_failures, with_options
 from jobpoll._output import interactive, say
 
-if TYPE_CHECKING:
-    from jobpoll.testing._rules import Scenario
-
-__all__ = ["fake_server"]
-
-
-#: The service, its jobs and its faults.
 _OPTIONS = (
     click.option(
         "--port",
@@ -104,91 +93,27 @@ def fake_server(
 
     The status is 0 once stopped, 2 for a bad option or file, 1 when it cannot listen.
     """
-    scenario = _scenario_of(
-        config_file,
-        job_specs,
-        fault_specs,
-        port=port,
-        api_key=api_key,
-        latency=latency,
-        seed=seed,
-    )
-    if interactive(sys.stderr):
-        say("jobpoll fake-server: serving on loopback; Ctrl-C stops it")
-    _serve(scenario)
-    return EXIT_OK
-
-
-def _scenario_of(
-    config_file: Path | None,
-    job_specs: Sequence[str],
-    fault_specs: Sequence[str],
-    **options: Any,
-) -> Scenario:
-    """The scenario the options and the file describe.
-
-    Each --job and --fault is read alone first, so that a value the scenario's checks let
-    through and then cannot use (a ValueError, an OverflowError: `--fault '²:times=1'`) is
-    refused naming its option, as their own refusals do; one in the file names the file.
-
-    Raises:
-        Failure: a rule or option that cannot be served (status 2).
-    """
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
     from jobpoll.testing._scenario import build_scenario, fault_spec, job_spec, load_scenario_file
-
-    def one_job(text: str) -> Scenario:
-        return build_scenario(None, jobs=[(text, job_spec(text))])
-
-    def one_fault(text: str) -> Scenario:
-        return build_scenario(None, faults=[(text, fault_spec(text))])
-
-    def whole() -> Scenario:
-        data = load_scenario_file(config_file) if config_file is not None else None
-        return build_scenario(
-            data,
-            source=str(config_file),
-            jobs=[(text, job_spec(text)) for text in job_specs],
-            faults=[(text, fault_spec(text)) for text in fault_specs],
-            **options,
-        )
-
-    for text in job_specs:
-        _served(f"--job {text!r}", one_job, text)
-    for text in fault_specs:
-        _served(f"--fault {text!r}", one_fault, text)
-    return _served(str(config_file), whole)
-
-
-def _served(where: str, build: Callable[..., Scenario], *arguments: Any) -> Scenario:
-    """`build(*arguments)`, a rule that cannot be served as a failure (status 2): the
-    scenario's own message (which says where), or, for an error its checks did not expect,
-    `where` and the error."""
-    from jobpoll.testing._scenario import ScenarioError
+    from jobpoll.testing._service import serve
+    from jobpoll.testing._values import ScenarioError
 
     try:
-        return build(*arguments)
+        jobs = [(text, job_spec(text)) for text in job_specs]
+        faults = [(text, fault_spec(text)) for text in fault_specs]
+        scenario = build_scenario(
+            None if config_file is None else load_scenario_file(config_file),
+            source=str(config_file),
+            jobs=jobs,
+            faults=faults,
+            port=port,
+            api_key=api_key,
+            latency=latency,
+            seed=seed,
+        )
     except ScenarioError as exc:
         raise Failure(str(exc)) from None
-    except (ValueError, ArithmeticError) as exc:
-        raise Failure(f"{where}: {exc}") from None
-
-
-def _serve(scenario: Scenario) -> None:
-    """Serve until SIGINT or SIGTERM.
-
-    Raises:
-        Failure: it cannot listen on the port (status 1), or its output was closed (141).
-    """
-    from jobpoll.testing._service import ScriptedService, serve_until_stopped
-
-    try:
-        asyncio.run(serve_until_stopped(ScriptedService(scenario)))
-    except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`)
-        raise write_failure(exc, sys.stdout) from None
-    except OSError as exc:
-        raise Failure(
-            f"cannot listen on 127.0.0.1:{scenario.port}"
-            f" ({os.strerror(exc.errno) if exc.errno else exc})",
-            EXIT_FAILED,
-        ) from None
+    if interactive(sys.stderr):
+        say("jobpoll fake-server: serving on loopback; Ctrl-C stops it")
+    serve(scenario)
+    return EXIT_OK

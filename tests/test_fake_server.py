@@ -16,14 +16,9 @@ from support import cli_environment, run_jobpoll
 
 from jobpoll import JobsClient, JobStatus, NotFound, PollPolicy, ServiceUnavailable, wait_for_jobs
 from jobpoll.testing import FakeJobsService, VirtualClock
-from jobpoll.testing._scenario import (
-    ScenarioError,
-    ScriptedService,
-    build_scenario,
-    fault_spec,
-    job_spec,
-    load_scenario_file,
-)
+from jobpoll.testing._scenario import build_scenario, fault_spec, job_spec, load_scenario_file
+from jobpoll.testing._service import ScriptedService
+from jobpoll.testing._values import ScenarioError
 
 
 def scenario_of(jobs: list[str] = [], faults: list[str] = [], **options: Any) -> Any:  # noqa: B006
@@ -203,6 +198,7 @@ async def test_the_fan_out_rides_out_a_scripted_mix() -> None:
         pytest.param("job", "duration=5", "expected PATTERN:key=value", id="no-pattern"),
         pytest.param("job", "x:queued=5,duration=1", r"queued \(5 s\) must not", id="queued"),
         pytest.param("job", ":duration=1", "match must be a non-empty pattern", id="empty"),
+        pytest.param("job", "x:duration=1,,", "expected key=value pairs", id="no-key"),
         pytest.param("fault", "503", "say which requests", id="how-often"),
         pytest.param("fault", "600:times=1", "kind '600' is not an HTTP status", id="status"),
         pytest.param("fault", "slow:times=1", "slow needs seconds=", id="slow"),
@@ -260,7 +256,7 @@ def test_file_rules_and_options(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        pytest.param({"port": 99999}, "port must be a whole number from 0 to 65535", id="port"),
+        pytest.param({"port": 99999}, "port must be from 0 to 65535", id="port"),
         pytest.param({"port": -1}, "port must be", id="negative-port"),
         pytest.param({"auto_create_duration": -5}, "auto_create_duration must be", id="auto"),
         pytest.param({"auto_create_duration": float("nan")}, "auto_create_duration", id="nan"),
@@ -434,8 +430,8 @@ async def test_fake_server_on_a_taken_port(taken_port: int) -> None:
     _, err = await process.communicate()
     assert process.returncode == 1
     assert err.decode().splitlines() == [
-        f"python -m jobpoll.testing: cannot listen on 127.0.0.1:{taken_port}:"
-        " Address already in use"
+        f"python -m jobpoll.testing: cannot listen on 127.0.0.1:{taken_port}"
+        " (Address already in use)"
     ]
 
 
@@ -444,14 +440,13 @@ async def test_fake_server_on_a_taken_port(taken_port: int) -> None:
     [
         pytest.param(
             ["--auto-create-duration", "-5"],
-            "argument --auto-create-duration: must be a number of seconds, 0 or more, got -5",
+            "--auto-create-duration must be a number of seconds, 0 or more (inf: never ends),"
+            " got '-5'",
             id="negative-duration",
         ),
-        pytest.param(
-            ["--port", "99999"], "argument --port: must be from 0 to 65535, got 99999", id="port"
-        ),
-        pytest.param(["--latency", "inf"], "argument --latency: must be", id="latency"),
-        pytest.param(["--port", "9" * 400], "argument --port: must be from 0", id="long-port"),
+        pytest.param(["--port", "99999"], "--port must be from 0 to 65535, got '99999'", id="port"),
+        pytest.param(["--latency", "inf"], "--latency must be", id="latency"),
+        pytest.param(["--port", "9" * 400], "--port must be from 0", id="long-port"),
     ],
 )
 async def test_module_refuses_bad_options(arguments: list[str], message: str) -> None:

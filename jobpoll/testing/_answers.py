@@ -13,8 +13,6 @@ from aiohttp import web
 from jobpoll._wire import format_timestamp
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Redirect
 
-__all__ = ["error_response", "fault_response"]
-
 
 def error_response(request: web.Request, status: int, message: str) -> web.Response:
     """The service's documented error body, quirk included: it says 400 whatever the status."""

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import asyncio
 
-__all__ = ["VirtualClock"]
-
 
 class VirtualClock:
     """A monotonic clock and a matching `sleep` that moves it instead of waiting.

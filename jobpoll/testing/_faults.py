@@ -7,8 +7,6 @@ from typing import Any
 
 import attrs
 
-__all__ = ["Body", "Drop", "Fault", "Headers", "HttpError", "Patch", "Redirect", "Slow"]
-
 
 @attrs.frozen
 class HttpError:

@@ -1,6 +1,6 @@
-"""The rules of a scenario, as data: what the ids matching a pattern become (`JobRule`, with
-its named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario`
-that holds them with the service's options."""
+"""A scenario's rules, as data: what the ids matching a pattern become (`JobRule`, with its
+named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario` that
+holds them with the service's options."""
 
 from __future__ import annotations
 
@@ -13,32 +13,12 @@ import attrs
 
 from jobpoll._models import JobStatus
 from jobpoll.testing._faults import Fault
-from jobpoll.testing._script import ProgressCurve
-
-__all__ = [
-    "DEFAULT_DURATION",
-    "OUTCOMES",
-    "SHAPES",
-    "FaultRule",
-    "JobRule",
-    "Scenario",
-    "shape",
-]
-
-#: How long a job of a rule that names no duration runs before it ends, in seconds.
-DEFAULT_DURATION = 10.0
+from jobpoll.testing._script import ProgressCurve, linear
 
 #: The statuses a scripted job may end in.
 OUTCOMES = tuple(
     status.value for status in JobStatus if status.is_terminal and status is not JobStatus.UNKNOWN
 )
-
-
-# Progress shapes ------------------------------------------------------------------------------
-
-
-def _linear(fraction: float) -> float:
-    return 100 * fraction
 
 
 def _ease_in(fraction: float) -> float:
@@ -58,19 +38,18 @@ def _steps(step: int) -> ProgressCurve:
 
 #: The progress shapes by name; `steps-N` (N from 1 to 100) moves in steps of N percent.
 SHAPES: dict[str, ProgressCurve | None] = {
-    "linear": _linear,
+    "linear": linear,
     "ease-in": _ease_in,
     "ease-out": _ease_out,
     "none": None,
 }
 
 
-def shape(name: str) -> ProgressCurve | None:
-    """The progress curve named `name` (None: no progress until the end).
-
-    Raises:
-        ValueError: no such shape; the message says which there are.
-    """
+def shape(name: Any) -> ProgressCurve | None:
+    """The progress curve named `name` (None: no progress until the end); a `ValueError`
+    for no such shape says which there are."""
+    if not isinstance(name, str):
+        raise TypeError(f"must be a name, got {name!r}")
     if name in SHAPES:
         return SHAPES[name]
     step = name.removeprefix("steps-")
@@ -89,18 +68,16 @@ def _scaled(curve: ProgressCurve | None, reach: int) -> ProgressCurve | None:
     return scaled
 
 
-# Rules ----------------------------------------------------------------------------------------
-
-
 @attrs.frozen
 class JobRule:
     """What the ids matching `match` become at their first request."""
 
     match: str = "*"
     #: Seconds from the first request to the end: the least and the most (equal: fixed).
-    duration: tuple[float, float] = (DEFAULT_DURATION, DEFAULT_DURATION)
+    duration: tuple[float, float] = (10.0, 10.0)
     queued: float = 0.0
-    shape: str = "linear"
+    #: The progress curve, from a name in `SHAPES` or `steps-N`.
+    shape: ProgressCurve | None = linear
     outcome: str = JobStatus.FINISHED.value
     #: The progress reached at the end; 100 for a job that finishes.
     reach: int = 100
@@ -124,7 +101,7 @@ class JobRule:
         return {
             "duration": duration,
             "queued": min(self.queued, duration),
-            "progress": _scaled(shape(self.shape), reach),
+            "progress": _scaled(self.shape, reach),
             "final_status": self.outcome,
             "progress_as_string": self.progress_as_string,
         }
@@ -143,7 +120,6 @@ class FaultRule:
     or all of them from `at` for `seconds` (a burst), for ids matching `match`."""
 
     fault: Fault
-    label: str
     match: str = "*"
     share: float | None = None
     at: float = 0.0
@@ -159,12 +135,8 @@ class FaultRule:
 
 @attrs.frozen
 class Scenario:
-    """Everything `jobpoll fake-server` serves.
-
-    An id that no job rule covers is a 404, as the real service answers for an id it does not
-    know, so that a typo fails against the fake as it will against the service; with
-    `auto_create_duration` it is a job that finishes that many seconds after its first request.
-    """
+    """Everything a fake service serves: an id no job rule covers is a 404, or with
+    `auto_create_duration` a job that finishes that many seconds after its first request."""
 
     jobs: tuple[JobRule, ...] = ()
     faults: tuple[FaultRule, ...] = ()
@@ -176,7 +148,4 @@ class Scenario:
 
     def rule_for(self, job_id: str) -> JobRule | None:
         """The first rule that applies to `job_id`, if any."""
-        for rule in self.jobs:
-            if rule.applies_to(job_id, self.seed):
-                return rule
-        return None
+        return next((rule for rule in self.jobs if rule.applies_to(job_id, self.seed)), None)

@@ -10,8 +10,6 @@ import attrs
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus, job_to_wire
 
-__all__ = ["JobScript", "ProgressCurve", "linear"]
-
 #: A progress curve: the fraction of the running time gone (0..1) to percent done.
 ProgressCurve = Callable[[float], float]
 

@@ -1,34 +1,35 @@
-"""The fake service itself: `FakeJobsService`, a real `aiohttp.web` server on loopback that
-plays CDQ's job endpoint; `ScriptedService`, the same serving a `Scenario`'s rules; and
-`serve_until_stopped`, which serves either from a command line."""
+"""The fake service: `FakeJobsService`, a real `aiohttp.web` server on loopback that plays
+CDQ's job endpoint; `ScriptedService`, the same serving a `Scenario`'s rules too; and `serve`,
+which serves a scenario from a command line."""
 
 from __future__ import annotations
 
 import asyncio
 import fnmatch
 import json
-import math
+import os
 import random
 import secrets
 import signal
+import sys
 import time
 import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from types import TracebackType
 from typing import Any, Self
 
 import attrs
 from aiohttp import web
 
+from jobpoll._exits import EXIT_FAILED, Failure, write_failure
 from jobpoll._models import JobStatus
+from jobpoll.testing import _values as check
 from jobpoll.testing._answers import error_response, fault_response
 from jobpoll.testing._faults import Fault, Headers, Patch, Slow
 from jobpoll.testing._rules import Scenario
 from jobpoll.testing._script import JobScript, ProgressCurve, linear
-
-__all__ = ["FakeJobsService", "RecordedRequest", "ScriptedService", "serve_until_stopped"]
+from jobpoll.testing._values import checked
 
 #: The path prefix of the real service; `base_url` ends with it.
 BASE_PATH = "/bankaccount-data/rest"
@@ -77,9 +78,8 @@ class FakeJobsService:
             jobs forward without sleeping.
         port: the loopback port; 0 picks a free one.
         auto_create_duration: when set, an id never added becomes a job that finishes this
-            many seconds after its first request (handy from another process, or for a demo).
-            When None, such an id is a 404, as the real service answers for an id it does not
-            know: a typo fails against the fake as it will against the service.
+            many seconds after its first request (for a demo). When None, such an id is a
+            404, as the real service answers: a typo fails here as it will in production.
         latency: seconds (real time) every answer waits before it is sent, as a real server
             over a network would; so requests overlap, and `peak_in_flight` sees them.
 
@@ -97,14 +97,18 @@ class FakeJobsService:
         auto_create_duration: float | None = None,
         latency: float = 0.0,
     ) -> None:
-        _check_port(port)
-        _check_seconds("auto_create_duration", auto_create_duration, optional=True, endless=True)
-        _check_seconds("latency", latency)
+        self._scenario = Scenario(
+            port=checked("port", port, check.port),
+            latency=checked("latency", latency, check.seconds),
+            auto_create_duration=checked(
+                "auto_create_duration", auto_create_duration, check.optional(check.endless_seconds)
+            ),
+        )
         self.api_key = api_key if api_key is not None else "fake-" + secrets.token_urlsafe(16)
         self._clock = clock
-        self._port = port
-        self._auto_create_duration = auto_create_duration
-        self._latency = latency
+        self._random = random.Random(0)
+        self._rule_uses: Counter[int] = Counter()
+        self._started_at = 0.0
         self._jobs: dict[str, JobScript] = {}
         self._faults: dict[str | None, deque[_PendingFault]] = {}
         self._counts: Counter[str | None] = Counter()
@@ -128,12 +132,7 @@ class FakeJobsService:
         await self.start()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.stop()
 
     async def start(self) -> None:
@@ -147,12 +146,13 @@ class FakeJobsService:
         )
         await runner.setup()
         try:
-            site = web.TCPSite(runner, "127.0.0.1", self._port)
+            site = web.TCPSite(runner, "127.0.0.1", self._scenario.port)
             await site.start()
         except BaseException:
             await runner.cleanup()
             raise
         self._runner = runner
+        self._started_at = self._clock()
         host, port = runner.addresses[0][:2]
         self._base_url = f"http://{host}:{port}{BASE_PATH}"
 
@@ -161,8 +161,6 @@ class FakeJobsService:
         runner, self._runner = self._runner, None
         if runner is not None:
             await runner.cleanup()
-
-    # Scripting ----------------------------------------------------------------------------
 
     def add_job(
         self,
@@ -193,7 +191,7 @@ class FakeJobsService:
         """
         if job_id is None:
             job_id = str(uuid.uuid4())
-        _check_seconds("duration", duration, endless=True)
+        duration = checked("duration", duration, check.endless_seconds)
         if not 0 <= queued <= duration:
             raise ValueError("queued must be between 0 and duration")
         self._jobs[job_id] = JobScript(
@@ -251,9 +249,8 @@ class FakeJobsService:
             return sum(self._counts.values())
         return self._counts[job_id]
 
-    # Serving ------------------------------------------------------------------------------
-
     def _next_fault(self, job_id: str | None) -> Fault | None:
+        """An injected fault first (for the job, then for any), else a scenario's."""
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
             if queue and queue[0].until is not None:
@@ -267,6 +264,19 @@ class FakeJobsService:
                     if pending.remaining == 0:
                         queue.popleft()
                 return pending.fault
+        return None if job_id is None else self._rule_fault(job_id)
+
+    def _rule_fault(self, job_id: str) -> Fault | None:
+        elapsed = self._clock() - self._started_at
+        for index, rule in enumerate(self._scenario.faults):
+            if (
+                rule.active(elapsed)
+                and (rule.times is None or self._rule_uses[index] < rule.times)
+                and fnmatch.fnmatchcase(job_id, rule.match)
+                and (rule.share is None or self._random.random() < rule.share)
+            ):
+                self._rule_uses[index] += 1
+                return rule.fault
         return None
 
     async def _handle(self, request: web.Request) -> web.StreamResponse:
@@ -277,8 +287,8 @@ class FakeJobsService:
         arrived = self._clock()
         status = 0
         try:
-            if self._latency:
-                await asyncio.sleep(self._latency)
+            if self._scenario.latency:
+                await asyncio.sleep(self._scenario.latency)
             response = await self._answer(request, job_id)
             status = response.status
             return response
@@ -323,37 +333,17 @@ class FakeJobsService:
 
     def _unknown_job(self, job_id: str) -> JobScript | None:
         """The job an id not scripted yet becomes at its first request, or None (a 404)."""
-        if self._auto_create_duration is None:
-            return None
-        self.add_job(job_id, duration=self._auto_create_duration)
-        return self._jobs[job_id]
-
-
-def _check_port(port: object) -> None:
-    if isinstance(port, bool) or not isinstance(port, int) or not 0 <= port <= 65535:
-        raise ValueError(f"port must be a whole number from 0 to 65535, got {port!r}")
-
-
-def _check_seconds(
-    name: str, value: object, *, optional: bool = False, endless: bool = False
-) -> None:
-    """Refuse a number of seconds that is not a number, negative, NaN, or (unless `endless`:
-    a job that never ends) infinite."""
-    if value is None and optional:
-        return
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, (int, float))
-        or not 0 <= value <= math.inf
-        or (value == math.inf and not endless)
-    ):
-        raise ValueError(f"{name} must be a number of seconds, 0 or more, got {value!r}")
+        rule = self._scenario.rule_for(job_id)
+        if rule is not None and not rule.missing:
+            self.add_job(job_id, **rule.script(job_id, self._scenario.seed))
+        elif rule is None and self._scenario.auto_create_duration is not None:
+            self.add_job(job_id, duration=self._scenario.auto_create_duration)
+        return self._jobs.get(job_id)
 
 
 class ScriptedService(FakeJobsService):
     """The fake service serving a `Scenario`: jobs made from its rules at their first request,
-    and its faults mixed in (after any fault `inject`ed, which come first). An id no rule
-    covers is a 404 unless the scenario has an `auto_create_duration`."""
+    and its faults mixed in (after any fault `inject`ed, which come first)."""
 
     def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
         super().__init__(
@@ -363,46 +353,32 @@ class ScriptedService(FakeJobsService):
             auto_create_duration=scenario.auto_create_duration,
             clock=clock,
         )
-        self.scenario = scenario
+        self._scenario = scenario
         self._random = random.Random(scenario.seed)
-        self._used = [0] * len(scenario.faults)
-        self._origin = clock()
-
-    async def start(self) -> None:
-        """Start serving; fault times count from now."""
-        await super().start()
-        self._origin = self._clock()
-
-    def _unknown_job(self, job_id: str) -> JobScript | None:
-        rule = self.scenario.rule_for(job_id)
-        if rule is None:  # a 404, or a job of `auto_create_duration`, as for any fake
-            return super()._unknown_job(job_id)
-        if rule.missing:
-            return None
-        self.add_job(job_id, **rule.script(job_id, self.scenario.seed))
-        return self._jobs[job_id]
-
-    def _next_fault(self, job_id: str | None) -> Fault | None:
-        fault = super()._next_fault(job_id)
-        if fault is not None or job_id is None or not self.scenario.faults:
-            return fault
-        elapsed = self._clock() - self._origin
-        for index, rule in enumerate(self.scenario.faults):
-            if (
-                rule.active(elapsed)
-                and (rule.times is None or self._used[index] < rule.times)
-                and fnmatch.fnmatchcase(job_id, rule.match)
-                and (rule.share is None or self._random.random() < rule.share)
-            ):
-                self._used[index] += 1
-                return rule.fault
-        return None
 
 
-async def serve_until_stopped(service: FakeJobsService) -> None:
-    """Serve until SIGINT or SIGTERM: print where (one JSON line, `{"base_url": ...,
-    "api_key": ...}`) once listening, and the request counters (`{"requests": ...,
-    "peak_in_flight": ...}`) once stopped, each flushed at once for a reading process."""
+def serve(scenario: Scenario) -> None:
+    """Serve `scenario` until SIGINT or SIGTERM, for a command line: print where (one JSON
+    line, `{"base_url": ..., "api_key": ...}`) once listening, and the request counters
+    (`{"requests": ..., "peak_in_flight": ...}`) once stopped, each flushed at once for a
+    reading process.
+
+    Raises:
+        Failure: it cannot listen on the port (status 1), or its output was closed (141).
+    """
+    try:
+        asyncio.run(_serve_until_stopped(ScriptedService(scenario)))
+    except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`)
+        raise write_failure(exc, sys.stdout) from None
+    except OSError as exc:
+        raise Failure(
+            f"cannot listen on 127.0.0.1:{scenario.port}"
+            f" ({os.strerror(exc.errno) if exc.errno else exc})",
+            EXIT_FAILED,
+        ) from None
+
+
+async def _serve_until_stopped(service: FakeJobsService) -> None:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

@@ -1,74 +1,54 @@
-"""The values of a scenario's rules and options, as they come from a command line (text) or a
-file (text, numbers, booleans): each checked and converted by one function, which says what is
-allowed when it refuses (a `ValueError` or `TypeError`, quoted by the scenario's reader with
-where the value came from)."""
+"""The values of the fake service's options and a scenario's rules, as they come from a
+command line (text), a file (text, numbers, booleans) or `FakeJobsService`'s arguments: one
+function checks and converts each kind of value, and says what is allowed when it refuses."""
 
 from __future__ import annotations
 
+import contextlib
 import math
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
-from jobpoll.testing._rules import OUTCOMES, shape
+from jobpoll.testing._rules import OUTCOMES
 
-__all__ = [
-    "api_key",
-    "duration",
-    "flag",
-    "number",
-    "optional_count",
-    "optional_endless_seconds",
-    "optional_seconds",
-    "optional_share",
-    "outcome",
-    "pattern",
-    "percent",
-    "port",
-    "seconds",
-    "shape_name",
-    "share",
-    "whole",
-]
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
+
+
+class ScenarioError(ValueError):
+    """A value, a rule or a scenario file that cannot be served; the message says where and
+    what is allowed."""
+
+
+def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
+    """`check(value)`, its refusal a `ScenarioError` that names `where` the value comes from
+    (`--port`, `--job 'x:reach=200': reach`)."""
+    try:
+        return check(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ScenarioError(f"{where} {exc}") from None
+
+
+def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
+    """`check`, letting None (a value not given) through."""
+
+    def check_optional(value: Any) -> _T | None:
+        return None if value is None else check(value)
+
+    return check_optional
 
 
 def number(value: Any) -> float:
     """A number, or a text that is one (`"2.5"`); never a boolean. A whole number too large
     for a float (a 400-digit `--port`) is refused as too large, not an `OverflowError`."""
-    if isinstance(value, bool):
-        raise TypeError(f"must be a number, got {value!r}")
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            raise ValueError(f"must be a number, got {value!r}") from None
-    if not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
         raise TypeError(f"must be a number, got {value!r}")
     try:
         return float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
     except OverflowError:
         raise ValueError("must be a number, got one too large to use") from None
-
-
-def seconds(value: Any) -> float:
-    """A number of seconds, 0 or more, finite."""
-    result = number(value)
-    if not 0 <= result < math.inf:
-        raise ValueError(f"must be a number of seconds, 0 or more, got {value!r}")
-    return result
-
-
-def optional_seconds(value: Any) -> float | None:
-    """`seconds`, or None for a value not given."""
-    return None if value is None else seconds(value)
-
-
-def optional_endless_seconds(value: Any) -> float | None:
-    """A number of seconds, 0 or more, `inf` (never ends) too; or None for a value not given."""
-    if value is None:
-        return None
-    result = number(value)
-    if not 0 <= result <= math.inf:
-        raise ValueError(f"must be a number of seconds, 0 or more (inf: never ends), got {value!r}")
-    return result
 
 
 def duration(value: Any) -> tuple[float, float]:
@@ -90,22 +70,12 @@ def duration(value: Any) -> tuple[float, float]:
     return low, high
 
 
-def share(value: Any) -> float:
-    """A fraction above 0, up to 1."""
-    result = number(value)
-    if not 0 < result <= 1:
-        raise ValueError(f"must be a fraction above 0, up to 1, got {value!r}")
-    return result
-
-
-def optional_share(value: Any) -> float | None:
-    """`share`, or None for a value not given."""
-    return None if value is None else share(value)
-
-
 def whole(value: Any) -> int:
     """A whole number (`3`, `3.0`, `"3"`), of any size."""
-    if isinstance(value, int) and not isinstance(value, bool):
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
         return value
     result = number(value)
     if not result.is_integer():
@@ -113,44 +83,34 @@ def whole(value: Any) -> int:
     return int(result)
 
 
-def optional_count(value: Any) -> int | None:
-    """A whole number, 1 or more, or None for a value not given."""
-    if value is None:
-        return None
-    count = whole(value)
-    if count < 1:
-        raise ValueError(f"must be 1 or more, got {value!r}")
-    return count
+def _within(
+    convert: Callable[[Any], _N], fits: Callable[[_N], bool], allowed: str
+) -> Callable[[Any], _N]:
+    """The check of a number in a range that `fits` tests and `allowed` names."""
+
+    def check(value: Any) -> _N:
+        result = convert(value)
+        if not fits(result):
+            raise ValueError(f"must be {allowed}, got {value!r}")
+        return result
+
+    return check
 
 
-def port(value: Any) -> int:
-    """A TCP port, 0 (any free one) to 65535."""
-    result = whole(value)
-    if not 0 <= result <= 65535:
-        raise ValueError(f"must be from 0 to 65535, got {value!r}")
-    return result
-
-
-def percent(value: Any) -> int:
-    """A whole percent from 0 to 100."""
-    result = whole(value)
-    if not 0 <= result <= 100:
-        raise ValueError(f"must be a whole percent from 0 to 100, got {value!r}")
-    return result
+seconds = _within(number, lambda value: 0 <= value < math.inf, "a number of seconds, 0 or more")
+endless_seconds = _within(
+    number, lambda value: 0 <= value <= math.inf, "a number of seconds, 0 or more (inf: never ends)"
+)
+share = _within(number, lambda value: 0 < value <= 1, "a fraction above 0, up to 1")
+count = _within(whole, lambda value: value >= 1, "1 or more")
+port = _within(whole, lambda value: 0 <= value <= 65535, "from 0 to 65535")
+percent = _within(whole, lambda value: 0 <= value <= 100, "a whole percent from 0 to 100")
 
 
 def pattern(value: Any) -> str:
     """A pattern of ids (`fnmatch`: `*` and `?` match), not empty."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty pattern of ids (* and ? match), got {value!r}")
-    return value
-
-
-def shape_name(value: Any) -> str:
-    """The name of a progress shape (see `SHAPES`)."""
-    if not isinstance(value, str):
-        raise TypeError(f"must be a name, got {value!r}")
-    shape(value)
     return value
 
 
@@ -174,11 +134,8 @@ def flag(value: Any) -> bool:
     raise ValueError(f"must be true or false, got {value!r}")
 
 
-def api_key(value: Any) -> str | None:
-    """The key the service accepts: printable ASCII, not empty, no white space around it;
-    None for a random one."""
-    if value is None:
-        return None
+def api_key(value: Any) -> str:
+    """The key the service accepts: printable ASCII, not empty, no white space around it."""
     if not isinstance(value, str) or not value or not (value.isascii() and value.isprintable()):
         raise ValueError("must be printable ASCII text, not empty")
     if value != value.strip():
