@@ -1,39 +1,14 @@
-"""Waits that outlive their process: jobpoll on SAQ (an asyncio job queue on Redis).
+"""`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-A wait is a chain of queue jobs. Each link makes ONE poll, then hands the wait's checkpoint to
-the next link, scheduled for the moment the next poll is due; no worker sleeps through a wait,
-so one worker process serves many thousands of waits, and a worker killed mid-way loses only
-the poll it was making (SAQ's sweep runs that link again on another worker).
-
-What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:`):
-
-- `wait:<job id>`, a small hash: `step`, the number of the link that is live, while the job is
-  waited for (and `timeout`, the wait's, if it has one; `held`, the error of a worker's setup
-  met at its last poll, for `results()` to raise); `result`, the outcome as JSON, once it is
-  over, and `delivered` once the outcome function returned (kept `outcome_ttl` seconds).
-  The hand-over from one link to the next, and from the last link to the outcome, is one Lua
-  script that checks `step` and enqueues the next SAQ job in the same atomic step: a link run
-  twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
-  nothing, so a job id has one chain at a time and one outcome, however often it is submitted.
-- `pause`, a hash shared by every worker: `until` (epoch seconds), `gen` (pauses begun) and
-  `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, by the same
-  rule as `wait_for_jobs` (`fleet_pause`).
-- `delivered`, a counter of outcomes handed to the user's function.
-- `suspects` and `mending`: the mending of waits whose next link SAQ lost (see `mend`).
-
-Each link carries the wait's checkpoint (as `JobWait.checkpoint()` writes it) in its SAQ kwargs,
-restores the job's state from it and polls by the rules `wait_for_job` follows (`_saq_poll`):
-the schedule goes on across links and workers as in one process. The scripts write SAQ's own
-records the way `RedisQueue.enqueue` does (the job's JSON, its entry in the `incomplete` sorted
-set, and in the `queued` list when due now); the version range of SAQ in the `saq` extra is the
-one they are tested with.
+Each link of a wait makes one poll (`_saq_poll`), then hands the wait's checkpoint to the next
+link, due when the next poll is (`_saq_links` keeps the records): no worker sleeps through a
+wait, and a worker killed mid-way loses only the poll it was making.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
@@ -48,16 +23,11 @@ from jobpoll._config import check_positive
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._saq_links import POLL_FUNCTION, Links, load_result, result_to_json
+from jobpoll._saq_links import POLL_FUNCTION, Links
 from jobpoll._saq_poll import Link
 from jobpoll._wait import check_timeout
 
-__all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
-
 logger = logging.getLogger("jobpoll")
-
-
-# --- the queue --------------------------------------------------------------------------------
 
 
 class SaqWaits:
@@ -68,27 +38,24 @@ class SaqWaits:
         result = await waits.result(job_id)             # from any process
         settings = waits.worker_settings(client=make_client, functions=[job_ended])
 
-    Build it alike in every process (same queue name, same `on_outcome`): submitters, awaiters
-    and workers share nothing but Redis.
+    Build it alike in every process (same queue name, same `on_outcome`): they share nothing
+    but Redis. The README's "Scale out" section tells how a wait moves.
 
     Args:
         queue: a SAQ queue on Redis (`saq.Queue.from_url("redis://...")`, a `RedisQueue`).
-        on_outcome: the name of a SAQ function (registered in your workers) that each outcome
-            is enqueued to, once per job id, as `on_outcome(ctx, *, result: dict)`; read it with
-            `load_result(result)`. None: outcomes are only kept for `result()`.
-        policy: the schedule and the rules for errors of each wait; `PollPolicy()` when None.
-            Its `clock` and `sleep` must be the real ones: a wait moves between processes.
-        poll_timeout: seconds a link may run (SAQ's job `timeout`); a link of a dead worker is
-            run again by another once this has passed (and SAQ's sweep came by). Keep it above
-            the client's request timeout.
-        outcome_ttl: seconds an outcome is kept for `result()` after the job ended; for as
-            long, submitting the id again does nothing.
-        outcome_retries: SAQ's `retries` for the outcome function's job.
-        outcome_timeout: SAQ's `timeout` for the outcome function's job.
-        mend_interval: how often (seconds) one of the workers looks for waits whose next
-            link is missing from the queue (SAQ's sweep lost it: its worker was killed between
-            taking the link out of the queue and putting it back) and enqueues it again. A
-            wait is mended once it was seen so twice in a row.
+        on_outcome: the name of a SAQ function of your workers that each outcome is enqueued
+            to, once per job id, as `on_outcome(ctx, *, result: dict)` (read it with
+            `load_result(result)`); None: outcomes are only kept for `result()`.
+        policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
+            real `clock` and `sleep`: a wait moves between processes.
+        poll_timeout: seconds a link may run (SAQ's job `timeout`), after which SAQ's sweep
+            gives a dead worker's link to another; keep it above the client's request timeout.
+        outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
+            again does nothing.
+        outcome_retries, outcome_timeout: SAQ's `retries` and `timeout` for the outcome
+            function's job.
+        mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
+            `mend`).
     """
 
     def __init__(
@@ -138,18 +105,14 @@ class SaqWaits:
     def __repr__(self) -> str:
         return f"<SaqWaits queue={self.queue.name!r} on_outcome={self.on_outcome!r}>"
 
-    # -- submitting and awaiting, from any process
-
     async def submit(
         self,
         job_ids: Iterable[str | UUID],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - the waits' deadline, not this call's
     ) -> list[bool]:
-        """Start waiting on jobs, in the workers; returns, per id, whether a wait started.
-
-        An id already waited for, or whose outcome is still kept (`outcome_ttl`), starts
-        nothing (False): one job id has one chain of polls at a time, whoever submits it.
+        """Start waiting on jobs, in the workers; per id, whether a wait started (not for an
+        id already waited for, or whose outcome is still kept, whoever submitted it).
 
         Args:
             job_ids: the jobs (`str` or `UUID`); each is checked before anything is sent.
@@ -165,17 +128,14 @@ class SaqWaits:
         return await self._links.submit([check_job_id(job_id) for job_id in job_ids], timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
-        """The outcome of each job, as each is over (from any process, submitted or not yet).
-
-        Waits as long as it takes: bound it with `asyncio.timeout(...)`.
+        """The outcome of each job, as each is over (from any process, submitted or not yet);
+        bound the wait with `asyncio.timeout(...)`.
 
         Raises:
-            JobPollError: an error of a worker's setup (`JobPollError.stops_all`: a refused
-                key, a service never reached) met at the last poll of one of these jobs that
-                are not over, once every outcome already kept was yielded. As in
-                `wait_for_jobs`, it stops the awaiting, not the waits: the worker logged it
-                and holds the wait, unpolled, trying again every `max_interval`; once a worker
-                polls it, the error is no longer raised, and awaiting again gets the outcome.
+            JobPollError: an error of a worker's setup (`stops_all`: a refused key, a service
+                never reached) met at the last poll of one of these jobs, once the outcomes
+                already kept were yielded. The waits go on: once a worker has polled the job
+                again, awaiting again gets its outcome.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         pubsub = self._links.redis.pubsub()
@@ -207,8 +167,7 @@ class SaqWaits:
         `asyncio.timeout(...)`.
 
         Raises:
-            JobPollError: the error of a worker's setup met at the job's last poll, as
-                `results()` raises it.
+            JobPollError: a worker's setup error met at the job's last poll (see `results()`).
         """
         results = self.results([job_id])
         try:
@@ -219,8 +178,6 @@ class SaqWaits:
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
         return await self._links.delivered()
-
-    # -- the workers
 
     def worker_settings(
         self,
@@ -235,11 +192,11 @@ class SaqWaits:
         module-level `settings = waits.worker_settings(...)` for the `saq` command.
 
         Args:
-            client: makes the worker's `JobsClient` (called once, at the worker's startup, in
-                its event loop; closed at its shutdown).
+            client: makes the worker's `JobsClient` (at its startup, in its event loop; closed
+                at its shutdown).
             functions: your own SAQ functions, the `on_outcome` one among them.
-            startup, shutdown: your own hooks, run after (startup) and before (shutdown) the
-                client's opening and closing.
+            startup, shutdown: your own hooks, run after the client's opening and before its
+                closing.
             worker_options: any other `saq.Worker` option (`concurrency`, `timers`, ...).
         """
 
@@ -289,23 +246,20 @@ class SaqWaits:
                 logger.exception("mending the queue's waits failed")
 
     async def mend(self) -> int:
-        """Enqueue again each wait's live link that has been missing from SAQ's queue since the
-        last call (what a sweep cut short by a kill leaves); returns how many.
-
-        Workers call it every `mend_interval` seconds; call it yourself after an incident.
-        """
+        """Enqueue again each wait's live link missing from SAQ's queue since the last call
+        (SAQ's sweep, killed between taking a link out and putting it back, lost it); how many.
+        Workers call it every `mend_interval` seconds; call it yourself after an incident."""
         return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
-        """The user's functions, the outcome one wrapped so that a call that returned is not
-        made again for the same job (SAQ may run a job again: see `SaqWaits`)."""
+        """The user's functions, the outcome one called once per job (`Links.once`)."""
         wrapped: list[Any] = []
         found = self.on_outcome is None
         for entry in functions:
             name, function = entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
             if name == self.on_outcome:
                 found = True
-                wrapped.append((name, self._once(function)))
+                wrapped.append((name, self._links.once(function)))
             else:
                 wrapped.append(entry)
         if not found:
@@ -314,20 +268,6 @@ class SaqWaits:
                 " worker of the queue may be handed an outcome, so each must have it"
             )
         return wrapped
-
-    def _once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
-            job_id = str(result["jobId"])
-            if await self._links.was_delivered(job_id):
-                logger.info("job %s: outcome already delivered, not again", job_id)
-                return None
-            value = function(ctx, result=result)
-            if inspect.isawaitable(value):
-                value = await value
-            await self._links.mark_delivered(job_id)
-            return value
-
-        return deliver_once
 
     async def poll(
         self,

@@ -1,4 +1,4 @@
-"""`Link`: one link of a wait in `jobpoll.saq`: one poll, by the rules of `_rules`, then the
+"""`Link`: one link of a wait in `jobpoll.saq`: one poll by the rules (`_rules`), then the
 hand-over of the wait's checkpoint to the next link, or of its outcome."""
 
 from __future__ import annotations
@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 import random
 import time
-from datetime import datetime
 from typing import Any
+
+import attrs
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
@@ -20,44 +21,26 @@ from jobpoll._saq_links import Links
 from jobpoll._state import JobState
 from jobpoll._wait import check_timeout
 
-__all__ = ["Link"]
-
 logger = logging.getLogger("jobpoll")
 
 
-def _epoch(iso: str | None) -> float | None:
-    return None if iso is None else datetime.fromisoformat(iso).timestamp()
-
-
 class _Over(Exception):
-    """A wait is over: its result, and how many polls it made."""
+    """The wait is over: its result, after `polls` polls."""
 
     def __init__(self, result: JobResult, polls: int) -> None:
         super().__init__(result.job_id)
         self.result, self.polls = result, polls
 
 
-class _Held(Exception):
-    """A poll not made: this worker cannot poll (`error`, of its setup)."""
-
-    def __init__(self, error: JobPollError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
+@attrs.frozen
 class Link:
     """Link `step` of the wait on `job_id`, run by a worker with its `client`."""
 
-    __slots__ = ("client", "job_id", "links", "policy", "step")
-
-    def __init__(
-        self, links: Links, policy: PollPolicy, client: JobsClient, job_id: str, step: int
-    ) -> None:
-        self.links = links
-        self.policy = policy
-        self.client = client
-        self.job_id = job_id
-        self.step = step
+    links: Links
+    policy: PollPolicy
+    client: JobsClient
+    job_id: str
+    step: int
 
     async def run(
         self,
@@ -76,21 +59,12 @@ class Link:
             await links.hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
         try:
-            saved = await self._poll_once(checkpoint, timeout, gen, streak)
-        except _Held as held:
-            await links.held(job_id, step, held.error)
-            retry_at = time.time() + policy.max_interval
-            await links.hand_over(job_id, step, checkpoint, retry_at, timeout)
-            return "held"
+            done, saved, due = await self._poll_once(checkpoint, timeout, gen, streak)
         except _Over as over:
             await links.deliver(over.result, step, over.polls)
             return "over"
-        due = _epoch(saved["next_poll_at"]) or time.time()
-        deadline = _epoch(saved.get("deadline"))
-        if deadline is not None:
-            due = min(due, deadline)
-        await links.hand_over(job_id, step, saved, due)
-        return "polled"
+        await links.hand_over(job_id, step, saved, due, timeout)
+        return done
 
     async def _poll_once(
         self,
@@ -98,37 +72,39 @@ class Link:
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         gen: int,
         streak: int,
-    ) -> dict[str, Any]:
-        """One poll of a wait, by the rules: the checkpoint to hand over.
+    ) -> tuple[str, dict[str, Any] | None, float]:
+        """One poll by the rules: what it did, the checkpoint to hand over, and when (epoch
+        seconds) the next link is due. Not made ("held") when this worker's setup is at
+        fault: the error is kept for the submitter, and the same checkpoint retried later.
 
         Raises:
             _Over: the wait is over (the job ended, or an error ended the wait).
-            _Held: an error of this worker's setup: not polled.
         """
-        client, policy, job_id = self.client, self.policy, self.job_id
-        clock = policy.clock
+        job_id, clock = self.job_id, self.policy.clock
         state = JobState(job_id=job_id)
+        delay: float | None
         try:
             if checkpoint is None:
                 state.job_id = check_job_id(job_id)
                 check_timeout(timeout)
-                rules = Rules(policy, timeout)
+                rules = Rules(self.policy, timeout)
             else:
-                rules, state, _owed = resume_job(checkpoint, job_id, policy)
+                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
             try:
-                job = await client.get_job(job_id, timeout=request_timeout)
+                job = await self.client.get_job(job_id, timeout=request_timeout)
             except JobPollError as exc:
                 if exc.stops_all:
                     logger.error(  # noqa: TRY400 - no traceback: the message says it all
                         "job %s: not polled, this worker cannot poll: %s", job_id, exc
                     )
-                    raise _Held(exc) from None
+                    await self.links.held(job_id, self.step, exc)
+                    return "held", checkpoint, time.time() + self.policy.max_interval
                 if exc.throttles:
                     await self._throttled(exc, gen, streak)
                 now = clock()
-                state.next_poll_at = now + rules.failed(state, exc, now)
+                delay = rules.failed(state, exc, now)
             else:
                 if streak:
                     await self.links.calm(gen)
@@ -137,10 +113,12 @@ class Link:
                 if delay is None:
                     error = JobFailedError(job) if job.failed else None
                     raise _Over(JobResult(job_id, job, error), state.polls)
-                state.next_poll_at = now + delay
         except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
             raise _Over(JobResult(job_id, state.job, exc), state.polls) from None
-        return job_checkpoint(rules, state)
+        state.next_poll_at = now + delay
+        if rules.deadline is not None:  # the next link times out, not polls, once past it
+            delay = min(delay, rules.deadline - now)
+        return "polled", job_checkpoint(rules, state), time.time() + delay
 
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
         pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
