@@ -1,8 +1,9 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link of a wait makes one poll (`_saq_poll`), then hands the wait's checkpoint to the next
-link, due when the next poll is (`_saq_links` keeps the records): no worker sleeps through a
-wait, and a worker killed mid-way loses only the poll it was making.
+Each link of a wait (`Link`) makes one poll by the rules (`_rules`), then hands the wait's
+checkpoint to the next link, due when the next poll is, or its outcome (`_saq_links` keeps the
+records): no worker sleeps through a wait, and a worker killed mid-way loses only the poll it
+was making.
 """
 
 from __future__ import annotations
@@ -11,20 +12,25 @@ import asyncio
 import contextlib
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
 
+import attrs
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
+from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
 from jobpoll._config import check_positive
+from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
+from jobpoll._rules import Rules, fleet_pause
 from jobpoll._saq_links import POLL_FUNCTION, Links
-from jobpoll._saq_poll import Link
+from jobpoll._state import JobState
 from jobpoll._wait import check_timeout
 
 logger = logging.getLogger("jobpoll")
@@ -92,7 +98,7 @@ class SaqWaits:
         self.outcome_timeout = outcome_timeout
         self.mend_interval = mend_interval
         self._links = Links(
-            queue,
+            queue=queue,
             on_outcome=on_outcome,
             poll_timeout=poll_timeout,
             outcome_ttl=outcome_ttl,
@@ -138,8 +144,7 @@ class SaqWaits:
                 again, awaiting again gets its outcome.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        pubsub = self._links.redis.pubsub()
-        try:
+        async with self._links.redis.pubsub() as pubsub:
             await pubsub.subscribe(self._links.channel)
             # At first, and now and then: all of them (a message may have been missed).
             looking_at = sorted(pending)
@@ -159,8 +164,6 @@ class SaqWaits:
                     data = message["data"]
                     job_id = data.decode() if isinstance(data, bytes) else str(data)
                     looking_at = [job_id] if job_id in pending else []
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
@@ -251,23 +254,20 @@ class SaqWaits:
         Workers call it every `mend_interval` seconds; call it yourself after an incident."""
         return await self._links.mend()
 
-    def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
-        """The user's functions, the outcome one called once per job (`Links.once`)."""
-        wrapped: list[Any] = []
-        found = self.on_outcome is None
-        for entry in functions:
-            name, function = entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
-            if name == self.on_outcome:
-                found = True
-                wrapped.append((name, self._links.once(function)))
-            else:
-                wrapped.append(entry)
-        if not found:
+    def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
+        """The user's functions, named as SAQ names them, the outcome one called once per job
+        (`Links.once`)."""
+        named = [
+            entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
+            for entry in functions
+        ]
+        if self.on_outcome is not None and self.on_outcome not in dict(named):
             raise ValueError(
                 f"on_outcome {self.on_outcome!r} is not among the worker's functions: every"
                 " worker of the queue may be handed an outcome, so each must have it"
             )
-        return wrapped
+        once = self._links.once
+        return [(name, once(f) if name == self.on_outcome else f) for name, f in named]
 
     async def poll(
         self,
@@ -287,3 +287,105 @@ class SaqWaits:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
         link = Link(self._links, self.policy, client, job_id, step)
         return await link.run(checkpoint, timeout)
+
+
+class _Over(Exception):
+    """The wait is over: its result, after `polls` polls."""
+
+    def __init__(self, result: JobResult, polls: int) -> None:
+        super().__init__(result.job_id)
+        self.result, self.polls = result, polls
+
+
+@attrs.frozen
+class Link:
+    """Link `step` of the wait on `job_id`, run by a worker with its `client`."""
+
+    links: Links
+    policy: PollPolicy
+    client: JobsClient
+    job_id: str
+    step: int
+
+    async def run(
+        self,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> str:
+        """Poll, and hand over; what it did (see `SaqWaits.poll`)."""
+        links, policy, job_id, step = self.links, self.policy, self.job_id, self.step
+        live, until, gen, streak = await links.begin(job_id, step)
+        if not live:
+            return "superseded"
+        now = time.time()
+        if until > now:
+            # Resume in a trickle rather than all at once: the first answers end the pause.
+            due = until + random.random() * min(until - now, policy.max_interval)
+            await links.hand_over(job_id, step, checkpoint, due, timeout)
+            return "paused"
+        try:
+            done, saved, due = await self._poll_once(checkpoint, timeout, gen, streak)
+        except _Over as over:
+            await links.deliver(over.result, step, over.polls)
+            return "over"
+        await links.hand_over(job_id, step, saved, due, timeout)
+        return done
+
+    async def _poll_once(
+        self,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+        gen: int,
+        streak: int,
+    ) -> tuple[str, dict[str, Any] | None, float]:
+        """One poll by the rules: what it did, the checkpoint to hand over, and when (epoch
+        seconds) the next link is due. Not made ("held") when this worker's setup is at
+        fault: the error is kept for the submitter, and the same checkpoint retried later.
+
+        Raises:
+            _Over: the wait is over (the job ended, or an error ended the wait).
+        """
+        job_id, clock = self.job_id, self.policy.clock
+        state = JobState(job_id=job_id)
+        delay: float | None
+        try:
+            if checkpoint is None:
+                state.job_id = check_job_id(job_id)
+                check_timeout(timeout)
+                rules = Rules(self.policy, timeout)
+            else:
+                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
+            rules.begin(state, clock())
+            request_timeout = rules.send(state, clock())
+            try:
+                job = await self.client.get_job(job_id, timeout=request_timeout)
+            except JobPollError as exc:
+                if exc.stops_all:
+                    logger.error(  # noqa: TRY400 - no traceback: the message says it all
+                        "job %s: not polled, this worker cannot poll: %s", job_id, exc
+                    )
+                    await self.links.held(job_id, self.step, exc)
+                    return "held", checkpoint, time.time() + self.policy.max_interval
+                if exc.throttles:
+                    await self._throttled(exc, gen, streak)
+                now = clock()
+                delay = rules.failed(state, exc, now)
+            else:
+                if streak:
+                    await self.links.calm(gen)
+                now = clock()
+                _news, delay = rules.answered(state, job, now)
+                if delay is None:
+                    error = JobFailedError(job) if job.failed else None
+                    raise _Over(JobResult(job_id, job, error), state.polls)
+        except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
+            raise _Over(JobResult(job_id, state.job, exc), state.polls) from None
+        state.next_poll_at = now + delay
+        if rules.deadline is not None:  # the next link times out, not polls, once past it
+            delay = min(delay, rules.deadline - now)
+        return "polled", job_checkpoint(rules, state), time.time() + delay
+
+    async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
+        pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
+        if await self.links.throttle(gen, time.time() + pause):
+            logger.info("%s; every worker's polls pause for %.1f s", error, pause)

@@ -1,23 +1,18 @@
-"""`Links`: how the waits of one SAQ queue are kept in Redis, and the Lua scripts that change
-them.
+"""`Links`: the records of a SAQ queue's waits in Redis, and the Lua scripts that change them.
 
-A wait is a chain of SAQ jobs, its links. Besides SAQ's own records, Redis holds, under
-`jobpoll:<queue name>:`:
+Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
-- `wait:<job id>`, a hash: `step`, the number of the live link, while the job is waited for
-  (with `timeout`, the wait's, if it has one, and `held`, a worker's setup error met at its
-  last poll); once it is over, `result`, the outcome as JSON, and `delivered` once the outcome
-  function returned (kept `outcome_ttl` seconds).
-- `pause`, shared by every worker: `until` (epoch seconds), `gen` (pauses begun) and `streak`
-  (throttled answers in a row): the fleet's pause, by `fleet_pause`.
-- `delivered`, a count of the outcomes; `over`, the channel announcing them; `suspects` and
-  `mending`, the mending of links SAQ lost (`Links.mend`).
+- `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
+  `timeout`, the wait's; `held`, a worker's setup error met at its last poll); then `result`,
+  the outcome as JSON, and `delivered` once the outcome function returned (kept `outcome_ttl`).
+- `pause`, the fleet's pause (`fleet_pause`): `until` (epoch seconds), `gen` (pauses begun),
+  `streak` (throttled answers in a row).
+- `delivered` (outcomes counted), `over` (the channel announcing them), `suspects` and
+  `mending` (`Links.mend`).
 
-Each hand-over, from a link to the next or to the outcome, is one script that checks `step`
-and writes SAQ's records the way `RedisQueue.enqueue` does (the job's JSON, its score in
-`incomplete`, and its key in `queued` when due now): a link run twice finds `step` moved on and
-does nothing, so a job id has one chain at a time and one outcome. The `saq` extra's version
-range is the one these scripts are tested with.
+Each hand-over is one script that checks `step` and writes the next SAQ job the way
+`RedisQueue.enqueue` does: a link run twice finds `step` moved on and does nothing, so a job id
+has one chain and one outcome. The `saq` extra's version range is the one they are tested with.
 """
 
 from __future__ import annotations
@@ -30,6 +25,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+import attrs
 from redis.asyncio.client import Pipeline
 from redis.commands.core import AsyncScript
 from saq import Job as SaqJob
@@ -44,16 +40,14 @@ logger = logging.getLogger("jobpoll")
 #: The name the poll step is registered under in a SAQ worker.
 POLL_FUNCTION = "jobpoll.poll"
 
-#: Seconds a link's SAQ record is kept once it ran. Not 0 (deleted at once): SAQ's sweep may
-#: take a link for stuck just as a worker picks it up (its status not yet "active"), have the
-#: worker abort it, and wait for its record to end before it retries it; with no record left it
-#: would give up, and a link aborted before its hand-over would end its chain. Kept a while,
-#: the link is retried, and a retry of a link already handed over does nothing.
+#: Seconds a link's SAQ record is kept once it ran, not 0: SAQ's sweep, taking a link for stuck
+#: as a worker picks it up, aborts it and waits for its record to end before it retries it; with
+#: no record left it would give up, and end the chain.
 _LINK_TTL = 10
 
-# The scripts that enqueue a SAQ job: KEYS are the wait's record, the job's key, SAQ's
-# `incomplete` set and `queued` list (then the script's own); ARGV the job's JSON ('': none,
-# an outcome kept for `result()` only) and its score (0: due now), then the script's own.
+# Ends the scripts that enqueue a SAQ job (`Links._enqueue`): KEYS[1:4] are the wait's record,
+# the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('': none) and
+# its score (0: due now).
 _ENQUEUE = """
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
@@ -134,27 +128,20 @@ def _link_key(job_id: str, step: int | str) -> str:
     return f"jobpoll:{job_id}:{step}"
 
 
+@attrs.define(slots=False, kw_only=True)
 class Links:
     """The records of one queue's waits in Redis, and the scripts that change them."""
 
-    def __init__(
-        self,
-        queue: RedisQueue,
-        *,
-        on_outcome: str | None,
-        poll_timeout: float,
-        outcome_ttl: float,
-        outcome_retries: int,
-        outcome_timeout: float,
-    ) -> None:
-        self.queue = queue
-        self.redis = redis = queue.redis
-        self._on_outcome = on_outcome
-        self._poll_timeout = poll_timeout
-        self._outcome_ttl = outcome_ttl
-        self._outcome_retries = outcome_retries
-        self._outcome_timeout = outcome_timeout
-        self.prefix = f"jobpoll:{queue.name}:"
+    queue: RedisQueue
+    on_outcome: str | None
+    poll_timeout: float
+    outcome_ttl: float
+    outcome_retries: int
+    outcome_timeout: float
+
+    def __attrs_post_init__(self) -> None:
+        self.redis = redis = self.queue.redis
+        self.prefix = f"jobpoll:{self.queue.name}:"
         self._pause_key = self.prefix + "pause"
         self._delivered_key = self.prefix + "delivered"
         #: The channel each outcome's job id (or held error's) is announced on.
@@ -233,7 +220,7 @@ class Links:
             function=POLL_FUNCTION,
             key=_link_key(job_id, step),
             kwargs=kwargs,
-            timeout=math.ceil(self._poll_timeout),
+            timeout=math.ceil(self.poll_timeout),
             # A link is retried by SAQ when its worker dies or Redis fails under it; a
             # link that finds itself superseded does nothing, so retries are harmless.
             retries=1000,
@@ -273,11 +260,11 @@ class Links:
         and enqueue it to the outcome function."""
         data = result_to_json(result, polls=polls)
         outcome = self.saq_job(
-            function=self._on_outcome or "",
+            function=self.on_outcome or "",
             key=f"jobpoll:outcome:{result.job_id}",
             kwargs={"result": data},
-            timeout=math.ceil(self._outcome_timeout),
-            retries=self._outcome_retries,
+            timeout=math.ceil(self.outcome_timeout),
+            retries=self.outcome_retries,
             ttl=600,
         )
         await self._enqueue(
@@ -286,10 +273,10 @@ class Links:
             outcome,
             step,
             json.dumps(data),
-            math.ceil(self._outcome_ttl),
+            math.ceil(self.outcome_ttl),
             result.job_id,
             keys=[self._delivered_key, self.channel],
-            enqueue=bool(self._on_outcome),
+            enqueue=bool(self.on_outcome),
         )
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
