@@ -1,9 +1,7 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link of a wait (`Link`) makes one poll by the rules (`_rules`), then hands the wait's
-checkpoint to the next link, due when the next poll is, or its outcome (`_saq_links` keeps the
-records): no worker sleeps through a wait, and a worker killed mid-way loses only the poll it
-was making.
+Each link (`Link`) makes one poll by the rules (`_rules`), then hands the wait's checkpoint to
+the next link, due when the next poll is, or its outcome (`_saq_links` keeps the records).
 """
 
 from __future__ import annotations
@@ -285,16 +283,7 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        link = Link(self._links, self.policy, client, job_id, step)
-        return await link.run(checkpoint, timeout)
-
-
-class _Over(Exception):
-    """The wait is over: its result, after `polls` polls."""
-
-    def __init__(self, result: JobResult, polls: int) -> None:
-        super().__init__(result.job_id)
-        self.result, self.polls = result, polls
+        return await Link(self._links, self.policy, client, job_id, step).run(checkpoint, timeout)
 
 
 @attrs.frozen
@@ -313,38 +302,24 @@ class Link:
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
     ) -> str:
         """Poll, and hand over; what it did (see `SaqWaits.poll`)."""
-        links, policy, job_id, step = self.links, self.policy, self.job_id, self.step
-        live, until, gen, streak = await links.begin(job_id, step)
+        live, until, gen, streak = await self.links.begin(self.job_id, self.step)
         if not live:
             return "superseded"
         now = time.time()
         if until > now:
             # Resume in a trickle rather than all at once: the first answers end the pause.
-            due = until + random.random() * min(until - now, policy.max_interval)
-            await links.hand_over(job_id, step, checkpoint, due, timeout)
+            due = until + random.random() * min(until - now, self.policy.max_interval)
+            await self.links.hand_over(self.job_id, self.step, checkpoint, due, timeout)
             return "paused"
-        try:
-            done, saved, due = await self._poll_once(checkpoint, timeout, gen, streak)
-        except _Over as over:
-            await links.deliver(over.result, step, over.polls)
-            return "over"
-        await links.hand_over(job_id, step, saved, due, timeout)
-        return done
+        return await self._poll(checkpoint, timeout, gen, streak)
 
-    async def _poll_once(
+    async def _poll(
         self,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         gen: int,
         streak: int,
-    ) -> tuple[str, dict[str, Any] | None, float]:
-        """One poll by the rules: what it did, the checkpoint to hand over, and when (epoch
-        seconds) the next link is due. Not made ("held") when this worker's setup is at
-        fault: the error is kept for the submitter, and the same checkpoint retried later.
-
-        Raises:
-            _Over: the wait is over (the job ended, or an error ended the wait).
-        """
+    ) -> str:
         job_id, clock = self.job_id, self.policy.clock
         state = JobState(job_id=job_id)
         delay: float | None
@@ -361,11 +336,7 @@ class Link:
                 job = await self.client.get_job(job_id, timeout=request_timeout)
             except JobPollError as exc:
                 if exc.stops_all:
-                    logger.error(  # noqa: TRY400 - no traceback: the message says it all
-                        "job %s: not polled, this worker cannot poll: %s", job_id, exc
-                    )
-                    await self.links.held(job_id, self.step, exc)
-                    return "held", checkpoint, time.time() + self.policy.max_interval
+                    return await self._held(exc, checkpoint, timeout)
                 if exc.throttles:
                     await self._throttled(exc, gen, streak)
                 now = clock()
@@ -377,13 +348,33 @@ class Link:
                 _news, delay = rules.answered(state, job, now)
                 if delay is None:
                     error = JobFailedError(job) if job.failed else None
-                    raise _Over(JobResult(job_id, job, error), state.polls)
+                    return await self._over(JobResult(job_id, job, error), state.polls)
         except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            raise _Over(JobResult(job_id, state.job, exc), state.polls) from None
+            return await self._over(JobResult(job_id, state.job, exc), state.polls)
         state.next_poll_at = now + delay
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
-        return "polled", job_checkpoint(rules, state), time.time() + delay
+        saved = job_checkpoint(rules, state)
+        await self.links.hand_over(job_id, self.step, saved, time.time() + delay)
+        return "polled"
+
+    async def _over(self, result: JobResult, polls: int) -> str:
+        await self.links.deliver(result, self.step, polls)
+        return "over"
+
+    async def _held(
+        self,
+        error: JobPollError,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> str:
+        """Not polled: this worker's setup is at fault. The error is kept for the submitter,
+        and the wait handed over as it was, to be tried again later."""
+        logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
+        await self.links.held(self.job_id, self.step, error)
+        retry_at = time.time() + self.policy.max_interval
+        await self.links.hand_over(self.job_id, self.step, checkpoint, retry_at, timeout)
+        return "held"
 
     async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
         pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))

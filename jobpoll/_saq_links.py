@@ -169,8 +169,7 @@ class Links:
         client: Pipeline | None = None,
         enqueue: bool = True,
     ) -> Awaitable[Any]:
-        """Run one of the scripts that enqueue `job` (unless not `enqueue`) for the wait on
-        `job_id`, with its own `keys` and `args`."""
+        """Run a script that ends with `_ENQUEUE`, with its own `keys` and `args`."""
         queue = self.queue
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
@@ -180,8 +179,7 @@ class Links:
         )
 
     def saq_job(self, due: float = 0.0, **fields: Any) -> SaqJob:
-        """A SAQ job as `RedisQueue.enqueue` would store it, due at `due` (epoch seconds); its
-        `scheduled` is its score (0: due now)."""
+        """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled` is its score (0: due now)."""
         return SaqJob(
             queue=self.queue,
             retry_delay=1.0,
@@ -256,8 +254,8 @@ class Links:
         await self._enqueue(self._advance, job_id, following, step, step + 1)
 
     async def deliver(self, result: JobResult, step: int, polls: int) -> None:
-        """End the wait with its outcome, if `step` is live: keep it, announce it, count it,
-        and enqueue it to the outcome function."""
+        """End the wait with its outcome, if `step` is live: kept, announced, counted and
+        enqueued to `on_outcome`."""
         data = result_to_json(result, polls=polls)
         outcome = self.saq_job(
             function=self.on_outcome or "",
@@ -280,8 +278,7 @@ class Links:
         )
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
-        """Keep the setup error this link met in the wait's record, and announce it, for the
-        submitter's `results()` to raise."""
+        """Keep and announce the setup error this link met, for `results()` to raise."""
         held = {**result_to_json(JobResult(job_id, None, error)), "step": step}
         await self._hold(
             keys=[self.wait_key(job_id), self.channel], args=[step, json.dumps(held), job_id]
@@ -318,9 +315,8 @@ class Links:
         return bool(live), float(until), int(gen), int(streak)
 
     async def throttle(self, gen: int, until: float) -> bool:
-        """Pause every worker's polls until `until` (epoch seconds), unless a pause began
-        since the poll was sent (in pause `gen`): the rest of a storm's answers say nothing
-        new. Whether this one began."""
+        """Pause every worker's polls until `until` (epoch seconds), unless a pause began since
+        the poll was sent in pause `gen` (the storm's later answers say nothing new)."""
         return bool(await self._throttle(keys=[self._pause_key], args=[gen, until]))
 
     async def calm(self, gen: int) -> None:
@@ -328,8 +324,8 @@ class Links:
         await self._calm(keys=[self._pause_key], args=[gen])
 
     def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """The outcome function, not called again for a job once a call returned (SAQ may
-        run its job again)."""
+        """`function`, not called again for a job once a call returned (SAQ may run a job
+        again)."""
 
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
             record = self.wait_key(str(result["jobId"]))
@@ -350,8 +346,7 @@ class Links:
         return int(value or 0)
 
     async def mend(self) -> int:
-        """Enqueue again each wait's live link missing from SAQ's queue since the last call;
-        how many (see `SaqWaits.mend`)."""
+        """See `SaqWaits.mend`."""
         suspects_key = self.prefix + "suspects"
         raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
         before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
@@ -375,8 +370,7 @@ class Links:
         return mended
 
     async def _unqueued(self, keys: list[str]) -> list[tuple[str, str]]:
-        """Of these waits' records, the live ones' job id and step whose link is missing from
-        SAQ's `incomplete` set."""
+        """The job id and step of each live wait among `keys` whose link SAQ lost."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for key in keys:
                 pipe.hget(key, "step")
