@@ -42,8 +42,8 @@ class SaqWaits:
         result = await waits.result(job_id)             # from any process
         settings = waits.worker_settings(client=make_client, functions=[job_ended])
 
-    Build it alike in every process (same queue name, same `on_outcome`): they share nothing
-    but Redis. The README's "Scale out" section tells how a wait moves.
+    Build it alike in every process (same queue name, same `on_outcome`): they share only
+    Redis. The README's "Scale out" section tells how a wait moves.
 
     Args:
         queue: a SAQ queue on Redis (`saq.Queue.from_url("redis://...")`, a `RedisQueue`).
@@ -170,11 +170,8 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error met at the job's last poll (see `results()`).
         """
-        results = self.results([job_id])
-        try:
+        async with contextlib.aclosing(self.results([job_id])) as results:
             return await anext(results)
-        finally:
-            await results.aclose()
 
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
@@ -264,8 +261,10 @@ class SaqWaits:
                 f"on_outcome {self.on_outcome!r} is not among the worker's functions: every"
                 " worker of the queue may be handed an outcome, so each must have it"
             )
-        once = self._links.once
-        return [(name, once(f) if name == self.on_outcome else f) for name, f in named]
+        return [
+            (name, self._links.once(function) if name == self.on_outcome else function)
+            for name, function in named
+        ]
 
     async def poll(
         self,

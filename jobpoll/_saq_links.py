@@ -287,8 +287,6 @@ class Links:
     async def stored(self, job_ids: list[str]) -> tuple[dict[str, JobResult], JobPollError | None]:
         """The kept outcomes of `job_ids`, and a setup error met at the last poll of one of the
         others: one kept at a step not followed by a poll since (the step after it is live)."""
-        if not job_ids:
-            return {}, None
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hmget(self.wait_key(job_id), ["result", "step", "held"])
