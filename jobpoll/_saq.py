@@ -136,10 +136,8 @@ class SaqWaits:
         bound the wait with `asyncio.timeout(...)`.
 
         Raises:
-            JobPollError: an error of a worker's setup (`stops_all`: a refused key, a service
-                never reached) met at the last poll of one of these jobs, once the outcomes
-                already kept were yielded. The waits go on: once a worker has polled the job
-                again, awaiting again gets its outcome.
+            JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
+                reached) met at the last poll of one of these jobs; its wait goes on.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         async with self._links.redis.pubsub() as pubsub:
@@ -244,9 +242,8 @@ class SaqWaits:
                 logger.exception("mending the queue's waits failed")
 
     async def mend(self) -> int:
-        """Enqueue again each wait's live link missing from SAQ's queue since the last call
-        (SAQ's sweep, killed between taking a link out and putting it back, lost it); how many.
-        Workers call it every `mend_interval` seconds; call it yourself after an incident."""
+        """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
+        call); how many. Workers call it every `mend_interval` seconds."""
         return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
