@@ -46,8 +46,8 @@ POLL_FUNCTION = "jobpoll.poll"
 _LINK_TTL = 10
 
 # Ends the scripts that enqueue a SAQ job (`Links._enqueue`): KEYS[1:4] are the wait's record,
-# the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('': none) and
-# its score (0: due now).
+# the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
+# with no function: no `on_outcome`) and its score (0: due now).
 _ENQUEUE = """
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
@@ -167,14 +167,13 @@ class Links:
         *args: Any,
         keys: Sequence[str] = (),
         client: Pipeline | None = None,
-        enqueue: bool = True,
     ) -> Awaitable[Any]:
         """Run a script that ends with `_ENQUEUE`, with its own `keys` and `args`."""
         queue = self.queue
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
             keys=[self.wait_key(job_id), *saq_keys, *keys],
-            args=[queue.serialize(job) if enqueue else "", job.scheduled, *args],
+            args=[queue.serialize(job) if job.function else "", job.scheduled, *args],
             client=client,
         )
 
@@ -274,7 +273,6 @@ class Links:
             math.ceil(self.outcome_ttl),
             result.job_id,
             keys=[self._delivered_key, self.channel],
-            enqueue=bool(self.on_outcome),
         )
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
