@@ -1,63 +1,37 @@
-"""Waits that outlive their process: jobpoll on SAQ (an asyncio job queue on Redis).
+"""`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-A wait is a chain of queue jobs. Each link makes ONE poll, then hands the wait's checkpoint to
-the next link, scheduled for the moment the next poll is due; no worker sleeps through a wait,
-so one worker process serves many thousands of waits, and a worker killed mid-way loses only
-the poll it was making (SAQ's sweep runs that link again on another worker).
-
-What Redis holds, besides SAQ's own queue (all keys under `jobpoll:<queue name>:`):
-
-- `wait:<job id>`, a small hash: `step`, the number of the link that is live, while the job is
-  waited for (and `timeout`, the wait's, if it has one; `held`, the error of a worker's setup
-  met at its last poll, for `results()` to raise); `result`, the outcome as JSON, once it is
-  over, and `delivered` once the outcome function returned (kept `outcome_ttl` seconds).
-  The hand-over from one link to the next, and from the last link to the outcome, is one Lua
-  script that checks `step` and enqueues the next SAQ job in the same atomic step: a link run
-  twice (a sweep after a kill, a worker stuck past its timeout) finds `step` moved on and does
-  nothing, so a job id has one chain at a time and one outcome, however often it is submitted.
-- `pause`, a hash shared by every worker: `until` (epoch seconds), `gen` (pauses begun) and
-  `streak` (throttled answers in a row): the fleet's pause after a 429 or 503, by the same
-  rule as `wait_for_jobs` (`fleet_pause`).
-- `delivered`, a counter of outcomes handed to the user's function.
-- `suspects` and `mending`: the mending of waits whose next link SAQ lost (see `mend`).
-
-Each link carries the wait's checkpoint (as `JobWait.checkpoint()` writes it) in its SAQ kwargs,
-restores the job's state from it and polls by the rules `wait_for_job` follows (`_saq_poll`):
-the schedule goes on across links and workers as in one process. The scripts write SAQ's own
-records the way `RedisQueue.enqueue` does (the job's JSON, its entry in the `incomplete` sorted
-set, and in the `queued` list when due now); the version range of SAQ in the `saq` extra is the
-one they are tested with.
+Each link (`Link`) makes one poll by the rules (`_rules`), then hands the wait's checkpoint to
+the next link, due when the next poll is, or its outcome (`_saq_links` keeps the records).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import inspect
 import logging
 import random
+import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
 
+import attrs
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
+from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
 from jobpoll._config import check_positive
+from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._saq_links import POLL_FUNCTION, Links, load_result, result_to_json
-from jobpoll._saq_poll import Link
+from jobpoll._rules import Rules, fleet_pause
+from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._state import JobState
 from jobpoll._wait import check_timeout
 
-__all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
-
 logger = logging.getLogger("jobpoll")
-
-
-# --- the queue --------------------------------------------------------------------------------
 
 
 class SaqWaits:
@@ -68,27 +42,24 @@ class SaqWaits:
         result = await waits.result(job_id)             # from any process
         settings = waits.worker_settings(client=make_client, functions=[job_ended])
 
-    Build it alike in every process (same queue name, same `on_outcome`): submitters, awaiters
-    and workers share nothing but Redis.
+    Build it alike in every process (same queue name, same `on_outcome`): they share only
+    Redis. The README's "Scale out" section tells how a wait moves.
 
     Args:
         queue: a SAQ queue on Redis (`saq.Queue.from_url("redis://...")`, a `RedisQueue`).
-        on_outcome: the name of a SAQ function (registered in your workers) that each outcome
-            is enqueued to, once per job id, as `on_outcome(ctx, *, result: dict)`; read it with
-            `load_result(result)`. None: outcomes are only kept for `result()`.
-        policy: the schedule and the rules for errors of each wait; `PollPolicy()` when None.
-            Its `clock` and `sleep` must be the real ones: a wait moves between processes.
-        poll_timeout: seconds a link may run (SAQ's job `timeout`); a link of a dead worker is
-            run again by another once this has passed (and SAQ's sweep came by). Keep it above
-            the client's request timeout.
-        outcome_ttl: seconds an outcome is kept for `result()` after the job ended; for as
-            long, submitting the id again does nothing.
-        outcome_retries: SAQ's `retries` for the outcome function's job.
-        outcome_timeout: SAQ's `timeout` for the outcome function's job.
-        mend_interval: how often (seconds) one of the workers looks for waits whose next
-            link is missing from the queue (SAQ's sweep lost it: its worker was killed between
-            taking the link out of the queue and putting it back) and enqueues it again. A
-            wait is mended once it was seen so twice in a row.
+        on_outcome: the name of a SAQ function of your workers that each outcome is enqueued
+            to, once per job id, as `on_outcome(ctx, *, result: dict)` (read it with
+            `load_result(result)`); None: outcomes are only kept for `result()`.
+        policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
+            real `clock` and `sleep`: a wait moves between processes.
+        poll_timeout: seconds a link may run (SAQ's job `timeout`), after which SAQ's sweep
+            gives a dead worker's link to another; keep it above the client's request timeout.
+        outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
+            again does nothing.
+        outcome_retries, outcome_timeout: SAQ's `retries` and `timeout` for the outcome
+            function's job.
+        mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
+            `mend`).
     """
 
     def __init__(
@@ -125,7 +96,7 @@ class SaqWaits:
         self.outcome_timeout = outcome_timeout
         self.mend_interval = mend_interval
         self._links = Links(
-            queue,
+            queue=queue,
             on_outcome=on_outcome,
             poll_timeout=poll_timeout,
             outcome_ttl=outcome_ttl,
@@ -138,18 +109,14 @@ class SaqWaits:
     def __repr__(self) -> str:
         return f"<SaqWaits queue={self.queue.name!r} on_outcome={self.on_outcome!r}>"
 
-    # -- submitting and awaiting, from any process
-
     async def submit(
         self,
         job_ids: Iterable[str | UUID],
         *,
         timeout: float | None = None,  # noqa: ASYNC109 - the waits' deadline, not this call's
     ) -> list[bool]:
-        """Start waiting on jobs, in the workers; returns, per id, whether a wait started.
-
-        An id already waited for, or whose outcome is still kept (`outcome_ttl`), starts
-        nothing (False): one job id has one chain of polls at a time, whoever submits it.
+        """Start waiting on jobs, in the workers; per id, whether a wait started (not for an
+        id already waited for, or whose outcome is still kept, whoever submitted it).
 
         Args:
             job_ids: the jobs (`str` or `UUID`); each is checked before anything is sent.
@@ -165,21 +132,15 @@ class SaqWaits:
         return await self._links.submit([check_job_id(job_id) for job_id in job_ids], timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
-        """The outcome of each job, as each is over (from any process, submitted or not yet).
-
-        Waits as long as it takes: bound it with `asyncio.timeout(...)`.
+        """The outcome of each job, as each is over (from any process, submitted or not yet);
+        bound the wait with `asyncio.timeout(...)`.
 
         Raises:
-            JobPollError: an error of a worker's setup (`JobPollError.stops_all`: a refused
-                key, a service never reached) met at the last poll of one of these jobs that
-                are not over, once every outcome already kept was yielded. As in
-                `wait_for_jobs`, it stops the awaiting, not the waits: the worker logged it
-                and holds the wait, unpolled, trying again every `max_interval`; once a worker
-                polls it, the error is no longer raised, and awaiting again gets the outcome.
+            JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
+                reached) met at the last poll of one of these jobs; its wait goes on.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        pubsub = self._links.redis.pubsub()
-        try:
+        async with self._links.redis.pubsub() as pubsub:
             await pubsub.subscribe(self._links.channel)
             # At first, and now and then: all of them (a message may have been missed).
             looking_at = sorted(pending)
@@ -199,28 +160,20 @@ class SaqWaits:
                     data = message["data"]
                     job_id = data.decode() if isinstance(data, bytes) else str(data)
                     looking_at = [job_id] if job_id in pending else []
-        finally:
-            await pubsub.aclose()  # type: ignore[no-untyped-call]
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
         `asyncio.timeout(...)`.
 
         Raises:
-            JobPollError: the error of a worker's setup met at the job's last poll, as
-                `results()` raises it.
+            JobPollError: a worker's setup error met at the job's last poll (see `results()`).
         """
-        results = self.results([job_id])
-        try:
+        async with contextlib.aclosing(self.results([job_id])) as results:
             return await anext(results)
-        finally:
-            await results.aclose()
 
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
         return await self._links.delivered()
-
-    # -- the workers
 
     def worker_settings(
         self,
@@ -235,11 +188,11 @@ class SaqWaits:
         module-level `settings = waits.worker_settings(...)` for the `saq` command.
 
         Args:
-            client: makes the worker's `JobsClient` (called once, at the worker's startup, in
-                its event loop; closed at its shutdown).
+            client: makes the worker's `JobsClient` (at its startup, in its event loop; closed
+                at its shutdown).
             functions: your own SAQ functions, the `on_outcome` one among them.
-            startup, shutdown: your own hooks, run after (startup) and before (shutdown) the
-                client's opening and closing.
+            startup, shutdown: your own hooks, run after the client's opening and before its
+                closing.
             worker_options: any other `saq.Worker` option (`concurrency`, `timers`, ...).
         """
 
@@ -289,45 +242,26 @@ class SaqWaits:
                 logger.exception("mending the queue's waits failed")
 
     async def mend(self) -> int:
-        """Enqueue again each wait's live link that has been missing from SAQ's queue since the
-        last call (what a sweep cut short by a kill leaves); returns how many.
-
-        Workers call it every `mend_interval` seconds; call it yourself after an incident.
-        """
+        """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
+        call); how many. Workers call it every `mend_interval` seconds."""
         return await self._links.mend()
 
-    def _wrap_outcome(self, functions: Iterable[Any]) -> list[Any]:
-        """The user's functions, the outcome one wrapped so that a call that returned is not
-        made again for the same job (SAQ may run a job again: see `SaqWaits`)."""
-        wrapped: list[Any] = []
-        found = self.on_outcome is None
-        for entry in functions:
-            name, function = entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
-            if name == self.on_outcome:
-                found = True
-                wrapped.append((name, self._once(function)))
-            else:
-                wrapped.append(entry)
-        if not found:
+    def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
+        """The user's functions, named as SAQ names them, the outcome one called once per job
+        (`Links.once`)."""
+        named = [
+            entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
+            for entry in functions
+        ]
+        if self.on_outcome is not None and self.on_outcome not in dict(named):
             raise ValueError(
                 f"on_outcome {self.on_outcome!r} is not among the worker's functions: every"
                 " worker of the queue may be handed an outcome, so each must have it"
             )
-        return wrapped
-
-    def _once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
-            job_id = str(result["jobId"])
-            if await self._links.was_delivered(job_id):
-                logger.info("job %s: outcome already delivered, not again", job_id)
-                return None
-            value = function(ctx, result=result)
-            if inspect.isawaitable(value):
-                value = await value
-            await self._links.mark_delivered(job_id)
-            return value
-
-        return deliver_once
+        return [
+            (name, self._links.once(function) if name == self.on_outcome else function)
+            for name, function in named
+        ]
 
     async def poll(
         self,
@@ -345,5 +279,100 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        link = Link(self._links, self.policy, client, job_id, step)
-        return await link.run(checkpoint, timeout)
+        return await Link(self._links, self.policy, client, job_id, step).run(checkpoint, timeout)
+
+
+@attrs.frozen
+class Link:
+    """Link `step` of the wait on `job_id`, run by a worker with its `client`."""
+
+    links: Links
+    policy: PollPolicy
+    client: JobsClient
+    job_id: str
+    step: int
+
+    async def run(
+        self,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> str:
+        """Poll, and hand over; what it did (see `SaqWaits.poll`)."""
+        live, until, gen, streak = await self.links.begin(self.job_id, self.step)
+        if not live:
+            return "superseded"
+        now = time.time()
+        if until > now:
+            # Resume in a trickle rather than all at once: the first answers end the pause.
+            due = until + random.random() * min(until - now, self.policy.max_interval)
+            await self.links.hand_over(self.job_id, self.step, checkpoint, due, timeout)
+            return "paused"
+        return await self._poll(checkpoint, timeout, gen, streak)
+
+    async def _poll(
+        self,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+        gen: int,
+        streak: int,
+    ) -> str:
+        job_id, clock = self.job_id, self.policy.clock
+        state = JobState(job_id=job_id)
+        delay: float | None
+        try:
+            if checkpoint is None:
+                state.job_id = check_job_id(job_id)
+                check_timeout(timeout)
+                rules = Rules(self.policy, timeout)
+            else:
+                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
+            rules.begin(state, clock())
+            request_timeout = rules.send(state, clock())
+            try:
+                job = await self.client.get_job(job_id, timeout=request_timeout)
+            except JobPollError as exc:
+                if exc.stops_all:
+                    return await self._held(exc, checkpoint, timeout)
+                if exc.throttles:
+                    await self._throttled(exc, gen, streak)
+                now = clock()
+                delay = rules.failed(state, exc, now)
+            else:
+                if streak:
+                    await self.links.calm(gen)
+                now = clock()
+                _news, delay = rules.answered(state, job, now)
+                if delay is None:
+                    error = JobFailedError(job) if job.failed else None
+                    return await self._over(JobResult(job_id, job, error), state.polls)
+        except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
+            return await self._over(JobResult(job_id, state.job, exc), state.polls)
+        state.next_poll_at = now + delay
+        if rules.deadline is not None:  # the next link times out, not polls, once past it
+            delay = min(delay, rules.deadline - now)
+        saved = job_checkpoint(rules, state)
+        await self.links.hand_over(job_id, self.step, saved, time.time() + delay)
+        return "polled"
+
+    async def _over(self, result: JobResult, polls: int) -> str:
+        await self.links.deliver(result, self.step, polls)
+        return "over"
+
+    async def _held(
+        self,
+        error: JobPollError,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> str:
+        """Not polled: this worker's setup is at fault. The error is kept for the submitter,
+        and the wait handed over as it was, to be tried again later."""
+        logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
+        await self.links.held(self.job_id, self.step, error)
+        retry_at = time.time() + self.policy.max_interval
+        await self.links.hand_over(self.job_id, self.step, checkpoint, retry_at, timeout)
+        return "held"
+
+    async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
+        pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
+        if await self.links.throttle(gen, time.time() + pause):
+            logger.info("%s; every worker's polls pause for %.1f s", error, pause)

@@ -1,40 +1,114 @@
-"""`Links`: how the waits of one SAQ queue are kept in Redis (see `_saq` for what it holds).
+"""`Links`: the records of a SAQ queue's waits in Redis, and the Lua scripts that change them.
 
-A wait is a chain of SAQ jobs, its links; each hand-over from one link to the next, or to the
-outcome, is one Lua script (`_saq_scripts`) that checks the wait's record and writes SAQ's own
-records the way `RedisQueue.enqueue` does, in the same atomic step.
+Under `jobpoll:<queue name>:`, besides SAQ's own records:
+
+- `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
+  `timeout`, the wait's; `held`, a worker's setup error met at its last poll); then `result`,
+  the outcome as JSON, and `delivered` once the outcome function returned (kept `outcome_ttl`).
+- `pause`, the fleet's pause (`fleet_pause`): `until` (epoch seconds), `gen` (pauses begun),
+  `streak` (throttled answers in a row).
+- `delivered` (outcomes counted), `over` (the channel announcing them), `suspects` and
+  `mending` (`Links.mend`).
+
+Each hand-over is one script that checks `step` and writes the next SAQ job the way
+`RedisQueue.enqueue` does: a link run twice finds `step` moved on and does nothing, so a job id
+has one chain and one outcome. The `saq` extra's version range is the one they are tested with.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
+import attrs
+from redis.asyncio.client import Pipeline
+from redis.commands.core import AsyncScript
 from saq import Job as SaqJob
 from saq.job import Status
 from saq.queue.redis import RedisQueue
 
-from jobpoll import _saq_scripts as scripts
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
-
-__all__ = ["POLL_FUNCTION", "Links", "load_result", "result_to_json"]
 
 logger = logging.getLogger("jobpoll")
 
 #: The name the poll step is registered under in a SAQ worker.
 POLL_FUNCTION = "jobpoll.poll"
 
-#: Seconds a link's SAQ record is kept once it ran. Not 0 (deleted at once): SAQ's sweep may
-#: take a link for stuck just as a worker picks it up (its status not yet "active"), have the
-#: worker abort it, and wait for its record to end before it retries it; with no record left it
-#: would give up, and a link aborted before its hand-over would end its chain. Kept a while,
-#: the link is retried, and a retry of a link already handed over does nothing.
+#: Seconds a link's SAQ record is kept once it ran, not 0: SAQ's sweep, taking a link for stuck
+#: as a worker picks it up, aborts it and waits for its record to end before it retries it; with
+#: no record left it would give up, and end the chain.
 _LINK_TTL = 10
+
+# Ends the scripts that enqueue a SAQ job (`Links._enqueue`): KEYS[1:4] are the wait's record,
+# the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
+# with no function: no `on_outcome`) and its score (0: due now).
+_ENQUEUE = """
+if ARGV[1] ~= '' then
+  redis.call('SET', KEYS[2], ARGV[1])
+  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
+  if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
+end
+"""
+
+_SUBMIT = """
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('HSET', KEYS[1], 'step', 0)
+if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
+"""
+
+_ADVANCE = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+redis.call('HSET', KEYS[1], 'step', ARGV[4])
+"""
+
+_MEND = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 0 end
+"""
+
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+redis.call('HDEL', KEYS[1], 'step')
+redis.call('HSET', KEYS[1], 'result', ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[5])
+redis.call('INCR', KEYS[5])
+redis.call('PUBLISH', KEYS[6], ARGV[6])
+"""
+
+_BEGIN = """
+local live = redis.call('HGET', KEYS[1], 'step') == ARGV[1] and 1 or 0
+local pause = redis.call('HMGET', KEYS[2], 'until', 'gen', 'streak')
+return {live, pause[1] or '0', pause[2] or '0', pause[3] or '0'}
+"""
+
+_THROTTLE = """
+local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
+if gen ~= tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'until', ARGV[2], 'gen', gen + 1)
+redis.call('HINCRBY', KEYS[1], 'streak', 1)
+return 1
+"""
+
+_CALM = """
+if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then redis.call('HSET', KEYS[1], 'streak', 0) end
+"""
+
+_HOLD = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return 0 end
+redis.call('HSET', KEYS[1], 'held', ARGV[2])
+redis.call('PUBLISH', KEYS[2], ARGV[3])
+return 1
+"""
+
+_DELIVERED = """
+if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivered', 1) end
+"""
 
 
 def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, Any]:
@@ -50,51 +124,107 @@ def load_result(data: dict[str, Any]) -> JobResult:
     return JobResult.from_dict({key: data[key] for key in ("jobId", "job", "error")})
 
 
-async def _batches(keys: AsyncIterator[Any], size: int) -> AsyncIterator[list[Any]]:
-    batch: list[Any] = []
-    async for key in keys:
-        batch.append(key)
-        if len(batch) >= size:
-            yield batch
-            batch = []
-    if batch:
-        yield batch
+def _link_key(job_id: str, step: int | str) -> str:
+    return f"jobpoll:{job_id}:{step}"
 
 
+@attrs.define(slots=False, kw_only=True)
 class Links:
     """The records of one queue's waits in Redis, and the scripts that change them."""
 
-    def __init__(
-        self,
-        queue: RedisQueue,
-        *,
-        on_outcome: str | None,
-        poll_timeout: float,
-        outcome_ttl: float,
-        outcome_retries: int,
-        outcome_timeout: float,
-    ) -> None:
-        self.queue = queue
-        self.redis = redis = queue.redis
-        self._on_outcome = on_outcome
-        self._poll_timeout = poll_timeout
-        self._outcome_ttl = outcome_ttl
-        self._outcome_retries = outcome_retries
-        self._outcome_timeout = outcome_timeout
-        self.prefix = f"jobpoll:{queue.name}:"
+    queue: RedisQueue
+    on_outcome: str | None
+    poll_timeout: float
+    outcome_ttl: float
+    outcome_retries: int
+    outcome_timeout: float
+
+    def __attrs_post_init__(self) -> None:
+        self.redis = redis = self.queue.redis
+        self.prefix = f"jobpoll:{self.queue.name}:"
         self._pause_key = self.prefix + "pause"
         self._delivered_key = self.prefix + "delivered"
-        #: The channel each outcome's job id is announced on.
+        #: The channel each outcome's job id (or held error's) is announced on.
         self.channel = self.prefix + "over"
-        self._submit_script = redis.register_script(scripts.SUBMIT)
-        self._advance_script = redis.register_script(scripts.ADVANCE)
-        self._finish_script = redis.register_script(scripts.FINISH)
-        self._begin_script = redis.register_script(scripts.BEGIN)
-        self._throttle_script = redis.register_script(scripts.THROTTLE)
-        self._calm_script = redis.register_script(scripts.CALM)
-        self._delivered_script = redis.register_script(scripts.DELIVERED)
-        self._hold_script = redis.register_script(scripts.HOLD)
-        self._mend_script = redis.register_script(scripts.MEND)
+        self._submit = redis.register_script(_SUBMIT + _ENQUEUE + "return 1")
+        self._advance = redis.register_script(_ADVANCE + _ENQUEUE + "return 1")
+        self._mend = redis.register_script(_MEND + _ENQUEUE + "return 1")
+        self._finish = redis.register_script(_FINISH + _ENQUEUE + "return 1")
+        self._begin = redis.register_script(_BEGIN)
+        self._throttle = redis.register_script(_THROTTLE)
+        self._calm = redis.register_script(_CALM)
+        self._hold = redis.register_script(_HOLD)
+        self._delivered = redis.register_script(_DELIVERED)
+
+    def wait_key(self, job_id: str) -> str:
+        return f"{self.prefix}wait:{job_id}"
+
+    def _enqueue(
+        self,
+        script: AsyncScript,
+        job_id: str,
+        job: SaqJob,
+        *args: Any,
+        keys: Sequence[str] = (),
+        client: Pipeline | None = None,
+    ) -> Awaitable[Any]:
+        """Run a script that ends with `_ENQUEUE`, with its own `keys` and `args`."""
+        queue = self.queue
+        saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
+        return script(
+            keys=[self.wait_key(job_id), *saq_keys, *keys],
+            args=[queue.serialize(job) if job.function else "", job.scheduled, *args],
+            client=client,
+        )
+
+    def saq_job(self, due: float = 0.0, **fields: Any) -> SaqJob:
+        """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled` is its score (0: due now)."""
+        return SaqJob(
+            queue=self.queue,
+            retry_delay=1.0,
+            retry_backoff=60.0,
+            scheduled=0 if due <= time.time() else math.ceil(due),
+            queued=int(time.time() * 1000),
+            status=Status.QUEUED,
+            **fields,
+        )
+
+    def link(
+        self,
+        job_id: str,
+        step: int,
+        checkpoint: dict[str, Any] | None,
+        due: float = 0.0,
+        timeout: float | None = None,
+    ) -> SaqJob:
+        """Link `step` of the wait, with its checkpoint; without one (the first link, or one
+        starting over), with the wait's `timeout`. Its meta and progress are for SAQ's UI."""
+        kwargs: dict[str, Any] = {"job_id": job_id, "step": step, "checkpoint": checkpoint}
+        meta: dict[str, Any] = {"job_id": job_id, "step": step}
+        progress = 0.0
+        if checkpoint is None:
+            kwargs["timeout"] = timeout
+        else:
+            job = checkpoint.get("job")
+            if job is not None:
+                meta["status"] = job.get("status")
+                meta["progress"] = job.get("progress")
+                progress = (job.get("progress") or 0) / 100
+            for name in ("polls", "answers", "next_poll_at"):
+                meta[name] = checkpoint.get(name)
+        return self.saq_job(
+            due,
+            function=POLL_FUNCTION,
+            key=_link_key(job_id, step),
+            kwargs=kwargs,
+            timeout=math.ceil(self.poll_timeout),
+            # A link is retried by SAQ when its worker dies or Redis fails under it; a
+            # link that finds itself superseded does nothing, so retries are harmless.
+            retries=1000,
+            ttl=_LINK_TTL,
+            meta=meta,
+            progress=progress,
+        )
 
     async def submit(
         self,
@@ -104,90 +234,57 @@ class Links:
         """Start a wait on each id not waited for already; per id, whether one started."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                saq_job, score = self.link(job_id, 0, None, 0.0, timeout=timeout)
-                await self._submit_script(
-                    keys=[self.wait_key(job_id), *self.saq_keys(saq_job.key)],
-                    args=[self.queue.serialize(saq_job), score, "" if timeout is None else timeout],
-                    client=pipe,
-                )
+                first = self.link(job_id, 0, None, timeout=timeout)
+                wait_timeout = "" if timeout is None else timeout
+                await self._enqueue(self._submit, job_id, first, wait_timeout, client=pipe)
             started = await pipe.execute()
         return [bool(flag) for flag in started]
 
-    # -- keys
-
-    def wait_key(self, job_id: str) -> str:
-        return f"{self.prefix}wait:{job_id}"
-
-    def saq_keys(self, job_key: str) -> list[str]:
-        queue = self.queue
-        return [queue.job_id(job_key), queue.namespace("incomplete"), queue.namespace("queued")]
-
-    def saq_job(
+    async def hand_over(
         self,
-        function: str,
-        key: str,
-        kwargs: dict[str, Any],
-        *,
-        due: float = 0.0,
-        timeout: float,
-        retries: int,
-        ttl: int,
-        meta: dict[str, Any] | None = None,
-        progress: float = 0.0,
-    ) -> tuple[SaqJob, int]:
-        """A SAQ job as `RedisQueue.enqueue` would store it, and its score (0: due now)."""
-        scheduled = 0 if due <= time.time() else math.ceil(due)
-        job = SaqJob(
-            function=function,
-            kwargs=kwargs,
-            queue=self.queue,
-            key=key,
-            timeout=math.ceil(timeout),
-            retries=retries,
-            ttl=ttl,
-            retry_delay=1.0,
-            retry_backoff=60.0,
-            scheduled=scheduled,
-            meta=meta or {},
-            progress=progress,
-        )
-        job.queued = int(time.time() * 1000)
-        job.status = Status.QUEUED
-        return job, scheduled
+        job_id: str,
+        step: int,
+        checkpoint: dict[str, Any] | None,
+        due: float,
+        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+    ) -> None:
+        """Enqueue the link after `step`, due at `due` (epoch seconds), if `step` is live."""
+        following = self.link(job_id, step + 1, checkpoint, due, timeout)
+        await self._enqueue(self._advance, job_id, following, step, step + 1)
 
-    def link(
-        self, job_id: str, step: int, checkpoint: dict[str, Any] | None, due: float, **first: Any
-    ) -> tuple[SaqJob, int]:
-        meta: dict[str, Any] = {"job_id": job_id, "step": step}
-        progress = 0.0
-        if checkpoint is not None:
-            job = checkpoint.get("job")
-            if job is not None:
-                meta["status"] = job.get("status")
-                meta["progress"] = job.get("progress")
-                progress = (job.get("progress") or 0) / 100
-            meta["polls"] = checkpoint.get("polls")
-            meta["answers"] = checkpoint.get("answers")
-            meta["next_poll_at"] = checkpoint.get("next_poll_at")
-        return self.saq_job(
-            POLL_FUNCTION,
-            f"jobpoll:{job_id}:{step}",
-            {"job_id": job_id, "step": step, "checkpoint": checkpoint, **first},
-            due=due,
-            timeout=self._poll_timeout,
-            # A link is retried by SAQ when its worker dies or Redis fails under it; a
-            # link that finds itself superseded does nothing, so retries are harmless.
-            retries=1000,
-            ttl=_LINK_TTL,
-            meta=meta,
-            progress=progress,
+    async def deliver(self, result: JobResult, step: int, polls: int) -> None:
+        """End the wait with its outcome, if `step` is live: kept, announced, counted and
+        enqueued to `on_outcome`."""
+        data = result_to_json(result, polls=polls)
+        outcome = self.saq_job(
+            function=self.on_outcome or "",
+            key=f"jobpoll:outcome:{result.job_id}",
+            kwargs={"result": data},
+            timeout=math.ceil(self.outcome_timeout),
+            retries=self.outcome_retries,
+            ttl=600,
+        )
+        await self._enqueue(
+            self._finish,
+            result.job_id,
+            outcome,
+            step,
+            json.dumps(data),
+            math.ceil(self.outcome_ttl),
+            result.job_id,
+            keys=[self._delivered_key, self.channel],
+        )
+
+    async def held(self, job_id: str, step: int, error: JobPollError) -> None:
+        """Keep and announce the setup error this link met, for `results()` to raise."""
+        held = {**result_to_json(JobResult(job_id, None, error)), "step": step}
+        await self._hold(
+            keys=[self.wait_key(job_id), self.channel], args=[step, json.dumps(held), job_id]
         )
 
     async def stored(self, job_ids: list[str]) -> tuple[dict[str, JobResult], JobPollError | None]:
         """The kept outcomes of `job_ids`, and a setup error met at the last poll of one of the
         others: one kept at a step not followed by a poll since (the step after it is live)."""
-        if not job_ids:
-            return {}, None
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hmget(self.wait_key(job_id), ["result", "step", "held"])
@@ -205,63 +302,103 @@ class Links:
                     held.add_note(f"met by a worker polling job {job_id}; its wait goes on")
         return ended, held
 
+    async def begin(self, job_id: str, step: int) -> tuple[bool, float, int, int]:
+        """Whether link `step` of the job's wait is live, and the fleet's pause: until when
+        (epoch seconds), how many pauses began, how many throttled answers in a row."""
+        live, until, gen, streak = await self._begin(
+            keys=[self.wait_key(job_id), self._pause_key], args=[step]
+        )
+        return bool(live), float(until), int(gen), int(streak)
+
+    async def throttle(self, gen: int, until: float) -> bool:
+        """Pause every worker's polls until `until` (epoch seconds), unless a pause began since
+        the poll was sent in pause `gen` (the storm's later answers say nothing new)."""
+        return bool(await self._throttle(keys=[self._pause_key], args=[gen, until]))
+
+    async def calm(self, gen: int) -> None:
+        """An answer to a poll sent in pause `gen`: the throttled answers in a row end."""
+        await self._calm(keys=[self._pause_key], args=[gen])
+
+    def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        """`function`, not called again for a job once a call returned (SAQ may run a job
+        again)."""
+
+        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
+            record = self.wait_key(str(result["jobId"]))
+            if await cast("Awaitable[bytes | None]", self.redis.hget(record, "delivered")):
+                logger.info("job %s: outcome already delivered, not again", result["jobId"])
+                return None
+            value = function(ctx, result=result)
+            if inspect.isawaitable(value):
+                value = await value
+            await self._delivered(keys=[record])
+            return value
+
+        return deliver_once
+
+    async def delivered(self) -> int:
+        """How many outcomes have been handed to the outcome function (or stored), in all."""
+        value = await self.redis.get(self._delivered_key)
+        return int(value or 0)
+
     async def mend(self) -> int:
-        """Enqueue again each wait's live link missing from SAQ's queue since the last call;
-        how many (see `SaqWaits.mend`)."""
-        redis, queue = self.redis, self.queue
+        """See `SaqWaits.mend`."""
         suspects_key = self.prefix + "suspects"
-        before = {
-            key.decode(): value.decode()
-            for key, value in (await redis.hgetall(suspects_key)).items()  # type: ignore[misc]
-        }
-        incomplete = queue.namespace("incomplete")
-        prefix = self.prefix + "wait:"
+        raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
+        before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
         suspects: dict[str, str] = {}
         mended = 0
-        async for batch in _batches(redis.scan_iter(match=prefix + "*", count=1000), 500):
-            job_ids = [key.decode().removeprefix(prefix) for key in batch]
-            async with redis.pipeline(transaction=False) as pipe:
-                for key in batch:
-                    pipe.hget(key, "step")
-                steps = await pipe.execute()
-            live = [
-                (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
-            ]
-            async with redis.pipeline(transaction=False) as pipe:
-                for job_id, step in live:
-                    pipe.zscore(incomplete, queue.job_id(f"jobpoll:{job_id}:{step}"))
-                scores = await pipe.execute()
-            for (job_id, step), score in zip(live, scores, strict=True):
-                if score is not None:
-                    continue
+        cursor = 0
+        while True:
+            cursor, keys = await self.redis.scan(cursor, match=self.wait_key("*"), count=1000)
+            for job_id, step in await self._unqueued([key.decode() for key in keys]):
                 if before.get(job_id) == step:
                     mended += await self._mend_one(job_id, int(step))
                 else:
                     suspects[job_id] = step
-        async with redis.pipeline(transaction=True) as pipe:
+            if cursor == 0:
+                break
+        async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(suspects_key)
             if suspects:
                 pipe.hset(suspects_key, mapping=suspects)
             await pipe.execute()
         return mended
 
+    async def _unqueued(self, keys: list[str]) -> list[tuple[str, str]]:
+        """The job id and step of each live wait among `keys` whose link SAQ lost."""
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in keys:
+                pipe.hget(key, "step")
+            steps = await pipe.execute()
+        prefix = self.wait_key("")
+        live = [
+            (key.removeprefix(prefix), step.decode())
+            for key, step in zip(keys, steps, strict=True)
+            if step
+        ]
+        incomplete = self.queue.namespace("incomplete")
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for job_id, step in live:
+                pipe.zscore(incomplete, self.queue.job_id(_link_key(job_id, step)))
+            scores = await pipe.execute()
+        return [link for link, score in zip(live, scores, strict=True) if score is None]
+
     async def _mend_one(self, job_id: str, step: int) -> int:
-        link_key = f"jobpoll:{job_id}:{step}"
-        stored = self.queue.deserialize(await self.redis.get(self.queue.job_id(link_key)))
+        stored = self.queue.deserialize(
+            await self.redis.get(self.queue.job_id(_link_key(job_id, step)))
+        )
         if stored is not None and stored.kwargs:
             checkpoint = stored.kwargs.get("checkpoint")
             timeout = stored.kwargs.get("timeout")
         else:  # its record is gone too: the wait starts over, with its timeout
             checkpoint = None
-            raw = self.redis.hget(self.wait_key(job_id), "timeout")
-            value = await cast("Awaitable[bytes | None]", raw)
-            timeout = None if value is None else float(value)
-        first = {"timeout": timeout} if checkpoint is None else {}
-        saq_job, _ = self.link(job_id, step, checkpoint, 0.0, **first)
-        done = await self._mend_script(
-            keys=[self.wait_key(job_id), *self.saq_keys(link_key)],
-            args=[self.queue.serialize(saq_job), 0, step],
+            value = self.redis.hget(self.wait_key(job_id), "timeout")
+            timeout = await cast("Awaitable[bytes | None]", value)
+        live = self.link(
+            job_id, step, checkpoint, timeout=None if timeout is None else float(timeout)
         )
+        done = await self._enqueue(self._mend, job_id, live, step)
         if done:
             logger.warning(
                 "job %s: its next poll was lost from the queue; enqueued it again%s",
@@ -269,84 +406,3 @@ class Links:
                 "" if checkpoint is not None else " (from the start: its checkpoint was lost too)",
             )
         return int(done)
-
-    async def hand_over(
-        self,
-        job_id: str,
-        step: int,
-        checkpoint: dict[str, Any] | None,
-        due: float,
-        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
-    ) -> None:
-        first = {"timeout": timeout} if checkpoint is None else {}
-        saq_job, score = self.link(job_id, step + 1, checkpoint, due, **first)
-        await self._advance_script(
-            keys=[self.wait_key(job_id), *self.saq_keys(saq_job.key)],
-            args=[self.queue.serialize(saq_job), score, step, step + 1],
-        )
-
-    async def held(self, job_id: str, step: int, error: JobPollError) -> None:
-        """Keep the setup error this link met in the wait's record, and announce it, for the
-        submitter's `results()` to raise (see there)."""
-        held = {**result_to_json(JobResult(job_id, None, error)), "step": step}
-        await self._hold_script(
-            keys=[self.wait_key(job_id), self.channel], args=[step, json.dumps(held), job_id]
-        )
-
-    async def begin(self, job_id: str, step: int) -> tuple[bool, float, int, int]:
-        """Whether the link `step` of the job's wait is live, and the fleet's pause: until
-        when (epoch seconds), how many pauses began, how many throttled answers in a row."""
-        live, until, gen, streak = await self._begin_script(
-            keys=[self.wait_key(job_id), self._pause_key], args=[step]
-        )
-        return bool(live), float(until), int(gen), int(streak)
-
-    async def throttle(self, gen: int, until: float) -> bool:
-        """Pause every worker's polls until `until` (epoch seconds), if no pause began since
-        the poll was sent (`gen`); whether this one began."""
-        return bool(await self._throttle_script(keys=[self._pause_key], args=[gen, until]))
-
-    async def calm(self, gen: int) -> None:
-        """An answer to a poll sent in pause `gen`: the throttled answers in a row end."""
-        await self._calm_script(keys=[self._pause_key], args=[gen])
-
-    async def was_delivered(self, job_id: str) -> bool:
-        """Whether the outcome function already returned for the job."""
-        delivered = self.redis.hget(self.wait_key(job_id), "delivered")
-        return await cast("Awaitable[bytes | None]", delivered) is not None
-
-    async def mark_delivered(self, job_id: str) -> None:
-        await self._delivered_script(keys=[self.wait_key(job_id)])
-
-    async def delivered(self) -> int:
-        """How many outcomes have been handed to the outcome function (or stored), in all."""
-        value = await self.redis.get(self._delivered_key)
-        return int(value or 0)
-
-    async def deliver(self, result: JobResult, step: int, polls: int) -> None:
-        data = result_to_json(result, polls=polls)
-        saq_job, _ = self.saq_job(
-            self._on_outcome or "",
-            f"jobpoll:outcome:{result.job_id}",
-            {"result": data},
-            timeout=self._outcome_timeout,
-            retries=self._outcome_retries,
-            ttl=600,
-        )
-        keys = [
-            self.wait_key(result.job_id),
-            *self.saq_keys(saq_job.key),
-            self._delivered_key,
-            self.channel,
-        ]
-        await self._finish_script(
-            keys=keys,
-            args=[
-                self.queue.serialize(saq_job) if self._on_outcome else "",
-                0,
-                step,
-                json.dumps(data),
-                math.ceil(self._outcome_ttl),
-                result.job_id,
-            ],
-        )

@@ -23,7 +23,8 @@ def _missing_from_the_extra(error: BaseException | None) -> str | None:
 
 
 try:
-    from jobpoll._saq import POLL_FUNCTION, SaqWaits, load_result, result_to_json
+    from jobpoll._saq import SaqWaits
+    from jobpoll._saq_links import POLL_FUNCTION, load_result, result_to_json
 except Exception as exc:
     missing = _missing_from_the_extra(exc)
     if missing is None:
