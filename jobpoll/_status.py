@@ -24,8 +24,8 @@ async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as
     and return the status.
 
     Raises:
-        Failure: an error about the setup (a refused key, an API never reached); nothing
-            is shown then.
+        Failure: an error about the setup (a refused key, an API never reached), once each
+            job's line or row has said its error.
     """
     async with client:
         window = asyncio.Semaphore(client.pool_size)
@@ -38,13 +38,12 @@ async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as
                     return JobResult(job_id, None, exc)
 
         results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
-    code = status_code(results)
     if as_json:
         for result in results:
             out.write_json({"event": "status", **result.to_dict()})
     else:
         _status_table(results, out)
-    return code
+    return status_code(results)
 
 
 def status_code(results: Sequence[JobResult]) -> int:

@@ -411,6 +411,35 @@ async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -
     assert_one_error_line(ran, "jobpoll status: the API refused the key")
 
 
+@pytest.mark.parametrize(
+    ("variables", "refusal", "error_type"),
+    [
+        pytest.param({"CDQ_API_KEY": "wrong"}, None, "Unauthorized", id="401"),
+        pytest.param({}, HttpError(403), "Forbidden", id="403"),
+    ],
+)
+async def test_status_json_with_a_refused_key_has_a_line_per_id(
+    service: FakeJobsService,
+    variables: dict[str, str],
+    refusal: HttpError | None,
+    error_type: str,
+) -> None:
+    """`status --json` with a key the API refuses writes each id's line carrying the error,
+    as for any job it could not read, and exits with status 4 and one line on stderr."""
+    if refusal is not None:
+        service.inject(refusal, times=None)
+    ran = await run_jobpoll("status", "a", "b", "--json", env=env_of(service, **variables))
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "jobpoll status: the API refused the key")
+    lines = ran.lines()
+    assert [(line["event"], line["jobId"], line["job"]) for line in lines] == [
+        ("status", "a", None),
+        ("status", "b", None),
+    ]
+    assert {line["error"]["type"] for line in lines} == {error_type}
+    assert "wrong" not in ran.stdout
+
+
 async def test_heartbeat_while_nothing_changes(service: FakeJobsService) -> None:
     """A job that does not change gets heartbeat lines at the --heartbeat interval (read until
     the first after its one change, then interrupted); --quiet has none.
