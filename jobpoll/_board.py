@@ -1,10 +1,7 @@
 """What is known of each job of a `jobpoll wait`, and the totals its views show.
 
-A `Board` is updated from the fan-out's `on_update` and its results; a view reads it. Its
-cost per change is a few dictionary operations; a job's time left is read from its own
-schedule in the fan-out (no second model), once per refresh for a few jobs and once a second
-for many, so that thousands of jobs cost little beside their polls. Nothing here runs in
-another thread: the board is read from the event loop, between polls.
+A `Board` is updated from the fan-out's `on_update` and its results, and read by a view from
+the event loop, between polls; its cost per change is a few dictionary operations.
 """
 
 from __future__ import annotations
@@ -14,22 +11,13 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
+import attrs
+
 from jobpoll._errors import JobFailedError, WaitTimeout
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE
 from jobpoll._fanout import JobsWait
 from jobpoll._models import Job, JobResult
 from jobpoll._pace import QUEUED
-
-__all__ = [
-    "FAILED",
-    "QUEUED",
-    "SUCCEEDED",
-    "TIMED_OUT",
-    "UNREACHABLE",
-    "Board",
-    "Row",
-    "outcome_of",
-]
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -51,16 +39,14 @@ def outcome_of(result: JobResult) -> str:
     return FAILED
 
 
+@attrs.define
 class Row:
     """One job on the board."""
 
-    __slots__ = ("ended_at", "job", "job_id", "result")
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.job: Job | None = None
-        self.result: JobResult | None = None
-        self.ended_at: float | None = None
+    job_id: str
+    job: Job | None = None
+    result: JobResult | None = None
+    ended_at: float | None = None
 
 
 class Board:
@@ -118,13 +104,10 @@ class Board:
     def elapsed(self, now: float | None = None) -> float:
         return (self.clock() if now is None else now) - self.started
 
-    def _row(self, job: Job) -> Row | None:
-        # The client hands back the id as it was asked, whatever case the server wrote.
-        return self.rows.get(job.id)
-
     def changed(self, job: Job) -> Row | None:
         """Take in a snapshot from `on_update` (the first, a change, or the last)."""
-        row = self._row(job)
+        # The client hands back the id as it was asked, whatever case the server wrote.
+        row = self.rows.get(job.id)
         if row is None or row.ended_at is not None:
             return None
         now = self.clock()

@@ -1,18 +1,11 @@
 """The `jobpoll` command: wait on jobs from a terminal or a script.
 
-Arguments in click, the live view in rich (both in the `cli` extra, imported by the command
-line's modules only, so that `import jobpoll` needs neither). Each command returns its exit
-status (`jobpoll._exits`); `run` turns every error into one line on stderr (never a
-traceback, never the key) and the status the help lists.
-
-Each command owns its event loop (`CommandLoop`); Ctrl-C cancels the wait, which cancels the
-polls in flight and closes the client before the summary and the exit.
+Each command returns its exit status (`jobpoll._exits`) from its own event loop
+(`CommandLoop`); `run` turns every error into one line on stderr, never a traceback.
 """
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -21,13 +14,7 @@ import click
 from jobpoll._board import Board
 from jobpoll._connection import make_client
 from jobpoll._errors import ConfigurationError
-from jobpoll._exits import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Failure,
-    exit_status_help,
-)
+from jobpoll._exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, exit_status_help
 from jobpoll._fake_server import fake_server
 from jobpoll._id_input import read_ids
 from jobpoll._loop import CommandLoop
@@ -35,20 +22,15 @@ from jobpoll._options import (
     CONNECTION_OPTIONS,
     IDS_OPTIONS,
     names_failures,
-    seconds,
+    seconds_option,
     with_options,
 )
-from jobpoll._output import Output, configure_logging, interactive, make_console, say
+from jobpoll._output import configure_logging, say
 from jobpoll._policy import PollPolicy
 from jobpoll._status import show_status
 from jobpoll._version import __version__
-from jobpoll._view import JsonLines, LiveView, TerminalSummary, View
+from jobpoll._view import make_view
 from jobpoll._watch import wait_with_view
-
-__all__ = ["cli", "run"]
-
-
-# The group ---------------------------------------------------------------------------------
 
 
 @click.group(
@@ -94,9 +76,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# status ------------------------------------------------------------------------------------
-
-
 @cli.command(epilog=exit_status_help("status"))
 @with_options(IDS_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per job instead of a table.")
@@ -115,22 +94,12 @@ def status(
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
     loop = CommandLoop("jobpoll status")
-    out = Output(sys.stdout, on_failure=loop.fail)
-    return loop.run(lambda: show_status(client, job_ids, out, as_json=as_json))
+    return loop.run(lambda: show_status(client, job_ids, loop.out, as_json=as_json))
 
 
-# wait --------------------------------------------------------------------------------------
-
-
-#: The options of `jobpoll wait` beside the ids and the connection.
 _WAIT_OPTIONS = (
-    click.option(
-        "--timeout",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=None,
-        help="Stop waiting for jobs not ended after this many seconds (status 3).",
+    seconds_option(
+        "--timeout", None, "Stop waiting for jobs not ended after this many seconds (status 3)."
     ),
     click.option(
         "--fail-fast",
@@ -149,32 +118,20 @@ _WAIT_OPTIONS = (
         is_flag=True,
         help="JSON lines even at a terminal (the default off one).",
     ),
-    click.option(
+    seconds_option(
         "--heartbeat",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=30.0,
-        show_default=True,
-        help="With JSON lines, a heartbeat line after this many seconds without a line.",
+        30.0,
+        "With JSON lines, a heartbeat line after this many seconds without a line.",
     ),
-    click.option(
+    seconds_option(
         "--max-interval",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=30.0,
-        show_default=True,
-        help="The longest pause between two polls of a job whose progress tells nothing.",
+        30.0,
+        "The longest pause between two polls of a job whose progress tells nothing.",
     ),
-    click.option(
+    seconds_option(
         "--connect-grace",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=10.0,
-        show_default=True,
-        help="How long to retry while nothing answers at the base URL before giving up (status 4).",
+        10.0,
+        "How long to retry while nothing answers at the base URL before giving up (status 4).",
     ),
 )
 
@@ -219,17 +176,15 @@ def wait(
         raise Failure(str(exc)) from None
     jobs = "job" if len(job_ids) == 1 else "jobs"
     title = f"Waiting for {len(job_ids):,} {jobs} at {client.base_url}"
-
     loop = CommandLoop("jobpoll wait")
-    out = Output(sys.stdout, on_failure=loop.fail)
-
-    def view(board: Board) -> View:
-        return make_view(out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title)
-
+    board = Board(job_ids, clock=policy.clock)
+    view = make_view(
+        loop.out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title
+    )
     return loop.run(
         lambda: wait_with_view(
             client,
-            job_ids,
+            board,
             policy,
             view,
             timeout=timeout,
@@ -237,22 +192,6 @@ def wait(
             stopped_with=lambda: loop.stopped_with,
         )
     )
-
-
-def make_view(
-    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
-) -> View:
-    """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
-    the summary)."""
-    if as_json or not interactive(out):
-        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
-    console = make_console(out, terminal=True)
-    if quiet:
-        return TerminalSummary(board, console)
-    return LiveView(board, console, title=title)
-
-
-# demo --------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -277,13 +216,9 @@ def demo(speed: float, as_json: bool) -> int:
     from jobpoll._demo import run_demo
 
     loop = CommandLoop("jobpoll demo")
-    out = Output(sys.stdout, on_failure=loop.fail)
-
-    def view(board: Board, title: str) -> View:
-        return make_view(out, board, as_json=as_json, quiet=False, heartbeat=5.0, title=title)
-
-    waiter = functools.partial(wait_with_view, stopped_with=lambda: loop.stopped_with)
-    return loop.run(lambda: run_demo(speed, view, waiter, out))
+    return loop.run(
+        lambda: run_demo(speed, loop.out, as_json=as_json, stopped_with=lambda: loop.stopped_with)
+    )
 
 
 cli.add_command(fake_server)

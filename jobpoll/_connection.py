@@ -10,15 +10,12 @@ from jobpoll._client import API_KEY_ENV, DEFAULT_BASE_URL, JobsClient
 from jobpoll._errors import ConfigurationError
 from jobpoll._exits import Failure
 
-__all__ = ["make_client"]
-
 
 def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
     """The client the options and environment describe.
 
     Raises:
-        Failure: no key, a key or URL that cannot be used (status 2), said with where it
-            came from and never quoting the key.
+        Failure: no key, or a key or URL that cannot be used (status 2).
     """
     key, source = _api_key(api_key_file)
     try:
@@ -33,7 +30,6 @@ def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
 
 
 def _api_key(api_key_file: Path | None) -> tuple[str, str]:
-    """The key, and where it came from (the option or the environment variable)."""
     if api_key_file is None:
         key = os.environ.get(API_KEY_ENV)
         if key is None:

@@ -1,9 +1,5 @@
-"""The job ids a command is given: as arguments, in files, on standard input.
-
-Each id is checked as it is read (`check_job_id`), and where it came from is said only for
-one that is wrong (argument 3, line 7 of FILE): a file of a million ids costs the ids, not a
-description of each one's place.
-"""
+"""The job ids a command is given: as arguments, in files, on standard input, each checked
+as it is read; where it came from (argument 3, line 7 of FILE) is made only for a wrong one."""
 
 from __future__ import annotations
 
@@ -14,8 +10,6 @@ from pathlib import Path
 from jobpoll._errors import InvalidJobId
 from jobpoll._exits import Failure
 from jobpoll._ids import check_job_id
-
-__all__ = ["read_ids"]
 
 #: The argument that stands for standard input.
 STDIN = "-"
@@ -50,14 +44,9 @@ def _checked(job_id: str, where: str) -> str:
 
 
 def _ids_in(source: str) -> Iterator[str]:
-    """The ids of a file (`-`: standard input), one per line; blank lines and lines starting
-    with # are skipped, and spaces and tabs around an id.
-
-    Lines end at a line feed (a CRLF's carriage return is white space): not at the other
-    characters `str.splitlines` breaks at (\\v, \\f, \\x1c to \\x1e, \\x85, U+2028, U+2029),
-    which would make one wrong line into two ids, each waited for; such a line is one id,
-    refused for its control character.
-    """
+    """The ids of a file (`-`: standard input), one per line. Lines end at a line feed only:
+    `str.splitlines` would also break at \\v, \\f, \\x85, U+2028 and others, making one
+    wrong line into two ids each waited for, rather than one id refused."""
     name = "standard input" if source == STDIN else source
     text = _read_text(source, name)
     for number, line in enumerate(text.split("\n"), 1):

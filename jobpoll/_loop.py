@@ -1,23 +1,20 @@
 """A command's event loop, and how it stops.
 
-Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls in flight
-cancelled, the client closed, the summary written) before the command exits with 130 or
-143; a signal that comes once the coroutine has ended changes nothing, so the status is the
-one its summary said. An output that failed (a closed pipe, a full disk) stops the command
-the same way, and its status wins however the coroutine ends: what was written is not all
-there was to write.
+Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls cancelled, the
+client closed, the summary written) before the command exits with 130 or 143; a signal after
+the coroutine ended changes nothing. An output that failed (a closed pipe, a full disk) stops
+the command the same way, and its status wins however the coroutine ends.
 """
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from jobpoll._exits import EXIT_INTERRUPTED, EXIT_TERMINATED, Failure
-from jobpoll._output import say
-
-__all__ = ["CommandLoop"]
+from jobpoll._output import Output, say
 
 
 class CommandLoop:
@@ -30,6 +27,8 @@ class CommandLoop:
 
     def __init__(self, command: str) -> None:
         self.command = command
+        #: Standard output, whose failure stops the command.
+        self.out = Output(sys.stdout, on_failure=self.fail)
         self._failed: Failure | None = None  # the output failed
         self._interrupted: Failure | None = None  # a signal came before the end
         self._ended: int | None = None  # the coroutine's status, once it returned
@@ -42,8 +41,7 @@ class CommandLoop:
         return EXIT_INTERRUPTED if reason is None else reason.exit_code
 
     def fail(self, failure: Failure) -> None:
-        """The command cannot go on (its output failed): stop it, to exit with `failure`'s
-        status and line however it ends."""
+        """Stop the command, to exit with `failure`'s status and line however it ends."""
         if self._failed is None:
             self._failed = failure
             self._cancel()

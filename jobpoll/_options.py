@@ -1,5 +1,5 @@
-"""The options the commands share, each declared once (where the ids come from, how to reach
-the API, a number of seconds), and how a command's failures are named."""
+"""The options the commands share, each declared once, and how a command's failures are
+named."""
 
 from __future__ import annotations
 
@@ -13,14 +13,6 @@ import click
 
 from jobpoll._client import API_KEY_ENV, BASE_URL_ENV
 from jobpoll._exits import Failure
-
-__all__ = [
-    "CONNECTION_OPTIONS",
-    "IDS_OPTIONS",
-    "names_failures",
-    "seconds",
-    "with_options",
-]
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -36,15 +28,26 @@ def with_options(options: Sequence[Callable[[_F], _F]]) -> Callable[[_F], _F]:
     return decorate
 
 
-def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A click callback: a positive, finite number of seconds (click's `FloatRange` lets NaN
-    and infinity through)."""
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # click's `FloatRange` lets NaN and infinity through.
     if value is not None and not 0 < value < math.inf:
         raise click.BadParameter(f"{value!r} is not a positive number of seconds")
     return value
 
 
-#: The ids as arguments (`-`: standard input) and in files.
+def seconds_option(flag: str, default: float | None, help_text: str) -> Callable[[_F], _F]:
+    """An option taking a positive, finite number of seconds."""
+    return click.option(
+        flag,
+        type=float,
+        callback=_seconds,
+        metavar="SECONDS",
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
 IDS_OPTIONS = (
     click.argument("ids", nargs=-1, metavar="[ID]... | -"),
     click.option(
@@ -59,7 +62,6 @@ IDS_OPTIONS = (
     ),
 )
 
-#: --base-url, --api-key-file and --verbose, for the commands that talk to the API.
 CONNECTION_OPTIONS = (
     click.option(
         "--base-url",

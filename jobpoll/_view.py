@@ -1,10 +1,5 @@
-"""How `jobpoll wait` shows a wait: a live view at a terminal (rich), JSON lines elsewhere.
-
-Each view reads the wait's `Board`; the live view draws from the board's totals (and, for a
-few jobs, their rows), refreshed from the event loop between polls.
-
-Imported by the command line only: rich is not needed to use jobpoll as a library.
-"""
+"""How a wait is shown: a live view at a terminal (rich), JSON lines elsewhere, each reading
+the wait's `Board`, refreshed from the event loop between polls."""
 
 from __future__ import annotations
 
@@ -18,16 +13,7 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jobpoll._board import (
-    FAILED,
-    QUEUED,
-    SUCCEEDED,
-    TIMED_OUT,
-    UNREACHABLE,
-    Board,
-    Row,
-    outcome_of,
-)
+from jobpoll._board import FAILED, SUCCEEDED, TIMED_OUT, UNREACHABLE, Board, Row, outcome_of
 from jobpoll._errors import (
     ApiError,
     DecodeError,
@@ -39,16 +25,8 @@ from jobpoll._errors import (
     WaitTimeout,
 )
 from jobpoll._models import Job, JobResult, JobStatus
-from jobpoll._output import Output, plain
-
-__all__ = [
-    "JsonLines",
-    "LiveView",
-    "Summary",
-    "TerminalSummary",
-    "View",
-    "describe_error",
-]
+from jobpoll._output import Output, interactive, make_console, plain
+from jobpoll._pace import QUEUED
 
 
 @attrs.frozen
@@ -73,16 +51,23 @@ class View(Protocol):
     def stop(self, summary: Summary) -> None: ...
 
 
-# JSON lines --------------------------------------------------------------------------------
+def make_view(
+    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
+) -> View:
+    """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
+    the summary)."""
+    if as_json or not interactive(out):
+        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
+    console = make_console(out, terminal=True)
+    if quiet:
+        return TerminalSummary(board, console)
+    return LiveView(board, console, title=title)
 
 
 class JsonLines:
-    """One JSON object per line: a `change` for each snapshot, an `outcome` per job, a
-    `heartbeat` after `heartbeat` seconds without a line, and a `summary` last.
-
-    With `quiet`, only the outcomes and the summary. Each line is flushed as it is written,
-    so a reader (`jq`, a CI log) sees it at once.
-    """
+    """One JSON object per line, flushed as written: a `change` for each snapshot, an
+    `outcome` per job, a `heartbeat` after `heartbeat` seconds without a line, and a `summary`
+    last. With `quiet`, only the outcomes and the summary."""
 
     def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
         self._board = board
@@ -92,75 +77,58 @@ class JsonLines:
         self._last_line = board.started
         self.interval = min(1.0, max(0.05, heartbeat / 4))
 
-    def _write(self, line: dict[str, Any], now: float) -> None:
-        self._out.write_json(line)
+    def _write(self, event: str, fields: dict[str, Any]) -> None:
+        now = self._board.clock()
+        elapsed = round(self._board.elapsed(now), 3)
+        self._out.write_json({"event": event, "elapsed": elapsed, **fields})
         self._last_line = now
 
     def start(self) -> None:
         pass
 
     def changed(self, row: Row) -> None:
-        if self._quiet or row.job is None:
-            return
-        board = self._board
-        now = board.clock()
-        line = {
-            "event": "change",
-            "elapsed": round(board.elapsed(now), 3),
-            "jobId": row.job_id,
-            "job": row.job.to_dict(),
-        }
-        self._write(line, now)
+        if not self._quiet and row.job is not None:
+            self._write("change", {"jobId": row.job_id, "job": row.job.to_dict()})
 
     def ended(self, row: Row) -> None:
-        assert row.result is not None
-        board = self._board
-        now = board.clock()
-        line = {"event": "outcome", "elapsed": round(board.elapsed(now), 3)}
-        line.update(row.result.to_dict())
-        line["ok"] = row.result.ok
-        line["outcome"] = outcome_of(row.result)
-        self._write(line, now)
+        result = row.result
+        assert result is not None
+        self._write("outcome", {**result.to_dict(), "ok": result.ok, "outcome": outcome_of(result)})
 
     def tick(self) -> None:
         board = self._board
-        now = board.clock()
-        if self._quiet or now - self._last_line < self._heartbeat:
+        if self._quiet or board.clock() - self._last_line < self._heartbeat:
             return
-        line = {
-            "event": "heartbeat",
-            "elapsed": round(board.elapsed(now), 3),
-            "total": board.total,
-            "ended": board.ended,
-            "percent": round(board.percent, 1),
-            "polls": board.polls,
-            "inFlight": board.in_flight,
-        }
-        self._write(line, now)
+        self._write(
+            "heartbeat",
+            {
+                "total": board.total,
+                "ended": board.ended,
+                "percent": round(board.percent, 1),
+                "polls": board.polls,
+                "inFlight": board.in_flight,
+            },
+        )
 
     def stop(self, summary: Summary) -> None:
         board = self._board
-        now = board.clock()
         outcomes = board.outcomes
-        line = {
-            "event": "summary",
-            "elapsed": round(board.elapsed(now), 3),
-            "total": board.total,
-            "succeeded": outcomes[SUCCEEDED],
-            "failed": outcomes[FAILED],
-            "unreachable": outcomes[UNREACHABLE],
-            "timedOut": outcomes[TIMED_OUT],
-            "notEnded": board.total - board.ended,
-            "polls": board.polls,
-            "exitCode": summary.exit_code,
-            "interrupted": summary.interrupted,
-            "stoppedEarly": summary.stopped_early,
-            "error": summary.error,
-        }
-        self._write(line, now)
-
-
-# At a terminal ------------------------------------------------------------------------------
+        self._write(
+            "summary",
+            {
+                "total": board.total,
+                "succeeded": outcomes[SUCCEEDED],
+                "failed": outcomes[FAILED],
+                "unreachable": outcomes[UNREACHABLE],
+                "timedOut": outcomes[TIMED_OUT],
+                "notEnded": board.total - board.ended,
+                "polls": board.polls,
+                "exitCode": summary.exit_code,
+                "interrupted": summary.interrupted,
+                "stoppedEarly": summary.stopped_early,
+                "error": summary.error,
+            },
+        )
 
 
 def _clock_text(seconds: float) -> str:
@@ -176,7 +144,7 @@ def _left_text(left: float | None) -> str:
     return "~" + _clock_text(math.ceil(left))
 
 
-def _status_style(job: Job) -> str:
+def status_style(job: Job) -> str:
     status = job.status
     if status.succeeded:
         return "green"
@@ -406,7 +374,7 @@ class LiveView(TerminalSummary):
             recent.append(plain(f"{_clock_text(at - board.started)}  ", "dim"))
             recent.append(plain(f"{job_id:<{width}}  "))
             if isinstance(what, Job):
-                recent.append(plain(f"{what.raw_status} {what.progress}%", _status_style(what)))
+                recent.append(plain(f"{what.raw_status} {what.progress}%", status_style(what)))
             else:
                 recent.append(plain(_short_error(what), "red"))
             recent.append("\n")
@@ -421,7 +389,7 @@ def _status_of(row: Row) -> Text:
     if result is not None and not result.ok:
         return plain(_status_word(result), "red")
     if job is not None:
-        return plain(job.raw_status, _status_style(job))
+        return plain(job.raw_status, status_style(job))
     return plain("not seen yet", "dim")
 
 

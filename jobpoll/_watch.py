@@ -5,29 +5,27 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from jobpoll._board import SUCCEEDED, TIMED_OUT, Board, Row, outcome_of
+from jobpoll._board import SUCCEEDED, TIMED_OUT, Board, outcome_of
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
-from jobpoll._exits import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_UNREACHABLE, failure_for
+from jobpoll._exits import EXIT_FAILED, EXIT_INTERRUPTED, failure_for
 from jobpoll._fanout import JobsWait, wait_for_jobs
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._view import Summary, View
 
-__all__ = ["wait_with_view"]
-
 
 async def wait_with_view(
     client: JobsClient,
-    job_ids: list[str],
+    board: Board,
     policy: PollPolicy,
-    make_view: Callable[[Board], View],
+    view: View,
     *,
     timeout: float | None = None,  # noqa: ASYNC109 - the fan-out's own, per job
     fail_fast: bool = False,
     stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
 ) -> int:
-    """Wait for the jobs through `wait_for_jobs`, showing it; the exit status.
+    """Wait for the board's jobs through `wait_for_jobs`, showing it; the exit status.
 
     The summary is written last, once the client is closed, with the status this returns
     (or the failure it raises carries); a wait cancelled (Ctrl-C, or a `CommandLoop`'s stop)
@@ -36,11 +34,9 @@ async def wait_with_view(
     Raises:
         Failure: an error about the setup ended the wait (after the view's summary).
     """
-    board = Board(job_ids, clock=policy.clock)
-    view = make_view(board)
 
     def on_update(job: Job) -> None:
-        row: Row | None = board.changed(job)
+        row = board.changed(job)
         if row is not None:
             view.changed(row)
 
@@ -49,7 +45,7 @@ async def wait_with_view(
     try:
         async with client:
             fanout = wait_for_jobs(
-                client, job_ids, policy=policy, timeout=timeout, on_update=on_update
+                client, list(board.rows), policy=policy, timeout=timeout, on_update=on_update
             )
             board.fanout = fanout
             view.start()
@@ -59,9 +55,7 @@ async def wait_with_view(
         summary = Summary(stopped_with(), interrupted=True)
         raise
     except JobPollError as exc:
-        failure = failure_for(exc)
-        if failure.exit_code == EXIT_UNREACHABLE and board.exit_code() == EXIT_FAILED:
-            failure.exit_code = EXIT_FAILED  # a job known to have failed decides
+        failure = failure_for(exc, job_failed=board.exit_code() == EXIT_FAILED)
         summary = Summary(failure.exit_code, error=str(failure))
         raise failure from None
     finally:
@@ -74,8 +68,6 @@ async def wait_with_view(
 
 
 async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
-    """Hand each result to the board and the view, until the end (or the first failure, with
-    `fail_fast`); how the wait ended."""
     async with fanout:
         async for result in fanout:
             view.ended(board.ended_with(result))
