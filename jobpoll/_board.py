@@ -50,11 +50,8 @@ class Row:
 
 
 class Board:
-    """What is known of each job of a wait, and the totals the views show.
-
-    Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
-    through `JobsWait.time_left`), read at most once per `refresh_estimates`: the board keeps
-    no model of its own.
+    """What is known of each job of a wait, and the totals the views show. A job's time left
+    is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own.
 
     Args:
         job_ids: the distinct ids, in the order given.
@@ -110,28 +107,18 @@ class Board:
         row = self.rows.get(job.id)
         if row is None or row.ended_at is not None:
             return None
-        now = self.clock()
-        last = row.job
-        if last is None:
-            self.unseen -= 1
-        else:
-            self._progress -= last.progress
-            self.queued -= last.status in QUEUED
+        self._forget(row)
         self._progress += job.progress
         self.queued += job.status in QUEUED
         row.job = job
-        self.recent.append((now, row.job_id, job))
+        self.recent.append((self.clock(), row.job_id, job))
         return row
 
     def ended_with(self, result: JobResult) -> Row:
         """Take in a job's result."""
         row = self.rows[result.job_id]
         now = self.clock()
-        if row.job is not None:
-            self._progress -= row.job.progress
-            self.queued -= row.job.status in QUEUED
-        else:
-            self.unseen -= 1  # it no longer waits, seen or not
+        self._forget(row)
         if result.job is not None:
             row.job = result.job
         self._progress += 100
@@ -144,6 +131,14 @@ class Board:
             if not isinstance(result.error, JobFailedError):  # else its last change says it
                 self.recent.append((now, row.job_id, result))
         return row
+
+    def _forget(self, row: Row) -> None:
+        """Take a waiting job's last snapshot (or its being unseen) out of the totals."""
+        if row.job is None:
+            self.unseen -= 1
+        else:
+            self._progress -= row.job.progress
+            self.queued -= row.job.status in QUEUED
 
     def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
         """Read each waiting job's time left from the fan-out's schedules, unless it was read

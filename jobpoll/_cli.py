@@ -12,16 +12,16 @@ from pathlib import Path
 import click
 
 from jobpoll._board import Board
-from jobpoll._connection import make_client
 from jobpoll._errors import ConfigurationError
 from jobpoll._exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, exit_status_help
 from jobpoll._fake_server import fake_server
-from jobpoll._id_input import read_ids
 from jobpoll._loop import CommandLoop
 from jobpoll._options import (
     CONNECTION_OPTIONS,
     IDS_OPTIONS,
+    make_client,
     names_failures,
+    read_ids,
     seconds_option,
     with_options,
 )
@@ -93,7 +93,7 @@ def status(
     configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
-    loop = CommandLoop("jobpoll status")
+    loop = CommandLoop()
     return loop.run(lambda: show_status(client, job_ids, loop.out, as_json=as_json))
 
 
@@ -176,7 +176,7 @@ def wait(
         raise Failure(str(exc)) from None
     jobs = "job" if len(job_ids) == 1 else "jobs"
     title = f"Waiting for {len(job_ids):,} {jobs} at {client.base_url}"
-    loop = CommandLoop("jobpoll wait")
+    loop = CommandLoop()
     board = Board(job_ids, clock=policy.clock)
     view = make_view(
         loop.out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title
@@ -215,7 +215,7 @@ def demo(speed: float, as_json: bool) -> int:
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
     from jobpoll._demo import run_demo
 
-    loop = CommandLoop("jobpoll demo")
+    loop = CommandLoop()
     return loop.run(
         lambda: run_demo(speed, loop.out, as_json=as_json, stopped_with=lambda: loop.stopped_with)
     )

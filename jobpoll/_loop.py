@@ -14,19 +14,13 @@ import sys
 from collections.abc import Awaitable, Callable
 
 from jobpoll._exits import EXIT_INTERRUPTED, EXIT_TERMINATED, Failure
-from jobpoll._output import Output, say
+from jobpoll._output import Output
 
 
 class CommandLoop:
-    """Runs one command's coroutine in a new event loop (`asyncio.run`), and stops it cleanly.
+    """Runs one command's coroutine in a new event loop (`asyncio.run`), and stops it cleanly."""
 
-    Args:
-        command: the command's name, for the line said when it is stopped
-            (`jobpoll wait: interrupted`).
-    """
-
-    def __init__(self, command: str) -> None:
-        self.command = command
+    def __init__(self) -> None:
         #: Standard output, whose failure stops the command.
         self.out = Output(sys.stdout, on_failure=self.fail)
         self._failed: Failure | None = None  # the output failed
@@ -47,7 +41,11 @@ class CommandLoop:
             self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
-        """Run `main()` to its end, or until stopped; the command's status."""
+        """Run `main()` to its end, or until stopped; the command's status.
+
+        Raises:
+            Failure: the command was stopped (its line says why, or nothing for a closed pipe).
+        """
         try:
             asyncio.run(self._guarded(main))
         except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first
@@ -56,12 +54,10 @@ class CommandLoop:
             if self._failed is None and self._interrupted is None:
                 raise
         reason = self._failed or (self._interrupted if self._ended is None else None)
-        if reason is None:
-            assert self._ended is not None
-            return self._ended
-        if str(reason):
-            say(f"{self.command}: {reason}")
-        return reason.exit_code
+        if reason is not None:
+            raise reason
+        assert self._ended is not None
+        return self._ended
 
     def _interrupt(self, reason: Failure) -> None:
         if self._interrupted is None and self._ended is None:

@@ -4,7 +4,7 @@ the wait's `Board`, refreshed from the event loop between polls."""
 from __future__ import annotations
 
 import math
-from typing import Any, Protocol
+from typing import Any
 
 import attrs
 from rich.console import Console, Group, RenderableType
@@ -39,10 +39,11 @@ class Summary:
     error: str | None = None  # an error about the setup, which ended the wait
 
 
-class View(Protocol):
-    """What the command tells a view; `interval` is how often it wants `tick()`."""
+class View:
+    """What the command tells a view, each doing nothing unless the view says otherwise;
+    `interval` is how often it wants `tick()`."""
 
-    interval: float
+    interval = 1.0
 
     def start(self) -> None: ...
     def changed(self, row: Row) -> None: ...
@@ -64,7 +65,7 @@ def make_view(
     return LiveView(board, console, title=title)
 
 
-class JsonLines:
+class JsonLines(View):
     """One JSON object per line, flushed as written: a `change` for each snapshot, an
     `outcome` per job, a `heartbeat` after `heartbeat` seconds without a line, and a `summary`
     last. With `quiet`, only the outcomes and the summary."""
@@ -82,9 +83,6 @@ class JsonLines:
         elapsed = round(self._board.elapsed(now), 3)
         self._out.write_json({"event": event, "elapsed": elapsed, **fields})
         self._last_line = now
-
-    def start(self) -> None:
-        pass
 
     def changed(self, row: Row) -> None:
         if not self._quiet and row.job is not None:
@@ -187,11 +185,9 @@ def describe_error(error: JobPollError) -> str:
     return type(error).__name__
 
 
-class TerminalSummary:
+class TerminalSummary(View):
     """The lines after a wait at a terminal: the totals, then the jobs that did not succeed
     (up to `shown`; the JSON lines list every one)."""
-
-    interval = 1.0
 
     def __init__(self, board: Board, console: Console, *, shown: int = 10) -> None:
         self._board = board
@@ -229,18 +225,6 @@ class TerminalSummary:
         if not more:
             return [table]
         return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
-
-    def start(self) -> None:
-        pass
-
-    def changed(self, row: Row) -> None:
-        pass
-
-    def ended(self, row: Row) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
 
     def stop(self, summary: Summary) -> None:
         self._console.print(self.render(summary))

@@ -658,7 +658,7 @@ def test_a_large_ids_file_costs_about_its_ids(tmp_path: Path) -> None:
     import tracemalloc
     import uuid
 
-    from jobpoll._id_input import read_ids
+    from jobpoll._options import read_ids
 
     ids = [str(uuid.UUID(int=n)) for n in range(50_000)]
     path = tmp_path / "ids.txt"
