@@ -37,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         )
         sys.exit(EXIT_USAGE)
     try:
-        _give_back_ctrl_c()
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the command's own
         status = run(argv)
     except KeyboardInterrupt:  # between the command's own handling of Ctrl-C and the exit
         status = _interrupted()
@@ -52,11 +53,6 @@ def _interrupted() -> int:
 
 def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoReturn:
     raise SystemExit(_interrupted())
-
-
-def _give_back_ctrl_c() -> None:
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def _open_closed_outputs() -> None:

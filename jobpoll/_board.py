@@ -1,8 +1,6 @@
-"""What is known of each job of a `jobpoll wait`, and the totals its views show.
-
-A `Board` is updated from the fan-out's `on_update` and its results, and read by a view from
-the event loop, between polls; its cost per change is a few dictionary operations.
-"""
+"""What is known of each job of a `jobpoll wait`, and the totals its views show: updated from
+the fan-out's `on_update` and results, read by a view between polls, a few dictionary
+operations per change."""
 
 from __future__ import annotations
 
@@ -50,14 +48,8 @@ class Row:
 
 
 class Board:
-    """What is known of each job of a wait, and the totals the views show. A job's time left
-    is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own.
-
-    Args:
-        job_ids: the distinct ids, in the order given.
-        clock: the wait's clock (its policy's).
-        recent: how many recent changes to keep.
-    """
+    """The jobs of a wait (distinct ids, in the order given) on the wait's clock. A job's time
+    left is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own."""
 
     def __init__(
         self,

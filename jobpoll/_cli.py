@@ -97,48 +97,36 @@ def status(
     return loop.run(lambda: show_status(client, job_ids, loop.out, as_json=as_json))
 
 
-_WAIT_OPTIONS = (
-    seconds_option(
-        "--timeout", None, "Stop waiting for jobs not ended after this many seconds (status 3)."
-    ),
-    click.option(
-        "--fail-fast",
-        is_flag=True,
-        help="Stop at the first job that ends unsuccessfully (status 1).",
-    ),
-    click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        help="No progress: only the outcomes (JSON lines), or at a terminal only the summary.",
-    ),
-    click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="JSON lines even at a terminal (the default off one).",
-    ),
-    seconds_option(
-        "--heartbeat",
-        30.0,
-        "With JSON lines, a heartbeat line after this many seconds without a line.",
-    ),
-    seconds_option(
-        "--max-interval",
-        30.0,
-        "The longest pause between two polls of a job whose progress tells nothing.",
-    ),
-    seconds_option(
-        "--connect-grace",
-        10.0,
-        "How long to retry while nothing answers at the base URL before giving up (status 4).",
-    ),
-)
-
-
 @cli.command(epilog=exit_status_help())
 @with_options(IDS_OPTIONS)
-@with_options(_WAIT_OPTIONS)
+@seconds_option(
+    "--timeout", None, "Stop waiting for jobs not ended after this many seconds (status 3)."
+)
+@click.option(
+    "--fail-fast", is_flag=True, help="Stop at the first job that ends unsuccessfully (status 1)."
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress: only the outcomes (JSON lines), or at a terminal only the summary.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON lines even at a terminal (the default off one)."
+)
+@seconds_option(
+    "--heartbeat", 30.0, "With JSON lines, a heartbeat line after this many seconds without a line."
+)
+@seconds_option(
+    "--max-interval",
+    30.0,
+    "The longest pause between two polls of a job whose progress tells nothing.",
+)
+@seconds_option(
+    "--connect-grace",
+    10.0,
+    "How long to retry while nothing answers at the base URL before giving up (status 4).",
+)
 @with_options(CONNECTION_OPTIONS)
 @names_failures
 def wait(

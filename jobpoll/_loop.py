@@ -41,11 +41,8 @@ class CommandLoop:
             self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
-        """Run `main()` to its end, or until stopped; the command's status.
-
-        Raises:
-            Failure: the command was stopped (its line says why, or nothing for a closed pipe).
-        """
+        """Run `main()` to its end, and return its status, or raise the `Failure` that
+        stopped it."""
         try:
             asyncio.run(self._guarded(main))
         except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first

@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, DEFAULT_BASE_URL, JobsClient
+from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient
+from jobpoll._config import check_api_key
 from jobpoll._errors import ConfigurationError, InvalidJobId
 from jobpoll._exits import Failure
 from jobpoll._ids import check_job_id
@@ -116,11 +117,8 @@ _BLANKS = " \t\r"
 
 
 def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
-    """The distinct ids from the arguments (`-`: standard input) and files, in that order.
-
-    Raises:
-        Failure: an id that is wrong, a file that cannot be read, or no id at all (status 2).
-    """
+    """The distinct ids from the arguments (`-`: standard input) and files, in that order;
+    a `Failure` for a wrong id, a file that cannot be read, or no id at all."""
     ids: list[str] = []
     for position, value in enumerate(arguments, 1):
         if value == STDIN:
@@ -146,35 +144,32 @@ def _ids_in(source: str) -> Iterator[str]:
     `str.splitlines` would also break at \\v, \\f, \\x85, U+2028 and others, making one
     wrong line into two ids each waited for, rather than one id refused."""
     name = "standard input" if source == STDIN else source
-    text = _read_text(source, name)
+    text = _read_text(source, f"cannot read ids from {name}")
     for number, line in enumerate(text.split("\n"), 1):
         stripped = line.strip(_BLANKS)
         if stripped and not stripped.startswith("#"):
             yield _checked(stripped, f"line {number} of {name}")
 
 
-def _read_text(source: str, name: str) -> str:
+def _read_text(source: str | Path, cannot: str) -> str:
+    """The UTF-8 text of a file (`-`: standard input); `cannot` starts the line of a failure."""
     if source == STDIN and sys.stdin is None:  # `<&-`: Python makes it None
-        raise Failure("cannot read ids from standard input (it is closed)")
+        raise Failure(f"{cannot} (it is closed)")
     try:
         raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
         return raw.decode("utf-8-sig")
     except OSError as exc:
-        raise Failure(f"cannot read ids from {name} ({exc.strerror or exc})") from None
+        raise Failure(f"{cannot} ({exc.strerror or exc})") from None
     except UnicodeDecodeError:
-        raise Failure(f"cannot read ids from {name}: not UTF-8 text") from None
+        raise Failure(f"{cannot}: not UTF-8 text") from None
 
 
 def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
-    """The client the options and environment describe.
-
-    Raises:
-        Failure: no key, or a key or URL that cannot be used (status 2).
-    """
+    """The client the options and environment describe; a `Failure` for a missing or
+    unusable key or URL."""
     key, source = _api_key(api_key_file)
     try:
-        # The client checks the key; one for the production URL can only refuse the key.
-        JobsClient(key, base_url=DEFAULT_BASE_URL)
+        check_api_key(key)
     except ConfigurationError as exc:
         raise Failure(f"{source}: {exc}") from None
     try:
@@ -190,12 +185,7 @@ def _api_key(api_key_file: Path | None) -> tuple[str, str]:
             raise Failure(f"no API key: set {API_KEY_ENV}, or pass --api-key-file FILE")
         return key, API_KEY_ENV
     source = f"--api-key-file {api_key_file}"
-    try:
-        text = api_key_file.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
-        raise Failure(f"{source}: cannot read it ({reason})") from None
-    lines = text.strip().splitlines()
+    lines = _read_text(api_key_file, f"{source}: cannot read it").strip().splitlines()
     if not lines:
         raise Failure(f"{source}: the file is empty")
     return lines[0].strip(), source

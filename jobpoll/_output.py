@@ -46,12 +46,9 @@ def plain(text: str, style: str = "") -> Text:
 
 
 class Output:
-    """A stream the command writes its output to, that no write makes raise.
-
-    A character the encoding lacks is written as its escape (`\\u00fc` in a JSON line, which
-    stays JSON; `\\xfc` in text). A write that fails ends the output: `failure` says how the
-    command ends (`write_failure`), `on_failure` is told once, later writes are dropped.
-    """
+    """A stream that no write makes raise: a character the encoding lacks is written as its
+    escape (`\\u00fc` in a JSON line, which stays JSON); a write that fails ends the output,
+    says how in `failure` and tells `on_failure` once, so that the command stops."""
 
     def __init__(
         self,

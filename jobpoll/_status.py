@@ -18,12 +18,10 @@ from jobpoll._wire import format_timestamp
 
 
 async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
-    """Poll each job once (as many at once as the client's pool takes), show the answers,
-    and return the status.
+    """Poll each job once, show the answers, and return the status.
 
     Raises:
-        Failure: an error about the setup (a refused key, an API never reached), once each
-            job's line or row has said its error.
+        Failure: an error about the setup (a refused key), once each job's line has said it.
     """
     async with client:
         window = asyncio.Semaphore(client.pool_size)
@@ -46,11 +44,7 @@ async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as
 
 def status_code(results: Sequence[JobResult]) -> int:
     """1 when a job has failed or could not be read, else 4 when the API kept failing for
-    one, else 0.
-
-    Raises:
-        Failure: an error about the setup ended the polls.
-    """
+    one, else 0; a `Failure` when an error about the setup ended the polls."""
     failed = any(_failed(result) for result in results)
     for result in results:
         if result.error is not None and result.error.stops_all:

@@ -369,11 +369,15 @@ class LiveView(TerminalSummary):
 def _status_of(row: Row) -> Text:
     """A job's status in its row: how it ended unsuccessfully, its last status, or that it
     has not been seen yet."""
-    job, result = row.job, row.result
-    if result is not None and not result.ok:
-        return plain(_status_word(result), "red")
-    if job is not None:
-        return plain(job.raw_status, status_style(job))
+    error = None if row.result is None else row.result.error
+    if isinstance(error, JobFailedError):
+        return plain(error.job.raw_status, "red")
+    if isinstance(error, WaitTimeout):
+        return plain("timed out", "red")
+    if error is not None:
+        return plain(type(error).__name__, "red")
+    if row.job is not None:
+        return plain(row.job.raw_status, status_style(row.job))
     return plain("not seen yet", "dim")
 
 
@@ -384,12 +388,3 @@ def _progress_of(row: Row) -> int:
     if result is not None and result.ok and (job is None or job.succeeded):
         return 100
     return progress
-
-
-def _status_word(result: JobResult) -> str:
-    error = result.error
-    if isinstance(error, JobFailedError):
-        return error.job.raw_status
-    if isinstance(error, WaitTimeout):
-        return "timed out"
-    return type(error).__name__

@@ -25,15 +25,9 @@ async def wait_with_view(
     fail_fast: bool = False,
     stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
 ) -> int:
-    """Wait for the board's jobs through `wait_for_jobs`, showing it; the exit status.
-
-    The summary is written last, once the client is closed, with the status this returns
-    (or the failure it raises carries); a wait cancelled (Ctrl-C, or a `CommandLoop`'s stop)
-    says `stopped_with()`.
-
-    Raises:
-        Failure: an error about the setup ended the wait (after the view's summary).
-    """
+    """Wait for the board's jobs, showing it; the exit status, or a `Failure` when an error
+    about the setup ended the wait. The summary is written last, once the client is closed,
+    with that status (`stopped_with()` for a wait cancelled)."""
 
     def on_update(job: Job) -> None:
         row = board.changed(job)
