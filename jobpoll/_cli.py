@@ -29,8 +29,7 @@ from jobpoll._output import configure_logging, say
 from jobpoll._policy import PollPolicy
 from jobpoll._status import show_status
 from jobpoll._version import __version__
-from jobpoll._view import make_view
-from jobpoll._watch import wait_with_view
+from jobpoll._view import make_view, wait_with_view
 
 
 @click.group(

@@ -51,14 +51,9 @@ class Output:
     says how in `failure` and tells `on_failure` once, so that the command stops."""
 
     def __init__(
-        self,
-        stream: IO[str],
-        *,
-        name: str = "standard output",
-        on_failure: Callable[[Failure], None] | None = None,
+        self, stream: IO[str], *, on_failure: Callable[[Failure], None] | None = None
     ) -> None:
         self._stream = stream
-        self._name = name
         self._on_failure = on_failure
         self.failure: Failure | None = None
 
@@ -102,7 +97,7 @@ class Output:
             self._failed(exc)
 
     def _failed(self, error: Exception) -> None:
-        self.failure = write_failure(error, self._stream, self._name)
+        self.failure = write_failure(error, self._stream)
         if self._on_failure is not None:
             self._on_failure(self.failure)
 

@@ -79,8 +79,7 @@ def _status_table(results: Sequence[JobResult], out: Output) -> None:
 def _status_row(result: JobResult) -> tuple[Text, ...]:
     job = result.job
     if job is None:
-        assert result.error is not None
-        return plain(result.job_id), plain(describe_error(result.error), "red")
+        return plain(result.job_id), plain(describe_error(result), "red")
     return (
         plain(result.job_id),
         plain(job.raw_status, status_style(job)),

@@ -1,9 +1,12 @@
-"""How a wait is shown: a live view at a terminal (rich), JSON lines elsewhere, each reading
-the wait's `Board`, refreshed from the event loop between polls."""
+"""How `jobpoll wait` runs a wait and shows it: the fan-out's changes and results taken in by
+a `Board`, and shown by a live view at a terminal (rich) or JSON lines elsewhere, refreshed
+from the event loop between polls."""
 
 from __future__ import annotations
 
+import asyncio
 import math
+from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -14,6 +17,7 @@ from rich.table import Table
 from rich.text import Text
 
 from jobpoll._board import FAILED, SUCCEEDED, TIMED_OUT, UNREACHABLE, Board, Row, outcome_of
+from jobpoll._client import JobsClient
 from jobpoll._errors import (
     ApiError,
     DecodeError,
@@ -24,9 +28,12 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
+from jobpoll._exits import EXIT_FAILED, EXIT_INTERRUPTED, failure_for
+from jobpoll._fanout import JobsWait, wait_for_jobs
 from jobpoll._models import Job, JobResult, JobStatus
 from jobpoll._output import Output, interactive, make_console, plain
 from jobpoll._pace import QUEUED
+from jobpoll._policy import PollPolicy
 
 
 @attrs.frozen
@@ -157,21 +164,15 @@ def status_style(job: Job) -> str:
     return "cyan"
 
 
-def _short_error(result: JobResult) -> str:
-    """A few words on how a job ended unsuccessfully (the JSON lines have the whole error)."""
-    error = result.error
-    job = result.job
+def describe_error(result: JobResult) -> str:
+    """How a job ended unsuccessfully (or could not be read) in a few words, without the job id
+    its error's message repeats: the JSON lines have the whole error."""
+    error, job = result.error, result.job
     if isinstance(error, JobFailedError):
         return f"{error.job.raw_status} at {error.job.progress}%"
     if isinstance(error, WaitTimeout):
         seen = f"last seen {job.raw_status} at {job.progress}%" if job else "never seen"
         return f"timed out, {seen}"
-    assert error is not None
-    return describe_error(error)
-
-
-def describe_error(error: JobPollError) -> str:
-    """An error in a few words, without the job id its message repeats."""
     if isinstance(error, NotFound):
         return "not found (HTTP 404)"
     if isinstance(error, ApiError):
@@ -220,7 +221,7 @@ class TerminalSummary(View):
         table.add_column(overflow="ellipsis", no_wrap=True)
         for row in shown:
             assert row.result is not None
-            table.add_row(plain(row.job_id, "red"), plain(_short_error(row.result)))
+            table.add_row(plain(row.job_id, "red"), plain(describe_error(row.result)))
         more = len(board.unsuccessful) - len(shown)
         if not more:
             return [table]
@@ -360,7 +361,7 @@ class LiveView(TerminalSummary):
             if isinstance(what, Job):
                 recent.append(plain(f"{what.raw_status} {what.progress}%", status_style(what)))
             else:
-                recent.append(plain(_short_error(what), "red"))
+                recent.append(plain(describe_error(what), "red"))
             recent.append("\n")
         recent.rstrip()
         return recent
@@ -388,3 +389,64 @@ def _progress_of(row: Row) -> int:
     if result is not None and result.ok and (job is None or job.succeeded):
         return 100
     return progress
+
+
+async def wait_with_view(
+    client: JobsClient,
+    board: Board,
+    policy: PollPolicy,
+    view: View,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - the fan-out's own, per job
+    fail_fast: bool = False,
+    stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
+) -> int:
+    """Wait for the board's jobs, showing it; the exit status, or a `Failure` when an error
+    about the setup ended the wait. The summary is written last, once the client is closed,
+    with that status (`stopped_with()` for a wait cancelled)."""
+
+    def on_update(job: Job) -> None:
+        row = board.changed(job)
+        if row is not None:
+            view.changed(row)
+
+    summary = Summary(EXIT_FAILED)  # until the wait says otherwise
+    ticker: asyncio.Task[None] | None = None
+    try:
+        async with client:
+            fanout = wait_for_jobs(
+                client, list(board.rows), policy=policy, timeout=timeout, on_update=on_update
+            )
+            board.fanout = fanout
+            view.start()
+            ticker = asyncio.create_task(_tick(view))
+            summary = await _watch(fanout, board, view, fail_fast=fail_fast)
+    except asyncio.CancelledError:
+        summary = Summary(stopped_with(), interrupted=True)
+        raise
+    except JobPollError as exc:
+        failure = failure_for(exc, job_failed=board.exit_code() == EXIT_FAILED)
+        summary = Summary(failure.exit_code, error=str(failure))
+        raise failure from None
+    finally:
+        # Nothing is awaited from here on, so that no signal can come between the summary
+        # and the end: the status the summary says is the command's.
+        if ticker is not None:
+            ticker.cancel()  # it ends at its next turn, without drawing again
+        view.stop(summary)
+    return summary.exit_code
+
+
+async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
+    async with fanout:
+        async for result in fanout:
+            view.ended(board.ended_with(result))
+            if fail_fast and outcome_of(result) not in (SUCCEEDED, TIMED_OUT):
+                return Summary(board.exit_code(), stopped_early=True)
+    return Summary(board.exit_code())
+
+
+async def _tick(view: View) -> None:
+    while True:
+        await asyncio.sleep(view.interval)
+        view.tick()
