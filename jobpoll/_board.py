@@ -5,7 +5,6 @@ operations per change."""
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -52,11 +51,7 @@ class Board:
     left is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own."""
 
     def __init__(
-        self,
-        job_ids: Sequence[str],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        recent: int = 12,
+        self, job_ids: Sequence[str], *, clock: Callable[[], float], recent: int = 12
     ) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
         self.clock = clock

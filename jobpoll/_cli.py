@@ -1,8 +1,5 @@
-"""The `jobpoll` command: wait on jobs from a terminal or a script.
-
-Each command returns its exit status (`jobpoll._exits`) from its own event loop
-(`CommandLoop`); `run` turns every error into one line on stderr, never a traceback.
-"""
+"""The `jobpoll` command: each command returns its exit status (`jobpoll._exits`), and `run`
+turns every error into one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
@@ -86,10 +83,8 @@ def status(
     as_json: bool,
     base_url: str | None,
     api_key_file: Path | None,
-    verbose: int,
 ) -> int:
     """Show each job's status now: one poll each, a table (or JSON lines)."""
-    configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
     loop = CommandLoop()
@@ -140,7 +135,6 @@ def wait(
     connect_grace: float,
     base_url: str | None,
     api_key_file: Path | None,
-    verbose: int,
 ) -> int:
     """Wait for jobs to end: ids as arguments, from files (-f), or from stdin (-).
 
@@ -150,7 +144,6 @@ def wait(
     (event "change") and per job's end (event "outcome"), a "heartbeat" line when nothing
     was written for --heartbeat seconds, and a "summary" line last.
     """
-    configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
     try:

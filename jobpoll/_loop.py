@@ -1,10 +1,7 @@
-"""A command's event loop, and how it stops.
-
-Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls cancelled, the
-client closed, the summary written) before the command exits with 130 or 143; a signal after
-the coroutine ended changes nothing. An output that failed (a closed pipe, a full disk) stops
-the command the same way, and its status wins however the coroutine ends.
-"""
+"""A command's event loop: Ctrl-C, SIGTERM and a failed output cancel the command's coroutine,
+which cleans up (the polls cancelled, the client closed, the summary written) before the
+command exits; a signal after the coroutine ended changes nothing, a failed output's status
+wins however it ends."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from jobpoll._config import check_api_key
 from jobpoll._errors import ConfigurationError, InvalidJobId
 from jobpoll._exits import Failure
 from jobpoll._ids import check_job_id
+from jobpoll._output import configure_logging
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -89,6 +90,8 @@ CONNECTION_OPTIONS = (
         "-v",
         "--verbose",
         count=True,
+        expose_value=False,
+        callback=lambda _ctx, _param, verbose: configure_logging(verbose),
         help="Log each failure ridden out on stderr (-v), and each poll (-vv).",
     ),
 )
