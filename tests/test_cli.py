@@ -183,6 +183,17 @@ async def test_unreachable_is_status_4() -> None:
     assert_one_error_line(ran, "jobpoll wait: cannot reach the API:", "nothing has answered")
 
 
+async def test_verbose_logs_the_failures_ridden_out() -> None:
+    """With -v, the failures ridden out are log lines on stderr, before the error line."""
+    with refusing_url() as url:
+        env = cli_environment(CDQ_API_KEY="k", CDQ_BASE_URL=url)
+        ran = await run_jobpoll("wait", "a", "--connect-grace", "0.3", "-v", *FAST, env=env)
+    assert ran.returncode == 4
+    *logged, last = ran.stderr.splitlines()
+    assert any(line.startswith("jobpoll: INFO: ") for line in logged), ran.stderr
+    assert last.startswith("jobpoll wait: cannot reach the API:")
+
+
 async def test_https_on_a_plain_port_is_status_4(service: FakeJobsService) -> None:
     """An https URL pointed at a plain-http port fails at the first poll, status 4."""
     url = service.base_url.replace("http://", "https://")
