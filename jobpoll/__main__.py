@@ -1,14 +1,9 @@
-"""`python -m jobpoll`, and the `jobpoll` console script: the command line.
-
-Its packages come with the `cli` extra (`pip install 'jobpoll[cli]'`); without them, this
-says so in one line rather than with a traceback.
+"""`python -m jobpoll`, and the `jobpoll` console script: the command line, or one line
+saying its `cli` extra is missing.
 
 Ctrl-C while the command line starts (its imports take a moment) ends it as Ctrl-C does
-later: `jobpoll: interrupted` and status 130, no traceback. The handler that says so is
-installed as this module is imported, before anything else of the command line's or the
-library's (the package `jobpoll`, imported first, loads none of its modules until a name is
-used), and the interpreter's own is given back just before the command runs, whose Ctrl-C is
-a clean stop.
+later, with `jobpoll: interrupted` and status 130: the handler that says so is installed as
+this module is imported, and the interpreter's given back just before the command runs.
 """
 
 from __future__ import annotations
@@ -42,7 +37,8 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
         )
         sys.exit(EXIT_USAGE)
     try:
-        _give_back_ctrl_c()
+        if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
+            signal.signal(signal.SIGINT, signal.default_int_handler)  # the command's own
         status = run(argv)
     except KeyboardInterrupt:  # between the command's own handling of Ctrl-C and the exit
         status = _interrupted()
@@ -50,7 +46,6 @@ def main(argv: Sequence[str] | None = None) -> NoReturn:
 
 
 def _interrupted() -> int:
-    """Say that Ctrl-C stopped the command line; its status."""
     with contextlib.suppress(OSError):  # no Python stream: one may be mid-write
         os.write(2, b"jobpoll: interrupted\n")
     return EXIT_INTERRUPTED
@@ -60,15 +55,9 @@ def _interrupted_while_starting(signum: int, frame: FrameType | None) -> NoRetur
     raise SystemExit(_interrupted())
 
 
-def _give_back_ctrl_c() -> None:
-    if signal.getsignal(signal.SIGINT) is _interrupted_while_starting:
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-
-
 def _open_closed_outputs() -> None:
-    """A closed standard output or error (`>&-`, which Python makes None) writes to
-    /dev/null: the command runs as it would with its output discarded, and its status says
-    how it ended. (A closed standard input is said to be closed when ids are read from it.)"""
+    """A closed standard output or error (`>&-`: Python makes it None) writes to /dev/null,
+    so the command runs as with its output discarded, its status saying how it ended."""
     for name in ("stdout", "stderr"):
         if getattr(sys, name) is None:
             setattr(sys, name, open(os.devnull, "w", encoding="utf-8"))  # noqa: SIM115

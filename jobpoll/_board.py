@@ -1,35 +1,20 @@
-"""What is known of each job of a `jobpoll wait`, and the totals its views show.
-
-A `Board` is updated from the fan-out's `on_update` and its results; a view reads it. Its
-cost per change is a few dictionary operations; a job's time left is read from its own
-schedule in the fan-out (no second model), once per refresh for a few jobs and once a second
-for many, so that thousands of jobs cost little beside their polls. Nothing here runs in
-another thread: the board is read from the event loop, between polls.
-"""
+"""What is known of each job of a `jobpoll wait`, and the totals its views show: updated from
+the fan-out's `on_update` and results, read by a view between polls, a few dictionary
+operations per change."""
 
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Sequence
+
+import attrs
 
 from jobpoll._errors import JobFailedError, WaitTimeout
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_TIMEOUT, EXIT_UNREACHABLE
 from jobpoll._fanout import JobsWait
 from jobpoll._models import Job, JobResult
 from jobpoll._pace import QUEUED
-
-__all__ = [
-    "FAILED",
-    "QUEUED",
-    "SUCCEEDED",
-    "TIMED_OUT",
-    "UNREACHABLE",
-    "Board",
-    "Row",
-    "outcome_of",
-]
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -51,37 +36,22 @@ def outcome_of(result: JobResult) -> str:
     return FAILED
 
 
+@attrs.define
 class Row:
     """One job on the board."""
 
-    __slots__ = ("ended_at", "job", "job_id", "result")
-
-    def __init__(self, job_id: str) -> None:
-        self.job_id = job_id
-        self.job: Job | None = None
-        self.result: JobResult | None = None
-        self.ended_at: float | None = None
+    job_id: str
+    job: Job | None = None
+    result: JobResult | None = None
+    ended_at: float | None = None
 
 
 class Board:
-    """What is known of each job of a wait, and the totals the views show.
-
-    Each job's time left is the one its own schedule in the fan-out measured (`Pace.time_left`
-    through `JobsWait.time_left`), read at most once per `refresh_estimates`: the board keeps
-    no model of its own.
-
-    Args:
-        job_ids: the distinct ids, in the order given.
-        clock: the wait's clock (its policy's).
-        recent: how many recent changes to keep.
-    """
+    """The jobs of a wait (distinct ids, in the order given) on the wait's clock. A job's time
+    left is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own."""
 
     def __init__(
-        self,
-        job_ids: Sequence[str],
-        *,
-        clock: Callable[[], float] = time.monotonic,
-        recent: int = 12,
+        self, job_ids: Sequence[str], *, clock: Callable[[], float], recent: int = 12
     ) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
         self.clock = clock
@@ -118,37 +88,24 @@ class Board:
     def elapsed(self, now: float | None = None) -> float:
         return (self.clock() if now is None else now) - self.started
 
-    def _row(self, job: Job) -> Row | None:
-        # The client hands back the id as it was asked, whatever case the server wrote.
-        return self.rows.get(job.id)
-
     def changed(self, job: Job) -> Row | None:
         """Take in a snapshot from `on_update` (the first, a change, or the last)."""
-        row = self._row(job)
+        # The client hands back the id as it was asked, whatever case the server wrote.
+        row = self.rows.get(job.id)
         if row is None or row.ended_at is not None:
             return None
-        now = self.clock()
-        last = row.job
-        if last is None:
-            self.unseen -= 1
-        else:
-            self._progress -= last.progress
-            self.queued -= last.status in QUEUED
+        self._forget(row)
         self._progress += job.progress
         self.queued += job.status in QUEUED
         row.job = job
-        self.recent.append((now, row.job_id, job))
+        self.recent.append((self.clock(), row.job_id, job))
         return row
 
     def ended_with(self, result: JobResult) -> Row:
         """Take in a job's result."""
         row = self.rows[result.job_id]
         now = self.clock()
-        if row.job is not None:
-            self._progress -= row.job.progress
-            self.queued -= row.job.status in QUEUED
-        else:
-            self.unseen -= 1  # it no longer waits, seen or not
+        self._forget(row)
         if result.job is not None:
             row.job = result.job
         self._progress += 100
@@ -161,6 +118,14 @@ class Board:
             if not isinstance(result.error, JobFailedError):  # else its last change says it
                 self.recent.append((now, row.job_id, result))
         return row
+
+    def _forget(self, row: Row) -> None:
+        """Take a waiting job's last snapshot (or its being unseen) out of the totals."""
+        if row.job is None:
+            self.unseen -= 1
+        else:
+            self._progress -= row.job.progress
+            self.queued -= row.job.status in QUEUED
 
     def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
         """Read each waiting job's time left from the fan-out's schedules, unless it was read

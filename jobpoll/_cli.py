@@ -1,54 +1,32 @@
-"""The `jobpoll` command: wait on jobs from a terminal or a script.
-
-Arguments in click, the live view in rich (both in the `cli` extra, imported by the command
-line's modules only, so that `import jobpoll` needs neither). Each command returns its exit
-status (`jobpoll._exits`); `run` turns every error into one line on stderr (never a
-traceback, never the key) and the status the help lists.
-
-Each command owns its event loop (`CommandLoop`); Ctrl-C cancels the wait, which cancels the
-polls in flight and closes the client before the summary and the exit.
-"""
+"""The `jobpoll` command: each command returns its exit status (`jobpoll._exits`), and `run`
+turns every error into one line on stderr, never a traceback."""
 
 from __future__ import annotations
 
-import functools
-import sys
 from collections.abc import Sequence
 from pathlib import Path
 
 import click
 
 from jobpoll._board import Board
-from jobpoll._connection import make_client
 from jobpoll._errors import ConfigurationError
-from jobpoll._exits import (
-    EXIT_INTERRUPTED,
-    EXIT_OK,
-    EXIT_USAGE,
-    Failure,
-    exit_status_help,
-)
+from jobpoll._exits import EXIT_INTERRUPTED, EXIT_OK, EXIT_USAGE, Failure, exit_status_help
 from jobpoll._fake_server import fake_server
-from jobpoll._id_input import read_ids
 from jobpoll._loop import CommandLoop
 from jobpoll._options import (
     CONNECTION_OPTIONS,
     IDS_OPTIONS,
+    make_client,
     names_failures,
-    seconds,
+    read_ids,
+    seconds_option,
     with_options,
 )
-from jobpoll._output import Output, configure_logging, interactive, make_console, say
+from jobpoll._output import configure_logging, say
 from jobpoll._policy import PollPolicy
 from jobpoll._status import show_status
 from jobpoll._version import __version__
-from jobpoll._view import JsonLines, LiveView, TerminalSummary, View
-from jobpoll._watch import wait_with_view
-
-__all__ = ["cli", "run"]
-
-
-# The group ---------------------------------------------------------------------------------
+from jobpoll._view import make_view, wait_with_view
 
 
 @click.group(
@@ -94,9 +72,6 @@ def _one_line(text: str) -> str:
     return " ".join(text.split())
 
 
-# status ------------------------------------------------------------------------------------
-
-
 @cli.command(epilog=exit_status_help("status"))
 @with_options(IDS_OPTIONS)
 @click.option("--json", "as_json", is_flag=True, help="One JSON line per job instead of a table.")
@@ -108,80 +83,44 @@ def status(
     as_json: bool,
     base_url: str | None,
     api_key_file: Path | None,
-    verbose: int,
 ) -> int:
     """Show each job's status now: one poll each, a table (or JSON lines)."""
-    configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
-    loop = CommandLoop("jobpoll status")
-    out = Output(sys.stdout, on_failure=loop.fail)
-    return loop.run(lambda: show_status(client, job_ids, out, as_json=as_json))
-
-
-# wait --------------------------------------------------------------------------------------
-
-
-#: The options of `jobpoll wait` beside the ids and the connection.
-_WAIT_OPTIONS = (
-    click.option(
-        "--timeout",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=None,
-        help="Stop waiting for jobs not ended after this many seconds (status 3).",
-    ),
-    click.option(
-        "--fail-fast",
-        is_flag=True,
-        help="Stop at the first job that ends unsuccessfully (status 1).",
-    ),
-    click.option(
-        "-q",
-        "--quiet",
-        is_flag=True,
-        help="No progress: only the outcomes (JSON lines), or at a terminal only the summary.",
-    ),
-    click.option(
-        "--json",
-        "as_json",
-        is_flag=True,
-        help="JSON lines even at a terminal (the default off one).",
-    ),
-    click.option(
-        "--heartbeat",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=30.0,
-        show_default=True,
-        help="With JSON lines, a heartbeat line after this many seconds without a line.",
-    ),
-    click.option(
-        "--max-interval",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=30.0,
-        show_default=True,
-        help="The longest pause between two polls of a job whose progress tells nothing.",
-    ),
-    click.option(
-        "--connect-grace",
-        type=float,
-        callback=seconds,
-        metavar="SECONDS",
-        default=10.0,
-        show_default=True,
-        help="How long to retry while nothing answers at the base URL before giving up (status 4).",
-    ),
-)
+    loop = CommandLoop()
+    return loop.run(lambda: show_status(client, job_ids, loop.out, as_json=as_json))
 
 
 @cli.command(epilog=exit_status_help())
 @with_options(IDS_OPTIONS)
-@with_options(_WAIT_OPTIONS)
+@seconds_option(
+    "--timeout", None, "Stop waiting for jobs not ended after this many seconds (status 3)."
+)
+@click.option(
+    "--fail-fast", is_flag=True, help="Stop at the first job that ends unsuccessfully (status 1)."
+)
+@click.option(
+    "-q",
+    "--quiet",
+    is_flag=True,
+    help="No progress: only the outcomes (JSON lines), or at a terminal only the summary.",
+)
+@click.option(
+    "--json", "as_json", is_flag=True, help="JSON lines even at a terminal (the default off one)."
+)
+@seconds_option(
+    "--heartbeat", 30.0, "With JSON lines, a heartbeat line after this many seconds without a line."
+)
+@seconds_option(
+    "--max-interval",
+    30.0,
+    "The longest pause between two polls of a job whose progress tells nothing.",
+)
+@seconds_option(
+    "--connect-grace",
+    10.0,
+    "How long to retry while nothing answers at the base URL before giving up (status 4).",
+)
 @with_options(CONNECTION_OPTIONS)
 @names_failures
 def wait(
@@ -196,7 +135,6 @@ def wait(
     connect_grace: float,
     base_url: str | None,
     api_key_file: Path | None,
-    verbose: int,
 ) -> int:
     """Wait for jobs to end: ids as arguments, from files (-f), or from stdin (-).
 
@@ -206,7 +144,6 @@ def wait(
     (event "change") and per job's end (event "outcome"), a "heartbeat" line when nothing
     was written for --heartbeat seconds, and a "summary" line last.
     """
-    configure_logging(verbose)
     job_ids = read_ids(ids, files)
     client = make_client(base_url, api_key_file)
     try:
@@ -219,17 +156,15 @@ def wait(
         raise Failure(str(exc)) from None
     jobs = "job" if len(job_ids) == 1 else "jobs"
     title = f"Waiting for {len(job_ids):,} {jobs} at {client.base_url}"
-
-    loop = CommandLoop("jobpoll wait")
-    out = Output(sys.stdout, on_failure=loop.fail)
-
-    def view(board: Board) -> View:
-        return make_view(out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title)
-
+    loop = CommandLoop()
+    board = Board(job_ids, clock=policy.clock)
+    view = make_view(
+        loop.out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title
+    )
     return loop.run(
         lambda: wait_with_view(
             client,
-            job_ids,
+            board,
             policy,
             view,
             timeout=timeout,
@@ -237,22 +172,6 @@ def wait(
             stopped_with=lambda: loop.stopped_with,
         )
     )
-
-
-def make_view(
-    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
-) -> View:
-    """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
-    the summary)."""
-    if as_json or not interactive(out):
-        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
-    console = make_console(out, terminal=True)
-    if quiet:
-        return TerminalSummary(board, console)
-    return LiveView(board, console, title=title)
-
-
-# demo --------------------------------------------------------------------------------------
 
 
 @cli.command()
@@ -276,14 +195,10 @@ def demo(speed: float, as_json: bool) -> int:
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
     from jobpoll._demo import run_demo
 
-    loop = CommandLoop("jobpoll demo")
-    out = Output(sys.stdout, on_failure=loop.fail)
-
-    def view(board: Board, title: str) -> View:
-        return make_view(out, board, as_json=as_json, quiet=False, heartbeat=5.0, title=title)
-
-    waiter = functools.partial(wait_with_view, stopped_with=lambda: loop.stopped_with)
-    return loop.run(lambda: run_demo(speed, view, waiter, out))
+    loop = CommandLoop()
+    return loop.run(
+        lambda: run_demo(speed, loop.out, as_json=as_json, stopped_with=lambda: loop.stopped_with)
+    )
 
 
 cli.add_command(fake_server)

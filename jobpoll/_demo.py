@@ -1,27 +1,20 @@
-"""`jobpoll demo`: a dozen jobs of an embedded fake service, waited for as `jobpoll wait` does.
-
-The jobs are scripted with the rules of `jobpoll fake-server` (so the demo also shows what
-the fake can play): different lengths and shapes of progress, one that fails, one that dies,
-one archived, one reporting its progress as a string as the service's own example does, and
-a burst of 503 answers with `Retry-After` that the wait rides out. The demo checks that each
-job ended as scripted and that the burst was met: its status is 0 when it ran as designed.
-"""
+"""`jobpoll demo`: a dozen jobs of an embedded fake service (scripted with the rules of
+`jobpoll fake-server`), waited for as `jobpoll wait` does, then a check that each ended as
+scripted and that the burst of 503s was ridden out."""
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from typing import Any
 
 from jobpoll._board import Board
 from jobpoll._client import JobsClient
 from jobpoll._output import Output, say
 from jobpoll._policy import PollPolicy
-from jobpoll._view import JsonLines, View
+from jobpoll._view import JsonLines, make_view, wait_with_view
 from jobpoll.testing._rules import Scenario
 from jobpoll.testing._scenario import build_scenario
 from jobpoll.testing._service import ScriptedService
-
-__all__ = ["DEMO_JOBS", "demo_scenario", "run_demo"]
 
 #: Each demo job: its id, its rule (seconds at speed 1), and whether it should succeed.
 DEMO_JOBS: list[tuple[str, dict[str, Any], bool]] = [
@@ -44,47 +37,30 @@ BURST_AT, BURST_TIMES, BURST_RETRY_AFTER = 3.0, 4, 0.5
 #: The most the demo may take, at any speed: it is designed to take about 15 s at speed 1.
 DEMO_TIMEOUT = 28.0
 
-Waiter = Callable[..., Awaitable[int]]
-
 
 async def run_demo(
-    speed: float, make_view: Callable[[Board, str], View], wait: Waiter, out: Output
+    speed: float, out: Output, *, as_json: bool, stopped_with: Callable[[], int]
 ) -> int:
-    """Run the demo `speed` times faster than designed; 0 when it ran as designed, else 1.
-
-    Args:
-        speed: how many times faster than at speed 1 (every time divided by it).
-        make_view: the view of the wait, given the board and a title.
-        wait: `jobpoll._watch.wait_with_view`, with the command loop's stop.
-        out: where the verdict goes, after the view.
-    """
-    scenario = demo_scenario(speed)
+    """Run the demo `speed` times faster than designed; 0 when it ran as designed, else 1."""
     policy = PollPolicy(initial=0.25 / speed, max_interval=1.0 / speed)
-    shown: list[tuple[Board, View]] = []
-    async with ScriptedService(scenario) as service:
+    board = Board([job_id for job_id, _, _ in DEMO_JOBS], clock=policy.clock)
+    async with ScriptedService(demo_scenario(speed)) as service:
         title = (
             f"jobpoll demo: {len(DEMO_JOBS)} jobs at {service.base_url}"
             f" ({BURST_TIMES} answers of 503 from {BURST_AT / speed:g} s)"
         )
-
-        def view(board: Board) -> View:
-            shown.append((board, make_view(board, title)))
-            return shown[-1][1]
-
+        view = make_view(out, board, as_json=as_json, quiet=False, heartbeat=5.0, title=title)
         client = JobsClient(service.api_key, base_url=service.base_url)
-        await wait(
-            client, [job_id for job_id, _, _ in DEMO_JOBS], policy, view, timeout=DEMO_TIMEOUT
+        await wait_with_view(
+            client, board, policy, view, timeout=DEMO_TIMEOUT, stopped_with=stopped_with
         )
         throttled = sum(1 for request in service.recent_requests if request.http_status == 503)
-    ((board, view_shown),) = shown
     wrong = [
         job_id
         for job_id, _, succeeds in DEMO_JOBS
         if (result := board.rows[job_id].result) is None or result.ok is not succeeds
     ]
-    return _verdict(
-        out, as_json=isinstance(view_shown, JsonLines), wrong=wrong, throttled=throttled
-    )
+    return _verdict(out, as_json=isinstance(view, JsonLines), wrong=wrong, throttled=throttled)
 
 
 def demo_scenario(speed: float) -> Scenario:
@@ -104,7 +80,6 @@ def demo_scenario(speed: float) -> Scenario:
 
 
 def _verdict(out: Output, *, as_json: bool, wrong: list[str], throttled: int) -> int:
-    """Say whether the demo ran as designed (a JSON line, or a sentence), and its status."""
     designed = not wrong and throttled > 0
     if as_json:
         out.write_json(

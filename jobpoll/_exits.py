@@ -1,9 +1,6 @@
-"""The exit statuses of the `jobpoll` command, and the failure that ends a command with one.
-
-Each status is declared once, with what it means for each command that can give it: the
-help of `jobpoll`, `wait` and `status` is made from `EXIT_STATUSES`, and the README's table
-is checked against it (`tests/test_readme.py`).
-"""
+"""The exit statuses of the `jobpoll` command, each declared once with what it means (the
+help and the README's table are made or checked from here), and the failure that ends a
+command with one."""
 
 from __future__ import annotations
 
@@ -21,22 +18,6 @@ from jobpoll._errors import (
     Unauthorized,
 )
 
-__all__ = [
-    "EXIT_CLOSED_OUTPUT",
-    "EXIT_FAILED",
-    "EXIT_INTERRUPTED",
-    "EXIT_OK",
-    "EXIT_STATUSES",
-    "EXIT_TERMINATED",
-    "EXIT_TIMEOUT",
-    "EXIT_UNREACHABLE",
-    "EXIT_USAGE",
-    "Failure",
-    "exit_status_help",
-    "failure_for",
-    "write_failure",
-]
-
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -48,56 +29,36 @@ EXIT_INTERRUPTED = 130
 EXIT_CLOSED_OUTPUT = 141
 EXIT_TERMINATED = 143
 
-#: Each status and what it means, for `wait` (and the whole command) and for `status`; a
-#: status `status` cannot give has no meaning there.
-EXIT_STATUSES: tuple[tuple[int, str, str | None], ...] = (
-    (
-        EXIT_OK,
-        "every job succeeded (FINISHED, or ARCHIVED)",
-        "every job was read, and none has failed",
-    ),
-    (
-        EXIT_FAILED,
-        "some job ended unsuccessfully (FAILED, DIED, COULDNT_START, CANCELED, not found,"
-        " stalled, a wrong answer)",
-        "some job has failed (FAILED, DIED, COULDNT_START, CANCELED), or could not be read"
-        " (not found, a wrong answer)",
-    ),
-    (
-        EXIT_USAGE,
-        "usage or configuration error: no key, a bad URL, a bad id",
-        "usage or configuration error: no key, a bad URL, a bad id",
-    ),
-    (EXIT_TIMEOUT, "the --timeout passed before every job ended", None),
-    (
-        EXIT_UNREACHABLE,
-        "the API refused the key, or could not be reached",
-        "the API refused the key, or could not be reached",
-    ),
-    (
-        EXIT_INTERRUPTED,
-        "interrupted (Ctrl-C), after a clean stop",
-        "interrupted (Ctrl-C), after a clean stop",
-    ),
-    (
-        EXIT_CLOSED_OUTPUT,
-        "the output was closed before the end (| head -1: the shell's status for SIGPIPE)",
-        "the output was closed before the end (| head -1: the shell's status for SIGPIPE)",
-    ),
-)
+#: Each status and what it means for `wait` (and the whole command).
+EXIT_STATUSES = {
+    EXIT_OK: "every job succeeded (FINISHED, or ARCHIVED)",
+    EXIT_FAILED: "some job ended unsuccessfully (FAILED, DIED, COULDNT_START, CANCELED,"
+    " not found, stalled, a wrong answer)",
+    EXIT_USAGE: "usage or configuration error: no key, a bad URL, a bad id",
+    EXIT_TIMEOUT: "the --timeout passed before every job ended",
+    EXIT_UNREACHABLE: "the API refused the key, or could not be reached",
+    EXIT_INTERRUPTED: "interrupted (Ctrl-C), after a clean stop",
+    EXIT_CLOSED_OUTPUT: "the output was closed before the end (| head -1: the shell's status"
+    " for SIGPIPE)",
+}
+#: What `status` means otherwise by a status (None: it cannot give it).
+STATUS_MEANINGS: dict[int, str | None] = {
+    EXIT_OK: "every job was read, and none has failed",
+    EXIT_FAILED: "some job has failed (FAILED, DIED, COULDNT_START, CANCELED), or could not"
+    " be read (not found, a wrong answer)",
+    EXIT_TIMEOUT: None,
+}
 
 
 def exit_status_help(command: str = "wait") -> str:
     """The exit statuses `command` ("wait" or "status") can give, as a help epilog (click
     keeps a paragraph starting with `\\b` as it is written)."""
     lines = ["\b", "Exit status:"]
-    for code, for_wait, for_status in EXIT_STATUSES:
-        meaning = for_status if command == "status" else for_wait
+    for code, for_wait in EXIT_STATUSES.items():
+        meaning = STATUS_MEANINGS.get(code, for_wait) if command == "status" else for_wait
         if meaning is not None:
-            lines.extend(
-                textwrap.wrap(
-                    meaning, width=70, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7
-                )
+            lines += textwrap.wrap(
+                meaning, width=70, initial_indent=f"  {code:<5}", subsequent_indent=" " * 7
             )
     return "\n".join(lines) + "\n"
 
@@ -111,15 +72,17 @@ class Failure(Exception):
         self.exit_code = exit_code
 
 
-def failure_for(error: JobPollError) -> Failure:
+def failure_for(error: JobPollError, *, job_failed: bool = False) -> Failure:
     """The failure for an error about the setup that ended a whole wait: a configuration
-    error is 2; a refused key or an API never reached, 4."""
+    error is 2; a refused key or an API never reached, 4, unless a job known to have failed
+    (`job_failed`) makes it 1."""
     if isinstance(error, ConfigurationError):
         return Failure(str(error), EXIT_USAGE)
+    unreachable = EXIT_FAILED if job_failed else EXIT_UNREACHABLE
     if isinstance(error, (Unauthorized, Forbidden)):
-        return Failure(f"the API refused the key: {error}", EXIT_UNREACHABLE)
+        return Failure(f"the API refused the key: {error}", unreachable)
     if isinstance(error, TransportError):
-        return Failure(f"cannot reach the API: {error}", EXIT_UNREACHABLE)
+        return Failure(f"cannot reach the API: {error}", unreachable)
     return Failure(str(error), EXIT_FAILED)
 
 

@@ -1,35 +1,25 @@
-"""A command's event loop, and how it stops.
-
-Ctrl-C and SIGTERM cancel the command's coroutine, which cleans up (the polls in flight
-cancelled, the client closed, the summary written) before the command exits with 130 or
-143; a signal that comes once the coroutine has ended changes nothing, so the status is the
-one its summary said. An output that failed (a closed pipe, a full disk) stops the command
-the same way, and its status wins however the coroutine ends: what was written is not all
-there was to write.
-"""
+"""A command's event loop: Ctrl-C, SIGTERM and a failed output cancel the command's coroutine,
+which cleans up (the polls cancelled, the client closed, the summary written) before the
+command exits; a signal after the coroutine ended changes nothing, a failed output's status
+wins however it ends."""
 
 from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 
 from jobpoll._exits import EXIT_INTERRUPTED, EXIT_TERMINATED, Failure
-from jobpoll._output import say
-
-__all__ = ["CommandLoop"]
+from jobpoll._output import Output
 
 
 class CommandLoop:
-    """Runs one command's coroutine in a new event loop (`asyncio.run`), and stops it cleanly.
+    """Runs one command's coroutine in a new event loop (`asyncio.run`), and stops it cleanly."""
 
-    Args:
-        command: the command's name, for the line said when it is stopped
-            (`jobpoll wait: interrupted`).
-    """
-
-    def __init__(self, command: str) -> None:
-        self.command = command
+    def __init__(self) -> None:
+        #: Standard output, whose failure stops the command.
+        self.out = Output(sys.stdout, on_failure=self.fail)
         self._failed: Failure | None = None  # the output failed
         self._interrupted: Failure | None = None  # a signal came before the end
         self._ended: int | None = None  # the coroutine's status, once it returned
@@ -42,14 +32,14 @@ class CommandLoop:
         return EXIT_INTERRUPTED if reason is None else reason.exit_code
 
     def fail(self, failure: Failure) -> None:
-        """The command cannot go on (its output failed): stop it, to exit with `failure`'s
-        status and line however it ends."""
+        """Stop the command, to exit with `failure`'s status and line however it ends."""
         if self._failed is None:
             self._failed = failure
             self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
-        """Run `main()` to its end, or until stopped; the command's status."""
+        """Run `main()` to its end, and return its status, or raise the `Failure` that
+        stopped it."""
         try:
             asyncio.run(self._guarded(main))
         except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first
@@ -58,12 +48,10 @@ class CommandLoop:
             if self._failed is None and self._interrupted is None:
                 raise
         reason = self._failed or (self._interrupted if self._ended is None else None)
-        if reason is None:
-            assert self._ended is not None
-            return self._ended
-        if str(reason):
-            say(f"{self.command}: {reason}")
-        return reason.exit_code
+        if reason is not None:
+            raise reason
+        assert self._ended is not None
+        return self._ended
 
     def _interrupt(self, reason: Failure) -> None:
         if self._interrupted is None and self._ended is None:

@@ -1,26 +1,26 @@
-"""The options the commands share, each declared once (where the ids come from, how to reach
-the API, a number of seconds), and how a command's failures are named."""
+"""What a command is given: the options the commands share, each declared once; the job ids
+(checked as read, where a wrong one came from said: argument 3, line 7 of FILE); the client
+the options and environment describe (a mistake said with where it came from, never quoting
+the key); and a command's failures named."""
 
 from __future__ import annotations
 
 import functools
 import math
-from collections.abc import Callable, Sequence
+import os
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from jobpoll._client import API_KEY_ENV, BASE_URL_ENV
+from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient
+from jobpoll._config import check_api_key
+from jobpoll._errors import ConfigurationError, InvalidJobId
 from jobpoll._exits import Failure
-
-__all__ = [
-    "CONNECTION_OPTIONS",
-    "IDS_OPTIONS",
-    "names_failures",
-    "seconds",
-    "with_options",
-]
+from jobpoll._ids import check_job_id
+from jobpoll._output import configure_logging
 
 _F = TypeVar("_F", bound=Callable[..., Any])
 
@@ -36,15 +36,26 @@ def with_options(options: Sequence[Callable[[_F], _F]]) -> Callable[[_F], _F]:
     return decorate
 
 
-def seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
-    """A click callback: a positive, finite number of seconds (click's `FloatRange` lets NaN
-    and infinity through)."""
+def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    # click's `FloatRange` lets NaN and infinity through.
     if value is not None and not 0 < value < math.inf:
         raise click.BadParameter(f"{value!r} is not a positive number of seconds")
     return value
 
 
-#: The ids as arguments (`-`: standard input) and in files.
+def seconds_option(flag: str, default: float | None, help_text: str) -> Callable[[_F], _F]:
+    """An option taking a positive, finite number of seconds."""
+    return click.option(
+        flag,
+        type=float,
+        callback=_seconds,
+        metavar="SECONDS",
+        default=default,
+        show_default=default is not None,
+        help=help_text,
+    )
+
+
 IDS_OPTIONS = (
     click.argument("ids", nargs=-1, metavar="[ID]... | -"),
     click.option(
@@ -59,7 +70,6 @@ IDS_OPTIONS = (
     ),
 )
 
-#: --base-url, --api-key-file and --verbose, for the commands that talk to the API.
 CONNECTION_OPTIONS = (
     click.option(
         "--base-url",
@@ -80,6 +90,8 @@ CONNECTION_OPTIONS = (
         "-v",
         "--verbose",
         count=True,
+        expose_value=False,
+        callback=lambda _ctx, _param, verbose: configure_logging(verbose),
         help="Log each failure ridden out on stderr (-v), and each poll (-vv).",
     ),
 )
@@ -99,3 +111,84 @@ def names_failures(command: Callable[..., int]) -> Callable[..., int]:
             raise Failure(f"{path}: {exc}", exc.exit_code) from None
 
     return named
+
+
+#: The argument that stands for standard input.
+STDIN = "-"
+#: What is taken away around an id in a file: spaces, tabs, and a CRLF's carriage return.
+_BLANKS = " \t\r"
+
+
+def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
+    """The distinct ids from the arguments (`-`: standard input) and files, in that order;
+    a `Failure` for a wrong id, a file that cannot be read, or no id at all."""
+    ids: list[str] = []
+    for position, value in enumerate(arguments, 1):
+        if value == STDIN:
+            ids.extend(_ids_in(STDIN))
+        else:
+            ids.append(_checked(value, f"argument {position}"))
+    for name in files:
+        ids.extend(_ids_in(name))
+    if not ids:
+        raise Failure("no job ids given: pass them as arguments, with -f FILE, or - for stdin")
+    return list(dict.fromkeys(ids))
+
+
+def _checked(job_id: str, where: str) -> str:
+    try:
+        return check_job_id(job_id)
+    except InvalidJobId as exc:
+        raise Failure(f"{where}: {exc}") from None
+
+
+def _ids_in(source: str) -> Iterator[str]:
+    """The ids of a file (`-`: standard input), one per line. Lines end at a line feed only:
+    `str.splitlines` would also break at \\v, \\f, \\x85, U+2028 and others, making one
+    wrong line into two ids each waited for, rather than one id refused."""
+    name = "standard input" if source == STDIN else source
+    text = _read_text(source, f"cannot read ids from {name}")
+    for number, line in enumerate(text.split("\n"), 1):
+        stripped = line.strip(_BLANKS)
+        if stripped and not stripped.startswith("#"):
+            yield _checked(stripped, f"line {number} of {name}")
+
+
+def _read_text(source: str | Path, cannot: str) -> str:
+    """The UTF-8 text of a file (`-`: standard input); `cannot` starts the line of a failure."""
+    if source == STDIN and sys.stdin is None:  # `<&-`: Python makes it None
+        raise Failure(f"{cannot} (it is closed)")
+    try:
+        raw = sys.stdin.buffer.read() if source == STDIN else Path(source).read_bytes()
+        return raw.decode("utf-8-sig")
+    except OSError as exc:
+        raise Failure(f"{cannot} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError:
+        raise Failure(f"{cannot}: not UTF-8 text") from None
+
+
+def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
+    """The client the options and environment describe; a `Failure` for a missing or
+    unusable key or URL."""
+    key, source = _api_key(api_key_file)
+    try:
+        check_api_key(key)
+    except ConfigurationError as exc:
+        raise Failure(f"{source}: {exc}") from None
+    try:
+        return JobsClient(key, base_url=base_url)
+    except ConfigurationError as exc:
+        raise Failure(f"--base-url: {exc}" if base_url is not None else str(exc)) from None
+
+
+def _api_key(api_key_file: Path | None) -> tuple[str, str]:
+    if api_key_file is None:
+        key = os.environ.get(API_KEY_ENV)
+        if key is None:
+            raise Failure(f"no API key: set {API_KEY_ENV}, or pass --api-key-file FILE")
+        return key, API_KEY_ENV
+    source = f"--api-key-file {api_key_file}"
+    lines = _read_text(api_key_file, f"{source}: cannot read it").strip().splitlines()
+    if not lines:
+        raise Failure(f"{source}: the file is empty")
+    return lines[0].strip(), source

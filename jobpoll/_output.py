@@ -1,18 +1,9 @@
 """Where the command writes, and how text reaches a terminal.
 
-Every string a server or a user controls (an id, the server's `user` and status, an error's
-message) reaches rich through `plain()`: a rich `Text`, never parsed as markup (`[/]`,
-`[bold red]`) or emoji codes (`:x:`), with control characters shown as escapes (`\\x1b`), so
-that no answer ends the command with a `MarkupError`, hides part of itself, or moves the
-cursor and recolours the terminal. The consoles `make_console` makes have markup, emoji and
-highlighting off too, so that a string that reached rich otherwise is still shown as it is.
-The lines on stderr (`say`, the log) go through `printable()` the same way.
-
-Standard output is written through an `Output`, which no stream can make raise: a closed
-pipe or a full disk stops the command cleanly, a character the encoding lacks is written as
-its escape.
-
-Imported by the command line only: rich is not needed to use jobpoll as a library.
+Every string a server or a user controls reaches rich through `plain()` (and stderr through
+`printable()`): never parsed as markup or emoji codes, control characters shown as escapes
+(`\\x1b`), so that no answer can end the command, hide part of itself or move the cursor.
+Standard output is written through an `Output`, which no stream can make raise.
 """
 
 from __future__ import annotations
@@ -32,16 +23,6 @@ from rich.text import Text
 
 from jobpoll._exits import Failure, write_failure
 
-__all__ = [
-    "Output",
-    "configure_logging",
-    "interactive",
-    "make_console",
-    "plain",
-    "printable",
-    "say",
-]
-
 logger = logging.getLogger("jobpoll")
 
 
@@ -56,11 +37,7 @@ _UNSAFE = re.compile(
 def printable(text: str) -> str:
     """`text` with each character a terminal must not be sent shown as its escape (`\\x1b`,
     `\\u2028`)."""
-    return _UNSAFE.sub(_escape, text)
-
-
-def _escape(match: re.Match[str]) -> str:
-    return match.group().encode("unicode_escape").decode("ascii")
+    return _UNSAFE.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
 def plain(text: str, style: str = "") -> Text:
@@ -69,27 +46,14 @@ def plain(text: str, style: str = "") -> Text:
 
 
 class Output:
-    """A stream the command writes its output to (standard output), that no write makes
-    raise.
-
-    A character the stream's encoding cannot write (a non-ASCII id under
-    `PYTHONIOENCODING=ascii`) is written as its escape: `\\u00fc` in a JSON line, which stays
-    JSON, `\\xfc` in text for people. A write that fails ends the output: `failure` says how
-    the command should end, `on_failure` is told once (the command loop then stops the
-    command, as for Ctrl-C), and every later write is dropped. A closed pipe (the reader went
-    away: `| head -1`) ends it with the shell's status for SIGPIPE, 141, and nothing to say;
-    any other error (a full disk) with status 1 and a line saying it (`write_failure`).
-    """
+    """A stream that no write makes raise: a character the encoding lacks is written as its
+    escape (`\\u00fc` in a JSON line, which stays JSON); a write that fails ends the output,
+    says how in `failure` and tells `on_failure` once, so that the command stops."""
 
     def __init__(
-        self,
-        stream: IO[str],
-        *,
-        name: str = "standard output",
-        on_failure: Callable[[Failure], None] | None = None,
+        self, stream: IO[str], *, on_failure: Callable[[Failure], None] | None = None
     ) -> None:
         self._stream = stream
-        self._name = name
         self._on_failure = on_failure
         self.failure: Failure | None = None
 
@@ -104,7 +68,6 @@ class Output:
         return self._stream.fileno()
 
     def write(self, text: str) -> int:
-        """Write text for people; a character the encoding lacks as its escape (`\\xfc`)."""
         self._write(
             text, lambda: text.encode(self.encoding, "backslashreplace").decode(self.encoding)
         )
@@ -134,7 +97,7 @@ class Output:
             self._failed(exc)
 
     def _failed(self, error: Exception) -> None:
-        self.failure = write_failure(error, self._stream, self._name)
+        self.failure = write_failure(error, self._stream)
         if self._on_failure is not None:
             self._on_failure(self.failure)
 
@@ -145,9 +108,7 @@ MIN_WIDTH, MIN_HEIGHT = 20, 5
 
 
 def make_console(out: Output, *, terminal: bool, width: int | None = None) -> Console:
-    """A rich console writing to `out`, as a terminal (colours, cursor moves) or not, that
-    parses nothing it is given as markup, emoji or a highlight; `width` columns, or the
-    terminal's (at least `MIN_WIDTH` by `MIN_HEIGHT`)."""
+    """A rich console writing to `out` that parses nothing as markup, emoji or a highlight."""
     console = Console(
         file=cast(IO[str], out),
         force_terminal=terminal,
@@ -198,8 +159,8 @@ def configure_logging(verbose: int) -> None:
 
 
 class StderrHandler(logging.Handler):
-    """Writes to whatever `sys.stderr` is at the time of each record (the live view's proxy
-    while it runs), or, when not `shown`, nowhere."""
+    """Writes to whatever `sys.stderr` is at each record (the live view's proxy while it
+    runs), or, when not `shown`, nowhere."""
 
     def __init__(self, *, shown: bool) -> None:
         super().__init__()

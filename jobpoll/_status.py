@@ -13,19 +13,15 @@ from jobpoll._errors import JobPollError
 from jobpoll._exits import EXIT_FAILED, EXIT_OK, EXIT_UNREACHABLE, failure_for
 from jobpoll._models import JobResult
 from jobpoll._output import Output, interactive, make_console, plain
-from jobpoll._view import describe_error
+from jobpoll._view import describe_error, status_style
 from jobpoll._wire import format_timestamp
-
-__all__ = ["show_status", "status_code"]
 
 
 async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
-    """Poll each job once (as many at once as the client's pool takes), show the answers,
-    and return the status.
+    """Poll each job once, show the answers, and return the status.
 
     Raises:
-        Failure: an error about the setup (a refused key, an API never reached); nothing
-            is shown then.
+        Failure: an error about the setup (a refused key), once each job's line has said it.
     """
     async with client:
         window = asyncio.Semaphore(client.pool_size)
@@ -38,33 +34,23 @@ async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as
                     return JobResult(job_id, None, exc)
 
         results = await asyncio.gather(*(poll(job_id) for job_id in job_ids))
-    code = status_code(results)
     if as_json:
         for result in results:
             out.write_json({"event": "status", **result.to_dict()})
     else:
         _status_table(results, out)
-    return code
+    return status_code(results)
 
 
 def status_code(results: Sequence[JobResult]) -> int:
-    """1 when a job has failed or could not be read, else 4 when the API could not be
-    reached for one, else 0.
-
-    Raises:
-        Failure: an error about the setup ended the polls; a job known to have failed still
-            makes its status 1.
-    """
+    """1 when a job has failed or could not be read, else 4 when the API kept failing for
+    one, else 0; a `Failure` when an error about the setup ended the polls."""
     failed = any(_failed(result) for result in results)
     for result in results:
         if result.error is not None and result.error.stops_all:
-            failure = failure_for(result.error)
-            if failure.exit_code == EXIT_UNREACHABLE and failed:
-                failure.exit_code = EXIT_FAILED  # a job known to have failed decides
-            raise failure
+            raise failure_for(result.error, job_failed=failed)
     if failed:
         return EXIT_FAILED
-    # What is left is an API that kept failing for some job (a transient error).
     return EXIT_UNREACHABLE if any(result.error for result in results) else EXIT_OK
 
 
@@ -93,12 +79,10 @@ def _status_table(results: Sequence[JobResult], out: Output) -> None:
 def _status_row(result: JobResult) -> tuple[Text, ...]:
     job = result.job
     if job is None:
-        assert result.error is not None
-        return plain(result.job_id), plain(describe_error(result.error), "red")
-    style = "green" if job.succeeded else "red" if job.failed else "cyan"
+        return plain(result.job_id), plain(describe_error(result), "red")
     return (
         plain(result.job_id),
-        plain(job.raw_status, style),
+        plain(job.raw_status, status_style(job)),
         plain(f"{job.progress}%"),
         plain(format_timestamp(job.created_at.replace(microsecond=0))),
         plain(job.user or ""),

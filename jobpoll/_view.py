@@ -1,15 +1,13 @@
-"""How `jobpoll wait` shows a wait: a live view at a terminal (rich), JSON lines elsewhere.
-
-Each view reads the wait's `Board`; the live view draws from the board's totals (and, for a
-few jobs, their rows), refreshed from the event loop between polls.
-
-Imported by the command line only: rich is not needed to use jobpoll as a library.
-"""
+"""How `jobpoll wait` runs a wait and shows it: the fan-out's changes and results taken in by
+a `Board`, and shown by a live view at a terminal (rich) or JSON lines elsewhere, refreshed
+from the event loop between polls."""
 
 from __future__ import annotations
 
+import asyncio
 import math
-from typing import Any, Protocol
+from collections.abc import Callable
+from typing import Any
 
 import attrs
 from rich.console import Console, Group, RenderableType
@@ -18,16 +16,8 @@ from rich.progress_bar import ProgressBar
 from rich.table import Table
 from rich.text import Text
 
-from jobpoll._board import (
-    FAILED,
-    QUEUED,
-    SUCCEEDED,
-    TIMED_OUT,
-    UNREACHABLE,
-    Board,
-    Row,
-    outcome_of,
-)
+from jobpoll._board import FAILED, SUCCEEDED, TIMED_OUT, UNREACHABLE, Board, Row, outcome_of
+from jobpoll._client import JobsClient
 from jobpoll._errors import (
     ApiError,
     DecodeError,
@@ -38,17 +28,12 @@ from jobpoll._errors import (
     TransportError,
     WaitTimeout,
 )
+from jobpoll._exits import EXIT_FAILED, EXIT_INTERRUPTED, failure_for
+from jobpoll._fanout import JobsWait, wait_for_jobs
 from jobpoll._models import Job, JobResult, JobStatus
-from jobpoll._output import Output, plain
-
-__all__ = [
-    "JsonLines",
-    "LiveView",
-    "Summary",
-    "TerminalSummary",
-    "View",
-    "describe_error",
-]
+from jobpoll._output import Output, interactive, make_console, plain
+from jobpoll._pace import QUEUED
+from jobpoll._policy import PollPolicy
 
 
 @attrs.frozen
@@ -61,10 +46,11 @@ class Summary:
     error: str | None = None  # an error about the setup, which ended the wait
 
 
-class View(Protocol):
-    """What the command tells a view; `interval` is how often it wants `tick()`."""
+class View:
+    """What the command tells a view, each doing nothing unless the view says otherwise;
+    `interval` is how often it wants `tick()`."""
 
-    interval: float
+    interval = 1.0
 
     def start(self) -> None: ...
     def changed(self, row: Row) -> None: ...
@@ -73,16 +59,23 @@ class View(Protocol):
     def stop(self, summary: Summary) -> None: ...
 
 
-# JSON lines --------------------------------------------------------------------------------
+def make_view(
+    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
+) -> View:
+    """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
+    the summary)."""
+    if as_json or not interactive(out):
+        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
+    console = make_console(out, terminal=True)
+    if quiet:
+        return TerminalSummary(board, console)
+    return LiveView(board, console, title=title)
 
 
-class JsonLines:
-    """One JSON object per line: a `change` for each snapshot, an `outcome` per job, a
-    `heartbeat` after `heartbeat` seconds without a line, and a `summary` last.
-
-    With `quiet`, only the outcomes and the summary. Each line is flushed as it is written,
-    so a reader (`jq`, a CI log) sees it at once.
-    """
+class JsonLines(View):
+    """One JSON object per line, flushed as written: a `change` for each snapshot, an
+    `outcome` per job, a `heartbeat` after `heartbeat` seconds without a line, and a `summary`
+    last. With `quiet`, only the outcomes and the summary."""
 
     def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
         self._board = board
@@ -92,75 +85,55 @@ class JsonLines:
         self._last_line = board.started
         self.interval = min(1.0, max(0.05, heartbeat / 4))
 
-    def _write(self, line: dict[str, Any], now: float) -> None:
-        self._out.write_json(line)
+    def _write(self, event: str, fields: dict[str, Any]) -> None:
+        now = self._board.clock()
+        elapsed = round(self._board.elapsed(now), 3)
+        self._out.write_json({"event": event, "elapsed": elapsed, **fields})
         self._last_line = now
 
-    def start(self) -> None:
-        pass
-
     def changed(self, row: Row) -> None:
-        if self._quiet or row.job is None:
-            return
-        board = self._board
-        now = board.clock()
-        line = {
-            "event": "change",
-            "elapsed": round(board.elapsed(now), 3),
-            "jobId": row.job_id,
-            "job": row.job.to_dict(),
-        }
-        self._write(line, now)
+        if not self._quiet and row.job is not None:
+            self._write("change", {"jobId": row.job_id, "job": row.job.to_dict()})
 
     def ended(self, row: Row) -> None:
-        assert row.result is not None
-        board = self._board
-        now = board.clock()
-        line = {"event": "outcome", "elapsed": round(board.elapsed(now), 3)}
-        line.update(row.result.to_dict())
-        line["ok"] = row.result.ok
-        line["outcome"] = outcome_of(row.result)
-        self._write(line, now)
+        result = row.result
+        assert result is not None
+        self._write("outcome", {**result.to_dict(), "ok": result.ok, "outcome": outcome_of(result)})
 
     def tick(self) -> None:
         board = self._board
-        now = board.clock()
-        if self._quiet or now - self._last_line < self._heartbeat:
+        if self._quiet or board.clock() - self._last_line < self._heartbeat:
             return
-        line = {
-            "event": "heartbeat",
-            "elapsed": round(board.elapsed(now), 3),
-            "total": board.total,
-            "ended": board.ended,
-            "percent": round(board.percent, 1),
-            "polls": board.polls,
-            "inFlight": board.in_flight,
-        }
-        self._write(line, now)
+        self._write(
+            "heartbeat",
+            {
+                "total": board.total,
+                "ended": board.ended,
+                "percent": round(board.percent, 1),
+                "polls": board.polls,
+                "inFlight": board.in_flight,
+            },
+        )
 
     def stop(self, summary: Summary) -> None:
         board = self._board
-        now = board.clock()
         outcomes = board.outcomes
-        line = {
-            "event": "summary",
-            "elapsed": round(board.elapsed(now), 3),
-            "total": board.total,
-            "succeeded": outcomes[SUCCEEDED],
-            "failed": outcomes[FAILED],
-            "unreachable": outcomes[UNREACHABLE],
-            "timedOut": outcomes[TIMED_OUT],
-            "notEnded": board.total - board.ended,
-            "polls": board.polls,
-            "exitCode": summary.exit_code,
-            "interrupted": summary.interrupted,
-            "stoppedEarly": summary.stopped_early,
-            "error": summary.error,
-        }
-        self._write(line, now)
-
-
-# At a terminal ------------------------------------------------------------------------------
+        self._write(
+            "summary",
+            {
+                "total": board.total,
+                "succeeded": outcomes[SUCCEEDED],
+                "failed": outcomes[FAILED],
+                "unreachable": outcomes[UNREACHABLE],
+                "timedOut": outcomes[TIMED_OUT],
+                "notEnded": board.total - board.ended,
+                "polls": board.polls,
+                "exitCode": summary.exit_code,
+                "interrupted": summary.interrupted,
+                "stoppedEarly": summary.stopped_early,
+                "error": summary.error,
+            },
+        )
 
 
 def _clock_text(seconds: float) -> str:
@@ -176,7 +149,7 @@ def _left_text(left: float | None) -> str:
     return "~" + _clock_text(math.ceil(left))
 
 
-def _status_style(job: Job) -> str:
+def status_style(job: Job) -> str:
     status = job.status
     if status.succeeded:
         return "green"
@@ -191,21 +164,15 @@ def _status_style(job: Job) -> str:
     return "cyan"
 
 
-def _short_error(result: JobResult) -> str:
-    """A few words on how a job ended unsuccessfully (the JSON lines have the whole error)."""
-    error = result.error
-    job = result.job
+def describe_error(result: JobResult) -> str:
+    """How a job ended unsuccessfully (or could not be read) in a few words, without the job id
+    its error's message repeats: the JSON lines have the whole error."""
+    error, job = result.error, result.job
     if isinstance(error, JobFailedError):
         return f"{error.job.raw_status} at {error.job.progress}%"
     if isinstance(error, WaitTimeout):
         seen = f"last seen {job.raw_status} at {job.progress}%" if job else "never seen"
         return f"timed out, {seen}"
-    assert error is not None
-    return describe_error(error)
-
-
-def describe_error(error: JobPollError) -> str:
-    """An error in a few words, without the job id its message repeats."""
     if isinstance(error, NotFound):
         return "not found (HTTP 404)"
     if isinstance(error, ApiError):
@@ -219,11 +186,9 @@ def describe_error(error: JobPollError) -> str:
     return type(error).__name__
 
 
-class TerminalSummary:
+class TerminalSummary(View):
     """The lines after a wait at a terminal: the totals, then the jobs that did not succeed
     (up to `shown`; the JSON lines list every one)."""
-
-    interval = 1.0
 
     def __init__(self, board: Board, console: Console, *, shown: int = 10) -> None:
         self._board = board
@@ -256,23 +221,11 @@ class TerminalSummary:
         table.add_column(overflow="ellipsis", no_wrap=True)
         for row in shown:
             assert row.result is not None
-            table.add_row(plain(row.job_id, "red"), plain(_short_error(row.result)))
+            table.add_row(plain(row.job_id, "red"), plain(describe_error(row.result)))
         more = len(board.unsuccessful) - len(shown)
         if not more:
             return [table]
         return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
-
-    def start(self) -> None:
-        pass
-
-    def changed(self, row: Row) -> None:
-        pass
-
-    def ended(self, row: Row) -> None:
-        pass
-
-    def tick(self) -> None:
-        pass
 
     def stop(self, summary: Summary) -> None:
         self._console.print(self.render(summary))
@@ -406,9 +359,9 @@ class LiveView(TerminalSummary):
             recent.append(plain(f"{_clock_text(at - board.started)}  ", "dim"))
             recent.append(plain(f"{job_id:<{width}}  "))
             if isinstance(what, Job):
-                recent.append(plain(f"{what.raw_status} {what.progress}%", _status_style(what)))
+                recent.append(plain(f"{what.raw_status} {what.progress}%", status_style(what)))
             else:
-                recent.append(plain(_short_error(what), "red"))
+                recent.append(plain(describe_error(what), "red"))
             recent.append("\n")
         recent.rstrip()
         return recent
@@ -417,11 +370,15 @@ class LiveView(TerminalSummary):
 def _status_of(row: Row) -> Text:
     """A job's status in its row: how it ended unsuccessfully, its last status, or that it
     has not been seen yet."""
-    job, result = row.job, row.result
-    if result is not None and not result.ok:
-        return plain(_status_word(result), "red")
-    if job is not None:
-        return plain(job.raw_status, _status_style(job))
+    error = None if row.result is None else row.result.error
+    if isinstance(error, JobFailedError):
+        return plain(error.job.raw_status, "red")
+    if isinstance(error, WaitTimeout):
+        return plain("timed out", "red")
+    if error is not None:
+        return plain(type(error).__name__, "red")
+    if row.job is not None:
+        return plain(row.job.raw_status, status_style(row.job))
     return plain("not seen yet", "dim")
 
 
@@ -434,10 +391,62 @@ def _progress_of(row: Row) -> int:
     return progress
 
 
-def _status_word(result: JobResult) -> str:
-    error = result.error
-    if isinstance(error, JobFailedError):
-        return error.job.raw_status
-    if isinstance(error, WaitTimeout):
-        return "timed out"
-    return type(error).__name__
+async def wait_with_view(
+    client: JobsClient,
+    board: Board,
+    policy: PollPolicy,
+    view: View,
+    *,
+    timeout: float | None = None,  # noqa: ASYNC109 - the fan-out's own, per job
+    fail_fast: bool = False,
+    stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
+) -> int:
+    """Wait for the board's jobs, showing it; the exit status, or a `Failure` when an error
+    about the setup ended the wait. The summary is written last, once the client is closed,
+    with that status (`stopped_with()` for a wait cancelled)."""
+
+    def on_update(job: Job) -> None:
+        row = board.changed(job)
+        if row is not None:
+            view.changed(row)
+
+    summary = Summary(EXIT_FAILED)  # until the wait says otherwise
+    ticker: asyncio.Task[None] | None = None
+    try:
+        async with client:
+            fanout = wait_for_jobs(
+                client, list(board.rows), policy=policy, timeout=timeout, on_update=on_update
+            )
+            board.fanout = fanout
+            view.start()
+            ticker = asyncio.create_task(_tick(view))
+            summary = await _watch(fanout, board, view, fail_fast=fail_fast)
+    except asyncio.CancelledError:
+        summary = Summary(stopped_with(), interrupted=True)
+        raise
+    except JobPollError as exc:
+        failure = failure_for(exc, job_failed=board.exit_code() == EXIT_FAILED)
+        summary = Summary(failure.exit_code, error=str(failure))
+        raise failure from None
+    finally:
+        # Nothing is awaited from here on, so that no signal can come between the summary
+        # and the end: the status the summary says is the command's.
+        if ticker is not None:
+            ticker.cancel()  # it ends at its next turn, without drawing again
+        view.stop(summary)
+    return summary.exit_code
+
+
+async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
+    async with fanout:
+        async for result in fanout:
+            view.ended(board.ended_with(result))
+            if fail_fast and outcome_of(result) not in (SUCCEEDED, TIMED_OUT):
+                return Summary(board.exit_code(), stopped_early=True)
+    return Summary(board.exit_code())
+
+
+async def _tick(view: View) -> None:
+    while True:
+        await asyncio.sleep(view.interval)
+        view.tick()

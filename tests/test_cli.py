@@ -183,6 +183,17 @@ async def test_unreachable_is_status_4() -> None:
     assert_one_error_line(ran, "jobpoll wait: cannot reach the API:", "nothing has answered")
 
 
+async def test_verbose_logs_the_failures_ridden_out() -> None:
+    """With -v, the failures ridden out are log lines on stderr, before the error line."""
+    with refusing_url() as url:
+        env = cli_environment(CDQ_API_KEY="k", CDQ_BASE_URL=url)
+        ran = await run_jobpoll("wait", "a", "--connect-grace", "0.3", "-v", *FAST, env=env)
+    assert ran.returncode == 4
+    *logged, last = ran.stderr.splitlines()
+    assert any(line.startswith("jobpoll: INFO: ") for line in logged), ran.stderr
+    assert last.startswith("jobpoll wait: cannot reach the API:")
+
+
 async def test_https_on_a_plain_port_is_status_4(service: FakeJobsService) -> None:
     """An https URL pointed at a plain-http port fails at the first poll, status 4."""
     url = service.base_url.replace("http://", "https://")
@@ -411,6 +422,35 @@ async def test_status_with_a_refused_key_is_status_4(service: FakeJobsService) -
     assert_one_error_line(ran, "jobpoll status: the API refused the key")
 
 
+@pytest.mark.parametrize(
+    ("variables", "refusal", "error_type"),
+    [
+        pytest.param({"CDQ_API_KEY": "wrong"}, None, "Unauthorized", id="401"),
+        pytest.param({}, HttpError(403), "Forbidden", id="403"),
+    ],
+)
+async def test_status_json_with_a_refused_key_has_a_line_per_id(
+    service: FakeJobsService,
+    variables: dict[str, str],
+    refusal: HttpError | None,
+    error_type: str,
+) -> None:
+    """`status --json` with a key the API refuses writes each id's line carrying the error,
+    as for any job it could not read, and exits with status 4 and one line on stderr."""
+    if refusal is not None:
+        service.inject(refusal, times=None)
+    ran = await run_jobpoll("status", "a", "b", "--json", env=env_of(service, **variables))
+    assert ran.returncode == 4
+    assert_one_error_line(ran, "jobpoll status: the API refused the key")
+    lines = ran.lines()
+    assert [(line["event"], line["jobId"], line["job"]) for line in lines] == [
+        ("status", "a", None),
+        ("status", "b", None),
+    ]
+    assert {line["error"]["type"] for line in lines} == {error_type}
+    assert "wrong" not in ran.stdout
+
+
 async def test_heartbeat_while_nothing_changes(service: FakeJobsService) -> None:
     """A job that does not change gets heartbeat lines at the --heartbeat interval (read until
     the first after its one change, then interrupted); --quiet has none.
@@ -629,7 +669,7 @@ def test_a_large_ids_file_costs_about_its_ids(tmp_path: Path) -> None:
     import tracemalloc
     import uuid
 
-    from jobpoll._id_input import read_ids
+    from jobpoll._options import read_ids
 
     ids = [str(uuid.UUID(int=n)) for n in range(50_000)]
     path = tmp_path / "ids.txt"

@@ -307,7 +307,7 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     """A failure (1) wins over the API refusing the key (4), as for the outcomes: a job that
     failed before a refusal ended the wait decides the status; the refusal is still said."""
     from jobpoll._exits import Failure
-    from jobpoll._watch import wait_with_view
+    from jobpoll._view import wait_with_view
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
@@ -317,13 +317,9 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     out = io.StringIO()
     # One connection: the polls go one at a time, the failed job's first.
     client = JobsClient(service.api_key, base_url=service.base_url, max_connections=1)
+    board = Board([failed, refused], clock=policy.clock)
     with pytest.raises(Failure) as raised:
-        await wait_with_view(
-            client,
-            [failed, refused],
-            policy,
-            lambda board: JsonLines(board, Output(out), heartbeat=5.0),
-        )
+        await wait_with_view(client, board, policy, JsonLines(board, Output(out), heartbeat=5.0))
     assert "the API refused the key" in str(raised.value)
     summary = json.loads(out.getvalue().splitlines()[-1])
     assert summary["failed"] == 1
