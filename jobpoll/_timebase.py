@@ -17,6 +17,10 @@ __all__ = ["EARLIEST", "LATEST", "Timebase"]
 #: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
 EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
 LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: How far a checkpoint's `taken_at` may lie ahead of this machine's wall clock and still be
+#: read as taken just now: a day, more than any clock that is merely off (a wrong time zone
+#: is at most 14 hours); further ahead, it was typed wrong and its times mean nothing.
+MAX_LEAD = 86400.0
 
 
 class Timebase:
@@ -35,8 +39,14 @@ class Timebase:
         if taken_at is None:
             self.taken_at = datetime.fromtimestamp(self.wall_now, UTC)
         else:
-            # A wall clock behind the checkpoint's (another machine's, set back) counts as no
-            # time passed since: time on a wait's clock never goes back.
+            lead = taken_at.timestamp() - self.wall_now
+            if lead > MAX_LEAD:
+                raise ValueError(
+                    f"taken_at {taken_at:%Y-%m-%dT%H:%M:%SZ} lies {lead:.0f} s ahead of this"
+                    f" machine's clock, more than the {MAX_LEAD:.0f} s a clock may be off"
+                )
+            # A wall clock behind the checkpoint's counts as no time passed since: time on a
+            # wait's clock never goes back, and the deadline is as far as when it was taken.
             self.taken_at = taken_at
             self.wall_now = max(self.wall_now, taken_at.timestamp())
         #: `taken_at` on this process's clock: a time saved relative to it is this plus it.
