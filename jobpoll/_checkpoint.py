@@ -37,21 +37,6 @@ from jobpoll._saved import check_times, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
 from jobpoll._timebase import Timebase
 
-__all__ = [
-    "VERSION",
-    "FanoutCheckpoint",
-    "JobCheckpoint",
-    "WaitCheckpoint",
-    "checkpoint_errors",
-    "dump",
-    "job_checkpoint",
-    "load_fanout",
-    "load_job",
-    "restore_state",
-    "resume_job",
-    "saved_state",
-]
-
 #: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
 VERSION = 2
 

@@ -16,7 +16,6 @@ if TYPE_CHECKING:
     from jobpoll._models import Job
     from jobpoll._policy import PollPolicy
 
-__all__ = ["QUEUED", "Pace", "answered", "failed", "longest_delay", "time_left"]
 
 #: Statuses of a job that has not started: it cannot finish before it runs.
 QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})

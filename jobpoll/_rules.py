@@ -19,8 +19,6 @@ from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._state import JobState, PaceState
 
-__all__ = ["Rules", "fleet_pause"]
-
 logger = logging.getLogger("jobpoll")
 
 

@@ -20,8 +20,6 @@ from jobpoll._state import JobState, PaceState, record_type, time_kind
 from jobpoll._timebase import EARLIEST, LATEST, Timebase
 from jobpoll._wire import WireError, format_timestamp
 
-__all__ = ["check_times", "converter", "restore_state", "saved_state"]
-
 #: Seconds a "past" time may lie after `taken_at` (rounding), before it is nonsense.
 _SLACK = 1e-3
 

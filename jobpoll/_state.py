@@ -26,8 +26,6 @@ import attrs
 from jobpoll._errors import JobPollError
 from jobpoll._models import MAX_PROGRESS, Job
 
-__all__ = ["JobState", "PaceState", "record_type", "time_kind"]
-
 
 def _within_bounds(_record: object, attribute: attrs.Attribute[Any], value: float) -> None:
     low, high = attribute.metadata.get("min"), attribute.metadata.get("max")

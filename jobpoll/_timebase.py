@@ -11,7 +11,6 @@ from jobpoll._pace import longest_delay
 if TYPE_CHECKING:
     from jobpoll._policy import PollPolicy
 
-__all__ = ["EARLIEST", "LATEST", "Timebase"]
 
 #: The times a checkpoint holds lie between these. A deadline further away (a timeout of
 #: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.

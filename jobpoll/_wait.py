@@ -19,8 +19,6 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._state import JobState
 
-__all__ = ["JobWait", "wait_for_job"]
-
 logger = logging.getLogger("jobpoll")
 
 #: Called with each new snapshot; may be a coroutine function.
