@@ -20,36 +20,23 @@ from jobpoll._state import JobState, PaceState, record_type, time_kind
 from jobpoll._timebase import EARLIEST, LATEST, Timebase
 from jobpoll._wire import WireError, format_timestamp
 
-#: Seconds a "past" time may lie after `taken_at` (rounding), before it is nonsense.
-_SLACK = 1e-3
-
-
 # The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
 # jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
 
 
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected a whole number, got {type(value).__name__}")
-    return value
+def _exactly(type_: type, expected: str) -> Callable[[object, object], Any]:
+    def structure(value: object, _type: object) -> Any:
+        if type(value) is not type_:
+            raise TypeError(f"expected {expected}, got {type(value).__name__}")
+        return value
+
+    return structure
 
 
 def _structure_float(value: object, _type: object) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
         raise TypeError(f"expected a finite number, got {value!r:.40}")
     return float(value)  # type: ignore[arg-type]
-
-
-def _structure_bool(value: object, _type: object) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected true or false, got {type(value).__name__}")
-    return value
-
-
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
 
 
 def _structure_time(value: object, _type: object) -> datetime:
@@ -90,16 +77,16 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
     """The records of `_state`, by their field metadata: what is not saved is left out, a
     "utc" time is read from its ISO form, and every field saved must be there."""
 
+    def unsaved(cls: Any) -> dict[str, Any]:
+        fields = attrs.fields(cls)
+        return {f.name: override(omit=True) for f in fields if not f.metadata.get("saved", True)}
+
     def structure_state(cls: Any) -> Any:
-        overrides = {}
-        for field in attrs.fields(cls):
-            if not field.metadata.get("saved", True):
-                overrides[field.name] = override(omit=True)
-            elif time_kind(field) == "utc":
-                overrides[field.name] = override(struct_hook=_optional(_structure_epoch))
-        structure = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
-        saved = [name for name in attrs.fields_dict(cls) if name not in overrides]
-        saved += [name for name, hook in overrides.items() if not hook.omit]
+        omitted = unsaved(cls)
+        saved = [name for name in attrs.fields_dict(cls) if name not in omitted]
+        utc = override(struct_hook=_optional(_structure_epoch))
+        times = {f.name: utc for f in attrs.fields(cls) if time_kind(f) == "utc"}
+        structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:
             # Every field saved must be there: a default would be a silent restart.
@@ -112,9 +99,7 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
         return required
 
     def unstructure_state(cls: Any) -> Any:
-        omitted = [f.name for f in attrs.fields(cls) if not f.metadata.get("saved", True)]
-        omit = {name: override(omit=True) for name in omitted}
-        return make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
+        return make_dict_unstructure_fn(cls, converter, **unsaved(cls))
 
     converter.register_structure_hook_factory(_is_state, structure_state)
     converter.register_unstructure_hook_factory(_is_state, unstructure_state)
@@ -123,10 +108,10 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
     for type_, hook in (
-        (int, _structure_int),
+        (int, _exactly(int, "a whole number")),
         (float, _structure_float),
-        (str, _structure_str),
-        (bool, _structure_bool),
+        (str, _exactly(str, "a string")),
+        (bool, _exactly(bool, "true or false")),
         (datetime, _structure_time),
         (Job, _structure_job),
     ):
@@ -168,56 +153,38 @@ def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, typ
     return times, records
 
 
-def _save_times(cls: type, data: dict[str, Any], base: Timebase) -> None:
+def _move_times(cls: type, record: Any, move: Callable[[str, Any], Any]) -> None:
+    """Replace each time `t` of a record of `cls` (or of its data, a dict), and of the records
+    it holds, by `move(kind, t)`; a time not set (None) stays None."""
+    if isinstance(record, dict):
+        get, put = record.get, record.__setitem__
+    else:
+        get, put = functools.partial(getattr, record), functools.partial(setattr, record)
     times, records = _timed(cls)
     for name, kind in times:
-        value = data[name]
-        if kind == "past":
-            data[name] = base.relative(value)
-        elif value is not None:
-            data[name] = format_timestamp(base.to_utc(value))
-    for name, record in records:
-        if isinstance(data[name], dict):
-            _save_times(record, data[name], base)
-
-
-def _restore_times(record: Any, base: Timebase) -> None:
-    cls: type = type(record)
-    times, records = _timed(cls)
-    for name, kind in times:
-        value = getattr(record, name)
-        if kind == "past":
-            setattr(record, name, base.origin + value)
-        elif value is not None:
-            setattr(record, name, base.due(value))
-    for name, _cls in records:
-        if (inner := getattr(record, name)) is not None:
-            _restore_times(inner, base)
+        if (value := get(name)) is not None:
+            put(name, move(kind, value))
+    for name, inner_cls in records:
+        if (inner := get(name)) is not None:
+            _move_times(inner_cls, inner, move)
 
 
 def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
     """A job's state as checkpoint data, its times moved by the rule."""
+
+    def saved(kind: str, moment: float) -> float | str:
+        return base.relative(moment) if kind == "past" else format_timestamp(base.to_utc(moment))
+
     data: dict[str, Any] = converter.unstructure(state)
-    _save_times(JobState, data, base)
+    _move_times(JobState, data, saved)
     return data
-
-
-def check_times(record: Any) -> None:
-    """Refuse a record read from a checkpoint whose "past" time lies after it was taken."""
-    # A saved "past" time is relative to when the checkpoint was taken: one after it is
-    # nonsense (a millisecond of rounding aside).
-    cls: type = type(record)
-    times, records = _timed(cls)
-    for name, kind in times:
-        value = getattr(record, name)
-        if kind == "past" and value > _SLACK:
-            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
-    for name, _cls in records:
-        if (inner := getattr(record, name)) is not None:
-            check_times(inner)
 
 
 def restore_state(state: JobState, base: Timebase) -> JobState:
     """A state read from a checkpoint, its times moved onto this process's clock."""
-    _restore_times(state, base)
+
+    def restored(kind: str, value: float) -> float:
+        return base.origin + value if kind == "past" else base.due(value)
+
+    _move_times(JobState, state, restored)
     return state

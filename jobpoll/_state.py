@@ -54,8 +54,15 @@ def _rate() -> Any:
     return attrs.field(default=0.0, metadata={"min": 0}, validator=_within_bounds)
 
 
+def _before_taken(_record: object, attribute: attrs.Attribute[Any], value: float) -> None:
+    # A checkpoint holds a "past" time as seconds before it was taken: a time after it is
+    # nonsense (a millisecond of rounding aside).
+    if value > 1e-3:
+        raise ValueError(f"{attribute.name} lies after the checkpoint was taken ({value!r} s)")
+
+
 def _time() -> Any:
-    return attrs.field(default=0.0, metadata={"time": "past"})
+    return attrs.field(default=0.0, metadata={"time": "past"}, validator=_before_taken)
 
 
 def time_kind(attribute: attrs.Attribute[Any]) -> str | None:
