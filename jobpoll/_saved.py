@@ -153,9 +153,9 @@ def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, typ
     return times, records
 
 
-def _move_times(cls: type, record: Any, move: Callable[[str, Any], Any]) -> None:
+def _move_times(cls: type, record: Any, move: Callable[[str, str, Any], Any]) -> None:
     """Replace each time `t` of a record of `cls` (or of its data, a dict), and of the records
-    it holds, by `move(kind, t)`; a time not set (None) stays None."""
+    it holds, by `move(name, kind, t)`; a time not set (None) stays None."""
     if isinstance(record, dict):
         get, put = record.get, record.__setitem__
     else:
@@ -163,7 +163,7 @@ def _move_times(cls: type, record: Any, move: Callable[[str, Any], Any]) -> None
     times, records = _timed(cls)
     for name, kind in times:
         if (value := get(name)) is not None:
-            put(name, move(kind, value))
+            put(name, move(name, kind, value))
     for name, inner_cls in records:
         if (inner := get(name)) is not None:
             _move_times(inner_cls, inner, move)
@@ -172,7 +172,7 @@ def _move_times(cls: type, record: Any, move: Callable[[str, Any], Any]) -> None
 def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
     """A job's state as checkpoint data, its times moved by the rule."""
 
-    def saved(kind: str, moment: float) -> float | str:
+    def saved(_name: str, kind: str, moment: float) -> float | str:
         return base.relative(moment) if kind == "past" else format_timestamp(base.to_utc(moment))
 
     data: dict[str, Any] = converter.unstructure(state)
@@ -180,10 +180,22 @@ def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
     return data
 
 
+def check_times(state: JobState) -> None:
+    """Refuse a state read from a checkpoint with a "past" time after it was taken: nonsense,
+    a millisecond of rounding aside."""
+
+    def checked(name: str, kind: str, value: float) -> float:
+        if kind == "past" and value > 1e-3:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+        return value
+
+    _move_times(JobState, state, checked)
+
+
 def restore_state(state: JobState, base: Timebase) -> JobState:
     """A state read from a checkpoint, its times moved onto this process's clock."""
 
-    def restored(kind: str, value: float) -> float:
+    def restored(_name: str, kind: str, value: float) -> float:
         return base.origin + value if kind == "past" else base.due(value)
 
     _move_times(JobState, state, restored)
