@@ -39,8 +39,7 @@ def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float |
 
 @attrs.frozen(kw_only=True)
 class WaitCheckpoint:
-    """A checkpoint's header: what a wait saves besides its jobs. A `JobWait`'s checkpoint is
-    this and its one `JobState`, flat in one object."""
+    """A checkpoint's header: what a wait saves besides its jobs."""
 
     version: int
     taken_at: datetime
@@ -50,21 +49,17 @@ class WaitCheckpoint:
 
 @attrs.frozen(kw_only=True)
 class JobCheckpoint(WaitCheckpoint):
-    """A `JobWait`'s header: `owed` is True when the iteration is owed the job's last
-    snapshot (its async `on_update` was cancelled before it was handed out): a resumed wait
-    yields it first."""
+    """A `JobWait`'s header, flat beside its one `JobState`. `owed`: the iteration is owed
+    the last snapshot (its async `on_update` was cancelled); a resumed wait yields it first."""
 
     owed: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class FanoutCheckpoint(WaitCheckpoint):
-    """The checkpoint of a `JobsWait`: every job still pending, and the fan-out's clocks.
-
-    `jobs` are the jobs taken in and not reported (those ready but not handed out
-    included); `unstarted` the ids added but not taken in yet; `window` and `pause_until`
-    the fleet's state (how many polls may be in flight, and until when all pause).
-    """
+    """The checkpoint of a `JobsWait`: `jobs` taken in and not reported (those ready but not
+    handed out included), `unstarted` ids not taken in yet, and the fleet's `window` (how
+    many polls may be in flight) and `pause_until`."""
 
     polls: int = attrs.field(validator=attrs.validators.ge(0))
     window: int = attrs.field(validator=attrs.validators.ge(0))
@@ -231,8 +226,7 @@ _T = TypeVar("_T")
 
 
 def _plain(data: object) -> dict[str, Any]:
-    # Any mapping will do (a checkpoint read back by a database driver or a queue may come as
-    # one); the converter and the checks below read a dict.
+    # Any mapping will do: a checkpoint read back by a database driver or a queue may be one.
     if isinstance(data, Mapping) and not isinstance(data, dict):
         data = dict(data)
     if not isinstance(data, dict):
@@ -261,29 +255,6 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     if isinstance(exc, (ValueError, TypeError)) and str(exc):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)
-
-
-@checkpoint_errors("not a valid wait_for_job checkpoint")
-def load_job(data: object, job_id: str) -> tuple[JobCheckpoint, JobState]:
-    """Read back a `JobWait`'s checkpoint for `job_id` (its state's times still as saved:
-    see `restore_state`), or raise `CheckpointError`."""
-    if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
-        raise CheckpointError(
-            "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
-            " wait_for_jobs"
-        )
-    data = _plain(data)
-    if data.get("job_id") != job_id:
-        raise CheckpointError(
-            f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
-        )
-    header = _load(data, JobCheckpoint, "wait_for_job")
-    state = _load(data, JobState, "wait_for_job")
-    _check_state(state)
-    if header.owed and state.job is None:
-        raise ValueError("owed: no snapshot is owed by a wait that has seen none")
-    _check_clocks(header, started=state.pace is not None)
-    return header, state
 
 
 @checkpoint_errors("not a valid wait_for_jobs checkpoint")
@@ -323,7 +294,22 @@ def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, Jo
     Raises:
         CheckpointError: not a valid checkpoint of a wait on `job_id`.
     """
-    header, saved = load_job(data, job_id)
+    if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
+        raise CheckpointError(
+            "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
+            " wait_for_jobs"
+        )
+    data = _plain(data)
+    if data.get("job_id") != job_id:
+        raise CheckpointError(
+            f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
+        )
+    header = _load(data, JobCheckpoint, "wait_for_job")
+    state = _load(data, JobState, "wait_for_job")
+    _check_state(state)
+    if header.owed and state.job is None:
+        raise ValueError("owed: no snapshot is owed by a wait that has seen none")
+    _check_clocks(header, started=state.pace is not None)
     base = Timebase(policy, header.taken_at)
     deadline = None if header.deadline is None else base.from_utc(header.deadline)
-    return Rules(policy, header.timeout, deadline), restore_state(saved, base), header.owed
+    return Rules(policy, header.timeout, deadline), restore_state(state, base), header.owed

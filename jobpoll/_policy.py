@@ -1,9 +1,5 @@
-"""`PollPolicy`: when to poll a job again, and which failures to ride out.
-
-The schedule is stated once, as a formula with a worked example, in `PollPolicy`'s docstring;
-`_pace` applies it. The blind delays come from `backoff.expo`, shortened by a bounded share of
-themselves drawn from the policy's own `rng`, so a test can make a schedule repeat exactly.
-"""
+"""`PollPolicy`: when to poll a job again, and which failures to ride out. Its docstring
+states the schedule; `_pace` applies it."""
 
 from __future__ import annotations
 

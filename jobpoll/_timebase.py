@@ -1,5 +1,5 @@
-"""`Timebase`: a policy's clock and the UTC wall clock, read at one moment, to move times
-between processes (a checkpoint taken in one, resumed in another)."""
+"""`Timebase`: a policy's clock and the UTC wall clock read at one moment, to move a
+checkpoint's times between processes."""
 
 from __future__ import annotations
 
@@ -65,16 +65,12 @@ class Timebase:
 
     def from_utc(self, moment: datetime) -> float:
         """A UTC time on this process's clock."""
-        return self.from_epoch(moment.timestamp())
-
-    def from_epoch(self, seconds: float) -> float:
-        """A UTC time, in seconds since the epoch, on this process's clock."""
-        return self.now + (seconds - self.wall_now)
+        return self.now + (moment.timestamp() - self.wall_now)
 
     def due(self, seconds: float) -> float:
         """When a saved poll (or pause), in seconds since the epoch, is due on this
         process's clock: at most `latest_due`."""
-        return min(self.from_epoch(seconds), self.latest_due)
+        return min(self.now + (seconds - self.wall_now), self.latest_due)
 
     def relative(self, moment: float) -> float:
         """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
