@@ -4,7 +4,7 @@ A checkpoint is a header (version, when it was taken, timeout, deadline) and the
 `JobState` records, turned into JSON by `_saved`'s converter (never pickled), the last job in
 its wire form. Times on `policy.clock` mean nothing in another process: a checkpoint holds
 them relative to `taken_at`, or as UTC, and a resumed wait maps them back by one offset
-(`_timebase`); a pace's schedule depends only on differences of its times, so it goes on
+(`_saved`); a pace's schedule depends only on differences of its times, so it goes on
 exactly. Reading one back is strict: what is not a checkpoint this jobpoll wrote is a
 `CheckpointError` naming the field, never a silent restart. Version 1 is read and upgraded.
 """
@@ -24,9 +24,8 @@ from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
-from jobpoll._saved import check_times, converter, restore_state, saved_state
+from jobpoll._saved import Timebase, check_times, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
-from jobpoll._timebase import Timebase
 
 #: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
 VERSION = 2
