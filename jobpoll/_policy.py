@@ -144,45 +144,38 @@ class PollPolicy:
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
     Args:
-        initial: the first delay, in seconds (2).
+        initial: the first blind delay, in seconds (2).
         factor: how much each blind delay grows over the one before (2; 1: a fixed interval).
-        max_interval: the longest blind delay, in seconds (30); only a server's `Retry-After`
-            asks for longer.
-        jitter: the share of each delay drawn at random (0.2; 0 is none, 1 is backoff's "full
-            jitter", which lets the first waits fall close to 0).
-        max_failures: how many failed polls in a row end the wait (10; 1 raises the first):
-            those before are polled again (transport errors, 429, 5xx, an intermediary's HTML
-            page), and any answer that is a job resets the count.
-        max_retry_after: the longest a server's `Retry-After` is obeyed for, in seconds (300),
-            so a misconfigured header cannot park a waiter for a day.
+        max_interval: the longest blind delay, in seconds (30).
+        jitter: the share of a delay drawn at random (0.2; 1 is backoff's "full jitter").
+        max_failures: how many failed polls in a row end the wait (10): the last is raised,
+            those before are polled again (transport errors, 429, 5xx, an intermediary's
+            HTML page); any answer that is a job resets the count.
+        max_retry_after: the longest a server's `Retry-After` is obeyed for, in seconds
+            (300), so a misconfigured header cannot park a waiter for a day.
         not_found_grace: seconds from the start of a wait during which a 404 for a job not
-            seen yet is polled again rather than raised as `NotFound` (0: the service answers
-            a job's creation with the job, so a 404 is most often a wrong id). Set it for ids
+            seen yet is polled again, not raised as `NotFound` (0: the service answers a
+            job's creation with the job, so a 404 is most often a wrong id). Set it for ids
             handed over by another system right after creation.
         first_contact_grace: seconds a wait rides out connection failures while its client
-            has never had an answer (10): past them the failure is raised, since a server
-            unreachable from the start is most often a wrong base URL or port. A resumed wait
-            counts it from its first poll in the new process.
+            has never had an answer (10): a server unreachable from the start is most often
+            a wrong base URL or port. A resumed wait counts them from its first poll.
         stall_timeout: raise `JobStalled` once neither status nor progress has changed for
             this many seconds (None: off, since a job may sit queued for hours and be fine).
-        progress_aware: aim polls at the end the job's progress predicts (True); False keeps
-            the blind schedule.
+        progress_aware: aim polls at the end the job's progress predicts (True).
         max_estimated_interval: the longest delay a prediction may ask for, in seconds (1800;
-            at least `max_interval`). Lower it to bound the lateness of jobs that may end
-            abruptly long before their progress says.
+            at least `max_interval`): lower it for jobs that may end long before their
+            progress says.
         drift: how many times faster a job may move each time its age doubles (2; at least
-            1). Larger is safer for jobs that speed up, and costs more polls.
-        lateness: how late a job may be seen once its end may come at any moment, as a share
-            of its age (0.3; above 0, up to 1).
-        early_end: how many percent short of 100 a job may end, in progress and in time (8;
-            0 to 99; 0 trusts progress to reach 100).
+            1): larger is safer for jobs that speed up, and costs more polls.
+        lateness: how late a job may be seen, as a share of its age (0.3; up to 1).
+        early_end: how many percent short of 100 a job may end (8; 0 trusts progress).
         clock: the monotonic clock a wait's times are measured on.
-        sleep: how to wait between polls (`asyncio.sleep`); with `clock`, what lets tests run
-            a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
-        rng: uniform numbers in [0, 1) for the jitter, e.g. `random.Random(7).random` for a
-            schedule that repeats exactly.
-        wall_clock: the UTC wall clock, in seconds since the epoch (`time.time`), which only
-            checkpoints read: they move a wait's times between `clock` and UTC.
+        sleep: how to wait between polls (`asyncio.sleep`); with `clock`, what lets tests
+            run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
+        rng: uniform numbers in [0, 1) for the jitter; `random.Random(7).random` makes a
+            schedule repeat exactly.
+        wall_clock: the UTC wall clock (`time.time`), which only checkpoints read.
 
     Raises:
         ConfigurationError: an option out of range (also a `ValueError`).

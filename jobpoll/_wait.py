@@ -120,11 +120,7 @@ def wait_for_job(
 
 
 def check_wait_options(
-    client: object,
-    policy: object,
-    timeout: float | None,
-    on_update: object,
-    resume: object,
+    client: object, policy: object, timeout: float | None, on_update: object, resume: object
 ) -> PollPolicy:
     """Refuse the options of `wait_for_job` or `wait_for_jobs` that are not what they should
     be; the policy to use."""
