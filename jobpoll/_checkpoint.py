@@ -24,7 +24,7 @@ from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
-from jobpoll._saved import Timebase, check_times, converter, restore_state, saved_state
+from jobpoll._saved import Timebase, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
 
 #: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
@@ -98,7 +98,6 @@ def _check_state(state: JobState) -> None:
         check_job_id(state.job_id)
     except JobPollError as exc:
         raise ValueError(f"job_id: {exc}") from None
-    check_times(state)
     if state.job is not None and not same_job_id(state.job_id, state.job.id):
         raise ValueError(f"job: the job seen is {state.job.id!r}, not {state.job_id!r}")
     if state.pace is None:

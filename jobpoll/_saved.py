@@ -250,23 +250,17 @@ def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
     return data
 
 
-def check_times(state: JobState) -> None:
-    """Refuse a state read from a checkpoint with a "past" time after it was taken: nonsense,
-    a millisecond of rounding aside."""
-
-    def checked(name: str, kind: str, value: float) -> float:
-        if kind == "past" and value > 1e-3:
-            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
-        return value
-
-    _move_times(JobState, state, checked)
-
-
 def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock."""
+    """A state read from a checkpoint, its times moved onto this process's clock; a ValueError
+    for a "past" time after the checkpoint was taken (nonsense, a millisecond of rounding
+    aside)."""
 
-    def restored(_name: str, kind: str, value: float) -> float:
-        return base.origin + value if kind == "past" else base.due(value)
+    def restored(name: str, kind: str, value: float) -> float:
+        if kind == "utc":
+            return base.due(value)
+        if value > 1e-3:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+        return base.origin + value
 
     _move_times(JobState, state, restored)
     return state

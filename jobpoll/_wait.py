@@ -111,12 +111,9 @@ def wait_for_job(
     job_id = check_job_id(job_id)
     policy = check_wait_options(client, policy, timeout, on_update, resume)
     if resume is None:
-        return JobWait(client, job_id, Rules(policy, timeout), on_update)
+        return JobWait(client, Rules(policy, timeout), JobState(job_id=job_id), on_update)
     rules, state, owed = resume_job(resume, job_id, policy)
-    wait = JobWait(client, job_id, rules, on_update, state=state)
-    if owed:
-        wait._unreturned = state.job  # yielded first, as this wait iterated again would
-    return wait
+    return JobWait(client, rules, state, on_update, owed=owed)
 
 
 def check_wait_options(
@@ -172,20 +169,21 @@ class JobWait:
     def __init__(
         self,
         client: JobsClient,
-        job_id: str,
         rules: Rules,
+        state: JobState,
         on_update: UpdateCallback | None,
         *,
-        state: JobState | None = None,
+        owed: bool = False,
     ) -> None:
-        self._state = JobState(job_id=job_id) if state is None else state
+        self._state = state
         self._rules = rules
         self._client = client
         self._on_update = on_update
         self._error: Exception | None = None
         self._busy = False
-        # A snapshot taken in but not returned yet: its on_update was cancelled.
-        self._unreturned: Job | None = None
+        # A snapshot taken in but not returned yet: its on_update was cancelled (a resumed
+        # wait's, when its checkpoint says so, is yielded first as this wait's would be).
+        self._unreturned = state.job if owed else None
         # When this object first polled (for a resumed wait: in this process), on the clock.
         self._polled_from = -math.inf
         # The delay before the next poll, decided by the rules; None before the first.
