@@ -1,12 +1,9 @@
 """Checkpoints: a wait's state as small, versioned JSON data, to resume it in another process.
 
 A checkpoint is a header (version, when it was taken, timeout, deadline) and the wait's
-`JobState` records, turned into JSON by `_saved`'s converter (never pickled), the last job in
-its wire form. Times on `policy.clock` mean nothing in another process: a checkpoint holds
-them relative to `taken_at`, or as UTC, and a resumed wait maps them back by one offset
-(`_saved`); a pace's schedule depends only on differences of its times, so it goes on
-exactly. Reading one back is strict: what is not a checkpoint this jobpoll wrote is a
-`CheckpointError` naming the field, never a silent restart. Version 1 is read and upgraded.
+`JobState` records as `_saved` writes them. Reading one back is strict: what is not a
+checkpoint this jobpoll wrote is a `CheckpointError` naming the field, never a silent
+restart. Version 1 is read and upgraded.
 """
 
 from __future__ import annotations
@@ -76,8 +73,7 @@ def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) 
     return {**data, "jobs": states}
 
 
-# Reading back: checks across fields, which the records' own bounds cannot express; a
-# ValueError here is a CheckpointError of `checkpoint_errors` around the reading.
+# Reading back: checks across fields, which the records' own bounds cannot express.
 
 
 @contextlib.contextmanager

@@ -1,6 +1,10 @@
 """A job's state as checkpoint data, and back: one cattrs converter over the records of
-`_state`, one rule over the fields they mark as times, and the `Timebase` that moves those
-times between processes."""
+`_state` (never pickled), and one rule over the fields they mark as times.
+
+Times on `policy.clock` mean nothing in another process: a checkpoint holds them relative
+to `taken_at` or as UTC, and a resumed wait maps them back by one offset (`Timebase`). A
+pace's schedule depends only on differences of its times, so it goes on exactly.
+"""
 
 from __future__ import annotations
 
@@ -18,7 +22,7 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll._models import Job, job_from_wire, job_to_wire
 from jobpoll._pace import longest_delay
-from jobpoll._state import JobState, PaceState, record_type, time_kind
+from jobpoll._state import JobState, PaceState, record_type
 from jobpoll._wire import WireError, format_timestamp
 
 if TYPE_CHECKING:
@@ -35,12 +39,9 @@ MAX_LEAD = 86400.0
 
 
 class Timebase:
-    """The offset between a policy's clock and the UTC wall clock, read once.
-
-    Taking a checkpoint, `now` is the policy's clock and `taken_at` the wall clock at the
-    same moment; resuming one, `now` is read in the new process and `taken_at` is the
-    checkpoint's, so a time `t` of the old clock is `now + (wall(t) - wall_now)` there.
-    """
+    """The offset between a policy's clock and the UTC wall clock, read once: taking a
+    checkpoint, or resuming one (a time `t` of the old clock is `now + (wall(t) - wall_now)`
+    in the new process)."""
 
     __slots__ = ("latest_due", "now", "origin", "taken_at", "wall_now")
 
@@ -62,9 +63,8 @@ class Timebase:
             self.wall_now = max(self.wall_now, taken_at.timestamp())
         #: `taken_at` on this process's clock: a time saved relative to it is this plus it.
         self.origin = self.from_utc(self.taken_at)
-        #: The latest a saved poll (or pause) may be due: the policy's longest delay after
-        #: `taken_at`, the latest a wait of it could have set (a later time, tampered with,
-        #: would park the wait for ever; one of a longer policy's comes sooner).
+        #: The latest a saved poll (or pause) may be due, the latest a wait of the policy
+        #: could have set: a later one, tampered with, would park the wait for ever.
         self.latest_due = self.origin + longest_delay(policy)
 
     def to_utc(self, moment: float) -> datetime:
@@ -90,8 +90,8 @@ class Timebase:
         return min(round(moment - self.now, 6), 0.0)
 
 
-# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
-# jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
+# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5), jobs
+# in their wire form, times as ISO 8601 UTC with a `Z`.
 
 
 def _exactly(type_: type, expected: str) -> Callable[[object, object], Any]:
@@ -155,7 +155,7 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
         omitted = unsaved(cls)
         saved = [name for name in attrs.fields_dict(cls) if name not in omitted]
         utc = override(struct_hook=_optional(_structure_epoch))
-        times = {f.name: utc for f in attrs.fields(cls) if time_kind(f) == "utc"}
+        times = {f.name: utc for f in attrs.fields(cls) if f.metadata.get("time") == "utc"}
         structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:
@@ -194,13 +194,8 @@ def _make_converter() -> cattrs.Converter:
 
     def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
         items = list_structure_factory(type_, converter)
-
-        def structure(value: object, type_: object) -> Any:
-            if type(value) is not list:  # cattrs alone takes a string for a list of letters
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            return items(value, type_)
-
-        return structure
+        is_list = _exactly(list, "a list")  # cattrs alone takes a string for a list of letters
+        return lambda value, type_: items(is_list(value, type_), type_)
 
     def is_list(type_: Any) -> bool:
         return get_origin(type_) is list
@@ -218,7 +213,7 @@ converter = _make_converter()
 @functools.cache
 def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, type], ...]]:
     """A record class's fields marked as times (name, kind), and those holding a record."""
-    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := time_kind(f)))
+    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := f.metadata.get("time")))
     records = tuple((f.name, r) for f in attrs.fields(cls) if (r := record_type(f)) is not None)
     return times, records
 

@@ -52,12 +52,6 @@ def _time() -> Any:
     return attrs.field(default=0.0, metadata={"time": "past"})
 
 
-def time_kind(attribute: attrs.Attribute[Any]) -> str | None:
-    """How a checkpoint holds the field: "past", "utc", or None for no time."""
-    kind: str | None = attribute.metadata.get("time")
-    return kind
-
-
 def record_type(attribute: attrs.Attribute[Any]) -> type | None:
     """The record a field holds (`PaceState` of `PaceState | None`), or None."""
     for type_ in get_args(attribute.type) or (attribute.type,):

@@ -97,9 +97,6 @@ def wait_for_job(
             or not). Its deadline is kept, so `timeout` must be None; `policy` is not saved:
             pass the one the wait had.
 
-    Returns:
-        A `JobWait`.
-
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
         ConfigurationError: `timeout` is not a positive number of seconds, or is given with
