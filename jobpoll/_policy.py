@@ -32,6 +32,10 @@ def _option(kind: str, within: Callable[[Any], bool], *, whole: bool = False) ->
 _SECONDS = _option("a positive number of seconds", lambda value: 0 < value < math.inf)
 _GRACE = _option("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
 _AT_LEAST_1 = _option("a number of 1 or more", lambda value: 1 <= value < math.inf)
+_FRACTION = _option("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
+_SHARE = _option("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
+_TRIES = _option("a whole number of 1 or more", lambda value: value >= 1, whole=True)
+_PERCENT = _option("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
 
 
 def _at_least(other: str) -> Any:
@@ -184,13 +188,8 @@ class PollPolicy:
     initial: float = attrs.field(default=2.0, validator=_SECONDS)
     factor: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
     max_interval: float = attrs.field(default=30.0, validator=[_SECONDS, _at_least("initial")])
-    jitter: float = attrs.field(
-        default=0.2, validator=_option("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
-    )
-    max_failures: int = attrs.field(
-        default=10,
-        validator=_option("a whole number of 1 or more", lambda value: value >= 1, whole=True),
-    )
+    jitter: float = attrs.field(default=0.2, validator=_FRACTION)
+    max_failures: int = attrs.field(default=10, validator=_TRIES)
     max_retry_after: float = attrs.field(default=300.0, validator=_GRACE)
     not_found_grace: float = attrs.field(default=0.0, validator=_GRACE)
     first_contact_grace: float = attrs.field(default=10.0, validator=_GRACE)
@@ -202,15 +201,8 @@ class PollPolicy:
         default=1800.0, validator=[_SECONDS, _at_least("max_interval")]
     )
     drift: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
-    lateness: float = attrs.field(
-        default=0.3, validator=_option("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
-    )
-    early_end: int = attrs.field(
-        default=8,
-        validator=_option(
-            "a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True
-        ),
-    )
+    lateness: float = attrs.field(default=0.3, validator=_SHARE)
+    early_end: int = attrs.field(default=8, validator=_PERCENT)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
