@@ -1,21 +1,9 @@
 """Checkpoints: a wait's state as small, versioned JSON data, to resume it in another process.
 
-A checkpoint is the wait's `JobState` records (`_state`), turned into JSON-ready data by one
-cattrs converter (never pickled), with a header: the version, when it was taken, the timeout
-and the deadline. The last job seen is in its wire form (through `_wire`, so the wire format
-is written once).
-
-Times inside a wait are on `policy.clock`, monotonic (or virtual in tests): they mean nothing
-in another process. One rule moves every field the records mark as a time (`_state`): a
-checkpoint holds a `"past"` time as seconds before `taken_at` (the wall clock, read once when
-it is taken), a `"utc"` time and the deadline as ISO 8601 UTC times. A resumed wait reads both
-clocks once and maps every time back by one offset; a pace's schedule depends only on
-differences of its times, so it goes on exactly.
-
-Reading one back is strict: a version this jobpoll does not know, another job's checkpoint, a
-missing field or a value out of range (the bounds the records declare, a time that is no
-time, a pace time after the checkpoint was taken) is a `CheckpointError` naming the field,
-never a silent restart. Version 1 (the pace's fields under short names) is read and upgraded.
+A checkpoint is a header (version, when it was taken, timeout, deadline) and the wait's
+`JobState` records as `_saved` writes them. Reading one back is strict: what is not a
+checkpoint this jobpoll wrote is a `CheckpointError` naming the field, never a silent
+restart. Version 1 is read and upgraded.
 """
 
 from __future__ import annotations
@@ -33,24 +21,8 @@ from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
-from jobpoll._saved import check_times, converter, restore_state, saved_state
+from jobpoll._saved import Timebase, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
-from jobpoll._timebase import Timebase
-
-__all__ = [
-    "VERSION",
-    "FanoutCheckpoint",
-    "JobCheckpoint",
-    "WaitCheckpoint",
-    "checkpoint_errors",
-    "dump",
-    "job_checkpoint",
-    "load_fanout",
-    "load_job",
-    "restore_state",
-    "resume_job",
-    "saved_state",
-]
 
 #: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
 VERSION = 2
@@ -61,15 +33,9 @@ def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float |
         check_positive("timeout", value)  # a ConfigurationError, which is a ValueError
 
 
-def _count(_instance: object, attribute: attrs.Attribute[int], value: int) -> None:
-    if value < 0:
-        raise ValueError(f"{attribute.name} must be 0 or more, got {value!r}")
-
-
 @attrs.frozen(kw_only=True)
 class WaitCheckpoint:
-    """A checkpoint's header: what a wait saves besides its jobs. A `JobWait`'s checkpoint is
-    this and its one `JobState`, flat in one object."""
+    """A checkpoint's header: what a wait saves besides its jobs."""
 
     version: int
     taken_at: datetime
@@ -79,24 +45,20 @@ class WaitCheckpoint:
 
 @attrs.frozen(kw_only=True)
 class JobCheckpoint(WaitCheckpoint):
-    """A `JobWait`'s header: `owed` is True when the iteration is owed the job's last
-    snapshot (its async `on_update` was cancelled before it was handed out): a resumed wait
-    yields it first."""
+    """A `JobWait`'s header, flat beside its one `JobState`. `owed`: the iteration is owed
+    the last snapshot (its async `on_update` was cancelled); a resumed wait yields it first."""
 
     owed: bool = False
 
 
 @attrs.frozen(kw_only=True)
 class FanoutCheckpoint(WaitCheckpoint):
-    """The checkpoint of a `JobsWait`: every job still pending, and the fan-out's clocks.
+    """The checkpoint of a `JobsWait`: `jobs` taken in and not reported (those ready but not
+    handed out included), `unstarted` ids not taken in yet, and the fleet's `window` (how
+    many polls may be in flight) and `pause_until`."""
 
-    `jobs` are the jobs taken in and not reported (those ready but not handed out
-    included); `unstarted` the ids added but not taken in yet; `window` and `pause_until`
-    the fleet's state (how many polls may be in flight, and until when all pause).
-    """
-
-    polls: int = attrs.field(validator=_count)
-    window: int = attrs.field(validator=_count)
+    polls: int = attrs.field(validator=attrs.validators.ge(0))
+    window: int = attrs.field(validator=attrs.validators.ge(0))
     pause_until: datetime | None
     jobs: list[JobState]
     unstarted: list[str]
@@ -105,11 +67,10 @@ class FanoutCheckpoint(WaitCheckpoint):
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as a JSON-ready dict: the header and the saved states (`saved_state`),
     under `jobs` for a fan-out, flat beside the header for one wait."""
-    data: dict[str, Any] = converter.unstructure(header)
-    version = data.pop("version")
+    data: dict[str, Any] = converter.unstructure(header)  # the version first, where one looks
     if isinstance(states, dict):
-        return {"version": version, **data, **states}  # the version first, where a reader looks
-    return {"version": version, **data, "jobs": states}
+        return {**data, **states}
+    return {**data, "jobs": states}
 
 
 # Reading back: checks across fields, which the records' own bounds cannot express.
@@ -119,8 +80,7 @@ def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) 
 def checkpoint_errors(what: str) -> Iterator[None]:
     """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
     is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
-    `OverflowError` (a worker writing its checkpoint in `finally` must meet a jobpoll error,
-    and `jobpoll.saq` must end the wait with it, not lose it)."""
+    `OverflowError`, which a worker writing its checkpoint in `finally` would not expect."""
     try:
         yield
     except JobPollError:
@@ -134,7 +94,6 @@ def _check_state(state: JobState) -> None:
         check_job_id(state.job_id)
     except JobPollError as exc:
         raise ValueError(f"job_id: {exc}") from None
-    check_times(state)
     if state.job is not None and not same_job_id(state.job_id, state.job.id):
         raise ValueError(f"job: the job seen is {state.job.id!r}, not {state.job_id!r}")
     if state.pace is None:
@@ -177,13 +136,28 @@ def _progress_in_order(p: PaceState) -> bool:
 
 
 def _check_fanout(checkpoint: FanoutCheckpoint) -> None:
-    for state in checkpoint.jobs:
+    for position, state in enumerate(checkpoint.jobs):
         _check_state(state)
+        if state.pace is None:
+            raise ValueError(f"jobs[{position}]: no pace")
     for position, job_id in enumerate(checkpoint.unstarted):
         try:
             check_job_id(job_id)
         except JobPollError as exc:
             raise ValueError(f"unstarted[{position}]: {exc}") from None
+    seen = {state.job_id for state in checkpoint.jobs}
+    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
+        raise ValueError("a job id appears twice")
+    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
+
+
+def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
+    if header.deadline is not None and header.timeout is None:
+        raise ValueError("a deadline without a timeout")
+    # A wait's deadline is set when it starts (a fan-out's jobs exist only once it has):
+    # without it, a resumed wait would never time out.
+    if started and header.timeout is not None and header.deadline is None:
+        raise ValueError("a started wait with a timeout but no deadline")
 
 
 #: Version 1 named the pace's fields by the slots of the code of its day.
@@ -246,8 +220,7 @@ _T = TypeVar("_T")
 
 
 def _plain(data: object) -> dict[str, Any]:
-    # Any mapping will do (a checkpoint read back by a database driver or a queue may come as
-    # one); the converter and the checks below read a dict.
+    # Any mapping will do: a checkpoint read back by a database driver or a queue may be one.
     if isinstance(data, Mapping) and not isinstance(data, dict):
         data = dict(data)
     if not isinstance(data, dict):
@@ -270,8 +243,6 @@ def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:
         problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise CheckpointError(f"not a valid {what} checkpoint: {shown}") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # a check across fields
-        raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
 
 
 def _describe(exc: BaseException, type_: type | None) -> str:
@@ -280,38 +251,7 @@ def _describe(exc: BaseException, type_: type | None) -> str:
     return cattrs.v.format_exception(exc, type_)
 
 
-def _checked(check: Callable[[Any], None], value: Any, what: str) -> None:
-    try:
-        check(value)
-    except ValueError as exc:
-        raise CheckpointError(f"not a valid {what} checkpoint: {exc}") from None
-
-
-def load_job(data: object, job_id: str) -> tuple[JobCheckpoint, JobState]:
-    """Read back a `JobWait`'s checkpoint for `job_id` (its state's times still as saved:
-    see `restore_state`), or raise `CheckpointError`."""
-    if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
-        raise CheckpointError(
-            "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
-            " wait_for_jobs"
-        )
-    data = _plain(data)
-    if data.get("job_id") != job_id:
-        raise CheckpointError(
-            f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
-        )
-    header = _load(data, JobCheckpoint, "wait_for_job")
-    state = _load(data, JobState, "wait_for_job")
-    _checked(_check_state, state, "wait_for_job")
-    if header.owed and state.job is None:
-        raise CheckpointError(
-            "not a valid wait_for_job checkpoint: owed: no snapshot is owed by a wait that"
-            " has seen none"
-        )
-    _check_clocks(header, started=state.pace is not None)
-    return header, state
-
-
+@checkpoint_errors("not a valid wait_for_jobs checkpoint")
 def load_fanout(data: object) -> FanoutCheckpoint:
     """Read back a `JobsWait`'s checkpoint (its states' times still as saved: see
     `restore_state`), or raise `CheckpointError`."""
@@ -320,29 +260,8 @@ def load_fanout(data: object) -> FanoutCheckpoint:
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
     checkpoint = _load(_plain(data), FanoutCheckpoint, "wait_for_jobs")
-    _checked(_check_fanout, checkpoint, "wait_for_jobs")
-    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
-    seen: set[str] = set()
-    for position, state in enumerate(checkpoint.jobs):
-        if state.pace is None:
-            raise CheckpointError(
-                f"not a valid wait_for_jobs checkpoint: jobs[{position}]: no pace"
-            )
-        seen.add(state.job_id)
-    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
-        raise CheckpointError("not a valid wait_for_jobs checkpoint: a job id appears twice")
+    _check_fanout(checkpoint)
     return checkpoint
-
-
-def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
-    if header.deadline is not None and header.timeout is None:
-        raise CheckpointError("not a valid checkpoint: a deadline without a timeout")
-    # A wait's deadline is set when it starts (a fan-out's jobs exist only once it has):
-    # without it, a resumed wait would never time out.
-    if started and header.timeout is not None and header.deadline is None:
-        raise CheckpointError(
-            "not a valid checkpoint: a started wait with a timeout but no deadline"
-        )
 
 
 @checkpoint_errors("the wait's checkpoint cannot be taken")
@@ -369,7 +288,22 @@ def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, Jo
     Raises:
         CheckpointError: not a valid checkpoint of a wait on `job_id`.
     """
-    header, saved = load_job(data, job_id)
+    if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
+        raise CheckpointError(
+            "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"
+            " wait_for_jobs"
+        )
+    data = _plain(data)
+    if data.get("job_id") != job_id:
+        raise CheckpointError(
+            f"the checkpoint is of job {data.get('job_id')!r:.80}, not of {job_id!r:.80}"
+        )
+    header = _load(data, JobCheckpoint, "wait_for_job")
+    state = _load(data, JobState, "wait_for_job")
+    _check_state(state)
+    if header.owed and state.job is None:
+        raise ValueError("owed: no snapshot is owed by a wait that has seen none")
+    _check_clocks(header, started=state.pace is not None)
     base = Timebase(policy, header.taken_at)
     deadline = None if header.deadline is None else base.from_utc(header.deadline)
-    return Rules(policy, header.timeout, deadline), restore_state(saved, base), header.owed
+    return Rules(policy, header.timeout, deadline), restore_state(state, base), header.owed

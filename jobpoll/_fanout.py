@@ -18,8 +18,6 @@ from jobpoll._checkpoint import (
     checkpoint_errors,
     dump,
     load_fanout,
-    restore_state,
-    saved_state,
 )
 from jobpoll._client import JobsClient
 from jobpoll._errors import ConfigurationError, InvalidJobId, JobFailedError, JobPollError
@@ -28,8 +26,8 @@ from jobpoll._models import JobResult
 from jobpoll._pace import time_left
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
+from jobpoll._saved import Timebase, restore_state, saved_state
 from jobpoll._scheduler import Scheduler, SourceError
-from jobpoll._timebase import Timebase
 from jobpoll._wait import CallbackError, UpdateCallback, check_wait_options
 
 __all__ = ["JobResult", "JobsWait", "wait_for_jobs"]

@@ -1,9 +1,5 @@
-"""The schedule's rules: the delay before a job's next poll, from its `PaceState`.
-
-The model, its formula and a worked example are in `PollPolicy`'s docstring. Here are the
-rules that apply it, as functions of a policy, a pace's state and the time: each updates the
-state and returns the delay. `Pace` binds them to one state, for a wait of its own.
-"""
+"""The schedule's rules, stated in `PollPolicy`'s docstring: functions of a policy, a pace's
+state and the time that update the state and return the delay before the next poll."""
 
 from __future__ import annotations
 
@@ -16,7 +12,6 @@ if TYPE_CHECKING:
     from jobpoll._models import Job
     from jobpoll._policy import PollPolicy
 
-__all__ = ["QUEUED", "Pace", "answered", "failed", "longest_delay", "time_left"]
 
 #: Statuses of a job that has not started: it cannot finish before it runs.
 QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
@@ -36,8 +31,8 @@ def longest_delay(policy: PollPolicy) -> float:
 
 
 class Pace:
-    """One wait's place in its policy's schedule (`PollPolicy.pace()`): its `state`, and the
-    rules of this module bound to it."""
+    """One wait's place in its policy's schedule (`PollPolicy.pace()`): the rules below,
+    bound to its `state`."""
 
     __slots__ = ("policy", "state")
 
@@ -54,7 +49,6 @@ class Pace:
         return failed(self.policy, self.state)
 
     def time_left(self, now: float) -> float | None:
-        """See `time_left`."""
         return time_left(self.state, now)
 
 

@@ -1,9 +1,5 @@
-"""`PollPolicy`: when to poll a job again, and which failures to ride out.
-
-The schedule is stated once, as a formula with a worked example, in `PollPolicy`'s docstring;
-`_pace` applies it. The blind delays come from `backoff.expo`, shortened by a bounded share of
-themselves drawn from the policy's own `rng`, so a test can make a schedule repeat exactly.
-"""
+"""`PollPolicy`: when to poll a job again, and which failures to ride out. Its docstring
+states the schedule; `_pace` applies it."""
 
 from __future__ import annotations
 
@@ -17,80 +13,47 @@ from typing import Any
 import attrs
 import backoff
 
-from jobpoll._config import check_positive
 from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
-__all__ = ["PollPolicy"]
+
+def _option(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
+    """The one rule of a numeric option: a number (a whole one if `whole`, never a bool) that
+    `within` accepts, else a `ConfigurationError` naming the option and saying it is `kind`."""
+    types = int if whole else (int, float)
+
+    def check(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
+        if isinstance(value, bool) or not isinstance(value, types) or not within(value):
+            raise ConfigurationError(f"{attribute.name} must be {kind}, got {value!r}")
+
+    return check
 
 
-def _positive(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
-    check_positive(attribute.name, value)
+_SECONDS = _option("a positive number of seconds", lambda value: 0 < value < math.inf)
+_GRACE = _option("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
+_AT_LEAST_1 = _option("a number of 1 or more", lambda value: 1 <= value < math.inf)
+_FRACTION = _option("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
+_SHARE = _option("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
+_TRIES = _option("a whole number of 1 or more", lambda value: value >= 1, whole=True)
+_PERCENT = _option("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
 
 
-def _not_negative(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < math.inf:
-        raise ConfigurationError(
-            f"{attribute.name} must be a number of seconds, 0 or more, got {value!r}"
-        )
+def _at_least(other: str) -> Any:
+    """The option is at least the one named `other`, declared before it."""
 
+    def check(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
+        low = getattr(policy, other)
+        if value < low:
+            raise ConfigurationError(
+                f"{attribute.name} ({value!r} s) must be at least {other} ({low!r} s)"
+            )
 
-def _check_factor(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 1 <= value < math.inf:
-        raise ConfigurationError(f"{attribute.name} must be a number of 1 or more, got {value!r}")
-
-
-def _check_max_interval(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
-    _positive(policy, attribute, value)
-    if value < policy.initial:
-        raise ConfigurationError(
-            f"max_interval ({value!r} s) must be at least initial ({policy.initial!r} s)"
-        )
-
-
-def _check_jitter(_policy: PollPolicy, _attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
-        raise ConfigurationError(f"jitter must be a fraction from 0 to 1, got {value!r}")
-
-
-def _check_max_failures(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigurationError(f"max_failures must be a whole number of 1 or more, got {value!r}")
-
-
-def _check_share(_policy: PollPolicy, attribute: attrs.Attribute[float], value: float) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value <= 1:
-        raise ConfigurationError(
-            f"{attribute.name} must be a fraction above 0, up to 1, got {value!r}"
-        )
-
-
-def _check_early_end(_policy: PollPolicy, _attribute: attrs.Attribute[int], value: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value < 100:
-        raise ConfigurationError(f"early_end must be a whole percent from 0 to 99, got {value!r}")
+    return check
 
 
 def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
     if not isinstance(value, bool):
         raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r}")
-
-
-def _check_max_estimated_interval(
-    policy: PollPolicy, attribute: attrs.Attribute[Any], value: float
-) -> None:
-    _positive(policy, attribute, value)
-    if value < policy.max_interval:
-        raise ConfigurationError(
-            f"max_estimated_interval ({value!r} s) must be at least max_interval "
-            f"({policy.max_interval!r} s)"
-        )
-
-
-def _check_stall_timeout(
-    policy: PollPolicy, attribute: attrs.Attribute[Any], value: float | None
-) -> None:
-    if value is not None:
-        _positive(policy, attribute, value)
 
 
 def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -185,87 +148,61 @@ class PollPolicy:
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_interval=60)`.
 
     Args:
-        initial: seconds between the first poll and the second (2).
-        factor: how much each delay grows over the one before (2: doubling; 1 for a fixed
-            interval).
-        max_interval: the longest delay of the blind schedule, in seconds: after failed polls,
-            and while the end could come at any moment (jitter never exceeds it; only a
-            server's `Retry-After` may ask for longer, see `max_retry_after`). The
-            progress-aware schedule stretches it by half for a job silent for a quarter of an
-            hour, or stuck past its predicted end.
-        jitter: the share of each delay drawn at random: a delay `d` becomes a number from
-            `d * (1 - jitter)` to `d`. 0 is no jitter; 1 is backoff's "full jitter", which lets
-            the first waits fall close to 0.
-        max_failures: how many failed polls in a row end the wait: the one that reaches it
-            is raised, those before it are polled again (transport errors, 429, 5xx, an
-            intermediary's HTML page); 1 raises the first. Any answer that is a job resets
-            the count.
-        max_retry_after: the longest wait, in seconds, that a server's `Retry-After` is obeyed
-            for; a longer one is cut to this, so a misconfigured header cannot park a waiter
-            for a day.
-        not_found_grace: seconds from the start of a wait during which a 404 for a job not seen
-            yet is taken for a visibility delay and polled again, instead of raising `NotFound`
-            at once. 0 by default: the service answers a job's creation with the job itself, so
-            a 404 is most often a wrong id. Set it when you wait on ids handed over by another
-            system right after creation.
-        first_contact_grace: seconds a wait rides out connection failures (refused, timed
-            out, no route) while its client has never had an answer from the server: once
-            they pass, the failure is raised instead of polled again up to `max_failures`
-            (10 by default: a server that cannot be reached from the start is most often a
-            wrong base URL or port, and minutes of silent retries help nobody). Once the
-            client has had any answer, an outage is ridden out as usual. A resumed wait
-            counts it from its first poll in the new process.
-        stall_timeout: when set, raise `JobStalled` once neither status nor progress has changed
-            for this many seconds (checked at each poll). Off by default: a job may sit queued
-            for hours and still be fine.
-        progress_aware: aim polls at the end predicted from the progress the job reports
-            (True, the default); False polls on the blind schedule whatever the job says.
-        max_estimated_interval: the longest wait a prediction may ask for, in seconds (1800,
-            at least `max_interval`). No wait is longer than the time the job's current
-            status has been watched either, so a job that outruns the model is seen late by
-            at most its own age, and at most this. Lower it to bound the lateness of jobs that
-            may end abruptly long before their progress says.
-        drift: how many times faster a job may move each time its age doubles, over the pace
-            its readings have shown (2; at least 1): a job whose pace grows with its age is
-            within the model, and near its end, where its age hardly grows, it cannot speed up
-            much. Larger is safer for jobs that speed up, and costs more polls. A queued job
-            (SCHEDULED, WAITING, ...) is polled every `1 / drift` of its age.
-        lateness: once the end may come at any moment, how late a job may be seen, as a
-            share of its age (0.3; from `initial` up to 1.5 x `max_interval`, 45 s). Also how
-            often a job that reports no progress is polled once the blind schedule is slower.
-        early_end: how many percent short of 100 a job may end (8), in progress and in time:
-            the end may come once a reading is `100 - early_end` percent or more (in the steps
-            progress moves in) and the job has run `100 - early_end` percent of the time it
-            needs to reach 100 at its present pace. 0 trusts progress to reach 100.
-        clock: the monotonic clock the deadline, the grace and the stall guard are measured on.
-        sleep: how to wait between polls; `asyncio.sleep` by default. With `clock`, what lets
-            tests run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
-        rng: a source of uniform numbers in [0, 1) for the jitter, e.g.
-            `random.Random(7).random` for a schedule that repeats exactly.
-        wall_clock: the UTC wall clock, in seconds since the epoch (`time.time`): a
-            checkpoint turns the times of `clock`, which mean nothing in another process,
-            into UTC with it, and a resumed wait turns them back. Only checkpoints read it.
+        initial: the first blind delay, in seconds (2).
+        factor: how much each blind delay grows over the one before (2; 1: a fixed interval).
+        max_interval: the longest blind delay, in seconds (30).
+        jitter: the share of a delay drawn at random (0.2; 1 is backoff's "full jitter").
+        max_failures: how many failed polls in a row end the wait (10): the last is raised,
+            those before are polled again (transport errors, 429, 5xx, an intermediary's
+            HTML page); any answer that is a job resets the count.
+        max_retry_after: the longest a server's `Retry-After` is obeyed for, in seconds
+            (300), so a misconfigured header cannot park a waiter for a day.
+        not_found_grace: seconds from the start of a wait during which a 404 for a job not
+            seen yet is polled again, not raised as `NotFound` (0: the service answers a
+            job's creation with the job, so a 404 is most often a wrong id). Set it for ids
+            handed over by another system right after creation.
+        first_contact_grace: seconds a wait rides out connection failures while its client
+            has never had an answer (10): a server unreachable from the start is most often
+            a wrong base URL or port. A resumed wait counts them from its first poll.
+        stall_timeout: raise `JobStalled` once neither status nor progress has changed for
+            this many seconds (None: off, since a job may sit queued for hours and be fine).
+        progress_aware: aim polls at the end the job's progress predicts (True).
+        max_estimated_interval: the longest delay a prediction may ask for, in seconds (1800;
+            at least `max_interval`): lower it for jobs that may end long before their
+            progress says.
+        drift: how many times faster a job may move each time its age doubles (2; at least
+            1): larger is safer for jobs that speed up, and costs more polls.
+        lateness: how late a job may be seen, as a share of its age (0.3; up to 1).
+        early_end: how many percent short of 100 a job may end (8; 0 trusts progress).
+        clock: the monotonic clock a wait's times are measured on.
+        sleep: how to wait between polls (`asyncio.sleep`); with `clock`, what lets tests
+            run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
+        rng: uniform numbers in [0, 1) for the jitter; `random.Random(7).random` makes a
+            schedule repeat exactly.
+        wall_clock: the UTC wall clock (`time.time`), which only checkpoints read.
 
     Raises:
         ConfigurationError: an option out of range (also a `ValueError`).
     """
 
-    initial: float = attrs.field(default=2.0, validator=_positive)
-    factor: float = attrs.field(default=2.0, validator=_check_factor)
-    max_interval: float = attrs.field(default=30.0, validator=_check_max_interval)
-    jitter: float = attrs.field(default=0.2, validator=_check_jitter)
-    max_failures: int = attrs.field(default=10, validator=_check_max_failures)
-    max_retry_after: float = attrs.field(default=300.0, validator=_not_negative)
-    not_found_grace: float = attrs.field(default=0.0, validator=_not_negative)
-    first_contact_grace: float = attrs.field(default=10.0, validator=_not_negative)
-    stall_timeout: float | None = attrs.field(default=None, validator=_check_stall_timeout)
+    initial: float = attrs.field(default=2.0, validator=_SECONDS)
+    factor: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
+    max_interval: float = attrs.field(default=30.0, validator=[_SECONDS, _at_least("initial")])
+    jitter: float = attrs.field(default=0.2, validator=_FRACTION)
+    max_failures: int = attrs.field(default=10, validator=_TRIES)
+    max_retry_after: float = attrs.field(default=300.0, validator=_GRACE)
+    not_found_grace: float = attrs.field(default=0.0, validator=_GRACE)
+    first_contact_grace: float = attrs.field(default=10.0, validator=_GRACE)
+    stall_timeout: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional(_SECONDS)
+    )
     progress_aware: bool = attrs.field(default=True, validator=_check_bool)
     max_estimated_interval: float = attrs.field(
-        default=1800.0, validator=_check_max_estimated_interval
+        default=1800.0, validator=[_SECONDS, _at_least("max_interval")]
     )
-    drift: float = attrs.field(default=2.0, validator=_check_factor)
-    lateness: float = attrs.field(default=0.3, validator=_check_share)
-    early_end: int = attrs.field(default=8, validator=_check_early_end)
+    drift: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
+    lateness: float = attrs.field(default=0.3, validator=_SHARE)
+    early_end: int = attrs.field(default=8, validator=_PERCENT)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_check_callable, repr=False, eq=False
@@ -279,8 +216,7 @@ class PollPolicy:
     wall_clock: Callable[[], float] = attrs.field(
         default=time.time, validator=_check_callable, repr=False, eq=False
     )
-    #: The blind delays before jitter (see `delays()`), derived from the options above: every
-    #: pace indexes this table, so a pace holds an index rather than a generator.
+    #: The blind delays before jitter (see `delays()`), derived from the options above.
     blind_delays: tuple[float, ...] = attrs.field(
         init=False, repr=False, eq=False, default=attrs.Factory(_blind_table, takes_self=True)
     )

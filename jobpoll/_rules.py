@@ -1,11 +1,9 @@
 """The rules of a wait, once: what happens when a poll is sent, answered, or fails.
 
-They are functions of a job's `JobState` and the time, with no I/O: each updates the state
-and returns what to do next (the delay before the next poll; None once the job ended), or
-raises the error that ends the wait. Three drivers apply them: `JobWait` (one job, its own
-loop), `JobsWait` (many jobs, one scheduler) and `SaqWaits` (one poll per queue job), so a job
-ends alike whichever waits on it. Also here: the pause the whole fleet takes when the server
-throttles, which the fan-out and `jobpoll.saq` share.
+Functions of a job's `JobState` and the time, with no I/O: each updates the state and
+returns the delay before the next poll (None once the job ended), or raises the error that
+ends the wait. `JobWait`, `JobsWait` and `SaqWaits` apply them, so a job ends alike
+whichever waits on it. Also here: the pause of the whole fleet when the server throttles.
 """
 
 from __future__ import annotations
@@ -18,8 +16,6 @@ from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, 
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._state import JobState, PaceState
-
-__all__ = ["Rules", "fleet_pause"]
 
 logger = logging.getLogger("jobpoll")
 
@@ -129,21 +125,10 @@ class Rules:
                 raise error
         delay = policy.retry_delay(_pace.failed(policy, pace), getattr(error, "retry_after", None))
         if visibility_delay:
-            logger.info(
-                "job %s: not found yet, within the grace of %g s; next poll in %.1f s",
-                state.job_id,
-                policy.not_found_grace,
-                delay,
-            )
+            why = f"not found yet, within the grace of {policy.not_found_grace:g} s;"
         else:
-            logger.info(
-                "job %s: %s; failure %d of at most %d in a row, next poll in %.1f s",
-                state.job_id,
-                error,
-                state.failures,
-                policy.max_failures,
-                delay,
-            )
+            why = f"{error}; failure {state.failures} of at most {policy.max_failures} in a row,"
+        logger.info("job %s: %s next poll in %.1f s", state.job_id, why, delay)
         return delay
 
     def _unreachable(self, state: JobState, error: JobPollError, now: float, since: float) -> bool:

@@ -1,13 +1,18 @@
 """A job's state as checkpoint data, and back: one cattrs converter over the records of
-`_state`, and one rule over the fields they mark as times (see `_checkpoint`)."""
+`_state` (never pickled), and one rule over the fields they mark as times.
+
+Times on `policy.clock` mean nothing in another process: a checkpoint holds them relative
+to `taken_at` or as UTC, and a resumed wait maps them back by one offset (`Timebase`). A
+pace's schedule depends only on differences of its times, so it goes on exactly.
+"""
 
 from __future__ import annotations
 
 import functools
 import math
 from collections.abc import Callable
-from datetime import datetime
-from typing import Any, get_origin
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, get_origin
 
 import attrs
 import cattrs
@@ -16,42 +21,92 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.json import make_converter
 
 from jobpoll._models import Job, job_from_wire, job_to_wire
-from jobpoll._state import JobState, PaceState, record_type, time_kind
-from jobpoll._timebase import EARLIEST, LATEST, Timebase
+from jobpoll._pace import longest_delay
+from jobpoll._state import JobState, PaceState, record_type
 from jobpoll._wire import WireError, format_timestamp
 
-__all__ = ["check_times", "converter", "restore_state", "saved_state"]
+if TYPE_CHECKING:
+    from jobpoll._policy import PollPolicy
 
-#: Seconds a "past" time may lie after `taken_at` (rounding), before it is nonsense.
-_SLACK = 1e-3
+#: The times a checkpoint holds lie between these. A deadline further away (a timeout of
+#: thousands of years, a user's "forever") is saved as the latest: no wait can tell them apart.
+EARLIEST = datetime(1971, 1, 1, tzinfo=UTC)
+LATEST = datetime(9000, 1, 1, tzinfo=UTC)
+#: How far a checkpoint's `taken_at` may lie ahead of this machine's wall clock and still be
+#: read as taken just now: a day, more than any clock that is merely off (a wrong time zone
+#: is at most 14 hours); further ahead, it was typed wrong and its times mean nothing.
+MAX_LEAD = 86400.0
 
 
-# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5),
-# jobs through the wire format's own converter, times as ISO 8601 UTC with a `Z`.
+class Timebase:
+    """The offset between a policy's clock and the UTC wall clock, read once: taking a
+    checkpoint, or resuming one (a time `t` of the old clock is `now + (wall(t) - wall_now)`
+    in the new process)."""
+
+    __slots__ = ("latest_due", "now", "origin", "taken_at", "wall_now")
+
+    def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
+        self.now = policy.clock()
+        self.wall_now = policy.wall_clock()
+        if taken_at is None:
+            self.taken_at = datetime.fromtimestamp(self.wall_now, UTC)
+        else:
+            lead = taken_at.timestamp() - self.wall_now
+            if lead > MAX_LEAD:
+                raise ValueError(
+                    f"taken_at {taken_at:%Y-%m-%dT%H:%M:%SZ} lies {lead:.0f} s ahead of this"
+                    f" machine's clock, more than the {MAX_LEAD:.0f} s a clock may be off"
+                )
+            # A wall clock behind the checkpoint's counts as no time passed since: time on a
+            # wait's clock never goes back, and the deadline is as far as when it was taken.
+            self.taken_at = taken_at
+            self.wall_now = max(self.wall_now, taken_at.timestamp())
+        #: `taken_at` on this process's clock: a time saved relative to it is this plus it.
+        self.origin = self.from_utc(self.taken_at)
+        #: The latest a saved poll (or pause) may be due, the latest a wait of the policy
+        #: could have set: a later one, tampered with, would park the wait for ever.
+        self.latest_due = self.origin + longest_delay(policy)
+
+    def to_utc(self, moment: float) -> datetime:
+        """A time of this process's clock as UTC, from `EARLIEST` to `LATEST` (a deadline
+        long passed is as passed at either)."""
+        seconds = self.wall_now + (moment - self.now)
+        return datetime.fromtimestamp(
+            min(max(seconds, EARLIEST.timestamp()), LATEST.timestamp()), UTC
+        )
+
+    def from_utc(self, moment: datetime) -> float:
+        """A UTC time on this process's clock."""
+        return self.now + (moment.timestamp() - self.wall_now)
+
+    def due(self, seconds: float) -> float:
+        """When a saved poll (or pause), in seconds since the epoch, is due on this
+        process's clock: at most `latest_due`."""
+        return min(self.now + (seconds - self.wall_now), self.latest_due)
+
+    def relative(self, moment: float) -> float:
+        """A time of this process's clock as seconds after `taken_at` (rounded to 1 µs), 0
+        at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
+        return min(round(moment - self.now, 6), 0.0)
 
 
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise TypeError(f"expected a whole number, got {type(value).__name__}")
-    return value
+# The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5), jobs
+# in their wire form, times as ISO 8601 UTC with a `Z`.
+
+
+def _exactly(type_: type, expected: str) -> Callable[[object, object], Any]:
+    def structure(value: object, _type: object) -> Any:
+        if type(value) is not type_:
+            raise TypeError(f"expected {expected}, got {type(value).__name__}")
+        return value
+
+    return structure
 
 
 def _structure_float(value: object, _type: object) -> float:
     if type(value) not in (int, float) or not math.isfinite(value):  # type: ignore[arg-type]
         raise TypeError(f"expected a finite number, got {value!r:.40}")
     return float(value)  # type: ignore[arg-type]
-
-
-def _structure_bool(value: object, _type: object) -> bool:
-    if type(value) is not bool:
-        raise TypeError(f"expected true or false, got {type(value).__name__}")
-    return value
-
-
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise TypeError(f"expected a string, got {type(value).__name__}")
-    return value
 
 
 def _structure_time(value: object, _type: object) -> datetime:
@@ -92,16 +147,16 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
     """The records of `_state`, by their field metadata: what is not saved is left out, a
     "utc" time is read from its ISO form, and every field saved must be there."""
 
+    def unsaved(cls: Any) -> dict[str, Any]:
+        fields = attrs.fields(cls)
+        return {f.name: override(omit=True) for f in fields if not f.metadata.get("saved", True)}
+
     def structure_state(cls: Any) -> Any:
-        overrides = {}
-        for field in attrs.fields(cls):
-            if not field.metadata.get("saved", True):
-                overrides[field.name] = override(omit=True)
-            elif time_kind(field) == "utc":
-                overrides[field.name] = override(struct_hook=_optional(_structure_epoch))
-        structure = make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
-        saved = [name for name in attrs.fields_dict(cls) if name not in overrides]
-        saved += [name for name, hook in overrides.items() if not hook.omit]
+        omitted = unsaved(cls)
+        saved = [name for name in attrs.fields_dict(cls) if name not in omitted]
+        utc = override(struct_hook=_optional(_structure_epoch))
+        times = {f.name: utc for f in attrs.fields(cls) if f.metadata.get("time") == "utc"}
+        structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:
             # Every field saved must be there: a default would be a silent restart.
@@ -114,9 +169,7 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
         return required
 
     def unstructure_state(cls: Any) -> Any:
-        omitted = [f.name for f in attrs.fields(cls) if not f.metadata.get("saved", True)]
-        omit = {name: override(omit=True) for name in omitted}
-        return make_dict_unstructure_fn(cls, converter, **omit)  # type: ignore[arg-type]
+        return make_dict_unstructure_fn(cls, converter, **unsaved(cls))
 
     converter.register_structure_hook_factory(_is_state, structure_state)
     converter.register_unstructure_hook_factory(_is_state, unstructure_state)
@@ -125,10 +178,10 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
     for type_, hook in (
-        (int, _structure_int),
+        (int, _exactly(int, "a whole number")),
         (float, _structure_float),
-        (str, _structure_str),
-        (bool, _structure_bool),
+        (str, _exactly(str, "a string")),
+        (bool, _exactly(bool, "true or false")),
         (datetime, _structure_time),
         (Job, _structure_job),
     ):
@@ -141,13 +194,8 @@ def _make_converter() -> cattrs.Converter:
 
     def strict_list(type_: Any) -> Callable[[Any, Any], Any]:
         items = list_structure_factory(type_, converter)
-
-        def structure(value: object, type_: object) -> Any:
-            if type(value) is not list:  # cattrs alone takes a string for a list of letters
-                raise TypeError(f"expected a list, got {type(value).__name__}")
-            return items(value, type_)
-
-        return structure
+        is_list = _exactly(list, "a list")  # cattrs alone takes a string for a list of letters
+        return lambda value, type_: items(is_list(value, type_), type_)
 
     def is_list(type_: Any) -> bool:
         return get_origin(type_) is list
@@ -165,61 +213,49 @@ converter = _make_converter()
 @functools.cache
 def _timed(cls: type) -> tuple[tuple[tuple[str, str], ...], tuple[tuple[str, type], ...]]:
     """A record class's fields marked as times (name, kind), and those holding a record."""
-    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := time_kind(f)))
+    times = tuple((f.name, kind) for f in attrs.fields(cls) if (kind := f.metadata.get("time")))
     records = tuple((f.name, r) for f in attrs.fields(cls) if (r := record_type(f)) is not None)
     return times, records
 
 
-def _save_times(cls: type, data: dict[str, Any], base: Timebase) -> None:
+def _move_times(cls: type, record: Any, move: Callable[[str, str, Any], Any]) -> None:
+    """Replace each time `t` of a record of `cls` (or of its data, a dict), and of the records
+    it holds, by `move(name, kind, t)`; a time not set (None) stays None."""
+    if isinstance(record, dict):
+        get, put = record.get, record.__setitem__
+    else:
+        get, put = functools.partial(getattr, record), functools.partial(setattr, record)
     times, records = _timed(cls)
     for name, kind in times:
-        value = data[name]
-        if kind == "past":
-            data[name] = base.relative(value)
-        elif value is not None:
-            data[name] = format_timestamp(base.to_utc(value))
-    for name, record in records:
-        if isinstance(data[name], dict):
-            _save_times(record, data[name], base)
-
-
-def _restore_times(record: Any, base: Timebase) -> None:
-    cls: type = type(record)
-    times, records = _timed(cls)
-    for name, kind in times:
-        value = getattr(record, name)
-        if kind == "past":
-            setattr(record, name, base.origin + value)
-        elif value is not None:
-            setattr(record, name, base.due(value))
-    for name, _cls in records:
-        if (inner := getattr(record, name)) is not None:
-            _restore_times(inner, base)
+        if (value := get(name)) is not None:
+            put(name, move(name, kind, value))
+    for name, inner_cls in records:
+        if (inner := get(name)) is not None:
+            _move_times(inner_cls, inner, move)
 
 
 def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
     """A job's state as checkpoint data, its times moved by the rule."""
+
+    def saved(_name: str, kind: str, moment: float) -> float | str:
+        return base.relative(moment) if kind == "past" else format_timestamp(base.to_utc(moment))
+
     data: dict[str, Any] = converter.unstructure(state)
-    _save_times(JobState, data, base)
+    _move_times(JobState, data, saved)
     return data
 
 
-def check_times(record: Any) -> None:
-    """Refuse a record read from a checkpoint whose "past" time lies after it was taken."""
-    # A saved "past" time is relative to when the checkpoint was taken: one after it is
-    # nonsense (a millisecond of rounding aside).
-    cls: type = type(record)
-    times, records = _timed(cls)
-    for name, kind in times:
-        value = getattr(record, name)
-        if kind == "past" and value > _SLACK:
-            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
-    for name, _cls in records:
-        if (inner := getattr(record, name)) is not None:
-            check_times(inner)
-
-
 def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock."""
-    _restore_times(state, base)
+    """A state read from a checkpoint, its times moved onto this process's clock; a ValueError
+    for a "past" time after the checkpoint was taken (nonsense, a millisecond of rounding
+    aside)."""
+
+    def restored(name: str, kind: str, value: float) -> float:
+        if kind == "utc":
+            return base.due(value)
+        if value > 1e-3:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+        return base.origin + value
+
+    _move_times(JobState, state, restored)
     return state

@@ -1,19 +1,13 @@
 """What a wait knows of its job, declared once: `JobState` and its schedule's `PaceState`.
 
-Everything else is derived from these two records, field by field, never listed again: the
-fan-out's rows (`_rows`: a column per field, by its type), the checkpoint (`_checkpoint`: the
-same records through one converter, times moved by one rule over the fields marked as times,
-values checked against the bounds declared here) and what `jobpoll.saq` carries (the
-checkpoint). Adding a per-job field is one field here, plus the rule that uses it.
+The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these records
+field by field: a per-job field is one field here, plus the rule that uses it. The field
+metadata they read:
 
-Field metadata, read by those derivations:
-
-- `time`: a time on the policy's clock, which means nothing in another process. `"past"`: a
-  checkpoint holds it as seconds relative to when it was taken (0 or less: a time after it
-  is refused); `"utc"`: a time ahead (when the next poll is due), as an ISO 8601 UTC time, and
-  read back as no later than the policy's longest delay after the checkpoint was taken.
-- `min`, `max`: the bounds a checkpoint's value must lie within (also checked when a record
-  is made, never when a rule sets a field: the rules keep them).
+- `time`: a time on the policy's clock. A checkpoint holds a `"past"` one as seconds before
+  it was taken, a `"utc"` one (when the next poll is due) as an ISO 8601 UTC time.
+- `min`, `max`: the bounds of a value, checked when a record is made (read back from a
+  checkpoint), not when a rule sets a field (millions of times; the rules keep them).
 - `saved`: False for what a checkpoint leaves out.
 """
 
@@ -25,8 +19,6 @@ import attrs
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import MAX_PROGRESS, Job
-
-__all__ = ["JobState", "PaceState", "record_type", "time_kind"]
 
 
 def _within_bounds(_record: object, attribute: attrs.Attribute[Any], value: float) -> None:
@@ -60,22 +52,12 @@ def _time() -> Any:
     return attrs.field(default=0.0, metadata={"time": "past"})
 
 
-def time_kind(attribute: attrs.Attribute[Any]) -> str | None:
-    """How a checkpoint holds the field: "past", "utc", or None for no time."""
-    kind: str | None = attribute.metadata.get("time")
-    return kind
-
-
 def record_type(attribute: attrs.Attribute[Any]) -> type | None:
     """The record a field holds (`PaceState` of `PaceState | None`), or None."""
     for type_ in get_args(attribute.type) or (attribute.type,):
         if attrs.has(type_):
             return type_
     return None
-
-
-# Validators run when a record is made (from a checkpoint), not when a rule sets a field
-# (`on_setattr`): the rules set fields millions of times, and keep them in bounds themselves.
 
 
 @attrs.define(slots=True, kw_only=True, on_setattr=attrs.setters.NO_OP)

@@ -19,8 +19,6 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._state import JobState
 
-__all__ = ["JobWait", "wait_for_job"]
-
 logger = logging.getLogger("jobpoll")
 
 #: Called with each new snapshot; may be a coroutine function.
@@ -30,9 +28,8 @@ _DEFAULT_POLICY = PollPolicy()
 
 
 class CallbackError(Exception):
-    """Carries what a caller's `on_update` raised past jobpoll's own handling, so that no
-    error of the callback's (a `JobPollError`, a `StopAsyncIteration`) is taken for one of
-    jobpoll's or for the end of an iteration. Never seen by the caller: `error` is raised."""
+    """Carries what `on_update` raised past jobpoll's own handling, where it would be taken for
+    jobpoll's error or the end of an iteration; the caller gets `error`."""
 
     def __init__(self, error: Exception) -> None:
         super().__init__(repr(error))
@@ -43,9 +40,8 @@ async def notify(on_update: UpdateCallback, job: Job) -> None:
     """Call (and await, if it gives an awaitable) a caller's `on_update` with a snapshot.
 
     Raises:
-        CallbackError: the callback raised; its `error` is what to raise to the caller (a
-            `StopIteration` or `StopAsyncIteration` as a `RuntimeError`, which would
-            otherwise end the caller's `async for` as if all were done).
+        CallbackError: the callback raised (a `StopIteration` or `StopAsyncIteration` as a
+            `RuntimeError`: it would end the caller's `async for` as if all were done).
     """
     try:
         result = on_update(job)
@@ -82,30 +78,24 @@ def wait_for_job(
             print(job.status, job.progress)
 
     Nothing is sent until the wait is awaited or iterated; the first poll is then immediate.
-
-    A wait can be saved and resumed, in this process or any other: `wait.checkpoint()` gives
-    a JSON-ready dict, and `wait_for_job(client, job_id, resume=checkpoint)` goes on where it
-    left off. The next poll comes when it would have come (at once if that time has passed),
-    the schedule and the deadline go on, and nothing is sent before the wait is awaited or
-    iterated.
+    `wait.checkpoint()` saves a wait, and `resume=` goes on with it, in this process or any
+    other: its next poll comes when it was due (at once if that has passed), and its schedule
+    and deadline go on.
 
     Args:
         client: the client to poll with.
         job_id: the job to wait for.
-        policy: the schedule of polls and the rules for errors; `PollPolicy()` when None.
+        policy: the schedule of polls and the rules for errors (`PollPolicy()`).
         timeout: the most seconds the whole wait may take, counted on `policy.clock` from the
-            first poll; None waits until the job ends. No poll is started that the deadline
-            would cut short: the wait sleeps until the deadline and raises `WaitTimeout`. Each
-            request's own timeout is cut to the time that remains.
+            first poll (None: no limit). A poll the deadline would cut short is not started:
+            the wait sleeps until the deadline and raises `WaitTimeout`; each request's own
+            timeout is cut to the time that remains.
         on_update: called with each snapshot the iterator would yield (also when awaiting),
             e.g. to report progress from a worker; it may be a coroutine function. What it
             raises ends the wait.
-        resume: a checkpoint of a wait on the same job (`JobWait.checkpoint()`, through
-            JSON or not) to go on from. The deadline is the checkpoint's, so `timeout` must
-            be None; `policy` is not saved: pass the one the wait had.
-
-    Returns:
-        A `JobWait`.
+        resume: a checkpoint of a wait on the same job (`JobWait.checkpoint()`, through JSON
+            or not). Its deadline is kept, so `timeout` must be None; `policy` is not saved:
+            pass the one the wait had.
 
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
@@ -118,20 +108,13 @@ def wait_for_job(
     job_id = check_job_id(job_id)
     policy = check_wait_options(client, policy, timeout, on_update, resume)
     if resume is None:
-        return JobWait(client, job_id, Rules(policy, timeout), on_update)
+        return JobWait(client, Rules(policy, timeout), JobState(job_id=job_id), on_update)
     rules, state, owed = resume_job(resume, job_id, policy)
-    wait = JobWait(client, job_id, rules, on_update, state=state)
-    if owed:
-        wait._unreturned = state.job  # yielded first, as this wait iterated again would
-    return wait
+    return JobWait(client, rules, state, on_update, owed=owed)
 
 
 def check_wait_options(
-    client: object,
-    policy: object,
-    timeout: float | None,
-    on_update: object,
-    resume: object,
+    client: object, policy: object, timeout: float | None, on_update: object, resume: object
 ) -> PollPolicy:
     """Refuse the options of `wait_for_job` or `wait_for_jobs` that are not what they should
     be; the policy to use."""
@@ -174,7 +157,6 @@ class JobWait:
         "_delay",
         "_error",
         "_on_update",
-        "_over",
         "_polled_from",
         "_rules",
         "_state",
@@ -184,25 +166,23 @@ class JobWait:
     def __init__(
         self,
         client: JobsClient,
-        job_id: str,
         rules: Rules,
+        state: JobState,
         on_update: UpdateCallback | None,
         *,
-        state: JobState | None = None,
+        owed: bool = False,
     ) -> None:
-        # What the wait knows of its job, which the rules decide from.
-        self._state = JobState(job_id=job_id) if state is None else state
+        self._state = state
         self._rules = rules
         self._client = client
         self._on_update = on_update
         self._error: Exception | None = None
         self._busy = False
-        # A snapshot taken in but not returned yet: its on_update was cancelled.
-        self._unreturned: Job | None = None
+        # A snapshot taken in but not returned yet: its on_update was cancelled (a resumed
+        # wait's, when its checkpoint says so, is yielded first as this wait's would be).
+        self._unreturned = state.job if owed else None
         # When this object first polled (for a resumed wait: in this process), on the clock.
         self._polled_from = -math.inf
-        job = self._state.job
-        self._over = job is not None and job.is_terminal
         # The delay before the next poll, decided by the rules; None before the first.
         self._delay: float | None = None
 
@@ -224,7 +204,8 @@ class JobWait:
     @property
     def done(self) -> bool:
         """True once the wait is over: the job ended, or an error ended the wait."""
-        return self._over
+        job = self._state.job
+        return self._error is not None or (job is not None and job.is_terminal)
 
     def __repr__(self) -> str:
         job = self._state.job
@@ -235,16 +216,15 @@ class JobWait:
         return self._outcome().__await__()
 
     def checkpoint(self) -> dict[str, Any]:
-        """The wait's state as a small, versioned, JSON-ready dict, to resume it later with
+        """The wait's state as a small, versioned, JSON-ready dict, to go on with it by
         `wait_for_job(client, job_id, resume=checkpoint)`, in this process or another.
 
         It holds the job id, the last snapshot (in the service's wire form), the schedule's
-        state, the counts, the deadline (`"deadline"`) and when the next poll is due
-        (`"next_poll_at"`), both as ISO 8601 UTC times (`next_poll_at` is None when the wait
-        has not started or is over), and whether the last snapshot is still owed to the
-        iteration (`"owed"`: its async `on_update` was cancelled; a resumed wait yields it
-        first, as this one iterated again would). A poll in flight when it is taken is due
-        again at once on resuming. Safe to call at any moment, from any task; it sends nothing.
+        state, the counts, the `"deadline"` and when the next poll is due (`"next_poll_at"`,
+        None before the start and after the end) as ISO 8601 UTC times, and whether the last
+        snapshot is `"owed"` to the iteration (its async `on_update` was cancelled; a resumed
+        wait yields it first). A poll in flight is due again at once on resuming. Safe to
+        call at any moment, from any task; it sends nothing.
 
         Raises:
             CheckpointError: the wait has ended with an error: there is nothing to resume
@@ -264,7 +244,7 @@ class JobWait:
         if self._unreturned is not None:
             job, self._unreturned = self._unreturned, None
             return job
-        if self._over:
+        if self.done:
             raise StopAsyncIteration
         if self._busy:
             raise RuntimeError(f"the wait for job {self.job_id!r} is already being consumed")
@@ -272,17 +252,17 @@ class JobWait:
         try:
             return await self._next_update()
         except CallbackError as wrapper:
-            self._over, self._error, self._unreturned = True, wrapper.error, None
+            self._error, self._unreturned = wrapper.error, None
             raise wrapper.error from None
         except Exception as exc:  # CancelledError is no Exception: a cancelled wait can resume
-            self._over, self._error, self._unreturned = True, exc, None
+            self._error, self._unreturned = exc, None
             raise
         finally:
             self._busy = False
 
     async def _outcome(self) -> Job:
         self._unreturned = None  # awaited for the outcome: no snapshot is owed any more
-        while not self._over:
+        while not self.done:
             await self.__anext__()
         if self._error is not None:
             raise self._error
@@ -315,7 +295,6 @@ class JobWait:
             news, self._delay = rules.answered(state, job, now)
             state.next_poll_at = None if self._delay is None else now + self._delay
             if news:
-                self._over = job.is_terminal
                 if self._on_update is not None:
                     # Cancelled while the callback runs, the snapshot is still the next one
                     # handed out: the iteration resumes with it rather than skip a change.

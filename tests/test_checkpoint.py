@@ -35,6 +35,7 @@ from jobpoll import (
     JobWait,
     PollPolicy,
     TransportError,
+    WaitTimeout,
     wait_for_job,
     wait_for_jobs,
 )
@@ -1207,6 +1208,49 @@ async def test_a_resumed_wait_awaited_later_polls_when_due(
     sleeps = len(clock.sleeps)
     await anext(resumed)
     assert clock.sleeps[sleeps : sleeps + 1] in ([], [0.0])
+
+
+async def test_a_checkpoint_from_a_clock_ahead_resumes_as_if_taken_just_now(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """A checkpoint taken where the wall clock reads up to a day ahead of this machine's
+    resumes as if taken just now: its next poll after the delay it saved, its deadline as
+    far away as when it was taken, not passed at once."""
+    policy = policy_of(clock)
+    job_id = service.add_job(duration=4 * 3600)
+    saved = await checkpoint_after(client, job_id, policy, 3)
+    clock.epoch -= 23 * 3600  # this machine's wall clock reads 23 hours behind
+    resumed_at = clock.now
+    resumed = wait_for_job(client, job_id, policy=policy, resume=saved)
+    delay = seconds_between(saved["taken_at"], saved["next_poll_at"])
+    assert await first_sleep(resumed, clock) == pytest.approx(delay, abs=1e-5)
+    with pytest.raises(WaitTimeout):
+        await resumed
+    left = seconds_between(saved["taken_at"], saved["deadline"])
+    assert clock.now - resumed_at == pytest.approx(left, abs=1e-3)
+
+
+@pytest.mark.parametrize(
+    "taken_at",
+    [
+        pytest.param("8999-01-01T00:00:00Z", id="8999"),
+        pytest.param("2026-01-02T00:10:00Z", id="a-day-and-minutes"),
+    ],
+)
+async def test_a_checkpoint_taken_more_than_a_day_ahead_is_refused(
+    client: JobsClient,
+    clock: VirtualClock,
+    saved: dict[str, Any],
+    fanout_saved: dict[str, Any],
+    taken_at: str,
+) -> None:
+    """A `taken_at` further ahead of this machine's clock than any clock that is merely off
+    is a `CheckpointError` saying what it found, not a wait timed out at once."""
+    policy = policy_of(clock)
+    with pytest.raises(CheckpointError, match=f"taken_at {taken_at} lies .* ahead"):
+        wait_for_job(client, saved["job_id"], policy=policy, resume={**saved, "taken_at": taken_at})
+    with pytest.raises(CheckpointError, match="taken_at"):
+        wait_for_jobs(client, [], policy=policy, resume={**fanout_saved, "taken_at": taken_at})
 
 
 #: The longest delay `policy_of(clock)` can ask for between two polls (a pace's longest
