@@ -22,7 +22,8 @@ from typing import Any, Self
 
 import attrs
 
-from jobpoll._errors import JobPollError
+from jobpoll._errors import InvalidJobId, JobFailedError, JobPollError, JobStalled, WaitTimeout
+from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._wire import (
     WireError,
     describe,
@@ -32,19 +33,6 @@ from jobpoll._wire import (
     structure_function,
     wire_rule,
 )
-
-__all__ = [
-    "FAILED_STATUSES",
-    "MAX_PROGRESS",
-    "MIN_PROGRESS",
-    "STATUS_BY_VALUE",
-    "TERMINAL_STATUSES",
-    "Job",
-    "JobResult",
-    "JobStatus",
-    "job_from_wire",
-    "job_to_wire",
-]
 
 
 class JobStatus(enum.StrEnum):
@@ -275,6 +263,32 @@ class JobResult:
         and attributes as they were), made without running its constructor.
 
         Raises:
-            ValueError: the data is no such result; the message names the field.
+            ValueError: the data is no such result: a field or an error's attribute missing
+                or of the wrong type, or ids of another job; the message names the field.
         """
-        return record_from_wire(data, cls)
+        result = record_from_wire(data, cls)
+        error, job = result.error, result.job
+        if not isinstance(error, InvalidJobId):  # a refused id is reported as it was given
+            _check_ids(result.job_id, job, error)
+        if isinstance(error, JobFailedError | JobStalled):
+            if job is None:
+                raise WireError(f"job: required with a {type(error).__name__}", field="job")
+            error.job = job  # written once, as the result's own
+        elif isinstance(error, WaitTimeout):
+            error.job = job
+        return result
+
+
+def _check_ids(job_id: str, job: Job | None, error: JobPollError | None) -> None:
+    """A `WireError` unless `job_id` could be sent, and the job and the error of its result
+    are about it."""
+    try:
+        check_job_id(job_id)
+    except InvalidJobId as exc:
+        raise WireError(f"jobId: {exc}", field="jobId") from None
+    for field, other in (
+        ("job.id", job.id if job is not None else None),
+        ("error.attributes.jobId", error.job_id if error is not None else None),
+    ):
+        if other is not None and not same_job_id(job_id, other):
+            raise WireError(f"{field}: {describe(other)} is not jobId", field=field)
