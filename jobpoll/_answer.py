@@ -11,8 +11,6 @@ exception as its context (a `json.JSONDecodeError` holds the whole document).
 from __future__ import annotations
 
 import functools
-import json
-from typing import Any
 
 import attrs
 from multidict import CIMultiDictProxy
@@ -23,8 +21,6 @@ from jobpoll._models import Job, structure_job
 from jobpoll._redact import ROOM, Redactor
 from jobpoll._retry_after import parse_retry_after
 from jobpoll._wire import WireError, json_object
-
-__all__ = ["ERROR_FIELD_LENGTH", "SNIPPET_LENGTH", "decode_job", "error_of", "is_json", "job_of"]
 
 #: The most characters of a body a `DecodeError` keeps (its `snippet`).
 SNIPPET_LENGTH = 200
@@ -169,14 +165,9 @@ def error_of(
 
 def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
     """The string fields of a documented error body; nothing when the body is anything else."""
-    if not body:
-        return {}
-    data: Any = None
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict):
+        data = json_object(body or b"")
+    except WireError:
         return {}
     return {
         key: redact.cut(value, ERROR_FIELD_LENGTH)

@@ -1,38 +1,25 @@
 """Hiding the API key in what a server sends back: whole, in part, or encoded.
 
-A server may echo the request it got: in an error's message, a page of a proxy, a reason
-phrase, a redirect's `Location`. Whatever of that text jobpoll keeps (in an error's message
-and attributes, hence in logs, `JobResult.to_dict()` and the command line's output) first
-goes through one rule, `Redactor`, over the whole text, and only then is cut to its length:
-cut first, a key straddling the cut would be missed.
+A server may echo the request it got (in an error's message, a proxy's page, a reason
+phrase, a redirect's `Location`). Whatever of it jobpoll keeps goes through `Redactor` whole,
+and only then is cut to length: cut first, a key straddling the cut would be missed.
 
-The rule: every run of at least `MIN_RUN` characters that appears, in order, somewhere in the
-key becomes `<redacted>`. A run is found however the server wrote it, as is or encoded one
-character at a time, the encodings mixed freely, and up to three layers deep (`%2541` is
-`%41` is `A`):
+The rule: every run of at least `MIN_RUN` characters that appears, in order, in the key
+becomes `<redacted>`, however the server wrote it, up to three layers deep (`%2541` is `%41`
+is `A`), the encodings mixed freely: JSON and JavaScript escapes (`\\/`, `\\u002F`,
+`\\x2F`), percent-encoding (and `+` for a space), HTML character references (named, decimal,
+hex, with or without the `;`), and letters in either case.
 
-- JSON and JavaScript escapes: `\\/`, `\\"`, `\\u002F`, `\\x2F` (hex in either case);
-- percent-encoding: `%2F` or `%2f`, and `+` for a space (a space and a `+` are one character
-  to the rule);
-- HTML character references: named (`&sol;`, `&amp;`), decimal (`&#47;`) and hex (`&#x2F;`),
-  with or without the final `;` and with any leading zeros;
-- letters in either case (a server that upper-cases what it echoes).
-
-Why `MIN_RUN` is 6: a run of 5 characters of a random key gives away at most 30 bits of its
-128 or more, no help in guessing it, while ordinary server text seldom shares a run of 6
-characters with a key by chance (a UUID-like key with a UUID job id, about once in 20,000
-ids; a key of letters and digits, far more rarely), so hardly any text that is not the key
-is hidden. A key shorter than that (1 to 5 characters, only ever
-seen in tests) is not refused: the whole key is the shortest run hidden, wherever it
-appears, even inside a word.
+Why 6: a run of 5 characters of a random key gives away at most 30 bits of its 128 or more,
+while ordinary text seldom shares a run of 6 with a key by chance (a UUID-like key with a
+UUID job id, about once in 20,000 ids). A key shorter than that (only ever seen in tests) is
+hidden whole, wherever it appears.
 """
 
 from __future__ import annotations
 
 import html.entities
 import re
-
-__all__ = ["MIN_RUN", "REDACTED", "ROOM", "Redactor"]
 
 #: The shortest run of the key's characters that is hidden wherever it appears.
 MIN_RUN = 6
