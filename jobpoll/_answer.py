@@ -1,11 +1,9 @@
 """Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
 why not.
 
-Whatever of the server's text an error keeps (a field of its error body, the reason phrase,
-a redirect's `Location`, the start of a body that is no job, a Content-Type) is first made
-printable, then redacted (`Redactor`), and only then cut to its length. No error is raised
-here: each is returned, for the client to raise from a frame that holds no body, with no
-exception as its context (a `json.JSONDecodeError` holds the whole document).
+Whatever of the server's text an error keeps is first made printable, then redacted, and
+only then cut to its length. Errors are returned, not raised, for the client to raise from
+a frame that holds no body, with no exception as their context.
 """
 
 from __future__ import annotations
@@ -33,15 +31,13 @@ ERROR_FIELD_LENGTH = 500
 def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
     """A `Job` from a response body, or a `WireError` saying what is wrong with it.
 
-    `job_id`: the id asked for. When the body names the same job (`same_job_id`: the same
-    string, or the same but for case), the `Job` holds the caller's string: the id as the
-    caller spells it, and one string per job, however many polls.
+    `job_id`: the id asked for. When the body names the same job (`same_job_id`), the `Job`
+    holds the caller's string: the id as the caller spells it, one string per job.
     """
     data = json_object(body)
-    if job_id is not None:
-        answered = data.get("id")
-        if answered == job_id or (type(answered) is str and same_job_id(job_id, answered)):
-            data["id"] = job_id
+    answered = data.get("id")
+    if job_id is not None and type(answered) is str and same_job_id(job_id, answered):
+        data["id"] = job_id
     return structure_job(data)
 
 
