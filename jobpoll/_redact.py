@@ -18,15 +18,15 @@ hidden whole, wherever it appears.
 
 from __future__ import annotations
 
+import functools
 import html.entities
 import re
+from collections.abc import Callable
 
 #: The shortest run of the key's characters that is hidden wherever it appears.
 MIN_RUN = 6
 #: What a hidden run becomes (`…` for a key that holds a run of these letters).
 REDACTED = "<redacted>"
-#: How many short fields of valid answers a `Redactor` remembers (`Redactor.field`).
-_KNOWN = 1024
 #: Characters read beyond a cut (`Redactor.cut`): room for a key of 64 characters written
 #: out in full, each as `&#x2F;` and alike, at the end of what the cut keeps.
 ROOM = 1024
@@ -114,7 +114,7 @@ class Redactor:
         key: the API key: printable ASCII, as the client checks it.
     """
 
-    __slots__ = ("_grams", "_known", "_marker", "_run")
+    __slots__ = ("_grams", "_marker", "_run", "field")
 
     def __init__(self, key: str) -> None:
         folded = key.translate(_FOLD)
@@ -127,9 +127,9 @@ class Redactor:
         # one no key can hold: a key is ASCII.
         shown = REDACTED.translate(_FOLD)
         self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
-        #: The short strings of valid answers (a status, a user) already looked at, each
-        #: with what it shows: a job's answers repeat the same few, and every poll looks.
-        self._known: dict[str, str] = {}
+        #: `self(text)` for a short field of a valid answer (a status, a user), remembered:
+        #: a job's answers repeat the same few, and every poll looks.
+        self.field: Callable[[str], str] = functools.lru_cache(maxsize=1024)(self.__call__)
 
     def __repr__(self) -> str:
         return "<Redactor>"  # never the key, nor any part of it
@@ -160,17 +160,6 @@ class Redactor:
             shown = end
         pieces.append(text[shown:])
         return "".join(pieces)
-
-    def field(self, text: str) -> str:
-        """`self(text)` for a short field of a valid answer (a status, a user), remembered:
-        the same object back when nothing is hidden, at the cost of a dictionary look-up
-        for a string seen before (up to 1,024 kept)."""
-        shown = self._known.get(text)
-        if shown is None:
-            if len(self._known) >= _KNOWN:
-                self._known.clear()
-            shown = self._known[text] = self(text)
-        return shown
 
     def cut(self, text: str, length: int) -> str:
         """The first `length` characters of `text` once redacted.
