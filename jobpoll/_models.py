@@ -248,7 +248,7 @@ class JobResult:
         result = record_from_wire(data, cls)
         error, job = result.error, result.job
         if not isinstance(error, InvalidJobId):  # a refused id is reported as it was given
-            _check_ids(result.job_id, job, error)
+            _check_ids(result.job_id, job)
         if isinstance(error, JobFailedError | JobStalled):
             if job is None:
                 raise WireError(f"job: required with a {type(error).__name__}", field="job")
@@ -258,16 +258,11 @@ class JobResult:
         return result
 
 
-def _check_ids(job_id: str, job: Job | None, error: JobPollError | None) -> None:
-    """A `WireError` unless `job_id` could be sent, and the job and the error of its result
-    are about it."""
+def _check_ids(job_id: str, job: Job | None) -> None:
+    """A `WireError` unless `job_id` could be sent and the result's job is that job."""
     try:
         check_job_id(job_id)
     except InvalidJobId as exc:
         raise WireError(f"jobId: {exc}", field="jobId") from None
-    for field, other in (
-        ("job.id", job.id if job is not None else None),
-        ("error.attributes.jobId", error.job_id if error is not None else None),
-    ):
-        if other is not None and not same_job_id(job_id, other):
-            raise WireError(f"{field}: {describe(other)} is not jobId", field=field)
+    if job is not None and not same_job_id(job_id, job.id):
+        raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")
