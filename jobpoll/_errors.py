@@ -280,12 +280,12 @@ class DecodeError(JobPollError):
         field: the wire name of the invalid field (e.g. "progress"), or None when the body as a
             whole was wrong.
         snippet: at most the first 200 characters of the body, for the log (control
-            characters as spaces, the key hidden before the cut).
+            characters as spaces, the key hidden).
         content_type: the response's Content-Type, or None.
         http_status: the response's status.
         transient: True when the body looks like an intermediary's page (HTML, not JSON,
-            truncated JSON) that a later try may not get; False when the service itself sent
-            well-formed JSON with a wrong value, or a body over the size cap.
+            truncated JSON); False for well-formed JSON with a wrong value, or a body over
+            the size cap.
     """
 
     field: str | None
@@ -353,8 +353,8 @@ class WaitTimeout(JobPollError, TimeoutError):
         job: the last snapshot seen, or None when no poll got an answer.
         timeout: the deadline the wait was given, in seconds.
         last_error: the error of the last poll when it failed (e.g. a `TransportError` for a
-            request cut short by the deadline), else None. Also the `__cause__`, and quoted
-            in the message, so a wait that saw nothing says why.
+            request cut short by the deadline), else None; also the `__cause__`, and quoted
+            in the message.
     """
 
     timeout: float

@@ -128,10 +128,6 @@ def _progress_from_wire(value: object, _type: object) -> int:
     return number
 
 
-def _raw_status_default(job: Job) -> str:
-    return job.status.value
-
-
 def _check_progress(_job: Job, _attribute: attrs.Attribute[int], value: int) -> None:
     if type(value) is not int or not MIN_PROGRESS <= value <= MAX_PROGRESS:
         raise ValueError(f"progress must be an int from 0 to 100, got {value!r}")
@@ -161,7 +157,7 @@ class Job:
     )
     status: JobStatus = attrs.field(metadata=wire_rule(read=_status_from_wire, written=False))
     raw_status: str = attrs.field(
-        default=attrs.Factory(_raw_status_default, takes_self=True),
+        default=attrs.Factory(lambda job: job.status.value, takes_self=True),
         metadata=wire_rule(name="status", read=_raw_status_from_wire),
     )
 

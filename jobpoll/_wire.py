@@ -1,12 +1,10 @@
 """The JSON wire format, in one cattrs converter: attrs records and jobpoll's errors to
 JSON-ready data and back.
 
-The converter knows no model. Its rules are generic: a field's wire name is its name in
-camelCase; strings, numbers, booleans and date-times are checked strictly (cattrs alone
-would take `5` for a string and `"no"` for True); an error is written as its class name,
-message and the attributes its class declares. What is particular to one field (another
-wire name, a tolerant reading, a field never written) is declared on the field itself, with
-`wire_rule`. Every error names the field by its wire name (`createdAt`, not `created_at`).
+The converter knows no model: a field's wire name is its name in camelCase, values are
+checked strictly (cattrs alone would take `5` for a string and `"no"` for True), and an
+error is its class name, message and the attributes its class declares. What is particular
+to one field is declared on it with `wire_rule`. Errors name fields by their wire names.
 """
 
 from __future__ import annotations
@@ -71,14 +69,9 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _rule(field: attrs.Attribute[Any]) -> _Rule | None:
-    rule: _Rule | None = field.metadata.get(_RULE)
-    return rule
-
-
 def _wire_name(cls: type, name: str) -> str:
     field = getattr(attrs.fields(cls), name, None) if attrs.has(cls) else None
-    rule = _rule(field) if field is not None else None
+    rule = field.metadata.get(_RULE) if field is not None else None
     return rule.name if rule is not None and rule.name is not None else _camel(name)
 
 
@@ -173,7 +166,7 @@ def _make_converter() -> cattrs.Converter:
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = _rule(a)
+            rule = a.metadata.get(_RULE)
             overrides[a.name] = override(
                 rename=_wire_name(cls, a.name), struct_hook=rule.read if rule else None
             )
@@ -182,7 +175,7 @@ def _make_converter() -> cattrs.Converter:
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = _rule(a)
+            rule = a.metadata.get(_RULE)
             written = rule is None or rule.written
             overrides[a.name] = (
                 override(rename=_wire_name(cls, a.name)) if written else override(omit=True)
