@@ -51,25 +51,23 @@ def job_of(
 ) -> Job | DecodeError:
     """The job a 2xx answer holds, or the `DecodeError` that says why it holds none."""
     content_type = headers.get("Content-Type")
+    field, transient = None, False
     if body is None:
         message = f"body larger than the cap of {cap} bytes"
-        return _decode_error(job_id, http_status, content_type, body, message, redact)
-    if not is_json(content_type):
+    elif not is_json(content_type):
         # An HTML page or plain text on a 2xx is an intermediary talking, not the service.
         shown = redact.cut(content_type or "", ERROR_FIELD_LENGTH)
-        message = f"expected a JSON body, got Content-Type {shown}"
-        return _decode_error(
-            job_id, http_status, content_type, body, message, redact, transient=True
-        )
-    try:
-        job = decode_job(body, job_id=job_id)
-    except WireError as exc:
-        message, field, transient = redact(str(exc)), exc.field, exc.malformed
+        message, transient = f"expected a JSON body, got Content-Type {shown}", True
     else:
-        if job.id == job_id:
-            return _shown(job, redact)
-        shown = redact.cut(job.id, SNIPPET_LENGTH)
-        message, field, transient = f"id: the answer is about job {shown!r}", "id", False
+        try:
+            job = decode_job(body, job_id=job_id)
+        except WireError as exc:
+            message, field, transient = redact(str(exc)), exc.field, exc.malformed
+        else:
+            if job.id == job_id:
+                return _shown(job, redact)
+            shown = redact.cut(job.id, SNIPPET_LENGTH)
+            message, field = f"id: the answer is about job {shown!r}", "id"
     return _decode_error(
         job_id, http_status, content_type, body, message, redact, field, transient=transient
     )
