@@ -170,6 +170,10 @@ class ApiError(JobPollError):
         # Statuses a later try may cure: timeouts, rate limits and the server's own failures.
         self.transient = http_status in (408, 425, 429) or http_status >= 500
 
+    @property
+    def throttles(self) -> bool:
+        return self.http_status in (429, 503)
+
 
 class BadRequest(ApiError):
     """400: the server refused the request as malformed."""
@@ -198,17 +202,9 @@ class NotAcceptable(ApiError):
 class RateLimited(ApiError):
     """429: too many requests; `retry_after` says how long the server wants us to wait."""
 
-    @property
-    def throttles(self) -> bool:
-        return True
-
 
 class ServiceUnavailable(ApiError):
     """503: the service is down or overloaded; `retry_after` may say for how long."""
-
-    @property
-    def throttles(self) -> bool:
-        return True
 
 
 class ServerError(ApiError):
