@@ -1,21 +1,16 @@
 """jobpoll: wait on CDQ Bankaccount Data API jobs from asyncio code.
 
-The public API is what `__all__` lists; everything in a module whose name starts with an
-underscore is private.
-
-`import jobpoll` itself imports none of jobpoll's modules nor aiohttp, attrs or cattrs: each
-public name is imported from its module the first time it is read (`jobpoll.JobsClient`,
-`from jobpoll import JobsClient`), per PEP 562. So the `jobpoll` command line, whose package
-this is, has its Ctrl-C handler in place before the heavy imports start; and code that reads
-only `jobpoll.__version__` pays for nothing else.
+The public API is what `__all__` lists. `import jobpoll` itself imports none of jobpoll's
+modules nor aiohttp, attrs or cattrs: each public name is imported from its module when it
+is first read (PEP 562), so that the `jobpoll` command line has its Ctrl-C handler in place
+before the heavy imports start.
 """
 
 import importlib
 import sys
 from typing import TYPE_CHECKING
 
-#: The public API: each name, and the private module that defines it (and is imported when
-#: the name is first read). `__all__` is its names.
+#: The public API: each name, and the private module that defines it.
 _MODULE_OF = {
     "API_KEY_ENV": "jobpoll._config",
     "BASE_URL_ENV": "jobpoll._config",
@@ -52,8 +47,7 @@ _MODULE_OF = {
 }
 
 if TYPE_CHECKING:
-    # What type checkers read: the names of `_MODULE_OF`, each from its module (a test holds
-    # the two equal), each re-exported (`as` itself).
+    # What type checkers read instead of `__getattr__` (a test holds it equal to `_MODULE_OF`).
     from jobpoll._client import JobsClient as JobsClient
     from jobpoll._config import API_KEY_ENV as API_KEY_ENV
     from jobpoll._config import BASE_URL_ENV as BASE_URL_ENV
@@ -87,14 +81,12 @@ if TYPE_CHECKING:
     from jobpoll._wait import JobWait as JobWait
     from jobpoll._wait import wait_for_job as wait_for_job
 else:
-    # At run time only. Type checkers read the imports above instead: a module `__getattr__`
-    # would have them take any name, a misspelt one too, for one of this module's; and an
-    # `__all__` that is no literal list would hide every name from their `import *`.
+    # Not for type checkers: they would take any name, a misspelt one too, through a module
+    # `__getattr__`, and see no name of an `__all__` that is no literal list.
     __all__ = sorted(_MODULE_OF)
 
     def __getattr__(name: str) -> object:
-        """A public name, imported from its module on first use and kept here, so that
-        later reads are plain attribute reads."""
+        """A public name, imported from its module on first use and kept here."""
         try:
             module = _MODULE_OF[name]
         except KeyError:

@@ -1,18 +1,14 @@
 """Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
 why not.
 
-Whatever of the server's text an error keeps (a field of its error body, the reason phrase,
-a redirect's `Location`, the start of a body that is no job, a Content-Type) is first made
-printable, then redacted (`Redactor`), and only then cut to its length. No error is raised
-here: each is returned, for the client to raise from a frame that holds no body, with no
-exception as its context (a `json.JSONDecodeError` holds the whole document).
+Whatever of the server's text an error keeps is first made printable, then redacted, and
+only then cut to its length. Errors are returned, not raised, for the client to raise from
+a frame that holds no body, with no exception as their context.
 """
 
 from __future__ import annotations
 
 import functools
-import json
-from typing import Any
 
 import attrs
 from multidict import CIMultiDictProxy
@@ -23,8 +19,6 @@ from jobpoll._models import Job, structure_job
 from jobpoll._redact import ROOM, Redactor
 from jobpoll._retry_after import parse_retry_after
 from jobpoll._wire import WireError, json_object
-
-__all__ = ["ERROR_FIELD_LENGTH", "SNIPPET_LENGTH", "decode_job", "error_of", "is_json", "job_of"]
 
 #: The most characters of a body a `DecodeError` keeps (its `snippet`).
 SNIPPET_LENGTH = 200
@@ -37,15 +31,13 @@ ERROR_FIELD_LENGTH = 500
 def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
     """A `Job` from a response body, or a `WireError` saying what is wrong with it.
 
-    `job_id`: the id asked for. When the body names the same job (`same_job_id`: the same
-    string, or the same but for case), the `Job` holds the caller's string: the id as the
-    caller spells it, and one string per job, however many polls.
+    `job_id`: the id asked for. When the body names the same job (`same_job_id`), the `Job`
+    holds the caller's string: the id as the caller spells it, one string per job.
     """
     data = json_object(body)
-    if job_id is not None:
-        answered = data.get("id")
-        if answered == job_id or (type(answered) is str and same_job_id(job_id, answered)):
-            data["id"] = job_id
+    answered = data.get("id")
+    if job_id is not None and type(answered) is str and same_job_id(job_id, answered):
+        data["id"] = job_id
     return structure_job(data)
 
 
@@ -59,25 +51,23 @@ def job_of(
 ) -> Job | DecodeError:
     """The job a 2xx answer holds, or the `DecodeError` that says why it holds none."""
     content_type = headers.get("Content-Type")
+    field, transient = None, False
     if body is None:
         message = f"body larger than the cap of {cap} bytes"
-        return _decode_error(job_id, http_status, content_type, body, message, redact)
-    if not is_json(content_type):
+    elif not is_json(content_type):
         # An HTML page or plain text on a 2xx is an intermediary talking, not the service.
         shown = redact.cut(content_type or "", ERROR_FIELD_LENGTH)
-        message = f"expected a JSON body, got Content-Type {shown}"
-        return _decode_error(
-            job_id, http_status, content_type, body, message, redact, transient=True
-        )
-    try:
-        job = decode_job(body, job_id=job_id)
-    except WireError as exc:
-        message, field, transient = redact(str(exc)), exc.field, exc.malformed
+        message, transient = f"expected a JSON body, got Content-Type {shown}", True
     else:
-        if job.id == job_id:
-            return _shown(job, redact)
-        shown = redact.cut(job.id, SNIPPET_LENGTH)
-        message, field, transient = f"id: the answer is about job {shown!r}", "id", False
+        try:
+            job = decode_job(body, job_id=job_id)
+        except WireError as exc:
+            message, field, transient = redact(str(exc)), exc.field, exc.malformed
+        else:
+            if job.id == job_id:
+                return _shown(job, redact)
+            shown = redact.cut(job.id, SNIPPET_LENGTH)
+            message, field = f"id: the answer is about job {shown!r}", "id"
     return _decode_error(
         job_id, http_status, content_type, body, message, redact, field, transient=transient
     )
@@ -169,14 +159,9 @@ def error_of(
 
 def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
     """The string fields of a documented error body; nothing when the body is anything else."""
-    if not body:
-        return {}
-    data: Any = None
     try:
-        data = json.loads(body)
-    except (ValueError, RecursionError):
-        return {}
-    if not isinstance(data, dict):
+        data = json_object(body or b"")
+    except WireError:
         return {}
     return {
         key: redact.cut(value, ERROR_FIELD_LENGTH)

@@ -60,14 +60,9 @@ class JobsClient:
         async with JobsClient() as client:
             job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
 
-    The `Job` it returns carries the id as the caller asked for it: a server that writes the
-    id in another case answers about the same job (ids are compared case-insensitively, as
-    UUIDs are), and code that compares the job's id with its own finds it.
-
-    Nothing the server sends back shows the API key: every error message and attribute, and
-    so every log line, has each run of 6 or more of the key's characters, as is or encoded
-    (JSON escapes, percent-encoding, HTML character references), replaced by `<redacted>`,
-    before any of it is cut to length.
+    Nothing the server sends back shows the API key: in every error message and attribute,
+    and so every log line, each run of 6 or more of the key's characters, as is or encoded
+    (JSON escapes, percent-encoding, HTML character references), is `<redacted>`.
 
     Args:
         api_key: the key sent in `X-API-KEY`; when None, the environment variable
@@ -79,16 +74,13 @@ class JobsClient:
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
         connect_timeout: seconds to wait for a connection.
-        read_timeout: seconds to wait for each read from the socket. One no shorter than
-            `total_timeout` could never fire first, so it is not armed: aiohttp's per-read timer
-            costs CPU on every response (about 5% of a poll, see benchmarks/bench_client.py).
+        read_timeout: seconds to wait for each read from the socket (not armed when no
+            shorter than `total_timeout`: it could never fire first, and costs CPU).
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
         max_connections: the size of the connection pool of the client's own session (100,
-            as aiohttp's own default): a fan-out's polls (`wait_for_jobs` sends up to the
-            pool's size at once) and fifty callers of `get_job` at a time each find a
-            connection free, instead of queueing for one while their timeouts run, which also
-            costs CPU (8-13% per poll for 50 callers on a pool of 32).
+            as aiohttp's default): `wait_for_jobs` sends up to the pool's size at once, and
+            callers queueing for a connection cost CPU while their timeouts run.
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
 
@@ -157,12 +149,9 @@ class JobsClient:
 
     @property
     def pool_size(self) -> int:
-        """How many requests the client can have out at once without queueing for a connection.
-
-        `max_connections` for the client's own session; for a caller's session, its
-        connector's `limit` and `limit_per_host` (the smaller of those that are set), or
-        `max_connections` when neither is.
-        """
+        """How many requests the client can have out at once without queueing for a
+        connection: for a caller's session, the smaller of its connector's `limit` and
+        `limit_per_host` that are set, else `max_connections`."""
         if self._owns_session or self._session is None:
             return self._max_connections
         connector = self._session.connector
@@ -242,7 +231,8 @@ class JobsClient:
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
 
         Returns:
-            The job as the server reported it, its `id` as `job_id` spells it.
+            The job as the server reported it, its `id` as `job_id` spells it (a server may
+            write it in another case: ids are compared case-insensitively, as UUIDs are).
 
         Raises:
             InvalidJobId: the id is empty, too long, or holds control characters.
@@ -258,9 +248,7 @@ class JobsClient:
         outcome = await self._poll(check_job_id(job_id), timeout)
         if isinstance(outcome, Job):
             return outcome
-        # Raised here, from a frame that never held the answer, and outside any handler: the
-        # error keeps neither the body nor an exception of aiohttp's or json's.
-        raise outcome
+        raise outcome  # from a frame that never held the body, outside any handler
 
     async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
         """Send one request and read its answer: the job, or the error to raise."""
@@ -278,13 +266,16 @@ class JobsClient:
                 raise_for_status=False,  # the status is ours to judge, whatever the session says
                 timeout=request_timeout,
             ) as response:
-                # A small body comes whole in one read; a larger one is read on, up to the cap
-                # (the helper's coroutine is only paid for then).
+                # Read up to one byte over the cap, in reads that bound what is buffered (and
+                # how much a compressed body is inflated) at a time.
                 cap = self._max_body_size
                 content = response.content
-                body = await content.read(cap + 1)
-                if len(body) <= cap and not content.at_eof():
-                    body = await _read_on(body, content, cap)
+                body = b""
+                while len(body) <= cap and not content.at_eof():
+                    chunk = await content.read(cap + 1 - len(body))
+                    if not chunk:
+                        break
+                    body += chunk
         if sent.failure is not None:
             return self._failed(job_id, sent.failure, answered_before)
         return self._read(job_id, response, body if len(body) <= cap else None)
@@ -296,8 +287,7 @@ class JobsClient:
         it was over the cap (not read whole)."""
         self._reached = True
         http_status = response.status
-        if logger.isEnabledFor(logging.DEBUG):
-            logger.debug("job %s: HTTP %d", job_id, http_status)
+        logger.debug("job %s: HTTP %d", job_id, http_status)
         cap = self._max_body_size
         if 200 <= http_status <= 299:
             job = job_of(job_id, http_status, response.headers, kept, cap, self._redact)
@@ -348,16 +338,3 @@ class JobsClient:
         check_positive("timeout", timeout)
         connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
         return client_timeout(connect, read, total)
-
-
-async def _read_on(body: bytes, content: aiohttp.StreamReader, cap: int) -> bytes:
-    """The body whose first read gave `body`, read on to its end or to `cap + 1` bytes.
-
-    read(n) bounds what is buffered, and how much a compressed body is inflated, at a time.
-    """
-    while len(body) <= cap and not content.at_eof():
-        chunk = await content.read(cap + 1 - len(body))
-        if not chunk:
-            break
-        body += chunk
-    return body

@@ -12,18 +12,6 @@ from yarl import URL
 
 from jobpoll._errors import ConfigurationError
 
-__all__ = [
-    "API_KEY_ENV",
-    "API_KEY_HEADER",
-    "BASE_URL_ENV",
-    "DEFAULT_BASE_URL",
-    "base_url_or_environment",
-    "check_api_key",
-    "check_positive",
-    "client_timeout",
-    "endpoint_of",
-]
-
 #: The production base URL of CDQ's Bankaccount Data API (v2).
 DEFAULT_BASE_URL = "https://api.cdq.com/bankaccount-data/rest"
 #: The environment variable read for the API key when none is passed.

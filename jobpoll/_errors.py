@@ -3,12 +3,10 @@
 ```
 JobPollError                  base of everything jobpoll raises
 ├── ConfigurationError        bad API key, base URL or option (also a ValueError)
-├── ClientStateError          the client cannot send: it, or the caller's session, is
-│                             closed, or it is used from another event loop (also a
-│                             RuntimeError)
+├── ClientStateError          the client cannot send: closed, or another event loop's
+│                             (also a RuntimeError)
 ├── InvalidJobId              a job id refused before anything is sent (also a ValueError)
-├── CheckpointError           a checkpoint that cannot be resumed: unknown version, another
-│                             job, or altered into nonsense (also a ValueError)
+├── CheckpointError           a checkpoint that cannot be resumed (also a ValueError)
 ├── ApiError                  the server answered with an error status
 │   ├── BadRequest            400
 │   ├── Unauthorized          401: missing or wrong API key
@@ -20,70 +18,36 @@ JobPollError                  base of everything jobpoll raises
 │   └── ServerError           any other 5xx                      (transient)
 ├── TransportError            no answer: refused, reset, timed out (transient); a TLS or
 │                             name-resolution failure (not transient)
-├── DecodeError               an answer that is not a valid job: HTML, wrong content
-│                             type, malformed JSON, an invalid field, too large
+├── DecodeError               an answer that is not a valid job
 ├── JobFailedError            the job ended FAILED, DIED, COULDNT_START or CANCELED
 ├── JobStalled                the job did not change for the policy's `stall_timeout`
 └── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
 ```
 
-The last three come from waiting (`wait_for_job`) and carry the last `Job` seen.
-
-`error.transient` says whether trying the same call again later may succeed, so waiting code
-can decide between backing off and giving up without knowing the tree. `error.affects_all`
-says whether the error is about the caller's setup rather than one job (a refused key (401,
-403), a closed client, a certificate or host name that fails before any answer): every other
-job would fail the same way, so `wait_for_jobs` stops at the first one instead of repeating it
-per job.
-
 Nothing else escapes a jobpoll call but `asyncio.CancelledError` (never swallowed), a
-`TypeError` for an argument of the wrong kind (a bug in the calling code, e.g. a `client=`
-that is no `JobsClient`), and what the caller's own `on_update` raises.
+`TypeError` for an argument of the wrong kind (a bug in the calling code), and what the
+caller's own `on_update` raises.
 
-The HTTP status line decides the class: the service's documented error bodies carry
-`"status": 400` and `"error": "BAD_REQUEST"` whatever the real status is.
-
-No error ever holds the API key: none keeps a request, its headers, or any of aiohttp's own
-exceptions (a `ClientResponseError`'s repr prints the request headers, and the traceback of
-any of them keeps aiohttp's frames alive, whose local variables hold the headers). The
-failure is described in the message instead. Whatever an error quotes of the server's text
-has the key hidden first, whole, in part or encoded (see `jobpoll._redact`), and no error of
-the client has a `__cause__` or `__context__`: none keeps the body behind it (a
-`json.JSONDecodeError` holds the whole document).
+No error holds the API key: none keeps a request, its headers, or an exception of aiohttp's
+(whose repr or frames hold the headers), and none has a `__cause__` or `__context__` that
+could keep a body; what an error quotes of a server's text is redacted first (`_redact`).
+Each attribute an error is written with (`JobResult.to_dict`) is declared on its class, with
+its type, which is how `JobResult.from_dict` reads it back.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 if TYPE_CHECKING:
     from jobpoll._models import Job
 
-__all__ = [
-    "ApiError",
-    "BadRequest",
-    "CheckpointError",
-    "ClientStateError",
-    "ConfigurationError",
-    "DecodeError",
-    "Forbidden",
-    "InvalidJobId",
-    "JobFailedError",
-    "JobPollError",
-    "JobStalled",
-    "NotAcceptable",
-    "NotFound",
-    "RateLimited",
-    "ServerError",
-    "ServiceUnavailable",
-    "TransportError",
-    "Unauthorized",
-    "WaitTimeout",
-    "api_error_for_status",
-]
+E = TypeVar("E", bound="JobPollError")
 
 
-def _restore(cls: type[JobPollError], args: tuple[Any, ...], state: dict[str, Any]) -> JobPollError:
+def restored(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
+    """An error as it was, made without its constructor (which takes other arguments than
+    the error keeps): how errors are unpickled and read back from a result's data."""
     error = cls.__new__(cls)
     error.args = args
     error.__dict__.update(state)
@@ -95,11 +59,15 @@ class JobPollError(Exception):
 
     Attributes:
         job_id: the job the failed call was about, when there was one.
+        transient: whether the same call may succeed if tried again later, so that waiting
+            code can choose between backing off and giving up without knowing the tree.
+        affects_all: whether the error is about the caller's setup, not one job (a refused
+            key, a closed client, a certificate or host name that fails before any answer):
+            every job would fail so, and `wait_for_jobs` stops at the first.
     """
 
-    #: Whether the same call may succeed if tried again later.
+    job_id: str | None = None
     transient: bool = False
-    #: Whether the error is about the caller's setup, not one job: every job would fail so.
     affects_all: bool = False
 
     @property
@@ -120,9 +88,9 @@ class JobPollError(Exception):
         self.job_id = job_id
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Keyword-only constructors do not survive the default pickling, and errors do cross
-        # process boundaries in worker pools.
-        return (_restore, (type(self), self.args, dict(self.__dict__)))
+        # Errors cross process boundaries in worker pools, and the default pickling calls
+        # the constructor with `args`, which is not what it takes.
+        return (restored, (type(self), self.args, dict(self.__dict__)))
 
 
 class ConfigurationError(JobPollError, ValueError):
@@ -133,10 +101,8 @@ class ConfigurationError(JobPollError, ValueError):
 
 class ClientStateError(JobPollError, RuntimeError):
     """The client cannot send: it is closed, the caller's session under it is closed, or it
-    is used from an event loop other than the one its session belongs to.
-
-    Also a `RuntimeError`, which is what aiohttp raises for the same misuse.
-    """
+    is used from an event loop other than the one its session belongs to (a `RuntimeError`
+    too, as aiohttp raises for the same misuse)."""
 
     affects_all = True
 
@@ -154,16 +120,24 @@ class CheckpointError(JobPollError, ValueError):
 
 
 class ApiError(JobPollError):
-    """The server answered with an HTTP error status.
+    """The server answered with an HTTP error status; the status decides the class, whatever
+    the body says (the service's error bodies may say `"status": 400` on any status).
 
     Attributes:
-        http_status: the status of the HTTP response (the truth, whatever the body says).
+        http_status: the status of the HTTP response.
         message: the server's `message`, when its body had one.
         error: the server's `error` code (e.g. "BAD_REQUEST"), when its body had one.
         error_id: the server's `id` for this error, worth quoting to its support.
         path: the server's `path`, when its body had one.
         retry_after: seconds the server asked us to wait (`Retry-After`), or None.
     """
+
+    http_status: int
+    message: str | None
+    error: str | None
+    error_id: str | None
+    path: str | None
+    retry_after: float | None
 
     def __init__(
         self,
@@ -196,6 +170,10 @@ class ApiError(JobPollError):
         # Statuses a later try may cure: timeouts, rate limits and the server's own failures.
         self.transient = http_status in (408, 425, 429) or http_status >= 500
 
+    @property
+    def throttles(self) -> bool:
+        return self.http_status in (429, 503)
+
 
 class BadRequest(ApiError):
     """400: the server refused the request as malformed."""
@@ -208,8 +186,7 @@ class Unauthorized(ApiError):
 
 
 class Forbidden(ApiError):
-    """403: the API key may not use the service ("This user is not allowed to access this
-    service", says the service): about the key, so `affects_all`."""
+    """403: the API key may not use the service (about the key, so `affects_all`)."""
 
     affects_all = True
 
@@ -225,17 +202,9 @@ class NotAcceptable(ApiError):
 class RateLimited(ApiError):
     """429: too many requests; `retry_after` says how long the server wants us to wait."""
 
-    @property
-    def throttles(self) -> bool:
-        return True
-
 
 class ServiceUnavailable(ApiError):
     """503: the service is down or overloaded; `retry_after` may say for how long."""
-
-    @property
-    def throttles(self) -> bool:
-        return True
 
 
 class ServerError(ApiError):
@@ -255,10 +224,8 @@ _API_ERRORS: dict[int, type[ApiError]] = {
 
 def api_error_for_status(http_status: int) -> type[ApiError]:
     """The most specific `ApiError` class for an HTTP status."""
-    cls = _API_ERRORS.get(http_status)
-    if cls is not None:
-        return cls
-    return ServerError if 500 <= http_status <= 599 else ApiError
+    default = ServerError if 500 <= http_status <= 599 else ApiError
+    return _API_ERRORS.get(http_status, default)
 
 
 class TransportError(JobPollError):
@@ -269,11 +236,14 @@ class TransportError(JobPollError):
             it was refused, timed out, or its host name did not resolve.
         never_answered: True when no request of this client has had an answer yet (the
             base URL or port may be wrong, or the service down); the message says so too.
-        transient: False for failures that no retry cures: a TLS handshake or certificate
-            that fails (e.g. an https URL pointed at a plain-http port) or a host name that
-            does not exist, while the client has never had an answer (a wrong setup). Those
-            also `affects_all`. Once the server has answered, they are passing faults.
+        transient: False for a TLS handshake or certificate that fails (e.g. an https URL
+            pointed at a plain-http port) or a host name that does not exist, while the
+            client has never had an answer: a wrong setup, so also `affects_all`. Once the
+            server has answered, they are passing faults.
     """
+
+    reached: bool
+    never_answered: bool
 
     def __init__(
         self,
@@ -306,13 +276,18 @@ class DecodeError(JobPollError):
         field: the wire name of the invalid field (e.g. "progress"), or None when the body as a
             whole was wrong.
         snippet: at most the first 200 characters of the body, for the log (control
-            characters as spaces, the key hidden before the cut).
+            characters as spaces, the key hidden).
         content_type: the response's Content-Type, or None.
         http_status: the response's status.
         transient: True when the body looks like an intermediary's page (HTML, not JSON,
-            truncated JSON) that a later try may not get; False when the service itself sent
-            well-formed JSON with a wrong value, or a body over the size cap.
+            truncated JSON); False for well-formed JSON with a wrong value, or a body over
+            the size cap.
     """
+
+    field: str | None
+    snippet: str
+    content_type: str | None
+    http_status: int
 
     def __init__(
         self,
@@ -334,9 +309,8 @@ class DecodeError(JobPollError):
 
 
 class JobFailedError(JobPollError):
-    """The job ended without doing its work: FAILED, DIED, COULDNT_START or CANCELED.
-
-    CANCELED is the job's status at the service, not a cancelled asyncio task.
+    """The job ended without doing its work: FAILED, DIED, COULDNT_START or CANCELED (the
+    job's status at the service, not a cancelled asyncio task).
 
     Attributes:
         job: the job's final snapshot; `job.status` says which failure it was.
@@ -355,6 +329,8 @@ class JobStalled(JobPollError):
         unchanged_for: seconds since the job last changed (or was first seen).
     """
 
+    unchanged_for: float
+
     def __init__(self, job: Job, unchanged_for: float) -> None:
         super().__init__(
             f"job {job.id!r} has not changed for {unchanged_for:.0f} s "
@@ -366,17 +342,19 @@ class JobStalled(JobPollError):
 
 
 class WaitTimeout(JobPollError, TimeoutError):
-    """The wait's deadline passed before the job ended.
-
-    Also a `TimeoutError`, so code that catches timeouts in general catches this one.
+    """The wait's deadline passed before the job ended (a `TimeoutError` too, so code that
+    catches timeouts in general catches this one).
 
     Attributes:
         job: the last snapshot seen, or None when no poll got an answer.
         timeout: the deadline the wait was given, in seconds.
         last_error: the error of the last poll when it failed (e.g. a `TransportError` for a
-            request cut short by the deadline), else None. Also the `__cause__`, and quoted
-            in the message, so a wait that saw nothing says why.
+            request cut short by the deadline), else None; also the `__cause__`, and quoted
+            in the message.
     """
+
+    timeout: float
+    last_error: JobPollError | None
 
     def __init__(
         self,

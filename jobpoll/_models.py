@@ -1,16 +1,11 @@
 """What a job looks like to jobpoll's users: `JobStatus`, the `Job` snapshot, and the
 `JobResult` of a fan-out.
 
-Each field says, where the service is loose, how its JSON may spell it (`wire_rule`); the
-converter in `_wire` reads those rules, and knows no model itself:
-
-- `"progress": "77"` (the service's own reference example) is 77; `77.0` is 77; a missing or
-  null progress is 0 (the service documents progress only for running jobs). `77.9`, `true`,
-  `-5`, `101` and `"abc"` are errors: cattrs alone would turn 77.9 into 77 without a word.
-- a status string jobpoll does not know becomes `JobStatus.UNKNOWN`, the string kept in
-  `raw_status`; statuses are matched case-insensitively.
-- `createdAt` must be an ISO 8601 date-time; one without an offset is taken as UTC.
-- keys jobpoll does not know are ignored.
+Where the service is loose, a field says how its JSON may spell it (`wire_rule`):
+`"progress": "77"` (the service's own reference example) and `77.0` are 77, a missing or null
+progress 0, while `77.9`, `true`, `-5`, `101` and `"abc"` are errors (cattrs alone would take
+77.9 for 77); an unknown status is `UNKNOWN`, statuses matched case-insensitively; a
+`createdAt` without an offset is UTC; unknown keys are ignored.
 """
 
 from __future__ import annotations
@@ -22,29 +17,16 @@ from typing import Any, Self
 
 import attrs
 
-from jobpoll._errors import JobPollError
+from jobpoll._errors import InvalidJobId, JobFailedError, JobPollError, JobStalled, WaitTimeout
+from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._wire import (
     WireError,
     describe,
-    kind_of,
     record_from_wire,
     record_to_wire,
     structure_function,
     wire_rule,
 )
-
-__all__ = [
-    "FAILED_STATUSES",
-    "MAX_PROGRESS",
-    "MIN_PROGRESS",
-    "STATUS_BY_VALUE",
-    "TERMINAL_STATUSES",
-    "Job",
-    "JobResult",
-    "JobStatus",
-    "job_from_wire",
-    "job_to_wire",
-]
 
 
 class JobStatus(enum.StrEnum):
@@ -113,16 +95,6 @@ MIN_PROGRESS = 0
 MAX_PROGRESS = 100
 
 
-# How the service's JSON may spell a job's fields. Each runs on every poll: it checks its
-# type inline, since a Python call per field is most of what decoding costs.
-
-
-def _status_from_wire(value: object, _type: object) -> JobStatus:
-    if type(value) is not str:
-        raise WireError(f"expected a string, got {describe(value)}")
-    return STATUS_BY_VALUE.get(value) or JobStatus.parse(value)  # the exact string: no call
-
-
 #: Each status's own string: a raw status the server sent exactly so is this one string,
 #: shared by every job, instead of a copy per job from each body.
 _STATUS_STRINGS: dict[str, str] = {value: value for value in STATUS_BY_VALUE}
@@ -132,6 +104,10 @@ def _raw_status_from_wire(value: object, _type: object) -> str:
     if type(value) is not str:
         raise WireError(f"expected a string, got {describe(value)}")
     return _STATUS_STRINGS.get(value, value)
+
+
+def _status_from_wire(value: object, _type: object) -> JobStatus:
+    return JobStatus.parse(_raw_status_from_wire(value, _type))
 
 
 _DIGITS = re.compile(r"[0-9]{1,3}")
@@ -150,10 +126,6 @@ def _progress_from_wire(value: object, _type: object) -> int:
     if number is None or not MIN_PROGRESS <= number <= MAX_PROGRESS:
         raise WireError(f"expected a whole number from 0 to 100, got {describe(value)}")
     return number
-
-
-def _raw_status_default(job: Job) -> str:
-    return job.status.value
 
 
 def _check_progress(_job: Job, _attribute: attrs.Attribute[int], value: int) -> None:
@@ -185,7 +157,7 @@ class Job:
     )
     status: JobStatus = attrs.field(metadata=wire_rule(read=_status_from_wire, written=False))
     raw_status: str = attrs.field(
-        default=attrs.Factory(_raw_status_default, takes_self=True),
+        default=attrs.Factory(lambda job: job.status.value, takes_self=True),
         metadata=wire_rule(name="status", read=_raw_status_from_wire),
     )
 
@@ -213,32 +185,23 @@ class Job:
     @property
     def succeeded(self) -> bool:
         """True when the job FINISHED."""
-        return self.status is JobStatus.FINISHED
+        return self.status.succeeded
 
     @property
     def failed(self) -> bool:
-        """True when the job FAILED, DIED, COULDNT_START or was CANCELED.
-
-        ARCHIVED is terminal but neither succeeded nor failed: the service no longer says.
-        """
-        return self.status in FAILED_STATUSES
+        """True when the job FAILED, DIED, COULDNT_START or was CANCELED (ARCHIVED is
+        terminal but neither: the service no longer says)."""
+        return self.status.failed
 
 
 #: A `Job` from the service's JSON object (parsed), or a `WireError` naming the field.
 structure_job = structure_function(Job)
 
 
-def job_from_wire(data: dict[str, Any]) -> Job:
-    """A `Job` from the JSON object the service sends (already parsed), or a `WireError`:
-    how a checkpoint reads back the jobs it holds in their wire form."""
-    if not isinstance(data, dict):
-        raise WireError(f"not a JSON object but {kind_of(data)}")
-    return structure_job(data)
-
-
-def job_to_wire(job: Job) -> dict[str, Any]:
-    """The JSON object the service would send for `job` (what the fake service answers)."""
-    return record_to_wire(job)
+#: A job in the service's JSON and back: how checkpoints hold jobs, and the fake service
+#: writes them.
+job_to_wire = Job.to_dict
+job_from_wire = Job.from_dict
 
 
 @attrs.frozen
@@ -275,6 +238,27 @@ class JobResult:
         and attributes as they were), made without running its constructor.
 
         Raises:
-            ValueError: the data is no such result; the message names the field.
+            ValueError: the data is no such result: a field or an error's attribute missing
+                or of the wrong type, or ids of another job; the message names the field.
         """
-        return record_from_wire(data, cls)
+        result = record_from_wire(data, cls)
+        error, job = result.error, result.job
+        if not isinstance(error, InvalidJobId):  # a refused id is reported as it was given
+            _check_ids(result.job_id, job)
+        if isinstance(error, JobFailedError | JobStalled):
+            if job is None:
+                raise WireError(f"job: required with a {type(error).__name__}", field="job")
+            error.job = job  # written once, as the result's own
+        elif isinstance(error, WaitTimeout):
+            error.job = job
+        return result
+
+
+def _check_ids(job_id: str, job: Job | None) -> None:
+    """A `WireError` unless `job_id` could be sent and the result's job is that job."""
+    try:
+        check_job_id(job_id)
+    except InvalidJobId as exc:
+        raise WireError(f"jobId: {exc}", field="jobId") from None
+    if job is not None and not same_job_id(job_id, job.id):
+        raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")

@@ -1,45 +1,32 @@
 """Hiding the API key in what a server sends back: whole, in part, or encoded.
 
-A server may echo the request it got: in an error's message, a page of a proxy, a reason
-phrase, a redirect's `Location`. Whatever of that text jobpoll keeps (in an error's message
-and attributes, hence in logs, `JobResult.to_dict()` and the command line's output) first
-goes through one rule, `Redactor`, over the whole text, and only then is cut to its length:
-cut first, a key straddling the cut would be missed.
+A server may echo the request it got (in an error's message, a proxy's page, a reason
+phrase, a redirect's `Location`). Whatever of it jobpoll keeps goes through `Redactor` whole,
+and only then is cut to length: cut first, a key straddling the cut would be missed.
 
-The rule: every run of at least `MIN_RUN` characters that appears, in order, somewhere in the
-key becomes `<redacted>`. A run is found however the server wrote it, as is or encoded one
-character at a time, the encodings mixed freely, and up to three layers deep (`%2541` is
-`%41` is `A`):
+The rule: every run of at least `MIN_RUN` characters that appears, in order, in the key
+becomes `<redacted>`, however the server wrote it, up to three layers deep (`%2541` is `%41`
+is `A`), the encodings mixed freely: JSON and JavaScript escapes (`\\/`, `\\u002F`,
+`\\x2F`), percent-encoding (and `+` for a space), HTML character references (named, decimal,
+hex, with or without the `;`), and letters in either case.
 
-- JSON and JavaScript escapes: `\\/`, `\\"`, `\\u002F`, `\\x2F` (hex in either case);
-- percent-encoding: `%2F` or `%2f`, and `+` for a space (a space and a `+` are one character
-  to the rule);
-- HTML character references: named (`&sol;`, `&amp;`), decimal (`&#47;`) and hex (`&#x2F;`),
-  with or without the final `;` and with any leading zeros;
-- letters in either case (a server that upper-cases what it echoes).
-
-Why `MIN_RUN` is 6: a run of 5 characters of a random key gives away at most 30 bits of its
-128 or more, no help in guessing it, while ordinary server text seldom shares a run of 6
-characters with a key by chance (a UUID-like key with a UUID job id, about once in 20,000
-ids; a key of letters and digits, far more rarely), so hardly any text that is not the key
-is hidden. A key shorter than that (1 to 5 characters, only ever
-seen in tests) is not refused: the whole key is the shortest run hidden, wherever it
-appears, even inside a word.
+Why 6: a run of 5 characters of a random key gives away at most 30 bits of its 128 or more,
+while ordinary text seldom shares a run of 6 with a key by chance (a UUID-like key with a
+UUID job id, about once in 20,000 ids). A key shorter than that (only ever seen in tests) is
+hidden whole, wherever it appears.
 """
 
 from __future__ import annotations
 
+import functools
 import html.entities
 import re
-
-__all__ = ["MIN_RUN", "REDACTED", "ROOM", "Redactor"]
+from collections.abc import Callable
 
 #: The shortest run of the key's characters that is hidden wherever it appears.
 MIN_RUN = 6
 #: What a hidden run becomes (`…` for a key that holds a run of these letters).
 REDACTED = "<redacted>"
-#: How many short fields of valid answers a `Redactor` remembers (`Redactor.field`).
-_KNOWN = 1024
 #: Characters read beyond a cut (`Redactor.cut`): room for a key of 64 characters written
 #: out in full, each as `&#x2F;` and alike, at the end of what the cut keeps.
 ROOM = 1024
@@ -127,7 +114,7 @@ class Redactor:
         key: the API key: printable ASCII, as the client checks it.
     """
 
-    __slots__ = ("_grams", "_known", "_marker", "_run")
+    __slots__ = ("_grams", "_marker", "_run", "field")
 
     def __init__(self, key: str) -> None:
         folded = key.translate(_FOLD)
@@ -140,9 +127,9 @@ class Redactor:
         # one no key can hold: a key is ASCII.
         shown = REDACTED.translate(_FOLD)
         self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
-        #: The short strings of valid answers (a status, a user) already looked at, each
-        #: with what it shows: a job's answers repeat the same few, and every poll looks.
-        self._known: dict[str, str] = {}
+        #: `self(text)` for a short field of a valid answer (a status, a user), remembered:
+        #: a job's answers repeat the same few, and every poll looks.
+        self.field: Callable[[str], str] = functools.lru_cache(maxsize=1024)(self.__call__)
 
     def __repr__(self) -> str:
         return "<Redactor>"  # never the key, nor any part of it
@@ -173,17 +160,6 @@ class Redactor:
             shown = end
         pieces.append(text[shown:])
         return "".join(pieces)
-
-    def field(self, text: str) -> str:
-        """`self(text)` for a short field of a valid answer (a status, a user), remembered:
-        the same object back when nothing is hidden, at the cost of a dictionary look-up
-        for a string seen before (up to 1,024 kept)."""
-        shown = self._known.get(text)
-        if shown is None:
-            if len(self._known) >= _KNOWN:
-                self._known.clear()
-            shown = self._known[text] = self(text)
-        return shown
 
     def cut(self, text: str, length: int) -> str:
         """The first `length` characters of `text` once redacted.

@@ -6,8 +6,6 @@ import math
 import time
 from email.utils import parsedate_to_datetime
 
-__all__ = ["parse_retry_after"]
-
 
 def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
     """Seconds to wait from a `Retry-After` header (seconds or an HTTP-date), or None.

@@ -25,8 +25,6 @@ from yarl import URL
 from jobpoll._errors import ConfigurationError
 from jobpoll._redact import Redactor
 
-__all__ = ["Failure", "TransportFailures", "refuse_plain_proxy"]
-
 
 @attrs.frozen
 class Failure:
@@ -124,25 +122,17 @@ _FAILURES: tuple[
 )
 
 
+@attrs.define
 class TransportFailures:
     """Around one request: what the table knows becomes `failure` and is suppressed, the
     exception dropped with its traceback; anything else (a cancellation, a bug) propagates.
-
     The caller raises the jobpoll error outside any handler, so that it has no context.
     """
-
-    __slots__ = ("endpoint", "failure", "redact", "session")
 
     endpoint: URL
     session: aiohttp.ClientSession
     redact: Redactor
-    failure: Failure | None
-
-    def __init__(self, endpoint: URL, session: aiohttp.ClientSession, redact: Redactor) -> None:
-        self.endpoint = endpoint
-        self.session = session
-        self.redact = redact
-        self.failure = None
+    failure: Failure | None = None
 
     @property
     def address(self) -> str:

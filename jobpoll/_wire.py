@@ -1,20 +1,16 @@
 """The JSON wire format, in one cattrs converter: attrs records and jobpoll's errors to
 JSON-ready data and back.
 
-The converter knows no model. Its rules are generic: a field's wire name is its name in
-camelCase; strings and date-times are checked strictly (cattrs alone would take `5` for a
-string); errors are written as their class name, message and plain attributes. What is
-particular to one field (another wire name, a tolerant reading, a field never written) is
-declared on the field itself, with `wire_rule` (the models do so for the service's quirks),
-and read from there when the converter builds a class's hooks.
-
-Every error names the field by its wire name (`createdAt`, not `created_at`).
+The converter knows no model: a field's wire name is its name in camelCase, values are
+checked strictly (cattrs alone would take `5` for a string and `"no"` for True), and an
+error is its class name, message and the attributes its class declares. What is particular
+to one field is declared on it with `wire_rule`. Errors name fields by their wire names.
 """
 
 from __future__ import annotations
 
 import json
-import re
+import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any, TypeGuard, TypeVar
@@ -25,21 +21,9 @@ from cattrs.gen import make_dict_structure_fn, make_dict_unstructure_fn, overrid
 from cattrs.preconf.json import make_converter
 
 from jobpoll import _errors
-from jobpoll._errors import JobFailedError, JobPollError, JobStalled, WaitTimeout
+from jobpoll._errors import JobPollError
 
 T = TypeVar("T")
-
-__all__ = [
-    "WireError",
-    "describe",
-    "format_timestamp",
-    "json_object",
-    "kind_of",
-    "record_from_wire",
-    "record_to_wire",
-    "structure_function",
-    "wire_rule",
-]
 
 #: A function that reads one field's wire value: (value, type) -> the attribute's value.
 Reader = Callable[[Any, Any], Any]
@@ -85,14 +69,9 @@ def _camel(name: str) -> str:
     return head + "".join(part.title() for part in rest)
 
 
-def _rule(field: attrs.Attribute[Any]) -> _Rule | None:
-    rule: _Rule | None = field.metadata.get(_RULE)
-    return rule
-
-
 def _wire_name(cls: type, name: str) -> str:
     field = getattr(attrs.fields(cls), name, None) if attrs.has(cls) else None
-    rule = _rule(field) if field is not None else None
+    rule = field.metadata.get(_RULE) if field is not None else None
     return rule.name if rule is not None and rule.name is not None else _camel(name)
 
 
@@ -143,6 +122,24 @@ def _structure_datetime(value: object, _type: object) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
+def _structure_int(value: object, _type: object) -> int:
+    if type(value) is not int:
+        raise WireError(f"expected a whole number, got {describe(value)}")
+    return value
+
+
+def _structure_float(value: object, _type: object) -> float:
+    if type(value) is not int and type(value) is not float:
+        raise WireError(f"expected a number, got {describe(value)}")
+    return float(value)
+
+
+def _structure_bool(value: object, _type: object) -> bool:
+    if type(value) is not bool:
+        raise WireError(f"expected true or false, got {describe(value)}")
+    return value
+
+
 def describe(value: object) -> str:
     """A wire value as an error message quotes it: JSON, at most 40 characters."""
     text = json.dumps(value) if isinstance(value, str | int | float | bool | None) else None
@@ -160,13 +157,16 @@ def _make_converter() -> cattrs.Converter:
     converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
     converter.register_structure_hook(str, _structure_str)
     converter.register_structure_hook(str | None, _structure_optional_str)
+    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(float, _structure_float)
+    converter.register_structure_hook(bool, _structure_bool)
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook(datetime, format_timestamp)
 
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = _rule(a)
+            rule = a.metadata.get(_RULE)
             overrides[a.name] = override(
                 rename=_wire_name(cls, a.name), struct_hook=rule.read if rule else None
             )
@@ -175,7 +175,7 @@ def _make_converter() -> cattrs.Converter:
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = _rule(a)
+            rule = a.metadata.get(_RULE)
             written = rule is None or rule.written
             overrides[a.name] = (
                 override(rename=_wire_name(cls, a.name)) if written else override(omit=True)
@@ -184,8 +184,8 @@ def _make_converter() -> cattrs.Converter:
 
     converter.register_structure_hook_factory(attrs.has, structure_fn)
     converter.register_unstructure_hook_factory(attrs.has, unstructure_fn)
-    # Errors in a saved result: matched on the class at hand (a subclass of the field's
-    # `JobPollError`), so that each is written as what it is.
+    # Matched on the class at hand (a subclass of the field's `JobPollError`), so that each
+    # error is written as what it is.
     converter.register_unstructure_hook_func(_is_error_class, _unstructure_error)
     converter.register_structure_hook_func(_is_error_class, _structure_error)
     return converter
@@ -195,62 +195,79 @@ def _is_error_class(cls: Any) -> TypeGuard[type[JobPollError]]:
     return isinstance(cls, type) and issubclass(cls, JobPollError)
 
 
-#: The attribute of an error that is its result's business, not written with the error.
-_ERROR_JOB = "job"
-#: The errors that carry the job they are about as `job`.
-_JOB_ERRORS = (JobFailedError, JobStalled, WaitTimeout)
-_PLAIN = (str, int, float, bool, type(None))
+def _declared(cls: type) -> dict[str, Any]:
+    """The attributes an error is written with: those its class declares, with their types."""
+    declared = _DECLARED.get(cls)
+    if declared is None:
+        declared = _DECLARED[cls] = typing.get_type_hints(cls)
+    return declared
 
 
-def _snake(name: str) -> str:
-    return re.sub(r"[A-Z]", lambda match: "_" + match.group(0).lower(), name)
+_DECLARED: dict[type, dict[str, Any]] = {}
 
 
 def _unstructure_error(error: JobPollError) -> dict[str, Any]:
-    """An error as plain data: its class name, its message, and its plain attributes (the
-    job it carries is the result's own `job`, not written twice)."""
-    attributes: dict[str, Any] = {}
-    for name, value in vars(error).items():
-        if isinstance(value, JobPollError):  # a WaitTimeout's last_error
-            attributes[_camel(name)] = _unstructure_error(value)
-        elif isinstance(value, _PLAIN) and name != _ERROR_JOB:
-            attributes[_camel(name)] = value
+    """An error as plain data: its class name, its message, and its declared attributes."""
+    declared = _declared(type(error))
+    attributes = {
+        _camel(name): _converter.unstructure(value)
+        for name, value in vars(error).items()
+        if name in declared
+    }
     return {"type": type(error).__name__, "message": str(error), "attributes": attributes}
 
 
 def _structure_error(data: object, _type: object) -> JobPollError:
     """The error `_unstructure_error` wrote, of the same class (`JobPollError` for a name
-    jobpoll does not know), with the same message and attributes; not re-raised anew, so
-    no constructor runs."""
-    if not isinstance(data, dict) or not isinstance(data.get("message"), str):
+    jobpoll does not know), with the same message and each attribute its class declares,
+    of that type; one may be missing only where the class has a default."""
+    if not isinstance(data, dict) or type(data.get("message")) is not str:
         raise WireError(f"expected an error object with a message, got {describe(data)}")
     named = getattr(_errors, str(data.get("type")), None)
     cls = named if _is_error_class(named) else JobPollError
-    error: JobPollError = cls.__new__(cls)
-    error.args = (data["message"],)
-    error.job_id = None
-    attributes = data.get("attributes") or {}
+    attributes = data.get("attributes", {})
     if not isinstance(attributes, dict):
         raise WireError(f"expected error attributes as an object, got {describe(attributes)}")
-    for key, value in attributes.items():
-        name = _snake(key) if isinstance(key, str) and key.isidentifier() else "_"
-        if name.startswith("_") or hasattr(BaseException, name):
-            continue  # nothing _unstructure_error writes: not set (`args` is the message)
-        setattr(error, name, _structure_error(value, _type) if isinstance(value, dict) else value)
-    return error
+    state: dict[str, Any] = {}
+    for name, kind in _declared(cls).items():
+        key = _camel(name)
+        if key not in attributes:
+            if hasattr(cls, name):
+                continue
+            raise WireError(f"attributes.{key}: required field missing", field=f"attributes.{key}")
+        try:
+            state[name] = _converter.structure(attributes[key], kind)
+        except WireError as exc:
+            error = _within(f"attributes.{key}", exc)
+        else:
+            continue
+        raise error  # raised here, not in the handler: no exception kept as its context
+    return _errors.restored(cls, (data["message"],), state)
 
 
 _converter = _make_converter()
 
 
-def _first_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
-    """The first invalid field of a class, by its wire name, with a message fit for a log."""
+def _within(name: str, error: BaseException) -> WireError:
+    """`error` as one about the field `name`, or about the field inside it that it names."""
+    if isinstance(error, WireError) and error.field is not None:
+        return WireError(f"{name}.{error}", field=f"{name}.{error.field}")
+    if isinstance(error, KeyError):
+        return WireError(f"{name}: required field missing", field=name)
+    return WireError(f"{name}: {error}", field=name)
+
+
+def _field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
+    """The first invalid field of a `cls`, by its wire name (its path, through a record held
+    in a field: `job.createdAt`), with a message fit for a log."""
     with_notes, _without = exc.group_exceptions()
     for error, note in with_notes:
-        field = _wire_name(cls, note.name)
-        if isinstance(error, KeyError):
-            return WireError(f"{field}: required field missing", field=field)
-        return WireError(f"{field}: {error}", field=field)
+        if isinstance(error, cattrs.ClassValidationError):
+            inner_cls = next(
+                (t for t in (note.type, *getattr(note.type, "__args__", ())) if attrs.has(t)), cls
+            )
+            error = _field_error(error, inner_cls)
+        return _within(_wire_name(cls, note.name), error)
     return WireError(str(exc))  # pragma: no cover - cattrs notes every attribute's error
 
 
@@ -264,7 +281,7 @@ def structure_function(cls: type[T]) -> Callable[[dict[str, Any]], T]:
         try:
             record: T = hook(data, cls)
         except cattrs.ClassValidationError as exc:
-            error = _first_field_error(exc, cls)
+            error = _field_error(exc, cls)
         else:
             return record
         raise error  # raised here, not in the handler: no exception kept as its context
@@ -273,20 +290,8 @@ def structure_function(cls: type[T]) -> Callable[[dict[str, Any]], T]:
 
 
 def json_object(body: bytes | str) -> dict[str, Any]:
-    """The JSON object a body holds, or a `WireError` saying what it is instead.
-
-    The error keeps no exception of `json` as its context: a `JSONDecodeError` holds the
-    whole document it failed on.
-    """
-    if type(body) is bytes and body[:2] == b'{"':
-        # What the service sends: UTF-8, as `json.loads` would detect, read without its
-        # detection (a Python function per call) and its dispatch on arguments.
-        try:
-            data = _DECODER.decode(body.decode("utf-8", "surrogatepass"))
-        except (ValueError, RecursionError):
-            data = None  # explained by json.loads below, in its own words
-        if type(data) is dict:
-            return data
+    """The JSON object a body holds, or a `WireError` saying what it is instead, which keeps
+    no `json.JSONDecodeError` as its context (that holds the whole document)."""
     try:
         data = json.loads(body)
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
@@ -296,12 +301,9 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     else:
         if isinstance(data, dict):
             return data
-        problem = f"body is not a JSON object but {kind_of(data)}"
-        raise WireError(problem)
+        raise WireError(f"body is not a JSON object but {kind_of(data)}")
     raise WireError(problem, malformed=True)
 
-
-_DECODER = json.JSONDecoder()
 
 _JSON_KINDS: dict[type, str] = {
     list: "an array",
@@ -318,22 +320,6 @@ def kind_of(value: object) -> str:
     return _JSON_KINDS.get(type(value), "a value")
 
 
-def _nested_field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
-    """As `_first_field_error`, through a record held in a field (a result's `job`): the
-    field is named by its path, e.g. `job.createdAt`."""
-    with_notes, _without = exc.group_exceptions()
-    for error, note in with_notes:
-        if isinstance(error, cattrs.ClassValidationError):
-            inner_cls = next(
-                (t for t in (note.type, *getattr(note.type, "__args__", ())) if attrs.has(t)), cls
-            )
-            inner = _nested_field_error(error, inner_cls)
-            field = f"{_wire_name(cls, note.name)}.{inner.field}"
-            return WireError(f"{_wire_name(cls, note.name)}.{inner}", field=field)
-        break
-    return _first_field_error(exc, cls)
-
-
 def record_to_wire(record: Any) -> dict[str, Any]:
     """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names
     and formats."""
@@ -342,21 +328,7 @@ def record_to_wire(record: Any) -> dict[str, Any]:
 
 
 def record_from_wire(data: Any, cls: type[T]) -> T:
-    """What `record_to_wire` wrote, back as `cls`.
-
-    Raises:
-        WireError: the data is not such a record; the message names the field.
-    """
+    """What `record_to_wire` wrote, back as `cls`, or a `WireError` naming the field."""
     if not isinstance(data, dict):
         raise WireError(f"expected a JSON object, got {describe(data)}")
-    try:
-        record: T = _converter.structure(data, cls)
-    except cattrs.ClassValidationError as exc:
-        error = _nested_field_error(exc, cls)
-    else:
-        carried = getattr(record, "error", None)
-        if isinstance(carried, _JOB_ERRORS):
-            # The job such an error carries was written once, as the result's own: give it back.
-            carried.job = getattr(record, "job", None)
-        return record
-    raise error
+    return structure_function(cls)(data)

@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
 
+import attrs
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 from jobpoll import (
     ConfigurationError,
     DecodeError,
+    InvalidJobId,
     Job,
     JobFailedError,
     JobPollError,
@@ -195,3 +197,87 @@ def test_result_from_dict_refuses(data: Any, message: str) -> None:
     """Data that is no result is a `ValueError` naming the field by its path."""
     with pytest.raises(ValueError, match=message):
         JobResult.from_dict(data)
+
+
+def _written(result: JobResult, **changes: Any) -> Any:
+    """What `to_dict` wrote for `result`, through JSON, each change applied at its path
+    (`error__attributes__timeout`); `MISSING` removes the key."""
+    data = through_json(result.to_dict())
+    for path, value in changes.items():
+        *parents, key = path.split("__")
+        held = data
+        for parent in parents:
+            held = held[parent]
+        if value is MISSING:
+            del held[key]
+        else:
+            held[key] = value
+    return data
+
+
+MISSING = object()
+TIMED_OUT = JobResult("j-1", JOB, WaitTimeout("j-1", timeout=5, job=JOB, last_error=UNREACHABLE))
+UNAVAILABLE = JobResult("j-1", None, ServiceUnavailable(503, job_id="j-1", retry_after=2.5))
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        pytest.param(
+            _written(TIMED_OUT, error__attributes__timeout=MISSING),
+            "^error.attributes.timeout: required field missing",
+            id="attribute-missing",
+        ),
+        pytest.param(
+            _written(UNAVAILABLE, error__attributes__retryAfter="soon"),
+            '^error.attributes.retryAfter: expected a number, got "soon"',
+            id="attribute-ill-typed",
+        ),
+        pytest.param(
+            _written(UNAVAILABLE, error__attributes__httpStatus="503"),
+            "^error.attributes.httpStatus: expected a whole number",
+            id="status-a-string",
+        ),
+        pytest.param(
+            _written(UNAVAILABLE, error__attributes__transient="no"),
+            "^error.attributes.transient: expected true or false",
+            id="flag-a-string",
+        ),
+        pytest.param(
+            _written(TIMED_OUT, error__attributes__lastError__attributes__reached=MISSING),
+            "^error.attributes.lastError.attributes.reached: required field missing",
+            id="nested-attribute-missing",
+        ),
+        pytest.param(
+            _written(TIMED_OUT, job__id="j-2"),
+            '^job.id: "j-2" is not jobId',
+            id="job-of-another-id",
+        ),
+        pytest.param(
+            _written(JobResult("j-1", FINISHED), jobId="j-1\n"),
+            "^jobId: the job id .* control characters",
+            id="id-never-sendable",
+        ),
+        pytest.param(
+            _written(JobResult("j-1", JOB, JobFailedError(JOB)), job=None),
+            "^job: required with a JobFailedError",
+            id="failure-without-its-job",
+        ),
+    ],
+)
+def test_result_from_dict_refuses_what_to_dict_never_writes(data: Any, message: str) -> None:
+    """Each attribute of an error is read as the type its class declares, none missing that
+    the class has no default for, and the job must be the result's."""
+    with pytest.raises(ValueError, match=message):
+        JobResult.from_dict(data)
+
+
+def test_result_ids_compared_as_the_client_compares_them() -> None:
+    """A job id in another case names the same job; the result of an id refused before any
+    poll is read back with the id as it was given."""
+    data = _written(JobResult("abc-1", FINISHED), job__id="ABC-1")
+    assert JobResult.from_dict(data).job == attrs.evolve(FINISHED, id="ABC-1")
+    refused = JobResult("", None, InvalidJobId("the job id is empty", job_id=""))
+    back = JobResult.from_dict(through_json(refused.to_dict()))
+    assert (back.job_id, type(back.error)) == ("", InvalidJobId)
+    assert str(back.error) == str(refused.error)
