@@ -63,9 +63,11 @@ def wait_for_jobs(
     Args:
         client: the client to poll with.
         job_ids: the jobs (`str` or `UUID`): an iterable, read at the call, or an async
-            iterable, read as the fan-out runs: an id of it that could never be sent is
-            reported with an `InvalidJobId` error; what it raises is raised from the
-            iteration, once, and the jobs read stay pending.
+            iterable, read as the fan-out runs: a value of it that could never be sent is
+            reported with an `InvalidJobId` error, its `job_id` the value if a `str`, else
+            its repr after a NUL character (`"\\x005"` for `5`), so that it never equals
+            a job's id; what it raises is raised from the iteration, once, and the jobs
+            read stay pending.
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, from its start on
             `policy.clock`; each job not ended by then is reported with a `WaitTimeout`.

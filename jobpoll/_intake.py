@@ -183,7 +183,9 @@ class Intake:
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             exc.__traceback__ = None  # it holds this frame, so the fan-out's wake
-            exc.job_id = value if isinstance(value, str) else repr(value)
+            # Its label: a str as it is, else its repr after a NUL; either way no id that
+            # can be sent, so a result keyed by `job_id` never stands for a job's.
+            exc.job_id = value if isinstance(value, str) else f"\x00{value!r}"
             # Keyed apart from every id and from each other: each value is a result of its
             # own, and no id that can be sent is ever taken for one (`5` is not "5").
             job_id = f"\x00{position}"

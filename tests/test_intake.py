@@ -24,6 +24,7 @@ from jobpoll import (
     PollPolicy,
     wait_for_jobs,
 )
+from jobpoll._ids import check_job_id
 from jobpoll._intake import BACKLOG, SLICE
 from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
@@ -162,9 +163,9 @@ async def test_invalid_id_from_a_source_is_reported(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:  # type: ignore[arg-type]
         results = {result.job_id: result async for result in fanout}
-    assert set(results) == {good, "bad\nid", "42"}
+    assert set(results) == {good, "bad\nid", "\x0042"}
     assert results[good].ok
-    for bad in ("bad\nid", "42"):
+    for bad in ("bad\nid", "\x0042"):
         error = results[bad].error
         assert isinstance(error, InvalidJobId)
         assert "from the async iterable" in str(error)
@@ -183,7 +184,8 @@ async def test_an_invalid_value_never_stands_for_a_valid_id(
 ) -> None:
     """An async source yielding `5` (no job id) and `"5"` (a job) reports each on its own,
     whatever the order: the int with an `InvalidJobId`, the job polled to its end. Each
-    invalid value is a result of its own, and `await` returns them all, in order."""
+    invalid value is a result of its own, and `await` returns them all, in order, each
+    labelled so that no job's id can equal it: results keyed by `job_id` keep the job's."""
     service.add_job("5", duration=3)
 
     async def source() -> AsyncIterator[object]:
@@ -191,13 +193,16 @@ async def test_an_invalid_value_never_stands_for_a_valid_id(
             yield value
 
     results = await wait_for_jobs(client, source(), policy=policy)  # type: ignore[arg-type]
-    shown = [value if isinstance(value, str) else repr(value) for value in given]
+    shown = [value if isinstance(value, str) else f"\x00{value!r}" for value in given]
     assert [result.job_id for result in results] == shown
     for value, result in zip(given, results, strict=True):
         if value == "5":
             assert result.ok
         else:
             assert isinstance(result.error, InvalidJobId)
+            with pytest.raises(InvalidJobId):
+                check_job_id(result.job_id)
+    assert {result.job_id: result for result in results}["5"].ok
     assert service.request_count() == service.request_count("5") > 0
 
 
