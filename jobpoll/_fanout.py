@@ -1,8 +1,5 @@
-"""`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server.
-
-`JobsWait` is the face of a `Scheduler` (`_scheduler`), which polls every job by the rules of
-`_rules`: it hands out each job's result, and checkpoints and restores the jobs.
-"""
+"""`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server;
+`JobsWait` hands out, checkpoints and restores what its `Scheduler` decides."""
 
 from __future__ import annotations
 
@@ -31,10 +28,6 @@ from jobpoll._rules import Rules
 from jobpoll._scheduler import Scheduler, SourceError
 from jobpoll._timebase import Timebase
 from jobpoll._wait import CallbackError, UpdateCallback, check_wait_options
-
-__all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
-
-_DEFAULT_POLICY = PollPolicy()
 
 
 def wait_for_jobs(
@@ -112,7 +105,6 @@ def _window(client: JobsClient, max_in_flight: int | None) -> int:
 
 
 def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
-    """The async source of ids, if `job_ids` is one; `TypeError` if it is no iterable."""
     if isinstance(job_ids, AsyncIterable):
         return job_ids
     if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
@@ -161,6 +153,7 @@ class JobsWait:
         self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
         self._busy = False
         self._reported = 0
+        self._row = 0  # the row of the result handed out last
         self._gathered: dict[int, JobResult] = {}  # what `await` collected so far, by row
         self._returned = False  # `await` returned them: from then on they are reported
 
@@ -194,11 +187,8 @@ class JobsWait:
         progress moves), by id: read-only, for a progress view."""
         jobs = self._jobs
         now = jobs.rules.policy.clock()
-        table, ids = jobs.table, jobs.intake.ids
-        left: dict[str, float | None] = {}
-        for row in [*(row for _due, row in jobs.queue), *jobs.flight.running.values()]:
-            left[ids[row]] = time_left(table.load_pace(row), now)
-        return left
+        ids = jobs.intake.ids
+        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in jobs.waiting()}
 
     def __repr__(self) -> str:
         return (
@@ -229,7 +219,7 @@ class JobsWait:
         # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
         by_row = self._gathered
         async for result in self:
-            by_row[self._jobs.handed_row] = result
+            by_row[self._row] = result
             self._reported -= 1  # the caller's once returned; until then, still pending
         missing = self.total - len(by_row)
         if missing:
@@ -248,19 +238,11 @@ class JobsWait:
         Idempotent. Results already handed out stay valid. The jobs not reported are kept
         for `checkpoint()` (leaving `async with`, then checkpointing, loses none of them).
         """
-        jobs = self._jobs
-        jobs.closed = jobs.intake.closed = True
-        reader, jobs.reader = jobs.reader, None
-        if reader is not None:
-            reader.cancel()
-            jobs.flight.dying.add(reader)
-        await jobs.cancel_running()
+        await self._jobs.close()
 
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
-        self._jobs.flight.drop()
-        if self._jobs.reader is not None:
-            self._jobs.reader.cancel()
+        self._jobs.drop()
 
     def add(self, job_ids: Iterable[str | UUID]) -> int:
         """Add jobs to wait for, to a fan-out that has not ended (running or not started).
@@ -293,7 +275,7 @@ class JobsWait:
             raise RuntimeError("this fan-out is already being iterated by another task")
         self._busy = True
         try:
-            job_id, job, error = await self._jobs.next_outcome()
+            job_id, job, error, self._row = await self._jobs.next_outcome()
             self._reported += 1
             return JobResult(job_id, job, error)
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
@@ -378,7 +360,6 @@ class JobsWait:
 
     @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
-        """Take the pending jobs of a checkpoint back, without polling."""
         jobs = self._jobs
         rules = jobs.rules
         base = Timebase(rules.policy, saved.taken_at)

@@ -1,8 +1,5 @@
-"""`Fleet`: how a fan-out's polls, all together, yield to a server that asks them to.
-
-When the server answers 429 or 503 (or cannot be connected to), the number of polls in
-flight (the window) is halved, then grows back by one with each answer, and every job's polls
-pause together for `fleet_pause` (`_rules`: the same pause `jobpoll.saq`'s workers take).
+"""`Fleet`: how a fan-out's polls, all together, yield to a server that asks them to, by the
+model `JobsWait`'s docstring states, pausing for `fleet_pause` (as `jobpoll.saq`'s workers do).
 """
 
 from __future__ import annotations
@@ -14,8 +11,6 @@ from jobpoll._errors import JobPollError, RateLimited, ServiceUnavailable
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import fleet_pause
 from jobpoll._state import JobState
-
-__all__ = ["Fleet"]
 
 logger = logging.getLogger("jobpoll")
 
@@ -29,20 +24,10 @@ def _throttled_reason(error: JobPollError) -> str:
 class Fleet:
     """The window of polls in flight, and the pause every poll takes together."""
 
-    __slots__ = (
-        "_streak",
-        "_throttled_last",
-        "max_in_flight",
-        "paused",
-        "policy",
-        "resume_at",
-        "window",
-    )
-
     def __init__(self, policy: PollPolicy, max_in_flight: int) -> None:
         self.policy = policy
         self.max_in_flight = max_in_flight
-        self.window = max_in_flight  # lowered when the server throttles, then grown back
+        self.window = max_in_flight
         self.resume_at = -math.inf  # no poll starts before this
         self.paused = 0  # how many pauses have begun
         self._streak = 0  # pauses in a row, with no answer since
@@ -51,13 +36,11 @@ class Fleet:
         self._throttled_last = False
 
     def restore(self, window: int, resume_at: float | None) -> None:
-        """The window and the pause a checkpoint saved."""
         self.window = max(1, min(window, self.max_in_flight))
         if resume_at is not None:
             self.resume_at = resume_at
 
     def sent(self, state: JobState) -> None:
-        """A poll of the job is sent now."""
         state.sent_after_pauses = self.paused
 
     def answered(self, state: JobState) -> None:
@@ -72,13 +55,11 @@ class Fleet:
             self._streak = 0
 
     def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
-        """The server asks us to slow down (429, 503), or cannot be connected to: halve the
-        window, and pause every job's polls.
+        """Halve the window; pause every job's polls, unless it is a stray throttled answer.
 
-        A stray throttled answer (no `Retry-After`, right after an answer that was not
-        throttled) only halves the window: a server that refuses a small share of requests
-        (a busy instance behind a balancer) would otherwise hold a large fan-out to one
-        window per pause. A second in a row, or one with `Retry-After`, pauses the fleet.
+        A stray one (no `Retry-After`, right after an answer that was not throttled) only
+        halves the window: a server that refuses a small share of requests (a busy instance
+        behind a balancer) would otherwise hold a large fan-out to one window per pause.
         """
         if state.sent_after_pauses != self.paused:
             return  # sent before the last pause began: the same storm, already paused for

@@ -1,9 +1,9 @@
 """`Flight`: a fan-out's polls in flight, and what wakes its scheduler.
 
 Every task here is owned: a poll is in `running` until the scheduler takes its answer, or in
-`dying` once cancelled, until it is seen to end. The callbacks that polls and the alarm hold
-refer to the flight only weakly: a fan-out dropped after a `break` is then collected at once,
-and its finalizer cancels what is in flight.
+`dying` once cancelled, until it is seen to end. What polls and the alarm call back holds the
+flight only weakly: a fan-out dropped after a `break` is collected at once, and its finalizer
+cancels what is in flight.
 """
 
 from __future__ import annotations
@@ -20,8 +20,6 @@ from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
 from jobpoll._models import Job
 
-__all__ = ["Flight"]
-
 #: A poll's outcome: the job, or the error (returned, not raised: an unretrieved exception in
 #: a task that a closed fan-out dropped would be logged as a bug).
 PollOutcome = Job | JobPollError
@@ -34,59 +32,22 @@ async def _poll(client: JobsClient, job_id: str, request_timeout: float | None) 
         return exc
 
 
-def _wake_on_done(flight: weakref.ref[Flight]) -> Callable[[asyncio.Future[PollOutcome]], None]:
-    """A poll came back: hand it over and wake the scheduler."""
+def weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """`method`, holding its object weakly: a call once it is collected does nothing."""
+    ref = weakref.WeakMethod(method)
 
-    def wake(task: asyncio.Future[PollOutcome]) -> None:
-        owner = flight()
-        if owner is not None:
-            owner.finished.append(task)
-            owner.wake()
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
 
-    return wake
-
-
-def _ring_alarm(flight: weakref.ref[Flight]) -> Callable[[object], None]:
-    """The alarm rang (a timer, or a sleeper task that ended): wake the scheduler."""
-
-    def ring(source: object) -> None:
-        owner = flight()
-        if owner is not None and (source is None or source is owner.alarm):
-            owner.alarm, owner.alarm_at = None, math.inf
-            owner.wake()
-
-    return ring
-
-
-def weak_wake(flight: Flight) -> Callable[[], None]:
-    """`flight.wake`, holding the flight weakly."""
-    ref = weakref.ref(flight)
-
-    def wake() -> None:
-        owner = ref()
-        if owner is not None:
-            owner.wake()
-
-    return wake
+    return call
 
 
 class Flight:
     """The polls in flight (`running`: task to row), those back and not taken yet
     (`finished`), those cancelled and not seen to end (`dying`), and the alarm: a timer on
     the event loop or, with a policy's own `sleep` (a virtual clock), a task sleeping."""
-
-    __slots__ = (
-        "__weakref__",
-        "_on_done",
-        "_ring",
-        "_sleep",
-        "_wakeup",
-        "alarm",
-        "alarm_at",
-        "dying",
-        "finished",
-        "running",
-    )
 
     def __init__(self, sleep: Callable[[float], Awaitable[object]]) -> None:
         self._sleep = sleep
@@ -96,11 +57,20 @@ class Flight:
         self.alarm: asyncio.TimerHandle | asyncio.Future[Any] | None = None
         self.alarm_at = math.inf
         self._wakeup: asyncio.Future[None] | None = None
-        self._on_done = _wake_on_done(weakref.ref(self))
-        self._ring = _ring_alarm(weakref.ref(self))
+        self._on_done = weakly(self._done)
+        self._on_alarm = weakly(self._rang)
+
+    def _done(self, task: asyncio.Future[PollOutcome]) -> None:
+        self.finished.append(task)
+        self.wake()
+
+    def _rang(self, source: object) -> None:
+        """The alarm rang: a timer (`source` None), or a sleeper task that ended."""
+        if source is None or source is self.alarm:
+            self.alarm, self.alarm_at = None, math.inf
+            self.wake()
 
     def send(self, client: JobsClient, job_id: str, timeout: float | None, row: int) -> None:
-        """Start a poll of the row's job."""
         task = asyncio.ensure_future(_poll(client, job_id, timeout))
         task.add_done_callback(self._on_done)
         self.running[task] = row
@@ -121,24 +91,22 @@ class Flight:
             self._wakeup = None
 
     def _set_alarm(self, wake_at: float, now: float) -> None:
-        """Make sure the scheduler is woken at `wake_at` (on the policy's clock)."""
         if self.alarm is not None:
             self.alarm.cancel()
             if isinstance(self.alarm, asyncio.Future):
                 self.dying.add(self.alarm)  # still owned: seen to end at the next step
         delay = max(0.0, wake_at - now)
         if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
-            self.alarm = asyncio.get_running_loop().call_later(delay, self._ring, None)
+            self.alarm = asyncio.get_running_loop().call_later(delay, self._on_alarm, None)
         else:
             sleeper = asyncio.ensure_future(self._sleep(delay))
-            sleeper.add_done_callback(self._ring)
+            sleeper.add_done_callback(self._on_alarm)
             self.alarm = sleeper
         self.alarm_at = wake_at
 
     def cancel(self) -> list[int]:
         """Cancel the polls in flight and the alarm; the rows that were polled. Await `bury()`
-        next: the caller keeps the rows before anything is awaited, so a second cancellation
-        landing while the polls wind down (a worker stopped twice) loses none of them."""
+        next, once the caller has kept the rows."""
         running, self.running = self.running, {}
         alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
         if isinstance(alarm, asyncio.Future):

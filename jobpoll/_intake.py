@@ -1,12 +1,10 @@
-"""`Intake`: the ids given to a fan-out, in order, each taken in once, a slice at a time.
+"""`Intake`: the ids given to a fan-out (its list, `add()`, an async source, a checkpoint),
+in order, each taken in once, a slice at a time.
 
-Ids come from the call's list, from `JobsWait.add()`, from an async source read as the
-fan-out runs (`read_source`) and from a checkpoint resumed. The call's list is kept as given,
-duplicates and all, and a repeat is dropped as the ids are taken in, a slice at a time: a
-million ids made distinct at the call would hold the event loop for 0.1 s. Ids added later are
-checked against every id given so far, a set made only when first needed (a fan-out given only
-a list never needs it, and a set of a million ids costs memory and time at every full garbage
-collection).
+The call's list is kept as given and its repeats dropped as it is taken in: a million ids
+made distinct at the call would hold the event loop for 0.1 s. The set of ids given, which
+later ids are checked against, is made only when first needed (a set of a million ids costs
+time at every full garbage collection).
 """
 
 from __future__ import annotations
@@ -19,8 +17,6 @@ from uuid import UUID
 
 from jobpoll._errors import InvalidJobId, JobPollError
 from jobpoll._ids import all_plain_job_ids, check_job_id
-
-__all__ = ["BACKLOG", "SLICE", "Intake", "checked_ids", "read_source"]
 
 #: How many jobs are set up at a time before the fan-out yields to the event loop: a slice
 #: costs a few milliseconds, so taking in a million ids never stalls the loop.
@@ -47,26 +43,9 @@ def checked_ids(job_ids: Iterable[str | UUID], name: str) -> list[str]:
 class Intake:
     """The ids given so far, in order (`ids`): the first `taken` are taken in (row `i` of the
     fan-out's table is the job `ids[i]`), those from `read` on wait to be (between the two:
-    ids moved down or dropped, cut off once every id is taken in).
-
-    `wake` is called whenever there are new ids to take in, or the source ended.
+    ids moved down or dropped, cut off once every id is taken in). `wake` is called whenever
+    there are new ids to take in, or the source ended.
     """
-
-    __slots__ = (
-        "__weakref__",
-        "_room",
-        "_seen",
-        "_sift_end",
-        "_taken_in",
-        "closed",
-        "ids",
-        "invalid",
-        "read",
-        "source_error",
-        "source_open",
-        "taken",
-        "wake",
-    )
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.wake = wake
@@ -74,7 +53,7 @@ class Intake:
         self.taken = 0
         self.read = 0
         # The call's list is sifted up to `_sift_end`, with `_taken_in` (the ids taken in,
-        # only while sifting); later ids are checked against `_seen` (see `_seen_ids`).
+        # only while sifting); later ids are checked against `_seen`.
         self._sift_end = 0
         self._taken_in: set[str] | None = None
         self._seen: set[str] | None = None
@@ -88,13 +67,11 @@ class Intake:
 
     @property
     def total(self) -> int:
-        """How many distinct ids were given (a repeat in the call's list counts until it is
-        dropped)."""
+        """How many distinct ids were given (a repeat in the call's list until dropped)."""
         return len(self.ids) - (self.read - self.taken)
 
     @property
     def waiting(self) -> bool:
-        """Whether ids wait to be taken in."""
         return self.read < len(self.ids)
 
     def unstarted(self) -> list[str]:
@@ -106,7 +83,6 @@ class Intake:
         return [job_id for job_id in unstarted if job_id not in self.invalid]
 
     def _seen_ids(self) -> set[str]:
-        """Every id given so far, as a set (made from the list the first time)."""
         if self._seen is None:
             self._seen = set(self.ids)
         return self._seen
@@ -115,9 +91,7 @@ class Intake:
         """Add the ids not given before, in order; how many were new."""
         job_ids = self.ids
         before = len(job_ids)
-        if not job_ids and self._seen is None:
-            # The ids of the call. Up to a slice, without a repeat at once; more are kept as
-            # given, a repeat dropped as they are taken in.
+        if not job_ids and self._seen is None:  # the call's: up to a slice made distinct now
             if len(ids) <= SLICE:
                 job_ids.extend(dict.fromkeys(ids))
             else:
@@ -133,8 +107,7 @@ class Intake:
         return len(job_ids) - before
 
     def add(self, ids: list[str]) -> int:
-        """Add ids from `JobsWait.add()`: how many distinct ones were new (each checked
-        against those given, so a repeat within `ids` counts once)."""
+        """`extend`, a repeat within `ids` counted once (as `JobsWait.add()` says)."""
         self._seen_ids()
         return self.extend(ids)
 
@@ -145,8 +118,7 @@ class Intake:
         self.read = self.taken = len(self.ids)
 
     def take(self) -> list[str]:
-        """Take in the next slice of ids (at most `SLICE`): those not taken in before, in
-        order, each now at its row's place in `ids`."""
+        """Take in the next slice of ids not taken in before, each moved to its row's place."""
         job_ids, start, write = self.ids, self.read, self.taken
         end = min(len(job_ids), start + SLICE)
         sift_end, taken_in = self._sift_end, self._taken_in
@@ -177,7 +149,6 @@ class Intake:
         return taken
 
     def take_from_source(self, value: object, position: int) -> None:
-        """One id from the async source: added, or kept as invalid (reported, never polled)."""
         try:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
@@ -197,7 +168,7 @@ class Intake:
             self.wake()
 
     def room_for_source(self) -> asyncio.Future[None] | None:
-        """None while the source may go on; else a future that is done once it may."""
+        """None while the source may go on, else a future done once it may."""
         if len(self.ids) - self.read < BACKLOG:
             return None
         if self._room is None:
@@ -211,11 +182,9 @@ class Intake:
 
 
 async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -> None:
-    """Read a fan-out's async iterable of ids into its intake, as they come.
-
-    Holds the intake only between two ids (a fan-out dropped after a `break` is collected,
-    and its finalizer cancels this task). Pauses while `BACKLOG` ids wait to be taken in.
-    """
+    """Read a fan-out's async iterable of ids into its intake, holding the intake only
+    between two ids (a fan-out dropped after a `break` is collected, and its finalizer
+    cancels this task)."""
     position = 0
     try:
         async for job_id in source:

@@ -6,9 +6,6 @@ import heapq
 from array import array
 from collections.abc import Iterator
 
-__all__ = ["Queue"]
-
-#: Rows waiting for their next poll, in order of due time, then of row: one integer each.
 _ROW_BITS = 32
 _ROW_MASK = (1 << _ROW_BITS) - 1
 #: The key's due time for a due too far off for nanoseconds in a float (beyond about 1e299 s:
@@ -40,30 +37,21 @@ class Queue:
     def __len__(self) -> int:
         return len(self._heap)
 
-    def __bool__(self) -> bool:
-        return bool(self._heap)
-
     def push(self, due: float, row: int) -> None:
         self._dues[row] = due
         heapq.heappush(self._heap, _key(due, row))
 
     def extend(self, rows: list[tuple[float, int]]) -> None:
-        """Push many at once (a heap made in one go)."""
         for due, row in rows:
             self._dues[row] = due
             self._heap.append(_key(due, row))
         heapq.heapify(self._heap)
 
     def first_due(self) -> float:
-        """When the first job is due (the queue must not be empty)."""
         return self._dues[self._heap[0] & _ROW_MASK]
 
     def pop(self) -> int:
-        """The row of the first job, taken off the queue."""
         return heapq.heappop(self._heap) & _ROW_MASK
-
-    def clear(self) -> None:
-        self._heap.clear()
 
     def __iter__(self) -> Iterator[tuple[float, int]]:
         """(due, row) of every job queued, in no particular order."""
