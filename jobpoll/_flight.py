@@ -1,4 +1,6 @@
-"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler.
+"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler; `Fleet`: how many
+may be, and how they yield together to a server that asks them to (`JobsWait` states the
+model; the pause is `fleet_pause`, as `jobpoll.saq`'s workers take).
 
 Every task here is owned: a poll is in `running` until the scheduler takes its answer, or in
 `dying` once cancelled, until it is seen to end. What polls and the alarm call back holds the
@@ -9,7 +11,7 @@ cancels what is in flight.
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import math
 import weakref
 from collections import deque
@@ -17,8 +19,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobpoll._client import JobsClient
-from jobpoll._errors import JobPollError
+from jobpoll._errors import JobPollError, RateLimited, ServiceUnavailable
 from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+from jobpoll._rules import fleet_pause
+from jobpoll._state import JobState
+
+logger = logging.getLogger("jobpoll")
 
 #: A poll's outcome: the job, or the error (returned, not raised: an unretrieved exception in
 #: a task that a closed fan-out dropped would be logged as a bug).
@@ -129,9 +136,69 @@ class Flight:
                 if not task.cancelled():
                     task.exception()
 
-    def drop(self) -> None:
-        """Cancel every task at once, without waiting: the fan-out is being collected."""
-        for task in [*self.running, *self.dying, self.alarm]:
-            if task is not None:
-                with contextlib.suppress(RuntimeError):  # the event loop may be closed already
-                    task.cancel()
+
+def _throttled_reason(error: JobPollError) -> str:
+    if isinstance(error, (RateLimited, ServiceUnavailable)):
+        return f"the server answered {error.http_status}"
+    return "the server could not be connected to"
+
+
+class Fleet:
+    """The window of polls in flight, and the pause every poll takes together."""
+
+    def __init__(self, policy: PollPolicy, max_in_flight: int) -> None:
+        self.policy = policy
+        self.max_in_flight = max_in_flight
+        self.window = max_in_flight
+        self.resume_at = -math.inf  # no poll starts before this
+        self.paused = 0  # how many pauses have begun
+        self._streak = 0  # pauses in a row, with no answer since
+        # Whether the last answer to a poll sent since the last pause began was throttled: a
+        # throttled answer right after one that was not is taken for a stray one.
+        self._throttled_last = False
+
+    def restore(self, window: int, resume_at: float | None) -> None:
+        self.window = max(1, min(window, self.max_in_flight))
+        if resume_at is not None:
+            self.resume_at = resume_at
+
+    def sent(self, state: JobState) -> None:
+        state.sent_after_pauses = self.paused
+
+    def answered(self, state: JobState) -> None:
+        """An answer after any pause: the server copes; grow the window back by one."""
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: it says nothing of the server now
+        self._throttled_last = False
+        if self.window < self.max_in_flight:
+            self.window += 1
+        if self.resume_at != -math.inf:  # the first answer after a pause: the storm is over
+            self.resume_at = -math.inf
+            self._streak = 0
+
+    def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
+        """Halve the window; pause every job's polls, unless it is a stray throttled answer.
+
+        A stray one (no `Retry-After`, right after an answer that was not throttled) only
+        halves the window: a server that refuses a small share of requests (a busy instance
+        behind a balancer) would otherwise hold a large fan-out to one window per pause.
+        """
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: the same storm, already paused for
+        retry_after = getattr(error, "retry_after", None)
+        stray, self._throttled_last = not self._throttled_last and retry_after is None, True
+        if stray and self.window > 1:
+            self.window //= 2
+            logger.info("%s; at most %d polls in flight", _throttled_reason(error), self.window)
+            return
+        pause = fleet_pause(self.policy, self._streak, retry_after)
+        self._streak += 1
+        self.paused += 1
+        self.resume_at = now + pause
+        self.window = max(1, self.window // 2)
+        logger.info(
+            "%s; all polls pause for %.1f s, then at most %d in flight",
+            _throttled_reason(error),
+            pause,
+            self.window,
+        )

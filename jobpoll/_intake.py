@@ -57,8 +57,8 @@ class Intake:
         self._sift_end = 0
         self._taken_in: set[str] | None = None
         self._seen: set[str] | None = None
-        #: Values from an async source that could never be sent, by their keys among the ids
-        #: (each apart from every id: none holds a NUL): reported, never polled.
+        #: Values from an async source that could never be sent, by their keys among the ids:
+        #: reported, never polled.
         self.invalid: dict[str, InvalidJobId] = {}
         self.source_open = False  # the source's reader may still add ids
         self.source_error: BaseException | None = None
@@ -154,11 +154,9 @@ class Intake:
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             exc.__traceback__ = None  # it holds this frame, so the fan-out's wake
-            # Its label: a str as it is, else its repr after a NUL; either way no id that
-            # can be sent, so a result keyed by `job_id` never stands for a job's.
+            # Labelled (a str as it is, else its repr after a NUL) and keyed apart from every
+            # id that can be sent, and from each other: each value is a result of its own.
             exc.job_id = value if isinstance(value, str) else f"\x00{value!r}"
-            # Keyed apart from every id and from each other: each value is a result of its
-            # own, and no id that can be sent is ever taken for one (`5` is not "5").
             job_id = f"\x00{position}"
             self.invalid[job_id] = exc
         seen = self._seen_ids()

@@ -4,6 +4,7 @@ of `_rules`; `JobsWait` hands out what it decides, and checkpoints it."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import weakref
 from collections import deque
@@ -12,12 +13,10 @@ from typing import Any
 
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._fleet import Fleet
-from jobpoll._flight import Flight, weakly
+from jobpoll._flight import Fleet, Flight, weakly
 from jobpoll._intake import Intake, read_source
 from jobpoll._models import Job
-from jobpoll._queue import Queue
-from jobpoll._rows import JobTable
+from jobpoll._rows import JobTable, Queue
 from jobpoll._rules import Rules
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
@@ -26,9 +25,7 @@ from jobpoll._wait import UpdateCallback, notify
 Outcome = tuple[str, Job | None, JobPollError | None, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
-#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
-#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
-#: fan-out's finalizer and ends.
+#: weakly, and a fan-out collected in a reference cycle would take its reader with it.
 _READERS: set[asyncio.Task[None]] = set()
 
 
@@ -62,7 +59,6 @@ class Scheduler:
         self.fleet = Fleet(rules.policy, max_in_flight)
         #: Outcomes to hand out: still pending, so a checkpoint holds them.
         self.ready: deque[Outcome] = deque()
-        self.started = False
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
         self.ended = False  # every job reported, no more may come
         self.closed = False
@@ -72,7 +68,7 @@ class Scheduler:
         clock, intake = self.rules.policy.clock, self.intake
         if self.flight.dying:
             await self.flight.bury()
-        if not self.started and not self.closed:
+        if self.started_at == -math.inf and not self.closed:
             self.start(clock())
         while True:
             if self.closed:  # its pending jobs are kept only for `checkpoint()`
@@ -86,19 +82,14 @@ class Scheduler:
             if source_error is not None:
                 intake.source_error = None
                 raise SourceError(source_error)
-            if self._idle():
+            if not (self.queue or self.flight.running or intake.waiting or intake.source_open):
                 self.ended = True
                 raise StopAsyncIteration
             await self._wait(clock())
             await self._collect(clock())
 
-    def _idle(self) -> bool:
-        """Whether every job was reported, and no more may come."""
-        intake = self.intake
-        return not (self.queue or self.flight.running or intake.waiting or intake.source_open)
-
     def start(self, now: float) -> None:
-        self.started, self.started_at = True, now
+        self.started_at = now
         rules = self.rules
         if rules.timeout is not None and rules.deadline is None:
             rules.deadline = now + rules.timeout
@@ -211,9 +202,8 @@ class Scheduler:
         return None
 
     def _requeue(self, row: int, state: JobState, due: float) -> None:
-        deadline = self.rules.deadline
-        if deadline is not None and due > deadline:
-            due = deadline
+        if self.rules.deadline is not None:
+            due = min(due, self.rules.deadline)
         state.next_poll_at = due
         self.table.save(row)
         self.queue.push(due, row)
@@ -245,7 +235,8 @@ class Scheduler:
         await self.cancel_running()
 
     def drop(self) -> None:
-        """Cancel every task at once: the fan-out is being collected."""
-        self.flight.drop()
-        if self.reader is not None:
-            self.reader.cancel()
+        """Cancel every task, without waiting: the fan-out is being collected."""
+        with contextlib.suppress(RuntimeError):  # the event loop may be closed already
+            self.flight.cancel()
+            if self.reader is not None:
+                self.reader.cancel()
