@@ -70,9 +70,6 @@ def wait_for_jobs(
             added to its jobs (pass only new ones). The deadline is the checkpoint's, so
             `timeout` must be None; `policy` is not saved.
 
-    Returns:
-        A `JobsWait`.
-
     Raises:
         InvalidJobId: an id of an iterable could never be sent (the message says which).
         ConfigurationError: an option out of range, or `timeout` beside `resume`.
@@ -318,7 +315,8 @@ class JobsWait:
     def _pending(self, now: float) -> list[tuple[int, float | None]]:
         """The rows of the jobs not reported, each with when its next poll is due."""
         jobs = self._jobs
-        pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
+        dues = jobs.table.dues
+        pending: list[tuple[int, float | None]] = [(row, dues[row]) for row in jobs.queue]
         pending += [(row, now) for row in jobs.flight.running.values()]
         ready = [(error, row) for _job_id, _job, error, row in jobs.ready]
         if not self._returned:  # what a cancelled `await` collected is pending until returned
@@ -342,13 +340,11 @@ class JobsWait:
         pause = saved.pause_until
         jobs.fleet.restore(saved.window, None if pause is None else base.due(pause.timestamp()))
         jobs.intake.restored([state.job_id for state in saved.jobs])
-        queued: list[tuple[float, int]] = []
         for state in saved.jobs:
             row = jobs.table.add(restore_state(state, base))
             job, due = state.job, state.next_poll_at
             if job is not None and job.is_terminal:
                 jobs.report(row, job, JobFailedError(job) if job.failed else None)
             else:
-                queued.append((base.now if due is None else due, row))
-        jobs.queue.extend(queued)
+                jobs.queue.push(base.now if due is None else due, row)
         jobs.intake.extend(saved.unstarted)

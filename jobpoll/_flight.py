@@ -97,11 +97,15 @@ class Flight:
         finally:
             self._wakeup = None
 
+    def _drop_alarm(self) -> None:
+        alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
+        if alarm is not None:
+            alarm.cancel()
+            if isinstance(alarm, asyncio.Future):
+                self.dying.add(alarm)  # still owned: seen to end at the next step
+
     def _set_alarm(self, wake_at: float, now: float) -> None:
-        if self.alarm is not None:
-            self.alarm.cancel()
-            if isinstance(self.alarm, asyncio.Future):
-                self.dying.add(self.alarm)  # still owned: seen to end at the next step
+        self._drop_alarm()
         delay = max(0.0, wake_at - now)
         if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
             self.alarm = asyncio.get_running_loop().call_later(delay, self._on_alarm, None)
@@ -115,11 +119,7 @@ class Flight:
         """Cancel the polls in flight and the alarm; the rows that were polled. Await `bury()`
         next, once the caller has kept the rows."""
         running, self.running = self.running, {}
-        alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
-        if isinstance(alarm, asyncio.Future):
-            self.dying.add(alarm)
-        elif alarm is not None:
-            alarm.cancel()
+        self._drop_alarm()
         self.finished.clear()
         self.dying.update(running)
         for task in self.dying:

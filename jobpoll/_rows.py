@@ -129,8 +129,10 @@ class JobTable:
 
     def load(self, row: int) -> JobState:
         """The state, holding the row's: run the rules on it, then `save(row)`."""
-        state = self.load_counts(row)
+        state = self.state
+        state.job_id = self._ids[row]
         state.job = self.job(row)
+        self._columns.load(state, row)
         self._pace.load(state.pace, row)
         return state
 
@@ -141,17 +143,6 @@ class JobTable:
         self._jobs[row] = _fields(state.job, self._jobs[row])
         self._columns.save(state, row)
         self._pace.save(state.pace, row)
-
-    def load_counts(self, row: int) -> JobState:
-        """The state with the row's id, counts and times only (not its snapshot or pace):
-        enough to send a poll or time the job out; `save_counts(row)` keeps them."""
-        state = self.state
-        state.job_id = self._ids[row]
-        self._columns.load(state, row)
-        return state
-
-    def save_counts(self, row: int) -> None:
-        self._columns.save(self.state, row)
 
     def load_pace(self, row: int) -> PaceState:
         """The row's schedule, to read, never save (a progress view, once a second)."""
@@ -210,21 +201,12 @@ class Queue:
         self._dues[row] = due
         heapq.heappush(self._heap, _key(due, row))
 
-    def extend(self, rows: list[tuple[float, int]]) -> None:
-        for due, row in rows:
-            self._dues[row] = due
-            self._heap.append(_key(due, row))
-        heapq.heapify(self._heap)
-
     def first_due(self) -> float:
         return self._dues[self._heap[0] & _ROW_MASK]
 
     def pop(self) -> int:
         return heapq.heappop(self._heap) & _ROW_MASK
 
-    def __iter__(self) -> Iterator[tuple[float, int]]:
-        """(due, row) of every job queued, in no particular order."""
-        dues = self._dues
-        for key in self._heap:
-            row = key & _ROW_MASK
-            yield dues[row], row
+    def __iter__(self) -> Iterator[int]:
+        """The rows queued, in no particular order."""
+        return (key & _ROW_MASK for key in self._heap)

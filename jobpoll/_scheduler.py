@@ -128,10 +128,10 @@ class Scheduler:
         running, flight, client = self.flight.running, self.flight, self.client
         while queue and len(running) < fleet.window and queue.first_due() <= now:
             row = queue.pop()
-            state = table.load_counts(row)
+            state = table.load(row)
             timeout = rules.send(state, now)
             fleet.sent(state)
-            table.save_counts(row)
+            table.save(row)
             flight.send(client, state.job_id, timeout, row)
             self.polls += 1
 
@@ -213,7 +213,7 @@ class Scheduler:
 
     def waiting(self) -> list[int]:
         """The rows of the jobs queued or in flight."""
-        return [*(row for _due, row in self.queue), *self.flight.running.values()]
+        return [*self.queue, *self.flight.running.values()]
 
     async def cancel_running(self) -> None:
         """Cancel the polls in flight and wait for them; those jobs are polled anew.
