@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
@@ -19,7 +18,8 @@ from jobpoll._checkpoint import (
     saved_state,
 )
 from jobpoll._client import JobsClient
-from jobpoll._errors import ConfigurationError, InvalidJobId, JobFailedError, JobPollError
+from jobpoll._config import check_positive
+from jobpoll._errors import InvalidJobId, JobFailedError, JobPollError
 from jobpoll._intake import checked_ids
 from jobpoll._models import JobResult
 from jobpoll._pace import time_left
@@ -91,10 +91,7 @@ def wait_for_jobs(
 def _window(client: JobsClient, max_in_flight: int | None) -> int:
     if max_in_flight is None:
         return client.pool_size
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ConfigurationError(
-            f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
-        )
+    check_positive("max_in_flight", max_in_flight, whole=True)
     return max_in_flight
 
 
@@ -184,12 +181,7 @@ class JobsWait:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __aiter__(self) -> Self:
@@ -200,8 +192,7 @@ class JobsWait:
 
     async def _gather(self) -> list[JobResult]:
         # Kept on the fan-out: awaited again after a cancellation or an error about the
-        # setup, it goes on with the jobs still pending and returns them all. (Each way out
-        # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
+        # setup, it goes on with the jobs still pending (and __anext__ leaves none in flight).
         by_row = self._gathered
         async for result in self:
             by_row[self._row] = result
@@ -251,9 +242,9 @@ class JobsWait:
             raise RuntimeError("this fan-out is already being iterated by another task")
         self._busy = True
         try:
-            job_id, job, error, self._row = await self._jobs.next_outcome()
+            result, self._row = await self._jobs.next_outcome()
             self._reported += 1
-            return JobResult(job_id, job, error)
+            return result
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
             raise wrapper.error from None
@@ -318,11 +309,11 @@ class JobsWait:
         dues = jobs.table.dues
         pending: list[tuple[int, float | None]] = [(row, dues[row]) for row in jobs.queue]
         pending += [(row, now) for row in jobs.flight.running.values()]
-        ready = [(error, row) for _job_id, _job, error, row in jobs.ready]
+        ready = list(jobs.ready)
         if not self._returned:  # what a cancelled `await` collected is pending until returned
-            ready += [(result.error, row) for row, result in self._gathered.items()]
-        for error, row in ready:
-            if isinstance(error, InvalidJobId):
+            ready += [(result, row) for row, result in self._gathered.items()]
+        for result, row in ready:
+            if isinstance(result.error, InvalidJobId):
                 continue  # a value that could never be sent: nothing to wait for
             job = jobs.table.job(row)
             pending.append((row, None if job is not None and job.is_terminal else now))

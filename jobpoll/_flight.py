@@ -1,11 +1,8 @@
 """`Flight`: a fan-out's polls in flight, and what wakes its scheduler; `Fleet`: how many
-may be, and how they yield together to a server that asks them to (`JobsWait` states the
-model; the pause is `fleet_pause`, as `jobpoll.saq`'s workers take).
+may be, and how they yield to a server that asks them to (the model `JobsWait` states).
 
-Every task here is owned: a poll is in `running` until the scheduler takes its answer, or in
-`dying` once cancelled, until it is seen to end. What polls and the alarm call back holds the
-flight only weakly: a fan-out dropped after a `break` is collected at once, and its finalizer
-cancels what is in flight.
+What polls and the alarm call back holds the flight only weakly: a fan-out dropped after a
+`break` is collected at once, and its finalizer cancels what is in flight.
 """
 
 from __future__ import annotations
@@ -177,12 +174,9 @@ class Fleet:
             self._streak = 0
 
     def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
-        """Halve the window; pause every job's polls, unless it is a stray throttled answer.
-
-        A stray one (no `Retry-After`, right after an answer that was not throttled) only
-        halves the window: a server that refuses a small share of requests (a busy instance
-        behind a balancer) would otherwise hold a large fan-out to one window per pause.
-        """
+        """Halve the window and pause every job's polls; a stray throttled answer only
+        halves it: a server that refuses a small share of requests (a busy instance behind a
+        balancer) would otherwise hold a large fan-out to one window per pause."""
         if state.sent_after_pauses != self.paused:
             return  # sent before the last pause began: the same storm, already paused for
         retry_after = getattr(error, "retry_after", None)

@@ -1,10 +1,8 @@
-"""`Intake`: the ids given to a fan-out (its list, `add()`, an async source, a checkpoint),
-in order, each taken in once, a slice at a time.
+"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time.
 
-The call's list is kept as given and its repeats dropped as it is taken in: a million ids
-made distinct at the call would hold the event loop for 0.1 s. The set of ids given, which
-later ids are checked against, is made only when first needed (a set of a million ids costs
-time at every full garbage collection).
+The call's list is kept as given and its repeats dropped as it is taken in: made distinct at
+the call, a million ids would hold the event loop for 0.1 s. The set of ids given is made
+only when first needed: a set of a million ids costs time at every full garbage collection.
 """
 
 from __future__ import annotations
@@ -62,8 +60,7 @@ class Intake:
         self.invalid: dict[str, InvalidJobId] = {}
         self.source_open = False  # the source's reader may still add ids
         self.source_error: BaseException | None = None
-        self._room: asyncio.Future[None] | None = None  # the reader waits on it for room
-        self.closed = False  # the fan-out was closed: a cancelled reader is no error
+        self._room = asyncio.Event()  # clear while the reader waits for room
 
     @property
     def total(self) -> int:
@@ -141,14 +138,13 @@ class Intake:
         if end == len(job_ids) and write < end:
             del job_ids[write:]  # what was moved down or dropped
             self.read = write
-        room = self._room
-        if room is not None and len(job_ids) - self.read < BACKLOG:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
+        if len(job_ids) - self.read < BACKLOG:
+            self._room.set()
         return taken
 
-    def take_from_source(self, value: object, position: int) -> None:
+    def take_from_source(self, value: object, position: int) -> asyncio.Event | None:
+        """Add a value of the source; None while the source may go on, else an event set
+        once it may."""
         try:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
@@ -164,13 +160,9 @@ class Intake:
             seen.add(job_id)
             self.ids.append(job_id)
             self.wake()
-
-    def room_for_source(self) -> asyncio.Future[None] | None:
-        """None while the source may go on, else a future done once it may."""
         if len(self.ids) - self.read < BACKLOG:
             return None
-        if self._room is None:
-            self._room = asyncio.get_running_loop().create_future()
+        self._room.clear()
         return self._room
 
     def source_ended(self, error: BaseException | None) -> None:
@@ -184,29 +176,25 @@ async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -
     between two ids (a fan-out dropped after a `break` is collected, and its finalizer
     cancels this task)."""
     position = 0
+    error: BaseException | None = None
     try:
         async for job_id in source:
             owner = intake()
             if owner is None:
                 return
-            owner.take_from_source(job_id, position)
+            room = owner.take_from_source(job_id, position)
             position += 1
-            room = owner.room_for_source()
             del owner
             if room is not None:
-                await room
+                await room.wait()
             elif position % SLICE == 0:
                 await asyncio.sleep(0)  # a source that never waits must not stall the loop
-    except asyncio.CancelledError:
-        owner = intake()
-        if owner is not None and not owner.closed:  # cancelled by someone else
-            owner.source_ended(RuntimeError("the task reading job_ids was cancelled"))
+    except asyncio.CancelledError:  # an error unless the fan-out was closed (then unread)
+        error = RuntimeError("the task reading job_ids was cancelled")
         raise
     except Exception as exc:
+        error = exc
+    finally:
         owner = intake()
         if owner is not None:
-            owner.source_ended(exc)
-        return
-    owner = intake()
-    if owner is not None:
-        owner.source_ended(None)
+            owner.source_ended(error)

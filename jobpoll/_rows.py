@@ -1,13 +1,7 @@
-"""`JobTable`: the state of a fan-out's jobs as rows of plain numbers, one row per job, and
-`Queue`: the rows waiting for their next poll, in order of due time.
-
-Held as objects (a `JobState` and its `PaceState` per job), a job would cost about a kilobyte
-and give the garbage collector several objects to walk at every full collection: pauses of
-half a second at 100,000 jobs, in someone else's event loop. Here a job is a row: its numbers
-in `array` columns (which the collector never walks), derived from the records' fields by
-their declared types, its strings shared with every other job's, and its last snapshot the
-only object of its own. The rules run on one `JobState`: a row is loaded into it, and saved
-back.
+"""`JobTable`: a fan-out's jobs as rows of plain numbers, and `Queue`: the rows waiting for
+their next poll. As objects, a job would cost a kilobyte and several objects for the garbage
+collector to walk: pauses of half a second at 100,000 jobs, in someone else's event loop. A
+row is `array` columns derived from `JobState`'s fields, shared strings, and a snapshot.
 """
 
 from __future__ import annotations
@@ -68,9 +62,8 @@ class _Columns:
         for _name, floats in self.maybe_floats:
             floats.append(math.nan)
 
-    # A plain loop over the derived fields, not code compiled from them: compiled, a load and
-    # a save take 3.0 µs instead of 6.5 µs (about 1% of a poll's CPU), and
-    # benchmarks/bench_scale.py --sizes 100000 shows no difference a target sees.
+    # A plain loop, not code compiled from the fields: that takes 3.0 µs instead of 6.5 µs
+    # (1% of a poll's CPU), a difference benchmarks/bench_scale.py shows no target sees.
 
     def load(self, record: Any, row: int) -> None:
         for name, column, _blank in self.plain:
@@ -181,14 +174,9 @@ def _key(due: float, row: int) -> int:
 
 
 class Queue:
-    """The jobs waiting for their next poll: a heap of integers, each a due time (in
-    nanoseconds, for the order) and a row; the exact due times are the table's `dues`.
-
-    An integer per job instead of a (due, index, entry) tuple: a third of the memory, and
-    nothing for the collector to walk.
-    """
-
-    __slots__ = ("_dues", "_heap")
+    """A heap of integers, each a due time (in nanoseconds, for the order) and a row: a third
+    of the memory of a tuple, and nothing for the collector to walk. The exact due times are
+    the table's `dues`."""
 
     def __init__(self, dues: array[float]) -> None:
         self._heap: list[int] = []

@@ -15,14 +15,14 @@ from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._flight import Fleet, Flight, weakly
 from jobpoll._intake import Intake, read_source
-from jobpoll._models import Job
+from jobpoll._models import Job, JobResult
 from jobpoll._rows import JobTable, Queue
 from jobpoll._rules import Rules
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
 
-#: How a job ended: its id, its last snapshot, its error (None: it succeeded), and its row.
-Outcome = tuple[str, Job | None, JobPollError | None, int]
+#: A job's result, and its row.
+Outcome = tuple[JobResult, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
 #: weakly, and a fan-out collected in a reference cycle would take its reader with it.
@@ -82,11 +82,16 @@ class Scheduler:
             if source_error is not None:
                 intake.source_error = None
                 raise SourceError(source_error)
-            if not (self.queue or self.flight.running or intake.waiting or intake.source_open):
+            if self._idle():
                 self.ended = True
                 raise StopAsyncIteration
             await self._wait(clock())
             await self._collect(clock())
+
+    def _idle(self) -> bool:
+        """Whether every job was reported, and no more may come."""
+        intake = self.intake
+        return not (self.queue or self.flight.running or intake.waiting or intake.source_open)
 
     def start(self, now: float) -> None:
         self.started_at = now
@@ -111,7 +116,7 @@ class Scheduler:
             row = table.add(begun)
             if invalid and job_id in invalid:
                 error = invalid.pop(job_id)
-                self.ready.append((error.job_id or job_id, None, error, row))
+                self.ready.append((JobResult(error.job_id or job_id, None, error), row))
                 continue
             queue.push(now, row)
 
@@ -181,8 +186,7 @@ class Scheduler:
                 if delay is None:
                     state.next_poll_at = None
                     table.save(row)
-                    error = JobFailedError(outcome) if outcome.failed else None
-                    self.report(row, outcome, error)
+                    self.report(row, outcome, JobFailedError(outcome) if outcome.failed else None)
                 else:
                     self._requeue(row, state, now + delay)
                 return outcome if news else None
@@ -209,25 +213,22 @@ class Scheduler:
         self.queue.push(due, row)
 
     def report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
-        self.ready.append((self.intake.ids[row], job, error, row))
+        self.ready.append((JobResult(self.intake.ids[row], job, error), row))
 
     def waiting(self) -> list[int]:
         """The rows of the jobs queued or in flight."""
         return [*self.queue, *self.flight.running.values()]
 
     async def cancel_running(self) -> None:
-        """Cancel the polls in flight and wait for them; those jobs are polled anew.
-
-        The jobs are queued again before anything is awaited: a second cancellation landing
-        while the polls wind down (a worker stopped twice) loses none of them.
-        """
+        """Cancel the polls in flight and wait for them; those jobs, queued again before
+        anything is awaited, are polled anew (a second cancellation loses none of them)."""
         now = self.rules.policy.clock()
         for row in self.flight.cancel():
             self.queue.push(now, row)
         await self.flight.bury()
 
     async def close(self) -> None:
-        self.closed = self.intake.closed = True
+        self.closed = True
         reader, self.reader = self.reader, None
         if reader is not None:
             reader.cancel()
