@@ -218,13 +218,10 @@ class JobsWait:
         self._jobs.drop()
 
     def add(self, job_ids: Iterable[str | UUID]) -> int:
-        """Add jobs to wait for, to a fan-out that has not ended, from any task; ids given
-        before are not added twice. All or none: an id that could never be sent raises
-        `InvalidJobId` naming its position, and none is added. They are polled from the next
-        step of the iteration.
-
-        Returns:
-            How many distinct ids were new.
+        """Add jobs to wait for, to a fan-out that has not ended, from any task, and return
+        how many distinct ids were new (ids given before are not added twice). All or none:
+        an id that could never be sent raises `InvalidJobId` naming its position, and none
+        is added. They are polled from the next step of the iteration.
 
         Raises:
             InvalidJobId: one of the ids could never be sent.

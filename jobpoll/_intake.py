@@ -73,11 +73,9 @@ class Intake:
 
     def unstarted(self) -> list[str]:
         """The ids given and not taken in yet, each once, without the invalid values."""
-        unstarted = self.ids[self.read :]
-        taken_in = self._taken_in
-        if taken_in is not None:  # the call's list is being sifted: each pending id once
-            unstarted = [job_id for job_id in dict.fromkeys(unstarted) if job_id not in taken_in]
-        return [job_id for job_id in unstarted if job_id not in self.invalid]
+        # While the call's list is sifted, an id may repeat one taken in already.
+        skipped = self.invalid.keys() | (self._taken_in or set())
+        return [job_id for job_id in dict.fromkeys(self.ids[self.read :]) if job_id not in skipped]
 
     def _seen_ids(self) -> set[str]:
         if self._seen is None:
@@ -155,11 +153,7 @@ class Intake:
             exc.job_id = value if isinstance(value, str) else f"\x00{value!r}"
             job_id = f"\x00{position}"
             self.invalid[job_id] = exc
-        seen = self._seen_ids()
-        if job_id not in seen:
-            seen.add(job_id)
-            self.ids.append(job_id)
-            self.wake()
+        self.add([job_id])
         if len(self.ids) - self.read < BACKLOG:
             return None
         self._room.clear()

@@ -27,9 +27,8 @@ def _int_typecode(field: attrs.Attribute[Any]) -> str:
     """A byte for a whole number whose declared bounds fit in one, else eight. At 100,000
     waiting jobs (benchmarks/bench_scale.py, target 600 B): 482 B a job so, 552 B with every
     whole number in eight bytes."""
-    low, high = field.metadata.get("min"), field.metadata.get("max")
-    fits = low is not None and high is not None and low >= -128 and high <= 127
-    return "b" if fits else "q"
+    low, high = field.metadata.get("min", -math.inf), field.metadata.get("max", math.inf)
+    return "b" if low >= -128 and high <= 127 else "q"
 
 
 class _Columns:
@@ -117,7 +116,7 @@ class JobTable:
         self._jobs.append(None)
         self._columns.append()
         self._pace.append()
-        self._save(state, row)
+        self.save(row, state)
         return row
 
     def load(self, row: int) -> JobState:
@@ -129,10 +128,9 @@ class JobTable:
         self._pace.load(state.pace, row)
         return state
 
-    def save(self, row: int) -> None:
-        self._save(self.state, row)
-
-    def _save(self, state: JobState, row: int) -> None:
+    def save(self, row: int, state: JobState | None = None) -> None:
+        """Keep the state (by default the one rows are loaded into) as the row's."""
+        state = state or self.state
         self._jobs[row] = _fields(state.job, self._jobs[row])
         self._columns.save(state, row)
         self._pace.save(state.pace, row)

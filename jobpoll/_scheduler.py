@@ -11,6 +11,8 @@ from collections import deque
 from collections.abc import AsyncIterable
 from typing import Any
 
+import attrs
+
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._flight import Fleet, Flight, weakly
@@ -29,12 +31,11 @@ Outcome = tuple[JobResult, int]
 _READERS: set[asyncio.Task[None]] = set()
 
 
+@attrs.define
 class SourceError(Exception):
     """Carries what the caller's async iterable of ids raised, to be raised as itself."""
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
+    error: BaseException
 
 
 class Scheduler:
