@@ -98,13 +98,14 @@ def _window(client: JobsClient, max_in_flight: int | None) -> int:
 def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
     if isinstance(job_ids, AsyncIterable):
         return job_ids
-    _refuse_one_id(job_ids, "job_ids must be an iterable or async iterable of job ids")
+    wanted = "job_ids must be an iterable or async iterable of job ids"
+    _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
     return None
 
 
-def _refuse_one_id(job_ids: object, wanted: str) -> None:
+def _refuse_one_id(job_ids: object, wanted: str, hint: str = "a list of one") -> None:
     if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
-        raise TypeError(f"{wanted}, got {type(job_ids).__name__} (for one id, a list of one)")
+        raise TypeError(f"{wanted}, got {type(job_ids).__name__} (for one id, {hint})")
 
 
 class JobsWait:
