@@ -88,11 +88,8 @@ class Flight:
         """Sleep until a poll comes back, something wakes the scheduler, or `wake_at`."""
         if wake_at < self.alarm_at:
             self._set_alarm(wake_at, now)
-        self._wakeup = wakeup = asyncio.get_running_loop().create_future()
-        try:
-            await wakeup
-        finally:
-            self._wakeup = None
+        self._wakeup = asyncio.get_running_loop().create_future()
+        await self._wakeup  # once done (or cancelled), `wake` leaves it be
 
     def _drop_alarm(self) -> None:
         alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
@@ -167,8 +164,7 @@ class Fleet:
         if state.sent_after_pauses != self.paused:
             return  # sent before the last pause began: it says nothing of the server now
         self._throttled_last = False
-        if self.window < self.max_in_flight:
-            self.window += 1
+        self.window = min(self.window + 1, self.max_in_flight)
         if self.resume_at != -math.inf:  # the first answer after a pause: the storm is over
             self.resume_at = -math.inf
             self._streak = 0

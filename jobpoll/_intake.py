@@ -39,11 +39,9 @@ def checked_ids(job_ids: Iterable[str | UUID], name: str) -> list[str]:
 
 
 class Intake:
-    """The ids given so far, in order (`ids`): the first `taken` are taken in (row `i` of the
-    fan-out's table is the job `ids[i]`), those from `read` on wait to be (between the two:
-    ids moved down or dropped, cut off once every id is taken in). `wake` is called whenever
-    there are new ids to take in, or the source ended.
-    """
+    """The ids given so far (`ids`): the first `taken` are taken in (row `i` is `ids[i]`),
+    those from `read` on wait to be (between the two: ids moved down or dropped). `wake` is
+    called whenever there are new ids to take in, or the source ended."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.wake = wake

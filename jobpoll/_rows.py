@@ -32,9 +32,8 @@ def _int_typecode(field: attrs.Attribute[Any]) -> str:
 
 
 class _Columns:
-    """A column for each field of a record type but its id, snapshot and nested record (the
-    table's own): numbers and strings as they are, `float | None` as NaN for None, anything
-    else (the last error, which most rows lack) in a dict by row."""
+    """A column for each field of a record but its id, snapshot and pace (the table's own):
+    `float | None` as NaN for None, the last error (most rows lack one) in a dict by row."""
 
     def __init__(self, cls: type) -> None:
         self.plain: list[tuple[str, Any, object]] = []  # (field, column, blank)
@@ -88,9 +87,8 @@ class _Columns:
 
 
 def _fields(job: Job | None, kept: _Fields | None) -> _Fields | None:
-    """The snapshot as a tuple of its fields, which the collector untracks at its first pass
-    (a `Job`, an object with slots, it would walk at every full collection); `kept` when
-    the same, so that an answer repeating the last one keeps nothing new alive."""
+    """The snapshot as a tuple, which the collector untracks (a `Job` it would walk at every
+    full collection); `kept` when the same, so that a repeated answer keeps nothing new."""
     if job is None:
         return None
     new = (job.id, job.created_at, job.user, job.progress, job.status.value, job.raw_status)

@@ -175,9 +175,8 @@ class Scheduler:
                 await notify(self.on_update, update)
 
     def _settle(self, row: int, outcome: Job | JobPollError, now: float) -> Job | None:
-        """Report or queue the row again as the rules decide; the snapshot for `on_update`,
-        if it is news. An error about the caller's setup (`stops_all`) is raised, its job
-        queued again."""
+        """Report or queue the row again as the rules decide; the snapshot for `on_update` if
+        it is news. An error that `stops_all` is raised, its job queued again."""
         table, rules, fleet = self.table, self.rules, self.fleet
         state = table.load(row)
         try:
