@@ -1,14 +1,10 @@
-"""`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server.
-
-`JobsWait` is the face of a `Scheduler` (`_scheduler`), which polls every job by the rules of
-`_rules`: it hands out each job's result, and checkpoints and restores the jobs.
-"""
+"""`wait_for_jobs`: wait on many jobs at once, bounded, isolated, and gentle with the server;
+`JobsWait` hands out, checkpoints and restores what its `Scheduler` decides."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterable, Generator, Iterable, Mapping
-from types import TracebackType
 from typing import Any, Self
 from uuid import UUID
 
@@ -20,7 +16,8 @@ from jobpoll._checkpoint import (
     load_fanout,
 )
 from jobpoll._client import JobsClient
-from jobpoll._errors import ConfigurationError, InvalidJobId, JobFailedError, JobPollError
+from jobpoll._config import check_positive
+from jobpoll._errors import InvalidJobId, JobFailedError, JobPollError
 from jobpoll._intake import checked_ids
 from jobpoll._models import JobResult
 from jobpoll._pace import time_left
@@ -29,10 +26,6 @@ from jobpoll._rules import Rules
 from jobpoll._saved import Timebase, restore_state, saved_state
 from jobpoll._scheduler import Scheduler, SourceError
 from jobpoll._wait import CallbackError, UpdateCallback, check_wait_options
-
-__all__ = ["JobResult", "JobsWait", "wait_for_jobs"]
-
-_DEFAULT_POLICY = PollPolicy()
 
 
 def wait_for_jobs(
@@ -53,17 +46,17 @@ def wait_for_jobs(
 
         results = await wait_for_jobs(client, job_ids)  # all of them, in the order given
 
-    Each job ends as `wait_for_job` would end it alone (same policy, same errors), but its
-    error is reported in its `JobResult` instead of raised: one job's failure never stops the
-    others. Duplicate ids are polled once and reported once, however they come in. How ids
-    keep coming, and how the fan-out yields to a throttling server: see `JobsWait`.
+    Each job ends as `wait_for_job` would end it alone, but its error is reported in its
+    `JobResult` instead of raised: one job's failure never stops the others. Duplicate ids
+    are polled and reported once, however they come in.
 
     Args:
         client: the client to poll with.
         job_ids: the jobs (`str` or `UUID`): an iterable, read at the call, or an async
-            iterable, read as the fan-out runs: an id of it that could never be sent is
-            reported with an `InvalidJobId` error; what it raises is raised from the
-            iteration, once, and the jobs read stay pending.
+            iterable, read as the fan-out runs: a value of it that could never be sent is
+            reported with an `InvalidJobId`, its `job_id` the value if a `str`, else its
+            repr after a NUL (`"\\x005"` for `5`), never a job's id; what it raises is
+            raised from the iteration, once, and the jobs read stay pending.
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, from its start on
             `policy.clock`; each job not ended by then is reported with a `WaitTimeout`.
@@ -74,10 +67,6 @@ def wait_for_jobs(
         resume: a fan-out's checkpoint (`JobsWait.checkpoint()`) to go on from, `job_ids`
             added to its jobs (pass only new ones). The deadline is the checkpoint's, so
             `timeout` must be None; `policy` is not saved.
-
-    Returns:
-        A `JobsWait`: an async iterator of `JobResult`, an async context manager that cancels
-        what is still in flight on exit, and awaitable for the list of all results.
 
     Raises:
         InvalidJobId: an id of an iterable could never be sent (the message says which).
@@ -100,50 +89,41 @@ def wait_for_jobs(
 def _window(client: JobsClient, max_in_flight: int | None) -> int:
     if max_in_flight is None:
         return client.pool_size
-    if isinstance(max_in_flight, bool) or not isinstance(max_in_flight, int) or max_in_flight < 1:
-        raise ConfigurationError(
-            f"max_in_flight must be a whole number of 1 or more, got {max_in_flight!r}"
-        )
+    check_positive("max_in_flight", max_in_flight, whole=True)
     return max_in_flight
 
 
 def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
-    """The async source of ids, if `job_ids` is one; `TypeError` if it is no iterable."""
     if isinstance(job_ids, AsyncIterable):
         return job_ids
-    if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
-        raise TypeError(
-            f"job_ids must be an iterable or async iterable of job ids, got"
-            f" {type(job_ids).__name__} (for one job, use wait_for_job or a list of one)"
-        )
+    wanted = "job_ids must be an iterable or async iterable of job ids"
+    _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
     return None
+
+
+def _refuse_one_id(job_ids: object, wanted: str, hint: str = "a list of one") -> None:
+    if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
+        raise TypeError(f"{wanted}, got {type(job_ids).__name__} (for one id, {hint})")
 
 
 class JobsWait:
     """Many jobs waited for at once, from `wait_for_jobs`.
 
-    - `async for result in fanout` yields one `JobResult` per distinct job, in the order
-      they end.
-    - `async with fanout as results:` cancels the polls still in flight on exit, whatever
-      happened in the block; a `break` out of a plain `async for` does the same once the
-      fan-out is dropped.
+    - `async for result in fanout` yields one `JobResult` per distinct job, as they end.
+    - `async with fanout as results:` cancels the polls still in flight on exit; a `break`
+      out of a plain `async for` does the same once the fan-out is dropped.
     - `await fanout` returns every result, in the order the ids were given.
 
-    Polls are sent only while the fan-out is being iterated (or awaited): a consumer that
-    stops reading holds no more than the requests already in flight, and those finish or are
-    cancelled on exit. Cancelling the iterating task cancels the polls in flight; iterating
-    again resumes, polling those jobs anew. Only one task may iterate it at a time
-    (`RuntimeError` otherwise).
-
-    Ids may keep coming while it runs: from an async iterable (read as the fan-out runs; it
-    ends once the source is exhausted and every job is reported), and from `add(ids)`, from
-    any task. Jobs are set up a slice at a time, yielding to the event loop in between, so a
-    million ids never stall it. The first polls go out at once, `max_in_flight` at a time.
-    When the server answers 429 or 503, the number of requests in flight is halved, then
-    grows back by one with each answer, and every job's polls pause together (for
-    `Retry-After` when given, else for a pause that doubles from `policy.initial` up to
-    `policy.max_interval`); a stray one (no `Retry-After`, after an answer that was not
-    throttled) only halves the window.
+    Polls are sent only while it is iterated (or awaited), by one task at a time
+    (`RuntimeError` otherwise). Cancelling that task cancels the polls in flight; iterating
+    again polls those jobs anew. Ids may keep coming, from an async iterable (it ends once
+    that is exhausted and every job reported) and from `add(ids)`; they are set up a slice
+    at a time, so a million ids never stall the event loop. The first polls go out at once,
+    `max_in_flight` at a time. When the server answers 429 or 503, the number of requests in
+    flight is halved, then grows back by one with each answer, and every job's polls pause
+    together (for `Retry-After` when given, else for a pause that doubles from
+    `policy.initial` up to `policy.max_interval`); a stray one (no `Retry-After`, after an
+    answer that was not throttled) only halves the window.
     """
 
     def __init__(
@@ -157,16 +137,14 @@ class JobsWait:
         self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
         self._busy = False
         self._reported = 0
+        self._row = 0  # the row of the result handed out last
         self._gathered: dict[int, JobResult] = {}  # what `await` collected so far, by row
         self._returned = False  # `await` returned them: from then on they are reported
 
     @property
     def total(self) -> int:
-        """How many distinct jobs are waited for (so far, while ids may still come).
-
-        Until every id of the call's list is set up, a repeat in a list of over 1000 ids
-        not dropped yet is counted: a list without repeats sees no change.
-        """
+        """How many distinct jobs are waited for (so far, while ids may still come); a
+        repeat in a list of over 1000 ids counts until it is set up."""
         return self._jobs.intake.total
 
     @property
@@ -190,11 +168,8 @@ class JobsWait:
         progress moves), by id: read-only, for a progress view."""
         jobs = self._jobs
         now = jobs.rules.policy.clock()
-        table, ids = jobs.table, jobs.intake.ids
-        left: dict[str, float | None] = {}
-        for row in [*(row for _due, row in jobs.queue), *jobs.flight.running.values()]:
-            left[ids[row]] = time_left(table.load_pace(row), now)
-        return left
+        ids = jobs.intake.ids
+        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in jobs.waiting()}
 
     def __repr__(self) -> str:
         return (
@@ -205,12 +180,7 @@ class JobsWait:
     async def __aenter__(self) -> Self:
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     def __aiter__(self) -> Self:
@@ -221,11 +191,10 @@ class JobsWait:
 
     async def _gather(self) -> list[JobResult]:
         # Kept on the fan-out: awaited again after a cancellation or an error about the
-        # setup, it goes on with the jobs still pending and returns them all. (Each way out
-        # of __anext__ already leaves nothing in flight, so no `async with` is needed here.)
+        # setup, it goes on with the jobs still pending (and __anext__ leaves none in flight).
         by_row = self._gathered
         async for result in self:
-            by_row[self._jobs.handed_row] = result
+            by_row[self._row] = result
             self._reported -= 1  # the caller's once returned; until then, still pending
         missing = self.total - len(by_row)
         if missing:
@@ -240,46 +209,26 @@ class JobsWait:
 
     async def aclose(self) -> None:
         """Cancel the polls in flight and wait for them to end; no more results follow.
-
-        Idempotent. Results already handed out stay valid. The jobs not reported are kept
-        for `checkpoint()` (leaving `async with`, then checkpointing, loses none of them).
-        """
-        jobs = self._jobs
-        jobs.closed = jobs.intake.closed = True
-        reader, jobs.reader = jobs.reader, None
-        if reader is not None:
-            reader.cancel()
-            jobs.flight.dying.add(reader)
-        await jobs.cancel_running()
+        Idempotent. The jobs not reported are kept for `checkpoint()`."""
+        await self._jobs.close()
 
     def __del__(self) -> None:
         # A fan-out dropped after a `break` (no `async with`) cancels what it left in flight.
-        self._jobs.flight.drop()
-        if self._jobs.reader is not None:
-            self._jobs.reader.cancel()
+        self._jobs.drop()
 
     def add(self, job_ids: Iterable[str | UUID]) -> int:
-        """Add jobs to wait for, to a fan-out that has not ended (running or not started).
-
-        Ids already given (in any earlier call, the source, or the checkpoint resumed) are
-        not added twice. All or none: an id that could never be sent raises `InvalidJobId`
-        naming its position, and none of this call's ids is added. The new jobs are set up
-        at the next step of the iteration, and polled at once.
-
-        Returns:
-            How many distinct ids were new (a repeat within `job_ids` counts once).
+        """Add jobs to wait for, to a fan-out that has not ended, from any task, and return
+        how many distinct ids were new (ids given before are not added twice). All or none:
+        an id that could never be sent raises `InvalidJobId` naming its position, and none
+        is added. They are polled from the next step of the iteration.
 
         Raises:
             InvalidJobId: one of the ids could never be sent.
             RuntimeError: the fan-out has ended (every job reported, no more ids to come) or
-                was closed: start another.
+                was closed.
             TypeError: `job_ids` is a single id, or not an iterable.
         """
-        if isinstance(job_ids, (str, bytes, UUID)) or not isinstance(job_ids, Iterable):
-            raise TypeError(
-                f"add() takes an iterable of job ids, got {type(job_ids).__name__}"
-                " (for one id, a list of one)"
-            )
+        _refuse_one_id(job_ids, "add() takes an iterable of job ids")
         if self._jobs.closed or self._jobs.ended:
             raise RuntimeError("this fan-out has ended: ids can no longer be added")
         return self._jobs.intake.add(checked_ids(job_ids, "ids"))
@@ -289,9 +238,9 @@ class JobsWait:
             raise RuntimeError("this fan-out is already being iterated by another task")
         self._busy = True
         try:
-            job_id, job, error = await self._jobs.next_outcome()
+            result, self._row = await self._jobs.next_outcome()
             self._reported += 1
-            return JobResult(job_id, job, error)
+            return result
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
             raise wrapper.error from None
@@ -317,22 +266,16 @@ class JobsWait:
 
     @checkpoint_errors("the fan-out's checkpoint cannot be taken")
     def checkpoint(self) -> dict[str, Any]:
-        """The fan-out's pending jobs as a small, versioned, JSON-ready dict, to go on with
-        them later: `wait_for_jobs(client, new_ids, resume=checkpoint)`, in this process or
-        another.
+        """The fan-out's pending jobs as a versioned, JSON-ready dict, to go on with them
+        later, here or in another process: `wait_for_jobs(client, new_ids, resume=...)`.
 
-        It holds every job not reported yet (each as `JobWait.checkpoint()` holds one: its
-        last snapshot, schedule, counts and when its next poll is due), results ready but not
-        handed out included (also those a cancelled `await` had collected), the ids added but
-        not set up yet, the deadline, and the fleet's window and pause. A job whose poll is
-        in flight when it is taken is due again at once on resuming; a job seen ended but not
-        handed out is handed out at once, without a poll (one whose result was an error is
-        polled again at once, and decided anew).
-        Not in it: the jobs already reported, an async source's ids not read yet (the source
-        is yours: resume with the ids it has still to give), and ids from a source that
-        could never be sent. Safe to call at any moment, from any task, also once the
-        fan-out is closed (after `async with`); it sends nothing. About 0.9 KB of JSON per
-        waiting job.
+        It holds every job not reported yet (as `JobWait.checkpoint()` holds one), results
+        not handed out (also those a cancelled `await` had collected), the ids not set up
+        yet, the deadline, and the fleet's window and pause. On resuming, a job whose poll
+        was in flight, or whose result was an error, is polled at once; one seen ended is
+        handed out at once. Not in it: the jobs reported, an async source's ids not read
+        yet (resume with those), and values that could never be sent. Safe at any moment,
+        from any task, also once closed; it sends nothing. About 0.9 KB of JSON per job.
         """
         jobs = self._jobs
         rules, fleet, table = jobs.rules, jobs.fleet, jobs.table
@@ -357,16 +300,16 @@ class JobsWait:
         return dump(header, states)
 
     def _pending(self, now: float) -> list[tuple[int, float | None]]:
-        """The rows of the jobs not reported, in order, each with when its next poll is due
-        (`now` for one in flight or ready with an error; None for one seen ended)."""
+        """The rows of the jobs not reported, each with when its next poll is due."""
         jobs = self._jobs
-        pending: list[tuple[int, float | None]] = [(row, due) for due, row in jobs.queue]
+        dues = jobs.table.dues
+        pending: list[tuple[int, float | None]] = [(row, dues[row]) for row in jobs.queue]
         pending += [(row, now) for row in jobs.flight.running.values()]
-        ready = [(error, row) for _job_id, _job, error, row in jobs.ready]
+        ready = list(jobs.ready)
         if not self._returned:  # what a cancelled `await` collected is pending until returned
-            ready += [(result.error, row) for row, result in self._gathered.items()]
-        for error, row in ready:
-            if isinstance(error, InvalidJobId):
+            ready += [(result, row) for row, result in self._gathered.items()]
+        for result, row in ready:
+            if isinstance(result.error, InvalidJobId):
                 continue  # a value that could never be sent: nothing to wait for
             job = jobs.table.job(row)
             pending.append((row, None if job is not None and job.is_terminal else now))
@@ -374,7 +317,6 @@ class JobsWait:
 
     @checkpoint_errors("not a valid wait_for_jobs checkpoint")
     def _restore(self, saved: FanoutCheckpoint) -> None:
-        """Take the pending jobs of a checkpoint back, without polling."""
         jobs = self._jobs
         rules = jobs.rules
         base = Timebase(rules.policy, saved.taken_at)
@@ -385,13 +327,11 @@ class JobsWait:
         pause = saved.pause_until
         jobs.fleet.restore(saved.window, None if pause is None else base.due(pause.timestamp()))
         jobs.intake.restored([state.job_id for state in saved.jobs])
-        queued: list[tuple[float, int]] = []
         for state in saved.jobs:
             row = jobs.table.add(restore_state(state, base))
             job, due = state.job, state.next_poll_at
             if job is not None and job.is_terminal:
                 jobs.report(row, job, JobFailedError(job) if job.failed else None)
             else:
-                queued.append((base.now if due is None else due, row))
-        jobs.queue.extend(queued)
+                jobs.queue.push(base.now if due is None else due, row)
         jobs.intake.extend(saved.unstarted)

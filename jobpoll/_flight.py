@@ -1,15 +1,14 @@
-"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler.
+"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler; `Fleet`: how many
+may be, and how they yield to a server that asks them to (the model `JobsWait` states).
 
-Every task here is owned: a poll is in `running` until the scheduler takes its answer, or in
-`dying` once cancelled, until it is seen to end. The callbacks that polls and the alarm hold
-refer to the flight only weakly: a fan-out dropped after a `break` is then collected at once,
-and its finalizer cancels what is in flight.
+What polls and the alarm call back holds the flight only weakly: a fan-out dropped after a
+`break` is collected at once, and its finalizer cancels what is in flight.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import logging
 import math
 import weakref
 from collections import deque
@@ -17,10 +16,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobpoll._client import JobsClient
-from jobpoll._errors import JobPollError
+from jobpoll._errors import JobPollError, RateLimited, ServiceUnavailable
 from jobpoll._models import Job
+from jobpoll._policy import PollPolicy
+from jobpoll._rules import fleet_pause
+from jobpoll._state import JobState
 
-__all__ = ["Flight"]
+logger = logging.getLogger("jobpoll")
 
 #: A poll's outcome: the job, or the error (returned, not raised: an unretrieved exception in
 #: a task that a closed fan-out dropped would be logged as a bug).
@@ -34,59 +36,22 @@ async def _poll(client: JobsClient, job_id: str, request_timeout: float | None) 
         return exc
 
 
-def _wake_on_done(flight: weakref.ref[Flight]) -> Callable[[asyncio.Future[PollOutcome]], None]:
-    """A poll came back: hand it over and wake the scheduler."""
+def weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """`method`, holding its object weakly: a call once it is collected does nothing."""
+    ref = weakref.WeakMethod(method)
 
-    def wake(task: asyncio.Future[PollOutcome]) -> None:
-        owner = flight()
-        if owner is not None:
-            owner.finished.append(task)
-            owner.wake()
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
 
-    return wake
-
-
-def _ring_alarm(flight: weakref.ref[Flight]) -> Callable[[object], None]:
-    """The alarm rang (a timer, or a sleeper task that ended): wake the scheduler."""
-
-    def ring(source: object) -> None:
-        owner = flight()
-        if owner is not None and (source is None or source is owner.alarm):
-            owner.alarm, owner.alarm_at = None, math.inf
-            owner.wake()
-
-    return ring
-
-
-def weak_wake(flight: Flight) -> Callable[[], None]:
-    """`flight.wake`, holding the flight weakly."""
-    ref = weakref.ref(flight)
-
-    def wake() -> None:
-        owner = ref()
-        if owner is not None:
-            owner.wake()
-
-    return wake
+    return call
 
 
 class Flight:
     """The polls in flight (`running`: task to row), those back and not taken yet
     (`finished`), those cancelled and not seen to end (`dying`), and the alarm: a timer on
     the event loop or, with a policy's own `sleep` (a virtual clock), a task sleeping."""
-
-    __slots__ = (
-        "__weakref__",
-        "_on_done",
-        "_ring",
-        "_sleep",
-        "_wakeup",
-        "alarm",
-        "alarm_at",
-        "dying",
-        "finished",
-        "running",
-    )
 
     def __init__(self, sleep: Callable[[float], Awaitable[object]]) -> None:
         self._sleep = sleep
@@ -96,11 +61,20 @@ class Flight:
         self.alarm: asyncio.TimerHandle | asyncio.Future[Any] | None = None
         self.alarm_at = math.inf
         self._wakeup: asyncio.Future[None] | None = None
-        self._on_done = _wake_on_done(weakref.ref(self))
-        self._ring = _ring_alarm(weakref.ref(self))
+        self._on_done = weakly(self._done)
+        self._on_alarm = weakly(self._rang)
+
+    def _done(self, task: asyncio.Future[PollOutcome]) -> None:
+        self.finished.append(task)
+        self.wake()
+
+    def _rang(self, source: object) -> None:
+        """The alarm rang: a timer (`source` None), or a sleeper task that ended."""
+        if source is None or source is self.alarm:
+            self.alarm, self.alarm_at = None, math.inf
+            self.wake()
 
     def send(self, client: JobsClient, job_id: str, timeout: float | None, row: int) -> None:
-        """Start a poll of the row's job."""
         task = asyncio.ensure_future(_poll(client, job_id, timeout))
         task.add_done_callback(self._on_done)
         self.running[task] = row
@@ -114,37 +88,32 @@ class Flight:
         """Sleep until a poll comes back, something wakes the scheduler, or `wake_at`."""
         if wake_at < self.alarm_at:
             self._set_alarm(wake_at, now)
-        self._wakeup = wakeup = asyncio.get_running_loop().create_future()
-        try:
-            await wakeup
-        finally:
-            self._wakeup = None
+        self._wakeup = asyncio.get_running_loop().create_future()
+        await self._wakeup  # once done (or cancelled), `wake` leaves it be
+
+    def _drop_alarm(self) -> None:
+        alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
+        if alarm is not None:
+            alarm.cancel()
+            if isinstance(alarm, asyncio.Future):
+                self.dying.add(alarm)  # still owned: seen to end at the next step
 
     def _set_alarm(self, wake_at: float, now: float) -> None:
-        """Make sure the scheduler is woken at `wake_at` (on the policy's clock)."""
-        if self.alarm is not None:
-            self.alarm.cancel()
-            if isinstance(self.alarm, asyncio.Future):
-                self.dying.add(self.alarm)  # still owned: seen to end at the next step
+        self._drop_alarm()
         delay = max(0.0, wake_at - now)
         if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
-            self.alarm = asyncio.get_running_loop().call_later(delay, self._ring, None)
+            self.alarm = asyncio.get_running_loop().call_later(delay, self._on_alarm, None)
         else:
             sleeper = asyncio.ensure_future(self._sleep(delay))
-            sleeper.add_done_callback(self._ring)
+            sleeper.add_done_callback(self._on_alarm)
             self.alarm = sleeper
         self.alarm_at = wake_at
 
     def cancel(self) -> list[int]:
         """Cancel the polls in flight and the alarm; the rows that were polled. Await `bury()`
-        next: the caller keeps the rows before anything is awaited, so a second cancellation
-        landing while the polls wind down (a worker stopped twice) loses none of them."""
+        next, once the caller has kept the rows."""
         running, self.running = self.running, {}
-        alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
-        if isinstance(alarm, asyncio.Future):
-            self.dying.add(alarm)
-        elif alarm is not None:
-            alarm.cancel()
+        self._drop_alarm()
         self.finished.clear()
         self.dying.update(running)
         for task in self.dying:
@@ -161,9 +130,65 @@ class Flight:
                 if not task.cancelled():
                     task.exception()
 
-    def drop(self) -> None:
-        """Cancel every task at once, without waiting: the fan-out is being collected."""
-        for task in [*self.running, *self.dying, self.alarm]:
-            if task is not None:
-                with contextlib.suppress(RuntimeError):  # the event loop may be closed already
-                    task.cancel()
+
+def _throttled_reason(error: JobPollError) -> str:
+    if isinstance(error, (RateLimited, ServiceUnavailable)):
+        return f"the server answered {error.http_status}"
+    return "the server could not be connected to"
+
+
+class Fleet:
+    """The window of polls in flight, and the pause every poll takes together."""
+
+    def __init__(self, policy: PollPolicy, max_in_flight: int) -> None:
+        self.policy = policy
+        self.max_in_flight = max_in_flight
+        self.window = max_in_flight
+        self.resume_at = -math.inf  # no poll starts before this
+        self.paused = 0  # how many pauses have begun
+        self._streak = 0  # pauses in a row, with no answer since
+        # Whether the last answer to a poll sent since the last pause began was throttled: a
+        # throttled answer right after one that was not is taken for a stray one.
+        self._throttled_last = False
+
+    def restore(self, window: int, resume_at: float | None) -> None:
+        self.window = max(1, min(window, self.max_in_flight))
+        if resume_at is not None:
+            self.resume_at = resume_at
+
+    def sent(self, state: JobState) -> None:
+        state.sent_after_pauses = self.paused
+
+    def answered(self, state: JobState) -> None:
+        """An answer after any pause: the server copes; grow the window back by one."""
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: it says nothing of the server now
+        self._throttled_last = False
+        self.window = min(self.window + 1, self.max_in_flight)
+        if self.resume_at != -math.inf:  # the first answer after a pause: the storm is over
+            self.resume_at = -math.inf
+            self._streak = 0
+
+    def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
+        """Halve the window and pause every job's polls; a stray throttled answer only
+        halves it: a server that refuses a small share of requests (a busy instance behind a
+        balancer) would otherwise hold a large fan-out to one window per pause."""
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: the same storm, already paused for
+        retry_after = getattr(error, "retry_after", None)
+        stray, self._throttled_last = not self._throttled_last and retry_after is None, True
+        if stray and self.window > 1:
+            self.window //= 2
+            logger.info("%s; at most %d polls in flight", _throttled_reason(error), self.window)
+            return
+        pause = fleet_pause(self.policy, self._streak, retry_after)
+        self._streak += 1
+        self.paused += 1
+        self.resume_at = now + pause
+        self.window = max(1, self.window // 2)
+        logger.info(
+            "%s; all polls pause for %.1f s, then at most %d in flight",
+            _throttled_reason(error),
+            pause,
+            self.window,
+        )

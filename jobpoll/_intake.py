@@ -1,12 +1,8 @@
-"""`Intake`: the ids given to a fan-out, in order, each taken in once, a slice at a time.
+"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time.
 
-Ids come from the call's list, from `JobsWait.add()`, from an async source read as the
-fan-out runs (`read_source`) and from a checkpoint resumed. The call's list is kept as given,
-duplicates and all, and a repeat is dropped as the ids are taken in, a slice at a time: a
-million ids made distinct at the call would hold the event loop for 0.1 s. Ids added later are
-checked against every id given so far, a set made only when first needed (a fan-out given only
-a list never needs it, and a set of a million ids costs memory and time at every full garbage
-collection).
+The call's list is kept as given and its repeats dropped as it is taken in: made distinct at
+the call, a million ids would hold the event loop for 0.1 s. The set of ids given is made
+only when first needed: a set of a million ids costs time at every full garbage collection.
 """
 
 from __future__ import annotations
@@ -19,8 +15,6 @@ from uuid import UUID
 
 from jobpoll._errors import InvalidJobId, JobPollError
 from jobpoll._ids import all_plain_job_ids, check_job_id
-
-__all__ = ["BACKLOG", "SLICE", "Intake", "checked_ids", "read_source"]
 
 #: How many jobs are set up at a time before the fan-out yields to the event loop: a slice
 #: costs a few milliseconds, so taking in a million ids never stalls the loop.
@@ -45,28 +39,9 @@ def checked_ids(job_ids: Iterable[str | UUID], name: str) -> list[str]:
 
 
 class Intake:
-    """The ids given so far, in order (`ids`): the first `taken` are taken in (row `i` of the
-    fan-out's table is the job `ids[i]`), those from `read` on wait to be (between the two:
-    ids moved down or dropped, cut off once every id is taken in).
-
-    `wake` is called whenever there are new ids to take in, or the source ended.
-    """
-
-    __slots__ = (
-        "__weakref__",
-        "_room",
-        "_seen",
-        "_sift_end",
-        "_taken_in",
-        "closed",
-        "ids",
-        "invalid",
-        "read",
-        "source_error",
-        "source_open",
-        "taken",
-        "wake",
-    )
+    """The ids given so far (`ids`): the first `taken` are taken in (row `i` is `ids[i]`),
+    those from `read` on wait to be (between the two: ids moved down or dropped). `wake` is
+    called whenever there are new ids to take in, or the source ended."""
 
     def __init__(self, wake: Callable[[], None]) -> None:
         self.wake = wake
@@ -74,39 +49,33 @@ class Intake:
         self.taken = 0
         self.read = 0
         # The call's list is sifted up to `_sift_end`, with `_taken_in` (the ids taken in,
-        # only while sifting); later ids are checked against `_seen` (see `_seen_ids`).
+        # only while sifting); later ids are checked against `_seen`.
         self._sift_end = 0
         self._taken_in: set[str] | None = None
         self._seen: set[str] | None = None
-        #: Values from an async source that could never be sent, by their keys among the ids
-        #: (each apart from every id: none holds a NUL): reported, never polled.
+        #: Values from an async source that could never be sent, by their keys among the ids:
+        #: reported, never polled.
         self.invalid: dict[str, InvalidJobId] = {}
         self.source_open = False  # the source's reader may still add ids
         self.source_error: BaseException | None = None
-        self._room: asyncio.Future[None] | None = None  # the reader waits on it for room
-        self.closed = False  # the fan-out was closed: a cancelled reader is no error
+        self._room = asyncio.Event()  # clear while the reader waits for room
 
     @property
     def total(self) -> int:
-        """How many distinct ids were given (a repeat in the call's list counts until it is
-        dropped)."""
+        """How many distinct ids were given (a repeat in the call's list until dropped)."""
         return len(self.ids) - (self.read - self.taken)
 
     @property
     def waiting(self) -> bool:
-        """Whether ids wait to be taken in."""
         return self.read < len(self.ids)
 
     def unstarted(self) -> list[str]:
         """The ids given and not taken in yet, each once, without the invalid values."""
-        unstarted = self.ids[self.read :]
-        taken_in = self._taken_in
-        if taken_in is not None:  # the call's list is being sifted: each pending id once
-            unstarted = [job_id for job_id in dict.fromkeys(unstarted) if job_id not in taken_in]
-        return [job_id for job_id in unstarted if job_id not in self.invalid]
+        # While the call's list is sifted, an id may repeat one taken in already.
+        skipped = self.invalid.keys() | (self._taken_in or set())
+        return [job_id for job_id in dict.fromkeys(self.ids[self.read :]) if job_id not in skipped]
 
     def _seen_ids(self) -> set[str]:
-        """Every id given so far, as a set (made from the list the first time)."""
         if self._seen is None:
             self._seen = set(self.ids)
         return self._seen
@@ -115,9 +84,7 @@ class Intake:
         """Add the ids not given before, in order; how many were new."""
         job_ids = self.ids
         before = len(job_ids)
-        if not job_ids and self._seen is None:
-            # The ids of the call. Up to a slice, without a repeat at once; more are kept as
-            # given, a repeat dropped as they are taken in.
+        if not job_ids and self._seen is None:  # the call's: up to a slice made distinct now
             if len(ids) <= SLICE:
                 job_ids.extend(dict.fromkeys(ids))
             else:
@@ -133,8 +100,7 @@ class Intake:
         return len(job_ids) - before
 
     def add(self, ids: list[str]) -> int:
-        """Add ids from `JobsWait.add()`: how many distinct ones were new (each checked
-        against those given, so a repeat within `ids` counts once)."""
+        """`extend`, a repeat within `ids` counted once (as `JobsWait.add()` says)."""
         self._seen_ids()
         return self.extend(ids)
 
@@ -145,8 +111,7 @@ class Intake:
         self.read = self.taken = len(self.ids)
 
     def take(self) -> list[str]:
-        """Take in the next slice of ids (at most `SLICE`): those not taken in before, in
-        order, each now at its row's place in `ids`."""
+        """Take in the next slice of ids not taken in before, each moved to its row's place."""
         job_ids, start, write = self.ids, self.read, self.taken
         end = min(len(job_ids), start + SLICE)
         sift_end, taken_in = self._sift_end, self._taken_in
@@ -169,37 +134,27 @@ class Intake:
         if end == len(job_ids) and write < end:
             del job_ids[write:]  # what was moved down or dropped
             self.read = write
-        room = self._room
-        if room is not None and len(job_ids) - self.read < BACKLOG:
-            self._room = None
-            if not room.done():
-                room.set_result(None)
+        if len(job_ids) - self.read < BACKLOG:
+            self._room.set()
         return taken
 
-    def take_from_source(self, value: object, position: int) -> None:
-        """One id from the async source: added, or kept as invalid (reported, never polled)."""
+    def take_from_source(self, value: object, position: int) -> asyncio.Event | None:
+        """Add a value of the source; None while the source may go on, else an event set
+        once it may."""
         try:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
             exc.args = (f"job_ids item {position} (from the async iterable): {exc.args[0]}",)
             exc.__traceback__ = None  # it holds this frame, so the fan-out's wake
-            exc.job_id = value if isinstance(value, str) else repr(value)
-            # Keyed apart from every id and from each other: each value is a result of its
-            # own, and no id that can be sent is ever taken for one (`5` is not "5").
+            # Labelled (a str as it is, else its repr after a NUL) and keyed apart from every
+            # id that can be sent, and from each other: each value is a result of its own.
+            exc.job_id = value if isinstance(value, str) else f"\x00{value!r}"
             job_id = f"\x00{position}"
             self.invalid[job_id] = exc
-        seen = self._seen_ids()
-        if job_id not in seen:
-            seen.add(job_id)
-            self.ids.append(job_id)
-            self.wake()
-
-    def room_for_source(self) -> asyncio.Future[None] | None:
-        """None while the source may go on; else a future that is done once it may."""
+        self.add([job_id])
         if len(self.ids) - self.read < BACKLOG:
             return None
-        if self._room is None:
-            self._room = asyncio.get_running_loop().create_future()
+        self._room.clear()
         return self._room
 
     def source_ended(self, error: BaseException | None) -> None:
@@ -209,35 +164,29 @@ class Intake:
 
 
 async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -> None:
-    """Read a fan-out's async iterable of ids into its intake, as they come.
-
-    Holds the intake only between two ids (a fan-out dropped after a `break` is collected,
-    and its finalizer cancels this task). Pauses while `BACKLOG` ids wait to be taken in.
-    """
+    """Read a fan-out's async iterable of ids into its intake, holding the intake only
+    between two ids (a fan-out dropped after a `break` is collected, and its finalizer
+    cancels this task)."""
     position = 0
+    error: BaseException | None = None
     try:
         async for job_id in source:
             owner = intake()
             if owner is None:
                 return
-            owner.take_from_source(job_id, position)
+            room = owner.take_from_source(job_id, position)
             position += 1
-            room = owner.room_for_source()
             del owner
             if room is not None:
-                await room
+                await room.wait()
             elif position % SLICE == 0:
                 await asyncio.sleep(0)  # a source that never waits must not stall the loop
-    except asyncio.CancelledError:
-        owner = intake()
-        if owner is not None and not owner.closed:  # cancelled by someone else
-            owner.source_ended(RuntimeError("the task reading job_ids was cancelled"))
+    except asyncio.CancelledError:  # an error unless the fan-out was closed (then unread)
+        error = RuntimeError("the task reading job_ids was cancelled")
         raise
     except Exception as exc:
+        error = exc
+    finally:
         owner = intake()
         if owner is not None:
-            owner.source_ended(exc)
-        return
-    owner = intake()
-    if owner is not None:
-        owner.source_ended(None)
+            owner.source_ended(error)

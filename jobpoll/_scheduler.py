@@ -1,74 +1,45 @@
-"""`Scheduler`: a fan-out's jobs, and the loop that polls each when it is due.
-
-It drives the rules of `_rules` for every job: takes ids in (`_intake`), keeps each job as a
-row (`_rows`) queued for its next poll (`_queue`), sends polls as the window and the fleet's
-pause allow (`_fleet`, `_flight`), and keeps each job's outcome ready to hand out. `JobsWait`
-is its face: it hands the outcomes out, and checkpoints and restores the jobs.
-"""
+"""`Scheduler`: a fan-out's jobs, and the loop that polls each when it is due by the rules
+of `_rules`; `JobsWait` hands out what it decides, and checkpoints it."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import math
 import weakref
 from collections import deque
 from collections.abc import AsyncIterable
 from typing import Any
 
+import attrs
+
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._fleet import Fleet
-from jobpoll._flight import Flight, weak_wake
+from jobpoll._flight import Fleet, Flight, weakly
 from jobpoll._intake import Intake, read_source
-from jobpoll._models import Job
-from jobpoll._queue import Queue
-from jobpoll._rows import JobTable
+from jobpoll._models import Job, JobResult
+from jobpoll._rows import JobTable, Queue
 from jobpoll._rules import Rules
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
 
-__all__ = ["Outcome", "Scheduler", "SourceError"]
-
-#: How a job ended: its id, its last snapshot, and its error (None: it succeeded).
-Outcome = tuple[str, Job | None, JobPollError | None]
+#: A job's result, and its row.
+Outcome = tuple[JobResult, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
-#: weakly, so a fan-out collected in a reference cycle would take its pending reader with it
-#: ("Task was destroyed but it is pending"); held here, the reader is cancelled by the
-#: fan-out's finalizer and ends.
+#: weakly, and a fan-out collected in a reference cycle would take its reader with it.
 _READERS: set[asyncio.Task[None]] = set()
 
 
+@attrs.define
 class SourceError(Exception):
     """Carries what the caller's async iterable of ids raised, to be raised as itself."""
 
-    def __init__(self, error: BaseException) -> None:
-        super().__init__(repr(error))
-        self.error = error
+    error: BaseException
 
 
 class Scheduler:
     """The jobs of one fan-out: taken in, queued, in flight, and ready to hand out."""
-
-    __slots__ = (
-        "client",
-        "closed",
-        "ended",
-        "fleet",
-        "flight",
-        "handed_row",
-        "intake",
-        "on_update",
-        "polls",
-        "queue",
-        "reader",
-        "ready",
-        "rules",
-        "source",
-        "started",
-        "started_at",
-        "table",
-    )
 
     def __init__(
         self,
@@ -81,18 +52,14 @@ class Scheduler:
         self.rules = rules
         self.on_update = on_update
         self.flight = Flight(rules.policy.sleep)
-        self.intake = Intake(weak_wake(self.flight))
+        self.intake = Intake(weakly(self.flight.wake))
         self.source: AsyncIterable[Any] | None = None
         self.reader: asyncio.Task[None] | None = None
-        # Each job taken in is a row of the table (row i: the id `intake.ids[i]`), queued for
-        # its next poll while it waits.
         self.table = JobTable(self.intake.ids)
         self.queue = Queue(self.table.dues)
         self.fleet = Fleet(rules.policy, max_in_flight)
-        #: Outcomes to hand out, with their rows: still pending, so a checkpoint holds them.
-        self.ready: deque[tuple[str, Job | None, JobPollError | None, int]] = deque()
-        self.handed_row = 0  # the row of the outcome handed out last
-        self.started = False
+        #: Outcomes to hand out: still pending, so a checkpoint holds them.
+        self.ready: deque[Outcome] = deque()
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
         self.ended = False  # every job reported, no more may come
         self.closed = False
@@ -102,7 +69,7 @@ class Scheduler:
         clock, intake = self.rules.policy.clock, self.intake
         if self.flight.dying:
             await self.flight.bury()
-        if not self.started and not self.closed:
+        if self.started_at == -math.inf and not self.closed:
             self.start(clock())
         while True:
             if self.closed:  # its pending jobs are kept only for `checkpoint()`
@@ -111,8 +78,7 @@ class Scheduler:
                 self.take_in(clock())
             self._launch(clock())
             if self.ready:
-                job_id, job, error, self.handed_row = self.ready.popleft()
-                return job_id, job, error
+                return self.ready.popleft()
             source_error = intake.source_error
             if source_error is not None:
                 intake.source_error = None
@@ -129,7 +95,7 @@ class Scheduler:
         return not (self.queue or self.flight.running or intake.waiting or intake.source_open)
 
     def start(self, now: float) -> None:
-        self.started, self.started_at = True, now
+        self.started_at = now
         rules = self.rules
         if rules.timeout is not None and rules.deadline is None:
             rules.deadline = now + rules.timeout
@@ -143,21 +109,19 @@ class Scheduler:
             self.source = None
 
     def take_in(self, now: float) -> None:
-        """Set up the next slice of ids given but not taken in yet: a row each, begun now
-        (the scheduler yields to the event loop between two slices)."""
+        """Set up the next slice of ids, a row each, begun now."""
         table, queue, invalid = self.table, self.queue, self.intake.invalid
         begun = JobState(job_id="")  # every job of the slice starts alike: one state for all
         self.rules.begin(begun, now)
         for job_id in self.intake.take():
-            row = table.add(begun)  # the row's id is `intake.ids[row]`
+            row = table.add(begun)
             if invalid and job_id in invalid:
                 error = invalid.pop(job_id)
-                self.ready.append((error.job_id or job_id, None, error, row))
+                self.ready.append((JobResult(error.job_id or job_id, None, error), row))
                 continue
             queue.push(now, row)
 
     def _launch(self, now: float) -> None:
-        """Start the polls that are due, as far as the window and the fleet's pause allow."""
         queue, table, rules, fleet = self.queue, self.table, self.rules, self.fleet
         if rules.deadline is not None and now >= rules.deadline:
             while queue:  # nothing more may be sent: each waiting job has timed out
@@ -170,15 +134,14 @@ class Scheduler:
         running, flight, client = self.flight.running, self.flight, self.client
         while queue and len(running) < fleet.window and queue.first_due() <= now:
             row = queue.pop()
-            state = table.load_counts(row)
+            state = table.load(row)
             timeout = rules.send(state, now)
             fleet.sent(state)
-            table.save_counts(row)
+            table.save(row)
             flight.send(client, state.job_id, timeout, row)
             self.polls += 1
 
     async def _wait(self, now: float) -> None:
-        """Sleep until a poll comes back, the next one is due, or the deadline."""
         flight, queue, deadline = self.flight, self.queue, self.rules.deadline
         if flight.finished:
             return
@@ -193,26 +156,17 @@ class Scheduler:
             # timeout is cut to the time left, so one comes back by then and wakes us. (An
             # alarm there would also let a virtual clock jump to the deadline at once.)
             wake_at = min(wake_at, deadline)
-        # Something is in flight or queued (else the loop would have ended), so a poll or the
-        # alarm will wake us.
         await flight.wait(wake_at, now)
 
     async def _collect(self, now: float) -> None:
-        """Take in the polls that came back: report the jobs that ended, queue the others.
-
-        Each job's fate (reported or queued again) is settled before `on_update` is awaited,
-        so a cancellation that lands in the callback loses no job.
-
-        Raises:
-            JobPollError: an error about the caller's setup (`JobPollError.stops_all`); its
-                job is queued again, still pending.
-        """
+        """Settle the polls that came back, each before `on_update` is awaited: a
+        cancellation that lands in the callback loses no job."""
         finished, running = self.flight.finished, self.flight.running
         while finished:
             task = finished.popleft()
             row = running.pop(task, None)
             if row is None:
-                continue  # dropped on purpose by _cancel_running
+                continue  # dropped on purpose by cancel_running
             if task.cancelled():  # by someone else (a shutdown cancelling every task)
                 self.queue.push(now, row)
                 continue
@@ -221,9 +175,8 @@ class Scheduler:
                 await notify(self.on_update, update)
 
     def _settle(self, row: int, outcome: Job | JobPollError, now: float) -> Job | None:
-        """Apply the rules to a poll's outcome: the row is reported or queued again, and
-        keeps what they decided (or raised) before anything is awaited; the snapshot to
-        hand to `on_update`, if it is news."""
+        """Report or queue the row again as the rules decide; the snapshot for `on_update` if
+        it is news. An error that `stops_all` is raised, its job queued again."""
         table, rules, fleet = self.table, self.rules, self.fleet
         state = table.load(row)
         try:
@@ -233,8 +186,7 @@ class Scheduler:
                 if delay is None:
                     state.next_poll_at = None
                     table.save(row)
-                    error = JobFailedError(outcome) if outcome.failed else None
-                    self.report(row, outcome, error)
+                    self.report(row, outcome, JobFailedError(outcome) if outcome.failed else None)
                 else:
                     self._requeue(row, state, now + delay)
                 return outcome if news else None
@@ -248,32 +200,44 @@ class Scheduler:
             if exc.stops_all:
                 self.queue.push(now, row)
                 raise
-            # Reported, not raised: its traceback holds this frame, so the fan-out, which
-            # a dropped fan-out's result would keep alive (its reader and polls running)
-            # until a garbage collection.
+            # Its traceback holds this frame, so the fan-out, which a dropped fan-out's
+            # result would keep alive (its reader and polls running) until a collection.
             self.report(row, state.job, exc.with_traceback(None))
         return None
 
     def _requeue(self, row: int, state: JobState, due: float) -> None:
-        """Keep the row's new state, and queue it for when its rules decided."""
-        deadline = self.rules.deadline
-        if deadline is not None and due > deadline:
-            due = deadline
+        if self.rules.deadline is not None:
+            due = min(due, self.rules.deadline)
         state.next_poll_at = due
         self.table.save(row)
         self.queue.push(due, row)
 
     def report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
-        self.ready.append((self.intake.ids[row], job, error, row))
+        self.ready.append((JobResult(self.intake.ids[row], job, error), row))
+
+    def waiting(self) -> list[int]:
+        """The rows of the jobs queued or in flight."""
+        return [*self.queue, *self.flight.running.values()]
 
     async def cancel_running(self) -> None:
-        """Cancel the polls in flight and wait for them; those jobs are polled anew.
-
-        The jobs are queued again before anything is awaited: a second cancellation landing
-        while the polls wind down (a worker stopped twice) loses none of them.
-        """
-        rows = self.flight.cancel()
+        """Cancel the polls in flight and wait for them; those jobs, queued again before
+        anything is awaited, are polled anew (a second cancellation loses none of them)."""
         now = self.rules.policy.clock()
-        for row in rows:
+        for row in self.flight.cancel():
             self.queue.push(now, row)
         await self.flight.bury()
+
+    async def close(self) -> None:
+        self.closed = True
+        reader, self.reader = self.reader, None
+        if reader is not None:
+            reader.cancel()
+            self.flight.dying.add(reader)
+        await self.cancel_running()
+
+    def drop(self) -> None:
+        """Cancel every task, without waiting: the fan-out is being collected."""
+        with contextlib.suppress(RuntimeError):  # the event loop may be closed already
+            self.flight.cancel()
+            if self.reader is not None:
+                self.reader.cancel()

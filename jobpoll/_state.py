@@ -108,7 +108,7 @@ class JobState:
     next_poll_at: float | None = attrs.field(default=None, metadata={"time": "utc"})
     #: The last failed poll's error, the cause of a `WaitTimeout`: not worth a checkpoint.
     last_error: JobPollError | None = attrs.field(default=None, metadata={"saved": False})
-    #: How many pauses of the fleet (`_fleet`) had begun when the last poll was sent: an
+    #: How many pauses of the fleet (`_flight`) had begun when the last poll was sent: an
     #: answer to a poll sent before the last one began says nothing of the server now.
     sent_after_pauses: int = _count(saved=False)
     pace: PaceState | None = None  # None until the wait starts

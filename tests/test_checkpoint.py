@@ -633,7 +633,7 @@ async def test_fanout_pause_and_window_are_resumed(
     fanout = wait_for_jobs(client, ids, policy=still, max_in_flight=4)
     service.inject(HttpError(503, retry_after=120), times=None)
     consumer = asyncio.create_task(anext(fanout))
-    await until(lambda: fanout._jobs.fleet.resume_at > clock())
+    await until(lambda: fanout.checkpoint()["pause_until"] is not None)
     saved = fanout.checkpoint()
     consumer.cancel()
     with pytest.raises(asyncio.CancelledError):

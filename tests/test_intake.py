@@ -24,6 +24,7 @@ from jobpoll import (
     PollPolicy,
     wait_for_jobs,
 )
+from jobpoll._ids import check_job_id
 from jobpoll._intake import BACKLOG, SLICE
 from jobpoll.testing import FakeJobsService, Slow, VirtualClock
 
@@ -36,6 +37,12 @@ def policy(clock: VirtualClock) -> PollPolicy:
 
 def counts(results: list[JobResult]) -> dict[str, int]:
     return dict(collections.Counter(result.job_id for result in results))
+
+
+def sets_holding(job_id: str) -> int:
+    """How many sets alive hold the id: what a fan-out spends on dropping repeats."""
+    gc.collect()
+    return sum(1 for item in gc.get_objects() if type(item) is set and job_id in item)
 
 
 async def test_async_generator_source(
@@ -162,9 +169,9 @@ async def test_invalid_id_from_a_source_is_reported(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:  # type: ignore[arg-type]
         results = {result.job_id: result async for result in fanout}
-    assert set(results) == {good, "bad\nid", "42"}
+    assert set(results) == {good, "bad\nid", "\x0042"}
     assert results[good].ok
-    for bad in ("bad\nid", "42"):
+    for bad in ("bad\nid", "\x0042"):
         error = results[bad].error
         assert isinstance(error, InvalidJobId)
         assert "from the async iterable" in str(error)
@@ -183,7 +190,8 @@ async def test_an_invalid_value_never_stands_for_a_valid_id(
 ) -> None:
     """An async source yielding `5` (no job id) and `"5"` (a job) reports each on its own,
     whatever the order: the int with an `InvalidJobId`, the job polled to its end. Each
-    invalid value is a result of its own, and `await` returns them all, in order."""
+    invalid value is a result of its own, and `await` returns them all, in order, each
+    labelled so that no job's id can equal it: results keyed by `job_id` keep the job's."""
     service.add_job("5", duration=3)
 
     async def source() -> AsyncIterator[object]:
@@ -191,13 +199,16 @@ async def test_an_invalid_value_never_stands_for_a_valid_id(
             yield value
 
     results = await wait_for_jobs(client, source(), policy=policy)  # type: ignore[arg-type]
-    shown = [value if isinstance(value, str) else repr(value) for value in given]
+    shown = [value if isinstance(value, str) else f"\x00{value!r}" for value in given]
     assert [result.job_id for result in results] == shown
     for value, result in zip(given, results, strict=True):
         if value == "5":
             assert result.ok
         else:
             assert isinstance(result.error, InvalidJobId)
+            with pytest.raises(InvalidJobId):
+                check_job_id(result.job_id)
+    assert {result.job_id: result for result in results}["5"].ok
     assert service.request_count() == service.request_count("5") > 0
 
 
@@ -294,13 +305,14 @@ async def test_jobs_are_set_up_in_slices(
     """Many ids are taken in a slice at a time, the event loop running in between, and each
     only once."""
     total = 4 * SLICE + 10
-    fanout = wait_for_jobs(client, [f"job-{i}" for i in range(total)], policy=policy)
+    ids = [service.add_job(duration=600) for _ in range(total)]
+    fanout = wait_for_jobs(client, ids, policy=policy)
     taken: list[int] = []
 
     async def watch() -> None:
         while not taken or taken[-1] < total:
             await asyncio.sleep(0)
-            taken.append(fanout._jobs.intake.taken)
+            taken.append(len(fanout.time_left()))  # the jobs set up, none ended
 
     watcher = asyncio.create_task(watch())
     async with fanout:
@@ -312,7 +324,9 @@ async def test_jobs_are_set_up_in_slices(
     stages = sorted(set(taken) - {0})
     assert len(stages) >= 5  # at least five slices, seen from the loop between them
     assert stages[-1] == total
-    assert len(fanout._jobs.intake.ids) == total
+    saved = fanout.checkpoint()
+    assert sorted(job["job_id"] for job in saved["jobs"]) == sorted(ids)
+    assert saved["unstarted"] == []
 
 
 async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) -> None:
@@ -322,12 +336,13 @@ async def test_source_is_read_lazily_with_bounded_backlog(client: JobsClient) ->
 
     async def endless() -> AsyncIterator[str]:
         nonlocal read
+        yield ""  # no job id: the first result, handed out once the first ids are set up
         while True:
             read += 1
             yield f"job-{read}"
 
     fanout: JobsWait = wait_for_jobs(client, endless())
-    fanout._jobs.start(0.0)
+    assert isinstance((await anext(fanout)).error, InvalidJobId)  # no more are set up
     for _ in range(200):
         await asyncio.sleep(0)
     assert 0 < read <= 12 * SLICE
@@ -342,15 +357,17 @@ async def test_reader_cancelled_by_someone_else(
     the iteration as a `RuntimeError` saying so; the jobs read stay pending."""
     first = service.add_job(duration=600)
     never = asyncio.Event()
+    readers: list[asyncio.Task[Any] | None] = []
 
     async def source() -> AsyncIterator[str]:
+        readers.append(asyncio.current_task())
         yield first
         await never.wait()
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
         await until(lambda: fanout.polls > 0)
-        reader = fanout._jobs.reader
+        [reader] = readers
         assert reader is not None
         reader.cancel()
         with pytest.raises(RuntimeError, match="reading job_ids was cancelled"):
@@ -383,17 +400,17 @@ async def test_a_source_longer_than_the_backlog_is_read_to_its_end(
     end, each id once."""
     total = BACKLOG + 3 * SLICE
     service.inject(Slow(60), times=None)  # polls stay out: only the intake moves
+    ended = False
 
     async def source() -> AsyncIterator[str]:
+        nonlocal ended
         for number in range(total):
             yield f"job-{number}"
+        ended = True
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
-        await until(
-            lambda: fanout._jobs.intake.taken == total and not fanout._jobs.intake.source_open,
-            step=0,
-        )
+        await until(lambda: ended and len(fanout.time_left()) == total, step=0)
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
@@ -415,7 +432,7 @@ async def test_an_invalid_id_not_handed_out_is_not_in_a_checkpoint(
 
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.create_task(anext(fanout))
-        await until(lambda: fanout._jobs.intake.taken == 2)
+        await until(lambda: good in fanout.time_left())  # set up after the bad one
         saved = fanout.checkpoint()
         assert (await consumer).job_id == "bad\tid"
     assert [state["job_id"] for state in saved["jobs"]] + saved["unstarted"] == [good]
@@ -465,6 +482,7 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
 
     async def endless() -> AsyncIterator[str]:
         nonlocal count
+        yield ""  # no job id: the first result, handed out once the first ids are set up
         while True:
             count += 1
             yield f"job-{count}"
@@ -477,8 +495,8 @@ async def test_a_fanout_collected_in_a_cycle_ends_its_reader(
             pass
 
     async def reader_waits_for_room(worker: Worker) -> None:
-        worker.fanout._jobs.start(0.0)
-        await until(lambda: worker.fanout._jobs.intake._room is not None)
+        await anext(worker.fanout)  # no more are set up: the ids read pile up
+        await until(lambda: len(worker.fanout.checkpoint()["unstarted"]) >= BACKLOG)
 
     worker = Worker()
     fanout = weakref.ref(worker.fanout)
@@ -542,12 +560,7 @@ async def test_what_the_source_raises_is_raised_after_a_cancelled_cleanup(
     async with wait_for_jobs(client, source(), policy=policy) as fanout:
         consumer = asyncio.ensure_future(anext(fanout))
         # The consumer has taken the source's error and winds the polls down.
-        await until(
-            lambda: (
-                raised and not fanout._jobs.intake.source_error and bool(fanout._jobs.flight.dying)
-            ),
-            step=0,
-        )
+        await until(lambda: raised and not fanout.in_flight, step=0)
         consumer.cancel()
         with pytest.raises(asyncio.CancelledError):
             await consumer
@@ -566,16 +579,15 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     distinct = [service.add_job(duration=i % 7) for i in range(3 * SLICE)]
     given = distinct + distinct[::2] + distinct[: SLICE + 5]  # repeats, across slices
     fanout = wait_for_jobs(client, given, policy=policy)
-    assert fanout._jobs.intake._seen is None  # no set of the ids built at the call
-    assert fanout._jobs.intake._taken_in is None
+    assert sets_holding(given[0]) == 0  # no set of the ids built at the call
     assert fanout.total == len(given)  # repeats counted until set up
     extra = [service.add_job(duration=1) for _ in range(3)]
     held: list[str] = []
 
     async def mid_intake() -> dict[str, Any]:
-        while fanout._jobs.intake.taken == 0:  # noqa: ASYNC110 (one step of the loop, not a time)
+        while not fanout.time_left():  # noqa: ASYNC110 (one step of the loop, not a time)
             await asyncio.sleep(0)
-        assert fanout._jobs.intake.taken < len(distinct)  # the intake yields between two slices
+        assert fanout.checkpoint()["unstarted"]  # the intake yields between two slices
         assert fanout.add([*distinct[-3:], *extra, extra[0]]) == 3
         saved = fanout.checkpoint()
         held.extend([job["job_id"] for job in saved["jobs"]] + saved["unstarted"])
@@ -589,7 +601,8 @@ async def test_repeats_in_a_long_list_are_dropped_at_set_up_not_at_the_call(
     assert [result.job_id for result in results if result.job_id in extra] == extra
     assert counts(results) == dict.fromkeys(distinct + extra, 1)
     assert fanout.total == len(distinct) + 3
-    assert fanout._jobs.intake._taken_in is None  # dropped once set-up ends
+    assert sets_holding(given[0]) == 1  # what add() checks against; the one that sifted
+    # the call's list is dropped once set-up ends
     assert all(service.request_count(job_id) >= 1 for job_id in distinct + extra)
     resumed = wait_for_jobs(client, [], policy=policy, resume=saved)
     again = await resumed

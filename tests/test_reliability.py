@@ -39,7 +39,7 @@ from jobpoll import (
 from jobpoll._retry_after import parse_retry_after
 from jobpoll.testing import Drop, FakeJobsService, HttpError, Slow, VirtualClock
 from tests.conftest import raw_server, refusing_url
-from tests.support import add_mixed_jobs, no_other_tasks, until, until_idle
+from tests.support import SERVER_TASKS, add_mixed_jobs, no_other_tasks, until, until_idle
 
 EXTREME_DATES = [
     "Fri, 31 Dec 999999999999999999999 23:59:59 GMT",  # OverflowError in the calendar
@@ -148,10 +148,12 @@ class SlowToDie:
 
     def __init__(self, clock: VirtualClock) -> None:
         self.clock = clock
+        self.sleeping = asyncio.Event()
         self.dying = asyncio.Event()
         self.release = asyncio.Event()
 
     async def sleep(self, seconds: float) -> None:
+        self.sleeping.set()
         try:
             await asyncio.sleep(3600)  # the alarm: never rings by itself in these tests
         except asyncio.CancelledError:
@@ -173,7 +175,7 @@ async def test_a_second_cancellation_during_cleanup_loses_no_job(
     fanout = wait_for_jobs(client, [slow_id, other_id], policy=policy, max_in_flight=2)
     task = asyncio.ensure_future(anext(fanout))
     await until(lambda: service.request_count(other_id) == 1 and fanout.in_flight == 1)
-    await until(lambda: fanout._jobs.flight.alarm is not None)  # the other job is queued for later
+    await sleeper.sleeping.wait()  # the other job is queued for later
     task.cancel()
     await sleeper.dying.wait()  # the first cancellation's cleanup is under way
     task.cancel()
@@ -721,7 +723,14 @@ async def test_a_poll_cancelled_by_someone_else_is_polled_again(
     fanout = wait_for_jobs(client, job_ids, policy=policy)
     task = asyncio.ensure_future(anext(fanout))
     await until(lambda: fanout.in_flight == 3 and service.in_flight == 3)
-    for poll in list(fanout._jobs.flight.running):
+    shutdown = asyncio.all_tasks() - {asyncio.current_task(), task}
+    polls = [
+        other
+        for other in shutdown
+        if getattr(other.get_coro(), "__qualname__", "") not in SERVER_TASKS
+    ]
+    assert len(polls) == 3
+    for poll in polls:
         poll.cancel()
     first = await task
     rest = [result async for result in fanout]
