@@ -1,9 +1,5 @@
 """Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
-why not.
-
-Whatever of the server's text an error keeps is first made printable, then redacted, and
-only then cut to its length. Errors are returned, not raised, for the client to raise from
-a frame that holds no body, with no exception as their context.
+why not. Errors are returned, for the client to raise from a frame that holds no body.
 """
 
 from __future__ import annotations
@@ -29,11 +25,8 @@ ERROR_FIELD_LENGTH = 500
 
 
 def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
-    """A `Job` from a response body, or a `WireError` saying what is wrong with it.
-
-    `job_id`: the id asked for. When the body names the same job (`same_job_id`), the `Job`
-    holds the caller's string: the id as the caller spells it, one string per job.
-    """
+    """A `Job` from a response body, or a `WireError`. When the body names `job_id`'s job,
+    the `Job` holds the caller's spelling of the id."""
     data = json_object(body)
     answered = data.get("id")
     if job_id is not None and type(answered) is str and same_job_id(job_id, answered):
@@ -74,9 +67,8 @@ def job_of(
 
 
 def _shown(job: Job, redact: Redactor) -> Job:
-    """The job with the key hidden in the text a server chose (its status string, its user),
-    which messages, logs, `to_dict()` and the command line quote: the service documents
-    `user` as the user or API key that owns the job."""
+    """The job with the key hidden in its status string and user (which the service
+    documents as the user or API key that owns the job)."""
     user = job.user
     shown_user = None if user is None else redact.field(user)
     shown_status = redact.field(job.raw_status)
@@ -137,7 +129,7 @@ def error_of(
     body: bytes | None,
     redact: Redactor,
 ) -> ApiError:
-    """The `ApiError` an answer of any status but 2xx stands for (its class by the status)."""
+    """The `ApiError` an answer of any status but 2xx stands for."""
     fields = _error_fields(body, redact)
     message = fields.get("message")
     if 300 <= http_status <= 399:
@@ -158,7 +150,7 @@ def error_of(
 
 
 def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
-    """The string fields of a documented error body; nothing when the body is anything else."""
+    """The string fields of a documented error body, redacted and cut."""
     try:
         data = json_object(body or b"")
     except WireError:

@@ -1,8 +1,5 @@
 """`JobsClient`: one call, `get_job`, that turns every answer of the service into a `Job` or
-a typed error.
-
-A poll is three steps: send the request (`_config` checked the settings it is sent with),
-map what aiohttp raised, if anything (`_transport`), and read the answer (`_answer`).
+a typed error (what aiohttp raised is mapped in `_transport`, the answer read in `_answer`).
 """
 
 from __future__ import annotations
@@ -19,10 +16,7 @@ from multidict import CIMultiDict
 
 from jobpoll._answer import error_of, job_of
 from jobpoll._config import (
-    API_KEY_ENV,
     API_KEY_HEADER,
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
     base_url_or_environment,
     check_api_key,
     check_positive,
@@ -36,16 +30,11 @@ from jobpoll._redact import Redactor
 from jobpoll._transport import Failure, TransportFailures, refuse_plain_proxy
 from jobpoll._version import __version__
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "JobsClient"]
-
 logger = logging.getLogger("jobpoll")
 
 
 class _Headers(CIMultiDict[str]):
-    """The request headers; their repr hides the API key from logs, debuggers and tracebacks.
-
-    A `CIMultiDict` already, so aiohttp need not convert it on every request.
-    """
+    """Headers whose repr hides the API key; a `CIMultiDict`, which aiohttp sends as is."""
 
     def __repr__(self) -> str:
         shown = {k: "<redacted>" if k.upper() == API_KEY_HEADER else v for k, v in self.items()}
@@ -219,8 +208,6 @@ class JobsClient:
         self,
         job_id: str | UUID,
         *,
-        # A per-request budget: it becomes the request's own timeouts, so a slow answer is a
-        # TransportError and the connection is cleaned up by aiohttp.
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Job:
         """Fetch one job's current state.
@@ -251,7 +238,6 @@ class JobsClient:
         raise outcome  # from a frame that never held the body, outside any handler
 
     async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
-        """Send one request and read its answer: the job, or the error to raise."""
         session = self._open_session()
         request_timeout = self._timeout if seconds is None else self._shortened(seconds)
         if self._plain_http and not self._owns_session:
@@ -283,8 +269,7 @@ class JobsClient:
     def _read(
         self, job_id: str, response: aiohttp.ClientResponse, kept: bytes | None
     ) -> Job | JobPollError:
-        """The job an answer holds, or the error it stands for. `kept`: the body, None when
-        it was over the cap (not read whole)."""
+        """`kept`: the body, None when it was over the cap (not read whole)."""
         self._reached = True
         http_status = response.status
         logger.debug("job %s: HTTP %d", job_id, http_status)
@@ -303,11 +288,8 @@ class JobsClient:
         return error
 
     def _failed(self, job_id: str, failure: Failure, answered_before: bool) -> JobPollError:
-        """The error for a request that got no answer; the first before any answer is also
-        logged at WARNING (most often a wrong setup, not to be waited out in silence).
-
-        `answered_before`: whether the server had answered when the request was sent.
-        """
+        """The first failure before any answer is also logged at WARNING: most often a wrong
+        setup, not to be waited out in silence."""
         if failure.misuse:
             return ClientStateError(
                 f"cannot send with this client: {failure.text} (its session is closed, or "
