@@ -218,8 +218,7 @@ class JobsClient:
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
 
         Returns:
-            The job as the server reported it, its `id` as `job_id` spells it (a server may
-            write it in another case: ids are compared case-insensitively, as UUIDs are).
+            The job as the server reported it, its `id` as `job_id` spells it (see `Job.id`).
 
         Raises:
             InvalidJobId: the id is empty, too long, or holds control characters.

@@ -24,15 +24,10 @@ JobPollError                  base of everything jobpoll raises
 └── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
 ```
 
-Nothing else escapes a jobpoll call but `asyncio.CancelledError` (never swallowed), a
-`TypeError` for an argument of the wrong kind (a bug in the calling code), and what the
-caller's own `on_update` raises.
-
-No error holds the API key: none keeps a request, its headers, or an exception of aiohttp's
-(whose repr or frames hold the headers), and none has a `__cause__` or `__context__` that
-could keep a body; what an error quotes of a server's text is redacted first (`_redact`).
-Each attribute an error is written with (`JobResult.to_dict`) is declared on its class, with
-its type, which is how `JobResult.from_dict` reads it back.
+Nothing else escapes a jobpoll call but `asyncio.CancelledError`, a `TypeError` for an
+argument of the wrong kind, and what the caller's own `on_update` raises. No error holds the
+API key, a request or an aiohttp exception. Each attribute `JobResult.to_dict` writes is
+declared on its error class, with the type `JobResult.from_dict` reads it back as.
 """
 
 from __future__ import annotations
@@ -46,8 +41,7 @@ E = TypeVar("E", bound="JobPollError")
 
 
 def restored(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
-    """An error as it was, made without its constructor (which takes other arguments than
-    the error keeps): how errors are unpickled and read back from a result's data."""
+    """An error made without its constructor: how errors are unpickled and read back."""
     error = cls.__new__(cls)
     error.args = args
     error.__dict__.update(state)
@@ -79,8 +73,7 @@ class JobPollError(Exception):
 
     @property
     def throttles(self) -> bool:
-        """Whether the error asks every poll to slow down, not only this job's: a 429, a 503,
-        or a server that could not be connected to."""
+        """Whether every poll should slow down: a 429, a 503, or no connection."""
         return False
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:

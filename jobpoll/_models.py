@@ -1,11 +1,6 @@
 """What a job looks like to jobpoll's users: `JobStatus`, the `Job` snapshot, and the
-`JobResult` of a fan-out.
-
-Where the service is loose, a field says how its JSON may spell it (`wire_rule`):
-`"progress": "77"` (the service's own reference example) and `77.0` are 77, a missing or null
-progress 0, while `77.9`, `true`, `-5`, `101` and `"abc"` are errors (cattrs alone would take
-77.9 for 77); an unknown status is `UNKNOWN`, statuses matched case-insensitively; a
-`createdAt` without an offset is UTC; unknown keys are ignored.
+`JobResult` of a fan-out. Where the service is loose, a field's `wire_rule` says how its JSON
+may spell it: `"progress": "77"` and `77.0` are 77, null is 0, `77.9` and `-5` are errors.
 """
 
 from __future__ import annotations
@@ -71,8 +66,7 @@ class JobStatus(enum.StrEnum):
         return self in FAILED_STATUSES
 
 
-#: Each status by its string, exactly as the service writes it: the one map from a status
-#: string to its `JobStatus` (a dict lookup, cheaper than `JobStatus(value)` on every poll).
+#: Each status by its string: a dict lookup, cheaper than `JobStatus(value)` on every poll.
 STATUS_BY_VALUE: dict[str, JobStatus] = {status.value: status for status in JobStatus}
 
 #: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
@@ -95,8 +89,7 @@ MIN_PROGRESS = 0
 MAX_PROGRESS = 100
 
 
-#: Each status's own string: a raw status the server sent exactly so is this one string,
-#: shared by every job, instead of a copy per job from each body.
+#: Each status's own string, shared by every job rather than copied from each body.
 _STATUS_STRINGS: dict[str, str] = {value: value for value in STATUS_BY_VALUE}
 
 
@@ -141,7 +134,8 @@ class Job:
         id: the job's id. From `JobsClient.get_job`, the id exactly as the caller asked for
             it: the server may write it in another case (ids are compared case-insensitively,
             as UUIDs are), so that code comparing it with its own ids finds it.
-        created_at: when the job was created (timezone-aware).
+        created_at: when the job was created (timezone-aware: UTC when the server names no
+            offset).
         user: the (human) user or API key that owns the job, when reported.
         progress: percent done, 0 to 100 (0 when the server does not report it: the service
             documents progress only for running jobs).
@@ -198,8 +192,6 @@ class Job:
 structure_job = structure_function(Job)
 
 
-#: A job in the service's JSON and back: how checkpoints hold jobs, and the fake service
-#: writes them.
 job_to_wire = Job.to_dict
 job_from_wire = Job.from_dict
 
@@ -255,7 +247,7 @@ class JobResult:
 
 
 def _check_ids(job_id: str, job: Job | None) -> None:
-    """A `WireError` unless `job_id` could be sent and the result's job is that job."""
+    """A `WireError` unless `job_id` could be sent and `job` is that job."""
     try:
         check_job_id(job_id)
     except InvalidJobId as exc:

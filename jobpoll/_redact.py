@@ -1,19 +1,10 @@
-"""Hiding the API key in what a server sends back: whole, in part, or encoded.
+"""Hiding the API key in what a server echoes back: whole, in part, or encoded.
 
-A server may echo the request it got (in an error's message, a proxy's page, a reason
-phrase, a redirect's `Location`). Whatever of it jobpoll keeps goes through `Redactor` whole,
-and only then is cut to length: cut first, a key straddling the cut would be missed.
-
-The rule: every run of at least `MIN_RUN` characters that appears, in order, in the key
-becomes `<redacted>`, however the server wrote it, up to three layers deep (`%2541` is `%41`
-is `A`), the encodings mixed freely: JSON and JavaScript escapes (`\\/`, `\\u002F`,
-`\\x2F`), percent-encoding (and `+` for a space), HTML character references (named, decimal,
-hex, with or without the `;`), and letters in either case.
-
-Why 6: a run of 5 characters of a random key gives away at most 30 bits of its 128 or more,
-while ordinary text seldom shares a run of 6 with a key by chance (a UUID-like key with a
-UUID job id, about once in 20,000 ids). A key shorter than that (only ever seen in tests) is
-hidden whole, wherever it appears.
+Every run of at least `MIN_RUN` of the key's characters becomes `<redacted>`, in either case
+and up to three layers of encoding deep (`%2541` is `%41` is `A`): JSON and JavaScript
+escapes, percent-encoding, HTML character references. Why 6: 5 characters give away at most
+30 bits of a key, while ordinary text seldom shares 6 with one by chance (a UUID-like key
+with a UUID job id, about once in 20,000 ids). A shorter key is hidden whole.
 """
 
 from __future__ import annotations
@@ -108,11 +99,8 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Redactor:
-    """Hides every run of the key's characters in a server's text (see the module's rule).
-
-    Args:
-        key: the API key: printable ASCII, as the client checks it.
-    """
+    """Hides every run of the key's characters in a server's text (see the module's rule);
+    the key is printable ASCII, as the client checks it."""
 
     __slots__ = ("_grams", "_marker", "_run", "field")
 
@@ -162,15 +150,10 @@ class Redactor:
         return "".join(pieces)
 
     def cut(self, text: str, length: int) -> str:
-        """The first `length` characters of `text` once redacted.
-
-        Only the start of a long text is read (what the cut keeps, and room for a key
-        written out in full at its end), so a large body costs no more than a small one;
-        a run straddling that end is hidden as far as the text shows it, and a rest of it
-        shorter than `MIN_RUN` hides nothing. What the cut keeps is redacted once more:
-        a cut may end inside an encoded character and change what it reads as (`&#1021`
-        cut to `&#102` is an `f`); the rest of such a run then ends the text.
-        """
+        """The first `length` characters of `text` once redacted (redacted before the cut,
+        else a key straddling it would be missed); only `ROOM` more is read. What the cut
+        keeps is redacted again: a cut inside an encoded character changes what it reads
+        as (`&#1021` cut to `&#102` is an `f`)."""
         kept = self(text[: length + ROOM])[:length]
         for _ in range(_LAYERS):
             again = self(kept)
@@ -180,7 +163,7 @@ class Redactor:
         return kept
 
     def _runs(self, folded: str) -> list[tuple[int, int]]:
-        """Where in `folded` (a folded text) runs of the key's characters are, as spans."""
+        """Where in a folded text runs of the key's characters are."""
         run = self._run
         spans: list[tuple[int, int]] = []
         for gram in self._grams:

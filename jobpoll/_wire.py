@@ -1,14 +1,12 @@
 """The JSON wire format, in one cattrs converter: attrs records and jobpoll's errors to
-JSON-ready data and back.
-
-The converter knows no model: a field's wire name is its name in camelCase, values are
-checked strictly (cattrs alone would take `5` for a string and `"no"` for True), and an
-error is its class name, message and the attributes its class declares. What is particular
-to one field is declared on it with `wire_rule`. Errors name fields by their wire names.
+JSON-ready data and back. A field's wire name is its name in camelCase; values are checked
+strictly (cattrs alone would take `5` for a string); an error is its class name, message and
+declared attributes. What is particular to one field is declared on it with `wire_rule`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import typing
 from collections.abc import Callable
@@ -53,14 +51,9 @@ _RULE = "jobpoll.wire"
 def wire_rule(
     *, name: str | None = None, read: Reader | None = None, written: bool = True
 ) -> dict[str, Any]:
-    """A field's wire rule, as `attrs.field(metadata=...)`.
-
-    Args:
-        name: the field's name on the wire, when it is not the attribute's name in camelCase.
-        read: reads the field's wire value instead of its type's hook (e.g. a number the
-            service may send as a string); it raises `WireError` for a wrong value.
-        written: False for an attribute computed from another, never written on the wire.
-    """
+    """A field's wire rule, as `attrs.field(metadata=...)`: its wire `name` when not its
+    name in camelCase, a `read` function instead of its type's hook (raising `WireError`),
+    and `written=False` for an attribute computed from another."""
     return {_RULE: _Rule(name, read, written)}
 
 
@@ -195,15 +188,10 @@ def _is_error_class(cls: Any) -> TypeGuard[type[JobPollError]]:
     return isinstance(cls, type) and issubclass(cls, JobPollError)
 
 
+@functools.cache
 def _declared(cls: type) -> dict[str, Any]:
     """The attributes an error is written with: those its class declares, with their types."""
-    declared = _DECLARED.get(cls)
-    if declared is None:
-        declared = _DECLARED[cls] = typing.get_type_hints(cls)
-    return declared
-
-
-_DECLARED: dict[type, dict[str, Any]] = {}
+    return typing.get_type_hints(cls)
 
 
 def _unstructure_error(error: JobPollError) -> dict[str, Any]:
@@ -218,9 +206,8 @@ def _unstructure_error(error: JobPollError) -> dict[str, Any]:
 
 
 def _structure_error(data: object, _type: object) -> JobPollError:
-    """The error `_unstructure_error` wrote, of the same class (`JobPollError` for a name
-    jobpoll does not know), with the same message and each attribute its class declares,
-    of that type; one may be missing only where the class has a default."""
+    """The error `_unstructure_error` wrote (a `JobPollError` for a class name jobpoll does
+    not know); an attribute may be missing only where its class has a default."""
     if not isinstance(data, dict) or type(data.get("message")) is not str:
         raise WireError(f"expected an error object with a message, got {describe(data)}")
     named = getattr(_errors, str(data.get("type")), None)
@@ -301,7 +288,7 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     else:
         if isinstance(data, dict):
             return data
-        raise WireError(f"body is not a JSON object but {kind_of(data)}")
+        raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
     raise WireError(problem, malformed=True)
 
 
@@ -313,11 +300,6 @@ _JSON_KINDS: dict[type, str] = {
     bool: "a boolean",
     type(None): "null",
 }
-
-
-def kind_of(value: object) -> str:
-    """What kind of JSON value `value` is, for a message: "an array", "null", ..."""
-    return _JSON_KINDS.get(type(value), "a value")
 
 
 def record_to_wire(record: Any) -> dict[str, Any]:
