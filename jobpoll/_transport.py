@@ -48,11 +48,6 @@ def _os_error_text(exc: aiohttp.ClientConnectorError) -> str:
     return os.strerror(os_error.errno)
 
 
-def _of_another_loop(session: aiohttp.ClientSession) -> bool:
-    loop = getattr(session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
-    return loop is not None and loop is not asyncio.get_running_loop()
-
-
 def _unresolved(exc: aiohttp.ClientConnectorDNSError, to: TransportFailures) -> Failure:
     # EAI_AGAIN is the resolver failing for now, not an answer that there is no host.
     transient = True if exc.os_error.errno == socket.EAI_AGAIN else None
@@ -63,9 +58,10 @@ def _unresolved(exc: aiohttp.ClientConnectorDNSError, to: TransportFailures) -> 
 def _misused(exc: RuntimeError, to: TransportFailures) -> Failure | None:
     # What aiohttp raises for a closed session, or one of another (maybe closed) event loop;
     # anything else is a bug to see whole.
-    if not (to.session.closed or _of_another_loop(to.session)):
-        return None
-    return Failure(str(exc), misuse=True)
+    loop = getattr(to.session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
+    if to.session.closed or (loop is not None and loop is not asyncio.get_running_loop()):
+        return Failure(str(exc), misuse=True)
+    return None
 
 
 #: Each exception a request may raise, and what it means. The first class that matches
