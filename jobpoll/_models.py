@@ -69,21 +69,12 @@ class JobStatus(enum.StrEnum):
 #: Each status by its string: a dict lookup, cheaper than `JobStatus(value)` on every poll.
 STATUS_BY_VALUE: dict[str, JobStatus] = {status.value: status for status in JobStatus}
 
-#: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
-TERMINAL_STATUSES = frozenset(
-    {
-        JobStatus.FINISHED,
-        JobStatus.FAILED,
-        JobStatus.DIED,
-        JobStatus.COULDNT_START,
-        JobStatus.CANCELED,
-        JobStatus.ARCHIVED,
-    }
-)
 #: The terminal statuses that mean the job did not do its work.
 FAILED_STATUSES = frozenset(
     {JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED}
 )
+#: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
+TERMINAL_STATUSES = FAILED_STATUSES | {JobStatus.FINISHED, JobStatus.ARCHIVED}
 
 MIN_PROGRESS = 0
 MAX_PROGRESS = 100

@@ -51,8 +51,9 @@ _BASES = {"u": 16, "x": 16, "percent": 16, "hex": 16, "decimal": 10}
 
 
 def _character(kind: str, value: str) -> str | None:
-    """The character one encoded token stands for; None when it stands for none (an unknown
-    entity name: its `&` is then a character of its own)."""
+    """The character one token stands for; None for plain text or an unknown entity name."""
+    if kind in ("plain", "other"):
+        return None
     if kind == "escaped":
         return value
     if kind == "name":
@@ -69,20 +70,16 @@ def _decoded(text: str) -> tuple[str, list[int]]:
     starts in `text` (one more entry: the text's length)."""
     pieces: list[str] = []
     starts: list[int] = []
-    at = 0
-    while at < len(text):
-        match = _TOKEN.match(text, at)
-        kind = match.lastgroup if match is not None else None  # `other` takes any character
-        if match is None or kind is None or kind == "plain" or kind == "other":
-            end = match.end() if match is not None else at + 1
-            pieces.append(text[at:end])
-            starts.extend(range(at, end))
+    for match in _TOKEN.finditer(text):  # `other` takes any character: no gap between two
+        kind = match.lastgroup or "other"  # every alternative is a named group
+        character = _character(kind, match.group(kind))
+        start, end = match.span()
+        if character is None:
+            pieces.append(match.group())
+            starts.extend(range(start, end))
         else:
-            character = _character(kind, match.group(kind))
-            end = match.end() if character is not None else at + 1
-            pieces.append("&" if character is None else character)
-            starts.append(at)
-        at = end
+            pieces.append(character)
+            starts.append(start)
     starts.append(len(text))
     return "".join(pieces), starts
 
