@@ -1,10 +1,14 @@
-"""Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
-why not. Errors are returned, for the client to raise from a frame that holds no body.
+"""Reading an answer of the service: a `Job`, or the `ApiError` (with its `Retry-After`) or
+`DecodeError` that says why not. Errors are returned, for the client to raise from a frame
+that holds no body.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import time
+from email.utils import parsedate_to_datetime
 
 import attrs
 from multidict import CIMultiDictProxy
@@ -13,7 +17,6 @@ from jobpoll._errors import ApiError, DecodeError, api_error_for_status
 from jobpoll._ids import same_job_id
 from jobpoll._models import Job, structure_job
 from jobpoll._redact import ROOM, Redactor
-from jobpoll._retry_after import parse_retry_after
 from jobpoll._wire import WireError, json_object
 
 #: The most characters of a body a `DecodeError` keeps (its `snippet`).
@@ -160,3 +163,35 @@ def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
         for key in ("message", "error", "id", "path")
         if isinstance(value := data.get(key), str) and value
     }
+
+
+def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (seconds or an HTTP-date): finite and 0 or
+    more, or None when unreadable, never an exception. An HTTP-date is measured against the
+    response's `Date` header when there is one, so a skewed local clock does not change it."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < math.inf else None
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    now = _http_date(date) if date else None
+    if now is None:
+        now = time.time()
+    seconds = moment - now
+    return max(0.0, seconds) if seconds < math.inf else None
+
+
+def _http_date(value: str) -> float | None:
+    """The POSIX time of an HTTP-date, or None when it is no date the calendar holds."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: a year too large for the calendar (or for a C long).
+        return None
