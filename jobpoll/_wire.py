@@ -76,10 +76,15 @@ def _not_a_string(value: object) -> WireError:
     return WireError(f"expected a string, got {describe(value)}")
 
 
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise _not_a_string(value)
-    return value
+def _exactly(kind: type[T], expected: str) -> Callable[[object, object], T]:
+    """A hook that takes only a value of exactly `kind`."""
+
+    def structure(value: object, _type: object) -> T:
+        if type(value) is not kind:
+            raise WireError(f"expected {expected}, got {describe(value)}")
+        return value
+
+    return structure
 
 
 def _structure_optional_str(value: object, _type: object) -> str | None:
@@ -115,22 +120,10 @@ def _structure_datetime(value: object, _type: object) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise WireError(f"expected a whole number, got {describe(value)}")
-    return value
-
-
 def _structure_float(value: object, _type: object) -> float:
     if type(value) is not int and type(value) is not float:
         raise WireError(f"expected a number, got {describe(value)}")
     return float(value)
-
-
-def _structure_bool(value: object, _type: object) -> bool:
-    if type(value) is not bool:
-        raise WireError(f"expected true or false, got {describe(value)}")
-    return value
 
 
 def describe(value: object) -> str:
@@ -148,11 +141,11 @@ def format_timestamp(value: datetime) -> str:
 
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
-    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(str, _exactly(str, "a string"))
     converter.register_structure_hook(str | None, _structure_optional_str)
-    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(int, _exactly(int, "a whole number"))
     converter.register_structure_hook(float, _structure_float)
-    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(bool, _exactly(bool, "true or false"))
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook(datetime, format_timestamp)
 
@@ -188,10 +181,8 @@ def _is_error_class(cls: Any) -> TypeGuard[type[JobPollError]]:
     return isinstance(cls, type) and issubclass(cls, JobPollError)
 
 
-@functools.cache
-def _declared(cls: type) -> dict[str, Any]:
-    """The attributes an error is written with: those its class declares, with their types."""
-    return typing.get_type_hints(cls)
+#: The attributes an error is written with: those its class declares, with their types.
+_declared: Callable[[type], dict[str, Any]] = functools.cache(typing.get_type_hints)
 
 
 def _unstructure_error(error: JobPollError) -> dict[str, Any]:
