@@ -49,9 +49,8 @@ class JobsClient:
         async with JobsClient() as client:
             job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
 
-    Nothing the server sends back shows the API key: in every error message and attribute,
-    and so every log line, each run of 6 or more of the key's characters, as is or encoded
-    (JSON escapes, percent-encoding, HTML character references), is `<redacted>`.
+    Nothing the server sends back shows the API key: in every error and log line, each run of
+    6 or more of its characters, as is or encoded (JSON, percent, HTML), is `<redacted>`.
 
     Args:
         api_key: the key sent in `X-API-KEY`; when None, the environment variable
@@ -67,9 +66,8 @@ class JobsClient:
             shorter than `total_timeout`: it could never fire first, and costs CPU).
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
-        max_connections: the size of the connection pool of the client's own session (100,
-            as aiohttp's default): `wait_for_jobs` sends up to the pool's size at once, and
-            callers queueing for a connection cost CPU while their timeouts run.
+        max_connections: the size of the connection pool of the client's own session, which
+            `wait_for_jobs` sends up to at once (100, as aiohttp's default).
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
 
@@ -102,12 +100,9 @@ class JobsClient:
             }
         )
         self._redact = Redactor(api_key)
-        for name, seconds in (
-            ("connect_timeout", connect_timeout),
-            ("read_timeout", read_timeout),
-            ("total_timeout", total_timeout),
-        ):
-            check_positive(name, seconds)
+        check_positive("connect_timeout", connect_timeout)
+        check_positive("read_timeout", read_timeout)
+        check_positive("total_timeout", total_timeout)
         check_positive("max_connections", max_connections, whole=True)
         check_positive("max_body_size", max_body_size, whole=True)
         self._timeouts = (connect_timeout, read_timeout, total_timeout)

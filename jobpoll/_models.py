@@ -175,7 +175,7 @@ class Job:
     @property
     def failed(self) -> bool:
         """True when the job FAILED, DIED, COULDNT_START or was CANCELED (ARCHIVED is
-        terminal but neither: the service no longer says)."""
+        neither succeeded nor failed: the service no longer says)."""
         return self.status.failed
 
 
@@ -227,7 +227,12 @@ class JobResult:
         result = record_from_wire(data, cls)
         error, job = result.error, result.job
         if not isinstance(error, InvalidJobId):  # a refused id is reported as it was given
-            _check_ids(result.job_id, job)
+            try:
+                check_job_id(result.job_id)
+            except InvalidJobId as exc:
+                raise WireError(f"jobId: {exc}", field="jobId") from None
+            if job is not None and not same_job_id(result.job_id, job.id):
+                raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")
         if isinstance(error, JobFailedError | JobStalled):
             if job is None:
                 raise WireError(f"job: required with a {type(error).__name__}", field="job")
@@ -235,13 +240,3 @@ class JobResult:
         elif isinstance(error, WaitTimeout):
             error.job = job
         return result
-
-
-def _check_ids(job_id: str, job: Job | None) -> None:
-    """A `WireError` unless `job_id` could be sent and `job` is that job."""
-    try:
-        check_job_id(job_id)
-    except InvalidJobId as exc:
-        raise WireError(f"jobId: {exc}", field="jobId") from None
-    if job is not None and not same_job_id(job_id, job.id):
-        raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")

@@ -99,8 +99,6 @@ class Redactor:
     """Hides every run of the key's characters in a server's text (see the module's rule);
     the key is printable ASCII, as the client checks it."""
 
-    __slots__ = ("_grams", "_marker", "_run", "field")
-
     def __init__(self, key: str) -> None:
         folded = key.translate(_FOLD)
         self._run = min(MIN_RUN, len(folded))
