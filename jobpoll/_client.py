@@ -136,15 +136,11 @@ class JobsClient:
         """How many requests the client can have out at once without queueing for a
         connection: for a caller's session, the smaller of its connector's `limit` and
         `limit_per_host` that are set, else `max_connections`."""
-        if self._owns_session or self._session is None:
+        if self._owns_session or self._session is None or self._session.connector is None:
             return self._max_connections
         connector = self._session.connector
-        limits = [
-            limit
-            for limit in (getattr(connector, "limit", 0), getattr(connector, "limit_per_host", 0))
-            if isinstance(limit, int) and limit > 0
-        ]
-        return min(limits) if limits else self._max_connections
+        limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
+        return min(limits, default=self._max_connections)
 
     @property
     def max_body_size(self) -> int:

@@ -46,6 +46,7 @@ class _Rule:
 
 #: The key of a field's metadata that holds its `_Rule`.
 _RULE = "jobpoll.wire"
+_NO_RULE = _Rule(None, None, written=True)
 
 
 def wire_rule(
@@ -64,8 +65,8 @@ def _camel(name: str) -> str:
 
 def _wire_name(cls: type, name: str) -> str:
     field = getattr(attrs.fields(cls), name, None) if attrs.has(cls) else None
-    rule = field.metadata.get(_RULE) if field is not None else None
-    return rule.name if rule is not None and rule.name is not None else _camel(name)
+    rule = field.metadata.get(_RULE, _NO_RULE) if field is not None else _NO_RULE
+    return rule.name or _camel(name)
 
 
 # The hooks below run on every poll: each checks its type inline rather than through another
@@ -152,17 +153,14 @@ def _make_converter() -> cattrs.Converter:
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = a.metadata.get(_RULE)
-            overrides[a.name] = override(
-                rename=_wire_name(cls, a.name), struct_hook=rule.read if rule else None
-            )
+            read = a.metadata.get(_RULE, _NO_RULE).read
+            overrides[a.name] = override(rename=_wire_name(cls, a.name), struct_hook=read)
         return make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = a.metadata.get(_RULE)
-            written = rule is None or rule.written
+            written = a.metadata.get(_RULE, _NO_RULE).written
             overrides[a.name] = (
                 override(rename=_wire_name(cls, a.name)) if written else override(omit=True)
             )
