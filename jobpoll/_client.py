@@ -53,11 +53,9 @@ class JobsClient:
     6 or more of its characters, as is or encoded (JSON, percent, HTML), is `<redacted>`.
 
     Args:
-        api_key: the key sent in `X-API-KEY`; when None, the environment variable
-            `CDQ_API_KEY` is read.
-        base_url: the service's base URL. Must be https, except on a loopback host. When
-            None, the environment variable `CDQ_BASE_URL` is read, and when that is not set,
-            the production URL (`DEFAULT_BASE_URL`) is used.
+        api_key: the key sent in `X-API-KEY`; when None, the environment's `CDQ_API_KEY`.
+        base_url: the service's base URL: https, or http on a loopback host. When None, the
+            environment's `CDQ_BASE_URL`, else the production URL (`DEFAULT_BASE_URL`).
         session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.

@@ -122,9 +122,8 @@ class Job:
     """One snapshot of a job's state, as the server reported it.
 
     Attributes:
-        id: the job's id. From `JobsClient.get_job`, the id exactly as the caller asked for
-            it: the server may write it in another case (ids are compared case-insensitively,
-            as UUIDs are), so that code comparing it with its own ids finds it.
+        id: the job's id; from `JobsClient.get_job`, as the caller spelt it, though the server
+            may write it in another case (ids are compared case-insensitively, as UUIDs are).
         created_at: when the job was created (timezone-aware: UTC when the server names no
             offset).
         user: the (human) user or API key that owns the job, when reported.

@@ -39,11 +39,9 @@ _TOKEN = re.compile(
 )
 #: The characters that may start an encoded character: text without any is its own decoding.
 _INTRODUCERS = ("\\", "%", "&")
-#: How many layers of encoding are peeled off: a server that escapes what it echoes, in a
-#: body that is escaped again (JSON in JSON, a percent-encoded URL in an HTML page).
+#: Layers of encoding peeled off: what a server escapes may be escaped again (JSON in JSON).
 _LAYERS = 3
-#: Stands for a decoded character no key holds (a key is printable ASCII), keeping one
-#: character per token.
+#: Stands for a decoded character no key holds (a key is printable ASCII).
 _NO_KEY_CHARACTER = "\0"
 #: The folding of a character before comparing: ASCII letters to lower case, a space to `+`.
 _FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ ", "abcdefghijklmnopqrstuvwxyz+")
@@ -106,12 +104,10 @@ class Redactor:
         self._grams = frozenset(
             folded[i : i + self._run] for i in range(len(folded) - self._run + 1)
         )
-        # A key that holds a run of the marker's own letters (or, shorter, one of them) gets
-        # one no key can hold: a key is ASCII.
+        # A key that holds a run of the marker's own letters gets one no key can hold.
         shown = REDACTED.translate(_FOLD)
         self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
-        #: `self(text)` for a short field of a valid answer (a status, a user), remembered:
-        #: a job's answers repeat the same few, and every poll looks.
+        #: `self(text)` remembered, for a valid answer's few fields (a status, a user).
         self.field: Callable[[str], str] = functools.lru_cache(maxsize=1024)(self.__call__)
 
     def __repr__(self) -> str:

@@ -89,8 +89,6 @@ def _exactly(kind: type[T], expected: str) -> Callable[[object, object], T]:
 
 
 def _structure_optional_str(value: object, _type: object) -> str | None:
-    # Such a field (the user) holds one of a few values: each is shared by every job rather
-    # than copied per job from each body.
     if value is None:
         return None
     if type(value) is not str:
@@ -103,8 +101,8 @@ def _structure_optional_str(value: object, _type: object) -> str | None:
     return shared
 
 
-#: The strings `_structure_optional_str` shares; bounded, so a server that sends a new user
-#: in every answer costs a copy per job, as without sharing, and nothing more.
+#: The few values of a field such as the user, shared by every job rather than copied from
+#: each body; bounded, so a new user in every answer costs no more than no sharing.
 _SHARED: dict[str, str] = {}
 _MAX_SHARED = 256
 
@@ -249,8 +247,7 @@ def _field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
 
 def structure_function(cls: type[T]) -> Callable[[dict[str, Any]], T]:
     """A function that makes a `cls` from its wire data, or raises a `WireError` naming the
-    first invalid field. The class's hook is looked up once: the converter's dispatch by
-    type is a cost on every poll."""
+    first invalid field; the class's hook looked up once, not on every poll."""
     hook = _converter.get_structure_hook(cls)
 
     def structure(data: dict[str, Any]) -> T:
@@ -292,8 +289,7 @@ _JSON_KINDS: dict[type, str] = {
 
 
 def record_to_wire(record: Any) -> dict[str, Any]:
-    """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names
-    and formats."""
+    """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names."""
     wire: dict[str, Any] = _converter.unstructure(record)
     return wire
 
