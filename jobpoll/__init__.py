@@ -83,15 +83,13 @@ else:
     __all__ = sorted(_MODULE_OF)
 
     def __getattr__(name: str) -> object:
-        try:
-            module = _MODULE_OF[name]
-        except KeyError:
+        if name not in _MODULE_OF:
             raise AttributeError(
                 f"module {__name__!r} has no attribute {name!r}",
                 name=name,
                 obj=sys.modules[__name__],
-            ) from None
-        value = getattr(importlib.import_module(module), name)
+            )
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
         globals()[name] = value
         return value
 

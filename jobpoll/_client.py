@@ -213,11 +213,9 @@ class JobsClient:
             InvalidJobId: the id is empty, too long, or holds control characters.
             ConfigurationError: `timeout` is not a positive number of seconds, or a caller's
                 session would send plain http through a proxy.
-            ClientStateError: the client or its session is closed, or it is used from
-                another event loop.
+            ClientStateError: the client or its session is closed, or is another loop's.
             ApiError: the server answered an error status (a subclass names which).
-            TransportError: no answer: connection refused or reset, a timeout, a failed TLS
-                handshake or a host name that does not resolve.
+            TransportError: no answer (refused, reset, timed out, a TLS or DNS failure).
             DecodeError: the answer is not a valid job.
         """
         outcome = await self._poll(check_job_id(job_id), timeout)

@@ -161,8 +161,7 @@ class Job:
         rules as the client's: `"progress": "77"` is 77, an unknown status is `UNKNOWN`.
 
         Raises:
-            ValueError: the data is no valid job; the message names the field by its wire
-                name (e.g. `createdAt`).
+            ValueError: the data is no valid job; the message names the field (`createdAt`).
         """
         return record_from_wire(data, cls)
 
