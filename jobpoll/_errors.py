@@ -32,15 +32,13 @@ declared on its error class, with the type `JobResult.from_dict` reads it back a
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobpoll._models import Job
 
-E = TypeVar("E", bound="JobPollError")
 
-
-def restored(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
+def restored(cls: type[JobPollError], args: tuple[Any, ...], state: dict[str, Any]) -> JobPollError:
     """An error made without its constructor: how errors are unpickled and read back."""
     error = cls.__new__(cls)
     error.args = args

@@ -113,10 +113,9 @@ _FAILURES: tuple[
 
 @attrs.define
 class TransportFailures:
-    """Around one request: what the table knows becomes `failure` and is suppressed, the
-    exception dropped with its traceback; anything else (a cancellation, a bug) propagates.
-    The caller raises the jobpoll error outside any handler, so that it has no context.
-    """
+    """Around one request: what the table knows becomes `failure`, the exception dropped
+    with its traceback, for the caller to raise its error with no context; anything else (a
+    cancellation, a bug) propagates."""
 
     endpoint: URL
     session: aiohttp.ClientSession
