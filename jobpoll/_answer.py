@@ -64,33 +64,6 @@ def job_of(
                 return _shown(job, redact)
             shown = redact.cut(job.id, SNIPPET_LENGTH)
             message, field = f"id: the answer is about job {shown!r}", "id"
-    return _decode_error(
-        job_id, http_status, content_type, body, message, redact, field, transient=transient
-    )
-
-
-def _shown(job: Job, redact: Redactor) -> Job:
-    """The job with the key hidden in its status string and user (which the service
-    documents as the user or API key that owns the job)."""
-    user = job.user
-    shown_user = None if user is None else redact.field(user)
-    shown_status = redact.field(job.raw_status)
-    if shown_user is user and shown_status is job.raw_status:
-        return job
-    return attrs.evolve(job, user=shown_user, raw_status=shown_status)
-
-
-def _decode_error(
-    job_id: str,
-    http_status: int,
-    content_type: str | None,
-    body: bytes | None,
-    message: str,
-    redact: Redactor,
-    field: str | None = None,
-    *,
-    transient: bool = False,
-) -> DecodeError:
     snippet = ""
     if body:
         text = _printable(body[: SNIPPET_LENGTH + ROOM].decode("utf-8", "replace"))
@@ -107,6 +80,17 @@ def _decode_error(
         http_status=http_status,
         transient=transient,
     )
+
+
+def _shown(job: Job, redact: Redactor) -> Job:
+    """The job with the key hidden in its status string and user (which the service
+    documents as the user or API key that owns the job)."""
+    user = job.user
+    shown_user = None if user is None else redact.field(user)
+    shown_status = redact.field(job.raw_status)
+    if shown_user is user and shown_status is job.raw_status:
+        return job
+    return attrs.evolve(job, user=shown_user, raw_status=shown_status)
 
 
 def _printable(text: str) -> str:
