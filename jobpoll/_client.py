@@ -289,8 +289,6 @@ class JobsClient:
                 self._warned = True
                 logger.warning("%s", text)
         logger.debug("job %s: transport error: %s", job_id, text)
-        # TLS and name failures are about the setup (not transient) until the server has
-        # answered once; after that, a passing fault to ride out like any other.
         transient = failure.transient if failure.transient is not None else answered_before
         return TransportError(
             f"request for job {job_id!r} failed: {text}",
