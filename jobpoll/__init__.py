@@ -1,16 +1,13 @@
 """jobpoll: wait on CDQ Bankaccount Data API jobs from asyncio code.
 
-The public API is what `__all__` lists. `import jobpoll` itself imports none of jobpoll's
-modules nor aiohttp, attrs or cattrs: each public name is imported from its module when it
-is first read (PEP 562), so that the `jobpoll` command line has its Ctrl-C handler in place
-before the heavy imports start.
+The public API is what `__all__` lists, each name imported from its module when first read
+(PEP 562), so that the command line has its Ctrl-C handler in place before aiohttp is.
 """
 
 import importlib
 import sys
 from typing import TYPE_CHECKING
 
-#: The public API: each name, and the private module that defines it.
 _MODULE_OF = {
     "API_KEY_ENV": "jobpoll._config",
     "BASE_URL_ENV": "jobpoll._config",
@@ -86,19 +83,15 @@ else:
     __all__ = sorted(_MODULE_OF)
 
     def __getattr__(name: str) -> object:
-        """A public name, imported from its module on first use and kept here."""
-        try:
-            module = _MODULE_OF[name]
-        except KeyError:
+        if name not in _MODULE_OF:
             raise AttributeError(
                 f"module {__name__!r} has no attribute {name!r}",
                 name=name,
                 obj=sys.modules[__name__],
-            ) from None
-        value = getattr(importlib.import_module(module), name)
+            )
+        value = getattr(importlib.import_module(_MODULE_OF[name]), name)
         globals()[name] = value
         return value
 
     def __dir__() -> list[str]:
-        """This module's names, the public ones not yet imported too."""
         return sorted({*globals(), *__all__})

@@ -1,14 +1,14 @@
-"""Reading an answer of the service: a `Job`, or the `ApiError` or `DecodeError` that says
-why not.
-
-Whatever of the server's text an error keeps is first made printable, then redacted, and
-only then cut to its length. Errors are returned, not raised, for the client to raise from
-a frame that holds no body, with no exception as their context.
+"""Reading an answer of the service: a `Job`, or the `ApiError` (with its `Retry-After`) or
+`DecodeError` that says why not. Errors are returned, for the client to raise from a frame
+that holds no body.
 """
 
 from __future__ import annotations
 
 import functools
+import math
+import time
+from email.utils import parsedate_to_datetime
 
 import attrs
 from multidict import CIMultiDictProxy
@@ -17,7 +17,6 @@ from jobpoll._errors import ApiError, DecodeError, api_error_for_status
 from jobpoll._ids import same_job_id
 from jobpoll._models import Job, structure_job
 from jobpoll._redact import ROOM, Redactor
-from jobpoll._retry_after import parse_retry_after
 from jobpoll._wire import WireError, json_object
 
 #: The most characters of a body a `DecodeError` keeps (its `snippet`).
@@ -29,11 +28,8 @@ ERROR_FIELD_LENGTH = 500
 
 
 def decode_job(body: bytes | str, *, job_id: str | None = None) -> Job:
-    """A `Job` from a response body, or a `WireError` saying what is wrong with it.
-
-    `job_id`: the id asked for. When the body names the same job (`same_job_id`), the `Job`
-    holds the caller's string: the id as the caller spells it, one string per job.
-    """
+    """A `Job` from a response body, or a `WireError`. When the body names `job_id`'s job,
+    the `Job` holds the caller's spelling of the id."""
     data = json_object(body)
     answered = data.get("id")
     if job_id is not None and type(answered) is str and same_job_id(job_id, answered):
@@ -68,34 +64,6 @@ def job_of(
                 return _shown(job, redact)
             shown = redact.cut(job.id, SNIPPET_LENGTH)
             message, field = f"id: the answer is about job {shown!r}", "id"
-    return _decode_error(
-        job_id, http_status, content_type, body, message, redact, field, transient=transient
-    )
-
-
-def _shown(job: Job, redact: Redactor) -> Job:
-    """The job with the key hidden in the text a server chose (its status string, its user),
-    which messages, logs, `to_dict()` and the command line quote: the service documents
-    `user` as the user or API key that owns the job."""
-    user = job.user
-    shown_user = None if user is None else redact.field(user)
-    shown_status = redact.field(job.raw_status)
-    if shown_user is user and shown_status is job.raw_status:
-        return job
-    return attrs.evolve(job, user=shown_user, raw_status=shown_status)
-
-
-def _decode_error(
-    job_id: str,
-    http_status: int,
-    content_type: str | None,
-    body: bytes | None,
-    message: str,
-    redact: Redactor,
-    field: str | None = None,
-    *,
-    transient: bool = False,
-) -> DecodeError:
     snippet = ""
     if body:
         text = _printable(body[: SNIPPET_LENGTH + ROOM].decode("utf-8", "replace"))
@@ -112,6 +80,17 @@ def _decode_error(
         http_status=http_status,
         transient=transient,
     )
+
+
+def _shown(job: Job, redact: Redactor) -> Job:
+    """The job with the key hidden in its status string and user (which the service
+    documents as the user or API key that owns the job)."""
+    user = job.user
+    shown_user = None if user is None else redact.field(user)
+    shown_status = redact.field(job.raw_status)
+    if shown_user is user and shown_status is job.raw_status:
+        return job
+    return attrs.evolve(job, user=shown_user, raw_status=shown_status)
 
 
 def _printable(text: str) -> str:
@@ -137,7 +116,7 @@ def error_of(
     body: bytes | None,
     redact: Redactor,
 ) -> ApiError:
-    """The `ApiError` an answer of any status but 2xx stands for (its class by the status)."""
+    """The `ApiError` an answer of any status but 2xx stands for."""
     fields = _error_fields(body, redact)
     message = fields.get("message")
     if 300 <= http_status <= 399:
@@ -158,7 +137,7 @@ def error_of(
 
 
 def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
-    """The string fields of a documented error body; nothing when the body is anything else."""
+    """The string fields of a documented error body, redacted and cut."""
     try:
         data = json_object(body or b"")
     except WireError:
@@ -168,3 +147,35 @@ def _error_fields(body: bytes | None, redact: Redactor) -> dict[str, str]:
         for key in ("message", "error", "id", "path")
         if isinstance(value := data.get(key), str) and value
     }
+
+
+def parse_retry_after(value: str | None, date: str | None = None) -> float | None:
+    """Seconds to wait from a `Retry-After` header (seconds or an HTTP-date): finite and 0 or
+    more, or None when unreadable, never an exception. An HTTP-date is measured against the
+    response's `Date` header when there is one, so a skewed local clock does not change it."""
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        pass
+    else:
+        return seconds if 0 <= seconds < math.inf else None
+    moment = _http_date(value)
+    if moment is None:
+        return None
+    now = _http_date(date) if date else None
+    if now is None:
+        now = time.time()
+    seconds = moment - now
+    return max(0.0, seconds) if seconds < math.inf else None
+
+
+def _http_date(value: str) -> float | None:
+    """The POSIX time of an HTTP-date, or None when it is no date the calendar holds."""
+    try:
+        return parsedate_to_datetime(value).timestamp()
+    except (TypeError, ValueError, IndexError, OverflowError):
+        # OverflowError: a year too large for the calendar (or for a C long).
+        return None

@@ -1,8 +1,5 @@
 """`JobsClient`: one call, `get_job`, that turns every answer of the service into a `Job` or
-a typed error.
-
-A poll is three steps: send the request (`_config` checked the settings it is sent with),
-map what aiohttp raised, if anything (`_transport`), and read the answer (`_answer`).
+a typed error (what aiohttp raised is mapped in `_transport`, the answer read in `_answer`).
 """
 
 from __future__ import annotations
@@ -19,10 +16,7 @@ from multidict import CIMultiDict
 
 from jobpoll._answer import error_of, job_of
 from jobpoll._config import (
-    API_KEY_ENV,
     API_KEY_HEADER,
-    BASE_URL_ENV,
-    DEFAULT_BASE_URL,
     base_url_or_environment,
     check_api_key,
     check_positive,
@@ -36,16 +30,11 @@ from jobpoll._redact import Redactor
 from jobpoll._transport import Failure, TransportFailures, refuse_plain_proxy
 from jobpoll._version import __version__
 
-__all__ = ["API_KEY_ENV", "BASE_URL_ENV", "DEFAULT_BASE_URL", "JobsClient"]
-
 logger = logging.getLogger("jobpoll")
 
 
 class _Headers(CIMultiDict[str]):
-    """The request headers; their repr hides the API key from logs, debuggers and tracebacks.
-
-    A `CIMultiDict` already, so aiohttp need not convert it on every request.
-    """
+    """Headers whose repr hides the API key; a `CIMultiDict`, which aiohttp sends as is."""
 
     def __repr__(self) -> str:
         shown = {k: "<redacted>" if k.upper() == API_KEY_HEADER else v for k, v in self.items()}
@@ -60,16 +49,13 @@ class JobsClient:
         async with JobsClient() as client:
             job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
 
-    Nothing the server sends back shows the API key: in every error message and attribute,
-    and so every log line, each run of 6 or more of the key's characters, as is or encoded
-    (JSON escapes, percent-encoding, HTML character references), is `<redacted>`.
+    Nothing the server sends back shows the API key: in every error and log line, each run of
+    6 or more of its characters, as is or encoded (JSON, percent, HTML), is `<redacted>`.
 
     Args:
-        api_key: the key sent in `X-API-KEY`; when None, the environment variable
-            `CDQ_API_KEY` is read.
-        base_url: the service's base URL. Must be https, except on a loopback host. When
-            None, the environment variable `CDQ_BASE_URL` is read, and when that is not set,
-            the production URL (`DEFAULT_BASE_URL`) is used.
+        api_key: the key sent in `X-API-KEY`; when None, the environment's `CDQ_API_KEY`.
+        base_url: the service's base URL: https, or http on a loopback host. When None, the
+            environment's `CDQ_BASE_URL`, else the production URL (`DEFAULT_BASE_URL`).
         session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
@@ -78,9 +64,8 @@ class JobsClient:
             shorter than `total_timeout`: it could never fire first, and costs CPU).
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
-        max_connections: the size of the connection pool of the client's own session (100,
-            as aiohttp's default): `wait_for_jobs` sends up to the pool's size at once, and
-            callers queueing for a connection cost CPU while their timeouts run.
+        max_connections: the size of the connection pool of the client's own session, which
+            `wait_for_jobs` sends up to at once (100, as aiohttp's default).
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
 
@@ -113,12 +98,9 @@ class JobsClient:
             }
         )
         self._redact = Redactor(api_key)
-        for name, seconds in (
-            ("connect_timeout", connect_timeout),
-            ("read_timeout", read_timeout),
-            ("total_timeout", total_timeout),
-        ):
-            check_positive(name, seconds)
+        check_positive("connect_timeout", connect_timeout)
+        check_positive("read_timeout", read_timeout)
+        check_positive("total_timeout", total_timeout)
         check_positive("max_connections", max_connections, whole=True)
         check_positive("max_body_size", max_body_size, whole=True)
         self._timeouts = (connect_timeout, read_timeout, total_timeout)
@@ -152,15 +134,11 @@ class JobsClient:
         """How many requests the client can have out at once without queueing for a
         connection: for a caller's session, the smaller of its connector's `limit` and
         `limit_per_host` that are set, else `max_connections`."""
-        if self._owns_session or self._session is None:
+        if self._owns_session or self._session is None or self._session.connector is None:
             return self._max_connections
         connector = self._session.connector
-        limits = [
-            limit
-            for limit in (getattr(connector, "limit", 0), getattr(connector, "limit_per_host", 0))
-            if isinstance(limit, int) and limit > 0
-        ]
-        return min(limits) if limits else self._max_connections
+        limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
+        return min(limits, default=self._max_connections)
 
     @property
     def max_body_size(self) -> int:
@@ -219,8 +197,6 @@ class JobsClient:
         self,
         job_id: str | UUID,
         *,
-        # A per-request budget: it becomes the request's own timeouts, so a slow answer is a
-        # TransportError and the connection is cleaned up by aiohttp.
         timeout: float | None = None,  # noqa: ASYNC109
     ) -> Job:
         """Fetch one job's current state.
@@ -231,18 +207,15 @@ class JobsClient:
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
 
         Returns:
-            The job as the server reported it, its `id` as `job_id` spells it (a server may
-            write it in another case: ids are compared case-insensitively, as UUIDs are).
+            The job as the server reported it, its `id` as `job_id` spells it (see `Job.id`).
 
         Raises:
             InvalidJobId: the id is empty, too long, or holds control characters.
             ConfigurationError: `timeout` is not a positive number of seconds, or a caller's
                 session would send plain http through a proxy.
-            ClientStateError: the client or its session is closed, or it is used from
-                another event loop.
+            ClientStateError: the client or its session is closed, or is another loop's.
             ApiError: the server answered an error status (a subclass names which).
-            TransportError: no answer: connection refused or reset, a timeout, a failed TLS
-                handshake or a host name that does not resolve.
+            TransportError: no answer (refused, reset, timed out, a TLS or DNS failure).
             DecodeError: the answer is not a valid job.
         """
         outcome = await self._poll(check_job_id(job_id), timeout)
@@ -251,7 +224,6 @@ class JobsClient:
         raise outcome  # from a frame that never held the body, outside any handler
 
     async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
-        """Send one request and read its answer: the job, or the error to raise."""
         session = self._open_session()
         request_timeout = self._timeout if seconds is None else self._shortened(seconds)
         if self._plain_http and not self._owns_session:
@@ -283,8 +255,7 @@ class JobsClient:
     def _read(
         self, job_id: str, response: aiohttp.ClientResponse, kept: bytes | None
     ) -> Job | JobPollError:
-        """The job an answer holds, or the error it stands for. `kept`: the body, None when
-        it was over the cap (not read whole)."""
+        """`kept`: the body, None when it was over the cap (not read whole)."""
         self._reached = True
         http_status = response.status
         logger.debug("job %s: HTTP %d", job_id, http_status)
@@ -303,11 +274,8 @@ class JobsClient:
         return error
 
     def _failed(self, job_id: str, failure: Failure, answered_before: bool) -> JobPollError:
-        """The error for a request that got no answer; the first before any answer is also
-        logged at WARNING (most often a wrong setup, not to be waited out in silence).
-
-        `answered_before`: whether the server had answered when the request was sent.
-        """
+        """The first failure before any answer is also logged at WARNING: most often a wrong
+        setup, not to be waited out in silence."""
         if failure.misuse:
             return ClientStateError(
                 f"cannot send with this client: {failure.text} (its session is closed, or "
@@ -321,8 +289,6 @@ class JobsClient:
                 self._warned = True
                 logger.warning("%s", text)
         logger.debug("job %s: transport error: %s", job_id, text)
-        # TLS and name failures are about the setup (not transient) until the server has
-        # answered once; after that, a passing fault to ride out like any other.
         transient = failure.transient if failure.transient is not None else answered_before
         return TransportError(
             f"request for job {job_id!r} failed: {text}",

@@ -24,30 +24,22 @@ JobPollError                  base of everything jobpoll raises
 └── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
 ```
 
-Nothing else escapes a jobpoll call but `asyncio.CancelledError` (never swallowed), a
-`TypeError` for an argument of the wrong kind (a bug in the calling code), and what the
-caller's own `on_update` raises.
-
-No error holds the API key: none keeps a request, its headers, or an exception of aiohttp's
-(whose repr or frames hold the headers), and none has a `__cause__` or `__context__` that
-could keep a body; what an error quotes of a server's text is redacted first (`_redact`).
-Each attribute an error is written with (`JobResult.to_dict`) is declared on its class, with
-its type, which is how `JobResult.from_dict` reads it back.
+Nothing else escapes a jobpoll call but `asyncio.CancelledError`, a `TypeError` for an
+argument of the wrong kind, and what the caller's own `on_update` raises. No error holds the
+API key, a request or an aiohttp exception. Each attribute `JobResult.to_dict` writes is
+declared on its error class, with the type `JobResult.from_dict` reads it back as.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from jobpoll._models import Job
 
-E = TypeVar("E", bound="JobPollError")
 
-
-def restored(cls: type[E], args: tuple[Any, ...], state: dict[str, Any]) -> E:
-    """An error as it was, made without its constructor (which takes other arguments than
-    the error keeps): how errors are unpickled and read back from a result's data."""
+def restored(cls: type[JobPollError], args: tuple[Any, ...], state: dict[str, Any]) -> JobPollError:
+    """An error made without its constructor: how errors are unpickled and read back."""
     error = cls.__new__(cls)
     error.args = args
     error.__dict__.update(state)
@@ -59,11 +51,9 @@ class JobPollError(Exception):
 
     Attributes:
         job_id: the job the failed call was about, when there was one.
-        transient: whether the same call may succeed if tried again later, so that waiting
-            code can choose between backing off and giving up without knowing the tree.
+        transient: whether the same call may succeed if tried again later.
         affects_all: whether the error is about the caller's setup, not one job (a refused
-            key, a closed client, a certificate or host name that fails before any answer):
-            every job would fail so, and `wait_for_jobs` stops at the first.
+            key, a closed client, a certificate or host name that fails before any answer).
     """
 
     job_id: str | None = None
@@ -72,15 +62,13 @@ class JobPollError(Exception):
 
     @property
     def stops_all(self) -> bool:
-        """Whether every wait that meets this error should stop, not only this job's: the
-        error is about the caller's setup (`affects_all`), or no server has ever answered.
-        `wait_for_jobs`, the command line and `jobpoll.saq` all decide by this one rule."""
+        """Whether every wait should stop, not only this job's: the error `affects_all`, or no
+        server has ever answered (the rule of `wait_for_jobs`, the CLI and `jobpoll.saq`)."""
         return self.affects_all
 
     @property
     def throttles(self) -> bool:
-        """Whether the error asks every poll to slow down, not only this job's: a 429, a 503,
-        or a server that could not be connected to."""
+        """Whether every poll should slow down: a 429, a 503, or no connection."""
         return False
 
     def __init__(self, message: str, *, job_id: str | None = None) -> None:
@@ -100,9 +88,8 @@ class ConfigurationError(JobPollError, ValueError):
 
 
 class ClientStateError(JobPollError, RuntimeError):
-    """The client cannot send: it is closed, the caller's session under it is closed, or it
-    is used from an event loop other than the one its session belongs to (a `RuntimeError`
-    too, as aiohttp raises for the same misuse)."""
+    """The client cannot send: it or the caller's session under it is closed, or it is used
+    from another event loop than its session's."""
 
     affects_all = True
 
@@ -112,16 +99,14 @@ class InvalidJobId(JobPollError, ValueError):
 
 
 class CheckpointError(JobPollError, ValueError):
-    """A checkpoint given to `resume=` cannot be resumed: a version this jobpoll does not
-    know, another job's (or a fan-out's given to `wait_for_job`), or a value altered into
-    nonsense (a missing field, a negative count, a time that is no time). Never a silent
-    restart: the message names the field. Also raised by `checkpoint()` of a wait that has
-    ended with an error, which leaves nothing to resume."""
+    """A checkpoint given to `resume=` cannot be resumed (an unknown version, another job's,
+    a value altered into nonsense: the message names the field), or `checkpoint()` was
+    called on a wait that ended with an error."""
 
 
 class ApiError(JobPollError):
-    """The server answered with an HTTP error status; the status decides the class, whatever
-    the body says (the service's error bodies may say `"status": 400` on any status).
+    """The server answered with an HTTP error status, which decides the class (whatever the
+    body's `status` says).
 
     Attributes:
         http_status: the status of the HTTP response.
@@ -236,10 +221,8 @@ class TransportError(JobPollError):
             it was refused, timed out, or its host name did not resolve.
         never_answered: True when no request of this client has had an answer yet (the
             base URL or port may be wrong, or the service down); the message says so too.
-        transient: False for a TLS handshake or certificate that fails (e.g. an https URL
-            pointed at a plain-http port) or a host name that does not exist, while the
-            client has never had an answer: a wrong setup, so also `affects_all`. Once the
-            server has answered, they are passing faults.
+        transient: False (and `affects_all`) for a failed TLS handshake or a host name that
+            does not exist while the client has never had an answer: a wrong setup.
     """
 
     reached: bool
@@ -342,15 +325,13 @@ class JobStalled(JobPollError):
 
 
 class WaitTimeout(JobPollError, TimeoutError):
-    """The wait's deadline passed before the job ended (a `TimeoutError` too, so code that
-    catches timeouts in general catches this one).
+    """The wait's deadline passed before the job ended (a `TimeoutError` too).
 
     Attributes:
         job: the last snapshot seen, or None when no poll got an answer.
         timeout: the deadline the wait was given, in seconds.
-        last_error: the error of the last poll when it failed (e.g. a `TransportError` for a
-            request cut short by the deadline), else None; also the `__cause__`, and quoted
-            in the message.
+        last_error: the error of the last poll when it failed, else None; also the
+            `__cause__`, and quoted in the message.
     """
 
     timeout: float

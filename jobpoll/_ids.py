@@ -1,8 +1,5 @@
-"""Job ids: which ones can be sent, and when a server's id names the asked job.
-
-The service's ids are UUIDs (`35f23c03-1c22-45fe-9484-3ffe769325de`), but jobpoll treats
-them as opaque strings, always sent as a query parameter, never in the URL's path.
-"""
+"""Job ids: which ones can be sent, and when a server's id names the asked job. The
+service's ids are UUIDs, but jobpoll treats them as opaque strings."""
 
 from __future__ import annotations
 
@@ -37,11 +34,9 @@ def check_job_id(job_id: object) -> str:
 
 
 def all_plain_job_ids(job_ids: Collection[object]) -> bool:
-    """True when every id passes `check_job_id` as it is: a plain `str` of 1 to 256
-    characters, printable, with no space at either end. `check_job_id`'s rules over a whole
-    collection at C speed: a fan-out may be given a million ids at once, and the call must
-    not hold the event loop for long. False says only that some id needs `check_job_id`.
-    `tests/test_security.py` checks that both agree."""
+    """True when every id passes `check_job_id` as it is; False says only that some id needs
+    it. The same rules at C speed, for a fan-out given a million ids at once (a test holds
+    both in agreement)."""
     if not job_ids:
         return True
     if set(map(type, job_ids)) != {str} or max(map(len, job_ids)) > MAX_JOB_ID_LENGTH:  # type: ignore[arg-type]
@@ -59,13 +54,8 @@ def all_plain_job_ids(job_ids: Collection[object]) -> bool:
 
 
 def same_job_id(asked: str, answered: str) -> bool:
-    """Whether a server's `answered` id names the job asked for as `asked`: the same string,
-    or the same but for the case of ASCII letters, as UUIDs are compared. Other letters are
-    compared exactly: Unicode's case folding would take `"SS"` for `"ß"` and `"FI"` for `"ﬁ"`.
-
-    The one rule for it: the client keeps the asked spelling in the `Job` it returns, so
-    every later comparison of ids (a checkpoint's, a caller's) may be exact.
-    """
+    """Whether `answered` is `asked` but for the case of ASCII letters, as UUIDs are
+    compared (Unicode's case folding would take `"SS"` for `"ß"`)."""
     return answered == asked or (
         answered.isascii() and asked.isascii() and answered.lower() == asked.lower()
     )

@@ -1,11 +1,6 @@
 """What a job looks like to jobpoll's users: `JobStatus`, the `Job` snapshot, and the
-`JobResult` of a fan-out.
-
-Where the service is loose, a field says how its JSON may spell it (`wire_rule`):
-`"progress": "77"` (the service's own reference example) and `77.0` are 77, a missing or null
-progress 0, while `77.9`, `true`, `-5`, `101` and `"abc"` are errors (cattrs alone would take
-77.9 for 77); an unknown status is `UNKNOWN`, statuses matched case-insensitively; a
-`createdAt` without an offset is UTC; unknown keys are ignored.
+`JobResult` of a fan-out. Where the service is loose, a field's `wire_rule` says how its JSON
+may spell it: `"progress": "77"` and `77.0` are 77, null is 0, `77.9` and `-5` are errors.
 """
 
 from __future__ import annotations
@@ -71,32 +66,21 @@ class JobStatus(enum.StrEnum):
         return self in FAILED_STATUSES
 
 
-#: Each status by its string, exactly as the service writes it: the one map from a status
-#: string to its `JobStatus` (a dict lookup, cheaper than `JobStatus(value)` on every poll).
+#: Each status by its string: a dict lookup, cheaper than `JobStatus(value)` on every poll.
 STATUS_BY_VALUE: dict[str, JobStatus] = {status.value: status for status in JobStatus}
 
-#: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
-TERMINAL_STATUSES = frozenset(
-    {
-        JobStatus.FINISHED,
-        JobStatus.FAILED,
-        JobStatus.DIED,
-        JobStatus.COULDNT_START,
-        JobStatus.CANCELED,
-        JobStatus.ARCHIVED,
-    }
-)
 #: The terminal statuses that mean the job did not do its work.
 FAILED_STATUSES = frozenset(
     {JobStatus.FAILED, JobStatus.DIED, JobStatus.COULDNT_START, JobStatus.CANCELED}
 )
+#: The statuses after which a job does not change. ARCHIVED is over, its outcome not reported.
+TERMINAL_STATUSES = FAILED_STATUSES | {JobStatus.FINISHED, JobStatus.ARCHIVED}
 
 MIN_PROGRESS = 0
 MAX_PROGRESS = 100
 
 
-#: Each status's own string: a raw status the server sent exactly so is this one string,
-#: shared by every job, instead of a copy per job from each body.
+#: Each status's own string, shared by every job rather than copied from each body.
 _STATUS_STRINGS: dict[str, str] = {value: value for value in STATUS_BY_VALUE}
 
 
@@ -138,10 +122,10 @@ class Job:
     """One snapshot of a job's state, as the server reported it.
 
     Attributes:
-        id: the job's id. From `JobsClient.get_job`, the id exactly as the caller asked for
-            it: the server may write it in another case (ids are compared case-insensitively,
-            as UUIDs are), so that code comparing it with its own ids finds it.
-        created_at: when the job was created (timezone-aware).
+        id: the job's id; from `JobsClient.get_job`, as the caller spelt it, though the server
+            may write it in another case (ids are compared case-insensitively, as UUIDs are).
+        created_at: when the job was created (timezone-aware: UTC when the server names no
+            offset).
         user: the (human) user or API key that owns the job, when reported.
         progress: percent done, 0 to 100 (0 when the server does not report it: the service
             documents progress only for running jobs).
@@ -177,8 +161,7 @@ class Job:
         rules as the client's: `"progress": "77"` is 77, an unknown status is `UNKNOWN`.
 
         Raises:
-            ValueError: the data is no valid job; the message names the field by its wire
-                name (e.g. `createdAt`).
+            ValueError: the data is no valid job; the message names the field (`createdAt`).
         """
         return record_from_wire(data, cls)
 
@@ -190,7 +173,7 @@ class Job:
     @property
     def failed(self) -> bool:
         """True when the job FAILED, DIED, COULDNT_START or was CANCELED (ARCHIVED is
-        terminal but neither: the service no longer says)."""
+        neither succeeded nor failed: the service no longer says)."""
         return self.status.failed
 
 
@@ -198,8 +181,6 @@ class Job:
 structure_job = structure_function(Job)
 
 
-#: A job in the service's JSON and back: how checkpoints hold jobs, and the fake service
-#: writes them.
 job_to_wire = Job.to_dict
 job_from_wire = Job.from_dict
 
@@ -244,7 +225,12 @@ class JobResult:
         result = record_from_wire(data, cls)
         error, job = result.error, result.job
         if not isinstance(error, InvalidJobId):  # a refused id is reported as it was given
-            _check_ids(result.job_id, job)
+            try:
+                check_job_id(result.job_id)
+            except InvalidJobId as exc:
+                raise WireError(f"jobId: {exc}", field="jobId") from None
+            if job is not None and not same_job_id(result.job_id, job.id):
+                raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")
         if isinstance(error, JobFailedError | JobStalled):
             if job is None:
                 raise WireError(f"job: required with a {type(error).__name__}", field="job")
@@ -252,13 +238,3 @@ class JobResult:
         elif isinstance(error, WaitTimeout):
             error.job = job
         return result
-
-
-def _check_ids(job_id: str, job: Job | None) -> None:
-    """A `WireError` unless `job_id` could be sent and the result's job is that job."""
-    try:
-        check_job_id(job_id)
-    except InvalidJobId as exc:
-        raise WireError(f"jobId: {exc}", field="jobId") from None
-    if job is not None and not same_job_id(job_id, job.id):
-        raise WireError(f"job.id: {describe(job.id)} is not jobId", field="job.id")

@@ -15,8 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from jobpoll._client import API_KEY_ENV, BASE_URL_ENV, JobsClient
-from jobpoll._config import check_api_key
+from jobpoll._client import JobsClient
+from jobpoll._config import API_KEY_ENV, BASE_URL_ENV, check_api_key
 from jobpoll._errors import ConfigurationError, InvalidJobId
 from jobpoll._exits import Failure
 from jobpoll._ids import check_job_id

@@ -1,19 +1,10 @@
-"""Hiding the API key in what a server sends back: whole, in part, or encoded.
+"""Hiding the API key in what a server echoes back: whole, in part, or encoded.
 
-A server may echo the request it got (in an error's message, a proxy's page, a reason
-phrase, a redirect's `Location`). Whatever of it jobpoll keeps goes through `Redactor` whole,
-and only then is cut to length: cut first, a key straddling the cut would be missed.
-
-The rule: every run of at least `MIN_RUN` characters that appears, in order, in the key
-becomes `<redacted>`, however the server wrote it, up to three layers deep (`%2541` is `%41`
-is `A`), the encodings mixed freely: JSON and JavaScript escapes (`\\/`, `\\u002F`,
-`\\x2F`), percent-encoding (and `+` for a space), HTML character references (named, decimal,
-hex, with or without the `;`), and letters in either case.
-
-Why 6: a run of 5 characters of a random key gives away at most 30 bits of its 128 or more,
-while ordinary text seldom shares a run of 6 with a key by chance (a UUID-like key with a
-UUID job id, about once in 20,000 ids). A key shorter than that (only ever seen in tests) is
-hidden whole, wherever it appears.
+Every run of at least `MIN_RUN` of the key's characters becomes `<redacted>`, in either case
+and up to three layers of encoding deep (`%2541` is `%41` is `A`): JSON and JavaScript
+escapes, percent-encoding, HTML character references. Why 6: 5 characters give away at most
+30 bits of a key, while ordinary text seldom shares 6 with one by chance (a UUID-like key
+with a UUID job id, about once in 20,000 ids). A shorter key is hidden whole.
 """
 
 from __future__ import annotations
@@ -48,11 +39,9 @@ _TOKEN = re.compile(
 )
 #: The characters that may start an encoded character: text without any is its own decoding.
 _INTRODUCERS = ("\\", "%", "&")
-#: How many layers of encoding are peeled off: a server that escapes what it echoes, in a
-#: body that is escaped again (JSON in JSON, a percent-encoded URL in an HTML page).
+#: Layers of encoding peeled off: what a server escapes may be escaped again (JSON in JSON).
 _LAYERS = 3
-#: Stands for a decoded character no key holds (a key is printable ASCII), keeping one
-#: character per token.
+#: Stands for a decoded character no key holds (a key is printable ASCII).
 _NO_KEY_CHARACTER = "\0"
 #: The folding of a character before comparing: ASCII letters to lower case, a space to `+`.
 _FOLD = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ ", "abcdefghijklmnopqrstuvwxyz+")
@@ -60,8 +49,9 @@ _BASES = {"u": 16, "x": 16, "percent": 16, "hex": 16, "decimal": 10}
 
 
 def _character(kind: str, value: str) -> str | None:
-    """The character one encoded token stands for; None when it stands for none (an unknown
-    entity name: its `&` is then a character of its own)."""
+    """The character one token stands for; None for plain text or an unknown entity name."""
+    if kind in ("plain", "other"):
+        return None
     if kind == "escaped":
         return value
     if kind == "name":
@@ -78,20 +68,16 @@ def _decoded(text: str) -> tuple[str, list[int]]:
     starts in `text` (one more entry: the text's length)."""
     pieces: list[str] = []
     starts: list[int] = []
-    at = 0
-    while at < len(text):
-        match = _TOKEN.match(text, at)
-        kind = match.lastgroup if match is not None else None  # `other` takes any character
-        if match is None or kind is None or kind == "plain" or kind == "other":
-            end = match.end() if match is not None else at + 1
-            pieces.append(text[at:end])
-            starts.extend(range(at, end))
+    for match in _TOKEN.finditer(text):  # `other` takes any character: no gap between two
+        kind = match.lastgroup or "other"  # every alternative is a named group
+        character = _character(kind, match.group(kind))
+        start, end = match.span()
+        if character is None:
+            pieces.append(match.group())
+            starts.extend(range(start, end))
         else:
-            character = _character(kind, match.group(kind))
-            end = match.end() if character is not None else at + 1
-            pieces.append("&" if character is None else character)
-            starts.append(at)
-        at = end
+            pieces.append(character)
+            starts.append(start)
     starts.append(len(text))
     return "".join(pieces), starts
 
@@ -108,13 +94,8 @@ def _merged(spans: list[tuple[int, int]]) -> list[tuple[int, int]]:
 
 
 class Redactor:
-    """Hides every run of the key's characters in a server's text (see the module's rule).
-
-    Args:
-        key: the API key: printable ASCII, as the client checks it.
-    """
-
-    __slots__ = ("_grams", "_marker", "_run", "field")
+    """Hides every run of the key's characters in a server's text (see the module's rule);
+    the key is printable ASCII, as the client checks it."""
 
     def __init__(self, key: str) -> None:
         folded = key.translate(_FOLD)
@@ -123,12 +104,10 @@ class Redactor:
         self._grams = frozenset(
             folded[i : i + self._run] for i in range(len(folded) - self._run + 1)
         )
-        # A key that holds a run of the marker's own letters (or, shorter, one of them) gets
-        # one no key can hold: a key is ASCII.
+        # A key that holds a run of the marker's own letters gets one no key can hold.
         shown = REDACTED.translate(_FOLD)
         self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
-        #: `self(text)` for a short field of a valid answer (a status, a user), remembered:
-        #: a job's answers repeat the same few, and every poll looks.
+        #: `self(text)` remembered, for a valid answer's few fields (a status, a user).
         self.field: Callable[[str], str] = functools.lru_cache(maxsize=1024)(self.__call__)
 
     def __repr__(self) -> str:
@@ -162,15 +141,10 @@ class Redactor:
         return "".join(pieces)
 
     def cut(self, text: str, length: int) -> str:
-        """The first `length` characters of `text` once redacted.
-
-        Only the start of a long text is read (what the cut keeps, and room for a key
-        written out in full at its end), so a large body costs no more than a small one;
-        a run straddling that end is hidden as far as the text shows it, and a rest of it
-        shorter than `MIN_RUN` hides nothing. What the cut keeps is redacted once more:
-        a cut may end inside an encoded character and change what it reads as (`&#1021`
-        cut to `&#102` is an `f`); the rest of such a run then ends the text.
-        """
+        """The first `length` characters of `text` once redacted (redacted before the cut,
+        else a key straddling it would be missed); only `ROOM` more is read. What the cut
+        keeps is redacted again: a cut inside an encoded character changes what it reads
+        as (`&#1021` cut to `&#102` is an `f`)."""
         kept = self(text[: length + ROOM])[:length]
         for _ in range(_LAYERS):
             again = self(kept)
@@ -180,7 +154,7 @@ class Redactor:
         return kept
 
     def _runs(self, folded: str) -> list[tuple[int, int]]:
-        """Where in `folded` (a folded text) runs of the key's characters are, as spans."""
+        """Where in a folded text runs of the key's characters are."""
         run = self._run
         spans: list[tuple[int, int]] = []
         for gram in self._grams:

@@ -1,10 +1,8 @@
-"""The transport under a request: what aiohttp raises while it is out, as what jobpoll says
-about it (one table, and a context manager that applies it, the shape of httpx's
-`map_httpcore_exceptions`), and the proxy a plain-http request must not go through.
+"""What aiohttp raises under a request, as words jobpoll says about it (one table, in the
+shape of httpx's `map_httpcore_exceptions`), and the proxy plain http must not go through.
 
-None of aiohttp's exceptions is kept, chained or quoted whole: their tracebacks keep
-aiohttp's frames alive, whose locals hold the request headers, key included, and a
-`ClientResponseError`'s repr prints them. The failure is described in words instead.
+No aiohttp exception is kept, chained or quoted whole: its frames hold the request headers,
+key included.
 """
 
 from __future__ import annotations
@@ -28,15 +26,10 @@ from jobpoll._redact import Redactor
 
 @attrs.frozen
 class Failure:
-    """Why a request got no usable answer.
+    """Why a request got no usable answer; `text` is redacted, fit for any log.
 
-    Attributes:
-        text: what happened, fit for any log (what the server sent in it is redacted).
-        reached: whether a connection to the server was made.
-        transient: whether trying again may cure it; None for a TLS or name failure, which
-            is the setup's fault until the server has answered once, a passing fault after.
-        misuse: the client could not send at all: its session is closed or belongs to
-            another event loop (a `ClientStateError`, not a `TransportError`).
+    `transient` is None for a TLS or name failure: the setup's fault until the server has
+    answered once. `misuse`: the session is closed or another loop's (a `ClientStateError`).
     """
 
     text: str
@@ -55,11 +48,6 @@ def _os_error_text(exc: aiohttp.ClientConnectorError) -> str:
     return os.strerror(os_error.errno)
 
 
-def _of_another_loop(session: aiohttp.ClientSession) -> bool:
-    loop = getattr(session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
-    return loop is not None and loop is not asyncio.get_running_loop()
-
-
 def _unresolved(exc: aiohttp.ClientConnectorDNSError, to: TransportFailures) -> Failure:
     # EAI_AGAIN is the resolver failing for now, not an answer that there is no host.
     transient = True if exc.os_error.errno == socket.EAI_AGAIN else None
@@ -70,9 +58,10 @@ def _unresolved(exc: aiohttp.ClientConnectorDNSError, to: TransportFailures) -> 
 def _misused(exc: RuntimeError, to: TransportFailures) -> Failure | None:
     # What aiohttp raises for a closed session, or one of another (maybe closed) event loop;
     # anything else is a bug to see whole.
-    if not (to.session.closed or _of_another_loop(to.session)):
-        return None
-    return Failure(str(exc), misuse=True)
+    loop = getattr(to.session, "_loop", None)  # aiohttp's own; its public `loop` is deprecated
+    if to.session.closed or (loop is not None and loop is not asyncio.get_running_loop()):
+        return Failure(str(exc), misuse=True)
+    return None
 
 
 #: Each exception a request may raise, and what it means. The first class that matches
@@ -124,10 +113,9 @@ _FAILURES: tuple[
 
 @attrs.define
 class TransportFailures:
-    """Around one request: what the table knows becomes `failure` and is suppressed, the
-    exception dropped with its traceback; anything else (a cancellation, a bug) propagates.
-    The caller raises the jobpoll error outside any handler, so that it has no context.
-    """
+    """Around one request: what the table knows becomes `failure`, the exception dropped
+    with its traceback, for the caller to raise its error with no context; anything else (a
+    cancellation, a bug) propagates."""
 
     endpoint: URL
     session: aiohttp.ClientSession
@@ -136,7 +124,6 @@ class TransportFailures:
 
     @property
     def address(self) -> str:
-        """The server's host and port, as messages name it."""
         return f"{self.endpoint.host}:{self.endpoint.port}"
 
     def __enter__(self) -> Self:
@@ -158,13 +145,8 @@ class TransportFailures:
 
 
 def refuse_plain_proxy(session: aiohttp.ClientSession, endpoint: URL) -> None:
-    """A `ConfigurationError` when a session would send a plain-http request to `endpoint`
-    through a proxy: the API key would reach the proxy in clear text.
-
-    The proxy is found as aiohttp finds it: the session's `proxy=`, else with `trust_env`
-    the environment's proxy for http unless `NO_PROXY` exempts the host. Read from the
-    environment only (no file is read), so it is cheap enough for every request.
-    """
+    """A `ConfigurationError` when a session would send plain http to `endpoint` through a
+    proxy (found as aiohttp finds it, from the environment only: cheap for every request)."""
     proxy = getattr(session, "_default_proxy", None)  # ClientSession(proxy=...)
     host = endpoint.host or ""
     if proxy is None and session.trust_env and not urllib.request.proxy_bypass(host):

@@ -1,14 +1,12 @@
 """The JSON wire format, in one cattrs converter: attrs records and jobpoll's errors to
-JSON-ready data and back.
-
-The converter knows no model: a field's wire name is its name in camelCase, values are
-checked strictly (cattrs alone would take `5` for a string and `"no"` for True), and an
-error is its class name, message and the attributes its class declares. What is particular
-to one field is declared on it with `wire_rule`. Errors name fields by their wire names.
+JSON-ready data and back. A field's wire name is its name in camelCase; values are checked
+strictly (cattrs alone would take `5` for a string); an error is its class name, message and
+declared attributes. What is particular to one field is declared on it with `wire_rule`.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import typing
 from collections.abc import Callable
@@ -48,19 +46,15 @@ class _Rule:
 
 #: The key of a field's metadata that holds its `_Rule`.
 _RULE = "jobpoll.wire"
+_NO_RULE = _Rule(None, None, written=True)
 
 
 def wire_rule(
     *, name: str | None = None, read: Reader | None = None, written: bool = True
 ) -> dict[str, Any]:
-    """A field's wire rule, as `attrs.field(metadata=...)`.
-
-    Args:
-        name: the field's name on the wire, when it is not the attribute's name in camelCase.
-        read: reads the field's wire value instead of its type's hook (e.g. a number the
-            service may send as a string); it raises `WireError` for a wrong value.
-        written: False for an attribute computed from another, never written on the wire.
-    """
+    """A field's wire rule, as `attrs.field(metadata=...)`: its wire `name` when not its
+    name in camelCase, a `read` function instead of its type's hook (raising `WireError`),
+    and `written=False` for an attribute computed from another."""
     return {_RULE: _Rule(name, read, written)}
 
 
@@ -71,8 +65,8 @@ def _camel(name: str) -> str:
 
 def _wire_name(cls: type, name: str) -> str:
     field = getattr(attrs.fields(cls), name, None) if attrs.has(cls) else None
-    rule = field.metadata.get(_RULE) if field is not None else None
-    return rule.name if rule is not None and rule.name is not None else _camel(name)
+    rule = field.metadata.get(_RULE, _NO_RULE) if field is not None else _NO_RULE
+    return rule.name or _camel(name)
 
 
 # The hooks below run on every poll: each checks its type inline rather than through another
@@ -83,15 +77,18 @@ def _not_a_string(value: object) -> WireError:
     return WireError(f"expected a string, got {describe(value)}")
 
 
-def _structure_str(value: object, _type: object) -> str:
-    if type(value) is not str:
-        raise _not_a_string(value)
-    return value
+def _exactly(kind: type[T], expected: str) -> Callable[[object, object], T]:
+    """A hook that takes only a value of exactly `kind`."""
+
+    def structure(value: object, _type: object) -> T:
+        if type(value) is not kind:
+            raise WireError(f"expected {expected}, got {describe(value)}")
+        return value
+
+    return structure
 
 
 def _structure_optional_str(value: object, _type: object) -> str | None:
-    # Such a field (the user) holds one of a few values: each is shared by every job rather
-    # than copied per job from each body.
     if value is None:
         return None
     if type(value) is not str:
@@ -104,8 +101,8 @@ def _structure_optional_str(value: object, _type: object) -> str | None:
     return shared
 
 
-#: The strings `_structure_optional_str` shares; bounded, so a server that sends a new user
-#: in every answer costs a copy per job, as without sharing, and nothing more.
+#: The few values of a field such as the user, shared by every job rather than copied from
+#: each body; bounded, so a new user in every answer costs no more than no sharing.
 _SHARED: dict[str, str] = {}
 _MAX_SHARED = 256
 
@@ -122,22 +119,10 @@ def _structure_datetime(value: object, _type: object) -> datetime:
     return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
 
 
-def _structure_int(value: object, _type: object) -> int:
-    if type(value) is not int:
-        raise WireError(f"expected a whole number, got {describe(value)}")
-    return value
-
-
 def _structure_float(value: object, _type: object) -> float:
     if type(value) is not int and type(value) is not float:
         raise WireError(f"expected a number, got {describe(value)}")
     return float(value)
-
-
-def _structure_bool(value: object, _type: object) -> bool:
-    if type(value) is not bool:
-        raise WireError(f"expected true or false, got {describe(value)}")
-    return value
 
 
 def describe(value: object) -> str:
@@ -155,28 +140,25 @@ def format_timestamp(value: datetime) -> str:
 
 def _make_converter() -> cattrs.Converter:
     converter = make_converter(detailed_validation=True, forbid_extra_keys=False)
-    converter.register_structure_hook(str, _structure_str)
+    converter.register_structure_hook(str, _exactly(str, "a string"))
     converter.register_structure_hook(str | None, _structure_optional_str)
-    converter.register_structure_hook(int, _structure_int)
+    converter.register_structure_hook(int, _exactly(int, "a whole number"))
     converter.register_structure_hook(float, _structure_float)
-    converter.register_structure_hook(bool, _structure_bool)
+    converter.register_structure_hook(bool, _exactly(bool, "true or false"))
     converter.register_structure_hook(datetime, _structure_datetime)
     converter.register_unstructure_hook(datetime, format_timestamp)
 
     def structure_fn(cls: type) -> Callable[[Any, Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = a.metadata.get(_RULE)
-            overrides[a.name] = override(
-                rename=_wire_name(cls, a.name), struct_hook=rule.read if rule else None
-            )
+            read = a.metadata.get(_RULE, _NO_RULE).read
+            overrides[a.name] = override(rename=_wire_name(cls, a.name), struct_hook=read)
         return make_dict_structure_fn(cls, converter, **overrides)  # type: ignore[arg-type]
 
     def unstructure_fn(cls: type) -> Callable[[Any], Any]:
         overrides = {}
         for a in attrs.fields(cls):
-            rule = a.metadata.get(_RULE)
-            written = rule is None or rule.written
+            written = a.metadata.get(_RULE, _NO_RULE).written
             overrides[a.name] = (
                 override(rename=_wire_name(cls, a.name)) if written else override(omit=True)
             )
@@ -195,15 +177,8 @@ def _is_error_class(cls: Any) -> TypeGuard[type[JobPollError]]:
     return isinstance(cls, type) and issubclass(cls, JobPollError)
 
 
-def _declared(cls: type) -> dict[str, Any]:
-    """The attributes an error is written with: those its class declares, with their types."""
-    declared = _DECLARED.get(cls)
-    if declared is None:
-        declared = _DECLARED[cls] = typing.get_type_hints(cls)
-    return declared
-
-
-_DECLARED: dict[type, dict[str, Any]] = {}
+#: The attributes an error is written with: those its class declares, with their types.
+_declared: Callable[[type], dict[str, Any]] = functools.cache(typing.get_type_hints)
 
 
 def _unstructure_error(error: JobPollError) -> dict[str, Any]:
@@ -218,9 +193,8 @@ def _unstructure_error(error: JobPollError) -> dict[str, Any]:
 
 
 def _structure_error(data: object, _type: object) -> JobPollError:
-    """The error `_unstructure_error` wrote, of the same class (`JobPollError` for a name
-    jobpoll does not know), with the same message and each attribute its class declares,
-    of that type; one may be missing only where the class has a default."""
+    """The error `_unstructure_error` wrote (a `JobPollError` for a class name jobpoll does
+    not know); an attribute may be missing only where its class has a default."""
     if not isinstance(data, dict) or type(data.get("message")) is not str:
         raise WireError(f"expected an error object with a message, got {describe(data)}")
     named = getattr(_errors, str(data.get("type")), None)
@@ -273,8 +247,7 @@ def _field_error(exc: cattrs.ClassValidationError, cls: type) -> WireError:
 
 def structure_function(cls: type[T]) -> Callable[[dict[str, Any]], T]:
     """A function that makes a `cls` from its wire data, or raises a `WireError` naming the
-    first invalid field. The class's hook is looked up once: the converter's dispatch by
-    type is a cost on every poll."""
+    first invalid field; the class's hook looked up once, not on every poll."""
     hook = _converter.get_structure_hook(cls)
 
     def structure(data: dict[str, Any]) -> T:
@@ -301,7 +274,7 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     else:
         if isinstance(data, dict):
             return data
-        raise WireError(f"body is not a JSON object but {kind_of(data)}")
+        raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
     raise WireError(problem, malformed=True)
 
 
@@ -315,14 +288,8 @@ _JSON_KINDS: dict[type, str] = {
 }
 
 
-def kind_of(value: object) -> str:
-    """What kind of JSON value `value` is, for a message: "an array", "null", ..."""
-    return _JSON_KINDS.get(type(value), "a value")
-
-
 def record_to_wire(record: Any) -> dict[str, Any]:
-    """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names
-    and formats."""
+    """An attrs record (a `Job`, a `JobResult`) as JSON-ready data, in the service's names."""
     wire: dict[str, Any] = _converter.unstructure(record)
     return wire
 

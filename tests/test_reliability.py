@@ -36,7 +36,7 @@ from jobpoll import (
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._retry_after import parse_retry_after
+from jobpoll._answer import parse_retry_after
 from jobpoll.testing import Drop, FakeJobsService, HttpError, Slow, VirtualClock
 from tests.conftest import raw_server, refusing_url
 from tests.support import SERVER_TASKS, add_mixed_jobs, no_other_tasks, until, until_idle
