@@ -86,7 +86,7 @@ def failure_for(error: JobPollError, *, job_failed: bool = False) -> Failure:
     return Failure(str(error), EXIT_FAILED)
 
 
-def write_failure(error: Exception, stream: IO[str], name: str = "standard output") -> Failure:
+def write_failure(error: Exception, stream: IO[str]) -> Failure:
     """How a command ends when writing `stream` failed with `error`: a closed pipe with 141
     and nothing to say, anything else with 1 and a line. `stream`'s descriptor is pointed at
     /dev/null, so that what is still buffered has somewhere to go at exit."""
@@ -100,4 +100,4 @@ def write_failure(error: Exception, stream: IO[str], name: str = "standard outpu
     if isinstance(error, OSError) and error.errno == errno.EPIPE:
         return Failure("", EXIT_CLOSED_OUTPUT)
     reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-    return Failure(f"cannot write to {name} ({reason})", EXIT_FAILED)
+    return Failure(f"cannot write to standard output ({reason})", EXIT_FAILED)

@@ -1,7 +1,5 @@
 """A command's event loop: Ctrl-C, SIGTERM and a failed output cancel the command's coroutine,
-which cleans up (the polls cancelled, the client closed, the summary written) before the
-command exits; a signal after the coroutine ended changes nothing, a failed output's status
-wins however it ends."""
+which cleans up (the summary written last) before the command exits."""
 
 from __future__ import annotations
 

@@ -1,7 +1,6 @@
-"""What a command is given: the options the commands share, each declared once; the job ids
-(checked as read, where a wrong one came from said: argument 3, line 7 of FILE); the client
-the options and environment describe (a mistake said with where it came from, never quoting
-the key); and a command's failures named."""
+"""What a command is given: the options the commands share, each declared once, the job ids
+and the client they describe; a mistake is said with where it came from (argument 3, line 7
+of FILE, --api-key-file), never quoting the key."""
 
 from __future__ import annotations
 

@@ -1,6 +1,5 @@
-"""A scenario's rules, as data: what the ids matching a pattern become (`JobRule`, with its
-named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario` that
-holds them with the service's options."""
+"""A scenario's rules, as data: what the ids matching a pattern become (`JobRule`), which
+requests a fault answers (`FaultRule`), and the `Scenario` holding them and the options."""
 
 from __future__ import annotations
 
@@ -21,14 +20,6 @@ OUTCOMES = tuple(
 )
 
 
-def _ease_in(fraction: float) -> float:
-    return 100 * fraction * fraction
-
-
-def _ease_out(fraction: float) -> float:
-    return 100 * (1 - (1 - fraction) ** 2)
-
-
 def _steps(step: int) -> ProgressCurve:
     def curve(fraction: float) -> float:
         return step * math.floor(100 * fraction / step + 1e-9)
@@ -39,8 +30,8 @@ def _steps(step: int) -> ProgressCurve:
 #: The progress shapes by name; `steps-N` (N from 1 to 100) moves in steps of N percent.
 SHAPES: dict[str, ProgressCurve | None] = {
     "linear": linear,
-    "ease-in": _ease_in,
-    "ease-out": _ease_out,
+    "ease-in": lambda fraction: 100 * fraction * fraction,
+    "ease-out": lambda fraction: 100 * (1 - (1 - fraction) ** 2),
     "none": None,
 }
 

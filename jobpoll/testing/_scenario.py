@@ -1,8 +1,6 @@
-"""Jobs and faults of the fake service scripted as data: read from `jobpoll fake-server`'s
-options and a JSON/TOML file, or given by `jobpoll demo`. Every value is checked before
-anything is served, a refusal naming where the value comes from (`--job 'x:duration=-5'`,
-`file.toml: jobs[2]`) and what is allowed, rather than a 500 on every answer later. What the
-rules mean is in `_rules`."""
+"""A `Scenario` read from `jobpoll fake-server`'s options and a JSON/TOML file, or given by
+`jobpoll demo`: every value checked before anything is served, a refusal naming where the
+value comes from (`--job 'x:duration=-5'`, `file.toml: jobs[2]`) and what is allowed."""
 
 from __future__ import annotations
 

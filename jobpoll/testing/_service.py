@@ -49,8 +49,7 @@ class RecordedRequest:
 
 @attrs.define
 class _PendingFault:
-    """A fault still to answer `remaining` more requests (None: until cleared), until the
-    service's clock reads `until` (None: whenever they come)."""
+    """An injected fault, with how many requests it still answers and until when."""
 
     fault: Fault
     remaining: int | None
@@ -316,7 +315,6 @@ class FakeJobsService:
     def _job_response(
         self, request: web.Request, job_id: str | None, patch: Mapping[str, Any]
     ) -> web.Response:
-        """The answer of the service itself: the job, or the error it gets."""
         if request.headers.get("X-API-KEY") != self.api_key:
             return error_response(request, 401, "This user is not allowed to access this service.")
         accept = request.headers.get("Accept", "*/*")
@@ -358,10 +356,8 @@ class ScriptedService(FakeJobsService):
 
 
 def serve(scenario: Scenario) -> None:
-    """Serve `scenario` until SIGINT or SIGTERM, for a command line: print where (one JSON
-    line, `{"base_url": ..., "api_key": ...}`) once listening, and the request counters
-    (`{"requests": ..., "peak_in_flight": ...}`) once stopped, each flushed at once for a
-    reading process.
+    """Serve `scenario` until SIGINT or SIGTERM: one JSON line saying where once listening,
+    one of request counters once stopped.
 
     Raises:
         Failure: it cannot listen on the port (status 1), or its output was closed (141).
