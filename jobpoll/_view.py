@@ -255,7 +255,6 @@ class LiveView(TerminalSummary):
             console=self._console,
             get_renderable=self._render,
             auto_refresh=False,  # refreshed from the event loop: no thread reads the board
-            transient=False,
             # With -v, log lines written to stderr go above the view rather than through it.
             redirect_stdout=False,
             redirect_stderr=True,

@@ -1,6 +1,6 @@
 """The fake service: `FakeJobsService`, a real `aiohttp.web` server on loopback that plays
-CDQ's job endpoint; `ScriptedService`, the same serving a `Scenario`'s rules too; and `serve`,
-which serves a scenario from a command line."""
+CDQ's job endpoint, and its answers; `ScriptedService`, the same serving a `Scenario`'s rules
+too; and `serve`, which serves a scenario from a command line."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any, Self
 
 import attrs
@@ -24,11 +25,10 @@ from aiohttp import web
 
 from jobpoll._exits import EXIT_FAILED, Failure, write_failure
 from jobpoll._models import JobStatus
+from jobpoll._wire import format_timestamp
 from jobpoll.testing import _values as check
-from jobpoll.testing._answers import error_response, fault_response
-from jobpoll.testing._faults import Fault, Headers, Patch, Slow
-from jobpoll.testing._rules import Scenario
-from jobpoll.testing._script import JobScript, ProgressCurve, linear
+from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._rules import JobScript, ProgressCurve, Scenario, linear
 from jobpoll.testing._values import checked
 
 #: The path prefix of the real service; `base_url` ends with it.
@@ -57,12 +57,11 @@ class _PendingFault:
 
 
 class FakeJobsService:
-    """A stand-in for CDQ's job-status endpoint, for demos and tests, yours and ours.
-
-    A real `aiohttp.web` server on an ephemeral loopback port that answers
-    `GET {base_url}/bankaccounts/jobs?jobId=...` as the real service does (including its quirks:
-    error bodies that say 400 whatever the status, and optionally progress as a string). A
-    test scripts jobs and faults, then reads back what was requested:
+    """A stand-in for CDQ's job-status endpoint, for demos and tests: a real `aiohttp.web`
+    server on a loopback port answering `GET {base_url}/bankaccounts/jobs?jobId=...` as the
+    real service does, quirks included (error bodies that say 400 whatever the status,
+    optionally progress as a string). A test scripts jobs and faults, then reads back what was
+    requested:
 
         async with FakeJobsService() as service:
             job_id = service.add_job(duration=2.0, final_status="FINISHED")
@@ -73,18 +72,16 @@ class FakeJobsService:
 
     Args:
         api_key: the key it accepts in `X-API-KEY`; a random one when None.
-        clock: the time jobs unfold in (seconds, monotonic). Pass a virtual clock to move
-            jobs forward without sleeping.
+        clock: the time jobs unfold in (seconds, monotonic); a `VirtualClock` moves them on
+            without sleeping.
         port: the loopback port; 0 picks a free one.
         auto_create_duration: when set, an id never added becomes a job that finishes this
-            many seconds after its first request (for a demo). When None, such an id is a
-            404, as the real service answers: a typo fails here as it will in production.
-        latency: seconds (real time) every answer waits before it is sent, as a real server
-            over a network would; so requests overlap, and `peak_in_flight` sees them.
+            many seconds after its first request; when None it is a 404, as in production.
+        latency: seconds (real time) every answer waits, as over a network, so that requests
+            overlap (`peak_in_flight` sees them).
 
     Raises:
-        ValueError: an option out of range (a port past 65535, a negative duration), at
-            once rather than as a 500 on every answer.
+        ValueError: an option out of range (a port past 65535), at once.
     """
 
     def __init__(
@@ -138,8 +135,7 @@ class FakeJobsService:
         """Start serving on loopback (what `async with` does)."""
         app = web.Application()
         app.router.add_get(JOBS_PATH, self._handle)
-        # handler_cancellation: a handler whose client left (a slow answer past the client's
-        # timeout) stops at once rather than lingering until shutdown.
+        # A handler whose client left (a slow answer past its timeout) stops at once.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
@@ -183,7 +179,7 @@ class FakeJobsService:
             queued: seconds it stays SCHEDULED before running.
             progress: the running job's progress curve; None reports 0 until the end.
             running_status: the status it reports while running.
-            progress_as_string: send progress as a string (`"77"`), as the service's own
+            progress_as_string: send progress as a string (`"77"`), as the service's
                 reference example does.
             user: the `user` field.
             created_at: the `createdAt` field; now when None.
@@ -390,3 +386,68 @@ async def _serve_until_stopped(service: FakeJobsService) -> None:
             loop.remove_signal_handler(signum)
     counters = {"requests": service.request_count(), "peak_in_flight": service.peak_in_flight}
     print(json.dumps(counters), flush=True)
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    """The service's documented error body, quirk included: it says 400 whatever the status."""
+    body = {
+        "id": str(uuid.uuid4()),
+        "path": request.path,
+        "timestamp": format_timestamp(datetime.now(UTC).replace(microsecond=0)),
+        "message": message,
+        "error": "BAD_REQUEST",
+        "status": 400,
+    }
+    return web.json_response(body, status=status)
+
+
+async def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
+    """The answer of a fault that replaces the job's (an `HttpError`, a `Body`, a `Redirect` or
+    a `Drop`; the others change the job's own answer)."""
+    if isinstance(fault, HttpError):
+        return _http_error(request, fault)
+    if isinstance(fault, Body):
+        return _raw_body(fault)
+    if isinstance(fault, Redirect):
+        return web.Response(status=fault.status, headers={"Location": fault.location})
+    assert isinstance(fault, Drop)
+    return await _drop(request, mid_body=fault.mid_body)
+
+
+def _http_error(request: web.Request, fault: HttpError) -> web.Response:
+    response = error_response(request, fault.status, fault.message)
+    if isinstance(fault.retry_after, str):
+        response.headers["Retry-After"] = fault.retry_after
+    elif fault.retry_after is not None and fault.as_date:
+        now = datetime.now(UTC).replace(microsecond=0)
+        response.headers["Date"] = format_datetime(now, usegmt=True)
+        later = datetime.fromtimestamp(now.timestamp() + fault.retry_after, UTC)
+        response.headers["Retry-After"] = format_datetime(later, usegmt=True)
+    elif fault.retry_after is not None:
+        response.headers["Retry-After"] = f"{fault.retry_after:g}"
+    response.headers.update(fault.headers)
+    return response
+
+
+def _raw_body(fault: Body) -> web.Response:
+    content = fault.content.encode() if isinstance(fault.content, str) else fault.content
+    response = web.Response(body=content, status=fault.status)
+    if fault.content_type is None:
+        response.headers.popall("Content-Type", None)
+    else:
+        response.headers["Content-Type"] = fault.content_type
+    response.headers.update(fault.headers)
+    return response
+
+
+async def _drop(request: web.Request, *, mid_body: bool) -> web.StreamResponse:
+    transport = request.transport
+    if mid_body and transport is not None:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"id": "')
+    if transport is not None:
+        transport.close()
+    # The connection is gone; this only ends the handler.
+    raise asyncio.CancelledError
