@@ -278,9 +278,14 @@ def fake_server(
     The status is 0 once stopped, 2 for a bad option or file, 1 when it cannot listen.
     """
     # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
-    from jobpoll.testing._scenario import build_scenario, fault_spec, job_spec, load_scenario_file
+    from jobpoll.testing._scenario import (
+        ScenarioError,
+        build_scenario,
+        fault_spec,
+        job_spec,
+        load_scenario_file,
+    )
     from jobpoll.testing._service import serve
-    from jobpoll.testing._values import ScenarioError
 
     try:
         jobs = [(text, job_spec(text)) for text in job_specs]

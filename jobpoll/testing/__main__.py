@@ -7,9 +7,8 @@ import argparse
 import sys
 
 from jobpoll._exits import Failure
-from jobpoll.testing._scenario import build_scenario
+from jobpoll.testing._scenario import ScenarioError, build_scenario
 from jobpoll.testing._service import serve
-from jobpoll.testing._values import ScenarioError
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -26,10 +26,10 @@ from aiohttp import web
 from jobpoll._exits import EXIT_FAILED, Failure, write_failure
 from jobpoll._models import JobStatus
 from jobpoll._wire import format_timestamp
-from jobpoll.testing import _values as check
+from jobpoll.testing import _scenario as check
 from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
 from jobpoll.testing._rules import JobScript, ProgressCurve, Scenario, linear
-from jobpoll.testing._values import checked
+from jobpoll.testing._scenario import checked
 
 #: The path prefix of the real service; `base_url` ends with it.
 BASE_PATH = "/bankaccount-data/rest"
@@ -246,12 +246,11 @@ class FakeJobsService:
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
         """An injected fault first (for the job, then for any), else a scenario's."""
+        now = self._clock()
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
-            if queue and queue[0].until is not None:
-                now = self._clock()
-                while queue and queue[0].until is not None and now >= queue[0].until:
-                    queue.popleft()  # its time is over, however many requests it answered
+            while queue and queue[0].until is not None and now >= queue[0].until:
+                queue.popleft()  # its time is over, however many requests it answered
             if queue:
                 pending = queue[0]
                 if pending.remaining is not None:
