@@ -277,7 +277,6 @@ def fake_server(
 
     The status is 0 once stopped, 2 for a bad option or file, 1 when it cannot listen.
     """
-    # Imported here: the fake service (aiohttp.web) is not loaded for the other commands.
     from jobpoll.testing._scenario import (
         ScenarioError,
         build_scenario,

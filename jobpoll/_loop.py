@@ -36,8 +36,7 @@ class CommandLoop:
             self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
-        """Run `main()` to its end, and return its status, or raise the `Failure` that
-        stopped it."""
+        """Run `main()` to its end: its status, or the `Failure` that stopped it raised."""
         try:
             asyncio.run(self._guarded(main))
         except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first

@@ -198,7 +198,6 @@ _FAULT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_after": seconds,
     "seconds": seconds,
 }
-#: The options of a scenario, besides its rules.
 _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "port": port,
     "api_key": optional(api_key),

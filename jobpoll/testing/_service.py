@@ -223,9 +223,8 @@ class FakeJobsService:
 
         Faults queue up in order; a job's own faults come before those for any job. With
         `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
-        the requests that arrive within that many seconds from now (on the service's clock),
-        then it is dropped: an outage of a set length, however many requests it meets, e.g.
-        `inject(HttpError(503), times=None, seconds=30)`.
+        the requests of that many seconds from now (on the service's clock): an outage of a
+        set length, e.g. `inject(HttpError(503), times=None, seconds=30)`.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
