@@ -302,8 +302,14 @@ class FakeJobsService:
             response = self._job_response(request, job_id, patch)
             response.headers.update(fault.headers)
             return response
-        elif fault is not None:
-            return await fault_response(request, fault)
+        elif isinstance(fault, HttpError):
+            return _http_error(request, fault)
+        elif isinstance(fault, Body):
+            return _raw_body(fault)
+        elif isinstance(fault, Redirect):
+            return web.Response(status=fault.status, headers={"Location": fault.location})
+        elif isinstance(fault, Drop):
+            return await _drop(request, mid_body=fault.mid_body)
         return self._job_response(request, job_id, patch)
 
     def _job_response(
@@ -397,19 +403,6 @@ def error_response(request: web.Request, status: int, message: str) -> web.Respo
         "status": 400,
     }
     return web.json_response(body, status=status)
-
-
-async def fault_response(request: web.Request, fault: Fault) -> web.StreamResponse:
-    """The answer of a fault that replaces the job's (an `HttpError`, a `Body`, a `Redirect` or
-    a `Drop`; the others change the job's own answer)."""
-    if isinstance(fault, HttpError):
-        return _http_error(request, fault)
-    if isinstance(fault, Body):
-        return _raw_body(fault)
-    if isinstance(fault, Redirect):
-        return web.Response(status=fault.status, headers={"Location": fault.location})
-    assert isinstance(fault, Drop)
-    return await _drop(request, mid_body=fault.mid_body)
 
 
 def _http_error(request: web.Request, fault: HttpError) -> web.Response:
