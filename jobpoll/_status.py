@@ -18,11 +18,8 @@ from jobpoll._wire import format_timestamp
 
 
 async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
-    """Poll each job once, show the answers, and return the status.
-
-    Raises:
-        Failure: an error about the setup (a refused key), once each job's line has said it.
-    """
+    """Poll each job once and show the answers: the status, or a `Failure` for an error about
+    the setup (a refused key) once each job's line has said it."""
     async with client:
         window = asyncio.Semaphore(client.pool_size)
 

@@ -240,11 +240,8 @@ def fault_spec(text: str) -> dict[str, Any]:
 
 
 def load_scenario_file(path: str | Path) -> dict[str, Any]:
-    """The contents of a scenario file: TOML when its name ends in `.toml`, else JSON.
-
-    Raises:
-        ScenarioError: the file cannot be read or parsed, or is not a table/object.
-    """
+    """The table of a scenario file, TOML when its name ends in `.toml`, else JSON; a
+    `ScenarioError` when it cannot be read or parsed."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -271,11 +268,7 @@ def build_scenario(
 ) -> Scenario:
     """A checked `Scenario` from a file's contents (`source` names it in errors), rules from the
     command line (each with its text, to quote; they come first, so they win over the file's),
-    and options that win over the file's unless None.
-
-    Raises:
-        ScenarioError: anything that cannot be served, said with where it comes from.
-    """
+    and options that win over the file's unless None; a `ScenarioError` where it cannot be."""
     data = dict(data or {})
     unknown = sorted(set(data) - set(_SCENARIO_KEYS))
     if unknown:

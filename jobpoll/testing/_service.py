@@ -357,11 +357,7 @@ class ScriptedService(FakeJobsService):
 
 def serve(scenario: Scenario) -> None:
     """Serve `scenario` until SIGINT or SIGTERM: one JSON line saying where once listening,
-    one of request counters once stopped.
-
-    Raises:
-        Failure: it cannot listen on the port (status 1), or its output was closed (141).
-    """
+    one of request counters once stopped; a `Failure` when it cannot listen or write."""
     try:
         asyncio.run(_serve_until_stopped(ScriptedService(scenario)))
     except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`)
