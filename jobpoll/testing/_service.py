@@ -239,9 +239,7 @@ class FakeJobsService:
 
     def request_count(self, job_id: str | None = None) -> int:
         """How many requests asked for `job_id`, or in all when None."""
-        if job_id is None:
-            return sum(self._counts.values())
-        return self._counts[job_id]
+        return self._counts.total() if job_id is None else self._counts[job_id]
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
         """An injected fault first (for the job, then for any), else a scenario's."""
@@ -344,14 +342,8 @@ class ScriptedService(FakeJobsService):
     and its faults mixed in (after any fault `inject`ed, which come first)."""
 
     def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(
-            api_key=scenario.api_key,
-            port=scenario.port,
-            latency=scenario.latency,
-            auto_create_duration=scenario.auto_create_duration,
-            clock=clock,
-        )
-        self._scenario = scenario
+        super().__init__(api_key=scenario.api_key, clock=clock)
+        self._scenario = scenario  # the options too (port, latency...) are read from it
         self._random = random.Random(scenario.seed)
 
 
