@@ -97,7 +97,7 @@ class Board:
         self.recent.append((self.clock(), row.job_id, job))
         return row
 
-    def ended_with(self, result: JobResult) -> Row:
+    def ended_with(self, result: JobResult) -> None:
         """Take in a job's result."""
         row = self.rows[result.job_id]
         now = self.clock()
@@ -113,7 +113,6 @@ class Board:
             self.unsuccessful.append(row)
             if not isinstance(result.error, JobFailedError):  # else its last change says it
                 self.recent.append((now, row.job_id, result))
-        return row
 
     def _forget(self, row: Row) -> None:
         """Take a waiting job's last snapshot (or its being unseen) out of the totals."""

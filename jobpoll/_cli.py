@@ -277,20 +277,14 @@ def fake_server(
 
     The status is 0 once stopped, 2 for a bad option or file, 1 when it cannot listen.
     """
-    from jobpoll.testing._scenario import (
-        ScenarioError,
-        build_scenario,
-        fault_spec,
-        job_spec,
-        load_scenario_file,
-    )
+    from jobpoll.testing import _scenario as scenarios
     from jobpoll.testing._service import serve
 
     try:
-        jobs = [(text, job_spec(text)) for text in job_specs]
-        faults = [(text, fault_spec(text)) for text in fault_specs]
-        scenario = build_scenario(
-            None if config_file is None else load_scenario_file(config_file),
+        jobs = [(text, scenarios.job_spec(text)) for text in job_specs]
+        faults = [(text, scenarios.fault_spec(text)) for text in fault_specs]
+        scenario = scenarios.build_scenario(
+            None if config_file is None else scenarios.load_scenario_file(config_file),
             source=str(config_file),
             jobs=jobs,
             faults=faults,
@@ -299,7 +293,7 @@ def fake_server(
             latency=latency,
             seed=seed,
         )
-    except ScenarioError as exc:
+    except scenarios.ScenarioError as exc:
         raise Failure(str(exc)) from None
     if interactive(sys.stderr):
         say("jobpoll fake-server: serving on loopback; Ctrl-C stops it")

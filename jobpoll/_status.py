@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 
 from rich.table import Table
-from rich.text import Text
 
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
@@ -69,18 +68,15 @@ def _status_table(results: Sequence[JobResult], out: Output) -> None:
     table.add_column("created", no_wrap=True)
     table.add_column("user", overflow="fold")
     for result in results:
-        table.add_row(*_status_row(result))
+        job = result.job
+        if job is None:
+            table.add_row(plain(result.job_id), plain(describe_error(result), "red"))
+        else:
+            table.add_row(
+                plain(result.job_id),
+                plain(job.raw_status, status_style(job)),
+                plain(f"{job.progress}%"),
+                plain(format_timestamp(job.created_at.replace(microsecond=0))),
+                plain(job.user or ""),
+            )
     console.print(table)
-
-
-def _status_row(result: JobResult) -> tuple[Text, ...]:
-    job = result.job
-    if job is None:
-        return plain(result.job_id), plain(describe_error(result), "red")
-    return (
-        plain(result.job_id),
-        plain(job.raw_status, status_style(job)),
-        plain(f"{job.progress}%"),
-        plain(format_timestamp(job.created_at.replace(microsecond=0))),
-        plain(job.user or ""),
-    )

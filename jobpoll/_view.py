@@ -53,7 +53,7 @@ class View:
 
     def start(self) -> None: ...
     def changed(self, row: Row) -> None: ...
-    def ended(self, row: Row) -> None: ...
+    def ended(self, result: JobResult) -> None: ...
     def tick(self) -> None: ...
     def stop(self, summary: Summary) -> None: ...
 
@@ -93,9 +93,7 @@ class JsonLines(View):
         if not self._quiet and row.job is not None:
             self._write("change", {"jobId": row.job_id, "job": row.job.to_dict()})
 
-    def ended(self, row: Row) -> None:
-        result = row.result
-        assert result is not None
+    def ended(self, result: JobResult) -> None:
         self._write("outcome", {**result.to_dict(), "ok": result.ok, "outcome": outcome_of(result)})
 
     def tick(self) -> None:
@@ -429,7 +427,8 @@ async def wait_with_view(
 async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
     async with fanout:
         async for result in fanout:
-            view.ended(board.ended_with(result))
+            board.ended_with(result)
+            view.ended(result)
             if fail_fast and outcome_of(result) not in (SUCCEEDED, TIMED_OUT):
                 return Summary(board.exit_code(), stopped_early=True)
     return Summary(board.exit_code())

@@ -195,7 +195,9 @@ def test_json_lines() -> None:
     clock.now += 1
     view.tick()
     died = job("a", 40, "DIED")
-    view.ended(board.ended_with(JobResult("a", died, JobFailedError(died))))
+    result = JobResult("a", died, JobFailedError(died))
+    board.ended_with(result)
+    view.ended(result)
     view.stop(Summary(1))
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["change", "heartbeat", "outcome", "summary"]

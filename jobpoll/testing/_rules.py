@@ -183,9 +183,7 @@ class FaultRule:
 
     def active(self, elapsed: float) -> bool:
         """Whether the rule answers requests `elapsed` seconds after the service started."""
-        if elapsed < self.at:
-            return False
-        return self.seconds is None or elapsed < self.at + self.seconds
+        return self.at <= elapsed and (self.seconds is None or elapsed < self.at + self.seconds)
 
 
 @attrs.frozen
