@@ -1,10 +1,6 @@
 """`python -m jobpoll`, and the `jobpoll` console script: the command line, or one line
-saying its `cli` extra is missing.
-
-Ctrl-C while the command line starts (its imports take a moment) ends it as Ctrl-C does
-later, with `jobpoll: interrupted` and status 130: the handler that says so is installed as
-this module is imported, and the interpreter's given back just before the command runs.
-"""
+saying its `cli` extra is missing. Ctrl-C while its imports load ends it as Ctrl-C does later
+(`jobpoll: interrupted`, status 130)."""
 
 from __future__ import annotations
 
@@ -16,9 +12,9 @@ from collections.abc import Sequence
 from types import FrameType
 from typing import NoReturn
 
-#: The status for a command line that cannot run (as for any configuration error).
+# Declared again rather than imported: `jobpoll._exits` loads the heavy modules, and Ctrl-C's
+# handler must be in place before they start.
 EXIT_USAGE = 2
-#: The status of a command Ctrl-C stopped: 128 plus SIGINT's number, as a shell reports it.
 EXIT_INTERRUPTED = 130
 
 

@@ -1,10 +1,8 @@
-"""What is known of each job of a `jobpoll wait`, and the totals its views show: updated from
-the fan-out's `on_update` and results, read by a view between polls, a few dictionary
-operations per change."""
+"""What is known of each job of a `jobpoll wait`, and the totals its views show, kept up to
+date at each change so that drawing a view never walks every job."""
 
 from __future__ import annotations
 
-import math
 from collections import deque
 from collections.abc import Callable, Sequence
 
@@ -50,14 +48,12 @@ class Board:
     """The jobs of a wait (distinct ids, in the order given) on the wait's clock. A job's time
     left is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own."""
 
-    def __init__(
-        self, job_ids: Sequence[str], *, clock: Callable[[], float], recent: int = 12
-    ) -> None:
+    def __init__(self, job_ids: Sequence[str], *, clock: Callable[[], float]) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
         self.clock = clock
-        self._left: dict[str, float | None] = {}
-        self._left_at = -math.inf
         self.started = clock()
+        self._left: dict[str, float | None] = {}
+        self._left_at = self.started
         self.fanout: JobsWait | None = None
         self.total = len(self.rows)
         #: The jobs still waiting whose status has not been read yet. A job that ended
@@ -69,7 +65,7 @@ class Board:
         self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
         self.unsuccessful: list[Row] = []
         # (when, id, the snapshot or the unsuccessful result): made into text only when shown.
-        self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=recent)
+        self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=12)
         self._progress = 0  # the sum of every job's progress, ended jobs counting 100
 
     @property
@@ -101,7 +97,7 @@ class Board:
         self.recent.append((self.clock(), row.job_id, job))
         return row
 
-    def ended_with(self, result: JobResult) -> Row:
+    def ended_with(self, result: JobResult) -> None:
         """Take in a job's result."""
         row = self.rows[result.job_id]
         now = self.clock()
@@ -117,7 +113,6 @@ class Board:
             self.unsuccessful.append(row)
             if not isinstance(result.error, JobFailedError):  # else its last change says it
                 self.recent.append((now, row.job_id, result))
-        return row
 
     def _forget(self, row: Row) -> None:
         """Take a waiting job's last snapshot (or its being unseen) out of the totals."""
@@ -127,10 +122,10 @@ class Board:
             self._progress -= row.job.progress
             self.queued -= row.job.status in QUEUED
 
-    def refresh_estimates(self, now: float, *, every: float = 0.0) -> None:
-        """Read each waiting job's time left from the fan-out's schedules, unless it was read
-        less than `every` seconds ago (a pass over every waiting job)."""
-        if self.fanout is not None and now - self._left_at >= every:
+    def refresh_estimates(self, now: float) -> None:
+        """Read each waiting job's time left from the fan-out's schedules (a pass over every
+        waiting job)."""
+        if self.fanout is not None:
             self._left = self.fanout.time_left()
             self._left_at = now
 
@@ -145,8 +140,6 @@ class Board:
         return max(0.0, max(known) - (now - self._left_at)) if known else None
 
     def exit_code(self) -> int:
-        """1 when a job failed, else 4 when the API could not be reached for one, else 3
-        when one timed out, else 0."""
         outcomes = self.outcomes
         if outcomes[FAILED]:
             return EXIT_FAILED

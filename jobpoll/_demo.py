@@ -1,6 +1,5 @@
-"""`jobpoll demo`: a dozen jobs of an embedded fake service (scripted with the rules of
-`jobpoll fake-server`), waited for as `jobpoll wait` does, then a check that each ended as
-scripted and that the burst of 503s was ridden out."""
+"""`jobpoll demo`: a dozen scripted jobs of an embedded fake service, waited for as `jobpoll
+wait` does, then a check that each ended as scripted and that a burst of 503s was ridden out."""
 
 from __future__ import annotations
 

@@ -73,9 +73,8 @@ class Failure(Exception):
 
 
 def failure_for(error: JobPollError, *, job_failed: bool = False) -> Failure:
-    """The failure for an error about the setup that ended a whole wait: a configuration
-    error is 2; a refused key or an API never reached, 4, unless a job known to have failed
-    (`job_failed`) makes it 1."""
+    """The failure for an error about the setup that ended a whole wait: 2 for a configuration
+    error; 4 for a refused key or an API never reached, unless a job failed (1)."""
     if isinstance(error, ConfigurationError):
         return Failure(str(error), EXIT_USAGE)
     unreachable = EXIT_FAILED if job_failed else EXIT_UNREACHABLE
@@ -86,10 +85,9 @@ def failure_for(error: JobPollError, *, job_failed: bool = False) -> Failure:
     return Failure(str(error), EXIT_FAILED)
 
 
-def write_failure(error: Exception, stream: IO[str], name: str = "standard output") -> Failure:
-    """How a command ends when writing `stream` failed with `error`: a closed pipe with 141
-    and nothing to say, anything else with 1 and a line. `stream`'s descriptor is pointed at
-    /dev/null, so that what is still buffered has somewhere to go at exit."""
+def write_failure(error: Exception, stream: IO[str]) -> Failure:
+    """How a command ends when writing `stream` failed: a closed pipe with 141 and nothing to
+    say, else 1 and a line. `stream` is pointed at /dev/null for what is still buffered."""
     with contextlib.suppress(OSError, ValueError):
         descriptor = stream.fileno()
         sink = os.open(os.devnull, os.O_WRONLY)
@@ -100,4 +98,4 @@ def write_failure(error: Exception, stream: IO[str], name: str = "standard outpu
     if isinstance(error, OSError) and error.errno == errno.EPIPE:
         return Failure("", EXIT_CLOSED_OUTPUT)
     reason = error.strerror if isinstance(error, OSError) and error.strerror else error
-    return Failure(f"cannot write to {name} ({reason})", EXIT_FAILED)
+    return Failure(f"cannot write to standard output ({reason})", EXIT_FAILED)

@@ -1,7 +1,5 @@
 """A command's event loop: Ctrl-C, SIGTERM and a failed output cancel the command's coroutine,
-which cleans up (the polls cancelled, the client closed, the summary written) before the
-command exits; a signal after the coroutine ended changes nothing, a failed output's status
-wins however it ends."""
+which cleans up (the summary written last) before the command exits."""
 
 from __future__ import annotations
 
@@ -38,8 +36,7 @@ class CommandLoop:
             self._cancel()
 
     def run(self, main: Callable[[], Awaitable[int]]) -> int:
-        """Run `main()` to its end, and return its status, or raise the `Failure` that
-        stopped it."""
+        """Run `main()` to its end: its status, or the `Failure` that stopped it raised."""
         try:
             asyncio.run(self._guarded(main))
         except KeyboardInterrupt:  # asyncio's own Ctrl-C: the coroutine was cancelled first

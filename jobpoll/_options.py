@@ -1,7 +1,6 @@
-"""What a command is given: the options the commands share, each declared once; the job ids
-(checked as read, where a wrong one came from said: argument 3, line 7 of FILE); the client
-the options and environment describe (a mistake said with where it came from, never quoting
-the key); and a command's failures named."""
+"""What a command is given: the options the commands share, each declared once, the job ids
+and the client they describe; a mistake is said with where it came from (argument 3, line 7
+of FILE, --api-key-file), never quoting the key."""
 
 from __future__ import annotations
 
@@ -113,10 +112,7 @@ def names_failures(command: Callable[..., int]) -> Callable[..., int]:
     return named
 
 
-#: The argument that stands for standard input.
 STDIN = "-"
-#: What is taken away around an id in a file: spaces, tabs, and a CRLF's carriage return.
-_BLANKS = " \t\r"
 
 
 def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
@@ -144,12 +140,11 @@ def _checked(job_id: str, where: str) -> str:
 
 def _ids_in(source: str) -> Iterator[str]:
     """The ids of a file (`-`: standard input), one per line. Lines end at a line feed only:
-    `str.splitlines` would also break at \\v, \\f, \\x85, U+2028 and others, making one
-    wrong line into two ids each waited for, rather than one id refused."""
+    `str.splitlines` would also break at \\v, \\x85, U+2028..., making one wrong line two ids."""
     name = "standard input" if source == STDIN else source
     text = _read_text(source, f"cannot read ids from {name}")
     for number, line in enumerate(text.split("\n"), 1):
-        stripped = line.strip(_BLANKS)
+        stripped = line.strip(" \t\r")  # a CRLF's carriage return too
         if stripped and not stripped.startswith("#"):
             yield _checked(stripped, f"line {number} of {name}")
 

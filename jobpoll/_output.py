@@ -1,10 +1,6 @@
-"""Where the command writes, and how text reaches a terminal.
-
-Every string a server or a user controls reaches rich through `plain()` (and stderr through
-`printable()`): never parsed as markup or emoji codes, control characters shown as escapes
-(`\\x1b`), so that no answer can end the command, hide part of itself or move the cursor.
-Standard output is written through an `Output`, which no stream can make raise.
-"""
+"""Where the command writes. Every string a server or a user controls reaches rich through
+`plain()` (and stderr through `printable()`), so that no answer can end the command, hide part
+of itself or move the cursor; standard output is an `Output`, which no stream can make raise."""
 
 from __future__ import annotations
 
@@ -35,8 +31,7 @@ _UNSAFE = re.compile(
 
 
 def printable(text: str) -> str:
-    """`text` with each character a terminal must not be sent shown as its escape (`\\x1b`,
-    `\\u2028`)."""
+    """`text` with each character a terminal must not be sent shown as its escape (`\\x1b`)."""
     return _UNSAFE.sub(lambda match: match.group().encode("unicode_escape").decode(), text)
 
 
@@ -151,7 +146,7 @@ def configure_logging(verbose: int) -> None:
     handler would print its warnings, a second line beside the error the command reports)."""
     for handler in [h for h in logger.handlers if isinstance(h, StderrHandler)]:
         logger.removeHandler(handler)  # run() called again in the same process
-    handler = StderrHandler(shown=verbose > 0)
+    handler = StderrHandler(logging.NOTSET if verbose else logging.CRITICAL + 1)
     handler.setFormatter(logging.Formatter("jobpoll: %(levelname)s: %(message)s"))
     logger.addHandler(handler)
     if verbose:
@@ -160,14 +155,9 @@ def configure_logging(verbose: int) -> None:
 
 class StderrHandler(logging.Handler):
     """Writes to whatever `sys.stderr` is at each record (the live view's proxy while it
-    runs), or, when not `shown`, nowhere."""
-
-    def __init__(self, *, shown: bool) -> None:
-        super().__init__()
-        self.shown = shown
+    runs)."""
 
     def emit(self, record: logging.LogRecord) -> None:
-        if self.shown:
-            with contextlib.suppress(Exception):
-                sys.stderr.write(printable(self.format(record)) + "\n")
-                sys.stderr.flush()
+        with contextlib.suppress(Exception):
+            sys.stderr.write(printable(self.format(record)) + "\n")
+            sys.stderr.flush()

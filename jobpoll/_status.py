@@ -6,7 +6,6 @@ import asyncio
 from collections.abc import Sequence
 
 from rich.table import Table
-from rich.text import Text
 
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobPollError
@@ -18,11 +17,8 @@ from jobpoll._wire import format_timestamp
 
 
 async def show_status(client: JobsClient, job_ids: list[str], out: Output, *, as_json: bool) -> int:
-    """Poll each job once, show the answers, and return the status.
-
-    Raises:
-        Failure: an error about the setup (a refused key), once each job's line has said it.
-    """
+    """Poll each job once and show the answers: the status, or a `Failure` for an error about
+    the setup (a refused key) once each job's line has said it."""
     async with client:
         window = asyncio.Semaphore(client.pool_size)
 
@@ -72,18 +68,15 @@ def _status_table(results: Sequence[JobResult], out: Output) -> None:
     table.add_column("created", no_wrap=True)
     table.add_column("user", overflow="fold")
     for result in results:
-        table.add_row(*_status_row(result))
+        job = result.job
+        if job is None:
+            table.add_row(plain(result.job_id), plain(describe_error(result), "red"))
+        else:
+            table.add_row(
+                plain(result.job_id),
+                plain(job.raw_status, status_style(job)),
+                plain(f"{job.progress}%"),
+                plain(format_timestamp(job.created_at.replace(microsecond=0))),
+                plain(job.user or ""),
+            )
     console.print(table)
-
-
-def _status_row(result: JobResult) -> tuple[Text, ...]:
-    job = result.job
-    if job is None:
-        return plain(result.job_id), plain(describe_error(result), "red")
-    return (
-        plain(result.job_id),
-        plain(job.raw_status, status_style(job)),
-        plain(f"{job.progress}%"),
-        plain(format_timestamp(job.created_at.replace(microsecond=0))),
-        plain(job.user or ""),
-    )

@@ -1,6 +1,5 @@
-"""How `jobpoll wait` runs a wait and shows it: the fan-out's changes and results taken in by
-a `Board`, and shown by a live view at a terminal (rich) or JSON lines elsewhere, refreshed
-from the event loop between polls."""
+"""How `jobpoll wait` shows a wait: a live view at a terminal (rich), JSON lines elsewhere,
+each drawn from a `Board` from the event loop between polls."""
 
 from __future__ import annotations
 
@@ -54,7 +53,7 @@ class View:
 
     def start(self) -> None: ...
     def changed(self, row: Row) -> None: ...
-    def ended(self, row: Row) -> None: ...
+    def ended(self, result: JobResult) -> None: ...
     def tick(self) -> None: ...
     def stop(self, summary: Summary) -> None: ...
 
@@ -62,8 +61,7 @@ class View:
 def make_view(
     out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
 ) -> View:
-    """JSON lines off a terminal (or with --json), else the live view (or, with --quiet, only
-    the summary)."""
+    """JSON lines off a terminal or with --json, else the live view (only the summary: --quiet)."""
     if as_json or not interactive(out):
         return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
     console = make_console(out, terminal=True)
@@ -95,9 +93,7 @@ class JsonLines(View):
         if not self._quiet and row.job is not None:
             self._write("change", {"jobId": row.job_id, "job": row.job.to_dict()})
 
-    def ended(self, row: Row) -> None:
-        result = row.result
-        assert result is not None
+    def ended(self, result: JobResult) -> None:
         self._write("outcome", {**result.to_dict(), "ok": result.ok, "outcome": outcome_of(result)})
 
     def tick(self) -> None:
@@ -165,8 +161,7 @@ def status_style(job: Job) -> str:
 
 
 def describe_error(result: JobResult) -> str:
-    """How a job ended unsuccessfully (or could not be read) in a few words, without the job id
-    its error's message repeats: the JSON lines have the whole error."""
+    """How a job ended unsuccessfully, in a few words (the JSON lines have the whole error)."""
     error, job = result.error, result.job
     if isinstance(error, JobFailedError):
         return f"{error.job.raw_status} at {error.job.progress}%"
@@ -195,7 +190,7 @@ class TerminalSummary(View):
         self._console = console
         self._shown = shown
 
-    def render(self, summary: Summary) -> RenderableType:
+    def stop(self, summary: Summary) -> None:
         board = self._board
         jobs = "job" if board.total == 1 else "jobs"
         text = plain(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", "bold")
@@ -209,7 +204,7 @@ class TerminalSummary(View):
             text.append(plain(" (interrupted)", "yellow"))
         elif summary.stopped_early:
             text.append(plain(" (stopped at the first failure: --fail-fast)", "yellow"))
-        return Group(text, *self._unsuccessful())
+        self._console.print(Group(text, *self._unsuccessful()))
 
     def _unsuccessful(self) -> list[RenderableType]:
         board = self._board
@@ -227,12 +222,8 @@ class TerminalSummary(View):
             return [table]
         return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
 
-    def stop(self, summary: Summary) -> None:
-        self._console.print(self.render(summary))
-
 
 def _outcome_counts(board: Board) -> list[Text]:
-    """How many succeeded, and how many ended otherwise (those there are), each coloured."""
     outcomes = board.outcomes
     counts = [plain(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
     for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
@@ -262,7 +253,6 @@ class LiveView(TerminalSummary):
             console=self._console,
             get_renderable=self._render,
             auto_refresh=False,  # refreshed from the event loop: no thread reads the board
-            transient=False,
             # With -v, log lines written to stderr go above the view rather than through it.
             redirect_stdout=False,
             redirect_stderr=True,
@@ -368,8 +358,6 @@ class LiveView(TerminalSummary):
 
 
 def _status_of(row: Row) -> Text:
-    """A job's status in its row: how it ended unsuccessfully, its last status, or that it
-    has not been seen yet."""
     error = None if row.result is None else row.result.error
     if isinstance(error, JobFailedError):
         return plain(error.job.raw_status, "red")
@@ -402,8 +390,7 @@ async def wait_with_view(
     stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
 ) -> int:
     """Wait for the board's jobs, showing it; the exit status, or a `Failure` when an error
-    about the setup ended the wait. The summary is written last, once the client is closed,
-    with that status (`stopped_with()` for a wait cancelled)."""
+    about the setup ended the wait. The summary is written last, with that status."""
 
     def on_update(job: Job) -> None:
         row = board.changed(job)
@@ -440,7 +427,8 @@ async def wait_with_view(
 async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
     async with fanout:
         async for result in fanout:
-            view.ended(board.ended_with(result))
+            board.ended_with(result)
+            view.ended(result)
             if fail_fast and outcome_of(result) not in (SUCCEEDED, TIMED_OUT):
                 return Summary(board.exit_code(), stopped_early=True)
     return Summary(board.exit_code())

@@ -16,9 +16,14 @@ from support import cli_environment, run_jobpoll
 
 from jobpoll import JobsClient, JobStatus, NotFound, PollPolicy, ServiceUnavailable, wait_for_jobs
 from jobpoll.testing import FakeJobsService, VirtualClock
-from jobpoll.testing._scenario import build_scenario, fault_spec, job_spec, load_scenario_file
+from jobpoll.testing._scenario import (
+    ScenarioError,
+    build_scenario,
+    fault_spec,
+    job_spec,
+    load_scenario_file,
+)
 from jobpoll.testing._service import ScriptedService
-from jobpoll.testing._values import ScenarioError
 
 
 def scenario_of(jobs: list[str] = [], faults: list[str] = [], **options: Any) -> Any:  # noqa: B006

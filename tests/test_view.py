@@ -139,15 +139,14 @@ class Schedules:
 
 
 def test_time_left_read_from_the_schedules() -> None:
-    """A job's time left is read from the fan-out's schedules (at most every `every`
-    seconds) and counted down between reads; the longest is the wait's."""
+    """A job's time left is read from the fan-out's schedules and counted down between
+    reads; the longest is the wait's."""
     board, clock = board_of("a", "b", "c")
     schedules = Schedules({"a": 90.0, "b": 10.0, "c": None})
     board.fanout = schedules  # type: ignore[assignment]
     assert board.longest_time_left(clock.now) is None
-    board.refresh_estimates(clock.now, every=1.0)
+    board.refresh_estimates(clock.now)
     clock.now += 0.5
-    board.refresh_estimates(clock.now, every=1.0)  # too soon: not read again
     assert schedules.reads == 1
     assert board.time_left(board.rows["a"], clock.now) == pytest.approx(89.5)
     assert board.time_left(board.rows["c"], clock.now) is None
@@ -196,7 +195,9 @@ def test_json_lines() -> None:
     clock.now += 1
     view.tick()
     died = job("a", 40, "DIED")
-    view.ended(board.ended_with(JobResult("a", died, JobFailedError(died))))
+    result = JobResult("a", died, JobFailedError(died))
+    board.ended_with(result)
+    view.ended(result)
     view.stop(Summary(1))
     lines = [json.loads(line) for line in out.getvalue().splitlines()]
     assert [line["event"] for line in lines] == ["change", "heartbeat", "outcome", "summary"]

@@ -7,7 +7,7 @@ job takes milliseconds.
 
 from jobpoll.testing._clock import VirtualClock
 from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
-from jobpoll.testing._script import ProgressCurve, linear
+from jobpoll.testing._rules import ProgressCurve, linear
 from jobpoll.testing._service import FakeJobsService, RecordedRequest
 
 __all__ = [

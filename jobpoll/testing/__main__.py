@@ -1,7 +1,5 @@
-"""`python -m jobpoll.testing`: the fake job service from the command line, for a demo or a
-benchmark's other process, with nothing beyond jobpoll itself installed (`jobpoll fake-server`,
-of the `cli` extra, serves the same with jobs and faults per id pattern); e.g. `python -m
-jobpoll.testing --port 8080 --auto-create-duration 30`."""
+"""`python -m jobpoll.testing`: the fake job service from the command line without the `cli`
+extra (`jobpoll fake-server` adds jobs and faults per id pattern)."""
 
 from __future__ import annotations
 
@@ -9,9 +7,8 @@ import argparse
 import sys
 
 from jobpoll._exits import Failure
-from jobpoll.testing._scenario import build_scenario
+from jobpoll.testing._scenario import ScenarioError, build_scenario
 from jobpoll.testing._service import serve
-from jobpoll.testing._values import ScenarioError
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -54,11 +54,8 @@ class VirtualClock:
         self.now += seconds
 
     async def sleep(self, seconds: float) -> None:
-        """Record the delay and move time on by it, without waiting.
-
-        Still a real suspension point (`asyncio.sleep(0)`), so other tasks run and a
-        cancellation lands here as it would in a real sleep.
-        """
+        """Record the delay and move time on by it, without waiting; still a suspension point
+        (`asyncio.sleep(0)`), where other tasks run and a cancellation lands."""
         self.sleeps.append(seconds)
         self.advance(max(0.0, seconds))
         await asyncio.sleep(0)

@@ -18,9 +18,8 @@ class HttpError:
         message: the body's `message`.
         as_date: send a number `retry_after` as an HTTP-date that many seconds after the
             response's own `Date` header.
-        headers: more response headers, sent as given after those above (so they win): e.g.
-            `{"Retry-After": "Fri, 31 Dec 9999 23:59:59 GMT"}` or an odd `Date` to measure an
-            HTTP-date against.
+        headers: more response headers, sent as given after those above (so they win), e.g.
+            an odd `Date` to measure an HTTP-date against.
     """
 
     status: int
@@ -81,12 +80,8 @@ class Patch:
 @attrs.frozen
 class Headers:
     """Answer as usual (the job, or the error an unknown job or a wrong key gets), with these
-    response headers added, replacing any of the same name.
-
-    For the headers a client reads whatever the status: e.g. `Headers({"Retry-After":
-    "Fri, 31 Dec 99999 23:59:59 GMT"})` on the 404 of an unknown job, or a `Date` far outside
-    the calendar. Values are sent as given; they must not hold line breaks.
-    """
+    response headers added or replaced: e.g. a `Retry-After` on the 404 of an unknown job.
+    Values are sent as given; they must not hold line breaks."""
 
     headers: Mapping[str, str]
 

@@ -1,32 +1,87 @@
-"""A scenario's rules, as data: what the ids matching a pattern become (`JobRule`, with its
-named progress shapes), which requests a fault answers (`FaultRule`), and the `Scenario` that
-holds them with the service's options."""
+"""How the fake service's jobs unfold (`JobScript`, made by `add_job`), and a scenario's rules
+as data: what the ids matching a pattern become (`JobRule`), which requests a fault answers
+(`FaultRule`), and the `Scenario` holding them and the options."""
 
 from __future__ import annotations
 
 import fnmatch
 import math
 import zlib
+from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 import attrs
 
-from jobpoll._models import JobStatus
+from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus, job_to_wire
 from jobpoll.testing._faults import Fault
-from jobpoll.testing._script import ProgressCurve, linear
+
+#: A progress curve: the fraction of the running time gone (0..1) to percent done.
+ProgressCurve = Callable[[float], float]
+
+
+def linear(fraction: float) -> float:
+    """Progress that grows evenly with time."""
+    return 100 * fraction
+
+
+@attrs.define
+class JobScript:
+    """How one job unfolds in time, from `add_job`'s arguments."""
+
+    job_id: str
+    started: float
+    created_at: datetime
+    duration: float
+    final_status: str
+    queued: float
+    progress: ProgressCurve | None
+    running_status: str
+    progress_as_string: bool
+    user: str
+    pinned: tuple[str, int] | None = None
+
+    def state(self, now: float) -> tuple[str, int]:
+        """The raw status and the progress at `now`, on the service's clock."""
+        if self.pinned is not None:
+            return self.pinned
+        elapsed = now - self.started
+        if elapsed >= self.duration:
+            if JobStatus.parse(self.final_status) is JobStatus.FINISHED:
+                return self.final_status, MAX_PROGRESS
+            return self.final_status, self._progress_at(1.0)
+        if elapsed < self.queued:
+            return JobStatus.SCHEDULED.value, MIN_PROGRESS
+        return self.running_status, self._progress_at(
+            (elapsed - self.queued) / (self.duration - self.queued)
+        )
+
+    def _progress_at(self, fraction: float) -> int:
+        if self.progress is None:
+            return MIN_PROGRESS
+        return max(MIN_PROGRESS, min(MAX_PROGRESS, int(self.progress(fraction))))
+
+    def body(self, now: float) -> dict[str, Any]:
+        """The job's JSON at `now`, as the service sends it."""
+        raw_status, progress = self.state(now)
+        job = Job(
+            id=self.job_id,
+            created_at=self.created_at,
+            user=self.user,
+            progress=progress,
+            status=JobStatus.parse(raw_status),
+            raw_status=raw_status,
+        )
+        wire = job_to_wire(job)
+        if self.progress_as_string:
+            wire["progress"] = str(progress)  # as the service's own reference example does
+        return wire
+
 
 #: The statuses a scripted job may end in.
 OUTCOMES = tuple(
     status.value for status in JobStatus if status.is_terminal and status is not JobStatus.UNKNOWN
 )
-
-
-def _ease_in(fraction: float) -> float:
-    return 100 * fraction * fraction
-
-
-def _ease_out(fraction: float) -> float:
-    return 100 * (1 - (1 - fraction) ** 2)
 
 
 def _steps(step: int) -> ProgressCurve:
@@ -39,8 +94,8 @@ def _steps(step: int) -> ProgressCurve:
 #: The progress shapes by name; `steps-N` (N from 1 to 100) moves in steps of N percent.
 SHAPES: dict[str, ProgressCurve | None] = {
     "linear": linear,
-    "ease-in": _ease_in,
-    "ease-out": _ease_out,
+    "ease-in": lambda fraction: 100 * fraction * fraction,
+    "ease-out": lambda fraction: 100 * (1 - (1 - fraction) ** 2),
     "none": None,
 }
 
@@ -128,9 +183,7 @@ class FaultRule:
 
     def active(self, elapsed: float) -> bool:
         """Whether the rule answers requests `elapsed` seconds after the service started."""
-        if elapsed < self.at:
-            return False
-        return self.seconds is None or elapsed < self.at + self.seconds
+        return self.at <= elapsed and (self.seconds is None or elapsed < self.at + self.seconds)
 
 
 @attrs.frozen

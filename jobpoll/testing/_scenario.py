@@ -1,21 +1,152 @@
-"""Jobs and faults of the fake service scripted as data: read from `jobpoll fake-server`'s
-options and a JSON/TOML file, or given by `jobpoll demo`. Every value is checked before
-anything is served, a refusal naming where the value comes from (`--job 'x:duration=-5'`,
-`file.toml: jobs[2]`) and what is allowed, rather than a 500 on every answer later. What the
-rules mean is in `_rules`."""
+"""A `Scenario` read from `jobpoll fake-server`'s options and a JSON/TOML file, or given by
+`jobpoll demo`, and the checks of the values that make it (also of `FakeJobsService`'s
+arguments): every value checked before anything is served, a refusal naming where the value
+comes from (`--job 'x:duration=-5'`, `file.toml: jobs[2]`) and what is allowed."""
 
 from __future__ import annotations
 
+import contextlib
 import json
+import math
 import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from jobpoll.testing import _values as check
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Slow
-from jobpoll.testing._rules import FaultRule, JobRule, Scenario, shape
-from jobpoll.testing._values import ScenarioError, checked
+from jobpoll.testing._rules import OUTCOMES, FaultRule, JobRule, Scenario, shape
+
+_T = TypeVar("_T")
+_N = TypeVar("_N", int, float)
+
+
+class ScenarioError(ValueError):
+    """A value, a rule or a scenario file that cannot be served; the message says where and
+    what is allowed."""
+
+
+def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
+    """`check(value)`, its refusal a `ScenarioError` that names `where` the value comes from
+    (`--port`, `--job 'x:reach=200': reach`)."""
+    try:
+        return check(value)
+    except (ValueError, TypeError, ArithmeticError) as exc:
+        raise ScenarioError(f"{where} {exc}") from None
+
+
+def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
+    """`check`, letting None (a value not given) through."""
+
+    def check_optional(value: Any) -> _T | None:
+        return None if value is None else check(value)
+
+    return check_optional
+
+
+def number(value: Any) -> float:
+    """A number, or a text that is one (`"2.5"`); never a boolean. A whole number too large
+    for a float (a 400-digit `--port`) is refused as too large, not an `OverflowError`."""
+    if isinstance(value, bool) or not isinstance(value, (int, float, str)):
+        raise TypeError(f"must be a number, got {value!r}")
+    try:
+        return float(value)
+    except ValueError:
+        raise ValueError(f"must be a number, got {value!r}") from None
+    except OverflowError:
+        raise ValueError("must be a number, got one too large to use") from None
+
+
+def duration(value: Any) -> tuple[float, float]:
+    """How long a job runs: one number, `"LOW..HIGH"` or `[LOW, HIGH]` (picked per id);
+    `inf` is a job that never ends."""
+    if isinstance(value, str) and ".." in value:
+        parts: list[Any] = value.split("..", 1)
+    elif isinstance(value, list):
+        parts = value
+    else:
+        parts = [value, value]
+    if len(parts) != 2:
+        raise ValueError(f"must be seconds, or LOW..HIGH, got {value!r}")
+    low, high = (number(part) for part in parts)
+    if not (0 <= low <= high <= math.inf):
+        raise ValueError(
+            f"must be seconds, 0 or more (inf: never ends), or LOW..HIGH, got {value!r}"
+        )
+    return low, high
+
+
+def whole(value: Any) -> int:
+    """A whole number (`3`, `3.0`, `"3"`), of any size."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return int(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        return value
+    result = number(value)
+    if not result.is_integer():
+        raise ValueError(f"must be a whole number, got {value!r}")
+    return int(result)
+
+
+def _within(
+    convert: Callable[[Any], _N], fits: Callable[[_N], bool], allowed: str
+) -> Callable[[Any], _N]:
+    """The check of a number in a range that `fits` tests and `allowed` names."""
+
+    def check(value: Any) -> _N:
+        result = convert(value)
+        if not fits(result):
+            raise ValueError(f"must be {allowed}, got {value!r}")
+        return result
+
+    return check
+
+
+seconds = _within(number, lambda value: 0 <= value < math.inf, "a number of seconds, 0 or more")
+endless_seconds = _within(
+    number, lambda value: 0 <= value <= math.inf, "a number of seconds, 0 or more (inf: never ends)"
+)
+share = _within(number, lambda value: 0 < value <= 1, "a fraction above 0, up to 1")
+count = _within(whole, lambda value: value >= 1, "1 or more")
+port = _within(whole, lambda value: 0 <= value <= 65535, "from 0 to 65535")
+percent = _within(whole, lambda value: 0 <= value <= 100, "a whole percent from 0 to 100")
+
+
+def pattern(value: Any) -> str:
+    """A pattern of ids (`fnmatch`: `*` and `?` match), not empty."""
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"must be a non-empty pattern of ids (* and ? match), got {value!r}")
+    return value
+
+
+def outcome(value: Any) -> str:
+    """A status a job may end in, in any case."""
+    status = str(value).strip().upper()
+    if status not in OUTCOMES:
+        raise ValueError(f"must be one of {', '.join(OUTCOMES)}, got {value!r}")
+    return status
+
+
+def flag(value: Any) -> bool:
+    """A boolean, or true/false, yes/no, 1/0 as text."""
+    if isinstance(value, bool):
+        return value
+    text = str(value).strip().lower()
+    if text in ("true", "yes", "1"):
+        return True
+    if text in ("false", "no", "0"):
+        return False
+    raise ValueError(f"must be true or false, got {value!r}")
+
+
+def api_key(value: Any) -> str:
+    """The key the service accepts: printable ASCII, not empty, no white space around it."""
+    if not isinstance(value, str) or not value or not (value.isascii() and value.isprintable()):
+        raise ValueError("must be printable ASCII text, not empty")
+    if value != value.strip():
+        raise ValueError("must not begin or end with white space")
+    return value
+
 
 _FAULT_KINDS = "an HTTP status from 400 to 599, drop, cut, slow, html or truncated"
 _PROXY_PAGE = b"<html><body><h1>502 Bad Gateway</h1><p>The proxy got no answer.</p></body></html>"
@@ -47,33 +178,32 @@ def _kind(value: Any) -> str:
 
 
 _JOB_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "match": check.pattern,
-    "duration": check.duration,
-    "queued": check.seconds,
+    "match": pattern,
+    "duration": duration,
+    "queued": seconds,
     "shape": shape,
-    "outcome": check.outcome,
-    "reach": check.percent,
-    "share": check.share,
-    "progress_as_string": check.flag,
-    "missing": check.flag,
+    "outcome": outcome,
+    "reach": percent,
+    "share": share,
+    "progress_as_string": flag,
+    "missing": flag,
 }
 _FAULT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "kind": _kind,
-    "match": check.pattern,
-    "share": check.share,
-    "at": check.seconds,
-    "for": check.seconds,
-    "times": check.count,
-    "retry_after": check.seconds,
-    "seconds": check.seconds,
+    "match": pattern,
+    "share": share,
+    "at": seconds,
+    "for": seconds,
+    "times": count,
+    "retry_after": seconds,
+    "seconds": seconds,
 }
-#: The options of a scenario, besides its rules.
 _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
-    "port": check.port,
-    "api_key": check.optional(check.api_key),
-    "latency": check.seconds,
-    "seed": check.whole,
-    "auto_create_duration": check.optional(check.endless_seconds),
+    "port": port,
+    "api_key": optional(api_key),
+    "latency": seconds,
+    "seed": whole,
+    "auto_create_duration": optional(endless_seconds),
 }
 _SCENARIO_KEYS = ("jobs", "faults", *_OPTION_CHECKS)
 
@@ -92,14 +222,14 @@ def _with_pairs(where: str, fields: dict[str, Any], pairs: str) -> dict[str, Any
 def job_spec(text: str) -> dict[str, Any]:
     """A job rule from the command line, `PATTERN:key=value,...` (e.g.
     `fail-*:duration=5,outcome=FAILED,reach=40`), as the fields of a file's job rule."""
-    pattern, _colon, rest = text.rpartition(":")
+    match, _colon, rest = text.rpartition(":")
     if ":" not in text:
         if "=" in text:
             raise ScenarioError(
                 f"--job {text!r}: expected PATTERN:key=value,... (e.g. '*:duration=5')"
             )
-        pattern, rest = text, ""
-    return _with_pairs(f"--job {text!r}", {"match": pattern}, rest)
+        match, rest = text, ""
+    return _with_pairs(f"--job {text!r}", {"match": match}, rest)
 
 
 def fault_spec(text: str) -> dict[str, Any]:
@@ -110,11 +240,8 @@ def fault_spec(text: str) -> dict[str, Any]:
 
 
 def load_scenario_file(path: str | Path) -> dict[str, Any]:
-    """The contents of a scenario file: TOML when its name ends in `.toml`, else JSON.
-
-    Raises:
-        ScenarioError: the file cannot be read or parsed, or is not a table/object.
-    """
+    """The table of a scenario file, TOML when its name ends in `.toml`, else JSON; a
+    `ScenarioError` when it cannot be read or parsed."""
     path = Path(path)
     try:
         raw = path.read_bytes()
@@ -141,11 +268,7 @@ def build_scenario(
 ) -> Scenario:
     """A checked `Scenario` from a file's contents (`source` names it in errors), rules from the
     command line (each with its text, to quote; they come first, so they win over the file's),
-    and options that win over the file's unless None.
-
-    Raises:
-        ScenarioError: anything that cannot be served, said with where it comes from.
-    """
+    and options that win over the file's unless None; a `ScenarioError` where it cannot be."""
     data = dict(data or {})
     unknown = sorted(set(data) - set(_SCENARIO_KEYS))
     if unknown:

@@ -1,6 +1,6 @@
 """The fake service: `FakeJobsService`, a real `aiohttp.web` server on loopback that plays
-CDQ's job endpoint; `ScriptedService`, the same serving a `Scenario`'s rules too; and `serve`,
-which serves a scenario from a command line."""
+CDQ's job endpoint, and its answers; `ScriptedService`, the same serving a `Scenario`'s rules
+too; and `serve`, which serves a scenario from a command line."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ import uuid
 from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from email.utils import format_datetime
 from typing import Any, Self
 
 import attrs
@@ -24,12 +25,11 @@ from aiohttp import web
 
 from jobpoll._exits import EXIT_FAILED, Failure, write_failure
 from jobpoll._models import JobStatus
-from jobpoll.testing import _values as check
-from jobpoll.testing._answers import error_response, fault_response
-from jobpoll.testing._faults import Fault, Headers, Patch, Slow
-from jobpoll.testing._rules import Scenario
-from jobpoll.testing._script import JobScript, ProgressCurve, linear
-from jobpoll.testing._values import checked
+from jobpoll._wire import format_timestamp
+from jobpoll.testing import _scenario as check
+from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._rules import JobScript, ProgressCurve, Scenario, linear
+from jobpoll.testing._scenario import checked
 
 #: The path prefix of the real service; `base_url` ends with it.
 BASE_PATH = "/bankaccount-data/rest"
@@ -49,8 +49,7 @@ class RecordedRequest:
 
 @attrs.define
 class _PendingFault:
-    """A fault still to answer `remaining` more requests (None: until cleared), until the
-    service's clock reads `until` (None: whenever they come)."""
+    """An injected fault, with how many requests it still answers and until when."""
 
     fault: Fault
     remaining: int | None
@@ -58,12 +57,11 @@ class _PendingFault:
 
 
 class FakeJobsService:
-    """A stand-in for CDQ's job-status endpoint, for demos and tests, yours and ours.
-
-    A real `aiohttp.web` server on an ephemeral loopback port that answers
-    `GET {base_url}/bankaccounts/jobs?jobId=...` as the real service does (including its quirks:
-    error bodies that say 400 whatever the status, and optionally progress as a string). A
-    test scripts jobs and faults, then reads back what was requested:
+    """A stand-in for CDQ's job-status endpoint, for demos and tests: a real `aiohttp.web`
+    server on a loopback port answering `GET {base_url}/bankaccounts/jobs?jobId=...` as the
+    real service does, quirks included (error bodies that say 400 whatever the status,
+    optionally progress as a string). A test scripts jobs and faults, then reads back what was
+    requested:
 
         async with FakeJobsService() as service:
             job_id = service.add_job(duration=2.0, final_status="FINISHED")
@@ -74,18 +72,16 @@ class FakeJobsService:
 
     Args:
         api_key: the key it accepts in `X-API-KEY`; a random one when None.
-        clock: the time jobs unfold in (seconds, monotonic). Pass a virtual clock to move
-            jobs forward without sleeping.
+        clock: the time jobs unfold in (seconds, monotonic); a `VirtualClock` moves them on
+            without sleeping.
         port: the loopback port; 0 picks a free one.
         auto_create_duration: when set, an id never added becomes a job that finishes this
-            many seconds after its first request (for a demo). When None, such an id is a
-            404, as the real service answers: a typo fails here as it will in production.
-        latency: seconds (real time) every answer waits before it is sent, as a real server
-            over a network would; so requests overlap, and `peak_in_flight` sees them.
+            many seconds after its first request; when None it is a 404, as in production.
+        latency: seconds (real time) every answer waits, as over a network, so that requests
+            overlap (`peak_in_flight` sees them).
 
     Raises:
-        ValueError: an option out of range (a port past 65535, a negative duration), at
-            once rather than as a 500 on every answer.
+        ValueError: an option out of range (a port past 65535), at once.
     """
 
     def __init__(
@@ -139,8 +135,7 @@ class FakeJobsService:
         """Start serving on loopback (what `async with` does)."""
         app = web.Application()
         app.router.add_get(JOBS_PATH, self._handle)
-        # handler_cancellation: a handler whose client left (a slow answer past the client's
-        # timeout) stops at once rather than lingering until shutdown.
+        # A handler whose client left (a slow answer past its timeout) stops at once.
         runner = web.AppRunner(
             app, access_log=None, handler_cancellation=True, shutdown_timeout=1.0
         )
@@ -184,7 +179,7 @@ class FakeJobsService:
             queued: seconds it stays SCHEDULED before running.
             progress: the running job's progress curve; None reports 0 until the end.
             running_status: the status it reports while running.
-            progress_as_string: send progress as a string (`"77"`), as the service's own
+            progress_as_string: send progress as a string (`"77"`), as the service's
                 reference example does.
             user: the `user` field.
             created_at: the `createdAt` field; now when None.
@@ -228,9 +223,8 @@ class FakeJobsService:
 
         Faults queue up in order; a job's own faults come before those for any job. With
         `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
-        the requests that arrive within that many seconds from now (on the service's clock),
-        then it is dropped: an outage of a set length, however many requests it meets, e.g.
-        `inject(HttpError(503), times=None, seconds=30)`.
+        the requests of that many seconds from now (on the service's clock): an outage of a
+        set length, e.g. `inject(HttpError(503), times=None, seconds=30)`.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
@@ -245,18 +239,15 @@ class FakeJobsService:
 
     def request_count(self, job_id: str | None = None) -> int:
         """How many requests asked for `job_id`, or in all when None."""
-        if job_id is None:
-            return sum(self._counts.values())
-        return self._counts[job_id]
+        return self._counts.total() if job_id is None else self._counts[job_id]
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
         """An injected fault first (for the job, then for any), else a scenario's."""
+        now = self._clock()
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
-            if queue and queue[0].until is not None:
-                now = self._clock()
-                while queue and queue[0].until is not None and now >= queue[0].until:
-                    queue.popleft()  # its time is over, however many requests it answered
+            while queue and queue[0].until is not None and now >= queue[0].until:
+                queue.popleft()  # its time is over, however many requests it answered
             if queue:
                 pending = queue[0]
                 if pending.remaining is not None:
@@ -309,14 +300,19 @@ class FakeJobsService:
             response = self._job_response(request, job_id, patch)
             response.headers.update(fault.headers)
             return response
-        elif fault is not None:
-            return await fault_response(request, fault)
+        elif isinstance(fault, HttpError):
+            return _http_error(request, fault)
+        elif isinstance(fault, Body):
+            return _raw_body(fault)
+        elif isinstance(fault, Redirect):
+            return web.Response(status=fault.status, headers={"Location": fault.location})
+        elif isinstance(fault, Drop):
+            return await _drop(request, mid_body=fault.mid_body)
         return self._job_response(request, job_id, patch)
 
     def _job_response(
         self, request: web.Request, job_id: str | None, patch: Mapping[str, Any]
     ) -> web.Response:
-        """The answer of the service itself: the job, or the error it gets."""
         if request.headers.get("X-API-KEY") != self.api_key:
             return error_response(request, 401, "This user is not allowed to access this service.")
         accept = request.headers.get("Accept", "*/*")
@@ -346,26 +342,14 @@ class ScriptedService(FakeJobsService):
     and its faults mixed in (after any fault `inject`ed, which come first)."""
 
     def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(
-            api_key=scenario.api_key,
-            port=scenario.port,
-            latency=scenario.latency,
-            auto_create_duration=scenario.auto_create_duration,
-            clock=clock,
-        )
-        self._scenario = scenario
+        super().__init__(api_key=scenario.api_key, clock=clock)
+        self._scenario = scenario  # the options too (port, latency...) are read from it
         self._random = random.Random(scenario.seed)
 
 
 def serve(scenario: Scenario) -> None:
-    """Serve `scenario` until SIGINT or SIGTERM, for a command line: print where (one JSON
-    line, `{"base_url": ..., "api_key": ...}`) once listening, and the request counters
-    (`{"requests": ..., "peak_in_flight": ...}`) once stopped, each flushed at once for a
-    reading process.
-
-    Raises:
-        Failure: it cannot listen on the port (status 1), or its output was closed (141).
-    """
+    """Serve `scenario` until SIGINT or SIGTERM: one JSON line saying where once listening,
+    one of request counters once stopped; a `Failure` when it cannot listen or write."""
     try:
         asyncio.run(_serve_until_stopped(ScriptedService(scenario)))
     except BrokenPipeError as exc:  # the reader of its lines went away (`| head -1`)
@@ -394,3 +378,55 @@ async def _serve_until_stopped(service: FakeJobsService) -> None:
             loop.remove_signal_handler(signum)
     counters = {"requests": service.request_count(), "peak_in_flight": service.peak_in_flight}
     print(json.dumps(counters), flush=True)
+
+
+def error_response(request: web.Request, status: int, message: str) -> web.Response:
+    """The service's documented error body, quirk included: it says 400 whatever the status."""
+    body = {
+        "id": str(uuid.uuid4()),
+        "path": request.path,
+        "timestamp": format_timestamp(datetime.now(UTC).replace(microsecond=0)),
+        "message": message,
+        "error": "BAD_REQUEST",
+        "status": 400,
+    }
+    return web.json_response(body, status=status)
+
+
+def _http_error(request: web.Request, fault: HttpError) -> web.Response:
+    response = error_response(request, fault.status, fault.message)
+    if isinstance(fault.retry_after, str):
+        response.headers["Retry-After"] = fault.retry_after
+    elif fault.retry_after is not None and fault.as_date:
+        now = datetime.now(UTC).replace(microsecond=0)
+        response.headers["Date"] = format_datetime(now, usegmt=True)
+        later = datetime.fromtimestamp(now.timestamp() + fault.retry_after, UTC)
+        response.headers["Retry-After"] = format_datetime(later, usegmt=True)
+    elif fault.retry_after is not None:
+        response.headers["Retry-After"] = f"{fault.retry_after:g}"
+    response.headers.update(fault.headers)
+    return response
+
+
+def _raw_body(fault: Body) -> web.Response:
+    content = fault.content.encode() if isinstance(fault.content, str) else fault.content
+    response = web.Response(body=content, status=fault.status)
+    if fault.content_type is None:
+        response.headers.popall("Content-Type", None)
+    else:
+        response.headers["Content-Type"] = fault.content_type
+    response.headers.update(fault.headers)
+    return response
+
+
+async def _drop(request: web.Request, *, mid_body: bool) -> web.StreamResponse:
+    transport = request.transport
+    if mid_body and transport is not None:
+        response = web.StreamResponse(headers={"Content-Type": "application/json"})
+        response.content_length = 1000
+        await response.prepare(request)
+        await response.write(b'{"id": "')
+    if transport is not None:
+        transport.close()
+    # The connection is gone; this only ends the handler.
+    raise asyncio.CancelledError
