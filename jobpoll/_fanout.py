@@ -74,31 +74,22 @@ def wait_for_jobs(
         CheckpointError: `resume` is not a valid checkpoint.
         TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
     """
-    source = _async_source(job_ids)
+    source = job_ids if isinstance(job_ids, AsyncIterable) else None
+    if source is None:
+        wanted = "job_ids must be an iterable or async iterable of job ids"
+        _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
     policy = check_wait_options(client, policy, timeout, on_update, resume)
     checked = [] if source is not None else checked_ids(job_ids, "job_ids")  # type: ignore[arg-type]
     saved = None if resume is None else load_fanout(resume)
-    fanout = JobsWait(client, policy, timeout, _window(client, max_in_flight), on_update)
+    if max_in_flight is not None:
+        check_positive("max_in_flight", max_in_flight, whole=True)
+    window = client.pool_size if max_in_flight is None else max_in_flight
+    fanout = JobsWait(client, policy, timeout, window, on_update)
     if saved is not None:
         fanout._restore(saved)
     fanout._jobs.intake.extend(checked)
     fanout._jobs.source = source
     return fanout
-
-
-def _window(client: JobsClient, max_in_flight: int | None) -> int:
-    if max_in_flight is None:
-        return client.pool_size
-    check_positive("max_in_flight", max_in_flight, whole=True)
-    return max_in_flight
-
-
-def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
-    if isinstance(job_ids, AsyncIterable):
-        return job_ids
-    wanted = "job_ids must be an iterable or async iterable of job ids"
-    _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
-    return None
 
 
 def _refuse_one_id(job_ids: object, wanted: str, hint: str = "a list of one") -> None:
@@ -169,7 +160,8 @@ class JobsWait:
         jobs = self._jobs
         now = jobs.rules.policy.clock()
         ids = jobs.intake.ids
-        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in jobs.waiting()}
+        waiting = [*jobs.queue, *jobs.flight.running.values()]
+        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in waiting}
 
     def __repr__(self) -> str:
         return (

@@ -1,9 +1,6 @@
-"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler; `Fleet`: how many
-may be, and how they yield to a server that asks them to (the model `JobsWait` states).
-
-What polls and the alarm call back holds the flight only weakly: a fan-out dropped after a
-`break` is collected at once, and its finalizer cancels what is in flight.
-"""
+"""`Flight`: a fan-out's polls in flight, and what wakes its scheduler (held only weakly by
+their callbacks, so that a fan-out dropped after a `break` is collected and cancels them);
+`Fleet`: how many may be in flight, and how they yield to a throttling server."""
 
 from __future__ import annotations
 
@@ -16,7 +13,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from jobpoll._client import JobsClient
-from jobpoll._errors import JobPollError, RateLimited, ServiceUnavailable
+from jobpoll._errors import ApiError, JobPollError
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import fleet_pause
@@ -69,7 +66,7 @@ class Flight:
         self.wake()
 
     def _rang(self, source: object) -> None:
-        """The alarm rang: a timer (`source` None), or a sleeper task that ended."""
+        """`source`: None from a timer, else the sleeper task that ended."""
         if source is None or source is self.alarm:
             self.alarm, self.alarm_at = None, math.inf
             self.wake()
@@ -110,8 +107,7 @@ class Flight:
         self.alarm_at = wake_at
 
     def cancel(self) -> list[int]:
-        """Cancel the polls in flight and the alarm; the rows that were polled. Await `bury()`
-        next, once the caller has kept the rows."""
+        """The rows that were polled; await `bury()` once the caller has kept them."""
         running, self.running = self.running, {}
         self._drop_alarm()
         self.finished.clear()
@@ -129,12 +125,6 @@ class Flight:
             for task in done:  # mark a bug's exception as seen: it was dropped on purpose
                 if not task.cancelled():
                     task.exception()
-
-
-def _throttled_reason(error: JobPollError) -> str:
-    if isinstance(error, (RateLimited, ServiceUnavailable)):
-        return f"the server answered {error.http_status}"
-    return "the server could not be connected to"
 
 
 class Fleet:
@@ -156,9 +146,6 @@ class Fleet:
         if resume_at is not None:
             self.resume_at = resume_at
 
-    def sent(self, state: JobState) -> None:
-        state.sent_after_pauses = self.paused
-
     def answered(self, state: JobState) -> None:
         """An answer after any pause: the server copes; grow the window back by one."""
         if state.sent_after_pauses != self.paused:
@@ -175,11 +162,14 @@ class Fleet:
         balancer) would otherwise hold a large fan-out to one window per pause."""
         if state.sent_after_pauses != self.paused:
             return  # sent before the last pause began: the same storm, already paused for
+        reason = "the server could not be connected to"
+        if isinstance(error, ApiError):  # a 429 or a 503
+            reason = f"the server answered {error.http_status}"
         retry_after = getattr(error, "retry_after", None)
         stray, self._throttled_last = not self._throttled_last and retry_after is None, True
         if stray and self.window > 1:
             self.window //= 2
-            logger.info("%s; at most %d polls in flight", _throttled_reason(error), self.window)
+            logger.info("%s; at most %d polls in flight", reason, self.window)
             return
         pause = fleet_pause(self.policy, self._streak, retry_after)
         self._streak += 1
@@ -187,8 +177,5 @@ class Fleet:
         self.resume_at = now + pause
         self.window = max(1, self.window // 2)
         logger.info(
-            "%s; all polls pause for %.1f s, then at most %d in flight",
-            _throttled_reason(error),
-            pause,
-            self.window,
+            "%s; all polls pause for %.1f s, then at most %d in flight", reason, pause, self.window
         )

@@ -24,8 +24,7 @@ BACKLOG = 10 * SLICE
 
 
 def checked_ids(job_ids: Iterable[str | UUID], name: str) -> list[str]:
-    """The ids as plain `str`, in order, duplicates kept; `InvalidJobId` naming the first
-    bad one."""
+    """The ids as plain `str`, in order, duplicates kept; `InvalidJobId` naming the first bad."""
     if isinstance(job_ids, list | tuple) and all_plain_job_ids(job_ids):
         return list(job_ids)  # checked at C speed: a million ids must not hold the loop
     checked: list[str] = []
@@ -139,8 +138,7 @@ class Intake:
         return taken
 
     def take_from_source(self, value: object, position: int) -> asyncio.Event | None:
-        """Add a value of the source; None while the source may go on, else an event set
-        once it may."""
+        """Add a value of the source; an event to wait for before reading on, if any."""
         try:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
@@ -164,9 +162,8 @@ class Intake:
 
 
 async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -> None:
-    """Read a fan-out's async iterable of ids into its intake, holding the intake only
-    between two ids (a fan-out dropped after a `break` is collected, and its finalizer
-    cancels this task)."""
+    """Holds the intake only between two ids: a fan-out dropped after a `break` is collected,
+    and its finalizer cancels this task."""
     position = 0
     error: BaseException | None = None
     try:

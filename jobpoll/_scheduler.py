@@ -1,5 +1,4 @@
-"""`Scheduler`: a fan-out's jobs, and the loop that polls each when it is due by the rules
-of `_rules`; `JobsWait` hands out what it decides, and checkpoints it."""
+"""`Scheduler`: a fan-out's jobs, and the loop that polls each when the rules say it is due."""
 
 from __future__ import annotations
 
@@ -23,7 +22,6 @@ from jobpoll._rules import Rules
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
 
-#: A job's result, and its row.
 Outcome = tuple[JobResult, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
@@ -61,7 +59,7 @@ class Scheduler:
         #: Outcomes to hand out: still pending, so a checkpoint holds them.
         self.ready: deque[Outcome] = deque()
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
-        self.ended = False  # every job reported, no more may come
+        self.ended = False
         self.closed = False
         self.polls = 0
 
@@ -136,7 +134,7 @@ class Scheduler:
             row = queue.pop()
             state = table.load(row)
             timeout = rules.send(state, now)
-            fleet.sent(state)
+            state.sent_after_pauses = fleet.paused
             table.save(row)
             flight.send(client, state.job_id, timeout, row)
             self.polls += 1
@@ -215,13 +213,9 @@ class Scheduler:
     def report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
         self.ready.append((JobResult(self.intake.ids[row], job, error), row))
 
-    def waiting(self) -> list[int]:
-        """The rows of the jobs queued or in flight."""
-        return [*self.queue, *self.flight.running.values()]
-
     async def cancel_running(self) -> None:
-        """Cancel the polls in flight and wait for them; those jobs, queued again before
-        anything is awaited, are polled anew (a second cancellation loses none of them)."""
+        """Queue the jobs in flight again before anything is awaited: a second cancellation
+        loses none of them."""
         now = self.rules.policy.clock()
         for row in self.flight.cancel():
             self.queue.push(now, row)
