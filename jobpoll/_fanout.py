@@ -84,7 +84,7 @@ def wait_for_jobs(
     if max_in_flight is not None:
         check_positive("max_in_flight", max_in_flight, whole=True)
     window = client.pool_size if max_in_flight is None else max_in_flight
-    fanout = JobsWait(client, policy, timeout, window, on_update)
+    fanout = JobsWait(Scheduler(client, Rules(policy, timeout), window, on_update))
     if saved is not None:
         fanout._restore(saved)
     fanout._jobs.intake.extend(checked)
@@ -117,15 +117,8 @@ class JobsWait:
     answer that was not throttled) only halves the window.
     """
 
-    def __init__(
-        self,
-        client: JobsClient,
-        policy: PollPolicy,
-        timeout: float | None,
-        max_in_flight: int,
-        on_update: UpdateCallback | None,
-    ) -> None:
-        self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
+    def __init__(self, jobs: Scheduler) -> None:
+        self._jobs = jobs
         self._busy = False
         self._reported = 0
         self._row = 0  # the row of the result handed out last
@@ -236,13 +229,8 @@ class JobsWait:
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
             raise wrapper.error from None
-        except SourceError as wrapper:  # the async iterable of ids raised: the jobs read
-            source_error = wrapper.error  # so far stay pending
-            try:
-                await self._jobs.cancel_running()
-            except BaseException:  # cancelled meanwhile: still owed, raised at the next step
-                self._jobs.intake.source_error = source_error
-                raise
+        except SourceError as wrapper:  # what the async iterable of ids raised
+            source_error = wrapper.error
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.

@@ -83,9 +83,17 @@ class Flight:
 
     async def wait(self, wake_at: float, now: float) -> None:
         """Sleep until a poll comes back, something wakes the scheduler, or `wake_at`."""
+        loop = asyncio.get_running_loop()
         if wake_at < self.alarm_at:
-            self._set_alarm(wake_at, now)
-        self._wakeup = asyncio.get_running_loop().create_future()
+            self._drop_alarm()
+            delay = max(0.0, wake_at - now)
+            if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
+                self.alarm = loop.call_later(delay, self._on_alarm, None)
+            else:
+                self.alarm = asyncio.ensure_future(self._sleep(delay))
+                self.alarm.add_done_callback(self._on_alarm)
+            self.alarm_at = wake_at
+        self._wakeup = loop.create_future()
         await self._wakeup  # once done (or cancelled), `wake` leaves it be
 
     def _drop_alarm(self) -> None:
@@ -94,17 +102,6 @@ class Flight:
             alarm.cancel()
             if isinstance(alarm, asyncio.Future):
                 self.dying.add(alarm)  # still owned: seen to end at the next step
-
-    def _set_alarm(self, wake_at: float, now: float) -> None:
-        self._drop_alarm()
-        delay = max(0.0, wake_at - now)
-        if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
-            self.alarm = asyncio.get_running_loop().call_later(delay, self._on_alarm, None)
-        else:
-            sleeper = asyncio.ensure_future(self._sleep(delay))
-            sleeper.add_done_callback(self._on_alarm)
-            self.alarm = sleeper
-        self.alarm_at = wake_at
 
     def cancel(self) -> list[int]:
         """The rows that were polled; await `bury()` once the caller has kept them."""

@@ -1,9 +1,6 @@
-"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time.
-
-The call's list is kept as given and its repeats dropped as it is taken in: made distinct at
-the call, a million ids would hold the event loop for 0.1 s. The set of ids given is made
-only when first needed: a set of a million ids costs time at every full garbage collection.
-"""
+"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time. The call's list
+is made distinct as it is taken in (at the call, a million ids would hold the loop for 0.1 s),
+the set of ids given only when first needed (a million-id set slows every full collection)."""
 
 from __future__ import annotations
 

@@ -78,7 +78,8 @@ class Scheduler:
             if self.ready:
                 return self.ready.popleft()
             source_error = intake.source_error
-            if source_error is not None:
+            if source_error is not None:  # the jobs read so far stay pending
+                await self.cancel_running()  # if cancelled here, it is raised at the next step
                 intake.source_error = None
                 raise SourceError(source_error)
             if self._idle():
@@ -150,9 +151,8 @@ class Scheduler:
         if queue and len(flight.running) < self.fleet.window:
             wake_at = max(queue.first_due(), self.fleet.resume_at)
         if queue and deadline is not None and not flight.running:
-            # With polls in flight no alarm is needed for the deadline: each request's
-            # timeout is cut to the time left, so one comes back by then and wakes us. (An
-            # alarm there would also let a virtual clock jump to the deadline at once.)
+            # With polls in flight, one comes back by the deadline (each request's timeout is
+            # cut to the time left); an alarm would let a virtual clock jump there at once.
             wake_at = min(wake_at, deadline)
         await flight.wait(wake_at, now)
 
@@ -214,8 +214,7 @@ class Scheduler:
         self.ready.append((JobResult(self.intake.ids[row], job, error), row))
 
     async def cancel_running(self) -> None:
-        """Queue the jobs in flight again before anything is awaited: a second cancellation
-        loses none of them."""
+        """Queued again before anything is awaited: a second cancellation loses no job."""
         now = self.rules.policy.clock()
         for row in self.flight.cancel():
             self.queue.push(now, row)

@@ -10,7 +10,7 @@ import math
 import socket
 import traceback
 import types
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import aiohttp
@@ -203,7 +203,7 @@ class BlocksOnce:
             self.entered.set()
             await asyncio.Event().wait()
 
-    async def cancel_inside(self, step: Coroutine[Any, Any, object]) -> None:
+    async def cancel_inside(self, step: Awaitable[object]) -> None:
         """Run `step` until it is inside the blocked call, then cancel it."""
         task = asyncio.ensure_future(step)
         await self.entered.wait()
@@ -829,6 +829,6 @@ async def test_an_awaited_wait_owes_no_stale_snapshot(
     job_id = service.add_job(duration=0)
     on_update = BlocksOnce()
     wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
-    await on_update.cancel_inside(wait._outcome())
+    await on_update.cancel_inside(wait)
     assert (await wait).succeeded
     assert [job async for job in wait] == []
