@@ -60,13 +60,11 @@ def wait_for_jobs(
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, from its start on
             `policy.clock`; each job not ended by then is reported with a `WaitTimeout`.
-        max_in_flight: the most requests out at once; by default the client's connection
-            pool size, so requests never queue for a connection.
+        max_in_flight: the most requests out at once; the client's `pool_size` when None.
         on_update: called (or awaited) with every snapshot `wait_for_job` would yield for any
             of the jobs; what it raises ends the fan-out and is raised from the iteration.
         resume: a fan-out's checkpoint (`JobsWait.checkpoint()`) to go on from, `job_ids`
-            added to its jobs (pass only new ones). The deadline is the checkpoint's, so
-            `timeout` must be None; `policy` is not saved.
+            added to its jobs (pass only new ones), with its deadline; `policy` is not saved.
 
     Raises:
         InvalidJobId: an id of an iterable could never be sent (the message says which).
