@@ -106,7 +106,6 @@ class JobTable:
         self.dues = dict(self._columns.maybe_floats)["next_poll_at"]
 
     def add(self, state: JobState) -> int:
-        """A new row holding `state` (with a pace), for the next id."""
         row = len(self._jobs)
         self._jobs.append(None)
         self._columns.append()

@@ -271,7 +271,6 @@ class Scheduler:
             self.source = None
 
     def take_in(self, now: float) -> None:
-        """Set up the next slice of ids, a row each, begun now."""
         table, queue, invalid = self.table, self.queue, self.intake.invalid
         begun = JobState(job_id="")  # every job of the slice starts alike: one state for all
         self.rules.begin(begun, now)
