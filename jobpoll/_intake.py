@@ -152,11 +152,6 @@ class Intake:
         self._room.clear()
         return self._room
 
-    def source_ended(self, error: BaseException | None) -> None:
-        self.source_open = False
-        self.source_error = error
-        self.wake()
-
 
 async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -> None:
     """Holds the intake only between two ids: a fan-out dropped after a `break` is collected,
@@ -183,4 +178,6 @@ async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -
     finally:
         owner = intake()
         if owner is not None:
-            owner.source_ended(error)
+            owner.source_open = False
+            owner.source_error = error
+            owner.wake()
