@@ -60,13 +60,11 @@ def wait_for_jobs(
         policy: each job's schedule and rules for errors; `PollPolicy()` when None.
         timeout: the most seconds the whole fan-out may take, from its start on
             `policy.clock`; each job not ended by then is reported with a `WaitTimeout`.
-        max_in_flight: the most requests out at once; by default the client's connection
-            pool size, so requests never queue for a connection.
+        max_in_flight: the most requests out at once; the client's `pool_size` when None.
         on_update: called (or awaited) with every snapshot `wait_for_job` would yield for any
             of the jobs; what it raises ends the fan-out and is raised from the iteration.
         resume: a fan-out's checkpoint (`JobsWait.checkpoint()`) to go on from, `job_ids`
-            added to its jobs (pass only new ones). The deadline is the checkpoint's, so
-            `timeout` must be None; `policy` is not saved.
+            added to its jobs (pass only new ones), with its deadline; `policy` is not saved.
 
     Raises:
         InvalidJobId: an id of an iterable could never be sent (the message says which).
@@ -74,31 +72,22 @@ def wait_for_jobs(
         CheckpointError: `resume` is not a valid checkpoint.
         TypeError: `client`, `job_ids`, `policy` or `on_update` is not what it should be.
     """
-    source = _async_source(job_ids)
+    source = job_ids if isinstance(job_ids, AsyncIterable) else None
+    if source is None:
+        wanted = "job_ids must be an iterable or async iterable of job ids"
+        _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
     policy = check_wait_options(client, policy, timeout, on_update, resume)
     checked = [] if source is not None else checked_ids(job_ids, "job_ids")  # type: ignore[arg-type]
     saved = None if resume is None else load_fanout(resume)
-    fanout = JobsWait(client, policy, timeout, _window(client, max_in_flight), on_update)
+    if max_in_flight is not None:
+        check_positive("max_in_flight", max_in_flight, whole=True)
+    window = client.pool_size if max_in_flight is None else max_in_flight
+    fanout = JobsWait(Scheduler(client, Rules(policy, timeout), window, on_update))
     if saved is not None:
         fanout._restore(saved)
     fanout._jobs.intake.extend(checked)
     fanout._jobs.source = source
     return fanout
-
-
-def _window(client: JobsClient, max_in_flight: int | None) -> int:
-    if max_in_flight is None:
-        return client.pool_size
-    check_positive("max_in_flight", max_in_flight, whole=True)
-    return max_in_flight
-
-
-def _async_source(job_ids: object) -> AsyncIterable[Any] | None:
-    if isinstance(job_ids, AsyncIterable):
-        return job_ids
-    wanted = "job_ids must be an iterable or async iterable of job ids"
-    _refuse_one_id(job_ids, wanted, "use wait_for_job or a list of one")
-    return None
 
 
 def _refuse_one_id(job_ids: object, wanted: str, hint: str = "a list of one") -> None:
@@ -126,15 +115,8 @@ class JobsWait:
     answer that was not throttled) only halves the window.
     """
 
-    def __init__(
-        self,
-        client: JobsClient,
-        policy: PollPolicy,
-        timeout: float | None,
-        max_in_flight: int,
-        on_update: UpdateCallback | None,
-    ) -> None:
-        self._jobs = Scheduler(client, Rules(policy, timeout), max_in_flight, on_update)
+    def __init__(self, jobs: Scheduler) -> None:
+        self._jobs = jobs
         self._busy = False
         self._reported = 0
         self._row = 0  # the row of the result handed out last
@@ -169,7 +151,8 @@ class JobsWait:
         jobs = self._jobs
         now = jobs.rules.policy.clock()
         ids = jobs.intake.ids
-        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in jobs.waiting()}
+        waiting = [*jobs.queue, *jobs.flight.running.values()]
+        return {ids[row]: time_left(jobs.table.load_pace(row), now) for row in waiting}
 
     def __repr__(self) -> str:
         return (
@@ -244,13 +227,8 @@ class JobsWait:
         except CallbackError as wrapper:  # a bug in on_update: raised as itself
             await self.aclose()
             raise wrapper.error from None
-        except SourceError as wrapper:  # the async iterable of ids raised: the jobs read
-            source_error = wrapper.error  # so far stay pending
-            try:
-                await self._jobs.cancel_running()
-            except BaseException:  # cancelled meanwhile: still owed, raised at the next step
-                self._jobs.intake.source_error = source_error
-                raise
+        except SourceError as wrapper:  # what the async iterable of ids raised
+            source_error = wrapper.error
         except (asyncio.CancelledError, JobPollError):
             # Cancelled, or an error about the caller's setup that every job would meet: the
             # jobs not reported stay pending, and iterating again polls them anew.

@@ -1,9 +1,6 @@
-"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time.
-
-The call's list is kept as given and its repeats dropped as it is taken in: made distinct at
-the call, a million ids would hold the event loop for 0.1 s. The set of ids given is made
-only when first needed: a set of a million ids costs time at every full garbage collection.
-"""
+"""`Intake`: the ids given to a fan-out, each taken in once, a slice at a time. The call's list
+is made distinct as it is taken in (at the call, a million ids would hold the loop for 0.1 s),
+the set of ids given only when first needed (a million-id set slows every full collection)."""
 
 from __future__ import annotations
 
@@ -24,8 +21,7 @@ BACKLOG = 10 * SLICE
 
 
 def checked_ids(job_ids: Iterable[str | UUID], name: str) -> list[str]:
-    """The ids as plain `str`, in order, duplicates kept; `InvalidJobId` naming the first
-    bad one."""
+    """The ids as plain `str`, in order, duplicates kept; `InvalidJobId` naming the first bad."""
     if isinstance(job_ids, list | tuple) and all_plain_job_ids(job_ids):
         return list(job_ids)  # checked at C speed: a million ids must not hold the loop
     checked: list[str] = []
@@ -139,8 +135,7 @@ class Intake:
         return taken
 
     def take_from_source(self, value: object, position: int) -> asyncio.Event | None:
-        """Add a value of the source; None while the source may go on, else an event set
-        once it may."""
+        """Add a value of the source; an event to wait for before reading on, if any."""
         try:
             job_id = check_job_id(value)
         except InvalidJobId as exc:
@@ -157,16 +152,10 @@ class Intake:
         self._room.clear()
         return self._room
 
-    def source_ended(self, error: BaseException | None) -> None:
-        self.source_open = False
-        self.source_error = error
-        self.wake()
-
 
 async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -> None:
-    """Read a fan-out's async iterable of ids into its intake, holding the intake only
-    between two ids (a fan-out dropped after a `break` is collected, and its finalizer
-    cancels this task)."""
+    """Holds the intake only between two ids: a fan-out dropped after a `break` is collected,
+    and its finalizer cancels this task."""
     position = 0
     error: BaseException | None = None
     try:
@@ -189,4 +178,6 @@ async def read_source(intake: weakref.ref[Intake], source: AsyncIterable[Any]) -
     finally:
         owner = intake()
         if owner is not None:
-            owner.source_ended(error)
+            owner.source_open = False
+            owner.source_error = error
+            owner.wake()

@@ -1,8 +1,6 @@
-"""`JobTable`: a fan-out's jobs as rows of plain numbers, and `Queue`: the rows waiting for
-their next poll. As objects, a job would cost a kilobyte and several objects for the garbage
-collector to walk: pauses of half a second at 100,000 jobs, in someone else's event loop. A
-row is `array` columns derived from `JobState`'s fields, shared strings, and a snapshot.
-"""
+"""`JobTable`: a fan-out's jobs as rows of `array` columns derived from `JobState`'s fields,
+and `Queue`: the rows waiting for their next poll. As objects, a job would cost a kilobyte and
+several objects for the collector to walk: pauses of half a second at 100,000 jobs."""
 
 from __future__ import annotations
 
@@ -96,8 +94,7 @@ def _fields(job: Job | None, kept: _Fields | None) -> _Fields | None:
 
 
 class JobTable:
-    """The rows of a fan-out's jobs (row `i` is the job `ids[i]`), and the `JobState` that
-    rows are loaded into (`state`)."""
+    """Row `i` is the job `ids[i]`; `state` is the `JobState` rows are loaded into."""
 
     def __init__(self, ids: list[str]) -> None:
         self._ids = ids
@@ -109,7 +106,6 @@ class JobTable:
         self.dues = dict(self._columns.maybe_floats)["next_poll_at"]
 
     def add(self, state: JobState) -> int:
-        """A new row holding `state` (with a pace), for the next id."""
         row = len(self._jobs)
         self._jobs.append(None)
         self._columns.append()
@@ -140,7 +136,6 @@ class JobTable:
         return pace  # type: ignore[return-value]
 
     def job(self, row: int) -> Job | None:
-        """The last snapshot of the row's job."""
         fields = self._jobs[row]
         if fields is None:
             return None
@@ -170,9 +165,8 @@ def _key(due: float, row: int) -> int:
 
 
 class Queue:
-    """A heap of integers, each a due time (in nanoseconds, for the order) and a row: a third
-    of the memory of a tuple, and nothing for the collector to walk. The exact due times are
-    the table's `dues`."""
+    """A heap of integers, each a due time in nanoseconds and a row: a third of the memory of a
+    tuple, nothing for the collector to walk. The exact due times are the table's `dues`."""
 
     def __init__(self, dues: array[float]) -> None:
         self._heap: list[int] = []

@@ -1,29 +1,190 @@
-"""`Scheduler`: a fan-out's jobs, and the loop that polls each when it is due by the rules
-of `_rules`; `JobsWait` hands out what it decides, and checkpoints it."""
+"""`Scheduler`: a fan-out's jobs, and the loop that polls each when the rules say it is due;
+`Flight`: its polls in flight, and what wakes it (held only weakly by their callbacks, so that
+a fan-out dropped after a `break` is collected and cancels them); `Fleet`: how many may be in
+flight, and how they yield to a throttling server."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 import weakref
 from collections import deque
-from collections.abc import AsyncIterable
+from collections.abc import AsyncIterable, Awaitable, Callable
 from typing import Any
 
 import attrs
 
 from jobpoll._client import JobsClient
-from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._flight import Fleet, Flight, weakly
+from jobpoll._errors import ApiError, JobFailedError, JobPollError
 from jobpoll._intake import Intake, read_source
 from jobpoll._models import Job, JobResult
+from jobpoll._policy import PollPolicy
 from jobpoll._rows import JobTable, Queue
-from jobpoll._rules import Rules
+from jobpoll._rules import Rules, fleet_pause
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
 
-#: A job's result, and its row.
+logger = logging.getLogger("jobpoll")
+
+#: A poll's outcome: the job, or the error (returned, not raised: an unretrieved exception in
+#: a task that a closed fan-out dropped would be logged as a bug).
+PollOutcome = Job | JobPollError
+
+
+async def _poll(client: JobsClient, job_id: str, request_timeout: float | None) -> PollOutcome:
+    try:
+        return await client.get_job(job_id, timeout=request_timeout)
+    except JobPollError as exc:
+        return exc
+
+
+def weakly(method: Callable[..., None]) -> Callable[..., None]:
+    """`method`, holding its object weakly: a call once it is collected does nothing."""
+    ref = weakref.WeakMethod(method)
+
+    def call(*args: Any) -> None:
+        bound = ref()
+        if bound is not None:
+            bound(*args)
+
+    return call
+
+
+class Flight:
+    """The polls in flight (`running`: task to row), those back and not taken yet
+    (`finished`), those cancelled and not seen to end (`dying`), and the alarm: a timer on
+    the event loop or, with a policy's own `sleep` (a virtual clock), a task sleeping."""
+
+    def __init__(self, sleep: Callable[[float], Awaitable[object]]) -> None:
+        self._sleep = sleep
+        self.running: dict[asyncio.Future[PollOutcome], int] = {}
+        self.finished: deque[asyncio.Future[PollOutcome]] = deque()
+        self.dying: set[asyncio.Future[Any]] = set()
+        self.alarm: asyncio.TimerHandle | asyncio.Future[Any] | None = None
+        self.alarm_at = math.inf
+        self._wakeup: asyncio.Future[None] | None = None
+        self._on_done = weakly(self._done)
+        self._on_alarm = weakly(self._rang)
+
+    def _done(self, task: asyncio.Future[PollOutcome]) -> None:
+        self.finished.append(task)
+        self.wake()
+
+    def _rang(self, source: object) -> None:
+        """`source`: None from a timer, else the sleeper task that ended."""
+        if source is None or source is self.alarm:
+            self.alarm, self.alarm_at = None, math.inf
+            self.wake()
+
+    def send(self, client: JobsClient, job_id: str, timeout: float | None, row: int) -> None:
+        task = asyncio.ensure_future(_poll(client, job_id, timeout))
+        task.add_done_callback(self._on_done)
+        self.running[task] = row
+
+    def wake(self) -> None:
+        wakeup = self._wakeup
+        if wakeup is not None and not wakeup.done():
+            wakeup.set_result(None)
+
+    async def wait(self, wake_at: float, now: float) -> None:
+        """Sleep until a poll comes back, something wakes the scheduler, or `wake_at`."""
+        loop = asyncio.get_running_loop()
+        if wake_at < self.alarm_at:
+            self._drop_alarm()
+            delay = max(0.0, wake_at - now)
+            if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
+                self.alarm = loop.call_later(delay, self._on_alarm, None)
+            else:
+                self.alarm = asyncio.ensure_future(self._sleep(delay))
+                self.alarm.add_done_callback(self._on_alarm)
+            self.alarm_at = wake_at
+        self._wakeup = loop.create_future()
+        await self._wakeup  # once done (or cancelled), `wake` leaves it be
+
+    def _drop_alarm(self) -> None:
+        alarm, self.alarm, self.alarm_at = self.alarm, None, math.inf
+        if alarm is not None:
+            alarm.cancel()
+            if isinstance(alarm, asyncio.Future):
+                self.dying.add(alarm)  # still owned: seen to end at the next step
+
+    def cancel(self) -> list[int]:
+        """The rows that were polled; await `bury()` once the caller has kept them."""
+        running, self.running = self.running, {}
+        self._drop_alarm()
+        self.finished.clear()
+        self.dying.update(running)
+        for task in self.dying:
+            task.cancel()
+        self.wake()  # an iteration in another task must see the change (aclose from there)
+        return list(running.values())
+
+    async def bury(self) -> None:
+        """Wait for the cancelled polls to end (if cancelled meanwhile, the rest stay listed)."""
+        while self.dying:
+            done, _ = await asyncio.wait(self.dying)
+            self.dying -= done
+            for task in done:  # mark a bug's exception as seen: it was dropped on purpose
+                if not task.cancelled():
+                    task.exception()
+
+
+class Fleet:
+    """The window of polls in flight, and the pause every poll takes together."""
+
+    def __init__(self, policy: PollPolicy, max_in_flight: int) -> None:
+        self.policy = policy
+        self.max_in_flight = max_in_flight
+        self.window = max_in_flight
+        self.resume_at = -math.inf  # no poll starts before this
+        self.paused = 0  # how many pauses have begun
+        self._streak = 0  # pauses in a row, with no answer since
+        # Whether the last answer to a poll sent since the last pause began was throttled: a
+        # throttled answer right after one that was not is taken for a stray one.
+        self._throttled_last = False
+
+    def restore(self, window: int, resume_at: float | None) -> None:
+        self.window = max(1, min(window, self.max_in_flight))
+        if resume_at is not None:
+            self.resume_at = resume_at
+
+    def answered(self, state: JobState) -> None:
+        """An answer after any pause: the server copes; grow the window back by one."""
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: it says nothing of the server now
+        self._throttled_last = False
+        self.window = min(self.window + 1, self.max_in_flight)
+        if self.resume_at != -math.inf:  # the first answer after a pause: the storm is over
+            self.resume_at = -math.inf
+            self._streak = 0
+
+    def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
+        """Halve the window and pause every job's polls; a stray throttled answer only
+        halves it: a server that refuses a small share of requests (a busy instance behind a
+        balancer) would otherwise hold a large fan-out to one window per pause."""
+        if state.sent_after_pauses != self.paused:
+            return  # sent before the last pause began: the same storm, already paused for
+        reason = "the server could not be connected to"
+        if isinstance(error, ApiError):  # a 429 or a 503
+            reason = f"the server answered {error.http_status}"
+        retry_after = getattr(error, "retry_after", None)
+        stray, self._throttled_last = not self._throttled_last and retry_after is None, True
+        if stray and self.window > 1:
+            self.window //= 2
+            logger.info("%s; at most %d polls in flight", reason, self.window)
+            return
+        pause = fleet_pause(self.policy, self._streak, retry_after)
+        self._streak += 1
+        self.paused += 1
+        self.resume_at = now + pause
+        self.window = max(1, self.window // 2)
+        logger.info(
+            "%s; all polls pause for %.1f s, then at most %d in flight", reason, pause, self.window
+        )
+
+
 Outcome = tuple[JobResult, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
@@ -61,7 +222,7 @@ class Scheduler:
         #: Outcomes to hand out: still pending, so a checkpoint holds them.
         self.ready: deque[Outcome] = deque()
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
-        self.ended = False  # every job reported, no more may come
+        self.ended = False
         self.closed = False
         self.polls = 0
 
@@ -80,7 +241,8 @@ class Scheduler:
             if self.ready:
                 return self.ready.popleft()
             source_error = intake.source_error
-            if source_error is not None:
+            if source_error is not None:  # the jobs read so far stay pending
+                await self.cancel_running()  # if cancelled here, it is raised at the next step
                 intake.source_error = None
                 raise SourceError(source_error)
             if self._idle():
@@ -109,7 +271,6 @@ class Scheduler:
             self.source = None
 
     def take_in(self, now: float) -> None:
-        """Set up the next slice of ids, a row each, begun now."""
         table, queue, invalid = self.table, self.queue, self.intake.invalid
         begun = JobState(job_id="")  # every job of the slice starts alike: one state for all
         self.rules.begin(begun, now)
@@ -136,7 +297,7 @@ class Scheduler:
             row = queue.pop()
             state = table.load(row)
             timeout = rules.send(state, now)
-            fleet.sent(state)
+            state.sent_after_pauses = fleet.paused
             table.save(row)
             flight.send(client, state.job_id, timeout, row)
             self.polls += 1
@@ -152,9 +313,8 @@ class Scheduler:
         if queue and len(flight.running) < self.fleet.window:
             wake_at = max(queue.first_due(), self.fleet.resume_at)
         if queue and deadline is not None and not flight.running:
-            # With polls in flight no alarm is needed for the deadline: each request's
-            # timeout is cut to the time left, so one comes back by then and wakes us. (An
-            # alarm there would also let a virtual clock jump to the deadline at once.)
+            # With polls in flight, one comes back by the deadline (each request's timeout is
+            # cut to the time left); an alarm would let a virtual clock jump there at once.
             wake_at = min(wake_at, deadline)
         await flight.wait(wake_at, now)
 
@@ -215,13 +375,8 @@ class Scheduler:
     def report(self, row: int, job: Job | None, error: JobPollError | None) -> None:
         self.ready.append((JobResult(self.intake.ids[row], job, error), row))
 
-    def waiting(self) -> list[int]:
-        """The rows of the jobs queued or in flight."""
-        return [*self.queue, *self.flight.running.values()]
-
     async def cancel_running(self) -> None:
-        """Cancel the polls in flight and wait for them; those jobs, queued again before
-        anything is awaited, are polled anew (a second cancellation loses none of them)."""
+        """Queued again before anything is awaited: a second cancellation loses no job."""
         now = self.rules.policy.clock()
         for row in self.flight.cancel():
             self.queue.push(now, row)

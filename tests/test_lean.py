@@ -14,9 +14,8 @@ import pytest
 
 from jobpoll import Job, JobsClient, JobStatus, JobsWait, PollPolicy, wait_for_jobs
 from jobpoll._intake import SLICE
-from jobpoll._rules import Rules
-from jobpoll._scheduler import Scheduler
-from jobpoll.testing import FakeJobsService, VirtualClock
+from jobpoll.testing import FakeJobsService, Slow, VirtualClock
+from tests.support import until
 
 JOBS = 3 * SLICE
 
@@ -29,7 +28,10 @@ def policy(clock: VirtualClock) -> PollPolicy:
 
 def held_for_jobs(fanout: JobsWait) -> list[object]:
     """Every object the fan-out's table of jobs and queue hold, not counting what all jobs
-    share: classes, modules, functions (the code that loads a row) and the statuses."""
+    share: classes, modules, functions (the code that loads a row) and the statuses.
+
+    It reads the fan-out's internals on purpose: what it measures is the memory of their
+    rows, which no public name exposes."""
     shared = (type, types.ModuleType, types.FunctionType, JobStatus)
     seen = {id(fanout._jobs.rules.policy)}
     todo: list[object] = [fanout._jobs.table, fanout._jobs.queue]
@@ -98,32 +100,40 @@ async def test_waiting_jobs_hold_no_generator_coroutine_or_walked_object(
 
 
 async def test_jobs_taken_in_add_no_walked_object_per_job(
-    client: JobsClient, policy: PollPolicy
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
 ) -> None:
     """Taking in thousands of jobs adds a bounded number of objects the collector walks,
     not one or more per job."""
-    jobs = Scheduler(client, Rules(policy, None), 10, None)  # a fan-out's jobs, undriven
-    jobs.intake.extend([f"job-{i}" for i in range(JOBS)])
-    jobs.start(policy.clock())
-    gc.collect()
-    before = len(gc.get_objects())
-    while jobs.intake.taken < JOBS:
-        jobs.take_in(policy.clock())
-    gc.collect()
-    assert len(gc.get_objects()) - before < 100
+    service.inject(Slow(60))  # the one poll allowed is held: nothing more is sent or reported
+    fanout = wait_for_jobs(client, ["first"], policy=policy, max_in_flight=1)
+    async with fanout:
+        iterating = asyncio.ensure_future(anext(fanout))
+        await until(lambda: fanout.in_flight == 1 and service.in_flight == 1)
+        gc.collect()
+        before = len(gc.get_objects())
+        fanout.add([f"job-{i}" for i in range(JOBS)])
+        await until(lambda: len(fanout.time_left()) == 1 + JOBS)  # every job set up
+        gc.collect()
+        grown = len(gc.get_objects()) - before
+        iterating.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await iterating
+    assert grown < 100
 
 
 async def test_set_up_yields_to_the_loop_between_slices(
-    client: JobsClient, policy: PollPolicy
+    service: FakeJobsService, client: JobsClient, policy: PollPolicy
 ) -> None:
     """A task beside a fan-out of many ids runs between the slices of its set-up, not only
     after all are set up: the set-up never holds the loop for all jobs at once."""
-    fanout = wait_for_jobs(client, [f"job-{i}" for i in range(JOBS)], policy=policy)
+    service.inject(Slow(60))  # the one poll allowed is held: every job set up stays waiting
+    ids = [f"job-{i}" for i in range(JOBS)]
+    fanout = wait_for_jobs(client, ids, policy=policy, max_in_flight=1)
     taken_when_beside_ran: list[int] = []
 
     async def beside() -> None:
         while not taken_when_beside_ran or taken_when_beside_ran[-1] < JOBS:
-            taken_when_beside_ran.append(fanout._jobs.intake.taken)
+            taken_when_beside_ran.append(len(fanout.time_left()))
             await asyncio.sleep(0)
 
     async with fanout:

@@ -7,10 +7,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import pathlib
 import socket
+import ssl
 import traceback
 import types
-from collections.abc import AsyncIterator, Coroutine, Iterator
+from collections.abc import AsyncIterator, Awaitable, Iterator
 from typing import Any
 
 import aiohttp
@@ -203,7 +205,7 @@ class BlocksOnce:
             self.entered.set()
             await asyncio.Event().wait()
 
-    async def cancel_inside(self, step: Coroutine[Any, Any, object]) -> None:
+    async def cancel_inside(self, step: Awaitable[object]) -> None:
         """Run `step` until it is inside the blocked call, then cancel it."""
         task = asyncio.ensure_future(step)
         await self.entered.wait()
@@ -703,11 +705,37 @@ def test_any_answer_is_a_job_or_a_typed_error(
 # What the hostile review found -----------------------------------------------------------
 
 
-async def test_a_tls_failure_after_contact_is_ridden_out(service: FakeJobsService) -> None:
+async def test_a_tls_failure_after_contact_is_ridden_out() -> None:
     """Once the server has answered, a TLS failure is a passing fault, not a setup error."""
-    https = service.base_url.replace("http://", "https://")
-    async with JobsClient(service.api_key, base_url=https) as client:
-        client._reached = True  # as after a first answer: this port never gives one over TLS
+    pem = str(pathlib.Path(__file__).with_name("loopback_tls.pem"))  # 127.0.0.1's, to 2126
+    served_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    served_tls.load_cert_chain(pem)
+    connections = 0
+
+    async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        nonlocal connections
+        connections += 1
+        if connections == 1:  # one answer over TLS, then plain text where TLS is expected
+            await writer.start_tls(served_tls)
+            await reader.readuntil(b"\r\n\r\n")
+            writer.write(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+            )
+        else:
+            writer.write(b"HTTP/1.1 400 Bad Request\r\n\r\n")
+        await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(serve, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    connector = aiohttp.TCPConnector(ssl=ssl.create_default_context(cafile=pem))
+    async with (
+        server,
+        aiohttp.ClientSession(connector=connector) as session,
+        JobsClient("k", base_url=f"https://127.0.0.1:{port}", session=session) as client,
+    ):
+        with pytest.raises(NotFound):
+            await client.get_job("j")
         with pytest.raises(TransportError, match="TLS failed") as caught:
             await client.get_job("j")
     assert caught.value.transient
@@ -829,6 +857,6 @@ async def test_an_awaited_wait_owes_no_stale_snapshot(
     job_id = service.add_job(duration=0)
     on_update = BlocksOnce()
     wait = wait_for_job(client, job_id, policy=policy, on_update=on_update)
-    await on_update.cancel_inside(wait._outcome())
+    await on_update.cancel_inside(wait)
     assert (await wait).succeeded
     assert [job async for job in wait] == []
