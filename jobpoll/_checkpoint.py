@@ -1,9 +1,6 @@
-"""Checkpoints: a wait's state as small, versioned JSON data, to resume it in another process.
-
-A checkpoint is a header (version, when it was taken, timeout, deadline) and the wait's
-`JobState` records as `_saved` writes them. Reading one back is strict: what is not a
-checkpoint this jobpoll wrote is a `CheckpointError` naming the field, never a silent
-restart. Version 1 is read and upgraded.
+"""Checkpoints: a header (version, when taken, timeout, deadline) and the wait's `JobState`
+records as `_saved` writes them. Reading one back is strict: what this jobpoll did not write
+is a `CheckpointError` naming the field, never a silent restart. Version 1 is upgraded.
 """
 
 from __future__ import annotations
@@ -184,23 +181,11 @@ _V1_PACE_NAMES = {
 }
 
 
-#: A job's fields in version 1; a field added since takes its declared default.
-_V1_JOB_FIELDS = frozenset(
-    {"job_id", "polls", "failures", "job", "started_at", "changed_at", "next_poll_at", "pace"}
-)
-
-
 def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
-    added = {
-        field.name: field.default
-        for field in attrs.fields(JobState)
-        if field.metadata.get("saved", True) and field.name not in _V1_JOB_FIELDS
-    }
-
     def renamed(state: object) -> object:
         if not isinstance(state, dict):
             return state
-        state = {**added, **state}
+        state = {"answers": 0, **state}  # the one field of a job added since
         if isinstance(state.get("pace"), dict):
             pace = {_V1_PACE_NAMES.get(key, key): value for key, value in state["pace"].items()}
             state["pace"] = pace

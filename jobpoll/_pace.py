@@ -34,18 +34,14 @@ class Pace:
     """One wait's place in its policy's schedule (`PollPolicy.pace()`): the rules below,
     bound to its `state`."""
 
-    __slots__ = ("policy", "state")
-
     def __init__(self, policy: PollPolicy, state: PaceState | None = None) -> None:
         self.policy = policy
         self.state = PaceState() if state is None else state
 
     def answered(self, now: float, job: Job) -> float:
-        """The delay after a poll at `now` that saw `job` (not a terminal one)."""
         return answered(self.policy, self.state, now, job)
 
     def failed(self, now: float) -> float:
-        """The delay after a poll at `now` that failed (before any `Retry-After`)."""
         return failed(self.policy, self.state)
 
     def time_left(self, now: float) -> float | None:

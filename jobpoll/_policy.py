@@ -4,6 +4,7 @@ states the schedule; `_pace` applies it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
@@ -18,8 +19,7 @@ from jobpoll._pace import Pace
 
 
 def _option(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
-    """The one rule of a numeric option: a number (a whole one if `whole`, never a bool) that
-    `within` accepts, else a `ConfigurationError` naming the option and saying it is `kind`."""
+    """The one rule of a numeric option: a number (never a bool) that `within` accepts."""
     types = int if whole else (int, float)
 
     def check(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
@@ -39,8 +39,6 @@ _PERCENT = _option("a whole percent from 0 to 99", lambda value: 0 <= value < 10
 
 
 def _at_least(other: str) -> Any:
-    """The option is at least the one named `other`, declared before it."""
-
     def check(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
         low = getattr(policy, other)
         if value < low:
@@ -59,26 +57,6 @@ def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bo
 def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
     if not callable(value):
         raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
-
-
-def _blind_table(policy: PollPolicy) -> tuple[float, ...]:
-    # The blind delays before jitter, filled once per policy from `backoff.expo` (which yields
-    # initial * factor**n, then max_interval for ever) up to the first that repeats: every
-    # pace indexes this table, so a pace holds an index rather than a generator. Options out
-    # of range give no table; the validators, which run next, refuse them.
-    delays: list[float] = []
-    try:
-        nominal = backoff.expo(
-            base=policy.factor, factor=policy.initial, max_value=policy.max_interval
-        )
-        next(nominal)  # primed, as backoff itself does
-        for delay in nominal:
-            delays.append(delay)
-            if delay >= policy.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
-                break
-    except (TypeError, ValueError, OverflowError):
-        return ()
-    return tuple(delays)
 
 
 def _shared_random() -> float:
@@ -216,10 +194,20 @@ class PollPolicy:
     wall_clock: Callable[[], float] = attrs.field(
         default=time.time, validator=_check_callable, repr=False, eq=False
     )
-    #: The blind delays before jitter (see `delays()`), derived from the options above.
-    blind_delays: tuple[float, ...] = attrs.field(
-        init=False, repr=False, eq=False, default=attrs.Factory(_blind_table, takes_self=True)
-    )
+
+    @functools.cached_property
+    def blind_delays(self) -> tuple[float, ...]:
+        """The blind delays before jitter (see `delays()`), up to the first that repeats."""
+        # From `backoff.expo` (initial * factor**n, then max_interval for ever), once per
+        # policy: every pace indexes this table, so a pace holds an index, not a generator.
+        nominal = backoff.expo(base=self.factor, factor=self.initial, max_value=self.max_interval)
+        next(nominal)  # primed, as backoff itself does
+        delays: list[float] = []
+        for delay in nominal:
+            delays.append(delay)
+            if delay >= self.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
+                break
+        return tuple(delays)
 
     def pace(self) -> Pace:
         """A new wait's place in this policy's schedule; each wait (each job) has its own."""

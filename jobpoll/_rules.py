@@ -1,9 +1,6 @@
-"""The rules of a wait, once: what happens when a poll is sent, answered, or fails.
-
-Functions of a job's `JobState` and the time, with no I/O: each updates the state and
-returns the delay before the next poll (None once the job ended), or raises the error that
-ends the wait. `JobWait`, `JobsWait` and `SaqWaits` apply them, so a job ends alike
-whichever waits on it. Also here: the pause of the whole fleet when the server throttles.
+"""The rules of a wait, with no I/O: what a poll sent, answered or failed does to a job's
+`JobState`, and the fleet's pause when the server throttles. `JobWait`, `JobsWait` and
+`SaqWaits` all apply them, so a job ends alike whichever waits on it.
 """
 
 from __future__ import annotations
@@ -32,8 +29,6 @@ class Rules:
     """The rules for the jobs of one wait: its policy, timeout and deadline (on the policy's
     clock, set when the first job starts unless given). A fan-out's jobs share one."""
 
-    __slots__ = ("deadline", "policy", "timeout")
-
     def __init__(
         self, policy: PollPolicy, timeout: float | None, deadline: float | None = None
     ) -> None:
@@ -42,8 +37,7 @@ class Rules:
         self.deadline = deadline
 
     def begin(self, state: JobState, now: float) -> None:
-        """Start a job's clocks at its first poll (once, due `now`), and the deadline with
-        the first."""
+        """Start a job's clocks at its first poll, and the deadline with the first job's."""
         if state.pace is None:
             state.pace = PaceState()
             state.started_at = state.next_poll_at = now
@@ -63,8 +57,8 @@ class Rules:
         return remaining
 
     def answered(self, state: JobState, job: Job, now: float) -> tuple[bool, float | None]:
-        """Take in a poll's answer: whether it is news (first, changed or terminal), and the
-        delay before the next poll (None: the job ended).
+        """Whether the answer is news (first, changed or terminal), and the delay before the
+        next poll (None: the job ended).
 
         Raises:
             JobStalled: nothing changed for `policy.stall_timeout`.
@@ -101,11 +95,8 @@ class Rules:
     def failed(
         self, state: JobState, error: JobPollError, now: float, *, since: float = -math.inf
     ) -> float:
-        """Decide the fate of a failed poll: the delay before the next one, or raise.
-
-        `since` is when this process began polling the job: a resumed wait's client is new,
-        so its first-contact grace counts from then, not from when the wait began.
-        """
+        """The delay before the next poll, or the error that ends the wait. `since`: when this
+        process began polling the job, from which a resumed wait's first-contact grace counts."""
         pace = state.pace
         assert pace is not None
         policy = self.policy
@@ -142,7 +133,6 @@ class Rules:
         )
 
     def timed_out(self, state: JobState) -> WaitTimeout:
-        """The error of a job whose wait ran out of time."""
         assert self.timeout is not None
         error = WaitTimeout(
             state.job_id, timeout=self.timeout, job=state.job, last_error=state.last_error

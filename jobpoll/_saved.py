@@ -43,8 +43,6 @@ class Timebase:
     checkpoint, or resuming one (a time `t` of the old clock is `now + (wall(t) - wall_now)`
     in the new process)."""
 
-    __slots__ = ("latest_due", "now", "origin", "taken_at", "wall_now")
-
     def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
         self.now = policy.clock()
         self.wall_now = policy.wall_clock()
@@ -76,12 +74,10 @@ class Timebase:
         )
 
     def from_utc(self, moment: datetime) -> float:
-        """A UTC time on this process's clock."""
         return self.now + (moment.timestamp() - self.wall_now)
 
     def due(self, seconds: float) -> float:
-        """When a saved poll (or pause), in seconds since the epoch, is due on this
-        process's clock: at most `latest_due`."""
+        """When a saved poll (or pause), in epoch seconds, is due on this process's clock."""
         return min(self.now + (seconds - self.wall_now), self.latest_due)
 
     def relative(self, moment: float) -> float:
@@ -121,7 +117,7 @@ def _structure_time(value: object, _type: object) -> datetime:
 
 
 def _structure_epoch(value: object, type_: object) -> float:
-    # A record's "utc" time, read as seconds since the epoch: `restore_state` moves it.
+    # A record's "utc" time, in epoch seconds until `restore_state` moves it.
     return _structure_time(value, type_).timestamp()
 
 

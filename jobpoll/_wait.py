@@ -37,12 +37,8 @@ class CallbackError(Exception):
 
 
 async def notify(on_update: UpdateCallback, job: Job) -> None:
-    """Call (and await, if it gives an awaitable) a caller's `on_update` with a snapshot.
-
-    Raises:
-        CallbackError: the callback raised (a `StopIteration` or `StopAsyncIteration` as a
-            `RuntimeError`: it would end the caller's `async for` as if all were done).
-    """
+    """Raises `CallbackError` for what `on_update` raised; a `StopIteration` or
+    `StopAsyncIteration` as a `RuntimeError`, lest it end the caller's `async for`."""
     try:
         result = on_update(job)
         if inspect.isawaitable(result):
@@ -56,7 +52,6 @@ async def notify(on_update: UpdateCallback, job: Job) -> None:
 
 
 def check_timeout(timeout: float | None) -> None:
-    """Refuse a `timeout` that is neither None nor a positive, finite number of seconds."""
     if timeout is not None:
         check_positive("timeout", timeout)
 
@@ -116,8 +111,7 @@ def wait_for_job(
 def check_wait_options(
     client: object, policy: object, timeout: float | None, on_update: object, resume: object
 ) -> PollPolicy:
-    """Refuse the options of `wait_for_job` or `wait_for_jobs` that are not what they should
-    be; the policy to use."""
+    """The policy `wait_for_job` or `wait_for_jobs` uses, once its options are checked."""
     if not isinstance(client, JobsClient):
         raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
     if policy is not None and not isinstance(policy, PollPolicy):
@@ -150,18 +144,6 @@ class JobWait:
     `TransportError`, `DecodeError`) when it is not transient, when `policy.max_failures`
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
-
-    __slots__ = (
-        "_busy",
-        "_client",
-        "_delay",
-        "_error",
-        "_on_update",
-        "_polled_from",
-        "_rules",
-        "_state",
-        "_unreturned",
-    )
 
     def __init__(
         self,
@@ -227,8 +209,8 @@ class JobWait:
         call at any moment, from any task; it sends nothing.
 
         Raises:
-            CheckpointError: the wait has ended with an error: there is nothing to resume
-                (or its state is no checkpoint: never a plain ValueError).
+            CheckpointError: the wait ended with an error (nothing to resume), or its state
+                cannot be saved.
         """
         if self._error is not None:
             raise CheckpointError(
