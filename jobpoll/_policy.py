@@ -18,24 +18,33 @@ from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
 
-def _option(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
-    """The one rule of a numeric option: a number (never a bool) that `within` accepts."""
-    types = int if whole else (int, float)
+def _option(kind: str, accepts: Callable[[Any], bool]) -> Any:
+    """The one rule of an option: a value `accepts` refuses is a `ConfigurationError`."""
 
     def check(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, types) or not within(value):
+        if not accepts(value):
             raise ConfigurationError(f"{attribute.name} must be {kind}, got {value!r}")
 
     return check
 
 
-_SECONDS = _option("a positive number of seconds", lambda value: 0 < value < math.inf)
-_GRACE = _option("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
-_AT_LEAST_1 = _option("a number of 1 or more", lambda value: 1 <= value < math.inf)
-_FRACTION = _option("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
-_SHARE = _option("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
-_TRIES = _option("a whole number of 1 or more", lambda value: value >= 1, whole=True)
-_PERCENT = _option("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
+def _number(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
+    types = int if whole else (int, float)
+    return _option(
+        kind,
+        lambda value: not isinstance(value, bool) and isinstance(value, types) and within(value),
+    )
+
+
+_SECONDS = _number("a positive number of seconds", lambda value: 0 < value < math.inf)
+_GRACE = _number("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
+_AT_LEAST_1 = _number("a number of 1 or more", lambda value: 1 <= value < math.inf)
+_FRACTION = _number("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
+_SHARE = _number("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
+_TRIES = _number("a whole number of 1 or more", lambda value: value >= 1, whole=True)
+_PERCENT = _number("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
+_BOOL = _option("True or False", lambda value: isinstance(value, bool))
+_CALLABLE = _option("callable", callable)
 
 
 def _at_least(other: str) -> Any:
@@ -47,16 +56,6 @@ def _at_least(other: str) -> Any:
             )
 
     return check
-
-
-def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r}")
-
-
-def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not callable(value):
-        raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
 
 
 def _shared_random() -> float:
@@ -174,7 +173,7 @@ class PollPolicy:
     stall_timeout: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_SECONDS)
     )
-    progress_aware: bool = attrs.field(default=True, validator=_check_bool)
+    progress_aware: bool = attrs.field(default=True, validator=_BOOL)
     max_estimated_interval: float = attrs.field(
         default=1800.0, validator=[_SECONDS, _at_least("max_interval")]
     )
@@ -183,16 +182,16 @@ class PollPolicy:
     early_end: int = attrs.field(default=8, validator=_PERCENT)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, validator=_check_callable, repr=False, eq=False
+        default=time.monotonic, validator=_CALLABLE, repr=False, eq=False
     )
     sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=asyncio.sleep, validator=_check_callable, repr=False, eq=False
+        default=asyncio.sleep, validator=_CALLABLE, repr=False, eq=False
     )
     rng: Callable[[], float] = attrs.field(
-        default=_shared_random, validator=_check_callable, repr=False, eq=False
+        default=_shared_random, validator=_CALLABLE, repr=False, eq=False
     )
     wall_clock: Callable[[], float] = attrs.field(
-        default=time.time, validator=_check_callable, repr=False, eq=False
+        default=time.time, validator=_CALLABLE, repr=False, eq=False
     )
 
     @functools.cached_property
