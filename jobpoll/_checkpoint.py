@@ -6,7 +6,7 @@ is a `CheckpointError` naming the field, never a silent restart. Version 1 is up
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -21,7 +21,7 @@ from jobpoll._rules import Rules
 from jobpoll._saved import Timebase, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
 
-#: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
+#: The version of the checkpoint format written; `_plain` upgrades the older one.
 VERSION = 2
 
 
@@ -132,22 +132,6 @@ def _progress_in_order(p: PaceState) -> bool:
     )
 
 
-def _check_fanout(checkpoint: FanoutCheckpoint) -> None:
-    for position, state in enumerate(checkpoint.jobs):
-        _check_state(state)
-        if state.pace is None:
-            raise ValueError(f"jobs[{position}]: no pace")
-    for position, job_id in enumerate(checkpoint.unstarted):
-        try:
-            check_job_id(job_id)
-        except JobPollError as exc:
-            raise ValueError(f"unstarted[{position}]: {exc}") from None
-    seen = {state.job_id for state in checkpoint.jobs}
-    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
-        raise ValueError("a job id appears twice")
-    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
-
-
 def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
     if header.deadline is not None and header.timeout is None:
         raise ValueError("a deadline without a timeout")
@@ -198,9 +182,6 @@ def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": VERSION}
 
 
-#: How a checkpoint of an older version becomes one of this version.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_from_1}
-
 _T = TypeVar("_T")
 
 
@@ -211,12 +192,12 @@ def _plain(data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"a checkpoint is a dict (JSON object), got {type(data).__name__}")
     version = data.get("version")
-    if type(version) is int and version in _UPGRADES:
-        data = _UPGRADES[version](data)
+    if type(version) is int and version == 1:
+        data = _upgrade_from_1(data)
     elif version != VERSION or type(version) is not int:
         raise CheckpointError(
             f"checkpoint version {version!r:.40} is not one this jobpoll reads"
-            f" ({VERSION}, or {', '.join(map(str, _UPGRADES))} upgraded)"
+            f" ({VERSION}, or 1 upgraded)"
         )
     return data
 
@@ -245,7 +226,19 @@ def load_fanout(data: object) -> FanoutCheckpoint:
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
     checkpoint = _load(_plain(data), FanoutCheckpoint, "wait_for_jobs")
-    _check_fanout(checkpoint)
+    for position, state in enumerate(checkpoint.jobs):
+        _check_state(state)
+        if state.pace is None:
+            raise ValueError(f"jobs[{position}]: no pace")
+    for position, job_id in enumerate(checkpoint.unstarted):
+        try:
+            check_job_id(job_id)
+        except JobPollError as exc:
+            raise ValueError(f"unstarted[{position}]: {exc}") from None
+    seen = {state.job_id for state in checkpoint.jobs}
+    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
+        raise ValueError("a job id appears twice")
+    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
     return checkpoint
 
 

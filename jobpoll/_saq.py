@@ -90,10 +90,6 @@ class SaqWaits:
         self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
-        self.poll_timeout = poll_timeout
-        self.outcome_ttl = outcome_ttl
-        self.outcome_retries = outcome_retries
-        self.outcome_timeout = outcome_timeout
         self.mend_interval = mend_interval
         self._links = Links(
             queue=queue,
@@ -228,7 +224,7 @@ class SaqWaits:
         }
 
     async def _mend_forever(self) -> None:
-        """Now and then (one worker at a time), enqueue again the links SAQ lost."""
+        """One worker at a time (a lock in Redis) mends the queue."""
         lock = self._links.prefix + "mending"
         while True:
             await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
@@ -247,8 +243,7 @@ class SaqWaits:
         return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
-        """The user's functions, named as SAQ names them, the outcome one called once per job
-        (`Links.once`)."""
+        """The user's functions, named as SAQ names them, the outcome one called once a job."""
         named = [
             entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
             for entry in functions
@@ -297,7 +292,7 @@ class Link:
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
     ) -> str:
-        """Poll, and hand over; what it did (see `SaqWaits.poll`)."""
+        """What it did: see `SaqWaits.poll`."""
         live, until, gen, streak = await self.links.begin(self.job_id, self.step)
         if not live:
             return "superseded"

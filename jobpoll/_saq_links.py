@@ -168,7 +168,6 @@ class Links:
         keys: Sequence[str] = (),
         client: Pipeline | None = None,
     ) -> Awaitable[Any]:
-        """Run a script that ends with `_ENQUEUE`, with its own `keys` and `args`."""
         queue = self.queue
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
@@ -337,12 +336,10 @@ class Links:
         return deliver_once
 
     async def delivered(self) -> int:
-        """How many outcomes have been handed to the outcome function (or stored), in all."""
         value = await self.redis.get(self._delivered_key)
         return int(value or 0)
 
     async def mend(self) -> int:
-        """See `SaqWaits.mend`."""
         suspects_key = self.prefix + "suspects"
         raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
         before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
