@@ -260,12 +260,8 @@ def job_checkpoint(rules: Rules, state: JobState, *, owed: bool = False) -> dict
 
 @checkpoint_errors("not a valid wait_for_job checkpoint")
 def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState, bool]:
-    """The rules and the state of a job's wait, from its checkpoint, on this process's
-    clock; and whether its last snapshot is owed to the iteration.
-
-    Raises:
-        CheckpointError: not a valid checkpoint of a wait on `job_id`.
-    """
+    """The rules and the state of a job's wait from its checkpoint, on this process's clock,
+    and whether its last snapshot is owed to the iteration; else a `CheckpointError`."""
     if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
         raise CheckpointError(
             "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"

@@ -45,11 +45,8 @@ class Rules:
                 self.deadline = now + self.timeout
 
     def send(self, state: JobState, now: float) -> float | None:
-        """Count a poll about to be sent; its timeout is the time left, if there is a deadline.
-
-        Raises:
-            WaitTimeout: the deadline has passed.
-        """
+        """Count a poll about to be sent; its timeout: the time left to the deadline, if any
+        (`WaitTimeout` once it passed)."""
         remaining = None if self.deadline is None else self.deadline - now
         if remaining is not None and remaining <= 0:
             raise self.timed_out(state)
@@ -58,11 +55,7 @@ class Rules:
 
     def answered(self, state: JobState, job: Job, now: float) -> tuple[bool, float | None]:
         """Whether the answer is news (first, changed or terminal), and the delay before the
-        next poll (None: the job ended).
-
-        Raises:
-            JobStalled: nothing changed for `policy.stall_timeout`.
-        """
+        next poll (None: the job ended); `JobStalled` after `policy.stall_timeout` unchanged."""
         pace = state.pace
         assert pace is not None
         state.failures = 0

@@ -274,12 +274,22 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        return await Link(self._links, self.policy, client, job_id, step).run(checkpoint, timeout)
+        live, until, gen, streak = await self._links.begin(job_id, step)
+        if not live:
+            return "superseded"
+        now = time.time()
+        if until > now:
+            # Resume in a trickle rather than all at once: the first answers end the pause.
+            due = until + random.random() * min(until - now, self.policy.max_interval)
+            await self._links.hand_over(job_id, step, checkpoint, due, timeout)
+            return "paused"
+        link = Link(self._links, self.policy, client, job_id, step)
+        return await link.poll(checkpoint, timeout, gen, streak)
 
 
 @attrs.frozen
 class Link:
-    """Link `step` of the wait on `job_id`, run by a worker with its `client`."""
+    """Link `step` of the wait on `job_id`, polled by a worker with its `client`."""
 
     links: Links
     policy: PollPolicy
@@ -287,24 +297,7 @@ class Link:
     job_id: str
     step: int
 
-    async def run(
-        self,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-    ) -> str:
-        """What it did: see `SaqWaits.poll`."""
-        live, until, gen, streak = await self.links.begin(self.job_id, self.step)
-        if not live:
-            return "superseded"
-        now = time.time()
-        if until > now:
-            # Resume in a trickle rather than all at once: the first answers end the pause.
-            due = until + random.random() * min(until - now, self.policy.max_interval)
-            await self.links.hand_over(self.job_id, self.step, checkpoint, due, timeout)
-            return "paused"
-        return await self._poll(checkpoint, timeout, gen, streak)
-
-    async def _poll(
+    async def poll(
         self,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline

@@ -135,10 +135,6 @@ def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object
     return structure
 
 
-def _is_state(type_: Any) -> bool:
-    return type_ in (JobState, PaceState)
-
-
 def _register_state_hooks(converter: cattrs.Converter) -> None:
     """The records of `_state`, by their field metadata: what is not saved is left out, a
     "utc" time is read from its ISO form, and every field saved must be there."""
@@ -167,8 +163,11 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
     def unstructure_state(cls: Any) -> Any:
         return make_dict_unstructure_fn(cls, converter, **unsaved(cls))
 
-    converter.register_structure_hook_factory(_is_state, structure_state)
-    converter.register_unstructure_hook_factory(_is_state, unstructure_state)
+    def is_state(type_: Any) -> bool:
+        return type_ in (JobState, PaceState)
+
+    converter.register_structure_hook_factory(is_state, structure_state)
+    converter.register_unstructure_hook_factory(is_state, unstructure_state)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -242,9 +241,8 @@ def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
 
 
 def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock; a ValueError
-    for a "past" time after the checkpoint was taken (nonsense, a millisecond of rounding
-    aside)."""
+    """A state read from a checkpoint, its times moved onto this process's clock (a "past"
+    time after the checkpoint was taken, a millisecond of rounding aside, is nonsense)."""
 
     def restored(name: str, kind: str, value: float) -> float:
         if kind == "utc":

@@ -73,9 +73,8 @@ def wait_for_job(
             print(job.status, job.progress)
 
     Nothing is sent until the wait is awaited or iterated; the first poll is then immediate.
-    `wait.checkpoint()` saves a wait, and `resume=` goes on with it, in this process or any
-    other: its next poll comes when it was due (at once if that has passed), and its schedule
-    and deadline go on.
+    `wait.checkpoint()` saves a wait, and `resume=` goes on with it: its next poll comes when
+    it was due (at once if that has passed), and its schedule and deadline go on.
 
     Args:
         client: the client to poll with.
@@ -89,8 +88,7 @@ def wait_for_job(
             e.g. to report progress from a worker; it may be a coroutine function. What it
             raises ends the wait.
         resume: a checkpoint of a wait on the same job (`JobWait.checkpoint()`, through JSON
-            or not). Its deadline is kept, so `timeout` must be None; `policy` is not saved:
-            pass the one the wait had.
+            or not), with `timeout` None; `policy` is not saved: pass the one the wait had.
 
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
