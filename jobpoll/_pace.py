@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import attrs
+
 from jobpoll._state import PaceState
 
 if TYPE_CHECKING:
@@ -29,13 +31,13 @@ def longest_delay(policy: PollPolicy) -> float:
     return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
 
 
+@attrs.define(eq=False)
 class Pace:
     """One wait's place in its policy's schedule (`PollPolicy.pace()`): the rules below,
     bound to its `state`."""
 
-    def __init__(self, policy: PollPolicy, state: PaceState | None = None) -> None:
-        self.policy = policy
-        self.state = PaceState() if state is None else state
+    policy: PollPolicy
+    state: PaceState = attrs.Factory(PaceState)
 
     def answered(self, now: float, job: Job) -> float:
         return answered(self.policy, self.state, now, job)

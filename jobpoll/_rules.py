@@ -8,6 +8,8 @@ from __future__ import annotations
 import logging
 import math
 
+import attrs
+
 from jobpoll import _pace
 from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, WaitTimeout
 from jobpoll._models import Job
@@ -25,16 +27,14 @@ def fleet_pause(policy: PollPolicy, streak: int, retry_after: float | None) -> f
     return policy.retry_delay(doubling, retry_after)
 
 
+@attrs.define(eq=False)
 class Rules:
     """The rules for the jobs of one wait: its policy, timeout and deadline (on the policy's
     clock, set when the first job starts unless given). A fan-out's jobs share one."""
 
-    def __init__(
-        self, policy: PollPolicy, timeout: float | None, deadline: float | None = None
-    ) -> None:
-        self.policy = policy
-        self.timeout = timeout
-        self.deadline = deadline
+    policy: PollPolicy
+    timeout: float | None
+    deadline: float | None = None
 
     def begin(self, state: JobState, now: float) -> None:
         """Start a job's clocks at its first poll, and the deadline with the first job's."""
