@@ -13,21 +13,15 @@ from typing import Any, TypeVar
 import attrs
 import cattrs
 
-from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules
+from jobpoll._rules import Rules, check_timeout
 from jobpoll._saved import Timebase, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
 
 #: The version of the checkpoint format written; `_plain` upgrades the older one.
 VERSION = 2
-
-
-def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None:
-        check_positive("timeout", value)  # a ConfigurationError, which is a ValueError
 
 
 @attrs.frozen(kw_only=True)
@@ -36,7 +30,7 @@ class WaitCheckpoint:
 
     version: int
     taken_at: datetime
-    timeout: float | None = attrs.field(validator=_timeout)
+    timeout: float | None = attrs.field(validator=lambda _self, _field, value: check_timeout(value))
     deadline: datetime | None
 
 

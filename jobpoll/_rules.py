@@ -11,6 +11,7 @@ import math
 import attrs
 
 from jobpoll import _pace
+from jobpoll._config import check_positive
 from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, WaitTimeout
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
@@ -25,6 +26,11 @@ def fleet_pause(policy: PollPolicy, streak: int, retry_after: float | None) -> f
     server's `Retry-After` (up to `policy.max_retry_after`)."""
     doubling = min(policy.initial * 2.0 ** min(streak, 1000), policy.max_interval)
     return policy.retry_delay(doubling, retry_after)
+
+
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None:
+        check_positive("timeout", timeout)  # a ConfigurationError, which is a ValueError
 
 
 @attrs.define(eq=False)

@@ -26,10 +26,9 @@ from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules, fleet_pause
+from jobpoll._rules import Rules, check_timeout, fleet_pause
 from jobpoll._saq_links import POLL_FUNCTION, Links
 from jobpoll._state import JobState
-from jobpoll._wait import check_timeout
 
 logger = logging.getLogger("jobpoll")
 

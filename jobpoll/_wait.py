@@ -11,12 +11,11 @@ from uuid import UUID
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
-from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, ConfigurationError, JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules
+from jobpoll._rules import Rules, check_timeout
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -49,11 +48,6 @@ async def notify(on_update: UpdateCallback, job: Job) -> None:
         raise CallbackError(error) from None
     except Exception as exc:
         raise CallbackError(exc) from None
-
-
-def check_timeout(timeout: float | None) -> None:
-    if timeout is not None:
-        check_positive("timeout", timeout)
 
 
 def wait_for_job(
