@@ -181,7 +181,6 @@ def _make_converter() -> cattrs.Converter:
         (Job, _structure_job),
     ):
         converter.register_structure_hook(type_, hook)
-        converter.register_structure_hook(type_ | None, _optional(hook))
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_unstructure_hook(Job, job_to_wire)
 
