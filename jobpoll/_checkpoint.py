@@ -56,8 +56,7 @@ class FanoutCheckpoint(WaitCheckpoint):
 
 
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint as a JSON-ready dict: the header and the saved states (`saved_state`),
-    under `jobs` for a fan-out, flat beside the header for one wait."""
+    """The checkpoint as a JSON-ready dict: a fan-out's states under `jobs`, one wait's flat."""
     data: dict[str, Any] = converter.unstructure(header)  # the version first, where one looks
     if isinstance(states, dict):
         return {**data, **states}
@@ -69,9 +68,8 @@ def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) 
 
 @contextlib.contextmanager
 def checkpoint_errors(what: str) -> Iterator[None]:
-    """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
-    is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
-    `OverflowError`, which a worker writing its checkpoint in `finally` would not expect."""
+    """A value a checkpoint cannot hold is a `CheckpointError` saying `what` failed, never a
+    plain `ValueError`, `TypeError` or `OverflowError` a worker's `finally` would not expect."""
     try:
         yield
     except JobPollError:

@@ -33,8 +33,7 @@ def longest_delay(policy: PollPolicy) -> float:
 
 @attrs.define(eq=False)
 class Pace:
-    """One wait's place in its policy's schedule (`PollPolicy.pace()`): the rules below,
-    bound to its `state`."""
+    """One wait's place in its policy's schedule (`PollPolicy.pace()`), bound to its `state`."""
 
     policy: PollPolicy
     state: PaceState = attrs.Factory(PaceState)

@@ -66,8 +66,7 @@ class Timebase:
         self.latest_due = self.origin + longest_delay(policy)
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC, from `EARLIEST` to `LATEST` (a deadline
-        long passed is as passed at either)."""
+        """A time of this process's clock as UTC, clamped to `EARLIEST`..`LATEST`."""
         seconds = self.wall_now + (moment - self.now)
         return datetime.fromtimestamp(
             min(max(seconds, EARLIEST.timestamp()), LATEST.timestamp()), UTC
