@@ -1,36 +1,27 @@
-"""Checkpoints: a wait's state as small, versioned JSON data, to resume it in another process.
-
-A checkpoint is a header (version, when it was taken, timeout, deadline) and the wait's
-`JobState` records as `_saved` writes them. Reading one back is strict: what is not a
-checkpoint this jobpoll wrote is a `CheckpointError` naming the field, never a silent
-restart. Version 1 is read and upgraded.
+"""Checkpoints: a header (version, when taken, timeout, deadline) and the wait's `JobState`
+records as `_saved` writes them. Reading one back is strict: what this jobpoll did not write
+is a `CheckpointError` naming the field, never a silent restart. Version 1 is upgraded.
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any, TypeVar
 
 import attrs
 import cattrs
 
-from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, JobPollError
 from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules
+from jobpoll._rules import Rules, check_timeout
 from jobpoll._saved import Timebase, converter, restore_state, saved_state
 from jobpoll._state import JobState, PaceState
 
-#: The version of the checkpoint format written; `_UPGRADES` reads the older ones.
+#: The version of the checkpoint format written; `_plain` upgrades the older one.
 VERSION = 2
-
-
-def _timeout(_instance: object, _attribute: attrs.Attribute[Any], value: float | None) -> None:
-    if value is not None:
-        check_positive("timeout", value)  # a ConfigurationError, which is a ValueError
 
 
 @attrs.frozen(kw_only=True)
@@ -39,7 +30,7 @@ class WaitCheckpoint:
 
     version: int
     taken_at: datetime
-    timeout: float | None = attrs.field(validator=_timeout)
+    timeout: float | None = attrs.field(validator=lambda _self, _field, value: check_timeout(value))
     deadline: datetime | None
 
 
@@ -65,8 +56,7 @@ class FanoutCheckpoint(WaitCheckpoint):
 
 
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
-    """The checkpoint as a JSON-ready dict: the header and the saved states (`saved_state`),
-    under `jobs` for a fan-out, flat beside the header for one wait."""
+    """The checkpoint as a JSON-ready dict: a fan-out's states under `jobs`, one wait's flat."""
     data: dict[str, Any] = converter.unstructure(header)  # the version first, where one looks
     if isinstance(states, dict):
         return {**data, **states}
@@ -78,9 +68,8 @@ def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) 
 
 @contextlib.contextmanager
 def checkpoint_errors(what: str) -> Iterator[None]:
-    """Around taking or restoring a checkpoint (also as a decorator): a value it cannot hold
-    is a `CheckpointError` saying `what` failed, never a plain `ValueError`, `TypeError` or
-    `OverflowError`, which a worker writing its checkpoint in `finally` would not expect."""
+    """A value a checkpoint cannot hold is a `CheckpointError` saying `what` failed, never a
+    plain `ValueError`, `TypeError` or `OverflowError` a worker's `finally` would not expect."""
     try:
         yield
     except JobPollError:
@@ -135,22 +124,6 @@ def _progress_in_order(p: PaceState) -> bool:
     )
 
 
-def _check_fanout(checkpoint: FanoutCheckpoint) -> None:
-    for position, state in enumerate(checkpoint.jobs):
-        _check_state(state)
-        if state.pace is None:
-            raise ValueError(f"jobs[{position}]: no pace")
-    for position, job_id in enumerate(checkpoint.unstarted):
-        try:
-            check_job_id(job_id)
-        except JobPollError as exc:
-            raise ValueError(f"unstarted[{position}]: {exc}") from None
-    seen = {state.job_id for state in checkpoint.jobs}
-    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
-        raise ValueError("a job id appears twice")
-    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
-
-
 def _check_clocks(header: WaitCheckpoint, *, started: bool) -> None:
     if header.deadline is not None and header.timeout is None:
         raise ValueError("a deadline without a timeout")
@@ -184,23 +157,11 @@ _V1_PACE_NAMES = {
 }
 
 
-#: A job's fields in version 1; a field added since takes its declared default.
-_V1_JOB_FIELDS = frozenset(
-    {"job_id", "polls", "failures", "job", "started_at", "changed_at", "next_poll_at", "pace"}
-)
-
-
 def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
-    added = {
-        field.name: field.default
-        for field in attrs.fields(JobState)
-        if field.metadata.get("saved", True) and field.name not in _V1_JOB_FIELDS
-    }
-
     def renamed(state: object) -> object:
         if not isinstance(state, dict):
             return state
-        state = {**added, **state}
+        state = {"answers": 0, **state}  # the one field of a job added since
         if isinstance(state.get("pace"), dict):
             pace = {_V1_PACE_NAMES.get(key, key): value for key, value in state["pace"].items()}
             state["pace"] = pace
@@ -213,9 +174,6 @@ def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": VERSION}
 
 
-#: How a checkpoint of an older version becomes one of this version.
-_UPGRADES: dict[int, Callable[[dict[str, Any]], dict[str, Any]]] = {1: _upgrade_from_1}
-
 _T = TypeVar("_T")
 
 
@@ -226,12 +184,12 @@ def _plain(data: object) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise CheckpointError(f"a checkpoint is a dict (JSON object), got {type(data).__name__}")
     version = data.get("version")
-    if type(version) is int and version in _UPGRADES:
-        data = _UPGRADES[version](data)
+    if type(version) is int and version == 1:
+        data = _upgrade_from_1(data)
     elif version != VERSION or type(version) is not int:
         raise CheckpointError(
             f"checkpoint version {version!r:.40} is not one this jobpoll reads"
-            f" ({VERSION}, or {', '.join(map(str, _UPGRADES))} upgraded)"
+            f" ({VERSION}, or 1 upgraded)"
         )
     return data
 
@@ -260,7 +218,19 @@ def load_fanout(data: object) -> FanoutCheckpoint:
             "this is the checkpoint of one wait (JobWait.checkpoint()): resume it with wait_for_job"
         )
     checkpoint = _load(_plain(data), FanoutCheckpoint, "wait_for_jobs")
-    _check_fanout(checkpoint)
+    for position, state in enumerate(checkpoint.jobs):
+        _check_state(state)
+        if state.pace is None:
+            raise ValueError(f"jobs[{position}]: no pace")
+    for position, job_id in enumerate(checkpoint.unstarted):
+        try:
+            check_job_id(job_id)
+        except JobPollError as exc:
+            raise ValueError(f"unstarted[{position}]: {exc}") from None
+    seen = {state.job_id for state in checkpoint.jobs}
+    if len(seen) < len(checkpoint.jobs) or seen.intersection(checkpoint.unstarted):
+        raise ValueError("a job id appears twice")
+    _check_clocks(checkpoint, started=bool(checkpoint.jobs))
     return checkpoint
 
 
@@ -282,12 +252,8 @@ def job_checkpoint(rules: Rules, state: JobState, *, owed: bool = False) -> dict
 
 @checkpoint_errors("not a valid wait_for_job checkpoint")
 def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState, bool]:
-    """The rules and the state of a job's wait, from its checkpoint, on this process's
-    clock; and whether its last snapshot is owed to the iteration.
-
-    Raises:
-        CheckpointError: not a valid checkpoint of a wait on `job_id`.
-    """
+    """The rules and the state of a job's wait from its checkpoint, on this process's clock,
+    and whether its last snapshot is owed to the iteration; else a `CheckpointError`."""
     if isinstance(data, Mapping) and "jobs" in data and "job_id" not in data:
         raise CheckpointError(
             "this is the checkpoint of a fan-out (JobsWait.checkpoint()): resume it with"

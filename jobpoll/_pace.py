@@ -6,6 +6,8 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import attrs
+
 from jobpoll._state import PaceState
 
 if TYPE_CHECKING:
@@ -25,27 +27,21 @@ _FALLS = 3
 
 
 def longest_delay(policy: PollPolicy) -> float:
-    """The longest a wait of `policy` can wait between two polls: a pace's longest wait (an
-    estimate's, or the tolerance), or a server's longest `Retry-After` obeyed."""
+    """The longest a wait of `policy` can wait between two polls (a `Retry-After` included)."""
     return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
 
 
+@attrs.define(eq=False)
 class Pace:
-    """One wait's place in its policy's schedule (`PollPolicy.pace()`): the rules below,
-    bound to its `state`."""
+    """One wait's place in its policy's schedule (`PollPolicy.pace()`), bound to its `state`."""
 
-    __slots__ = ("policy", "state")
-
-    def __init__(self, policy: PollPolicy, state: PaceState | None = None) -> None:
-        self.policy = policy
-        self.state = PaceState() if state is None else state
+    policy: PollPolicy
+    state: PaceState = attrs.Factory(PaceState)
 
     def answered(self, now: float, job: Job) -> float:
-        """The delay after a poll at `now` that saw `job` (not a terminal one)."""
         return answered(self.policy, self.state, now, job)
 
     def failed(self, now: float) -> float:
-        """The delay after a poll at `now` that failed (before any `Retry-After`)."""
         return failed(self.policy, self.state)
 
     def time_left(self, now: float) -> float | None:
@@ -100,12 +96,9 @@ def failed(policy: PollPolicy, s: PaceState) -> float:
 
 
 def time_left(s: PaceState, now: float) -> float | None:
-    """Seconds from `now` until the job reaches 100% at the pace the schedule measured:
-    over its rate window (about the last half of the moves), or since the status was
-    first seen while progress has moved once; None until progress moves in the current
-    status. For display (a progress bar's time left): the schedule itself waits only
-    until the earliest end that pace allows if it grows, which comes sooner.
-    """
+    """Seconds from `now` until the job reaches 100% at the pace the schedule measured
+    (None until progress moves in the current status): for display, as the schedule itself
+    aims at the earliest end, which comes sooner."""
     if s.middle_progress < 0:
         return None
     if s.value_seen_at > s.window_at:
@@ -153,13 +146,11 @@ def _unmoved(policy: PollPolicy, s: PaceState, now: float) -> float:
 
 
 def _fastest(s: PaceState, now: float) -> float:
-    # The fastest pace of the model, in percent per second. With one move only: since
-    # the status was first seen, progress being up to a step past the reading now (the
-    # time a job took to show its first move is the best evidence of its pace; one that
-    # then races ahead is seen late by at most its age). Then: from the first value
-    # progress moved to, and over about the last half of the moves, to the last
-    # reading; each value was reached at or before the poll that first saw it, and the
-    # last one after the poll before that.
+    # The fastest pace of the model, in percent per second. With one move only: since the
+    # status was first seen, up to a step past the reading (the time to the first move is the
+    # best evidence of a pace). Then: from the first move, and over the rate window, to the
+    # last reading, each value reached at or before the poll that first saw it, and after
+    # the poll before that.
     progress = s.last_progress
     if s.value_seen_at <= s.first_move_at:
         return (progress + s.step - s.phase_progress) / max(now - s.phase_started_at, 1e-9)
@@ -175,10 +166,8 @@ def _fastest(s: PaceState, now: float) -> float:
 
 
 def _reaches(policy: PollPolicy, s: PaceState, now: float, target: int, pace: float) -> float:
-    # The earliest time progress can reach `target` from the last reading, at `pace`: the
-    # formula of `PollPolicy`'s docstring. Progress may be up to a step past the reading
-    # now, and no further than `pace` has taken it since the poll before the reading's value
-    # was first seen.
+    # `PollPolicy`'s formula: the earliest progress can reach `target` at `pace`, from up to a
+    # step past the last reading (no further than `pace` went since the poll before it).
     left = target - s.last_progress - min(s.step, pace * (now - s.poll_before_at))
     if left <= 0:
         return now

@@ -4,6 +4,7 @@ states the schedule; `_pace` applies it."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import time
@@ -17,30 +18,36 @@ from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
 
-def _option(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
-    """The one rule of a numeric option: a number (a whole one if `whole`, never a bool) that
-    `within` accepts, else a `ConfigurationError` naming the option and saying it is `kind`."""
-    types = int if whole else (int, float)
+def _option(kind: str, accepts: Callable[[Any], bool]) -> Any:
+    """The one rule of an option: a value `accepts` refuses is a `ConfigurationError`."""
 
     def check(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
-        if isinstance(value, bool) or not isinstance(value, types) or not within(value):
+        if not accepts(value):
             raise ConfigurationError(f"{attribute.name} must be {kind}, got {value!r}")
 
     return check
 
 
-_SECONDS = _option("a positive number of seconds", lambda value: 0 < value < math.inf)
-_GRACE = _option("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
-_AT_LEAST_1 = _option("a number of 1 or more", lambda value: 1 <= value < math.inf)
-_FRACTION = _option("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
-_SHARE = _option("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
-_TRIES = _option("a whole number of 1 or more", lambda value: value >= 1, whole=True)
-_PERCENT = _option("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
+def _number(kind: str, within: Callable[[Any], bool], *, whole: bool = False) -> Any:
+    types = int if whole else (int, float)
+    return _option(
+        kind,
+        lambda value: not isinstance(value, bool) and isinstance(value, types) and within(value),
+    )
+
+
+_SECONDS = _number("a positive number of seconds", lambda value: 0 < value < math.inf)
+_GRACE = _number("a number of seconds, 0 or more", lambda value: 0 <= value < math.inf)
+_AT_LEAST_1 = _number("a number of 1 or more", lambda value: 1 <= value < math.inf)
+_FRACTION = _number("a fraction from 0 to 1", lambda value: 0 <= value <= 1)
+_SHARE = _number("a fraction above 0, up to 1", lambda value: 0 < value <= 1)
+_TRIES = _number("a whole number of 1 or more", lambda value: value >= 1, whole=True)
+_PERCENT = _number("a whole percent from 0 to 99", lambda value: 0 <= value < 100, whole=True)
+_BOOL = _option("True or False", lambda value: isinstance(value, bool))
+_CALLABLE = _option("callable", callable)
 
 
 def _at_least(other: str) -> Any:
-    """The option is at least the one named `other`, declared before it."""
-
     def check(policy: PollPolicy, attribute: attrs.Attribute[Any], value: float) -> None:
         low = getattr(policy, other)
         if value < low:
@@ -49,36 +56,6 @@ def _at_least(other: str) -> Any:
             )
 
     return check
-
-
-def _check_bool(_policy: PollPolicy, attribute: attrs.Attribute[bool], value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ConfigurationError(f"{attribute.name} must be True or False, got {value!r}")
-
-
-def _check_callable(_policy: PollPolicy, attribute: attrs.Attribute[Any], value: Any) -> None:
-    if not callable(value):
-        raise ConfigurationError(f"{attribute.name} must be callable, got {value!r}")
-
-
-def _blind_table(policy: PollPolicy) -> tuple[float, ...]:
-    # The blind delays before jitter, filled once per policy from `backoff.expo` (which yields
-    # initial * factor**n, then max_interval for ever) up to the first that repeats: every
-    # pace indexes this table, so a pace holds an index rather than a generator. Options out
-    # of range give no table; the validators, which run next, refuse them.
-    delays: list[float] = []
-    try:
-        nominal = backoff.expo(
-            base=policy.factor, factor=policy.initial, max_value=policy.max_interval
-        )
-        next(nominal)  # primed, as backoff itself does
-        for delay in nominal:
-            delays.append(delay)
-            if delay >= policy.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
-                break
-    except (TypeError, ValueError, OverflowError):
-        return ()
-    return tuple(delays)
 
 
 def _shared_random() -> float:
@@ -196,7 +173,7 @@ class PollPolicy:
     stall_timeout: float | None = attrs.field(
         default=None, validator=attrs.validators.optional(_SECONDS)
     )
-    progress_aware: bool = attrs.field(default=True, validator=_check_bool)
+    progress_aware: bool = attrs.field(default=True, validator=_BOOL)
     max_estimated_interval: float = attrs.field(
         default=1800.0, validator=[_SECONDS, _at_least("max_interval")]
     )
@@ -205,21 +182,31 @@ class PollPolicy:
     early_end: int = attrs.field(default=8, validator=_PERCENT)
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, validator=_check_callable, repr=False, eq=False
+        default=time.monotonic, validator=_CALLABLE, repr=False, eq=False
     )
     sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=asyncio.sleep, validator=_check_callable, repr=False, eq=False
+        default=asyncio.sleep, validator=_CALLABLE, repr=False, eq=False
     )
     rng: Callable[[], float] = attrs.field(
-        default=_shared_random, validator=_check_callable, repr=False, eq=False
+        default=_shared_random, validator=_CALLABLE, repr=False, eq=False
     )
     wall_clock: Callable[[], float] = attrs.field(
-        default=time.time, validator=_check_callable, repr=False, eq=False
+        default=time.time, validator=_CALLABLE, repr=False, eq=False
     )
-    #: The blind delays before jitter (see `delays()`), derived from the options above.
-    blind_delays: tuple[float, ...] = attrs.field(
-        init=False, repr=False, eq=False, default=attrs.Factory(_blind_table, takes_self=True)
-    )
+
+    @functools.cached_property
+    def blind_delays(self) -> tuple[float, ...]:
+        """The blind delays before jitter (see `delays()`), up to the first that repeats."""
+        # From `backoff.expo` (initial * factor**n, then max_interval for ever), once per
+        # policy: every pace indexes this table, so a pace holds an index, not a generator.
+        nominal = backoff.expo(base=self.factor, factor=self.initial, max_value=self.max_interval)
+        next(nominal)  # primed, as backoff itself does
+        delays: list[float] = []
+        for delay in nominal:
+            delays.append(delay)
+            if delay >= self.max_interval or len(delays) > 64 or delays[-2:-1] == [delay]:
+                break
+        return tuple(delays)
 
     def pace(self) -> Pace:
         """A new wait's place in this policy's schedule; each wait (each job) has its own."""

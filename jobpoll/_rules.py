@@ -1,9 +1,6 @@
-"""The rules of a wait, once: what happens when a poll is sent, answered, or fails.
-
-Functions of a job's `JobState` and the time, with no I/O: each updates the state and
-returns the delay before the next poll (None once the job ended), or raises the error that
-ends the wait. `JobWait`, `JobsWait` and `SaqWaits` apply them, so a job ends alike
-whichever waits on it. Also here: the pause of the whole fleet when the server throttles.
+"""The rules of a wait, with no I/O: what a poll sent, answered or failed does to a job's
+`JobState`, and the fleet's pause when the server throttles. `JobWait`, `JobsWait` and
+`SaqWaits` all apply them, so a job ends alike whichever waits on it.
 """
 
 from __future__ import annotations
@@ -11,7 +8,10 @@ from __future__ import annotations
 import logging
 import math
 
+import attrs
+
 from jobpoll import _pace
+from jobpoll._config import check_positive
 from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, WaitTimeout
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
@@ -28,22 +28,22 @@ def fleet_pause(policy: PollPolicy, streak: int, retry_after: float | None) -> f
     return policy.retry_delay(doubling, retry_after)
 
 
+def check_timeout(timeout: float | None) -> None:
+    if timeout is not None:
+        check_positive("timeout", timeout)  # a ConfigurationError, which is a ValueError
+
+
+@attrs.define(eq=False)
 class Rules:
     """The rules for the jobs of one wait: its policy, timeout and deadline (on the policy's
     clock, set when the first job starts unless given). A fan-out's jobs share one."""
 
-    __slots__ = ("deadline", "policy", "timeout")
-
-    def __init__(
-        self, policy: PollPolicy, timeout: float | None, deadline: float | None = None
-    ) -> None:
-        self.policy = policy
-        self.timeout = timeout
-        self.deadline = deadline
+    policy: PollPolicy
+    timeout: float | None
+    deadline: float | None = None
 
     def begin(self, state: JobState, now: float) -> None:
-        """Start a job's clocks at its first poll (once, due `now`), and the deadline with
-        the first."""
+        """Start a job's clocks at its first poll, and the deadline with the first job's."""
         if state.pace is None:
             state.pace = PaceState()
             state.started_at = state.next_poll_at = now
@@ -51,11 +51,8 @@ class Rules:
                 self.deadline = now + self.timeout
 
     def send(self, state: JobState, now: float) -> float | None:
-        """Count a poll about to be sent; its timeout is the time left, if there is a deadline.
-
-        Raises:
-            WaitTimeout: the deadline has passed.
-        """
+        """Count a poll about to be sent; its timeout: the time left to the deadline, if any
+        (`WaitTimeout` once it passed)."""
         remaining = None if self.deadline is None else self.deadline - now
         if remaining is not None and remaining <= 0:
             raise self.timed_out(state)
@@ -63,12 +60,8 @@ class Rules:
         return remaining
 
     def answered(self, state: JobState, job: Job, now: float) -> tuple[bool, float | None]:
-        """Take in a poll's answer: whether it is news (first, changed or terminal), and the
-        delay before the next poll (None: the job ended).
-
-        Raises:
-            JobStalled: nothing changed for `policy.stall_timeout`.
-        """
+        """Whether the answer is news (first, changed or terminal), and the delay before the
+        next poll (None: the job ended); `JobStalled` after `policy.stall_timeout` unchanged."""
         pace = state.pace
         assert pace is not None
         state.failures = 0
@@ -101,11 +94,8 @@ class Rules:
     def failed(
         self, state: JobState, error: JobPollError, now: float, *, since: float = -math.inf
     ) -> float:
-        """Decide the fate of a failed poll: the delay before the next one, or raise.
-
-        `since` is when this process began polling the job: a resumed wait's client is new,
-        so its first-contact grace counts from then, not from when the wait began.
-        """
+        """The delay before the next poll, or the error that ends the wait. `since`: when this
+        process began polling the job, from which a resumed wait's first-contact grace counts."""
         pace = state.pace
         assert pace is not None
         policy = self.policy
@@ -142,7 +132,6 @@ class Rules:
         )
 
     def timed_out(self, state: JobState) -> WaitTimeout:
-        """The error of a job whose wait ran out of time."""
         assert self.timeout is not None
         error = WaitTimeout(
             state.job_id, timeout=self.timeout, job=state.job, last_error=state.last_error

@@ -26,10 +26,9 @@ from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules, fleet_pause
+from jobpoll._rules import Rules, check_timeout, fleet_pause
 from jobpoll._saq_links import POLL_FUNCTION, Links
 from jobpoll._state import JobState
-from jobpoll._wait import check_timeout
 
 logger = logging.getLogger("jobpoll")
 
@@ -90,10 +89,6 @@ class SaqWaits:
         self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
-        self.poll_timeout = poll_timeout
-        self.outcome_ttl = outcome_ttl
-        self.outcome_retries = outcome_retries
-        self.outcome_timeout = outcome_timeout
         self.mend_interval = mend_interval
         self._links = Links(
             queue=queue,
@@ -228,7 +223,7 @@ class SaqWaits:
         }
 
     async def _mend_forever(self) -> None:
-        """Now and then (one worker at a time), enqueue again the links SAQ lost."""
+        """One worker at a time (a lock in Redis) mends the queue."""
         lock = self._links.prefix + "mending"
         while True:
             await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
@@ -247,8 +242,7 @@ class SaqWaits:
         return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
-        """The user's functions, named as SAQ names them, the outcome one called once per job
-        (`Links.once`)."""
+        """The user's functions, named as SAQ names them, the outcome one called once a job."""
         named = [
             entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
             for entry in functions
@@ -279,12 +273,22 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        return await Link(self._links, self.policy, client, job_id, step).run(checkpoint, timeout)
+        live, until, gen, streak = await self._links.begin(job_id, step)
+        if not live:
+            return "superseded"
+        now = time.time()
+        if until > now:
+            # Resume in a trickle rather than all at once: the first answers end the pause.
+            due = until + random.random() * min(until - now, self.policy.max_interval)
+            await self._links.hand_over(job_id, step, checkpoint, due, timeout)
+            return "paused"
+        link = Link(self._links, self.policy, client, job_id, step)
+        return await link.poll(checkpoint, timeout, gen, streak)
 
 
 @attrs.frozen
 class Link:
-    """Link `step` of the wait on `job_id`, run by a worker with its `client`."""
+    """Link `step` of the wait on `job_id`, polled by a worker with its `client`."""
 
     links: Links
     policy: PollPolicy
@@ -292,24 +296,7 @@ class Link:
     job_id: str
     step: int
 
-    async def run(
-        self,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-    ) -> str:
-        """Poll, and hand over; what it did (see `SaqWaits.poll`)."""
-        live, until, gen, streak = await self.links.begin(self.job_id, self.step)
-        if not live:
-            return "superseded"
-        now = time.time()
-        if until > now:
-            # Resume in a trickle rather than all at once: the first answers end the pause.
-            due = until + random.random() * min(until - now, self.policy.max_interval)
-            await self.links.hand_over(self.job_id, self.step, checkpoint, due, timeout)
-            return "paused"
-        return await self._poll(checkpoint, timeout, gen, streak)
-
-    async def _poll(
+    async def poll(
         self,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline

@@ -168,7 +168,6 @@ class Links:
         keys: Sequence[str] = (),
         client: Pipeline | None = None,
     ) -> Awaitable[Any]:
-        """Run a script that ends with `_ENQUEUE`, with its own `keys` and `args`."""
         queue = self.queue
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
@@ -197,10 +196,9 @@ class Links:
         due: float = 0.0,
         timeout: float | None = None,
     ) -> SaqJob:
-        """Link `step` of the wait, with its checkpoint; without one (the first link, or one
-        starting over), with the wait's `timeout`. Its meta and progress are for SAQ's UI."""
+        """Link `step` of the wait: with its checkpoint, or (starting) with its `timeout`."""
         kwargs: dict[str, Any] = {"job_id": job_id, "step": step, "checkpoint": checkpoint}
-        meta: dict[str, Any] = {"job_id": job_id, "step": step}
+        meta: dict[str, Any] = {"job_id": job_id, "step": step}  # meta, progress: SAQ's UI
         progress = 0.0
         if checkpoint is None:
             kwargs["timeout"] = timeout
@@ -253,8 +251,7 @@ class Links:
         await self._enqueue(self._advance, job_id, following, step, step + 1)
 
     async def deliver(self, result: JobResult, step: int, polls: int) -> None:
-        """End the wait with its outcome, if `step` is live: kept, announced, counted and
-        enqueued to `on_outcome`."""
+        """End the wait with its outcome, if `step` is live, and enqueue it to `on_outcome`."""
         data = result_to_json(result, polls=polls)
         outcome = self.saq_job(
             function=self.on_outcome or "",
@@ -320,8 +317,7 @@ class Links:
         await self._calm(keys=[self._pause_key], args=[gen])
 
     def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """`function`, not called again for a job once a call returned (SAQ may run a job
-        again)."""
+        """`function`, not called again for a job once a call returned (SAQ may retry)."""
 
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
             record = self.wait_key(str(result["jobId"]))
@@ -337,12 +333,10 @@ class Links:
         return deliver_once
 
     async def delivered(self) -> int:
-        """How many outcomes have been handed to the outcome function (or stored), in all."""
         value = await self.redis.get(self._delivered_key)
         return int(value or 0)
 
     async def mend(self) -> int:
-        """See `SaqWaits.mend`."""
         suspects_key = self.prefix + "suspects"
         raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
         before = {job_id.decode(): step.decode() for job_id, step in raw.items()}

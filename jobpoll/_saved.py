@@ -43,8 +43,6 @@ class Timebase:
     checkpoint, or resuming one (a time `t` of the old clock is `now + (wall(t) - wall_now)`
     in the new process)."""
 
-    __slots__ = ("latest_due", "now", "origin", "taken_at", "wall_now")
-
     def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
         self.now = policy.clock()
         self.wall_now = policy.wall_clock()
@@ -68,20 +66,17 @@ class Timebase:
         self.latest_due = self.origin + longest_delay(policy)
 
     def to_utc(self, moment: float) -> datetime:
-        """A time of this process's clock as UTC, from `EARLIEST` to `LATEST` (a deadline
-        long passed is as passed at either)."""
+        """A time of this process's clock as UTC, clamped to `EARLIEST`..`LATEST`."""
         seconds = self.wall_now + (moment - self.now)
         return datetime.fromtimestamp(
             min(max(seconds, EARLIEST.timestamp()), LATEST.timestamp()), UTC
         )
 
     def from_utc(self, moment: datetime) -> float:
-        """A UTC time on this process's clock."""
         return self.now + (moment.timestamp() - self.wall_now)
 
     def due(self, seconds: float) -> float:
-        """When a saved poll (or pause), in seconds since the epoch, is due on this
-        process's clock: at most `latest_due`."""
+        """When a saved poll (or pause), in epoch seconds, is due on this process's clock."""
         return min(self.now + (seconds - self.wall_now), self.latest_due)
 
     def relative(self, moment: float) -> float:
@@ -121,7 +116,7 @@ def _structure_time(value: object, _type: object) -> datetime:
 
 
 def _structure_epoch(value: object, type_: object) -> float:
-    # A record's "utc" time, read as seconds since the epoch: `restore_state` moves it.
+    # A record's "utc" time, in epoch seconds until `restore_state` moves it.
     return _structure_time(value, type_).timestamp()
 
 
@@ -137,10 +132,6 @@ def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object
         return None if value is None else hook(value, type_)
 
     return structure
-
-
-def _is_state(type_: Any) -> bool:
-    return type_ in (JobState, PaceState)
 
 
 def _register_state_hooks(converter: cattrs.Converter) -> None:
@@ -171,8 +162,11 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
     def unstructure_state(cls: Any) -> Any:
         return make_dict_unstructure_fn(cls, converter, **unsaved(cls))
 
-    converter.register_structure_hook_factory(_is_state, structure_state)
-    converter.register_unstructure_hook_factory(_is_state, unstructure_state)
+    def is_state(type_: Any) -> bool:
+        return type_ in (JobState, PaceState)
+
+    converter.register_structure_hook_factory(is_state, structure_state)
+    converter.register_unstructure_hook_factory(is_state, unstructure_state)
 
 
 def _make_converter() -> cattrs.Converter:
@@ -186,7 +180,6 @@ def _make_converter() -> cattrs.Converter:
         (Job, _structure_job),
     ):
         converter.register_structure_hook(type_, hook)
-        converter.register_structure_hook(type_ | None, _optional(hook))
     converter.register_unstructure_hook(datetime, format_timestamp)
     converter.register_unstructure_hook(Job, job_to_wire)
 
@@ -246,9 +239,8 @@ def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
 
 
 def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock; a ValueError
-    for a "past" time after the checkpoint was taken (nonsense, a millisecond of rounding
-    aside)."""
+    """A state read from a checkpoint, its times moved onto this process's clock (a "past"
+    time after the checkpoint was taken, a millisecond of rounding aside, is nonsense)."""
 
     def restored(name: str, kind: str, value: float) -> float:
         if kind == "utc":

@@ -1,14 +1,9 @@
 """What a wait knows of its job, declared once: `JobState` and its schedule's `PaceState`.
 
-The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these records
-field by field: a per-job field is one field here, plus the rule that uses it. The field
-metadata they read:
-
-- `time`: a time on the policy's clock. A checkpoint holds a `"past"` one as seconds before
-  it was taken, a `"utc"` one (when the next poll is due) as an ISO 8601 UTC time.
-- `min`, `max`: the bounds of a value, checked when a record is made (read back from a
-  checkpoint), not when a rule sets a field (millions of times; the rules keep them).
-- `saved`: False for what a checkpoint leaves out.
+The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these fields and
+their metadata: `time` ("past": saved as seconds before the checkpoint; "utc": as a UTC time),
+`min` and `max` (checked when a record is made, not each time a rule sets a field), and
+`saved` (False: a checkpoint leaves it out).
 """
 
 from __future__ import annotations
@@ -38,7 +33,7 @@ def _count(**metadata: Any) -> Any:
 
 
 def _percent(default: int) -> Any:
-    # -1 is "not yet" for the progress values a pace keeps.
+    # -1: "not yet", for a pace's progress values.
     return attrs.field(
         default=default, metadata={"min": -1, "max": MAX_PROGRESS}, validator=_within_bounds
     )

@@ -11,12 +11,11 @@ from uuid import UUID
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
-from jobpoll._config import check_positive
 from jobpoll._errors import CheckpointError, ConfigurationError, JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules
+from jobpoll._rules import Rules, check_timeout
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -37,12 +36,8 @@ class CallbackError(Exception):
 
 
 async def notify(on_update: UpdateCallback, job: Job) -> None:
-    """Call (and await, if it gives an awaitable) a caller's `on_update` with a snapshot.
-
-    Raises:
-        CallbackError: the callback raised (a `StopIteration` or `StopAsyncIteration` as a
-            `RuntimeError`: it would end the caller's `async for` as if all were done).
-    """
+    """Raises `CallbackError` for what `on_update` raised; a `StopIteration` or
+    `StopAsyncIteration` as a `RuntimeError`, lest it end the caller's `async for`."""
     try:
         result = on_update(job)
         if inspect.isawaitable(result):
@@ -53,12 +48,6 @@ async def notify(on_update: UpdateCallback, job: Job) -> None:
         raise CallbackError(error) from None
     except Exception as exc:
         raise CallbackError(exc) from None
-
-
-def check_timeout(timeout: float | None) -> None:
-    """Refuse a `timeout` that is neither None nor a positive, finite number of seconds."""
-    if timeout is not None:
-        check_positive("timeout", timeout)
 
 
 def wait_for_job(
@@ -78,9 +67,8 @@ def wait_for_job(
             print(job.status, job.progress)
 
     Nothing is sent until the wait is awaited or iterated; the first poll is then immediate.
-    `wait.checkpoint()` saves a wait, and `resume=` goes on with it, in this process or any
-    other: its next poll comes when it was due (at once if that has passed), and its schedule
-    and deadline go on.
+    `wait.checkpoint()` saves a wait, and `resume=` goes on with it: its next poll comes when
+    it was due (at once if that has passed), and its schedule and deadline go on.
 
     Args:
         client: the client to poll with.
@@ -94,8 +82,7 @@ def wait_for_job(
             e.g. to report progress from a worker; it may be a coroutine function. What it
             raises ends the wait.
         resume: a checkpoint of a wait on the same job (`JobWait.checkpoint()`, through JSON
-            or not). Its deadline is kept, so `timeout` must be None; `policy` is not saved:
-            pass the one the wait had.
+            or not), with `timeout` None; `policy` is not saved: pass the one the wait had.
 
     Raises:
         InvalidJobId: the id could never be sent (raised at once, before any poll).
@@ -116,8 +103,7 @@ def wait_for_job(
 def check_wait_options(
     client: object, policy: object, timeout: float | None, on_update: object, resume: object
 ) -> PollPolicy:
-    """Refuse the options of `wait_for_job` or `wait_for_jobs` that are not what they should
-    be; the policy to use."""
+    """The policy `wait_for_job` or `wait_for_jobs` uses, once its options are checked."""
     if not isinstance(client, JobsClient):
         raise TypeError(f"client must be a JobsClient, got {type(client).__name__}")
     if policy is not None and not isinstance(policy, PollPolicy):
@@ -150,18 +136,6 @@ class JobWait:
     `TransportError`, `DecodeError`) when it is not transient, when `policy.max_failures`
     transient ones came in a row, or for a 404 past `policy.not_found_grace`.
     """
-
-    __slots__ = (
-        "_busy",
-        "_client",
-        "_delay",
-        "_error",
-        "_on_update",
-        "_polled_from",
-        "_rules",
-        "_state",
-        "_unreturned",
-    )
 
     def __init__(
         self,
@@ -227,8 +201,8 @@ class JobWait:
         call at any moment, from any task; it sends nothing.
 
         Raises:
-            CheckpointError: the wait has ended with an error: there is nothing to resume
-                (or its state is no checkpoint: never a plain ValueError).
+            CheckpointError: the wait ended with an error (nothing to resume), or its state
+                cannot be saved.
         """
         if self._error is not None:
             raise CheckpointError(

@@ -7,19 +7,14 @@ Without it, importing this module is a `ModuleNotFoundError` that says so. See t
 
 from __future__ import annotations
 
-#: The top-level packages the `saq` extra installs.
-_EXTRA_PACKAGES = ("saq", "redis")
-
 
 def _missing_from_the_extra(error: BaseException | None) -> str | None:
     """The package of the extra whose absence `error` reports, if that is what it reports.
     SAQ reports a missing redis as its own error, caused by the `ModuleNotFoundError`."""
-    while error is not None:
-        if isinstance(error, ModuleNotFoundError):
-            package = str(error.name).partition(".")[0]
-            return package if package in _EXTRA_PACKAGES else None
+    while error is not None and not isinstance(error, ModuleNotFoundError):
         error = error.__cause__
-    return None
+    package = str(getattr(error, "name", None)).partition(".")[0]
+    return package if package in ("saq", "redis") else None
 
 
 try:
