@@ -44,10 +44,7 @@ class _Headers(CIMultiDict[str]):
 class JobsClient:
     """A client of the job-status endpoint, `GET {base_url}/bankaccounts/jobs?jobId=...`.
 
-    Use it as an async context manager, or call `aclose()` when done:
-
-        async with JobsClient() as client:
-            job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+    Use it as an async context manager, or call `aclose()` when done.
 
     Nothing the server sends back shows the API key: in every error and log line, each run of
     6 or more of its characters, as is or encoded (JSON, percent, HTML), is `<redacted>`.
