@@ -74,8 +74,6 @@ def _wire_name(cls: type, name: str) -> str:
 
 
 def _exactly(kind: type[T], expected: str) -> Callable[[object, object], T]:
-    """A hook that takes only a value of exactly `kind`."""
-
     def structure(value: object, _type: object) -> T:
         if type(value) is not kind:
             raise WireError(f"expected {expected}, got {describe(value)}")

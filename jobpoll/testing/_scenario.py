@@ -35,8 +35,6 @@ def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
 
 
 def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
-    """`check`, letting None (a value not given) through."""
-
     def check_optional(value: Any) -> _T | None:
         return None if value is None else check(value)
 
@@ -113,14 +111,12 @@ percent = _within(whole, lambda value: 0 <= value <= 100, "a whole percent from 
 
 
 def pattern(value: Any) -> str:
-    """A pattern of ids (`fnmatch`: `*` and `?` match), not empty."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty pattern of ids (* and ? match), got {value!r}")
     return value
 
 
 def outcome(value: Any) -> str:
-    """A status a job may end in, in any case."""
     status = str(value).strip().upper()
     if status not in OUTCOMES:
         raise ValueError(f"must be one of {', '.join(OUTCOMES)}, got {value!r}")
@@ -128,7 +124,6 @@ def outcome(value: Any) -> str:
 
 
 def flag(value: Any) -> bool:
-    """A boolean, or true/false, yes/no, 1/0 as text."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -170,7 +165,6 @@ def _http_status(kind: str) -> int | None:
 
 
 def _kind(value: Any) -> str:
-    """A fault's kind, in any case."""
     kind = str(value).strip().lower()
     if not (_http_status(kind) or kind == "slow" or kind in _FIXED_FAULTS):
         raise ValueError(f"{kind!r} is not {_FAULT_KINDS}")
@@ -300,7 +294,6 @@ def _options(source: str, data: Mapping[str, Any], given: Mapping[str, Any]) -> 
 
 
 def _fields(where: str, raw: Any, checks: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    """The checked values of a rule's table."""
     if not isinstance(raw, Mapping):
         raise ScenarioError(f"{where}: expected a table of {', '.join(checks)}")
     unknown = [key for key in raw if key not in checks]
