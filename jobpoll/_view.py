@@ -373,10 +373,9 @@ def _status_of(row: Row) -> Text:
 def _progress_of(row: Row) -> int:
     """A job's progress in its row: 100 once it succeeded (an ARCHIVED job may say less)."""
     job, result = row.job, row.result
-    progress = 0 if job is None else job.progress
     if result is not None and result.ok and (job is None or job.succeeded):
         return 100
-    return progress
+    return 0 if job is None else job.progress
 
 
 async def wait_with_view(
