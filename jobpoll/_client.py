@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from types import TracebackType
 from typing import Self
 from uuid import UUID
 
@@ -57,8 +56,7 @@ class JobsClient:
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
         connect_timeout: seconds to wait for a connection.
-        read_timeout: seconds to wait for each read from the socket (not armed when no
-            shorter than `total_timeout`: it could never fire first, and costs CPU).
+        read_timeout: seconds to wait for each read from the socket.
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
         max_connections: the size of the connection pool of the client's own session, which
@@ -141,12 +139,7 @@ class JobsClient:
         self._open_session()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

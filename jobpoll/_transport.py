@@ -13,7 +13,6 @@ import socket
 import ssl
 import urllib.request
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -129,12 +128,7 @@ class TransportFailures:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> bool:
         if exc is None:
             return False
         for kind, describe in _FAILURES:
