@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobpoll._config import check_api_key
+from jobpoll._errors import ConfigurationError
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Slow
 from jobpoll.testing._rules import OUTCOMES, FaultRule, JobRule, Scenario, shape
 
@@ -135,12 +137,11 @@ def flag(value: Any) -> bool:
 
 
 def api_key(value: Any) -> str:
-    """The key the service accepts: printable ASCII, not empty, no white space around it."""
-    if not isinstance(value, str) or not value or not (value.isascii() and value.isprintable()):
-        raise ValueError("must be printable ASCII text, not empty")
-    if value != value.strip():
-        raise ValueError("must not begin or end with white space")
-    return value
+    """The key the service accepts: one a `JobsClient` can send."""
+    try:
+        return check_api_key(value)
+    except ConfigurationError as exc:
+        raise ValueError(f"is refused: {exc}") from None
 
 
 _FAULT_KINDS = "an HTTP status from 400 to 599, drop, cut, slow, html or truncated"
