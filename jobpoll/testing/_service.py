@@ -216,8 +216,7 @@ class FakeJobsService:
 
         Faults queue up in order; a job's own faults come before those for any job. With
         `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
-        the requests of that many seconds from now (on the service's clock): an outage of a
-        set length, e.g. `inject(HttpError(503), times=None, seconds=30)`.
+        the requests of that many seconds from now (on the service's clock): an outage.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
