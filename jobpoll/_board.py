@@ -98,7 +98,6 @@ class Board:
         return row
 
     def ended_with(self, result: JobResult) -> None:
-        """Take in a job's result."""
         row = self.rows[result.job_id]
         now = self.clock()
         self._forget(row)

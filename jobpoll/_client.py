@@ -7,7 +7,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
-from types import TracebackType
 from typing import Self
 from uuid import UUID
 
@@ -44,10 +43,7 @@ class _Headers(CIMultiDict[str]):
 class JobsClient:
     """A client of the job-status endpoint, `GET {base_url}/bankaccounts/jobs?jobId=...`.
 
-    Use it as an async context manager, or call `aclose()` when done:
-
-        async with JobsClient() as client:
-            job = await client.get_job("35f23c03-1c22-45fe-9484-3ffe769325de")
+    Use it as an async context manager, or call `aclose()` when done.
 
     Nothing the server sends back shows the API key: in every error and log line, each run of
     6 or more of its characters, as is or encoded (JSON, percent, HTML), is `<redacted>`.
@@ -60,8 +56,7 @@ class JobsClient:
             never closes it. Without one, the client opens its own, with a pool of
             `max_connections`, and closes it in `aclose()`.
         connect_timeout: seconds to wait for a connection.
-        read_timeout: seconds to wait for each read from the socket (not armed when no
-            shorter than `total_timeout`: it could never fire first, and costs CPU).
+        read_timeout: seconds to wait for each read from the socket.
         total_timeout: seconds one request may take in all. These three apply to every
             request, on a caller's session too.
         max_connections: the size of the connection pool of the client's own session, which
@@ -125,11 +120,6 @@ class JobsClient:
         return self._base_url
 
     @property
-    def max_connections(self) -> int:
-        """The size of the pool of the client's own session (a caller's session has its own)."""
-        return self._max_connections
-
-    @property
     def pool_size(self) -> int:
         """How many requests the client can have out at once without queueing for a
         connection: for a caller's session, the smaller of its connector's `limit` and
@@ -140,11 +130,6 @@ class JobsClient:
         limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
         return min(limits, default=self._max_connections)
 
-    @property
-    def max_body_size(self) -> int:
-        """The most bytes of a response body the client reads."""
-        return self._max_body_size
-
     def __repr__(self) -> str:
         owner = "own session" if self._owns_session else "caller's session"
         state = " closed" if self._closed else ""
@@ -154,12 +139,7 @@ class JobsClient:
         self._open_session()
         return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    async def __aexit__(self, *exc_info: object) -> None:
         await self.aclose()
 
     async def aclose(self) -> None:

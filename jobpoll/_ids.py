@@ -41,9 +41,8 @@ def all_plain_job_ids(job_ids: Collection[object]) -> bool:
         return True
     if set(map(type, job_ids)) != {str} or max(map(len, job_ids)) > MAX_JOB_ID_LENGTH:  # type: ignore[arg-type]
         return False
-    # One string of all the ids, a space between two: it is printable when each id is (a
-    # space is), and it has two spaces in a row, or one at either end, when an id is empty or
-    # has a space at either end (an empty string: the only id is empty).
+    # One string of all the ids, a space between two: printable when each id is, with two
+    # spaces in a row, or one at either end, when an id is empty or has a space at either end.
     joined = " ".join(job_ids)  # type: ignore[arg-type]
     return (
         joined.isprintable()

@@ -43,7 +43,6 @@ def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) ->
 
 
 def seconds_option(flag: str, default: float | None, help_text: str) -> Callable[[_F], _F]:
-    """An option taking a positive, finite number of seconds."""
     return click.option(
         flag,
         type=float,

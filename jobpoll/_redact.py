@@ -104,7 +104,6 @@ class Redactor:
         self._grams = frozenset(
             folded[i : i + self._run] for i in range(len(folded) - self._run + 1)
         )
-        # A key that holds a run of the marker's own letters gets one no key can hold.
         shown = REDACTED.translate(_FOLD)
         self._marker = "\u2026" if any(gram in shown for gram in self._grams) else REDACTED
         #: `self(text)` remembered, for a valid answer's few fields (a status, a user).
@@ -114,10 +113,8 @@ class Redactor:
         return "<Redactor>"  # never the key, nor any part of it
 
     def __call__(self, text: str) -> str:
-        """`text` with every run of the key's characters, as is or encoded, as `<redacted>`."""
         spans = self._runs(text.translate(_FOLD))
-        # Each layer of encoding peeled off in turn (`%2541` is `%41`, then `A`), what is
-        # found in a layer mapped back, through the layers above, to where it is in `text`.
+        # What is found in each layer peeled off is mapped back, through those above, to `text`.
         layer = text
         maps: list[list[int]] = []
         while len(maps) < _LAYERS and any(introducer in layer for introducer in _INTRODUCERS):

@@ -1,8 +1,5 @@
 """What aiohttp raises under a request, as words jobpoll says about it (one table, in the
 shape of httpx's `map_httpcore_exceptions`), and the proxy plain http must not go through.
-
-No aiohttp exception is kept, chained or quoted whole: its frames hold the request headers,
-key included.
 """
 
 from __future__ import annotations
@@ -13,7 +10,6 @@ import socket
 import ssl
 import urllib.request
 from collections.abc import Callable
-from types import TracebackType
 from typing import Any, Self
 
 import aiohttp
@@ -114,8 +110,9 @@ _FAILURES: tuple[
 @attrs.define
 class TransportFailures:
     """Around one request: what the table knows becomes `failure`, the exception dropped
-    with its traceback, for the caller to raise its error with no context; anything else (a
-    cancellation, a bug) propagates."""
+    with its traceback (whose frames hold the request's headers, key included), for the
+    caller to raise its error with no context; anything else (a cancellation, a bug)
+    propagates."""
 
     endpoint: URL
     session: aiohttp.ClientSession
@@ -129,12 +126,7 @@ class TransportFailures:
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> bool:
+    def __exit__(self, kind: object, exc: BaseException | None, traceback: object) -> bool:
         if exc is None:
             return False
         for kind, describe in _FAILURES:

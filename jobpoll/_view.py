@@ -71,9 +71,8 @@ def make_view(
 
 
 class JsonLines(View):
-    """One JSON object per line, flushed as written: a `change` for each snapshot, an
-    `outcome` per job, a `heartbeat` after `heartbeat` seconds without a line, and a `summary`
-    last. With `quiet`, only the outcomes and the summary."""
+    """The JSON lines `jobpoll wait --help` describes, each flushed as written; with `quiet`,
+    only the outcomes and the summary."""
 
     def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
         self._board = board
@@ -233,9 +232,8 @@ def _outcome_counts(board: Board) -> list[Text]:
 
 
 class LiveView(TerminalSummary):
-    """A live view at a terminal: a row per job (status, bar, percent, elapsed, time left)
-    for up to `rows` jobs; beyond, one bar for the whole wait, the totals and the most recent
-    changes. Then the summary."""
+    """The live view `jobpoll wait --help` describes (a row per job for up to `rows` jobs),
+    then the summary."""
 
     def __init__(self, board: Board, console: Console, *, title: str, rows: int = 20) -> None:
         super().__init__(board, console)
@@ -373,10 +371,9 @@ def _status_of(row: Row) -> Text:
 def _progress_of(row: Row) -> int:
     """A job's progress in its row: 100 once it succeeded (an ARCHIVED job may say less)."""
     job, result = row.job, row.result
-    progress = 0 if job is None else job.progress
     if result is not None and result.ok and (job is None or job.succeeded):
         return 100
-    return progress
+    return 0 if job is None else job.progress
 
 
 async def wait_with_view(

@@ -73,13 +73,7 @@ def _wire_name(cls: type, name: str) -> str:
 # hook, since a Python call per field is most of what decoding costs.
 
 
-def _not_a_string(value: object) -> WireError:
-    return WireError(f"expected a string, got {describe(value)}")
-
-
 def _exactly(kind: type[T], expected: str) -> Callable[[object, object], T]:
-    """A hook that takes only a value of exactly `kind`."""
-
     def structure(value: object, _type: object) -> T:
         if type(value) is not kind:
             raise WireError(f"expected {expected}, got {describe(value)}")
@@ -92,7 +86,7 @@ def _structure_optional_str(value: object, _type: object) -> str | None:
     if value is None:
         return None
     if type(value) is not str:
-        raise _not_a_string(value)
+        raise WireError(f"expected a string, got {describe(value)}")
     shared = _SHARED.get(value)
     if shared is None:
         shared = value
@@ -109,7 +103,7 @@ _MAX_SHARED = 256
 
 def _structure_datetime(value: object, _type: object) -> datetime:
     if type(value) is not str:
-        raise _not_a_string(value)
+        raise WireError(f"expected a string, got {describe(value)}")
     try:
         moment = datetime.fromisoformat(value)
     except ValueError:

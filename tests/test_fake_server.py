@@ -385,6 +385,11 @@ async def test_fake_server_without_rules_answers_404() -> None:
             id="steps-of-a-superscript-digit",
         ),
         pytest.param(["--latency", "-1"], "--latency must be a number of seconds", id="latency"),
+        pytest.param(
+            ["--api-key", " padded"],
+            "--api-key is refused: the API key holds characters an HTTP header cannot carry",
+            id="api-key",
+        ),
         pytest.param(["--job", "x:reach=200"], "--job 'x:reach=200': reach must be", id="job"),
         pytest.param(["--fault", "503"], "--fault '503': say which requests", id="fault"),
         pytest.param(["--config", "/no/such.toml"], "/no/such.toml: cannot read it", id="file"),

@@ -1,9 +1,5 @@
-"""An embedded fake of CDQ's job-status endpoint, for demos and for your own tests.
-
-`FakeJobsService` is a real `aiohttp.web` server on a loopback port, scripted with jobs and
-faults; `VirtualClock` runs it and a `PollPolicy` in virtual time, so a wait on an hour-long
-job takes milliseconds.
-"""
+"""An embedded fake of CDQ's job-status endpoint (`FakeJobsService`), for demos and for your
+own tests, and the `VirtualClock` that runs it and a `PollPolicy` without sleeping."""
 
 from jobpoll.testing._clock import VirtualClock
 from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow

@@ -141,7 +141,6 @@ class JobRule:
     missing: bool = False
 
     def applies_to(self, job_id: str, seed: int) -> bool:
-        """Whether this rule decides what `job_id` becomes."""
         if not fnmatch.fnmatchcase(job_id, self.match):
             return False
         return self.share >= 1.0 or _fraction(seed, "share", self.match, job_id) < self.share
@@ -200,5 +199,4 @@ class Scenario:
     auto_create_duration: float | None = None
 
     def rule_for(self, job_id: str) -> JobRule | None:
-        """The first rule that applies to `job_id`, if any."""
         return next((rule for rule in self.jobs if rule.applies_to(job_id, self.seed)), None)

@@ -13,6 +13,8 @@ from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, TypeVar
 
+from jobpoll._config import check_api_key
+from jobpoll._errors import ConfigurationError
 from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Slow
 from jobpoll.testing._rules import OUTCOMES, FaultRule, JobRule, Scenario, shape
 
@@ -35,8 +37,6 @@ def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
 
 
 def optional(check: Callable[[Any], _T]) -> Callable[[Any], _T | None]:
-    """`check`, letting None (a value not given) through."""
-
     def check_optional(value: Any) -> _T | None:
         return None if value is None else check(value)
 
@@ -113,14 +113,12 @@ percent = _within(whole, lambda value: 0 <= value <= 100, "a whole percent from 
 
 
 def pattern(value: Any) -> str:
-    """A pattern of ids (`fnmatch`: `*` and `?` match), not empty."""
     if not isinstance(value, str) or not value:
         raise ValueError(f"must be a non-empty pattern of ids (* and ? match), got {value!r}")
     return value
 
 
 def outcome(value: Any) -> str:
-    """A status a job may end in, in any case."""
     status = str(value).strip().upper()
     if status not in OUTCOMES:
         raise ValueError(f"must be one of {', '.join(OUTCOMES)}, got {value!r}")
@@ -128,7 +126,6 @@ def outcome(value: Any) -> str:
 
 
 def flag(value: Any) -> bool:
-    """A boolean, or true/false, yes/no, 1/0 as text."""
     if isinstance(value, bool):
         return value
     text = str(value).strip().lower()
@@ -140,12 +137,11 @@ def flag(value: Any) -> bool:
 
 
 def api_key(value: Any) -> str:
-    """The key the service accepts: printable ASCII, not empty, no white space around it."""
-    if not isinstance(value, str) or not value or not (value.isascii() and value.isprintable()):
-        raise ValueError("must be printable ASCII text, not empty")
-    if value != value.strip():
-        raise ValueError("must not begin or end with white space")
-    return value
+    """The key the service accepts: one a `JobsClient` can send."""
+    try:
+        return check_api_key(value)
+    except ConfigurationError as exc:
+        raise ValueError(f"is refused: {exc}") from None
 
 
 _FAULT_KINDS = "an HTTP status from 400 to 599, drop, cut, slow, html or truncated"
@@ -170,7 +166,6 @@ def _http_status(kind: str) -> int | None:
 
 
 def _kind(value: Any) -> str:
-    """A fault's kind, in any case."""
     kind = str(value).strip().lower()
     if not (_http_status(kind) or kind == "slow" or kind in _FIXED_FAULTS):
         raise ValueError(f"{kind!r} is not {_FAULT_KINDS}")
@@ -300,7 +295,6 @@ def _options(source: str, data: Mapping[str, Any], given: Mapping[str, Any]) -> 
 
 
 def _fields(where: str, raw: Any, checks: Mapping[str, Callable[[Any], Any]]) -> dict[str, Any]:
-    """The checked values of a rule's table."""
     if not isinstance(raw, Mapping):
         raise ScenarioError(f"{where}: expected a table of {', '.join(checks)}")
     unknown = [key for key in raw if key not in checks]

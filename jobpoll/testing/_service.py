@@ -61,14 +61,7 @@ class FakeJobsService:
     server on a loopback port answering `GET {base_url}/bankaccounts/jobs?jobId=...` as the
     real service does, quirks included (error bodies that say 400 whatever the status,
     optionally progress as a string). A test scripts jobs and faults, then reads back what was
-    requested:
-
-        async with FakeJobsService() as service:
-            job_id = service.add_job(duration=2.0, final_status="FINISHED")
-            service.inject(HttpError(503, retry_after=1), times=3)
-            async with JobsClient(service.api_key, base_url=service.base_url) as client:
-                job = await client.get_job(job_id)
-            assert service.request_count(job_id) == 1
+    requested (the README's "Test your code against the fake service" has an example).
 
     Args:
         api_key: the key it accepts in `X-API-KEY`; a random one when None.
@@ -223,8 +216,7 @@ class FakeJobsService:
 
         Faults queue up in order; a job's own faults come before those for any job. With
         `times=None` the fault stays until `clear_faults()`. With `seconds`, it answers only
-        the requests of that many seconds from now (on the service's clock): an outage of a
-        set length, e.g. `inject(HttpError(503), times=None, seconds=30)`.
+        the requests of that many seconds from now (on the service's clock): an outage.
         """
         if times is not None and times < 1:
             raise ValueError("times must be at least 1, or None for ever")
