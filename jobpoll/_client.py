@@ -120,6 +120,11 @@ class JobsClient:
         return self._base_url
 
     @property
+    def max_connections(self) -> int:
+        """The size of the pool of the client's own session (a caller's session has its own)."""
+        return self._max_connections
+
+    @property
     def pool_size(self) -> int:
         """How many requests the client can have out at once without queueing for a
         connection: for a caller's session, the smaller of its connector's `limit` and
@@ -129,6 +134,11 @@ class JobsClient:
         connector = self._session.connector
         limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
         return min(limits, default=self._max_connections)
+
+    @property
+    def max_body_size(self) -> int:
+        """The most bytes of a response body the client reads."""
+        return self._max_body_size
 
     def __repr__(self) -> str:
         owner = "own session" if self._owns_session else "caller's session"

@@ -295,6 +295,7 @@ async def test_oversized_body_capped(service: FakeJobsService) -> None:
 async def test_default_cap_is_one_mebibyte(service: FakeJobsService, client: JobsClient) -> None:
     """By default a body of 1 MiB is read, and one of 1 MiB and one byte refused."""
     job_id = service.add_job()
+    assert client.max_body_size == 1 << 20
     job = json.dumps({"id": job_id, "createdAt": "2026-01-01T00:00:00Z", "status": "RUNNING"})
     service.inject(Body(" " * ((1 << 20) - len(job)) + job))
     assert (await client.get_job(job_id)).id == job_id
@@ -470,6 +471,7 @@ async def test_pool_bounds_concurrent_requests() -> None:
         CrowdService(3) as service,
         JobsClient(service.api_key, base_url=service.base_url, max_connections=3) as client,
     ):
+        assert client.max_connections == client.pool_size == 3
         job_id = service.add_job()
         service.inject(Slow(0.05), times=None)
         jobs = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
