@@ -278,7 +278,8 @@ class Scheduler:
             row = table.add(begun)
             if invalid and job_id in invalid:
                 error = invalid.pop(job_id)
-                self.ready.append((JobResult(error.job_id or job_id, None, error), row))
+                label = job_id if error.job_id is None else error.job_id  # "" too
+                self.ready.append((JobResult(label, None, error), row))
                 continue
             queue.push(now, row)
 

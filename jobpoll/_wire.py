@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import functools
 import json
+import sys
 import typing
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -114,9 +115,10 @@ def _structure_datetime(value: object, _type: object) -> datetime:
 
 
 def _structure_float(value: object, _type: object) -> float:
-    if type(value) is not int and type(value) is not float:
-        raise WireError(f"expected a number, got {describe(value)}")
-    return float(value)
+    # An int stays one: what `to_dict` wrote (`"timeout": 200`) reads back the same.
+    if type(value) is float or (type(value) is int and abs(value) <= sys.float_info.max):
+        return value
+    raise WireError(f"expected a number, got {describe(value)}")
 
 
 def describe(value: object) -> str:

@@ -267,6 +267,9 @@ def test_file_rules_and_options(tmp_path: Path) -> None:
         pytest.param({"auto_create_duration": float("nan")}, "auto_create_duration", id="nan"),
         pytest.param({"latency": -1}, "latency must be a number of seconds", id="latency"),
         pytest.param({"latency": float("inf")}, "latency must be", id="inf-latency"),
+        pytest.param({"port": "80"}, "port must be a number, got '80'", id="text-port"),
+        pytest.param({"latency": "1"}, "latency must be a number", id="text-latency"),
+        pytest.param({"auto_create_duration": "5"}, "auto_create_duration must be", id="text"),
     ],
 )
 def test_service_options_checked_at_once(options: dict[str, Any], message: str) -> None:
@@ -275,6 +278,20 @@ def test_service_options_checked_at_once(options: dict[str, Any], message: str) 
     65535)."""
     with pytest.raises(ValueError, match=message):
         FakeJobsService(**options)
+
+
+def test_a_duration_given_in_python_is_a_number() -> None:
+    """`add_job` takes no text for a number: a `"5"` is a mistake in the calling code."""
+    with pytest.raises(ValueError, match="duration must be a number, got '5'"):
+        FakeJobsService().add_job(duration="5")  # type: ignore[arg-type]
+
+
+def test_a_scenario_file_nested_too_deep_is_refused(tmp_path: Path) -> None:
+    """A JSON file nested deeper than the parser goes is refused naming the file."""
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000)
+    with pytest.raises(ScenarioError, match=r"deep\.json: not valid JSON"):
+        load_scenario_file(deep)
 
 
 async def test_fake_server_serves_until_stopped(tmp_path: Path) -> None:

@@ -183,6 +183,7 @@ async def test_invalid_id_from_a_source_is_reported(
     [
         pytest.param([5, "5", 5, b"5"], id="invalid-first"),
         pytest.param(["5", 5, "bad\nid", "bad\nid"], id="valid-first"),
+        pytest.param(["", "5", ""], id="empty"),
     ],
 )
 async def test_an_invalid_value_never_stands_for_a_valid_id(

@@ -234,6 +234,11 @@ UNAVAILABLE = JobResult("j-1", None, ServiceUnavailable(503, job_id="j-1", retry
             id="attribute-ill-typed",
         ),
         pytest.param(
+            _written(UNAVAILABLE, error__attributes__retryAfter=10**400),
+            "^error.attributes.retryAfter: expected a number, got 1000",
+            id="attribute-too-large-for-a-float",
+        ),
+        pytest.param(
             _written(UNAVAILABLE, error__attributes__httpStatus="503"),
             "^error.attributes.httpStatus: expected a whole number",
             id="status-a-string",
@@ -270,6 +275,13 @@ def test_result_from_dict_refuses_what_to_dict_never_writes(data: Any, message: 
     the class has no default for, and the job must be the result's."""
     with pytest.raises(ValueError, match=message):
         JobResult.from_dict(data)
+
+
+def test_a_whole_number_of_seconds_reads_back_as_written() -> None:
+    """A `timeout` given as a whole number is written as one and read back the same."""
+    back = JobResult.from_dict(through_json(TIMED_OUT.to_dict()))
+    assert isinstance(back.error, WaitTimeout)
+    assert (type(back.error.timeout), back.to_dict()) == (int, TIMED_OUT.to_dict())
 
 
 def test_result_ids_compared_as_the_client_compares_them() -> None:

@@ -27,9 +27,12 @@ class ScenarioError(ValueError):
     what is allowed."""
 
 
-def checked(where: str, value: Any, check: Callable[[Any], _T]) -> _T:
+def checked(where: str, value: Any, check: Callable[[Any], _T], *, text: bool = True) -> _T:
     """`check(value)`, its refusal a `ScenarioError` that names `where` the value comes from
-    (`--port`, `--job 'x:reach=200': reach`)."""
+    (`--port`, `--job 'x:reach=200': reach`); with `text=False` (Python's API) a text is no
+    number."""
+    if not text and isinstance(value, str):
+        raise ScenarioError(f"{where} must be a number, got {value!r}")
     try:
         return check(value)
     except (ValueError, TypeError, ArithmeticError) as exc:
@@ -246,7 +249,7 @@ def load_scenario_file(path: str | Path) -> dict[str, Any]:
     try:
         text = raw.decode("utf-8-sig")
         data = tomllib.loads(text) if toml else json.loads(text)
-    except ValueError as exc:  # UnicodeDecodeError and TOMLDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # UnicodeDecodeError, TOMLDecodeError too
         raise ScenarioError(f"{path}: not valid {'TOML' if toml else 'JSON'} ({exc})") from None
     if not isinstance(data, dict):
         raise ScenarioError(f"{path}: expected a table of jobs and faults at the top")

@@ -87,10 +87,13 @@ class FakeJobsService:
         latency: float = 0.0,
     ) -> None:
         self._scenario = Scenario(
-            port=checked("port", port, check.port),
-            latency=checked("latency", latency, check.seconds),
+            port=checked("port", port, check.port, text=False),
+            latency=checked("latency", latency, check.seconds, text=False),
             auto_create_duration=checked(
-                "auto_create_duration", auto_create_duration, check.optional(check.endless_seconds)
+                "auto_create_duration",
+                auto_create_duration,
+                check.optional(check.endless_seconds),
+                text=False,
             ),
         )
         self.api_key = api_key if api_key is not None else "fake-" + secrets.token_urlsafe(16)
@@ -179,7 +182,7 @@ class FakeJobsService:
         """
         if job_id is None:
             job_id = str(uuid.uuid4())
-        duration = checked("duration", duration, check.endless_seconds)
+        duration = checked("duration", duration, check.endless_seconds, text=False)
         if not 0 <= queued <= duration:
             raise ValueError("queued must be between 0 and duration")
         self._jobs[job_id] = JobScript(
