@@ -220,7 +220,7 @@ def demo(speed: float, as_json: bool) -> int:
 )
 @click.option(
     "--seed",
-    # The scenario holds the seed exactly up to 2**53 (it reads numbers as floats).
+    # Within 2**53, as a scenario file's seed, which JSON may hold as a float, is exact.
     type=click.IntRange(-(2**53), 2**53),
     default=None,
     help="Seed of the random fault mix [default: 0].",

@@ -13,12 +13,11 @@ from typing import Any, get_args
 
 import attrs
 
-from jobpoll._models import Job, JobStatus
+from jobpoll._models import STATUS_BY_VALUE, Job
 from jobpoll._state import JobState, PaceState, record_type
 
-#: A `Job`'s fields, its status by the status's value.
+#: A `Job`'s fields as a row keeps them, its status as the status's value.
 _Fields = tuple[str, datetime, str | None, int, str, str]
-_STATUSES = {status.value: status for status in JobStatus}
 
 
 def _int_typecode(field: attrs.Attribute[Any]) -> str:
@@ -145,7 +144,7 @@ class JobTable:
             created_at=created_at,
             user=user,
             progress=progress,
-            status=_STATUSES[status],
+            status=STATUS_BY_VALUE[status],
             raw_status=raw_status,
         )
 

@@ -361,8 +361,8 @@ class Scheduler:
             if exc.stops_all:
                 self.queue.push(now, row)
                 raise
-            # Its traceback holds this frame, so the fan-out, which a dropped fan-out's
-            # result would keep alive (its reader and polls running) until a collection.
+            # Without its traceback (this frame, so the fan-out): a dropped fan-out's result
+            # would keep it alive, its reader and polls running, until a collection.
             self.report(row, state.job, exc.with_traceback(None))
         return None
 

@@ -262,7 +262,11 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     """The JSON object a body holds, or a `WireError` saying what it is instead, which keeps
     no `json.JSONDecodeError` as its context (that holds the whole document)."""
     try:
-        data = json.loads(body)
+        data = (
+            _DECODER.decode(body.decode("utf-8", "surrogatepass"))
+            if type(body) is bytes and body[:2] == b'{"'  # the service's UTF-8: no detection
+            else json.loads(body)  # which detects the encoding, a Python function per poll
+        )
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are both ValueErrors
         problem = f"body is not valid JSON ({exc})"
     except RecursionError:
@@ -270,18 +274,14 @@ def json_object(body: bytes | str) -> dict[str, Any]:
     else:
         if isinstance(data, dict):
             return data
-        raise WireError(f"body is not a JSON object but {_JSON_KINDS.get(type(data), 'a value')}")
+        kind = "null" if data is None else _JSON_KINDS.get(type(data), "a number")
+        raise WireError(f"body is not a JSON object but {kind}")
     raise WireError(problem, malformed=True)
 
 
-_JSON_KINDS: dict[type, str] = {
-    list: "an array",
-    str: "a string",
-    int: "a number",
-    float: "a number",
-    bool: "a boolean",
-    type(None): "null",
-}
+_DECODER = json.JSONDecoder()
+#: What else a JSON document may hold but null; all that is left is a number.
+_JSON_KINDS: dict[type, str] = {list: "an array", str: "a string", bool: "a boolean"}
 
 
 def record_to_wire(record: Any) -> dict[str, Any]:
