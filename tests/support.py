@@ -15,12 +15,14 @@ import subprocess
 import sys
 import termios
 import threading
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import attrs
+import pytest
 from aiohttp import web
 
+from jobpoll import Job
 from jobpoll.testing import FakeJobsService, HttpError, Slow
 
 
@@ -96,6 +98,26 @@ class CrowdService(FakeJobsService):
         except TimeoutError:
             self._gathered.set()  # the crowd never came: hold nobody any more
         return await super()._answer(request, job_id)
+
+
+class BlocksOnce:
+    """An async `on_update` whose first call blocks until it is cancelled."""
+
+    def __init__(self) -> None:
+        self.entered = asyncio.Event()
+
+    async def __call__(self, _job: Job) -> None:
+        if not self.entered.is_set():
+            self.entered.set()
+            await asyncio.Event().wait()
+
+    async def cancel_inside(self, step: Awaitable[object]) -> None:
+        """Run `step` until it is inside the blocked call, then cancel it."""
+        task = asyncio.ensure_future(step)
+        await self.entered.wait()
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
 
 
 @attrs.frozen

@@ -9,7 +9,7 @@ import copy
 import json
 import random
 import sys
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from types import MappingProxyType
@@ -20,7 +20,7 @@ import pytest
 from conftest import refusing_url
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from support import add_mixed_jobs, until
+from support import BlocksOnce, add_mixed_jobs, until
 
 from jobpoll import (
     CheckpointError,
@@ -919,26 +919,6 @@ def test_mutated_fanout_checkpoint_is_refused_or_resumed(data: st.DataObject) ->
     wait_for_jobs(client, [], policy=policy, resume=again)
     job_ids = [state["job_id"] for state in base["jobs"]]
     asyncio.run(_run_mutated(job_ids, mutated, wait_for_jobs, []))
-
-
-class BlocksOnce:
-    """An async `on_update` whose first call blocks until it is cancelled."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-
-    async def __call__(self, _job: Job) -> None:
-        if not self.entered.is_set():
-            self.entered.set()
-            await asyncio.Event().wait()
-
-    async def cancel_inside(self, step: Awaitable[object]) -> None:
-        """Run `step` until it is inside the blocked call, then cancel it."""
-        task = asyncio.ensure_future(step)
-        await self.entered.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 @pytest.mark.parametrize(

@@ -12,7 +12,7 @@ import socket
 import ssl
 import traceback
 import types
-from collections.abc import AsyncIterator, Awaitable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import aiohttp
@@ -41,7 +41,14 @@ from jobpoll import (
 from jobpoll._answer import parse_retry_after
 from jobpoll.testing import Drop, FakeJobsService, HttpError, Slow, VirtualClock
 from tests.conftest import raw_server, refusing_url
-from tests.support import SERVER_TASKS, add_mixed_jobs, no_other_tasks, until, until_idle
+from tests.support import (
+    SERVER_TASKS,
+    BlocksOnce,
+    add_mixed_jobs,
+    no_other_tasks,
+    until,
+    until_idle,
+)
 
 EXTREME_DATES = [
     "Fri, 31 Dec 999999999999999999999 23:59:59 GMT",  # OverflowError in the calendar
@@ -192,26 +199,6 @@ async def test_a_second_cancellation_during_cleanup_loses_no_job(
     assert fanout.reported == fanout.total == 2
     await until_idle(service)
     assert no_other_tasks()
-
-
-class BlocksOnce:
-    """An async `on_update` whose first call blocks until it is cancelled."""
-
-    def __init__(self) -> None:
-        self.entered = asyncio.Event()
-
-    async def __call__(self, job: Job) -> None:
-        if not self.entered.is_set():
-            self.entered.set()
-            await asyncio.Event().wait()
-
-    async def cancel_inside(self, step: Awaitable[object]) -> None:
-        """Run `step` until it is inside the blocked call, then cancel it."""
-        task = asyncio.ensure_future(step)
-        await self.entered.wait()
-        task.cancel()
-        with pytest.raises(asyncio.CancelledError):
-            await task
 
 
 async def test_a_cancellation_during_on_update_loses_no_job(
