@@ -7,10 +7,13 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import time
+from collections.abc import Awaitable, Callable
 from typing import Self
 from uuid import UUID
 
 import aiohttp
+import attrs
 from multidict import CIMultiDict
 
 from jobpoll._answer import error_of, job_of
@@ -23,9 +26,11 @@ from jobpoll._config import (
     endpoint_of,
 )
 from jobpoll._errors import ClientStateError, JobPollError, TransportError
+from jobpoll._gate import Gate
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._redact import Redactor
+from jobpoll._state import RateState
 from jobpoll._transport import Failure, TransportFailures, refuse_plain_proxy
 from jobpoll._version import __version__
 
@@ -63,6 +68,12 @@ class JobsClient:
             `wait_for_jobs` sends up to at once (100, as aiohttp's default).
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
+        max_rate: the most requests a second the client sends, for a user who knows the
+            key's quota; None: no ceiling. Either way the client learns the rate the service
+            accepts from its refusals (429, 503) and keeps under it; see "Rate limits" in the
+            README.
+        clock, sleep: the monotonic clock and the sleep the client's rate is kept with; a
+            test in virtual time gives the same as its `PollPolicy`'s.
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -80,6 +91,9 @@ class JobsClient:
         total_timeout: float = 30.0,
         max_connections: int = 100,
         max_body_size: int = 1 << 20,
+        max_rate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         base_url = base_url_or_environment(base_url)
         self._endpoint = endpoint_of(base_url)
@@ -113,6 +127,9 @@ class JobsClient:
         self._reached = False  # has any HTTP answer come back (any status)?
         self._warned = False  # was the first failure before any answer logged at WARNING?
         self._found = False  # has any job been read?
+        if max_rate is not None:
+            check_positive("max_rate", max_rate)
+        self._gate = Gate(max_rate, self.pool_size, clock, sleep)
 
     @property
     def base_url(self) -> str:
@@ -134,6 +151,31 @@ class JobsClient:
         connector = self._session.connector
         limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
         return min(limits, default=self._max_connections)
+
+    @property
+    def max_rate(self) -> float | None:
+        """The ceiling on requests a second the client was given, if any."""
+        return self._gate.control.max_rate
+
+    @property
+    def rate(self) -> float:
+        """The requests a second the client holds itself to now: `math.inf` until the service
+        has refused a request (and no `max_rate` was given)."""
+        return self._gate.rate()
+
+    def learned_rate(self, now: float) -> RateState | None:
+        """What the client learned of the service's rate limit (None: nothing), its time on a
+        clock that reads `now` (a checkpoint's): what a fan-out's checkpoint carries."""
+        state = self._gate.control.state
+        if state.rate is None:
+            return None
+        return attrs.evolve(state, cut_at=now - (self._gate.clock() - state.cut_at))
+
+    def resume_rate(self, saved: RateState, now: float) -> None:
+        """Go on from a rate learned before, its time on a clock that reads `now`, unless
+        this client has learned its own."""
+        gate = self._gate
+        gate.restore(attrs.evolve(saved, cut_at=gate.clock() - (now - saved.cut_at)))
 
     @property
     def max_body_size(self) -> int:
@@ -215,6 +257,52 @@ class JobsClient:
 
     async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
         session = self._open_session()
+        gate = self._gate
+        if gate.engaged:
+            return await self._poll_in_turn(session, job_id, seconds)
+        sent_in = gate.control.cuts
+        outcome = await self._send(session, job_id, seconds)
+        if type(outcome) is Job and not gate.engaged:
+            gate.control.answered(0.0)  # the one cost of the gate while nothing throttles
+        else:
+            gate.leave(outcome, sent_in)
+        return outcome
+
+    async def _poll_in_turn(
+        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
+    ) -> Job | JobPollError:
+        """A poll that waits its turn at the gate first (slow start, or a rate)."""
+        gate = self._gate
+        if seconds is not None:
+            check_positive("timeout", seconds)
+        waited = await gate.enter(seconds)
+        if waited is None or (seconds is not None and seconds - waited <= 0):
+            if waited is not None:
+                gate.leave(None, gate.control.cuts)
+            return self._no_turn(job_id, seconds)
+        sent_in = gate.control.cuts
+        outcome: Job | JobPollError | None = None
+        try:
+            outcome = await self._send(
+                session, job_id, None if seconds is None else seconds - waited
+            )
+        finally:
+            gate.leave(outcome, sent_in)
+        return outcome
+
+    def _no_turn(self, job_id: str, seconds: float | None) -> TransportError:
+        rate = self._gate.rate()
+        held = "" if rate == math.inf else f" (it holds its requests to {rate:.3g} a second)"
+        return TransportError(
+            f"request for job {job_id!r} not sent: the client had no turn for it within its "
+            f"timeout of {seconds:g} s{held}",
+            job_id=job_id,
+            transient=True,
+        )
+
+    async def _send(
+        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
+    ) -> Job | JobPollError:
         request_timeout = self._timeout if seconds is None else self._shortened(seconds)
         if self._plain_http and not self._owns_session:
             refuse_plain_proxy(session, self._endpoint)

@@ -1,4 +1,5 @@
-"""What a wait knows of its job, declared once: `JobState` and its schedule's `PaceState`.
+"""What a wait knows, declared once: `JobState` and its schedule's `PaceState` for each job,
+and `RateState`, what a client learned of the service's rate limit.
 
 The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these fields and
 their metadata: `time` ("past": saved as seconds before the checkpoint; "utc": as a UTC time),
@@ -103,11 +104,27 @@ class JobState:
     next_poll_at: float | None = attrs.field(default=None, metadata={"time": "utc"})
     #: The last failed poll's error, the cause of a `WaitTimeout`: not worth a checkpoint.
     last_error: JobPollError | None = attrs.field(default=None, metadata={"saved": False})
-    #: How many pauses of the fleet (`_flight`) had begun when the last poll was sent: an
-    #: answer to a poll sent before the last one began says nothing of the server now.
-    sent_after_pauses: int = _count(saved=False)
     pace: PaceState | None = None  # None until the wait starts
+
+
+@attrs.define(slots=True, kw_only=True)
+class RateState:
+    """What a client learned of the rate the service accepts (see `_rate` for the rules).
+
+    `rate` is the rate requests were held to right after the last cut (None: not held to
+    any, nothing throttled and no ceiling); from there it grows back towards `peak`, the
+    rate the service was measured to accept when it last throttled (None: not measured).
+    """
+
+    rate: float | None = attrs.field(
+        default=None, metadata={"min": 0}, validator=attrs.validators.optional(_within_bounds)
+    )
+    peak: float | None = attrs.field(
+        default=None, metadata={"min": 0}, validator=attrs.validators.optional(_within_bounds)
+    )
+    cut_at: float = _time()  # when the rate was last cut: it grows back from then
 
 
 attrs.resolve_types(PaceState)
 attrs.resolve_types(JobState)
+attrs.resolve_types(RateState)

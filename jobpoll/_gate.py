@@ -1,0 +1,203 @@
+"""`Gate`: where each request of one client waits its turn, so that everything that shares
+the client (lone waits in many tasks, fan-outs, `get_job` calls) shares one rate.
+
+Two bounds, each dropped when it no longer binds, so that a client whose service never
+refuses pays one attribute test per request:
+
+- **Slow start.** A client's first requests go out in a window that starts at
+  `INITIAL_WINDOW` requests out at once and grows by one with each answer (it doubles each
+  round trip, as TCP's does): a thousand waits started at once do not hit a rate limit with a
+  thousand requests before the first answer says whether there is one. The window is dropped
+  once it is as wide as the connection pool, or at the first refusal.
+- **The rate** of `RateControl`, once the service has refused a request (or from the start
+  with a ceiling): requests leave evenly spaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+from collections import deque
+from collections.abc import Awaitable, Callable
+
+from jobpoll._errors import JobPollError
+from jobpoll._rate import RateControl
+from jobpoll._state import RateState
+
+logger = logging.getLogger("jobpoll")
+
+#: Requests out at once before any answer came back.
+INITIAL_WINDOW = 8
+
+
+class Gate:
+    """The turn-taking of one client's requests: `enter` before sending, `leave` after."""
+
+    def __init__(
+        self,
+        max_rate: float | None,
+        width: int,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
+    ) -> None:
+        self.control = RateControl(max_rate)
+        self.clock = clock
+        self.sleep = sleep
+        self.width = width  # the window is dropped once this wide (the pool's size)
+        self.window = INITIAL_WINDOW if width > INITIAL_WINDOW else 0  # 0: no window
+        self.out = 0  # requests out while there is a window
+        self._waiting: deque[asyncio.Future[None]] = deque()  # for the window
+        self._line: deque[asyncio.Future[None]] = deque()  # for the rate, behind the head
+        self._head_taken = False
+        #: Whether a request may have to wait: the one test on the way of every request.
+        self.engaged = self.window > 0 or self.control.limited
+
+    async def enter(self, within: float | None) -> float | None:
+        """Wait for this request's turn: the seconds waited, or None if its turn would come
+        after `within` seconds (it waited them)."""
+        started = self.clock()
+        if self.control.started_at is None:
+            self.control.started_at = started
+        if self.window:
+            await self._take_window()
+        try:
+            waited = await self._take_turn(started, within)
+        except BaseException:
+            self._leave_window()
+            raise
+        if waited is None:
+            self._leave_window()
+        return waited
+
+    async def _take_turn(self, started: float, within: float | None) -> float | None:
+        """Wait in line for a turn under the rate: the request at the head of the line sleeps
+        until it may leave, the others wait to be handed the head."""
+        control = self.control
+        if not control.limited:
+            return self.clock() - started
+        if self._head_taken:
+            try:
+                await self._wait_in_line(started, within)
+            except TimeoutError:
+                return None
+        else:
+            self._head_taken = True
+        try:
+            while control.limited:
+                now = self.clock()
+                delay = control.delay(now)
+                if delay <= 0:
+                    break
+                if within is not None and now + delay - started > within:
+                    await self.sleep(max(0.0, started + within - now))
+                    return None
+                await self.sleep(min(delay, 1.0))  # a rate that grows is seen within a second
+            control.sent(self.clock())
+        finally:
+            self._pass_head()
+        return self.clock() - started
+
+    async def _wait_in_line(self, started: float, within: float | None) -> None:
+        turn = asyncio.get_running_loop().create_future()
+        self._line.append(turn)
+        try:
+            if within is None:
+                await turn
+            else:  # on the event loop's clock: a bound, even where the client's is virtual
+                await asyncio.wait_for(turn, max(0.0, started + within - self.clock()))
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._pass_head()  # handed the head it will not use: hand it on
+            else:
+                self._line.remove(turn)
+            raise
+
+    def _pass_head(self) -> None:
+        line = self._line
+        while line:
+            turn = line.popleft()
+            if not turn.done():
+                turn.set_result(None)  # the head stays taken, by that one
+                return
+        self._head_taken = False
+
+    async def _take_window(self) -> None:
+        if self.out < self.window and not self._waiting:
+            self.out += 1
+            return
+        turn = asyncio.get_running_loop().create_future()
+        self._waiting.append(turn)
+        try:
+            await turn
+        except BaseException:
+            if turn.done() and not turn.cancelled():
+                self._leave_window()  # handed a turn it will not use: hand it on
+            else:
+                self._waiting.remove(turn)
+            raise
+
+    def _leave_window(self) -> None:
+        if self.window:
+            self.out -= 1
+        self._hand_on()
+
+    def _hand_on(self) -> None:
+        waiting = self._waiting
+        while waiting and (self.out < self.window or not self.window):
+            turn = waiting.popleft()
+            if not turn.done():
+                if self.window:
+                    self.out += 1
+                turn.set_result(None)
+
+    def leave(self, outcome: object, sent_in: int) -> None:
+        """A request entered in cut `sent_in` ended with `outcome`: a job, an error, or None
+        (cancelled). Only an HTTP answer says something of the rate."""
+        control = self.control
+        answered = not isinstance(outcome, JobPollError) or bool(getattr(outcome, "http_status", 0))
+        if outcome is None:
+            answered = False
+        elif isinstance(outcome, JobPollError) and outcome.throttles:
+            retry_after = getattr(outcome, "retry_after", None)
+            certain = retry_after is not None or getattr(outcome, "http_status", 0) == 429
+            if control.throttled(self.clock(), sent_in, retry_after, certain=certain):
+                logger.info(
+                    "%s; this client's requests are held to %.3g a second",
+                    _refusal(outcome),
+                    control.state.rate,
+                )
+            if control.limited and self.window:
+                self.window = 0  # the rate takes over
+            answered = False
+        elif answered:
+            control.answered(self.clock() if control.limited else 0.0)
+        if self.window:
+            self.out -= 1
+            if answered:
+                self.window += 1
+                if self.window >= self.width:
+                    self.window = 0
+        self.engaged = control.limited or self.window > 0
+        self._hand_on()
+
+    def restore(self, saved: RateState) -> None:
+        """Go on from a rate learned before (`RateControl.restore`)."""
+        self.control.restore(saved)
+        if self.control.limited:
+            self.window = 0
+            self.engaged = True
+            self._hand_on()
+
+    def rate(self) -> float:
+        """The rate requests are held to now (`math.inf`: none)."""
+        return self.control.rate_at(self.clock()) if self.control.limited else math.inf
+
+
+def _refusal(error: JobPollError) -> str:
+    status = getattr(error, "http_status", None)
+    return (
+        "the server could not be connected to"
+        if status is None
+        else f"the server answered {status}"
+    )

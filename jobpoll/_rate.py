@@ -1,0 +1,199 @@
+"""`RateControl`: how fast one client's requests may leave, learned from what the service
+accepts. The rules only, with no I/O; the client's `_gate` sleeps as they say.
+
+The model. A gateway in front of the service holds each key to some rate (a token bucket)
+and refuses what goes over it (429, or 503). The controller is off, and costs nothing, until
+the first refusal (or from the start when the user gives a ceiling, `max_rate`). From then
+on requests leave evenly spaced at the controller's rate:
+
+- **A cut** on each refused request that was sent since the last cut (but for a stray one:
+  a bare 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
+  the service was measured to accept just before (the newest accepted answers since the
+  cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
+  halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
+  the cut are the same storm, and cut nothing.
+- **Growth** between cuts, on a cubic curve (as TCP's CUBIC): fast at first, flat as it
+  nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
+  requests at a low rate; then it probes above the peak, slowly at first, faster the longer
+  nothing is refused, so that a limit that was raised is found again within seconds. Above
+  the peak it grows only while the service's answers keep up with it (a client sending less
+  than its rate learns nothing of the limit). While no peak was measured (after the first
+  refusal) the rate doubles each `DOUBLING` seconds.
+- **`Retry-After`** holds the rate (no growth) for as long as it says; the request it
+  answered waits that long (the wait's rules), but the others go on at the cut rate.
+- **The ceiling** `max_rate` caps the rate at all times.
+
+Why this shape: a probe above the limit costs about one refused request, so spacing probes
+by `PROBE_REQUESTS` keeps refusals near one request in a hundred; the rate spends most of
+its time near the peak (a cubic's plateau), so the accepted rate stays within a few percent
+of the limit; and measuring what was accepted (not what was sent) finds the limit in one
+cut even after a burst far above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+
+import attrs
+
+from jobpoll._state import RateState
+
+#: The share of the measured accepted rate that a cut sets the rate to.
+BETA = 0.9
+#: A cut with too little measured halves the rate.
+BACKOFF = 0.5
+#: The rate grows back to the peak in at least this many seconds...
+PROBE_SECONDS = 3.0
+#: ...and over at least this many requests.
+PROBE_REQUESTS = 30.0
+#: While no peak was measured, the rate doubles in this many seconds.
+DOUBLING = 1.0
+#: The slowest a cut goes: a request every 20 s.
+MIN_RATE = 0.05
+#: The accepted rate is measured over the answers of the last `MEASURE_SECONDS`, or the
+#: newest `MIN_MEASURED` when fewer came in that time.
+MEASURE_SECONDS = 1.0
+MIN_MEASURED = 4
+#: Answers kept, newest last: enough for a second at a few hundred requests a second.
+_KEPT = 256
+
+
+@attrs.define(eq=False)
+class RateControl:
+    """The rate of one client (or one queue's workers), with its rules. `sent_at`: when the
+    last request left (the next one may leave one spacing later).
+
+    `cuts` counts the cuts: a request records it when it leaves, and a refusal of a request
+    sent before the last cut is ignored. `hold_until`: a `Retry-After` holds the rate until
+    then. `answers`: the times of the accepted answers since the last cut, kept only while
+    the rate is held (the first cut measures from `accepted` since `started_at`);
+    `refused_last`: whether the last answer was a refusal.
+    """
+
+    max_rate: float | None = None
+    state: RateState = attrs.field(factory=RateState)
+    cuts: int = 0
+    hold_until: float = -math.inf
+    sent_at: float = -math.inf
+    started_at: float | None = None
+    accepted: int = 0
+    refused_last: bool = False
+    answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=_KEPT))
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_rate is not None and self.state.rate is None:
+            self.state.rate = self.max_rate  # grows at once to the ceiling, no peak measured
+
+    @property
+    def limited(self) -> bool:
+        """Whether requests are held to a rate (a refusal was seen, or a ceiling given)."""
+        return self.state.rate is not None
+
+    def rate_at(self, now: float) -> float:
+        """The rate requests may leave at, now (`math.inf` when not held to one)."""
+        state = self.state
+        base = state.rate
+        if base is None:
+            return math.inf
+        elapsed = now - max(state.cut_at, self.hold_until)
+        peak = state.peak
+        if elapsed <= 0:
+            rate = base
+        elif peak is None:
+            rate = base * 2.0 ** min(elapsed / DOUBLING, 64.0)
+        else:
+            x = elapsed / max(PROBE_SECONDS, PROBE_REQUESTS / peak) - 1.0
+            if x <= 0:
+                rate = peak + (peak - min(base, peak)) * x**3
+            else:
+                rate = peak * (1.0 + (1.0 - BETA) * min(x, 1e4) ** 3)
+                rate = min(rate, max(peak, 2.0 * self.recent_rate(now)))
+        return rate if self.max_rate is None else min(rate, self.max_rate)
+
+    def delay(self, now: float) -> float:
+        """The seconds before the next request may leave: one spacing at today's rate after
+        the last one left (so that a rate that grows shortens the wait at once)."""
+        rate = self.rate_at(now)
+        if rate == math.inf:
+            return 0.0
+        return max(0.0, self.sent_at + 1.0 / rate - now)
+
+    def sent(self, now: float) -> None:
+        """A request leaves. One late for its slot (a busy event loop) does not let the next
+        catch up: with a bucket of one token the two would be one too many, and where the
+        loop is late each time, the rate grows until the service says it is enough."""
+        if self.started_at is None:
+            self.started_at = now
+        self.sent_at = now
+
+    def answered(self, now: float) -> None:
+        """A request was accepted (answered with anything but a throttle)."""
+        self.accepted += 1
+        self.refused_last = False
+        if self.state.rate is not None:
+            self.answers.append(now)
+
+    def throttled(
+        self, now: float, sent_in: int, retry_after: float | None = None, *, certain: bool = True
+    ) -> bool:
+        """A request sent in cut `sent_in` was refused: cut the rate, unless a cut came since.
+        `retry_after` holds the rate for that long. `certain`: a 429, or an answer with a
+        `Retry-After`; else (a bare 503, a refused connection) a refusal right after an
+        accepted answer is taken for a stray one (a sick instance behind a balancer, not the
+        key's limit) and cuts nothing. Whether it cut."""
+        stray = not certain and not self.refused_last
+        self.refused_last = True
+        if retry_after is not None:
+            self.hold_until = max(self.hold_until, now + retry_after)
+        if sent_in != self.cuts or stray:
+            return False
+        state = self.state
+        measured = self.measured(now)
+        if measured is not None:
+            state.peak = measured
+            rate = BETA * measured
+        elif state.rate is None:  # the first refusal: what was accepted since the start
+            since = now - (now if self.started_at is None else self.started_at)
+            rate = self.accepted / max(since, 1.0)
+        else:
+            rate = BACKOFF * self.rate_at(now)
+        if self.max_rate is not None:
+            rate = min(rate, self.max_rate)
+        state.rate = max(rate, MIN_RATE)
+        state.cut_at = now
+        self.cuts += 1
+        self.answers.clear()
+        self.sent_at = now  # the bucket is empty: the next request one spacing from now
+        return True
+
+    def measured(self, now: float) -> float | None:
+        """The rate the service accepted, from the newest answers since the last cut: those
+        of the last `MEASURE_SECONDS`, or the newest `MIN_MEASURED` when fewer came in that
+        time; None with fewer than that."""
+        count = 0
+        newest = oldest = now
+        for at in reversed(self.answers):
+            if count >= MIN_MEASURED and at < now - MEASURE_SECONDS:
+                break
+            newest = at if count == 0 else newest
+            oldest = at
+            count += 1
+        if count < MIN_MEASURED or newest <= oldest:
+            return None
+        return (count - 1) / (newest - oldest)
+
+    def recent_rate(self, now: float) -> float:
+        """The accepted rate over the answers kept (0 with fewer than two)."""
+        answers = self.answers
+        if len(answers) < 2:
+            return 0.0
+        return (len(answers) - 1) / max(now - answers[0], 1e-3)
+
+    def restore(self, saved: RateState) -> None:
+        """Go on from a rate learned before (a checkpoint's), unless this one learned its own."""
+        if self.cuts == 0:
+            rate = saved.rate
+            if rate is not None and self.max_rate is not None:
+                rate = min(rate, self.max_rate)
+            self.state = RateState(rate=rate, peak=saved.peak, cut_at=saved.cut_at)

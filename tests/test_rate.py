@@ -1,0 +1,243 @@
+"""The client's rate controller (`_rate.RateControl`): its rules in virtual time, with no I/O,
+and against a token bucket simulated request by request."""
+
+from __future__ import annotations
+
+import heapq
+import math
+
+import pytest
+
+from jobpoll._gate import INITIAL_WINDOW
+from jobpoll._rate import BACKOFF, BETA, MIN_RATE, PROBE_SECONDS, RateControl
+from jobpoll._state import RateState
+
+
+def accept(control: RateControl, start: float, rate: float, count: int) -> float:
+    """`count` accepted answers at `rate` a second from `start`; the time after the last."""
+    at = start
+    for _ in range(count):
+        control.answered(at)
+        at += 1.0 / rate
+    return at
+
+
+def test_off_until_the_first_refusal() -> None:
+    control = RateControl()
+    assert not control.limited
+    assert control.rate_at(5.0) == math.inf
+    for at in range(100):
+        assert control.delay(float(at)) == 0.0
+        control.sent(float(at))
+        control.answered(float(at))
+
+
+def test_the_first_refusal_starts_from_what_was_accepted_since_the_start() -> None:
+    control = RateControl()
+    control.started_at = 0.0
+    accept(control, 0.0, 40.0, 80)  # 80 accepted in the first 2 s
+    assert control.throttled(2.0, sent_in=0)
+    assert control.rate_at(2.0) == pytest.approx(40.0)
+    assert control.state.peak is None  # nothing measured yet: it doubles each second
+    assert control.rate_at(3.0) == pytest.approx(80.0)
+
+
+def test_a_cut_sets_the_rate_to_a_share_of_what_the_service_accepted() -> None:
+    control = RateControl(max_rate=1000.0)  # held from the start, so answers are measured
+    end = accept(control, 0.0, 50.0, 100)
+    assert control.throttled(end, sent_in=0)
+    assert control.state.peak == pytest.approx(50.0)
+    assert control.rate_at(end) == pytest.approx(BETA * 50.0)
+
+
+def test_refusals_of_requests_sent_before_the_last_cut_cut_nothing() -> None:
+    control = RateControl(max_rate=1000.0)
+    end = accept(control, 0.0, 50.0, 100)
+    assert control.throttled(end, sent_in=0)
+    rate = control.state.rate
+    assert not control.throttled(end + 0.01, sent_in=0)  # the same storm
+    assert (control.cuts, control.state.rate) == (1, rate)
+    assert control.throttled(end + 0.02, sent_in=1)  # sent after the cut: a new refusal
+    assert control.state.rate == pytest.approx(BACKOFF * rate, rel=0.01)
+
+
+def test_with_nothing_accepted_each_cut_halves_down_to_the_floor() -> None:
+    control = RateControl(max_rate=64.0)
+    now = 0.0
+    for cut in range(40):
+        assert control.throttled(now, sent_in=cut)
+        now += 0.001
+    assert control.state.rate == MIN_RATE
+    assert control.state.peak is None
+
+
+def test_a_stray_bare_refusal_after_an_accepted_answer_cuts_nothing() -> None:
+    """A bare 503 (or a refused connection) among accepted answers is a sick instance, not the
+    key's limit; a second in a row, a 429, or one with a `Retry-After` cuts."""
+    control = RateControl(max_rate=100.0)
+    end = accept(control, 0.0, 50.0, 50)
+    assert not control.throttled(end, sent_in=0, certain=False)
+    assert control.throttled(end + 0.01, sent_in=0, certain=False)
+
+    control = RateControl(max_rate=100.0)
+    end = accept(control, 0.0, 50.0, 50)
+    assert control.throttled(end, sent_in=0, certain=True)  # a 429
+
+
+def test_the_rate_grows_back_to_the_peak_then_probes_above_it() -> None:
+    control = RateControl(max_rate=10_000.0)
+    end = accept(control, 0.0, 100.0, 200)
+    control.throttled(end, sent_in=0)
+    peak = control.state.peak
+    assert peak == pytest.approx(100.0)
+    rates = [control.rate_at(end + t / 10) for t in range(int(10 * PROBE_SECONDS) + 1)]
+    assert rates == sorted(rates)  # it never falls without a refusal
+    assert rates[-1] == pytest.approx(peak)  # back at the peak after PROBE_SECONDS
+    # Flat near the peak: half-way there it is already within 2% of it.
+    assert control.rate_at(end + PROBE_SECONDS / 2) > 0.98 * peak
+    # Above the peak only while the service's answers keep up with the rate.
+    assert control.rate_at(end + 3 * PROBE_SECONDS) == pytest.approx(peak)
+    accept(control, end + 2 * PROBE_SECONDS, 150.0, int(150 * PROBE_SECONDS))
+    assert control.rate_at(end + 3 * PROBE_SECONDS) > 1.5 * peak
+
+
+def test_retry_after_holds_the_rate_for_as_long_as_it_says() -> None:
+    control = RateControl(max_rate=10_000.0)
+    end = accept(control, 0.0, 100.0, 200)
+    control.throttled(end, sent_in=0, retry_after=5.0)
+    cut = control.rate_at(end)
+    assert control.rate_at(end + 4.99) == cut
+    assert control.rate_at(end + 6.0) > cut
+    # A later refusal's Retry-After holds it too, even one of the same storm.
+    control.throttled(end + 6.0, sent_in=0, retry_after=10.0)
+    held = control.rate_at(end + 6.0)
+    assert control.rate_at(end + 15.9) == held
+
+
+def test_the_ceiling_holds_from_the_start_and_after_a_cut() -> None:
+    control = RateControl(max_rate=20.0)
+    assert control.limited
+    assert control.rate_at(0.0) == 20.0
+    assert control.rate_at(1e9) == 20.0
+    end = accept(control, 0.0, 10.0, 50)  # the service accepts only 10 a second
+    control.throttled(end, sent_in=0)
+    assert control.rate_at(end) == pytest.approx(BETA * 10.0)
+    accept(control, end, 100.0, 1000)
+    assert max(control.rate_at(end + t) for t in range(0, 600, 7)) == 20.0
+
+
+def test_requests_leave_evenly_spaced_and_one_late_lets_none_catch_up() -> None:
+    control = RateControl(max_rate=10.0)
+    assert control.delay(0.0) == 0.0
+    control.sent(0.0)
+    assert control.delay(0.0) == pytest.approx(0.1)
+    assert control.delay(0.05) == pytest.approx(0.05)
+    control.sent(0.1)
+    # A second late (a busy event loop): one request at once, the next a spacing later.
+    assert control.delay(1.1) == 0.0
+    control.sent(1.1)
+    assert control.delay(1.1) == pytest.approx(0.1)
+
+
+def test_a_restored_rate_goes_on_unless_one_was_learned_here() -> None:
+    saved = RateState(rate=45.0, peak=50.0, cut_at=-2.0)
+    control = RateControl()
+    control.restore(saved)
+    assert control.limited
+    assert control.rate_at(-2.0) == 45.0
+    learned = RateControl(max_rate=1000.0)
+    end = accept(learned, 0.0, 30.0, 60)
+    learned.throttled(end, sent_in=0)
+    learned.restore(saved)
+    assert learned.state.peak == pytest.approx(30.0)
+    capped = RateControl(max_rate=20.0)
+    capped.restore(saved)
+    assert capped.rate_at(0.0) == 20.0
+
+
+# Against a token bucket, request by request ---------------------------------------------
+
+
+def run_against_bucket(
+    limit: float,
+    burst: float,
+    *,
+    seconds: float,
+    changes: tuple[tuple[float, float], ...] = (),
+    round_trip: float = 0.002,
+    in_flight: int = 100,
+) -> tuple[dict[int, int], int, int]:
+    """Requests always waiting, sent as `_gate` sends them (the head of the line sleeps for
+    `delay`, then sends), to a token bucket of `limit` a second that answers 429 with
+    `Retry-After: 1` over it. Before the first refusal, they go out in `_gate`'s slow start
+    (a window of `INITIAL_WINDOW`, one more with each answer, up to `in_flight`). The
+    accepted answers per second, and the requests sent and refused."""
+    control = RateControl()
+    control.started_at = 0.0
+    tokens, filled, rate_now = burst, 0.0, limit
+    pending = list(changes)
+    events: list[tuple[float, int, str, int]] = [(0.0, 0, "send", 0)]
+    order = 1
+    out = sent = refused = 0
+    per_second: dict[int, int] = {}
+    head_waiting = True
+    window = INITIAL_WINDOW
+    now = 0.0
+    while events and now < seconds:
+        now, _, kind, sent_in = heapq.heappop(events)
+        if kind == "send":
+            head_waiting = False
+            if out >= in_flight:
+                continue
+            if control.limited and control.delay(now) > 0:
+                heapq.heappush(events, (now + min(control.delay(now), 1.0), order, "send", 0))
+                order, head_waiting = order + 1, True
+                continue
+            burst_size = 1 if control.limited else max(0, min(window, in_flight) - out)
+            for _ in range(burst_size):
+                while pending and pending[0][0] <= now:
+                    rate_now = pending.pop(0)[1]
+                tokens = min(burst, tokens + (now - filled) * rate_now)
+                filled = now
+                answer = "accepted" if tokens >= 1 else "refused"
+                tokens -= 1 if tokens >= 1 else 0
+                control.sent(now) if control.limited else None
+                heapq.heappush(events, (now + round_trip, order, answer, control.cuts))
+                order, out, sent = order + 1, out + 1, sent + 1
+            if control.limited:
+                heapq.heappush(events, (now + max(control.delay(now), 1e-4), order, "send", 0))
+                order, head_waiting = order + 1, True
+            continue
+        out -= 1
+        if kind == "accepted":
+            control.answered(now)
+            window += 1
+            per_second[int(now)] = per_second.get(int(now), 0) + 1
+        else:
+            refused += 1
+            control.throttled(now, sent_in, retry_after=1.0)
+        if not head_waiting:
+            heapq.heappush(events, (now, order, "send", 0))
+            order, head_waiting = order + 1, True
+    return per_second, sent, refused
+
+
+@pytest.mark.parametrize("limit", [5.0, 50.0, 500.0])
+@pytest.mark.parametrize("burst", [1.0, 20.0])
+def test_against_a_token_bucket_it_keeps_near_the_limit(limit: float, burst: float) -> None:
+    """Once 10 s have passed, at least 0.9 of the limit accepted; at most 5% refused."""
+    seconds = 120.0
+    per_second, sent, refused = run_against_bucket(limit, burst, seconds=seconds)
+    accepted_late = sum(count for second, count in per_second.items() if second >= 10)
+    assert accepted_late / (seconds - 10) >= 0.9 * limit
+    assert refused / sent <= 0.05
+
+
+def test_a_limit_that_halves_and_doubles_is_found_again_within_10_s() -> None:
+    per_second, _, _ = run_against_bucket(
+        50.0, 20.0, seconds=120.0, changes=((40.0, 25.0), (80.0, 50.0))
+    )
+    assert sum(per_second.get(s, 0) for s in range(30, 40)) >= 0.9 * 500
+    assert all(per_second.get(s, 0) <= 1.2 * 25 for s in range(42, 80))
+    assert sum(per_second.get(s, 0) for s in range(50, 80)) >= 0.9 * 25 * 30
+    assert sum(per_second.get(s, 0) for s in range(90, 120)) >= 0.9 * 50 * 30
