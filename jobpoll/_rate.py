@@ -37,7 +37,7 @@ from collections import deque
 
 import attrs
 
-from jobpoll._state import RateState
+from jobpoll._state import MIN_RATE, RateState
 
 #: The share of the measured accepted rate that a cut sets the rate to.
 BETA = 0.9
@@ -49,8 +49,6 @@ PROBE_SECONDS = 3.0
 PROBE_REQUESTS = 30.0
 #: While no peak was measured, the rate doubles in this many seconds.
 DOUBLING = 1.0
-#: The slowest a cut goes: a request every 20 s.
-MIN_RATE = 0.05
 #: The accepted rate is measured over the answers of the last `MEASURE_SECONDS`, or the
 #: newest `MIN_MEASURED` when fewer came in that time.
 MEASURE_SECONDS = 1.0
@@ -151,7 +149,7 @@ class RateControl:
         state = self.state
         measured = self.measured(now)
         if measured is not None:
-            state.peak = measured
+            state.peak = max(measured, MIN_RATE)
             rate = BETA * measured
         elif state.rate is None:  # the first refusal: what was accepted since the start
             since = now - (now if self.started_at is None else self.started_at)

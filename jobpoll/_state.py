@@ -107,6 +107,19 @@ class JobState:
     pace: PaceState | None = None  # None until the wait starts
 
 
+#: The slowest a client's rate goes: a request every 20 s. A slower one (a checkpoint's, say)
+#: would hold a wait for ever.
+MIN_RATE = 0.05
+
+
+def _requests_per_second() -> Any:
+    return attrs.field(
+        default=None,
+        metadata={"min": MIN_RATE},
+        validator=attrs.validators.optional(_within_bounds),
+    )
+
+
 @attrs.define(slots=True, kw_only=True)
 class RateState:
     """What a client learned of the rate the service accepts (see `_rate` for the rules).
@@ -116,12 +129,8 @@ class RateState:
     rate the service was measured to accept when it last throttled (None: not measured).
     """
 
-    rate: float | None = attrs.field(
-        default=None, metadata={"min": 0}, validator=attrs.validators.optional(_within_bounds)
-    )
-    peak: float | None = attrs.field(
-        default=None, metadata={"min": 0}, validator=attrs.validators.optional(_within_bounds)
-    )
+    rate: float | None = _requests_per_second()
+    peak: float | None = _requests_per_second()
     cut_at: float = _time()  # when the rate was last cut: it grows back from then
 
 
