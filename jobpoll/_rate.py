@@ -47,6 +47,9 @@ BACKOFF = 0.5
 PROBE_SECONDS = 3.0
 #: ...and over at least this many requests.
 PROBE_REQUESTS = 30.0
+#: The first refusal's rate when little was accepted before it (one refused at once, say):
+#: a start that doubling leaves behind within seconds.
+FIRST_RATE = 1.0
 #: While no peak was measured, the rate doubles in this many seconds.
 DOUBLING = 1.0
 #: The accepted rate is measured over the answers of the last `MEASURE_SECONDS`, or the
@@ -153,7 +156,7 @@ class RateControl:
             rate = BETA * measured
         elif state.rate is None:  # the first refusal: what was accepted since the start
             since = now - (now if self.started_at is None else self.started_at)
-            rate = self.accepted / max(since, 1.0)
+            rate = max(self.accepted / max(since, 1.0), FIRST_RATE)
         else:
             rate = BACKOFF * self.rate_at(now)
         if self.max_rate is not None:
