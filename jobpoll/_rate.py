@@ -12,7 +12,8 @@ on requests leave evenly spaced at the controller's rate:
   cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
   halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
   the cut are the same storm, and cut nothing.
-- **Growth** between cuts, on a cubic curve (as TCP's CUBIC): fast at first, flat as it
+- **Growth** between cuts, from the first accepted answer after the cut (an outage, where
+  nothing is accepted, grows nothing), on a cubic curve (as TCP's CUBIC): fast at first, flat as it
   nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
   requests at a low rate; then it probes above the peak, slowly at first, faster the longer
   nothing is refused, so that a limit that was raised is found again within seconds. Above
@@ -69,7 +70,8 @@ class RateControl:
     sent before the last cut is ignored. `hold_until`: a `Retry-After` holds the rate until
     then. `answers`: the times of the accepted answers since the last cut, kept only while
     the rate is held (the first cut measures from `accepted` since `started_at`);
-    `refused_last`: whether the last answer was a refusal.
+    `refused_last`: whether the last answer was a refusal. `growing_since`: the first answer
+    accepted since the last cut; the rate grows from then (not while nothing is accepted).
     """
 
     max_rate: float | None = None
@@ -80,6 +82,7 @@ class RateControl:
     started_at: float | None = None
     accepted: int = 0
     refused_last: bool = False
+    growing_since: float | None = None
     answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=_KEPT))
 
     def __attrs_post_init__(self) -> None:
@@ -97,7 +100,8 @@ class RateControl:
         base = state.rate
         if base is None:
             return math.inf
-        elapsed = now - max(state.cut_at, self.hold_until)
+        since = self.growing_since
+        elapsed = -1.0 if since is None else now - max(since, self.hold_until)
         peak = state.peak
         if elapsed <= 0:
             rate = base
@@ -134,6 +138,8 @@ class RateControl:
         self.refused_last = False
         if self.state.rate is not None:
             self.answers.append(now)
+            if self.growing_since is None:
+                self.growing_since = now
 
     def throttled(
         self, now: float, sent_in: int, retry_after: float | None = None, *, certain: bool = True
@@ -163,6 +169,7 @@ class RateControl:
             rate = min(rate, self.max_rate)
         state.rate = max(rate, MIN_RATE)
         state.cut_at = now
+        self.growing_since = None
         self.cuts += 1
         self.answers.clear()
         self.sent_at = now  # the bucket is empty: the next request one spacing from now

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import itertools
 import logging
 import math
 import random

@@ -4,13 +4,16 @@ and against a token bucket simulated request by request."""
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 
 import pytest
 
+from jobpoll import JobsClient, PollPolicy, RateLimited, wait_for_job, wait_for_jobs
 from jobpoll._gate import INITIAL_WINDOW
-from jobpoll._rate import BACKOFF, BETA, MIN_RATE, PROBE_SECONDS, RateControl
-from jobpoll._state import RateState
+from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, RateControl
+from jobpoll._state import MIN_RATE, RateState
+from jobpoll.testing import FakeJobsService, HttpError, RateLimit, VirtualClock
 
 
 def accept(control: RateControl, start: float, rate: float, count: int) -> float:
@@ -38,8 +41,10 @@ def test_the_first_refusal_starts_from_what_was_accepted_since_the_start() -> No
     accept(control, 0.0, 40.0, 80)  # 80 accepted in the first 2 s
     assert control.throttled(2.0, sent_in=0)
     assert control.rate_at(2.0) == pytest.approx(40.0)
-    assert control.state.peak is None  # nothing measured yet: it doubles each second
-    assert control.rate_at(3.0) == pytest.approx(80.0)
+    assert control.state.peak is None  # nothing measured yet: it doubles each second,
+    assert control.rate_at(3.0) == pytest.approx(40.0)  # from the first answer accepted
+    control.answered(2.5)
+    assert control.rate_at(3.5) == pytest.approx(80.0)
 
 
 def test_a_cut_sets_the_rate_to_a_share_of_what_the_service_accepted() -> None:
@@ -90,6 +95,8 @@ def test_the_rate_grows_back_to_the_peak_then_probes_above_it() -> None:
     control.throttled(end, sent_in=0)
     peak = control.state.peak
     assert peak == pytest.approx(100.0)
+    assert control.rate_at(end + 1.0) == pytest.approx(BETA * peak)  # nothing accepted yet
+    control.answered(end)
     rates = [control.rate_at(end + t / 10) for t in range(int(10 * PROBE_SECONDS) + 1)]
     assert rates == sorted(rates)  # it never falls without a refusal
     assert rates[-1] == pytest.approx(peak)  # back at the peak after PROBE_SECONDS
@@ -105,6 +112,7 @@ def test_retry_after_holds_the_rate_for_as_long_as_it_says() -> None:
     control = RateControl(max_rate=10_000.0)
     end = accept(control, 0.0, 100.0, 200)
     control.throttled(end, sent_in=0, retry_after=5.0)
+    control.answered(end)
     cut = control.rate_at(end)
     assert control.rate_at(end + 4.99) == cut
     assert control.rate_at(end + 6.0) > cut
@@ -241,3 +249,88 @@ def test_a_limit_that_halves_and_doubles_is_found_again_within_10_s() -> None:
     assert all(per_second.get(s, 0) <= 1.2 * 25 for s in range(42, 80))
     assert sum(per_second.get(s, 0) for s in range(50, 80)) >= 0.9 * 25 * 30
     assert sum(per_second.get(s, 0) for s in range(90, 120)) >= 0.9 * 50 * 30
+
+
+# Shared by everything that uses one client ----------------------------------------------
+
+
+async def test_a_refusal_seen_by_one_caller_slows_every_other(clock: VirtualClock) -> None:
+    """The rate is the client's: refusals met by `get_job` calls hold a later lone wait and a
+    fan-out on the same client to it, before their first request."""
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
+    ):
+        first, second, third = (service.add_job(duration=0) for _ in range(3))
+        service.inject(HttpError(429), times=5)
+        for _ in range(5):
+            with pytest.raises(RateLimited):
+                await client.get_job(first)
+        rate = client.rate
+        assert rate == FIRST_RATE / 16  # the first refusal, then four halvings
+        policy = PollPolicy(clock=clock, sleep=clock.sleep)
+        await wait_for_job(client, second, policy=policy)
+        [result] = await wait_for_jobs(client, [third], policy=policy)
+        assert result.ok
+    times = [r.at for r in service.recent_requests]
+    assert len(times) == 7
+    assert times[5] - times[4] == pytest.approx(1 / rate)  # the lone wait's turn
+    assert times[6] - times[5] >= 1.0  # and the fan-out's, at a rate grown since
+
+
+async def test_the_ceiling_spaces_every_request_of_the_client(clock: VirtualClock) -> None:
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key,
+            base_url=service.base_url,
+            max_rate=4.0,
+            clock=clock,
+            sleep=clock.sleep,
+        ) as client,
+    ):
+        ids = [service.add_job(duration=0) for _ in range(12)]
+        for job_id in ids:
+            await client.get_job(job_id)
+        results = await wait_for_jobs(
+            client, ids, policy=PollPolicy(clock=clock, sleep=clock.sleep), max_in_flight=1
+        )
+    assert all(result.ok for result in results)
+    times = [r.at for r in service.recent_requests]
+    assert len(times) == 24
+    assert all(b - a >= 0.25 - 1e-9 for a, b in itertools.pairwise(times))
+    assert client.rate == 4.0
+
+
+async def test_against_the_fakes_token_bucket_a_fan_out_loses_nothing(clock: VirtualClock) -> None:
+    """The fake's `RateLimit` refuses what goes over it; the fan-out's client learns the rate
+    and every job ends with its true outcome, few requests refused."""
+    async with (
+        FakeJobsService(clock=clock, rate_limit=RateLimit(rate=10.0, burst=5.0)) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
+    ):
+        ids = [service.add_job(duration=30) for _ in range(40)]
+        results = await wait_for_jobs(
+            client, ids, policy=PollPolicy(clock=clock, sleep=clock.sleep), max_in_flight=1
+        )
+    assert all(result.ok for result in results)
+    refused = [r for r in service.recent_requests if r.http_status == 429]
+    assert len(refused) <= 0.1 * len(service.recent_requests)
+    assert client.rate < math.inf
+
+
+def test_the_fakes_token_bucket_refills_at_its_rate() -> None:
+    bucket = RateLimit(rate=2.0, burst=3.0, retry_after=2.0)
+    assert [bucket.refusal(0.0) is None for _ in range(4)] == [True, True, True, False]
+    refusal = bucket.refusal(0.4)
+    assert refusal is not None
+    assert (refusal.status, refusal.retry_after) == (429, 2.0)
+    assert bucket.refusal(0.5) is None  # half a second: one token
+    bucket.rate = 1.0  # changed while running: the tokens left are kept
+    assert bucket.refusal(1.0) is not None  # half a token
+    assert bucket.refusal(1.5) is None
+    assert bucket.refusal(1.6) is not None
