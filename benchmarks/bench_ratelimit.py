@@ -1,0 +1,600 @@
+"""Waits against a service's rate limit: accepted rate, share refused and wall time, of the
+code as it is and of a baseline revision, measured in the same run.
+
+Run from the repository root (the `saq` case needs the `saq` extra and `redis-server`):
+
+    .venv/bin/python benchmarks/bench_ratelimit.py --quick           # a try, about 2 minutes
+    .venv/bin/python benchmarks/bench_ratelimit.py [--case PATTERN ...] [--jobs N] [--seed 1]
+        [--baseline REV] [--baseline-cap 60] [--cap SECONDS] [--settle 10] [--rtt 0]
+        [--max-rate R] [--no-baseline] [--list]
+
+The service (`_bucket_server.py`, its own process, on loopback) is an API gateway's token
+bucket in front of jobpoll's fake service: `--rate` requests a second, a burst of `--burst`,
+each request over it answered 429 with `Retry-After: 1`; the client is not told the limit. A
+job ends 2 to 10 s (drawn from the seed and its id) after its first accepted poll. The
+clients (`_ratelimit_client.py`) run in processes of their own, with the jobpoll under test
+first on their PYTHONPATH: the working tree ("new"), and the library at `--baseline` (today's
+behaviour, default ec819c0), extracted with `git archive`. A baseline run is cut after
+`--baseline-cap` seconds and its figures are over the run so far, marked "cut".
+
+Cases (`--case` takes names or patterns, e.g. `'fanout-*'`; `--list` prints them):
+
+- `fanout-L-bB` / `lone-L-bB`: `wait_for_jobs` over the ids on one `JobsClient`, or a
+  `wait_for_job` task per id on one client; limits 5, 50 and 500 a second, bursts 1 and 20;
+  `max(1000, 20 * L)` jobs, so that the run lasts well past the first 10 s.
+- `change`: a fan-out under a limit of 50 a second that halves at 30 s and doubles back at
+  60 s; after each change the accepted rate must be back to 0.9 of the new limit within 10 s.
+- `two`: two fan-outs in two processes on one limit (50 a second), not coordinated.
+- `saq`: three `jobpoll.saq` workers on one Redis and one limit (50 a second); each outcome
+  is counted in a plain file.
+
+Targets (for the new code; the baseline's figures are printed beside them): accepted rate at
+least 0.9 of the limit over the window (0.85 together for `two` and `saq`, and for `two`
+neither client under a third of the accepted total), at most 5% of requests refused over the
+whole run, a fan-out's wall time within 1.25x of max(accepted polls / limit, longest job),
+every job ended ok, every SAQ outcome delivered exactly once. The window (see
+`_ratelimit_figures.py`) starts `--settle` seconds after the first request and ends where the
+client no longer certainly had a second's worth of polls due at the limit: the tail where
+demand falls below the limit is left out. Exit status 2 when a target is missed, 1 when
+something broke.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import os
+import random
+import selectors
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from _common import BenchmarkError, exit_on_sigterm, exit_status, positive_int
+from _ratelimit_figures import RunFigures, figures
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+SERVER = HERE / "_bucket_server.py"
+CLIENT = HERE / "_ratelimit_client.py"
+BASELINE = "ec819c0"
+START_TIMEOUT = 30.0
+#: What a fan-out's or a worker's process may take beyond its cap to report and exit.
+GRACE = 60.0
+
+TARGET_RATE = 0.9
+TARGET_TOGETHER = 0.85
+TARGET_REFUSED = 0.05
+TARGET_WALL = 1.25
+
+
+@dataclass(frozen=True)
+class Case:
+    """One benchmark case: the clients, the limit and how many jobs."""
+
+    name: str
+    kind: str  # fanout, lone, two, saq
+    rate: float
+    burst: float
+    jobs: int
+    changes: tuple[tuple[float, float], ...] = ()
+
+    def clients(self) -> tuple[str, ...]:
+        return ("a", "b") if self.kind == "two" else ("a",)
+
+    def ideal(self) -> float:
+        """About how long a client at the limit takes (2.5 polls a job), in seconds."""
+        polls = 2.5 * self.jobs * len(self.clients())
+        steps = ((0.0, self.rate), *self.changes)
+        elapsed, left = 0.0, polls
+        for (begin, rate), (finish, _) in zip(steps, (*steps[1:], (1e9, 0.0)), strict=True):
+            if rate * (finish - begin) >= left:
+                return max(elapsed + left / rate, 12.0)
+            elapsed, left = elapsed + finish - begin, left - rate * (finish - begin)
+        return elapsed
+
+
+def matrix(jobs: int | None) -> list[Case]:
+    cases = []
+    for kind in ("fanout", "lone"):
+        for rate in (5, 50, 500):
+            for burst in (1, 20):
+                count = jobs or max(1000, 20 * rate)
+                cases.append(Case(f"{kind}-{rate}-b{burst}", kind, rate, burst, count))
+    cases.append(Case("change", "fanout", 50, 20, jobs or 1500, ((30.0, 25.0), (60.0, 50.0))))
+    cases.append(Case("two", "two", 50, 20, jobs or 1000))
+    cases.append(Case("saq", "saq", 50, 20, jobs or 1000))
+    return cases
+
+
+def quick_cases(jobs: int | None) -> list[Case]:
+    return [
+        Case("fanout-50-b20", "fanout", 50, 20, jobs or 200),
+        Case("lone-50-b20", "lone", 50, 20, jobs or 200),
+        Case("two", "two", 50, 20, jobs or 150),
+        Case("saq", "saq", 50, 20, jobs or 200),
+    ]
+
+
+@dataclass(frozen=True)
+class Side:
+    """The code under test: a label and the folder put first on the clients' PYTHONPATH."""
+
+    label: str
+    path: Path
+    cap: float | None  # None: the case's own cap
+
+
+@dataclass
+class Run:
+    """One side of one case, done."""
+
+    side: Side
+    figures: RunFigures
+    wall: float
+    cut: bool
+    outcomes: dict[str, int] = field(default_factory=dict)
+    delivered_twice: int = 0
+    missing: int = 0
+
+
+# Processes ------------------------------------------------------------------------------
+
+
+def side_env(side: Side) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(side.path)
+    return env
+
+
+@contextmanager
+def bucket_server(
+    case: Case, options: argparse.Namespace, record: Path
+) -> Iterator[dict[str, str]]:
+    """The rate-limited service in its own process; stopped (and its record written) after."""
+    command = [sys.executable, str(SERVER), "--rate", str(case.rate), "--burst", str(case.burst)]
+    command += ["--seed", str(options.seed), "--rtt", str(options.rtt), "--record", str(record)]
+    for at, rate in case.changes:
+        command += ["--change", f"{at}={rate}"]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        yield json.loads(_first_line(process, "the rate-limited service"))
+        process.send_signal(signal.SIGTERM)
+        if process.wait(timeout=GRACE) != 0:
+            raise BenchmarkError(f"the rate-limited service exited with {process.returncode}")
+    finally:
+        _stop(process)
+
+
+def _first_line(process: subprocess.Popen[str], what: str) -> str:
+    assert process.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(process.stdout, selectors.EVENT_READ)
+        if not selector.select(timeout=START_TIMEOUT):
+            raise BenchmarkError(f"{what} printed nothing in {START_TIMEOUT} s")
+    line = process.stdout.readline()
+    if not line:
+        raise BenchmarkError(f"{what} exited (status {process.wait()}) before its first line")
+    return line
+
+
+def _stop(process: subprocess.Popen[Any]) -> None:
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+    for stream in (process.stdout, process.stderr):
+        if stream is not None:
+            stream.close()
+
+
+def client_command(mode: str, service: dict[str, str], options: argparse.Namespace) -> list[str]:
+    command = [sys.executable, str(CLIENT), mode, "--base-url", service["base_url"]]
+    command += ["--api-key", service["api_key"]]
+    if options.max_rate is not None:
+        command += ["--max-rate", str(options.max_rate)]
+    return command
+
+
+def job_ids(case: Case, client: str, seed: int) -> list[str]:
+    """The same ids on both sides (so the same durations): UUIDs drawn from the seed."""
+    draw = random.Random(f"{seed}/{case.name}/{client}")
+    return [str(uuid.UUID(int=draw.getrandbits(128), version=4)) for _ in range(case.jobs)]
+
+
+def run_waits(
+    case: Case,
+    side: Side,
+    cap: float,
+    service: dict[str, str],
+    files: dict[str, Path],
+    options: argparse.Namespace,
+) -> list[dict[str, Any]]:
+    """The fan-out(s) or lone waits, each in its own process, at once; what each reported."""
+    mode = "lone" if case.kind == "lone" else "fanout"
+    processes = []
+    for client in case.clients():
+        command = client_command(mode, service, options) + ["--ids", str(files[client])]
+        command += ["--cap", str(cap)]
+        processes.append(
+            subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=side_env(side))
+        )
+    reports = []
+    try:
+        for process in processes:
+            out, _ = process.communicate(timeout=cap + GRACE)
+            if process.returncode != 0 or not out.strip():
+                raise BenchmarkError(f"a {mode} client exited with {process.returncode}")
+            reports.append(json.loads(out.strip().splitlines()[-1]))
+    finally:
+        for process in processes:
+            _stop(process)
+    return reports
+
+
+def run_saq(
+    case: Case,
+    side: Side,
+    cap: float,
+    service: dict[str, str],
+    ids_file: Path,
+    options: argparse.Namespace,
+) -> dict[str, Any]:
+    """Three SAQ workers of one queue, the ids submitted, every outcome counted in a file."""
+    queue = "ratelimit" + uuid.uuid4().hex[:8]
+    outcomes = ids_file.with_name("outcomes")
+    outcomes.touch()
+    shared = ["--redis", options.redis_url, "--queue", queue]
+    workers = []
+    try:
+        for index in range(3):
+            command = client_command("saq-worker", service, options) + shared
+            command += ["--name", f"w{index}", "--outcomes", str(outcomes)]
+            workers.append(subprocess.Popen(command, env=side_env(side)))
+        start = time.monotonic()
+        submit = client_command("saq-submit", service, options) + shared + ["--ids", str(ids_file)]
+        subprocess.run(submit, env=side_env(side), check=True, timeout=GRACE)
+        wanted = case.jobs
+        while True:
+            lines = outcomes.read_text().split()
+            if len(set(lines)) >= wanted or time.monotonic() - start > cap:
+                break
+            if any(worker.poll() is not None for worker in workers):
+                raise BenchmarkError("a SAQ worker exited before the waits ended")
+            time.sleep(0.2)
+        end = time.monotonic()
+    finally:
+        for worker in workers:
+            worker.send_signal(signal.SIGTERM)
+        for worker in workers:
+            _stop(worker)
+    lines = outcomes.read_text().split()
+    return {
+        "start": start,
+        "end": end,
+        "cut": len(set(lines)) < wanted,
+        "outcomes": {"delivered": len(set(lines))},
+        "twice": len(lines) - len(set(lines)),
+        "missing": wanted - len(set(lines)),
+    }
+
+
+def run_side(case: Case, side: Side, options: argparse.Namespace) -> Run:
+    cap = side.cap or options.cap or max(60.0, 3 * case.ideal())
+    clients = {client: job_ids(case, client, options.seed) for client in case.clients()}
+    with tempfile.TemporaryDirectory(prefix="bench_ratelimit-") as folder:
+        files = {client: Path(folder) / f"ids-{client}" for client in clients}
+        for client, ids in clients.items():
+            files[client].write_text("\n".join(ids) + "\n")
+        record_path = Path(folder) / "record.json"
+        with bucket_server(case, options, record_path) as service:
+            if case.kind == "saq":
+                reports = [run_saq(case, side, cap, service, files["a"], options)]
+            else:
+                reports = run_waits(case, side, cap, service, files, options)
+        record = json.loads(record_path.read_text())
+    if record["origin"] is None:
+        raise BenchmarkError(f"{case.name}, {side.label}: no request reached the service")
+    for report in reports:
+        if "jobpoll" in report and not Path(report["jobpoll"]).is_relative_to(side.path):
+            raise BenchmarkError(f"{side.label} ran the jobpoll at {report['jobpoll']}")
+    start = min(report["start"] for report in reports)
+    end = max(report["end"] for report in reports)
+    run_figures = figures(record, clients, settle=options.settle, end=end - record["origin"])
+    outcomes: dict[str, int] = {}
+    for report in reports:
+        for kind, count in report["outcomes"].items():
+            outcomes[kind] = outcomes.get(kind, 0) + count
+    return Run(
+        side=side,
+        figures=run_figures,
+        wall=end - start,
+        cut=any(report["cut"] for report in reports),
+        outcomes=outcomes,
+        delivered_twice=sum(report.get("twice", 0) for report in reports),
+        missing=sum(report.get("missing", 0) for report in reports),
+    )
+
+
+# Figures and verdicts ---------------------------------------------------------------------
+
+#: A row: the figure's name, the baseline's and the new code's values, the target, met or not.
+Row = tuple[str, str, str, str, bool | None]
+
+
+def window_text(run: Run) -> str:
+    share = run.figures.accepted_share
+    if share is None or run.figures.window is None:
+        return "no window"
+    low, high = run.figures.window
+    return f"{share:.2f} ({low:.0f}-{high:.0f} s)"
+
+
+def rows(case: Case, baseline: Run | None, new: Run) -> list[Row]:
+    def each(text: Any) -> tuple[str, str]:
+        return ("-" if baseline is None else text(baseline)), text(new)
+
+    total = case.jobs * len(case.clients())
+    target = TARGET_TOGETHER if case.kind in ("two", "saq") else TARGET_RATE
+    share = new.figures.accepted_share
+    out: list[Row] = []
+    if not case.changes:
+        out.append(
+            (
+                "accepted / limit, window",
+                *each(window_text),
+                f">= {target:.2f}",
+                share is not None and share >= target,
+            )
+        )
+    for index, (low, high, rate, _) in enumerate(new.figures.recoveries):
+
+        def recovery(run: Run, index: int = index) -> str:
+            found = run.figures.recoveries[index : index + 1]
+            value = found[0][3] if found else None
+            return "n/a" if value is None else f"{value:.2f}"
+
+        got = new.figures.recoveries[index][3]
+        out.append(
+            (
+                f"accepted / {rate:g}/s, {low:.0f}-{min(high, 1e6):.0f} s",
+                *each(recovery),
+                f">= {TARGET_RATE:.2f}",
+                got is not None and got >= TARGET_RATE,
+            )
+        )
+    if case.kind == "two":
+
+        def least(run: Run) -> str:
+            counts = run.figures.accepted_in_window
+            whole = sum(counts.values())
+            return "n/a" if not whole else f"{min(counts.values()) / whole:.2f}"
+
+        counts = new.figures.accepted_in_window
+        whole = sum(counts.values())
+        out.append(
+            (
+                "smaller client's share",
+                *each(least),
+                ">= 0.33",
+                bool(whole) and 3 * min(counts.values()) >= whole,
+            )
+        )
+    out.append(
+        (
+            "refused, whole run",
+            *each(lambda run: f"{run.figures.refused_share:.1%} of {run.figures.requests}"),
+            f"<= {TARGET_REFUSED:.0%}",
+            new.figures.refused_share <= TARGET_REFUSED,
+        )
+    )
+    if case.kind in ("fanout", "lone") and not case.changes:
+
+        def wall(run: Run) -> str:
+            bound = max(run.figures.bound, run.figures.longest_job)
+            if run.cut:
+                return f"cut at {run.wall:.0f} s"
+            return f"{run.wall / bound:.2f}x ({run.wall:.0f} s / {bound:.0f} s)"
+
+        bound = max(new.figures.bound, new.figures.longest_job)
+        out.append(
+            (
+                "wall / max(polls/limit, job)",
+                *each(wall),
+                f"<= {TARGET_WALL:.2f}x",
+                not new.cut and new.wall <= TARGET_WALL * bound,
+            )
+        )
+    if case.kind == "saq":
+        out.append(
+            (
+                "outcomes in, twice",
+                *each(lambda run: f"{run.outcomes.get('delivered', 0)}, {run.delivered_twice}"),
+                f"{total}, 0",
+                not new.cut and new.missing == 0 and new.delivered_twice == 0,
+            )
+        )
+    else:
+        out.append(
+            (
+                "jobs ended ok",
+                *each(
+                    lambda run: (
+                        f"{run.outcomes.get('ok', 0)} of {total}"
+                        + (
+                            " "
+                            + ", ".join(
+                                f"{k} {v}" for k, v in sorted(run.outcomes.items()) if k != "ok"
+                            )
+                        ).rstrip()
+                    )
+                ),
+                f"{total}",
+                new.outcomes.get("ok", 0) == total,
+            )
+        )
+    out.append(
+        (
+            "service CPU, loop lag p99",
+            *each(
+                lambda run: (
+                    f"{run.figures.server['cpu'] / max(run.figures.server['wall'], 1e-9):.0%} of a core,"
+                    f" {1000 * run.figures.server['lag_p99']:.0f} ms"
+                )
+            ),
+            "",
+            None,
+        )
+    )
+    return out
+
+
+def describe(case: Case) -> str:
+    what = {
+        "fanout": "wait_for_jobs on one JobsClient",
+        "lone": "a wait_for_job task per job on one JobsClient",
+        "two": "two wait_for_jobs in two processes",
+        "saq": "three jobpoll.saq workers on one Redis",
+    }[case.kind]
+    limit = f"limit {case.rate:g}/s"
+    for at, rate in case.changes:
+        limit += f", {rate:g}/s from {at:g} s"
+    count = f"{case.jobs} jobs" + (" each" if case.kind == "two" else "")
+    return f"{case.name}: {what}, {count}; {limit}, burst {case.burst:g}"
+
+
+def print_case(case: Case, baseline: Run | None, new: Run) -> bool:
+    """Print a case's table; whether every target was met."""
+    print(describe(case))
+    head_base = (
+        "-" if baseline is None else baseline.side.label + (" (cut)" if baseline.cut else "")
+    )
+    head_new = new.side.label + (" (cut)" if new.cut else "")
+    table = [("", head_base, head_new, "target", "")]
+    for name, old, now, target, met in rows(case, baseline, new):
+        table.append((name, old, now, target, "" if met is None else ("met" if met else "MISSED")))
+    widths = [max(len(row[column]) for row in table) for column in range(5)]
+    for row in table:
+        print(
+            "  "
+            + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
+        )
+    print(flush=True)
+    return all(met is not False for *_, met in rows(case, baseline, new))
+
+
+# The program --------------------------------------------------------------------------------
+
+
+@contextmanager
+def baseline_tree(revision: str) -> Iterator[Path]:
+    """The library at `revision`, extracted into a temporary folder."""
+    with tempfile.TemporaryDirectory(prefix="bench_ratelimit-baseline-") as folder:
+        archive = subprocess.run(
+            ["git", "-C", str(ROOT), "archive", revision, "jobpoll"],
+            capture_output=True,
+            check=False,
+        )
+        if archive.returncode != 0:
+            raise BenchmarkError(f"git archive {revision}: {archive.stderr.decode().strip()}")
+        subprocess.run(["tar", "-x", "-C", folder], input=archive.stdout, check=True)
+        yield Path(folder)
+
+
+def chosen(options: argparse.Namespace) -> list[Case]:
+    cases = quick_cases(options.jobs) if options.quick else matrix(options.jobs)
+    if not options.case:
+        return cases
+    picked = [
+        case
+        for case in matrix(options.jobs)
+        if any(fnmatch.fnmatchcase(case.name, p) for p in options.case)
+    ]
+    if not picked:
+        raise BenchmarkError(f"no case matches {options.case}; --list shows them")
+    return picked
+
+
+def parse(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--case", action="append", default=[], help="a case name or pattern")
+    parser.add_argument("--quick", action="store_true", help="a short try: four small cases")
+    parser.add_argument("--jobs", type=positive_int, help="jobs per client (default: per case)")
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--baseline", default=BASELINE, metavar="REV")
+    parser.add_argument("--baseline-cap", type=float, metavar="SECONDS")
+    parser.add_argument("--cap", type=float, metavar="SECONDS", help="cut the new code's runs")
+    parser.add_argument("--settle", type=float, metavar="SECONDS")
+    parser.add_argument("--rtt", type=float, default=0.0, metavar="SECONDS")
+    parser.add_argument("--max-rate", type=float, help="JobsClient(max_rate=) of the new code")
+    parser.add_argument("--no-baseline", action="store_true")
+    parser.add_argument("--list", action="store_true", help="list the cases and their lengths")
+    options = parser.parse_args(argv)
+    if options.baseline_cap is None:
+        options.baseline_cap = 12.0 if options.quick else 60.0
+    if options.settle is None:
+        options.settle = 5.0 if options.quick else 10.0
+    if options.quick and options.cap is None:
+        options.cap = 40.0
+    return options
+
+
+def list_cases(cases: Sequence[Case], options: argparse.Namespace) -> None:
+    total = 0.0
+    for case in cases:
+        guess = min(case.ideal(), options.cap or 1e9) + (
+            0 if options.no_baseline else options.baseline_cap
+        )
+        total += guess
+        print(f"{describe(case)}  (about {guess:.0f} s)")
+    print(f"about {total / 60:.0f} minutes in all, at the limit (the new code's runs uncut)")
+
+
+@exit_status
+def main(argv: list[str] | None = None) -> int:
+    signal.signal(signal.SIGTERM, exit_on_sigterm)
+    options = parse(argv)
+    cases = chosen(options)
+    if options.list:
+        list_cases(cases, options)
+        return 0
+    new = Side("new (working tree)", ROOT, None)
+    missed = []
+    with ExitStack() as stack:
+        baseline = None
+        if not options.no_baseline:
+            folder = stack.enter_context(baseline_tree(options.baseline))
+            baseline = Side(f"baseline {options.baseline}", folder, options.baseline_cap)
+        options.redis_url = None
+        if any(case.kind == "saq" for case in cases):
+            from bench_queue import redis_server
+
+            options.redis_url = stack.enter_context(redis_server())
+        print(
+            f"settle {options.settle:g} s, rtt {options.rtt:g} s, seed {options.seed}"
+            + ("" if baseline is None else f", baseline cut at {options.baseline_cap:g} s"),
+            flush=True,
+        )
+        for case in cases:
+            old = None if baseline is None else run_side(case, baseline, options)
+            now = run_side(case, new, options)
+            if not print_case(case, old, now):
+                missed.append(case.name)
+    print(f"verdict: {'FAIL (' + ', '.join(missed) + ')' if missed else 'pass'}")
+    return 2 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
