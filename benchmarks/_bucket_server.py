@@ -82,7 +82,8 @@ class Gateway:
     def duration_of(self, job_id: str) -> float:
         """The job's duration: drawn from the seed and the id alone, whatever the order."""
         draw = random.Random(f"{self.arguments.seed}/{job_id}").random()
-        low, high = self.arguments.min_job, self.arguments.max_job
+        low: float = self.arguments.min_job
+        high: float = self.arguments.max_job
         return low + (high - low) * draw
 
     def _schedule(self, now: float) -> float:

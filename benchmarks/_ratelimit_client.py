@@ -20,7 +20,6 @@ import asyncio
 import collections
 import json
 import logging
-import sys
 import time
 from typing import Any
 
@@ -63,9 +62,7 @@ def _kind(result: JobResult) -> str:
     return "ok" if result.ok else type(result.error).__name__
 
 
-async def wait(arguments: argparse.Namespace) -> dict[str, Any]:
-    with open(arguments.ids) as lines:
-        ids = lines.read().split()
+async def wait(arguments: argparse.Namespace, ids: list[str]) -> dict[str, Any]:
     outcomes: collections.Counter[str] = collections.Counter()
     run = fanout if arguments.mode == "fanout" else lone
     cut = False
@@ -91,9 +88,7 @@ async def saq_worker(arguments: argparse.Namespace) -> None:
     path = arguments.outcomes
 
     async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
-        # One short line per call, in append mode: lines of several processes never mix.
-        with open(path, "a") as out:
-            out.write(result["jobId"] + "\n")
+        await asyncio.to_thread(append_line, path, result["jobId"])
 
     settings = waits.worker_settings(
         client=lambda: make_client(arguments),
@@ -118,9 +113,18 @@ def _saq_waits(arguments: argparse.Namespace) -> SaqWaits:
     return SaqWaits(queue, on_outcome="record_outcome", **extra)
 
 
-async def saq_submit(arguments: argparse.Namespace) -> None:
-    with open(arguments.ids) as lines:
-        ids = lines.read().split()
+def append_line(path: str, line: str) -> None:
+    """One short line in append mode: the lines of several processes never mix."""
+    with open(path, "a") as out:
+        out.write(line + "\n")
+
+
+def read_ids(path: str) -> list[str]:
+    with open(path) as lines:
+        return lines.read().split()
+
+
+async def saq_submit(arguments: argparse.Namespace, ids: list[str]) -> None:
     waits = _saq_waits(arguments)
     try:
         await waits.submit(ids)
@@ -144,12 +148,12 @@ def main() -> None:
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.ERROR)
     if arguments.mode in ("fanout", "lone"):
-        print(json.dumps(asyncio.run(wait(arguments))), flush=True)
+        print(json.dumps(asyncio.run(wait(arguments, read_ids(arguments.ids)))), flush=True)
     elif arguments.mode == "saq-worker":
         asyncio.run(saq_worker(arguments))
     else:
-        asyncio.run(saq_submit(arguments))
+        asyncio.run(saq_submit(arguments, read_ids(arguments.ids)))
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

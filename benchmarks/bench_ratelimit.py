@@ -45,6 +45,7 @@ import argparse
 import fnmatch
 import json
 import os
+import platform
 import random
 import selectors
 import signal
@@ -53,14 +54,16 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import aiohttp
 from _common import BenchmarkError, exit_on_sigterm, exit_status, positive_int
 from _ratelimit_figures import RunFigures, figures
+from bench_queue import redis_server
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -226,7 +229,7 @@ def run_waits(
     mode = "lone" if case.kind == "lone" else "fanout"
     processes = []
     for client in case.clients():
-        command = client_command(mode, service, options) + ["--ids", str(files[client])]
+        command = [*client_command(mode, service, options), "--ids", str(files[client])]
         command += ["--cap", str(cap)]
         processes.append(
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=side_env(side))
@@ -330,135 +333,137 @@ def run_side(case: Case, side: Side, options: argparse.Namespace) -> Run:
 
 # Figures and verdicts ---------------------------------------------------------------------
 
-#: A row: the figure's name, the baseline's and the new code's values, the target, met or not.
-Row = tuple[str, str, str, str, bool | None]
+
+@dataclass(frozen=True)
+class Figure:
+    """A line of a case's table: how a run shows, the target, and whether the new code met
+    it (None: not judged)."""
+
+    name: str
+    show: Callable[[Run], str]
+    target: str = ""
+    met: Callable[[Run], bool | None] = lambda run: None
 
 
-def window_text(run: Run) -> str:
-    share = run.figures.accepted_share
-    if share is None or run.figures.window is None:
+def accepted_share(run: Run) -> str:
+    share, window = run.figures.accepted_share, run.figures.window
+    if share is None or window is None:
         return "no window"
-    low, high = run.figures.window
-    return f"{share:.2f} ({low:.0f}-{high:.0f} s)"
+    return f"{share:.2f} ({window[0]:.0f}-{window[1]:.0f} s)"
 
 
-def rows(case: Case, baseline: Run | None, new: Run) -> list[Row]:
-    def each(text: Any) -> tuple[str, str]:
-        return ("-" if baseline is None else text(baseline)), text(new)
+def at_least(target: float) -> Callable[[Run], bool | None]:
+    """Met when the accepted share reaches `target`; not judged without a window."""
 
+    def met(run: Run) -> bool | None:
+        share = run.figures.accepted_share
+        return None if share is None else share >= target
+
+    return met
+
+
+def recovery(index: int) -> tuple[Callable[[Run], str], Callable[[Run], bool | None]]:
+    """How a run came back after the `index`-th change of the limit."""
+
+    def value(run: Run) -> float | None:
+        found = run.figures.recoveries[index : index + 1]
+        return found[0][3] if found else None
+
+    def show(run: Run) -> str:
+        share = value(run)
+        return "n/a" if share is None else f"{share:.2f}"
+
+    def met(run: Run) -> bool | None:
+        share = value(run)
+        return share is not None and share >= TARGET_RATE
+
+    return show, met
+
+
+def smaller_share(run: Run) -> float | None:
+    counts = run.figures.accepted_in_window
+    whole = sum(counts.values())
+    return min(counts.values()) / whole if whole else None
+
+
+def wall(run: Run) -> str:
+    bound = max(run.figures.bound, run.figures.longest_job)
+    if run.cut:
+        return f"cut at {run.wall:.0f} s"
+    return f"{run.wall / bound:.2f}x ({run.wall:.0f} s / {bound:.0f} s)"
+
+
+def ended(run: Run) -> str:
+    others = ", ".join(f"{kind} {n}" for kind, n in sorted(run.outcomes.items()) if kind != "ok")
+    return f"{run.outcomes.get('ok', 0)}" + (f" ({others})" if others else "")
+
+
+def service_load(run: Run) -> str:
+    server = run.figures.server
+    return f"{server['cpu'] / server['wall']:.0%} of a core, {1000 * server['lag_p99']:.0f} ms"
+
+
+def case_figures(case: Case) -> list[Figure]:
     total = case.jobs * len(case.clients())
-    target = TARGET_TOGETHER if case.kind in ("two", "saq") else TARGET_RATE
-    share = new.figures.accepted_share
-    out: list[Row] = []
-    if not case.changes:
-        out.append(
-            (
-                "accepted / limit, window",
-                *each(window_text),
-                f">= {target:.2f}",
-                share is not None and share >= target,
-            )
+    together = case.kind in ("two", "saq")
+    target = TARGET_TOGETHER if together else TARGET_RATE
+    lines = [
+        Figure(
+            "accepted / limit, window" + (", together" if together else ""),
+            accepted_share,
+            "" if case.changes else f">= {target:.2f}",
+            (lambda run: None) if case.changes else at_least(target),
         )
-    for index, (low, high, rate, _) in enumerate(new.figures.recoveries):
-
-        def recovery(run: Run, index: int = index) -> str:
-            found = run.figures.recoveries[index : index + 1]
-            value = found[0][3] if found else None
-            return "n/a" if value is None else f"{value:.2f}"
-
-        got = new.figures.recoveries[index][3]
-        out.append(
-            (
-                f"accepted / {rate:g}/s, {low:.0f}-{min(high, 1e6):.0f} s",
-                *each(recovery),
-                f">= {TARGET_RATE:.2f}",
-                got is not None and got >= TARGET_RATE,
-            )
-        )
+    ]
+    for index, (at, rate) in enumerate(case.changes):
+        show, met = recovery(index)
+        lines.append(Figure(f"accepted / {rate:g}/s from {at + 10:g} s", show, ">= 0.90", met))
     if case.kind == "two":
-
-        def least(run: Run) -> str:
-            counts = run.figures.accepted_in_window
-            whole = sum(counts.values())
-            return "n/a" if not whole else f"{min(counts.values()) / whole:.2f}"
-
-        counts = new.figures.accepted_in_window
-        whole = sum(counts.values())
-        out.append(
-            (
+        lines.append(
+            Figure(
                 "smaller client's share",
-                *each(least),
+                lambda run: f"{smaller_share(run) or 0:.2f}",
                 ">= 0.33",
-                bool(whole) and 3 * min(counts.values()) >= whole,
+                lambda run: 3 * (smaller_share(run) or 0) >= 1,
             )
         )
-    out.append(
-        (
+    lines.append(
+        Figure(
             "refused, whole run",
-            *each(lambda run: f"{run.figures.refused_share:.1%} of {run.figures.requests}"),
+            lambda run: f"{run.figures.refused_share:.1%} of {run.figures.requests}",
             f"<= {TARGET_REFUSED:.0%}",
-            new.figures.refused_share <= TARGET_REFUSED,
+            lambda run: run.figures.refused_share <= TARGET_REFUSED,
         )
     )
     if case.kind in ("fanout", "lone") and not case.changes:
-
-        def wall(run: Run) -> str:
-            bound = max(run.figures.bound, run.figures.longest_job)
-            if run.cut:
-                return f"cut at {run.wall:.0f} s"
-            return f"{run.wall / bound:.2f}x ({run.wall:.0f} s / {bound:.0f} s)"
-
-        bound = max(new.figures.bound, new.figures.longest_job)
-        out.append(
-            (
+        lines.append(
+            Figure(
                 "wall / max(polls/limit, job)",
-                *each(wall),
+                wall,
                 f"<= {TARGET_WALL:.2f}x",
-                not new.cut and new.wall <= TARGET_WALL * bound,
+                lambda run: (
+                    not run.cut
+                    and run.wall <= TARGET_WALL * max(run.figures.bound, run.figures.longest_job)
+                ),
             )
         )
     if case.kind == "saq":
-        out.append(
-            (
+        lines.append(
+            Figure(
                 "outcomes in, twice",
-                *each(lambda run: f"{run.outcomes.get('delivered', 0)}, {run.delivered_twice}"),
+                lambda run: f"{run.outcomes.get('delivered', 0)}, {run.delivered_twice}",
                 f"{total}, 0",
-                not new.cut and new.missing == 0 and new.delivered_twice == 0,
+                lambda run: not run.cut and run.missing == 0 and run.delivered_twice == 0,
             )
         )
     else:
-        out.append(
-            (
-                "jobs ended ok",
-                *each(
-                    lambda run: (
-                        f"{run.outcomes.get('ok', 0)} of {total}"
-                        + (
-                            " "
-                            + ", ".join(
-                                f"{k} {v}" for k, v in sorted(run.outcomes.items()) if k != "ok"
-                            )
-                        ).rstrip()
-                    )
-                ),
-                f"{total}",
-                new.outcomes.get("ok", 0) == total,
+        lines.append(
+            Figure(
+                "jobs ended ok", ended, f"{total}", lambda run: run.outcomes.get("ok", 0) == total
             )
         )
-    out.append(
-        (
-            "service CPU, loop lag p99",
-            *each(
-                lambda run: (
-                    f"{run.figures.server['cpu'] / max(run.figures.server['wall'], 1e-9):.0%} of a core,"
-                    f" {1000 * run.figures.server['lag_p99']:.0f} ms"
-                )
-            ),
-            "",
-            None,
-        )
-    )
-    return out
+    lines.append(Figure("service CPU, loop lag p99", service_load))
+    return lines
 
 
 def describe(case: Case) -> str:
@@ -476,23 +481,26 @@ def describe(case: Case) -> str:
 
 
 def print_case(case: Case, baseline: Run | None, new: Run) -> bool:
-    """Print a case's table; whether every target was met."""
-    print(describe(case))
-    head_base = (
-        "-" if baseline is None else baseline.side.label + (" (cut)" if baseline.cut else "")
-    )
-    head_new = new.side.label + (" (cut)" if new.cut else "")
-    table = [("", head_base, head_new, "target", "")]
-    for name, old, now, target, met in rows(case, baseline, new):
-        table.append((name, old, now, target, "" if met is None else ("met" if met else "MISSED")))
+    """Print a case's table; whether the new code met every target."""
+
+    def head(run: Run | None) -> str:
+        return "-" if run is None else run.side.label + (" (cut)" if run.cut else "")
+
+    table = [("", head(baseline), head(new), "target", "")]
+    verdicts = []
+    for figure in case_figures(case):
+        met = figure.met(new)
+        verdicts.append(met)
+        old = "-" if baseline is None else figure.show(baseline)
+        verdict = "" if met is None else ("met" if met else "MISSED")
+        table.append((figure.name, old, figure.show(new), figure.target, verdict))
     widths = [max(len(row[column]) for row in table) for column in range(5)]
+    print(describe(case))
     for row in table:
-        print(
-            "  "
-            + "  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip()
-        )
+        cells = (cell.ljust(width) for cell, width in zip(row, widths, strict=True))
+        print("  " + "  ".join(cells).rstrip())
     print(flush=True)
-    return all(met is not False for *_, met in rows(case, baseline, new))
+    return all(met is not False for met in verdicts)
 
 
 # The program --------------------------------------------------------------------------------
@@ -547,7 +555,7 @@ def parse(argv: Sequence[str] | None) -> argparse.Namespace:
     if options.settle is None:
         options.settle = 5.0 if options.quick else 10.0
     if options.quick and options.cap is None:
-        options.cap = 40.0
+        options.cap = 30.0
     return options
 
 
@@ -560,6 +568,27 @@ def list_cases(cases: Sequence[Case], options: argparse.Namespace) -> None:
         total += guess
         print(f"{describe(case)}  (about {guess:.0f} s)")
     print(f"about {total / 60:.0f} minutes in all, at the limit (the new code's runs uncut)")
+
+
+def print_header(options: argparse.Namespace, baseline: Side | None) -> None:
+    cut = (
+        ""
+        if baseline is None
+        else f"; baseline {options.baseline}, cut at {options.baseline_cap:g} s"
+    )
+    print(
+        f"Python {platform.python_version()}, aiohttp {aiohttp.__version__}; new: the working"
+        f" tree{cut}; rtt {options.rtt:g} s, seed {options.seed}"
+        + ("" if options.max_rate is None else f", max_rate {options.max_rate:g} (new code)")
+    )
+    print(
+        f"window: from {options.settle:g} s after the first request to the last moment the"
+        " client certainly had a second's worth of polls at the limit due (jobs not polled yet,"
+        " or ended and not yet seen ended); the tail after it, where demand falls below the"
+        " limit, is left out",
+        flush=True,
+    )
+    print()
 
 
 @exit_status
@@ -579,14 +608,8 @@ def main(argv: list[str] | None = None) -> int:
             baseline = Side(f"baseline {options.baseline}", folder, options.baseline_cap)
         options.redis_url = None
         if any(case.kind == "saq" for case in cases):
-            from bench_queue import redis_server
-
             options.redis_url = stack.enter_context(redis_server())
-        print(
-            f"settle {options.settle:g} s, rtt {options.rtt:g} s, seed {options.seed}"
-            + ("" if baseline is None else f", baseline cut at {options.baseline_cap:g} s"),
-            flush=True,
-        )
+        print_header(options, baseline)
         for case in cases:
             old = None if baseline is None else run_side(case, baseline, options)
             now = run_side(case, new, options)
@@ -597,4 +620,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(main(None))
