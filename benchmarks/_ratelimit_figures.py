@@ -15,6 +15,7 @@ demand falls below the limit and no client could keep the limit busy.
 from __future__ import annotations
 
 import bisect
+from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -71,6 +72,8 @@ class RunFigures:
     #: Seconds the limit needed for the polls accepted, and the longest job.
     bound: float = 0.0
     longest_job: float = 0.0
+    #: The most requests accepted in one second (whole seconds after the first request).
+    peak_accepted: int = 0
     server: dict[str, float] = field(default_factory=dict)
 
     @property
@@ -108,6 +111,7 @@ def figures(
                 in_window[client_of[job_id]] += 1
         allowed = rates.integral(low, high)
     accepted = sum(ok for _, ok, _ in requests)
+    per_second = Counter(int(t) for t, ok, _ in requests if ok)
     return RunFigures(
         requests=len(requests),
         accepted=accepted,
@@ -118,6 +122,7 @@ def figures(
         recoveries=_recoveries(requests, rates, settle, window),
         bound=rates.time_for(accepted),
         longest_job=max((duration for _, duration in jobs.values()), default=0.0),
+        peak_accepted=max(per_second.values(), default=0),
         server={key: float(record[key]) for key in ("cpu", "wall", "lag_p99", "lag_max")},
     )
 
