@@ -141,6 +141,8 @@ class Side:
     label: str
     path: Path
     cap: float | None  # None: the case's own cap
+    #: `max_rate=` for the clients' `JobsClient` and `SaqWaits`; older code has none.
+    max_rate: float | None = None
 
 
 @dataclass
@@ -209,11 +211,11 @@ def _stop(process: subprocess.Popen[Any]) -> None:
             stream.close()
 
 
-def client_command(mode: str, service: dict[str, str], options: argparse.Namespace) -> list[str]:
+def client_command(mode: str, service: dict[str, str], side: Side) -> list[str]:
     command = [sys.executable, str(CLIENT), mode, "--base-url", service["base_url"]]
     command += ["--api-key", service["api_key"]]
-    if options.max_rate is not None:
-        command += ["--max-rate", str(options.max_rate)]
+    if side.max_rate is not None:
+        command += ["--max-rate", str(side.max_rate)]
     return command
 
 
@@ -235,7 +237,7 @@ def run_waits(
     mode = "lone" if case.kind == "lone" else "fanout"
     processes = []
     for client in case.clients():
-        command = [*client_command(mode, service, options), "--ids", str(files[client])]
+        command = [*client_command(mode, service, side), "--ids", str(files[client])]
         command += ["--cap", str(cap)]
         processes.append(
             subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=side_env(side))
@@ -269,11 +271,11 @@ def run_saq(
     workers = []
     try:
         for index in range(3):
-            command = client_command("saq-worker", service, options) + shared
+            command = client_command("saq-worker", service, side) + shared
             command += ["--name", f"w{index}", "--outcomes", str(outcomes)]
             workers.append(subprocess.Popen(command, env=side_env(side)))
         start = time.monotonic()
-        submit = client_command("saq-submit", service, options) + shared + ["--ids", str(ids_file)]
+        submit = client_command("saq-submit", service, side) + shared + ["--ids", str(ids_file)]
         subprocess.run(submit, env=side_env(side), check=True, timeout=GRACE)
         wanted = case.jobs
         while True:
@@ -609,7 +611,7 @@ def main(argv: list[str] | None = None) -> int:
     if options.list:
         list_cases(cases, options)
         return 0
-    new = Side("new (working tree)", ROOT, None)
+    new = Side("new (working tree)", ROOT, None, options.max_rate)
     missed = []
     with ExitStack() as stack:
         baseline = None
