@@ -10,7 +10,7 @@ jobpoll it imports is the one first on its PYTHONPATH (today's, or a baseline's)
 `fanout` and `lone` print one JSON line at the end: when the wait started and ended (on the
 monotonic clock, which every process of the machine shares), the outcomes by kind, whether the
 run was cut at `--cap` seconds, and the jobpoll it ran. `saq-worker` appends each outcome's job
-id to `--outcomes`, a line per delivery.
+id to `--outcomes`, a line per delivery; `saq-submit` prints the jobpoll it ran.
 """
 
 from __future__ import annotations
@@ -153,6 +153,7 @@ def main() -> None:
         asyncio.run(saq_worker(arguments))
     else:
         asyncio.run(saq_submit(arguments, read_ids(arguments.ids)))
+        print(json.dumps({"jobpoll": jobpoll.__file__}), flush=True)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass, field
@@ -153,7 +154,7 @@ class Run:
     figures: RunFigures
     wall: float
     cut: bool
-    outcomes: dict[str, int] = field(default_factory=dict)
+    outcomes: Counter[str] = field(default_factory=Counter)
     delivered_twice: int = 0
     missing: int = 0
 
@@ -276,7 +277,11 @@ def run_saq(
             workers.append(subprocess.Popen(command, env=side_env(side)))
         start = time.monotonic()
         submit = client_command("saq-submit", service, side) + shared + ["--ids", str(ids_file)]
-        subprocess.run(submit, env=side_env(side), check=True, timeout=GRACE)
+        submitted = subprocess.run(
+            submit, env=side_env(side), timeout=GRACE, capture_output=True, text=True, check=False
+        )
+        if submitted.returncode != 0:
+            raise BenchmarkError(f"submitting the waits failed: {submitted.stderr[-2000:]}")
         wanted = case.jobs
         while True:
             lines = outcomes.read_text().split()
@@ -299,10 +304,12 @@ def run_saq(
         "outcomes": {"delivered": len(set(lines))},
         "twice": len(lines) - len(set(lines)),
         "missing": wanted - len(set(lines)),
+        "jobpoll": json.loads(submitted.stdout)["jobpoll"],
     }
 
 
 def run_side(case: Case, side: Side, options: argparse.Namespace) -> Run:
+    """One side of a case, from a fresh service to its figures."""
     cap = side.cap or options.cap or max(60.0, 3 * case.ideal())
     clients = {client: job_ids(case, client, options.seed) for client in case.clients()}
     with tempfile.TemporaryDirectory(prefix="bench_ratelimit-") as folder:
@@ -319,21 +326,16 @@ def run_side(case: Case, side: Side, options: argparse.Namespace) -> Run:
     if record["origin"] is None:
         raise BenchmarkError(f"{case.name}, {side.label}: no request reached the service")
     for report in reports:
-        if "jobpoll" in report and not Path(report["jobpoll"]).is_relative_to(side.path):
+        if not Path(report["jobpoll"]).is_relative_to(side.path):
             raise BenchmarkError(f"{side.label} ran the jobpoll at {report['jobpoll']}")
     start = min(report["start"] for report in reports)
     end = max(report["end"] for report in reports)
-    run_figures = figures(record, clients, settle=options.settle, end=end - record["origin"])
-    outcomes: dict[str, int] = {}
-    for report in reports:
-        for kind, count in report["outcomes"].items():
-            outcomes[kind] = outcomes.get(kind, 0) + count
     return Run(
         side=side,
-        figures=run_figures,
+        figures=figures(record, clients, settle=options.settle, end=end - record["origin"]),
         wall=end - start,
         cut=any(report["cut"] for report in reports),
-        outcomes=outcomes,
+        outcomes=sum((Counter(report["outcomes"]) for report in reports), Counter()),
         delivered_twice=sum(report.get("twice", 0) for report in reports),
         missing=sum(report.get("missing", 0) for report in reports),
     )
@@ -409,10 +411,12 @@ def ended(run: Run) -> str:
 def service_load(run: Run) -> str:
     server = run.figures.server
     per_request = 1e6 * server["cpu"] / max(run.figures.requests, 1)
-    return (
-        f"{server['cpu'] / server['wall']:.0%} of a core ({per_request:.0f} us a request),"
-        f" lag p99 {1000 * server['lag_p99']:.0f} ms, peak {run.figures.peak_accepted}/s"
-    )
+    return f"{server['cpu'] / server['wall']:.0%} of a core, {per_request:.0f} us a request"
+
+
+def service_lag(run: Run) -> str:
+    server = run.figures.server
+    return f"{1000 * server['lag_p99']:.0f} ms, {1000 * server['lag_max']:.0f} ms"
 
 
 def case_figures(case: Case) -> list[Figure]:
@@ -474,7 +478,9 @@ def case_figures(case: Case) -> list[Figure]:
                 "jobs ended ok", ended, f"{total}", lambda run: run.outcomes.get("ok", 0) == total
             )
         )
-    lines.append(Figure("service", service_load))
+    lines.append(Figure("most accepted in a second", lambda run: f"{run.figures.peak_accepted}"))
+    lines.append(Figure("service CPU", service_load))
+    lines.append(Figure("service loop lag p99, max", service_lag))
     return lines
 
 
