@@ -17,7 +17,8 @@ first on their PYTHONPATH: the working tree ("new"), and the library at `--basel
 behaviour, default ec819c0), extracted with `git archive`. A baseline run is cut after
 `--baseline-cap` seconds and its figures are over the run so far, marked "cut".
 
-Cases (`--case` takes names or patterns, e.g. `'fanout-*'`; `--list` prints them):
+Cases (`--case` takes names or patterns, e.g. `'fanout-*'`, or `fanout-L-bB` / `lone-L-bB`
+for any limit and burst; `--list` prints them):
 
 - `fanout-L-bB` / `lone-L-bB`: `wait_for_jobs` over the ids on one `JobsClient`, or a
   `wait_for_job` task per id on one client; limits 5, 50 and 500 a second, bursts 1 and 20;
@@ -47,6 +48,7 @@ import json
 import os
 import platform
 import random
+import re
 import selectors
 import signal
 import subprocess
@@ -199,17 +201,20 @@ def _first_line(process: subprocess.Popen[str], what: str) -> str:
     return line
 
 
-def _stop(process: subprocess.Popen[Any]) -> None:
-    if process.poll() is None:
-        process.terminate()
+def _stop(*processes: subprocess.Popen[Any]) -> None:
+    """SIGTERM to each process still running, then wait for each (SIGKILL after 10 s)."""
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
         try:
             process.wait(timeout=10)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-    for stream in (process.stdout, process.stderr):
-        if stream is not None:
-            stream.close()
+        for stream in (process.stdout, process.stderr):
+            if stream is not None:
+                stream.close()
 
 
 def client_command(mode: str, service: dict[str, str], side: Side) -> list[str]:
@@ -251,8 +256,7 @@ def run_waits(
                 raise BenchmarkError(f"a {mode} client exited with {process.returncode}")
             reports.append(json.loads(out.strip().splitlines()[-1]))
     finally:
-        for process in processes:
-            _stop(process)
+        _stop(*processes)
     return reports
 
 
@@ -292,10 +296,7 @@ def run_saq(
             time.sleep(0.2)
         end = time.monotonic()
     finally:
-        for worker in workers:
-            worker.send_signal(signal.SIGTERM)
-        for worker in workers:
-            _stop(worker)
+        _stop(*workers)
     lines = outcomes.read_text().split()
     return {
         "start": start,
@@ -553,16 +554,22 @@ def baseline_tree(revision: str) -> Iterator[Path]:
 
 
 def chosen(options: argparse.Namespace) -> list[Case]:
+    """The cases asked for: by name or pattern, or named `fanout-L-bB` / `lone-L-bB` for any
+    limit L and burst B."""
     cases = quick_cases(options.jobs) if options.quick else matrix(options.jobs)
     if not options.case:
         return cases
-    picked = [
-        case
-        for case in [*matrix(options.jobs), ceiling(options.jobs)]
-        if any(fnmatch.fnmatchcase(case.name, p) for p in options.case)
-    ]
-    if not picked:
-        raise BenchmarkError(f"no case matches {options.case}; --list shows them")
+    known = [*matrix(options.jobs), ceiling(options.jobs)]
+    picked = []
+    for pattern in options.case:
+        found = [case for case in known if fnmatch.fnmatchcase(case.name, pattern)]
+        made = re.fullmatch(r"(fanout|lone)-([0-9.]+)-b([0-9.]+)", pattern)
+        if not found and made:
+            kind, rate, burst = made[1], float(made[2]), float(made[3])
+            found = [Case(pattern, kind, rate, burst, options.jobs or max(1000, int(20 * rate)))]
+        if not found:
+            raise BenchmarkError(f"no case matches {pattern!r}; --list shows them")
+        picked += [case for case in found if case not in picked]
     return picked
 
 
