@@ -9,8 +9,8 @@ Run from the repository root (the `saq` case needs the `saq` extra and `redis-se
         [--max-rate R] [--no-baseline] [--list]
 
 The service (`_bucket_server.py`, its own process, on loopback) is an API gateway's token
-bucket in front of jobpoll's fake service: `--rate` requests a second, a burst of `--burst`,
-each request over it answered 429 with `Retry-After: 1`; the client is not told the limit. A
+bucket in front of jobpoll's fake service: L requests a second, a burst of B, each request
+over it answered 429 with `Retry-After: 1`; the client is not told the limit. A
 job ends 2 to 10 s (drawn from the seed and its id) after its first accepted poll. The
 clients (`_ratelimit_client.py`) run in processes of their own, with the jobpoll under test
 first on their PYTHONPATH: the working tree ("new"), and the library at `--baseline` (today's
@@ -65,7 +65,7 @@ from typing import Any
 
 import aiohttp
 from _common import BenchmarkError, exit_on_sigterm, exit_status, positive_int
-from _ratelimit_figures import RunFigures, figures
+from _ratelimit_figures import Rates, RunFigures, figures
 from bench_queue import redis_server
 
 HERE = Path(__file__).parent
@@ -100,14 +100,8 @@ class Case:
 
     def ideal(self) -> float:
         """About how long a client at the limit takes (2.5 polls a job), in seconds."""
-        polls = 2.5 * self.jobs * len(self.clients())
-        steps = ((0.0, self.rate), *self.changes)
-        elapsed, left = 0.0, polls
-        for (begin, rate), (finish, _) in zip(steps, (*steps[1:], (1e9, 0.0)), strict=True):
-            if rate * (finish - begin) >= left:
-                return max(elapsed + left / rate, 12.0)
-            elapsed, left = elapsed + finish - begin, left - rate * (finish - begin)
-        return elapsed
+        rates = Rates(((0.0, self.rate), *self.changes))
+        return max(rates.time_for(2.5 * self.jobs * len(self.clients())), 12.0)
 
 
 def matrix(jobs: int | None) -> list[Case]:
