@@ -101,15 +101,6 @@ def figures(
     jobs = {job_id: (first, duration) for job_id, (first, duration) in record["jobs"].items()}
     all_ids = [job_id for ids in clients.values() for job_id in ids]
     window = _window(_due_steps(requests, jobs, all_ids), rates, settle, end)
-    client_of = {job_id: name for name, ids in clients.items() for job_id in ids}
-    in_window = dict.fromkeys(clients, 0)
-    allowed = 0.0
-    if window is not None:
-        low, high = window
-        for t, ok, job_id in requests:
-            if ok and low <= t < high and job_id in client_of:
-                in_window[client_of[job_id]] += 1
-        allowed = rates.integral(low, high)
     accepted = sum(ok for _, ok, _ in requests)
     per_second = Counter(int(t) for t, ok, _ in requests if ok)
     return RunFigures(
@@ -117,14 +108,30 @@ def figures(
         accepted=accepted,
         refused=len(requests) - accepted,
         window=window,
-        accepted_in_window=in_window,
-        allowed_in_window=allowed,
+        accepted_in_window=_accepted_by_client(requests, clients, window),
+        allowed_in_window=0.0 if window is None else rates.integral(*window),
         recoveries=_recoveries(requests, rates, settle, window),
         bound=rates.time_for(accepted),
         longest_job=max((duration for _, duration in jobs.values()), default=0.0),
         peak_accepted=max(per_second.values(), default=0),
         server={key: float(record[key]) for key in ("cpu", "wall", "lag_p99", "lag_max")},
     )
+
+
+def _accepted_by_client(
+    requests: Iterable[tuple[float, int, str]],
+    clients: Mapping[str, Sequence[str]],
+    window: tuple[float, float] | None,
+) -> dict[str, int]:
+    counts = dict.fromkeys(clients, 0)
+    if window is None:
+        return counts
+    low, high = window
+    client_of = {job_id: name for name, ids in clients.items() for job_id in ids}
+    for t, ok, job_id in requests:
+        if ok and low <= t < high and job_id in client_of:
+            counts[client_of[job_id]] += 1
+    return counts
 
 
 def _due_steps(
