@@ -166,3 +166,26 @@ def test_cli_benchmark_runs() -> None:
     )
     assert result.returncode in (0, 2), result.stderr
     assert "view / bare CPU (median of rounds):" in result.stdout
+
+
+def test_ratelimit_benchmark_runs() -> None:
+    """A tiny run of bench_ratelimit.py, the baseline revision beside the working tree, prints
+    a case's table and its verdict, and exits 0 (met) or 2 (missed: at this size, and cut
+    short, the figures are no measure), never 1 (broken)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_ratelimit.py"),
+            *("--case", "fanout-50-b20", "--jobs", "10", "--settle", "1"),
+            *("--baseline-cap", "4", "--cap", "8"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,  # within the per-test timeout of 60 s
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stdout + result.stderr
+    assert "fanout-50-b20: wait_for_jobs on one JobsClient, 10 jobs" in result.stdout
+    assert "baseline ec819c0" in result.stdout
+    assert "refused, whole run" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("verdict: ")
