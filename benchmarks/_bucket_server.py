@@ -32,36 +32,9 @@ import aiohttp
 from aiohttp import web
 from yarl import URL
 
-from jobpoll.testing import FakeJobsService
+from jobpoll.testing import FakeJobsService, RateLimit
 
 TICK = 0.01
-
-
-class TokenBucket:
-    """Tokens fill at `rate` a second up to `burst`; each accepted request takes one."""
-
-    def __init__(self, rate: float, burst: float, now: float) -> None:
-        self.rate = rate
-        self.burst = burst
-        self.tokens = burst
-        self.at = now
-
-    def _fill(self, now: float) -> None:
-        self.tokens = min(self.burst, self.tokens + (now - self.at) * self.rate)
-        self.at = now
-
-    def set_rate(self, rate: float, now: float) -> None:
-        """From `now` on, fill at `rate` (what was filled until `now` at the rate before)."""
-        self._fill(now)
-        self.rate = rate
-
-    def take(self, now: float) -> bool:
-        """Whether a request at `now` gets a token (and takes it)."""
-        self._fill(now)
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class Gateway:
@@ -72,7 +45,7 @@ class Gateway:
         self.fake = fake
         self.jobs_url = fake.base_url + "/bankaccounts/jobs"
         self.origin: float | None = None
-        self.bucket = TokenBucket(arguments.rate, arguments.burst, time.monotonic())
+        self.bucket = RateLimit(arguments.rate, arguments.burst)  # the fake's own bucket
         self.changes = sorted(arguments.change)
         self.rates: list[tuple[float, float]] = [(0.0, arguments.rate)]
         self.requests: list[tuple[float, int, str]] = []
@@ -91,7 +64,7 @@ class Gateway:
             self.origin = now
         while self.changes and now >= self.origin + self.changes[0][0]:
             offset, rate = self.changes.pop(0)
-            self.bucket.set_rate(rate, self.origin + offset)
+            self.bucket.rate = rate
             self.rates.append((offset, rate))
         return now - self.origin
 
@@ -101,7 +74,7 @@ class Gateway:
         now = time.monotonic()
         elapsed = self._schedule(now)
         job_id = request.query.get("jobId", "")
-        if not self.bucket.take(now):
+        if self.bucket.refusal(now) is not None:
             self.requests.append((elapsed, 0, job_id))
             return web.json_response(
                 {"message": "Too Many Requests"}, status=429, headers={"Retry-After": "1"}
