@@ -8,6 +8,7 @@ import functools
 import math
 import random
 import time
+import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
@@ -16,6 +17,10 @@ import backoff
 
 from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
+
+#: The longest wait the model may ask for, in `max_lateness`: what bounds the lateness of a
+#: job whose end its progress did not foretell.
+REACH = 3
 
 
 def _option(kind: str, accepts: Callable[[Any], bool]) -> Any:
@@ -56,6 +61,16 @@ def _at_least(other: str) -> Any:
             )
 
     return check
+
+
+def _deprecated(_policy: PollPolicy, attribute: attrs.Attribute[Any], _value: object) -> None:
+    name = attribute.alias
+    warnings.warn(
+        f"PollPolicy({name}=...) is deprecated: set max_lateness, the seconds a job's end may"
+        f" be seen late, and the schedule derives {name} from it",
+        DeprecationWarning,
+        stacklevel=4,
+    )
 
 
 def _shared_random() -> float:
@@ -174,12 +189,18 @@ class PollPolicy:
         default=None, validator=attrs.validators.optional(_SECONDS)
     )
     progress_aware: bool = attrs.field(default=True, validator=_BOOL)
-    max_estimated_interval: float = attrs.field(
-        default=1800.0, validator=[_SECONDS, _at_least("max_interval")]
-    )
+    max_lateness: float = attrs.field(default=45.0, validator=_SECONDS)
     drift: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
-    lateness: float = attrs.field(default=0.3, validator=_SHARE)
-    early_end: int = attrs.field(default=8, validator=_PERCENT)
+    early_end: int = attrs.field(default=10, validator=_PERCENT)
+    lateness: float | None = attrs.field(
+        default=None, validator=attrs.validators.optional([_SHARE, _deprecated]), repr=False
+    )
+    _max_estimated_interval: float | None = attrs.field(
+        default=None,
+        alias="max_estimated_interval",
+        validator=attrs.validators.optional([_SECONDS, _deprecated]),
+        repr=False,
+    )
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
         default=time.monotonic, validator=_CALLABLE, repr=False, eq=False
@@ -193,6 +214,14 @@ class PollPolicy:
     wall_clock: Callable[[], float] = attrs.field(
         default=time.time, validator=_CALLABLE, repr=False, eq=False
     )
+
+    @property
+    def max_estimated_interval(self) -> float:
+        """The longest wait the model may ask for: `REACH` times `max_lateness` (or less, if
+        the deprecated `max_estimated_interval=` asked for less)."""
+        longest = REACH * self.max_lateness
+        given = self._max_estimated_interval
+        return longest if given is None else min(given, longest)
 
     @functools.cached_property
     def blind_delays(self) -> tuple[float, ...]:
