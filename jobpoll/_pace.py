@@ -23,6 +23,8 @@ SHARE_OF_AGE = 0.3
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
+#: Jumps are counted up to this many: one says the job may jump to its end.
+_MOST_JUMPS = 100
 
 
 def longest_delay(policy: PollPolicy) -> float:
@@ -64,9 +66,11 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
         s.phase_progress = progress
         s.middle_progress = -1
         s.slower_moves = 0
+        s.jumps = 0
         s.last_at, s.last_progress, s.value_seen_at = now, progress, now
         return _unmoved(policy, s, now)
-    if progress > s.last_progress:
+    moved = progress > s.last_progress
+    if moved:
         s.step = math.gcd(s.step, progress)
         if s.middle_progress < 0:  # the first move: the window starts here
             s.window_at, s.window_progress = now, progress
@@ -81,6 +85,8 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
             s.previous_at, s.previous_progress = s.value_seen_at, s.last_progress
         s.poll_before_at, s.value_seen_at = s.last_at, now
     s.last_at, s.last_progress = now, progress
+    if moved and _jumped(s):
+        s.jumps = min(s.jumps + 1, _MOST_JUMPS)
     if s.middle_progress < 0:
         return _unmoved(policy, s, now)
     return _estimated(policy, s, now)
@@ -177,10 +183,10 @@ def _reaches(policy: PollPolicy, s: PaceState, now: float, target: int, pace: fl
 
 
 def _jumped(s: PaceState) -> bool:
-    # Whether progress last moved by a jump: after reading one value for `flat` seconds, a
+    # Whether the move just read was a jump: after reading one value for `flat` seconds, a
     # job that moves smoothly made less than a step in them, so in the `gap` to the next
     # reading it makes at most a step per `flat`, the step in progress, and a step of
-    # rounding. A job that jumps may jump to its end at any moment.
+    # rounding. A job that has jumped may jump to its end at any moment.
     if s.value_seen_at <= s.first_move_at:
         before_at, before = s.phase_started_at, s.phase_progress
     else:
@@ -191,7 +197,7 @@ def _jumped(s: PaceState) -> bool:
 
 def _estimated(policy: PollPolicy, s: PaceState, now: float) -> float:
     tolerance = _tolerance(policy, s, now)
-    if _jumped(s):
+    if s.jumps:
         return policy.jittered(tolerance)
     end = _earliest_end(policy, s, now)
     wait = min(end - now, now - s.phase_started_at, policy.max_estimated_interval)

@@ -87,6 +87,7 @@ class PaceState:
     slowing_from: float = _rate()  # the pace, in % a second, the slowing started from
     move_before_pace: float = _rate()  # the pace of the move before the last
     step: int = _percent(0)  # the steps progress moves in: the gcd of the readings
+    jumps: int = _count(max=100)  # moves of the phase that were jumps (up to 100 counted)
 
 
 @attrs.define(slots=True, kw_only=True, on_setattr=attrs.setters.NO_OP)
