@@ -26,7 +26,8 @@ from jobpoll import Job, JobStatus, PollPolicy
 def _curves() -> ModuleType:
     path = Path(__file__).parent.parent / "benchmarks" / "_curves.py"
     spec = importlib.util.spec_from_file_location("_curves", path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None
+    assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules.setdefault("_curves", module)
     spec.loader.exec_module(module)
