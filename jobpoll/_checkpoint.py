@@ -157,21 +157,6 @@ _V1_PACE_NAMES = {
 }
 
 
-#: Fields of a pace added since version 2 was first written, with what a checkpoint written
-#: before them stands for (no move of the phase was a jump): a jobpoll without them ignores
-#: them, so the version stays.
-_PACE_ADDED = {"jumps": 0}
-
-
-def _each_state(data: dict[str, Any], change: Any) -> dict[str, Any]:
-    """`data` with `change` applied to each job's state it holds (itself, for one wait)."""
-    if "jobs" not in data:
-        return change(data)  # type: ignore[no-any-return]
-    if isinstance(data["jobs"], list):
-        return {**data, "jobs": [change(state) for state in data["jobs"]]}
-    return data
-
-
 def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
     def renamed(state: object) -> object:
         if not isinstance(state, dict):
@@ -182,16 +167,11 @@ def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
             state["pace"] = pace
         return state
 
-    return {**_each_state(data, renamed), "version": VERSION}
-
-
-def _with_added_fields(data: dict[str, Any]) -> dict[str, Any]:
-    def filled(state: object) -> object:
-        if isinstance(state, dict) and isinstance(state.get("pace"), dict):
-            return {**state, "pace": {**_PACE_ADDED, **state["pace"]}}
-        return state
-
-    return _each_state(data, filled)
+    if "jobs" not in data:
+        data = renamed(data)  # type: ignore[assignment]
+    elif isinstance(data["jobs"], list):
+        data = {**data, "jobs": [renamed(state) for state in data["jobs"]]}
+    return {**data, "version": VERSION}
 
 
 _T = TypeVar("_T")
@@ -211,7 +191,7 @@ def _plain(data: object) -> dict[str, Any]:
             f"checkpoint version {version!r:.40} is not one this jobpoll reads"
             f" ({VERSION}, or 1 upgraded)"
         )
-    return _with_added_fields(data)
+    return data
 
 
 def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:

@@ -200,7 +200,8 @@ def _estimated(policy: PollPolicy, s: PaceState, now: float) -> float:
     if s.jumps:
         return policy.jittered(tolerance)
     end = _earliest_end(policy, s, now)
-    wait = min(end - now, now - s.phase_started_at, policy.max_estimated_interval)
+    watched = max(now - s.phase_started_at, policy.max_lateness)
+    wait = min(end - now, watched, policy.max_estimated_interval)
     return policy.jittered(max(tolerance, wait))
 
 

@@ -84,94 +84,80 @@ def _shared_random() -> float:
 class PollPolicy:
     """How `wait_for_job` paces its polls and which failures it rides out.
 
-    One knob for promptness, `max_lateness` (seconds, 45): how late a job's end may be seen.
-    The promise: at most `max_lateness` late for 95 jobs in 100 (p95), and at most 3 x
-    `max_lateness` late for every job.
+    One knob for promptness, `max_lateness` (45 s): a job's end is seen at most that late
+    for 95 jobs in 100 (p95), and at most `REACH` (3) times that for every job.
 
-    - Every job, by construction: no delay the schedule asks for while a job is queued or
-      running exceeds `REACH` (3) x `max_lateness`, so no end is seen later than that. A
-      failed poll's backoff (up to `max_interval`) and a server's `Retry-After` come on top:
-      nothing can be seen while the server does not answer.
-    - Every job the model covers, by construction, is seen at most `max_lateness` late: a job
-      that reports no progress, or whose progress jumps, is polled every tolerance (at most
-      `max_lateness`); a job whose pace grows at most `drift` times each time its age doubles
-      and that ends once past `100 - early_end` percent (90%) is never waited for past the
-      earliest end its readings allow, and polled every tolerance from there.
-    - Beyond the model (a job that speeds up more than that, ends before 90%, jumps to its
-      end without a flat reading before, restarts, ...) a wait may cross the end, by at most
-      3 x `max_lateness`; that 95 in 100 are still seen within `max_lateness` is measured,
-      not built: on eighteen families of made-up jobs of 20 s to 24 h, held out from the
-      tuning, for every `max_lateness` from 5 s to 300 s (benchmarks/bench_schedule.py).
+    - Every job, by construction: no delay asked for while a job is queued or running is
+      longer than 3 x `max_lateness` (a failed poll's backoff, up to `max_interval`, and a
+      server's `Retry-After` come on top: nothing is seen while the server does not answer).
+    - Every job the model covers is seen within `max_lateness`, by construction: one that
+      reports no progress or whose progress has jumped, polled every tolerance; one whose
+      pace grows at most `drift` times as its age doubles and that ends past `100 -
+      early_end` percent (of its progress, and of the time its pace needs to reach 100),
+      never waited for past the earliest end its readings allow.
+    - Beyond the model (a speed-up past `drift`, an earlier end, a jump to the end with no
+      still reading before it, ...), a wait may cross the end. That 95 in 100 are still seen
+      within `max_lateness` is measured, not built: on eighteen families of made-up jobs of
+      20 s to 24 h, seeds held out, `max_lateness` from 5 s to 300 s
+      (benchmarks/bench_schedule.py).
 
-    The model only saves polls within the promise. The first poll is immediate; after each
-    poll that sees the job still running, and once its progress has moved in its status, the
-    next one comes after
+    The model only saves polls within that promise. The first poll is immediate; after each
+    poll that sees the job running, once its progress has moved in its status, the next
+    comes after
 
-        delay = jittered(max(tolerance, min(end - now, watched, 3 * max_lateness)))
+        delay = jittered(max(tolerance, min(end - now, reach, 3 * max_lateness)))
         end   = since + watched * (1 + (k + 1) * left / (pace * watched)) ** (1 / (k + 1))
 
     - `jittered(d) = d * (1 - jitter * rng())`, so that waiters started together drift apart;
     - `tolerance = min(max(initial, 0.3 * age), max_lateness)`, `age` the time since the
       first answer: how late a job is seen once its end may come at any moment (a job of
-      seconds within seconds); the whole delay, when the last move was a jump (a move of more
-      than a smooth job could make after a value read unchanged: a job that jumps may jump
-      to its end);
-    - `watched`: how long the job's current status has been seen (since `since`): no wait is
-      longer, so a young job that outruns the model is seen late by at most its own age;
-    - `end`: the earliest the job can end, if its `pace` (the fastest, in percent a second,
+      seconds within seconds); the whole delay once a move of the status was a jump (more
+      than a smooth job makes after a value read unchanged): it may jump to its end;
+    - `reach = max(watched, max_lateness)`, `watched` how long the current status has been
+      seen (since `since`): a young job that outruns the model is seen late by at most its
+      age, or `max_lateness`;
+    - `end`: the earliest the job can end if its `pace` (the fastest, in percent a second,
       its readings allow, its last move's included) grows at most `drift` times each time
       its age doubles (`k = log2(drift)`), with `left` percent to go to `100 - early_end` (in
       the steps its progress moves in, and once it has run `100 - early_end` percent of the
       time it needs at its last move's pace; to 100 for a job whose last three moves each
       slowed), less a step it may have made since it was read.
 
-    Until progress moves in the current status, and after each failed poll, the delay is
-    blind: the n-th is `jittered(min(max(min(initial * factor**n, max_interval), still),
-    cap))`: for a running job, `still` is the tolerance and `cap` is `max_lateness`; for a
-    queued one (CREATED, PERSISTED, SCHEDULED, WAITING), which cannot end before it runs,
-    `still` is `age / drift` and `cap` is 3 x `max_lateness`; a failed poll takes the blind
-    delay alone. A new status, or progress going back, starts from `initial` again.
-    `progress_aware=False` keeps the blind schedule throughout (`delays()`), up to
-    `max_interval`, which `max_lateness` does not bend.
+    Until progress moves in the status, the n-th delay is `jittered(min(max(min(initial *
+    factor**n, max_interval), still), cap))`: `still` is the tolerance and `cap` is
+    `max_lateness` for a running job; `age / drift` and 3 x `max_lateness` for a queued one
+    (CREATED, PERSISTED, SCHEDULED, WAITING), which cannot end before it runs. A failed poll
+    takes the blind delay alone; a new status, or progress going back, starts from `initial`
+    again. `progress_aware=False` keeps the blind schedule throughout (`delays()`).
 
-    Worked example: a steady job of 20 minutes, `PollPolicy(jitter=0)`:
+    Worked example: a steady job of 10 minutes, `PollPolicy(jitter=0)`:
 
         | time (s) | progress read | delay (s) |
         |---------:|--------------:|----------:|
         |        0 |             0 |         2 |
         |        2 |             0 |         4 |
-        |        6 |             0 |         8 |
-        |       14 |             1 |        14 |
-        |       28 |             2 |        28 |
-        |       56 |             4 |        56 |
-        |      112 |             9 |       112 |
-        |      224 |            18 |       135 |
-        |      359 |            29 |       135 |
-        |      494 |            41 |       135 |
-        |      629 |            52 |       135 |
-        |      764 |            63 |       135 |
-        |      899 |            74 |       135 |
-        |     1034 |            86 |        45 |
-        |     1079 |            89 |        45 |
-        |     1124 |            93 |        45 |
-        |     1169 |            97 |        45 |
-        |   1214.0 |    100 (done) |           |
+        |        6 |             1 |        45 |
+        |       51 |             8 |        51 |
+        |      102 |            17 |       102 |
+        |      204 |            34 |       135 |
+        |      339 |            56 |     129.9 |
+        |    468.9 |            78 |      52.9 |
+        |    521.8 |            86 |        45 |
+        |    566.8 |            94 |        45 |
+        |    611.8 |    100 (done) |           |
 
-    18 polls, the end seen 14 s late; the blind schedule alone (`progress_aware=False`)
-    takes 44, and seeing every end within 45 s without the model takes a poll every 45 s:
-    28. On the benchmark's families, for the same p95 lateness as plain backoff capped at
-    15 s to 120 s, SUMMARY.
+    11 polls, the end seen 12 s late; the blind schedule alone (`progress_aware=False`)
+    takes 24.
 
     Change one option and keep the rest with `attrs.evolve(PollPolicy(), max_lateness=10)`.
 
     Args:
-        max_lateness: how late a job's end may be seen, in seconds (45): the promise above.
-            10 suits a user watching a spinner; 300 a nightly batch, for a fraction of the
-            polls.
+        max_lateness: how late a job's end may be seen, in seconds (45): the promise above;
+            10 for a user watching a spinner, 300 for a batch, at a fraction of the polls.
         initial: the first blind delay, in seconds (2).
         factor: how much each blind delay grows over the one before (2; 1: a fixed interval).
-        max_interval: the longest blind delay, in seconds (30): after failed polls, with
-            `progress_aware=False`, and (up to `max_lateness`) before progress moves.
+        max_interval: the longest blind delay, in seconds (30): up to `max_lateness` before
+            progress moves, in full after failures and with `progress_aware=False`.
         jitter: the share of a delay drawn at random (0.2; 1 is backoff's "full jitter").
         max_failures: how many failed polls in a row end the wait (10): the last is raised,
             those before are polled again (transport errors, 429, 5xx, an intermediary's
@@ -188,17 +174,13 @@ class PollPolicy:
         stall_timeout: raise `JobStalled` once neither status nor progress has changed for
             this many seconds (None: off, since a job may sit queued for hours and be fine).
         progress_aware: aim polls at the end the job's progress predicts (True).
-        drift: for experts, how many times faster the model lets a job move each time its age
-            doubles (2; at least 1): what it assumes of jobs, not a bound of the promise.
-            Larger covers jobs that speed up more (with more polls); 1 suits jobs known to
-            keep or lose pace. Neither can make an end seen later than 3 x `max_lateness`.
+        drift: for experts, how many times faster the model lets a job move each time its
+            age doubles (2; at least 1): larger covers more speed-ups, at more polls.
         early_end: for experts, how many percent short of 100 the model lets a job end (10;
-            0 trusts progress to reach 100), with the same bound.
-        lateness: deprecated (a `DeprecationWarning`): the share of its age a job is polled
-            at once its end may come (0.3 when not given), still up to `max_lateness`.
-        max_estimated_interval: deprecated (a `DeprecationWarning`): the longest wait the
-            model may ask for, now 3 x `max_lateness` (or less, if this is less); reading
-            the attribute gives the value in force.
+            0 trusts progress). Neither moves an end past 3 x `max_lateness`.
+        lateness, max_estimated_interval: deprecated (a `DeprecationWarning`), derived
+            from `max_lateness`: the share of its age a job is polled at once its end may
+            come (0.3), and the longest wait of the model, which can only be shortened.
         clock: the monotonic clock a wait's times are measured on.
         sleep: how to wait between polls (`asyncio.sleep`); with `clock`, what lets tests
             run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
