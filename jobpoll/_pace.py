@@ -23,8 +23,6 @@ SHARE_OF_AGE = 0.3
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
-#: Jumps are counted up to this many: one says the job may jump to its end.
-_MOST_JUMPS = 100
 
 
 def longest_delay(policy: PollPolicy) -> float:
@@ -86,7 +84,7 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
         s.poll_before_at, s.value_seen_at = s.last_at, now
     s.last_at, s.last_progress = now, progress
     if moved and _jumped(s):
-        s.jumps = min(s.jumps + 1, _MOST_JUMPS)
+        s.jumps = min(s.jumps + 1, 100)  # one says the job may jump to its end
     if s.middle_progress < 0:
         return _unmoved(policy, s, now)
     return _estimated(policy, s, now)

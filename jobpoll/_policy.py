@@ -18,8 +18,7 @@ import backoff
 from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
-#: The longest wait the model may ask for, in `max_lateness`: what bounds the lateness of a
-#: job whose end its progress did not foretell.
+#: The longest wait the model may ask for, in `max_lateness`: the bound of every lateness.
 REACH = 3
 
 
@@ -63,14 +62,14 @@ def _at_least(other: str) -> Any:
     return check
 
 
-def _deprecated(_policy: PollPolicy, attribute: attrs.Attribute[Any], _value: object) -> None:
-    name = attribute.alias
-    warnings.warn(
-        f"PollPolicy({name}=...) is deprecated: set max_lateness, the seconds a job's end may"
-        f" be seen late, and the schedule derives {name} from it",
-        DeprecationWarning,
-        stacklevel=5,  # the call to PollPolicy(), past attrs' __init__ and validators
-    )
+def _deprecated(_policy: PollPolicy, field: attrs.Attribute[Any], _value: object) -> None:
+    message = f"PollPolicy({field.alias}=...) is deprecated: max_lateness sets it, in seconds"
+    # stacklevel: the call to PollPolicy(), past attrs' __init__ and validators.
+    warnings.warn(message, DeprecationWarning, stacklevel=5)
+
+
+_OLD_SHARE = attrs.validators.optional([_SHARE, _deprecated])
+_OLD_SECONDS = attrs.validators.optional([_SECONDS, _deprecated])
 
 
 def _shared_random() -> float:
@@ -88,18 +87,14 @@ class PollPolicy:
     for 95 jobs in 100 (p95), and at most `REACH` (3) times that for every job.
 
     - Every job, by construction: no delay asked for while a job is queued or running is
-      longer than 3 x `max_lateness` (a failed poll's backoff, up to `max_interval`, and a
-      server's `Retry-After` come on top: nothing is seen while the server does not answer).
-    - Every job the model covers is seen within `max_lateness`, by construction: one that
-      reports no progress or whose progress has jumped, polled every tolerance; one whose
-      pace grows at most `drift` times as its age doubles and that ends past `100 -
-      early_end` percent (of its progress, and of the time its pace needs to reach 100),
-      never waited for past the earliest end its readings allow.
+      longer than 3 x `max_lateness` (a failed poll's backoff and a `Retry-After` aside).
+    - Every job, by construction, is seen within `max_lateness` if it reports no progress,
+      if its progress jumps, or if it keeps to the model of `end` below (no wait crosses
+      the earliest end its readings allow).
     - Beyond the model (a speed-up past `drift`, an earlier end, a jump to the end with no
-      still reading before it, ...), a wait may cross the end. That 95 in 100 are still seen
-      within `max_lateness` is measured, not built: on eighteen families of made-up jobs of
-      20 s to 24 h, seeds held out, `max_lateness` from 5 s to 300 s
-      (benchmarks/bench_schedule.py).
+      still reading before it, ...) a wait may cross the end: that 95 in 100 are still seen
+      within `max_lateness` is measured, not built, on eighteen families of made-up jobs of
+      20 s to 24 h, held-out seeds, `max_lateness` from 5 s to 300 s (bench_schedule.py).
 
     The model only saves polls within that promise. The first poll is immediate; after each
     poll that sees the job running, once its progress has moved in its status, the next
@@ -110,12 +105,11 @@ class PollPolicy:
 
     - `jittered(d) = d * (1 - jitter * rng())`, so that waiters started together drift apart;
     - `tolerance = min(max(initial, 0.3 * age), max_lateness)`, `age` the time since the
-      first answer: how late a job is seen once its end may come at any moment (a job of
-      seconds within seconds); the whole delay once a move of the status was a jump (more
-      than a smooth job makes after a value read unchanged): it may jump to its end;
-    - `reach = max(watched, max_lateness)`, `watched` how long the current status has been
-      seen (since `since`): a young job that outruns the model is seen late by at most its
-      age, or `max_lateness`;
+      first answer: how late a job is seen once its end may come at any moment; the whole
+      delay once a move in the status was a jump (more than a smooth job makes after a
+      value read unchanged), as the job may jump to its end;
+    - `reach = max(watched, max_lateness)`, `watched` how long the status has been seen
+      (since `since`): a young job that outruns the model is seen late by at most that;
     - `end`: the earliest the job can end if its `pace` (the fastest, in percent a second,
       its readings allow, its last move's included) grows at most `drift` times each time
       its age doubles (`k = log2(drift)`), with `left` percent to go to `100 - early_end` (in
@@ -207,14 +201,10 @@ class PollPolicy:
     max_lateness: float = attrs.field(default=45.0, validator=_SECONDS)
     drift: float = attrs.field(default=2.0, validator=_AT_LEAST_1)
     early_end: int = attrs.field(default=10, validator=_PERCENT)
-    lateness: float | None = attrs.field(
-        default=None, validator=attrs.validators.optional([_SHARE, _deprecated]), repr=False
-    )
+    # Deprecated: out of the repr, which shows the options to set.
+    lateness: float | None = attrs.field(default=None, validator=_OLD_SHARE, repr=False)
     _max_estimated_interval: float | None = attrs.field(
-        default=None,
-        alias="max_estimated_interval",
-        validator=attrs.validators.optional([_SECONDS, _deprecated]),
-        repr=False,
+        default=None, alias="max_estimated_interval", validator=_OLD_SECONDS, repr=False
     )
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
@@ -232,11 +222,9 @@ class PollPolicy:
 
     @property
     def max_estimated_interval(self) -> float:
-        """The longest wait the model may ask for: `REACH` times `max_lateness` (or less, if
-        the deprecated `max_estimated_interval=` asked for less)."""
-        longest = REACH * self.max_lateness
+        """The longest wait the model may ask for: `REACH` x `max_lateness`, or less."""
         given = self._max_estimated_interval
-        return longest if given is None else min(given, longest)
+        return min(REACH * self.max_lateness, math.inf if given is None else given)
 
     @functools.cached_property
     def blind_delays(self) -> tuple[float, ...]:
