@@ -19,7 +19,7 @@ if TYPE_CHECKING:
 QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
 #: While the end may come at any moment, a job is polled every this share of its age (up to
 #: `max_lateness`): a job of seconds is seen within seconds, not `max_lateness` late.
-SHARE_OF_AGE = 0.3
+_SHARE_OF_AGE = 0.3
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
@@ -137,7 +137,7 @@ def _slowed(policy: PollPolicy, s: PaceState, now: float, progress: int) -> None
 
 
 def _tolerance(policy: PollPolicy, s: PaceState, now: float) -> float:
-    share = SHARE_OF_AGE if policy.lateness is None else policy.lateness
+    share = _SHARE_OF_AGE if policy.lateness is None else policy.lateness
     return min(max(policy.initial, share * (now - s.started_at)), policy.max_lateness)
 
 
