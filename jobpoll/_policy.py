@@ -88,9 +88,9 @@ class PollPolicy:
 
     - Every job, by construction: no delay asked for while a job is queued or running is
       longer than 3 x `max_lateness` (a failed poll's backoff and a `Retry-After` aside).
-    - Every job, by construction, is seen within `max_lateness` if it reports no progress,
-      if its progress jumps, or if it keeps to the model of `end` below (no wait crosses
-      the earliest end its readings allow).
+    - Every job, by construction, is seen within `max_lateness` if it runs reporting no
+      progress, once its progress has jumped, or if it keeps to the model of `end` below
+      (no wait crosses the earliest end its readings allow).
     - Beyond the model (a speed-up past `drift`, an earlier end, a jump to the end with no
       still reading before it, ...) a wait may cross the end: that 95 in 100 are still seen
       within `max_lateness` is measured, not built, on eighteen families of made-up jobs of
