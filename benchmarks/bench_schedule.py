@@ -3,7 +3,7 @@
 
 Usage (from the repository root):
 
-    .venv/bin/python benchmarks/bench_schedule.py [--jobs 60] [--seeds 101-105]
+    .venv/bin/python benchmarks/bench_schedule.py [--jobs 100] [--seeds 101-105]
         [--tuning-seeds 1-3] [--plot PATH] [--markdown]
 
 The simulation drives `PollPolicy(...).pace()` directly in virtual time, as `wait_for_job`
@@ -53,7 +53,7 @@ from _curves import DAY, FAMILIES, LONGEST, SHORTEST, Family, SimJob, draw_job
 import jobpoll
 from jobpoll import Job, JobStatus, PollPolicy
 
-DEFAULT_JOBS = 60
+DEFAULT_JOBS = 100
 TUNING_SEEDS = (1, 2, 3)
 HELD_OUT_SEEDS = (101, 102, 103, 104, 105)
 #: The knob's values, in seconds: the curve of jobpoll.
