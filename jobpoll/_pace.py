@@ -198,8 +198,8 @@ def _estimated(policy: PollPolicy, s: PaceState, now: float) -> float:
     if s.jumps:
         return policy.jittered(tolerance)
     end = _earliest_end(policy, s, now)
-    watched = max(now - s.phase_started_at, policy.max_lateness)
-    wait = min(end - now, watched, policy.max_estimated_interval)
+    reach = max(now - s.phase_started_at, policy.max_lateness)
+    wait = min(end - now, reach, policy.max_estimated_interval)
     return policy.jittered(max(tolerance, wait))
 
 
