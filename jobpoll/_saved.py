@@ -136,7 +136,8 @@ def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object
 
 def _register_state_hooks(converter: cattrs.Converter) -> None:
     """The records of `_state`, by their field metadata: what is not saved is left out, a
-    "utc" time is read from its ISO form, and every field saved must be there."""
+    "utc" time is read from its ISO form, and every field saved must be there (but one
+    added since, which a checkpoint written before it stands for by its default)."""
 
     def unsaved(cls: Any) -> dict[str, Any]:
         fields = attrs.fields(cls)
@@ -144,9 +145,10 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
 
     def structure_state(cls: Any) -> Any:
         omitted = unsaved(cls)
-        saved = [name for name in attrs.fields_dict(cls) if name not in omitted]
+        fields = attrs.fields(cls)
+        saved = [f.name for f in fields if f.name not in omitted and not f.metadata.get("added")]
         utc = override(struct_hook=_optional(_structure_epoch))
-        times = {f.name: utc for f in attrs.fields(cls) if f.metadata.get("time") == "utc"}
+        times = {f.name: utc for f in fields if f.metadata.get("time") == "utc"}
         structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:

@@ -3,8 +3,9 @@ and `RateState`, what a client learned of the service's rate limit.
 
 The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these fields and
 their metadata: `time` ("past": saved as seconds before the checkpoint; "utc": as a UTC time),
-`min` and `max` (checked when a record is made, not each time a rule sets a field), and
-`saved` (False: a checkpoint leaves it out).
+`min` and `max` (checked when a record is made, not each time a rule sets a field), `saved`
+(False: a checkpoint leaves it out) and `added` (True: a checkpoint may lack it, written
+before it was, and stands for its default).
 """
 
 from __future__ import annotations
@@ -88,6 +89,7 @@ class PaceState:
     slowing_from: float = _rate()  # the pace, in % a second, the slowing started from
     move_before_pace: float = _rate()  # the pace of the move before the last
     step: int = _percent(0)  # the steps progress moves in: the gcd of the readings
+    jumps: int = _count(max=100, added=True)  # moves of the phase that were jumps
 
 
 @attrs.define(slots=True, kw_only=True, on_setattr=attrs.setters.NO_OP)

@@ -279,6 +279,24 @@ async def test_a_checkpoint_of_version_1_resumes(
         wait_for_job(client, saved["job_id"], resume={**saved, "version": 7})
 
 
+async def test_a_checkpoint_without_the_pace_fields_added_since_resumes(
+    client: JobsClient, saved: dict[str, Any], fanout_saved: dict[str, Any], clock: VirtualClock
+) -> None:
+    """A checkpoint written before a pace counted its jumps (version 2 without `jumps`)
+    resumes as one that says none were seen, for one wait and for a fan-out."""
+
+    def older(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "pace": {k: v for k, v in state["pace"].items() if k != "jumps"}}
+
+    policy = policy_of(clock)
+    resumed = wait_for_job(client, saved["job_id"], policy=policy, resume=older(saved))
+    again = wait_for_job(client, saved["job_id"], policy=policy, resume=saved)
+    assert resumed.checkpoint() == again.checkpoint()
+    jobs = [older(state) for state in fanout_saved["jobs"]]
+    fanout = wait_for_jobs(client, [], policy=policy, resume={**fanout_saved, "jobs": jobs})
+    assert fanout.checkpoint()["jobs"] == fanout_saved["jobs"]
+
+
 # Bad checkpoints ---------------------------------------------------------------------------
 
 
@@ -1270,8 +1288,9 @@ async def test_a_checkpoint_taken_more_than_a_day_ahead_is_refused(
 
 
 #: The longest delay `policy_of(clock)` can ask for between two polls (a pace's longest
-#: wait, `max_estimated_interval`): no resumed wait may sleep longer, whatever it read.
-LONGEST_DELAY = PollPolicy().max_estimated_interval
+#: wait, `max_estimated_interval`, or a `Retry-After`): no resumed wait may sleep longer,
+#: whatever it read.
+LONGEST_DELAY = max(PollPolicy().max_estimated_interval, PollPolicy().max_retry_after)
 
 
 def tampered(saved: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
