@@ -20,8 +20,9 @@ on requests leave evenly spaced at the controller's rate:
   the peak it grows only while the service's answers keep up with it (a client sending less
   than its rate learns nothing of the limit). While no peak was measured (after the first
   refusal) the rate doubles each `DOUBLING` seconds.
-- **`Retry-After`** holds the rate (no growth) for as long as it says; the request it
-  answered waits that long (the wait's rules), but the others go on at the cut rate.
+- **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
+  request it answered waits that long (the wait's rules), but the others go on at the cut
+  rate.
 - **The ceiling** `max_rate` caps the rate at all times.
 
 Why this shape: a probe above the limit costs about one refused request, so spacing probes
@@ -48,6 +49,9 @@ BACKOFF = 0.5
 PROBE_SECONDS = 3.0
 #: ...and over at least this many requests.
 PROBE_REQUESTS = 30.0
+#: The longest a `Retry-After` holds the rate (its request waits as long as the wait's policy
+#: allows): a client whose other requests are accepted meanwhile goes on learning.
+MAX_HOLD = 30.0
 #: The first refusal's rate when little was accepted before it (one refused at once, say):
 #: a start that doubling leaves behind within seconds.
 FIRST_RATE = 1.0
@@ -152,7 +156,7 @@ class RateControl:
         stray = not certain and not self.refused_last
         self.refused_last = True
         if retry_after is not None:
-            self.hold_until = max(self.hold_until, now + retry_after)
+            self.hold_until = max(self.hold_until, now + min(retry_after, MAX_HOLD))
         if sent_in != self.cuts or stray:
             return False
         state = self.state

@@ -109,9 +109,9 @@ class JobState:
     pace: PaceState | None = None  # None until the wait starts
 
 
-#: The slowest a client's rate goes: a request every 20 s. A slower one (a checkpoint's, say)
-#: would hold a wait for ever.
-MIN_RATE = 0.05
+#: The slowest a client's rate goes: a request every 5 s. Through an outage (nothing
+#: accepted) the client keeps probing at this pace, and sees the end of it within 5 s.
+MIN_RATE = 0.2
 
 
 def _requests_per_second() -> Any:
