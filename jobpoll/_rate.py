@@ -52,6 +52,10 @@ PROBE_REQUESTS = 30.0
 #: The longest a `Retry-After` holds the rate (its request waits as long as the wait's policy
 #: allows): a client whose other requests are accepted meanwhile goes on learning.
 MAX_HOLD = 30.0
+#: How early a request may leave its slot: an event loop's timers are about a millisecond
+#: coarse, and a sleep per request that always wakes late would never reach a high rate.
+#: The slots keep their spacing, so the rate holds on average.
+SLACK = 0.001
 #: The first refusal's rate when little was accepted before it (one refused at once, say):
 #: a start that doubling leaves behind within seconds.
 FIRST_RATE = 1.0
@@ -122,19 +126,21 @@ class RateControl:
 
     def delay(self, now: float) -> float:
         """The seconds before the next request may leave: one spacing at today's rate after
-        the last one left (so that a rate that grows shortens the wait at once)."""
+        the last one's slot (so that a rate that grows shortens the wait at once), less
+        `SLACK`."""
         rate = self.rate_at(now)
         if rate == math.inf:
             return 0.0
-        return max(0.0, self.sent_at + 1.0 / rate - now)
+        return max(0.0, self.sent_at + 1.0 / rate - SLACK - now)
 
     def sent(self, now: float) -> None:
-        """A request leaves. One late for its slot (a busy event loop) does not let the next
-        catch up: with a bucket of one token the two would be one too many, and where the
-        loop is late each time, the rate grows until the service says it is enough."""
+        """A request leaves: its slot is one spacing after the last one's, or now if it is
+        late (a busy event loop). A late one lets none catch up: with a bucket of one token
+        the two would be one too many."""
         if self.started_at is None:
             self.started_at = now
-        self.sent_at = now
+        rate = self.rate_at(now)
+        self.sent_at = now if rate == math.inf else max(self.sent_at + 1.0 / rate, now)
 
     def answered(self, now: float) -> None:
         """A request was accepted (answered with anything but a throttle)."""

@@ -11,7 +11,7 @@ import pytest
 
 from jobpoll import JobsClient, PollPolicy, RateLimited, wait_for_job, wait_for_jobs
 from jobpoll._gate import INITIAL_WINDOW
-from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, RateControl
+from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, SLACK, RateControl
 from jobpoll._state import MIN_RATE, RateState
 from jobpoll.testing import FakeJobsService, HttpError, RateLimit, VirtualClock
 
@@ -138,13 +138,14 @@ def test_requests_leave_evenly_spaced_and_one_late_lets_none_catch_up() -> None:
     control = RateControl(max_rate=10.0)
     assert control.delay(0.0) == 0.0
     control.sent(0.0)
-    assert control.delay(0.0) == pytest.approx(0.1)
-    assert control.delay(0.05) == pytest.approx(0.05)
-    control.sent(0.1)
+    assert control.delay(0.0) == pytest.approx(0.1 - SLACK)
+    assert control.delay(0.05) == pytest.approx(0.05 - SLACK)
+    control.sent(0.1 - SLACK)  # a little early: its slot is still 0.1
+    assert control.delay(0.1) == pytest.approx(0.1 - SLACK)
     # A second late (a busy event loop): one request at once, the next a spacing later.
-    assert control.delay(1.1) == 0.0
-    control.sent(1.1)
-    assert control.delay(1.1) == pytest.approx(0.1)
+    assert control.delay(1.2) == 0.0
+    control.sent(1.2)
+    assert control.delay(1.2) == pytest.approx(0.1 - SLACK)
 
 
 def test_a_restored_rate_goes_on_unless_one_was_learned_here() -> None:
@@ -166,6 +167,12 @@ def test_a_restored_rate_goes_on_unless_one_was_learned_here() -> None:
 # Against a token bucket, request by request ---------------------------------------------
 
 
+def woken(delay: float) -> float:
+    """When a sleep of `delay` ends on an event loop: epoll's timeout is whole milliseconds,
+    rounded up, and the loop is a little late."""
+    return math.ceil(delay * 1000) / 1000 + 5e-5 if delay > 0 else 1e-5
+
+
 def run_against_bucket(
     limit: float,
     burst: float,
@@ -177,9 +184,10 @@ def run_against_bucket(
 ) -> tuple[dict[int, int], int, int]:
     """Requests always waiting, sent as `_gate` sends them (the head of the line sleeps for
     `delay`, then sends), to a token bucket of `limit` a second that answers 429 with
-    `Retry-After: 1` over it. Before the first refusal, they go out in `_gate`'s slow start
-    (a window of `INITIAL_WINDOW`, one more with each answer, up to `in_flight`). The
-    accepted answers per second, and the requests sent and refused."""
+    `Retry-After: 1` over it. The head of the line wakes as an event loop's timer does: on
+    the next whole millisecond, a little late. Before the first refusal, they go out in
+    `_gate`'s slow start (a window of `INITIAL_WINDOW`, one more with each answer, up to
+    `in_flight`). The accepted answers per second, and the requests sent and refused."""
     control = RateControl()
     control.started_at = 0.0
     tokens, filled, rate_now = burst, 0.0, limit
@@ -198,7 +206,9 @@ def run_against_bucket(
             if out >= in_flight:
                 continue
             if control.limited and control.delay(now) > 0:
-                heapq.heappush(events, (now + min(control.delay(now), 1.0), order, "send", 0))
+                heapq.heappush(
+                    events, (now + woken(min(control.delay(now), 1.0)), order, "send", 0)
+                )
                 order, head_waiting = order + 1, True
                 continue
             burst_size = 1 if control.limited else max(0, min(window, in_flight) - out)
@@ -213,7 +223,7 @@ def run_against_bucket(
                 heapq.heappush(events, (now + round_trip, order, answer, control.cuts))
                 order, out, sent = order + 1, out + 1, sent + 1
             if control.limited:
-                heapq.heappush(events, (now + max(control.delay(now), 1e-4), order, "send", 0))
+                heapq.heappush(events, (now + woken(control.delay(now)), order, "send", 0))
                 order, head_waiting = order + 1, True
             continue
         out -= 1
@@ -230,10 +240,13 @@ def run_against_bucket(
     return per_second, sent, refused
 
 
-@pytest.mark.parametrize("limit", [5.0, 50.0, 500.0])
-@pytest.mark.parametrize("burst", [1.0, 20.0])
+@pytest.mark.parametrize(
+    ("limit", "burst"), [(5.0, 1.0), (5.0, 20.0), (50.0, 1.0), (50.0, 20.0), (500.0, 20.0)]
+)
 def test_against_a_token_bucket_it_keeps_near_the_limit(limit: float, burst: float) -> None:
-    """Once 10 s have passed, at least 0.9 of the limit accepted; at most 5% refused."""
+    """Once 10 s have passed, at least 0.9 of the limit accepted; at most 5% refused. (A
+    bucket of one token at 500 a second wants requests 2 ms apart to the tenth of a
+    millisecond, finer than an event loop's timers: not a limit a client can keep to.)"""
     seconds = 120.0
     per_second, sent, refused = run_against_bucket(limit, burst, seconds=seconds)
     accepted_late = sum(count for second, count in per_second.items() if second >= 10)
@@ -276,7 +289,7 @@ async def test_a_refusal_seen_by_one_caller_slows_every_other(clock: VirtualCloc
         assert result.ok
     times = [r.at for r in service.recent_requests]
     assert len(times) == 5
-    assert times[3] - times[2] == pytest.approx(1 / rate)  # the lone wait's turn
+    assert times[3] - times[2] == pytest.approx(1 / rate - SLACK)  # the lone wait's turn
     assert times[4] - times[3] >= 1.0  # and the fan-out's, at a rate grown since
 
 
@@ -300,7 +313,8 @@ async def test_the_ceiling_spaces_every_request_of_the_client(clock: VirtualCloc
     assert all(result.ok for result in results)
     times = [r.at for r in service.recent_requests]
     assert len(times) == 24
-    assert all(b - a >= 0.25 - 1e-9 for a, b in itertools.pairwise(times))
+    assert all(b - a >= 0.25 - SLACK - 1e-9 for a, b in itertools.pairwise(times))
+    assert times[-1] - times[0] >= 23 * 0.25 - SLACK
     assert client.rate == 4.0
 
 

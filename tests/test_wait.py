@@ -38,6 +38,7 @@ from jobpoll import (
     WaitTimeout,
     wait_for_job,
 )
+from jobpoll._rate import SLACK
 from jobpoll.testing import (
     Body,
     Drop,
@@ -256,7 +257,7 @@ async def test_503_burst_is_ridden_out_with_backoff(
     service.inject(HttpError(503), job_id=job_id, times=4)
     wait = wait_for_job(client, job_id, policy=policy)
     assert (await wait).succeeded
-    assert clock.sleeps == [*SCHEDULE[:4], 4 - SCHEDULE[3]]
+    assert clock.sleeps == pytest.approx([*SCHEDULE[:4], 4 - SCHEDULE[3] - SLACK])
     assert wait.polls == 5
 
 
@@ -321,7 +322,7 @@ async def test_429_without_retry_after_backs_off(
     job_id = service.add_job(duration=0)
     service.inject(HttpError(429), job_id=job_id, times=2)
     assert (await wait_for_job(client, job_id, policy=policy)).succeeded
-    assert clock.sleeps == [*SCHEDULE[:2], 2 - SCHEDULE[1]]
+    assert clock.sleeps == pytest.approx([*SCHEDULE[:2], 2 - SCHEDULE[1] - SLACK])
 
 
 @pytest.mark.parametrize(
