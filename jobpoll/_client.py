@@ -250,23 +250,21 @@ class JobsClient:
             TransportError: no answer (refused, reset, timed out, a TLS or DNS failure).
             DecodeError: the answer is not a valid job.
         """
-        outcome = await self._poll(check_job_id(job_id), timeout)
-        if isinstance(outcome, Job):
-            return outcome
-        raise outcome  # from a frame that never held the body, outside any handler
-
-    async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
+        job_id = check_job_id(job_id)
         session = self._open_session()
         gate = self._gate
         if gate.engaged:
-            return await self._poll_in_turn(session, job_id, seconds)
-        sent_in = gate.control.cuts
-        outcome = await self._send(session, job_id, seconds)
-        if type(outcome) is Job and not gate.engaged:
-            gate.control.answered(0.0)  # the one cost of the gate while nothing throttles
-        else:
-            gate.leave(outcome, sent_in)
-        return outcome
+            outcome = await self._poll_in_turn(session, job_id, timeout)
+        else:  # the way of every request while the service has refused none
+            sent_in = gate.control.cuts
+            outcome = await self._send(session, job_id, timeout)
+            if type(outcome) is Job and not gate.engaged:
+                gate.control.answered(0.0)
+            else:
+                gate.leave(outcome, sent_in)
+        if isinstance(outcome, Job):
+            return outcome
+        raise outcome  # from a frame that never held the body, outside any handler
 
     async def _poll_in_turn(
         self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
