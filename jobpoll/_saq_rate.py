@@ -14,7 +14,8 @@ nothing):
   the last cut (`KEPT` of them): what a cut measures and what growth checks.
 
 A poll's turn is taken in the script that checks its link is live (`Links.begin`): given the
-spacing (one over the rate) the worker computed from its mirror, it takes the next free turn
+spacing (one over the rate) the worker computed from its mirror (asked again if the mirror
+missed a cut, or a wipe), it takes the next free turn
 (`turn = max(now, next)`, `next = turn + spacing`) if it comes within `HORIZON`, which the
 worker sleeps; else it takes a place in the line after it, and the link is handed over
 unpolled to run then (no worker sits holding a SAQ job for long, and a rate that grows or is
@@ -68,12 +69,18 @@ end
 #: Reads the shared state: KEYS = [rate, answers], ARGV = [seen].
 READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1])) return reply"
 
-#: Takes a turn, after a check that returns early: KEYS[2:3] = [rate, answers], ARGV[2:5] =
-#: [spacing, seen, the longest a place in line may be away, horizon].
+#: Takes a turn, after a check that returns early: KEYS[2:3] = [rate, answers], ARGV[2:6] =
+#: [spacing, seen, the longest a place in line may be away, horizon, the cuts the spacing was
+#: computed after ('': any)]. A spacing computed after other cuts takes nothing (-1).
 TURN = (
     _READ
     + """
 local now, state, reply = shared(2, tonumber(ARGV[3]))
+if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
+  table.insert(reply, text(now))
+  table.insert(reply, -1)
+  return reply
+end
 local spacing = tonumber(ARGV[2])
 local turn = math.max(now, tonumber(state[6]) or 0)
 local taken = 1
@@ -196,10 +203,14 @@ class FleetRate:
         self.seen = int(total)
         return self.redis_at
 
-    def turn(self, reply: Sequence[Any]) -> Turn:
-        """The turn a reply of `TURN` gave."""
+    def turn(self, reply: Sequence[Any]) -> Turn | None:
+        """The turn a reply of `TURN` gave; None: none, the spacing was computed after other
+        cuts than Redis's (ask again, with the spacing of the mirror now up to date)."""
         now = self.mirror(reply)
-        return Turn(float(_text(reply[8])) - now, bool(int(reply[9])), self.control.cuts)
+        taken = int(reply[9])
+        if taken < 0:
+            return None
+        return Turn(float(_text(reply[8])) - now, bool(taken), self.control.cuts)
 
     def refused(self, error: JobPollError, sent_in: int) -> Cut | None:
         """A throttling error answered a poll sent in cut `sent_in` (the mirror fresh from
