@@ -230,6 +230,7 @@ class JobsClient:
         job_id: str | UUID,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
+        paced: bool = True,
     ) -> Job:
         """Fetch one job's current state.
 
@@ -237,6 +238,9 @@ class JobsClient:
             job_id: the job's id (sent as the `jobId` query parameter, never in the path).
             timeout: if given, the most seconds this one request may take; it shortens (never
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
+            paced: False: sent at once, outside the client's rate, and its answer teaches
+                that rate nothing: for requests paced elsewhere (`jobpoll.saq`'s workers
+                share one rate through Redis).
 
         Returns:
             The job as the server reported it, its `id` as `job_id` spells it (see `Job.id`).
@@ -250,7 +254,11 @@ class JobsClient:
             TransportError: no answer (refused, reset, timed out, a TLS or DNS failure).
             DecodeError: the answer is not a valid job.
         """
-        outcome = await self._poll(check_job_id(job_id), timeout)
+        job_id = check_job_id(job_id)
+        if paced:
+            outcome = await self._poll(job_id, timeout)
+        else:
+            outcome = await self._send(self._open_session(), job_id, timeout)
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler

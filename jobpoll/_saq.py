@@ -331,7 +331,7 @@ class Link:
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
             try:
-                job = await self.client.get_job(job_id, timeout=request_timeout)
+                job = await self.client.get_job(job_id, timeout=request_timeout, paced=False)
             except JobPollError as exc:
                 answered = accepted(exc)
                 if exc.stops_all:

@@ -99,7 +99,9 @@ return reply
 
 #: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
-#: only), rate, peak ('': none), cut_at, hold_until ('': none), next].
+#: only), rate, peak ('': none), cut_at, hold_until ('': none), spacing]. The turns taken
+#: before the cut are still taken (their polls are on their way): the next free one is one
+#: spacing after them (or after the cut, as one client's would be: its bucket is empty).
 CUT = """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
@@ -108,8 +110,9 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'next', ARGV[6],
-  'cuts', tonumber(ARGV[1]) + 1)
+local after = math.max(tonumber(redis.call('HGET', KEYS[1], 'next')) or 0, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
+  'next', string.format('%.6f', after + tonumber(ARGV[6])), 'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
 redis.call('DEL', KEYS[2])
@@ -159,7 +162,7 @@ class Cut:
             "" if state.peak is None else repr(state.peak),
             repr(state.cut_at),
             hold,
-            repr(state.cut_at + 1.0 / rate),  # the bucket is empty: the next turn one spacing on
+            repr(1.0 / rate),
         ]
 
 
