@@ -320,7 +320,7 @@ class Link:
         job_id, clock = self.job_id, self.policy.clock
         state = JobState(job_id=job_id)
         delay: float | None
-        answered = False
+        answered: float | None = None  # when the poll was accepted, on Redis's clock
         try:
             if checkpoint is None:
                 state.job_id = check_job_id(job_id)
@@ -333,7 +333,7 @@ class Link:
             try:
                 job = await self.client.get_job(job_id, timeout=request_timeout, paced=False)
             except JobPollError as exc:
-                answered = accepted(exc)
+                answered = self.rate.now() if accepted(exc) else None
                 if exc.stops_all:
                     return await self._held(exc, checkpoint, timeout, answered)
                 if exc.throttles:
@@ -341,8 +341,7 @@ class Link:
                 now = clock()
                 delay = rules.failed(state, exc, now)
             else:
-                answered = True
-                self.rate.accepted()
+                answered = self.rate.accepted()
                 now = clock()
                 _news, delay = rules.answered(state, job, now)
                 if delay is None:
@@ -355,11 +354,11 @@ class Link:
             delay = min(delay, rules.deadline - now)
         saved = job_checkpoint(rules, state)
         due = time.time() + delay
-        await self.links.hand_over(job_id, self.step, saved, due, answered=answered)
+        await self.links.hand_over(job_id, self.step, saved, due, answered_at=answered)
         return "polled"
 
-    async def _over(self, result: JobResult, polls: int, answered: bool) -> str:
-        await self.links.deliver(result, self.step, polls, answered=answered)
+    async def _over(self, result: JobResult, polls: int, answered: float | None) -> str:
+        await self.links.deliver(result, self.step, polls, answered_at=answered)
         return "over"
 
     async def _held(
@@ -367,7 +366,7 @@ class Link:
         error: JobPollError,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        answered: bool,
+        answered: float | None,
     ) -> str:
         """Not polled: this worker's setup is at fault. The error is kept for the submitter,
         and the wait handed over as it was, to be tried again later."""
@@ -375,7 +374,7 @@ class Link:
         await self.links.held(self.job_id, self.step, error)
         retry_at = time.time() + self.policy.max_interval
         await self.links.hand_over(
-            self.job_id, self.step, checkpoint, retry_at, timeout, answered=answered
+            self.job_id, self.step, checkpoint, retry_at, timeout, answered_at=answered
         )
         return "held"
 

@@ -233,10 +233,11 @@ class Links:
         due: float,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
         *,
-        answered: bool = False,
+        answered_at: float | None = None,
     ) -> None:
         """Enqueue the link after `step`, due at `due` (epoch seconds), if `step` is live.
-        `answered`: the link's poll was accepted (counted for the shared rate)."""
+        `answered_at`: when the link's poll was accepted, on Redis's clock, for the shared
+        rate to count (None: it was not)."""
         following = self.link(job_id, step + 1, checkpoint, due, timeout)
         await self._enqueue(
             self._advance,
@@ -244,13 +245,15 @@ class Links:
             following,
             step,
             step + 1,
-            int(answered),
+            "" if answered_at is None else repr(answered_at),
             keys=self._rate_keys,
         )
 
-    async def deliver(self, result: JobResult, step: int, polls: int, *, answered: bool) -> None:
+    async def deliver(
+        self, result: JobResult, step: int, polls: int, *, answered_at: float | None
+    ) -> None:
         """End the wait with its outcome, if `step` is live, and enqueue it to `on_outcome`;
-        `answered` as for `hand_over`."""
+        `answered_at` as for `hand_over`."""
         data = result_to_json(result, polls=polls)
         outcome = self.saq_job(
             function=self.on_outcome or "",
@@ -268,7 +271,7 @@ class Links:
             json.dumps(data),
             math.ceil(self.outcome_ttl),
             result.job_id,
-            int(answered),
+            "" if answered_at is None else repr(answered_at),
             keys=[self._delivered_key, self.channel, *self._rate_keys],
         )
 

@@ -45,21 +45,26 @@ local function at(time) return tonumber(time[1]) + tonumber(time[2]) / 1000000 e
 local function text(value) return string.format('%.6f', value) end
 """
 
-# The shared state and the answers since the `seen`-th: KEYS[r], KEYS[r + 1] are the `rate`
-# hash and the `answers` list.
+# The shared state and the answers since the `seen`-th (only while a rate is held, unless
+# `always`: none are needed before; `seen` is then the count returned): KEYS[r], KEYS[r + 1]
+# are the `rate` hash and the `answers` list.
 _READ = (
     _TIME
     + """
-local function shared(r, seen)
+local function shared(r, seen, always)
   local now = at(redis.call('TIME'))
   local state = redis.call(
     'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'next', 'later',
     'answered')
   local total = tonumber(state[8]) or 0
-  local count = total - seen
-  if count < 0 or count > KEPT then count = KEPT end
   local answers = {}
-  if count > 0 then answers = redis.call('LRANGE', KEYS[r + 1], 0, count - 1) end
+  if always or state[1] then
+    local count = total - seen
+    if count < 0 or count > KEPT then count = KEPT end
+    if count > 0 then answers = redis.call('LRANGE', KEYS[r + 1], 0, count - 1) end
+  else
+    total = seen
+  end
   return now, state, {text(now), state[1] or '', state[2] or '', state[3] or '',
     state[4] or '0', state[5] or '', tostring(total), answers}
 end
@@ -67,7 +72,7 @@ end
 )
 
 #: Reads the shared state: KEYS = [rate, answers], ARGV = [seen].
-READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1])) return reply"
+READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1]), true) return reply"
 
 #: Takes a turn, after a check that returns early: KEYS[2:3] = [rate, answers], ARGV[2:6] =
 #: [spacing, seen, the longest a place in line may be away, horizon, the cuts the spacing was
@@ -75,7 +80,7 @@ READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1])) return reply"
 TURN = (
     _READ
     + """
-local now, state, reply = shared(2, tonumber(ARGV[3]))
+local now, state, reply = shared(2, tonumber(ARGV[3]), false)
 if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
   table.insert(reply, text(now))
   table.insert(reply, -1)
@@ -119,18 +124,17 @@ redis.call('DEL', KEYS[2])
 return 1
 """
 
-#: Begins a hand-over script: with ARGV's last '1' (the poll's answer was accepted), counts it
-#: in KEYS' last two, the `rate` hash and the `answers` list.
-ANSWERED = (
-    _TIME
-    + """
-if ARGV[#ARGV] == '1' then
-  redis.call('LPUSH', KEYS[#KEYS], text(at(redis.call('TIME'))))
-  redis.call('LTRIM', KEYS[#KEYS], 0, KEPT - 1)
+#: Begins a hand-over script: with ARGV's last the time of the poll's accepted answer ('':
+#: not accepted), counts it in KEYS' last two, the `rate` hash and the `answers` list (trimmed
+#: to the newest `KEPT` once twice as long).
+ANSWERED = """
+if ARGV[#ARGV] ~= '' then
+  if redis.call('LPUSH', KEYS[#KEYS], ARGV[#ARGV]) > 2 * KEPT then
+    redis.call('LTRIM', KEYS[#KEYS], 0, KEPT - 1)
+  end
   redis.call('HINCRBY', KEYS[#KEYS - 1], 'answered', 1)
 end
 """.replace("KEPT", str(KEPT))
-)
 
 
 @attrs.frozen
@@ -226,10 +230,12 @@ class FleetRate:
             return Cut(None, control.state, control.hold_until)
         return None
 
-    def accepted(self) -> None:
-        """This worker's poll was accepted: a bare refusal right after it is taken for a stray
-        one (`RateControl.throttled`). Its time is counted in Redis, for every worker."""
+    def accepted(self) -> float:
+        """This worker's poll was accepted, now: its time on Redis's clock, to be counted
+        there for every worker. A bare refusal right after it is taken for a stray one
+        (`RateControl.throttled`)."""
         self.control.refused_last = False
+        return self.now()
 
 
 def _state_of(rate: str, peak: str, cut_at: str, cuts: str) -> tuple[RateState, int]:
