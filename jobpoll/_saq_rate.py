@@ -7,21 +7,22 @@ shared state, which Redis keeps and changes only where it must be atomic. Under
 nothing):
 
 - `rate`, a hash: the fleet's `RateState` (`rate`, `peak`, `cut_at`), `cuts` (the cuts so
-  far), `hold_until` (a `Retry-After` holds the rate until then), `next` (the next free turn),
-  `later` (the end of the line of polls handed over for want of a turn soon) and `answered`
-  (accepted answers counted). No hash, or no `rate` in it: not held to any rate.
+  far), `hold_until` (a `Retry-After` holds the rate until then), `last` (the last turn taken),
+  `later` (the last place given in the line of polls handed over for want of a turn soon)
+  and `answered` (accepted answers counted). No hash, or no `rate` in it: not held to any rate.
 - `answers`: the times of the newest accepted answers of every worker, newest first, since
   the last cut (`KEPT` of them): what a cut measures and what growth checks.
 
 A poll's turn is taken in the script that checks its link is live (`Links.begin`): given the
-spacing (one over the rate) the worker computed from its mirror (asked again if the mirror
-missed a cut, or a wipe), it takes the next free turn
-(`turn = max(now, next)`, `next = turn + spacing`) if it comes within `HORIZON`, which the
-worker sleeps; else it takes a place in the line after it, and the link is handed over
-unpolled to run then (no worker sits holding a SAQ job for long, and a rate that grows or is
-cut meanwhile applies when it runs). The script's reply brings the mirror up to date. A
-refusal of a poll sent since the last cut reads the state afresh, cuts it by
-`RateControl.throttled` and writes it back if no worker cut it meanwhile (`cuts` unchanged).
+spacing (one over the rate now) the worker computed from its mirror (asked again if the
+mirror missed a cut, or a wipe), it takes the next turn, `max(now, last + spacing)` (as
+`RateControl.delay` spaces one client's requests), if it comes within `HORIZON`, which the
+worker sleeps; else it takes the next place in line, one spacing after the last place given
+(at most `longest` away), and the link is handed over unpolled to run then: no worker sits
+holding a SAQ job for long, and a rate that grows or is cut meanwhile applies when it runs.
+The script's reply brings the mirror up to date. A refusal of a poll sent since the last cut
+reads the state afresh, cuts it by `RateControl.throttled` and writes it back if no worker
+cut it meanwhile (`cuts` unchanged).
 """
 
 from __future__ import annotations
@@ -54,7 +55,7 @@ _READ = (
 local function shared(r, seen, always)
   local now = at(redis.call('TIME'))
   local state = redis.call(
-    'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'next', 'later',
+    'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'last', 'later',
     'answered')
   local total = tonumber(state[8]) or 0
   local answers = {}
@@ -87,14 +88,15 @@ if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
   return reply
 end
 local spacing = tonumber(ARGV[2])
-local turn = math.max(now, tonumber(state[6]) or 0)
+local turn = math.max(now, (tonumber(state[6]) or -math.huge) + spacing)
 local taken = 1
 if turn - now <= tonumber(ARGV[5]) then
-  if spacing > 0 then redis.call('HSET', KEYS[2], 'next', text(turn + spacing)) end
+  if spacing > 0 then redis.call('HSET', KEYS[2], 'last', text(turn)) end
 else
   taken = 0
-  turn = math.min(math.max(turn, tonumber(state[7]) or 0), now + tonumber(ARGV[4]))
-  redis.call('HSET', KEYS[2], 'later', text(turn + spacing))
+  local place = math.max(turn, (tonumber(state[7]) or -math.huge) + spacing)
+  turn = math.min(place, now + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[2], 'later', text(turn))
 end
 table.insert(reply, text(turn))
 table.insert(reply, taken)
@@ -104,9 +106,9 @@ return reply
 
 #: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
-#: only), rate, peak ('': none), cut_at, hold_until ('': none), spacing]. The turns taken
-#: before the cut are still taken (their polls are on their way): the next free one is one
-#: spacing after them (or after the cut, as one client's would be: its bucket is empty).
+#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The turns taken before the
+#: cut are still taken (their polls are on their way): the next is one spacing after them,
+#: or after the cut (as one client's would be: the service's bucket is empty).
 CUT = """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
@@ -115,9 +117,9 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-local after = math.max(tonumber(redis.call('HGET', KEYS[1], 'next')) or 0, tonumber(ARGV[4]))
+local last = math.max(tonumber(redis.call('HGET', KEYS[1], 'last')) or 0, tonumber(ARGV[4]))
 redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
-  'next', string.format('%.6f', after + tonumber(ARGV[6])), 'cuts', tonumber(ARGV[1]) + 1)
+  'last', string.format('%.6f', last), 'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
 redis.call('DEL', KEYS[2])
@@ -159,14 +161,12 @@ class Cut:
     def arguments(self) -> list[str]:
         state = self.state
         hold = "" if self.hold_until == -math.inf else repr(self.hold_until)
-        rate = state.rate if state.rate is not None else math.inf
         return [
             "" if self.sent_in is None else str(self.sent_in),
-            repr(rate),
+            "" if state.rate is None else repr(state.rate),
             "" if state.peak is None else repr(state.peak),
             repr(state.cut_at),
             hold,
-            repr(1.0 / rate),
         ]
 
 
