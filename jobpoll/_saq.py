@@ -1,7 +1,8 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link (`Link`) makes one poll by the rules (`_rules`), then hands the wait's checkpoint to
-the next link, due when the next poll is, or its outcome (`_saq_links` keeps the records).
+Each link (`Link`) makes one poll by the rules (`_rules`), at its turn under the rate every
+worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the next link,
+due when the next poll is, or its outcome (`_saq_links` keeps the records).
 """
 
 from __future__ import annotations
