@@ -241,3 +241,20 @@ def test_a_limit_that_halves_and_doubles_is_found_again_within_10_s() -> None:
     assert all(per_second.get(s, 0) <= 1.2 * 25 for s in range(42, 80))
     assert sum(per_second.get(s, 0) for s in range(50, 80)) >= 0.9 * 25 * 30
     assert sum(per_second.get(s, 0) for s in range(90, 120)) >= 0.9 * 50 * 30
+
+
+def test_a_shared_state_is_adopted_with_the_answers_counted_since() -> None:
+    """A mirror of a state kept elsewhere (a SAQ queue's, in Redis) takes its rate, cuts and
+    hold, adds the answers it counted, and drops those of a cut before; with no rate shared
+    the ceiling is the rate."""
+    control = RateControl(max_rate=100.0)
+    control.adopt(RateState(), 0, -math.inf, [1.0, 2.0])
+    assert control.state.rate == 100.0
+    assert list(control.answers) == [1.0, 2.0]
+    shared = RateState(rate=9.0, peak=10.0, cut_at=3.0)
+    control.adopt(shared, 1, 5.0, [3.5])
+    assert (control.state, control.cuts, control.hold_until) == (shared, 1, 5.0)
+    assert list(control.answers) == [3.5]
+    assert control.rate_at(4.0) == 9.0  # held until 5
+    control.adopt(shared, 1, 5.0, [3.6])
+    assert list(control.answers) == [3.5, 3.6]

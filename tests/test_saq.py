@@ -533,8 +533,8 @@ async def _steps_at_least(fleet: Fleet, name: str, kind: str, count: int) -> boo
 
 
 def test_settings_are_checked() -> None:
-    """A queue that is not on Redis, a timeout out of range, or an outcome function missing
-    from the worker's functions are refused at once."""
+    """A queue that is not on Redis, a timeout or a ceiling out of range, or an outcome
+    function missing from the worker's functions are refused at once."""
     from saq import Queue
 
     with pytest.raises(TypeError, match="RedisQueue"):
@@ -542,6 +542,8 @@ def test_settings_are_checked() -> None:
     queue = Queue.from_url("redis://127.0.0.1:1", name="checks")
     with pytest.raises(ValueError, match="poll_timeout"):
         SaqWaits(queue, on_outcome=None, poll_timeout=0.5)
+    with pytest.raises(ValueError, match="max_rate"):
+        SaqWaits(queue, on_outcome=None, max_rate=0)
     waits = SaqWaits(queue, on_outcome="job_ended")
     with pytest.raises(ValueError, match="job_ended"):
         waits.worker_settings(client=lambda: None, functions=[])

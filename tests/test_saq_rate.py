@@ -87,7 +87,8 @@ async def fleet(
 
 async def test_a_redis_without_the_state_starts_unlimited(redis_url: str) -> None:
     """With no shared state (a first start, or Redis wiped), every worker's poll takes its turn
-    at once and nothing is written; once wiped, a fleet held to a rate is held to none."""
+    at once and nothing is written; once wiped (or garbled), a fleet held to a rate is held
+    to none."""
     async with fleet(redis_url) as shared:
         for rate in shared.rates:
             assert await shared.turn(rate) == Turn(0.0, True, 0)
@@ -99,6 +100,10 @@ async def test_a_redis_without_the_state_starts_unlimited(redis_url: str) -> Non
         assert "rate" in await shared.shared()
         await shared.redis.delete(shared.key, shared.links.prefix + "answers")
         for rate in shared.rates:
+            assert await shared.turn(rate) == Turn(0.0, True, 0)
+            assert not rate.control.limited
+        await shared.redis.hset(shared.key, mapping={"rate": "fast", "cuts": "x"})
+        for rate in shared.rates:  # a state that does not read as one is none
             assert await shared.turn(rate) == Turn(0.0, True, 0)
             assert not rate.control.limited
 
