@@ -230,6 +230,7 @@ class JobsClient:
         job_id: str | UUID,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
+        paced: bool = True,
     ) -> Job:
         """Fetch one job's current state.
 
@@ -237,6 +238,9 @@ class JobsClient:
             job_id: the job's id (sent as the `jobId` query parameter, never in the path).
             timeout: if given, the most seconds this one request may take; it shortens (never
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
+            paced: False: sent at once, outside the client's rate, and its answer teaches
+                that rate nothing: for requests paced elsewhere (`jobpoll.saq`'s workers
+                share one rate through Redis).
 
         Returns:
             The job as the server reported it, its `id` as `job_id` spells it (see `Job.id`).
@@ -253,7 +257,9 @@ class JobsClient:
         job_id = check_job_id(job_id)
         session = self._open_session()
         gate = self._gate
-        if gate.engaged:
+        if not paced:
+            outcome = await self._send(session, job_id, timeout)
+        elif gate.engaged:
             outcome = await self._poll_in_turn(session, job_id, timeout)
         else:  # the way of every request while the service has refused none
             sent_in = gate.control.cuts

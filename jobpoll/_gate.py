@@ -155,21 +155,17 @@ class Gate:
         """A request entered in cut `sent_in` ended with `outcome`: a job, an error, or None
         (cancelled). Only an HTTP answer says something of the rate."""
         control = self.control
-        answered = not isinstance(outcome, JobPollError) or bool(getattr(outcome, "http_status", 0))
-        if outcome is None:
-            answered = False
-        elif isinstance(outcome, JobPollError) and outcome.throttles:
-            retry_after = getattr(outcome, "retry_after", None)
-            certain = retry_after is not None or getattr(outcome, "http_status", 0) == 429
+        answered = accepted(outcome)
+        if isinstance(outcome, JobPollError) and outcome.throttles:
+            retry_after, certain = refusal_of(outcome)
             if control.throttled(self.clock(), sent_in, retry_after, certain=certain):
                 logger.info(
                     "%s; this client's requests are held to %.3g a second",
-                    _refusal(outcome),
+                    refused_by(outcome),
                     control.state.rate,
                 )
             if control.limited and self.window:
                 self.window = 0  # the rate takes over
-            answered = False
         elif answered:
             control.answered(self.clock() if control.limited else 0.0)
         if self.window:
@@ -194,7 +190,23 @@ class Gate:
         return self.control.rate_at(self.clock()) if self.control.limited else math.inf
 
 
-def _refusal(error: JobPollError) -> str:
+def accepted(outcome: object) -> bool:
+    """Whether a request's `outcome` (a job, an error, None: cancelled) is an answer of the
+    service that is no refusal: what the rate the service accepts is measured from."""
+    if isinstance(outcome, JobPollError):
+        return not outcome.throttles and bool(getattr(outcome, "http_status", 0))
+    return outcome is not None
+
+
+def refusal_of(error: JobPollError) -> tuple[float | None, bool]:
+    """A refusal's `Retry-After`, and whether it is certain (`RateControl.throttled`): a
+    429, or an answer with a `Retry-After`."""
+    retry_after = getattr(error, "retry_after", None)
+    return retry_after, retry_after is not None or getattr(error, "http_status", 0) == 429
+
+
+def refused_by(error: JobPollError) -> str:
+    """Who refused, for a log line."""
     status = getattr(error, "http_status", None)
     return (
         "the server could not be connected to"

@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Iterable
 
 import attrs
 
@@ -66,7 +67,7 @@ DOUBLING = 1.0
 MEASURE_SECONDS = 1.0
 MIN_MEASURED = 4
 #: Answers kept, newest last: enough for a second at a few hundred requests a second.
-_KEPT = 256
+KEPT = 256
 
 
 @attrs.define(eq=False)
@@ -91,7 +92,7 @@ class RateControl:
     accepted: int = 0
     refused_last: bool = False
     growing_since: float | None = None
-    answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=_KEPT))
+    answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=KEPT))
 
     def __attrs_post_init__(self) -> None:
         if self.max_rate is not None and self.state.rate is None:
@@ -207,6 +208,25 @@ class RateControl:
         if len(answers) < 2:
             return 0.0
         return (len(answers) - 1) / max(now - answers[0], 1e-3)
+
+    def adopt(
+        self, state: RateState, cuts: int, hold_until: float, answers: Iterable[float]
+    ) -> None:
+        """Go on from a state shared with other controllers and kept elsewhere (a SAQ queue's
+        workers', in Redis), with the times of the accepted answers it counted since this one
+        last looked, oldest first. The answers of a cut before are dropped; with no rate
+        shared, the ceiling is the rate (as at the start)."""
+        if cuts != self.cuts:
+            self.answers.clear()
+            self.growing_since = None
+        if state.rate is None and self.max_rate is not None:
+            state = attrs.evolve(state, rate=self.max_rate)
+        self.state = state
+        self.cuts = cuts
+        self.hold_until = hold_until
+        self.answers.extend(answers)
+        if self.growing_since is None and self.answers:
+            self.growing_since = self.answers[0]  # the first accepted since the cut
 
     def restore(self, saved: RateState) -> None:
         """Go on from a rate learned before (a checkpoint's), unless this one learned its own."""

@@ -348,3 +348,20 @@ def test_the_fakes_token_bucket_refills_at_its_rate() -> None:
     assert bucket.refusal(1.0) is not None  # half a token
     assert bucket.refusal(1.5) is None
     assert bucket.refusal(1.6) is not None
+
+
+def test_a_shared_state_is_adopted_with_the_answers_counted_since() -> None:
+    """A mirror of a state kept elsewhere (a SAQ queue's, in Redis) takes its rate, cuts and
+    hold, adds the answers it counted, and drops those of a cut before; with no rate shared
+    the ceiling is the rate."""
+    control = RateControl(max_rate=100.0)
+    control.adopt(RateState(), 0, -math.inf, [1.0, 2.0])
+    assert control.state.rate == 100.0
+    assert list(control.answers) == [1.0, 2.0]
+    shared = RateState(rate=9.0, peak=10.0, cut_at=3.0)
+    control.adopt(shared, 1, 5.0, [3.5])
+    assert (control.state, control.cuts, control.hold_until) == (shared, 1, 5.0)
+    assert list(control.answers) == [3.5]
+    assert control.rate_at(4.0) == 9.0  # held until 5
+    control.adopt(shared, 1, 5.0, [3.6])
+    assert list(control.answers) == [3.5, 3.6]
