@@ -3,17 +3,27 @@ and against a token bucket simulated request by request."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 
 import pytest
+from support import until
 
-from jobpoll import JobsClient, PollPolicy, RateLimited, wait_for_job, wait_for_jobs
+from jobpoll import (
+    Job,
+    JobsClient,
+    PollPolicy,
+    RateLimited,
+    WaitTimeout,
+    wait_for_job,
+    wait_for_jobs,
+)
 from jobpoll._gate import INITIAL_WINDOW
 from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, SLACK, RateControl
 from jobpoll._state import MIN_RATE, RateState
-from jobpoll.testing import FakeJobsService, HttpError, RateLimit, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, RateLimit, Slow, VirtualClock
 
 
 def accept(control: RateControl, start: float, rate: float, count: int) -> float:
@@ -348,3 +358,131 @@ def test_the_fakes_token_bucket_refills_at_its_rate() -> None:
     assert bucket.refusal(1.0) is not None  # half a token
     assert bucket.refusal(1.5) is None
     assert bucket.refusal(1.6) is not None
+
+
+# Cancellation and timeouts while requests wait their turn ------------------------------
+
+
+class HeldSleep:
+    """A client's `sleep` on the virtual clock that first waits until `release` is set: a
+    request at the head of the line stays asleep for as long as a test needs."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.release = asyncio.Event()
+        self.asleep = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asleep.set()
+        await self.release.wait()
+        await self.clock.sleep(seconds)
+
+
+@pytest.mark.parametrize("request_timeout", [None, 30.0])
+async def test_a_request_in_line_cancelled_with_the_head_is_cancelled(
+    clock: VirtualClock, request_timeout: float | None
+) -> None:
+    """A fan-out's `aclose`, or a task group, cancels every poll at once: the one at the head
+    of the line hands its turn on to the next, cancelled in the same step. That one ends
+    cancelled (not with a `ValueError`, nor by sending its request anyway), and the line
+    still serves the requests that come after."""
+    held = HeldSleep(clock)
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, max_rate=1.0, clock=clock, sleep=held
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        await client.get_job(job_id)  # the next request's slot is a second away
+        head = asyncio.ensure_future(client.get_job(job_id))
+        await held.asleep.wait()
+        in_line = asyncio.ensure_future(client.get_job(job_id, timeout=request_timeout))
+        await asyncio.sleep(0)
+        head.cancel()
+        in_line.cancel()
+        held.release.set()
+        outcomes = await asyncio.gather(head, in_line, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [asyncio.CancelledError] * 2
+        assert len(service.recent_requests) == 1
+        assert (await client.get_job(job_id)).id == job_id
+        assert len(service.recent_requests) == 2
+
+
+async def test_a_wait_in_line_cancelled_as_it_is_handed_the_head_hands_it_on(
+    clock: VirtualClock,
+) -> None:
+    """Handed the head and cancelled in the same step: cancelled, and the request behind it
+    goes out."""
+    held = HeldSleep(clock)
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, max_rate=1.0, clock=clock, sleep=held
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        await client.get_job(job_id)
+        head = asyncio.ensure_future(client.get_job(job_id))
+        await held.asleep.wait()
+        second = asyncio.ensure_future(client.get_job(job_id, timeout=30.0))
+        third = asyncio.ensure_future(client.get_job(job_id, timeout=30.0))
+        await asyncio.sleep(0)
+        head.cancel()
+        await asyncio.sleep(0)  # the head hands its turn to the second
+        second.cancel()
+        held.release.set()
+        outcomes = await asyncio.gather(head, second, third, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [
+            asyncio.CancelledError,
+            asyncio.CancelledError,
+            Job,
+        ]
+        assert len(service.recent_requests) == 2
+
+
+async def test_a_wait_keeps_its_timeout_while_the_first_requests_go_unanswered(
+    clock: VirtualClock,
+) -> None:
+    """Before any answer, a client's requests go out a few at a time (its slow start); a wait
+    whose request waits for its turn behind requests the server does not answer still ends
+    at its deadline, not once they time out."""
+    slow = 30.0
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        service.inject(Slow(slow), times=INITIAL_WINDOW)
+        hung = [asyncio.ensure_future(client.get_job(job_id)) for _ in range(INITIAL_WINDOW)]
+        await until(lambda: service.in_flight == INITIAL_WINDOW)
+        policy = PollPolicy(clock=clock, sleep=clock.sleep)
+        lone = asyncio.ensure_future(wait_for_job(client, job_id, policy=policy, timeout=0.05))
+        done, _ = await asyncio.wait([lone, *hung], return_when=asyncio.FIRST_COMPLETED)
+        assert done == {lone}
+        with pytest.raises(WaitTimeout):
+            lone.result()
+        for task in hung:
+            task.cancel()
+        await asyncio.gather(*hung, return_exceptions=True)
+
+
+def test_a_ceiling_below_the_floor_is_kept() -> None:
+    """A quota slower than `MIN_RATE` (a request every 10 s, say) is the ceiling all the
+    same: the client starts at it, and a refusal does not lift it."""
+    control = RateControl(max_rate=0.1)
+    assert control.rate_at(0.0) == pytest.approx(0.1)
+    control.sent(0.0)
+    assert control.delay(0.0) == pytest.approx(10.0 - SLACK)
+    assert control.throttled(1.0, sent_in=0)
+    assert control.rate_at(100.0) == pytest.approx(0.1)
+    control.restore(RateState(rate=50.0, peak=60.0, cut_at=0.0))
+    assert control.rate_at(100.0) == pytest.approx(0.1)
+    fresh = RateControl(max_rate=0.1)
+    fresh.restore(RateState(rate=50.0, peak=60.0, cut_at=0.0))
+    assert fresh.rate_at(0.0) == pytest.approx(0.1)
+    client = JobsClient("k" * 20, base_url="http://127.0.0.1:1", max_rate=0.1)
+    assert client.max_rate == 0.1
+    assert client.rate == pytest.approx(0.1)
