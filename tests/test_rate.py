@@ -9,10 +9,13 @@ import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from support import until
 
 from jobpoll import (
     Job,
+    JobPollError,
     JobsClient,
     PollPolicy,
     RateLimited,
@@ -486,3 +489,53 @@ def test_a_ceiling_below_the_floor_is_kept() -> None:
     client = JobsClient("k" * 20, base_url="http://127.0.0.1:1", max_rate=0.1)
     assert client.max_rate == 0.1
     assert client.rate == pytest.approx(0.1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    timeouts=st.lists(st.sampled_from([None, 0.5, 5.0]), min_size=12, max_size=12),
+    cancellations=st.lists(
+        st.tuples(st.integers(0, 11), st.integers(0, 8), st.integers(0, 3), st.booleans()),
+        max_size=8,
+    ),
+    max_rate=st.sampled_from([2.0, 1000.0]),
+)
+def test_cancellations_anywhere_leave_the_gate_serving(
+    timeouts: list[float | None], cancellations: list[tuple[int, int, int, bool]], max_rate: float
+) -> None:
+    """Requests waiting for the slow start's window, in line for the rate, at the head, or out,
+    cancelled anywhere (twice, the second during the first's cleanup): each ends as a job, a
+    typed error or cancelled, and the client's next requests all go out."""
+    asyncio.run(_cancelled_in_the_gate(timeouts, cancellations, max_rate))
+
+
+async def _cancelled_in_the_gate(
+    timeouts: list[float | None], cancellations: list[tuple[int, int, int, bool]], max_rate: float
+) -> None:
+    clock = VirtualClock()
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key,
+            base_url=service.base_url,
+            max_rate=max_rate,
+            clock=clock,
+            sleep=clock.sleep,
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        tasks = [asyncio.ensure_future(client.get_job(job_id, timeout=t)) for t in timeouts]
+        for index, ticks, second_after, twice in cancellations:
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            tasks[index].cancel()
+            if twice:
+                for _ in range(second_after):
+                    await asyncio.sleep(0)
+                tasks[index].cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, (Job, JobPollError, asyncio.CancelledError)), outcome
+        async with asyncio.timeout(30):  # a bound on a hang, never reached when it serves
+            again = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
+        assert all(job.id == job_id for job in again)
