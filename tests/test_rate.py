@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 from support import until
 
 from jobpoll import (
+    ConfigurationError,
     Job,
     JobPollError,
     JobsClient,
@@ -539,3 +540,10 @@ async def _cancelled_in_the_gate(
         async with asyncio.timeout(30):  # a bound on a hang, never reached when it serves
             again = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
         assert all(job.id == job_id for job in again)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf, True, "5"])
+def test_a_ceiling_that_is_no_rate_is_a_configuration_error(value: object) -> None:
+    said = "max_rate must be a positive number of requests a second"
+    with pytest.raises(ConfigurationError, match=said):
+        JobsClient("k" * 20, base_url="http://127.0.0.1:1", max_rate=value)  # type: ignore[arg-type]
