@@ -128,7 +128,7 @@ class JobsClient:
         self._warned = False  # was the first failure before any answer logged at WARNING?
         self._found = False  # has any job been read?
         if max_rate is not None:
-            check_positive("max_rate", max_rate)
+            check_positive("max_rate", max_rate, unit="requests a second")
         self._gate = Gate(max_rate, self.pool_size, clock, sleep)
 
     @property

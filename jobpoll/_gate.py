@@ -16,6 +16,7 @@ refuses pays one attribute test per request:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 from collections import deque
@@ -47,8 +48,8 @@ class Gate:
         self.width = width  # the window is dropped once this wide (the pool's size)
         self.window = INITIAL_WINDOW if width > INITIAL_WINDOW else 0  # 0: no window
         self.out = 0  # requests out while there is a window
-        self._waiting: deque[asyncio.Future[None]] = deque()  # for the window
-        self._line: deque[asyncio.Future[None]] = deque()  # for the rate, behind the head
+        self._waiting: deque[asyncio.Future[bool]] = deque()  # for the window
+        self._line: deque[asyncio.Future[bool]] = deque()  # for the rate, behind the head
         self._head_taken = False
         #: Whether a request may have to wait: the one test on the way of every request.
         self.engaged = self.window > 0 or self.control.limited
@@ -59,8 +60,8 @@ class Gate:
         started = self.clock()
         if self.control.started_at is None:
             self.control.started_at = started
-        if self.window:
-            await self._take_window()
+        if self.window and not await self._take_window(started, within):
+            return None
         try:
             waited = await self._take_turn(started, within)
         except BaseException:
@@ -77,9 +78,7 @@ class Gate:
         if not control.limited:
             return self.clock() - started
         if self._head_taken:
-            try:
-                await self._wait_in_line(started, within)
-            except TimeoutError:
+            if not await self._queue(self._line, self._left(started, within), self._pass_head):
                 return None
         else:
             self._head_taken = True
@@ -98,44 +97,52 @@ class Gate:
             self._pass_head()
         return self.clock() - started
 
-    async def _wait_in_line(self, started: float, within: float | None) -> None:
-        turn = asyncio.get_running_loop().create_future()
-        self._line.append(turn)
+    def _left(self, started: float, within: float | None) -> float | None:
+        return None if within is None else max(0.0, started + within - self.clock())
+
+    async def _queue(
+        self,
+        queue: deque[asyncio.Future[bool]],
+        within: float | None,
+        hand_on: Callable[[], None],
+    ) -> bool:
+        """Wait in `queue` until handed a turn (True), or for `within` seconds on the event
+        loop's clock, a bound even where the client's is virtual (False). A turn handed and
+        not taken (cancelled in the same step) is handed on. Not `asyncio.wait_for`, which
+        on Python 3.11 drops a cancellation that lands as the turn is handed."""
+        loop = asyncio.get_running_loop()
+        turn: asyncio.Future[bool] = loop.create_future()
+        queue.append(turn)
+        timer = None if within is None else loop.call_later(within, _expire, turn)
+        taken = False
         try:
-            if within is None:
-                await turn
-            else:  # on the event loop's clock: a bound, even where the client's is virtual
-                await asyncio.wait_for(turn, max(0.0, started + within - self.clock()))
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self._pass_head()  # handed the head it will not use: hand it on
-            else:
-                self._line.remove(turn)
-            raise
+            taken = await turn
+        finally:
+            if timer is not None:
+                timer.cancel()
+            if not taken:
+                if turn.done() and not turn.cancelled() and turn.result():
+                    hand_on()
+                else:
+                    turn.cancel()
+                    with contextlib.suppress(ValueError):  # handing on may have dropped it
+                        queue.remove(turn)
+        return taken
 
     def _pass_head(self) -> None:
         line = self._line
         while line:
             turn = line.popleft()
             if not turn.done():
-                turn.set_result(None)  # the head stays taken, by that one
+                turn.set_result(True)  # the head stays taken, by that one
                 return
         self._head_taken = False
 
-    async def _take_window(self) -> None:
+    async def _take_window(self, started: float, within: float | None) -> bool:
         if self.out < self.window and not self._waiting:
             self.out += 1
-            return
-        turn = asyncio.get_running_loop().create_future()
-        self._waiting.append(turn)
-        try:
-            await turn
-        except BaseException:
-            if turn.done() and not turn.cancelled():
-                self._leave_window()  # handed a turn it will not use: hand it on
-            else:
-                self._waiting.remove(turn)
-            raise
+            return True
+        return await self._queue(self._waiting, self._left(started, within), self._leave_window)
 
     def _leave_window(self) -> None:
         if self.window:
@@ -149,7 +156,7 @@ class Gate:
             if not turn.done():
                 if self.window:
                     self.out += 1
-                turn.set_result(None)
+                turn.set_result(True)
 
     def leave(self, outcome: object, sent_in: int) -> None:
         """A request entered in cut `sent_in` ended with `outcome`: a job, an error, or None
@@ -188,6 +195,11 @@ class Gate:
     def rate(self) -> float:
         """The rate requests are held to now (`math.inf`: none)."""
         return self.control.rate_at(self.clock()) if self.control.limited else math.inf
+
+
+def _expire(turn: asyncio.Future[bool]) -> None:
+    if not turn.done():
+        turn.set_result(False)
 
 
 def accepted(outcome: object) -> bool:

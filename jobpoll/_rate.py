@@ -96,7 +96,8 @@ class RateControl:
 
     def __attrs_post_init__(self) -> None:
         if self.max_rate is not None and self.state.rate is None:
-            self.state.rate = self.max_rate  # grows at once to the ceiling, no peak measured
+            # At once at the ceiling, no peak measured (a ceiling below the floor still caps).
+            self.state.rate = max(self.max_rate, MIN_RATE)
 
     @property
     def limited(self) -> bool:
@@ -233,5 +234,5 @@ class RateControl:
         if self.cuts == 0:
             rate = saved.rate
             if rate is not None and self.max_rate is not None:
-                rate = min(rate, self.max_rate)
+                rate = max(min(rate, self.max_rate), MIN_RATE)
             self.state = RateState(rate=rate, peak=saved.peak, cut_at=saved.cut_at)

@@ -3,17 +3,31 @@ and against a token bucket simulated request by request."""
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import itertools
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from support import until
 
-from jobpoll import JobsClient, PollPolicy, RateLimited, wait_for_job, wait_for_jobs
+from jobpoll import (
+    ConfigurationError,
+    Job,
+    JobPollError,
+    JobsClient,
+    PollPolicy,
+    RateLimited,
+    WaitTimeout,
+    wait_for_job,
+    wait_for_jobs,
+)
 from jobpoll._gate import INITIAL_WINDOW
 from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, SLACK, RateControl
 from jobpoll._state import MIN_RATE, RateState
-from jobpoll.testing import FakeJobsService, HttpError, RateLimit, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, RateLimit, Slow, VirtualClock
 
 
 def accept(control: RateControl, start: float, rate: float, count: int) -> float:
@@ -181,11 +195,13 @@ def run_against_bucket(
     changes: tuple[tuple[float, float], ...] = (),
     round_trip: float = 0.002,
     in_flight: int = 100,
+    bare: bool = False,
 ) -> tuple[dict[int, int], int, int]:
     """Requests always waiting, sent as `_gate` sends them (the head of the line sleeps for
     `delay`, then sends), to a token bucket of `limit` a second that answers 429 with
-    `Retry-After: 1` over it. The head of the line wakes as an event loop's timer does: on
-    the next whole millisecond, a little late. Before the first refusal, they go out in
+    `Retry-After: 1` over it (`bare`: a 503 without one, as a gateway may throttle). The
+    head of the line wakes as an event loop's timer does: on the next whole millisecond, a
+    little late. Before the first refusal, they go out in
     `_gate`'s slow start (a window of `INITIAL_WINDOW`, one more with each answer, up to
     `in_flight`). The accepted answers per second, and the requests sent and refused."""
     control = RateControl()
@@ -233,7 +249,7 @@ def run_against_bucket(
             per_second[int(now)] = per_second.get(int(now), 0) + 1
         else:
             refused += 1
-            control.throttled(now, sent_in, retry_after=1.0)
+            control.throttled(now, sent_in, None if bare else 1.0, certain=not bare)
         if not head_waiting:
             heapq.heappush(events, (now, order, "send", 0))
             order, head_waiting = order + 1, True
@@ -252,6 +268,50 @@ def test_against_a_token_bucket_it_keeps_near_the_limit(limit: float, burst: flo
     accepted_late = sum(count for second, count in per_second.items() if second >= 10)
     assert accepted_late / (seconds - 10) >= 0.9 * limit
     assert refused / sent <= 0.05
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a bare 503 right after an accepted answer is taken for a stray one and cuts"
+    " nothing: throttled by bare 503s, the rate climbs to twice the limit, about half refused",
+)
+@pytest.mark.parametrize(("limit", "burst"), [(5.0, 1.0), (50.0, 20.0)])
+def test_against_a_bucket_that_answers_bare_503s_it_keeps_near_the_limit(
+    limit: float, burst: float
+) -> None:
+    seconds = 120.0
+    per_second, sent, refused = run_against_bucket(limit, burst, seconds=seconds, bare=True)
+    accepted_late = sum(count for second, count in per_second.items() if second >= 10)
+    assert accepted_late / (seconds - 10) >= 0.9 * limit
+    assert refused / sent <= 0.05
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a peak measured while the client sent little (its own demand, not the limit) is"
+    " probed above on a curve scaled to PROBE_REQUESTS at that peak, and capped at twice the"
+    " rate accepted over the last 256 answers: from 0.2 a second, 50 a second takes ~25 min",
+)
+def test_a_peak_measured_while_sending_little_does_not_hold_a_busy_client_down() -> None:
+    """A lone wait polling every 10 s meets two refusals (another client of the key used the
+    quota); then a fan-out starts on the same client, and the service refuses nothing: within
+    a minute the client sends at 50 a second."""
+    control = RateControl()
+    control.started_at = 0.0
+    now = 0.0
+    for poll in range(66):
+        if poll in (60, 65):
+            assert control.throttled(now, sent_in=control.cuts)
+        control.sent(now)
+        control.answered(now + 0.01)
+        now += 10.0
+    assert control.state.peak == MIN_RATE
+    start = now
+    while now < start + 60.0 and control.rate_at(now) < 50.0:
+        now += control.delay(now) + 1e-4
+        control.sent(now)
+        control.answered(now + 0.005)
+    assert control.rate_at(now) >= 50.0
 
 
 def test_a_limit_that_halves_and_doubles_is_found_again_within_10_s() -> None:
@@ -365,3 +425,188 @@ def test_a_shared_state_is_adopted_with_the_answers_counted_since() -> None:
     assert control.rate_at(4.0) == 9.0  # held until 5
     control.adopt(shared, 1, 5.0, [3.6])
     assert list(control.answers) == [3.5, 3.6]
+
+
+# Cancellation and timeouts while requests wait their turn ------------------------------
+
+
+class HeldSleep:
+    """A client's `sleep` on the virtual clock that first waits until `release` is set: a
+    request at the head of the line stays asleep for as long as a test needs."""
+
+    def __init__(self, clock: VirtualClock) -> None:
+        self.clock = clock
+        self.release = asyncio.Event()
+        self.asleep = asyncio.Event()
+
+    async def __call__(self, seconds: float) -> None:
+        self.asleep.set()
+        await self.release.wait()
+        await self.clock.sleep(seconds)
+
+
+@pytest.mark.parametrize("request_timeout", [None, 30.0])
+async def test_a_request_in_line_cancelled_with_the_head_is_cancelled(
+    clock: VirtualClock, request_timeout: float | None
+) -> None:
+    """A fan-out's `aclose`, or a task group, cancels every poll at once: the one at the head
+    of the line hands its turn on to the next, cancelled in the same step. That one ends
+    cancelled (not with a `ValueError`, nor by sending its request anyway), and the line
+    still serves the requests that come after."""
+    held = HeldSleep(clock)
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, max_rate=1.0, clock=clock, sleep=held
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        await client.get_job(job_id)  # the next request's slot is a second away
+        head = asyncio.ensure_future(client.get_job(job_id))
+        await held.asleep.wait()
+        in_line = asyncio.ensure_future(client.get_job(job_id, timeout=request_timeout))
+        await asyncio.sleep(0)
+        head.cancel()
+        in_line.cancel()
+        held.release.set()
+        outcomes = await asyncio.gather(head, in_line, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [asyncio.CancelledError] * 2
+        assert len(service.recent_requests) == 1
+        assert (await client.get_job(job_id)).id == job_id
+        assert len(service.recent_requests) == 2
+
+
+async def test_a_wait_in_line_cancelled_as_it_is_handed_the_head_hands_it_on(
+    clock: VirtualClock,
+) -> None:
+    """Handed the head and cancelled in the same step: cancelled, and the request behind it
+    goes out."""
+    held = HeldSleep(clock)
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, max_rate=1.0, clock=clock, sleep=held
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        await client.get_job(job_id)
+        head = asyncio.ensure_future(client.get_job(job_id))
+        await held.asleep.wait()
+        second = asyncio.ensure_future(client.get_job(job_id, timeout=30.0))
+        third = asyncio.ensure_future(client.get_job(job_id, timeout=30.0))
+        await asyncio.sleep(0)
+        head.cancel()
+        await asyncio.sleep(0)  # the head hands its turn to the second
+        second.cancel()
+        held.release.set()
+        outcomes = await asyncio.gather(head, second, third, return_exceptions=True)
+        assert [type(outcome) for outcome in outcomes] == [
+            asyncio.CancelledError,
+            asyncio.CancelledError,
+            Job,
+        ]
+        assert len(service.recent_requests) == 2
+
+
+async def test_a_wait_keeps_its_timeout_while_the_first_requests_go_unanswered(
+    clock: VirtualClock,
+) -> None:
+    """Before any answer, a client's requests go out a few at a time (its slow start); a wait
+    whose request waits for its turn behind requests the server does not answer still ends
+    at its deadline, not once they time out."""
+    slow = 30.0
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        service.inject(Slow(slow), times=INITIAL_WINDOW)
+        hung = [asyncio.ensure_future(client.get_job(job_id)) for _ in range(INITIAL_WINDOW)]
+        await until(lambda: service.in_flight == INITIAL_WINDOW)
+        policy = PollPolicy(clock=clock, sleep=clock.sleep)
+        lone = asyncio.ensure_future(wait_for_job(client, job_id, policy=policy, timeout=0.05))
+        done, _ = await asyncio.wait([lone, *hung], return_when=asyncio.FIRST_COMPLETED)
+        assert done == {lone}
+        with pytest.raises(WaitTimeout):
+            lone.result()
+        for task in hung:
+            task.cancel()
+        await asyncio.gather(*hung, return_exceptions=True)
+
+
+def test_a_ceiling_below_the_floor_is_kept() -> None:
+    """A quota slower than `MIN_RATE` (a request every 10 s, say) is the ceiling all the
+    same: the client starts at it, and a refusal does not lift it."""
+    control = RateControl(max_rate=0.1)
+    assert control.rate_at(0.0) == pytest.approx(0.1)
+    control.sent(0.0)
+    assert control.delay(0.0) == pytest.approx(10.0 - SLACK)
+    assert control.throttled(1.0, sent_in=0)
+    assert control.rate_at(100.0) == pytest.approx(0.1)
+    control.restore(RateState(rate=50.0, peak=60.0, cut_at=0.0))
+    assert control.rate_at(100.0) == pytest.approx(0.1)
+    fresh = RateControl(max_rate=0.1)
+    fresh.restore(RateState(rate=50.0, peak=60.0, cut_at=0.0))
+    assert fresh.rate_at(0.0) == pytest.approx(0.1)
+    client = JobsClient("k" * 20, base_url="http://127.0.0.1:1", max_rate=0.1)
+    assert client.max_rate == 0.1
+    assert client.rate == pytest.approx(0.1)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    timeouts=st.lists(st.sampled_from([None, 0.5, 5.0]), min_size=12, max_size=12),
+    cancellations=st.lists(
+        st.tuples(st.integers(0, 11), st.integers(0, 8), st.integers(0, 3), st.booleans()),
+        max_size=8,
+    ),
+    max_rate=st.sampled_from([2.0, 1000.0]),
+)
+def test_cancellations_anywhere_leave_the_gate_serving(
+    timeouts: list[float | None], cancellations: list[tuple[int, int, int, bool]], max_rate: float
+) -> None:
+    """Requests waiting for the slow start's window, in line for the rate, at the head, or out,
+    cancelled anywhere (twice, the second during the first's cleanup): each ends as a job, a
+    typed error or cancelled, and the client's next requests all go out."""
+    asyncio.run(_cancelled_in_the_gate(timeouts, cancellations, max_rate))
+
+
+async def _cancelled_in_the_gate(
+    timeouts: list[float | None], cancellations: list[tuple[int, int, int, bool]], max_rate: float
+) -> None:
+    clock = VirtualClock()
+    async with (
+        FakeJobsService(clock=clock) as service,
+        JobsClient(
+            service.api_key,
+            base_url=service.base_url,
+            max_rate=max_rate,
+            clock=clock,
+            sleep=clock.sleep,
+        ) as client,
+    ):
+        job_id = service.add_job(duration=0)
+        tasks = [asyncio.ensure_future(client.get_job(job_id, timeout=t)) for t in timeouts]
+        for index, ticks, second_after, twice in cancellations:
+            for _ in range(ticks):
+                await asyncio.sleep(0)
+            tasks[index].cancel()
+            if twice:
+                for _ in range(second_after):
+                    await asyncio.sleep(0)
+                tasks[index].cancel()
+        outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+        for outcome in outcomes:
+            assert isinstance(outcome, (Job, JobPollError, asyncio.CancelledError)), outcome
+        async with asyncio.timeout(30):  # a bound on a hang, never reached when it serves
+            again = await asyncio.gather(*(client.get_job(job_id) for _ in range(12)))
+        assert all(job.id == job_id for job in again)
+
+
+@pytest.mark.parametrize("value", [0, -1.0, math.nan, math.inf, True, "5"])
+def test_a_ceiling_that_is_no_rate_is_a_configuration_error(value: object) -> None:
+    said = "max_rate must be a positive number of requests a second"
+    with pytest.raises(ConfigurationError, match=said):
+        JobsClient("k" * 20, base_url="http://127.0.0.1:1", max_rate=value)  # type: ignore[arg-type]
