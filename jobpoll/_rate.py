@@ -48,8 +48,12 @@ BETA = 0.9
 BACKOFF = 0.5
 #: The rate grows back to the peak in at least this many seconds...
 PROBE_SECONDS = 3.0
-#: ...and over at least this many requests.
+#: ...and over at least this many requests, but in no more than `PROBE_SECONDS_MOST`: a
+#: peak measured low (a client that sent little when refused) is left behind in minutes.
 PROBE_REQUESTS = 30.0
+PROBE_SECONDS_MOST = 30.0
+#: The answers of the last this many seconds tell whether the service keeps up with the rate.
+RECENT_SECONDS = 10.0
 #: The longest a `Retry-After` holds the rate (its request waits as long as the wait's policy
 #: allows): a client whose other requests are accepted meanwhile goes on learning.
 MAX_HOLD = 30.0
@@ -118,7 +122,7 @@ class RateControl:
         elif peak is None:
             rate = base * 2.0 ** min(elapsed / DOUBLING, 64.0)
         else:
-            x = elapsed / max(PROBE_SECONDS, PROBE_REQUESTS / peak) - 1.0
+            x = elapsed / min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST) - 1.0
             if x <= 0:
                 rate = peak + (peak - min(base, peak)) * x**3
             else:
@@ -169,6 +173,7 @@ class RateControl:
             return False
         state = self.state
         measured = self.measured(now)
+        current = self.rate_at(now)
         if measured is not None:
             state.peak = max(measured, MIN_RATE)
             rate = BETA * measured
@@ -176,7 +181,7 @@ class RateControl:
             since = now - (now if self.started_at is None else self.started_at)
             rate = max(self.accepted / max(since, 1.0), FIRST_RATE)
         else:
-            rate = BACKOFF * self.rate_at(now)
+            rate = BACKOFF * current
         if self.max_rate is not None:
             rate = min(rate, self.max_rate)
         state.rate = max(rate, MIN_RATE)
@@ -204,11 +209,16 @@ class RateControl:
         return (count - 1) / (newest - oldest)
 
     def recent_rate(self, now: float) -> float:
-        """The accepted rate over the answers kept (0 with fewer than two)."""
-        answers = self.answers
-        if len(answers) < 2:
+        """The accepted rate over the answers of the last `RECENT_SECONDS` (0 with fewer than
+        two)."""
+        count, oldest = 0, now
+        for at in reversed(self.answers):
+            if at < now - RECENT_SECONDS:
+                break
+            count, oldest = count + 1, at
+        if count < 2:
             return 0.0
-        return (len(answers) - 1) / max(now - answers[0], 1e-3)
+        return (count - 1) / max(now - oldest, 1e-3)
 
     def adopt(
         self, state: RateState, cuts: int, hold_until: float, answers: Iterable[float]
@@ -221,7 +231,7 @@ class RateControl:
             self.answers.clear()
             self.growing_since = None
         if state.rate is None and self.max_rate is not None:
-            state = attrs.evolve(state, rate=self.max_rate)
+            state = attrs.evolve(state, rate=max(self.max_rate, MIN_RATE))
         self.state = state
         self.cuts = cuts
         self.hold_until = hold_until

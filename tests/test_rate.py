@@ -289,8 +289,8 @@ def test_against_a_bucket_that_answers_bare_503s_it_keeps_near_the_limit(
 @pytest.mark.xfail(
     strict=True,
     reason="a peak measured while the client sent little (its own demand, not the limit) is"
-    " probed above on a curve scaled to PROBE_REQUESTS at that peak, and capped at twice the"
-    " rate accepted over the last 256 answers: from 0.2 a second, 50 a second takes ~25 min",
+    " probed above on a cubic scaled to that peak (30 s, PROBE_SECONDS_MOST): from 0.2 a"
+    " second, 50 a second takes minutes, not one",
 )
 def test_a_peak_measured_while_sending_little_does_not_hold_a_busy_client_down() -> None:
     """A lone wait polling every 10 s meets two refusals (another client of the key used the
