@@ -5,6 +5,7 @@ a typed error (what aiohttp raised is mapped in `_transport`, the answer read in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
 import time
@@ -13,7 +14,6 @@ from typing import Self
 from uuid import UUID
 
 import aiohttp
-import attrs
 from multidict import CIMultiDict
 
 from jobpoll._answer import error_of, job_of
@@ -68,12 +68,9 @@ class JobsClient:
             `wait_for_jobs` sends up to at once (100, as aiohttp's default).
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
-        max_rate: the most requests a second the client sends, for a user who knows the
-            key's quota; None: no ceiling. Either way the client learns the rate the service
-            accepts from its refusals (429, 503) and keeps under it; see "Rate limits" in the
-            README.
-        clock, sleep: the monotonic clock and the sleep the client's rate is kept with; a
-            test in virtual time gives the same as its `PollPolicy`'s.
+        max_rate: the most requests a second the client sends (a known quota); either way it
+            learns the rate the service accepts from its refusals (README: "Rate limits").
+        clock, sleep: what the client's rate is kept with (a test's virtual clock).
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -143,9 +140,8 @@ class JobsClient:
 
     @property
     def pool_size(self) -> int:
-        """How many requests the client can have out at once without queueing for a
-        connection: for a caller's session, the smaller of its connector's `limit` and
-        `limit_per_host` that are set, else `max_connections`."""
+        """How many requests can be out at once without queueing for a connection: for a
+        caller's session, its connector's `limit` or `limit_per_host`, else `max_connections`."""
         if self._owns_session or self._session is None or self._session.connector is None:
             return self._max_connections
         connector = self._session.connector
@@ -159,23 +155,16 @@ class JobsClient:
 
     @property
     def rate(self) -> float:
-        """The requests a second the client holds itself to now: `math.inf` until the service
-        has refused a request (and no `max_rate` was given)."""
+        """The requests a second the client holds itself to now (`math.inf`: none yet)."""
         return self._gate.rate()
 
     def learned_rate(self, now: float) -> RateState | None:
-        """What the client learned of the service's rate limit (None: nothing), its time on a
-        clock that reads `now` (a checkpoint's): what a fan-out's checkpoint carries."""
-        state = self._gate.control.state
-        if state.rate is None:
-            return None
-        return attrs.evolve(state, cut_at=now - (self._gate.clock() - state.cut_at))
+        """What a fan-out's checkpoint carries (`Gate.learned`)."""
+        return self._gate.learned(now)
 
     def resume_rate(self, saved: RateState, now: float) -> None:
-        """Go on from a rate learned before, its time on a clock that reads `now`, unless
-        this client has learned its own."""
-        gate = self._gate
-        gate.restore(attrs.evolve(saved, cut_at=gate.clock() - (now - saved.cut_at)))
+        """Go on from a checkpoint's rate (`Gate.resume`)."""
+        self._gate.resume(saved, now)
 
     @property
     def max_body_size(self) -> int:
@@ -259,8 +248,10 @@ class JobsClient:
         gate = self._gate
         if not paced:
             outcome = await self._send(session, job_id, timeout)
-        elif gate.engaged:
-            outcome = await self._poll_in_turn(session, job_id, timeout)
+        elif gate.engaged:  # waits its turn first (a slow start, or a rate)
+            outcome = await gate.in_turn(
+                functools.partial(self._send, session, job_id), job_id, timeout
+            )
         else:  # the way of every request while the service has refused none
             sent_in = gate.control.cuts
             outcome = await self._send(session, job_id, timeout)
@@ -271,38 +262,6 @@ class JobsClient:
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler
-
-    async def _poll_in_turn(
-        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
-    ) -> Job | JobPollError:
-        """A poll that waits its turn at the gate first (slow start, or a rate)."""
-        gate = self._gate
-        if seconds is not None:
-            check_positive("timeout", seconds)
-        waited = await gate.enter(seconds)
-        if waited is None or (seconds is not None and seconds - waited <= 0):
-            if waited is not None:
-                gate.leave(None, gate.control.cuts)
-            return self._no_turn(job_id, seconds)
-        sent_in = gate.control.cuts
-        outcome: Job | JobPollError | None = None
-        try:
-            outcome = await self._send(
-                session, job_id, None if seconds is None else seconds - waited
-            )
-        finally:
-            gate.leave(outcome, sent_in)
-        return outcome
-
-    def _no_turn(self, job_id: str, seconds: float | None) -> TransportError:
-        rate = self._gate.rate()
-        held = "" if rate == math.inf else f" (it holds its requests to {rate:.3g} a second)"
-        return TransportError(
-            f"request for job {job_id!r} not sent: the client had no turn for it within its "
-            f"timeout of {seconds:g} s{held}",
-            job_id=job_id,
-            transient=True,
-        )
 
     async def _send(
         self, session: aiohttp.ClientSession, job_id: str, seconds: float | None

@@ -22,7 +22,11 @@ import math
 from collections import deque
 from collections.abc import Awaitable, Callable
 
-from jobpoll._errors import JobPollError
+import attrs
+
+from jobpoll._config import check_positive
+from jobpoll._errors import JobPollError, TransportError
+from jobpoll._models import Job
 from jobpoll._rate import RateControl
 from jobpoll._state import RateState
 
@@ -53,6 +57,36 @@ class Gate:
         self._head_taken = False
         #: Whether a request may have to wait: the one test on the way of every request.
         self.engaged = self.window > 0 or self.control.limited
+
+    async def in_turn(
+        self,
+        send: Callable[[float | None], Awaitable[Job | JobPollError]],
+        job_id: str,
+        seconds: float | None,
+    ) -> Job | JobPollError:
+        """`send(timeout)` once it is the request's turn, with what is left of its timeout
+        (`seconds`); a `TransportError` if no turn came within it."""
+        if seconds is not None:
+            check_positive("timeout", seconds)
+        waited = await self.enter(seconds)
+        if waited is None or (seconds is not None and seconds - waited <= 0):
+            if waited is not None:
+                self.leave(None, self.control.cuts)
+            rate = self.rate()
+            held = "" if rate == math.inf else f" (it holds its requests to {rate:.3g} a second)"
+            return TransportError(
+                f"request for job {job_id!r} not sent: the client had no turn for it within its"
+                f" timeout of {seconds:g} s{held}",
+                job_id=job_id,
+                transient=True,
+            )
+        sent_in = self.control.cuts
+        outcome: Job | JobPollError | None = None
+        try:
+            outcome = await send(None if seconds is None else seconds - waited)
+        finally:
+            self.leave(outcome, sent_in)
+        return outcome
 
     async def enter(self, within: float | None) -> float | None:
         """Wait for this request's turn: the seconds waited, or None if its turn would come
@@ -184,9 +218,22 @@ class Gate:
         self.engaged = control.limited or self.window > 0
         self._hand_on()
 
-    def restore(self, saved: RateState) -> None:
-        """Go on from a rate learned before (`RateControl.restore`)."""
-        self.control.restore(saved)
+    def learned(self, now: float) -> RateState | None:
+        """What the client learned of the service's rate limit (None: nothing), its time on a
+        clock that reads `now` (a checkpoint's)."""
+        state = self.control.state
+        if state.rate is None:
+            return None
+        return attrs.evolve(state, cut_at=now - (self.clock() - state.cut_at))
+
+    def resume(self, saved: RateState, now: float) -> None:
+        """Go on from a rate learned before, its time on a clock that reads `now`, unless
+        this client has learned its own (`RateControl.restore`)."""
+        self.control.restore(attrs.evolve(saved, cut_at=self.clock() - (now - saved.cut_at)))
+        if self.control.limited:
+            self.window = 0
+            self.engaged = True
+            self._hand_on()
         if self.control.limited:
             self.window = 0
             self.engaged = True
