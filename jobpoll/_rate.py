@@ -235,7 +235,11 @@ class RateControl:
         self.state = state
         self.cuts = cuts
         self.hold_until = hold_until
-        self.answers.extend(answers)
+        # Several controllers' answers come in the order they were counted, not quite the
+        # order of their times: the measures read them oldest first.
+        merged = sorted([*self.answers, *answers])
+        self.answers.clear()
+        self.answers.extend(merged[-KEPT:])
         if self.growing_since is None and self.answers:
             self.growing_since = self.answers[0]  # the first accepted since the cut
 
