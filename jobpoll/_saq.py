@@ -288,14 +288,19 @@ class SaqWaits:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
         longest = max(HORIZON, self.policy.max_interval)
         turn = await self._links.begin(job_id, step, self._rate, longest)
+        while turn is not None and turn.taken and turn.delay > 0:
+            await self.policy.sleep(turn.delay)
+            if self._rate.control.cuts == turn.sent_in:
+                break
+            # The fleet's rate was cut while this poll slept (this worker's other links saw
+            # it): a turn taken at the old rate would be refused too, so take one anew.
+            turn = await self._links.begin(job_id, step, self._rate, longest)
         if turn is None:
             return "superseded"
         if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
             due = time.time() + max(0.0, turn.delay - HORIZON)
             await self._links.hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
-        if turn.delay > 0:
-            await self.policy.sleep(turn.delay)
         link = Link(self._links, self.policy, client, self._rate, job_id, step)
         return await link.poll(checkpoint, timeout, turn.sent_in)
 
