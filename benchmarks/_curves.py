@@ -7,7 +7,7 @@ until its end, when it is FINISHED. Every draw comes from `random.Random(f"{seed
 without changing the jobs of the others.
 
 Durations (queue included) are log-uniform from `SHORTEST` to `LONGEST`: as many jobs of
-seconds as of hours, per factor of time.
+seconds as of hours, per factor of time; day-long jobs from `LONGEST` to `DAY`.
 """
 
 from __future__ import annotations
@@ -18,8 +18,9 @@ import random
 from collections.abc import Callable
 from dataclasses import dataclass
 
-SHORTEST = 10.0
+SHORTEST = 20.0
 LONGEST = 4 * 3600.0
+DAY = 24 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -125,6 +126,53 @@ def _abrupt(rng: random.Random) -> Callable[[float], float]:
     return lambda x: last * x
 
 
+def _speeds_up(_rng: random.Random) -> Callable[[float], float]:
+    # 62.5% a unit of time for four fifths (to 50%), then 4x as fast: 250% a unit.
+    return lambda x: 62.5 * x if x < 0.8 else 50 + 250 * (x - 0.8)
+
+
+def _chunks(rng: random.Random) -> Callable[[float], float]:
+    # 3 to 10 chunks of random size at random moments; the last one is the end itself.
+    count = rng.randint(3, 10)
+    moments = sorted(rng.random() for _ in range(count - 1))
+    sizes = [rng.random() + 0.1 for _ in range(count)]
+    levels = [0.0]
+    for size in sizes[:-1]:
+        levels.append(levels[-1] + 100 * size / sum(sizes))
+    return lambda x: levels[bisect.bisect_right(moments, x)]
+
+
+def _restarts(rng: random.Random) -> Callable[[float], float]:
+    # Steady to 20% to 80%, back to 0, once or twice; the last run goes to 100.
+    runs = [rng.uniform(20, 80) for _ in range(rng.randint(1, 2))] + [100.0]
+    total = sum(runs)
+    starts = [sum(runs[:i]) / total for i in range(len(runs) + 1)]
+
+    def curve(x: float) -> float:
+        i = min(len(runs) - 1, bisect.bisect_right(starts, x) - 1)
+        return runs[i] * (x - starts[i]) / (starts[i + 1] - starts[i])
+
+    return curve
+
+
+def _long_tail(rng: random.Random) -> Callable[[float], float]:
+    at = rng.uniform(0.3, 0.7)  # 99% reached at this share of the time, kept until the end
+    return lambda x: min(99.0, 99 * x / at)
+
+
+def _noisy(rng: random.Random) -> Callable[[float], float]:
+    return _rates(rng, rng.randint(20, 40), 0.5, 2.0)
+
+
+def _thirds(_rng: random.Random) -> Callable[[float], float]:
+    return lambda x: 33 * math.floor(3 * x + 1e-9)
+
+
+def _fast_then_crawl(rng: random.Random) -> Callable[[float], float]:
+    level, at = rng.uniform(60, 90), rng.uniform(0.05, 0.2)
+    return _piecewise([0.0, at, 1.0], [0.0, level, 100.0])
+
+
 @dataclass(frozen=True)
 class Family:
     """A family of progress curves, and how one is drawn."""
@@ -133,6 +181,8 @@ class Family:
     describe: str
     draw: Callable[[random.Random], Callable[[float], float]] | None  # None: no progress
     queued: bool = False
+    longest: float = LONGEST
+    shortest: float = SHORTEST
 
 
 FAMILIES = (
@@ -159,13 +209,35 @@ FAMILIES = (
     Family("pauses", "steady with 1 to 3 pauses, together 10% to 40% of the time", _pauses),
     Family("abrupt end", "steady, but ends while reporting 90% to 99%", _abrupt),
     Family("no progress", "0% until the end", None),
+    Family("speeds up", "62.5 x, 4x as fast in its last fifth (50% to 100%)", _speeds_up),
+    Family(
+        "random chunks", "3 to 10 jumps of random size at random moments; the last ends it", _chunks
+    ),
+    Family("restarts", "steady to 20% to 80%, back to 0, once or twice, then to 100", _restarts),
+    Family(
+        "long tail", "steady to 99% at 30% to 70% of the time, then 99% until the end", _long_tail
+    ),
+    Family(
+        "day-long",
+        "the rate changes 1 to 4 times by 1/3x to 3x; 4 h to 24 h",
+        _changing,
+        longest=DAY,
+        shortest=LONGEST,
+    ),
+    Family("noisy rate", "the rate changes 20 to 40 times, by 1/2x to 2x each", _noisy),
+    Family("steps of a third", "0, 33, 66%, then the end", _thirds),
+    Family(
+        "fast then crawl",
+        "60% to 90% in the first 5% to 20% of the time, then a crawl",
+        _fast_then_crawl,
+    ),
 )
 
 
 def draw_job(family: Family, seed: int, index: int) -> SimJob:
     """Job `index` of `family` for `seed`."""
     rng = random.Random(f"{seed}/{family.name}/{index}")
-    duration = math.exp(rng.uniform(math.log(SHORTEST), math.log(LONGEST)))
+    duration = math.exp(rng.uniform(math.log(family.shortest), math.log(family.longest)))
     curve = family.draw(rng) if family.draw is not None else None
     queued, queued_as = 0.0, "SCHEDULED"
     if family.queued:

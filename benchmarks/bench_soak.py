@@ -106,7 +106,7 @@ SLOW_ANSWER = 2 * REQUEST_TIMEOUT
 POLICY_OPTIONS: dict[str, Any] = {
     "initial": 0.05,
     "max_interval": 0.25,
-    "max_estimated_interval": 0.5,
+    "max_lateness": 0.25,
     "max_retry_after": 0.1,
     "max_failures": 1000,
 }

@@ -1,6 +1,6 @@
 """Checkpoints: a header (version, when taken, timeout, deadline) and the wait's `JobState`
 records as `_saved` writes them. Reading one back is strict: what this jobpoll did not write
-is a `CheckpointError` naming the field, never a silent restart. Version 1 is upgraded.
+is a `CheckpointError` naming the field, never a silent restart. Versions 1 and 2 are upgraded.
 """
 
 from __future__ import annotations
@@ -18,10 +18,10 @@ from jobpoll._ids import check_job_id, same_job_id
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saved import Timebase, converter, restore_state, saved_state
-from jobpoll._state import JobState, PaceState
+from jobpoll._state import JobState, PaceState, RateState
 
-#: The version of the checkpoint format written; `_plain` upgrades the older one.
-VERSION = 2
+#: The version of the checkpoint format written; `_plain` upgrades the older ones.
+VERSION = 3
 
 
 @attrs.frozen(kw_only=True)
@@ -45,12 +45,11 @@ class JobCheckpoint(WaitCheckpoint):
 @attrs.frozen(kw_only=True)
 class FanoutCheckpoint(WaitCheckpoint):
     """The checkpoint of a `JobsWait`: `jobs` taken in and not reported (those ready but not
-    handed out included), `unstarted` ids not taken in yet, and the fleet's `window` (how
-    many polls may be in flight) and `pause_until`."""
+    handed out included), `unstarted` ids not taken in yet, and `rate`: what the client had
+    learned of the service's rate limit (None: nothing)."""
 
     polls: int = attrs.field(validator=attrs.validators.ge(0))
-    window: int = attrs.field(validator=attrs.validators.ge(0))
-    pause_until: datetime | None
+    rate: RateState | None
     jobs: list[JobState]
     unstarted: list[str]
 
@@ -174,6 +173,14 @@ def _upgrade_from_1(data: dict[str, Any]) -> dict[str, Any]:
     return {**data, "version": VERSION}
 
 
+def _upgrade_from_2(data: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 held a fan-out's window and pause, which the client's rate replaced."""
+    if "jobs" in data:
+        data = {k: v for k, v in data.items() if k not in ("window", "pause_until")}
+        data["rate"] = None
+    return {**data, "version": VERSION}
+
+
 _T = TypeVar("_T")
 
 
@@ -186,10 +193,12 @@ def _plain(data: object) -> dict[str, Any]:
     version = data.get("version")
     if type(version) is int and version == 1:
         data = _upgrade_from_1(data)
+    if type(version) is int and version in (1, 2):
+        data = _upgrade_from_2(data)
     elif version != VERSION or type(version) is not int:
         raise CheckpointError(
             f"checkpoint version {version!r:.40} is not one this jobpoll reads"
-            f" ({VERSION}, or 1 upgraded)"
+            f" ({VERSION}, or 1 and 2 upgraded)"
         )
     return data
 

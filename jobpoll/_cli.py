@@ -83,10 +83,11 @@ def status(
     as_json: bool,
     base_url: str | None,
     api_key_file: Path | None,
+    max_rate: float | None,
 ) -> int:
     """Show each job's status now: one poll each, a table (or JSON lines)."""
     job_ids = read_ids(ids, files)
-    client = make_client(base_url, api_key_file)
+    client = make_client(base_url, api_key_file, max_rate)
     loop = CommandLoop()
     return loop.run(lambda: show_status(client, job_ids, loop.out, as_json=as_json))
 
@@ -135,6 +136,7 @@ def wait(
     connect_grace: float,
     base_url: str | None,
     api_key_file: Path | None,
+    max_rate: float | None,
 ) -> int:
     """Wait for jobs to end: ids as arguments, from files (-f), or from stdin (-).
 
@@ -145,7 +147,7 @@ def wait(
     was written for --heartbeat seconds, and a "summary" line last.
     """
     job_ids = read_ids(ids, files)
-    client = make_client(base_url, api_key_file)
+    client = make_client(base_url, api_key_file, max_rate)
     try:
         policy = PollPolicy(
             initial=min(2.0, max_interval),

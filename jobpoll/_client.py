@@ -5,8 +5,11 @@ a typed error (what aiohttp raised is mapped in `_transport`, the answer read in
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import math
+import time
+from collections.abc import Awaitable, Callable
 from typing import Self
 from uuid import UUID
 
@@ -23,9 +26,11 @@ from jobpoll._config import (
     endpoint_of,
 )
 from jobpoll._errors import ClientStateError, JobPollError, TransportError
+from jobpoll._gate import Gate
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
 from jobpoll._redact import Redactor
+from jobpoll._state import RateState
 from jobpoll._transport import Failure, TransportFailures, refuse_plain_proxy
 from jobpoll._version import __version__
 
@@ -63,6 +68,9 @@ class JobsClient:
             `wait_for_jobs` sends up to at once (100, as aiohttp's default).
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
+        max_rate: the most requests a second the client sends (a known quota); either way it
+            learns the rate the service accepts from its refusals (README: "Rate limits").
+        clock, sleep: what the client's rate is kept with (a test's virtual clock).
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -80,6 +88,9 @@ class JobsClient:
         total_timeout: float = 30.0,
         max_connections: int = 100,
         max_body_size: int = 1 << 20,
+        max_rate: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
     ) -> None:
         base_url = base_url_or_environment(base_url)
         self._endpoint = endpoint_of(base_url)
@@ -113,6 +124,9 @@ class JobsClient:
         self._reached = False  # has any HTTP answer come back (any status)?
         self._warned = False  # was the first failure before any answer logged at WARNING?
         self._found = False  # has any job been read?
+        if max_rate is not None:
+            check_positive("max_rate", max_rate, unit="requests a second")
+        self._gate = Gate(max_rate, self.pool_size, clock, sleep)
 
     @property
     def base_url(self) -> str:
@@ -126,14 +140,31 @@ class JobsClient:
 
     @property
     def pool_size(self) -> int:
-        """How many requests the client can have out at once without queueing for a
-        connection: for a caller's session, the smaller of its connector's `limit` and
-        `limit_per_host` that are set, else `max_connections`."""
+        """How many requests can be out at once without queueing for a connection: for a
+        caller's session, its connector's `limit` or `limit_per_host`, else `max_connections`."""
         if self._owns_session or self._session is None or self._session.connector is None:
             return self._max_connections
         connector = self._session.connector
         limits = [limit for limit in (connector.limit, connector.limit_per_host) if limit > 0]
         return min(limits, default=self._max_connections)
+
+    @property
+    def max_rate(self) -> float | None:
+        """The ceiling on requests a second the client was given, if any."""
+        return self._gate.control.max_rate
+
+    @property
+    def rate(self) -> float:
+        """The requests a second the client holds itself to now (`math.inf`: none yet)."""
+        return self._gate.rate()
+
+    def learned_rate(self, now: float) -> RateState | None:
+        """What a fan-out's checkpoint carries (`Gate.learned`)."""
+        return self._gate.learned(now)
+
+    def resume_rate(self, saved: RateState, now: float) -> None:
+        """Go on from a checkpoint's rate (`Gate.resume`)."""
+        self._gate.resume(saved, now)
 
     @property
     def max_body_size(self) -> int:
@@ -188,6 +219,7 @@ class JobsClient:
         job_id: str | UUID,
         *,
         timeout: float | None = None,  # noqa: ASYNC109
+        paced: bool = True,
     ) -> Job:
         """Fetch one job's current state.
 
@@ -195,6 +227,9 @@ class JobsClient:
             job_id: the job's id (sent as the `jobId` query parameter, never in the path).
             timeout: if given, the most seconds this one request may take; it shortens (never
                 lengthens) the client's timeouts, so a wait can keep within its deadline.
+            paced: False: sent at once, outside the client's rate, and its answer teaches
+                that rate nothing: for requests paced elsewhere (`jobpoll.saq`'s workers
+                share one rate through Redis).
 
         Returns:
             The job as the server reported it, its `id` as `job_id` spells it (see `Job.id`).
@@ -208,13 +243,29 @@ class JobsClient:
             TransportError: no answer (refused, reset, timed out, a TLS or DNS failure).
             DecodeError: the answer is not a valid job.
         """
-        outcome = await self._poll(check_job_id(job_id), timeout)
+        job_id = check_job_id(job_id)
+        session = self._open_session()
+        gate = self._gate
+        if not paced:
+            outcome = await self._send(session, job_id, timeout)
+        elif gate.engaged:  # waits its turn first (a slow start, or a rate)
+            outcome = await gate.in_turn(
+                functools.partial(self._send, session, job_id), job_id, timeout
+            )
+        else:  # the way of every request while the service has refused none
+            sent_in = gate.control.cuts
+            outcome = await self._send(session, job_id, timeout)
+            if type(outcome) is Job and not gate.engaged:
+                gate.control.answered(0.0)
+            else:
+                gate.leave(outcome, sent_in)
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler
 
-    async def _poll(self, job_id: str, seconds: float | None) -> Job | JobPollError:
-        session = self._open_session()
+    async def _send(
+        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
+    ) -> Job | JobPollError:
         request_timeout = self._timeout if seconds is None else self._shortened(seconds)
         if self._plain_http and not self._owns_session:
             refuse_plain_proxy(session, self._endpoint)

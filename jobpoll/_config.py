@@ -103,12 +103,12 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def check_positive(name: str, value: float, *, whole: bool = False) -> None:
+def check_positive(name: str, value: float, *, whole: bool = False, unit: str = "seconds") -> None:
     """A `ConfigurationError` unless `value` is a finite number above 0 (a whole one when
-    `whole`); a bool is no number here."""
+    `whole`) of `unit`; a bool is no number here."""
     kind = int if whole else (int, float)
     if isinstance(value, bool) or not isinstance(value, kind) or not 0 < value < math.inf:
-        noun = "a positive whole number" if whole else "a positive number of seconds"
+        noun = "a positive whole number" if whole else f"a positive number of {unit}"
         raise ConfigurationError(f"{name} must be {noun}, got {value!r}")
 
 

@@ -107,12 +107,10 @@ class JobsWait:
     (`RuntimeError` otherwise). Cancelling that task cancels the polls in flight; iterating
     again polls those jobs anew. Ids may keep coming, from an async iterable (it ends once
     that is exhausted and every job reported) and from `add(ids)`; they are set up a slice
-    at a time, so a million ids never stall the event loop. The first polls go out at once,
-    `max_in_flight` at a time. When the server answers 429 or 503, the number of requests in
-    flight is halved, then grows back by one with each answer, and every job's polls pause
-    together (for `Retry-After` when given, else for a pause that doubles from
-    `policy.initial` up to `policy.max_interval`); a stray one (no `Retry-After`, after an
-    answer that was not throttled) only halves the window.
+    at a time, so a million ids never stall the event loop. At most `max_in_flight` polls
+    are out at once. How fast they leave is the client's: it learns the rate the service
+    accepts from its refusals (429, 503) and holds every request it sends to it, this
+    fan-out's and any other's (see `JobsClient`'s `max_rate`).
     """
 
     def __init__(self, jobs: Scheduler) -> None:
@@ -249,14 +247,15 @@ class JobsWait:
 
         It holds every job not reported yet (as `JobWait.checkpoint()` holds one), results
         not handed out (also those a cancelled `await` had collected), the ids not set up
-        yet, the deadline, and the fleet's window and pause. On resuming, a job whose poll
+        yet, the deadline, and what the client learned of the service's rate limit (a
+        resumed fan-out starts at that rate). On resuming, a job whose poll
         was in flight, or whose result was an error, is polled at once; one seen ended is
         handed out at once. Not in it: the jobs reported, an async source's ids not read
         yet (resume with those), and values that could never be sent. Safe at any moment,
         from any task, also once closed; it sends nothing. About 0.9 KB of JSON per job.
         """
         jobs = self._jobs
-        rules, fleet, table = jobs.rules, jobs.fleet, jobs.table
+        rules, table = jobs.rules, jobs.table
         base = Timebase(rules.policy)
         now = base.now
         states = []
@@ -270,12 +269,15 @@ class JobsWait:
             timeout=rules.timeout,
             deadline=None if rules.deadline is None else base.to_utc(rules.deadline),
             polls=jobs.polls,
-            window=fleet.window,
-            pause_until=base.to_utc(fleet.resume_at) if fleet.resume_at > now else None,
+            rate=None,
             jobs=[],
             unstarted=jobs.intake.unstarted(),
         )
-        return dump(header, states)
+        data = dump(header, states)
+        learned = jobs.client.learned_rate(now)
+        if learned is not None:  # its times moved by the one rule, as the jobs' are
+            data["rate"] = saved_state(learned, base)
+        return data
 
     def _pending(self, now: float) -> list[tuple[int, float | None]]:
         """The rows of the jobs not reported, each with when its next poll is due."""
@@ -302,8 +304,8 @@ class JobsWait:
         if saved.deadline is not None:
             rules.deadline = base.from_utc(saved.deadline)
         jobs.polls = saved.polls
-        pause = saved.pause_until
-        jobs.fleet.restore(saved.window, None if pause is None else base.due(pause.timestamp()))
+        if saved.rate is not None:
+            jobs.client.resume_rate(restore_state(saved.rate, base), base.now)
         jobs.intake.restored([state.job_id for state in saved.jobs])
         for state in saved.jobs:
             row = jobs.table.add(restore_state(state, base))

@@ -36,9 +36,13 @@ def with_options(options: Sequence[Callable[[_F], _F]]) -> Callable[[_F], _F]:
 
 
 def _seconds(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    return _positive(value, "seconds")
+
+
+def _positive(value: float | None, unit: str) -> float | None:
     # click's `FloatRange` lets NaN and infinity through.
     if value is not None and not 0 < value < math.inf:
-        raise click.BadParameter(f"{value!r} is not a positive number of seconds")
+        raise click.BadParameter(f"{value!r} is not a positive number of {unit}")
     return value
 
 
@@ -83,6 +87,15 @@ CONNECTION_OPTIONS = (
         help=f"Read the API key from FILE (its first line) [default: the {API_KEY_ENV}"
         " environment variable]. The key is never taken as an argument, which other users of"
         " the machine could see.",
+    ),
+    click.option(
+        "--max-rate",
+        type=float,
+        callback=lambda _ctx, _param, value: _positive(value, "requests a second"),
+        metavar="N",
+        default=None,
+        help="Send at most N requests a second (the key's quota, if known). Without it the"
+        " rate the service accepts is learned from its refusals (429, 503).",
     ),
     click.option(
         "-v",
@@ -161,7 +174,9 @@ def _read_text(source: str | Path, cannot: str) -> str:
         raise Failure(f"{cannot}: not UTF-8 text") from None
 
 
-def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
+def make_client(
+    base_url: str | None, api_key_file: Path | None, max_rate: float | None
+) -> JobsClient:
     """The client the options and environment describe; a `Failure` for a missing or
     unusable key or URL."""
     key, source = _api_key(api_key_file)
@@ -170,7 +185,7 @@ def make_client(base_url: str | None, api_key_file: Path | None) -> JobsClient:
     except ConfigurationError as exc:
         raise Failure(f"{source}: {exc}") from None
     try:
-        return JobsClient(key, base_url=base_url)
+        return JobsClient(key, base_url=base_url, max_rate=max_rate)
     except ConfigurationError as exc:
         raise Failure(f"--base-url: {exc}" if base_url is not None else str(exc)) from None
 

@@ -17,10 +17,9 @@ if TYPE_CHECKING:
 
 #: Statuses of a job that has not started: it cannot finish before it runs.
 QUEUED = frozenset({"CREATED", "PERSISTED", "SCHEDULED", "WAITING"})
-#: While the end may come at any moment, the tolerance (`lateness` of the job's age) is
-#: capped at this many times `max_interval`: half as long again as a blind wait (45 s by
-#: default), as for a job that reports nothing; its p95 lateness stays below plain backoff's.
-_STILL = 1.5
+#: While the end may come at any moment, a job is polled every this share of its age (up to
+#: `max_lateness`): a job of seconds is seen within seconds, not `max_lateness` late.
+_SHARE_OF_AGE = 0.3
 #: How many moves in a row must be slower than the move before them for a job to count as
 #: slowing down: fewer could be the chance of when the polls fell within each move.
 _FALLS = 3
@@ -28,7 +27,7 @@ _FALLS = 3
 
 def longest_delay(policy: PollPolicy) -> float:
     """The longest a wait of `policy` can wait between two polls (a `Retry-After` included)."""
-    return max(policy.max_estimated_interval, _STILL * policy.max_interval, policy.max_retry_after)
+    return max(policy.max_estimated_interval, policy.max_interval, policy.max_retry_after)
 
 
 @attrs.define(eq=False)
@@ -65,9 +64,11 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
         s.phase_progress = progress
         s.middle_progress = -1
         s.slower_moves = 0
+        s.jumps = 0
         s.last_at, s.last_progress, s.value_seen_at = now, progress, now
         return _unmoved(policy, s, now)
-    if progress > s.last_progress:
+    moved = progress > s.last_progress
+    if moved:
         s.step = math.gcd(s.step, progress)
         if s.middle_progress < 0:  # the first move: the window starts here
             s.window_at, s.window_progress = now, progress
@@ -82,6 +83,8 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
             s.previous_at, s.previous_progress = s.value_seen_at, s.last_progress
         s.poll_before_at, s.value_seen_at = s.last_at, now
     s.last_at, s.last_progress = now, progress
+    if moved and _jumped(s):
+        s.jumps = min(s.jumps + 1, 100)  # one says the job may jump to its end
     if s.middle_progress < 0:
         return _unmoved(policy, s, now)
     return _estimated(policy, s, now)
@@ -89,10 +92,14 @@ def answered(policy: PollPolicy, s: PaceState, now: float, job: Job) -> float:
 
 def failed(policy: PollPolicy, s: PaceState) -> float:
     """The delay after a failed poll (before any `Retry-After`): the next blind delay."""
+    return policy.jittered(_blind(policy, s))
+
+
+def _blind(policy: PollPolicy, s: PaceState) -> float:
     table = policy.blind_delays
     delay = table[min(s.blind_index, len(table) - 1)]
     s.blind_index += 1
-    return policy.jittered(delay)
+    return delay
 
 
 def time_left(s: PaceState, now: float) -> float | None:
@@ -130,19 +137,16 @@ def _slowed(policy: PollPolicy, s: PaceState, now: float, progress: int) -> None
 
 
 def _tolerance(policy: PollPolicy, s: PaceState, now: float) -> float:
-    return min(
-        max(policy.initial, policy.lateness * (now - s.started_at)),
-        _STILL * policy.max_interval,
-    )
+    share = _SHARE_OF_AGE if policy.lateness is None else policy.lateness
+    return min(max(policy.initial, share * (now - s.started_at)), policy.max_lateness)
 
 
 def _unmoved(policy: PollPolicy, s: PaceState, now: float) -> float:
+    blind = _blind(policy, s)
     if s.status in QUEUED:
-        still = min((now - s.started_at) / policy.drift, policy.max_estimated_interval)
-    else:
-        still = _tolerance(policy, s, now)
-    blind = failed(policy, s)
-    return max(blind, policy.jittered(still))
+        still = (now - s.started_at) / policy.drift
+        return policy.jittered(min(max(blind, still), policy.max_estimated_interval))
+    return policy.jittered(min(max(blind, _tolerance(policy, s, now)), policy.max_lateness))
 
 
 def _fastest(s: PaceState, now: float) -> float:
@@ -176,32 +180,50 @@ def _reaches(policy: PollPolicy, s: PaceState, now: float, target: int, pace: fl
     return s.phase_started_at + age * math.pow(1 + power * left / (pace * age), 1 / power)
 
 
+def _jumped(s: PaceState) -> bool:
+    # Whether the move just read was a jump: after reading one value for `flat` seconds, a
+    # job that moves smoothly made less than a step in them, so in the `gap` to the next
+    # reading it makes at most a step per `flat`, the step in progress, and a step of
+    # rounding. A job that has jumped may jump to its end at any moment.
+    if s.value_seen_at <= s.first_move_at:
+        before_at, before = s.phase_started_at, s.phase_progress
+    else:
+        before_at, before = s.previous_at, s.previous_progress
+    flat, gap = s.poll_before_at - before_at, s.value_seen_at - s.poll_before_at
+    return flat > 0 and s.last_progress - before > s.step * (2 + gap / flat)
+
+
 def _estimated(policy: PollPolicy, s: PaceState, now: float) -> float:
+    tolerance = _tolerance(policy, s, now)
+    if s.jumps:
+        return policy.jittered(tolerance)
+    end = _earliest_end(policy, s, now)
+    reach = max(now - s.phase_started_at, policy.max_lateness)
+    wait = min(end - now, reach, policy.max_estimated_interval)
+    return policy.jittered(max(tolerance, wait))
+
+
+def _earliest_end(policy: PollPolicy, s: PaceState, now: float) -> float:
     progress, step = s.last_progress, s.step
     fastest = _fastest(s, now)
     # An early end needs a reading of 100 - early_end percent, in whole steps...
     early = min(100, -(-(100 - policy.early_end) // step) * step)
+    if s.value_seen_at <= s.previous_at:
+        return _reaches(policy, s, now, early, fastest)
+    # ... at the fastest pace seen, the last move's included (the job's latest news), ...
+    present = (progress - s.previous_progress) / (s.value_seen_at - s.previous_at)
+    fastest = max(fastest, present)
     end = _reaches(policy, s, now, early, fastest)
-    if s.value_seen_at > s.previous_at:
-        # ... and no sooner than 100 - early_end percent of the time the job would need
-        # to reach 100 at its present pace (the last move's): a job ends early by a share
-        # of its run in time too, not only in percent. A job that creeps through its
-        # last percent is not about to end.
-        present = (progress - s.previous_progress) / (s.value_seen_at - s.previous_at)
-        timely = s.phase_started_at + (
-            _reaches(policy, s, now, 100, present) - s.phase_started_at
-        ) * (1 - policy.early_end / 100)
-        soonest = _reaches(policy, s, now, 100, fastest)
-        if (
-            progress >= early
-            and s.slower_moves >= _FALLS
-            and s.slowing_from >= policy.drift * present
-        ):
-            # A job slowing down near its end keeps slowing: it ends at 100, no sooner
-            # than the faster of its last two moves takes it there (the last one may
-            # have spanned a short pause).
-            soonest = timely = _reaches(policy, s, now, 100, max(present, s.move_before_pace))
-        end = min(soonest, max(end, timely))
-    tolerance = _tolerance(policy, s, now)
-    wait = min(end - now, now - s.phase_started_at, policy.max_estimated_interval)
-    return policy.jittered(max(tolerance, wait))
+    # ... and no sooner than 100 - early_end percent of the time the job would need to
+    # reach 100 at its present pace: a job ends early by a share of its run in time too,
+    # not only in percent. A job that creeps through its last percent is not about to end.
+    timely = s.phase_started_at + (_reaches(policy, s, now, 100, present) - s.phase_started_at) * (
+        1 - policy.early_end / 100
+    )
+    soonest = _reaches(policy, s, now, 100, fastest)
+    if progress >= early and s.slower_moves >= _FALLS and s.slowing_from >= policy.drift * present:
+        # A job slowing down near its end keeps slowing: it ends at 100, no sooner than
+        # the faster of its last two moves takes it there (the last one may have spanned
+        # a short pause).
+        soonest = timely = _reaches(policy, s, now, 100, max(present, s.move_before_pace))
+    return min(soonest, max(end, timely))

@@ -1,6 +1,6 @@
 """The rules of a wait, with no I/O: what a poll sent, answered or failed does to a job's
-`JobState`, and the fleet's pause when the server throttles. `JobWait`, `JobsWait` and
-`SaqWaits` all apply them, so a job ends alike whichever waits on it.
+`JobState`. `JobWait`, `JobsWait` and `SaqWaits` all apply them, so a job ends alike
+whichever waits on it.
 """
 
 from __future__ import annotations
@@ -18,14 +18,6 @@ from jobpoll._policy import PollPolicy
 from jobpoll._state import JobState, PaceState
 
 logger = logging.getLogger("jobpoll")
-
-
-def fleet_pause(policy: PollPolicy, streak: int, retry_after: float | None) -> float:
-    """How long every poll pauses after a throttled answer (429, 503), the `streak`-th in a
-    row (from 0): doubling from `policy.initial` up to `policy.max_interval`, or longer for a
-    server's `Retry-After` (up to `policy.max_retry_after`)."""
-    doubling = min(policy.initial * 2.0 ** min(streak, 1000), policy.max_interval)
-    return policy.retry_delay(doubling, retry_after)
 
 
 def check_timeout(timeout: float | None) -> None:

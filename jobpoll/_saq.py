@@ -1,7 +1,8 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link (`Link`) makes one poll by the rules (`_rules`), then hands the wait's checkpoint to
-the next link, due when the next poll is, or its outcome (`_saq_links` keeps the records).
+Each link (`Link`) makes one poll by the rules (`_rules`), at its turn under the rate every
+worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the next link,
+due when the next poll is, or its outcome (`_saq_links` keeps the records).
 """
 
 from __future__ import annotations
@@ -23,11 +24,13 @@ from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
 from jobpoll._config import check_positive
 from jobpoll._errors import JobFailedError, JobPollError
+from jobpoll._gate import accepted, refused_by
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules, check_timeout, fleet_pause
+from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_rate import HORIZON, FleetRate
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -52,13 +55,18 @@ class SaqWaits:
         policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
             real `clock` and `sleep`: a wait moves between processes.
         poll_timeout: seconds a link may run (SAQ's job `timeout`), after which SAQ's sweep
-            gives a dead worker's link to another; keep it above the client's request timeout.
+            gives a dead worker's link to another; keep it above the client's request timeout
+            plus a second (a poll may wait that long for its turn under the fleet's rate).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
         outcome_retries, outcome_timeout: SAQ's `retries` and `timeout` for the outcome
             function's job.
         mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
             `mend`).
+        max_rate: the most polls a second all the queue's workers send together, for a user
+            who knows the key's quota; None: no ceiling. Either way the workers learn the
+            rate the service accepts from its refusals (429, 503) and share it through
+            Redis; give every worker the same.
     """
 
     def __init__(
@@ -72,6 +80,7 @@ class SaqWaits:
         outcome_retries: int = 3,
         outcome_timeout: float = 60.0,
         mend_interval: float = 60.0,
+        max_rate: float | None = None,
     ) -> None:
         if not isinstance(queue, RedisQueue):
             raise TypeError(f"queue must be a saq RedisQueue, got {type(queue).__name__}")
@@ -86,6 +95,8 @@ class SaqWaits:
             check_positive(name, value)
             if value < 1:
                 raise ValueError(f"{name} must be at least 1 second, got {value!r}")
+        if max_rate is not None:
+            check_positive("max_rate", max_rate)
         self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
@@ -98,6 +109,7 @@ class SaqWaits:
             outcome_retries=outcome_retries,
             outcome_timeout=outcome_timeout,
         )
+        self._rate = FleetRate(max_rate, self.policy.clock)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
@@ -267,23 +279,30 @@ class SaqWaits:
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
     ) -> str:
         """One link of a wait (SAQ calls it): one poll, then the hand-over to the next link or
-        to the outcome. Returns what it did: "polled", "over", "paused" (the fleet's pause
-        holds: handed over unpolled), "held" (an error of this worker's setup: handed over
-        unpolled, logged) or "superseded" (a second run of a link already handed over)."""
+        to the outcome. Returns what it did: "polled", "over", "paused" (no turn under the
+        fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
+        (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
+        second run of a link already handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        live, until, gen, streak = await self._links.begin(job_id, step)
-        if not live:
+        longest = max(HORIZON, self.policy.max_interval)
+        turn = await self._links.begin(job_id, step, self._rate, longest)
+        while turn is not None and turn.taken and turn.delay > 0:
+            await self.policy.sleep(turn.delay)
+            if self._rate.control.cuts == turn.sent_in:
+                break
+            # The fleet's rate was cut while this poll slept (this worker's other links saw
+            # it): a turn taken at the old rate would be refused too, so take one anew.
+            turn = await self._links.begin(job_id, step, self._rate, longest)
+        if turn is None:
             return "superseded"
-        now = time.time()
-        if until > now:
-            # Resume in a trickle rather than all at once: the first answers end the pause.
-            due = until + random.random() * min(until - now, self.policy.max_interval)
+        if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
+            due = time.time() + max(0.0, turn.delay - HORIZON)
             await self._links.hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
-        link = Link(self._links, self.policy, client, job_id, step)
-        return await link.poll(checkpoint, timeout, gen, streak)
+        link = Link(self._links, self.policy, client, self._rate, job_id, step)
+        return await link.poll(checkpoint, timeout, turn.sent_in)
 
 
 @attrs.frozen
@@ -293,6 +312,7 @@ class Link:
     links: Links
     policy: PollPolicy
     client: JobsClient
+    rate: FleetRate
     job_id: str
     step: int
 
@@ -300,12 +320,13 @@ class Link:
         self,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        gen: int,
-        streak: int,
+        sent_in: int,
     ) -> str:
+        """The poll, sent in cut `sent_in` of the fleet's rate, and what follows it."""
         job_id, clock = self.job_id, self.policy.clock
         state = JobState(job_id=job_id)
         delay: float | None
+        answered: float | None = None  # when the poll was accepted, on Redis's clock
         try:
             if checkpoint is None:
                 state.job_id = check_job_id(job_id)
@@ -316,33 +337,34 @@ class Link:
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
             try:
-                job = await self.client.get_job(job_id, timeout=request_timeout)
+                job = await self.client.get_job(job_id, timeout=request_timeout, paced=False)
             except JobPollError as exc:
+                answered = self.rate.now() if accepted(exc) else None
                 if exc.stops_all:
-                    return await self._held(exc, checkpoint, timeout)
+                    return await self._held(exc, checkpoint, timeout, answered)
                 if exc.throttles:
-                    await self._throttled(exc, gen, streak)
+                    await self._refused(exc, sent_in)
                 now = clock()
                 delay = rules.failed(state, exc, now)
             else:
-                if streak:
-                    await self.links.calm(gen)
+                answered = self.rate.accepted()
                 now = clock()
                 _news, delay = rules.answered(state, job, now)
                 if delay is None:
                     error = JobFailedError(job) if job.failed else None
-                    return await self._over(JobResult(job_id, job, error), state.polls)
+                    return await self._over(JobResult(job_id, job, error), state.polls, answered)
         except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            return await self._over(JobResult(job_id, state.job, exc), state.polls)
+            return await self._over(JobResult(job_id, state.job, exc), state.polls, answered)
         state.next_poll_at = now + delay
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
         saved = job_checkpoint(rules, state)
-        await self.links.hand_over(job_id, self.step, saved, time.time() + delay)
+        due = time.time() + delay
+        await self.links.hand_over(job_id, self.step, saved, due, answered_at=answered)
         return "polled"
 
-    async def _over(self, result: JobResult, polls: int) -> str:
-        await self.links.deliver(result, self.step, polls)
+    async def _over(self, result: JobResult, polls: int, answered: float | None) -> str:
+        await self.links.deliver(result, self.step, polls, answered_at=answered)
         return "over"
 
     async def _held(
@@ -350,16 +372,28 @@ class Link:
         error: JobPollError,
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+        answered: float | None,
     ) -> str:
         """Not polled: this worker's setup is at fault. The error is kept for the submitter,
         and the wait handed over as it was, to be tried again later."""
         logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
         await self.links.held(self.job_id, self.step, error)
         retry_at = time.time() + self.policy.max_interval
-        await self.links.hand_over(self.job_id, self.step, checkpoint, retry_at, timeout)
+        await self.links.hand_over(
+            self.job_id, self.step, checkpoint, retry_at, timeout, answered_at=answered
+        )
         return "held"
 
-    async def _throttled(self, error: JobPollError, gen: int, streak: int) -> None:
-        pause = fleet_pause(self.policy, streak, getattr(error, "retry_after", None))
-        if await self.links.throttle(gen, time.time() + pause):
-            logger.info("%s; every worker's polls pause for %.1f s", error, pause)
+    async def _refused(self, error: JobPollError, sent_in: int) -> None:
+        """The service refused the poll: cut the fleet's rate, unless another worker did since
+        the poll was sent (the mirror is read afresh to know)."""
+        rate = self.rate
+        if sent_in == rate.control.cuts:
+            await self.links.read_rate(rate)
+        cut = rate.refused(error, sent_in)
+        if cut is not None and await self.links.cut_rate(cut):
+            logger.info(
+                "%s; every worker's polls are held to %.3g a second",
+                refused_by(error),
+                cut.state.rate,
+            )

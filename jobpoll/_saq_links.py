@@ -5,8 +5,7 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 - `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
   `timeout`, the wait's; `held`, a worker's setup error met at its last poll); then `result`,
   the outcome as JSON, and `delivered` once the outcome function returned (kept `outcome_ttl`).
-- `pause`, the fleet's pause (`fleet_pause`): `until` (epoch seconds), `gen` (pauses begun),
-  `streak` (throttled answers in a row).
+- `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes counted), `over` (the channel announcing them), `suspects` and
   `mending` (`Links.mend`).
 
@@ -34,6 +33,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
+from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 
 logger = logging.getLogger("jobpoll")
 
@@ -81,22 +81,9 @@ redis.call('INCR', KEYS[5])
 redis.call('PUBLISH', KEYS[6], ARGV[6])
 """
 
+# Takes the poll's turn (`_saq_rate.TURN`) if its link is live.
 _BEGIN = """
-local live = redis.call('HGET', KEYS[1], 'step') == ARGV[1] and 1 or 0
-local pause = redis.call('HMGET', KEYS[2], 'until', 'gen', 'streak')
-return {live, pause[1] or '0', pause[2] or '0', pause[3] or '0'}
-"""
-
-_THROTTLE = """
-local gen = tonumber(redis.call('HGET', KEYS[1], 'gen') or '0')
-if gen ~= tonumber(ARGV[1]) then return 0 end
-redis.call('HSET', KEYS[1], 'until', ARGV[2], 'gen', gen + 1)
-redis.call('HINCRBY', KEYS[1], 'streak', 1)
-return 1
-"""
-
-_CALM = """
-if redis.call('HGET', KEYS[1], 'gen') == ARGV[1] then redis.call('HSET', KEYS[1], 'streak', 0) end
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return nil end
 """
 
 _HOLD = """
@@ -142,17 +129,17 @@ class Links:
     def __attrs_post_init__(self) -> None:
         self.redis = redis = self.queue.redis
         self.prefix = f"jobpoll:{self.queue.name}:"
-        self._pause_key = self.prefix + "pause"
+        self._rate_keys = [self.prefix + "rate", self.prefix + "answers"]
         self._delivered_key = self.prefix + "delivered"
         #: The channel each outcome's job id (or held error's) is announced on.
         self.channel = self.prefix + "over"
         self._submit = redis.register_script(_SUBMIT + _ENQUEUE + "return 1")
-        self._advance = redis.register_script(_ADVANCE + _ENQUEUE + "return 1")
+        self._advance = redis.register_script(ANSWERED + _ADVANCE + _ENQUEUE + "return 1")
         self._mend = redis.register_script(_MEND + _ENQUEUE + "return 1")
-        self._finish = redis.register_script(_FINISH + _ENQUEUE + "return 1")
-        self._begin = redis.register_script(_BEGIN)
-        self._throttle = redis.register_script(_THROTTLE)
-        self._calm = redis.register_script(_CALM)
+        self._finish = redis.register_script(ANSWERED + _FINISH + _ENQUEUE + "return 1")
+        self._begin = redis.register_script(_BEGIN + TURN)
+        self._read_rate = redis.register_script(READ)
+        self._cut = redis.register_script(CUT)
         self._hold = redis.register_script(_HOLD)
         self._delivered = redis.register_script(_DELIVERED)
 
@@ -245,13 +232,28 @@ class Links:
         checkpoint: dict[str, Any] | None,
         due: float,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+        *,
+        answered_at: float | None = None,
     ) -> None:
-        """Enqueue the link after `step`, due at `due` (epoch seconds), if `step` is live."""
+        """Enqueue the link after `step`, due at `due` (epoch seconds), if `step` is live.
+        `answered_at`: when the link's poll was accepted, on Redis's clock, for the shared
+        rate to count (None: it was not)."""
         following = self.link(job_id, step + 1, checkpoint, due, timeout)
-        await self._enqueue(self._advance, job_id, following, step, step + 1)
+        await self._enqueue(
+            self._advance,
+            job_id,
+            following,
+            step,
+            step + 1,
+            "" if answered_at is None else repr(answered_at),
+            keys=self._rate_keys,
+        )
 
-    async def deliver(self, result: JobResult, step: int, polls: int) -> None:
-        """End the wait with its outcome, if `step` is live, and enqueue it to `on_outcome`."""
+    async def deliver(
+        self, result: JobResult, step: int, polls: int, *, answered_at: float | None
+    ) -> None:
+        """End the wait with its outcome, if `step` is live, and enqueue it to `on_outcome`;
+        `answered_at` as for `hand_over`."""
         data = result_to_json(result, polls=polls)
         outcome = self.saq_job(
             function=self.on_outcome or "",
@@ -269,7 +271,8 @@ class Links:
             json.dumps(data),
             math.ceil(self.outcome_ttl),
             result.job_id,
-            keys=[self._delivered_key, self.channel],
+            "" if answered_at is None else repr(answered_at),
+            keys=[self._delivered_key, self.channel, *self._rate_keys],
         )
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
@@ -299,22 +302,28 @@ class Links:
                     held.add_note(f"met by a worker polling job {job_id}; its wait goes on")
         return ended, held
 
-    async def begin(self, job_id: str, step: int) -> tuple[bool, float, int, int]:
-        """Whether link `step` of the job's wait is live, and the fleet's pause: until when
-        (epoch seconds), how many pauses began, how many throttled answers in a row."""
-        live, until, gen, streak = await self._begin(
-            keys=[self.wait_key(job_id), self._pause_key], args=[step]
-        )
-        return bool(live), float(until), int(gen), int(streak)
+    async def begin(self, job_id: str, step: int, rate: FleetRate, longest: float) -> Turn | None:
+        """The turn of link `step` of the job's wait (`_saq_rate.TURN`; a place in line at
+        most `longest` seconds away), or None: the link is not live."""
+        keys = [self.wait_key(job_id), *self._rate_keys]
+        for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
+            spacing = repr(rate.spacing())
+            args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON), cuts]
+            reply = await self._begin(keys=keys, args=args)
+            if reply is None:
+                return None
+            turn = rate.turn(reply)
+            if turn is not None:
+                return turn
+        raise AssertionError("a turn asked for any cuts is taken")  # pragma: no cover
 
-    async def throttle(self, gen: int, until: float) -> bool:
-        """Pause every worker's polls until `until` (epoch seconds), unless a pause began since
-        the poll was sent in pause `gen` (the storm's later answers say nothing new)."""
-        return bool(await self._throttle(keys=[self._pause_key], args=[gen, until]))
+    async def read_rate(self, rate: FleetRate) -> None:
+        """Bring `rate`'s mirror of the shared rate up to date."""
+        rate.mirror(await self._read_rate(keys=self._rate_keys, args=[rate.seen]))
 
-    async def calm(self, gen: int) -> None:
-        """An answer to a poll sent in pause `gen`: the throttled answers in a row end."""
-        await self._calm(keys=[self._pause_key], args=[gen])
+    async def cut_rate(self, cut: Cut) -> bool:
+        """Write a refusal's cut (or hold) to the shared rate; whether it cut."""
+        return bool(await self._cut(keys=self._rate_keys, args=cut.arguments()))
 
     def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         """`function`, not called again for a job once a call returned (SAQ may retry)."""

@@ -12,7 +12,7 @@ import functools
 import math
 from collections.abc import Callable
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, get_origin
+from typing import TYPE_CHECKING, Any, TypeVar, get_origin
 
 import attrs
 import cattrs
@@ -22,7 +22,7 @@ from cattrs.preconf.json import make_converter
 
 from jobpoll._models import Job, job_from_wire, job_to_wire
 from jobpoll._pace import longest_delay
-from jobpoll._state import JobState, PaceState, record_type
+from jobpoll._state import JobState, PaceState, RateState, record_type
 from jobpoll._wire import WireError, format_timestamp
 
 if TYPE_CHECKING:
@@ -136,7 +136,8 @@ def _optional(hook: Callable[[object, object], Any]) -> Callable[[object, object
 
 def _register_state_hooks(converter: cattrs.Converter) -> None:
     """The records of `_state`, by their field metadata: what is not saved is left out, a
-    "utc" time is read from its ISO form, and every field saved must be there."""
+    "utc" time is read from its ISO form, and every field saved must be there (but one
+    added since, which a checkpoint written before it stands for by its default)."""
 
     def unsaved(cls: Any) -> dict[str, Any]:
         fields = attrs.fields(cls)
@@ -144,9 +145,10 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
 
     def structure_state(cls: Any) -> Any:
         omitted = unsaved(cls)
-        saved = [name for name in attrs.fields_dict(cls) if name not in omitted]
+        fields = attrs.fields(cls)
+        saved = [f.name for f in fields if f.name not in omitted and not f.metadata.get("added")]
         utc = override(struct_hook=_optional(_structure_epoch))
-        times = {f.name: utc for f in attrs.fields(cls) if f.metadata.get("time") == "utc"}
+        times = {f.name: utc for f in fields if f.metadata.get("time") == "utc"}
         structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:
@@ -163,7 +165,7 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
         return make_dict_unstructure_fn(cls, converter, **unsaved(cls))
 
     def is_state(type_: Any) -> bool:
-        return type_ in (JobState, PaceState)
+        return type_ in (JobState, PaceState, RateState)
 
     converter.register_structure_hook_factory(is_state, structure_state)
     converter.register_unstructure_hook_factory(is_state, unstructure_state)
@@ -227,19 +229,23 @@ def _move_times(cls: type, record: Any, move: Callable[[str, str, Any], Any]) ->
             _move_times(inner_cls, inner, move)
 
 
-def saved_state(state: JobState, base: Timebase) -> dict[str, Any]:
-    """A job's state as checkpoint data, its times moved by the rule."""
+_Record = TypeVar("_Record", JobState, RateState)
+
+
+def saved_state(state: JobState | RateState, base: Timebase) -> dict[str, Any]:
+    """A record of `_state` (a job's, or a client's rate) as checkpoint data, its times moved
+    by the rule."""
 
     def saved(_name: str, kind: str, moment: float) -> float | str:
         return base.relative(moment) if kind == "past" else format_timestamp(base.to_utc(moment))
 
     data: dict[str, Any] = converter.unstructure(state)
-    _move_times(JobState, data, saved)
+    _move_times(type(state), data, saved)
     return data
 
 
-def restore_state(state: JobState, base: Timebase) -> JobState:
-    """A state read from a checkpoint, its times moved onto this process's clock (a "past"
+def restore_state(state: _Record, base: Timebase) -> _Record:
+    """A record read from a checkpoint, its times moved onto this process's clock (a "past"
     time after the checkpoint was taken, a millisecond of rounding aside, is nonsense)."""
 
     def restored(name: str, kind: str, value: float) -> float:
@@ -249,5 +255,5 @@ def restore_state(state: JobState, base: Timebase) -> JobState:
             raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
         return base.origin + value
 
-    _move_times(JobState, state, restored)
+    _move_times(type(state), state, restored)
     return state

@@ -1,7 +1,7 @@
 """`Scheduler`: a fan-out's jobs, and the loop that polls each when the rules say it is due;
 `Flight`: its polls in flight, and what wakes it (held only weakly by their callbacks, so that
-a fan-out dropped after a `break` is collected and cancels them); `Fleet`: how many may be in
-flight, and how they yield to a throttling server."""
+a fan-out dropped after a `break` is collected and cancels them). How fast polls leave is the
+client's (its rate gate, `_gate`), shared with everything else that uses it."""
 
 from __future__ import annotations
 
@@ -17,12 +17,11 @@ from typing import Any
 import attrs
 
 from jobpoll._client import JobsClient
-from jobpoll._errors import ApiError, JobFailedError, JobPollError
+from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._intake import Intake, read_source
 from jobpoll._models import Job, JobResult
-from jobpoll._policy import PollPolicy
 from jobpoll._rows import JobTable, Queue
-from jobpoll._rules import Rules, fleet_pause
+from jobpoll._rules import Rules
 from jobpoll._state import JobState
 from jobpoll._wait import UpdateCallback, notify
 
@@ -131,60 +130,6 @@ class Flight:
                     task.exception()
 
 
-class Fleet:
-    """The window of polls in flight, and the pause every poll takes together."""
-
-    def __init__(self, policy: PollPolicy, max_in_flight: int) -> None:
-        self.policy = policy
-        self.max_in_flight = max_in_flight
-        self.window = max_in_flight
-        self.resume_at = -math.inf  # no poll starts before this
-        self.paused = 0  # how many pauses have begun
-        self._streak = 0  # pauses in a row, with no answer since
-        # Whether the last answer to a poll sent since the last pause began was throttled: a
-        # throttled answer right after one that was not is taken for a stray one.
-        self._throttled_last = False
-
-    def restore(self, window: int, resume_at: float | None) -> None:
-        self.window = max(1, min(window, self.max_in_flight))
-        if resume_at is not None:
-            self.resume_at = resume_at
-
-    def answered(self, state: JobState) -> None:
-        """An answer after any pause: the server copes; grow the window back by one."""
-        if state.sent_after_pauses != self.paused:
-            return  # sent before the last pause began: it says nothing of the server now
-        self._throttled_last = False
-        self.window = min(self.window + 1, self.max_in_flight)
-        if self.resume_at != -math.inf:  # the first answer after a pause: the storm is over
-            self.resume_at = -math.inf
-            self._streak = 0
-
-    def throttled(self, state: JobState, error: JobPollError, now: float) -> None:
-        """Halve the window and pause every job's polls; a stray throttled answer only
-        halves it: a server that refuses a small share of requests (a busy instance behind a
-        balancer) would otherwise hold a large fan-out to one window per pause."""
-        if state.sent_after_pauses != self.paused:
-            return  # sent before the last pause began: the same storm, already paused for
-        reason = "the server could not be connected to"
-        if isinstance(error, ApiError):  # a 429 or a 503
-            reason = f"the server answered {error.http_status}"
-        retry_after = getattr(error, "retry_after", None)
-        stray, self._throttled_last = not self._throttled_last and retry_after is None, True
-        if stray and self.window > 1:
-            self.window //= 2
-            logger.info("%s; at most %d polls in flight", reason, self.window)
-            return
-        pause = fleet_pause(self.policy, self._streak, retry_after)
-        self._streak += 1
-        self.paused += 1
-        self.resume_at = now + pause
-        self.window = max(1, self.window // 2)
-        logger.info(
-            "%s; all polls pause for %.1f s, then at most %d in flight", reason, pause, self.window
-        )
-
-
 Outcome = tuple[JobResult, int]
 
 #: The tasks reading async sources, held until they end: the event loop holds tasks only
@@ -218,7 +163,7 @@ class Scheduler:
         self.reader: asyncio.Task[None] | None = None
         self.table = JobTable(self.intake.ids)
         self.queue = Queue(self.table.dues)
-        self.fleet = Fleet(rules.policy, max_in_flight)
+        self.max_in_flight = max_in_flight
         #: Outcomes to hand out: still pending, so a checkpoint holds them.
         self.ready: deque[Outcome] = deque()
         self.started_at = -math.inf  # when it started here: a resumed job's first contact
@@ -284,21 +229,19 @@ class Scheduler:
             queue.push(now, row)
 
     def _launch(self, now: float) -> None:
-        queue, table, rules, fleet = self.queue, self.table, self.rules, self.fleet
+        queue, table, rules = self.queue, self.table, self.rules
         if rules.deadline is not None and now >= rules.deadline:
             while queue:  # nothing more may be sent: each waiting job has timed out
                 row = queue.pop()
                 state = table.load(row)
                 self.report(row, state.job, rules.timed_out(state))
             return
-        if now < fleet.resume_at:
-            return
         running, flight, client = self.flight.running, self.flight, self.client
-        while queue and len(running) < fleet.window and queue.first_due() <= now:
+        most = self.max_in_flight
+        while queue and len(running) < most and queue.first_due() <= now:
             row = queue.pop()
             state = table.load(row)
             timeout = rules.send(state, now)
-            state.sent_after_pauses = fleet.paused
             table.save(row)
             flight.send(client, state.job_id, timeout, row)
             self.polls += 1
@@ -311,8 +254,8 @@ class Scheduler:
             await asyncio.sleep(0)  # more jobs to set up: let the loop run in between
             return
         wake_at = math.inf
-        if queue and len(flight.running) < self.fleet.window:
-            wake_at = max(queue.first_due(), self.fleet.resume_at)
+        if queue and len(flight.running) < self.max_in_flight:
+            wake_at = queue.first_due()
         if queue and deadline is not None and not flight.running:
             # With polls in flight, one comes back by the deadline (each request's timeout is
             # cut to the time left); an alarm would let a virtual clock jump there at once.
@@ -338,11 +281,10 @@ class Scheduler:
     def _settle(self, row: int, outcome: Job | JobPollError, now: float) -> Job | None:
         """Report or queue the row again as the rules decide; the snapshot for `on_update` if
         it is news. An error that `stops_all` is raised, its job queued again."""
-        table, rules, fleet = self.table, self.rules, self.fleet
+        table, rules = self.table, self.rules
         state = table.load(row)
         try:
             if isinstance(outcome, Job):
-                fleet.answered(state)
                 news, delay = rules.answered(state, outcome, now)
                 if delay is None:
                     state.next_poll_at = None
@@ -351,8 +293,6 @@ class Scheduler:
                 else:
                     self._requeue(row, state, now + delay)
                 return outcome if news else None
-            if outcome.throttles:
-                fleet.throttled(state, outcome, now)
             self._requeue(
                 row, state, now + rules.failed(state, outcome, now, since=self.started_at)
             )

@@ -1,9 +1,11 @@
-"""What a wait knows of its job, declared once: `JobState` and its schedule's `PaceState`.
+"""What a wait knows, declared once: `JobState` and its schedule's `PaceState` for each job,
+and `RateState`, what a client learned of the service's rate limit.
 
 The fan-out's rows (`_rows`) and the checkpoint (`_saved`) are derived from these fields and
 their metadata: `time` ("past": saved as seconds before the checkpoint; "utc": as a UTC time),
-`min` and `max` (checked when a record is made, not each time a rule sets a field), and
-`saved` (False: a checkpoint leaves it out).
+`min` and `max` (checked when a record is made, not each time a rule sets a field), `saved`
+(False: a checkpoint leaves it out) and `added` (True: a checkpoint may lack it, written
+before it was, and stands for its default).
 """
 
 from __future__ import annotations
@@ -87,6 +89,7 @@ class PaceState:
     slowing_from: float = _rate()  # the pace, in % a second, the slowing started from
     move_before_pace: float = _rate()  # the pace of the move before the last
     step: int = _percent(0)  # the steps progress moves in: the gcd of the readings
+    jumps: int = _count(max=100, added=True)  # moves of the phase that were jumps
 
 
 @attrs.define(slots=True, kw_only=True, on_setattr=attrs.setters.NO_OP)
@@ -103,11 +106,36 @@ class JobState:
     next_poll_at: float | None = attrs.field(default=None, metadata={"time": "utc"})
     #: The last failed poll's error, the cause of a `WaitTimeout`: not worth a checkpoint.
     last_error: JobPollError | None = attrs.field(default=None, metadata={"saved": False})
-    #: How many pauses of the fleet (`_flight`) had begun when the last poll was sent: an
-    #: answer to a poll sent before the last one began says nothing of the server now.
-    sent_after_pauses: int = _count(saved=False)
     pace: PaceState | None = None  # None until the wait starts
+
+
+#: The slowest a client's rate goes: a request every 5 s. Through an outage (nothing
+#: accepted) the client keeps probing at this pace, and sees the end of it within 5 s.
+MIN_RATE = 0.2
+
+
+def _requests_per_second() -> Any:
+    return attrs.field(
+        default=None,
+        metadata={"min": MIN_RATE},
+        validator=attrs.validators.optional(_within_bounds),
+    )
+
+
+@attrs.define(slots=True, kw_only=True)
+class RateState:
+    """What a client learned of the rate the service accepts (see `_rate` for the rules).
+
+    `rate` is the rate requests were held to right after the last cut (None: not held to
+    any, nothing throttled and no ceiling); from there it grows back towards `peak`, the
+    rate the service was measured to accept when it last throttled (None: not measured).
+    """
+
+    rate: float | None = _requests_per_second()
+    peak: float | None = _requests_per_second()
+    cut_at: float = _time()  # when the rate was last cut: it grows back from then
 
 
 attrs.resolve_types(PaceState)
 attrs.resolve_types(JobState)
+attrs.resolve_types(RateState)

@@ -43,8 +43,11 @@ async def service(clock: VirtualClock) -> AsyncIterator[FakeJobsService]:
 
 
 @pytest.fixture
-async def client(service: FakeJobsService) -> AsyncIterator[JobsClient]:
-    async with JobsClient(service.api_key, base_url=service.base_url) as jobs:
+async def client(service: FakeJobsService, clock: VirtualClock) -> AsyncIterator[JobsClient]:
+    # The client's rate is kept on the same virtual clock as the service and the policy.
+    async with JobsClient(
+        service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+    ) as jobs:
         yield jobs
 
 

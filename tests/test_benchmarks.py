@@ -34,21 +34,26 @@ def test_wait_benchmark_runs() -> None:
 
 
 def test_schedule_benchmark_runs() -> None:
-    """A tiny simulation of bench_schedule.py completes, prints a table per family and the
-    verdicts, and exits 0 (every target met) or 2 (a target missed), never 1 (broken)."""
+    """A tiny simulation of bench_schedule.py completes, prints the curves per family, the
+    promise and the verdicts against plain backoff, and exits 0 (every target met) or 2 (a
+    target missed), never 1 (broken)."""
     result = subprocess.run(
-        [sys.executable, str(BENCHMARKS / "bench_schedule.py"), "--jobs", "5", "--seeds", "1"],
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_schedule.py"),
+            *("--jobs", "1", "--seeds", "101", "--tuning-seeds", "1", "--workers", "1"),
+        ],
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=120,
         check=False,
     )
     assert result.returncode in (0, 2), result.stderr
-    assert "target: >= 3x fewer polls than plain backoff" in result.stdout
-    for family in ("steady", "slow-fast-slow", "coarse steps", "abrupt end", "no progress"):
+    assert "promise (held out): p95 lateness <= L and max lateness <= 3 L" in result.stdout
+    assert "against plain backoff (held out" in result.stdout
+    for family in ("steady", "random chunks", "long tail", "day-long", "no progress"):
         assert family in result.stdout
     assert "oracle" in result.stdout
-    assert "fixed " in result.stdout
 
 
 def test_fanout_benchmark_runs() -> None:
@@ -166,3 +171,26 @@ def test_cli_benchmark_runs() -> None:
     )
     assert result.returncode in (0, 2), result.stderr
     assert "view / bare CPU (median of rounds):" in result.stdout
+
+
+def test_ratelimit_benchmark_runs() -> None:
+    """A tiny run of bench_ratelimit.py, the baseline revision beside the working tree, prints
+    a case's table and its verdict, and exits 0 (met) or 2 (missed: at this size, and cut
+    short, the figures are no measure), never 1 (broken)."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(BENCHMARKS / "bench_ratelimit.py"),
+            *("--case", "fanout-50-b20", "--jobs", "10", "--settle", "1"),
+            *("--baseline-cap", "4", "--cap", "8"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=50,  # within the per-test timeout of 60 s
+        check=False,
+    )
+    assert result.returncode in (0, 2), result.stdout + result.stderr
+    assert "fanout-50-b20: wait_for_jobs on one JobsClient, 10 jobs" in result.stdout
+    assert "baseline ec819c0" in result.stdout
+    assert "refused, whole run" in result.stdout
+    assert result.stdout.splitlines()[-1].startswith("verdict: ")

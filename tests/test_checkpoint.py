@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import copy
 import json
+import math
 import random
 import sys
 from collections.abc import AsyncIterator
@@ -43,7 +44,7 @@ from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._pace import Pace
 from jobpoll._rules import Rules
 from jobpoll._state import JobState, PaceState
-from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow, VirtualClock
+from jobpoll.testing import FakeJobsService, HttpError, Patch, RateLimit, Slow, VirtualClock
 
 WORKER = Path(__file__).parent / "resume_worker.py"
 
@@ -99,7 +100,7 @@ async def test_resumed_wait_goes_on_where_it_left_off(
     clock.now = clock.start
     job_id = service.add_job(duration=900)
     saved = await checkpoint_after(client, job_id, policy, 4)
-    assert saved["version"] == 2
+    assert saved["version"] == 3
     assert saved["job_id"] == job_id
     assert saved["deadline"] == "2026-01-01T02:00:00Z"
     polls_before = service.request_count(job_id)
@@ -270,8 +271,30 @@ async def test_a_checkpoint_of_version_1_resumes(
     upgraded = wait_for_job(client, saved["job_id"], policy=policy, resume=old).checkpoint()
     again = wait_for_job(client, saved["job_id"], policy=policy, resume=saved).checkpoint()
     assert upgraded == again
-    with pytest.raises(CheckpointError, match=r"version 7 is not one this jobpoll reads \(2"):
+    again_2 = {**saved, "version": 2}  # version 2's single wait is this one's
+    assert (
+        wait_for_job(client, saved["job_id"], policy=policy, resume=again_2).checkpoint() == again
+    )
+    with pytest.raises(CheckpointError, match=r"version 7 is not one this jobpoll reads \(3"):
         wait_for_job(client, saved["job_id"], resume={**saved, "version": 7})
+
+
+async def test_a_checkpoint_without_the_pace_fields_added_since_resumes(
+    client: JobsClient, saved: dict[str, Any], fanout_saved: dict[str, Any], clock: VirtualClock
+) -> None:
+    """A checkpoint written before a pace counted its jumps (version 2 without `jumps`)
+    resumes as one that says none were seen, for one wait and for a fan-out."""
+
+    def older(state: dict[str, Any]) -> dict[str, Any]:
+        return {**state, "pace": {k: v for k, v in state["pace"].items() if k != "jumps"}}
+
+    policy = policy_of(clock)
+    resumed = wait_for_job(client, saved["job_id"], policy=policy, resume=older(saved))
+    again = wait_for_job(client, saved["job_id"], policy=policy, resume=saved)
+    assert resumed.checkpoint() == again.checkpoint()
+    jobs = [older(state) for state in fanout_saved["jobs"]]
+    fanout = wait_for_jobs(client, [], policy=policy, resume={**fanout_saved, "jobs": jobs})
+    assert fanout.checkpoint()["jobs"] == fanout_saved["jobs"]
 
 
 # Bad checkpoints ---------------------------------------------------------------------------
@@ -304,7 +327,7 @@ DELETE = object()
 @pytest.mark.parametrize(
     ("path", "value", "message"),
     [
-        pytest.param("version", 3, "version 3", id="unknown-version"),
+        pytest.param("version", 4, "version 4", id="unknown-version"),
         pytest.param("version", DELETE, "version None", id="no-version"),
         pytest.param("version", "1", "version '1'", id="version-as-string"),
         pytest.param("job_id", "other", "not of", id="other-job"),
@@ -441,7 +464,9 @@ async def _run_mutated(
     async with FakeJobsService(clock=clock) as service:
         for job_id in job_ids:
             service.add_job(job_id, duration=600)
-        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+        async with JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client:
             await run_resumed(
                 start(client, *arguments, policy=policy_of(clock), resume=mutated), clock
             )
@@ -452,7 +477,9 @@ def _saved_for_hypothesis() -> dict[str, Any]:
         clock = VirtualClock()
         async with (
             FakeJobsService(clock=clock) as service,
-            JobsClient(service.api_key, base_url=service.base_url) as client,
+            JobsClient(
+                service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+            ) as client,
         ):
             job_id = service.add_job(duration=600)
             return await checkpoint_after(client, job_id, policy_of(clock), 4)
@@ -554,7 +581,7 @@ async def test_fanout_resumed_reports_each_job_once(
             if len(before) == 15:
                 saved = json.loads(json.dumps(fanout.checkpoint()))
                 break
-    assert saved["version"] == 2
+    assert saved["version"] == 3
     reported = {r.job_id for r in before}
     pending = {state["job_id"] for state in saved["jobs"]} | set(saved["unstarted"])
     assert reported.isdisjoint(pending)
@@ -623,31 +650,45 @@ async def test_fanout_checkpoint_of_ids_not_set_up(
     assert [r.job_id for r in results] == ids
 
 
-async def test_fanout_pause_and_window_are_resumed(
+async def test_fanout_resumes_at_the_rate_its_client_had_learned(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
-    """A fleet paused by a 503 stays paused, in the resumed fan-out, until the pause ends."""
-
-    still = attrs.evolve(policy_of(clock), sleep=stand_still)
-    ids = [service.add_job(duration=50) for _ in range(4)]
-    fanout = wait_for_jobs(client, ids, policy=still, max_in_flight=4)
-    service.inject(HttpError(503, retry_after=120), times=None)
-    consumer = asyncio.create_task(anext(fanout))
-    await until(lambda: fanout.checkpoint()["pause_until"] is not None)
-    saved = fanout.checkpoint()
-    consumer.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await consumer
-    await fanout.aclose()
-    service.clear_faults()
-    assert saved["pause_until"] is not None
-    assert saved["window"] < 4
-    resumed = wait_for_jobs(client, [], policy=policy_of(clock), resume=saved)
-    start = clock()
-    results = await resumed
+    """The rate a client learned from the service's refusals travels in the fan-out's
+    checkpoint: a fan-out resumed on a new client starts at it, not from scratch."""
+    ids = [service.add_job(duration=50) for _ in range(40)]
+    service.rate_limit = RateLimit(rate=2.0, burst=1.0)
+    fanout = wait_for_jobs(client, ids, policy=policy_of(clock), max_in_flight=40)
+    async with fanout:
+        await anext(fanout)
+        saved = json.loads(json.dumps(fanout.checkpoint()))
+    assert client.rate < 10
+    rate = saved["rate"]
+    assert rate is not None
+    assert set(rate) == {"rate", "peak", "cut_at"}
+    assert rate["cut_at"] <= 0  # seconds before the checkpoint was taken
+    async with JobsClient(
+        service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+    ) as fresh:
+        assert fresh.rate == math.inf
+        resumed = wait_for_jobs(fresh, [], policy=policy_of(clock), resume=saved)
+        assert fresh.rate == pytest.approx(rate["rate"], rel=0.5)
+        service.rate_limit = None
+        results = await resumed
+    assert {r.job_id for r in results} | {r.job_id for r in []} <= set(ids)
     assert all(r.ok for r in results)
-    assert clock.sleeps[0] == pytest.approx(120)  # the pause goes on, not the polls
-    assert clock() - start >= 120
+
+
+async def test_a_version_2_fanout_checkpoint_resumes_without_its_window_and_pause(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """Version 2 held the fan-out's window and pause, which the client's rate replaced: they
+    are dropped, and the jobs resume."""
+    ids = [service.add_job(duration=5) for _ in range(3)]
+    saved = wait_for_jobs(client, ids, policy=policy_of(clock)).checkpoint()
+    del saved["rate"]
+    old = {**saved, "version": 2, "window": 4, "pause_until": None}
+    results = await wait_for_jobs(client, [], policy=policy_of(clock), resume=old)
+    assert sorted(r.job_id for r in results) == sorted(ids)
 
 
 #: A job's state in a fan-out's checkpoint, for tests to alter.
@@ -668,11 +709,16 @@ async def stand_still(_seconds: float) -> None:
     [
         pytest.param({"version": 0}, "version 0", id="version"),
         pytest.param({"polls": -1}, "polls", id="negative-polls"),
-        pytest.param({"window": "4"}, "window", id="window-string"),
+        pytest.param({"rate": {"rate": "4", "peak": None, "cut_at": 0}}, "rate", id="rate-string"),
+        pytest.param({"rate": {"rate": -4, "peak": None, "cut_at": 0}}, "rate", id="rate-negative"),
+        pytest.param({"rate": {"rate": 1e-300, "peak": None, "cut_at": 0}}, "rate", id="rate-tiny"),
+        pytest.param({"rate": {"rate": 4, "peak": None}}, "cut_at", id="rate-no-cut"),
         pytest.param({"unstarted": ["ok", "bad\n"]}, "unstarted", id="invalid-unstarted"),
         pytest.param({"unstarted": "abc"}, "unstarted", id="unstarted-string"),
         pytest.param({"jobs": {}}, "jobs", id="jobs-object"),
-        pytest.param({"pause_until": "soon"}, "pause_until", id="pause-no-time"),
+        pytest.param(
+            {"rate": {"rate": 4, "peak": None, "cut_at": 60}}, "cut_at", id="rate-cut-ahead"
+        ),
         pytest.param({"jobs": [{**EMPTY_STATE, "job_id": ""}]}, "empty", id="job-id-empty"),
     ],
 )
@@ -776,7 +822,9 @@ async def _stopped_at_random(stops: list[tuple[int, bool]], from_source: bool) -
 
         seen: list[JobResult] = []
         saved: dict[str, Any] | None = None
-        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+        async with JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client:
             for ticks, twice in stops:
                 if saved is None:
                     first: Any = source() if from_source else ids
@@ -838,7 +886,9 @@ async def _awaited_at_random(stops: list[tuple[int, int]]) -> None:
             nonlocal snapshots
             snapshots += 1
 
-        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+        async with JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client:
             for stop in [*stops, None]:
                 ids = list(expected) if saved is None else []
                 fanout = wait_for_jobs(
@@ -876,7 +926,9 @@ def _fanout_saved_for_hypothesis() -> dict[str, Any]:
         clock = VirtualClock()
         async with (
             FakeJobsService(clock=clock) as service,
-            JobsClient(service.api_key, base_url=service.base_url) as client,
+            JobsClient(
+                service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+            ) as client,
         ):
             ids = [service.add_job(duration=60 * i) for i in range(4)]
             fanout = wait_for_jobs(client, ids, policy=policy_of(clock), timeout=7200)
@@ -1089,7 +1141,9 @@ async def test_checkpoints_on_a_clock_reading_anything(start: float) -> None:
     policy = policy_of(clock)
     async with (
         FakeJobsService(clock=clock) as service,
-        JobsClient(service.api_key, base_url=service.base_url) as client,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
     ):
         job_id = service.add_job(duration=600)
         wait = wait_for_job(client, job_id, policy=policy, timeout=7200)
@@ -1234,8 +1288,9 @@ async def test_a_checkpoint_taken_more_than_a_day_ahead_is_refused(
 
 
 #: The longest delay `policy_of(clock)` can ask for between two polls (a pace's longest
-#: wait, `max_estimated_interval`): no resumed wait may sleep longer, whatever it read.
-LONGEST_DELAY = PollPolicy().max_estimated_interval
+#: wait, `max_estimated_interval`, or a `Retry-After`): no resumed wait may sleep longer,
+#: whatever it read.
+LONGEST_DELAY = max(PollPolicy().max_estimated_interval, PollPolicy().max_retry_after)
 
 
 def tampered(saved: dict[str, Any], changes: dict[str, Any]) -> dict[str, Any]:
@@ -1329,7 +1384,7 @@ async def fanout_saved(
             id="unmoved-base-ahead",
         ),
         pytest.param({"jobs.0.next_poll_at": "8999-01-01T00:00:00Z"}, id="next-poll-in-8999"),
-        pytest.param({"pause_until": "8999-01-01T00:00:00Z"}, id="pause-until-8999"),
+        pytest.param({"rate": {"rate": 1e300, "peak": 1e300, "cut_at": -1e12}}, id="rate-huge"),
     ],
 )
 async def test_tampered_fanout_checkpoint_is_refused_or_resumes(

@@ -499,6 +499,17 @@ async def test_a_503_burst_is_ridden_out(service: FakeJobsService) -> None:
     assert ran.lines()[-1]["succeeded"] == 3
 
 
+async def test_max_rate_spaces_every_request(service: FakeJobsService) -> None:
+    """`--max-rate 20` sends at most 20 requests a second: 8 requests span at least 7 x 50 ms
+    (less 50 ms for the network's jitter; a slow machine only spaces them more)."""
+    ids = [service.add_job(duration=0) for _ in range(8)]
+    ran = await run_jobpoll("status", *ids, "--json", "--max-rate", "20", env=env_of(service))
+    assert ran.returncode == 0, ran.stderr
+    times = sorted(request.at for request in service.recent_requests)
+    assert len(times) == 8
+    assert times[-1] - times[0] >= 7 * 0.05 - 0.05
+
+
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["sigint", "sigterm"])
 async def test_interrupted_mid_wait(service: FakeJobsService, signum: int) -> None:
     """Ctrl-C (SIGINT) mid-wait stops cleanly: the summary says so, one line on stderr, status

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import math
 import uuid
 
 import aiohttp
@@ -30,7 +31,16 @@ from jobpoll import (
     Unauthorized,
     wait_for_job,
 )
-from jobpoll.testing import Body, Drop, FakeJobsService, HttpError, Patch, Slow, VirtualClock
+from jobpoll.testing import (
+    Body,
+    Drop,
+    FakeJobsService,
+    HttpError,
+    Patch,
+    RateLimit,
+    Slow,
+    VirtualClock,
+)
 
 
 @pytest.mark.parametrize("status", list(JobStatus), ids=[s.value for s in JobStatus])
@@ -510,3 +520,27 @@ async def test_error_body_not_documented(
     with pytest.raises(ServerError) as caught:
         await client.get_job(job_id)
     assert (caught.value.message, caught.value.error, caught.value.error_id) == (None, None, None)
+
+
+async def test_a_request_paced_elsewhere_neither_waits_nor_teaches_the_rate(
+    service: FakeJobsService, client: JobsClient, clock: VirtualClock
+) -> None:
+    """`get_job(..., paced=False)` (what `jobpoll.saq`'s workers send, paced through Redis)
+    leaves at once whatever the client's rate, and its refusal cuts nothing; a paced one's
+    does."""
+    job_id = service.add_job(duration=1000.0)
+    async with JobsClient(
+        service.api_key, base_url=service.base_url, max_rate=0.01, clock=clock, sleep=clock.sleep
+    ) as capped:
+        start = clock()
+        for _ in range(3):  # a turn each 100 s, were they paced
+            await capped.get_job(job_id, paced=False)
+        assert clock() == start
+    service.rate_limit = RateLimit(1e-6, burst=1.0)  # one request, then refusals
+    await client.get_job(job_id, paced=False)
+    with pytest.raises(RateLimited):
+        await client.get_job(job_id, paced=False)
+    assert client.rate == math.inf
+    with pytest.raises(RateLimited):
+        await client.get_job(job_id)
+    assert client.rate < math.inf

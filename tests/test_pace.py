@@ -55,9 +55,9 @@ def seeded(seed: int, **options: object) -> PollPolicy:
 
 
 def tolerance(policy: PollPolicy, age: float) -> float:
-    """The lateness the model accepts once the end may come: `lateness` of the job's age,
-    from `initial` to 1.5 x `max_interval`."""
-    return min(max(policy.initial, policy.lateness * age), 1.5 * policy.max_interval)
+    """The lateness the model accepts once the end may come: 0.3 of the job's age, from
+    `initial` to `max_lateness`."""
+    return min(max(policy.initial, 0.3 * age), policy.max_lateness)
 
 
 #: Curves within the model: the pace never grows more than `drift` (2) times for each doubling
@@ -91,13 +91,14 @@ def test_a_job_that_keeps_its_pace_is_seen_within_a_tolerance(
 
 @pytest.mark.parametrize("seed", range(4))
 def test_a_long_steady_job_costs_few_polls(seed: int) -> None:
-    """A two-hour steady job costs at most 35 polls, under a seventh of the blind
-    schedule's (about 270) and a fifth of a fixed interval with the same lateness (45 s)."""
+    """A two-hour steady job costs at most 80 polls, under a third of the blind schedule's
+    (about 270) and half a fixed interval's with the same promise (a poll every 45 s: 161):
+    while the end is far, the waits stretch to 3 x `max_lateness`, and no further."""
     polls, _, delays = run(seeded(seed), 7200, lambda x: 100 * x)
     blind, _, _ = run(seeded(seed, progress_aware=False), 7200, lambda x: 100 * x)
-    assert polls <= 35
-    assert blind > 7 * polls
-    assert max(delays) > 600  # the waits stretch while the end is far
+    assert polls <= 80
+    assert blind > 3 * polls
+    assert 120 < max(delays) <= 135
 
 
 @pytest.mark.parametrize("duration", [100, 300, 3000, 14400])
@@ -115,22 +116,24 @@ def test_a_job_that_speeds_up_within_drift_is_seen_within_a_tolerance(
 
 
 def test_near_its_end_a_job_is_waited_for_in_nearly_all_the_time_it_has_left() -> None:
-    """At 80% after 8000 s of 1% per 100 s, an early end needs 12% more: 1200 s at that
-    pace. Its age grows by a seventh at most meanwhile, so its pace may hardly grow: the
-    wait covers over 80% of those 1200 s (half of them if the pace could double at once)."""
-    pace = PollPolicy(jitter=0).pace()
+    """At 80% after 8000 s of 1% per 100 s, an early end needs 10% more: 1000 s at that
+    pace. Its age grows by an eighth at most meanwhile, so its pace may hardly grow: the
+    wait covers over 80% of those 1000 s (half of them if the pace could double at once),
+    when `max_lateness` lets it (3 x 600 s)."""
+    pace = PollPolicy(jitter=0, max_lateness=600).pace()
     pace.answered(0, job(0))
     pace.answered(100, job(1))
     pace.answered(7900, job(79))
-    assert 0.8 * 1200 < pace.answered(8000, job(80)) < 1200
+    assert 0.8 * 1000 < pace.answered(8000, job(80)) < 1000
 
 
 def test_a_job_creeping_through_its_last_percents_is_not_polled_every_tolerance() -> None:
     """An early end comes no sooner than 92% of the time the job needs to reach 100% at its
     present pace: at 96% after 600 s for the last percent, at the age of 10,000 s, the end
-    is minutes away; after 20 s for it, the end may come at any moment."""
-    policy = PollPolicy(jitter=0)
-    for last_move, wait in ((600, 5 * tolerance(policy, 10000)), (20, 0)):
+    is minutes away (the wait is the longest `max_lateness` allows, 3 x 70 s); after 20 s
+    for it, the end may come at any moment."""
+    policy = PollPolicy(jitter=0, max_lateness=70)
+    for last_move, wait in ((600, 2.9 * tolerance(policy, 10000)), (20, 0)):
         pace = policy.pace()
         pace.answered(0, job(0))
         pace.answered(100, job(10))
@@ -150,8 +153,8 @@ def test_a_job_slowing_down_near_its_end_is_waited_for_at_its_last_paces() -> No
     `drift` times than the one before, the last by `drift` times) say the job keeps slowing:
     at 98% after 286 s for the last percent and 200 s for the one before, 100% is at least a
     percent away at the faster of the two, so the wait is most of 200 s instead of a
-    tolerance (45 s), as it is when nothing says the job slows down."""
-    policy = PollPolicy(jitter=0)
+    tolerance (`max_lateness`, 70 s), as it is when nothing says the job slows down."""
+    policy = PollPolicy(jitter=0, max_lateness=70)
     pace = policy.pace()
     for now, progress in SLOWING:
         pace.answered(now, job(progress))
@@ -168,7 +171,7 @@ def test_a_pause_is_not_taken_for_a_slowing() -> None:
     the job may move at its fastest pace again: at 98% after 1114 s for the last percent,
     the wait is no longer than the last percent takes at the fastest pace its readings
     allow (88% in 6786 s: 77 s)."""
-    pace = PollPolicy(jitter=0).pace()
+    pace = PollPolicy(jitter=0, max_lateness=70).pace()
     for now, progress in SLOWING:
         pace.answered(now, job(progress))
     assert pace.answered(8000, job(98)) < 77
@@ -178,8 +181,9 @@ def test_the_time_to_a_first_move_bounds_the_pace() -> None:
     """A job that reads 0 for 1000 s, then 25%, is taken to move at no more than 50% (up to
     a step further than read) per 1040 s: the wait is most of its age, where a job that
     might have made its 25% in the last 40 s alone would be polled every tolerance. If it
-    does race ahead, it is seen late by at most the time it has been watched (1040 s)."""
-    pace = PollPolicy(jitter=0).pace()
+    does race ahead, it is seen late by at most the time it has been watched (1040 s), and
+    by 3 x `max_lateness` (600 s here)."""
+    pace = PollPolicy(jitter=0, max_lateness=600).pace()
     pace.answered(0, job(0))
     pace.answered(1000, job(0))
     assert 900 < pace.answered(1040, job(25)) <= 1040
@@ -188,8 +192,8 @@ def test_the_time_to_a_first_move_bounds_the_pace() -> None:
 def test_coarse_steps_wait_for_the_next_step() -> None:
     """Progress in steps of 20%: after 80% the end needs a reading of 92%, that is the next
     step, so the wait covers most of a step (2000 s here) instead of polling every
-    tolerance from half a step on."""
-    pace = PollPolicy(jitter=0).pace()
+    tolerance from half a step on (when `max_lateness`, 600 s here, lets it)."""
+    pace = PollPolicy(jitter=0, max_lateness=600).pace()
     for now, progress in [(0, 0), (1000, 0), (1040, 20), (3000, 20), (3040, 40)]:
         pace.answered(now, job(progress))
     for now, progress in [(5000, 40), (5040, 60), (7000, 60)]:
@@ -206,26 +210,53 @@ def test_a_wrong_estimate_costs_at_most_the_time_watched() -> None:
     assert pace.answered(100, job(1)) == 100
 
 
-def test_a_wrong_estimate_costs_at_most_max_estimated_interval() -> None:
-    """However old the job, no wait exceeds `max_estimated_interval`."""
-    pace = PollPolicy(jitter=0, max_estimated_interval=120).pace()
+def test_a_wrong_estimate_costs_at_most_three_times_max_lateness() -> None:
+    """However old the job, no wait exceeds 3 x `max_lateness`."""
+    pace = PollPolicy(jitter=0, max_lateness=40).pace()
     pace.answered(0, job(0))
     pace.answered(1000, job(1))
     assert pace.answered(5000, job(2)) == 120
 
 
-@pytest.mark.parametrize("ceiling", [60, 600])
-def test_ceiling_bounds_every_wait(ceiling: float) -> None:
-    """No wait exceeds `max_estimated_interval`, nor the time the status has been watched
-    (unless that is below the tolerance)."""
-    policy = PollPolicy(initial=1, factor=1.5, jitter=0, max_estimated_interval=ceiling)
+@pytest.mark.parametrize("max_lateness", [20, 200])
+def test_three_times_max_lateness_bounds_every_wait(max_lateness: float) -> None:
+    """No wait exceeds 3 x `max_lateness`, nor the time the status has been watched
+    (unless that is below `max_lateness`)."""
+    policy = PollPolicy(initial=1, factor=1.5, jitter=0, max_lateness=max_lateness)
     pace = policy.pace()
     pace.answered(0, job(0))
     now = 1.0
     for progress in range(1, 60):
         delay = pace.answered(now, job(progress))
-        assert delay <= max(min(ceiling, now), tolerance(policy, now))
+        assert delay <= min(3 * max_lateness, max(now, max_lateness))
         now += max(delay, 100)
+
+
+def test_the_deprecated_max_estimated_interval_can_only_shorten_the_waits() -> None:
+    """`max_estimated_interval=` still bounds the model's waits, with a `DeprecationWarning`,
+    but cannot lift them past 3 x `max_lateness`: the promise holds whatever it says."""
+    with pytest.deprecated_call(match="max_lateness"):
+        short = PollPolicy(jitter=0, max_estimated_interval=100)
+    with pytest.deprecated_call(match="max_estimated_interval"):
+        long = PollPolicy(jitter=0, max_estimated_interval=1800)
+    for policy, longest in ((short, 100), (long, 135)):
+        assert policy.max_estimated_interval == longest
+        pace = policy.pace()
+        pace.answered(0, job(0))
+        pace.answered(1000, job(1))
+        assert pace.answered(5000, job(2)) == longest
+
+
+def test_the_deprecated_lateness_still_sets_the_share_of_the_age() -> None:
+    """`lateness=` is still the share of its age a job is polled at near its end, with a
+    `DeprecationWarning`, and still no longer than `max_lateness`."""
+    with pytest.deprecated_call(match="lateness"):
+        policy = PollPolicy(jitter=0, lateness=0.1)
+    pace = policy.pace()
+    pace.answered(0, job(0))
+    pace.answered(10, job(10))
+    assert pace.answered(99, job(99)) == pytest.approx(9.9)
+    assert pace.answered(1000, job(99)) == 45
 
 
 def test_floor_is_initial() -> None:
@@ -235,13 +266,13 @@ def test_floor_is_initial() -> None:
 
 
 def test_near_the_end_polls_come_every_tolerance() -> None:
-    """Once the earliest end has come, polls come every tolerance: `lateness` (0.3) of the
-    job's age, up to 45 s for an old job."""
+    """Once the earliest end has come, polls come every tolerance: 0.3 of the job's age, up
+    to `max_lateness` (45 s) for an old job."""
     policy = PollPolicy(jitter=0)
     pace = policy.pace()
     pace.answered(0, job(0))
     pace.answered(100, job(10))
-    assert pace.answered(990, job(99)) == 45  # 0.3 of 990 s, capped at 1.5 x 30 s
+    assert pace.answered(990, job(99)) == 45  # 0.3 of 990 s, capped at max_lateness
     pace = policy.pace()
     pace.answered(0, job(0))
     pace.answered(10, job(10))
@@ -260,8 +291,8 @@ def test_blind_until_progress_moves() -> None:
 
 def test_silent_job_is_polled_every_tolerance_up_to_45_s() -> None:
     """A job that never reports progress is polled on the blind schedule, stretched to 0.3
-    of its age (`lateness`) once that is longer, and at most every 45 s: seen at most 45 s
-    late."""
+    of its age once that is longer, and at most every `max_lateness` (45 s): seen at most
+    45 s late."""
     polls, latency, delays = run(PollPolicy(initial=1, factor=1.5, jitter=0), 7200, None)
     assert delays[:7] == pytest.approx(BLIND[:7])
     assert max(delays) == 45
@@ -282,13 +313,13 @@ def test_silent_job_against_plain_backoff(seed: int) -> None:
 
 def test_a_queued_job_is_polled_every_half_its_age() -> None:
     """A SCHEDULED job cannot finish before it runs: polled every 1/drift of its age (up to
-    `max_estimated_interval`). Once RUNNING at 0%, it may end at any moment: polled every
+    3 x `max_lateness`). Once RUNNING at 0%, it may end at any moment: polled every
     tolerance (0.3 of its age, up to 45 s) or on the blind schedule, whichever is longer."""
     policy = PollPolicy(jitter=0)
     pace = policy.pace()
     assert pace.answered(0, job(0, JobStatus.SCHEDULED)) == 2
     assert pace.answered(100, job(0, JobStatus.SCHEDULED)) == 50
-    assert pace.answered(10000, job(0, JobStatus.WAITING)) == 1800
+    assert pace.answered(10000, job(0, JobStatus.WAITING)) == 135
     assert pace.answered(12000, job(0, JobStatus.RUNNING)) == 45
     young = policy.pace()
     young.answered(0, job(0, JobStatus.SCHEDULED))
@@ -298,12 +329,12 @@ def test_a_queued_job_is_polled_every_half_its_age() -> None:
 
 def test_progress_going_backwards_starts_the_blind_schedule_again() -> None:
     """A drop in progress (a restarted stage) forgets the pace: back to `initial`."""
-    pace = PollPolicy(initial=1, factor=1.5, jitter=0, lateness=0.2).pace()
+    pace = PollPolicy(initial=1, factor=1.5, jitter=0).pace()
     pace.answered(0, job(0))
     pace.answered(1, job(10))
     assert pace.answered(2, job(20)) > 1.5  # estimated: longer than the blind schedule's
-    assert pace.answered(4, job(5)) == 1
-    assert pace.answered(5, job(5)) == 1.5
+    assert pace.answered(3, job(5)) == 1
+    assert pace.answered(3.2, job(5)) == 1.5
 
 
 def test_failures_follow_the_blind_schedule() -> None:
@@ -386,13 +417,13 @@ async def test_wait_for_job_end_to_end_in_virtual_time(
     service: FakeJobsService, client: JobsClient, clock: VirtualClock
 ) -> None:
     """Through `wait_for_job` and real HTTP: an hour-long linear job is seen done within
-    45 s of its end in under 25 polls; the blind schedule takes over 120."""
+    45 s of its end in under 45 polls; the blind schedule takes over 120."""
     policy = PollPolicy(clock=clock, sleep=clock.sleep, rng=random.Random(1).random)
     job_id = service.add_job(duration=3600)
     finished = await wait_for_job(client, job_id, policy=policy)
     assert finished.succeeded
     assert 3600 <= clock.now - clock.start <= 3645
-    assert service.request_count(job_id) < 25
+    assert service.request_count(job_id) < 45
 
     blind = PollPolicy(
         clock=clock, sleep=clock.sleep, rng=random.Random(1).random, progress_aware=False
@@ -437,12 +468,12 @@ def worked_example(text: str) -> list[list[str]]:
 
 def test_the_worked_example_is_what_the_schedule_does() -> None:
     """The worked example of `PollPolicy`'s docstring is what the schedule decides for a
-    steady job of an hour, and the README shows the same table."""
+    steady job of 10 minutes, and the README shows the same table."""
     assert PollPolicy.__doc__ is not None
     stated = worked_example(PollPolicy.__doc__)
     pace, now, done = PollPolicy(jitter=0).pace(), 0.0, []
-    while now < 3600:
-        progress = int(100 * now / 3600)
+    while now < 600:
+        progress = int(100 * now / 600)
         delay = pace.answered(now, job(progress))
         done.append([f"{now:g}" if now.is_integer() else f"{now:.1f}", str(progress), delay])
         now += delay

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import itertools
+import math
 import pickle
 import random
+import warnings
 from typing import Any
 
 import attrs
@@ -104,9 +106,10 @@ def test_retry_delay_honours_retry_after_up_to_the_cap(
         pytest.param({"sleep": None}, "sleep must be callable", id="sleep"),
         pytest.param({"rng": 42}, "rng must be callable", id="rng"),
         pytest.param({"progress_aware": 1}, "progress_aware must be True or False", id="aware"),
-        pytest.param(
-            {"max_estimated_interval": 10}, r"max_estimated_interval \(10 s\)", id="estimated"
-        ),
+        pytest.param({"max_lateness": 0}, "max_lateness must be a positive", id="lateness-0"),
+        pytest.param({"max_lateness": math.inf}, "max_lateness", id="lateness-inf"),
+        pytest.param({"max_lateness": "30"}, "max_lateness", id="lateness-str"),
+        pytest.param({"max_estimated_interval": 0}, "max_estimated_interval", id="estimated"),
         pytest.param({"drift": 0.9}, "drift must be a number of 1 or more", id="drift-below-1"),
         pytest.param({"lateness": 0}, "lateness must be a fraction", id="lateness-zero"),
         pytest.param({"lateness": 1.5}, "lateness must be a fraction", id="lateness-big"),
@@ -137,9 +140,29 @@ def test_policy_is_frozen_with_a_readable_repr() -> None:
     assert repr(policy) == (
         "PollPolicy(initial=2.0, factor=2.0, max_interval=30.0, jitter=0.2, max_failures=10, "
         "max_retry_after=300.0, not_found_grace=0.0, first_contact_grace=10.0, "
-        "stall_timeout=None, progress_aware=True, max_estimated_interval=1800.0, drift=2.0, "
-        "lateness=0.3, early_end=8)"
+        "stall_timeout=None, progress_aware=True, max_lateness=45.0, drift=2.0, early_end=10)"
     )
+
+
+def test_max_lateness_sets_the_longest_wait_of_the_model() -> None:
+    """The knob's default is 45 s, and the longest wait the model may ask for (read back as
+    `max_estimated_interval`) is 3 times it, whatever the knob."""
+    assert PollPolicy().max_lateness == 45
+    assert PollPolicy().max_estimated_interval == 135
+    assert PollPolicy(max_lateness=5).max_estimated_interval == 15
+    assert attrs.evolve(PollPolicy(), max_lateness=300).max_estimated_interval == 900
+
+
+@pytest.mark.parametrize("option", ["lateness", "max_estimated_interval"])
+def test_deprecated_options_warn_where_they_are_passed(option: str) -> None:
+    """`lateness=` and `max_estimated_interval=` still work, with a `DeprecationWarning`
+    that names `max_lateness` and points at the caller's line."""
+    with pytest.warns(DeprecationWarning, match=f"{option}=.*max_lateness") as caught:
+        PollPolicy(**{option: 0.5})
+    assert caught[0].filename == __file__
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        PollPolicy(max_lateness=10, drift=3, early_end=5)  # no warning for the current options
 
 
 def test_policy_pickles_without_copying_a_random_state() -> None:

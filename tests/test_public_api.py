@@ -127,6 +127,7 @@ def test_testing_exported_members() -> None:
         "HttpError",
         "Patch",
         "ProgressCurve",
+        "RateLimit",
         "RecordedRequest",
         "Redirect",
         "Slow",

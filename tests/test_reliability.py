@@ -256,7 +256,9 @@ async def _cancelled_at_random(
             await asyncio.sleep(0)
 
         policy = PollPolicy(clock=clock, sleep=clock.sleep, max_failures=100)
-        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+        async with JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client:
             fanout = wait_for_jobs(
                 client,
                 [*expected, *expected][:20],  # duplicates too
@@ -583,7 +585,7 @@ async def test_a_server_that_never_answers_fails_within_the_grace(
     """Nobody listening: `wait_for_job` gives up after `first_contact_grace`, not minutes
     later, says so at WARNING at once, and a fan-out stops with one error."""
     with refusing_url() as base_url:
-        async with JobsClient("k", base_url=base_url) as client:
+        async with JobsClient("k", base_url=base_url, clock=clock, sleep=clock.sleep) as client:
             await _never_answered(client, clock, policy, caplog)
 
 

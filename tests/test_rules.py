@@ -20,7 +20,7 @@ from jobpoll import (
     ServerError,
     WaitTimeout,
 )
-from jobpoll._rules import Rules, fleet_pause
+from jobpoll._rules import Rules
 from jobpoll._state import JobState
 
 CREATED = datetime(2026, 1, 1, tzinfo=UTC)
@@ -36,16 +36,6 @@ def started(rules: Rules, now: float = 0.0) -> JobState:
     state = JobState(job_id="j")
     rules.begin(state, now)
     return state
-
-
-def test_the_fleet_pauses_double_up_to_the_cap_or_as_the_server_asks() -> None:
-    """The fleet's pause after the n-th throttled answer in a row doubles from `initial` up
-    to `max_interval`; a `Retry-After` is obeyed up to `max_retry_after`."""
-    policy = PollPolicy(initial=2, max_interval=30, max_retry_after=100)
-    assert [fleet_pause(policy, n, None) for n in range(6)] == [2, 4, 8, 16, 30, 30]
-    assert fleet_pause(policy, 10_000, None) == 30  # no overflow, however long the storm
-    assert fleet_pause(policy, 0, 60.0) == 60
-    assert fleet_pause(policy, 0, 1e9) == 100
 
 
 def test_an_answer_is_news_once_and_ends_the_wait_when_terminal() -> None:

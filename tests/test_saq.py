@@ -39,7 +39,7 @@ from jobpoll import (
     WaitTimeout,
 )
 from jobpoll.saq import SaqWaits, load_result, result_to_json
-from jobpoll.testing import FakeJobsService, HttpError, Patch, Slow
+from jobpoll.testing import FakeJobsService, Patch, RateLimit, Slow
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -279,41 +279,71 @@ async def test_one_chain_per_job_however_often_submitted(
         assert await fleet.waits.delivered() == 1
 
 
-async def test_a_storm_of_503s_slows_every_worker(redis_url: str, service: FakeJobsService) -> None:
-    """503s answered to the polls of a few jobs pause the polls of every job on every worker,
-    through Redis (as `wait_for_jobs` does in one process); the waits ride it out."""
-    # Running until every worker has met the pause (however long they take to start).
+async def test_a_rate_limit_met_by_some_polls_slows_every_worker(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A gateway's limit (a token bucket answering 503 with a `Retry-After`) refuses some
+    polls: the rate every worker shares is cut, through Redis, and every worker hands the polls
+    whose turn is over a second away over unpolled; the waits ride it out, each outcome
+    delivered once."""
+    # Running until every worker has met the limit (however long they take to start).
     job_ids = [service.add_job(duration=math.inf) for _ in range(60)]
     # Redis hands the links due at each tick of SAQ's scheduler to the workers' waiting
     # connections in the order they began to wait: with 4 each (12 in all) and dozens of
-    # links due at each tick, every worker takes some of every tick's links, the pause's too.
+    # links due at each tick, every worker takes some of every tick's links.
     async with fleet_of(redis_url, service, 3, concurrency=4) as fleet:
         assert all(await fleet.waits.submit(job_ids))
         await eventually(
             lambda: all(service.request_count(job_id) >= 1 for job_id in job_ids),
             "each job polled once",
         )
-        # Each 503 answered to a poll sent since the last pause began starts a pause.
-        for job_id in job_ids[:3]:
-            service.inject(HttpError(503, retry_after=2), job_id=job_id, times=1)
+        # 60 jobs polled each second, 5 polls a second allowed: a line of turns forms.
+        service.rate_limit = RateLimit(5.0, burst=1.0, retry_after=2.0, status=503)
 
         async def every_worker_paused() -> bool:
             names = ("w0", "w1", "w2")
             return all([await _steps_at_least(fleet, name, "paused", 1) for name in names])
 
-        await eventually(every_worker_paused, "every worker's polls paused", within=90)
+        await eventually(every_worker_paused, "every worker's polls handed over", within=90)
+        service.rate_limit = None
         for job_id in job_ids:
             service.set_job(job_id, status="FINISHED", progress=100)
         await eventually(lambda: _at_least(fleet, len(job_ids)), "every outcome", within=90)
-        steps = {name: await fleet.steps(name) for name in ("w0", "w1", "w2")}
-        pause = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:pause")
+        shared = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:rate")
         outcomes = await fleet.outcomes()
-    assert int(pause[b"gen"]) >= 1
-    for name, counts in steps.items():
-        assert counts.get("paused", 0) >= 1, (name, counts)  # its polls waited for the pause
+        assert await fleet.waits.delivered() == len(job_ids)
+    assert int(shared[b"cuts"]) >= 1
+    assert float(shared[b"hold_until"]) > float(shared[b"cut_at"])  # the Retry-After's hold
     assert all(load_result(outcome).ok for outcome in outcomes.values())
-    answered_503 = [request for request in service.recent_requests if request.http_status == 503]
-    assert 1 <= len(answered_503) <= 3
+
+
+async def test_every_outcome_once_under_a_rate_limit(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """300 jobs of mixed outcome over three workers, against a limit of 30 polls a second
+    (429 over it) that the workers are not told of: each outcome is delivered exactly once,
+    and the shared rate learned the limit (cut at least once, to below twice the limit)."""
+    service.rate_limit = RateLimit(30.0, burst=5.0)
+    expected: dict[str, str] = {}
+    for index in range(300):
+        duration = 1.0 + (index % 5) * 0.5
+        if index % 3:
+            expected[service.add_job(duration=duration, final_status="FINISHED")] = "ok"
+        else:
+            expected[service.add_job(duration=duration, final_status="FAILED")] = "JobFailedError"
+    async with fleet_of(redis_url, service, 3) as fleet:
+        assert all(await fleet.waits.submit(list(expected)))
+        await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", within=100)
+        assert await fleet.waits.delivered() == len(expected)
+        outcomes = await fleet.outcomes()
+        calls = await fleet.calls()
+        shared = await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:rate")
+    for job_id, kind in expected.items():
+        result = load_result(outcomes[job_id])
+        assert ("ok" if result.ok else type(result.error).__name__) == kind, outcomes[job_id]
+    assert sorted(job_id for job_id, _attempt in calls) == sorted(expected)  # each called once
+    assert int(shared[b"cuts"]) >= 1
+    assert float(shared[b"peak"]) < 2 * 30.0
 
 
 EXAMPLES = Path(__file__).parent.parent / "examples"
@@ -503,8 +533,8 @@ async def _steps_at_least(fleet: Fleet, name: str, kind: str, count: int) -> boo
 
 
 def test_settings_are_checked() -> None:
-    """A queue that is not on Redis, a timeout out of range, or an outcome function missing
-    from the worker's functions are refused at once."""
+    """A queue that is not on Redis, a timeout or a ceiling out of range, or an outcome
+    function missing from the worker's functions are refused at once."""
     from saq import Queue
 
     with pytest.raises(TypeError, match="RedisQueue"):
@@ -512,6 +542,8 @@ def test_settings_are_checked() -> None:
     queue = Queue.from_url("redis://127.0.0.1:1", name="checks")
     with pytest.raises(ValueError, match="poll_timeout"):
         SaqWaits(queue, on_outcome=None, poll_timeout=0.5)
+    with pytest.raises(ValueError, match="max_rate"):
+        SaqWaits(queue, on_outcome=None, max_rate=0)
     waits = SaqWaits(queue, on_outcome="job_ended")
     with pytest.raises(ValueError, match="job_ended"):
         waits.worker_settings(client=lambda: None, functions=[])

@@ -38,6 +38,7 @@ from jobpoll import (
     WaitTimeout,
     wait_for_job,
 )
+from jobpoll._rate import SLACK
 from jobpoll.testing import (
     Body,
     Drop,
@@ -249,12 +250,14 @@ async def test_on_update_errors_end_the_wait(
 async def test_503_burst_is_ridden_out_with_backoff(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy, clock: VirtualClock
 ) -> None:
-    """A burst of 503s shorter than `max_failures` delays the answer, on the schedule."""
+    """A burst of 503s shorter than `max_failures` delays the answer, on the schedule (the
+    last poll a little later: the client's rate, halved by each 503 from the second in a
+    row, spaces it 4 s after the one before)."""
     job_id = service.add_job(duration=0)
     service.inject(HttpError(503), job_id=job_id, times=4)
     wait = wait_for_job(client, job_id, policy=policy)
     assert (await wait).succeeded
-    assert clock.sleeps == SCHEDULE[:4]
+    assert clock.sleeps == pytest.approx([*SCHEDULE[:4], 4 - SCHEDULE[3] - SLACK])
     assert wait.polls == 5
 
 
@@ -314,11 +317,12 @@ async def test_retry_after_is_capped(
 async def test_429_without_retry_after_backs_off(
     service: FakeJobsService, client: JobsClient, policy: PollPolicy, clock: VirtualClock
 ) -> None:
-    """A 429 that names no wait is retried on the schedule."""
+    """A 429 that names no wait is retried on the schedule, and no sooner than the client's
+    rate allows (a request a second after the first, every 2 s after the second)."""
     job_id = service.add_job(duration=0)
     service.inject(HttpError(429), job_id=job_id, times=2)
     assert (await wait_for_job(client, job_id, policy=policy)).succeeded
-    assert clock.sleeps == SCHEDULE[:2]
+    assert clock.sleeps == pytest.approx([*SCHEDULE[:2], 2 - SCHEDULE[1] - SLACK])
 
 
 @pytest.mark.parametrize(

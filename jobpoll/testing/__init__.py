@@ -2,7 +2,17 @@
 own tests, and the `VirtualClock` that runs it and a `PollPolicy` without sleeping."""
 
 from jobpoll.testing._clock import VirtualClock
-from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._faults import (
+    Body,
+    Drop,
+    Fault,
+    Headers,
+    HttpError,
+    Patch,
+    RateLimit,
+    Redirect,
+    Slow,
+)
 from jobpoll.testing._rules import ProgressCurve, linear
 from jobpoll.testing._service import FakeJobsService, RecordedRequest
 
@@ -15,6 +25,7 @@ __all__ = [
     "HttpError",
     "Patch",
     "ProgressCurve",
+    "RateLimit",
     "RecordedRequest",
     "Redirect",
     "Slow",

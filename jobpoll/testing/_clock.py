@@ -8,8 +8,9 @@ import asyncio
 class VirtualClock:
     """A monotonic clock and a matching `sleep` that moves it instead of waiting.
 
-    Give the same clock to the fake service and to a `PollPolicy`
-    (`PollPolicy(clock=clock, sleep=clock.sleep)`), and a job scripted to run for an hour is
+    Give the same clock to the fake service, to a `PollPolicy`
+    (`PollPolicy(clock=clock, sleep=clock.sleep)`) and to the `JobsClient` (the same two
+    keywords: it keeps its rate limit on them), and a job scripted to run for an hour is
     waited for in milliseconds, with every delay on record.
 
     Each `sleep` moves time on by its own delay, which models one waiter (or waiters taking

@@ -88,3 +88,34 @@ class Headers:
 
 #: Anything the fake service can be told to answer instead of the job.
 Fault = HttpError | Slow | Drop | Body | Redirect | Patch | Headers
+
+
+@attrs.define
+class RateLimit:
+    """A gateway's token bucket in front of the service, as API gateways hold each key to a
+    rate: `rate` requests a second on average, bursts of up to `burst`; a request over it is
+    answered `status` (429) with `Retry-After: retry_after` (None: no header).
+
+    The bucket starts full and fills on the service's clock. Change `rate` or `burst` while
+    the service runs to model a limit that changes; the tokens left are kept.
+    """
+
+    rate: float
+    burst: float = 1.0
+    retry_after: float | None = 1.0
+    status: int = 429
+    tokens: float | None = attrs.field(default=None, init=False, repr=False)
+    filled_at: float = attrs.field(default=0.0, init=False, repr=False)
+
+    def refusal(self, now: float) -> HttpError | None:
+        """Take a token for a request arriving at `now`; the answer when there is none."""
+        tokens = self.burst if self.tokens is None else self.tokens
+        tokens = min(self.burst, tokens + max(0.0, now - self.filled_at) * self.rate)
+        self.filled_at = now
+        if tokens >= 1.0:
+            self.tokens = tokens - 1.0
+            return None
+        self.tokens = tokens
+        return HttpError(
+            self.status, retry_after=self.retry_after, message="Too many requests for this key."
+        )

@@ -27,7 +27,17 @@ from jobpoll._exits import EXIT_FAILED, Failure, write_failure
 from jobpoll._models import JobStatus
 from jobpoll._wire import format_timestamp
 from jobpoll.testing import _scenario as check
-from jobpoll.testing._faults import Body, Drop, Fault, Headers, HttpError, Patch, Redirect, Slow
+from jobpoll.testing._faults import (
+    Body,
+    Drop,
+    Fault,
+    Headers,
+    HttpError,
+    Patch,
+    RateLimit,
+    Redirect,
+    Slow,
+)
 from jobpoll.testing._rules import JobScript, ProgressCurve, Scenario, linear
 from jobpoll.testing._scenario import checked
 
@@ -72,6 +82,8 @@ class FakeJobsService:
             many seconds after its first request; when None it is a 404, as in production.
         latency: seconds (real time) every answer waits, as over a network, so that requests
             overlap (`peak_in_flight` sees them).
+        rate_limit: a token bucket every request passes first (`RateLimit`), as a gateway's;
+            the attribute of that name may be set or changed while the service runs.
 
     Raises:
         ValueError: an option out of range (a port past 65535), at once.
@@ -85,6 +97,7 @@ class FakeJobsService:
         port: int = 0,
         auto_create_duration: float | None = None,
         latency: float = 0.0,
+        rate_limit: RateLimit | None = None,
     ) -> None:
         self._scenario = Scenario(
             port=checked("port", port, check.port, text=False),
@@ -98,6 +111,7 @@ class FakeJobsService:
         )
         self.api_key = api_key if api_key is not None else "fake-" + secrets.token_urlsafe(16)
         self._clock = clock
+        self.rate_limit = rate_limit
         self._random = random.Random(0)
         self._rule_uses: Counter[int] = Counter()
         self._started_at = 0.0
@@ -237,8 +251,11 @@ class FakeJobsService:
         return self._counts.total() if job_id is None else self._counts[job_id]
 
     def _next_fault(self, job_id: str | None) -> Fault | None:
-        """An injected fault first (for the job, then for any), else a scenario's."""
+        """The rate limit's refusal first, then an injected fault (for the job, then for
+        any), else a scenario's."""
         now = self._clock()
+        if self.rate_limit is not None and (refusal := self.rate_limit.refusal(now)):
+            return refusal
         for key in (job_id, None) if job_id is not None else (None,):
             queue = self._faults.get(key)
             while queue and queue[0].until is not None and now >= queue[0].until:

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 
 import aiohttp
+import attrs
 
 import jobpoll
 from jobpoll import (
@@ -81,6 +82,9 @@ async def wait(client: JobsClient, job_id: str) -> Job | None:
     policy = PollPolicy(
         initial=2.0, max_interval=60, first_contact_grace=5.0, clock=clock, sleep=clock.sleep
     )
+    prompt = attrs.evolve(policy, max_lateness=10)
+    longest: float = prompt.max_estimated_interval
+    print(longest)
 
     async def report(job: Job) -> None:
         print(job.progress)

@@ -1,0 +1,252 @@
+"""`RateControl`: how fast one client's requests may leave, learned from what the service
+accepts. The rules only, with no I/O; the client's `_gate` sleeps as they say.
+
+The model. A gateway in front of the service holds each key to some rate (a token bucket)
+and refuses what goes over it (429, or 503). The controller is off, and costs nothing, until
+the first refusal (or from the start when the user gives a ceiling, `max_rate`). From then
+on requests leave evenly spaced at the controller's rate:
+
+- **A cut** on each refused request that was sent since the last cut (but for a stray one:
+  a bare 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
+  the service was measured to accept just before (the newest accepted answers since the
+  cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
+  halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
+  the cut are the same storm, and cut nothing.
+- **Growth** between cuts, from the first accepted answer after the cut (an outage, where
+  nothing is accepted, grows nothing), on a cubic curve (as TCP's CUBIC): fast at first, flat as it
+  nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
+  requests at a low rate; then it probes above the peak, slowly at first, faster the longer
+  nothing is refused, so that a limit that was raised is found again within seconds. Above
+  the peak it grows only while the service's answers keep up with it (a client sending less
+  than its rate learns nothing of the limit). While no peak was measured (after the first
+  refusal) the rate doubles each `DOUBLING` seconds.
+- **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
+  request it answered waits that long (the wait's rules), but the others go on at the cut
+  rate.
+- **The ceiling** `max_rate` caps the rate at all times.
+
+Why this shape: a probe above the limit costs about one refused request, so spacing probes
+by `PROBE_REQUESTS` keeps refusals near one request in a hundred; the rate spends most of
+its time near the peak (a cubic's plateau), so the accepted rate stays within a few percent
+of the limit; and measuring what was accepted (not what was sent) finds the limit in one
+cut even after a burst far above it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Iterable
+
+import attrs
+
+from jobpoll._state import MIN_RATE, RateState
+
+#: The share of the measured accepted rate that a cut sets the rate to.
+BETA = 0.9
+#: A cut with too little measured halves the rate.
+BACKOFF = 0.5
+#: The rate grows back to the peak in at least this many seconds...
+PROBE_SECONDS = 3.0
+#: ...and over at least this many requests, but in no more than `PROBE_SECONDS_MOST`: a
+#: peak measured low (a client that sent little when refused) is left behind in minutes.
+PROBE_REQUESTS = 30.0
+PROBE_SECONDS_MOST = 30.0
+#: The answers of the last this many seconds tell whether the service keeps up with the rate.
+RECENT_SECONDS = 10.0
+#: The longest a `Retry-After` holds the rate (its request waits as long as the wait's policy
+#: allows): a client whose other requests are accepted meanwhile goes on learning.
+MAX_HOLD = 30.0
+#: How early a request may leave its slot: an event loop's timers are about a millisecond
+#: coarse, and a sleep per request that always wakes late would never reach a high rate.
+#: The slots keep their spacing, so the rate holds on average.
+SLACK = 0.001
+#: The first refusal's rate when little was accepted before it (one refused at once, say):
+#: a start that doubling leaves behind within seconds.
+FIRST_RATE = 1.0
+#: While no peak was measured, the rate doubles in this many seconds.
+DOUBLING = 1.0
+#: The accepted rate is measured over the answers of the last `MEASURE_SECONDS`, or the
+#: newest `MIN_MEASURED` when fewer came in that time.
+MEASURE_SECONDS = 1.0
+MIN_MEASURED = 4
+#: Answers kept, newest last: enough for a second at a few hundred requests a second.
+KEPT = 256
+
+
+@attrs.define(eq=False)
+class RateControl:
+    """The rate of one client (or one queue's workers), with its rules. `sent_at`: when the
+    last request left (the next one may leave one spacing later).
+
+    `cuts` counts the cuts: a request records it when it leaves, and a refusal of a request
+    sent before the last cut is ignored. `hold_until`: a `Retry-After` holds the rate until
+    then. `answers`: the times of the accepted answers since the last cut, kept only while
+    the rate is held (the first cut measures from `accepted` since `started_at`);
+    `refused_last`: whether the last answer was a refusal. `growing_since`: the first answer
+    accepted since the last cut; the rate grows from then (not while nothing is accepted).
+    """
+
+    max_rate: float | None = None
+    state: RateState = attrs.field(factory=RateState)
+    cuts: int = 0
+    hold_until: float = -math.inf
+    sent_at: float = -math.inf
+    started_at: float | None = None
+    accepted: int = 0
+    refused_last: bool = False
+    growing_since: float | None = None
+    answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=KEPT))
+
+    def __attrs_post_init__(self) -> None:
+        if self.max_rate is not None and self.state.rate is None:
+            # At once at the ceiling, no peak measured (a ceiling below the floor still caps).
+            self.state.rate = max(self.max_rate, MIN_RATE)
+
+    @property
+    def limited(self) -> bool:
+        """Whether requests are held to a rate (a refusal was seen, or a ceiling given)."""
+        return self.state.rate is not None
+
+    def rate_at(self, now: float) -> float:
+        """The rate requests may leave at, now (`math.inf` when not held to one)."""
+        state = self.state
+        base = state.rate
+        if base is None:
+            return math.inf
+        since = self.growing_since
+        elapsed = -1.0 if since is None else now - max(since, self.hold_until)
+        peak = state.peak
+        if elapsed <= 0:
+            rate = base
+        elif peak is None:
+            rate = base * 2.0 ** min(elapsed / DOUBLING, 64.0)
+        else:
+            x = elapsed / min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST) - 1.0
+            if x <= 0:
+                rate = peak + (peak - min(base, peak)) * x**3
+            else:
+                rate = peak * (1.0 + (1.0 - BETA) * min(x, 1e4) ** 3)
+                rate = min(rate, max(peak, 2.0 * self.recent_rate(now)))
+        return rate if self.max_rate is None else min(rate, self.max_rate)
+
+    def delay(self, now: float) -> float:
+        """The seconds before the next request may leave: one spacing at today's rate after
+        the last one's slot (so that a rate that grows shortens the wait at once), less
+        `SLACK`."""
+        rate = self.rate_at(now)
+        if rate == math.inf:
+            return 0.0
+        return max(0.0, self.sent_at + 1.0 / rate - SLACK - now)
+
+    def sent(self, now: float) -> None:
+        """A request leaves: its slot is one spacing after the last one's, or now if it is
+        late (a busy event loop). A late one lets none catch up: with a bucket of one token
+        the two would be one too many."""
+        if self.started_at is None:
+            self.started_at = now
+        rate = self.rate_at(now)
+        self.sent_at = now if rate == math.inf else max(self.sent_at + 1.0 / rate, now)
+
+    def answered(self, now: float) -> None:
+        """A request was accepted (answered with anything but a throttle)."""
+        self.accepted += 1
+        self.refused_last = False
+        if self.state.rate is not None:
+            self.answers.append(now)
+            if self.growing_since is None:
+                self.growing_since = now
+
+    def throttled(
+        self, now: float, sent_in: int, retry_after: float | None = None, *, certain: bool = True
+    ) -> bool:
+        """A request sent in cut `sent_in` was refused: cut the rate, unless a cut came since.
+        `retry_after` holds the rate for that long. `certain`: a 429, or an answer with a
+        `Retry-After`; else (a bare 503, a refused connection) a refusal right after an
+        accepted answer is taken for a stray one (a sick instance behind a balancer, not the
+        key's limit) and cuts nothing. Whether it cut."""
+        stray = not certain and not self.refused_last
+        self.refused_last = True
+        if retry_after is not None:
+            self.hold_until = max(self.hold_until, now + min(retry_after, MAX_HOLD))
+        if sent_in != self.cuts or stray:
+            return False
+        state = self.state
+        measured = self.measured(now)
+        current = self.rate_at(now)
+        if measured is not None:
+            state.peak = max(measured, MIN_RATE)
+            rate = BETA * measured
+        elif state.rate is None:  # the first refusal: what was accepted since the start
+            since = now - (now if self.started_at is None else self.started_at)
+            rate = max(self.accepted / max(since, 1.0), FIRST_RATE)
+        else:
+            rate = BACKOFF * current
+        if self.max_rate is not None:
+            rate = min(rate, self.max_rate)
+        state.rate = max(rate, MIN_RATE)
+        state.cut_at = now
+        self.growing_since = None
+        self.cuts += 1
+        self.answers.clear()
+        self.sent_at = now  # the bucket is empty: the next request one spacing from now
+        return True
+
+    def measured(self, now: float) -> float | None:
+        """The rate the service accepted, from the newest answers since the last cut: those
+        of the last `MEASURE_SECONDS`, or the newest `MIN_MEASURED` when fewer came in that
+        time; None with fewer than that."""
+        count = 0
+        newest = oldest = now
+        for at in reversed(self.answers):
+            if count >= MIN_MEASURED and at < now - MEASURE_SECONDS:
+                break
+            newest = at if count == 0 else newest
+            oldest = at
+            count += 1
+        if count < MIN_MEASURED or newest <= oldest:
+            return None
+        return (count - 1) / (newest - oldest)
+
+    def recent_rate(self, now: float) -> float:
+        """The accepted rate over the answers of the last `RECENT_SECONDS` (0 with fewer than
+        two)."""
+        count, oldest = 0, now
+        for at in reversed(self.answers):
+            if at < now - RECENT_SECONDS:
+                break
+            count, oldest = count + 1, at
+        if count < 2:
+            return 0.0
+        return (count - 1) / max(now - oldest, 1e-3)
+
+    def adopt(
+        self, state: RateState, cuts: int, hold_until: float, answers: Iterable[float]
+    ) -> None:
+        """Go on from a state shared with other controllers and kept elsewhere (a SAQ queue's
+        workers', in Redis), with the times of the accepted answers it counted since this one
+        last looked, oldest first. The answers of a cut before are dropped; with no rate
+        shared, the ceiling is the rate (as at the start)."""
+        if cuts != self.cuts:
+            self.answers.clear()
+            self.growing_since = None
+        if state.rate is None and self.max_rate is not None:
+            state = attrs.evolve(state, rate=max(self.max_rate, MIN_RATE))
+        self.state = state
+        self.cuts = cuts
+        self.hold_until = hold_until
+        # Several controllers' answers come in the order they were counted, not quite the
+        # order of their times: the measures read them oldest first.
+        merged = sorted([*self.answers, *answers])
+        self.answers.clear()
+        self.answers.extend(merged[-KEPT:])
+        if self.growing_since is None and self.answers:
+            self.growing_since = self.answers[0]  # the first accepted since the cut
+
+    def restore(self, saved: RateState) -> None:
+        """Go on from a rate learned before (a checkpoint's), unless this one learned its own."""
+        if self.cuts == 0:
+            rate = saved.rate
+            if rate is not None and self.max_rate is not None:
+                rate = max(min(rate, self.max_rate), MIN_RATE)
+            self.state = RateState(rate=rate, peak=saved.peak, cut_at=saved.cut_at)

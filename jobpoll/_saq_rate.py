@@ -1,0 +1,265 @@
+"""`FleetRate`: one rate for every worker of a SAQ queue, kept in Redis, so that any number of
+workers together keep under the service's limit as one client does.
+
+The rules are `RateControl`'s, unchanged: each worker applies them to a mirror of the queue's
+shared state, which Redis keeps and changes only where it must be atomic. Under
+`jobpoll:<queue name>:`, on Redis's own clock (`TIME`: a worker whose clock is off changes
+nothing):
+
+- `rate`, a hash: the fleet's `RateState` (`rate`, `peak`, `cut_at`), `cuts` (the cuts so
+  far), `hold_until` (a `Retry-After` holds the rate until then), `last` (the last turn taken),
+  `later` (the last place given in the line of polls handed over for want of a turn soon)
+  and `answered` (accepted answers counted). No hash, or no `rate` in it: not held to any rate.
+- `answers`: the times of the newest accepted answers of every worker, newest first, since
+  the last cut (`KEPT` of them): what a cut measures and what growth checks.
+
+A poll's turn is taken in the script that checks its link is live (`Links.begin`): given the
+spacing (one over the rate now) the worker computed from its mirror (asked again if the
+mirror missed a cut, or a wipe), it takes the next turn, `max(now, last + spacing)` (as
+`RateControl.delay` spaces one client's requests), if it comes within `HORIZON`, which the
+worker sleeps; else it takes the next place in line, one spacing after the last place given
+(at most `longest` away), and the link is handed over unpolled to run then: no worker sits
+holding a SAQ job for long, and a rate that grows or is cut meanwhile applies when it runs.
+The script's reply brings the mirror up to date. A refusal of a poll sent since the last cut
+reads the state afresh, cuts it by `RateControl.throttled` and writes it back if no worker
+cut it meanwhile (`cuts` unchanged).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import attrs
+
+from jobpoll._errors import JobPollError
+from jobpoll._gate import refusal_of
+from jobpoll._rate import KEPT, RateControl
+from jobpoll._state import RateState
+
+#: The longest a poll waits in its worker for its turn; a later turn hands it over unpolled.
+HORIZON = 1.0
+
+_TIME = """
+local function at(time) return tonumber(time[1]) + tonumber(time[2]) / 1000000 end
+local function text(value) return string.format('%.6f', value) end
+"""
+
+# The shared state and the answers since the `seen`-th (only while a rate is held, unless
+# `always`: none are needed before; `seen` is then the count returned): KEYS[r], KEYS[r + 1]
+# are the `rate` hash and the `answers` list.
+_READ = (
+    _TIME
+    + """
+local function shared(r, seen, always)
+  local now = at(redis.call('TIME'))
+  local state = redis.call(
+    'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'last', 'later',
+    'answered')
+  local total = tonumber(state[8]) or 0
+  local answers = {}
+  if always or state[1] then
+    local count = total - seen
+    if count < 0 or count > KEPT then count = KEPT end
+    if count > 0 then answers = redis.call('LRANGE', KEYS[r + 1], 0, count - 1) end
+  else
+    total = seen
+  end
+  return now, state, {text(now), state[1] or '', state[2] or '', state[3] or '',
+    state[4] or '0', state[5] or '', tostring(total), answers}
+end
+""".replace("KEPT", str(KEPT))
+)
+
+#: Reads the shared state: KEYS = [rate, answers], ARGV = [seen].
+READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1]), true) return reply"
+
+#: Takes a turn, after a check that returns early: KEYS[2:3] = [rate, answers], ARGV[2:6] =
+#: [spacing, seen, the longest a place in line may be away, horizon, the cuts the spacing was
+#: computed after ('': any)]. A spacing computed after other cuts takes nothing (-1).
+TURN = (
+    _READ
+    + """
+local now, state, reply = shared(2, tonumber(ARGV[3]), false)
+if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
+  table.insert(reply, text(now))
+  table.insert(reply, -1)
+  return reply
+end
+local spacing = tonumber(ARGV[2])
+local turn = math.max(now, (tonumber(state[6]) or -math.huge) + spacing)
+local taken = 1
+if turn - now <= tonumber(ARGV[5]) then
+  if spacing > 0 then redis.call('HSET', KEYS[2], 'last', text(turn)) end
+else
+  taken = 0
+  local place = math.max(turn, (tonumber(state[7]) or -math.huge) + spacing)
+  turn = math.min(place, now + tonumber(ARGV[4]))
+  redis.call('HSET', KEYS[2], 'later', text(turn))
+end
+table.insert(reply, text(turn))
+table.insert(reply, taken)
+return reply
+"""
+)
+
+#: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
+#: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
+#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The turns taken before the
+#: cut are still taken (their polls are on their way): the next is one spacing after them,
+#: or after the cut (as one client's would be: the service's bucket is empty).
+CUT = """
+if ARGV[5] ~= '' then
+  local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
+  if not held or tonumber(ARGV[5]) > held then
+    redis.call('HSET', KEYS[1], 'hold_until', ARGV[5])
+  end
+end
+if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
+local last = math.max(tonumber(redis.call('HGET', KEYS[1], 'last')) or 0, tonumber(ARGV[4]))
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
+  'last', string.format('%.6f', last), 'cuts', tonumber(ARGV[1]) + 1)
+if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
+else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
+redis.call('DEL', KEYS[2])
+return 1
+"""
+
+#: Begins a hand-over script: with ARGV's last the time of the poll's accepted answer ('':
+#: not accepted), counts it in KEYS' last two, the `rate` hash and the `answers` list (trimmed
+#: to the newest `KEPT` once twice as long).
+ANSWERED = """
+if ARGV[#ARGV] ~= '' then
+  if redis.call('LPUSH', KEYS[#KEYS], ARGV[#ARGV]) > 2 * KEPT then
+    redis.call('LTRIM', KEYS[#KEYS], 0, KEPT - 1)
+  end
+  redis.call('HINCRBY', KEYS[#KEYS - 1], 'answered', 1)
+end
+""".replace("KEPT", str(KEPT))
+
+
+@attrs.frozen
+class Turn:
+    """A poll's turn: `delay` seconds away on Redis's clock, and `taken` (the worker sleeps
+    until it) or not (a place in the line: the link is handed over unpolled to run then);
+    `sent_in`: the cut its poll is sent in."""
+
+    delay: float
+    taken: bool
+    sent_in: int
+
+
+@attrs.frozen
+class Cut:
+    """What a refusal writes to the shared state (the arguments of `CUT`)."""
+
+    sent_in: int | None  # None: the refusal cuts nothing, it only holds the rate
+    state: RateState
+    hold_until: float
+
+    def arguments(self) -> list[str]:
+        state = self.state
+        hold = "" if self.hold_until == -math.inf else repr(self.hold_until)
+        return [
+            "" if self.sent_in is None else str(self.sent_in),
+            "" if state.rate is None else repr(state.rate),
+            "" if state.peak is None else repr(state.peak),
+            repr(state.cut_at),
+            hold,
+        ]
+
+
+class FleetRate:
+    """One worker's mirror of its queue's shared rate, with no I/O: it says what to ask Redis
+    and reads what Redis answers. `clock`: the worker's monotonic clock, by which it tells the
+    time on Redis's between two answers."""
+
+    def __init__(self, max_rate: float | None, clock: Callable[[], float]) -> None:
+        self.control = RateControl(max_rate)
+        self.clock = clock
+        self.seen = 0  # the accepted answers counted when the mirror last looked
+        self.redis_at = 0.0  # Redis's clock at the last answer...
+        self.local_at = clock()  # ...and the worker's then
+
+    def now(self) -> float:
+        """The time on Redis's clock."""
+        return self.redis_at + (self.clock() - self.local_at)
+
+    def spacing(self) -> float:
+        """The seconds between two turns at the rate the mirror says now (0: no rate)."""
+        rate = self.control.rate_at(self.now())
+        return 0.0 if rate == math.inf else 1.0 / rate
+
+    def mirror(self, reply: Sequence[Any]) -> float:
+        """Bring the mirror up to date with a reply of `READ` (the start of one of `TURN`);
+        Redis's time then. A state that does not read as one is no state (no rate held)."""
+        now, rate, peak, cut_at, cuts, hold, total, answers = (
+            *(_text(field) for field in reply[:7]),
+            reply[7],
+        )
+        self.redis_at, self.local_at = float(now), self.clock()
+        state, count = _state_of(rate, peak, cut_at, cuts)
+        hold_until = _number(hold)
+        self.control.adopt(
+            state,
+            count,
+            -math.inf if hold_until is None else hold_until,
+            [float(at) for at in reversed(answers)],
+        )
+        self.seen = int(total)
+        return self.redis_at
+
+    def turn(self, reply: Sequence[Any]) -> Turn | None:
+        """The turn a reply of `TURN` gave; None: none, the spacing was computed after other
+        cuts than Redis's (ask again, with the spacing of the mirror now up to date)."""
+        now = self.mirror(reply)
+        taken = int(reply[9])
+        if taken < 0:
+            return None
+        return Turn(float(_text(reply[8])) - now, bool(taken), self.control.cuts)
+
+    def refused(self, error: JobPollError, sent_in: int) -> Cut | None:
+        """A throttling error answered a poll sent in cut `sent_in` (the mirror fresh from
+        `READ`): what to write to the shared state, if anything."""
+        retry_after, certain = refusal_of(error)
+        control = self.control
+        if control.throttled(self.now(), sent_in, retry_after, certain=certain):
+            return Cut(sent_in, attrs.evolve(control.state), control.hold_until)
+        if retry_after is not None:
+            return Cut(None, control.state, control.hold_until)
+        return None
+
+    def accepted(self) -> float:
+        """This worker's poll was accepted, now: its time on Redis's clock, to be counted
+        there for every worker. A bare refusal right after it is taken for a stray one
+        (`RateControl.throttled`)."""
+        self.control.refused_last = False
+        return self.now()
+
+
+def _state_of(rate: str, peak: str, cut_at: str, cuts: str) -> tuple[RateState, int]:
+    """The shared `RateState` and cuts as Redis keeps them; none (not held to any rate) for
+    what does not read as one."""
+    held = _number(rate)
+    if held is None or held > 0:
+        try:
+            return RateState(rate=held, peak=_number(peak), cut_at=_number(cut_at) or 0.0), int(
+                cuts
+            )
+        except ValueError:
+            pass
+    return RateState(), 0
+
+
+def _text(value: Any) -> str:
+    return value.decode() if isinstance(value, bytes) else str(value)
+
+
+def _number(text: str) -> float | None:
+    """A finite number, or None (nothing, or not a number)."""
+    try:
+        value = float(text)
+    except ValueError:
+        return None
+    return value if math.isfinite(value) else None

@@ -1,0 +1,171 @@
+"""The rate every worker of a SAQ queue shares (`_saq_rate`), read and written through a real
+Redis by several workers' mirrors in one test. Each mirror's own clock stands still, so what
+it computes depends only on what Redis answered; the rates are slow (turns tens of seconds
+apart), so what Redis decides does not depend on how fast the test runs."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+if not os.environ.get("CI"):
+    pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
+
+from saq import Queue
+
+from jobpoll import RateLimited, ServiceUnavailable
+from jobpoll._rate import BACKOFF, BETA, MAX_HOLD
+from jobpoll._saq_links import Links
+from jobpoll._saq_rate import HORIZON, FleetRate, Turn
+from jobpoll._state import RateState
+
+pytestmark = pytest.mark.timeout(60)
+
+#: The longest a place in line may be away (a policy's `max_interval`).
+LONGEST = 3600.0
+
+
+class Fleet:
+    """One queue's records, and the workers' mirrors of its shared rate."""
+
+    def __init__(self, links: Links, max_rate: float | None, workers: int) -> None:
+        self.links = links
+        self.redis = links.redis
+        self.key = links.prefix + "rate"
+        self.rates = [FleetRate(max_rate, lambda: 0.0) for _ in range(workers)]
+        self.job_id = str(uuid.uuid4())
+
+    async def turn(self, rate: FleetRate) -> Turn:
+        turn = await self.links.begin(self.job_id, 0, rate, LONGEST)
+        assert turn is not None
+        return turn
+
+    async def shared(self) -> dict[str, float]:
+        raw = await self.redis.hgetall(self.key)
+        return {name.decode(): float(value) for name, value in raw.items()}
+
+    async def accepted_every(self, seconds: float, count: int) -> None:
+        """`count` answers accepted `seconds` apart, the last one now (on Redis's clock)."""
+        now_s, now_us = await self.redis.time()
+        now = now_s + now_us / 1e6
+        answers = self.links.prefix + "answers"
+        await self.redis.rpush(answers, *(f"{now - k * seconds:.6f}" for k in range(count)))
+        await self.redis.hincrby(self.key, "answered", count)
+
+    async def refused(self, rate: FleetRate, error: RateLimited, sent_in: int) -> bool:
+        """As a worker's link does when its poll sent in cut `sent_in` is refused."""
+        if sent_in == rate.control.cuts:
+            await self.links.read_rate(rate)
+        cut = rate.refused(error, sent_in)
+        return cut is not None and await self.links.cut_rate(cut)
+
+
+@contextlib.asynccontextmanager
+async def fleet(
+    redis_url: str, workers: int = 2, max_rate: float | None = None
+) -> AsyncIterator[Fleet]:
+    queue = Queue.from_url(redis_url, name="r" + uuid.uuid4().hex[:8])
+    links = Links(
+        queue=queue,
+        on_outcome=None,
+        poll_timeout=30.0,
+        outcome_ttl=60.0,
+        outcome_retries=1,
+        outcome_timeout=30.0,
+    )
+    shared = Fleet(links, max_rate, workers)
+    try:
+        assert await links.submit([shared.job_id], None) == [True]  # its link 0 is live
+        yield shared
+    finally:
+        await queue.disconnect()
+
+
+async def test_a_redis_without_the_state_starts_unlimited(redis_url: str) -> None:
+    """With no shared state (a first start, or Redis wiped), every worker's poll takes its turn
+    at once and nothing is written; once wiped (or garbled), a fleet held to a rate is held
+    to none."""
+    async with fleet(redis_url) as shared:
+        for rate in shared.rates:
+            assert await shared.turn(rate) == Turn(0.0, True, 0)
+            assert not rate.control.limited
+            assert rate.spacing() == 0.0
+        assert await shared.shared() == {}
+        await shared.accepted_every(10.0, 10)
+        assert await shared.refused(shared.rates[0], RateLimited(429), 0)
+        assert "rate" in await shared.shared()
+        await shared.redis.delete(shared.key, shared.links.prefix + "answers")
+        for rate in shared.rates:
+            assert await shared.turn(rate) == Turn(0.0, True, 0)
+            assert not rate.control.limited
+        await shared.redis.hset(shared.key, mapping={"rate": "fast", "cuts": "x"})
+        for rate in shared.rates:  # a state that does not read as one is none
+            assert await shared.turn(rate) == Turn(0.0, True, 0)
+            assert not rate.control.limited
+
+
+async def test_a_refusal_seen_by_one_worker_slows_the_other(redis_url: str) -> None:
+    """Worker a's refusal cuts the shared rate to `BETA` of what the whole fleet was accepted;
+    worker b, which saw nothing refused, takes its next turn under that rate."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert (await shared.turn(b)).taken
+        await shared.accepted_every(2.0, 10)  # the fleet's answers: one each 2 s
+        assert await shared.refused(a, RateLimited(429), 0)
+        state = await shared.shared()
+        assert state["peak"] == pytest.approx(0.5)
+        assert state["rate"] == pytest.approx(BETA * 0.5)
+        assert state["cuts"] == 1
+        # The next turn is one spacing (2.2 s) after the cut: b's poll is handed over to it.
+        turn = await shared.turn(b)
+        assert not turn.taken
+        assert HORIZON < turn.delay <= 1 / (BETA * 0.5)
+        assert turn.sent_in == 1
+        assert b.control.state == a.control.state
+        assert b.spacing() == pytest.approx(1 / (BETA * 0.5), rel=0.01)
+
+
+async def test_a_refusal_of_a_poll_sent_before_the_last_cut_cuts_nothing(redis_url: str) -> None:
+    """b's poll, sent before a's cut, is refused: the same storm, it cuts nothing (b learns of
+    the cut from Redis) but its `Retry-After` holds the shared rate; a refusal of a poll sent
+    since the cut cuts again (halving, with nothing accepted since)."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert (await shared.turn(b)).sent_in == 0
+        await shared.accepted_every(1.0, 10)
+        assert await shared.refused(a, RateLimited(429), 0)
+        cut = await shared.shared()
+        assert not await shared.refused(b, ServiceUnavailable(503, retry_after=600.0), 0)
+        held = await shared.shared()
+        assert (held["rate"], held["cuts"]) == (cut["rate"], 1)
+        assert held["hold_until"] == pytest.approx(b.now() + MAX_HOLD, abs=0.01)  # at most
+        assert await shared.refused(b, RateLimited(429), 1)
+        again = await shared.shared()
+        assert again["cuts"] == 2
+        assert again["rate"] == pytest.approx(BACKOFF * cut["rate"])  # held: no growth
+        assert again["peak"] == cut["peak"]
+        await shared.turn(a)
+        assert a.control.state == RateState(
+            rate=again["rate"], peak=again["peak"], cut_at=again["cut_at"]
+        )
+
+
+async def test_the_ceiling_holds_across_workers(redis_url: str) -> None:
+    """With `max_rate` (one poll each 20 s), the first turn is at once, and each one after it
+    whichever worker takes it, 20 s after the one before: handed over unpolled to then."""
+    async with fleet(redis_url, workers=3, max_rate=0.05) as shared:
+        first, *others = shared.rates
+        assert (await shared.turn(first)).taken
+        start = (await shared.shared())["last"]
+        for index, rate in enumerate([*others, first], start=1):
+            turn = await shared.turn(rate)
+            assert not turn.taken
+            assert rate.spacing() == pytest.approx(20.0)
+            state = await shared.shared()
+            assert state["later"] - start == pytest.approx(20.0 * index, abs=1e-5)
+            assert turn.delay <= 20.0 * index
+        assert "rate" not in await shared.shared()  # a ceiling, not a rate learned
