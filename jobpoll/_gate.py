@@ -259,9 +259,11 @@ def accepted(outcome: object) -> bool:
 
 def refusal_of(error: JobPollError) -> tuple[float | None, bool]:
     """A refusal's `Retry-After`, and whether it is certain (`RateControl.throttled`): a
-    429, or an answer with a `Retry-After`."""
+    429 ("too many requests": this client's). A 503 is the service's state, which a sick
+    instance behind a balancer shares with a throttling gateway, `Retry-After` or not: it
+    cuts from the second in a row."""
     retry_after = getattr(error, "retry_after", None)
-    return retry_after, retry_after is not None or getattr(error, "http_status", 0) == 429
+    return retry_after, getattr(error, "http_status", 0) == 429
 
 
 def refused_by(error: JobPollError) -> str:

@@ -7,7 +7,7 @@ the first refusal (or from the start when the user gives a ceiling, `max_rate`).
 on requests leave evenly spaced at the controller's rate:
 
 - **A cut** on each refused request that was sent since the last cut (but for a stray one:
-  a bare 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
+  a 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
   the service was measured to accept just before (the newest accepted answers since the
   cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
   halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
@@ -161,10 +161,9 @@ class RateControl:
         self, now: float, sent_in: int, retry_after: float | None = None, *, certain: bool = True
     ) -> bool:
         """A request sent in cut `sent_in` was refused: cut the rate, unless a cut came since.
-        `retry_after` holds the rate for that long. `certain`: a 429, or an answer with a
-        `Retry-After`; else (a bare 503, a refused connection) a refusal right after an
-        accepted answer is taken for a stray one (a sick instance behind a balancer, not the
-        key's limit) and cuts nothing. Whether it cut."""
+        `retry_after` holds the rate for that long. `certain`: a 429; else (a 503, a refused
+        connection) a refusal right after an accepted answer is taken for a stray one (a sick
+        instance behind a balancer, not the key's limit) and cuts nothing. Whether it cut."""
         stray = not certain and not self.refused_last
         self.refused_last = True
         if retry_after is not None:
