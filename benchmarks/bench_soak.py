@@ -145,8 +145,8 @@ EXTREME_DATES = (
     "Fri, 99999999999999999999 Dec 2030 23:59:59 GMT",
     "Fri, 31 Dec 2030 23:59:59 +99999999999999999999",
 )
-#: The kinds of fault a job's poll may draw, with their weights. A 429 or 503 pauses every
-#: job's polls and halves the requests in flight, so the throttles are rarer than the rest.
+#: The kinds of fault a job's poll may draw, with their weights. A 429 (or a 503 after
+#: another) cuts the client's rate for every job, so the throttles are rarer than the rest.
 FAULT_WEIGHTS = {
     "throttle": 1,
     "odd-header": 4,
@@ -692,9 +692,10 @@ def arguments_of(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-timeout",
         type=float,
-        default=60.0,
+        default=480.0,
         metavar="SECONDS",
-        help="each fan-out's timeout= (60); a batch still running 15 s later is hung",
+        help="each fan-out's timeout= (480: the client's rate, cut by the throttles drawn at"
+        " random, slows a batch to 1 to 2 minutes); a batch still running 15 s later is hung",
     )
     parser.add_argument(
         "--max-memory-mb",
