@@ -86,15 +86,21 @@ def fake_service(*, auto_create_duration: float, latency: float = 0.0) -> Iterat
             process.stdout.close()
 
 
-def _read_service_line(process: subprocess.Popen[str]) -> Service:
+def first_line(process: subprocess.Popen[str], what: str, timeout: float) -> str:
+    """The first line a child process prints, waited for at most `timeout` seconds."""
     assert process.stdout is not None
     with selectors.DefaultSelector() as selector:
         selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=SERVER_START_TIMEOUT):
-            raise BenchmarkError(f"the fake service printed nothing in {SERVER_START_TIMEOUT} s")
+        if not selector.select(timeout=timeout):
+            raise BenchmarkError(f"{what} printed nothing in {timeout} s")
     line = process.stdout.readline()
     if not line:
-        raise BenchmarkError(f"the fake service exited (status {process.wait()}) before serving")
+        raise BenchmarkError(f"{what} exited (status {process.wait()}) before its first line")
+    return line
+
+
+def _read_service_line(process: subprocess.Popen[str]) -> Service:
+    line = first_line(process, "the fake service", SERVER_START_TIMEOUT)
     try:
         announced = json.loads(line)
         service = Service(base_url=announced["base_url"], api_key=announced["api_key"])

@@ -49,7 +49,6 @@ import os
 import platform
 import random
 import re
-import selectors
 import signal
 import subprocess
 import sys
@@ -64,7 +63,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from _common import BenchmarkError, exit_on_sigterm, exit_status, positive_int
+from _common import BenchmarkError, exit_on_sigterm, exit_status, first_line, positive_int
 from _ratelimit_figures import Rates, RunFigures, figures
 from bench_queue import redis_server
 
@@ -175,24 +174,12 @@ def bucket_server(
         command += ["--change", f"{at}={rate}"]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        yield json.loads(_first_line(process, "the rate-limited service"))
+        yield json.loads(first_line(process, "the rate-limited service", START_TIMEOUT))
         process.send_signal(signal.SIGTERM)
         if process.wait(timeout=GRACE) != 0:
             raise BenchmarkError(f"the rate-limited service exited with {process.returncode}")
     finally:
         _stop(process)
-
-
-def _first_line(process: subprocess.Popen[str], what: str) -> str:
-    assert process.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(process.stdout, selectors.EVENT_READ)
-        if not selector.select(timeout=START_TIMEOUT):
-            raise BenchmarkError(f"{what} printed nothing in {START_TIMEOUT} s")
-    line = process.stdout.readline()
-    if not line:
-        raise BenchmarkError(f"{what} exited (status {process.wait()}) before its first line")
-    return line
 
 
 def _stop(*processes: subprocess.Popen[Any]) -> None:
