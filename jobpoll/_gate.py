@@ -208,7 +208,7 @@ class Gate:
             if control.limited and self.window:
                 self.window = 0  # the rate takes over
         elif answered:
-            control.answered(self.clock() if control.limited else 0.0)
+            control.answered(self.clock())
         if self.window:
             self.out -= 1
             if answered:

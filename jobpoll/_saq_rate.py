@@ -234,8 +234,9 @@ class FleetRate:
         """This worker's poll was accepted, now: its time on Redis's clock, to be counted
         there for every worker. A bare refusal right after it is taken for a stray one
         (`RateControl.throttled`)."""
-        self.control.refused_last = False
-        return self.now()
+        now = self.now()
+        self.control.heard(now)
+        return now
 
 
 def _state_of(rate: str, peak: str, cut_at: str, cuts: str) -> tuple[RateState, int]:
