@@ -2,7 +2,8 @@
 the client (lone waits in many tasks, fan-outs, `get_job` calls) shares one rate.
 
 Two bounds, each dropped when it no longer binds, so that a client whose service never
-refuses pays one attribute test per request:
+refuses pays one attribute test per request, and the time of each answer noted (what the
+first refusal measures the service by):
 
 - **Slow start.** A client's first requests go out in a window that starts at
   `INITIAL_WINDOW` requests out at once and grows by one with each answer (it doubles each
