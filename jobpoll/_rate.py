@@ -6,8 +6,9 @@ and refuses what goes over it (429, or 503). The controller is off, and costs no
 the first refusal (or from the start when the user gives a ceiling, `max_rate`). From then
 on requests leave evenly spaced at the controller's rate:
 
-- **A cut** on each refused request that was sent since the last cut (but for a stray one:
-  a 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
+- **A cut** on a refused request that was sent since the last cut (but for a stray one:
+  a 503 right after an accepted answer, see `throttled`, and for noise, see `weigh`): to
+  `BETA` of the rate
   the service was measured to accept just before (the newest accepted answers since the
   cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
   halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
@@ -88,14 +89,17 @@ class RateControl:
 
     `cuts` counts the cuts: a request records it when it leaves, and a refusal of a request
     sent before the last cut is ignored. `hold_until`: a `Retry-After` holds the rate until
-    then. `answers`: the times of the accepted answers since the last cut, kept only while
-    the rate is held (the first cut measures from `accepted` since `started_at`);
-    `refused_last`: whether the last answer was a refusal. `growing_since`: the first answer
-    accepted since the last cut; the rate grows from then (not while nothing is accepted).
+    then. `answers`: the times of the newest accepted answers (since the last cut, once
+    there was one); `refused_last`: whether the last answer was a refusal. `growing_since`:
+    the first answer accepted since the last cut; the rate grows from then (not while
+    nothing is accepted). `accepted_since_cut`, `refused_since_cut`, `accepted_in_a_row`,
+    `suspect` and `noisy_until` tell noise from a limit (`weigh`), unless `tells_noise` is
+    False (every refusal sent since the last cut cuts).
     """
 
     max_rate: float | None = None
     state: RateState = attrs.field(factory=RateState)
+    tells_noise: bool = True
     cuts: int = 0
     hold_until: float = -math.inf
     sent_at: float = -math.inf
@@ -248,7 +252,7 @@ class RateControl:
         many.
         """
         state = self.state
-        if state.rate is None or state.peak is None:
+        if state.rate is None or state.peak is None or not self.tells_noise:
             return True  # nothing to weigh against: the first refusals
         refused, accepted = self.refused_since_cut, self.accepted_since_cut
         noisy = now <= self.noisy_until

@@ -176,7 +176,9 @@ class FleetRate:
     time on Redis's between two answers."""
 
     def __init__(self, max_rate: float | None, clock: Callable[[], float]) -> None:
-        self.control = RateControl(max_rate)
+        # A worker sees only its own answers, not the share of the fleet's that were
+        # refused: it cuts on every refusal (`RateControl.weigh` needs them all).
+        self.control = RateControl(max_rate, tells_noise=False)
         self.clock = clock
         self.seen = 0  # the accepted answers counted when the mirror last looked
         self.redis_at = 0.0  # Redis's clock at the last answer...
