@@ -692,10 +692,9 @@ def arguments_of(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--batch-timeout",
         type=float,
-        default=480.0,
+        default=60.0,
         metavar="SECONDS",
-        help="each fan-out's timeout= (480: the client's rate, cut by the throttles drawn at"
-        " random, slows a batch to 1 to 2 minutes); a batch still running 15 s later is hung",
+        help="each fan-out's timeout= (60); a batch still running 15 s later is hung",
     )
     parser.add_argument(
         "--max-memory-mb",

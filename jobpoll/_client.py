@@ -256,7 +256,7 @@ class JobsClient:
             sent_in = gate.control.cuts
             outcome = await self._send(session, job_id, timeout)
             if type(outcome) is Job and not gate.engaged:
-                gate.control.answered(0.0)
+                gate.control.answered(gate.clock())
             else:
                 gate.leave(outcome, sent_in)
         if isinstance(outcome, Job):

@@ -2,7 +2,8 @@
 the client (lone waits in many tasks, fan-outs, `get_job` calls) shares one rate.
 
 Two bounds, each dropped when it no longer binds, so that a client whose service never
-refuses pays one attribute test per request:
+refuses pays one attribute test per request, and the time of each answer noted (what the
+first refusal measures the service by):
 
 - **Slow start.** A client's first requests go out in a window that starts at
   `INITIAL_WINDOW` requests out at once and grows by one with each answer (it doubles each
@@ -208,7 +209,7 @@ class Gate:
             if control.limited and self.window:
                 self.window = 0  # the rate takes over
         elif answered:
-            control.answered(self.clock() if control.limited else 0.0)
+            control.answered(self.clock())
         if self.window:
             self.out -= 1
             if answered:

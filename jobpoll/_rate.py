@@ -6,8 +6,9 @@ and refuses what goes over it (429, or 503). The controller is off, and costs no
 the first refusal (or from the start when the user gives a ceiling, `max_rate`). From then
 on requests leave evenly spaced at the controller's rate:
 
-- **A cut** on each refused request that was sent since the last cut (but for a stray one:
-  a 503 right after an accepted answer, see `throttled`): to `BETA` of the rate
+- **A cut** on a refused request that was sent since the last cut (but for a stray one:
+  a 503 right after an accepted answer, see `throttled`, and for noise, see `weigh`): to
+  `BETA` of the rate
   the service was measured to accept just before (the newest accepted answers since the
   cut), which becomes the `peak`. With too little measured (an outage: nothing accepted) it
   halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
@@ -72,6 +73,13 @@ MEASURE_SECONDS = 1.0
 MIN_MEASURED = 4
 #: Answers kept, newest last: enough for a second at a few hundred requests a second.
 KEPT = 256
+#: A noisy service (one that refuses requests below the peak, where a rate limit would not)
+#: is cut only when its refusals since the last cut are at least this share of the answers,
+#: counted over at least `MIN_COUNTED` of them (5 refusals): the 5% a client may lose.
+SHARE = 0.05
+MIN_COUNTED = 100
+#: A refusal taken for noise marks the service noisy for this long.
+NOISY_SECONDS = 30.0
 
 
 @attrs.define(eq=False)
@@ -81,14 +89,17 @@ class RateControl:
 
     `cuts` counts the cuts: a request records it when it leaves, and a refusal of a request
     sent before the last cut is ignored. `hold_until`: a `Retry-After` holds the rate until
-    then. `answers`: the times of the accepted answers since the last cut, kept only while
-    the rate is held (the first cut measures from `accepted` since `started_at`);
-    `refused_last`: whether the last answer was a refusal. `growing_since`: the first answer
-    accepted since the last cut; the rate grows from then (not while nothing is accepted).
+    then. `answers`: the times of the newest accepted answers (since the last cut, once
+    there was one); `refused_last`: whether the last answer was a refusal. `growing_since`:
+    the first answer accepted since the last cut; the rate grows from then (not while
+    nothing is accepted). `accepted_since_cut`, `refused_since_cut`, `accepted_in_a_row`,
+    `suspect` and `noisy_until` tell noise from a limit (`weigh`), unless `tells_noise` is
+    False (every refusal sent since the last cut cuts).
     """
 
     max_rate: float | None = None
     state: RateState = attrs.field(factory=RateState)
+    tells_noise: bool = True
     cuts: int = 0
     hold_until: float = -math.inf
     sent_at: float = -math.inf
@@ -97,6 +108,11 @@ class RateControl:
     refused_last: bool = False
     growing_since: float | None = None
     answers: deque[float] = attrs.field(factory=lambda: deque(maxlen=KEPT))
+    accepted_since_cut: int = 0
+    refused_since_cut: int = 0
+    accepted_in_a_row: int = 0
+    suspect: bool = False
+    noisy_until: float = -math.inf
 
     def __attrs_post_init__(self) -> None:
         if self.max_rate is not None and self.state.rate is None:
@@ -151,28 +167,56 @@ class RateControl:
     def answered(self, now: float) -> None:
         """A request was accepted (answered with anything but a throttle)."""
         self.accepted += 1
+        self.heard(now)
+        self.answers.append(now)
+        if self.growing_since is None and self.state.rate is not None:
+            self.growing_since = now
+
+    def heard(self, now: float) -> None:
+        """An accepted answer, counted towards the share refused (`answered` keeps its time
+        too; a SAQ worker's answers are timed in Redis). A refusal suspected of being noise
+        is taken for noise once 1/`SHARE` answers in a row were accepted after it."""
         self.refused_last = False
-        if self.state.rate is not None:
-            self.answers.append(now)
-            if self.growing_since is None:
-                self.growing_since = now
+        self.accepted_since_cut += 1
+        self.accepted_in_a_row += 1
+        if self.suspect and self.accepted_in_a_row * SHARE >= 1.0:
+            self.suspect = False
+            self.noisy_until = now + NOISY_SECONDS
 
     def throttled(
         self, now: float, sent_in: int, retry_after: float | None = None, *, certain: bool = True
     ) -> bool:
-        """A request sent in cut `sent_in` was refused: cut the rate, unless a cut came since.
-        `retry_after` holds the rate for that long. `certain`: a 429; else (a 503, a refused
-        connection) a refusal right after an accepted answer is taken for a stray one (a sick
-        instance behind a balancer, not the key's limit) and cuts nothing. Whether it cut."""
+        """A request sent in cut `sent_in` was refused: cut the rate, unless a cut came since
+        (the same storm) or the refusal is noise (`weigh`). `retry_after` holds the rate
+        for that long after a cut or in its storm; noise holds nothing (its request waits, as
+        the wait's rules say, but at random a hold would keep the rate from growing for good).
+        `certain`: a 429; else (a 503, a refused connection) a refusal right after an accepted
+        answer is taken for a stray one (a sick instance behind a balancer, not the key's
+        limit) and cuts nothing. Whether it cut."""
         stray = not certain and not self.refused_last
-        self.refused_last = True
+        self.refused_last, self.accepted_in_a_row, self.suspect = True, 0, False
+        storm = sent_in != self.cuts
+        if not (stray or storm):
+            self.refused_since_cut += 1
+            if self.weigh(now):
+                self.cut(now)
+                self.hold(now, retry_after)
+                return True
+        if storm:
+            self.hold(now, retry_after)
+        return False
+
+    def hold(self, now: float, retry_after: float | None) -> None:
+        """No growth for the `Retry-After` the service asked for, up to `MAX_HOLD`."""
         if retry_after is not None:
             self.hold_until = max(self.hold_until, now + min(retry_after, MAX_HOLD))
-        if sent_in != self.cuts or stray:
-            return False
+
+    def cut(self, now: float) -> None:
+        """Cut the rate: to `BETA` of the accepted rate measured, else by `BACKOFF`."""
         state = self.state
-        measured = self.measured(now)
-        current = self.rate_at(now)
+        # Before the first cut, a measure of the client's own pace: of no time (all it sent
+        # at once at its start, say) it is no measure; then the first cut starts low.
+        measured = self.measured(now, 0.0 if state.rate is not None else MEASURE_SECONDS / 2)
         if measured is not None:
             state.peak = max(measured, MIN_RATE)
             rate = BETA * measured
@@ -180,21 +224,56 @@ class RateControl:
             since = now - (now if self.started_at is None else self.started_at)
             rate = max(self.accepted / max(since, 1.0), FIRST_RATE)
         else:
-            rate = BACKOFF * current
+            rate = BACKOFF * self.rate_at(now)
         if self.max_rate is not None:
             rate = min(rate, self.max_rate)
         state.rate = max(rate, MIN_RATE)
         state.cut_at = now
         self.growing_since = None
         self.cuts += 1
-        self.answers.clear()
+        self.since_cut()
         self.sent_at = now  # the bucket is empty: the next request one spacing from now
-        return True
 
-    def measured(self, now: float) -> float | None:
+    def weigh(self, now: float) -> bool:
+        """Whether the refusals since the last cut say the rate is over a limit (else they are
+        taken for noise, and cut nothing).
+
+        A token bucket refuses nothing below its rate: once a cut has left the rate below the
+        limit, the next refusal comes when the rate is back near the peak, and it says the
+        limit is there. Noise (a service that refuses a share of requests at random, at any
+        rate: a gateway's sick instance, a limiter that counts loosely) refuses also on the
+        low half of the way back, and sparsely: such a refusal is `suspect`, and noise once
+        1/`SHARE` answers in a row were accepted after it (`heard`). Cutting on noise would
+        drive the rate down for good, a little at each refusal. So on the low half, and
+        everywhere for `NOISY_SECONDS` after noise was seen, refusals are a limit only when
+        they are most of the answers since the cut (two at least: an outage, a limit far
+        below) or at least `SHARE` of them (counted over `MIN_COUNTED` at least): a limit
+        that was lowered, or a cut on a measure too high (after a burst), soon refuses that
+        many.
+        """
+        state = self.state
+        if state.rate is None or state.peak is None or not self.tells_noise:
+            return True  # nothing to weigh against: the first refusals
+        refused, accepted = self.refused_since_cut, self.accepted_since_cut
+        noisy = now <= self.noisy_until
+        low = self.rate_at(now) < (state.rate + state.peak) / 2
+        if not noisy and not low:
+            return True
+        if refused > max(accepted, 1) or refused >= SHARE * max(accepted + refused, MIN_COUNTED):
+            return True  # most refused (an outage, a limit far below), or a share of many
+        self.suspect = low
+        return False
+
+    def since_cut(self) -> None:
+        """Forget what was counted before a cut."""
+        self.answers.clear()
+        self.accepted_since_cut = self.refused_since_cut = 0
+        self.suspect = False
+
+    def measured(self, now: float, least_span: float = 0.0) -> float | None:
         """The rate the service accepted, from the newest answers since the last cut: those
         of the last `MEASURE_SECONDS`, or the newest `MIN_MEASURED` when fewer came in that
-        time; None with fewer than that."""
+        time; None with fewer than that, or when they span less than `least_span`."""
         count = 0
         newest = oldest = now
         for at in reversed(self.answers):
@@ -203,7 +282,7 @@ class RateControl:
             newest = at if count == 0 else newest
             oldest = at
             count += 1
-        if count < MIN_MEASURED or newest <= oldest:
+        if count < MIN_MEASURED or newest - oldest <= least_span:
             return None
         return (count - 1) / (newest - oldest)
 
@@ -227,7 +306,7 @@ class RateControl:
         last looked, oldest first. The answers of a cut before are dropped; with no rate
         shared, the ceiling is the rate (as at the start)."""
         if cuts != self.cuts:
-            self.answers.clear()
+            self.since_cut()
             self.growing_since = None
         if state.rate is None and self.max_rate is not None:
             state = attrs.evolve(state, rate=max(self.max_rate, MIN_RATE))

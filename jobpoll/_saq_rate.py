@@ -8,8 +8,10 @@ nothing):
 
 - `rate`, a hash: the fleet's `RateState` (`rate`, `peak`, `cut_at`), `cuts` (the cuts so
   far), `hold_until` (a `Retry-After` holds the rate until then), `last` (the last turn taken),
-  `later` (the last place given in the line of polls handed over for want of a turn soon)
-  and `answered` (accepted answers counted). No hash, or no `rate` in it: not held to any rate.
+  `later` (the last place given in the line of polls handed over for want of a turn soon),
+  `answered` (accepted answers counted), and `started` and `sent` (the fleet's slow start:
+  when its first poll was sent, and the polls sent since, `SLOW_START_SECONDS`). No hash,
+  or no `rate` in it: not held to any rate.
 - `answers`: the times of the newest accepted answers of every worker, newest first, since
   the last cut (`KEPT` of them): what a cut measures and what growth checks.
 
@@ -34,12 +36,19 @@ from typing import Any
 import attrs
 
 from jobpoll._errors import JobPollError
-from jobpoll._gate import refusal_of
+from jobpoll._gate import INITIAL_WINDOW, refusal_of
 from jobpoll._rate import KEPT, RateControl
 from jobpoll._state import RateState
 
 #: The longest a poll waits in its worker for its turn; a later turn hands it over unpolled.
 HORIZON = 1.0
+#: A queue's fleet starts slow, as one client does (`_gate`): until its first refusal, for
+#: `SLOW_START_SECONDS` at most from its first poll, the polls sent are at most
+#: `INITIAL_WINDOW` more than twice the answers accepted (the window doubles each round
+#: trip). A poll over it is handed over to run `SLOW_START_WAIT` later. The time bounds what
+#: polls lost in flight (a worker killed) or answered with errors could hold back.
+SLOW_START_SECONDS = 10.0
+SLOW_START_WAIT = 0.05
 
 _TIME = """
 local function at(time) return tonumber(time[1]) + tonumber(time[2]) / 1000000 end
@@ -88,6 +97,22 @@ if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
   return reply
 end
 local spacing = tonumber(ARGV[2])
+if spacing == 0 and not state[1] then
+  local started = tonumber(redis.call('HGET', KEYS[2], 'started') or '')
+  if not started then
+    started = now
+    redis.call('HSET', KEYS[2], 'started', text(now))
+  end
+  if now - started < SLOW_START_SECONDS then
+    local sent = tonumber(redis.call('HGET', KEYS[2], 'sent') or '0')
+    if sent >= INITIAL_WINDOW + 2 * (tonumber(state[8]) or 0) then
+      table.insert(reply, text(now + SLOW_START_WAIT))
+      table.insert(reply, 0)
+      return reply
+    end
+    redis.call('HINCRBY', KEYS[2], 'sent', 1)
+  end
+end
 local turn = math.max(now, (tonumber(state[6]) or -math.huge) + spacing)
 local taken = 1
 if turn - now <= tonumber(ARGV[5]) then
@@ -101,7 +126,9 @@ end
 table.insert(reply, text(turn))
 table.insert(reply, taken)
 return reply
-"""
+""".replace("SLOW_START_SECONDS", repr(SLOW_START_SECONDS))
+    .replace("SLOW_START_WAIT", repr(SLOW_START_WAIT))
+    .replace("INITIAL_WINDOW", str(INITIAL_WINDOW))
 )
 
 #: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
@@ -176,7 +203,9 @@ class FleetRate:
     time on Redis's between two answers."""
 
     def __init__(self, max_rate: float | None, clock: Callable[[], float]) -> None:
-        self.control = RateControl(max_rate)
+        # A worker sees only its own answers, not the share of the fleet's that were
+        # refused: it cuts on every refusal (`RateControl.weigh` needs them all).
+        self.control = RateControl(max_rate, tells_noise=False)
         self.clock = clock
         self.seen = 0  # the accepted answers counted when the mirror last looked
         self.redis_at = 0.0  # Redis's clock at the last answer...
@@ -234,8 +263,9 @@ class FleetRate:
         """This worker's poll was accepted, now: its time on Redis's clock, to be counted
         there for every worker. A bare refusal right after it is taken for a stray one
         (`RateControl.throttled`)."""
-        self.control.refused_last = False
-        return self.now()
+        now = self.now()
+        self.control.heard(now)
+        return now
 
 
 def _state_of(rate: str, peak: str, cut_at: str, cuts: str) -> tuple[RateState, int]:

@@ -18,9 +18,10 @@ if not os.environ.get("CI"):
 from saq import Queue
 
 from jobpoll import RateLimited, ServiceUnavailable
+from jobpoll._gate import INITIAL_WINDOW
 from jobpoll._rate import BACKOFF, BETA, MAX_HOLD
 from jobpoll._saq_links import Links
-from jobpoll._saq_rate import HORIZON, FleetRate, Turn
+from jobpoll._saq_rate import HORIZON, SLOW_START_SECONDS, SLOW_START_WAIT, FleetRate, Turn
 from jobpoll._state import RateState
 
 pytestmark = pytest.mark.timeout(60)
@@ -87,14 +88,14 @@ async def fleet(
 
 async def test_a_redis_without_the_state_starts_unlimited(redis_url: str) -> None:
     """With no shared state (a first start, or Redis wiped), every worker's poll takes its turn
-    at once and nothing is written; once wiped (or garbled), a fleet held to a rate is held
-    to none."""
+    at once and nothing is written but the slow start's count; once wiped (or garbled), a
+    fleet held to a rate is held to none."""
     async with fleet(redis_url) as shared:
         for rate in shared.rates:
             assert await shared.turn(rate) == Turn(0.0, True, 0)
             assert not rate.control.limited
             assert rate.spacing() == 0.0
-        assert await shared.shared() == {}
+        assert set(await shared.shared()) == {"started", "sent"}
         await shared.accepted_every(10.0, 10)
         assert await shared.refused(shared.rates[0], RateLimited(429), 0)
         assert "rate" in await shared.shared()
@@ -106,6 +107,35 @@ async def test_a_redis_without_the_state_starts_unlimited(redis_url: str) -> Non
         for rate in shared.rates:  # a state that does not read as one is none
             assert await shared.turn(rate) == Turn(0.0, True, 0)
             assert not rate.control.limited
+
+
+async def test_a_fleet_starts_slow_until_its_first_refusal(redis_url: str) -> None:
+    """Before any refusal, the fleet's polls sent may run `INITIAL_WINDOW` ahead of twice its
+    accepted answers; a poll over that is handed over to run `SLOW_START_WAIT` later. The
+    window ends with the first refusal (the rate takes over), or `SLOW_START_SECONDS` after
+    the fleet's first poll."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        for k in range(INITIAL_WINDOW):
+            assert (await shared.turn(a if k % 2 else b)).taken
+        over = await shared.turn(a)
+        assert not over.taken
+        assert over.delay == pytest.approx(SLOW_START_WAIT, abs=0.01)
+        await shared.accepted_every(0.01, 3)  # three answers: six more polls
+        assert all([(await shared.turn(b)).taken for _ in range(6)])
+        assert not (await shared.turn(b)).taken
+        started = (await shared.shared())["started"]
+        await shared.redis.hset(shared.key, "started", repr(started - SLOW_START_SECONDS))
+        assert all([(await shared.turn(a)).taken for _ in range(20)])  # its time is over
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        for _ in range(INITIAL_WINDOW):
+            assert (await shared.turn(a)).taken
+        await shared.accepted_every(0.5, 4)
+        assert await shared.refused(a, RateLimited(429), 0)
+        turns = [await shared.turn(b) for _ in range(40)]
+        assert all(turn.sent_in == 1 for turn in turns)  # the rate decides, not the window
+        assert turns[-1].delay > SLOW_START_WAIT
 
 
 async def test_a_refusal_seen_by_one_worker_slows_the_other(redis_url: str) -> None:
@@ -132,7 +162,8 @@ async def test_a_refusal_seen_by_one_worker_slows_the_other(redis_url: str) -> N
 async def test_a_refusal_of_a_poll_sent_before_the_last_cut_cuts_nothing(redis_url: str) -> None:
     """b's poll, sent before a's cut, is refused: the same storm, it cuts nothing (b learns of
     the cut from Redis) but its `Retry-After` holds the shared rate; a refusal of a poll sent
-    since the cut cuts again (halving, with nothing accepted since)."""
+    since the cut cuts again (halving, with nothing accepted since): a worker sees only its
+    own answers, so it does not weigh refusals for noise as a client does."""
     async with fleet(redis_url) as shared:
         a, b = shared.rates
         assert (await shared.turn(b)).sent_in == 0
@@ -143,7 +174,7 @@ async def test_a_refusal_of_a_poll_sent_before_the_last_cut_cuts_nothing(redis_u
         held = await shared.shared()
         assert (held["rate"], held["cuts"]) == (cut["rate"], 1)
         assert held["hold_until"] == pytest.approx(b.now() + MAX_HOLD, abs=0.01)  # at most
-        assert await shared.refused(b, RateLimited(429), 1)
+        assert await shared.refused(b, RateLimited(429), 1)  # sent since the cut: it cuts
         again = await shared.shared()
         assert again["cuts"] == 2
         assert again["rate"] == pytest.approx(BACKOFF * cut["rate"])  # held: no growth
