@@ -42,6 +42,19 @@ def wait_ended(result: JobResult, polls: int, took: float) -> None:
     )
 
 
+def _about_a_link(arg: Any) -> bool:
+    if isinstance(arg, SaqJob):
+        return arg.function == POLL_FUNCTION
+    return isinstance(arg, str) and arg.startswith(f"Job<function: {POLL_FUNCTION}, ")
+
+
+def _without_links(arg: Any) -> Any:
+    """`arg` without the links' ids if it is a list of job ids ("Scheduled")."""
+    if not isinstance(arg, list):
+        return arg
+    return [job_id for job_id in arg if not (isinstance(job_id, str) and _LINK_ID.search(job_id))]
+
+
 class SaqLines(logging.Filter):
     """Keeps SAQ's lines about the jobs of `functions` short, and drops those made per poll."""
 
@@ -54,24 +67,12 @@ class SaqLines(logging.Filter):
         args = record.args
         if not isinstance(args, tuple) or not args:
             return True
-        if (
-            record.msg in _PER_POLL
-            and any(self._about_a_link(arg) for arg in args)
-            and not logging.getLogger("saq").isEnabledFor(logging.DEBUG)
-        ):
-            return False
+        if record.msg in _PER_POLL and not logging.getLogger("saq").isEnabledFor(logging.DEBUG):
+            args = tuple(_without_links(arg) for arg in args)
+            if any(arg == [] or _about_a_link(arg) for arg in args):
+                return False
         record.args = tuple(self._short(arg) for arg in args)
         return True
-
-    @staticmethod
-    def _about_a_link(arg: Any) -> bool:
-        if isinstance(arg, SaqJob):
-            return arg.function == POLL_FUNCTION
-        if isinstance(arg, str):
-            return arg.startswith(f"Job<function: {POLL_FUNCTION}, ")
-        if isinstance(arg, list):  # "Scheduled": job ids
-            return bool(arg) and all(isinstance(i, str) and _LINK_ID.search(i) for i in arg)
-        return False
 
     def _short(self, arg: Any) -> Any:
         if isinstance(arg, SaqJob) and arg.function in self.functions:
@@ -79,8 +80,10 @@ class SaqLines(logging.Filter):
             return f"Job<function: {arg.function}, {fields}>"
         if isinstance(arg, str) and arg.startswith(self._prefixes):
             # `Job.info(full=True)` (SAQ's logger at DEBUG): "Job<function: f, kwargs: {...},
-            # queue: q, key: k, ...>"; the kwargs go.
-            start, end = arg.find(", kwargs: "), arg.rfind(", queue: ")
+            # queue: q, key: k, ...>" (`queue` when it has one); the kwargs go.
+            start = arg.find(", kwargs: ")
+            after = [arg.rfind(field) for field in (", queue: ", ", key: ")]
+            end = min((at for at in after if at > start), default=-1)
             if 0 < start < end:
                 return arg[:start] + ", kwargs: {...}" + arg[end:]
         return arg
