@@ -10,8 +10,9 @@ function blocking its few threads would hold up the polls' requests.
 In the wait's record (`_saq_links`), once its outcome is decided: `delivered` once a call
 returned (and the queue's `delivered` count goes up, once per record), `failed` the last
 failed call's error (`Undelivered`). An outcome is *undelivered* when it is decided, not
-delivered, and no job of it is in SAQ's queue (its retries spent, or its job lost): each
-script reads that state (`_STATE`) at once, so a call returning as it is read is never listed.
+delivered, and no job of it is in SAQ's queue (its retries spent, or its job lost, the job's
+record included): each script reads that state (`_STATE`) at once, so a call returning as it
+is read is never listed.
 """
 
 from __future__ import annotations
@@ -48,7 +49,9 @@ local function state()
   if redis.call('HEXISTS', KEYS[1], 'step') == 1 then return 'waiting' end
   if redis.call('HEXISTS', KEYS[1], 'result') == 0 then return 'unknown' end
   if redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then return 'delivered' end
-  if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 'queued' end
+  if redis.call('ZSCORE', KEYS[3], KEYS[2]) and redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'queued'
+  end
   return 'undelivered'
 end
 """
