@@ -5,10 +5,12 @@ worker processes (and one worker in the test's own loop, for its logs)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import math
 import threading
 import uuid
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -17,14 +19,14 @@ if not __import__("os").environ.get("CI"):
     pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
 from saq import Job as SaqJob
-from saq import Worker
-from saq_worker import make_waits
+from saq import Queue, Worker
+from saq_worker import TEST_POLICY, make_waits
 from test_saq import delivered_once, eventually, fleet_of
 from test_saq import service as live_service
 
 from jobpoll import JobsClient
 from jobpoll._saq_logs import SaqLines
-from jobpoll.saq import POLL_FUNCTION, OutcomePending
+from jobpoll.saq import POLL_FUNCTION, OutcomePending, SaqWaits, Undelivered
 from jobpoll.testing import FakeJobsService
 
 pytestmark = pytest.mark.timeout(180)
@@ -112,6 +114,63 @@ async def test_outcomes_that_fail_are_listed_redelivered_and_forgotten(
     assert sorted(job_id for job_id, _attempt in calls) == sorted([*job_ids, job_ids[0]])
 
 
+@contextlib.asynccontextmanager
+async def worker_in_this_loop(
+    waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any]
+) -> AsyncIterator[None]:
+    """A SAQ worker of `waits` in the test's own event loop (for its logs), with `outcome`
+    (name, function) as its outcome function."""
+    worker = Worker(
+        **waits.worker_settings(
+            client=lambda: JobsClient(service.api_key, base_url=service.base_url),
+            functions=[outcome],
+            concurrency=10,
+            timers={"schedule": 1, "worker_info": 5},
+        )
+    )
+    running = asyncio.create_task(worker.start())
+    try:
+        yield
+    finally:
+        await worker.stop()
+        await running
+        await waits.queue.disconnect()
+
+
+async def test_a_plain_outcome_function_that_takes_too_long_is_listed(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A plain outcome function slower than `outcome_timeout` (each of its calls, in a thread)
+    ends undelivered, listed with a `TimeoutError` that says so."""
+    job_id = service.add_job(duration=0.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=2
+    )
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        calls.append(result["jobId"])
+        release.wait(30)  # blocks its thread until the test has seen it listed
+
+    async with worker_in_this_loop(waits, service, ("slow", slow)):
+        try:
+            assert await waits.submit([job_id]) == [True]
+
+            async def listed() -> bool:
+                return bool(await waits.undelivered())
+
+            await eventually(listed, "the outcome undelivered")
+            assert await waits.undelivered() == [
+                Undelivered(job_id, "TimeoutError", "did not return within 1 s", 2)
+            ]
+            assert await waits.delivered() == 0
+        finally:
+            release.set()  # before the worker stops: it waits for its threads
+    assert calls == [job_id, job_id]
+
+
 async def test_a_worker_logs_each_wait_once_and_no_bodies(
     redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -121,7 +180,8 @@ async def test_a_worker_logs_each_wait_once_and_no_bodies(
     event loop."""
     caplog.set_level(logging.INFO)
     user = "only-in-the-body-7f3a"
-    job_ids = [service.add_job(duration=2.0, final_status="FINISHED", user=user) for _ in range(4)]
+    # Running until each has been polled three times, then finished by the test.
+    job_ids = [service.add_job(duration=math.inf, user=user) for _ in range(4)]
     waits = make_waits(redis_url, "l" + uuid.uuid4().hex[:8], 30.0, outcome="flaky")
     calls: list[tuple[str, bool]] = []
 
@@ -130,26 +190,18 @@ async def test_a_worker_logs_each_wait_once_and_no_bodies(
         if ctx["job"].attempts == 1:
             raise RuntimeError("not yet")
 
-    worker = Worker(
-        **waits.worker_settings(
-            client=lambda: JobsClient(service.api_key, base_url=service.base_url),
-            functions=[("flaky", flaky)],
-            concurrency=10,
-            timers={"schedule": 1, "worker_info": 5},
-        )
-    )
-    running = asyncio.create_task(worker.start())
-    try:
+    async with worker_in_this_loop(waits, service, ("flaky", flaky)):
         assert all(await waits.submit(job_ids))
+        await eventually(
+            lambda: all(service.request_count(job_id) >= 3 for job_id in job_ids),
+            "three polls of each job",
+        )
+        for job_id in job_ids:
+            service.set_job(job_id, status="FINISHED", progress=100)
         async with asyncio.timeout(60):
             ended = [result async for result in waits.results(job_ids)]
         await eventually(lambda: delivered_once(waits, len(job_ids)), "all delivered")
-    finally:
-        await worker.stop()
-        await running
-        await waits.queue.disconnect()
     assert all(result.ok for result in ended)
-    assert sum(service.request_count(job_id) for job_id in job_ids) >= 3 * len(job_ids)
     assert sorted(calls) == sorted((job_id, True) for job_id in job_ids for _ in range(2))
 
     lines = [(record.name, record.levelno, record.getMessage()) for record in caplog.records]
