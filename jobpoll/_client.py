@@ -345,3 +345,9 @@ class JobsClient:
         check_positive("timeout", timeout)
         connect, read, total = (min(timeout, seconds) for seconds in self._timeouts)
         return client_timeout(connect, read, total)
+
+
+def redactor_of(client: JobsClient) -> Redactor:
+    """What hides `client`'s API key, for a text that did not come through it (an error of a
+    worker's outcome function, kept in Redis for an operator to read)."""
+    return client._redact

@@ -21,7 +21,9 @@ JobPollError                  base of everything jobpoll raises
 ├── DecodeError               an answer that is not a valid job
 ├── JobFailedError            the job ended FAILED, DIED, COULDNT_START or CANCELED
 ├── JobStalled                the job did not change for the policy's `stall_timeout`
-└── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
+├── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
+└── OutcomePending            `jobpoll.saq`: the job's outcome is not delivered yet, so it
+                              cannot be forgotten (also a RuntimeError)
 ```
 
 Nothing else escapes a jobpoll call but `asyncio.CancelledError`, a `TypeError` for an
@@ -352,3 +354,8 @@ class WaitTimeout(JobPollError, TimeoutError):
         self.job = job
         self.timeout = timeout
         self.last_error = last_error
+
+
+class OutcomePending(JobPollError, RuntimeError):
+    """`SaqWaits.forget` was asked to forget a job whose outcome is still to come: the job is
+    still waited for, or its outcome is queued for delivery to `on_outcome`."""

@@ -21,7 +21,7 @@ from saq import Queue
 from saq.queue.redis import RedisQueue
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
-from jobpoll._client import JobsClient
+from jobpoll._client import JobsClient, redactor_of
 from jobpoll._config import check_positive
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._gate import accepted, refused_by
@@ -29,7 +29,9 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
-from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_links import POLL_FUNCTION, Links, result_to_json
+from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
+from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_rate import HORIZON, FleetRate
 from jobpoll._state import JobState
 
@@ -59,8 +61,8 @@ class SaqWaits:
             plus a second (a poll may wait that long for its turn under the fleet's rate).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
-        outcome_retries, outcome_timeout: SAQ's `retries` and `timeout` for the outcome
-            function's job.
+        outcome_retries, outcome_timeout: how many times the outcome function is called for an
+            outcome (SAQ's `retries`), and how long a call may take.
         mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
             `mend`).
         max_rate: the most polls a second all the queue's workers send together, for a user
@@ -101,14 +103,14 @@ class SaqWaits:
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
         self.mend_interval = mend_interval
-        self._links = Links(
-            queue=queue,
-            on_outcome=on_outcome,
-            poll_timeout=poll_timeout,
-            outcome_ttl=outcome_ttl,
-            outcome_retries=outcome_retries,
-            outcome_timeout=outcome_timeout,
+        self._links = Links(queue=queue, poll_timeout=poll_timeout, outcome_ttl=outcome_ttl)
+        self._outcomes = Outcomes(
+            links=self._links,
+            function=on_outcome,
+            retries=outcome_retries,
+            timeout=outcome_timeout,
         )
+        self._saq_lines = SaqLines([] if on_outcome is None else [on_outcome])
         self._rate = FleetRate(max_rate, self.policy.clock)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
@@ -179,8 +181,35 @@ class SaqWaits:
             return await anext(results)
 
     async def delivered(self) -> int:
-        """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
-        return await self._links.delivered()
+        """How many outcomes were delivered, in all: a call of `on_outcome` returned (with no
+        `on_outcome`: the outcome was kept), counted once per job id."""
+        return await self._outcomes.delivered()
+
+    async def undelivered(self) -> list[Undelivered]:
+        """The outcomes not delivered, by job id: each call of `on_outcome` failed and SAQ's
+        retries are spent (or the outcome's job was lost); with the last failed call's error.
+        Reads every wait's record (a Redis command each)."""
+        return await self._outcomes.undelivered()
+
+    async def redeliver(self, job_ids: Iterable[str | UUID] | None = None) -> list[str]:
+        """Enqueue again to `on_outcome` each undelivered outcome of `job_ids` (None: all of
+        them), with SAQ's retries anew; the job ids whose outcome was (the others: delivered,
+        queued for delivery, still waited for or not known)."""
+        if job_ids is None:
+            wanted = [entry.job_id for entry in await self.undelivered()]
+        else:
+            wanted = [check_job_id(job_id) for job_id in job_ids]
+        return await self._outcomes.redeliver(wanted)
+
+    async def forget(self, job_id: str | UUID) -> bool:
+        """Delete the job's kept outcome, delivered or not, so that its id can be submitted
+        again; whether one was kept.
+
+        Raises:
+            OutcomePending: the job is still waited for, or its outcome is queued for delivery
+                (forget it once it is delivered, or undelivered).
+        """
+        return await self._outcomes.forget(check_job_id(job_id))
 
     def worker_settings(
         self,
@@ -208,6 +237,8 @@ class SaqWaits:
             if not isinstance(made, JobsClient):
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
             self._client = made
+            self._outcomes.redactor = redactor_of(made)
+            logging.getLogger("saq").addFilter(self._saq_lines)
             self._mend_task = asyncio.create_task(self._mend_forever())
             if startup is not None:
                 await startup(ctx)
@@ -225,10 +256,11 @@ class SaqWaits:
                 if self._client is not None:
                     await self._client.aclose()
                     self._client = None
+                logging.getLogger("saq").removeFilter(self._saq_lines)
 
         return {
             "queue": self.queue,
-            "functions": [(POLL_FUNCTION, self.poll), *self._wrap_outcome(functions)],
+            "functions": [(POLL_FUNCTION, self.poll), *self._outcomes.wrap(functions)],
             "startup": open_client,
             "shutdown": close_client,
             **worker_options,
@@ -252,22 +284,6 @@ class SaqWaits:
         """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
         call); how many. Workers call it every `mend_interval` seconds."""
         return await self._links.mend()
-
-    def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
-        """The user's functions, named as SAQ names them, the outcome one called once a job."""
-        named = [
-            entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
-            for entry in functions
-        ]
-        if self.on_outcome is not None and self.on_outcome not in dict(named):
-            raise ValueError(
-                f"on_outcome {self.on_outcome!r} is not among the worker's functions: every"
-                " worker of the queue may be handed an outcome, so each must have it"
-            )
-        return [
-            (name, self._links.once(function) if name == self.on_outcome else function)
-            for name, function in named
-        ]
 
     async def poll(
         self,
@@ -297,11 +313,13 @@ class SaqWaits:
             turn = await self._links.begin(job_id, step, self._rate, longest)
         if turn is None:
             return "superseded"
+        if step == 0:
+            wait_started(job_id)
         if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
             due = time.time() + max(0.0, turn.delay - HORIZON)
             await self._links.hand_over(job_id, step, checkpoint, due, timeout)
             return "paused"
-        link = Link(self._links, self.policy, client, self._rate, job_id, step)
+        link = Link(self._links, self._outcomes, self.policy, client, self._rate, job_id, step)
         return await link.poll(checkpoint, timeout, turn.sent_in)
 
 
@@ -310,6 +328,7 @@ class Link:
     """Link `step` of the wait on `job_id`, polled by a worker with its `client`."""
 
     links: Links
+    outcomes: Outcomes
     policy: PollPolicy
     client: JobsClient
     rate: FleetRate
@@ -352,9 +371,9 @@ class Link:
                 _news, delay = rules.answered(state, job, now)
                 if delay is None:
                     error = JobFailedError(job) if job.failed else None
-                    return await self._over(JobResult(job_id, job, error), state.polls, answered)
+                    return await self._over(JobResult(job_id, job, error), state, answered)
         except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            return await self._over(JobResult(job_id, state.job, exc), state.polls, answered)
+            return await self._over(JobResult(job_id, state.job, exc), state, answered)
         state.next_poll_at = now + delay
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
@@ -363,8 +382,12 @@ class Link:
         await self.links.hand_over(job_id, self.step, saved, due, answered_at=answered)
         return "polled"
 
-    async def _over(self, result: JobResult, polls: int, answered: float | None) -> str:
-        await self.links.deliver(result, self.step, polls, answered_at=answered)
+    async def _over(self, result: JobResult, state: JobState, answered: float | None) -> str:
+        data = result_to_json(result, polls=state.polls)
+        outcome = self.outcomes.job(data)
+        if await self.links.deliver(data, outcome, self.step, answered_at=answered):
+            took = self.policy.clock() - state.started_at if state.polls else 0.0
+            wait_ended(result, state.polls, took)
         return "over"
 
     async def _held(

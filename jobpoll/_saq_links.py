@@ -4,9 +4,9 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 - `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
   `timeout`, the wait's; `held`, a worker's setup error met at its last poll); then `result`,
-  the outcome as JSON, and `delivered` once the outcome function returned (kept `outcome_ttl`).
+  the outcome as JSON, kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
-- `delivered` (outcomes counted), `over` (the channel announcing them), `suspects` and
+- `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
   `mending` (`Links.mend`).
 
 Each hand-over is one script that checks `step` and writes the next SAQ job the way
@@ -16,12 +16,11 @@ has one chain and one outcome. The `saq` extra's version range is the one they a
 
 from __future__ import annotations
 
-import inspect
 import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any, cast
 
 import attrs
@@ -45,10 +44,10 @@ POLL_FUNCTION = "jobpoll.poll"
 #: no record left it would give up, and end the chain.
 _LINK_TTL = 10
 
-# Ends the scripts that enqueue a SAQ job (`Links._enqueue`): KEYS[1:4] are the wait's record,
+# Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
 # the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
 # with no function: no `on_outcome`) and its score (0: due now).
-_ENQUEUE = """
+ENQUEUE = """
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
@@ -77,7 +76,10 @@ if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
 redis.call('HDEL', KEYS[1], 'step')
 redis.call('HSET', KEYS[1], 'result', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
-redis.call('INCR', KEYS[5])
+if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
+  redis.call('HSET', KEYS[1], 'delivered', 1)
+  redis.call('INCR', KEYS[5])
+end
 redis.call('PUBLISH', KEYS[6], ARGV[6])
 """
 
@@ -91,10 +93,6 @@ if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return 0 end
 redis.call('HSET', KEYS[1], 'held', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
-"""
-
-_DELIVERED = """
-if redis.call('EXISTS', KEYS[1]) == 1 then redis.call('HSET', KEYS[1], 'delivered', 1) end
 """
 
 
@@ -120,33 +118,30 @@ class Links:
     """The records of one queue's waits in Redis, and the scripts that change them."""
 
     queue: RedisQueue
-    on_outcome: str | None
     poll_timeout: float
     outcome_ttl: float
-    outcome_retries: int
-    outcome_timeout: float
 
     def __attrs_post_init__(self) -> None:
         self.redis = redis = self.queue.redis
         self.prefix = f"jobpoll:{self.queue.name}:"
         self._rate_keys = [self.prefix + "rate", self.prefix + "answers"]
-        self._delivered_key = self.prefix + "delivered"
+        #: How many outcomes were delivered (`_saq_outcomes`).
+        self.delivered_key = self.prefix + "delivered"
         #: The channel each outcome's job id (or held error's) is announced on.
         self.channel = self.prefix + "over"
-        self._submit = redis.register_script(_SUBMIT + _ENQUEUE + "return 1")
-        self._advance = redis.register_script(ANSWERED + _ADVANCE + _ENQUEUE + "return 1")
-        self._mend = redis.register_script(_MEND + _ENQUEUE + "return 1")
-        self._finish = redis.register_script(ANSWERED + _FINISH + _ENQUEUE + "return 1")
+        self._submit = redis.register_script(_SUBMIT + ENQUEUE + "return 1")
+        self._advance = redis.register_script(ANSWERED + _ADVANCE + ENQUEUE + "return 1")
+        self._mend = redis.register_script(_MEND + ENQUEUE + "return 1")
+        self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN + TURN)
         self._read_rate = redis.register_script(READ)
         self._cut = redis.register_script(CUT)
         self._hold = redis.register_script(_HOLD)
-        self._delivered = redis.register_script(_DELIVERED)
 
     def wait_key(self, job_id: str) -> str:
         return f"{self.prefix}wait:{job_id}"
 
-    def _enqueue(
+    def enqueue(
         self,
         script: AsyncScript,
         job_id: str,
@@ -221,7 +216,7 @@ class Links:
             for job_id in ids:
                 first = self.link(job_id, 0, None, timeout=timeout)
                 wait_timeout = "" if timeout is None else timeout
-                await self._enqueue(self._submit, job_id, first, wait_timeout, client=pipe)
+                await self.enqueue(self._submit, job_id, first, wait_timeout, client=pipe)
             started = await pipe.execute()
         return [bool(flag) for flag in started]
 
@@ -239,7 +234,7 @@ class Links:
         `answered_at`: when the link's poll was accepted, on Redis's clock, for the shared
         rate to count (None: it was not)."""
         following = self.link(job_id, step + 1, checkpoint, due, timeout)
-        await self._enqueue(
+        await self.enqueue(
             self._advance,
             job_id,
             following,
@@ -250,30 +245,23 @@ class Links:
         )
 
     async def deliver(
-        self, result: JobResult, step: int, polls: int, *, answered_at: float | None
-    ) -> None:
-        """End the wait with its outcome, if `step` is live, and enqueue it to `on_outcome`;
-        `answered_at` as for `hand_over`."""
-        data = result_to_json(result, polls=polls)
-        outcome = self.saq_job(
-            function=self.on_outcome or "",
-            key=f"jobpoll:outcome:{result.job_id}",
-            kwargs={"result": data},
-            timeout=math.ceil(self.outcome_timeout),
-            retries=self.outcome_retries,
-            ttl=600,
-        )
-        await self._enqueue(
+        self, data: dict[str, Any], outcome: SaqJob, step: int, *, answered_at: float | None
+    ) -> bool:
+        """End the wait with its outcome (`result_to_json`), if `step` is live, and enqueue
+        `outcome`, its SAQ job; whether it ended. `answered_at` as for `hand_over`."""
+        job_id = str(data["jobId"])
+        ended = await self.enqueue(
             self._finish,
-            result.job_id,
+            job_id,
             outcome,
             step,
             json.dumps(data),
             math.ceil(self.outcome_ttl),
-            result.job_id,
+            job_id,
             "" if answered_at is None else repr(answered_at),
-            keys=[self._delivered_key, self.channel, *self._rate_keys],
+            keys=[self.delivered_key, self.channel, *self._rate_keys],
         )
+        return bool(ended)
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
         """Keep and announce the setup error this link met, for `results()` to raise."""
@@ -325,25 +313,15 @@ class Links:
         """Write a refusal's cut (or hold) to the shared rate; whether it cut."""
         return bool(await self._cut(keys=self._rate_keys, args=cut.arguments()))
 
-    def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """`function`, not called again for a job once a call returned (SAQ may retry)."""
-
-        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
-            record = self.wait_key(str(result["jobId"]))
-            if await cast("Awaitable[bytes | None]", self.redis.hget(record, "delivered")):
-                logger.info("job %s: outcome already delivered, not again", result["jobId"])
-                return None
-            value = function(ctx, result=result)
-            if inspect.isawaitable(value):
-                value = await value
-            await self._delivered(keys=[record])
-            return value
-
-        return deliver_once
-
-    async def delivered(self) -> int:
-        value = await self.redis.get(self._delivered_key)
-        return int(value or 0)
+    async def waits(self) -> AsyncIterator[list[str]]:
+        """The job id of every wait's record, waiting or ended, a batch at a time."""
+        prefix = self.wait_key("")
+        cursor = 0
+        while True:
+            cursor, keys = await self.redis.scan(cursor, match=self.wait_key("*"), count=1000)
+            yield [key.decode().removeprefix(prefix) for key in keys]
+            if cursor == 0:
+                return
 
     async def mend(self) -> int:
         suspects_key = self.prefix + "suspects"
@@ -351,16 +329,12 @@ class Links:
         before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
         suspects: dict[str, str] = {}
         mended = 0
-        cursor = 0
-        while True:
-            cursor, keys = await self.redis.scan(cursor, match=self.wait_key("*"), count=1000)
-            for job_id, step in await self._unqueued([key.decode() for key in keys]):
+        async for job_ids in self.waits():
+            for job_id, step in await self._unqueued(job_ids):
                 if before.get(job_id) == step:
                     mended += await self._mend_one(job_id, int(step))
                 else:
                     suspects[job_id] = step
-            if cursor == 0:
-                break
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.delete(suspects_key)
             if suspects:
@@ -368,17 +342,14 @@ class Links:
             await pipe.execute()
         return mended
 
-    async def _unqueued(self, keys: list[str]) -> list[tuple[str, str]]:
-        """The job id and step of each live wait among `keys` whose link SAQ lost."""
+    async def _unqueued(self, job_ids: list[str]) -> list[tuple[str, str]]:
+        """The job id and step of each live wait among `job_ids` whose link SAQ lost."""
         async with self.redis.pipeline(transaction=False) as pipe:
-            for key in keys:
-                pipe.hget(key, "step")
+            for job_id in job_ids:
+                pipe.hget(self.wait_key(job_id), "step")
             steps = await pipe.execute()
-        prefix = self.wait_key("")
         live = [
-            (key.removeprefix(prefix), step.decode())
-            for key, step in zip(keys, steps, strict=True)
-            if step
+            (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
         ]
         incomplete = self.queue.namespace("incomplete")
         async with self.redis.pipeline(transaction=False) as pipe:
@@ -401,7 +372,7 @@ class Links:
         live = self.link(
             job_id, step, checkpoint, timeout=None if timeout is None else float(timeout)
         )
-        done = await self._enqueue(self._mend, job_id, live, step)
+        done = await self.enqueue(self._mend, job_id, live, step)
         if done:
             logger.warning(
                 "job %s: its next poll was lost from the queue; enqueued it again%s",

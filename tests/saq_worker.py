@@ -2,7 +2,9 @@
 
 The outcome function keeps the first result per job id (as a user's idempotent handler
 would) and logs every call with its SAQ attempt number; each link's return value is counted
-per worker, so a test can see which workers paused.
+per worker, so a test can see which workers paused. `--outcome` picks another outcome
+function: `blocking_outcome`, a plain one that blocks while the test holds it, or
+`failing_outcome`, which raises while the test makes it.
 """
 
 from __future__ import annotations
@@ -11,8 +13,10 @@ import argparse
 import asyncio
 import json
 import logging
+import time
 from typing import Any
 
+import redis
 from saq import Queue, Worker
 
 from jobpoll import JobsClient, PollPolicy
@@ -34,11 +38,38 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
     await redis.hsetnx(f"test:{name}:outcomes", result["jobId"], json.dumps(result))
 
 
-def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits:
+#: What the outcome functions that block (in a thread) talk to Redis with.
+SYNC_REDIS: dict[str, redis.Redis] = {}
+
+
+def blocking_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+    """A plain outcome function that blocks (`time.sleep`) while `test:<queue>:hold` is set,
+    noting each job it blocks on in `test:<queue>:blocked`, then records as `record_outcome`."""
+    sync, name = SYNC_REDIS["client"], ctx["worker"].queue.name
+    sync.rpush(f"test:{name}:blocked", result["jobId"])
+    while sync.exists(f"test:{name}:hold"):
+        time.sleep(0.05)
+    sync.rpush(f"test:{name}:calls", f"{result['jobId']} {ctx['job'].attempts}")
+    sync.hsetnx(f"test:{name}:outcomes", result["jobId"], json.dumps(result))
+
+
+async def failing_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+    """Raises (a message holding `test:<queue>:fail`'s value) while that key is set."""
+    queue = ctx["worker"].queue
+    reason = await queue.redis.get(f"test:{queue.name}:fail")
+    if reason is not None:
+        await queue.redis.rpush(f"test:{queue.name}:failed", result["jobId"])
+        raise RuntimeError(f"cannot store the outcome: {reason.decode()}")
+    await record_outcome(ctx, result=result)
+
+
+def make_waits(
+    redis_url: str, queue_name: str, poll_timeout: float, outcome: str = "record_outcome"
+) -> SaqWaits:
     queue = Queue.from_url(redis_url, name=queue_name)
     return SaqWaits(
         queue,
-        on_outcome="record_outcome",
+        on_outcome=outcome,
         policy=TEST_POLICY,
         poll_timeout=poll_timeout,
         outcome_timeout=poll_timeout,
@@ -55,10 +86,12 @@ async def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--poll-timeout", type=float, default=30.0)
+    parser.add_argument("--outcome", default="record_outcome")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    waits = make_waits(arguments.redis, arguments.queue, arguments.poll_timeout)
+    waits = make_waits(arguments.redis, arguments.queue, arguments.poll_timeout, arguments.outcome)
+    SYNC_REDIS["client"] = redis.Redis.from_url(arguments.redis)
     queue = waits.queue
     steps_key = f"test:{queue.name}:steps:{arguments.name}"
 
@@ -86,7 +119,7 @@ async def main() -> None:
 
     settings = waits.worker_settings(
         client=client,
-        functions=[record_outcome],
+        functions=[record_outcome, blocking_outcome, failing_outcome],
         id=arguments.name,
         concurrency=arguments.concurrency,
         before_process=note_poller,

@@ -70,14 +70,7 @@ async def fleet(
     redis_url: str, workers: int = 2, max_rate: float | None = None
 ) -> AsyncIterator[Fleet]:
     queue = Queue.from_url(redis_url, name="r" + uuid.uuid4().hex[:8])
-    links = Links(
-        queue=queue,
-        on_outcome=None,
-        poll_timeout=30.0,
-        outcome_ttl=60.0,
-        outcome_retries=1,
-        outcome_timeout=30.0,
-    )
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
     shared = Fleet(links, max_rate, workers)
     try:
         assert await links.submit([shared.job_id], None) == [True]  # its link 0 is live

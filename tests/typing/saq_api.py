@@ -7,7 +7,14 @@ from typing import Any
 from saq import Queue, Worker
 
 from jobpoll import JobResult, JobsClient, PollPolicy
-from jobpoll.saq import POLL_FUNCTION, SaqWaits, load_result, result_to_json
+from jobpoll.saq import (
+    POLL_FUNCTION,
+    OutcomePending,
+    SaqWaits,
+    Undelivered,
+    load_result,
+    result_to_json,
+)
 
 queue = Queue.from_url("redis://localhost:6379", name="jobpoll")
 waits = SaqWaits(queue, on_outcome="job_ended", policy=PollPolicy(), poll_timeout=60.0)
@@ -35,3 +42,21 @@ async def submitter(job_ids: list[str]) -> None:
         print(result.ok, result.error)
     count: int = await waits.delivered()
     print(count)
+
+
+async def operator(job_id: str) -> None:
+    undelivered: list[Undelivered] = await waits.undelivered()
+    for entry in undelivered:
+        kind: str | None = entry.error_type
+        message: str | None = entry.error_message
+        attempts: int | None = entry.attempts
+        print(entry.job_id, kind, message, attempts)
+    again: list[str] = await waits.redeliver([entry.job_id for entry in undelivered])
+    every: list[str] = await waits.redeliver()
+    print(again, every)
+    try:
+        forgotten: bool = await waits.forget(job_id)
+    except OutcomePending as exc:
+        print(exc.job_id)
+    else:
+        print(forgotten)

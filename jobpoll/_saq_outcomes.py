@@ -1,0 +1,290 @@
+"""`Outcomes`: each wait's outcome handed to the user's `on_outcome` function, and what an
+operator does with those that could not be: list them, enqueue them again, forget them.
+
+The outcome's SAQ job (`jobpoll:outcome:<job id>`) runs the function through `Outcomes.once`:
+a plain `def` in the worker's thread pool (SAQ's `Worker.pool`, where SAQ runs any plain
+function), not on the event loop, so a function that blocks stalls no poll; an `async def` on
+the loop. Not the loop's default executor: aiohttp resolves host names in it, and an outcome
+function blocking its few threads would hold up the polls' requests.
+
+In the wait's record (`_saq_links`), once its outcome is decided: `delivered` once a call
+returned (and the queue's `delivered` count goes up, once per record), `failed` the last
+failed call's error (`Undelivered`). An outcome is *undelivered* when it is decided, not
+delivered, and no job of it is in SAQ's queue (its retries spent, or its job lost, the job's
+record included): each script reads that state (`_STATE`) at once, so a call returning as it
+is read is never listed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextvars
+import functools
+import inspect
+import json
+import logging
+import math
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any, cast
+
+import attrs
+from saq import Job as SaqJob
+
+from jobpoll._errors import OutcomePending
+from jobpoll._redact import Redactor
+from jobpoll._saq_links import ENQUEUE, Links
+
+logger = logging.getLogger("jobpoll")
+
+#: Seconds SAQ gives an outcome's job beyond the function's own `timeout`: for jobpoll to
+#: write down that the call timed out before SAQ cancels it.
+_GRACE = 5
+#: The most characters of a failed call's message kept for an operator.
+MESSAGE_LENGTH = 500
+
+# KEYS: the wait's record, the outcome's SAQ job, SAQ's `incomplete` set (then its `queued`
+# list, for `ENQUEUE`).
+_STATE = """
+local function state()
+  if redis.call('HEXISTS', KEYS[1], 'step') == 1 then return 'waiting' end
+  if redis.call('HEXISTS', KEYS[1], 'result') == 0 then return 'unknown' end
+  if redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then return 'delivered' end
+  if redis.call('ZSCORE', KEYS[3], KEYS[2]) and redis.call('EXISTS', KEYS[2]) == 1 then
+    return 'queued'
+  end
+  return 'undelivered'
+end
+"""
+
+_LIST = _STATE + "return {state(), redis.call('HGET', KEYS[1], 'failed') or ''}"
+
+_REDELIVER = (
+    _STATE
+    + """
+if state() ~= 'undelivered' then return 0 end
+redis.call('HDEL', KEYS[1], 'failed')
+"""
+    + ENQUEUE
+    + "return 1"
+)
+
+_FORGET = (
+    _STATE
+    + """
+local now = state()
+if now == 'delivered' or now == 'undelivered' then redis.call('DEL', KEYS[1]) end
+return now
+"""
+)
+
+# KEYS: the wait's record, the queue's `delivered` count.
+_RETURNED = """
+if redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then return 0 end
+if redis.call('EXISTS', KEYS[1]) == 1 then
+  redis.call('HSET', KEYS[1], 'delivered', 1)
+  redis.call('HDEL', KEYS[1], 'failed')
+end
+redis.call('INCR', KEYS[2])
+return 1
+"""
+
+_FAILED = """
+if redis.call('HEXISTS', KEYS[1], 'result') == 1 then
+  redis.call('HSET', KEYS[1], 'failed', ARGV[1])
+end
+"""
+
+
+@attrs.frozen
+class Undelivered:
+    """An outcome decided but not delivered: each call of `on_outcome` raised or timed out,
+    SAQ's retries are spent (or the outcome's SAQ job was lost, with no call failing).
+
+    Attributes:
+        job_id: the job whose outcome it is.
+        error_type: the class of the last failed call's error (`module.Name`; a builtin's
+            bare name), or None when no call failed.
+        error_message: its message, the worker's API key hidden, at most 500 characters.
+        attempts: SAQ's attempt number of that call (None when no call failed).
+    """
+
+    job_id: str
+    error_type: str | None
+    error_message: str | None
+    attempts: int | None
+
+
+def _error_type(error: BaseException) -> str:
+    kind = type(error)
+    return (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+
+
+def _in_thread(function: Callable[..., Any]) -> bool:
+    """Whether `function` is a plain one (run in a thread), not an `async def`."""
+    call = getattr(function, "__call__", None)  # noqa: B004 - an object with an async __call__
+    return not (inspect.iscoroutinefunction(function) or inspect.iscoroutinefunction(call))
+
+
+@attrs.define(slots=False, kw_only=True)
+class Outcomes:
+    """The delivery of one queue's outcomes to `function` (the user's `on_outcome`)."""
+
+    links: Links
+    function: str | None
+    retries: int
+    timeout: float
+    #: Hides the worker's API key in a failed call's message (set by the worker's startup).
+    redactor: Redactor | None = None
+
+    def __attrs_post_init__(self) -> None:
+        redis = self.links.redis
+        self._list = redis.register_script(_LIST)
+        self._redeliver = redis.register_script(_REDELIVER)
+        self._forget = redis.register_script(_FORGET)
+        self._returned = redis.register_script(_RETURNED)
+        self._failed = redis.register_script(_FAILED)
+
+    def job(self, data: dict[str, Any]) -> SaqJob:
+        """The SAQ job that hands `data` (`result_to_json`) to the outcome function ('' for
+        none: the script enqueues nothing)."""
+        return self.links.saq_job(
+            function=self.function or "",
+            key=f"jobpoll:outcome:{data['jobId']}",
+            kwargs={"result": data},
+            timeout=math.ceil(self.timeout) + _GRACE,
+            retries=self.retries,
+            ttl=600,
+        )
+
+    def _keys(self, job_id: str) -> list[str]:
+        queue = self.links.queue
+        outcome = queue.job_id(f"jobpoll:outcome:{job_id}")
+        return [self.links.wait_key(job_id), outcome, queue.namespace("incomplete")]
+
+    def wrap(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
+        """The user's functions, named as SAQ names them, the outcome one called through
+        `once`; a ValueError if it is not among them."""
+        named = [
+            entry if isinstance(entry, tuple) else (entry.__qualname__, entry)
+            for entry in functions
+        ]
+        if self.function is not None and self.function not in dict(named):
+            raise ValueError(
+                f"on_outcome {self.function!r} is not among the worker's functions: every"
+                " worker of the queue may be handed an outcome, so each must have it"
+            )
+        return [
+            (name, self.once(function) if name == self.function else function)
+            for name, function in named
+        ]
+
+    def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
+        """`function`, not called again for a job once a call returned (SAQ may retry), within
+        `timeout`; a plain one in the worker's thread pool. A failed call's error is kept."""
+        in_thread = _in_thread(function)
+
+        async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
+            job_id = str(result["jobId"])
+            record = self.links.wait_key(job_id)
+            if await cast("Awaitable[bytes | None]", self.links.redis.hget(record, "delivered")):
+                logger.info("job %s: outcome already delivered, not again", job_id)
+                return None
+            try:
+                async with asyncio.timeout(self.timeout) as deadline:
+                    value = await self._call(function, in_thread, ctx, result)
+            except Exception as exc:
+                timed_out = isinstance(exc, TimeoutError) and deadline.expired()
+                await self._keep_failure(ctx, record, exc, timed_out)
+                raise
+            await self._returned(keys=[record, self.links.delivered_key])
+            return value
+
+        return deliver_once
+
+    @staticmethod
+    async def _call(
+        function: Callable[..., Any], in_thread: bool, ctx: dict[str, Any], result: Any
+    ) -> Any:
+        if in_thread:
+            pool = getattr(ctx.get("worker"), "pool", None)  # SAQ's Worker.pool
+            context = contextvars.copy_context()
+            call = functools.partial(context.run, function, ctx, result=result)
+            value = await asyncio.get_running_loop().run_in_executor(pool, call)
+        else:
+            value = function(ctx, result=result)
+        if inspect.isawaitable(value):
+            value = await value
+        return value
+
+    async def _keep_failure(
+        self, ctx: dict[str, Any], record: str, error: Exception, timed_out: bool
+    ) -> None:
+        if timed_out:
+            kind, message = "TimeoutError", f"did not return within {self.timeout:g} s"
+        else:
+            kind, message = _error_type(error), str(error)
+        redactor = self.redactor
+        message = (
+            message[:MESSAGE_LENGTH] if redactor is None else redactor.cut(message, MESSAGE_LENGTH)
+        )
+        job = ctx.get("job")
+        failed = {"type": kind, "message": message, "attempts": getattr(job, "attempts", None)}
+        await self._failed(keys=[record], args=[json.dumps(failed)])
+
+    async def delivered(self) -> int:
+        value = await self.links.redis.get(self.links.delivered_key)
+        return int(value or 0)
+
+    async def undelivered(self) -> list[Undelivered]:
+        found: list[Undelivered] = []
+        async for job_ids in self.links.waits():
+            async with self.links.redis.pipeline(transaction=False) as pipe:
+                for job_id in job_ids:
+                    await self._list(keys=self._keys(job_id), client=pipe)
+                states = await pipe.execute()
+            for job_id, (state, failed) in zip(job_ids, states, strict=True):
+                if state == b"undelivered":
+                    error = json.loads(failed) if failed else {}
+                    found.append(
+                        Undelivered(
+                            job_id, error.get("type"), error.get("message"), error.get("attempts")
+                        )
+                    )
+        return sorted(found, key=lambda entry: entry.job_id)
+
+    async def redeliver(self, job_ids: list[str]) -> list[str]:
+        """Enqueue again the outcome of each of `job_ids` that is undelivered; which were."""
+        redis, queue = self.links.redis, self.links.queue
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id in job_ids:
+                pipe.hget(self.links.wait_key(job_id), "result")
+            stored = await pipe.execute()
+        decided = [(job_id, data) for job_id, data in zip(job_ids, stored, strict=True) if data]
+        async with redis.pipeline(transaction=False) as pipe:
+            for job_id, data in decided:
+                outcome = self.job(json.loads(data))
+                keys = [*self._keys(job_id), queue.namespace("queued")]
+                args = [queue.serialize(outcome), outcome.scheduled]
+                await self._redeliver(keys=keys, args=args, client=pipe)
+            done = await pipe.execute()
+        return [job_id for (job_id, _data), flag in zip(decided, done, strict=True) if flag]
+
+    async def forget(self, job_id: str) -> bool:
+        """Delete the record of a job's delivered or undelivered outcome; whether there was one.
+
+        Raises:
+            OutcomePending: the job is still waited for, or its outcome's delivery is queued.
+        """
+        state = (await self._forget(keys=self._keys(job_id))).decode()
+        if state in ("waiting", "queued"):
+            doing = "still waited for" if state == "waiting" else "queued for delivery"
+            raise OutcomePending(
+                f"job {job_id!r}: its outcome is {doing}; forget it once delivered (or"
+                " undelivered)",
+                job_id=job_id,
+            )
+        return bool(state != "unknown")

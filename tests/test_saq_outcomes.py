@@ -1,0 +1,263 @@
+"""Outcome delivery on SAQ: a blocking plain outcome function, outcomes that could not be
+delivered (listed, delivered again, forgotten), and what a worker logs. Real Redis, real
+worker processes (and one worker in the test's own loop, for its logs)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+import threading
+import uuid
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+if not __import__("os").environ.get("CI"):
+    pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
+
+from saq import Job as SaqJob
+from saq import Queue, Worker
+from saq_worker import TEST_POLICY, make_waits
+from test_saq import delivered_once, eventually, fleet_of
+from test_saq import service as live_service
+
+from jobpoll import JobsClient
+from jobpoll._saq_logs import SaqLines
+from jobpoll.saq import POLL_FUNCTION, OutcomePending, SaqWaits, Undelivered
+from jobpoll.testing import FakeJobsService
+
+pytestmark = pytest.mark.timeout(180)
+
+#: The fake service in real time (not conftest's, in virtual time): the workers are other
+#: processes.
+service = live_service
+
+
+async def test_a_blocking_plain_outcome_function_stalls_no_poll(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A plain `def` outcome function blocking in `time.sleep` runs off the worker's event
+    loop: while it blocks, the worker goes on polling its other waits (each polled three times
+    more), and each outcome is delivered once."""
+    first = service.add_job(duration=0.5, final_status="FINISHED")
+    running = [service.add_job(duration=math.inf) for _ in range(3)]
+    async with fleet_of(redis_url, service, 1, outcome="blocking_outcome") as fleet:
+        hold, blocked = (f"test:{fleet.queue_name}:{name}" for name in ("hold", "blocked"))
+        await fleet.redis.set(hold, 1)
+        assert all(await fleet.waits.submit([first, *running]))
+        await eventually(lambda: fleet.redis.llen(blocked), "the outcome function blocking")
+        polls = {job_id: service.request_count(job_id) for job_id in running}
+        await eventually(
+            lambda: all(service.request_count(j) >= polls[j] + 3 for j in running),
+            "polls while the outcome function blocks",
+        )
+        assert await fleet.outcomes() == {}  # it was blocking all along
+        await fleet.redis.delete(hold)
+        for job_id in running:
+            service.set_job(job_id, status="FINISHED", progress=100)
+        await eventually(lambda: delivered_once(fleet.waits, 4), "every outcome delivered")
+        calls = await fleet.calls()
+        outcomes = await fleet.outcomes()
+    assert sorted(job_id for job_id, _attempt in calls) == sorted([first, *running])
+    assert set(outcomes) == {first, *running}
+
+
+async def test_outcomes_that_fail_are_listed_redelivered_and_forgotten(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """An outcome function that raises at every call: once SAQ's retries are spent, each
+    outcome is listed by `undelivered()` with the last error (the key hidden), none counted
+    delivered; `redeliver()` enqueues them again and they are delivered, once. A delivered
+    outcome can be forgotten and its id waited on again; a live wait cannot be forgotten."""
+    job_ids = sorted(service.add_job(duration=0.5, final_status="FINISHED") for _ in range(2))
+    async with fleet_of(redis_url, service, 1, outcome="failing_outcome") as fleet:
+        waits, name = fleet.waits, fleet.queue_name
+        await fleet.redis.set(f"test:{name}:fail", f"database down ({service.api_key})")
+        assert all(await waits.submit(job_ids))
+
+        async def both_listed() -> bool:
+            return len(await waits.undelivered()) == 2
+
+        await eventually(both_listed, "both outcomes undelivered", within=90)
+        listed = await waits.undelivered()
+        assert await fleet.redis.llen(f"test:{name}:failed") == 6  # outcome_retries=3 each
+        assert await waits.delivered() == 0
+        assert await waits.redeliver(["never-submitted"]) == []
+        await fleet.redis.delete(f"test:{name}:fail")
+        assert await waits.redeliver() == job_ids
+        await eventually(lambda: delivered_once(fleet.waits, 2), "both delivered")
+        assert await waits.undelivered() == []
+        assert await waits.redeliver(job_ids) == []  # delivered: nothing to do
+        assert await waits.submit(job_ids) == [False, False]  # their outcomes are kept
+
+        assert await waits.forget(job_ids[0]) is True
+        assert await waits.forget(job_ids[0]) is False  # nothing kept any more
+        assert await waits.submit(job_ids) == [True, False]
+        await eventually(lambda: delivered_once(fleet.waits, 3), "the new wait's outcome")
+
+        live = service.add_job(duration=math.inf)
+        assert await waits.submit([live]) == [True]
+        with pytest.raises(OutcomePending, match="still waited for"):
+            await waits.forget(live)
+        calls = await fleet.calls()
+    assert [entry.job_id for entry in listed] == job_ids
+    for entry in listed:
+        assert entry.error_type == "RuntimeError"
+        assert entry.error_message is not None
+        assert entry.error_message.startswith("cannot store the outcome: database down (")
+        assert service.api_key not in entry.error_message
+        assert "<redacted>" in entry.error_message
+        assert entry.attempts == 3
+    assert sorted(job_id for job_id, _attempt in calls) == sorted([*job_ids, job_ids[0]])
+
+
+@contextlib.asynccontextmanager
+async def worker_in_this_loop(
+    waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any]
+) -> AsyncIterator[None]:
+    """A SAQ worker of `waits` in the test's own event loop (for its logs), with `outcome`
+    (name, function) as its outcome function."""
+    worker = Worker(
+        **waits.worker_settings(
+            client=lambda: JobsClient(service.api_key, base_url=service.base_url),
+            functions=[outcome],
+            concurrency=10,
+            timers={"schedule": 1, "worker_info": 5},
+        )
+    )
+    running = asyncio.create_task(worker.start())
+    try:
+        yield
+    finally:
+        await worker.stop()
+        await running
+        await waits.queue.disconnect()
+
+
+async def test_a_plain_outcome_function_that_takes_too_long_is_listed(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A plain outcome function slower than `outcome_timeout` (each of its calls, in a thread)
+    ends undelivered, listed with a `TimeoutError` that says so."""
+    job_id = service.add_job(duration=0.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=2
+    )
+    release = threading.Event()
+    calls: list[str] = []
+
+    def slow(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        calls.append(result["jobId"])
+        release.wait(30)  # blocks its thread until the test has seen it listed
+
+    async with worker_in_this_loop(waits, service, ("slow", slow)):
+        try:
+            assert await waits.submit([job_id]) == [True]
+
+            async def listed() -> bool:
+                return bool(await waits.undelivered())
+
+            await eventually(listed, "the outcome undelivered")
+            assert await waits.undelivered() == [
+                Undelivered(job_id, "TimeoutError", "did not return within 1 s", 2)
+            ]
+            assert await waits.delivered() == 0
+        finally:
+            release.set()  # before the worker stops: it waits for its threads
+    assert calls == [job_id, job_id]
+
+
+async def test_a_worker_logs_each_wait_once_and_no_bodies(
+    redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A worker's log at INFO: one line per wait started and one per wait ended (with its
+    outcome, polls and time), none per poll, and no job's kwargs anywhere, not even in SAQ's
+    line about an outcome function that raised. An `async def` outcome function runs on the
+    event loop."""
+    caplog.set_level(logging.INFO)
+    user = "only-in-the-body-7f3a"
+    # Running until each has been polled three times, then finished by the test.
+    job_ids = [service.add_job(duration=math.inf, user=user) for _ in range(4)]
+    waits = make_waits(redis_url, "l" + uuid.uuid4().hex[:8], 30.0, outcome="flaky")
+    calls: list[tuple[str, bool]] = []
+
+    async def flaky(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        calls.append((result["jobId"], threading.current_thread() is threading.main_thread()))
+        if ctx["job"].attempts == 1:
+            raise RuntimeError("not yet")
+
+    async with worker_in_this_loop(waits, service, ("flaky", flaky)):
+        assert all(await waits.submit(job_ids))
+        await eventually(
+            lambda: all(service.request_count(job_id) >= 3 for job_id in job_ids),
+            "three polls of each job",
+        )
+        for job_id in job_ids:
+            service.set_job(job_id, status="FINISHED", progress=100)
+        async with asyncio.timeout(60):
+            ended = [result async for result in waits.results(job_ids)]
+        await eventually(lambda: delivered_once(waits, len(job_ids)), "all delivered")
+    assert all(result.ok for result in ended)
+    assert sorted(calls) == sorted((job_id, True) for job_id in job_ids for _ in range(2))
+
+    lines = [(record.name, record.levelno, record.getMessage()) for record in caplog.records]
+    ours = [text for name, _level, text in lines if name == "jobpoll"]
+    assert sorted(t for t in ours if "wait started" in t) == sorted(
+        f"job {job_id}: wait started" for job_id in job_ids
+    )
+    done = [t for t in ours if "wait ended" in t]
+    assert len(done) == len(job_ids)
+    for job_id in job_ids:
+        assert any(t.startswith(f"job {job_id}: wait ended, ok (FINISHED), ") for t in done)
+    per_poll = ("Processing ", "Finished ", "Scheduled ")
+    saq_info = [text for name, level, text in lines if name == "saq" and level <= logging.INFO]
+    assert [t for t in saq_info if t.startswith(per_poll)]  # SAQ's lines about outcome jobs
+    links = [f"jobpoll:{job_id}:" for job_id in job_ids]
+    for text in saq_info:
+        assert not (text.startswith(per_poll) and any(link in text for link in links)), text
+    failed = [text for name, level, text in lines if name == "saq" and level == logging.ERROR]
+    assert len(failed) == len(job_ids)
+    assert all("function: flaky, key: jobpoll:outcome:" in text for text in failed)
+    assert user not in caplog.text
+    assert "kwargs" not in caplog.text
+    assert not logging.getLogger("saq").filters  # the worker's filter went with it
+
+
+def test_saq_lines_about_jobpoll_jobs_are_short() -> None:
+    """SAQ's lines about a link or an outcome job name it by function, key, attempts and
+    status; its per-poll lines about links are dropped (unless SAQ's logger is at DEBUG); the
+    kwargs of a job's full description (SAQ's DEBUG) are cut; other jobs' lines are as SAQ
+    wrote them."""
+    lines = SaqLines(["job_ended"])
+    checkpoint = {"job_id": "j", "step": 3, "checkpoint": {"job": {"user": "secret-user"}}}
+    link = SaqJob(function=POLL_FUNCTION, kwargs=checkpoint, key="jobpoll:j:3", attempts=2)
+    outcome = SaqJob(function="job_ended", kwargs={"result": {"user": "secret-user"}})
+    other = SaqJob(function="mine", kwargs={"x": 1})
+
+    def shown(message: str, *args: Any, level: int = logging.INFO) -> str | None:
+        record = logging.LogRecord("saq", level, __file__, 1, message, args, None)
+        return record.getMessage() if lines.filter(record) else None
+
+    error = shown("Error processing job %s", link, level=logging.ERROR)
+    assert error == (
+        "Error processing job Job<function: jobpoll.poll, key: jobpoll:j:3, attempts: 2,"
+        " status: new>"
+    )
+    assert "secret-user" not in str(shown("Error processing job %s", outcome))
+    assert shown("Error processing job %s", other) == f"Error processing job {other!r}"
+    assert shown("Processing %s", link.info()) is None
+    assert shown("Finished %s", link.info()) is None
+    assert shown("Scheduled %s", ["saq:job:q:jobpoll:j:3", "saq:job:q:jobpoll:k:1"]) is None
+    mixed = ["saq:job:q:jobpoll:j:3", "saq:job:q:mine"]
+    assert shown("Scheduled %s", mixed) == "Scheduled ['saq:job:q:mine']"
+    assert shown("Processing %s", outcome.info()) == f"Processing {outcome.info()}"
+    full = shown("Retrying %s", link.info(full=True))
+    assert full is not None
+    assert "secret-user" not in full
+    assert (
+        full == "Retrying Job<function: jobpoll.poll, kwargs: {...}, key: jobpoll:j:3, attempts: 2>"
+    )
