@@ -16,6 +16,7 @@ from uuid import UUID
 import aiohttp
 from multidict import CIMultiDict
 
+from jobpoll import _metrics as metrics
 from jobpoll._answer import error_of, job_of
 from jobpoll._config import (
     API_KEY_HEADER,
@@ -245,23 +246,36 @@ class JobsClient:
         """
         job_id = check_job_id(job_id)
         session = self._open_session()
-        gate = self._gate
-        if not paced:
-            outcome = await self._send(session, job_id, timeout)
-        elif gate.engaged:  # waits its turn first (a slow start, or a rate)
-            outcome = await gate.in_turn(
-                functools.partial(self._send, session, job_id), job_id, timeout
-            )
-        else:  # the way of every request while the service has refused none
-            sent_in = gate.control.cuts
-            outcome = await self._send(session, job_id, timeout)
-            if type(outcome) is Job and not gate.engaged:
-                gate.control.answered(0.0)
-            else:
-                gate.leave(outcome, sent_in)
+        metrics.poll_sent()
+        try:
+            outcome = await self._outcome(session, job_id, timeout, paced)
+        except BaseException:  # cancelled, or a timeout out of range: no outcome
+            metrics.poll_lost()
+            raise
+        metrics.poll_back(outcome)
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler
+
+    async def _outcome(
+        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None, paced: bool
+    ) -> Job | JobPollError:
+        """The poll sent at its turn under the client's rate (`paced`) or at once."""
+        gate = self._gate
+        if not paced:
+            return await self._send(session, job_id, seconds)
+        if gate.engaged:  # waits its turn first (a slow start, or a rate)
+            return await gate.in_turn(
+                functools.partial(self._send, session, job_id), job_id, seconds
+            )
+        # The way of every request while the service has refused none.
+        sent_in = gate.control.cuts
+        outcome = await self._send(session, job_id, seconds)
+        if type(outcome) is Job and not gate.engaged:
+            gate.control.answered(0.0)
+        else:
+            gate.leave(outcome, sent_in)
+        return outcome
 
     async def _send(
         self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
