@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import math
+import subprocess
+import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -177,3 +179,26 @@ async def test_a_saq_worker_records_the_same_names(
         await asyncio.gather(running, return_exceptions=True)
         await waits.queue.disconnect()
     check_one_wait_with_one_throttle(recorded())
+
+
+def test_without_the_extra_a_wait_records_nothing_and_loads_no_opentelemetry() -> None:
+    """Without opentelemetry installed, waits run as ever, and nothing of it is imported."""
+    code = """
+import asyncio, sys
+sys.modules["opentelemetry"] = None
+from jobpoll import JobsClient, wait_for_job
+from jobpoll.testing import FakeJobsService
+
+async def main():
+    async with FakeJobsService() as service, JobsClient(
+        service.api_key, base_url=service.base_url
+    ) as client:
+        job = await wait_for_job(client, service.add_job(duration=0))
+    print(job.status, [name for name in sys.modules if name.startswith("opentelemetry.")])
+
+asyncio.run(main())
+"""
+    ran = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert ran.stdout.split("\n") == ["FINISHED []", ""]
