@@ -30,6 +30,7 @@ from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_rate import HORIZON, FleetRate
 from jobpoll._state import JobState
 
@@ -181,6 +182,13 @@ class SaqWaits:
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
         return await self._links.delivered()
+
+    async def overview(self) -> QueueOverview:
+        """The queue's waits for an operator, read without changing anything: how many are
+        due, scheduled, in flight, stuck or lost, the outcomes delivered and not, the oldest
+        wait's age, and the fleet's rate (`QueueOverview`; `jobpoll queue` prints it). Its
+        cost grows with the queue, never past a few Redis commands per wait."""
+        return await read_overview(self._links)
 
     def worker_settings(
         self,

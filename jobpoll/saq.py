@@ -20,6 +20,7 @@ def _missing_from_the_extra(error: BaseException | None) -> str | None:
 try:
     from jobpoll._saq import SaqWaits
     from jobpoll._saq_links import POLL_FUNCTION, load_result, result_to_json
+    from jobpoll._saq_overview import QueueOverview
 except Exception as exc:
     missing = _missing_from_the_extra(exc)
     if missing is None:
@@ -29,4 +30,4 @@ except Exception as exc:
         name=missing,
     ) from exc
 
-__all__ = ["POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"]
+__all__ = ["POLL_FUNCTION", "QueueOverview", "SaqWaits", "load_result", "result_to_json"]

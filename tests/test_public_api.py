@@ -160,7 +160,13 @@ def test_saq_module_is_apart() -> None:
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     saq = pytest.importorskip("jobpoll.saq", reason="the saq extra is not installed")
-    assert set(saq.__all__) == {"POLL_FUNCTION", "SaqWaits", "load_result", "result_to_json"}
+    assert set(saq.__all__) == {
+        "POLL_FUNCTION",
+        "QueueOverview",
+        "SaqWaits",
+        "load_result",
+        "result_to_json",
+    }
 
 
 @pytest.mark.parametrize("missing", ["saq", "redis"])
