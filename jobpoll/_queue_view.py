@@ -62,7 +62,7 @@ def _rows(overview: QueueOverview) -> list[tuple[str, Text, str]]:
     stuck = plain(f"{overview.stuck:,}", "red" if overview.stuck else "")
     lost = plain(f"{overview.lost:,}", "red" if overview.lost else "")
     undelivered = plain(f"{overview.undelivered:,}", "yellow" if overview.undelivered else "")
-    rate = "unlimited" if overview.rate is None else f"{overview.rate:.3g} polls/s"
+    rate = "unlimited" if overview.rate is None else f"{_number(overview.rate)} polls/s"
     return [
         ("waits live", plain(f"{overview.live:,}", "bold"), "not over yet"),
         ("  due", plain(f"{overview.due:,}"), "their poll is due: waiting for a worker"),
@@ -77,6 +77,11 @@ def _rows(overview: QueueOverview) -> list[tuple[str, Text, str]]:
         ("  held", plain(_age(overview.rate_held_for or None)), "by a Retry-After, for"),
         ("  lined up", plain(_age(overview.lined_up_for or None)), "polls waiting for a turn"),
     ]
+
+
+def _number(value: float) -> str:
+    """Three significant digits, never in exponent form."""
+    return f"{value:,.0f}" if value >= 100 else f"{value:.3g}"
 
 
 def _age(seconds: float | None) -> str:

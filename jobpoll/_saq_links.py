@@ -149,7 +149,7 @@ class Links:
 
     def link_id(self, job_id: str, step: int | str) -> str:
         """The SAQ id (its record's key) of link `step` of the wait on `job_id`."""
-        return self.link_id(job_id, step)
+        return self.queue.job_id(_link_key(job_id, step))
 
     def _enqueue(
         self,

@@ -55,6 +55,7 @@ async def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--poll-timeout", type=float, default=30.0)
+    parser.add_argument("--request-timeout", type=float, default=4.0)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -81,7 +82,7 @@ async def main() -> None:
             arguments.api_key,
             base_url=arguments.base_url,
             connect_timeout=4.0,
-            total_timeout=4.0,
+            total_timeout=arguments.request_timeout,
         )
 
     settings = waits.worker_settings(
