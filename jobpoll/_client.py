@@ -58,9 +58,8 @@ class JobsClient:
         api_key: the key sent in `X-API-KEY`; when None, the environment's `CDQ_API_KEY`.
         base_url: the service's base URL: https, or http on a loopback host. When None, the
             environment's `CDQ_BASE_URL`, else the production URL (`DEFAULT_BASE_URL`).
-        session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
-            never closes it. Without one, the client opens its own, with a pool of
-            `max_connections`, and closes it in `aclose()`.
+        session: an `aiohttp.ClientSession` of the caller's to send with; jobpoll never closes it.
+            Without one, the client opens its own, of `max_connections`, closed by `aclose()`.
         connect_timeout: seconds to wait for a connection.
         read_timeout: seconds to wait for each read from the socket.
         total_timeout: seconds one request may take in all. These three apply to every
@@ -246,37 +245,25 @@ class JobsClient:
         """
         job_id = check_job_id(job_id)
         session = self._open_session()
-        metrics.poll_sent()
-        try:
-            outcome = await self._outcome(session, job_id, timeout, paced)
-        except BaseException:  # cancelled, or a timeout out of range: no outcome
-            metrics.poll_lost()
-            raise
-        metrics.poll_back(outcome)
+        gate = self._gate
+        if not paced:
+            outcome = await self._send(session, job_id, timeout)
+        elif gate.engaged:  # waits its turn first (a slow start, or a rate)
+            outcome = await gate.in_turn(
+                functools.partial(self._send, session, job_id), job_id, timeout
+            )
+        else:  # the way of every request while the service has refused none
+            sent_in = gate.control.cuts
+            outcome = await self._send(session, job_id, timeout)
+            if type(outcome) is Job and not gate.engaged:
+                gate.control.answered(0.0)
+            else:
+                gate.leave(outcome, sent_in)
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler
 
-    async def _outcome(
-        self, session: aiohttp.ClientSession, job_id: str, seconds: float | None, paced: bool
-    ) -> Job | JobPollError:
-        """The poll sent at its turn under the client's rate (`paced`) or at once."""
-        gate = self._gate
-        if not paced:
-            return await self._send(session, job_id, seconds)
-        if gate.engaged:  # waits its turn first (a slow start, or a rate)
-            return await gate.in_turn(
-                functools.partial(self._send, session, job_id), job_id, seconds
-            )
-        # The way of every request while the service has refused none.
-        sent_in = gate.control.cuts
-        outcome = await self._send(session, job_id, seconds)
-        if type(outcome) is Job and not gate.engaged:
-            gate.control.answered(0.0)
-        else:
-            gate.leave(outcome, sent_in)
-        return outcome
-
+    @metrics.counts_polls
     async def _send(
         self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
     ) -> Job | JobPollError:

@@ -2,7 +2,7 @@
 application configures an SDK's `MeterProvider`, and nothing at all without the extra.
 
 Each is recorded where its event is decided, so a lone wait, a fan-out and a SAQ worker
-report the same names alike. By `JobsClient.get_job`, which every poll goes through:
+report the same names alike. By the client, which sends every poll (`JobsClient._send`):
 
 - `jobpoll.polls` (counter, `{poll}`): polls by `jobpoll.poll.outcome`: `answered` (a job),
   `refused` (an error status) or `error` (no valid answer), and `error.type` (the jobpoll
@@ -24,8 +24,9 @@ it holds nothing (a SAQ wait is then a record in Redis, counted by `SaqWaits.ove
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from typing import Any, Protocol
+import functools
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ParamSpec, Protocol
 
 from jobpoll._errors import ApiError, JobPollError
 from jobpoll._models import Job
@@ -89,27 +90,33 @@ else:
 
 _ANSWERED = {"jobpoll.poll.outcome": "answered"}
 
-
-def poll_sent() -> None:
-    _active.add(1)
+P = ParamSpec("P")
 
 
-def poll_back(outcome: Job | JobPollError) -> None:
-    """A poll's outcome: the job, or the typed error it was turned into."""
-    _active.add(-1)
-    if isinstance(outcome, Job):
-        _polls.add(1, _ANSWERED)
-        return
-    refused = isinstance(outcome, ApiError)
-    kind = type(outcome).__name__
-    _polls.add(1, {"jobpoll.poll.outcome": "refused" if refused else "error", "error.type": kind})
-    if isinstance(outcome, ApiError) and outcome.throttles:
-        _throttled.add(1, {"http.response.status_code": outcome.http_status})
+def counts_polls(
+    send: Callable[P, Awaitable[Job | JobPollError]],
+) -> Callable[P, Awaitable[Job | JobPollError]]:
+    """`send`, a poll that returns the job or the typed error it was turned into, counted in
+    `jobpoll.polls` by that outcome, and in `jobpoll.polls.active` while it is out."""
 
+    @functools.wraps(send)
+    async def counted(*args: P.args, **kwargs: P.kwargs) -> Job | JobPollError:
+        _active.add(1)
+        try:
+            outcome = await send(*args, **kwargs)
+        finally:  # cancelled too: no longer out
+            _active.add(-1)
+        if isinstance(outcome, Job):
+            _polls.add(1, _ANSWERED)
+            return outcome
+        refused = isinstance(outcome, ApiError)
+        kind = {"jobpoll.poll.outcome": "refused" if refused else "error"}
+        _polls.add(1, {**kind, "error.type": type(outcome).__name__})
+        if isinstance(outcome, ApiError) and outcome.throttles:
+            _throttled.add(1, {"http.response.status_code": outcome.http_status})
+        return outcome
 
-def poll_lost() -> None:
-    """A poll cancelled before its outcome (no outcome to count)."""
-    _active.add(-1)
+    return counted
 
 
 def wait_ended(job: Job | None, error: JobPollError | None, seconds: float) -> None:
