@@ -59,7 +59,7 @@ class JobsClient:
         base_url: the service's base URL: https, or http on a loopback host. When None, the
             environment's `CDQ_BASE_URL`, else the production URL (`DEFAULT_BASE_URL`).
         session: an `aiohttp.ClientSession` of the caller's to send with; jobpoll never closes it.
-            Without one, the client opens its own, of `max_connections`, closed by `aclose()`.
+            Without one, it opens its own, a pool of `max_connections`, closed by `aclose()`.
         connect_timeout: seconds to wait for a connection.
         read_timeout: seconds to wait for each read from the socket.
         total_timeout: seconds one request may take in all. These three apply to every
