@@ -16,6 +16,7 @@ pytest.importorskip("saq", reason="the saq extra is not installed (pip install '
 from support import cli_environment, run_jobpoll
 from test_saq import Fleet, eventually, fleet_of, service  # noqa: F401 - `service`: the fixture
 
+from jobpoll._saq_overview import place
 from jobpoll.saq import QueueOverview
 from jobpoll.testing import FakeJobsService, HttpError, Slow
 
@@ -39,8 +40,6 @@ POLL_TIMEOUT = 10.0
 def test_where_a_live_wait_is(link: str, score: float | None, now: float, where: str) -> None:
     """A live link is in flight or stuck by SAQ's active list, else due, scheduled or lost by
     its score in SAQ's `incomplete` set."""
-    from jobpoll._saq_overview import place
-
     assert place(link, score, {"a": False, "b": True}, now) == where
 
 
