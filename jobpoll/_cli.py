@@ -203,6 +203,34 @@ def demo(speed: float, as_json: bool) -> int:
     )
 
 
+@cli.command(
+    epilog="\b\nExit status:\n  0    the queue was read\n  2    usage error: no or a bad"
+    " REDIS_URL, or the saq extra is missing\n  4    Redis could not be read\n"
+)
+@click.argument("redis_url", metavar="REDIS_URL", envvar="REDIS_URL")
+@click.option("--queue", "queue_name", required=True, metavar="NAME", help="The SAQ queue's name.")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object instead of a table.")
+@names_failures
+def queue(redis_url: str, queue_name: str, as_json: bool) -> int:
+    """Show the waits of a SAQ queue of jobpoll.saq, reading only: how many are live (due,
+    scheduled, in flight, stuck, lost), the outcomes delivered and not, the oldest wait's
+    age, and the rate the fleet holds to.
+
+    REDIS_URL (redis://, rediss:// or unix://) may come from the environment variable of
+    that name instead, which keeps a password out of the process list.
+    """
+    try:
+        # Imported here: the saq extra is needed by this command only.
+        from jobpoll._queue_view import show_queue
+    except ImportError as exc:
+        if str(exc.name).partition(".")[0] not in ("saq", "redis"):
+            raise
+        missing = f"needs the saq extra ({exc.name} is missing): pip install 'jobpoll[saq]'"
+        raise Failure(missing) from None
+    loop = CommandLoop()
+    return loop.run(lambda: show_queue(redis_url, queue_name, loop.out, as_json=as_json))
+
+
 @cli.command("fake-server")
 @click.option(
     "--port",

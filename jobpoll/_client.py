@@ -16,6 +16,7 @@ from uuid import UUID
 import aiohttp
 from multidict import CIMultiDict
 
+from jobpoll import _metrics as metrics
 from jobpoll._answer import error_of, job_of
 from jobpoll._config import (
     API_KEY_HEADER,
@@ -57,9 +58,8 @@ class JobsClient:
         api_key: the key sent in `X-API-KEY`; when None, the environment's `CDQ_API_KEY`.
         base_url: the service's base URL: https, or http on a loopback host. When None, the
             environment's `CDQ_BASE_URL`, else the production URL (`DEFAULT_BASE_URL`).
-        session: an `aiohttp.ClientSession` of the caller's to send requests with; jobpoll
-            never closes it. Without one, the client opens its own, with a pool of
-            `max_connections`, and closes it in `aclose()`.
+        session: an `aiohttp.ClientSession` of the caller's to send with; jobpoll never closes it.
+            Without one, it opens its own, a pool of `max_connections`, closed by `aclose()`.
         connect_timeout: seconds to wait for a connection.
         read_timeout: seconds to wait for each read from the socket.
         total_timeout: seconds one request may take in all. These three apply to every
@@ -263,6 +263,7 @@ class JobsClient:
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler
 
+    @metrics.counts_polls
     async def _send(
         self, session: aiohttp.ClientSession, job_id: str, seconds: float | None
     ) -> Job | JobPollError:

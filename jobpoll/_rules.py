@@ -7,9 +7,11 @@ from __future__ import annotations
 
 import logging
 import math
+from typing import TypeVar
 
 import attrs
 
+from jobpoll import _metrics as metrics
 from jobpoll import _pace
 from jobpoll._config import check_positive
 from jobpoll._errors import JobPollError, JobStalled, NotFound, TransportError, WaitTimeout
@@ -18,6 +20,8 @@ from jobpoll._policy import PollPolicy
 from jobpoll._state import JobState, PaceState
 
 logger = logging.getLogger("jobpoll")
+
+E = TypeVar("E", bound=JobPollError)
 
 
 def check_timeout(timeout: float | None) -> None:
@@ -68,6 +72,8 @@ class Rules:
         ):
             state.changed_at = now
             delay = None if job.is_terminal else _pace.answered(self.policy, pace, now, job)
+            if delay is None:
+                metrics.wait_ended(job, None, now - state.started_at)
             if logger.isEnabledFor(logging.DEBUG):
                 logger.debug(
                     "job %s: %s %d%% after %d polls%s",
@@ -80,7 +86,7 @@ class Rules:
             return True, delay
         stall_timeout = self.policy.stall_timeout
         if stall_timeout is not None and now - state.changed_at >= stall_timeout:
-            raise JobStalled(job, now - state.changed_at)
+            raise self._ends(state, JobStalled(job, now - state.changed_at), now)
         return False, _pace.answered(self.policy, pace, now, job)
 
     def failed(
@@ -97,14 +103,14 @@ class Rules:
             and now - state.started_at < policy.not_found_grace
         )
         if not (error.transient or visibility_delay) or self._unreachable(state, error, now, since):
-            raise error
+            raise self._ends(state, error, now)
         state.last_error = error
         if self.deadline is not None and now >= self.deadline:
             raise self.timed_out(state)  # e.g. the request was cut short by the deadline
         if not visibility_delay:  # the grace is bounded by its own time, not by a count
             state.failures += 1
             if state.failures >= policy.max_failures:
-                raise error
+                raise self._ends(state, error, now)
         delay = policy.retry_delay(_pace.failed(policy, pace), getattr(error, "retry_after", None))
         if visibility_delay:
             why = f"not found yet, within the grace of {policy.not_found_grace:g} s;"
@@ -124,9 +130,18 @@ class Rules:
         )
 
     def timed_out(self, state: JobState) -> WaitTimeout:
+        """The error that ends a wait whose deadline passed (every driver's timeout)."""
         assert self.timeout is not None
         error = WaitTimeout(
             state.job_id, timeout=self.timeout, job=state.job, last_error=state.last_error
         )
         error.__cause__ = state.last_error
+        return self._ends(state, error, self.policy.clock())
+
+    def _ends(self, state: JobState, error: E, now: float) -> E:
+        """`error`, which ends the wait, counted as its end: unless it `stops_all` (a refused
+        key, a service never reached), which a fan-out and a SAQ worker do not take for any
+        wait's end (they poll again once the setup is fixed)."""
+        if not error.stops_all:
+            metrics.wait_ended(state.job, error, now - state.started_at)
         return error

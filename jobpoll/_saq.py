@@ -32,6 +32,7 @@ from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links, result_to_json
 from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes, Undelivered
+from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_rate import HORIZON, FleetRate
 from jobpoll._state import JobState
 
@@ -210,6 +211,13 @@ class SaqWaits:
                 (forget it once it is delivered, or undelivered).
         """
         return await self._outcomes.forget(check_job_id(job_id))
+
+    async def overview(self) -> QueueOverview:
+        """The queue's waits for an operator, read without changing anything: how many are
+        due, scheduled, in flight, stuck or lost, the outcomes delivered and not, the oldest
+        wait's age, and the fleet's rate (`QueueOverview`; `jobpoll queue` prints it). Its
+        cost grows with the queue, never past a few Redis commands per wait."""
+        return await read_overview(self._links)
 
     def worker_settings(
         self,

@@ -3,8 +3,9 @@
 Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 - `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
-  `timeout`, the wait's; `held`, a worker's setup error met at its last poll); then `result`,
-  the outcome as JSON, kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
+  `since`, when it was submitted, on Redis's clock, in whole seconds; `timeout`, the wait's;
+  `held`, a worker's setup error met at its last poll); then `result`, the outcome as JSON,
+  kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
   `mending` (`Links.mend`).
@@ -57,7 +58,7 @@ end
 
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'step', 0)
+redis.call('HSET', KEYS[1], 'step', 0, 'since', redis.call('TIME')[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
 """
 
@@ -124,7 +125,7 @@ class Links:
     def __attrs_post_init__(self) -> None:
         self.redis = redis = self.queue.redis
         self.prefix = f"jobpoll:{self.queue.name}:"
-        self._rate_keys = [self.prefix + "rate", self.prefix + "answers"]
+        self.rate_keys = [self.prefix + "rate", self.prefix + "answers"]
         #: How many outcomes were delivered (`_saq_outcomes`).
         self.delivered_key = self.prefix + "delivered"
         #: The channel each outcome's job id (or held error's) is announced on.
@@ -140,6 +141,10 @@ class Links:
 
     def wait_key(self, job_id: str) -> str:
         return f"{self.prefix}wait:{job_id}"
+
+    def link_id(self, job_id: str, step: int | str) -> str:
+        """The SAQ id (its record's key) of link `step` of the wait on `job_id`."""
+        return self.queue.job_id(_link_key(job_id, step))
 
     def enqueue(
         self,
@@ -241,7 +246,7 @@ class Links:
             step,
             step + 1,
             "" if answered_at is None else repr(answered_at),
-            keys=self._rate_keys,
+            keys=self.rate_keys,
         )
 
     async def deliver(
@@ -259,7 +264,7 @@ class Links:
             math.ceil(self.outcome_ttl),
             job_id,
             "" if answered_at is None else repr(answered_at),
-            keys=[self.delivered_key, self.channel, *self._rate_keys],
+            keys=[self.delivered_key, self.channel, *self.rate_keys],
         )
         return bool(ended)
 
@@ -293,7 +298,7 @@ class Links:
     async def begin(self, job_id: str, step: int, rate: FleetRate, longest: float) -> Turn | None:
         """The turn of link `step` of the job's wait (`_saq_rate.TURN`; a place in line at
         most `longest` seconds away), or None: the link is not live."""
-        keys = [self.wait_key(job_id), *self._rate_keys]
+        keys = [self.wait_key(job_id), *self.rate_keys]
         for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
             spacing = repr(rate.spacing())
             args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON), cuts]
@@ -307,11 +312,11 @@ class Links:
 
     async def read_rate(self, rate: FleetRate) -> None:
         """Bring `rate`'s mirror of the shared rate up to date."""
-        rate.mirror(await self._read_rate(keys=self._rate_keys, args=[rate.seen]))
+        rate.mirror(await self._read_rate(keys=self.rate_keys, args=[rate.seen]))
 
     async def cut_rate(self, cut: Cut) -> bool:
         """Write a refusal's cut (or hold) to the shared rate; whether it cut."""
-        return bool(await self._cut(keys=self._rate_keys, args=cut.arguments()))
+        return bool(await self._cut(keys=self.rate_keys, args=cut.arguments()))
 
     async def waits(self) -> AsyncIterator[list[str]]:
         """The job id of every wait's record, waiting or ended, a batch at a time."""
@@ -354,14 +359,12 @@ class Links:
         incomplete = self.queue.namespace("incomplete")
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, step in live:
-                pipe.zscore(incomplete, self.queue.job_id(_link_key(job_id, step)))
+                pipe.zscore(incomplete, self.link_id(job_id, step))
             scores = await pipe.execute()
         return [link for link, score in zip(live, scores, strict=True) if score is None]
 
     async def _mend_one(self, job_id: str, step: int) -> int:
-        stored = self.queue.deserialize(
-            await self.redis.get(self.queue.job_id(_link_key(job_id, step)))
-        )
+        stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
         if stored is not None and stored.kwargs:
             checkpoint = stored.kwargs.get("checkpoint")
             timeout = stored.kwargs.get("timeout")

@@ -131,7 +131,7 @@ class JsonLines(View):
         )
 
 
-def _clock_text(seconds: float) -> str:
+def clock_text(seconds: float) -> str:
     seconds = max(0, math.floor(seconds))
     return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
 
@@ -141,7 +141,7 @@ def _left_text(left: float | None) -> str:
         return "-"
     if left <= 0:
         return "soon"
-    return "~" + _clock_text(math.ceil(left))
+    return "~" + clock_text(math.ceil(left))
 
 
 def status_style(job: Job) -> str:
@@ -192,7 +192,7 @@ class TerminalSummary(View):
     def stop(self, summary: Summary) -> None:
         board = self._board
         jobs = "job" if board.total == 1 else "jobs"
-        text = plain(f"{board.total:,} {jobs} in {_clock_text(board.elapsed())}: ", "bold")
+        text = plain(f"{board.total:,} {jobs} in {clock_text(board.elapsed())}: ", "bold")
         parts = _outcome_counts(board)
         not_ended = board.total - board.ended
         if not_ended:
@@ -309,7 +309,7 @@ class LiveView(TerminalSummary):
             _status_of(row),
             bar,
             plain(f"{progress}%"),
-            plain(_clock_text(elapsed)),
+            plain(clock_text(elapsed)),
             plain(left),
         )
 
@@ -321,7 +321,7 @@ class LiveView(TerminalSummary):
         grid.add_column(no_wrap=True)
         percent = board.percent
         waiting = board.total - board.ended
-        times = f"{_clock_text(board.elapsed(now))} elapsed"
+        times = f"{clock_text(board.elapsed(now))} elapsed"
         if waiting:
             times += f", {_left_text(board.longest_time_left(now))} left"
         grid.add_row(
@@ -344,7 +344,7 @@ class LiveView(TerminalSummary):
         changes = list(board.recent)[-self._recent :]
         width = max((len(job_id) for _, job_id, _ in changes), default=0)
         for at, job_id, what in reversed(changes):
-            recent.append(plain(f"{_clock_text(at - board.started)}  ", "dim"))
+            recent.append(plain(f"{clock_text(at - board.started)}  ", "dim"))
             recent.append(plain(f"{job_id:<{width}}  "))
             if isinstance(what, Job):
                 recent.append(plain(f"{what.raw_status} {what.progress}%", status_style(what)))

@@ -22,6 +22,7 @@ try:
     from jobpoll._saq import SaqWaits
     from jobpoll._saq_links import POLL_FUNCTION, load_result, result_to_json
     from jobpoll._saq_outcomes import Undelivered
+    from jobpoll._saq_overview import QueueOverview
 except Exception as exc:
     missing = _missing_from_the_extra(exc)
     if missing is None:
@@ -34,6 +35,7 @@ except Exception as exc:
 __all__ = [
     "POLL_FUNCTION",
     "OutcomePending",
+    "QueueOverview",
     "SaqWaits",
     "Undelivered",
     "load_result",

@@ -87,6 +87,7 @@ async def main() -> None:
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--poll-timeout", type=float, default=30.0)
     parser.add_argument("--outcome", default="record_outcome")
+    parser.add_argument("--request-timeout", type=float, default=4.0)
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
@@ -114,7 +115,7 @@ async def main() -> None:
             arguments.api_key,
             base_url=arguments.base_url,
             connect_timeout=4.0,
-            total_timeout=4.0,
+            total_timeout=arguments.request_timeout,
         )
 
     settings = waits.worker_settings(

@@ -163,6 +163,7 @@ def test_saq_module_is_apart() -> None:
     assert set(saq.__all__) == {
         "POLL_FUNCTION",
         "OutcomePending",
+        "QueueOverview",
         "SaqWaits",
         "Undelivered",
         "load_result",

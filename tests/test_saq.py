@@ -80,7 +80,13 @@ class Fleet:
         self.waits = make_waits(redis_url, self.queue_name, poll_timeout, outcome)
         self.redis = self.waits.queue.redis
 
-    def start(self, count: int, api_key: str | None = None, concurrency: int | None = None) -> None:
+    def start(
+        self,
+        count: int,
+        api_key: str | None = None,
+        concurrency: int | None = None,
+        request_timeout: float = 4.0,
+    ) -> None:
         for index in range(len(self.processes), len(self.processes) + count):
             self.processes.append(
                 subprocess.Popen(
@@ -103,6 +109,8 @@ class Fleet:
                         str(concurrency or self.concurrency),
                         "--outcome",
                         self.outcome,
+                        "--request-timeout",
+                        str(request_timeout),
                     ],
                 )
             )

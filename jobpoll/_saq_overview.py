@@ -1,0 +1,211 @@
+"""`QueueOverview`: what an operator sees of one SAQ queue's waits (`SaqWaits.overview()`,
+`jobpoll queue`), read from jobpoll's records and SAQ's own, changing nothing.
+
+Each live wait (its record has a `step`) is where its live link is in SAQ's records:
+
+- **in flight**: in SAQ's `active` list, a worker polling it; **stuck** instead once SAQ's own
+  rule (`Job.stuck`) says its worker is gone: past its timeout (`poll_timeout`) or heartbeat.
+  SAQ's sweep gives a stuck link to another worker.
+- **due**: queued, or scheduled for a time now passed: waiting for a worker.
+- **scheduled**: its next poll is later.
+- **lost**: in none of SAQ's queues; `SaqWaits.mend` enqueues it again.
+
+An outcome kept (`outcome_ttl`) is **delivered** once the `on_outcome` function returned for
+it, **undelivered** until then: on its way, retried, given up after `outcome_retries`, or
+with no `on_outcome` at all.
+
+The cost is bounded by the queue's size, never a `KEYS`: one `SCAN` call per 1,000 keys of
+the database, and per wait record two commands (three while it waits), pipelined 1,000 at a
+time; plus SAQ's `active` list and those links' records. The waits move while they are read,
+so the counts are of about one moment; a link seen lost is looked at a second time, as a
+hand-over may have moved it between two reads.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import Counter
+from collections.abc import Awaitable, Mapping
+from typing import Any, cast
+
+import attrs
+
+from jobpoll._saq_links import Links
+from jobpoll._saq_rate import FleetRate
+
+#: Keys a `SCAN` call reads, and commands a pipeline sends, at a time.
+_BATCH = 1000
+
+
+@attrs.frozen(kw_only=True)
+class QueueOverview:
+    """A queue's waits and the fleet's rate, at about one moment (see `SaqWaits.overview`).
+
+    Attributes:
+        queue: the SAQ queue's name.
+        live: the waits not over: `due + scheduled + in_flight + stuck + lost`.
+        due, scheduled, in_flight, stuck, lost: where the live waits are (module docstring).
+        delivered: the outcomes kept whose `on_outcome` call returned.
+        undelivered: the outcomes kept whose `on_outcome` call has not returned (yet).
+        oldest: seconds since the oldest live wait was submitted (None: no live wait, or
+            only waits submitted before jobpoll recorded when).
+        rate: the polls a second the fleet holds to, learned from the service's refusals
+            (None: not held to any rate).
+        rate_held_for: seconds a `Retry-After` still holds that rate from growing (0: none).
+        lined_up_for: seconds until the last poll handed over for want of a turn under that
+            rate is due (0: none waits for a turn).
+    """
+
+    queue: str
+    live: int
+    due: int
+    scheduled: int
+    in_flight: int
+    stuck: int
+    lost: int
+    delivered: int
+    undelivered: int
+    oldest: float | None
+    rate: float | None
+    rate_held_for: float
+    lined_up_for: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """The overview as a JSON-ready dict, keyed by the attributes' names."""
+        return attrs.asdict(self)
+
+
+def place(link: str, score: float | None, active: Mapping[str, bool], now: float) -> str:
+    """Where a live wait is, by its live link's SAQ id, its score in SAQ's `incomplete` set
+    (None: not there; 0: queued; else when it is scheduled for), SAQ's `active` links (each
+    with whether it is stuck) and Redis's time now."""
+    if link in active:
+        return "stuck" if active[link] else "in_flight"
+    if score is None:
+        return "lost"
+    return "scheduled" if score > now else "due"
+
+
+async def read_overview(links: Links) -> QueueOverview:
+    """Read the overview of `links`' queue (module docstring: how, and at what cost)."""
+    seconds, micros = await links.redis.time()
+    now = seconds + micros / 1e6
+    active = await _active(links)
+    tally: Counter[str] = Counter()
+    oldest = math.inf
+    cursor = 0
+    while True:
+        cursor, keys = await links.redis.scan(cursor, match=links.wait_key("*"), count=_BATCH)
+        for start in range(0, len(keys), _BATCH):
+            batch = [key.decode() for key in keys[start : start + _BATCH]]
+            oldest = min(oldest, await _tally(links, batch, active, now, tally))
+        if cursor == 0:
+            break
+    rate, held_for, lined_up_for = await _fleet_rate(links)
+    places = {name: tally[name] for name in ("due", "scheduled", "in_flight", "stuck", "lost")}
+    return QueueOverview(
+        queue=links.queue.name,
+        live=sum(places.values()),
+        **places,
+        delivered=tally["delivered"],
+        undelivered=tally["undelivered"],
+        oldest=None if oldest == math.inf else max(0.0, now - oldest),
+        rate=rate,
+        rate_held_for=held_for,
+        lined_up_for=lined_up_for,
+    )
+
+
+async def _active(links: Links) -> dict[str, bool]:
+    """The SAQ ids in the queue's `active` list, each with whether it is stuck (its record
+    gone counts: SAQ's sweep drops it)."""
+    queue = links.queue
+    listed = links.redis.lrange(queue.namespace("active"), 0, -1)
+    ids = await cast("Awaitable[list[bytes]]", listed)
+    active: dict[str, bool] = {}
+    for start in range(0, len(ids), _BATCH):
+        batch = ids[start : start + _BATCH]
+        for saq_id, record in zip(batch, await links.redis.mget(batch), strict=True):
+            job = queue.deserialize(record)
+            active[saq_id.decode()] = job is None or job.stuck
+    return active
+
+
+async def _tally(
+    links: Links, keys: list[str], active: Mapping[str, bool], now: float, tally: Counter[str]
+) -> float:
+    """Count the wait records `keys` into `tally`; the earliest `since` of the live ones."""
+    async with links.redis.pipeline(transaction=False) as pipe:
+        for key in keys:
+            pipe.hmget(key, ["step", "since", "delivered"])
+            pipe.hexists(key, "result")
+        replies = await pipe.execute()
+    prefix = links.wait_key("")
+    live: list[tuple[str, str]] = []
+    oldest = math.inf
+    for key, (step, since, delivered), kept in zip(keys, replies[::2], replies[1::2], strict=True):
+        if step is not None:
+            live.append((key.removeprefix(prefix), step.decode()))
+            if since is not None:
+                oldest = min(oldest, float(since))
+        elif kept:
+            tally["delivered" if delivered else "undelivered"] += 1
+    lost = []
+    for (job_id, step), score in zip(live, await _scores(links, live), strict=True):
+        where = place(links.link_id(job_id, step), score, active, now)
+        if where == "lost":
+            lost.append(job_id)
+        else:
+            tally[where] += 1
+    tally.update(await _second_look(links, lost, active, now))
+    return oldest
+
+
+async def _scores(links: Links, live: list[tuple[str, str]]) -> list[float | None]:
+    """Each live link's score in SAQ's `incomplete` set (None: not there)."""
+    incomplete = links.queue.namespace("incomplete")
+    async with links.redis.pipeline(transaction=False) as pipe:
+        for job_id, step in live:
+            pipe.zscore(incomplete, links.link_id(job_id, step))
+        scores: list[float | None] = await pipe.execute()
+    return scores
+
+
+async def _second_look(
+    links: Links, job_ids: list[str], active: Mapping[str, bool], now: float
+) -> Counter[str]:
+    """Where the waits seen lost are, once their records are read again: a hand-over between
+    the two reads of the first look moved them on."""
+    places: Counter[str] = Counter()
+    if not job_ids:
+        return places
+    async with links.redis.pipeline(transaction=False) as pipe:
+        for job_id in job_ids:
+            pipe.hget(links.wait_key(job_id), "step")
+        steps = await pipe.execute()
+    again = [(job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step]
+    for (job_id, step), score in zip(again, await _scores(links, again), strict=True):
+        places[place(links.link_id(job_id, step), score, active, now)] += 1
+    return places
+
+
+async def _fleet_rate(links: Links) -> tuple[float | None, float, float]:
+    """The fleet's shared rate (None: none), the seconds a `Retry-After` holds it, and the
+    seconds until the last place given in the line of polls waiting for a turn
+    (`_saq_rate`'s `later`), each on Redis's clock."""
+    rate = FleetRate(None, time.monotonic)  # no ceiling of this process: the fleet's own
+    await links.read_rate(rate)
+    now = rate.now()
+    polls_a_second = rate.control.rate_at(now)
+    field = links.redis.hget(links.rate_keys[0], "later")
+    later = await cast("Awaitable[bytes | None]", field)
+    try:
+        lined_up_until = -math.inf if later is None else float(later)
+    except ValueError:  # not a time: nothing is lined up
+        lined_up_until = -math.inf
+    return (
+        None if polls_a_second == math.inf else polls_a_second,
+        max(0.0, rate.control.hold_until - now),
+        max(0.0, lined_up_until - now),
+    )
