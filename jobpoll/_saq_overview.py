@@ -12,7 +12,8 @@ Each live wait (its record has a `step`) is where its live link is in SAQ's reco
 
 An outcome kept (`outcome_ttl`) is **delivered** once the `on_outcome` function returned for
 it, **undelivered** until then: on its way, retried, given up after `outcome_retries`, or
-with no `on_outcome` at all.
+with no `on_outcome` at all. (`SaqWaits.undelivered()` lists the given-up ones only, those an
+operator can `redeliver`: this count is of every outcome not delivered yet.)
 
 The cost is bounded by the queue's size, never a `KEYS`: one `SCAN` call per 1,000 keys of
 the database, and per wait record two commands (three while it waits), pipelined 1,000 at a
@@ -47,7 +48,8 @@ class QueueOverview:
         live: the waits not over: `due + scheduled + in_flight + stuck + lost`.
         due, scheduled, in_flight, stuck, lost: where the live waits are (module docstring).
         delivered: the outcomes kept whose `on_outcome` call returned.
-        undelivered: the outcomes kept whose `on_outcome` call has not returned (yet).
+        undelivered: the outcomes kept whose `on_outcome` call has not returned (yet),
+            given up or not (`SaqWaits.undelivered()` lists the given-up ones).
         oldest: seconds since the oldest live wait was submitted (None: no live wait, or
             only waits submitted before jobpoll recorded when).
         rate: the polls a second the fleet holds to, learned from the service's refusals
