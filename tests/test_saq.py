@@ -321,12 +321,16 @@ async def test_a_rate_limit_met_by_some_polls_slows_every_worker(
             lambda: all(service.request_count(job_id) >= 1 for job_id in job_ids),
             "each job polled once",
         )
-        # 60 jobs polled each second, 5 polls a second allowed: a line of turns forms.
+        # 60 jobs polled each second, 5 polls a second allowed: a line of turns forms. (The
+        # fleet's slow start may have handed polls over already: counted from here.)
+        names = ("w0", "w1", "w2")
+        before = {name: (await fleet.steps(name)).get("paused", 0) for name in names}
         service.rate_limit = RateLimit(5.0, burst=1.0, retry_after=2.0, status=503)
 
         async def every_worker_paused() -> bool:
-            names = ("w0", "w1", "w2")
-            return all([await _steps_at_least(fleet, name, "paused", 1) for name in names])
+            return all(
+                [await _steps_at_least(fleet, name, "paused", before[name] + 1) for name in names]
+            ) and b"cuts" in await fleet.redis.hgetall(f"jobpoll:{fleet.queue_name}:rate")
 
         await eventually(every_worker_paused, "every worker's polls handed over", within=90)
         service.rate_limit = None
