@@ -30,7 +30,9 @@ from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_outage import Outage, PatientQueue
 from jobpoll._saq_rate import HORIZON, FleetRate
+from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -67,6 +69,16 @@ class SaqWaits:
             who knows the key's quota; None: no ceiling. Either way the workers learn the
             rate the service accepts from its refusals (429, 503) and share it through
             Redis; give every worker the same.
+        durability: what Redis must show before a worker starts or `submit()` sends waits
+            (checked once): "checked", that it keeps them (a `maxmemory-policy` of
+            `noeviction`, and AOF or RDB snapshots); "volatile-accepted", only that it does
+            not evict (you accept that a restart loses every wait); "declared", what Redis
+            does not let be read (CONFIG disabled) is taken as you declare it: persistent
+            and not evicting. Else `QueueNotDurable`, naming the setting to change.
+
+    Raises (from every call that reaches Redis): `QueueUnavailable` for Redis's own errors,
+    `QueueNotDurable`, and `QueueDataLost` from `result()` and `results()` when Redis lost
+    the queue's data while they waited.
     """
 
     def __init__(
@@ -81,6 +93,7 @@ class SaqWaits:
         outcome_timeout: float = 60.0,
         mend_interval: float = 60.0,
         max_rate: float | None = None,
+        durability: Durability = "checked",
     ) -> None:
         if not isinstance(queue, RedisQueue):
             raise TypeError(f"queue must be a saq RedisQueue, got {type(queue).__name__}")
@@ -97,6 +110,8 @@ class SaqWaits:
                 raise ValueError(f"{name} must be at least 1 second, got {value!r}")
         if max_rate is not None:
             check_positive("max_rate", max_rate)
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
         self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
@@ -110,6 +125,7 @@ class SaqWaits:
             outcome_timeout=outcome_timeout,
         )
         self._rate = FleetRate(max_rate, self.policy.clock)
+        self._guard = RedisGuard(queue.redis, queue.name, self._links.prefix + "epoch", durability)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
@@ -132,11 +148,17 @@ class SaqWaits:
 
         Raises:
             InvalidJobId: an id could never be sent (nothing is submitted then).
+            QueueNotDurable: Redis would lose the waits (see `durability`).
+            QueueUnavailable: Redis failed (some of the waits may have started).
         """
         if isinstance(job_ids, str | bytes | UUID):
             raise TypeError("job_ids must be an iterable of job ids (for one, a list of one)")
         check_timeout(timeout)
-        return await self._links.submit([check_job_id(job_id) for job_id in job_ids], timeout)
+        ids = [check_job_id(job_id) for job_id in job_ids]
+        with self._guard.mapped():
+            await self._guard.ensure_durable()
+            await self._guard.current_epoch()
+            return await self._links.submit(ids, timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
         """The outcome of each job, as each is over (from any process, submitted or not yet);
@@ -145,28 +167,37 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
                 reached) met at the last poll of one of these jobs; its wait goes on.
+            QueueDataLost: Redis lost the queue's data since this process first used it
+                (seen at first, and after each 2 s without news).
+            QueueUnavailable: Redis failed.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        async with self._links.redis.pubsub() as pubsub:
-            await pubsub.subscribe(self._links.channel)
-            # At first, and now and then: all of them (a message may have been missed).
-            looking_at = sorted(pending)
-            while pending:
-                ended, held = await self._links.stored(looking_at)
-                for job_id, result in ended.items():
-                    pending.discard(job_id)
-                    yield result
-                if held is not None:
-                    raise held
-                if not pending:
-                    break
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-                if message is None:
-                    looking_at = sorted(pending)
-                else:
-                    data = message["data"]
-                    job_id = data.decode() if isinstance(data, bytes) else str(data)
-                    looking_at = [job_id] if job_id in pending else []
+        with self._guard.mapped():
+            since = await self._guard.since()
+            async with self._links.redis.pubsub() as pubsub:
+                await pubsub.subscribe(self._links.channel)
+                # At first, and now and then: all of them (a message may have been missed),
+                # and whether Redis still has the waits.
+                looking_at: list[str] | None = None
+                while pending:
+                    if looking_at is None:
+                        await self._guard.unchanged(since)
+                        looking_at = sorted(pending)
+                    ended, held = await self._links.stored(looking_at)
+                    for job_id, result in ended.items():
+                        pending.discard(job_id)
+                        yield result
+                    if held is not None:
+                        raise held
+                    if not pending:
+                        break
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+                    if message is None:
+                        looking_at = None
+                    else:
+                        data = message["data"]
+                        job_id = data.decode() if isinstance(data, bytes) else str(data)
+                        looking_at = [job_id] if job_id in pending else []
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
@@ -180,7 +211,8 @@ class SaqWaits:
 
     async def delivered(self) -> int:
         """How many outcomes have been handed to `on_outcome` (or stored) so far, in all."""
-        return await self._links.delivered()
+        with self._guard.mapped():
+            return await self._links.delivered()
 
     def worker_settings(
         self,
@@ -204,6 +236,9 @@ class SaqWaits:
         """
 
         async def open_client(ctx: dict[str, Any]) -> None:
+            with self._guard.mapped():  # a Redis that would lose the waits runs none
+                await self._guard.ensure_durable()
+                await self._guard.current_epoch()
             made = client()
             if not isinstance(made, JobsClient):
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
@@ -227,7 +262,7 @@ class SaqWaits:
                     self._client = None
 
         return {
-            "queue": self.queue,
+            "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
             "functions": [(POLL_FUNCTION, self.poll), *self._wrap_outcome(functions)],
             "startup": open_client,
             "shutdown": close_client,
@@ -235,23 +270,27 @@ class SaqWaits:
         }
 
     async def _mend_forever(self) -> None:
-        """One worker at a time (a lock in Redis) mends the queue."""
+        """One worker at a time (a lock in Redis) mends the queue; each looks whether Redis
+        lost the queue's data (logged at ERROR once)."""
         lock = self._links.prefix + "mending"
         while True:
             await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
             try:
+                await self._guard.current_epoch()
                 held = await self._links.redis.set(
                     lock, "1", nx=True, px=int(self.mend_interval * 800)
                 )
                 if held:
                     await self.mend()
-            except Exception:  # Redis away: the next round tries again
-                logger.exception("mending the queue's waits failed")
+            except Exception as exc:
+                if not outage_of(exc.__cause__ or exc):  # Redis away: logged as an outage
+                    logger.exception("mending the queue's waits failed")
 
     async def mend(self) -> int:
         """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
         call); how many. Workers call it every `mend_interval` seconds."""
-        return await self._links.mend()
+        with self._guard.mapped():
+            return await self._links.mend()
 
     def _wrap_outcome(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
         """The user's functions, named as SAQ names them, the outcome one called once a job."""

@@ -1,0 +1,130 @@
+"""`PatientQueue`: the SAQ queue a worker runs on, quiet and idle while its Redis is away.
+
+Left alone, a SAQ worker whose Redis cannot be reached spins: each of its `concurrency` slots
+asks Redis for a job, the connection is refused at once, and the slot asks again at once (a
+core at 100%, measured); its upkeep tasks (schedule, sweep, worker info) log a traceback each
+at every tick. The worker is given this queue instead: the user's, whose dequeue and upkeep
+calls, while an outage lasts, wait for the next try (`Outage.retry_at`) and come back empty,
+and whose outage is logged once when it begins and once, with its length, when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from saq.queue.redis import RedisQueue
+
+from jobpoll._saq_redis import outage_of
+
+logger = logging.getLogger("jobpoll")
+
+#: Seconds between two tries while Redis is away: the first, doubled at each failure, at most
+#: the last (Redis is back within that once it answers again).
+FIRST_RETRY, LAST_RETRY = 0.1, 5.0
+
+
+class Outage:
+    """A worker's view of its Redis: reachable, or away since `began` (monotonic seconds).
+
+    While away, the next try is due at `retry_at`: `began` plus `FIRST_RETRY * 2**failures`,
+    at most `LAST_RETRY` after the last failure. Every slot of the worker waits for it, so a
+    worker makes about `concurrency` tries every `LAST_RETRY` seconds while Redis is away.
+    """
+
+    def __init__(
+        self,
+        queue_name: str,
+        told: Callable[[BaseException], str] = repr,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.queue_name = queue_name
+        self.told = told  # an error as a log line may quote it
+        self.clock = clock
+        self.sleep = sleep
+        self.began: float | None = None
+        self.retry_at = 0.0
+        self.failures = 0
+
+    async def turn(self) -> None:
+        """Wait for the next try, if Redis is away."""
+        while self.began is not None and (delay := self.retry_at - self.clock()) > 0:
+            await self.sleep(delay)
+
+    def failed(self, error: BaseException) -> None:
+        """A call failed for want of Redis: an outage begins (logged), or goes on."""
+        now = self.clock()
+        if self.began is None:
+            self.began, self.failures = now, 0
+            logger.warning(
+                "Redis of SAQ queue %r is away (%s); this worker waits for it, trying again"
+                " every %g s at most",
+                self.queue_name,
+                self.told(error),
+                LAST_RETRY,
+            )
+        self.failures += 1
+        self.retry_at = now + min(LAST_RETRY, FIRST_RETRY * 2 ** min(self.failures, 16))
+
+    def reached(self) -> None:
+        """A call reached Redis: an outage, if any, is over (logged with its length)."""
+        if self.began is not None:
+            logger.warning(
+                "Redis of SAQ queue %r is back after %.1f s away",
+                self.queue_name,
+                self.clock() - self.began,
+            )
+            self.began = None
+
+    async def call(
+        self, method: Callable[..., Awaitable[Any]], *args: Any, empty: Any, **kwargs: Any
+    ) -> Any:
+        """`method(*args, **kwargs)` at the next try; `empty` instead when Redis is away."""
+        await self.turn()
+        try:
+            value = await method(*args, **kwargs)
+        except Exception as exc:
+            if not outage_of(exc):
+                raise
+            self.failed(exc)
+            return empty
+        self.reached()
+        return value
+
+
+class PatientQueue:
+    """The user's SAQ queue as a worker uses it, patient with an outage of its Redis (see the
+    module); any other attribute is the user's queue's."""
+
+    def __init__(self, queue: RedisQueue, outage: Outage) -> None:
+        self.queue = queue
+        self.outage = outage
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+    def __repr__(self) -> str:
+        return repr(self.queue)
+
+    async def dequeue(
+        self,
+        timeout: float = 0.0,  # noqa: ASYNC109 - SAQ's, passed on
+        poll_interval: float = 0.0,
+    ) -> Any:
+        return await self.outage.call(self.queue.dequeue, timeout, poll_interval, empty=None)
+
+    async def schedule(self, lock: int = 1) -> Any:
+        return await self.outage.call(self.queue.schedule, lock, empty=[])
+
+    async def sweep(self, lock: int = 60, abort: float = 5.0) -> Any:
+        return await self.outage.call(self.queue.sweep, lock, abort, empty=[])
+
+    async def jobs(self, job_keys: Any) -> Any:
+        return await self.outage.call(self.queue.jobs, list(job_keys), empty=[])
+
+    async def worker_info(self, *args: Any, **kwargs: Any) -> Any:
+        return await self.outage.call(self.queue.worker_info, *args, empty=None, **kwargs)
