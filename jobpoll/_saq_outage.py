@@ -6,6 +6,11 @@ core at 100%, measured); its upkeep tasks (schedule, sweep, worker info) log a t
 at every tick. The worker is given this queue instead: the user's, whose dequeue and upkeep
 calls, while an outage lasts, wait for the next try (`Outage.retry_at`) and come back empty,
 and whose outage is logged once when it begins and once, with its length, when it ends.
+
+A sweep is cut short when an outage begins: it may be waiting for a job it aborts, through
+SAQ's listener of job updates, which with Redis away fails and logs in a loop with no pause
+(hundreds of tracebacks a second); Redis away, the sweep could do nothing more anyway (a link
+it leaves out of the queue is mended, see `Links.mend`).
 """
 
 from __future__ import annotations
@@ -16,6 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ConnectionError as RedisConnectionError
 from saq.queue.redis import RedisQueue
 
 from jobpoll._saq_redis import outage_of
@@ -49,6 +55,7 @@ class Outage:
         self.began: float | None = None
         self.retry_at = 0.0
         self.failures = 0
+        self.away = asyncio.Event()  # set while an outage lasts
 
     async def turn(self) -> None:
         """Wait for the next try, if Redis is away."""
@@ -60,6 +67,7 @@ class Outage:
         now = self.clock()
         if self.began is None:
             self.began, self.failures = now, 0
+            self.away.set()
             logger.warning(
                 "Redis of SAQ queue %r is away (%s); this worker waits for it, trying again"
                 " every %g s at most",
@@ -79,6 +87,7 @@ class Outage:
                 self.clock() - self.began,
             )
             self.began = None
+            self.away.clear()
 
     async def call(
         self, method: Callable[..., Awaitable[Any]], *args: Any, empty: Any, **kwargs: Any
@@ -121,7 +130,21 @@ class PatientQueue:
         return await self.outage.call(self.queue.schedule, lock, empty=[])
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> Any:
-        return await self.outage.call(self.queue.sweep, lock, abort, empty=[])
+        return await self.outage.call(self._sweep_unless_away, lock, abort, empty=[])
+
+    async def _sweep_unless_away(self, lock: int, abort: float) -> Any:
+        """The user's queue's sweep, cut short if an outage begins meanwhile (see the module)."""
+        sweep = asyncio.ensure_future(self.queue.sweep(lock, abort))
+        away = asyncio.ensure_future(self.outage.away.wait())
+        try:
+            await asyncio.wait([sweep, away], return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sweep, away):
+                task.cancel()
+            await asyncio.gather(sweep, away, return_exceptions=True)
+        if sweep.cancelled():
+            raise RedisConnectionError("Redis went away during the sweep")
+        return sweep.result()
 
     async def jobs(self, job_keys: Any) -> Any:
         return await self.outage.call(self.queue.jobs, list(job_keys), empty=[])
