@@ -16,6 +16,7 @@ from typing import Any
 from saq import Queue, Worker
 
 from jobpoll import JobsClient, PollPolicy
+from jobpoll._saq_redis import Durability
 from jobpoll.saq import POLL_FUNCTION, SaqWaits
 
 # Fast enough that a test of hundreds of jobs takes seconds; real time, since a wait moves
@@ -34,7 +35,9 @@ async def record_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> None
     await redis.hsetnx(f"test:{name}:outcomes", result["jobId"], json.dumps(result))
 
 
-def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits:
+def make_waits(
+    redis_url: str, queue_name: str, poll_timeout: float, durability: Durability = "checked"
+) -> SaqWaits:
     queue = Queue.from_url(redis_url, name=queue_name)
     return SaqWaits(
         queue,
@@ -43,6 +46,7 @@ def make_waits(redis_url: str, queue_name: str, poll_timeout: float) -> SaqWaits
         poll_timeout=poll_timeout,
         outcome_timeout=poll_timeout,
         mend_interval=2.0,
+        durability=durability,
     )
 
 
@@ -55,10 +59,13 @@ async def main() -> None:
     parser.add_argument("--name", required=True)
     parser.add_argument("--concurrency", type=int, default=20)
     parser.add_argument("--poll-timeout", type=float, default=30.0)
+    parser.add_argument("--durability", default="checked")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    waits = make_waits(arguments.redis, arguments.queue, arguments.poll_timeout)
+    waits = make_waits(
+        arguments.redis, arguments.queue, arguments.poll_timeout, arguments.durability
+    )
     queue = waits.queue
     steps_key = f"test:{queue.name}:steps:{arguments.name}"
 

@@ -38,6 +38,7 @@ from jobpoll import (
     Unauthorized,
     WaitTimeout,
 )
+from jobpoll._saq_redis import Durability
 from jobpoll.saq import SaqWaits, load_result, result_to_json
 from jobpoll.testing import FakeJobsService, Patch, RateLimit, Slow
 
@@ -63,19 +64,28 @@ class Fleet:
     """Worker processes sharing one queue, and a view of what they recorded in Redis."""
 
     def __init__(
-        self, redis_url: str, service: FakeJobsService, poll_timeout: float, concurrency: int
+        self,
+        redis_url: str,
+        service: FakeJobsService,
+        poll_timeout: float,
+        concurrency: int,
+        durability: Durability = "checked",
+        log_dir: Path | None = None,
     ) -> None:
         self.concurrency = concurrency
         self.queue_name = "q" + uuid.uuid4().hex[:8]
         self.redis_url = redis_url
         self.service = service
         self.poll_timeout = poll_timeout
+        self.durability = durability
+        self.log_dir = log_dir  # each worker's stderr in `w<index>.log` there, if given
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.waits = make_waits(redis_url, self.queue_name, poll_timeout)
+        self.waits = make_waits(redis_url, self.queue_name, poll_timeout, durability)
         self.redis = self.waits.queue.redis
 
     def start(self, count: int, api_key: str | None = None, concurrency: int | None = None) -> None:
         for index in range(len(self.processes), len(self.processes) + count):
+            stderr = None if self.log_dir is None else (self.log_dir / f"w{index}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
                     [
@@ -95,9 +105,14 @@ class Fleet:
                         str(self.poll_timeout),
                         "--concurrency",
                         str(concurrency or self.concurrency),
+                        "--durability",
+                        self.durability,
                     ],
+                    stderr=stderr,
                 )
             )
+            if stderr is not None:
+                stderr.close()  # the worker has its own copy
 
     async def ready(self) -> None:
         await eventually(self._all_ready, "workers started")
@@ -147,8 +162,10 @@ async def fleet_of(
     workers: int,
     poll_timeout: float = 30.0,
     concurrency: int = 20,
+    durability: Durability = "checked",
+    log_dir: Path | None = None,
 ) -> AsyncIterator[Fleet]:
-    fleet = Fleet(redis_url, service, poll_timeout, concurrency)
+    fleet = Fleet(redis_url, service, poll_timeout, concurrency, durability, log_dir)
     try:
         fleet.start(workers)
         await fleet.ready()
