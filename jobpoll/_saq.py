@@ -69,16 +69,12 @@ class SaqWaits:
             who knows the key's quota; None: no ceiling. Either way the workers learn the
             rate the service accepts from its refusals (429, 503) and share it through
             Redis; give every worker the same.
-        durability: what Redis must show before a worker starts or `submit()` sends waits
-            (checked once): "checked", that it keeps them (a `maxmemory-policy` of
-            `noeviction`, and AOF or RDB snapshots); "volatile-accepted", only that it does
-            not evict (you accept that a restart loses every wait); "declared", what Redis
-            does not let be read (CONFIG disabled) is taken as you declare it: persistent
-            and not evicting. Else `QueueNotDurable`, naming the setting to change.
+        durability: what Redis must show (read once, at a worker's start or the first
+            `submit()`, else `QueueNotDurable`): "checked", no eviction and AOF or RDB on;
+            "volatile-accepted", no eviction (a restart loses every wait); "declared", what
+            Redis does not let be read is as you declare (README: "What Redis must keep").
 
-    Raises (from every call that reaches Redis): `QueueUnavailable` for Redis's own errors,
-    `QueueNotDurable`, and `QueueDataLost` from `result()` and `results()` when Redis lost
-    the queue's data while they waited.
+    Redis's own errors are raised as `QueueUnavailable`s.
     """
 
     def __init__(
@@ -149,7 +145,6 @@ class SaqWaits:
         Raises:
             InvalidJobId: an id could never be sent (nothing is submitted then).
             QueueNotDurable: Redis would lose the waits (see `durability`).
-            QueueUnavailable: Redis failed (some of the waits may have started).
         """
         if isinstance(job_ids, str | bytes | UUID):
             raise TypeError("job_ids must be an iterable of job ids (for one, a list of one)")
@@ -167,9 +162,7 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
                 reached) met at the last poll of one of these jobs; its wait goes on.
-            QueueDataLost: Redis lost the queue's data since this process first used it
-                (seen at first, and after each 2 s without news).
-            QueueUnavailable: Redis failed.
+            QueueDataLost: Redis lost the queue's data since this process first used it.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         with self._guard.mapped():
