@@ -26,6 +26,7 @@ from redis.asyncio import Redis
 from redis.exceptions import (
     AuthenticationError,
     ConnectionError,
+    OutOfMemoryError,
     RedisError,
     ResponseError,
     TimeoutError,
@@ -58,9 +59,7 @@ def outage_of(error: BaseException) -> bool:
     time, a Redis loading its data or out of memory; not refused credentials."""
     if isinstance(error, AuthenticationError):
         return False
-    if isinstance(error, ConnectionError | TimeoutError):
-        return True
-    return isinstance(error, ResponseError) and str(error).startswith("OOM")
+    return isinstance(error, ConnectionError | TimeoutError | OutOfMemoryError)
 
 
 @attrs.frozen

@@ -280,20 +280,32 @@ async def _every_call(fleet: Fleet, count: int) -> bool:
     return len(await fleet.outcomes()) >= count
 
 
+@pytest.mark.parametrize("how", ["stopped", "full"])
 async def test_a_worker_is_quiet_while_redis_is_away(
-    service: FakeJobsService, tmp_path: Path
+    how: str, service: FakeJobsService, tmp_path: Path
 ) -> None:
-    """A worker whose Redis stops logs one line when the outage begins and one, with its
-    length, when it ends: no traceback at each tick of SAQ's upkeep, no line per try."""
+    """A worker whose Redis stops, or fills up (`noeviction`: writes refused), logs one line
+    when the outage begins and one, with its length, when it ends: no traceback at each tick
+    of SAQ's upkeep, no line per try; `submit()` meanwhile raises a transient
+    `QueueUnavailable`."""
     with redis_with(*AOF) as server:
         async with fleet_of(server.url, service, 1, log_dir=tmp_path) as fleet:
             log = tmp_path / "w0.log"
-            await asyncio.to_thread(server.stop)
+            if how == "stopped":
+                await asyncio.to_thread(server.stop)
+            else:
+                await fleet.redis.config_set("maxmemory", 1)
             await eventually(lambda: "is away" in log.read_text(), "the outage logged")
+            with pytest.raises(QueueUnavailable) as caught:
+                await fleet.waits.submit(["35f23c03-1c22-45fe-9484-3ffe769325de"])
+            assert caught.value.transient
             # Seconds of outage in which each tick of SAQ's upkeep (1 s) used to log a
             # traceback; a slower machine only makes fewer ticks.
             await asyncio.sleep(3)
-            await asyncio.to_thread(server.start)
+            if how == "stopped":
+                await asyncio.to_thread(server.start)
+            else:
+                await fleet.redis.config_set("maxmemory", 0)
             await eventually(lambda: "is back after" in log.read_text(), "the end logged")
             assert fleet.processes[0].poll() is None  # still running
             lines = log.read_text().splitlines()
