@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import OutOfMemoryError
 from saq.queue.redis import RedisQueue
 
 from jobpoll._saq_redis import outage_of
@@ -56,6 +56,7 @@ class Outage:
         self.began: float | None = None
         self.retry_at = 0.0
         self.failures = 0
+        self.full = False  # the outage is a full Redis's (out of memory), not a lost one's
         self.away = asyncio.Event()  # set while an outage lasts
 
     async def turn(self) -> None:
@@ -68,6 +69,7 @@ class Outage:
         now = self.clock()
         if self.began is None:
             self.began, self.failures = now, 0
+            self.full = isinstance(error, OutOfMemoryError)
             self.away.set()
             logger.warning(
                 "Redis of SAQ queue %r is away (%s); this worker waits for it, trying again"
@@ -79,9 +81,11 @@ class Outage:
         self.failures += 1
         self.retry_at = now + min(LAST_RETRY, FIRST_RETRY * 2 ** min(self.failures, 16))
 
-    def reached(self) -> None:
-        """A call reached Redis: an outage, if any, is over (logged with its length)."""
-        if self.began is not None:
+    def reached(self, *, wrote: bool) -> None:
+        """A call reached Redis (`wrote`: one that writes, whatever it found): an outage, if
+        any, is over (logged with its length); a full Redis's only once a write went through
+        (reads go on while Redis refuses writes)."""
+        if self.began is not None and (wrote or not self.full):
             logger.warning(
                 "Redis of SAQ queue %r is back after %.1f s away",
                 self.queue_name,
@@ -91,9 +95,15 @@ class Outage:
             self.away.clear()
 
     async def call(
-        self, method: Callable[..., Awaitable[Any]], *args: Any, empty: Any, **kwargs: Any
+        self,
+        method: Callable[..., Awaitable[Any]],
+        *args: Any,
+        empty: Any,
+        wrote: bool = False,
+        **kwargs: Any,
     ) -> Any:
-        """`method(*args, **kwargs)` at the next try; `empty` instead when Redis is away."""
+        """`method(*args, **kwargs)` at the next try; `empty` instead when Redis is away.
+        `wrote`: whether the method always writes (see `reached`)."""
         await self.turn()
         try:
             value = await method(*args, **kwargs)
@@ -102,7 +112,7 @@ class Outage:
                 raise
             self.failed(exc)
             return empty
-        self.reached()
+        self.reached(wrote=wrote)
         return value
 
 
@@ -125,13 +135,18 @@ class PatientQueue:
         timeout: float = 0.0,  # noqa: ASYNC109 - SAQ's, passed on
         poll_interval: float = 0.0,
     ) -> Any:
-        return await self.outage.call(self.queue.dequeue, timeout, poll_interval, empty=None)
+        # BLMOVE: a write, refused by a full Redis even with nothing to move.
+        dequeue = self.queue.dequeue
+        return await self.outage.call(dequeue, timeout, poll_interval, empty=None, wrote=True)
 
     async def schedule(self, lock: int = 1) -> Any:
         return await self.outage.call(self.queue.schedule, lock, empty=[])
 
     async def sweep(self, lock: int = 60, abort: float = 5.0) -> Any:
-        return await self.outage.call(self._sweep_unless_away, lock, abort, empty=[])
+        try:
+            return await self.outage.call(self._sweep_unless_away, lock, abort, empty=[])
+        except _CutShort:  # no news of Redis, neither way
+            return []
 
     async def _sweep_unless_away(self, lock: int, abort: float) -> Any:
         """The user's queue's sweep, cut short if an outage begins meanwhile (see the module)."""
@@ -144,11 +159,16 @@ class PatientQueue:
                 task.cancel()
             await asyncio.gather(sweep, away, return_exceptions=True)
         if sweep.cancelled():
-            raise RedisConnectionError("Redis went away during the sweep")
+            raise _CutShort
         return sweep.result()
 
     async def jobs(self, job_keys: Any) -> Any:
         return await self.outage.call(self.queue.jobs, list(job_keys), empty=[])
 
     async def worker_info(self, *args: Any, **kwargs: Any) -> Any:
-        return await self.outage.call(self.queue.worker_info, *args, empty=None, **kwargs)
+        info = self.queue.worker_info  # writes the worker's record
+        return await self.outage.call(info, *args, empty=None, wrote=True, **kwargs)
+
+
+class _CutShort(Exception):
+    """A sweep was cut short by an outage (see the module)."""

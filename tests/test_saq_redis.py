@@ -333,7 +333,7 @@ async def test_an_outage_backs_off() -> None:
     assert waited[0] == pytest.approx(2 * FIRST_RETRY)
     assert waited == sorted(waited)
     assert waited[-1] == LAST_RETRY
-    outage.reached()
+    outage.reached(wrote=False)
     assert outage.began is None
     await outage.turn()
     assert len(waited) == 7  # no wait once reachable
