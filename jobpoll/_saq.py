@@ -151,8 +151,7 @@ class SaqWaits:
         check_timeout(timeout)
         ids = [check_job_id(job_id) for job_id in job_ids]
         with self._guard.mapped():
-            await self._guard.ensure_durable()
-            await self._guard.current_epoch()
+            await self._guard.ready()
             return await self._links.submit(ids, timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
@@ -230,8 +229,7 @@ class SaqWaits:
 
         async def open_client(ctx: dict[str, Any]) -> None:
             with self._guard.mapped():  # a Redis that would lose the waits runs none
-                await self._guard.ensure_durable()
-                await self._guard.current_epoch()
+                await self._guard.ready()
             made = client()
             if not isinstance(made, JobsClient):
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")

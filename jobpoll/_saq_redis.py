@@ -155,6 +155,11 @@ class RedisGuard:
             text = redactor(text)
         return text
 
+    async def ready(self) -> None:
+        """Before waits are written: Redis is durable, and its epoch known (or written)."""
+        await self.ensure_durable()
+        await self.current_epoch()
+
     async def ensure_durable(self) -> None:
         """Refuse a Redis that would lose waits (`durability_refusal`); once it passed, not
         read again."""
