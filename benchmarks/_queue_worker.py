@@ -46,6 +46,7 @@ def make_waits(
         poll_timeout=10.0,
         outcome_timeout=10.0,
         mend_interval=mend_interval,
+        durability="volatile-accepted",  # the benchmark's Redis keeps nothing on disk
     )
 
 

@@ -32,6 +32,10 @@ _MODULE_OF = {
     "NotAcceptable": "jobpoll._errors",
     "NotFound": "jobpoll._errors",
     "PollPolicy": "jobpoll._policy",
+    "QueueDataLost": "jobpoll._errors",
+    "QueueError": "jobpoll._errors",
+    "QueueNotDurable": "jobpoll._errors",
+    "QueueUnavailable": "jobpoll._errors",
     "RateLimited": "jobpoll._errors",
     "ServerError": "jobpoll._errors",
     "ServiceUnavailable": "jobpoll._errors",
@@ -62,6 +66,10 @@ if TYPE_CHECKING:
     from jobpoll._errors import JobStalled as JobStalled
     from jobpoll._errors import NotAcceptable as NotAcceptable
     from jobpoll._errors import NotFound as NotFound
+    from jobpoll._errors import QueueDataLost as QueueDataLost
+    from jobpoll._errors import QueueError as QueueError
+    from jobpoll._errors import QueueNotDurable as QueueNotDurable
+    from jobpoll._errors import QueueUnavailable as QueueUnavailable
     from jobpoll._errors import RateLimited as RateLimited
     from jobpoll._errors import ServerError as ServerError
     from jobpoll._errors import ServiceUnavailable as ServiceUnavailable

@@ -22,8 +22,14 @@ JobPollError                  base of everything jobpoll raises
 ├── JobFailedError            the job ended FAILED, DIED, COULDNT_START or CANCELED
 ├── JobStalled                the job did not change for the policy's `stall_timeout`
 ├── WaitTimeout               the wait's deadline passed first (also a TimeoutError)
-└── OutcomePending            `jobpoll.saq`: the job's outcome is not delivered yet, so it
-                              cannot be forgotten (also a RuntimeError)
+├── OutcomePending            `jobpoll.saq`: the job's outcome is not delivered yet, so it
+│                             cannot be forgotten (also a RuntimeError)
+└── QueueError                the Redis under a `jobpoll.saq` queue failed the waits
+    ├── QueueUnavailable      Redis could not be reached, or refused a command (a full
+    │                         Redis: transient)
+    ├── QueueNotDurable       Redis's settings would lose waits: it evicts keys, keeps no
+    │                         copy on disk, or does not let them be read
+    └── QueueDataLost         Redis lost the queue's data (restarted empty, flushed)
 ```
 
 Nothing else escapes a jobpoll call but `asyncio.CancelledError`, a `TypeError` for an
@@ -359,3 +365,39 @@ class WaitTimeout(JobPollError, TimeoutError):
 class OutcomePending(JobPollError, RuntimeError):
     """`SaqWaits.forget` was asked to forget a job whose outcome is still to come: the job is
     still waited for, or its outcome is queued for delivery to `on_outcome`."""
+
+
+class QueueError(JobPollError):
+    """The Redis under a `jobpoll.saq` queue failed the waits (the Redis error, if any, is the
+    `__cause__`; no message holds its password)."""
+
+
+class QueueUnavailable(QueueError):
+    """Redis could not be reached, did not answer in time, or refused a command; `transient`
+    for a lost connection or a full Redis (out of memory), which a later try may find cured."""
+
+
+class QueueNotDurable(QueueError):
+    """Redis's settings would lose waits, so a worker or `submit()` refuses to run on it.
+
+    Attributes:
+        setting: the Redis setting to change (`maxmemory-policy`, `appendonly`), or the one
+            that could not be read.
+        value: its value, or None when it could not be read.
+    """
+
+    affects_all = True
+    setting: str
+    value: str | None
+
+    def __init__(self, message: str, *, setting: str, value: str | None) -> None:
+        super().__init__(message)
+        self.setting = setting
+        self.value = value
+
+
+class QueueDataLost(QueueError):
+    """Redis lost the queue's data since this process first saw it (restarted without
+    persistence, flushed): the waits submitted before are gone, and will never end."""
+
+    affects_all = True

@@ -31,9 +31,11 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links, result_to_json
 from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
+from jobpoll._saq_outage import Outage, PatientQueue
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_rate import HORIZON, FleetRate
+from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -70,6 +72,12 @@ class SaqWaits:
             who knows the key's quota; None: no ceiling. Either way the workers learn the
             rate the service accepts from its refusals (429, 503) and share it through
             Redis; give every worker the same.
+        durability: what Redis must show (read once, at a worker's start or the first
+            `submit()`, else `QueueNotDurable`): "checked", no eviction and AOF or RDB on;
+            "volatile-accepted", no eviction (a restart loses every wait); "declared", what
+            Redis does not let be read is as you declare (README: "What Redis must keep").
+
+    Redis's own errors are raised as `QueueUnavailable`s.
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class SaqWaits:
         outcome_timeout: float = 60.0,
         mend_interval: float = 60.0,
         max_rate: float | None = None,
+        durability: Durability = "checked",
     ) -> None:
         if not isinstance(queue, RedisQueue):
             raise TypeError(f"queue must be a saq RedisQueue, got {type(queue).__name__}")
@@ -100,6 +109,8 @@ class SaqWaits:
                 raise ValueError(f"{name} must be at least 1 second, got {value!r}")
         if max_rate is not None:
             check_positive("max_rate", max_rate)
+        if durability not in DURABILITIES:
+            raise ValueError(f"durability must be one of {DURABILITIES}, got {durability!r}")
         self.queue: RedisQueue = queue
         self.on_outcome = on_outcome
         self.policy = policy or PollPolicy()
@@ -113,6 +124,7 @@ class SaqWaits:
         )
         self._saq_lines = SaqLines([] if on_outcome is None else [on_outcome])
         self._rate = FleetRate(max_rate, self.policy.clock)
+        self._guard = RedisGuard(queue.redis, queue.name, self._links.prefix + "epoch", durability)
         self._mend_task: asyncio.Task[None] | None = None
         self._client: JobsClient | None = None
 
@@ -135,11 +147,15 @@ class SaqWaits:
 
         Raises:
             InvalidJobId: an id could never be sent (nothing is submitted then).
+            QueueNotDurable: Redis would lose the waits (see `durability`).
         """
         if isinstance(job_ids, str | bytes | UUID):
             raise TypeError("job_ids must be an iterable of job ids (for one, a list of one)")
         check_timeout(timeout)
-        return await self._links.submit([check_job_id(job_id) for job_id in job_ids], timeout)
+        ids = [check_job_id(job_id) for job_id in job_ids]
+        with self._guard.mapped():
+            await self._guard.ready()
+            return await self._links.submit(ids, timeout)
 
     async def results(self, job_ids: Iterable[str | UUID]) -> AsyncGenerator[JobResult, None]:
         """The outcome of each job, as each is over (from any process, submitted or not yet);
@@ -148,28 +164,35 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
                 reached) met at the last poll of one of these jobs; its wait goes on.
+            QueueDataLost: Redis lost the queue's data since this process first used it.
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        async with self._links.redis.pubsub() as pubsub:
-            await pubsub.subscribe(self._links.channel)
-            # At first, and now and then: all of them (a message may have been missed).
-            looking_at = sorted(pending)
-            while pending:
-                ended, held = await self._links.stored(looking_at)
-                for job_id, result in ended.items():
-                    pending.discard(job_id)
-                    yield result
-                if held is not None:
-                    raise held
-                if not pending:
-                    break
-                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-                if message is None:
-                    looking_at = sorted(pending)
-                else:
-                    data = message["data"]
-                    job_id = data.decode() if isinstance(data, bytes) else str(data)
-                    looking_at = [job_id] if job_id in pending else []
+        with self._guard.mapped():
+            since = await self._guard.since()
+            async with self._links.redis.pubsub() as pubsub:
+                await pubsub.subscribe(self._links.channel)
+                # At first, and now and then: all of them (a message may have been missed),
+                # and whether Redis still has the waits.
+                looking_at: list[str] | None = None
+                while pending:
+                    if looking_at is None:
+                        await self._guard.unchanged(since)
+                        looking_at = sorted(pending)
+                    ended, held = await self._links.stored(looking_at)
+                    for job_id, result in ended.items():
+                        pending.discard(job_id)
+                        yield result
+                    if held is not None:
+                        raise held
+                    if not pending:
+                        break
+                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
+                    if message is None:
+                        looking_at = None
+                    else:
+                        data = message["data"]
+                        job_id = data.decode() if isinstance(data, bytes) else str(data)
+                        looking_at = [job_id] if job_id in pending else []
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
@@ -184,13 +207,15 @@ class SaqWaits:
     async def delivered(self) -> int:
         """How many outcomes were delivered, in all: a call of `on_outcome` returned (with no
         `on_outcome`: the outcome was kept), counted once per job id."""
-        return await self._outcomes.delivered()
+        with self._guard.mapped():
+            return await self._outcomes.delivered()
 
     async def undelivered(self) -> list[Undelivered]:
         """The outcomes not delivered, by job id: each call of `on_outcome` failed and SAQ's
         retries are spent (or the outcome's job was lost); with the last failed call's error.
         Reads every wait's record (a Redis command each)."""
-        return await self._outcomes.undelivered()
+        with self._guard.mapped():
+            return await self._outcomes.undelivered()
 
     async def redeliver(self, job_ids: Iterable[str | UUID] | None = None) -> list[str]:
         """Enqueue again to `on_outcome` each undelivered outcome of `job_ids` (None: all of
@@ -200,7 +225,8 @@ class SaqWaits:
             wanted = [entry.job_id for entry in await self.undelivered()]
         else:
             wanted = [check_job_id(job_id) for job_id in job_ids]
-        return await self._outcomes.redeliver(wanted)
+        with self._guard.mapped():
+            return await self._outcomes.redeliver(wanted)
 
     async def forget(self, job_id: str | UUID) -> bool:
         """Delete the job's kept outcome, delivered or not, so that its id can be submitted
@@ -210,14 +236,17 @@ class SaqWaits:
             OutcomePending: the job is still waited for, or its outcome is queued for delivery
                 (forget it once it is delivered, or undelivered).
         """
-        return await self._outcomes.forget(check_job_id(job_id))
+        checked = check_job_id(job_id)
+        with self._guard.mapped():
+            return await self._outcomes.forget(checked)
 
     async def overview(self) -> QueueOverview:
         """The queue's waits for an operator, read without changing anything: how many are
         due, scheduled, in flight, stuck or lost, the outcomes delivered and not, the oldest
         wait's age, and the fleet's rate (`QueueOverview`; `jobpoll queue` prints it). Its
         cost grows with the queue, never past a few Redis commands per wait."""
-        return await read_overview(self._links)
+        with self._guard.mapped():
+            return await read_overview(self._links)
 
     def worker_settings(
         self,
@@ -241,6 +270,8 @@ class SaqWaits:
         """
 
         async def open_client(ctx: dict[str, Any]) -> None:
+            with self._guard.mapped():  # a Redis that would lose the waits runs none
+                await self._guard.ready()
             made = client()
             if not isinstance(made, JobsClient):
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
@@ -267,7 +298,7 @@ class SaqWaits:
                 logging.getLogger("saq").removeFilter(self._saq_lines)
 
         return {
-            "queue": self.queue,
+            "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
             "functions": [(POLL_FUNCTION, self.poll), *self._outcomes.wrap(functions)],
             "startup": open_client,
             "shutdown": close_client,
@@ -275,23 +306,27 @@ class SaqWaits:
         }
 
     async def _mend_forever(self) -> None:
-        """One worker at a time (a lock in Redis) mends the queue."""
+        """One worker at a time (a lock in Redis) mends the queue; each looks whether Redis
+        lost the queue's data (logged at ERROR once)."""
         lock = self._links.prefix + "mending"
         while True:
             await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
             try:
+                await self._guard.current_epoch()
                 held = await self._links.redis.set(
                     lock, "1", nx=True, px=int(self.mend_interval * 800)
                 )
                 if held:
                     await self.mend()
-            except Exception:  # Redis away: the next round tries again
-                logger.exception("mending the queue's waits failed")
+            except Exception as exc:
+                if not outage_of(exc.__cause__ or exc):  # Redis away: logged as an outage
+                    logger.exception("mending the queue's waits failed")
 
     async def mend(self) -> int:
         """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
         call); how many. Workers call it every `mend_interval` seconds."""
-        return await self._links.mend()
+        with self._guard.mapped():
+            return await self._links.mend()
 
     async def poll(
         self,

@@ -4,17 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import shutil
 import signal
 import socket
-import subprocess
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 
 import pytest
 from aiohttp import web
 from hypothesis import HealthCheck, settings
+from support import RedisServer
 
 from jobpoll import JobsClient
 from jobpoll.testing import FakeJobsService, VirtualClock
@@ -104,60 +101,13 @@ async def raw_bytes_server(answer: bytes) -> AsyncIterator[str]:
         await server.wait_closed()
 
 
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
-        probe.bind(("127.0.0.1", 0))
-        port: int = probe.getsockname()[1]
-        return port
-
-
-def _answers_ping(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as connection:
-            connection.sendall(b"PING\r\n")
-            return connection.recv(16).startswith(b"+PONG")
-    except OSError:
-        return False
-
-
 @pytest.fixture(scope="session")
 def redis_url() -> Iterator[str]:
-    """A real `redis-server` on a free loopback port, for the whole session, stopped at the end.
+    """A real `redis-server` on a free loopback port, with its data on disk (AOF), for the whole
+    session, stopped at the end.
 
     Missing `redis-server`: a skip that says how to install it, but an error when the
     environment variable `CI` is set (CI must run these tests, and `.ci/run` installs it).
     """
-    server = shutil.which("redis-server")
-    if server is None:
-        message = "redis-server is not installed (e.g. apt-get install redis-server)"
-        if os.environ.get("CI"):
-            pytest.fail(f"{message}; CI must run the tests that need Redis")
-        pytest.skip(f"{message}; the SAQ tests need a real Redis")
-    for _attempt in range(3):  # the free port may be taken between probing and binding
-        port = _free_port()
-        arguments = ["--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
-        process = subprocess.Popen(
-            [server, *arguments],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )
-        deadline = time.monotonic() + 20.0
-        while process.poll() is None and time.monotonic() < deadline:
-            if _answers_ping(port):
-                break
-            time.sleep(0.05)
-        else:
-            process.kill()
-            process.wait(timeout=10)
-            continue
-        try:
-            yield f"redis://127.0.0.1:{port}/0"
-        finally:
-            process.terminate()
-            try:
-                process.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(timeout=10)
-        return
-    pytest.fail("redis-server did not start on a free loopback port in three tries")
+    with RedisServer("--appendonly", "yes") as server:
+        yield server.url

@@ -20,6 +20,7 @@ import redis
 from saq import Queue, Worker
 
 from jobpoll import JobsClient, PollPolicy
+from jobpoll._saq_redis import Durability
 from jobpoll.saq import POLL_FUNCTION, SaqWaits
 
 # Fast enough that a test of hundreds of jobs takes seconds; real time, since a wait moves
@@ -64,7 +65,11 @@ async def failing_outcome(ctx: dict[str, Any], *, result: dict[str, Any]) -> Non
 
 
 def make_waits(
-    redis_url: str, queue_name: str, poll_timeout: float, outcome: str = "record_outcome"
+    redis_url: str,
+    queue_name: str,
+    poll_timeout: float,
+    outcome: str = "record_outcome",
+    durability: Durability = "checked",
 ) -> SaqWaits:
     queue = Queue.from_url(redis_url, name=queue_name)
     return SaqWaits(
@@ -74,6 +79,7 @@ def make_waits(
         poll_timeout=poll_timeout,
         outcome_timeout=poll_timeout,
         mend_interval=2.0,
+        durability=durability,
     )
 
 
@@ -88,10 +94,17 @@ async def main() -> None:
     parser.add_argument("--poll-timeout", type=float, default=30.0)
     parser.add_argument("--outcome", default="record_outcome")
     parser.add_argument("--request-timeout", type=float, default=4.0)
+    parser.add_argument("--durability", default="checked")
     arguments = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
 
-    waits = make_waits(arguments.redis, arguments.queue, arguments.poll_timeout, arguments.outcome)
+    waits = make_waits(
+        arguments.redis,
+        arguments.queue,
+        arguments.poll_timeout,
+        arguments.outcome,
+        arguments.durability,
+    )
     SYNC_REDIS["client"] = redis.Redis.from_url(arguments.redis)
     queue = waits.queue
     steps_key = f"test:{queue.name}:steps:{arguments.name}"

@@ -10,13 +10,18 @@ import json
 import os
 import pty
 import re
+import shutil
+import socket
 import struct
 import subprocess
 import sys
+import tempfile
 import termios
 import threading
+import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from types import TracebackType
+from typing import Any, Self
 
 import attrs
 import pytest
@@ -223,3 +228,85 @@ def read_terminal(
     assert not err, err
     screen = b"".join(chunks).decode("utf-8", "replace")
     return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
+
+
+class RedisServer:
+    """A real `redis-server` of a test's own on a free loopback port, with `arguments` (its
+    files in a directory of its own), stopped and started again at will on the same port.
+
+    Missing `redis-server`: a skip that says how to install it, but an error when the
+    environment variable `CI` is set (CI must run these tests, and `.ci/run` installs it).
+    """
+
+    def __init__(self, *arguments: str) -> None:
+        self.arguments = arguments
+        self.directory = tempfile.TemporaryDirectory(prefix="jobpoll-redis-")
+        self.port = 0
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def __enter__(self) -> Self:
+        for _attempt in range(3):  # the free port may be taken between probing and binding
+            self.port = _free_port()
+            if self.start():
+                return self
+        self.directory.cleanup()
+        pytest.fail("redis-server did not start on a free loopback port in three tries")
+
+    def __exit__(self, *exc: type[BaseException] | BaseException | TracebackType | None) -> None:
+        self.stop()
+        self.directory.cleanup()
+
+    def start(self) -> bool:
+        """Start it (again) on its port; whether it answers."""
+        server = shutil.which("redis-server")
+        if server is None:
+            message = "redis-server is not installed (e.g. apt-get install redis-server)"
+            if os.environ.get("CI"):
+                pytest.fail(f"{message}; CI must run the tests that need Redis")
+            pytest.skip(f"{message}; the SAQ tests need a real Redis")
+        options = ["--port", str(self.port), "--bind", "127.0.0.1", "--dir", self.directory.name]
+        defaults = ["--save", "", "--appendonly", "no"]  # what `arguments` do not say
+        self.process = subprocess.Popen(
+            [server, *options, *defaults, *self.arguments],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 20.0
+        while self.process.poll() is None and time.monotonic() < deadline:
+            if _answers_ping(self.port):
+                return True
+            time.sleep(0.05)
+        self.stop()
+        return False
+
+    def stop(self) -> None:
+        """Stop it as an operator would (SIGTERM: Redis writes its files and exits)."""
+        process, self.process = self.process, None
+        if process is None:
+            return
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=10)
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+def _answers_ping(port: int) -> bool:
+    try:
+        with socket.create_connection(("127.0.0.1", port), timeout=1.0) as connection:
+            connection.sendall(b"PING\r\n")
+            return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up, or locked
+    except OSError:
+        return False

@@ -40,6 +40,10 @@ def test_exported_members() -> None:
         "NotAcceptable",
         "NotFound",
         "PollPolicy",
+        "QueueDataLost",
+        "QueueError",
+        "QueueNotDurable",
+        "QueueUnavailable",
         "RateLimited",
         "ServerError",
         "ServiceUnavailable",
@@ -148,7 +152,7 @@ def test_errors_form_one_tree() -> None:
         for name in jobpoll.__all__
         if isinstance(member := getattr(jobpoll, name), type) and issubclass(member, Exception)
     ]
-    assert len(errors) == 19
+    assert len(errors) == 23
     assert all(issubclass(error, jobpoll.JobPollError) for error in errors)
 
 

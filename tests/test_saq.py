@@ -38,6 +38,7 @@ from jobpoll import (
     Unauthorized,
     WaitTimeout,
 )
+from jobpoll._saq_redis import Durability
 from jobpoll.saq import SaqWaits, load_result, result_to_json
 from jobpoll.testing import FakeJobsService, Patch, RateLimit, Slow
 
@@ -69,6 +70,8 @@ class Fleet:
         poll_timeout: float,
         concurrency: int,
         outcome: str = "record_outcome",
+        durability: Durability = "checked",
+        log_dir: Path | None = None,
     ) -> None:
         self.concurrency = concurrency
         self.outcome = outcome
@@ -76,8 +79,10 @@ class Fleet:
         self.redis_url = redis_url
         self.service = service
         self.poll_timeout = poll_timeout
+        self.durability = durability
+        self.log_dir = log_dir  # each worker's stderr in `w<index>.log` there, if given
         self.processes: list[subprocess.Popen[bytes]] = []
-        self.waits = make_waits(redis_url, self.queue_name, poll_timeout, outcome)
+        self.waits = make_waits(redis_url, self.queue_name, poll_timeout, outcome, durability)
         self.redis = self.waits.queue.redis
 
     def start(
@@ -88,6 +93,7 @@ class Fleet:
         request_timeout: float = 4.0,
     ) -> None:
         for index in range(len(self.processes), len(self.processes) + count):
+            stderr = None if self.log_dir is None else (self.log_dir / f"w{index}.log").open("wb")
             self.processes.append(
                 subprocess.Popen(
                     [
@@ -111,9 +117,14 @@ class Fleet:
                         self.outcome,
                         "--request-timeout",
                         str(request_timeout),
+                        "--durability",
+                        self.durability,
                     ],
+                    stderr=stderr,
                 )
             )
+            if stderr is not None:
+                stderr.close()  # the worker has its own copy
 
     async def ready(self) -> None:
         await eventually(self._all_ready, "workers started")
@@ -164,8 +175,10 @@ async def fleet_of(
     poll_timeout: float = 30.0,
     concurrency: int = 20,
     outcome: str = "record_outcome",
+    durability: Durability = "checked",
+    log_dir: Path | None = None,
 ) -> AsyncIterator[Fleet]:
-    fleet = Fleet(redis_url, service, poll_timeout, concurrency, outcome)
+    fleet = Fleet(redis_url, service, poll_timeout, concurrency, outcome, durability, log_dir)
     try:
         fleet.start(workers)
         await fleet.ready()

@@ -6,7 +6,15 @@ from typing import Any
 
 from saq import Queue, Worker
 
-from jobpoll import JobResult, JobsClient, PollPolicy
+from jobpoll import (
+    JobResult,
+    JobsClient,
+    PollPolicy,
+    QueueDataLost,
+    QueueError,
+    QueueNotDurable,
+    QueueUnavailable,
+)
 from jobpoll.saq import (
     POLL_FUNCTION,
     OutcomePending,
@@ -60,3 +68,16 @@ async def operator(job_id: str) -> None:
         print(exc.job_id)
     else:
         print(forgotten)
+
+
+async def on_a_managed_redis(job_ids: list[str]) -> None:
+    declared = SaqWaits(queue, on_outcome=None, durability="declared")
+    try:
+        await declared.submit(job_ids)
+    except QueueNotDurable as refused:
+        setting: str = refused.setting
+        value: str | None = refused.value
+        print(setting, value)
+    except (QueueUnavailable, QueueDataLost) as failed:
+        error: QueueError = failed
+        print(error.transient)
