@@ -4,11 +4,11 @@ one JSON object. Needs the `saq` extra besides the `cli` one."""
 from __future__ import annotations
 
 from redis.asyncio import Redis
-from redis.exceptions import RedisError
 from rich.table import Table
 from rich.text import Text
 from saq.queue.redis import RedisQueue
 
+from jobpoll._errors import QueueError
 from jobpoll._exits import EXIT_OK, EXIT_UNREACHABLE, EXIT_USAGE, Failure
 from jobpoll._output import Output, interactive, make_console, plain
 from jobpoll._saq import SaqWaits
@@ -34,7 +34,7 @@ async def show_queue(redis_url: str, name: str, out: Output, *, as_json: bool) -
     queue = RedisQueue(redis, name=name)
     try:
         overview = await SaqWaits(queue, on_outcome=None).overview()
-    except RedisError as exc:
+    except QueueError as exc:  # its message holds no password
         raise Failure(f"cannot read the queue from Redis: {exc}", EXIT_UNREACHABLE) from None
     finally:  # not `queue.disconnect()`: it would connect to leave SAQ's channels
         await redis.aclose()
