@@ -196,6 +196,8 @@ _FAULT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_after": seconds,
     "seconds": seconds,
 }
+
+
 def rate(value: Any) -> float:
     result = number(value)
     if not 0 < result < math.inf:
