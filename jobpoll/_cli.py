@@ -282,6 +282,14 @@ def queue(redis_url: str, queue_name: str, as_json: bool) -> int:
     " html, truncated. Which requests: share=FRACTION, times=N, or at=SECONDS,for=SECONDS;"
     " also match=PATTERN, retry_after=SECONDS (a status), seconds=SECONDS (slow).",
 )
+@click.option(
+    "--rate-limit",
+    "rate_limit_spec",
+    metavar="RATE[:KEY=VALUE,...]",
+    default=None,
+    help="A gateway's token bucket in front of it: RATE requests a second; burst=N (1),"
+    " retry_after=SECONDS|none (1), status=STATUS (429) of what goes over it.",
+)
 @names_failures
 def fake_server(
     port: int | None,
@@ -291,6 +299,7 @@ def fake_server(
     config_file: Path | None,
     job_specs: tuple[str, ...],
     fault_specs: tuple[str, ...],
+    rate_limit_spec: str | None,
 ) -> int:
     """Serve the fake job service on loopback until Ctrl-C, for your integration tests.
 
@@ -304,6 +313,7 @@ def fake_server(
     Example:
       jobpoll fake-server --job 'fail-*:duration=5,outcome=FAILED,reach=40' \\
           --job '*:duration=5..30,shape=ease-out' --fault '503:share=0.05,retry_after=1'
+      jobpoll fake-server --job '*' --rate-limit 50:burst=20
 
     The status is 0 once stopped, 2 for a bad option or file, 1 when it cannot listen.
     """
@@ -313,11 +323,15 @@ def fake_server(
     try:
         jobs = [(text, scenarios.job_spec(text)) for text in job_specs]
         faults = [(text, scenarios.fault_spec(text)) for text in fault_specs]
+        limit = None
+        if rate_limit_spec is not None:
+            limit = (rate_limit_spec, scenarios.rate_limit_spec(rate_limit_spec))
         scenario = scenarios.build_scenario(
             None if config_file is None else scenarios.load_scenario_file(config_file),
             source=str(config_file),
             jobs=jobs,
             faults=faults,
+            rate_limit=limit,
             port=port,
             api_key=api_key,
             latency=latency,

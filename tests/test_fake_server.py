@@ -22,6 +22,7 @@ from jobpoll.testing._scenario import (
     fault_spec,
     job_spec,
     load_scenario_file,
+    rate_limit_spec,
 )
 from jobpoll.testing._service import ScriptedService
 
@@ -410,6 +411,16 @@ async def test_fake_server_without_rules_answers_404() -> None:
         pytest.param(["--job", "x:reach=200"], "--job 'x:reach=200': reach must be", id="job"),
         pytest.param(["--fault", "503"], "--fault '503': say which requests", id="fault"),
         pytest.param(["--config", "/no/such.toml"], "/no/such.toml: cannot read it", id="file"),
+        pytest.param(["--rate-limit", "0"], "--rate-limit '0': rate must be", id="rate"),
+        pytest.param(
+            ["--rate-limit", "5:burst=0.5"], "--rate-limit '5:burst=0.5': burst must", id="burst"
+        ),
+        pytest.param(
+            ["--rate-limit", "5:status=200"], "--rate-limit '5:status=200': status must", id="st"
+        ),
+        pytest.param(
+            ["--rate-limit", "5:bucket=3"], "--rate-limit '5:bucket=3': unknown key", id="key"
+        ),
     ],
 )
 async def test_fake_server_refuses_bad_options(arguments: list[str], message: str) -> None:
@@ -492,3 +503,29 @@ async def test_module_refuses_bad_options(arguments: list[str], message: str) ->
     assert out == b""
     assert message in err.decode()
     assert "Traceback" not in err.decode()
+
+
+async def test_a_rate_limit_from_the_command_line_or_a_file(
+    clock: VirtualClock, tmp_path: Path
+) -> None:
+    """`--rate-limit 2:burst=3,retry_after=none,status=503` (or a file's `rate_limit` table)
+    puts a full token bucket in front of the service: 3 requests at once, the fourth refused
+    with that status and no Retry-After, one more each half second; each service serves its
+    own bucket, full."""
+    text = "2:burst=3,retry_after=none,status=503"
+    scenario = scenario_of(["*"], rate_limit=(text, rate_limit_spec(text)))
+    config = tmp_path / "limit.toml"
+    config.write_text('[rate_limit]\nrate = 2\nburst = 3\nretry_after = "none"\nstatus = 503\n')
+    from_file = build_scenario(load_scenario_file(config), jobs=[("*", job_spec("*"))])
+    assert from_file.rate_limit == scenario.rate_limit
+    for _ in range(2):
+        async with ScriptedService(scenario, clock=clock) as service:
+            answers = await poll(service, "a", "b", "c", "d")
+            assert [type(answer).__name__ for answer in answers] == ["Job"] * 3 + [
+                "ServiceUnavailable"
+            ]
+            assert answers[3].retry_after is None
+            clock.advance(0.5)
+            assert type((await poll(service, "a"))[0]).__name__ == "Job"
+    with pytest.raises(ScenarioError, match="rate_limit: rate is missing"):
+        build_scenario({"rate_limit": {"burst": 2}}, source="f.toml")

@@ -14,7 +14,7 @@ from typing import Any
 import attrs
 
 from jobpoll._models import MAX_PROGRESS, MIN_PROGRESS, Job, JobStatus, job_to_wire
-from jobpoll.testing._faults import Fault
+from jobpoll.testing._faults import Fault, RateLimit
 
 #: A progress curve: the fraction of the running time gone (0..1) to percent done.
 ProgressCurve = Callable[[float], float]
@@ -188,7 +188,9 @@ class FaultRule:
 @attrs.frozen
 class Scenario:
     """Everything a fake service serves: an id no job rule covers is a 404, or with
-    `auto_create_duration` a job that finishes that many seconds after its first request."""
+    `auto_create_duration` a job that finishes that many seconds after its first request.
+    `rate_limit`: the gateway's token bucket in front of it (each service serves a fresh copy
+    of it, full)."""
 
     jobs: tuple[JobRule, ...] = ()
     faults: tuple[FaultRule, ...] = ()
@@ -197,6 +199,7 @@ class Scenario:
     latency: float = 0.0
     seed: int = 0
     auto_create_duration: float | None = None
+    rate_limit: RateLimit | None = None
 
     def rule_for(self, job_id: str) -> JobRule | None:
         return next((rule for rule in self.jobs if rule.applies_to(job_id, self.seed)), None)

@@ -15,7 +15,7 @@ from typing import Any, TypeVar
 
 from jobpoll._config import check_api_key
 from jobpoll._errors import ConfigurationError
-from jobpoll.testing._faults import Body, Drop, Fault, HttpError, Slow
+from jobpoll.testing._faults import Body, Drop, Fault, HttpError, RateLimit, Slow
 from jobpoll.testing._rules import OUTCOMES, FaultRule, JobRule, Scenario, shape
 
 _T = TypeVar("_T")
@@ -196,6 +196,48 @@ _FAULT_CHECKS: dict[str, Callable[[Any], Any]] = {
     "retry_after": seconds,
     "seconds": seconds,
 }
+
+
+def rate(value: Any) -> float:
+    result = number(value)
+    if not 0 < result < math.inf:
+        raise ValueError(f"must be a number of requests a second above 0, got {value!r}")
+    return result
+
+
+def burst(value: Any) -> float:
+    result = number(value)
+    if not 1 <= result < math.inf:
+        raise ValueError(f"must be a number of requests, 1 or more, got {value!r}")
+    return result
+
+
+def throttle_status(value: Any) -> int:
+    status = _http_status(str(value).strip())
+    if status is None:
+        raise ValueError(f"must be an HTTP status from 400 to 599, got {value!r}")
+    return status
+
+
+def _no_header_or_seconds(value: Any) -> float | None:
+    return None if str(value).strip().lower() == "none" else seconds(value)
+
+
+_RATE_LIMIT_CHECKS: dict[str, Callable[[Any], Any]] = {
+    "rate": rate,
+    "burst": burst,
+    "retry_after": _no_header_or_seconds,
+    "status": throttle_status,
+}
+
+
+def _rate_limit(where: str, raw: Any) -> RateLimit:
+    fields = _fields(where, raw, _RATE_LIMIT_CHECKS)
+    if "rate" not in fields:
+        raise ScenarioError(f"{where}: rate is missing (requests a second)")
+    return RateLimit(**fields)
+
+
 _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "port": port,
     "api_key": optional(api_key),
@@ -203,7 +245,7 @@ _OPTION_CHECKS: dict[str, Callable[[Any], Any]] = {
     "seed": whole,
     "auto_create_duration": optional(endless_seconds),
 }
-_SCENARIO_KEYS = ("jobs", "faults", *_OPTION_CHECKS)
+_SCENARIO_KEYS = ("jobs", "faults", "rate_limit", *_OPTION_CHECKS)
 
 
 def _with_pairs(where: str, fields: dict[str, Any], pairs: str) -> dict[str, Any]:
@@ -237,6 +279,13 @@ def fault_spec(text: str) -> dict[str, Any]:
     return _with_pairs(f"--fault {text!r}", {"kind": kind.strip()}, rest)
 
 
+def rate_limit_spec(text: str) -> dict[str, Any]:
+    """A rate limit from the command line, `RATE[:key=value,...]` (e.g. `50:burst=20` or
+    `5:retry_after=none,status=503`), as the fields of a file's `rate_limit` table."""
+    given, _colon, rest = text.partition(":")
+    return _with_pairs(f"--rate-limit {text!r}", {"rate": given.strip()}, rest)
+
+
 def load_scenario_file(path: str | Path) -> dict[str, Any]:
     """The table of a scenario file, TOML when its name ends in `.toml`, else JSON; a
     `ScenarioError` when it cannot be read or parsed."""
@@ -262,11 +311,13 @@ def build_scenario(
     source: str = "scenario",
     jobs: Iterable[tuple[str, Mapping[str, Any]]] = (),
     faults: Iterable[tuple[str, Mapping[str, Any]]] = (),
+    rate_limit: tuple[str, Mapping[str, Any]] | None = None,
     **options: Any,
 ) -> Scenario:
     """A checked `Scenario` from a file's contents (`source` names it in errors), rules from the
     command line (each with its text, to quote; they come first, so they win over the file's),
-    and options that win over the file's unless None; a `ScenarioError` where it cannot be."""
+    a rate limit from it (with its text) that wins over the file's, and options that win over
+    the file's unless None; a `ScenarioError` where it cannot be."""
     data = dict(data or {})
     unknown = sorted(set(data) - set(_SCENARIO_KEYS))
     if unknown:
@@ -280,9 +331,16 @@ def build_scenario(
         if not isinstance(listed, list):
             raise ScenarioError(f"{source}: {key} must be a list of tables")
         rules.extend((f"{source}: {key}[{index}]", item) for index, item in enumerate(listed))
+    if rate_limit is not None:
+        limit: RateLimit | None = _rate_limit(f"--rate-limit {rate_limit[0]!r}", rate_limit[1])
+    elif "rate_limit" in data:
+        limit = _rate_limit(f"{source}: rate_limit", data["rate_limit"])
+    else:
+        limit = None
     return Scenario(
         jobs=tuple(_job_rule(where, fields) for where, fields in job_rules),
         faults=tuple(_fault_rule(where, fields) for where, fields in fault_rules),
+        rate_limit=limit,
         **_options(source, data, options),
     )
 

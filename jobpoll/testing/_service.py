@@ -354,7 +354,12 @@ class ScriptedService(FakeJobsService):
     and its faults mixed in (after any fault `inject`ed, which come first)."""
 
     def __init__(self, scenario: Scenario, *, clock: Callable[[], float] = time.monotonic) -> None:
-        super().__init__(api_key=scenario.api_key, clock=clock)
+        limit = scenario.rate_limit
+        super().__init__(
+            api_key=scenario.api_key,
+            clock=clock,
+            rate_limit=None if limit is None else attrs.evolve(limit),
+        )
         self._scenario = scenario  # the options too (port, latency...) are read from it
         self._random = random.Random(scenario.seed)
 
