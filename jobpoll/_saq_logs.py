@@ -27,7 +27,7 @@ logger = logging.getLogger("jobpoll")
 #: SAQ's lines that a link makes at each poll.
 _PER_POLL = frozenset({"Processing %s", "Finished %s", "Scheduled %s"})
 #: A link's SAQ job id (`saq:job:<queue>:jobpoll:<job id>:<step>`), as "Scheduled" lists them.
-_LINK_ID = re.compile(r":jobpoll:(?!outcome:).+:[0-9]+\Z", re.DOTALL)
+_LINK_ID = re.compile(r":jobpoll:.+:[0-9]+\Z", re.DOTALL)
 
 
 def wait_started(job_id: str) -> None:

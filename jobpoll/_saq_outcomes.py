@@ -1,7 +1,7 @@
 """`Outcomes`: each wait's outcome handed to the user's `on_outcome` function, and what an
 operator does with those that could not be: list them, enqueue them again, forget them.
 
-The outcome's SAQ job (`jobpoll:outcome:<job id>`) runs the function through `Outcomes.once`:
+The outcome's SAQ job (`outcome_key`) runs the function through `Outcomes.once`:
 a plain `def` in the worker's thread pool (SAQ's `Worker.pool`, where SAQ runs any plain
 function), not on the event loop, so a function that blocks stalls no poll; an `async def` on
 the loop. Not the loop's default executor: aiohttp resolves host names in it, and an outcome
@@ -95,6 +95,12 @@ end
 """
 
 
+def outcome_key(job_id: str) -> str:
+    """The SAQ key of the job delivering a wait's outcome: `jobpoll:<job id>:outcome`, which
+    no poll link's key (`jobpoll:<job id>:<step>`, a number last) can be, whatever the ids."""
+    return f"jobpoll:{job_id}:outcome"
+
+
 @attrs.frozen
 class Undelivered:
     """An outcome decided but not delivered: each call of `on_outcome` raised or timed out,
@@ -153,7 +159,7 @@ class Outcomes:
         none: the script enqueues nothing)."""
         return self.links.saq_job(
             function=self.function or "",
-            key=f"jobpoll:outcome:{data['jobId']}",
+            key=outcome_key(data["jobId"]),
             kwargs={"result": data},
             timeout=math.ceil(self.timeout) + _GRACE,
             retries=self.retries,
@@ -162,7 +168,7 @@ class Outcomes:
 
     def _keys(self, job_id: str) -> list[str]:
         queue = self.links.queue
-        outcome = queue.job_id(f"jobpoll:outcome:{job_id}")
+        outcome = queue.job_id(outcome_key(job_id))
         return [self.links.wait_key(job_id), outcome, queue.namespace("incomplete")]
 
     def wrap(self, functions: Iterable[Any]) -> list[tuple[str, Any]]:
