@@ -47,6 +47,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from jobpoll._saq_links import Links
 from jobpoll.testing import FakeJobsService
 
 WORKER = Path(__file__).parent / "_queue_worker.py"
@@ -229,9 +230,12 @@ async def memory(
 
         await until(settled, "every wait polled once and its first link expired", 180)
         after = int((await redis.info("memory"))["used_memory_dataset"])
-        sample = waits._links.saq_keys(f"jobpoll:{ids[0]}:1")[0]
+        # The records' keys as jobpoll's own `Links` names them (the second link: the first
+        # has run and expired).
+        keys = Links(queue=saq_queue, poll_timeout=30.0, outcome_ttl=60.0)
+        sample = keys.link_id(ids[0], 1)
         link_bytes = int(await redis.memory_usage(sample) or 0)
-        record_bytes = int(await redis.memory_usage(waits._links.wait_key(ids[0])) or 0)
+        record_bytes = int(await redis.memory_usage(keys.wait_key(ids[0])) or 0)
         link_json = int(await redis.strlen(sample))
     finally:
         await workers.stop()
