@@ -214,9 +214,10 @@ class RateControl:
     def cut(self, now: float) -> None:
         """Cut the rate: to `BETA` of the accepted rate measured, else by `BACKOFF`."""
         state = self.state
-        # Before the first cut, a measure of the client's own pace: of no time (all it sent
-        # at once at its start, say) it is no measure; then the first cut starts low.
-        measured = self.measured(now, 0.0 if state.rate is not None else MEASURE_SECONDS / 2)
+        # Before the first cut, a measure of the client's own pace only if it was busy just
+        # now (`measured`): a few old answers, or all at once at its start, measure nothing,
+        # and then the first cut starts low and doubles.
+        measured = self.measured(now, own_pace=state.rate is None)
         if measured is not None:
             state.peak = max(measured, MIN_RATE)
             rate = BETA * measured
@@ -270,19 +271,21 @@ class RateControl:
         self.accepted_since_cut = self.refused_since_cut = 0
         self.suspect = False
 
-    def measured(self, now: float, least_span: float = 0.0) -> float | None:
+    def measured(self, now: float, *, own_pace: bool = False) -> float | None:
         """The rate the service accepted, from the newest answers since the last cut: those
         of the last `MEASURE_SECONDS`, or the newest `MIN_MEASURED` when fewer came in that
-        time; None with fewer than that, or when they span less than `least_span`."""
+        time; None with fewer than that. `own_pace`: the answers of a client not yet held to
+        any rate, which measure the service only when they are recent and not all at once:
+        `MIN_MEASURED` in the last `MEASURE_SECONDS`, over half of it at least."""
         count = 0
         newest = oldest = now
         for at in reversed(self.answers):
-            if count >= MIN_MEASURED and at < now - MEASURE_SECONDS:
+            if at < now - MEASURE_SECONDS and (own_pace or count >= MIN_MEASURED):
                 break
             newest = at if count == 0 else newest
             oldest = at
             count += 1
-        if count < MIN_MEASURED or newest - oldest <= least_span:
+        if count < MIN_MEASURED or newest - oldest <= (MEASURE_SECONDS / 2 if own_pace else 0):
             return None
         return (count - 1) / (newest - oldest)
 

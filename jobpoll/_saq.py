@@ -34,7 +34,7 @@ from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
 from jobpoll._saq_outage import Outage, PatientQueue
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
-from jobpoll._saq_rate import HORIZON, FleetRate
+from jobpoll._saq_rate import HORIZON, SLOW_START_WAIT, FleetRate
 from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
 from jobpoll._state import JobState
 
@@ -347,6 +347,11 @@ class SaqWaits:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
         longest = max(HORIZON, self.policy.max_interval)
         turn = await self._links.begin(job_id, step, self._rate, longest)
+        pause = SLOW_START_WAIT
+        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
+            await self.policy.sleep(pause)
+            pause = min(2 * pause, HORIZON)
+            turn = await self._links.begin(job_id, step, self._rate, longest)
         while turn is not None and turn.taken and turn.delay > 0:
             await self.policy.sleep(turn.delay)
             if self._rate.control.cuts == turn.sent_in:

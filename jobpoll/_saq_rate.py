@@ -45,8 +45,10 @@ HORIZON = 1.0
 #: A queue's fleet starts slow, as one client does (`_gate`): until its first refusal, for
 #: `SLOW_START_SECONDS` at most from its first poll, the polls sent are at most
 #: `INITIAL_WINDOW` more than twice the answers accepted (the window doubles each round
-#: trip). A poll over it is handed over to run `SLOW_START_WAIT` later. The time bounds what
-#: polls lost in flight (a worker killed) or answered with errors could hold back.
+#: trip). A poll over it waits in its worker, `SLOW_START_WAIT` then twice as long each time
+#: up to `HORIZON`, and asks again (a hand-over would come back at once, and spin). The time
+#: bounds what polls lost in flight (a worker killed) or answered with errors could hold
+#: back.
 SLOW_START_SECONDS = 10.0
 SLOW_START_WAIT = 0.05
 
@@ -107,7 +109,7 @@ if spacing == 0 and not state[1] then
     local sent = tonumber(redis.call('HGET', KEYS[2], 'sent') or '0')
     if sent >= INITIAL_WINDOW + 2 * (tonumber(state[8]) or 0) then
       table.insert(reply, text(now + SLOW_START_WAIT))
-      table.insert(reply, 0)
+      table.insert(reply, 2)
       return reply
     end
     redis.call('HINCRBY', KEYS[2], 'sent', 1)
@@ -170,11 +172,13 @@ end
 class Turn:
     """A poll's turn: `delay` seconds away on Redis's clock, and `taken` (the worker sleeps
     until it) or not (a place in the line: the link is handed over unpolled to run then);
-    `sent_in`: the cut its poll is sent in."""
+    `sent_in`: the cut its poll is sent in. `again`: none yet, the fleet's slow start is full:
+    ask again after `delay`."""
 
     delay: float
     taken: bool
     sent_in: int
+    again: bool = False
 
 
 @attrs.frozen
@@ -246,7 +250,7 @@ class FleetRate:
         taken = int(reply[9])
         if taken < 0:
             return None
-        return Turn(float(_text(reply[8])) - now, bool(taken), self.control.cuts)
+        return Turn(float(_text(reply[8])) - now, taken == 1, self.control.cuts, taken == 2)
 
     def refused(self, error: JobPollError, sent_in: int) -> Cut | None:
         """A throttling error answered a poll sent in cut `sent_in` (the mirror fresh from

@@ -72,6 +72,20 @@ def test_a_first_refusal_right_at_the_start_starts_low_and_doubles() -> None:
     assert control.rate_at(1.5) == pytest.approx(40.0)
 
 
+def test_a_first_refusal_after_a_slow_pace_starts_low_and_doubles() -> None:
+    """A client that was sending little (an answer each 5 s) measures nothing of the service
+    by it: its first refusal starts low and doubles, not from a peak of its own slow pace
+    (which would hold it under a request a second for minutes)."""
+    control = RateControl()
+    control.started_at = 0.0
+    for at in (0.0, 5.0, 10.0, 15.0):
+        control.answered(at)
+    assert control.throttled(15.1, sent_in=0)
+    assert control.state.peak is None
+    accept(control, 15.2, 50.0, 250)  # 5 s of a busy client's answers, all accepted
+    assert control.rate_at(20.2) >= 16.0
+
+
 def test_a_cut_sets_the_rate_to_a_share_of_what_the_service_accepted() -> None:
     control = RateControl(max_rate=1000.0)  # held from the start, so answers are measured
     end = accept(control, 0.0, 50.0, 100)

@@ -316,6 +316,22 @@ async def test_one_chain_per_job_however_often_submitted(
         await eventually(lambda: delivered_once(fleet.waits, 1), "delivered once")
 
 
+async def test_the_fleets_slow_start_holds_polls_in_their_worker(redis_url: str) -> None:
+    """Before any refusal, the polls over the fleet's slow-start window wait in their worker
+    and ask again: none is handed over (which would bring it back at once, to ask again, in a
+    spin of SAQ jobs), and the first answers are awaited before more polls go out."""
+    async with FakeJobsService(latency=0.5) as slow:
+        job_ids = [slow.add_job(duration=math.inf) for _ in range(40)]
+        async with fleet_of(redis_url, slow, 1, concurrency=20) as fleet:
+            assert all(await fleet.waits.submit(job_ids))
+            await eventually(
+                lambda: all(slow.request_count(job_id) >= 1 for job_id in job_ids),
+                "each job polled once",
+            )
+            assert (await fleet.steps("w0")).get("paused", 0) == 0
+            assert slow.peak_in_flight <= 20
+
+
 async def test_a_rate_limit_met_by_some_polls_slows_every_worker(
     redis_url: str, service: FakeJobsService
 ) -> None:
