@@ -8,7 +8,6 @@ import asyncio
 import functools
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Self
 from uuid import UUID
@@ -26,6 +25,7 @@ from jobpoll._config import (
     client_timeout,
     endpoint_of,
 )
+from jobpoll._defaults import default_policy
 from jobpoll._errors import ClientStateError, JobPollError, TransportError
 from jobpoll._gate import Gate
 from jobpoll._ids import check_job_id
@@ -70,7 +70,8 @@ class JobsClient:
             `DecodeError`, never read whole into memory.
         max_rate: the most requests a second the client sends (a known quota); either way it
             learns the rate the service accepts from its refusals (README: "Rate limits").
-        clock, sleep: what the client's rate is kept with (a test's virtual clock).
+        clock, sleep: what the client's rate is kept with (a test's virtual clock); when
+            None, the default policy's (`time.monotonic` and `asyncio.sleep`).
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -89,8 +90,8 @@ class JobsClient:
         max_connections: int = 100,
         max_body_size: int = 1 << 20,
         max_rate: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] | None = None,
+        sleep: Callable[[float], Awaitable[object]] | None = None,
     ) -> None:
         base_url = base_url_or_environment(base_url)
         self._endpoint = endpoint_of(base_url)
@@ -126,7 +127,13 @@ class JobsClient:
         self._found = False  # has any job been read?
         if max_rate is not None:
             check_positive("max_rate", max_rate, unit="requests a second")
-        self._gate = Gate(max_rate, self.pool_size, clock, sleep)
+        time_of = default_policy()  # the real clocks, unless a test set virtual ones
+        self._gate = Gate(
+            max_rate,
+            self.pool_size,
+            time_of.clock if clock is None else clock,
+            time_of.sleep if sleep is None else sleep,
+        )
 
     @property
     def base_url(self) -> str:
