@@ -1,5 +1,8 @@
 """The pytest plugin's fixtures, each run by pytest itself (`pytester`) as a user's test would
-use it: loaded through the entry point, in pytest-asyncio's strict and auto modes."""
+use it: loaded through the entry point, in pytest-asyncio's strict and auto modes.
+
+Each inner run is a process of its own: run in this one, pytest would unload afterwards the
+jobpoll modules it imported, and this session's tests would meet copies of their classes."""
 
 from __future__ import annotations
 
@@ -12,9 +15,11 @@ from pathlib import Path
 import pytest
 
 from jobpoll import API_KEY_ENV, BASE_URL_ENV
-from jobpoll._defaults import REAL_TIME, default_policy
 
 pytest_plugins = ["pytester"]
+
+# What the inner runs leave out, to start in a second: plugins of this project's own tests.
+QUICK = "-p no:cacheprovider -p no:hypothesispytest -p no:cov"
 
 MODES = [pytest.param("auto", id="auto-mode"), pytest.param("strict", id="strict-mode")]
 
@@ -36,7 +41,7 @@ def set_mode(pytester: pytest.Pytester, mode: str) -> None:
         asyncio_mode = {mode}
         asyncio_default_fixture_loop_scope = function
         filterwarnings = error
-        addopts = --strict-markers -p no:cacheprovider
+        addopts = --strict-markers {QUICK}
         """
     )
 
@@ -55,7 +60,7 @@ def test_the_entry_point_names_the_plugin(user: pytest.Pytester) -> None:
         if entry.value == "jobpoll._pytest_plugin"
     ]
     assert entry.name == "jobpoll"
-    result = user.runpytest("--fixtures")
+    result = user.runpytest_subprocess("--fixtures")
     for name in ("jobpoll_clock", "jobpoll_service", "jobpoll_env", "jobpoll_client"):
         result.stdout.fnmatch_lines([f"{name}*"])
 
@@ -101,8 +106,7 @@ def test_jobpoll_clock_runs_default_waits_in_virtual_time(user: pytest.Pytester,
             assert default_policy().clock is time.monotonic
         """
     )
-    user.runpytest().assert_outcomes(passed=2)
-    assert default_policy() is REAL_TIME
+    user.runpytest_subprocess().assert_outcomes(passed=2)
 
 
 def test_jobpoll_clock_repeats_exactly(user: pytest.Pytester) -> None:
@@ -122,7 +126,7 @@ def test_jobpoll_clock_repeats_exactly(user: pytest.Pytester) -> None:
             print("SLEEPS", json.dumps(jobpoll_clock.sleeps))
         """
     )
-    result = user.runpytest("-s")
+    result = user.runpytest_subprocess("-s")
     result.assert_outcomes(passed=2)
     runs = [line.split("SLEEPS", 1)[1] for line in result.outlines if "SLEEPS" in line]
     assert len(runs) == 2
@@ -168,7 +172,7 @@ def test_jobpoll_service_serves_and_stops(user: pytest.Pytester, mode: str) -> N
                     await session.get(served[0] + "/bankaccounts/jobs?jobId=x")
         """
     )
-    user.runpytest().assert_outcomes(passed=3)
+    user.runpytest_subprocess().assert_outcomes(passed=3)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -199,7 +203,7 @@ def test_jobpoll_env_sets_and_restores(user: pytest.Pytester, mode: str) -> None
             assert "CDQ_API_KEY" not in os.environ
         """
     )
-    user.runpytest().assert_outcomes(passed=3)
+    user.runpytest_subprocess().assert_outcomes(passed=3)
     assert API_KEY_ENV not in os.environ
 
 
@@ -225,7 +229,7 @@ def test_jobpoll_client_is_closed_after(user: pytest.Pytester) -> None:
                 await clients[0].get_job("any")
         """
     )
-    user.runpytest().assert_outcomes(passed=2)
+    user.runpytest_subprocess().assert_outcomes(passed=2)
 
 
 def test_readme_example(user: pytest.Pytester) -> None:
@@ -233,17 +237,17 @@ def test_readme_example(user: pytest.Pytester) -> None:
     configured as the README says (auto mode)."""
     readme = (Path(__file__).parent.parent / "README.md").read_text()
     section = readme.split("## Test your code against the fake service", 1)[1]
-    block = section.split("```python\n", 2)[2].split("```", 1)[0]
-    assert "jobpoll_env" in block
+    blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
+    (block,) = [block for block in blocks if "jobpoll_env" in block]
     set_mode(user, "auto")
     user.makepyfile(test_readme_example=block)
-    user.runpytest().assert_outcomes(passed=1)
+    user.runpytest_subprocess().assert_outcomes(passed=1)
 
 
 def test_without_pytest_asyncio(user: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
     """Without pytest-asyncio, tests that use no async fixture run as before, and one that
     does fails saying what to install."""
-    user.makeini("[pytest]\naddopts = -p no:asyncio -p no:cacheprovider\n")
+    user.makeini(f"[pytest]\naddopts = -p no:asyncio {QUICK}\n")
     shadow = user.mkdir("shadow")
     (shadow / "pytest_asyncio.py").write_text("raise ImportError('not installed')\n")
     monkeypatch.setenv("PYTHONPATH", str(shadow))
@@ -282,4 +286,4 @@ def test_a_fanout_in_virtual_time(user: pytest.Pytester) -> None:
             assert jobpoll_clock.now - jobpoll_clock.start >= 3600
         """
     )
-    user.runpytest().assert_outcomes(passed=1)
+    user.runpytest_subprocess().assert_outcomes(passed=1)
