@@ -25,7 +25,6 @@ from jobpoll._config import (
     client_timeout,
     endpoint_of,
 )
-from jobpoll._defaults import default_policy
 from jobpoll._errors import ClientStateError, JobPollError, TransportError
 from jobpoll._gate import Gate
 from jobpoll._ids import check_job_id
@@ -70,8 +69,7 @@ class JobsClient:
             `DecodeError`, never read whole into memory.
         max_rate: the most requests a second the client sends (a known quota); either way it
             learns the rate the service accepts from its refusals (README: "Rate limits").
-        clock, sleep: what the client's rate is kept with (a test's virtual clock); when
-            None, the default policy's (`time.monotonic` and `asyncio.sleep`).
+        clock, sleep: what the client's rate is kept with; the default policy's when None.
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -127,13 +125,7 @@ class JobsClient:
         self._found = False  # has any job been read?
         if max_rate is not None:
             check_positive("max_rate", max_rate, unit="requests a second")
-        time_of = default_policy()  # the real clocks, unless a test set virtual ones
-        self._gate = Gate(
-            max_rate,
-            self.pool_size,
-            time_of.clock if clock is None else clock,
-            time_of.sleep if sleep is None else sleep,
-        )
+        self._gate = Gate(max_rate, self.pool_size, clock, sleep)
 
     @property
     def base_url(self) -> str:

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator, Callable, Iterator
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import pytest
 
@@ -51,7 +51,7 @@ def _async_fixture(function: Fixture) -> Fixture:
     """pytest-asyncio's fixture, which runs in strict mode too; without pytest-asyncio, a
     fixture that fails saying so (pytest alone would not run it, or not clean it up)."""
     if pytest_asyncio is not None:
-        return pytest_asyncio.fixture(function)  # type: ignore[no-any-return]
+        return cast(Fixture, pytest_asyncio.fixture(function))
 
     def missing() -> NoReturn:
         pytest.fail(
@@ -61,7 +61,7 @@ def _async_fixture(function: Fixture) -> Fixture:
         )
 
     missing.__doc__ = function.__doc__
-    return pytest.fixture(name=function.__name__)(missing)  # type: ignore[return-value]
+    return cast(Fixture, pytest.fixture(name=function.__name__)(missing))
 
 
 @pytest.fixture

@@ -6,7 +6,9 @@ jobpoll modules it imported, and this session's tests would meet copies of their
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
+import math
 import os
 import subprocess
 import sys
@@ -14,7 +16,8 @@ from pathlib import Path
 
 import pytest
 
-from jobpoll import API_KEY_ENV, BASE_URL_ENV
+from jobpoll import API_KEY_ENV, BASE_URL_ENV, JobsClient, wait_for_job
+from jobpoll.testing import FakeJobsService, RateLimit, VirtualClock
 
 pytest_plugins = ["pytester"]
 
@@ -287,3 +290,18 @@ def test_a_fanout_in_virtual_time(user: pytest.Pytester) -> None:
         """
     )
     user.runpytest_subprocess().assert_outcomes(passed=1)
+
+
+async def test_a_client_without_a_clock_keeps_its_rate_on_jobpoll_clock(
+    jobpoll_service: FakeJobsService, jobpoll_clock: VirtualClock
+) -> None:
+    """A client made without `clock=` during a test on `jobpoll_clock` waits for its turns
+    under a learned rate on that clock: its waits of at most a second are there, beside the
+    waits' own pauses (never under 1.6 s with the default policy)."""
+    jobpoll_service.rate_limit = RateLimit(rate=0.5, burst=1)
+    ids = [jobpoll_service.add_job(duration=60) for _ in range(5)]
+    async with JobsClient(jobpoll_service.api_key, base_url=jobpoll_service.base_url) as client:
+        jobs = await asyncio.gather(*(wait_for_job(client, job_id) for job_id in ids))
+        assert client.rate < math.inf
+    assert all(job.succeeded for job in jobs)
+    assert [delay for delay in jobpoll_clock.sleeps if delay <= 1.0]
