@@ -26,7 +26,6 @@ from collections.abc import Awaitable, Callable
 import attrs
 
 from jobpoll._config import check_positive
-from jobpoll._defaults import default_policy
 from jobpoll._errors import JobPollError, TransportError
 from jobpoll._models import Job
 from jobpoll._rate import RateControl
@@ -45,13 +44,12 @@ class Gate:
         self,
         max_rate: float | None,
         width: int,
-        clock: Callable[[], float] | None,
-        sleep: Callable[[float], Awaitable[object]] | None,
+        clock: Callable[[], float],
+        sleep: Callable[[float], Awaitable[object]],
     ) -> None:
         self.control = RateControl(max_rate)
-        real = default_policy()  # the real clocks, unless a test made its virtual the default
-        self.clock = clock or real.clock
-        self.sleep = sleep or real.sleep
+        self.clock = clock
+        self.sleep = sleep
         self.width = width  # the window is dropped once this wide (the pool's size)
         self.window = INITIAL_WINDOW if width > INITIAL_WINDOW else 0  # 0: no window
         self.out = 0  # requests out while there is a window

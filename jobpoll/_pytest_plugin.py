@@ -1,9 +1,10 @@
 """jobpoll's pytest plugin, loaded by pytest through the `pytest11` entry point `jobpoll`: the
 fixtures a test of your own code needs against the fake service, with no conftest.
 
-- `jobpoll_clock`: the test's `VirtualClock`. For the test's duration, every wait given no
-  `policy=` (`wait_for_job`, `wait_for_jobs`) and every `JobsClient` given no `clock=` run
-  on it, so code that never heard of a policy waits an hour-long job in milliseconds.
+- `jobpoll_clock`: the test's `VirtualClock`. For the test's duration, every `PollPolicy`
+  and every `JobsClient` given no `clock=` run on it (the default policy of `wait_for_job`
+  and `wait_for_jobs` too), so code that never passes a clock waits an hour-long job in
+  milliseconds.
 - `jobpoll_service`: a `FakeJobsService` on loopback, on `jobpoll_clock`, stopped after the
   test; options of the service with the marker `@pytest.mark.jobpoll_service(...)`.
 - `jobpoll_env`: `CDQ_BASE_URL` and `CDQ_API_KEY` set to the service's for the test (restored
@@ -66,18 +67,14 @@ def _async_fixture(function: Fixture) -> Fixture:
 
 @pytest.fixture
 def jobpoll_clock() -> Iterator[VirtualClock]:
-    """The test's `VirtualClock`: for the test's duration, every wait given no `policy=` and
-    every `JobsClient` given no `clock=` run on it (the default policy's options, its jitter
-    drawn from a generator seeded per test, so that a test repeats exactly)."""
-    from jobpoll._defaults import defaulting_to
-    from jobpoll._policy import PollPolicy
+    """The test's `VirtualClock`: for the test's duration, every `PollPolicy` (the default of
+    `wait_for_job` and `wait_for_jobs` too) and every `JobsClient` given no `clock=` run on
+    it, their jitter drawn from a generator seeded per test, so that a test repeats exactly."""
+    from jobpoll._defaults import Clocks, using
     from jobpoll.testing import VirtualClock
 
     clock = VirtualClock()
-    policy = PollPolicy(
-        clock=clock, sleep=clock.sleep, wall_clock=clock.wall, rng=random.Random(0).random
-    )
-    with defaulting_to(policy):
+    with using(Clocks(clock, clock.sleep, clock.wall, random.Random(0).random)):
         yield clock
 
 

@@ -11,7 +11,6 @@ from uuid import UUID
 
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient
-from jobpoll._defaults import default_policy
 from jobpoll._errors import CheckpointError, ConfigurationError, JobFailedError, JobPollError
 from jobpoll._ids import check_job_id
 from jobpoll._models import Job
@@ -23,6 +22,8 @@ logger = logging.getLogger("jobpoll")
 
 #: Called with each new snapshot; may be a coroutine function.
 UpdateCallback = Callable[[Job], Awaitable[object] | object]
+
+_DEFAULT_POLICY = PollPolicy()
 
 
 class CallbackError(Exception):
@@ -114,7 +115,7 @@ def check_wait_options(
         raise ConfigurationError(
             "timeout= cannot be given with resume=: the deadline is the checkpoint's"
         )
-    return policy or default_policy()
+    return policy or _DEFAULT_POLICY
 
 
 class JobWait:

@@ -83,33 +83,39 @@ def test_loading_the_plugin_imports_no_aiohttp() -> None:
 
 @pytest.mark.parametrize("mode", MODES)
 def test_jobpoll_clock_runs_default_waits_in_virtual_time(user: pytest.Pytester, mode: str) -> None:
-    """Code that waits with the default policy, on a client it made without a clock, waits an
-    hour-long job in virtual time; the next test's waits are real time again."""
+    """Code that waits with the default policy, or with a policy of its own made at import
+    without a clock, on a client made without one, waits hour-long jobs in virtual time; the
+    next test's waits are in real time again."""
     set_mode(user, mode)
     user.makepyfile(
         f"""
-        import time
         import pytest
-        from jobpoll import JobsClient, wait_for_job
-        from jobpoll._defaults import default_policy
+        from jobpoll import JobsClient, PollPolicy, wait_for_job
+        from jobpoll._defaults import sleeps_for_real
 
-        async def users_code(base_url, api_key, job_id):
+        PROMPT = PollPolicy(max_lateness=10)
+
+        async def users_code(base_url, api_key, job_id, policy=None):
             async with JobsClient(api_key, base_url=base_url) as client:
-                return await wait_for_job(client, job_id, timeout=7200)
+                return await wait_for_job(client, job_id, timeout=7200, policy=policy)
 
         {marked(mode)}
-        async def test_an_hour(jobpoll_service, jobpoll_clock):
+        @pytest.mark.parametrize("policy", [None, PROMPT])
+        async def test_an_hour(jobpoll_service, jobpoll_clock, policy):
             job_id = jobpoll_service.add_job(duration=3600)
-            job = await users_code(jobpoll_service.base_url, jobpoll_service.api_key, job_id)
+            job = await users_code(
+                jobpoll_service.base_url, jobpoll_service.api_key, job_id, policy
+            )
             assert job.succeeded
-            assert 3600 <= jobpoll_clock.now - jobpoll_clock.start <= 3645
-            assert jobpoll_clock.sleeps
+            lateness = 45 if policy is None else 10
+            assert 3600 <= jobpoll_clock.now - jobpoll_clock.start <= 3600 + lateness
+            assert not sleeps_for_real(PROMPT.sleep)
 
         def test_real_time_after():
-            assert default_policy().clock is time.monotonic
+            assert sleeps_for_real(PROMPT.sleep)
         """
     )
-    user.runpytest_subprocess().assert_outcomes(passed=2)
+    user.runpytest_subprocess().assert_outcomes(passed=3)
 
 
 def test_jobpoll_clock_repeats_exactly(user: pytest.Pytester) -> None:
@@ -256,14 +262,14 @@ def test_without_pytest_asyncio(user: pytest.Pytester, monkeypatch: pytest.Monke
     monkeypatch.setenv("PYTHONPATH", str(shadow))
     user.makepyfile(
         """
-        import time
-        from jobpoll._defaults import default_policy
+        from jobpoll import PollPolicy
+        from jobpoll._defaults import sleeps_for_real
 
         def test_plain():
-            assert default_policy().clock is time.monotonic
+            assert sleeps_for_real(PollPolicy().sleep)
 
         def test_clock(jobpoll_clock):
-            assert default_policy().clock is jobpoll_clock
+            assert PollPolicy().clock() == jobpoll_clock.now
 
         def test_service(jobpoll_service):
             pass
