@@ -8,7 +8,6 @@ import asyncio
 import functools
 import logging
 import math
-import time
 from collections.abc import Awaitable, Callable
 from typing import Self
 from uuid import UUID
@@ -16,6 +15,7 @@ from uuid import UUID
 import aiohttp
 from multidict import CIMultiDict
 
+from jobpoll import _defaults as defaults
 from jobpoll import _metrics as metrics
 from jobpoll._answer import error_of, job_of
 from jobpoll._config import (
@@ -70,7 +70,7 @@ class JobsClient:
             `DecodeError`, never read whole into memory.
         max_rate: the most requests a second the client sends (a known quota); either way it
             learns the rate the service accepts from its refusals (README: "Rate limits").
-        clock, sleep: what the client's rate is kept with (a test's virtual clock).
+        clock, sleep: what the client's rate is kept with (real time, or `jobpoll_clock`'s).
 
     Raises:
         ConfigurationError: no API key, a base URL that is not https (nor loopback http) or
@@ -89,8 +89,8 @@ class JobsClient:
         max_connections: int = 100,
         max_body_size: int = 1 << 20,
         max_rate: float | None = None,
-        clock: Callable[[], float] = time.monotonic,
-        sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+        clock: Callable[[], float] = defaults.monotonic,
+        sleep: Callable[[float], Awaitable[object]] = defaults.sleep,
     ) -> None:
         base_url = base_url_or_environment(base_url)
         self._endpoint = endpoint_of(base_url)

@@ -3,11 +3,8 @@ states the schedule; `_pace` applies it."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import math
-import random
-import time
 import warnings
 from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
@@ -15,6 +12,7 @@ from typing import Any
 import attrs
 import backoff
 
+from jobpoll import _defaults as defaults
 from jobpoll._errors import ConfigurationError
 from jobpoll._pace import Pace
 
@@ -70,13 +68,6 @@ def _deprecated(_policy: PollPolicy, field: attrs.Attribute[Any], _value: object
 
 _OLD_SHARE = attrs.validators.optional([_SHARE, _deprecated])
 _OLD_SECONDS = attrs.validators.optional([_SECONDS, _deprecated])
-
-
-def _shared_random() -> float:
-    # Looked up at each call, not bound at import: a pickled policy then refers to the random
-    # module of the process it lands in, rather than carrying a copy of one generator's state
-    # that would make every worker draw the same jitter.
-    return random.random()
 
 
 @attrs.frozen(kw_only=True)
@@ -180,7 +171,9 @@ class PollPolicy:
             run a schedule in virtual time (see `jobpoll.testing.VirtualClock`).
         rng: uniform numbers in [0, 1) for the jitter; `random.Random(7).random` makes a
             schedule repeat exactly.
-        wall_clock: the UTC wall clock (`time.time`), which only checkpoints read.
+        wall_clock: the UTC wall clock (`time.time`), which only checkpoints read. Left
+            out, these four are the real ones, looked up at each call: during a test on the
+            pytest plugin's `jobpoll_clock`, that test's virtual ones.
 
     Raises:
         ConfigurationError: an option out of range (also a `ValueError`).
@@ -208,16 +201,16 @@ class PollPolicy:
     )
     # Not part of equality: two policies are equal when they schedule alike.
     clock: Callable[[], float] = attrs.field(
-        default=time.monotonic, validator=_CALLABLE, repr=False, eq=False
+        default=defaults.monotonic, validator=_CALLABLE, repr=False, eq=False
     )
     sleep: Callable[[float], Awaitable[object]] = attrs.field(
-        default=asyncio.sleep, validator=_CALLABLE, repr=False, eq=False
+        default=defaults.sleep, validator=_CALLABLE, repr=False, eq=False
     )
     rng: Callable[[], float] = attrs.field(
-        default=_shared_random, validator=_CALLABLE, repr=False, eq=False
+        default=defaults.uniform, validator=_CALLABLE, repr=False, eq=False
     )
     wall_clock: Callable[[], float] = attrs.field(
-        default=time.time, validator=_CALLABLE, repr=False, eq=False
+        default=defaults.wall_clock, validator=_CALLABLE, repr=False, eq=False
     )
 
     @property

@@ -17,6 +17,7 @@ from typing import Any
 import attrs
 
 from jobpoll._client import JobsClient
+from jobpoll._defaults import sleeps_for_real
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._intake import Intake, read_source
 from jobpoll._models import Job, JobResult
@@ -93,7 +94,7 @@ class Flight:
         if wake_at < self.alarm_at:
             self._drop_alarm()
             delay = max(0.0, wake_at - now)
-            if self._sleep is asyncio.sleep:  # the default: a timer is far cheaper than a task
+            if sleeps_for_real(self._sleep):  # a timer is far cheaper than a task
                 self.alarm = loop.call_later(delay, self._on_alarm, None)
             else:
                 self.alarm = asyncio.ensure_future(self._sleep(delay))
