@@ -138,12 +138,13 @@ class Board:
         known = [left for left in self._left.values() if left is not None]
         return max(0.0, max(known) - (now - self._left_at)) if known else None
 
-    def exit_code(self) -> int:
+    def exit_code(self, *, timed_out: bool = False) -> int:
+        """The status the outcomes so far give; `timed_out`: time ran out for the others."""
         outcomes = self.outcomes
         if outcomes[FAILED]:
             return EXIT_FAILED
         if outcomes[UNREACHABLE]:
             return EXIT_UNREACHABLE
-        if outcomes[TIMED_OUT]:
+        if outcomes[TIMED_OUT] or timed_out:
             return EXIT_TIMEOUT
         return EXIT_OK
