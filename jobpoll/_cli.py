@@ -162,9 +162,13 @@ def wait(
     line's "run" says which run of the wait wrote it. With the output sent to a file at a
     terminal, the live view goes to stderr.
     """
+    loop = CommandLoop()
     saved = None if state_file is None else read_state(state_file)
     job_ids = read_ids(ids, files, required=saved is None)
-    keeper = None if state_file is None else StateKeeper(state_file, saved, job_ids)
+    keeper = None
+    if state_file is not None:
+        keeper = StateKeeper(state_file, saved, job_ids, out=loop.out)
+        job_ids = keeper.pending
     client = make_client(base_url, api_key_file, max_rate)
     try:
         policy = PollPolicy(
@@ -174,10 +178,7 @@ def wait(
         )
     except ConfigurationError as exc:
         raise Failure(str(exc)) from None
-    if keeper is not None:
-        job_ids = keeper.pending
-    loop = CommandLoop()
-    board = Board(job_ids, clock=policy.clock)
+    board = Board(job_ids, clock=policy.clock, earlier=None if keeper is None else keeper.earlier)
     view = make_view(
         loop.out,
         board,

@@ -19,12 +19,14 @@ from typing import Any
 import attrs
 import cattrs
 
+from jobpoll._board import OUTCOMES, Board
 from jobpoll._checkpoint import describe_problem, load_fanout
 from jobpoll._client import JobsClient
 from jobpoll._errors import CheckpointError
 from jobpoll._exits import EXIT_FAILED, EXIT_USAGE, Failure
 from jobpoll._fanout import JobsWait, wait_for_jobs
 from jobpoll._models import Job
+from jobpoll._output import Output
 from jobpoll._policy import PollPolicy
 from jobpoll._saved import converter
 
@@ -45,17 +47,24 @@ def _sha256(_instance: object, _attribute: object, value: str) -> None:
         raise ValueError(f"expected a SHA-256 in hex, got {value!r:.80}")
 
 
+def _counts(_instance: object, _attribute: object, value: dict[str, int]) -> None:
+    if set(value) != set(OUTCOMES) or min(value.values()) < 0:
+        raise ValueError(f"expected a count of 0 or more for each of {', '.join(OUTCOMES)}")
+
+
 @attrs.frozen(kw_only=True)
 class SavedWait:
     """The state file's content: `run`, the number of the run that wrote it (the next is one
     more); `total`, the distinct ids the wait was started with, and `ids`, the SHA-256 of them
-    sorted, one a line; `checkpoint`, the wait's jobs not reported yet."""
+    sorted, one a line; `outcomes`, how many of them the runs reported, by outcome;
+    `checkpoint`, the wait's jobs not reported yet."""
 
     format: str
     version: int
     run: int = attrs.field(validator=attrs.validators.ge(1))
     total: int = attrs.field(validator=attrs.validators.ge(0))
     ids: str = attrs.field(validator=_sha256)
+    outcomes: dict[str, int] = attrs.field(validator=_counts)
     checkpoint: dict[str, Any]
 
 
@@ -119,9 +128,11 @@ def read_state(path: Path) -> SavedWait | None:
         raise Failure(f"{name}: not a valid state file: {'; '.join(problems[:3])}") from None
     except CheckpointError as exc:
         raise Failure(f"{name}: {exc}") from None
-    pending = len(pending_ids(saved.checkpoint))
-    if pending > saved.total:
-        raise Failure(f"{name}: {pending} jobs pending, more than its total, {saved.total}")
+    pending, reported = len(pending_ids(saved.checkpoint)), sum(saved.outcomes.values())
+    if pending + reported != saved.total:
+        raise Failure(
+            f"{name}: {pending} jobs pending and {reported} reported, but {saved.total} in all"
+        )
     return saved
 
 
@@ -139,9 +150,17 @@ class StateKeeper:
     other ids are a `Failure` (status 2): the file holds no record of which ids were
     reported, so new ones could be told from old ones only by polling them all again."""
 
-    def __init__(self, path: Path, saved: SavedWait | None, job_ids: list[str]) -> None:
+    def __init__(
+        self, path: Path, saved: SavedWait | None, job_ids: list[str], *, out: Output
+    ) -> None:
         self.path = path
         self._saved = saved
+        #: Where the outcomes are written: once a write to it has failed, the lines since the
+        #: last save may be lost, so the file keeps that save and the next run reports them.
+        self._out = out
+        #: The outcomes of the runs before, by outcome.
+        self.earlier = dict.fromkeys(OUTCOMES, 0) if saved is None else saved.outcomes
+        self._board: Board | None = None
         if saved is None:
             self.run, self.total, self._ids = 1, len(job_ids), ids_digest(job_ids)
             self.pending = job_ids
@@ -162,10 +181,16 @@ class StateKeeper:
         return self.total - len(self.pending)
 
     def start(
-        self, client: JobsClient, policy: PollPolicy, on_update: Callable[[Job], None]
+        self,
+        client: JobsClient,
+        policy: PollPolicy,
+        board: Board,
+        on_update: Callable[[Job], None],
     ) -> JobsWait:
         """The run's fan-out, its state saved at once (nothing is sent yet: a file that
-        cannot be written is status 2, and the run's number is taken)."""
+        cannot be written is status 2, and the run's number is taken). `board` counts the
+        run's outcomes."""
+        self._board = board
         if self._saved is None:
             fanout = wait_for_jobs(client, self.pending, policy=policy, on_update=on_update)
         else:
@@ -185,6 +210,8 @@ class StateKeeper:
 
     def save(self, fanout: JobsWait, exit_code: int = EXIT_FAILED) -> None:
         """Write the fan-out's state to the file; a `Failure` with `exit_code` if it cannot."""
+        if self._out.failure is not None:
+            return
         started = self._clock()
         self._write(fanout.checkpoint(), exit_code)
         now = self._clock()
@@ -192,6 +219,8 @@ class StateKeeper:
 
     def stop(self, fanout: JobsWait) -> None:
         """The run is over: remove the file if every job has been reported, else save."""
+        if self._out.failure is not None:
+            return
         checkpoint = fanout.checkpoint()
         if checkpoint["jobs"] or checkpoint["unstarted"]:
             self._write(checkpoint, EXIT_FAILED)
@@ -204,12 +233,14 @@ class StateKeeper:
             ) from None
 
     def _write(self, checkpoint: dict[str, Any], exit_code: int) -> None:
+        now = dict.fromkeys(OUTCOMES, 0) if self._board is None else self._board.outcomes
         state = SavedWait(
             format=FORMAT,
             version=VERSION,
             run=self.run,
             total=self.total,
             ids=self._ids,
+            outcomes={outcome: self.earlier[outcome] + now[outcome] for outcome in OUTCOMES},
             checkpoint=checkpoint,
         )
         data = json.dumps(converter.unstructure(state), separators=(",", ":")).encode()

@@ -157,23 +157,33 @@ class JsonLines(View):
 
     def stop(self, summary: Summary) -> None:
         board = self._board
-        outcomes = board.outcomes
+        # A run of a wait kept in a state file says what the runs before it reported: the
+        # exit status counts those too.
+        earlier = {"earlier": _counts(board.earlier)} if self._run else {}
         self._write(
             "summary",
             {
                 "total": board.total,
-                "succeeded": outcomes[SUCCEEDED],
-                "failed": outcomes[FAILED],
-                "unreachable": outcomes[UNREACHABLE],
-                "timedOut": outcomes[TIMED_OUT],
+                **_counts(board.outcomes),
                 "notEnded": board.total - board.ended,
                 "polls": board.polls,
                 "exitCode": summary.exit_code,
                 "interrupted": summary.interrupted,
                 "stoppedEarly": summary.stopped_early,
                 "error": summary.error,
+                **earlier,
             },
         )
+
+
+def _counts(outcomes: dict[str, int]) -> dict[str, int]:
+    """Counts of outcomes as the JSON lines name them."""
+    return {
+        "succeeded": outcomes[SUCCEEDED],
+        "failed": outcomes[FAILED],
+        "unreachable": outcomes[UNREACHABLE],
+        "timedOut": outcomes[TIMED_OUT],
+    }
 
 
 def clock_text(seconds: float) -> str:

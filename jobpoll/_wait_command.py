@@ -50,7 +50,7 @@ async def wait_with_view(
                     client, list(board.rows), policy=policy, timeout=timeout, on_update=on_update
                 )
             else:
-                fanout = keeper.start(client, policy, on_update)
+                fanout = keeper.start(client, policy, board, on_update)
             board.fanout = fanout
             view.start()
             ticker = asyncio.create_task(_tick(view))

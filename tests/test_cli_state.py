@@ -138,6 +138,55 @@ async def test_a_timeout_keeps_the_jobs_for_the_next_run(tmp_path: Path) -> None
     assert not state.exists()
 
 
+async def test_the_status_counts_the_runs_before(tmp_path: Path) -> None:
+    """A wait whose first run saw a job fail ends with status 1 in the run that ends it, all
+    of whose own jobs succeeded: the summary says what the runs before reported."""
+    clock = VirtualClock()
+    state = tmp_path / "wait.json"
+    async with FakeJobsService(clock=clock) as service:
+        failed = service.add_job("failed", duration=0, final_status="FAILED")
+        later = service.add_job("later", duration=10, progress=None)
+        arguments = ["--state", str(state), "--quiet", "--timeout", "1", *FAST]
+        first = await run_jobpoll("wait", failed, later, *arguments, env=env_of(service))
+        assert first.returncode == 1  # a failure wins over the time running out
+        clock.advance(10)
+        second = await run_jobpoll("wait", *arguments, env=env_of(service))
+    assert second.returncode == 1
+    summary = second.lines()[-1]
+    assert (summary["succeeded"], summary["failed"], summary["exitCode"]) == (1, 0, 1)
+    assert summary["earlier"] == {"succeeded": 0, "failed": 1, "unreachable": 0, "timedOut": 0}
+    assert not state.exists()
+
+
+async def test_outcomes_a_failed_output_lost_are_reported_again(tmp_path: Path) -> None:
+    """Once writing the output fails (a full disk), the file keeps its last save: the job
+    whose outcome could not be written is reported by the next run, not lost."""
+    if not os.path.exists("/dev/full"):  # noqa: ASYNC240 - a stat, at once
+        pytest.skip("no /dev/full here")
+    clock = VirtualClock()
+    state = tmp_path / "wait.json"
+    async with FakeJobsService(clock=clock) as service:
+        done = service.add_job("done", duration=0)
+        later = service.add_job("later", duration=10, progress=None)
+        arguments = ["--state", str(state), "--quiet", *FAST]
+        with open("/dev/full", "w") as full:  # noqa: ASYNC230 - opening a device, at once
+            process = await asyncio.create_subprocess_exec(
+                *(sys.executable, "-m", "jobpoll", "wait", done, later, *arguments),
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=full,
+                stderr=asyncio.subprocess.PIPE,
+                env=env_of(service),
+            )
+            _, err = await process.communicate()
+        assert process.returncode == 1
+        assert b"cannot write to standard output" in err
+        clock.advance(10)
+        second = await run_jobpoll("wait", *arguments, env=env_of(service))
+    assert second.returncode == 0, second.stderr
+    assert {line["jobId"] for line in second.lines()[:-1]} == {done, later}
+    assert not state.exists()
+
+
 async def test_other_ids_than_the_files_are_refused(tmp_path: Path) -> None:
     """Ids that are not those the file's wait was started with: status 2, one line naming
     the file, nothing sent, the file as it was."""
@@ -179,6 +228,7 @@ def state_text(**fields: object) -> str:
         "run": 1,
         "total": 1,
         "ids": "ca978112ca1bbdcafac231b39a23dc4da786eff8147c4e72b9807785afee48bb",  # "a"
+        "outcomes": {"succeeded": 0, "failed": 0, "unreachable": 0, "timed out": 0},
         "checkpoint": checkpoint,
         **fields,
     }
@@ -206,7 +256,14 @@ def state_text(**fields: object) -> str:
             "not a valid wait_for_jobs checkpoint",
             id="checkpoint-incomplete",
         ),
-        pytest.param(state_text(total=0), "1 jobs pending, more than its total, 0", id="counts"),
+        pytest.param(
+            state_text(total=2), "1 jobs pending and 0 reported, but 2 in all", id="counts"
+        ),
+        pytest.param(
+            state_text(outcomes={"succeeded": -1}),
+            "expected a count of 0 or more for each of succeeded, failed",
+            id="outcomes",
+        ),
     ],
 )
 def test_a_corrupt_or_foreign_state_file_is_status_2(
