@@ -35,9 +35,9 @@ FORMAT = "jobpoll wait --state"
 VERSION = 1
 #: How often a run saves while it reports (seconds). Ctrl-C, SIGTERM and --timeout save at
 #: once, so this bounds only what a crash (kill -9, a power cut) makes the next run report
-#: again: the outcomes of the last 10 s. A save costs about 25 µs per pending job (the
-#: checkpoint) plus the write, so at least `SAVE_SHARE` times its cost passes between two
-#: saves: saving takes at most 5% of the run, even with 100,000 jobs pending (about 3 s).
+#: again: the outcomes of the last 10 s. A save costs 50 to 85 µs per pending job (up to 1.7 s
+#: with 20,000: bench_state_file.py), which holds the event loop, so at least `SAVE_SHARE` times
+#: its cost passes between two saves: saving takes at most 5% of a run.
 SAVE_EVERY = 10.0
 SAVE_SHARE = 20
 
@@ -243,7 +243,9 @@ class StateKeeper:
             outcomes={outcome: self.earlier[outcome] + now[outcome] for outcome in OUTCOMES},
             checkpoint=checkpoint,
         )
-        data = json.dumps(converter.unstructure(state), separators=(",", ":")).encode()
+        # Its fields are plain data already: the converter would walk the whole checkpoint
+        # again (2/3 of a save's time with 2,000 jobs pending).
+        data = json.dumps(attrs.asdict(state, recurse=False), separators=(",", ":")).encode()
         try:
             write_atomically(self.path, data)
         except OSError as exc:

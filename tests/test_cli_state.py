@@ -381,3 +381,17 @@ async def test_completion_script() -> None:
     assert ran.returncode == 0
     assert "complete " in ran.stdout
     assert "_JOBPOLL_COMPLETE=bash_complete" in ran.stdout
+
+
+def test_state_file_benchmark_runs() -> None:
+    """A tiny run of bench_state_file.py completes and prints what a save costs."""
+    bench = Path(__file__).parent.parent / "benchmarks" / "bench_state_file.py"
+    result = subprocess.run(
+        [sys.executable, str(bench), "--jobs", "40"],
+        capture_output=True,
+        text=True,
+        timeout=50,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "40 jobs pending: a save takes" in result.stdout
