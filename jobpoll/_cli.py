@@ -22,7 +22,7 @@ from jobpoll._options import (
     seconds_option,
     with_options,
 )
-from jobpoll._output import configure_logging, interactive, progress_output, say
+from jobpoll._output import Output, configure_logging, interactive, progress_output, say
 from jobpoll._policy import PollPolicy
 from jobpoll._state_file import StateKeeper, read_state
 from jobpoll._status import show_status
@@ -163,12 +163,7 @@ def wait(
     terminal, the live view goes to stderr.
     """
     loop = CommandLoop()
-    saved = None if state_file is None else read_state(state_file)
-    job_ids = read_ids(ids, files, required=saved is None)
-    keeper = None
-    if state_file is not None:
-        keeper = StateKeeper(state_file, saved, job_ids, out=loop.out)
-        job_ids = keeper.pending
+    job_ids, keeper = _ids_and_state(ids, files, state_file, loop.out)
     client = make_client(base_url, api_key_file, max_rate)
     try:
         policy = PollPolicy(
@@ -201,6 +196,17 @@ def wait(
             keeper=keeper,
         )
     )
+
+
+def _ids_and_state(
+    ids: tuple[str, ...], files: tuple[str, ...], state_file: Path | None, out: Output
+) -> tuple[list[str], StateKeeper | None]:
+    """The ids this run waits for, and the keeper of its state file (with --state)."""
+    if state_file is None:
+        return read_ids(ids, files), None
+    saved = read_state(state_file)
+    keeper = StateKeeper(state_file, saved, read_ids(ids, files, required=saved is None), out=out)
+    return keeper.pending, keeper
 
 
 def _title(job_ids: list[str], base_url: str, keeper: StateKeeper | None) -> str:

@@ -71,24 +71,25 @@ async def wait_with_view(
         # and the end: the status the summary says is the command's.
         if ticker is not None:
             ticker.cancel()  # it ends at its next turn, without drawing again
-        unsaved = _stop_keeping(keeper, fanout)
-        if unsaved is not None:
-            summary = Summary(unsaved.exit_code, summary.interrupted, error=str(unsaved))
-        view.stop(summary)
-        if unsaved is not None:
-            raise unsaved  # what a run that cannot be saved ends with, whatever ended it
+        _stop(view, summary, keeper, fanout)
     return summary.exit_code
 
 
-def _stop_keeping(keeper: StateKeeper | None, fanout: JobsWait | None) -> Failure | None:
-    """Save the wait's state as the run ends (or remove the file); the failure to, if any."""
-    if keeper is None or fanout is None:
-        return None
-    try:
-        keeper.stop(fanout)
-    except Failure as failure:
-        return failure
-    return None
+def _stop(
+    view: View, summary: Summary, keeper: StateKeeper | None, fanout: JobsWait | None
+) -> None:
+    """Save the wait's state as the run ends (or remove the file), then write the summary;
+    a save that fails is what the run ends with, whatever ended it."""
+    unsaved = None
+    if keeper is not None and fanout is not None:
+        try:
+            keeper.stop(fanout)
+        except Failure as failure:
+            unsaved = failure
+            summary = Summary(failure.exit_code, summary.interrupted, error=str(failure))
+    view.stop(summary)
+    if unsaved is not None:
+        raise unsaved
 
 
 async def _watch(
