@@ -248,12 +248,16 @@ class TerminalSummary(View):
         board = self._board
         jobs = "job" if board.total == 1 else "jobs"
         text = plain(f"{board.total:,} {jobs} in {clock_text(board.elapsed())}: ", "bold")
-        parts = _outcome_counts(board)
+        parts = _outcome_counts(board.outcomes)
         not_ended = board.total - board.ended
         if not_ended:
             parts.append(plain(f"{not_ended:,} not ended", "yellow"))
         text.append(plain(", ").join(parts))
         text.append(plain(f"; {board.polls:,} polls"))
+        earlier = sum(board.earlier.values())
+        if earlier:  # a wait kept in a state file: its status counts these too
+            text.append(plain(f"; before this run, {earlier:,} ended: "))
+            text.append(plain(", ").join(_outcome_counts(board.earlier)))
         if summary.interrupted:
             text.append(plain(" (interrupted)", "yellow"))
         elif summary.stopped_early:
@@ -277,8 +281,7 @@ class TerminalSummary(View):
         return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
 
 
-def _outcome_counts(board: Board) -> list[Text]:
-    outcomes = board.outcomes
+def _outcome_counts(outcomes: dict[str, int]) -> list[Text]:
     counts = [plain(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
     for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
         if outcomes[outcome]:
@@ -385,7 +388,7 @@ class LiveView(TerminalSummary):
             plain(times),
         )
         counts = plain(f"{board.ended:,} ended: ")
-        counts.append(plain(", ").join(_outcome_counts(board)))
+        counts.append(plain(", ").join(_outcome_counts(board.outcomes)))
         if waiting:
             counts.append(plain(f"   {waiting:,} waiting: {board.queued:,} queued"))
         if board.unseen:

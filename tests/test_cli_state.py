@@ -12,17 +12,20 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import random
 import signal
 import subprocess
 import sys
 from collections import Counter
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from support import cli_environment, env_of, finished, read_terminal, run_jobpoll
 
+from jobpoll._cli import run
 from jobpoll._exits import EXIT_INTERRUPTED, EXIT_TERMINATED
 from jobpoll._state_file import FORMAT, VERSION, write_atomically
 from jobpoll.testing import FakeJobsService, VirtualClock
@@ -83,31 +86,31 @@ async def test_interrupted_three_times_reports_every_id_once(tmp_path: Path) -> 
         ids_file.write_text("\n".join(ends) + "\n")
         reported: Counter[str] = Counter()
         runs: dict[str, int] = {}
-        for run in range(1, 5):
-            if run > 1:
+        for number in range(1, 5):
+            if number > 1:
                 clock.advance(10)
-            due = [job_id for job_id, end in ends.items() if end <= 10 * (run - 1)]
+            due = [job_id for job_id, end in ends.items() if end <= 10 * (number - 1)]
             endable = len(due) - sum(reported[job_id] for job_id in due)
-            stop_after = rng.randint(1, endable) if run < 4 else None
+            stop_after = rng.randint(1, endable) if number < 4 else None
             signum = rng.choice(list(EXPECTED_STOP))
             # The ids again in the first and third runs (the same ones: it goes on); none
             # in the others (the file's).
-            ids = ["-f", str(ids_file)] if run in (1, 3) else []
+            ids = ["-f", str(ids_file)] if number in (1, 3) else []
             arguments = [*ids, "--state", str(state), "--quiet", *FAST]
             status, lines, stderr = await run_until(arguments, env_of(service), stop_after, signum)
-            expected = EXPECTED_STOP[signum] if run < 4 else 0
+            expected = EXPECTED_STOP[signum] if number < 4 else 0
             assert status == expected, stderr
-            assert all(line["run"] == run for line in lines)
+            assert all(line["run"] == number for line in lines)
             for line in lines:
                 if line["event"] == "outcome":
                     reported[str(line["jobId"])] += 1
-                    runs[str(line["jobId"])] = run
+                    runs[str(line["jobId"])] = number
             summary = lines[-1]
             assert (summary["event"], summary["exitCode"]) == ("summary", expected)
-            assert state.exists() == (run < 4)
+            assert state.exists() == (number < 4)
     assert set(reported) == set(ends)
     assert set(reported.values()) == {1}
-    assert all(runs[job_id] * 10 > end for job_id, end in ends.items())
+    assert all(runs[job_id] * 10 > end for job_id, end in ends.items())  # none before its end
     assert sorted(os.listdir(tmp_path)) == ["ids.txt"]  # no file of a write left behind
 
 
@@ -156,6 +159,26 @@ async def test_the_status_counts_the_runs_before(tmp_path: Path) -> None:
     assert (summary["succeeded"], summary["failed"], summary["exitCode"]) == (1, 0, 1)
     assert summary["earlier"] == {"succeeded": 0, "failed": 1, "unreachable": 0, "timedOut": 0}
     assert not state.exists()
+
+
+async def test_the_terminal_summary_says_what_the_runs_before_reported(tmp_path: Path) -> None:
+    """At a terminal, the summary of a run of a wait kept in a state file says what the runs
+    before it reported, which its status counts."""
+    clock = VirtualClock()
+    state = tmp_path / "wait.json"
+    async with FakeJobsService(clock=clock) as service:
+        failed = service.add_job("failed", duration=0, final_status="FAILED")
+        later = service.add_job("later", duration=10, progress=None)
+        arguments = ["--state", str(state), "--timeout", "1", *FAST]
+        first = await run_jobpoll("wait", failed, later, *arguments, env=env_of(service))
+        assert first.returncode == 1
+        clock.advance(10)
+        status, screen = await asyncio.to_thread(
+            read_terminal, ["wait", *arguments], env_of(service)
+        )
+    assert status == 1
+    assert "(run 2: 1 of 2 ended before)" in screen
+    assert "before this run, 1 ended: 0 succeeded, 1 failed" in screen
 
 
 async def test_outcomes_a_failed_output_lost_are_reported_again(tmp_path: Path) -> None:
@@ -208,6 +231,18 @@ async def test_other_ids_than_the_files_are_refused(tmp_path: Path) -> None:
         " none, to go on with it (or remove it to start anew)\n"
     )
     assert state.read_bytes() == saved
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command's environment, with a key and a base URL, for `run()` in this process;
+    the log handler it installs is taken away after."""
+    monkeypatch.setenv("CDQ_API_KEY", "key")
+    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
+    yield
+    logger = logging.getLogger("jobpoll")
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
+        logger.removeHandler(handler)
 
 
 def state_text(**fields: object) -> str:
@@ -266,20 +301,13 @@ def state_text(**fields: object) -> str:
         ),
     ],
 )
+@pytest.mark.usefixtures("in_process")
 def test_a_corrupt_or_foreign_state_file_is_status_2(
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capsys: pytest.CaptureFixture[str],
-    text: str | bytes,
-    expected: str,
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str | bytes, expected: str
 ) -> None:
     """A state file that is not JSON, not this command's, of another version, or altered
     into nonsense: status 2, one line naming the file and what is wrong, no traceback,
     nothing sent, and the file left as it was."""
-    from jobpoll._cli import run
-
-    monkeypatch.setenv("CDQ_API_KEY", "key")
-    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
     state = tmp_path / "wait.json"
     raw = text if isinstance(text, bytes) else text.encode()
     state.write_bytes(raw)
@@ -292,13 +320,11 @@ def test_a_corrupt_or_foreign_state_file_is_status_2(
     assert state.read_bytes() == raw
 
 
+@pytest.mark.usefixtures("in_process")
 def test_a_state_file_that_cannot_be_read_is_status_2(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """A --state FILE that is a directory: status 2, one line naming it."""
-    from jobpoll._cli import run
-
-    monkeypatch.setenv("CDQ_API_KEY", "key")
     assert run(["wait", "a", "--state", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("jobpoll wait: Invalid value for '--state': ")
