@@ -321,6 +321,24 @@ def test_a_corrupt_or_foreign_state_file_is_status_2(
 
 
 @pytest.mark.usefixtures("in_process")
+def test_a_checkpoint_taken_in_the_future_is_status_2(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A state file whose checkpoint was taken years ahead of this machine's clock (which
+    only resuming it can tell): status 2, one line naming the file, nothing polled."""
+    state = tmp_path / "wait.json"
+    checkpoint = json.loads(state_text())["checkpoint"]
+    state.write_text(state_text(checkpoint={**checkpoint, "taken_at": "2999-01-01T00:00:00Z"}))
+    assert run(["wait", "--state", str(state)]) == 2
+    out, err = capsys.readouterr()
+    assert err.startswith(f"jobpoll wait: --state {state}: "), err
+    assert "ahead of this machine's clock" in err
+    assert len(err.splitlines()) == 1
+    summary = json.loads(out)
+    assert (summary["exitCode"], summary["polls"], summary["notEnded"]) == (2, 0, 1)
+
+
+@pytest.mark.usefixtures("in_process")
 def test_a_state_file_that_cannot_be_read_is_status_2(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
