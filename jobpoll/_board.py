@@ -4,7 +4,7 @@ date at each change so that drawing a view never walks every job."""
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import attrs
 
@@ -18,6 +18,8 @@ SUCCEEDED = "succeeded"
 FAILED = "failed"
 UNREACHABLE = "unreachable"
 TIMED_OUT = "timed out"
+#: What a result counts as, each under its name (see `outcome_of`).
+OUTCOMES = (SUCCEEDED, FAILED, UNREACHABLE, TIMED_OUT)
 
 
 def outcome_of(result: JobResult) -> str:
@@ -48,7 +50,13 @@ class Board:
     """The jobs of a wait (distinct ids, in the order given) on the wait's clock. A job's time
     left is read from its schedule in the fan-out (`JobsWait.time_left`): no model of its own."""
 
-    def __init__(self, job_ids: Sequence[str], *, clock: Callable[[], float]) -> None:
+    def __init__(
+        self,
+        job_ids: Sequence[str],
+        *,
+        clock: Callable[[], float],
+        earlier: Mapping[str, int] | None = None,
+    ) -> None:
         self.rows = {job_id: Row(job_id) for job_id in job_ids}
         self.clock = clock
         self.started = clock()
@@ -62,7 +70,10 @@ class Board:
         self.unseen = self.total
         self.queued = 0
         self.ended = 0
-        self.outcomes = {SUCCEEDED: 0, FAILED: 0, UNREACHABLE: 0, TIMED_OUT: 0}
+        self.outcomes = dict.fromkeys(OUTCOMES, 0)
+        #: The outcomes of the earlier runs of a wait kept in a state file, which the exit
+        #: status counts too: it tells how the whole wait went.
+        self.earlier = {**self.outcomes, **(earlier or {})}
         self.unsuccessful: list[Row] = []
         # (when, id, the snapshot or the unsuccessful result): made into text only when shown.
         self.recent: deque[tuple[float, str, Job | JobResult]] = deque(maxlen=12)
@@ -138,12 +149,14 @@ class Board:
         known = [left for left in self._left.values() if left is not None]
         return max(0.0, max(known) - (now - self._left_at)) if known else None
 
-    def exit_code(self) -> int:
-        outcomes = self.outcomes
+    def exit_code(self, *, timed_out: bool = False) -> int:
+        """The status the outcomes so far give, earlier runs' included; `timed_out`: time ran
+        out for the jobs not ended."""
+        outcomes = {outcome: self.outcomes[outcome] + self.earlier[outcome] for outcome in OUTCOMES}
         if outcomes[FAILED]:
             return EXIT_FAILED
         if outcomes[UNREACHABLE]:
             return EXIT_UNREACHABLE
-        if outcomes[TIMED_OUT]:
+        if outcomes[TIMED_OUT] or timed_out:
             return EXIT_TIMEOUT
         return EXIT_OK

@@ -207,12 +207,13 @@ def _load(data: dict[str, Any], cls: type[_T], what: str) -> _T:
     try:
         return converter.structure(data, cls)
     except cattrs.BaseValidationError as exc:
-        problems = cattrs.transform_error(exc, path="checkpoint", format_exception=_describe)
+        problems = cattrs.transform_error(exc, path="checkpoint", format_exception=describe_problem)
         shown = "; ".join(problems[:3]) + ("; ..." if len(problems) > 3 else "")
         raise CheckpointError(f"not a valid {what} checkpoint: {shown}") from None
 
 
-def _describe(exc: BaseException, type_: type | None) -> str:
+def describe_problem(exc: BaseException, type_: type | None) -> str:
+    """A problem `cattrs.transform_error` found, in the words of the check that found it."""
     if isinstance(exc, (ValueError, TypeError)) and str(exc):
         return str(exc)
     return cattrs.v.format_exception(exc, type_)

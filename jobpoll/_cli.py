@@ -22,11 +22,13 @@ from jobpoll._options import (
     seconds_option,
     with_options,
 )
-from jobpoll._output import configure_logging, interactive, say
+from jobpoll._output import Output, configure_logging, interactive, progress_output, say
 from jobpoll._policy import PollPolicy
+from jobpoll._state_file import StateKeeper, read_state
 from jobpoll._status import show_status
 from jobpoll._version import __version__
-from jobpoll._view import make_view, wait_with_view
+from jobpoll._view import make_view
+from jobpoll._wait_command import wait_with_view
 
 
 @click.group(
@@ -122,6 +124,17 @@ def status(
     10.0,
     "How long to retry while nothing answers at the base URL before giving up (status 4).",
 )
+@click.option(
+    "--state",
+    "state_file",
+    metavar="FILE",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Keep the wait in FILE (now and then, and when stopped: Ctrl-C, SIGTERM, --timeout),"
+    " and go on from it when FILE exists: with the same ids, or none. Each job is reported"
+    " by one run only; FILE is removed once every job has ended. --timeout then bounds each"
+    " run, and the jobs not ended stay in FILE.",
+)
 @with_options(CONNECTION_OPTIONS)
 @names_failures
 def wait(
@@ -134,6 +147,7 @@ def wait(
     heartbeat: float,
     max_interval: float,
     connect_grace: float,
+    state_file: Path | None,
     base_url: str | None,
     api_key_file: Path | None,
     max_rate: float | None,
@@ -144,9 +158,12 @@ def wait(
     time left at the pace the job has shown), one bar for the whole and the latest changes
     for many; then a summary. Off a terminal, or with --json: one JSON line per change
     (event "change") and per job's end (event "outcome"), a "heartbeat" line when nothing
-    was written for --heartbeat seconds, and a "summary" line last.
+    was written for --heartbeat seconds, and a "summary" line last; with --state, each
+    line's "run" says which run of the wait wrote it. With the output sent to a file at a
+    terminal, the live view goes to stderr.
     """
-    job_ids = read_ids(ids, files)
+    loop = CommandLoop()
+    job_ids, keeper = _ids_and_state(ids, files, state_file, loop.out)
     client = make_client(base_url, api_key_file, max_rate)
     try:
         policy = PollPolicy(
@@ -156,12 +173,16 @@ def wait(
         )
     except ConfigurationError as exc:
         raise Failure(str(exc)) from None
-    jobs = "job" if len(job_ids) == 1 else "jobs"
-    title = f"Waiting for {len(job_ids):,} {jobs} at {client.base_url}"
-    loop = CommandLoop()
-    board = Board(job_ids, clock=policy.clock)
+    board = Board(job_ids, clock=policy.clock, earlier=None if keeper is None else keeper.earlier)
     view = make_view(
-        loop.out, board, as_json=as_json, quiet=quiet, heartbeat=heartbeat, title=title
+        loop.out,
+        board,
+        as_json=as_json,
+        quiet=quiet,
+        heartbeat=heartbeat,
+        title=_title(job_ids, client.base_url, keeper),
+        run=None if keeper is None else keeper.run,
+        progress=progress_output(loop.out),
     )
     return loop.run(
         lambda: wait_with_view(
@@ -172,7 +193,29 @@ def wait(
             timeout=timeout,
             fail_fast=fail_fast,
             stopped_with=lambda: loop.stopped_with,
+            keeper=keeper,
         )
+    )
+
+
+def _ids_and_state(
+    ids: tuple[str, ...], files: tuple[str, ...], state_file: Path | None, out: Output
+) -> tuple[list[str], StateKeeper | None]:
+    """The ids this run waits for, and the keeper of its state file (with --state)."""
+    if state_file is None:
+        return read_ids(ids, files), None
+    saved = read_state(state_file)
+    keeper = StateKeeper(state_file, saved, read_ids(ids, files, required=saved is None), out=out)
+    return keeper.pending, keeper
+
+
+def _title(job_ids: list[str], base_url: str, keeper: StateKeeper | None) -> str:
+    jobs = "job" if len(job_ids) == 1 else "jobs"
+    title = f"Waiting for {len(job_ids):,} {jobs} at {base_url}"
+    if keeper is None or keeper.run == 1:
+        return title
+    return (
+        f"{title} (run {keeper.run}: {keeper.reported_before:,} of {keeper.total:,} ended before)"
     )
 
 

@@ -10,7 +10,8 @@ from jobpoll._board import Board
 from jobpoll._client import JobsClient
 from jobpoll._output import Output, say
 from jobpoll._policy import PollPolicy
-from jobpoll._view import JsonLines, make_view, wait_with_view
+from jobpoll._view import JsonLines, make_view
+from jobpoll._wait_command import wait_with_view
 from jobpoll.testing._rules import Scenario
 from jobpoll.testing._scenario import build_scenario
 from jobpoll.testing._service import ScriptedService

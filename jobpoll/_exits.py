@@ -34,7 +34,7 @@ EXIT_STATUSES = {
     EXIT_OK: "every job succeeded (FINISHED, or ARCHIVED)",
     EXIT_FAILED: "some job ended unsuccessfully (FAILED, DIED, COULDNT_START, CANCELED,"
     " not found, stalled, a wrong answer)",
-    EXIT_USAGE: "usage or configuration error: no key, a bad URL, a bad id",
+    EXIT_USAGE: "usage or configuration error: no key, a bad URL, a bad id, a bad --state file",
     EXIT_TIMEOUT: "the --timeout passed before every job ended",
     EXIT_UNREACHABLE: "the API refused the key, or could not be reached",
     EXIT_INTERRUPTED: "interrupted (Ctrl-C), after a clean stop",

@@ -127,9 +127,9 @@ def names_failures(command: Callable[..., int]) -> Callable[..., int]:
 STDIN = "-"
 
 
-def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
+def read_ids(arguments: Sequence[str], files: Sequence[str], *, required: bool = True) -> list[str]:
     """The distinct ids from the arguments (`-`: standard input) and files, in that order;
-    a `Failure` for a wrong id, a file that cannot be read, or no id at all."""
+    a `Failure` for a wrong id, a file that cannot be read, or no id at all (if `required`)."""
     ids: list[str] = []
     for position, value in enumerate(arguments, 1):
         if value == STDIN:
@@ -138,7 +138,7 @@ def read_ids(arguments: Sequence[str], files: Sequence[str]) -> list[str]:
             ids.append(_checked(value, f"argument {position}"))
     for name in files:
         ids.extend(_ids_in(name))
-    if not ids:
+    if not ids and required:
         raise Failure("no job ids given: pass them as arguments, with -f FILE, or - for stdin")
     return list(dict.fromkeys(ids))
 

@@ -9,6 +9,7 @@ import json
 import logging
 import os
 import re
+import stat
 import sys
 from collections.abc import Callable, Mapping
 from typing import IO, Any, cast
@@ -139,6 +140,21 @@ def interactive(stream: Any) -> bool:
     except (AttributeError, ValueError):
         return False
     return is_tty and os.environ.get("TERM", "").lower() not in ("dumb", "unknown")
+
+
+def progress_output(out: Output) -> Output | None:
+    """Where the live view goes beside JSON lines: standard error, when it is a terminal and
+    standard output was sent to a file (`> out.jsonl`), not a terminal or a pipe (whose reader
+    may well write to the same terminal)."""
+    if interactive(out) or not interactive(sys.stderr):
+        return None
+    try:
+        mode = os.fstat(out.fileno()).st_mode
+    except (OSError, ValueError):
+        return None
+    if stat.S_ISFIFO(mode) or stat.S_ISSOCK(mode):
+        return None
+    return Output(sys.stderr)
 
 
 def configure_logging(verbose: int) -> None:

@@ -3,9 +3,7 @@ each drawn from a `Board` from the event loop between polls."""
 
 from __future__ import annotations
 
-import asyncio
 import math
-from collections.abc import Callable
 from typing import Any
 
 import attrs
@@ -16,23 +14,18 @@ from rich.table import Table
 from rich.text import Text
 
 from jobpoll._board import FAILED, SUCCEEDED, TIMED_OUT, UNREACHABLE, Board, Row, outcome_of
-from jobpoll._client import JobsClient
 from jobpoll._errors import (
     ApiError,
     DecodeError,
     JobFailedError,
-    JobPollError,
     JobStalled,
     NotFound,
     TransportError,
     WaitTimeout,
 )
-from jobpoll._exits import EXIT_FAILED, EXIT_INTERRUPTED, failure_for
-from jobpoll._fanout import JobsWait, wait_for_jobs
 from jobpoll._models import Job, JobResult, JobStatus
 from jobpoll._output import Output, interactive, make_console, plain
 from jobpoll._pace import QUEUED
-from jobpoll._policy import PollPolicy
 
 
 @attrs.frozen
@@ -59,33 +52,85 @@ class View:
 
 
 def make_view(
-    out: Output, board: Board, *, as_json: bool, quiet: bool, heartbeat: float, title: str
+    out: Output,
+    board: Board,
+    *,
+    as_json: bool,
+    quiet: bool,
+    heartbeat: float,
+    title: str,
+    run: int | None = None,
+    progress: Output | None = None,
 ) -> View:
-    """JSON lines off a terminal or with --json, else the live view (only the summary: --quiet)."""
+    """JSON lines off a terminal or with --json, else the live view (only the summary: --quiet).
+    Beside JSON lines, the live view goes to `progress` when given (stderr at a terminal, as
+    `gh run watch` and `docker compose` do), unless --quiet."""
     if as_json or not interactive(out):
-        return JsonLines(board, out, heartbeat=heartbeat, quiet=quiet)
+        lines = JsonLines(board, out, heartbeat=heartbeat, quiet=quiet, run=run)
+        if progress is None or quiet:
+            return lines
+        return Views(lines, LiveView(board, make_console(progress, terminal=True), title=title))
     console = make_console(out, terminal=True)
     if quiet:
         return TerminalSummary(board, console)
     return LiveView(board, console, title=title)
 
 
+class Views(View):
+    """Several views of one wait, each told everything: JSON lines for a file and the live
+    view for the terminal."""
+
+    def __init__(self, *views: View) -> None:
+        self._views = views
+        self.interval = min(view.interval for view in views)
+
+    def start(self) -> None:
+        for view in self._views:
+            view.start()
+
+    def changed(self, row: Row) -> None:
+        for view in self._views:
+            view.changed(row)
+
+    def ended(self, result: JobResult) -> None:
+        for view in self._views:
+            view.ended(result)
+
+    def tick(self) -> None:
+        for view in self._views:
+            view.tick()
+
+    def stop(self, summary: Summary) -> None:
+        for view in self._views:
+            view.stop(summary)
+
+
 class JsonLines(View):
     """The JSON lines `jobpoll wait --help` describes, each flushed as written; with `quiet`,
-    only the outcomes and the summary."""
+    only the outcomes and the summary; with `run` (a wait kept in a state file), each line
+    says which run of the wait wrote it."""
 
-    def __init__(self, board: Board, out: Output, *, heartbeat: float, quiet: bool = False) -> None:
+    def __init__(
+        self,
+        board: Board,
+        out: Output,
+        *,
+        heartbeat: float,
+        quiet: bool = False,
+        run: int | None = None,
+    ) -> None:
         self._board = board
         self._out = out
         self._heartbeat = heartbeat
         self._quiet = quiet
+        self._run = {} if run is None else {"run": run}
         self._last_line = board.started
         self.interval = min(1.0, max(0.05, heartbeat / 4))
 
     def _write(self, event: str, fields: dict[str, Any]) -> None:
         now = self._board.clock()
         elapsed = round(self._board.elapsed(now), 3)
-        self._out.write_json({"event": event, "elapsed": elapsed, **fields})
+        self._out.write_json({"event": event, "elapsed": elapsed, **self._run, **fields})
         self._last_line = now
 
     def changed(self, row: Row) -> None:
@@ -112,23 +157,33 @@ class JsonLines(View):
 
     def stop(self, summary: Summary) -> None:
         board = self._board
-        outcomes = board.outcomes
+        # A run of a wait kept in a state file says what the runs before it reported: the
+        # exit status counts those too.
+        earlier = {"earlier": _counts(board.earlier)} if self._run else {}
         self._write(
             "summary",
             {
                 "total": board.total,
-                "succeeded": outcomes[SUCCEEDED],
-                "failed": outcomes[FAILED],
-                "unreachable": outcomes[UNREACHABLE],
-                "timedOut": outcomes[TIMED_OUT],
+                **_counts(board.outcomes),
                 "notEnded": board.total - board.ended,
                 "polls": board.polls,
                 "exitCode": summary.exit_code,
                 "interrupted": summary.interrupted,
                 "stoppedEarly": summary.stopped_early,
                 "error": summary.error,
+                **earlier,
             },
         )
+
+
+def _counts(outcomes: dict[str, int]) -> dict[str, int]:
+    """Counts of outcomes as the JSON lines name them."""
+    return {
+        "succeeded": outcomes[SUCCEEDED],
+        "failed": outcomes[FAILED],
+        "unreachable": outcomes[UNREACHABLE],
+        "timedOut": outcomes[TIMED_OUT],
+    }
 
 
 def clock_text(seconds: float) -> str:
@@ -193,12 +248,16 @@ class TerminalSummary(View):
         board = self._board
         jobs = "job" if board.total == 1 else "jobs"
         text = plain(f"{board.total:,} {jobs} in {clock_text(board.elapsed())}: ", "bold")
-        parts = _outcome_counts(board)
+        parts = _outcome_counts(board.outcomes)
         not_ended = board.total - board.ended
         if not_ended:
             parts.append(plain(f"{not_ended:,} not ended", "yellow"))
         text.append(plain(", ").join(parts))
         text.append(plain(f"; {board.polls:,} polls"))
+        earlier = sum(board.earlier.values())
+        if earlier:  # a wait kept in a state file: its status counts these too
+            text.append(plain(f"; before this run, {earlier:,} ended: "))
+            text.append(plain(", ").join(_outcome_counts(board.earlier)))
         if summary.interrupted:
             text.append(plain(" (interrupted)", "yellow"))
         elif summary.stopped_early:
@@ -222,8 +281,7 @@ class TerminalSummary(View):
         return [table, plain(f"... and {more:,} more (--json lists every outcome)")]
 
 
-def _outcome_counts(board: Board) -> list[Text]:
-    outcomes = board.outcomes
+def _outcome_counts(outcomes: dict[str, int]) -> list[Text]:
     counts = [plain(f"{outcomes[SUCCEEDED]:,} succeeded", "green")]
     for outcome, style in ((FAILED, "red"), (UNREACHABLE, "red"), (TIMED_OUT, "yellow")):
         if outcomes[outcome]:
@@ -330,7 +388,7 @@ class LiveView(TerminalSummary):
             plain(times),
         )
         counts = plain(f"{board.ended:,} ended: ")
-        counts.append(plain(", ").join(_outcome_counts(board)))
+        counts.append(plain(", ").join(_outcome_counts(board.outcomes)))
         if waiting:
             counts.append(plain(f"   {waiting:,} waiting: {board.queued:,} queued"))
         if board.unseen:
@@ -374,64 +432,3 @@ def _progress_of(row: Row) -> int:
     if result is not None and result.ok and (job is None or job.succeeded):
         return 100
     return 0 if job is None else job.progress
-
-
-async def wait_with_view(
-    client: JobsClient,
-    board: Board,
-    policy: PollPolicy,
-    view: View,
-    *,
-    timeout: float | None = None,  # noqa: ASYNC109 - the fan-out's own, per job
-    fail_fast: bool = False,
-    stopped_with: Callable[[], int] = lambda: EXIT_INTERRUPTED,
-) -> int:
-    """Wait for the board's jobs, showing it; the exit status, or a `Failure` when an error
-    about the setup ended the wait. The summary is written last, with that status."""
-
-    def on_update(job: Job) -> None:
-        row = board.changed(job)
-        if row is not None:
-            view.changed(row)
-
-    summary = Summary(EXIT_FAILED)  # until the wait says otherwise
-    ticker: asyncio.Task[None] | None = None
-    try:
-        async with client:
-            fanout = wait_for_jobs(
-                client, list(board.rows), policy=policy, timeout=timeout, on_update=on_update
-            )
-            board.fanout = fanout
-            view.start()
-            ticker = asyncio.create_task(_tick(view))
-            summary = await _watch(fanout, board, view, fail_fast=fail_fast)
-    except asyncio.CancelledError:
-        summary = Summary(stopped_with(), interrupted=True)
-        raise
-    except JobPollError as exc:
-        failure = failure_for(exc, job_failed=board.exit_code() == EXIT_FAILED)
-        summary = Summary(failure.exit_code, error=str(failure))
-        raise failure from None
-    finally:
-        # Nothing is awaited from here on, so that no signal can come between the summary
-        # and the end: the status the summary says is the command's.
-        if ticker is not None:
-            ticker.cancel()  # it ends at its next turn, without drawing again
-        view.stop(summary)
-    return summary.exit_code
-
-
-async def _watch(fanout: JobsWait, board: Board, view: View, *, fail_fast: bool) -> Summary:
-    async with fanout:
-        async for result in fanout:
-            board.ended_with(result)
-            view.ended(result)
-            if fail_fast and outcome_of(result) not in (SUCCEEDED, TIMED_OUT):
-                return Summary(board.exit_code(), stopped_early=True)
-    return Summary(board.exit_code())
-
-
-async def _tick(view: View) -> None:
-    while True:
-        await asyncio.sleep(view.interval)
-        view.tick()

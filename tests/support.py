@@ -5,6 +5,7 @@ command."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
@@ -20,8 +21,9 @@ import termios
 import threading
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from types import TracebackType
-from typing import Any, Self
+from typing import IO, Any, Self
 
 import attrs
 import pytest
@@ -187,11 +189,18 @@ def env_of(service: FakeJobsService, **more: str) -> dict[str, str]:
 
 
 def read_terminal(
-    arguments: list[str], env: dict[str, str], timeout: float = 60, **terminal: str
+    arguments: list[str],
+    env: dict[str, str],
+    timeout: float = 60,
+    *,
+    output: Path | int | None = None,
+    **terminal: str,
 ) -> tuple[int, str]:
     """Run `jobpoll` with its standard output on a pseudo-terminal of 120 columns and 40
     lines, `COLUMNS` and `LINES` saying so (or what `terminal` says instead); the status and
-    what the terminal received, without its colours and cursor moves."""
+    what the terminal received, without its colours and cursor moves. With `output` (a file,
+    or `subprocess.PIPE`, read and dropped), standard output goes there and standard error
+    to the terminal."""
     master, slave = pty.openpty()
     fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
     chunks: list[bytes] = []
@@ -209,23 +218,29 @@ def read_terminal(
     reader = threading.Thread(target=drain, daemon=True)
     reader.start()
     try:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "jobpoll", *arguments],
-            stdout=slave,
-            stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL,
-            env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **terminal},
-        )
-        os.close(slave)
-        try:
-            _, err = process.communicate(timeout=timeout)
-        finally:
-            process.kill()
-            process.wait()
+        with contextlib.ExitStack() as files:
+            stdout: int | IO[bytes] = slave
+            if isinstance(output, Path):
+                stdout = files.enter_context(output.open("wb"))
+            elif output is not None:
+                stdout = output
+            process = subprocess.Popen(
+                [sys.executable, "-m", "jobpoll", *arguments],
+                stdout=stdout,
+                stderr=subprocess.PIPE if output is None else slave,
+                stdin=subprocess.DEVNULL,
+                env={**env, "TERM": "xterm-256color", "COLUMNS": "120", "LINES": "40", **terminal},
+            )
+            os.close(slave)
+            try:
+                _, err = process.communicate(timeout=timeout)
+            finally:
+                process.kill()
+                process.wait()
         reader.join(timeout=10)
     finally:
         os.close(master)
-    assert not err, err
+    assert not err or output is not None, err
     screen = b"".join(chunks).decode("utf-8", "replace")
     return process.returncode, re.sub(r"\x1b\[[0-9;?]*[A-Za-z]", "", screen)  # no colours
 

@@ -310,7 +310,7 @@ async def test_a_job_failed_before_the_key_was_refused_makes_status_1(
     """A failure (1) wins over the API refusing the key (4), as for the outcomes: a job that
     failed before a refusal ended the wait decides the status; the refusal is still said."""
     from jobpoll._exits import Failure
-    from jobpoll._view import wait_with_view
+    from jobpoll._wait_command import wait_with_view
 
     failed = service.add_job(duration=0, final_status="FAILED")
     refused = service.add_job(duration=600)
