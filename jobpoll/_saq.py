@@ -2,7 +2,10 @@
 
 Each link (`Link`) makes one poll by the rules (`_rules`), at its turn under the rate every
 worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the next link,
-due when the next poll is, or its outcome (`_saq_links` keeps the records).
+due when the next poll is, or its outcome (`_saq_links` keeps the records). A wait's times are
+on Redis's clock, which every worker mirrors (`FleetRate.now`): a worker's own wall clock,
+however far off, moves no due time and no deadline. A dead worker's links are handed on by
+the others (`_saq_rescue`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -34,9 +36,15 @@ from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_rate import HORIZON, FleetRate
+from jobpoll._saq_rescue import Rescue
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
+
+#: Seconds a link may start after it was due and still count as on schedule (SAQ's scheduler
+#: ticks every second, and links wait their turn for a free worker): past them, the whole
+#: delay is time the wait lost, which its deadline leaves out (`Link._forgive`).
+LOST_AFTER = 5.0
 
 
 class SaqWaits:
@@ -56,10 +64,12 @@ class SaqWaits:
             to, once per job id, as `on_outcome(ctx, *, result: dict)` (read it with
             `load_result(result)`); None: outcomes are only kept for `result()`.
         policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
-            real `clock` and `sleep`: a wait moves between processes.
-        poll_timeout: seconds a link may run (SAQ's job `timeout`), after which SAQ's sweep
-            gives a dead worker's link to another; keep it above the client's request timeout
-            plus a second (a poll may wait that long for its turn under the fleet's rate).
+            real `clock` and `sleep`: a wait moves between processes. Its times are taken on
+            Redis's clock (its `wall_clock` is not read).
+        poll_timeout: seconds a link may run, after which it is cut short and SAQ runs it again;
+            keep it above the client's request timeout plus a second (a poll may wait that
+            long for its turn under the fleet's rate). A dead worker's links are run again
+            sooner, within 15 s (`_saq_rescue`).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
         outcome_retries, outcome_timeout: how many times the outcome function is called for an
@@ -113,7 +123,12 @@ class SaqWaits:
         )
         self._saq_lines = SaqLines([] if on_outcome is None else [on_outcome])
         self._rate = FleetRate(max_rate, self.policy.clock)
-        self._mend_task: asyncio.Task[None] | None = None
+        #: The policy the links apply: its times on Redis's clock, as this worker mirrors it.
+        self._fleet_policy = attrs.evolve(
+            self.policy, clock=self._rate.now, wall_clock=self._rate.now
+        )
+        self._rescue = Rescue(links=self._links)
+        self._upkeep: list[asyncio.Task[None]] = []
         self._client: JobsClient | None = None
 
     def __repr__(self) -> str:
@@ -247,7 +262,11 @@ class SaqWaits:
             self._client = made
             self._outcomes.redactor = redactor_of(made)
             logging.getLogger("saq").addFilter(self._saq_lines)
-            self._mend_task = asyncio.create_task(self._mend_forever())
+            await self._rescue.renew()  # before any link begins
+            self._upkeep = [
+                asyncio.create_task(self._mend_forever()),
+                asyncio.create_task(self._rescue.forever()),
+            ]
             if startup is not None:
                 await startup(ctx)
 
@@ -256,9 +275,10 @@ class SaqWaits:
                 if shutdown is not None:
                     await shutdown(ctx)
             finally:
-                task, self._mend_task = self._mend_task, None
-                if task is not None:
+                tasks, self._upkeep = self._upkeep, []
+                for task in tasks:
                     task.cancel()
+                for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 if self._client is not None:
@@ -301,34 +321,51 @@ class SaqWaits:
         step: int,
         checkpoint: dict[str, Any] | None,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+        due: float | None = None,
     ) -> str:
-        """One link of a wait (SAQ calls it): one poll, then the hand-over to the next link or
-        to the outcome. Returns what it did: "polled", "over", "paused" (no turn under the
-        fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
-        (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
-        second run of a link already handed over)."""
+        """One link of a wait (SAQ calls it), due at `due` (Redis's clock; None: at once): one
+        poll, then the hand-over to the next link or to the outcome, within `poll_timeout`.
+        Returns what it did: "polled", "over", "paused" (no turn under the fleet's rate within
+        `HORIZON`: handed over unpolled, to its place in the line), "held" (an error of this
+        worker's setup: handed over unpolled, logged) or "superseded" (a second run of a link
+        already handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        longest = max(HORIZON, self.policy.max_interval)
-        turn = await self._links.begin(job_id, step, self._rate, longest)
+        async with asyncio.timeout(self._links.poll_timeout):
+            return await self._run(client, job_id, step, checkpoint, timeout, due)
+
+    async def _run(
+        self,
+        client: JobsClient,
+        job_id: str,
+        step: int,
+        checkpoint: dict[str, Any] | None,
+        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
+        due: float | None,
+    ) -> str:
+        rate, longest = self._rate, max(HORIZON, self.policy.max_interval)
+        turn = await self._links.begin(job_id, step, rate, longest, self._rescue.token)
+        late = None if due is None else rate.now() - due
         while turn is not None and turn.taken and turn.delay > 0:
             await self.policy.sleep(turn.delay)
-            if self._rate.control.cuts == turn.sent_in:
+            if rate.control.cuts == turn.sent_in:
                 break
             # The fleet's rate was cut while this poll slept (this worker's other links saw
             # it): a turn taken at the old rate would be refused too, so take one anew.
-            turn = await self._links.begin(job_id, step, self._rate, longest)
+            turn = await self._links.begin(job_id, step, rate, longest, self._rescue.token)
         if turn is None:
             return "superseded"
         if step == 0:
             wait_started(job_id)
         if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
-            due = time.time() + max(0.0, turn.delay - HORIZON)
-            await self._links.hand_over(job_id, step, checkpoint, due, timeout)
+            now = rate.now()
+            place = now + max(0.0, turn.delay - HORIZON)
+            await self._links.hand_over(job_id, step, checkpoint, place, now, timeout)
             return "paused"
-        link = Link(self._links, self._outcomes, self.policy, client, self._rate, job_id, step)
-        return await link.poll(checkpoint, timeout, turn.sent_in)
+        policy = self._fleet_policy
+        link = Link(self._links, self._outcomes, policy, client, rate, job_id, step)
+        return await link.poll(checkpoint, timeout, turn.sent_in, late)
 
 
 @attrs.frozen
@@ -348,8 +385,10 @@ class Link:
         checkpoint: dict[str, Any] | None,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         sent_in: int,
+        late: float | None = None,
     ) -> str:
-        """The poll, sent in cut `sent_in` of the fleet's rate, and what follows it."""
+        """The poll, sent in cut `sent_in` of the fleet's rate, `late` seconds after it was
+        due (None: not known), and what follows it."""
         job_id, clock = self.job_id, self.policy.clock
         state = JobState(job_id=job_id)
         delay: float | None
@@ -361,6 +400,7 @@ class Link:
                 rules = Rules(self.policy, timeout)
             else:
                 rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
+                self._forgive(rules, late)
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
             try:
@@ -386,9 +426,20 @@ class Link:
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
         saved = job_checkpoint(rules, state)
-        due = time.time() + delay
-        await self.links.hand_over(job_id, self.step, saved, due, answered_at=answered)
+        await self.links.hand_over(job_id, self.step, saved, now + delay, now, answered_at=answered)
         return "polled"
+
+    def _forgive(self, rules: Rules, late: float | None) -> None:
+        """A wait's deadline counts only the time it was on schedule: a link that starts more
+        than `LOST_AFTER` seconds after it was due (its worker died, Redis was full, the
+        workers were all busy) moves the deadline by as much."""
+        if late is not None and late > LOST_AFTER and rules.deadline is not None:
+            rules.deadline += late
+            logger.info(
+                "job %s: its poll ran %.0f s after it was due; its deadline moves as much",
+                self.job_id,
+                late,
+            )
 
     async def _over(self, result: JobResult, state: JobState, answered: float | None) -> str:
         data = result_to_json(result, polls=state.polls)
@@ -409,9 +460,10 @@ class Link:
         and the wait handed over as it was, to be tried again later."""
         logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
         await self.links.held(self.job_id, self.step, error)
-        retry_at = time.time() + self.policy.max_interval
+        now = self.policy.clock()
+        retry_at = now + self.policy.max_interval
         await self.links.hand_over(
-            self.job_id, self.step, checkpoint, retry_at, timeout, answered_at=answered
+            self.job_id, self.step, checkpoint, retry_at, now, timeout, answered_at=answered
         )
         return "held"
 
