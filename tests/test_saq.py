@@ -86,7 +86,9 @@ class Fleet:
         api_key: str | None = None,
         concurrency: int | None = None,
         request_timeout: float = 4.0,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """Start `count` more workers (`env`: more environment variables for them)."""
         for index in range(len(self.processes), len(self.processes) + count):
             self.processes.append(
                 subprocess.Popen(
@@ -112,6 +114,7 @@ class Fleet:
                         "--request-timeout",
                         str(request_timeout),
                     ],
+                    env=None if env is None else {**os.environ, **env},
                 )
             )
 

@@ -1,0 +1,177 @@
+"""A SAQ fleet's waits after faults: workers killed (their polls handed on by the others, all
+at once), a wait lost in the queue past its deadline (its deadline leaves the lost time out),
+a worker whose wall clock is a minute off (Redis's clock rules). Real Redis, real workers."""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import signal
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
+
+from test_saq import Fleet, delivered_once, eventually, fleet_of
+from test_saq import service as live_service
+
+from jobpoll import WaitTimeout
+from jobpoll._saq import LOST_AFTER
+from jobpoll._saq_rescue import LEASE, Active, ActiveLink
+from jobpoll.saq import load_result
+from jobpoll.testing import FakeJobsService
+
+pytestmark = pytest.mark.timeout(180)
+
+#: The fake service in real time (the workers are other processes).
+service = live_service
+
+
+@pytest.fixture
+async def slow_service() -> AsyncIterator[FakeJobsService]:
+    """Every answer after 0.5 s, as over a network: a worker always has polls in flight."""
+    async with FakeJobsService(latency=0.5) as fake:
+        yield fake
+
+
+def _link(
+    live: bool = True, runner: str | None = "a", begun: float | None = 100.0, alive: bool = True
+) -> ActiveLink:
+    return ActiveLink("saq:job:q:jobpoll:j:1", b"{}", "j", 1, {}, live, runner, begun, alive)
+
+
+@pytest.mark.parametrize(
+    ("link", "now", "first_seen", "stale"),
+    [
+        pytest.param(_link(), 110.0, None, False, id="running"),
+        pytest.param(_link(alive=False), 110.0, None, True, id="its-worker-gone"),
+        pytest.param(_link(), 100.0 + 30 + LEASE + 1, None, True, id="overdue"),
+        pytest.param(_link(runner=None, begun=None), 110.0, None, False, id="unbegun-new"),
+        pytest.param(_link(runner=None, begun=None), 110.0, 105.0, False, id="unbegun"),
+        pytest.param(_link(runner=None, begun=None), 110.0, 110 - LEASE, True, id="unbegun-long"),
+        pytest.param(_link(live=False, runner=None), 110.0, 109.0, False, id="ended"),
+        pytest.param(_link(live=False, runner=None), 110.0, 110 - LEASE, True, id="ended-long"),
+    ],
+)
+def test_which_links_are_stale(
+    link: ActiveLink, now: float, first_seen: float | None, stale: bool
+) -> None:
+    """A link in SAQ's active list is handed on when its worker's lease lapsed, when it began
+    longer ago than any run lasts, or when it sat there `LEASE` seconds not begun (or ended)."""
+    seen = {} if first_seen is None else {link.saq_id: first_seen}
+    assert Active(now, [link], {}, seen).stale(link, poll_timeout=30.0) is stale
+
+
+async def _drain(fleet: Fleet, service: FakeJobsService, jobs: int, kill: int = 0) -> float:
+    """Seconds from submitting `jobs` jobs (each over 12 s after) to their last outcome,
+    SIGKILLing the first `kill` workers at once while each has begun polls."""
+    job_ids = [service.add_job(duration=12.0, final_status="FINISHED") for _ in range(jobs)]
+    start = time.monotonic()
+    assert all(await fleet.waits.submit(job_ids))
+    if kill:
+        victims = {f"w{index}" for index in range(kill)}
+
+        async def each_victim_polling() -> bool:
+            raw = await fleet.redis.hvals(f"test:{fleet.queue_name}:polling")
+            return victims <= {name.decode() for name in raw}
+
+        await eventually(each_victim_polling, "each victim polling")
+        for process in fleet.processes[:kill]:
+            process.send_signal(signal.SIGKILL)
+        for process in fleet.processes[:kill]:
+            await asyncio.to_thread(process.wait, 30)
+    await eventually(lambda: _outcomes_at_least(fleet, jobs), "every outcome", within=150)
+    took = time.monotonic() - start
+    outcomes = await fleet.outcomes()
+    assert all(load_result(outcomes[job_id]).ok for job_id in job_ids)
+    await eventually(lambda: delivered_once(fleet.waits, jobs), "each delivered once")
+    return took
+
+
+async def _outcomes_at_least(fleet: Fleet, count: int) -> bool:
+    return int(await fleet.redis.hlen(f"test:{fleet.queue_name}:outcomes")) >= count
+
+
+async def test_eight_killed_workers_drain_within_twice_an_unkilled_run(
+    redis_url: str, slow_service: FakeJobsService
+) -> None:
+    """120 jobs of 12 s: three workers drain them in some time; eleven workers, eight of
+    them SIGKILLed at once while polling, drain them within twice that (the dead workers'
+    polls are handed on together, within `RESCUED_WITHIN`, not one each 5 s), and each
+    outcome is delivered once."""
+    async with fleet_of(redis_url, slow_service, 3) as fleet:
+        unkilled = await _drain(fleet, slow_service, 120)
+    async with fleet_of(redis_url, slow_service, 11) as fleet:
+        killed = await _drain(fleet, slow_service, 120, kill=8)
+    print(f"drained in {unkilled:.1f} s unkilled, {killed:.1f} s with 8 kills")
+    assert killed <= 2 * unkilled
+
+
+async def _redis_time(fleet: Fleet) -> float:
+    seconds, micros = await fleet.redis.time()
+    return float(seconds + micros / 1e6)
+
+
+async def test_a_wait_lost_past_its_deadline_ends_with_its_job(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """With no worker for longer than the waits' timeout, a job that finished meanwhile ends
+    with its outcome, not a `WaitTimeout` (its deadline leaves out the time its poll was
+    late); a job still running times out once it was waited for its timeout on schedule."""
+    finishing, running = service.add_job(duration=math.inf), service.add_job(duration=math.inf)
+    async with fleet_of(redis_url, service, 1) as fleet:
+        assert await fleet.waits.submit([finishing, running], timeout=8.0) == [True, True]
+        await eventually(
+            lambda: min(service.request_count(finishing), service.request_count(running)) >= 2,
+            "two polls of each",
+        )
+        worker = fleet.processes[0]
+        worker.send_signal(signal.SIGTERM)  # its polls handed back, to no worker
+        await asyncio.to_thread(worker.wait, 30)
+        stopped = await _redis_time(fleet)
+        service.set_job(finishing, status="FINISHED", progress=100)
+        await eventually(
+            lambda: _redis_time_past(fleet, stopped + 8.0 + LOST_AFTER + 1),
+            "the waits' deadlines and more gone by",
+        )
+        fleet.start(1)
+        await fleet.ready()
+        done = await asyncio.wait_for(fleet.waits.result(finishing), 60)
+        timed_out = await asyncio.wait_for(fleet.waits.result(running), 60)
+    assert done.ok, done.error
+    assert isinstance(timed_out.error, WaitTimeout)
+
+
+async def _redis_time_past(fleet: Fleet, moment: float) -> bool:
+    return await _redis_time(fleet) > moment
+
+
+@pytest.mark.parametrize("offset", [60.0, -60.0], ids=["ahead", "behind"])
+async def test_a_worker_a_minute_off_changes_no_outcome(
+    redis_url: str, service: FakeJobsService, offset: float
+) -> None:
+    """Three workers, one whose wall clock is a minute ahead (or behind): 60 jobs of a few
+    seconds, waited for with a timeout of 30 s, each end with their own outcome, none with a
+    `WaitTimeout`; the worker that is off polls its share."""
+    expected: dict[str, str] = {}
+    async with fleet_of(redis_url, service, 2) as fleet:
+        fleet.start(1, env={"JOBPOLL_TEST_CLOCK_OFFSET": repr(offset)})
+        await fleet.ready()
+        for index in range(60):
+            final = "FINISHED" if index % 4 else "FAILED"
+            job_id = service.add_job(duration=3.0 + (index % 7), final_status=final)
+            expected[job_id] = final
+        assert all(await fleet.waits.submit(list(expected), timeout=30.0))
+        await eventually(lambda: _outcomes_at_least(fleet, len(expected)), "every outcome", 90)
+        outcomes = await fleet.outcomes()
+        steps = await fleet.steps("w2")
+        await eventually(lambda: delivered_once(fleet.waits, len(expected)), "each delivered once")
+    got: dict[str, Any] = {}
+    for job_id, data in outcomes.items():
+        result = load_result(data)
+        got[job_id] = result.job.raw_status if result.job is not None else result.error
+    assert got == expected
+    assert steps.get("polled", 0) >= 10  # the worker that is off did poll
