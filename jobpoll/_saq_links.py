@@ -53,13 +53,28 @@ LINK_TTL = 10
 
 # Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
 # the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
-# with no function: no `on_outcome`) and its score (0: due now).
+# with no function: no `on_outcome`) and its score (0: due now; -t: due at t, `DUE`).
 ENQUEUE = """
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
   if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
 end
+"""
+
+#: Moves the links due by Redis's clock into SAQ's queue, as SAQ's scheduler does its jobs
+#: by the worker's: a link due at `t` is scored `-t` in `incomplete` (KEYS[1]), below the
+#: scores SAQ's scheduler reads, so that no worker's clock moves it early.
+DUE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local since = string.format('%.6f', -now)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], since, '(0', 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 0, id)
+  redis.call('RPUSH', KEYS[2], id)
+end
+return #due
 """
 
 _SUBMIT = """
@@ -148,6 +163,7 @@ class Links:
         self._read_rate = redis.register_script(READ)
         self._cut = redis.register_script(CUT)
         self._hold = redis.register_script(_HOLD)
+        self._due = redis.register_script(DUE)
 
     def wait_key(self, job_id: str) -> str:
         return f"{self.prefix}wait:{job_id}"
@@ -169,9 +185,16 @@ class Links:
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
             keys=[self.wait_key(job_id), *saq_keys, *keys],
-            args=[queue.serialize(job) if job.function else "", job.scheduled, *args],
+            args=[queue.serialize(job) if job.function else "", -job.scheduled, *args],
             client=client,
         )
+
+    async def release_due(self) -> int:
+        """Move the links due by now (Redis's clock) into SAQ's queue; how many (at most
+        1,000 a call)."""
+        queue = self.queue
+        keys = [queue.namespace("incomplete"), queue.namespace("queued")]
+        return int(await self._due(keys=keys))
 
     def saq_job(self, scheduled: float = 0.0, **fields: Any) -> SaqJob:
         """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled`: its score, when it is due

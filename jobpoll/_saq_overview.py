@@ -79,13 +79,13 @@ class QueueOverview:
 
 def place(link: str, score: float | None, active: Mapping[str, bool], now: float) -> str:
     """Where a live wait is, by its live link's SAQ id, its score in SAQ's `incomplete` set
-    (None: not there; 0: queued; else when it is scheduled for), SAQ's `active` links (each
-    with whether it is stuck) and Redis's time now."""
+    (None: not there; 0: queued; else when it is scheduled for: `-t` by jobpoll, `t` by SAQ
+    retrying it), SAQ's `active` links (each with whether it is stuck) and Redis's time now."""
     if link in active:
         return "stuck" if active[link] else "in_flight"
     if score is None:
         return "lost"
-    return "scheduled" if score > now else "due"
+    return "scheduled" if abs(score) > now else "due"
 
 
 async def read_overview(links: Links) -> QueueOverview:

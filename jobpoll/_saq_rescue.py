@@ -1,7 +1,9 @@
-"""`Rescue`: a poll link whose worker died, or stopped running it, is handed on by jobpoll
-itself within `RESCUED_WITHIN` seconds, all such links at once, by Redis's clock alone. (SAQ's
-sweep takes a dead worker's jobs one at a time, 5 s each, judging them stuck by the sweeping
-worker's own clock; links have no SAQ `timeout`, so it leaves them alone.)
+"""`Rescue`: a worker's upkeep of the queue's links, by Redis's clock alone. It moves the links
+due into SAQ's queue (`Links.release_due`, every `TICK` seconds: SAQ's scheduler would move
+them by the worker's own clock), and hands on each poll link whose worker died, or stopped
+running it, within `RESCUED_WITHIN` seconds, all such links at once. (SAQ's sweep takes a dead
+worker's jobs one at a time, 5 s each, judging them stuck by the sweeping worker's own clock;
+links have no SAQ `timeout`, so it leaves them alone.)
 
 Each worker holds a lease in Redis, `worker:<token>` (under `jobpoll:<queue name>:`), renewed
 every `ROUND` seconds and lasting `LEASE`; each link, as it begins, notes its worker's token and
@@ -44,6 +46,8 @@ logger = logging.getLogger("jobpoll")
 LEASE = 8.0
 #: Seconds between two renewals of a worker's lease, and about between two rescue rounds.
 ROUND = 2.0
+#: Seconds between two moves of the links due into SAQ's queue, by each worker.
+TICK = 1.0
 #: The most seconds from a worker's death to its links' being enqueued again: its lease lapses
 #: (`LEASE`), the next round comes (`ROUND`, with its jitter) and, for a link it had not begun,
 #: the round that first saw it came as late.
@@ -189,18 +193,24 @@ class Rescue:
         await self.links.redis.set(lease_key(self.links, self.token), 1, px=int(LEASE * 1000))
 
     async def forever(self) -> None:
-        """Renew the lease, and run a round when no other worker has lately, every `ROUND`
-        seconds or so; a failure (Redis away) is logged once until a round works again."""
+        """Every `TICK` seconds or so, move the links due into SAQ's queue; every `ROUND`,
+        renew the lease and run a round if no other worker did lately. A failure (Redis
+        away) is logged once, until the upkeep works again."""
         lock = self.links.prefix + "rescuing"
+        clock = asyncio.get_running_loop().time
+        next_round = clock() + ROUND
         while True:
-            await asyncio.sleep(ROUND * (0.8 + 0.4 * random.random()))
+            await asyncio.sleep(TICK * (0.8 + 0.4 * random.random()))
             try:
-                await self.renew()
-                if await self.links.redis.set(lock, self.token, nx=True, px=int(ROUND * 800)):
-                    await self.round()
-            except Exception:  # Redis away: the next round tries again
+                await self.links.release_due()
+                if clock() >= next_round:
+                    next_round = clock() + ROUND * (0.8 + 0.4 * random.random())
+                    await self.renew()
+                    if await self.links.redis.set(lock, self.token, nx=True, px=int(ROUND * 800)):
+                        await self.round()
+            except Exception:  # Redis away: the next tick tries again
                 if not self._failing:
-                    logger.exception("handing on the polls of workers gone failed")
+                    logger.exception("the upkeep of the queue's links failed")
                 self._failing = True
             else:
                 self._failing = False

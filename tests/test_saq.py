@@ -471,10 +471,10 @@ def test_results_travel_as_json(error: JobPollError | None) -> None:
 
 
 # What a sweep killed half-way leaves: the link out of SAQ's queue, and nobody to put it back.
-# Only a link still scheduled (score > 0) is taken, so no worker holds it.
+# Only a link still scheduled (its score not 0) is taken, so no worker holds it.
 _LOSE_SCHEDULED_LINK = """
 local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
-if not score or tonumber(score) <= 0 then return 0 end
+if not score or tonumber(score) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], KEYS[2])
 return 1
 """

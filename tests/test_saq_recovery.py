@@ -8,6 +8,7 @@ import asyncio
 import math
 import signal
 import time
+import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -15,11 +16,14 @@ import pytest
 
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+import saq.queue.redis
+from saq import Queue
 from test_saq import Fleet, delivered_once, eventually, fleet_of
 from test_saq import service as live_service
 
 from jobpoll import WaitTimeout
 from jobpoll._saq import LOST_AFTER
+from jobpoll._saq_links import Links
 from jobpoll._saq_rescue import LEASE, Active, ActiveLink
 from jobpoll.saq import load_result
 from jobpoll.testing import FakeJobsService
@@ -63,6 +67,31 @@ def test_which_links_are_stale(
     longer ago than any run lasts, or when it sat there `LEASE` seconds not begun (or ended)."""
     seen = {} if first_seen is None else {link.saq_id: first_seen}
     assert Active(now, [link], {}, seen).stale(link, poll_timeout=30.0) is stale
+
+
+async def test_links_are_due_by_redis_clock_not_a_worker_clock(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A link handed over due in 30 s stays scheduled when a worker whose clock is a minute
+    ahead runs SAQ's scheduler; one due a moment ago by Redis's clock is released."""
+    queue = Queue.from_url(redis_url, name="q" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
+    later, passed = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        assert await links.submit([later, passed], None) == [True, True]
+        seconds, micros = await queue.redis.time()
+        now = seconds + micros / 1e6
+        await links.hand_over(later, 0, None, now + 30.0, now)
+        await links.hand_over(passed, 0, None, now - 5.0, now - 10.0)
+        ahead = time.time() + 60.0
+        monkeypatch.setattr(saq.queue.redis, "now_seconds", lambda: ahead)
+        assert await queue.schedule() == []  # SAQ's scheduler, a minute ahead, moves neither
+        assert await links.release_due() == 1
+        incomplete = queue.namespace("incomplete")
+        assert await queue.redis.zscore(incomplete, links.link_id(passed, 1)) == 0
+        assert await queue.redis.zscore(incomplete, links.link_id(later, 1)) < -now
+    finally:
+        await queue.disconnect()
 
 
 async def _drain(fleet: Fleet, service: FakeJobsService, jobs: int, kill: int = 0) -> float:
