@@ -1,11 +1,11 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link (`Link`) makes one poll by the rules (`_rules`), at its turn under the rate every
-worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the next link,
-due when the next poll is, or its outcome (`_saq_links` keeps the records). A wait's times are
-on Redis's clock, which every worker mirrors (`FleetRate.now`): a worker's own wall clock,
-however far off, moves no due time and no deadline. A dead worker's links are handed on by
-the others (`_saq_rescue`).
+Each link (`_saq_poll.Link`) makes one poll by the rules (`_rules`), at its turn under the
+rate every worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the
+next link, due when the next poll is, or its outcome (`_saq_links` keeps the records). A
+wait's times are on Redis's clock, which every worker mirrors (`FleetRate.now`): a worker's
+own wall clock, however far off, moves no due time and no deadline. A dead worker's links are
+handed on by the others (`_saq_rescue`).
 """
 
 from __future__ import annotations
@@ -22,29 +22,21 @@ import attrs
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
-from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient, redactor_of
 from jobpoll._config import check_positive
-from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._gate import accepted, refused_by
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules, check_timeout
-from jobpoll._saq_links import POLL_FUNCTION, Links, result_to_json
-from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
+from jobpoll._rules import check_timeout
+from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_logs import SaqLines
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
-from jobpoll._saq_rate import HORIZON, FleetRate
+from jobpoll._saq_poll import Link
+from jobpoll._saq_rate import FleetRate
 from jobpoll._saq_rescue import Rescue
-from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
-
-#: Seconds a link may start after it was due and still count as on schedule (SAQ's scheduler
-#: ticks every second, and links wait their turn for a free worker): past them, the whole
-#: delay is time the wait lost, which its deadline leaves out (`Link._forgive`).
-LOST_AFTER = 5.0
 
 
 class SaqWaits:
@@ -332,151 +324,15 @@ class SaqWaits:
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        async with asyncio.timeout(self._links.poll_timeout):
-            return await self._run(client, job_id, step, checkpoint, timeout, due)
-
-    async def _run(
-        self,
-        client: JobsClient,
-        job_id: str,
-        step: int,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        due: float | None,
-    ) -> str:
-        rate, longest = self._rate, max(HORIZON, self.policy.max_interval)
-        turn = await self._links.begin(job_id, step, rate, longest, self._rescue.token)
-        late = None if due is None else rate.now() - due
-        while turn is not None and turn.taken and turn.delay > 0:
-            await self.policy.sleep(turn.delay)
-            if rate.control.cuts == turn.sent_in:
-                break
-            # The fleet's rate was cut while this poll slept (this worker's other links saw
-            # it): a turn taken at the old rate would be refused too, so take one anew.
-            turn = await self._links.begin(job_id, step, rate, longest, self._rescue.token)
-        if turn is None:
-            return "superseded"
-        if step == 0:
-            wait_started(job_id)
-        if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
-            now = rate.now()
-            place = now + max(0.0, turn.delay - HORIZON)
-            await self._links.hand_over(job_id, step, checkpoint, place, now, timeout)
-            return "paused"
-        policy = self._fleet_policy
-        link = Link(self._links, self._outcomes, policy, client, rate, job_id, step)
-        return await link.poll(checkpoint, timeout, turn.sent_in, late)
-
-
-@attrs.frozen
-class Link:
-    """Link `step` of the wait on `job_id`, polled by a worker with its `client`."""
-
-    links: Links
-    outcomes: Outcomes
-    policy: PollPolicy
-    client: JobsClient
-    rate: FleetRate
-    job_id: str
-    step: int
-
-    async def poll(
-        self,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        sent_in: int,
-        late: float | None = None,
-    ) -> str:
-        """The poll, sent in cut `sent_in` of the fleet's rate, `late` seconds after it was
-        due (None: not known), and what follows it."""
-        job_id, clock = self.job_id, self.policy.clock
-        state = JobState(job_id=job_id)
-        delay: float | None
-        answered: float | None = None  # when the poll was accepted, on Redis's clock
-        try:
-            if checkpoint is None:
-                state.job_id = check_job_id(job_id)
-                check_timeout(timeout)
-                rules = Rules(self.policy, timeout)
-            else:
-                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
-                self._forgive(rules, late)
-            rules.begin(state, clock())
-            request_timeout = rules.send(state, clock())
-            try:
-                job = await self.client.get_job(job_id, timeout=request_timeout, paced=False)
-            except JobPollError as exc:
-                answered = self.rate.now() if accepted(exc) else None
-                if exc.stops_all:
-                    return await self._held(exc, checkpoint, timeout, answered)
-                if exc.throttles:
-                    await self._refused(exc, sent_in)
-                now = clock()
-                delay = rules.failed(state, exc, now)
-            else:
-                answered = self.rate.accepted()
-                now = clock()
-                _news, delay = rules.answered(state, job, now)
-                if delay is None:
-                    error = JobFailedError(job) if job.failed else None
-                    return await self._over(JobResult(job_id, job, error), state, answered)
-        except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            return await self._over(JobResult(job_id, state.job, exc), state, answered)
-        state.next_poll_at = now + delay
-        if rules.deadline is not None:  # the next link times out, not polls, once past it
-            delay = min(delay, rules.deadline - now)
-        saved = job_checkpoint(rules, state)
-        await self.links.hand_over(job_id, self.step, saved, now + delay, now, answered_at=answered)
-        return "polled"
-
-    def _forgive(self, rules: Rules, late: float | None) -> None:
-        """A wait's deadline counts only the time it was on schedule: a link that starts more
-        than `LOST_AFTER` seconds after it was due (its worker died, Redis was full, the
-        workers were all busy) moves the deadline by as much."""
-        if late is not None and late > LOST_AFTER and rules.deadline is not None:
-            rules.deadline += late
-            logger.info(
-                "job %s: its poll ran %.0f s after it was due; its deadline moves as much",
-                self.job_id,
-                late,
-            )
-
-    async def _over(self, result: JobResult, state: JobState, answered: float | None) -> str:
-        data = result_to_json(result, polls=state.polls)
-        outcome = self.outcomes.job(data)
-        if await self.links.deliver(data, outcome, self.step, answered_at=answered):
-            took = self.policy.clock() - state.started_at if state.polls else 0.0
-            wait_ended(result, state.polls, took)
-        return "over"
-
-    async def _held(
-        self,
-        error: JobPollError,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        answered: float | None,
-    ) -> str:
-        """Not polled: this worker's setup is at fault. The error is kept for the submitter,
-        and the wait handed over as it was, to be tried again later."""
-        logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
-        await self.links.held(self.job_id, self.step, error)
-        now = self.policy.clock()
-        retry_at = now + self.policy.max_interval
-        await self.links.hand_over(
-            self.job_id, self.step, checkpoint, retry_at, now, timeout, answered_at=answered
+        link = Link(
+            self._links,
+            self._outcomes,
+            self._fleet_policy,
+            client,
+            self._rate,
+            job_id,
+            step,
+            self._rescue.token,
         )
-        return "held"
-
-    async def _refused(self, error: JobPollError, sent_in: int) -> None:
-        """The service refused the poll: cut the fleet's rate, unless another worker did since
-        the poll was sent (the mirror is read afresh to know)."""
-        rate = self.rate
-        if sent_in == rate.control.cuts:
-            await self.links.read_rate(rate)
-        cut = rate.refused(error, sent_in)
-        if cut is not None and await self.links.cut_rate(cut):
-            logger.info(
-                "%s; every worker's polls are held to %.3g a second",
-                refused_by(error),
-                cut.state.rate,
-            )
+        async with asyncio.timeout(self._links.poll_timeout):
+            return await link.run(checkpoint, timeout, due)

@@ -275,13 +275,16 @@ class Links:
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
         *,
         answered_at: float | None = None,
+        lost: float = 0.0,
     ) -> None:
         """Enqueue the link after `step`, due at `due`, if `step` is live; `now`: the time
         then (both epoch seconds on Redis's clock). `answered_at`: when the link's poll was
-        accepted, on Redis's clock, for the shared rate to count (None: it was not)."""
+        accepted, on Redis's clock, for the shared rate to count (None: it was not). `lost`:
+        seconds the wait lost that `checkpoint`'s deadline does not leave out yet: the next
+        link counts itself as late (its `due` earlier) by as much."""
         scheduled = due if due > now else 0.0
         following = self.link(
-            job_id, step + 1, checkpoint, due=due, scheduled=scheduled, timeout=timeout
+            job_id, step + 1, checkpoint, due=due - lost, scheduled=scheduled, timeout=timeout
         )
         await self.enqueue(
             self._advance,

@@ -120,6 +120,14 @@ class Active:
         first = self.first_seen.get(link.saq_id)
         return first is not None and self.now - first >= LEASE
 
+    def unbegun(self) -> dict[str, float]:
+        """When a round first saw each link not begun or not live, this one included."""
+        return {
+            link.saq_id: self.first_seen.get(link.saq_id, self.now)
+            for link in self.links
+            if not (link.live and link.runner is not None)
+        }
+
 
 def lease_key(links: Links, token: str) -> str:
     return f"{links.prefix}worker:{token}"
@@ -127,6 +135,26 @@ def lease_key(links: Links, token: str) -> str:
 
 async def read_active(links: Links) -> Active:
     """SAQ's `active` list with what tells a stale link (a few pipelined reads)."""
+    polls, others = await _active_jobs(links)
+    async with links.redis.pipeline(transaction=False) as pipe:
+        pipe.time()
+        pipe.hgetall(links.prefix + "unbegun")
+        for _saq_id, _record, kwargs in polls:
+            pipe.hmget(links.wait_key(str(kwargs["job_id"])), ["step", "runner", "begun"])
+        (seconds, micros), seen, *fields = await pipe.execute()
+    alive = await _alive(links, {runner.decode() for _step, runner, _begun in fields if runner})
+    found = [
+        _active_link(saq_id, record, kwargs, step, runner, begun, alive)
+        for (saq_id, record, kwargs), (step, runner, begun) in zip(polls, fields, strict=True)
+    ]
+    first_seen = {key.decode(): float(value) for key, value in seen.items()}
+    return Active(seconds + micros / 1e6, found, others, first_seen)
+
+
+async def _active_jobs(
+    links: Links,
+) -> tuple[list[tuple[str, bytes, dict[str, Any]]], dict[str, SaqJob | None]]:
+    """The poll links in SAQ's `active` list (SAQ id, record, kwargs), and its other jobs."""
     redis, queue = links.redis, links.queue
     listed = redis.lrange(queue.namespace("active"), 0, -1)
     ids = [saq_id.decode() for saq_id in await cast("Awaitable[list[bytes]]", listed)]
@@ -141,37 +169,42 @@ async def read_active(links: Links) -> Active:
             polls.append((saq_id, record, job.kwargs))
         else:
             others[saq_id] = job
-    async with redis.pipeline(transaction=False) as pipe:
-        pipe.time()
-        pipe.hgetall(links.prefix + "unbegun")
-        for _saq_id, _record, kwargs in polls:
-            pipe.hmget(links.wait_key(str(kwargs["job_id"])), ["step", "runner", "begun"])
-        (seconds, micros), seen, *fields = await pipe.execute()
-    runners = sorted({runner.decode() for _step, runner, _begun in fields if runner})
-    async with redis.pipeline(transaction=False) as pipe:
-        for runner in runners:
+    return polls, others
+
+
+async def _alive(links: Links, runners: set[str]) -> set[str]:
+    """Those of `runners` whose lease is held."""
+    ordered = sorted(runners)
+    async with links.redis.pipeline(transaction=False) as pipe:
+        for runner in ordered:
             pipe.exists(lease_key(links, runner))
         held = await pipe.execute()
-    alive = {runner for runner, count in zip(runners, held, strict=True) if count}
-    found = []
-    for (saq_id, record, kwargs), (step, runner, begun) in zip(polls, fields, strict=True):
-        live = step is not None and step.decode() == str(kwargs["step"])
-        owner = runner.decode() if live and runner else None
-        found.append(
-            ActiveLink(
-                saq_id,
-                record,
-                str(kwargs["job_id"]),
-                int(kwargs["step"]),
-                kwargs,
-                live,
-                owner,
-                float(begun) if owner and begun else None,
-                owner in alive,
-            )
-        )
-    first_seen = {key.decode(): float(value) for key, value in seen.items()}
-    return Active(seconds + micros / 1e6, found, others, first_seen)
+    return {runner for runner, count in zip(ordered, held, strict=True) if count}
+
+
+def _active_link(
+    saq_id: str,
+    record: bytes,
+    kwargs: dict[str, Any],
+    step: bytes | None,
+    runner: bytes | None,
+    begun: bytes | None,
+    alive: set[str],
+) -> ActiveLink:
+    """The link as read: its SAQ record's, then its wait record's fields."""
+    live = step is not None and step.decode() == str(kwargs["step"])
+    owner = runner.decode() if live and runner else None
+    return ActiveLink(
+        saq_id,
+        record,
+        str(kwargs["job_id"]),
+        int(kwargs["step"]),
+        kwargs,
+        live,
+        owner,
+        float(begun) if owner and begun else None,
+        owner in alive,
+    )
 
 
 @attrs.define(slots=False, kw_only=True)
@@ -219,10 +252,7 @@ class Rescue:
         """Hand on every stale link of SAQ's `active` list; how many live ones were."""
         links = self.links
         active = await read_active(links)
-        first_seen: dict[str, float] = {}
-        for link in active.links:
-            if not (link.live and link.runner is not None):
-                first_seen[link.saq_id] = active.first_seen.get(link.saq_id, active.now)
+        first_seen = active.unbegun()
         active = attrs.evolve(active, first_seen=first_seen)
         stale = [link for link in active.links if active.stale(link, links.poll_timeout)]
         handed = 0

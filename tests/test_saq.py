@@ -201,8 +201,8 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
     timed = [job_id for job_id, kind in expected.items() if kind == "WaitTimeout"]
     others = [job_id for job_id, kind in expected.items() if kind != "WaitTimeout"]
 
-    # Few links at a time per worker: SAQ's sweep gives a dead worker's jobs back one at a
-    # time, each after waiting 5 s for it to end.
+    # Few links at a time per worker: the cut poll is made again by another worker once the
+    # dead one's lease lapsed.
     async with fleet_of(redis_url, service, 3, poll_timeout=6.0, concurrency=2) as fleet:
         assert all(await fleet.waits.submit(others))
         assert all(await fleet.waits.submit(timed, timeout=3.0))

@@ -22,8 +22,8 @@ from test_saq import Fleet, delivered_once, eventually, fleet_of
 from test_saq import service as live_service
 
 from jobpoll import WaitTimeout
-from jobpoll._saq import LOST_AFTER
 from jobpoll._saq_links import Links
+from jobpoll._saq_poll import LOST_AFTER
 from jobpoll._saq_rescue import LEASE, Active, ActiveLink
 from jobpoll.saq import load_result
 from jobpoll.testing import FakeJobsService
