@@ -94,30 +94,51 @@ async def test_links_are_due_by_redis_clock_not_a_worker_clock(
         await queue.disconnect()
 
 
-async def _drain(fleet: Fleet, service: FakeJobsService, jobs: int, kill: int = 0) -> float:
-    """Seconds from submitting `jobs` jobs (each over 12 s after) to their last outcome,
-    SIGKILLing the first `kill` workers at once while each has begun polls."""
+async def _drain(
+    fleet: Fleet, service: FakeJobsService, jobs: int, kill: int = 0
+) -> tuple[float, float]:
+    """Seconds from submitting `jobs` jobs (each over 12 s after) to their last outcome, and
+    from SIGKILLing the first `kill` workers at once, while each has begun polls, to the next
+    poll of every job one of them polled last."""
     job_ids = [service.add_job(duration=12.0, final_status="FINISHED") for _ in range(jobs)]
     start = time.monotonic()
     assert all(await fleet.waits.submit(job_ids))
+    recovered = 0.0
+    polls: dict[str, int] = {}
     if kill:
         victims = {f"w{index}" for index in range(kill)}
+        polling = f"test:{fleet.queue_name}:polling"
 
         async def each_victim_polling() -> bool:
-            raw = await fleet.redis.hvals(f"test:{fleet.queue_name}:polling")
-            return victims <= {name.decode() for name in raw}
+            return victims <= {name.decode() for name in await fleet.redis.hvals(polling)}
 
         await eventually(each_victim_polling, "each victim polling")
         for process in fleet.processes[:kill]:
             process.send_signal(signal.SIGKILL)
+        killed = time.monotonic()
         for process in fleet.processes[:kill]:
             await asyncio.to_thread(process.wait, 30)
+        last = {
+            key.decode(): name.decode()
+            for key, name in (await fleet.redis.hgetall(polling)).items()
+        }
+        polls = {
+            job_id: service.request_count(job_id)
+            for job_id, name in last.items()
+            if name in victims
+        }
+        await eventually(
+            lambda: all(service.request_count(job_id) > count for job_id, count in polls.items()),
+            "each job a victim polled last polled again",
+        )
+        recovered = time.monotonic() - killed
     await eventually(lambda: _outcomes_at_least(fleet, jobs), "every outcome", within=150)
     took = time.monotonic() - start
     outcomes = await fleet.outcomes()
     assert all(load_result(outcomes[job_id]).ok for job_id in job_ids)
     await eventually(lambda: delivered_once(fleet.waits, jobs), "each delivered once")
-    return took
+    print(f"{len(polls)} jobs a dead worker polled last")
+    return took, recovered
 
 
 async def _outcomes_at_least(fleet: Fleet, count: int) -> bool:
@@ -132,10 +153,11 @@ async def test_eight_killed_workers_drain_within_twice_an_unkilled_run(
     polls are handed on together, within `RESCUED_WITHIN`, not one each 5 s), and each
     outcome is delivered once."""
     async with fleet_of(redis_url, slow_service, 3) as fleet:
-        unkilled = await _drain(fleet, slow_service, 120)
+        unkilled, _ = await _drain(fleet, slow_service, 120)
     async with fleet_of(redis_url, slow_service, 11) as fleet:
-        killed = await _drain(fleet, slow_service, 120, kill=8)
+        killed, recovered = await _drain(fleet, slow_service, 120, kill=8)
     print(f"drained in {unkilled:.1f} s unkilled, {killed:.1f} s with 8 kills")
+    print(f"the polls the dead workers held made again within {recovered:.1f} s of the kills")
     assert killed <= 2 * unkilled
 
 
