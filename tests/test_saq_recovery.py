@@ -226,3 +226,32 @@ async def test_a_worker_a_minute_off_changes_no_outcome(
         got[job_id] = result.job.raw_status if result.job is not None else result.error
     assert got == expected
     assert steps.get("polled", 0) >= 10  # the worker that is off did poll
+
+
+async def test_a_full_redis_ends_no_wait_early(redis_url: str, service: FakeJobsService) -> None:
+    """Redis out of memory (no eviction) for 20 s under two workers, while the jobs end: once
+    it has room again, every wait ends with its job's outcome, none with a `WaitTimeout`,
+    though its timeout (12 s) went by while Redis was full; the links left behind by the
+    polls Redis refused are handed on."""
+    job_ids = [service.add_job(duration=math.inf) for _ in range(40)]
+    async with fleet_of(redis_url, service, 2, poll_timeout=10.0) as fleet:
+        assert all(await fleet.waits.submit(job_ids, timeout=12.0))
+        await eventually(
+            lambda: all(service.request_count(job_id) >= 2 for job_id in job_ids),
+            "two polls of each",
+        )
+        full_since = await _redis_time(fleet)
+        await fleet.redis.config_set("maxmemory", 1)
+        try:
+            for job_id in job_ids:
+                service.set_job(job_id, status="FINISHED", progress=100)
+            await eventually(
+                lambda: _redis_time_past(fleet, full_since + 20.0), "20 s of a full Redis"
+            )
+        finally:
+            await fleet.redis.config_set("maxmemory", 0)
+        await eventually(lambda: _outcomes_at_least(fleet, len(job_ids)), "every outcome", 60)
+        outcomes = await fleet.outcomes()
+    assert all(load_result(outcomes[job_id]).ok for job_id in job_ids), [
+        load_result(outcomes[job_id]).error for job_id in job_ids
+    ]
