@@ -24,7 +24,8 @@ from test_saq import service as live_service
 from jobpoll import WaitTimeout
 from jobpoll._saq_links import Links
 from jobpoll._saq_poll import LOST_AFTER
-from jobpoll._saq_rescue import LEASE, Active, ActiveLink
+from jobpoll._saq_rate import FleetRate
+from jobpoll._saq_rescue import LEASE, Active, ActiveLink, Rescue
 from jobpoll.saq import load_result
 from jobpoll.testing import FakeJobsService
 
@@ -90,6 +91,63 @@ async def test_links_are_due_by_redis_clock_not_a_worker_clock(
         incomplete = queue.namespace("incomplete")
         assert await queue.redis.zscore(incomplete, links.link_id(passed, 1)) == 0
         assert await queue.redis.zscore(incomplete, links.link_id(later, 1)) < -now
+    finally:
+        await queue.disconnect()
+
+
+async def test_a_round_hands_on_every_link_of_a_dead_worker_at_once(redis_url: str) -> None:
+    """50 links taken by a worker that holds no lease (dead) and one by a worker that does:
+    one round hands on the 50 together, each to the next link due at once with its due time
+    kept, and leaves the live worker's alone."""
+    queue = Queue.from_url(redis_url, name="q" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
+    alive = Rescue(links=links)
+    job_ids = [str(uuid.uuid4()) for _ in range(51)]
+    try:
+        assert all(await links.submit(job_ids, None))
+        await queue.redis.delete(queue.namespace("queued"))  # links 0 taken, and run
+        now = await _time(queue)
+        for job_id in job_ids:  # links 1, due a minute ago, taken as workers take them
+            await links.hand_over(job_id, 0, None, now - 60.0, now)
+        while await queue.dequeue(timeout=0.1) is not None:
+            pass
+        rate = FleetRate(None, time.monotonic)
+        await alive.renew()
+        for index, job_id in enumerate(job_ids):
+            await links.begin(job_id, 1, rate, 60.0, alive.token if index == 0 else "dead")
+        assert await alive.round() == 50
+        assert await queue.count("active") == 1
+        steps = [await queue.redis.hget(links.wait_key(job_id), "step") for job_id in job_ids]
+        assert steps == [b"1"] + [b"2"] * 50
+        handed = await queue.job(f"jobpoll:{job_ids[1]}:2")
+        assert handed is not None
+        assert handed.kwargs is not None
+        assert handed.kwargs["due"] == now - 60.0
+        assert await queue.count("queued") == 50
+    finally:
+        await queue.disconnect()
+
+
+async def _time(queue: Queue) -> float:
+    """Redis's time."""
+    seconds, micros = await queue.redis.time()
+    return float(seconds + micros / 1e6)
+
+
+async def test_a_wait_paused_after_a_late_start_keeps_its_lost_time(redis_url: str) -> None:
+    """A link handed over unpolled (paused, or held) after starting late passes the time lost
+    on: the next link counts itself late by as much, and its wait's deadline moves then."""
+    queue = Queue.from_url(redis_url, name="q" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
+    job_id = str(uuid.uuid4())
+    try:
+        assert await links.submit([job_id], None) == [True]
+        await links.hand_over(job_id, 0, None, 1000.0, 990.0, lost=40.0)
+        following = await queue.job(f"jobpoll:{job_id}:1")
+        assert following is not None
+        assert following.kwargs is not None
+        assert following.kwargs["due"] == 960.0
+        assert following.scheduled == 1000  # it runs at its place all the same
     finally:
         await queue.disconnect()
 
@@ -162,8 +220,7 @@ async def test_eight_killed_workers_drain_within_twice_an_unkilled_run(
 
 
 async def _redis_time(fleet: Fleet) -> float:
-    seconds, micros = await fleet.redis.time()
-    return float(seconds + micros / 1e6)
+    return await _time(fleet.waits.queue)
 
 
 async def test_a_wait_lost_past_its_deadline_ends_with_its_job(
