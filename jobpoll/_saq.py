@@ -1,8 +1,11 @@
 """`SaqWaits`: waits that outlive their process, as chains of SAQ jobs on Redis.
 
-Each link (`Link`) makes one poll by the rules (`_rules`), at its turn under the rate every
-worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the next link,
-due when the next poll is, or its outcome (`_saq_links` keeps the records).
+Each link (`_saq_poll.Link`) makes one poll by the rules (`_rules`), at its turn under the
+rate every worker of the queue shares (`_saq_rate`), then hands the wait's checkpoint to the
+next link, due when the next poll is, or its outcome (`_saq_links` keeps the records). A
+wait's times are on Redis's clock, which every worker mirrors (`FleetRate.now`): a worker's
+own wall clock, however far off, moves no due time and no deadline. A dead worker's links are
+handed on by the others (`_saq_rescue`).
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -20,23 +22,21 @@ import attrs
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
-from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._client import JobsClient, redactor_of
 from jobpoll._config import check_positive
-from jobpoll._errors import JobFailedError, JobPollError
-from jobpoll._gate import accepted, refused_by
 from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
-from jobpoll._rules import Rules, check_timeout
-from jobpoll._saq_links import POLL_FUNCTION, Links, result_to_json
-from jobpoll._saq_logs import SaqLines, wait_ended, wait_started
+from jobpoll._rules import check_timeout
+from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_logs import SaqLines
 from jobpoll._saq_outage import Outage, PatientQueue
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
-from jobpoll._saq_rate import HORIZON, SLOW_START_WAIT, FleetRate
+from jobpoll._saq_poll import Link
+from jobpoll._saq_rate import FleetRate
 from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
-from jobpoll._state import JobState
+from jobpoll._saq_rescue import Rescue
 
 logger = logging.getLogger("jobpoll")
 
@@ -58,10 +58,12 @@ class SaqWaits:
             to, once per job id, as `on_outcome(ctx, *, result: dict)` (read it with
             `load_result(result)`); None: outcomes are only kept for `result()`.
         policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
-            real `clock` and `sleep`: a wait moves between processes.
-        poll_timeout: seconds a link may run (SAQ's job `timeout`), after which SAQ's sweep
-            gives a dead worker's link to another; keep it above the client's request timeout
-            plus a second (a poll may wait that long for its turn under the fleet's rate).
+            real `clock` and `sleep`: a wait moves between processes. Its times are taken on
+            Redis's clock (its `wall_clock` is not read).
+        poll_timeout: seconds a link may run, after which it is cut short and SAQ runs it again;
+            keep it above the client's request timeout plus a second (a poll may wait that
+            long for its turn under the fleet's rate). A dead worker's links are run again
+            sooner, within 15 s (`_saq_rescue`).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
         outcome_retries, outcome_timeout: how many times the outcome function is called for an
@@ -125,7 +127,12 @@ class SaqWaits:
         self._saq_lines = SaqLines([] if on_outcome is None else [on_outcome])
         self._rate = FleetRate(max_rate, self.policy.clock)
         self._guard = RedisGuard(queue.redis, queue.name, self._links.prefix + "epoch", durability)
-        self._mend_task: asyncio.Task[None] | None = None
+        #: The policy the links apply: its times on Redis's clock, as this worker mirrors it.
+        self._fleet_policy = attrs.evolve(
+            self.policy, clock=self._rate.now, wall_clock=self._rate.now
+        )
+        self._rescue = Rescue(links=self._links)
+        self._upkeep: list[asyncio.Task[None]] = []
         self._client: JobsClient | None = None
 
     def __repr__(self) -> str:
@@ -278,7 +285,11 @@ class SaqWaits:
             self._client = made
             self._outcomes.redactor = redactor_of(made)
             logging.getLogger("saq").addFilter(self._saq_lines)
-            self._mend_task = asyncio.create_task(self._mend_forever())
+            await self._rescue.renew()  # before any link begins
+            self._upkeep = [
+                asyncio.create_task(self._mend_forever()),
+                asyncio.create_task(self._rescue.forever()),
+            ]
             if startup is not None:
                 await startup(ctx)
 
@@ -287,9 +298,10 @@ class SaqWaits:
                 if shutdown is not None:
                     await shutdown(ctx)
             finally:
-                task, self._mend_task = self._mend_task, None
-                if task is not None:
+                tasks, self._upkeep = self._upkeep, []
+                for task in tasks:
                     task.cancel()
+                for task in tasks:
                     with contextlib.suppress(asyncio.CancelledError):
                         await task
                 if self._client is not None:
@@ -336,135 +348,26 @@ class SaqWaits:
         step: int,
         checkpoint: dict[str, Any] | None,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+        due: float | None = None,
     ) -> str:
-        """One link of a wait (SAQ calls it): one poll, then the hand-over to the next link or
-        to the outcome. Returns what it did: "polled", "over", "paused" (no turn under the
-        fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
-        (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
-        second run of a link already handed over)."""
+        """One link of a wait (SAQ calls it), due at `due` (Redis's clock; None: at once): one
+        poll, then the hand-over to the next link or to the outcome, within `poll_timeout`.
+        Returns what it did: "polled", "over", "paused" (no turn under the fleet's rate within
+        `HORIZON`: handed over unpolled, to its place in the line), "held" (an error of this
+        worker's setup: handed over unpolled, logged) or "superseded" (a second run of a link
+        already handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        longest = max(HORIZON, self.policy.max_interval)
-        turn = await self._links.begin(job_id, step, self._rate, longest)
-        pause = SLOW_START_WAIT
-        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
-            await self.policy.sleep(pause)
-            pause = min(2 * pause, HORIZON)
-            turn = await self._links.begin(job_id, step, self._rate, longest)
-        while turn is not None and turn.taken and turn.delay > 0:
-            await self.policy.sleep(turn.delay)
-            if self._rate.control.cuts == turn.sent_in:
-                break
-            # The fleet's rate was cut while this poll slept (this worker's other links saw
-            # it): a turn taken at the old rate would be refused too, so take one anew.
-            turn = await self._links.begin(job_id, step, self._rate, longest)
-        if turn is None:
-            return "superseded"
-        if step == 0:
-            wait_started(job_id)
-        if not turn.taken:  # run a little before its place, for SAQ's scheduling to be late
-            due = time.time() + max(0.0, turn.delay - HORIZON)
-            await self._links.hand_over(job_id, step, checkpoint, due, timeout)
-            return "paused"
-        link = Link(self._links, self._outcomes, self.policy, client, self._rate, job_id, step)
-        return await link.poll(checkpoint, timeout, turn.sent_in)
-
-
-@attrs.frozen
-class Link:
-    """Link `step` of the wait on `job_id`, polled by a worker with its `client`."""
-
-    links: Links
-    outcomes: Outcomes
-    policy: PollPolicy
-    client: JobsClient
-    rate: FleetRate
-    job_id: str
-    step: int
-
-    async def poll(
-        self,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        sent_in: int,
-    ) -> str:
-        """The poll, sent in cut `sent_in` of the fleet's rate, and what follows it."""
-        job_id, clock = self.job_id, self.policy.clock
-        state = JobState(job_id=job_id)
-        delay: float | None
-        answered: float | None = None  # when the poll was accepted, on Redis's clock
-        try:
-            if checkpoint is None:
-                state.job_id = check_job_id(job_id)
-                check_timeout(timeout)
-                rules = Rules(self.policy, timeout)
-            else:
-                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
-            rules.begin(state, clock())
-            request_timeout = rules.send(state, clock())
-            try:
-                job = await self.client.get_job(job_id, timeout=request_timeout, paced=False)
-            except JobPollError as exc:
-                answered = self.rate.now() if accepted(exc) else None
-                if exc.stops_all:
-                    return await self._held(exc, checkpoint, timeout, answered)
-                if exc.throttles:
-                    await self._refused(exc, sent_in)
-                now = clock()
-                delay = rules.failed(state, exc, now)
-            else:
-                answered = self.rate.accepted()
-                now = clock()
-                _news, delay = rules.answered(state, job, now)
-                if delay is None:
-                    error = JobFailedError(job) if job.failed else None
-                    return await self._over(JobResult(job_id, job, error), state, answered)
-        except JobPollError as exc:  # the wait's own end (a CheckpointError too: no restart)
-            return await self._over(JobResult(job_id, state.job, exc), state, answered)
-        state.next_poll_at = now + delay
-        if rules.deadline is not None:  # the next link times out, not polls, once past it
-            delay = min(delay, rules.deadline - now)
-        saved = job_checkpoint(rules, state)
-        due = time.time() + delay
-        await self.links.hand_over(job_id, self.step, saved, due, answered_at=answered)
-        return "polled"
-
-    async def _over(self, result: JobResult, state: JobState, answered: float | None) -> str:
-        data = result_to_json(result, polls=state.polls)
-        outcome = self.outcomes.job(data)
-        if await self.links.deliver(data, outcome, self.step, answered_at=answered):
-            took = self.policy.clock() - state.started_at if state.polls else 0.0
-            wait_ended(result, state.polls, took)
-        return "over"
-
-    async def _held(
-        self,
-        error: JobPollError,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        answered: float | None,
-    ) -> str:
-        """Not polled: this worker's setup is at fault. The error is kept for the submitter,
-        and the wait handed over as it was, to be tried again later."""
-        logger.error("job %s: not polled, this worker cannot poll: %s", self.job_id, error)
-        await self.links.held(self.job_id, self.step, error)
-        retry_at = time.time() + self.policy.max_interval
-        await self.links.hand_over(
-            self.job_id, self.step, checkpoint, retry_at, timeout, answered_at=answered
+        link = Link(
+            self._links,
+            self._outcomes,
+            self._fleet_policy,
+            client,
+            self._rate,
+            job_id,
+            step,
+            self._rescue.token,
         )
-        return "held"
-
-    async def _refused(self, error: JobPollError, sent_in: int) -> None:
-        """The service refused the poll: cut the fleet's rate, unless another worker did since
-        the poll was sent (the mirror is read afresh to know)."""
-        rate = self.rate
-        if sent_in == rate.control.cuts:
-            await self.links.read_rate(rate)
-        cut = rate.refused(error, sent_in)
-        if cut is not None and await self.links.cut_rate(cut):
-            logger.info(
-                "%s; every worker's polls are held to %.3g a second",
-                refused_by(error),
-                cut.state.rate,
-            )
+        async with asyncio.timeout(self._links.poll_timeout):
+            return await link.run(checkpoint, timeout, due)

@@ -4,11 +4,17 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 - `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
   `since`, when it was submitted, on Redis's clock, in whole seconds; `timeout`, the wait's;
-  `held`, a worker's setup error met at its last poll); then `result`, the outcome as JSON,
-  kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
+  `held`, a worker's setup error met at its last poll; `runner` and `begun`, the worker
+  running the live link and when it began, `_saq_rescue`); then `result`, the outcome as
+  JSON, kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
-  `mending` (`Links.mend`).
+  `mending` (`Links.mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
+
+Every time a link carries (when it is due, its checkpoint's) is on Redis's clock (`TIME`, as
+each worker's `FleetRate` mirrors it), and its SAQ job has no SAQ `timeout`: SAQ's sweep, which
+judges a job stuck by the sweeping worker's own clock, leaves links alone, and jobpoll bounds
+a link's run itself (`poll_timeout`) and hands on those of a dead worker (`_saq_rescue`).
 
 Each hand-over is one script that checks `step` and writes the next SAQ job the way
 `RedisQueue.enqueue` does: a link run twice finds `step` moved on and does nothing, so a job id
@@ -43,11 +49,11 @@ POLL_FUNCTION = "jobpoll.poll"
 #: Seconds a link's SAQ record is kept once it ran, not 0: SAQ's sweep, taking a link for stuck
 #: as a worker picks it up, aborts it and waits for its record to end before it retries it; with
 #: no record left it would give up, and end the chain.
-_LINK_TTL = 10
+LINK_TTL = 10
 
 # Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
 # the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
-# with no function: no `on_outcome`) and its score (0: due now).
+# with no function: no `on_outcome`) and its score (0: due now; -t: due at t, `DUE`).
 ENQUEUE = """
 if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
@@ -56,15 +62,32 @@ if ARGV[1] ~= '' then
 end
 """
 
+#: Moves the links due by Redis's clock into SAQ's queue, as SAQ's scheduler does its jobs
+#: by the worker's: a link due at `t` is scored `-t` in `incomplete` (KEYS[1]), below the
+#: scores SAQ's scheduler reads, so that no worker's clock moves it early.
+DUE = """
+local time = redis.call('TIME')
+local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
+local since = string.format('%.6f', -now)
+local due = redis.call('ZRANGEBYSCORE', KEYS[1], since, '(0', 'LIMIT', 0, 1000)
+for _, id in ipairs(due) do
+  redis.call('ZADD', KEYS[1], 0, id)
+  redis.call('RPUSH', KEYS[2], id)
+end
+return #due
+"""
+
 _SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
 redis.call('HSET', KEYS[1], 'step', 0, 'since', redis.call('TIME')[1])
 if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
 """
 
-_ADVANCE = """
+#: Moves the wait's live link on, from ARGV[3] to ARGV[4], or returns 0 (not live).
+ADVANCE = """
 if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
 redis.call('HSET', KEYS[1], 'step', ARGV[4])
+redis.call('HDEL', KEYS[1], 'runner', 'begun')
 """
 
 _MEND = """
@@ -74,7 +97,7 @@ if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 0 end
 
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-redis.call('HDEL', KEYS[1], 'step')
+redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun')
 redis.call('HSET', KEYS[1], 'result', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
@@ -84,9 +107,11 @@ end
 redis.call('PUBLISH', KEYS[6], ARGV[6])
 """
 
-# Takes the poll's turn (`_saq_rate.TURN`) if its link is live.
+# Takes the poll's turn (`_saq_rate.TURN`) if its link is live, noting its runner (ARGV[7])
+# and when it began.
 _BEGIN = """
 if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return nil end
+redis.call('HSET', KEYS[1], 'runner', ARGV[7], 'begun', redis.call('TIME')[1])
 """
 
 _HOLD = """
@@ -131,13 +156,14 @@ class Links:
         #: The channel each outcome's job id (or held error's) is announced on.
         self.channel = self.prefix + "over"
         self._submit = redis.register_script(_SUBMIT + ENQUEUE + "return 1")
-        self._advance = redis.register_script(ANSWERED + _ADVANCE + ENQUEUE + "return 1")
+        self._advance = redis.register_script(ANSWERED + ADVANCE + ENQUEUE + "return 1")
         self._mend = redis.register_script(_MEND + ENQUEUE + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN + TURN)
         self._read_rate = redis.register_script(READ)
         self._cut = redis.register_script(CUT)
         self._hold = redis.register_script(_HOLD)
+        self._due = redis.register_script(DUE)
 
     def wait_key(self, job_id: str) -> str:
         return f"{self.prefix}wait:{job_id}"
@@ -159,18 +185,26 @@ class Links:
         saq_keys = [queue.job_id(job.key), queue.namespace("incomplete"), queue.namespace("queued")]
         return script(
             keys=[self.wait_key(job_id), *saq_keys, *keys],
-            args=[queue.serialize(job) if job.function else "", job.scheduled, *args],
+            args=[queue.serialize(job) if job.function else "", -job.scheduled, *args],
             client=client,
         )
 
-    def saq_job(self, due: float = 0.0, **fields: Any) -> SaqJob:
-        """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled` is its score (0: due now)."""
+    async def release_due(self) -> int:
+        """Move the links due by now (Redis's clock) into SAQ's queue; how many (at most
+        1,000 a call)."""
+        queue = self.queue
+        keys = [queue.namespace("incomplete"), queue.namespace("queued")]
+        return int(await self._due(keys=keys))
+
+    def saq_job(self, scheduled: float = 0.0, **fields: Any) -> SaqJob:
+        """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled`: its score, when it is due
+        on Redis's clock (0: due now)."""
         return SaqJob(
             queue=self.queue,
             retry_delay=1.0,
             retry_backoff=60.0,
-            scheduled=0 if due <= time.time() else math.ceil(due),
-            queued=int(time.time() * 1000),
+            scheduled=math.ceil(scheduled) if scheduled > 0 else 0,
+            queued=int(time.time() * 1000),  # shown by SAQ's UI only
             status=Status.QUEUED,
             **fields,
         )
@@ -180,13 +214,19 @@ class Links:
         job_id: str,
         step: int,
         checkpoint: dict[str, Any] | None,
-        due: float = 0.0,
+        *,
+        due: float | None = None,
+        scheduled: float = 0.0,
         timeout: float | None = None,
     ) -> SaqJob:
-        """Link `step` of the wait: with its checkpoint, or (starting) with its `timeout`."""
+        """Link `step` of the wait: with its checkpoint, or (starting) with its `timeout`;
+        `due`: when its poll is due (None: at once), `scheduled`: when SAQ runs it (0: now),
+        both on Redis's clock."""
         kwargs: dict[str, Any] = {"job_id": job_id, "step": step, "checkpoint": checkpoint}
         meta: dict[str, Any] = {"job_id": job_id, "step": step}  # meta, progress: SAQ's UI
         progress = 0.0
+        if due is not None:
+            kwargs["due"] = due
         if checkpoint is None:
             kwargs["timeout"] = timeout
         else:
@@ -198,15 +238,15 @@ class Links:
             for name in ("polls", "answers", "next_poll_at"):
                 meta[name] = checkpoint.get(name)
         return self.saq_job(
-            due,
+            scheduled,
             function=POLL_FUNCTION,
             key=_link_key(job_id, step),
             kwargs=kwargs,
-            timeout=math.ceil(self.poll_timeout),
-            # A link is retried by SAQ when its worker dies or Redis fails under it; a
-            # link that finds itself superseded does nothing, so retries are harmless.
+            timeout=0,  # none of SAQ's: `SaqWaits.poll` bounds a run, `_saq_rescue` a death
+            # A link is retried by SAQ when it fails (Redis failing under it); a link that
+            # finds itself superseded does nothing, so retries are harmless.
             retries=1000,
-            ttl=_LINK_TTL,
+            ttl=LINK_TTL,
             meta=meta,
             progress=progress,
         )
@@ -231,14 +271,21 @@ class Links:
         step: int,
         checkpoint: dict[str, Any] | None,
         due: float,
+        now: float,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
         *,
         answered_at: float | None = None,
+        lost: float = 0.0,
     ) -> None:
-        """Enqueue the link after `step`, due at `due` (epoch seconds), if `step` is live.
-        `answered_at`: when the link's poll was accepted, on Redis's clock, for the shared
-        rate to count (None: it was not)."""
-        following = self.link(job_id, step + 1, checkpoint, due, timeout)
+        """Enqueue the link after `step`, due at `due`, if `step` is live; `now`: the time
+        then (both epoch seconds on Redis's clock). `answered_at`: when the link's poll was
+        accepted, on Redis's clock, for the shared rate to count (None: it was not). `lost`:
+        seconds the wait lost that `checkpoint`'s deadline does not leave out yet: the next
+        link counts itself as late (its `due` earlier) by as much."""
+        scheduled = due if due > now else 0.0
+        following = self.link(
+            job_id, step + 1, checkpoint, due=due - lost, scheduled=scheduled, timeout=timeout
+        )
         await self.enqueue(
             self._advance,
             job_id,
@@ -295,13 +342,17 @@ class Links:
                     held.add_note(f"met by a worker polling job {job_id}; its wait goes on")
         return ended, held
 
-    async def begin(self, job_id: str, step: int, rate: FleetRate, longest: float) -> Turn | None:
+    async def begin(
+        self, job_id: str, step: int, rate: FleetRate, longest: float, runner: str
+    ) -> Turn | None:
         """The turn of link `step` of the job's wait (`_saq_rate.TURN`; a place in line at
-        most `longest` seconds away), or None: the link is not live."""
+        most `longest` seconds away), or None: the link is not live. The wait's record notes
+        that worker `runner` runs it."""
         keys = [self.wait_key(job_id), *self.rate_keys]
         for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
             spacing = repr(rate.spacing())
-            args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON), cuts]
+            args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON)]
+            args += [cuts, runner]
             reply = await self._begin(keys=keys, args=args)
             if reply is None:
                 return None
@@ -365,16 +416,17 @@ class Links:
 
     async def _mend_one(self, job_id: str, step: int) -> int:
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
+        due = None
         if stored is not None and stored.kwargs:
             checkpoint = stored.kwargs.get("checkpoint")
             timeout = stored.kwargs.get("timeout")
+            due = stored.kwargs.get("due")
         else:  # its record is gone too: the wait starts over, with its timeout
             checkpoint = None
             value = self.redis.hget(self.wait_key(job_id), "timeout")
             timeout = await cast("Awaitable[bytes | None]", value)
-        live = self.link(
-            job_id, step, checkpoint, timeout=None if timeout is None else float(timeout)
-        )
+        timeout = None if timeout is None else float(timeout)
+        live = self.link(job_id, step, checkpoint, due=due, timeout=timeout)
         done = await self.enqueue(self._mend, job_id, live, step)
         if done:
             logger.warning(

@@ -3,9 +3,9 @@
 
 Each live wait (its record has a `step`) is where its live link is in SAQ's records:
 
-- **in flight**: in SAQ's `active` list, a worker polling it; **stuck** instead once SAQ's own
-  rule (`Job.stuck`) says its worker is gone: past its timeout (`poll_timeout`) or heartbeat.
-  SAQ's sweep gives a stuck link to another worker.
+- **in flight**: in SAQ's `active` list, a worker polling it; **stuck** instead once
+  `_saq_rescue`'s rule says no worker runs it any more (its worker's lease lapsed, say): the
+  next rescue round hands it on.
 - **due**: queued, or scheduled for a time now passed: waiting for a worker.
 - **scheduled**: its next poll is later.
 - **lost**: in none of SAQ's queues; `SaqWaits.mend` enqueues it again.
@@ -34,6 +34,7 @@ import attrs
 
 from jobpoll._saq_links import Links
 from jobpoll._saq_rate import FleetRate
+from jobpoll._saq_rescue import read_active
 
 #: Keys a `SCAN` call reads, and commands a pipeline sends, at a time.
 _BATCH = 1000
@@ -80,13 +81,13 @@ class QueueOverview:
 
 def place(link: str, score: float | None, active: Mapping[str, bool], now: float) -> str:
     """Where a live wait is, by its live link's SAQ id, its score in SAQ's `incomplete` set
-    (None: not there; 0: queued; else when it is scheduled for), SAQ's `active` links (each
-    with whether it is stuck) and Redis's time now."""
+    (None: not there; 0: queued; else when it is scheduled for: `-t` by jobpoll, `t` by SAQ
+    retrying it), SAQ's `active` links (each with whether it is stuck) and Redis's time now."""
     if link in active:
         return "stuck" if active[link] else "in_flight"
     if score is None:
         return "lost"
-    return "scheduled" if score > now else "due"
+    return "scheduled" if abs(score) > now else "due"
 
 
 async def read_overview(links: Links) -> QueueOverview:
@@ -120,18 +121,13 @@ async def read_overview(links: Links) -> QueueOverview:
 
 
 async def _active(links: Links) -> dict[str, bool]:
-    """The SAQ ids in the queue's `active` list, each with whether it is stuck (its record
-    gone counts: SAQ's sweep drops it)."""
-    queue = links.queue
-    listed = links.redis.lrange(queue.namespace("active"), 0, -1)
-    ids = await cast("Awaitable[list[bytes]]", listed)
-    active: dict[str, bool] = {}
-    for start in range(0, len(ids), _BATCH):
-        batch = ids[start : start + _BATCH]
-        for saq_id, record in zip(batch, await links.redis.mget(batch), strict=True):
-            job = queue.deserialize(record)
-            active[saq_id.decode()] = job is None or job.stuck
-    return active
+    """The SAQ ids in the queue's `active` list, each with whether it is stuck: a link by
+    `_saq_rescue`'s rule, another job by SAQ's (its record gone counts: SAQ's sweep drops it)."""
+    active = await read_active(links)
+    stuck = {saq_id: job is None or job.stuck for saq_id, job in active.others.items()}
+    for link in active.links:
+        stuck[link.saq_id] = active.stale(link, links.poll_timeout)
+    return stuck
 
 
 async def _tally(

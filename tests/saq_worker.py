@@ -5,23 +5,33 @@ would) and logs every call with its SAQ attempt number; each link's return value
 per worker, so a test can see which workers paused. `--outcome` picks another outcome
 function: `blocking_outcome`, a plain one that blocks while the test holds it, or
 `failing_outcome`, which raises while the test makes it.
+
+`JOBPOLL_TEST_CLOCK_OFFSET` (seconds) puts this process's wall clock (`time.time`, which SAQ
+and a policy's `wall_clock` read) that far off, before anything reads it.
 """
 
 from __future__ import annotations
 
-import argparse
-import asyncio
-import json
-import logging
+import os
 import time
-from typing import Any
 
-import redis
-from saq import Queue, Worker
+_OFFSET = float(os.environ.get("JOBPOLL_TEST_CLOCK_OFFSET", "0"))
+if _OFFSET:
+    _true_time = time.time
+    time.time = lambda: _true_time() + _OFFSET
 
-from jobpoll import JobsClient, PollPolicy
-from jobpoll._saq_redis import Durability
-from jobpoll.saq import POLL_FUNCTION, SaqWaits
+import argparse  # noqa: E402 - after the clock is set
+import asyncio  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+from typing import Any  # noqa: E402
+
+import redis  # noqa: E402
+from saq import Queue, Worker  # noqa: E402
+
+from jobpoll import JobsClient, PollPolicy  # noqa: E402
+from jobpoll._saq_redis import Durability  # noqa: E402
+from jobpoll.saq import POLL_FUNCTION, SaqWaits  # noqa: E402
 
 # Fast enough that a test of hundreds of jobs takes seconds; real time, since a wait moves
 # between processes.

@@ -91,7 +91,9 @@ class Fleet:
         api_key: str | None = None,
         concurrency: int | None = None,
         request_timeout: float = 4.0,
+        env: dict[str, str] | None = None,
     ) -> None:
+        """Start `count` more workers (`env`: more environment variables for them)."""
         for index in range(len(self.processes), len(self.processes) + count):
             stderr = None if self.log_dir is None else (self.log_dir / f"w{index}.log").open("wb")
             self.processes.append(
@@ -121,6 +123,7 @@ class Fleet:
                         self.durability,
                     ],
                     stderr=stderr,
+                    env=None if env is None else {**os.environ, **env},
                 )
             )
             if stderr is not None:
@@ -211,8 +214,8 @@ async def test_three_workers_one_killed_every_outcome_exactly_once(
     timed = [job_id for job_id, kind in expected.items() if kind == "WaitTimeout"]
     others = [job_id for job_id, kind in expected.items() if kind != "WaitTimeout"]
 
-    # Few links at a time per worker: SAQ's sweep gives a dead worker's jobs back one at a
-    # time, each after waiting 5 s for it to end.
+    # Few links at a time per worker: the cut poll is made again by another worker once the
+    # dead one's lease lapsed.
     async with fleet_of(redis_url, service, 3, poll_timeout=6.0, concurrency=2) as fleet:
         assert all(await fleet.waits.submit(others))
         assert all(await fleet.waits.submit(timed, timeout=3.0))
@@ -501,10 +504,10 @@ def test_results_travel_as_json(error: JobPollError | None) -> None:
 
 
 # What a sweep killed half-way leaves: the link out of SAQ's queue, and nobody to put it back.
-# Only a link still scheduled (score > 0) is taken, so no worker holds it.
+# Only a link still scheduled (its score not 0) is taken, so no worker holds it.
 _LOSE_SCHEDULED_LINK = """
 local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
-if not score or tonumber(score) <= 0 then return 0 end
+if not score or tonumber(score) == 0 then return 0 end
 redis.call('ZREM', KEYS[1], KEYS[2])
 return 1
 """

@@ -35,6 +35,8 @@ POLL_TIMEOUT = 10.0
         pytest.param("c", 0.0, 100.0, "due", id="queued"),
         pytest.param("c", 99.0, 100.0, "due", id="scheduled-for-a-time-passed"),
         pytest.param("c", 101.0, 100.0, "scheduled", id="scheduled-later"),
+        pytest.param("c", -99.0, 100.0, "due", id="due-by-redis-for-a-time-passed"),
+        pytest.param("c", -101.0, 100.0, "scheduled", id="due-by-redis-later"),
     ],
 )
 def test_where_a_live_wait_is(link: str, score: float | None, now: float, where: str) -> None:

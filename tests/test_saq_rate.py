@@ -41,7 +41,7 @@ class Fleet:
         self.job_id = str(uuid.uuid4())
 
     async def turn(self, rate: FleetRate) -> Turn:
-        turn = await self.links.begin(self.job_id, 0, rate, LONGEST)
+        turn = await self.links.begin(self.job_id, 0, rate, LONGEST, runner="worker")
         assert turn is not None
         return turn
 
