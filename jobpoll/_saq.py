@@ -37,6 +37,7 @@ from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_rate import HORIZON, FleetRate
 from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
 from jobpoll._state import JobState
+from jobpoll._tasks import stop
 
 logger = logging.getLogger("jobpoll")
 
@@ -277,6 +278,7 @@ class SaqWaits:
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
             self._client = made
             self._outcomes.redactor = redactor_of(made)
+            self._outcomes.start(threads=ctx["worker"].concurrency)  # a call per slot at most
             logging.getLogger("saq").addFilter(self._saq_lines)
             self._mend_task = asyncio.create_task(self._mend_forever())
             if startup is not None:
@@ -287,15 +289,15 @@ class SaqWaits:
                 if shutdown is not None:
                     await shutdown(ctx)
             finally:
-                task, self._mend_task = self._mend_task, None
-                if task is not None:
-                    task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                if self._client is not None:
-                    await self._client.aclose()
-                    self._client = None
-                logging.getLogger("saq").removeFilter(self._saq_lines)
+                mending, self._mend_task = self._mend_task, None
+                tasks = [*self._outcomes.close(), *([] if mending is None else [mending])]
+                try:  # a cancellation of this shutdown is raised once all is closed
+                    await stop(tasks)
+                finally:
+                    if self._client is not None:
+                        await self._client.aclose()
+                        self._client = None
+                    logging.getLogger("saq").removeFilter(self._saq_lines)
 
         return {
             "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
