@@ -165,7 +165,8 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
                 reached) met at the last poll of one of these jobs; its wait goes on.
-            QueueDataLost: Redis lost the queue's data since this process first used it.
+            QueueDataLost: Redis lost the queue's data since this process last saw it, and
+                the wait on one of these jobs with it (not submitted again since).
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         with self._guard.mapped():
@@ -177,7 +178,8 @@ class SaqWaits:
                 looking_at: list[str] | None = None
                 while pending:
                     if looking_at is None:
-                        await self._guard.unchanged(since)
+                        records = {job_id: self._links.wait_key(job_id) for job_id in pending}
+                        since = await self._guard.gone(since, records)
                         looking_at = sorted(pending)
                     ended, held = await self._links.stored(looking_at)
                     for job_id, result in ended.items():

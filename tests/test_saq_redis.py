@@ -20,10 +20,11 @@ if not os.environ.get("CI"):
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 from saq import Queue
+from saq_worker import make_waits
 from support import RedisServer
 from test_saq import WORKER, Fleet, eventually, fleet_of
 
-from jobpoll import QueueDataLost, QueueNotDurable, QueueUnavailable
+from jobpoll import JobResult, QueueDataLost, QueueNotDurable, QueueUnavailable
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY, Outage
 from jobpoll._saq_redis import Durability, RedisSettings, durability_refusal
 from jobpoll.saq import SaqWaits
@@ -242,6 +243,38 @@ async def test_a_redis_that_lost_its_data_is_detected(
     losses = [line for line in log.read_text().splitlines() if "lost SAQ queue" in line]
     assert len(losses) == 2  # one per loss: the flush, the restart
     assert all(line.startswith("ERROR:jobpoll:") for line in losses)
+
+
+async def test_a_wait_submitted_after_a_loss_is_waited_for(service: FakeJobsService) -> None:
+    """Redis flushed after two processes saw the queue, then a third submits a job: a
+    `result()` of that job in the first process (which saw the queue before the loss) returns
+    its outcome; `results()` in the second raises `QueueDataLost` for the job whose wait the
+    loss took, naming it, not the other."""
+    before = service.add_job(duration=math.inf)
+    after = service.add_job(duration=0.5, final_status="FINISHED")
+    with redis_with(*AOF) as server:
+        async with fleet_of(server.url, service, 1) as fleet:
+            others = [make_waits(server.url, fleet.queue_name, 30.0) for _ in range(2)]
+            try:
+                first, second, third = fleet.waits, *others
+                assert await first.submit([before]) == [True]
+                assert await second.submit([before]) == [False]  # it has seen the queue
+                await fleet.redis.flushdb()
+                assert await third.submit([after]) == [True]
+                result = await asyncio.wait_for(first.result(after), 60)
+                assert result.ok
+                with pytest.raises(QueueDataLost) as lost:
+                    await asyncio.wait_for(_all_results(second, [after, before]), 60)
+            finally:
+                for waits in others:
+                    await waits.queue.disconnect()
+    assert repr(before) in str(lost.value)
+    assert repr(after) not in str(lost.value)
+    assert "while this call waited" not in str(lost.value)
+
+
+async def _all_results(waits: SaqWaits, job_ids: list[str]) -> list[JobResult]:
+    return [result async for result in waits.results(job_ids)]
 
 
 async def _subscribed(redis: Redis) -> bool:
