@@ -28,7 +28,7 @@ from jobpoll import JobResult, QueueDataLost, QueueNotDurable, QueueUnavailable
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY, Outage
 from jobpoll._saq_redis import Durability, RedisSettings, durability_refusal
 from jobpoll.saq import SaqWaits
-from jobpoll.testing import FakeJobsService
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -370,3 +370,16 @@ async def test_an_outage_backs_off() -> None:
     assert outage.began is None
     await outage.turn()
     assert len(waited) == 7  # no wait once reachable
+
+
+async def test_an_outage_backs_off_per_try_however_many_slots_fail_in_it() -> None:
+    """Ten slots (SAQ's default concurrency) failing together in each try count as one
+    failure: the tries come 0.2 s after the first, doubling, not 5 s at once."""
+    clock = VirtualClock()
+    outage = Outage("q", clock=clock, sleep=clock.sleep)
+    error = ConnectionError("refused")
+    for _ in range(8):
+        await outage.turn()
+        for _slot in range(10):
+            outage.failed(error)
+    assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, LAST_RETRY, LAST_RETRY])
