@@ -227,6 +227,34 @@ async def test_plain_outcome_calls_that_never_return_hold_no_other_call_nor_the_
     assert sorted(calls) == sorted([*hanging, quick])
 
 
+async def test_a_cancelled_worker_stop_is_cancelled_and_closes_all(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A worker's shutdown cancelled while it waits for its own tasks to end: the
+    cancellation is raised, not swallowed, once the client is closed and the log filter gone."""
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome=None, policy=TEST_POLICY)
+    clients: list[JobsClient] = []
+
+    def client() -> JobsClient:
+        clients.append(JobsClient(service.api_key, base_url=service.base_url))
+        return clients[-1]
+
+    settings = waits.worker_settings(client=client)
+    ctx = Worker(**settings).context
+    try:
+        await settings["startup"](ctx)
+        closing = asyncio.create_task(settings["shutdown"](ctx))
+        await asyncio.sleep(0)  # it runs until it waits for its mending task to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    finally:
+        await queue.disconnect()
+    assert "closed" in repr(clients[0])
+    assert not logging.getLogger("saq").filters
+
+
 async def test_a_worker_logs_each_wait_once_and_no_bodies(
     redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
 ) -> None:
