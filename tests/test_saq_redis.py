@@ -240,6 +240,10 @@ async def test_a_redis_that_lost_its_data_is_detected(
             assert await fleet.waits.submit([job_id]) == [True]
             result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
             assert result.ok
+            await eventually(
+                lambda: log.read_text().count("lost SAQ queue") >= 2,
+                "the worker's ERROR about the restart (at its next look, every mend_interval)",
+            )
     losses = [line for line in log.read_text().splitlines() if "lost SAQ queue" in line]
     assert len(losses) == 2  # one per loss: the flush, the restart
     assert all(line.startswith("ERROR:jobpoll:") for line in losses)
