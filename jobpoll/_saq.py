@@ -65,8 +65,9 @@ class SaqWaits:
             plus a second (a poll may wait that long for its turn under the fleet's rate).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
-        outcome_retries, outcome_timeout: how many times the outcome function is called for an
-            outcome (SAQ's `retries`), and how long a call may take.
+        outcome_retries, outcome_timeout: how many times SAQ tries to deliver an outcome (its
+            `retries`), and how long each try waits for the call (a plain `def` call that
+            outlives it runs on in its thread, and the next try waits for it).
         mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
             `mend`).
         max_rate: the most polls a second all the queue's workers send together, for a user
