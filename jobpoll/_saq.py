@@ -37,6 +37,7 @@ from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
 from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
 from jobpoll._saq_rescue import Rescue
+from jobpoll._tasks import stop
 
 logger = logging.getLogger("jobpoll")
 
@@ -66,8 +67,9 @@ class SaqWaits:
             sooner, within 15 s (`_saq_rescue`).
         outcome_ttl: seconds an outcome is kept for `result()`; for as long, submitting its id
             again does nothing.
-        outcome_retries, outcome_timeout: how many times the outcome function is called for an
-            outcome (SAQ's `retries`), and how long a call may take.
+        outcome_retries, outcome_timeout: how many times SAQ tries to deliver an outcome (its
+            `retries`), and how long each try waits for the call (a plain `def` call that
+            outlives it runs on in its thread, and the next try waits for it).
         mend_interval: how often (seconds) a worker enqueues again the links SAQ lost (see
             `mend`).
         max_rate: the most polls a second all the queue's workers send together, for a user
@@ -171,7 +173,8 @@ class SaqWaits:
         Raises:
             JobPollError: a worker's setup error (`stops_all`: a refused key, a service never
                 reached) met at the last poll of one of these jobs; its wait goes on.
-            QueueDataLost: Redis lost the queue's data since this process first used it.
+            QueueDataLost: Redis lost the queue's data since this process last saw it, and
+                the wait on one of these jobs with it (not submitted again since).
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
         with self._guard.mapped():
@@ -183,7 +186,8 @@ class SaqWaits:
                 looking_at: list[str] | None = None
                 while pending:
                     if looking_at is None:
-                        await self._guard.unchanged(since)
+                        records = {job_id: self._links.wait_key(job_id) for job_id in pending}
+                        since = await self._guard.gone(since, records)
                         looking_at = sorted(pending)
                     ended, held = await self._links.stored(looking_at)
                     for job_id, result in ended.items():
@@ -284,6 +288,7 @@ class SaqWaits:
                 raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
             self._client = made
             self._outcomes.redactor = redactor_of(made)
+            self._outcomes.start(threads=ctx["worker"].concurrency)  # a call per slot at most
             logging.getLogger("saq").addFilter(self._saq_lines)
             await self._rescue.renew()  # before any link begins
             self._upkeep = [
@@ -298,16 +303,15 @@ class SaqWaits:
                 if shutdown is not None:
                     await shutdown(ctx)
             finally:
-                tasks, self._upkeep = self._upkeep, []
-                for task in tasks:
-                    task.cancel()
-                for task in tasks:
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await task
-                if self._client is not None:
-                    await self._client.aclose()
-                    self._client = None
-                logging.getLogger("saq").removeFilter(self._saq_lines)
+                tasks = [*self._outcomes.close(), *self._upkeep]
+                self._upkeep = []
+                try:  # a cancellation of this shutdown is raised once all is closed
+                    await stop(tasks)
+                finally:
+                    if self._client is not None:
+                        await self._client.aclose()
+                        self._client = None
+                    logging.getLogger("saq").removeFilter(self._saq_lines)
 
         return {
             "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),

@@ -36,10 +36,10 @@ FIRST_RETRY, LAST_RETRY = 0.1, 5.0
 class Outage:
     """A worker's view of its Redis: reachable, or away since `began` (monotonic seconds).
 
-    While away, the next try is due at `retry_at`: the last failure plus
-    `min(LAST_RETRY, FIRST_RETRY * 2**failures)` (0.2 s, 0.4 s, ... 5 s). Every slot of the
-    worker waits for it, so a worker makes about `concurrency` tries every `LAST_RETRY`
-    seconds while Redis is away.
+    While away, the next try is due at `retry_at`: the try's first failure plus
+    `min(LAST_RETRY, FIRST_RETRY * 2**failures)` (0.2 s, 0.4 s, ... 5 s), `failures` counting
+    tries, not calls: every slot of the worker waits for the same try and may fail in it, so
+    a worker makes about `concurrency` calls every `LAST_RETRY` seconds while Redis is away.
     """
 
     def __init__(
@@ -68,7 +68,7 @@ class Outage:
         """A call failed for want of Redis: an outage begins (logged), or goes on."""
         now = self.clock()
         if self.began is None:
-            self.began, self.failures = now, 0
+            self.began, self.failures, self.retry_at = now, 0, now
             self.full = isinstance(error, OutOfMemoryError)
             self.away.set()
             logger.warning(
@@ -78,8 +78,9 @@ class Outage:
                 self.told(error),
                 LAST_RETRY,
             )
-        self.failures += 1
-        self.retry_at = now + min(LAST_RETRY, FIRST_RETRY * 2 ** min(self.failures, 16))
+        if now >= self.retry_at:  # the try's first failure: the others were in it too
+            self.failures += 1
+            self.retry_at = now + min(LAST_RETRY, FIRST_RETRY * 2 ** min(self.failures, 16))
 
     def reached(self, *, wrote: bool) -> None:
         """A call reached Redis (`wrote`: one that writes, whatever it found): an outage, if

@@ -1,11 +1,10 @@
 """`Outcomes`: each wait's outcome handed to the user's `on_outcome` function, and what an
 operator does with those that could not be: list them, enqueue them again, forget them.
 
-The outcome's SAQ job (`outcome_key`) runs the function through `Outcomes.once`:
-a plain `def` in the worker's thread pool (SAQ's `Worker.pool`, where SAQ runs any plain
-function), not on the event loop, so a function that blocks stalls no poll; an `async def` on
-the loop. Not the loop's default executor: aiohttp resolves host names in it, and an outcome
-function blocking its few threads would hold up the polls' requests.
+The outcome's SAQ job (`outcome_key`) runs the function through `Outcomes.once`: an `async
+def` on the loop, cancelled when it times out; a plain `def` in a thread of jobpoll's own
+(`_saq_threads`: one call per job id at a time in a worker, a late return still delivered), so
+a function that blocks stalls no poll.
 
 In the wait's record (`_saq_links`), once its outcome is decided: `delivered` once a call
 returned (and the queue's `delivered` count goes up, once per record), `failed` the last
@@ -18,7 +17,6 @@ is read is never listed.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import functools
 import inspect
 import json
@@ -33,6 +31,7 @@ from saq import Job as SaqJob
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
 from jobpoll._saq_links import ENQUEUE, Links
+from jobpoll._saq_threads import OutcomeThreads
 
 logger = logging.getLogger("jobpoll")
 
@@ -145,6 +144,8 @@ class Outcomes:
     timeout: float
     #: Hides the worker's API key in a failed call's message (set by the worker's startup).
     redactor: Redactor | None = None
+    #: Where plain calls run (from the worker's start to its stop: `start`, `close`).
+    threads: OutcomeThreads | None = None
 
     def __attrs_post_init__(self) -> None:
         redis = self.links.redis
@@ -189,8 +190,9 @@ class Outcomes:
         ]
 
     def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
-        """`function`, not called again for a job once a call returned (SAQ may retry), within
-        `timeout`; a plain one in the worker's thread pool. A failed call's error is kept."""
+        """`function`, not called again for a job once a call returned (SAQ may retry), waited
+        for at most `timeout` by each SAQ job; a plain one in a thread (`_saq_threads`), whose
+        call a retry waits for while it runs. Each call's end is kept in the wait's record."""
         in_thread = _in_thread(function)
 
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
@@ -199,40 +201,51 @@ class Outcomes:
             if await cast("Awaitable[bytes | None]", self.links.redis.hget(record, "delivered")):
                 logger.info("job %s: outcome already delivered, not again", job_id)
                 return None
+            threads = self.threads
+            waited: Awaitable[Any]
+            if not in_thread:
+                waited = self._kept(function(ctx, result=result), ctx, record)
+            elif threads is None:
+                raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
+            else:
+                call = functools.partial(function, ctx, result=result)
+                waited = asyncio.shield(
+                    threads.task(job_id, lambda: self._kept(threads.run(job_id, call), ctx, record))
+                )
             try:
                 async with asyncio.timeout(self.timeout) as deadline:
-                    value = await self._call(function, in_thread, ctx, result)
-            except Exception as exc:
-                timed_out = isinstance(exc, TimeoutError) and deadline.expired()
-                await self._keep_failure(ctx, record, exc, timed_out)
+                    return await waited
+            except TimeoutError:
+                if not deadline.expired():
+                    raise
+                await self._keep_failure(ctx, record, "TimeoutError", self._late(job_id, threads))
                 raise
-            await self._returned(keys=[record, self.links.delivered_key])
-            return value
 
         return deliver_once
 
-    @staticmethod
-    async def _call(
-        function: Callable[..., Any], in_thread: bool, ctx: dict[str, Any], result: Any
-    ) -> Any:
-        if in_thread:
-            pool = getattr(ctx.get("worker"), "pool", None)  # SAQ's Worker.pool
-            context = contextvars.copy_context()
-            call = functools.partial(context.run, function, ctx, result=result)
-            value = await asyncio.get_running_loop().run_in_executor(pool, call)
-        else:
-            value = function(ctx, result=result)
-        if inspect.isawaitable(value):
-            value = await value
+    async def _kept(self, call: Awaitable[Any], ctx: dict[str, Any], record: str) -> Any:
+        """What `call` (of the outcome function) returns, once kept as delivered; an error it
+        raises, once kept as the last failure."""
+        try:
+            value = await call
+        except Exception as exc:
+            await self._keep_failure(ctx, record, _error_type(exc), str(exc))
+            raise
+        await self._returned(keys=[record, self.links.delivered_key])
         return value
 
+    def _late(self, job_id: str, threads: OutcomeThreads | None) -> str:
+        """Why a call is not over within `timeout`."""
+        within = f"within {self.timeout:g} s"
+        if threads is None:
+            return f"did not return {within}"
+        if threads.started(job_id):
+            return f"did not return {within} (it runs on in its thread: delivered if it returns)"
+        return f"found no free thread {within}: all {threads.size} run calls not returned yet"
+
     async def _keep_failure(
-        self, ctx: dict[str, Any], record: str, error: Exception, timed_out: bool
+        self, ctx: dict[str, Any], record: str, kind: str, message: str
     ) -> None:
-        if timed_out:
-            kind, message = "TimeoutError", f"did not return within {self.timeout:g} s"
-        else:
-            kind, message = _error_type(error), str(error)
         redactor = self.redactor
         message = (
             message[:MESSAGE_LENGTH] if redactor is None else redactor.cut(message, MESSAGE_LENGTH)
@@ -240,6 +253,16 @@ class Outcomes:
         job = ctx.get("job")
         failed = {"type": kind, "message": message, "attempts": getattr(job, "attempts", None)}
         await self._failed(keys=[record], args=[json.dumps(failed)])
+
+    def start(self, threads: int) -> None:
+        """At a worker's start: its plain outcome calls get `threads` threads at most."""
+        self.threads = OutcomeThreads(threads)
+
+    def close(self) -> list[asyncio.Task[Any]]:
+        """At a worker's stop: the tasks of its outcome calls still running, for it to stop.
+        Their threads run out unheard: those outcomes stay undelivered, to be called again."""
+        threads, self.threads = self.threads, None
+        return [] if threads is None else threads.tasks()
 
     async def delivered(self) -> int:
         value = await self.links.redis.get(self.links.delivered_key)

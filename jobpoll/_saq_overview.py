@@ -11,9 +11,10 @@ Each live wait (its record has a `step`) is where its live link is in SAQ's reco
 - **lost**: in none of SAQ's queues; `SaqWaits.mend` enqueues it again.
 
 An outcome kept (`outcome_ttl`) is **delivered** once the `on_outcome` function returned for
-it, **undelivered** until then: on its way, retried, given up after `outcome_retries`, or
-with no `on_outcome` at all. (`SaqWaits.undelivered()` lists the given-up ones only, those an
-operator can `redeliver`: this count is of every outcome not delivered yet.)
+it (with no `on_outcome`, once kept: nothing is left to do), **undelivered** until then: on
+its way, retried, or given up after `outcome_retries`. (`SaqWaits.undelivered()` lists the
+given-up ones only, those an operator can `redeliver`: this count is of every outcome not
+delivered yet.)
 
 The cost is bounded by the queue's size, never a `KEYS`: one `SCAN` call per 1,000 keys of
 the database, and per wait record two commands (three while it waits), pipelined 1,000 at a

@@ -6,9 +6,10 @@ waits, and what it says when Redis fails them.
   naming the setting to change, a Redis that would lose waits (`durability_refusal` decides).
 - **The same data.** `jobpoll:<queue name>:epoch` is written at first use (a random token, if
   missing); a process that saw one and later finds it gone or another knows that Redis lost
-  the queue's data: it logs that at ERROR, once, and the calls that began before the loss raise
-  `QueueDataLost` instead of waiting for waits that no longer exist. A process started after
-  the loss cannot know it: to it, the new epoch is the queue's.
+  the queue's data: it logs that at ERROR, once, and a call awaiting a job whose wait's record
+  the loss took raises `QueueDataLost` instead of waiting for a wait that no longer exists (a
+  job submitted since is waited for). A process started after the loss cannot know it: to it,
+  the new epoch is the queue's.
 - **Errors as jobpoll's.** A Redis error becomes a `QueueUnavailable` chained to it, its
   message without the connection's password or user name (`mapped`).
 """
@@ -18,7 +19,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any, Literal, get_args
 
 import attrs
@@ -209,13 +210,33 @@ class RedisGuard:
         the call's too), else the queue's now."""
         return self.epoch if self.epoch is not None else await self.current_epoch()
 
-    async def unchanged(self, since: str) -> None:
-        """Raise `QueueDataLost` if the queue's data was lost since epoch `since`."""
-        if await self.current_epoch() != since:
+    async def gone(self, since: str, records: Mapping[str, str]) -> str:
+        """The queue's epoch now, the next `since` of a call that began in epoch `since`.
+
+        Args:
+            records: the call's job ids, each with the key of its wait's record.
+
+        Raises:
+            QueueDataLost: Redis lost the queue's data since epoch `since`, and some of
+                `records` are gone (those written since the loss are waited for).
+        """
+        epoch = await self.current_epoch()
+        if epoch == since or not records:
+            return epoch
+        async with self.redis.pipeline(transaction=False) as pipe:
+            for key in records.values():
+                pipe.exists(key)
+            found = await pipe.execute()
+        lost = [job_id for job_id, kept in zip(records, found, strict=True) if not kept]
+        if lost:
+            shown = ", ".join(repr(job_id) for job_id in lost[:3])
+            more = f" and {len(lost) - 3} more" if len(lost) > 3 else ""
             raise QueueDataLost(
                 f"Redis lost SAQ queue {self.queue_name!r}'s data (restarted without"
-                " persistence, or flushed) while this call waited: its waits are gone"
+                " persistence, or flushed) since this process saw it: the waits on jobs"
+                f" {shown}{more} are gone; submit them again"
             )
+        return epoch
 
 
 def _field(section: Any, name: str) -> Any:

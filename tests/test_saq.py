@@ -121,6 +121,7 @@ class Fleet:
                         str(request_timeout),
                         "--durability",
                         self.durability,
+                        *([] if self.log_dir is None else ["--ticks", str(self.ticks(index))]),
                     ],
                     stderr=stderr,
                     env=None if env is None else {**os.environ, **env},
@@ -128,6 +129,12 @@ class Fleet:
             )
             if stderr is not None:
                 stderr.close()  # the worker has its own copy
+
+    def ticks(self, index: int) -> Path:
+        """The file where worker `index` counts the ticks of SAQ's schedule upkeep (with
+        `log_dir`: a byte per tick)."""
+        assert self.log_dir is not None
+        return self.log_dir / f"w{index}.ticks"
 
     async def ready(self) -> None:
         await eventually(self._all_ready, "workers started")

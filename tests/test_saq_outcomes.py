@@ -120,9 +120,9 @@ async def test_outcomes_that_fail_are_listed_redelivered_and_forgotten(
 @contextlib.asynccontextmanager
 async def worker_in_this_loop(
     waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any]
-) -> AsyncIterator[None]:
+) -> AsyncIterator[Worker]:
     """A SAQ worker of `waits` in the test's own event loop (for its logs), with `outcome`
-    (name, function) as its outcome function."""
+    (name, function) as its outcome function; stopped at the end, if the test did not."""
     worker = Worker(
         **waits.worker_settings(
             client=lambda: JobsClient(service.api_key, base_url=service.base_url),
@@ -133,18 +133,20 @@ async def worker_in_this_loop(
     )
     running = asyncio.create_task(worker.start())
     try:
-        yield
+        yield worker
     finally:
         await worker.stop()
         await running
         await waits.queue.disconnect()
 
 
-async def test_a_plain_outcome_function_that_takes_too_long_is_listed(
+async def test_a_plain_outcome_function_that_takes_too_long_is_called_once(
     redis_url: str, service: FakeJobsService
 ) -> None:
-    """A plain outcome function slower than `outcome_timeout` (each of its calls, in a thread)
-    ends undelivered, listed with a `TimeoutError` that says so."""
+    """A plain outcome function slower than `outcome_timeout`: SAQ's retries wait for the call
+    still running instead of calling it again, the outcome is listed undelivered with a
+    `TimeoutError` that says so, a redelivery in the same worker waits for that call too, and
+    when it returns at last the outcome is delivered: one call in all."""
     job_id = service.add_job(duration=0.5, final_status="FINISHED")
     queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
     waits = SaqWaits(
@@ -155,7 +157,7 @@ async def test_a_plain_outcome_function_that_takes_too_long_is_listed(
 
     def slow(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
         calls.append(result["jobId"])
-        release.wait(30)  # blocks its thread until the test has seen it listed
+        release.wait(60)  # blocks its thread until the test has seen it listed
 
     async with worker_in_this_loop(waits, service, ("slow", slow)):
         try:
@@ -165,13 +167,92 @@ async def test_a_plain_outcome_function_that_takes_too_long_is_listed(
                 return bool(await waits.undelivered())
 
             await eventually(listed, "the outcome undelivered")
+            assert calls == [job_id]  # the retry waited for the first call
             assert await waits.undelivered() == [
-                Undelivered(job_id, "TimeoutError", "did not return within 1 s", 2)
+                Undelivered(
+                    job_id,
+                    "TimeoutError",
+                    "did not return within 1 s (it runs on in its thread: delivered if it returns)",
+                    2,
+                )
             ]
             assert await waits.delivered() == 0
+            assert await waits.redeliver() == [job_id]
+            await eventually(lambda: queue.count("incomplete"), "the redelivery queued")
         finally:
-            release.set()  # before the worker stops: it waits for its threads
-    assert calls == [job_id, job_id]
+            release.set()
+        await eventually(lambda: delivered_once(waits, 1), "the late call delivered")
+        assert await waits.undelivered() == []
+    assert calls == [job_id]
+
+
+async def test_plain_outcome_calls_that_never_return_hold_no_other_call_nor_the_stop(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """Two outcomes whose plain function hangs, with three tries each: one call each (the
+    retries wait for it), listed undelivered; a third outcome meanwhile is delivered at once.
+    The worker stops while the two calls still run (neither its loop nor its stop waits for
+    them), and a call that returns after the stop changes nothing."""
+    hanging = [service.add_job(duration=0.5, final_status="FINISHED") for _ in range(2)]
+    quick = service.add_job(duration=0.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="hangs", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=3
+    )
+    release = threading.Event()
+    calls: list[str] = []
+    returned: list[str] = []
+
+    def hangs(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        calls.append(result["jobId"])
+        if result["jobId"] in hanging:
+            release.wait(60)
+        returned.append(result["jobId"])
+
+    async with worker_in_this_loop(waits, service, ("hangs", hangs)) as worker:
+        try:
+            assert all(await waits.submit([*hanging, quick]))
+
+            async def both_listed() -> bool:
+                return len(await waits.undelivered()) == 2
+
+            await eventually(both_listed, "the hanging outcomes undelivered", within=90)
+            assert [entry.job_id for entry in await waits.undelivered()] == sorted(hanging)
+            assert all(entry.attempts == 3 for entry in await waits.undelivered())
+            assert await waits.delivered() == 1  # the quick one
+            await worker.stop()
+            assert returned == [quick]  # the stop did not wait for the hanging calls
+        finally:
+            release.set()
+    assert sorted(calls) == sorted([*hanging, quick])
+
+
+async def test_a_cancelled_worker_stop_is_cancelled_and_closes_all(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A worker's shutdown cancelled while it waits for its own tasks to end: the
+    cancellation is raised, not swallowed, once the client is closed and the log filter gone."""
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome=None, policy=TEST_POLICY)
+    clients: list[JobsClient] = []
+
+    def client() -> JobsClient:
+        clients.append(JobsClient(service.api_key, base_url=service.base_url))
+        return clients[-1]
+
+    settings = waits.worker_settings(client=client)
+    ctx = Worker(**settings).context
+    try:
+        await settings["startup"](ctx)
+        closing = asyncio.create_task(settings["shutdown"](ctx))
+        await asyncio.sleep(0)  # it runs until it waits for its mending task to end
+        closing.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await closing
+    finally:
+        await queue.disconnect()
+    assert "closed" in repr(clients[0])
+    assert not logging.getLogger("saq").filters
 
 
 async def test_a_worker_logs_each_wait_once_and_no_bodies(

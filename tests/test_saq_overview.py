@@ -7,17 +7,22 @@ import asyncio
 import math
 import re
 import signal
+import uuid
 from typing import Any
 
 import pytest
 
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+from saq import Queue
 from support import cli_environment, run_jobpoll
 from test_saq import Fleet, eventually, fleet_of, service  # noqa: F401 - `service`: the fixture
 
-from jobpoll._saq_overview import place
-from jobpoll.saq import QueueOverview
+from jobpoll import JobResult
+from jobpoll._saq_links import Links
+from jobpoll._saq_outcomes import Outcomes
+from jobpoll._saq_overview import place, read_overview
+from jobpoll.saq import QueueOverview, result_to_json
 from jobpoll.testing import FakeJobsService, HttpError, Slow
 
 pytestmark = pytest.mark.timeout(120)
@@ -128,3 +133,22 @@ async def test_the_command_names_no_password_and_says_why_it_cannot_read() -> No
     ran = await run_jobpoll("queue", "http://user:s3cret-pw@example.com", "--queue", "q")
     assert (ran.returncode, ran.stdout) == (2, "")
     assert ran.stderr == "jobpoll queue: REDIS_URL must be a redis://, rediss:// or unix:// URL\n"
+
+
+async def test_an_outcome_with_no_on_outcome_is_counted_delivered(redis_url: str) -> None:
+    """With no `on_outcome`, an outcome is delivered once kept: the overview counts it
+    delivered, never undelivered, and `undelivered()` does not list it."""
+    queue = Queue.from_url(redis_url, name="o" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=POLL_TIMEOUT, outcome_ttl=60.0)
+    outcomes = Outcomes(links=links, function=None, retries=3, timeout=60.0)
+    job_id = "35f23c03-1c22-45fe-9484-3ffe769325de"
+    try:
+        assert await links.submit([job_id], None) == [True]
+        data = result_to_json(JobResult(job_id, None, None), polls=0)
+        assert await links.deliver(data, outcomes.job(data), 0, answered_at=None)
+        overview = await read_overview(links)
+        assert (overview.delivered, overview.undelivered, overview.live) == (1, 0, 0)
+        assert await outcomes.undelivered() == []
+        assert await outcomes.delivered() == 1
+    finally:
+        await queue.disconnect()

@@ -20,14 +20,15 @@ if not os.environ.get("CI"):
 from redis.asyncio import Redis
 from redis.exceptions import AuthenticationError
 from saq import Queue
+from saq_worker import make_waits
 from support import RedisServer
 from test_saq import WORKER, Fleet, eventually, fleet_of
 
-from jobpoll import QueueDataLost, QueueNotDurable, QueueUnavailable
+from jobpoll import JobResult, QueueDataLost, QueueNotDurable, QueueUnavailable
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY, Outage
 from jobpoll._saq_redis import Durability, RedisSettings, durability_refusal
 from jobpoll.saq import SaqWaits
-from jobpoll.testing import FakeJobsService
+from jobpoll.testing import FakeJobsService, VirtualClock
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -239,9 +240,45 @@ async def test_a_redis_that_lost_its_data_is_detected(
             assert await fleet.waits.submit([job_id]) == [True]
             result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
             assert result.ok
+            await eventually(
+                lambda: log.read_text().count("lost SAQ queue") >= 2,
+                "the worker's ERROR about the restart (at its next look, every mend_interval)",
+            )
     losses = [line for line in log.read_text().splitlines() if "lost SAQ queue" in line]
     assert len(losses) == 2  # one per loss: the flush, the restart
     assert all(line.startswith("ERROR:jobpoll:") for line in losses)
+
+
+async def test_a_wait_submitted_after_a_loss_is_waited_for(service: FakeJobsService) -> None:
+    """Redis flushed after two processes saw the queue, then a third submits a job: a
+    `result()` of that job in the first process (which saw the queue before the loss) returns
+    its outcome; `results()` in the second raises `QueueDataLost` for the job whose wait the
+    loss took, naming it, not the other."""
+    before = service.add_job(duration=math.inf)
+    after = service.add_job(duration=0.5, final_status="FINISHED")
+    with redis_with(*AOF) as server:
+        async with fleet_of(server.url, service, 1) as fleet:
+            others = [make_waits(server.url, fleet.queue_name, 30.0) for _ in range(2)]
+            try:
+                first, second, third = fleet.waits, *others
+                assert await first.submit([before]) == [True]
+                assert await second.submit([before]) == [False]  # it has seen the queue
+                await fleet.redis.flushdb()
+                assert await third.submit([after]) == [True]
+                result = await asyncio.wait_for(first.result(after), 60)
+                assert result.ok
+                with pytest.raises(QueueDataLost) as lost:
+                    await asyncio.wait_for(_all_results(second, [after, before]), 60)
+            finally:
+                for waits in others:
+                    await waits.queue.disconnect()
+    assert repr(before) in str(lost.value)
+    assert repr(after) not in str(lost.value)
+    assert "while this call waited" not in str(lost.value)
+
+
+async def _all_results(waits: SaqWaits, job_ids: list[str]) -> list[JobResult]:
+    return [result async for result in waits.results(job_ids)]
 
 
 async def _subscribed(redis: Redis) -> bool:
@@ -299,9 +336,12 @@ async def test_a_worker_is_quiet_while_redis_is_away(
             with pytest.raises(QueueUnavailable) as caught:
                 await fleet.waits.submit(["35f23c03-1c22-45fe-9484-3ffe769325de"])
             assert caught.value.transient
-            # Seconds of outage in which each tick of SAQ's upkeep (1 s) used to log a
-            # traceback; a slower machine only makes fewer ticks.
-            await asyncio.sleep(3)
+            # Ticks of SAQ's upkeep in the outage, each of which used to log a traceback.
+            ticks = fleet.ticks(0)
+            seen = ticks.stat().st_size
+            await eventually(
+                lambda: ticks.stat().st_size >= seen + 3, "three upkeep ticks in the outage"
+            )
             if how == "stopped":
                 await asyncio.to_thread(server.start)
             else:
@@ -337,3 +377,16 @@ async def test_an_outage_backs_off() -> None:
     assert outage.began is None
     await outage.turn()
     assert len(waited) == 7  # no wait once reachable
+
+
+async def test_an_outage_backs_off_per_try_however_many_slots_fail_in_it() -> None:
+    """Ten slots (SAQ's default concurrency) failing together in each try count as one
+    failure: the tries come 0.2 s after the first, doubling, not 5 s at once."""
+    clock = VirtualClock()
+    outage = Outage("q", clock=clock, sleep=clock.sleep)
+    error = ConnectionError("refused")
+    for _ in range(8):
+        await outage.turn()
+        for _slot in range(10):
+            outage.failed(error)
+    assert clock.sleeps == pytest.approx([0.2, 0.4, 0.8, 1.6, 3.2, LAST_RETRY, LAST_RETRY])
