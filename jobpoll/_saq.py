@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-import random
 from collections.abc import AsyncGenerator, Awaitable, Callable, Iterable
 from typing import Any
 from uuid import UUID
@@ -35,8 +35,9 @@ from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
-from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard, outage_of
-from jobpoll._saq_rescue import Rescue
+from jobpoll._saq_redis import DURABILITIES, Durability, RedisGuard
+from jobpoll._saq_rescue import Rescue, mend_forever
+from jobpoll._saq_results import outcomes_of
 from jobpoll._tasks import stop
 
 logger = logging.getLogger("jobpoll")
@@ -177,33 +178,9 @@ class SaqWaits:
                 the wait on one of these jobs with it (not submitted again since).
         """
         pending = {check_job_id(job_id) for job_id in job_ids}
-        with self._guard.mapped():
-            since = await self._guard.since()
-            async with self._links.redis.pubsub() as pubsub:
-                await pubsub.subscribe(self._links.channel)
-                # At first, and now and then: all of them (a message may have been missed),
-                # and whether Redis still has the waits.
-                looking_at: list[str] | None = None
-                while pending:
-                    if looking_at is None:
-                        records = {job_id: self._links.wait_key(job_id) for job_id in pending}
-                        since = await self._guard.gone(since, records)
-                        looking_at = sorted(pending)
-                    ended, held = await self._links.stored(looking_at)
-                    for job_id, result in ended.items():
-                        pending.discard(job_id)
-                        yield result
-                    if held is not None:
-                        raise held
-                    if not pending:
-                        break
-                    message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=2.0)
-                    if message is None:
-                        looking_at = None
-                    else:
-                        data = message["data"]
-                        job_id = data.decode() if isinstance(data, bytes) else str(data)
-                        looking_at = [job_id] if job_id in pending else []
+        async with contextlib.aclosing(outcomes_of(self._links, self._guard, pending)) as each:
+            async for result in each:
+                yield result
 
     async def result(self, job_id: str | UUID) -> JobResult:
         """The outcome of one job, once it is over (from any process); bound the wait with
@@ -280,63 +257,54 @@ class SaqWaits:
             worker_options: any other `saq.Worker` option (`concurrency`, `timers`, ...).
         """
 
-        async def open_client(ctx: dict[str, Any]) -> None:
-            with self._guard.mapped():  # a Redis that would lose the waits runs none
-                await self._guard.ready()
-            made = client()
-            if not isinstance(made, JobsClient):
-                raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
-            self._client = made
-            self._outcomes.redactor = redactor_of(made)
-            self._outcomes.start(threads=ctx["worker"].concurrency)  # a call per slot at most
-            logging.getLogger("saq").addFilter(self._saq_lines)
-            await self._rescue.renew()  # before any link begins
-            self._upkeep = [
-                asyncio.create_task(self._mend_forever()),
-                asyncio.create_task(self._rescue.forever()),
-            ]
-            if startup is not None:
-                await startup(ctx)
-
-        async def close_client(ctx: dict[str, Any]) -> None:
-            try:
-                if shutdown is not None:
-                    await shutdown(ctx)
-            finally:
-                tasks = [*self._outcomes.close(), *self._upkeep]
-                self._upkeep = []
-                try:  # a cancellation of this shutdown is raised once all is closed
-                    await stop(tasks)
-                finally:
-                    if self._client is not None:
-                        await self._client.aclose()
-                        self._client = None
-                    logging.getLogger("saq").removeFilter(self._saq_lines)
-
         return {
             "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
             "functions": [(POLL_FUNCTION, self.poll), *self._outcomes.wrap(functions)],
-            "startup": open_client,
-            "shutdown": close_client,
+            "startup": functools.partial(self._open, client=client, startup=startup),
+            "shutdown": functools.partial(self._close, shutdown=shutdown),
             **worker_options,
         }
 
-    async def _mend_forever(self) -> None:
-        """One worker at a time (a lock in Redis) mends the queue; each looks whether Redis
-        lost the queue's data (logged at ERROR once)."""
-        lock = self._links.prefix + "mending"
-        while True:
-            await asyncio.sleep(self.mend_interval * (0.8 + 0.4 * random.random()))
+    async def _open(
+        self,
+        ctx: dict[str, Any],
+        *,
+        client: Callable[[], JobsClient],
+        startup: Callable[[dict[str, Any]], Awaitable[None]] | None,
+    ) -> None:
+        """A worker's startup: Redis checked, the client made, the upkeep started."""
+        with self._guard.mapped():  # a Redis that would lose the waits runs none
+            await self._guard.ready()
+        made = client()
+        if not isinstance(made, JobsClient):
+            raise TypeError(f"client() must make a JobsClient, got {type(made).__name__}")
+        self._client = made
+        self._outcomes.redactor = redactor_of(made)
+        self._outcomes.start(threads=ctx["worker"].concurrency)  # a call per slot at most
+        logging.getLogger("saq").addFilter(self._saq_lines)
+        await self._rescue.renew()  # before any link begins
+        mending = mend_forever(self._links, self._guard, self.mend, self.mend_interval)
+        self._upkeep = [asyncio.create_task(mending), asyncio.create_task(self._rescue.forever())]
+        if startup is not None:
+            await startup(ctx)
+
+    async def _close(
+        self, ctx: dict[str, Any], *, shutdown: Callable[[dict[str, Any]], Awaitable[None]] | None
+    ) -> None:
+        """A worker's shutdown: the user's hook, then all it started closed, even if cancelled."""
+        try:
+            if shutdown is not None:
+                await shutdown(ctx)
+        finally:
+            tasks = [*self._outcomes.close(), *self._upkeep]
+            self._upkeep = []
             try:
-                await self._guard.current_epoch()
-                held = await self._links.redis.set(
-                    lock, "1", nx=True, px=int(self.mend_interval * 800)
-                )
-                if held:
-                    await self.mend()
-            except Exception as exc:
-                if not outage_of(exc.__cause__ or exc):  # Redis away: logged as an outage
-                    logger.exception("mending the queue's waits failed")
+                await stop(tasks)
+            finally:
+                if self._client is not None:
+                    await self._client.aclose()
+                    self._client = None
+                logging.getLogger("saq").removeFilter(self._saq_lines)
 
     async def mend(self) -> int:
         """Enqueue again each wait's link that SAQ lost (missing from its queue since the last

@@ -30,7 +30,7 @@ import asyncio
 import logging
 import random
 import uuid
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 import attrs
@@ -38,7 +38,7 @@ from redis.asyncio.client import Pipeline
 from saq import Job as SaqJob
 
 from jobpoll._saq_links import ADVANCE, ENQUEUE, LINK_TTL, POLL_FUNCTION, Links
-from jobpoll._saq_redis import outage_of
+from jobpoll._saq_redis import RedisGuard, outage_of
 
 logger = logging.getLogger("jobpoll")
 
@@ -302,3 +302,21 @@ class Rescue:
             keys=[link.saq_id, queue.namespace("active")],
             client=pipe,
         )
+
+
+async def mend_forever(
+    links: Links, guard: RedisGuard, mend: Callable[[], Awaitable[int]], interval: float
+) -> None:
+    """Every `interval` seconds or so, one worker at a time (a lock in Redis) `mend`s the
+    queue; each looks whether Redis lost the queue's data (`RedisGuard`, logged at ERROR
+    once)."""
+    lock = links.prefix + "mending"
+    while True:
+        await asyncio.sleep(interval * (0.8 + 0.4 * random.random()))
+        try:
+            await guard.current_epoch()
+            if await links.redis.set(lock, "1", nx=True, px=int(interval * 800)):
+                await mend()
+        except Exception as exc:
+            if not outage_of(exc.__cause__ or exc):  # Redis away: logged as an outage
+                logger.exception("mending the queue's waits failed")
