@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import signal
 import socket
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
@@ -111,3 +112,15 @@ def redis_url() -> Iterator[str]:
     """
     with RedisServer("--appendonly", "yes") as server:
         yield server.url
+
+
+@pytest.fixture
+def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """The command's environment, with a key and a base URL, for `run()` in this process;
+    the log handler it installs is taken away after."""
+    monkeypatch.setenv("CDQ_API_KEY", "key")
+    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
+    yield
+    logger = logging.getLogger("jobpoll")
+    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
+        logger.removeHandler(handler)

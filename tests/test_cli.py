@@ -10,11 +10,10 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import re
 import signal
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -280,18 +279,6 @@ IN_PROCESS_USAGE_ERRORS = [
         id="key-not-a-header",
     ),
 ]
-
-
-@pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The command's environment, with a key and a base URL, for `run()` in this process;
-    the log handler it installs is taken away after."""
-    monkeypatch.setenv("CDQ_API_KEY", "key")
-    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
-    yield
-    logger = logging.getLogger("jobpoll")
-    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
-        logger.removeHandler(handler)
 
 
 @pytest.mark.parametrize(("arguments", "variables", "expected"), IN_PROCESS_USAGE_ERRORS)

@@ -12,14 +12,12 @@ from __future__ import annotations
 
 import asyncio
 import json
-import logging
 import os
 import random
 import signal
 import subprocess
 import sys
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -231,18 +229,6 @@ async def test_other_ids_than_the_files_are_refused(tmp_path: Path) -> None:
         " none, to go on with it (or remove it to start anew)\n"
     )
     assert state.read_bytes() == saved
-
-
-@pytest.fixture
-def in_process(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The command's environment, with a key and a base URL, for `run()` in this process;
-    the log handler it installs is taken away after."""
-    monkeypatch.setenv("CDQ_API_KEY", "key")
-    monkeypatch.setenv("CDQ_BASE_URL", "http://127.0.0.1:9/api")
-    yield
-    logger = logging.getLogger("jobpoll")
-    for handler in [h for h in logger.handlers if type(h).__module__ == "jobpoll._output"]:
-        logger.removeHandler(handler)
 
 
 def state_text(**fields: object) -> str:

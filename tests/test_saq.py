@@ -197,6 +197,21 @@ async def fleet_of(
         await fleet.stop()
 
 
+def mixed_jobs(
+    service: FakeJobsService, count: int, duration: Callable[[int], float]
+) -> dict[str, str]:
+    """`count` jobs of `duration(index)` seconds, a third of them FAILED, the rest FINISHED:
+    each id with the outcome its wait must end with ("ok", or the error's class name)."""
+    expected: dict[str, str] = {}
+    for index in range(count):
+        failed = index % 3 == 0
+        job_id = service.add_job(
+            duration=duration(index), final_status="FAILED" if failed else "FINISHED"
+        )
+        expected[job_id] = "JobFailedError" if failed else "ok"
+    return expected
+
+
 async def test_three_workers_one_killed_every_outcome_exactly_once(
     redis_url: str, service: FakeJobsService
 ) -> None:
@@ -391,13 +406,7 @@ async def test_every_outcome_once_under_a_rate_limit(
     (429 over it) that the workers are not told of: each outcome is delivered exactly once,
     and the shared rate learned the limit (cut at least once, to below twice the limit)."""
     service.rate_limit = RateLimit(30.0, burst=5.0)
-    expected: dict[str, str] = {}
-    for index in range(300):
-        duration = 1.0 + (index % 5) * 0.5
-        if index % 3:
-            expected[service.add_job(duration=duration, final_status="FINISHED")] = "ok"
-        else:
-            expected[service.add_job(duration=duration, final_status="FAILED")] = "JobFailedError"
+    expected = mixed_jobs(service, 300, lambda index: 1.0 + (index % 5) * 0.5)
     async with fleet_of(redis_url, service, 3) as fleet:
         assert all(await fleet.waits.submit(list(expected)))
         await eventually(lambda: _at_least(fleet, len(expected)), "every outcome", within=100)

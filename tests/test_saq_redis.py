@@ -22,7 +22,7 @@ from redis.exceptions import AuthenticationError
 from saq import Queue
 from saq_worker import make_waits
 from support import RedisServer
-from test_saq import WORKER, Fleet, eventually, fleet_of
+from test_saq import WORKER, Fleet, eventually, fleet_of, mixed_jobs
 
 from jobpoll import JobResult, QueueDataLost, QueueNotDurable, QueueUnavailable
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY, Outage
@@ -288,13 +288,7 @@ async def _subscribed(redis: Redis) -> bool:
 async def test_a_restart_with_aof_loses_nothing(service: FakeJobsService) -> None:
     """Redis restarted (AOF, `appendfsync everysec`) while 60 waits of mixed outcome run
     over two workers: every wait ends with its true outcome, each delivered once."""
-    expected: dict[str, str] = {}
-    for index in range(60):
-        duration = 2.0 + (index % 6) * 0.5
-        if index % 3:
-            expected[service.add_job(duration=duration, final_status="FINISHED")] = "ok"
-        else:
-            expected[service.add_job(duration=duration, final_status="FAILED")] = "JobFailedError"
+    expected = mixed_jobs(service, 60, lambda index: 2.0 + (index % 6) * 0.5)
     with redis_with(*AOF, "--appendfsync", "everysec") as server:
         async with fleet_of(server.url, service, 2, poll_timeout=6.0, concurrency=4) as fleet:
             assert all(await fleet.waits.submit(list(expected)))
