@@ -147,6 +147,11 @@ async def main() -> None:
         if job is not None and job.function == POLL_FUNCTION and isinstance(job.result, str):
             await queue.redis.hincrby(steps_key, job.result, 1)
 
+    async def announce_ready(ctx: dict[str, Any]) -> None:
+        # Ready once jobpoll's startup is done (Redis checked, lease taken): a test that then
+        # breaks Redis meets a running worker, not one still starting.
+        await queue.redis.rpush(f"test:{queue.name}:ready", arguments.name)
+
     def client() -> JobsClient:
         return JobsClient(
             arguments.api_key,
@@ -160,6 +165,7 @@ async def main() -> None:
         functions=[record_outcome, blocking_outcome, failing_outcome],
         id=arguments.name,
         concurrency=arguments.concurrency,
+        startup=announce_ready,
         before_process=note_poller,
         after_process=count_step,
         timers={"schedule": 1, "sweep": 1, "abort": 1, "worker_info": 5},
@@ -169,7 +175,6 @@ async def main() -> None:
     worker = Worker(**settings)
     await queue.connect()
     try:
-        await queue.redis.rpush(f"test:{queue.name}:ready", arguments.name)
         await worker.start()
     finally:
         await queue.disconnect()
