@@ -1206,7 +1206,8 @@ async def test_a_resumed_wait_rides_out_a_server_not_up_yet(
     clock.advance(3000)  # the worker was down for long
     policy = policy_of(clock, first_contact_grace=20.0)
     with refusing_url() as base_url:
-        async with JobsClient("k", base_url=base_url) as fresh:
+        # The client's rate on the virtual clock too: refused, it slows, in virtual seconds.
+        async with JobsClient("k", base_url=base_url, clock=clock, sleep=clock.sleep) as fresh:
             resumed = wait_for_job(fresh, job_id, policy=policy, resume=saved)
             start = clock.now
             with pytest.raises(TransportError):

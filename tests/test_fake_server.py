@@ -152,7 +152,10 @@ async def test_fault_rules(clock: VirtualClock) -> None:
         ]
         assert answers[1].retry_after == 3
         clock.advance(10.0)
-        async with JobsClient(service.api_key, base_url=service.base_url) as client:
+        base_url = service.base_url  # the client paces itself after the 429 in virtual time
+        async with JobsClient(
+            service.api_key, base_url=base_url, clock=clock, sleep=clock.sleep
+        ) as client:
             with pytest.raises(Exception, match="HTTP 429"):
                 await client.get_job("b")
             clock.advance(5.0)
