@@ -68,7 +68,7 @@ def _rows(overview: QueueOverview) -> list[tuple[str, Text, str]]:
         ("  due", plain(f"{overview.due:,}"), "their poll is due: waiting for a worker"),
         ("  scheduled", plain(f"{overview.scheduled:,}"), "their next poll is later"),
         ("  in flight", plain(f"{overview.in_flight:,}"), "a worker is polling them"),
-        ("  stuck", stuck, "their worker is gone; SAQ's sweep hands them on"),
+        ("  stuck", stuck, "their worker is gone; another worker takes them over"),
         ("  lost", lost, "in no SAQ queue; the workers' mending enqueues them again"),
         ("outcomes delivered", plain(f"{overview.delivered:,}"), "on_outcome returned"),
         ("  undelivered", undelivered, "on_outcome has not returned (yet)"),
