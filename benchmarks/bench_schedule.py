@@ -305,7 +305,7 @@ def print_verdicts(results: Sequence[Result]) -> bool:
 
 
 def markdown(results: Sequence[Result]) -> str:
-    """The tables the README quotes: jobpoll's curve and promise, then against backoff."""
+    """The tables docs/schedule.md quotes: jobpoll's curve and promise, then against backoff."""
     keys = (5, 10, 45, 120, 300)
     shown = " / ".join(f"{k:g}" for k in keys)
     lines = [

@@ -1,4 +1,4 @@
-"""Wait on CDQ jobs from a fleet of SAQ workers on Redis (see "Scale out" in README.md).
+"""Wait on CDQ jobs from a fleet of SAQ workers on Redis (see docs/guides/saq.md).
 
 saq saq_app.settings --workers 4     # workers: on as many hosts as you like
 python saq_app.py JOB_ID ...         # submit ids, then print each outcome as it comes

@@ -69,7 +69,7 @@ class JobsClient:
         max_body_size: bytes of a response body read at the most; a larger body is a
             `DecodeError`, never read whole into memory.
         max_rate: the most requests a second the client sends (a known quota); either way it
-            learns the rate the service accepts from its refusals (README: "Rate limits").
+            learns the rate the service accepts from its refusals (docs/rate-limits.md).
         clock, sleep: what the client's rate is kept with (real time, or `jobpoll_clock`'s).
 
     Raises:

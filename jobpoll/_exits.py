@@ -1,5 +1,5 @@
 """The exit statuses of the `jobpoll` command, each declared once with what it means (the
-help and the README's table are made or checked from here), and the failure that ends a
+help and the table of docs/guides/cli.md are made or checked from here), and the failure that ends a
 command with one."""
 
 from __future__ import annotations

@@ -52,7 +52,7 @@ class SaqWaits:
         settings = waits.worker_settings(client=make_client, functions=[job_ended])
 
     Build it alike in every process (same queue name, same `on_outcome`): they share only
-    Redis. The README's "Scale out" section tells how a wait moves.
+    Redis. The guide "Workers on SAQ" (docs/guides/saq.md) tells how a wait moves.
 
     Args:
         queue: a SAQ queue on Redis (`saq.Queue.from_url("redis://...")`, a `RedisQueue`).
@@ -80,7 +80,8 @@ class SaqWaits:
         durability: what Redis must show (read once, at a worker's start or the first
             `submit()`, else `QueueNotDurable`): "checked", no eviction and AOF or RDB on;
             "volatile-accepted", no eviction (a restart loses every wait); "declared", what
-            Redis does not let be read is as you declare (README: "What Redis must keep").
+            Redis does not let be read is as you declare (docs/guides/saq.md: "What Redis
+            must keep").
 
     Redis's own errors are raised as `QueueUnavailable`s.
     """

@@ -13,7 +13,7 @@ A thread cannot be stopped: a call that outlives `outcome_timeout` runs on. So:
 - **One call per job id.** SAQ retries an outcome job whose call timed out. While that call
   still runs in this worker, the retry waits for it instead of calling the function again, and
   its end is kept by its own task (`task`), not by the SAQ job that started it: a call that
-  returns late is delivered. Another worker does not know of it (see the README).
+  returns late is delivered. Another worker does not know of it (see docs/guides/saq.md).
 """
 
 from __future__ import annotations

@@ -1,8 +1,8 @@
 """Scale waits out over worker processes with SAQ, an asyncio job queue on Redis.
 
 Needs the `saq` extra (`pip install 'jobpoll[saq]'`); `import jobpoll` never imports it.
-Without it, importing this module is a `ModuleNotFoundError` that says so. See the README's
-"Scale out" section.
+Without it, importing this module is a `ModuleNotFoundError` that says so. See the guide
+"Workers on SAQ" (docs/guides/saq.md).
 """
 
 from __future__ import annotations

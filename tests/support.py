@@ -325,3 +325,41 @@ def _answers_ping(port: int) -> bool:
             return connection.recv(16).startswith((b"+PONG", b"-NOAUTH"))  # up, or locked
     except OSError:
         return False
+
+
+# The docs' snippets ---------------------------------------------------------------------------
+
+ROOT = Path(__file__).parent.parent
+#: The pages whose Python snippets the tests run: the README and every page of the docs site.
+PAGES = (ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md")))
+#: A Python block and the comment before it that says how the tests run it.
+_SNIPPET = re.compile(r"^<!-- snippet: (.*?) -->\n```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
+
+
+@attrs.frozen
+class Snippet:
+    """A page's Python block, and how the tests run it: `script` (as a program, against the
+    fake service), `compile` (only compiled: the page's comment says why), or the test that
+    runs it as written (`tests/test_x.py::test_name`)."""
+
+    page: Path
+    how: str
+    code: str
+
+    @property
+    def name(self) -> str:
+        return f"{self.page.relative_to(ROOT)}: {self.how.split(' ', 1)[0]}"
+
+
+def snippets() -> list[Snippet]:
+    return [
+        Snippet(page, how, code)
+        for page in PAGES
+        for how, code in _SNIPPET.findall(page.read_text())
+    ]
+
+
+def snippet_run_by(test: str) -> Snippet:
+    """The one snippet the page marks as run by `test` (`tests/test_x.py::test_name`)."""
+    (found,) = [s for s in snippets() if s.how.split(" ", 1)[0] == test]
+    return found

@@ -406,7 +406,8 @@ async def test_no_live_view_on_stderr_into_a_pipe() -> None:
 
 
 async def test_completion_script() -> None:
-    """`_JOBPOLL_COMPLETE=bash_source jobpoll` prints the bash completion the README shows."""
+    """`_JOBPOLL_COMPLETE=bash_source jobpoll` prints the bash completion that
+    docs/guides/cli.md shows."""
     ran = await run_jobpoll(env=cli_environment(_JOBPOLL_COMPLETE="bash_source"))
     assert ran.returncode == 0
     assert "complete " in ran.stdout

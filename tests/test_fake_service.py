@@ -235,7 +235,7 @@ def test_serves_from_the_command_line() -> None:
 
 
 def test_demo_runs() -> None:
-    """The README's demo follows a job to its end, shows a failed and a missing job, then
+    """The quickstart's demo follows a job to its end, shows a failed and a missing job, then
     waits on a thousand at once."""
     result = subprocess.run(
         [sys.executable, str(ROOT / "examples" / "demo.py"), "--seconds", "0.6"],

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import math
+import re
 import subprocess
 import sys
 import uuid
 from collections import Counter
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -30,7 +32,7 @@ from opentelemetry.sdk.metrics.export import (
 from jobpoll import JobsClient, JobStatus, PollPolicy, wait_for_job, wait_for_jobs
 from jobpoll.testing import FakeJobsService, HttpError, VirtualClock
 
-#: Every instrument jobpoll has, as the README's "Metrics" lists them.
+#: Every instrument jobpoll has, as docs/metrics.md lists them (`test_the_page_lists_them`).
 NAMES = {
     "jobpoll.polls",
     "jobpoll.polls.throttled",
@@ -95,6 +97,12 @@ def check_one_wait_with_one_throttle(points: Points) -> None:
     finished = (("jobpoll.job.status", "FINISHED"),)
     assert points["jobpoll.waits.ended"] == Counter({finished: 1})
     assert points["jobpoll.wait.duration"] == Counter({finished: 1})
+
+
+def test_the_page_lists_them() -> None:
+    """docs/metrics.md's table names every instrument, and no other."""
+    page = (Path(__file__).parent.parent / "docs" / "metrics.md").read_text()
+    assert set(re.findall(r"^\| `(jobpoll\.[a-z._]+)` \|", page, re.M)) == NAMES
 
 
 async def test_a_lone_wait_records_polls_throttles_and_its_end(

@@ -461,14 +461,14 @@ def test_time_left_at_the_pace_the_schedule_measured() -> None:
 
 
 def worked_example(text: str) -> list[list[str]]:
-    """The rows of the worked example's table in `text` (a docstring or the README)."""
+    """The rows of the worked example's table in `text` (a docstring or a docs page)."""
     rows = re.findall(r"^\s*\|\s*([\d.]+)\s*\|\s*(\d+)[^|]*\|\s*([\d.]*)\s*\|$", text, re.M)
     return [list(row) for row in rows]
 
 
 def test_the_worked_example_is_what_the_schedule_does() -> None:
     """The worked example of `PollPolicy`'s docstring is what the schedule decides for a
-    steady job of 10 minutes, and the README shows the same table."""
+    steady job of 10 minutes, and docs/schedule.md shows the same table and formula."""
     assert PollPolicy.__doc__ is not None
     stated = worked_example(PollPolicy.__doc__)
     pace, now, done = PollPolicy(jitter=0).pace(), 0.0, []
@@ -482,5 +482,8 @@ def test_the_worked_example_is_what_the_schedule_does() -> None:
         if row[2] != "":
             row[2] = f"{row[2]:g}" if float(row[2]).is_integer() else f"{row[2]:.1f}"
     assert stated == done
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    assert worked_example(readme) == stated
+    page = (Path(__file__).parent.parent / "docs" / "schedule.md").read_text()
+    assert worked_example(page) == stated
+    (formula,) = re.findall(r"^```text\n(.*?)```", page, re.M | re.S)
+    for line in formula.splitlines():
+        assert line in PollPolicy.__doc__  # the page's formula is the docstring's

@@ -12,9 +12,9 @@ import math
 import os
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
+from support import snippet_run_by
 
 from jobpoll import API_KEY_ENV, BASE_URL_ENV, JobsClient, wait_for_job
 from jobpoll.testing import FakeJobsService, RateLimit, VirtualClock
@@ -241,15 +241,13 @@ def test_jobpoll_client_is_closed_after(user: pytest.Pytester) -> None:
     user.runpytest_subprocess().assert_outcomes(passed=2)
 
 
-def test_readme_example(user: pytest.Pytester) -> None:
-    """The README's test of one's own code with the plugin passes as written, in a project
-    configured as the README says (auto mode)."""
-    readme = (Path(__file__).parent.parent / "README.md").read_text()
-    section = readme.split("## Test your code against the fake service", 1)[1]
-    blocks = [block.split("```", 1)[0] for block in section.split("```python\n")[1:]]
-    (block,) = [block for block in blocks if "jobpoll_env" in block]
+def test_guide_example(user: pytest.Pytester) -> None:
+    """The testing guide's test of one's own code with the plugin passes as written, in a
+    project configured as the guide says (auto mode)."""
+    block = snippet_run_by("tests/test_pytest_plugin.py::test_guide_example").code
+    assert "jobpoll_env" in block
     set_mode(user, "auto")
-    user.makepyfile(test_readme_example=block)
+    user.makepyfile(test_guide_example=block)
     user.runpytest_subprocess().assert_outcomes(passed=1)
 
 

@@ -415,7 +415,7 @@ async def test_a_loopback_host_exempt_in_no_proxy_is_reached_directly(
     proxy: tuple[str, list[dict[str, str]]],
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """Exempted in `NO_PROXY`, the loopback host is polled directly, as the README says."""
+    """Exempted in `NO_PROXY`, the loopback host is polled directly, as docs/decisions.md says."""
     proxy_url, seen = proxy
     monkeypatch.setenv("HTTP_PROXY", proxy_url)
     monkeypatch.setenv("NO_PROXY", "127.0.0.1")

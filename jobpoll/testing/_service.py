@@ -71,7 +71,7 @@ class FakeJobsService:
     server on a loopback port answering `GET {base_url}/bankaccounts/jobs?jobId=...` as the
     real service does, quirks included (error bodies that say 400 whatever the status,
     optionally progress as a string). A test scripts jobs and faults, then reads back what was
-    requested (the README's "Test your code against the fake service" has an example).
+    requested (docs/guides/testing.md has an example).
 
     Args:
         api_key: the key it accepts in `X-API-KEY`; a random one when None.
