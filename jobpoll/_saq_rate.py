@@ -292,7 +292,10 @@ class FleetRate:
         taken = int(reply[11])
         if taken < 0:
             return None
-        return Turn(float(_text(reply[10])) - now, taken == 1, cuts, taken == 2)
+        at = float(_text(reply[10]))
+        if taken == 0:  # the last place in line now, for the next (`line_spacing`)
+            self.later = max(self.later, at)
+        return Turn(at - now, taken == 1, cuts, taken == 2)
 
     def refused(self, error: JobPollError, sent_in: int) -> Cut | None:
         """A throttling error answered a poll sent in cut `sent_in` (the mirror fresh from
