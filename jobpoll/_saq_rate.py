@@ -140,9 +140,11 @@ return reply
 
 #: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
-#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The turns taken before the
-#: cut are still taken (their polls are on their way): the next is one spacing after them,
-#: or after the cut (as one client's would be: the service's bucket is empty).
+#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The next turn is one
+#: spacing after the cut, as one client's next request is (`RateControl.cut`: the service's
+#: bucket is empty). The turns taken for after it are given back: their polls, asleep, take
+#: new ones (`Link.run`), and a fleet that kept them would send nothing until they passed
+#: (up to `HORIZON` at each cut).
 CUT = """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
@@ -151,9 +153,8 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-local last = math.max(tonumber(redis.call('HGET', KEYS[1], 'last')) or 0, tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
-  'last', string.format('%.6f', last), 'cuts', tonumber(ARGV[1]) + 1)
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'last', ARGV[4],
+  'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
 redis.call('DEL', KEYS[2])

@@ -272,3 +272,23 @@ async def test_places_in_line_follow_the_rate_as_it_grows(redis_url: str) -> Non
         assert second - first == pytest.approx(1 / rate_at(first), abs=1e-4)
         assert third - second == pytest.approx(1 / rate_at(second), abs=1e-4)
         assert 2.0 < rate_at(first) < rate_at(second)
+
+
+async def test_a_cut_gives_back_the_turns_taken_for_after_it(redis_url: str) -> None:
+    """Turns taken ahead at the old rate belong to polls asleep, which take new ones once they
+    see the cut: the next turn after a cut is one spacing at the new rate after the cut, as
+    one client's next request is, not after the turns given back (the fleet would send
+    nothing until they passed)."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        await shared.accepted_every(0.1, 10)  # ten a second, just now
+        assert await shared.refused(a, RateLimited(429), 0)
+        assert b.spacing() == 0.0  # b has not read the cut yet
+        ahead = [await shared.turn(b) for _ in range(6)]
+        assert all(turn.taken and turn.sent_in == 1 for turn in ahead)
+        assert ahead[-1].delay > 5 * b.spacing() - 0.05  # about half a second ahead
+        assert await shared.refused(a, RateLimited(429), 1)  # nothing accepted since: halved
+        turn = await shared.turn(b)
+        assert turn.sent_in == 2
+        assert b.spacing() == pytest.approx(2 / (BETA * 10.0), rel=0.01)
+        assert turn.delay == pytest.approx(b.spacing(), abs=0.05)
