@@ -17,8 +17,8 @@ first on their PYTHONPATH: the working tree ("new"), and the library at `--basel
 behaviour, default ec819c0), extracted with `git archive`. A baseline run is cut after
 `--baseline-cap` seconds and its figures are over the run so far, marked "cut".
 
-Cases (`--case` takes names or patterns, e.g. `'fanout-*'`, or `fanout-L-bB` / `lone-L-bB`
-for any limit and burst; `--list` prints them):
+Cases (`--case` takes names or patterns, e.g. `'fanout-*'`, or `fanout-L-bB` / `lone-L-bB` /
+`saq-L-bB` for any limit and burst; `--list` prints them):
 
 - `fanout-L-bB` / `lone-L-bB`: `wait_for_jobs` over the ids on one `JobsClient`, or a
   `wait_for_job` task per id on one client; limits 5, 50 and 500 a second, bursts 1 and 20;
@@ -27,7 +27,7 @@ for any limit and burst; `--list` prints them):
   60 s; after each change the accepted rate must be back to 0.9 of the new limit within 10 s.
 - `two`: two fan-outs in two processes on one limit (50 a second), not coordinated.
 - `saq`: three `jobpoll.saq` workers on one Redis and one limit (50 a second); each outcome
-  is counted in a plain file.
+  is counted in a plain file. `saq-L-bB`: the same under any limit and burst.
 
 Targets (for the new code; the baseline's figures are printed beside them): accepted rate at
 least 0.9 of the limit over the window (0.85 together for `two` and `saq`, and for `two`
@@ -535,8 +535,8 @@ def baseline_tree(revision: str) -> Iterator[Path]:
 
 
 def chosen(options: argparse.Namespace) -> list[Case]:
-    """The cases asked for: by name or pattern, or named `fanout-L-bB` / `lone-L-bB` for any
-    limit L and burst B."""
+    """The cases asked for: by name or pattern, or named `fanout-L-bB` / `lone-L-bB` /
+    `saq-L-bB` for any limit L and burst B."""
     cases = quick_cases(options.jobs) if options.quick else matrix(options.jobs)
     if not options.case:
         return cases
@@ -544,7 +544,7 @@ def chosen(options: argparse.Namespace) -> list[Case]:
     picked = []
     for pattern in options.case:
         found = [case for case in known if fnmatch.fnmatchcase(case.name, pattern)]
-        made = re.fullmatch(r"(fanout|lone)-([0-9.]+)-b([0-9.]+)", pattern)
+        made = re.fullmatch(r"(fanout|lone|saq)-([0-9.]+)-b([0-9.]+)", pattern)
         if not found and made:
             kind, rate, burst = made[1], float(made[2]), float(made[3])
             found = [Case(pattern, kind, rate, burst, options.jobs or max(1000, int(20 * rate)))]

@@ -352,7 +352,7 @@ class Links:
         for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
             spacing = repr(rate.spacing())
             args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON)]
-            args += [cuts, runner]
+            args += [cuts, runner, repr(rate.line_spacing())]
             reply = await self._begin(keys=keys, args=args)
             if reply is None:
                 return None

@@ -20,11 +20,15 @@ spacing (one over the rate now) the worker computed from its mirror (asked again
 mirror missed a cut, or a wipe), it takes the next turn, `max(now, last + spacing)` (as
 `RateControl.delay` spaces one client's requests), if it comes within `HORIZON`, which the
 worker sleeps; else it takes the next place in line, one spacing after the last place given
-(at most `longest` away), and the link is handed over unpolled to run then: no worker sits
-holding a SAQ job for long, and a rate that grows or is cut meanwhile applies when it runs.
-The script's reply brings the mirror up to date. A refusal of a poll sent since the last cut
-reads the state afresh, cuts it by `RateControl.throttled` and writes it back if no worker
-cut it meanwhile (`cuts` unchanged).
+(at most `longest` away), at the rate the rules give the end of the line (`line_spacing`),
+and the link is handed over unpolled to run then: no worker sits holding a SAQ job for long,
+and a rate that grows or is cut meanwhile applies when it runs. The script's reply brings
+the mirror up to date, unless Redis ran it before a reply the mirror took already (a
+worker's links run their scripts side by side), and counts each accepted answer once, by its
+place in `answered` (`FleetRate.mirror`). A refusal of a poll sent since the last cut reads
+the state afresh, cuts it by `RateControl.throttled` (a first cut with too little measured
+goes by the fleet's answers since `started`, as one client's by its own) and writes it back
+if no worker cut it meanwhile (`cuts` unchanged).
 """
 
 from __future__ import annotations
@@ -67,7 +71,7 @@ local function shared(r, seen, always)
   local now = at(redis.call('TIME'))
   local state = redis.call(
     'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'last', 'later',
-    'answered')
+    'answered', 'started')
   local total = tonumber(state[8]) or 0
   local answers = {}
   if always or state[1] then
@@ -78,7 +82,7 @@ local function shared(r, seen, always)
     total = seen
   end
   return now, state, {text(now), state[1] or '', state[2] or '', state[3] or '',
-    state[4] or '0', state[5] or '', tostring(total), answers}
+    state[4] or '0', state[5] or '', tostring(total), state[7] or '', state[9] or '', answers}
 end
 """.replace("KEPT", str(KEPT))
 )
@@ -88,7 +92,8 @@ READ = _READ + "local _, _, reply = shared(1, tonumber(ARGV[1]), true) return re
 
 #: Takes a turn, after a check that returns early: KEYS[2:3] = [rate, answers], ARGV[2:6] =
 #: [spacing, seen, the longest a place in line may be away, horizon, the cuts the spacing was
-#: computed after ('': any)]. A spacing computed after other cuts takes nothing (-1).
+#: computed after ('': any)], ARGV[8] = the spacing of the places in line. A spacing computed
+#: after other cuts takes nothing (-1).
 TURN = (
     _READ
     + """
@@ -100,7 +105,7 @@ if ARGV[6] ~= '' and ARGV[6] ~= (state[4] or '0') then
 end
 local spacing = tonumber(ARGV[2])
 if spacing == 0 and not state[1] then
-  local started = tonumber(redis.call('HGET', KEYS[2], 'started') or '')
+  local started = tonumber(state[9] or '')
   if not started then
     started = now
     redis.call('HSET', KEYS[2], 'started', text(now))
@@ -121,7 +126,7 @@ if turn - now <= tonumber(ARGV[5]) then
   if spacing > 0 then redis.call('HSET', KEYS[2], 'last', text(turn)) end
 else
   taken = 0
-  local place = math.max(turn, (tonumber(state[7]) or -math.huge) + spacing)
+  local place = math.max(turn, (tonumber(state[7]) or -math.huge) + tonumber(ARGV[8]))
   turn = math.min(place, now + tonumber(ARGV[4]))
   redis.call('HSET', KEYS[2], 'later', text(turn))
 end
@@ -135,9 +140,11 @@ return reply
 
 #: Cuts the shared rate unless another cut came since the refused poll was sent, and holds
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
-#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The turns taken before the
-#: cut are still taken (their polls are on their way): the next is one spacing after them,
-#: or after the cut (as one client's would be: the service's bucket is empty).
+#: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The next turn is one
+#: spacing after the cut, as one client's next request is (`RateControl.cut`: the service's
+#: bucket is empty). The turns taken for after it are given back: their polls, asleep, take
+#: new ones (`Link.run`), and a fleet that kept them would send nothing until they passed
+#: (up to `HORIZON` at each cut).
 CUT = """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
@@ -146,9 +153,8 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-local last = math.max(tonumber(redis.call('HGET', KEYS[1], 'last')) or 0, tonumber(ARGV[4]))
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
-  'last', string.format('%.6f', last), 'cuts', tonumber(ARGV[1]) + 1)
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'last', ARGV[4],
+  'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
 redis.call('DEL', KEYS[2])
@@ -211,46 +217,86 @@ class FleetRate:
         # refused: it cuts on every refusal (`RateControl.weigh` needs them all).
         self.control = RateControl(max_rate, tells_noise=False)
         self.clock = clock
-        self.seen = 0  # the accepted answers counted when the mirror last looked
-        self.redis_at = 0.0  # Redis's clock at the last answer...
+        self.seen = 0  # the fleet's accepted answers counted in the mirror
+        self.redis_at = -math.inf  # Redis's clock at the newest reply taken...
         self.local_at = clock()  # ...and the worker's then
+        self.later = -math.inf  # the last place given in the fleet's line, as last read
 
     def now(self) -> float:
-        """The time on Redis's clock."""
-        return self.redis_at + (self.clock() - self.local_at)
+        """The time on Redis's clock (0 before any reply)."""
+        return max(self.redis_at, 0.0) + (self.clock() - self.local_at)
 
-    def spacing(self) -> float:
-        """The seconds between two turns at the rate the mirror says now (0: no rate)."""
-        rate = self.control.rate_at(self.now())
+    def spacing(self, at: float | None = None) -> float:
+        """The seconds between two turns at the rate the mirror says now, or `at` then as
+        the rules would grow it (0: no rate)."""
+        rate = self.control.rate_at(self.now() if at is None else at)
         return 0.0 if rate == math.inf else 1.0 / rate
 
-    def mirror(self, reply: Sequence[Any]) -> float:
+    def line_spacing(self) -> float:
+        """The seconds between two places in the fleet's line: the spacing at the end of the
+        line, where the next place goes. Places spaced at the rate now would hold the fleet
+        at today's rate for as long as the line is (its links come back one spacing apart,
+        however the rate has grown): a line of a thousand at a rate just cut to one a second
+        would take minutes, where the rate doubles each second. A cut meanwhile brings links
+        back early; they take a place again, at the rate then."""
+        return self.spacing(max(self.later, self.now()))
+
+    def mirror(self, reply: Sequence[Any]) -> tuple[float, int]:
         """Bring the mirror up to date with a reply of `READ` (the start of one of `TURN`);
-        Redis's time then. A state that does not read as one is no state (no rate held)."""
-        now, rate, peak, cut_at, cuts, hold, total, answers = (
-            *(_text(field) for field in reply[:7]),
-            reply[7],
+        Redis's time then, and the cuts the shared state had. A state that does not read as
+        one is no state (no rate held).
+
+        A worker's links run their scripts side by side, so their replies come back in any
+        order: one that Redis ran before the newest taken (on Redis's clock) changes nothing
+        (its state is older, its answers counted). An accepted answer is counted once, by its
+        place in the fleet's count (`answered`): of the newest answers a reply brings, those
+        past `seen`. Counted twice, answers would measure the fleet's accepted rate as many
+        times what it is, and a cut would set the rate far above the limit."""
+        now, rate, peak, cut_at, cuts, hold, total, later, started, answers = (
+            *(_text(field) for field in reply[:9]),
+            reply[9],
         )
-        self.redis_at, self.local_at = float(now), self.clock()
+        at = float(now)
         state, count = _state_of(rate, peak, cut_at, cuts)
+        if at < self.redis_at:
+            return at, count
+        self.redis_at, self.local_at = at, self.clock()
+        self.later = _number(later) or -math.inf
         hold_until = _number(hold)
-        self.control.adopt(
+        control = self.control
+        control.adopt(
             state,
             count,
             -math.inf if hold_until is None else hold_until,
-            [float(at) for at in reversed(answers)],
+            [float(at) for at in reversed(self.fresh(int(total), answers))],
         )
-        self.seen = int(total)
-        return self.redis_at
+        # What a first cut with too little measured goes by: the fleet's accepted answers
+        # since its first poll, as one client's own (`RateControl.cut`).
+        control.accepted, control.started_at = self.seen, _number(started)
+        return at, count
+
+    def fresh(self, total: int, answers: Sequence[Any]) -> Sequence[Any]:
+        """Of the newest answers (newest first) of a reply that counts `total`, those the
+        mirror has not counted yet. A count below `seen` with answers is Redis's count
+        started anew (its data lost): they are all new; without any (no rate held yet: none
+        are read) it is no count."""
+        if total < self.seen and not answers:
+            return answers
+        new = answers if total < self.seen else answers[: total - self.seen]
+        self.seen = total
+        return new
 
     def turn(self, reply: Sequence[Any]) -> Turn | None:
         """The turn a reply of `TURN` gave; None: none, the spacing was computed after other
         cuts than Redis's (ask again, with the spacing of the mirror now up to date)."""
-        now = self.mirror(reply)
-        taken = int(reply[9])
+        now, cuts = self.mirror(reply)
+        taken = int(reply[11])
         if taken < 0:
             return None
-        return Turn(float(_text(reply[8])) - now, taken == 1, self.control.cuts, taken == 2)
+        at = float(_text(reply[10]))
+        if taken == 0:  # the last place in line now, for the next (`line_spacing`)
+            self.later = max(self.later, at)
+        return Turn(at - now, taken == 1, cuts, taken == 2)
 
     def refused(self, error: JobPollError, sent_in: int) -> Cut | None:
         """A throttling error answered a poll sent in cut `sent_in` (the mirror fresh from

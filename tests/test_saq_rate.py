@@ -21,7 +21,14 @@ from jobpoll import RateLimited, ServiceUnavailable
 from jobpoll._gate import INITIAL_WINDOW
 from jobpoll._rate import BACKOFF, BETA, MAX_HOLD
 from jobpoll._saq_links import Links
-from jobpoll._saq_rate import HORIZON, SLOW_START_SECONDS, SLOW_START_WAIT, FleetRate, Turn
+from jobpoll._saq_rate import (
+    HORIZON,
+    READ,
+    SLOW_START_SECONDS,
+    SLOW_START_WAIT,
+    FleetRate,
+    Turn,
+)
 from jobpoll._state import RateState
 
 pytestmark = pytest.mark.timeout(60)
@@ -196,3 +203,92 @@ async def test_the_ceiling_holds_across_workers(redis_url: str) -> None:
             assert state["later"] - start == pytest.approx(20.0 * index, abs=1e-5)
             assert turn.delay <= 20.0 * index
         assert "rate" not in await shared.shared()  # a ceiling, not a rate learned
+
+
+async def test_replies_out_of_order_count_each_answer_once(redis_url: str) -> None:
+    """A worker's links run their scripts side by side: two replies read with the same answers
+    counted, or one that Redis ran before the newest the mirror took, come back in any order.
+    Each accepted answer counts once (else the fleet's rate is measured as many times what it
+    was, and a cut sets it far above the limit), and an older reply takes nothing back."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        read = shared.redis.register_script(READ)
+        keys = [shared.key, shared.links.prefix + "answers"]
+        assert await shared.refused(a, RateLimited(429), 0)  # a rate is held: answers read
+        older = await read(keys=keys, args=[a.seen])
+        await shared.accepted_every(0.1, 10)  # ten a second, just now
+        first, second = [await read(keys=keys, args=[a.seen]) for _ in range(2)]
+        a.mirror(second)
+        a.mirror(first)
+        a.mirror(older)
+        assert len(a.control.answers) == 10
+        assert a.control.measured(a.now()) == pytest.approx(10.0)
+        await shared.links.read_rate(b)
+        assert await shared.refused(b, RateLimited(429), 1)  # b cuts: a's replies are older
+        cut = await shared.shared()
+        assert cut["peak"] == pytest.approx(10.0)
+        assert a.mirror(await read(keys=keys, args=[a.seen]))[1] == 2
+        a.mirror(first)  # ran before the cut
+        assert (a.control.cuts, a.control.state) == (2, b.control.state)
+
+
+async def test_a_fleets_first_cut_goes_by_its_answers_since_its_first_poll(
+    redis_url: str,
+) -> None:
+    """A first refusal with too little measured (thirty answers at once) sets the rate to the
+    fleet's accepted answers over the time since its first poll, as one client's own do, not
+    to one a second: a thousand links in line at one a second would take minutes."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert (await shared.turn(b)).taken  # the fleet's first poll
+        await shared.redis.hset(shared.key, "started", repr(b.now() - 10.0))
+        await shared.accepted_every(0.01, 30)
+        assert await shared.refused(a, RateLimited(429), 0)
+        state = await shared.shared()
+        assert "peak" not in state
+        assert state["rate"] == pytest.approx(30 / 10.0, rel=0.01)
+
+
+async def test_places_in_line_follow_the_rate_as_it_grows(redis_url: str) -> None:
+    """A poll whose turn is too far away takes a place in line, one spacing after the last
+    place given, at the rate the rules give that place (doubling each second after a first
+    cut, here): links in line come back as fast as the rate will let them by then, not at
+    the rate of the moment they were handed over."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert (await shared.turn(b)).taken
+        await shared.redis.hset(shared.key, "started", repr(b.now() - 100.0))
+        await shared.accepted_every(2.0, 10)  # one each 2 s: the first cut measures nothing
+        assert await shared.refused(a, RateLimited(429), 0)
+        await shared.accepted_every(0.0, 1)  # accepted since: the rate grows from now
+        assert (await shared.turn(b)).taken  # one spacing after the cut, within `HORIZON`
+        places = []
+        for _ in range(3):
+            assert not (await shared.turn(b)).taken
+            places.append((await shared.shared())["later"])
+        first, second, third = places
+        assert b.spacing() == pytest.approx(1.0, rel=0.01)  # one a second now
+        rate_at = b.control.rate_at
+        assert second - first == pytest.approx(1 / rate_at(first), abs=1e-4)
+        assert third - second == pytest.approx(1 / rate_at(second), abs=1e-4)
+        assert 2.0 < rate_at(first) < rate_at(second)
+
+
+async def test_a_cut_gives_back_the_turns_taken_for_after_it(redis_url: str) -> None:
+    """Turns taken ahead at the old rate belong to polls asleep, which take new ones once they
+    see the cut: the next turn after a cut is one spacing at the new rate after the cut, as
+    one client's next request is, not after the turns given back (the fleet would send
+    nothing until they passed)."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        await shared.accepted_every(0.1, 10)  # ten a second, just now
+        assert await shared.refused(a, RateLimited(429), 0)
+        assert b.spacing() == 0.0  # b has not read the cut yet
+        ahead = [await shared.turn(b) for _ in range(6)]
+        assert all(turn.taken and turn.sent_in == 1 for turn in ahead)
+        assert ahead[-1].delay > 5 * b.spacing() - 0.05  # about half a second ahead
+        assert await shared.refused(a, RateLimited(429), 1)  # nothing accepted since: halved
+        turn = await shared.turn(b)
+        assert turn.sent_in == 2
+        assert b.spacing() == pytest.approx(2 / (BETA * 10.0), rel=0.01)
+        assert turn.delay == pytest.approx(b.spacing(), abs=0.05)
