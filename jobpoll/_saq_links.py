@@ -223,7 +223,9 @@ class Links:
         `due`: when its poll is due (None: at once), `scheduled`: when SAQ runs it (0: now),
         both on Redis's clock."""
         kwargs: dict[str, Any] = {"job_id": job_id, "step": step, "checkpoint": checkpoint}
-        meta: dict[str, Any] = {"job_id": job_id, "step": step}  # meta, progress: SAQ's UI
+        # `meta` and `progress`, for SAQ's UI: the job's status and progress, the polls made and
+        # when the next is due (its job id and step are in its key), as the checkpoint has them.
+        meta: dict[str, Any] = {}
         progress = 0.0
         if due is not None:
             kwargs["due"] = due
@@ -235,8 +237,8 @@ class Links:
                 meta["status"] = job.get("status")
                 meta["progress"] = job.get("progress")
                 progress = (job.get("progress") or 0) / 100
-            for name in ("polls", "answers", "next_poll_at"):
-                meta[name] = checkpoint.get(name)
+            meta["polls"] = checkpoint.get("polls", 0)
+            meta["next_poll_at"] = checkpoint.get("next_poll_at")
         return self.saq_job(
             scheduled,
             function=POLL_FUNCTION,
