@@ -22,7 +22,8 @@ bytes, for short waits (jobs that end at their 4th poll) and long ones.
    and SAQ's Lua scripts too, and the scripts' EVALSHA besides). SAQ's upkeep (its
    scheduler every second, its sweep) and jobpoll's (moving due links, leases) are included.
    Long waits: jobs that never end. Short waits: each job ends at its 4th poll, and a new
-   wait is started in its place; its outcome call is counted too.
+   wait is started in its place; its outcome call is counted too. Counted from 11 s after
+   the first polls, past the slow start of jobpoll's fleet (`SLOW_START_SECONDS`).
 2. Memory: `--idle` waits that then sit in Redis. Short: polled once, due again in ten
    minutes. Long: the jobs move (2 minutes, linear progress) and are polled at 0.2 s, then
    each interval three times the last, the schedule following their progress, and weighed
@@ -64,6 +65,7 @@ from redis.asyncio import Redis
 
 from jobpoll import JobStatus
 from jobpoll._saq_links import Links
+from jobpoll._saq_rate import SLOW_START_SECONDS
 from jobpoll.testing import FakeJobsService
 
 WORKER = Path(__file__).parent / "_queue_worker.py"
@@ -251,7 +253,8 @@ async def throughput(
         )
         if short:
             ender = asyncio.create_task(end_at_fourth_poll(service, side, set(ids)))
-        await asyncio.sleep(3)  # warm up
+        # Warmed up, and past jobpoll's fleet's slow start (its polls' extra turns at first).
+        await asyncio.sleep(SLOW_START_SECONDS + 1)
         polls0, cpu0, ran0 = service.request_count(), workers.cpu_seconds(), await commands(redis)
         start = time.monotonic()
         await asyncio.sleep(arguments.seconds)

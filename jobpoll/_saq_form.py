@@ -14,8 +14,11 @@ Left out (`link_checkpoint`), and put back on reading (`checkpoint_of`):
   snapshot).
 
 What is put back is a checkpoint of the same version, which `resume_job` reads and checks as
-any other. A link written before this form carries the whole checkpoint, its `job_id` in it:
-it is read as it is.
+any other. A link carries this form as its `saved` argument (`link_arguments`). A link written
+before it carries the whole checkpoint, its `job_id` in it, as its `checkpoint` argument: it
+is read as it is, and handed on in this form. A worker of an earlier version, which requires
+`checkpoint`, refuses a link in this form (SAQ's retries bring it to another worker) rather
+than read it as a checkpoint of no job.
 """
 
 from __future__ import annotations
@@ -68,6 +71,19 @@ def _defaults(cls: type) -> tuple[_Default, ...]:
         and not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
         and field.metadata.get("saved", True)
     )
+
+
+def link_arguments(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
+    """A link's SAQ argument holding `checkpoint` (in either form; None: a wait not begun)."""
+    if checkpoint is None or "job_id" in checkpoint:
+        return {"checkpoint": checkpoint}
+    return {"saved": checkpoint}
+
+
+def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
+    """The checkpoint a link's SAQ arguments hold (in either form; None: a wait not begun)."""
+    saved: dict[str, Any] | None = arguments.get("saved", arguments.get("checkpoint"))
+    return saved
 
 
 def link_checkpoint(rules: Rules, state: JobState) -> dict[str, Any]:

@@ -20,7 +20,7 @@ from saq import Queue
 
 from jobpoll import JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
-from jobpoll._saq_form import checkpoint_of, link_checkpoint
+from jobpoll._saq_form import carried, checkpoint_of, link_checkpoint
 from jobpoll._saq_links import Links
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
@@ -56,7 +56,7 @@ class Chain:
         kwargs = await self.kwargs(job_id, step)
         outcomes = Outcomes(links=self.links, function=None, retries=1, timeout=10.0)
         link = Link(self.links, outcomes, self.policy, self.client, self.rate, job_id, step, "t")
-        return await link.run(kwargs["checkpoint"], kwargs.get("timeout"), kwargs.get("due"))
+        return await link.run(carried(kwargs), kwargs.get("timeout"), kwargs.get("due"))
 
     async def weight(self, job_id: str, step: int) -> int:
         """The bytes of the wait's live link `step` and its record (`MEMORY USAGE`)."""
@@ -94,9 +94,9 @@ async def test_a_waiting_job_weighs_at_most_its_bound(
         assert await chain.run(many, step) == "polled"
     assert await chain.weight(once, 1) <= MOST_BYTES_ONCE
     assert await chain.weight(many, 12) <= MOST_BYTES_MANY
-    carried = (await chain.kwargs(many, 12))["checkpoint"]
-    assert carried["polls"] == 12
-    assert carried["job"]["progress"] == 77
+    saved = (await chain.kwargs(many, 12))["saved"]
+    assert saved["polls"] == 12
+    assert saved["job"]["progress"] == 77
 
 
 async def test_a_link_carries_its_checkpoint_less_the_defaults_and_reads_it_back(
@@ -109,19 +109,22 @@ async def test_a_link_carries_its_checkpoint_less_the_defaults_and_reads_it_back
     for step in range(3):
         service.set_job(job_id, status="RUNNING", progress=10 * step)
         assert await chain.run(job_id, step) == "polled"
-    carried = (await chain.kwargs(job_id, 3))["checkpoint"]
-    assert "job_id" not in carried
-    assert not {"timeout", "deadline", "owed", "failures"} & set(carried)
+    kwargs = await chain.kwargs(job_id, 3)
+    assert "checkpoint" not in kwargs  # a worker of an earlier version refuses the link
+    saved = kwargs["saved"]
+    assert "job_id" not in saved
+    assert "id" not in saved["job"]
+    assert not {"timeout", "deadline", "owed", "failures"} & set(saved)
     rules, state, owed = resume_job(
-        checkpoint_of(carried, job_id, chain.policy), job_id, chain.policy
+        checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
     )
     assert not owed
     assert (state.polls, state.answers, state.job and state.job.progress) == (3, 3, 20)
     again = link_checkpoint(rules, state)
-    assert set(again) == set(carried)
-    assert set(again["pace"]) == set(carried["pace"])
+    assert set(again) == set(saved)
+    assert set(again["pace"]) == set(saved["pace"])
     whole = job_checkpoint(rules, state)
-    assert len(json.dumps(carried)) < 0.8 * len(json.dumps(whole))
+    assert len(json.dumps(saved)) < 0.8 * len(json.dumps(whole))
 
 
 async def test_a_link_written_with_the_whole_checkpoint_still_runs(
@@ -132,9 +135,9 @@ async def test_a_link_written_with_the_whole_checkpoint_still_runs(
     job_id = service.add_job(duration=10**6)
     assert await chain.links.submit([job_id], None) == [True]
     assert await chain.run(job_id, 0) == "polled"
-    carried = (await chain.kwargs(job_id, 1))["checkpoint"]
+    saved = (await chain.kwargs(job_id, 1))["saved"]
     rules, state, _owed = resume_job(
-        checkpoint_of(carried, job_id, chain.policy), job_id, chain.policy
+        checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
     )
     whole = job_checkpoint(rules, state)
     assert whole["job_id"] == job_id
@@ -142,6 +145,6 @@ async def test_a_link_written_with_the_whole_checkpoint_still_runs(
     await chain.links.hand_over(job_id, 1, whole, now, now)  # as the previous version did
     assert (await chain.kwargs(job_id, 2))["checkpoint"] == whole
     assert await chain.run(job_id, 2) == "polled"
-    following = (await chain.kwargs(job_id, 3))["checkpoint"]
+    following = (await chain.kwargs(job_id, 3))["saved"]
     assert "job_id" not in following
     assert following["polls"] == 2
