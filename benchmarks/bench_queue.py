@@ -27,9 +27,11 @@ bytes, for short waits (jobs that end at their 4th poll) and long ones.
 2. Memory: `--idle` waits that then sit in Redis. Short: polled once, due again in ten
    minutes. Long: the jobs move (2 minutes, linear progress) and are polled at 0.2 s, then
    each interval three times the last, the schedule following their progress, and weighed
-   after their fifth poll. `INFO memory`'s `used_memory_dataset` before and after, per
-   waiting job (the total, `used_memory`, swings by megabytes with the clients' buffers),
-   once each links that ran expired (10 s); and `MEMORY USAGE` of one wait's keys.
+   after their fifth poll. Per waiting job, once the links that ran expired (10 s): the
+   `MEMORY USAGE` of its own keys (its live link or job, its wait's record) plus its share
+   of SAQ's `incomplete` set, which the target is checked on; and the growth of `INFO
+   memory`'s `used_memory_dataset` (the total, `used_memory`, swings by megabytes with the
+   clients' buffers; the dataset's growth still by a few hundred bytes per wait, run to run).
 3. Kills: `--kill-jobs` jobs of 1 to 5 s (a fifth FAILED) on three workers of concurrency 4
    (mending every 5 s);
    every 3 s the benchmark kills one worker with SIGKILL and starts another, `--kills` times;
@@ -238,19 +240,25 @@ async def memory(
 
         await until(settled, f"every wait polled {polled} times, the links run expired", 300)
         after = int((await redis.info("memory"))["used_memory_dataset"])
-        sample = ids[0]
-        keys = await side.live_keys(sample, service.request_count(sample))
-        key_bytes = [int(await redis.memory_usage(key) or 0) for key in keys]
-        stored = int(await redis.strlen(keys[0]))
+        # Each wait's own keys and its share of SAQ's `incomplete` set, by `MEMORY USAGE`:
+        # steadier than the dataset's growth, which swings by a few hundred bytes per wait.
+        waiting = [await side.live_keys(job_id, service.request_count(job_id)) for job_id in ids]
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys in waiting:
+                for key in keys:
+                    pipe.memory_usage(key)
+            weights = [int(weight or 0) for weight in await pipe.execute()]
+        key_bytes = weights[: len(waiting[0])]
+        stored = int(await redis.strlen(waiting[0][0]))
         incomplete = side.queue.namespace("incomplete")
-        entry = int(await redis.memory_usage(incomplete) or 0) / max(
-            1, int(await redis.zcard(incomplete))
-        )
+        queue_bytes = int(await redis.memory_usage(incomplete, samples=0) or 0)
+        entry = queue_bytes / max(1, int(await redis.zcard(incomplete)))
     finally:
         await workers.stop()
         await side.close()
     return {
-        "bytes_per_waiting_job": (after - before) / len(ids),
+        "bytes_per_waiting_job": (sum(weights) + queue_bytes) / len(ids),
+        "dataset_bytes_per_waiting_job": (after - before) / len(ids),
         "job_key_bytes": key_bytes[0],
         "job_json_bytes": stored,
         "record_key_bytes": sum(key_bytes[1:]),
@@ -383,7 +391,9 @@ async def memory_sides(
             f"memory, {kind}: jobpoll {ours['bytes_per_waiting_job']:.0f} B of Redis per"
             f" waiting job, bare SAQ floor {floor['bytes_per_waiting_job']:.0f} B"
             f" ({ours['bytes_per_waiting_job'] / floor['bytes_per_waiting_job']:.2f}x; target"
-            f" <= {MEMORY_TARGET:.0f} B: {verdict}; {arguments.idle} waiting). One wait's keys"
+            f" <= {MEMORY_TARGET:.0f} B: {verdict}; {arguments.idle} waiting; the dataset's"
+            f" growth per waiting job: jobpoll {ours['dataset_bytes_per_waiting_job']:.0f} B,"
+            f" floor {floor['dataset_bytes_per_waiting_job']:.0f} B). One wait's keys"
             f" (MEMORY USAGE): jobpoll's link {ours['job_key_bytes']} B (its JSON"
             f" {ours['job_json_bytes']} B), its wait's record {ours['record_key_bytes']} B,"
             f" its entry in SAQ's `incomplete` about {ours['queue_entry_bytes']:.0f} B; the"
