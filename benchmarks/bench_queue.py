@@ -1,23 +1,37 @@
-"""Waits scaled out on SAQ: polls per second per worker, Redis commands per poll, Redis memory
-per waiting job, and outcomes lost or delivered twice while workers are killed.
+"""Waits scaled out on SAQ against the bare SAQ floor: worker CPU and Redis commands per poll,
+Redis memory per waiting job, and outcomes lost or delivered twice while workers are killed.
 
 Run from the repository root (needs the `saq` extra and a `redis-server` on the PATH):
 
     .venv/bin/python benchmarks/bench_queue.py [--workers 2] [--steady 3000] [--seconds 10]
-        [--idle 10000] [--kill-jobs 1000] [--kills 3]
+        [--rounds 3] [--idle 10000] [--kill-jobs 1000] [--kills 3]
 
 It starts its own `redis-server` on a free loopback port (no persistence) and the fake job
-service in this process; the SAQ workers are child processes (`_queue_worker.py`). Three
-parts, each on an empty Redis:
+service in this process; the SAQ workers are child processes (`_queue_worker.py`). Each
+figure is measured twice in the same run, on an emptied Redis each time: for jobpoll's
+waits, and for the floor, a bare SAQ job that makes the same GET (jobpoll's client) and
+enqueues the next such job (or the outcome function) itself, as a user would without
+jobpoll: no checkpoint, no shared rate, no recovery. Targets: worker CPU per poll at most
+`CPU_TARGET` times the floor's, and Redis memory per waiting job at most `MEMORY_TARGET`
+bytes, for short waits (jobs that end at their 4th poll) and long ones.
 
-1. Throughput: `--steady` waits polled once a second each (more than the workers can do), on
-   `--workers` workers of concurrency 50; over `--seconds` it counts the polls the service
-   answered, the workers' CPU, and Redis's own command counts (`INFO commandstats`, which
-   counts the commands run inside jobpoll's and SAQ's Lua scripts too, and the scripts'
-   EVALSHA besides). SAQ's upkeep (its scheduler every second, its sweep) is included.
-2. Memory: `--idle` waits polled once, then due again in ten minutes: each is a scheduled
-   link in Redis. `INFO memory`'s `used_memory_dataset` before and after, per waiting job
-   (the total, `used_memory`, swings by megabytes with the clients' buffers).
+1. Throughput, `--rounds` times (the sides' order alternating): `--steady` waits polled once
+   a second each (more than the workers can do), on `--workers` workers of concurrency 50;
+   over `--seconds` it counts the polls the service answered, the workers' CPU, and Redis's
+   own command counts (`INFO commandstats`, which counts the commands run inside jobpoll's
+   and SAQ's Lua scripts too, and the scripts' EVALSHA besides). SAQ's upkeep (its
+   scheduler every second, its sweep) and jobpoll's (moving due links, leases) are included.
+   Long waits: jobs that never end. Short waits: each job ends at its 4th poll, and a new
+   wait is started in its place; its outcome call is counted too. Counted from 11 s after
+   the first polls, past the slow start of jobpoll's fleet (`SLOW_START_SECONDS`).
+2. Memory: `--idle` waits that then sit in Redis. Short: polled once, due again in ten
+   minutes. Long: the jobs move (2 minutes, linear progress) and are polled at 0.2 s, then
+   each interval three times the last, the schedule following their progress, and weighed
+   after their fifth poll. Per waiting job, once the links that ran expired (10 s): the
+   `MEMORY USAGE` of its own keys (its live link or job, its wait's record) plus its share
+   of SAQ's `incomplete` set, which the target is checked on; and the growth of `INFO
+   memory`'s `used_memory_dataset` (the total, `used_memory`, swings by megabytes with the
+   clients' buffers; the dataset's growth still by a few hundred bytes per wait, run to run).
 3. Kills: `--kill-jobs` jobs of 1 to 5 s (a fifth FAILED) on three workers of concurrency 4
    (mending every 5 s);
    every 3 s the benchmark kills one worker with SIGKILL and starts another, `--kills` times;
@@ -25,17 +39,19 @@ parts, each on an empty Redis:
    to the outcome function more than once. Both must be 0: the exit status is 1 otherwise.
    It also counts calls of the outcome function made again because a kill cut a call short
    (SAQ runs a job again when its worker dies in it: at least once).
+
+Exit status: 1 when an outcome was lost or duplicated, else 2 when a target is missed, else 0.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import os
+import contextlib
 import random
 import shutil
-import signal
 import socket
+import statistics
 import subprocess
 import sys
 import time
@@ -47,12 +63,20 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from jobpoll._saq_links import Links
+from jobpoll import JobStatus
+from jobpoll._saq_rate import SLOW_START_SECONDS
 from jobpoll.testing import FakeJobsService
 
-WORKER = Path(__file__).parent / "_queue_worker.py"
 sys.path.insert(0, str(Path(__file__).parent))
-from _queue_worker import make_waits  # noqa: E402
+from _queue_fleet import Side, Workers
+from _queue_worker import make_waits
+
+#: The targets: worker CPU per poll at most this many times the bare floor's...
+CPU_TARGET = 1.1
+#: ...and Redis memory per waiting job at most this many bytes, short waits and long.
+MEMORY_TARGET = 800.0
+#: Polls a long wait has made when it is weighed.
+LONG_POLLS = 5
 
 
 def _free_port() -> int:
@@ -87,59 +111,6 @@ def redis_server() -> Iterator[str]:
         process.wait(timeout=10)
 
 
-class Workers:
-    """SAQ worker processes of one queue."""
-
-    def __init__(
-        self,
-        redis_url: str,
-        queue: str,
-        service: FakeJobsService,
-        policy: str,
-        concurrency: int,
-        mend_interval: float = 60.0,
-    ) -> None:
-        self.args = (redis_url, queue, service.base_url, service.api_key, policy, concurrency)
-        self.mend_interval = mend_interval
-        self.processes: dict[str, subprocess.Popen[bytes]] = {}
-        self.started = 0
-
-    def start(self) -> str:
-        redis_url, queue, base_url, api_key, policy, concurrency = self.args
-        name = f"w{self.started}"
-        self.started += 1
-        command = [sys.executable, str(WORKER), "--redis", redis_url, "--queue", queue]
-        command += ["--base-url", base_url, "--api-key", api_key, "--name", name]
-        command += ["--policy", policy, "--concurrency", str(concurrency)]
-        command += ["--mend-interval", str(self.mend_interval)]
-        self.processes[name] = subprocess.Popen(command)
-        return name
-
-    def cpu_seconds(self) -> float:
-        total = 0.0
-        for process in self.processes.values():
-            with open(f"/proc/{process.pid}/stat") as stat:
-                fields = stat.read().rsplit(")", 1)[1].split()
-            total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-        return total
-
-    def kill(self, name: str) -> None:
-        process = self.processes.pop(name)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=30)
-
-    async def stop(self) -> None:
-        for process in self.processes.values():
-            process.send_signal(signal.SIGTERM)
-        for process in self.processes.values():
-            try:
-                await asyncio.to_thread(process.wait, 30)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                await asyncio.to_thread(process.wait, 30)
-        self.processes.clear()
-
-
 async def until(check: Any, what: str, within: float) -> None:
     deadline = time.monotonic() + within
     while not await check():
@@ -158,41 +129,68 @@ async def commands(redis: Redis) -> dict[str, int]:
     }
 
 
+async def end_at_fourth_poll(service: FakeJobsService, side: Side, live: set[str]) -> None:
+    """Short waits: each job ends at its 4th poll (FINISHED once it was polled 3 times), and
+    a new wait is started in its place, for as long as the task runs."""
+    while True:
+        ended = [job_id for job_id in live if service.request_count(job_id) >= 3]
+        for job_id in ended:
+            service.set_job(job_id, status=JobStatus.FINISHED, progress=100)
+            live.discard(job_id)
+        fresh = [str(uuid.uuid4()) for _ in ended]
+        live.update(fresh)
+        await side.start(fresh)
+        await asyncio.sleep(0.1)
+
+
 async def throughput(
-    redis_url: str, redis: Redis, service: FakeJobsService, arguments: argparse.Namespace
+    redis_url: str,
+    redis: Redis,
+    service: FakeJobsService,
+    arguments: argparse.Namespace,
+    *,
+    side_name: str,
+    short: bool,
 ) -> dict[str, Any]:
     await redis.flushdb()
     queue = "steady" + uuid.uuid4().hex[:6]
-    workers = Workers(redis_url, queue, service, "steady", 50)
-    waits = make_waits(redis_url, queue, "steady")
+    workers = Workers(redis_url, queue, service, "steady", 50, side=side_name)
+    side = Side(side_name, redis_url, queue, "steady")
+    ender: asyncio.Task[None] | None = None
     try:
         for _ in range(arguments.workers):
             workers.start()
+        await until(lambda: _ready(redis, queue, arguments.workers), "the workers", 60)
         ids = [str(uuid.uuid4()) for _ in range(arguments.steady)]
         base = service.request_count()
-        await waits.submit(ids)
+        await side.start(ids)
         await until(
             lambda: _true(service.request_count() - base >= len(ids)), "the first polls", 120
         )
-        await asyncio.sleep(3)  # warm up
+        if short:
+            ender = asyncio.create_task(end_at_fourth_poll(service, side, set(ids)))
+        # Warmed up, and past jobpoll's fleet's slow start (its polls' extra turns at first).
+        await asyncio.sleep(SLOW_START_SECONDS + 1)
         polls0, cpu0, ran0 = service.request_count(), workers.cpu_seconds(), await commands(redis)
         start = time.monotonic()
         await asyncio.sleep(arguments.seconds)
         elapsed = time.monotonic() - start
         polls1, cpu1, ran1 = service.request_count(), workers.cpu_seconds(), await commands(redis)
     finally:
+        if ender is not None:
+            ender.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await ender
         await workers.stop()
-        await waits.queue.disconnect()
+        await side.close()
     polls = polls1 - polls0
     ran = {name: calls - ran0.get(name, 0) for name, calls in ran1.items()}
     top = sorted(ran.items(), key=lambda item: -item[1])[:8]
     return {
         "polls_per_second_per_worker": polls / elapsed / arguments.workers,
-        "worker_cpu_ms_per_poll": 1000 * (cpu1 - cpu0) / polls,
-        "redis_commands_per_poll": sum(ran.values()) / polls,
+        "cpu_ms_per_poll": 1000 * (cpu1 - cpu0) / polls,
+        "commands_per_poll": sum(ran.values()) / polls,
         "breakdown": ", ".join(f"{name} {calls / polls:.1f}" for name, calls in top),
-        "polls": polls,
-        "seconds": elapsed,
     }
 
 
@@ -201,13 +199,21 @@ async def _true(value: bool) -> bool:
 
 
 async def memory(
-    redis_url: str, redis: Redis, service: FakeJobsService, arguments: argparse.Namespace
+    redis_url: str,
+    redis: Redis,
+    service: FakeJobsService,
+    arguments: argparse.Namespace,
+    *,
+    side_name: str,
+    long: bool,
 ) -> dict[str, float]:
     await redis.flushdb()
     queue = "idle" + uuid.uuid4().hex[:6]
-    workers = Workers(redis_url, queue, service, "idle", 50)
-    waits = make_waits(redis_url, queue, "idle")
-    saq_queue = waits.queue
+    policy = "long" if long else "idle"
+    workers = Workers(redis_url, queue, service, policy, 50, side=side_name)
+    side = Side(side_name, redis_url, queue, policy)
+    # The floor's jobs are alike however many polls they made: it is weighed after one.
+    polled = LONG_POLLS if long and side_name == "jobpoll" else 1
     try:
         for _ in range(arguments.workers):
             workers.start()
@@ -217,35 +223,46 @@ async def memory(
         # own tables): the total swings by megabytes as client buffers grow and shrink.
         before = int((await redis.info("memory"))["used_memory_dataset"])
         keys_before = int(await redis.dbsize())
-        ids = [str(uuid.uuid4()) for _ in range(arguments.idle)]
-        base = service.request_count()
-        await waits.submit(ids)
+        if long:
+            ids = [service.add_job(duration=120.0) for _ in range(arguments.idle)]
+        else:
+            ids = [str(uuid.uuid4()) for _ in range(arguments.idle)]
+        await side.start(ids)
+        per_wait = 1 if side_name == "bare" else 2  # its record and its next link
 
         async def settled() -> bool:
-            polled = service.request_count() - base >= len(ids)
-            queued = await saq_queue.count("queued") + await saq_queue.count("active")
-            # Each wait: its record and its next link; the links that ran expire in 10 s.
-            keys = int(await redis.dbsize()) - keys_before
-            return polled and queued == 0 and keys <= 2 * len(ids) + 50
+            if not all(service.request_count(job_id) >= polled for job_id in ids):
+                return False
+            if await side.queue.count("queued") + await side.queue.count("active"):
+                return False
+            # The links (jobs) that ran expire in 10 s.
+            return int(await redis.dbsize()) - keys_before <= per_wait * len(ids) + 50
 
-        await until(settled, "every wait polled once and its first link expired", 180)
+        await until(settled, f"every wait polled {polled} times, the links run expired", 300)
         after = int((await redis.info("memory"))["used_memory_dataset"])
-        # The records' keys as jobpoll's own `Links` names them (the second link: the first
-        # has run and expired).
-        keys = Links(queue=saq_queue, poll_timeout=30.0, outcome_ttl=60.0)
-        sample = keys.link_id(ids[0], 1)
-        link_bytes = int(await redis.memory_usage(sample) or 0)
-        record_bytes = int(await redis.memory_usage(keys.wait_key(ids[0])) or 0)
-        link_json = int(await redis.strlen(sample))
+        # Each wait's own keys and its share of SAQ's `incomplete` set, by `MEMORY USAGE`:
+        # steadier than the dataset's growth, which swings by a few hundred bytes per wait.
+        waiting = [await side.live_keys(job_id, service.request_count(job_id)) for job_id in ids]
+        async with redis.pipeline(transaction=False) as pipe:
+            for keys in waiting:
+                for key in keys:
+                    pipe.memory_usage(key)
+            weights = [int(weight or 0) for weight in await pipe.execute()]
+        key_bytes = weights[: len(waiting[0])]
+        stored = int(await redis.strlen(waiting[0][0]))
+        incomplete = side.queue.namespace("incomplete")
+        queue_bytes = int(await redis.memory_usage(incomplete, samples=0) or 0)
+        entry = queue_bytes / max(1, int(await redis.zcard(incomplete)))
     finally:
         await workers.stop()
-        await saq_queue.disconnect()
+        await side.close()
     return {
-        "bytes_per_waiting_job": (after - before) / len(ids),
-        "link_key_bytes": link_bytes,
-        "link_json_bytes": link_json,
-        "record_key_bytes": record_bytes,
-        "waiting": len(ids),
+        "bytes_per_waiting_job": (sum(weights) + queue_bytes) / len(ids),
+        "dataset_bytes_per_waiting_job": (after - before) / len(ids),
+        "job_key_bytes": key_bytes[0],
+        "job_json_bytes": stored,
+        "record_key_bytes": sum(key_bytes[1:]),
+        "queue_entry_bytes": entry,
     }
 
 
@@ -305,11 +322,94 @@ async def kills(
     }
 
 
+SIDES = ("jobpoll", "bare")
+
+
+async def cpu_rounds(
+    redis_url: str, redis: Redis, service: FakeJobsService, arguments: argparse.Namespace
+) -> bool:
+    """Part 1, `--rounds` times: print each round's figures, then the medians and ratios;
+    whether the CPU target is met for long waits and short."""
+    met = True
+    for short in (False, True):
+        kind = "short waits (4 polls)" if short else "long waits"
+        figures: dict[str, list[dict[str, Any]]] = {side: [] for side in SIDES}
+        for number in range(arguments.rounds):
+            order = SIDES if number % 2 == 0 else SIDES[::-1]
+            for side in order:
+                steady = await throughput(
+                    redis_url, redis, service, arguments, side_name=side, short=short
+                )
+                figures[side].append(steady)
+                print(
+                    f"throughput, {kind}, {side}, round {number + 1}:"
+                    f" {steady['polls_per_second_per_worker']:.0f} polls/s per worker;"
+                    f" {steady['cpu_ms_per_poll']:.3f} ms of worker CPU per poll;"
+                    f" {steady['commands_per_poll']:.1f} Redis commands per poll"
+                    f" ({steady['breakdown']})",
+                    flush=True,
+                )
+        ratios = [
+            ours["cpu_ms_per_poll"] / floor["cpu_ms_per_poll"]
+            for ours, floor in zip(figures["jobpoll"], figures["bare"], strict=True)
+        ]
+        ratio = statistics.median(ratios)
+        cpu = {
+            side: statistics.median(f["cpu_ms_per_poll"] for f in figures[side]) for side in SIDES
+        }
+        calls = {
+            side: statistics.median(f["commands_per_poll"] for f in figures[side]) for side in SIDES
+        }
+        verdict = "met" if ratio <= CPU_TARGET else "MISSED"
+        met = met and ratio <= CPU_TARGET
+        print(
+            f"CPU per poll, {kind} (medians of {arguments.rounds} rounds): jobpoll"
+            f" {cpu['jobpoll']:.3f} ms, bare SAQ floor {cpu['bare']:.3f} ms; jobpoll / floor"
+            f" {ratio:.2f} (median of the rounds' ratios; target <= {CPU_TARGET}: {verdict});"
+            f" Redis commands per poll: jobpoll {calls['jobpoll']:.1f}, floor"
+            f" {calls['bare']:.1f} ({calls['jobpoll'] / calls['bare']:.2f}x)",
+            flush=True,
+        )
+    return met
+
+
+async def memory_sides(
+    redis_url: str, redis: Redis, service: FakeJobsService, arguments: argparse.Namespace
+) -> bool:
+    """Part 2: print the bytes per waiting job of each side; whether the target is met."""
+    met = True
+    for long in (False, True):
+        kind = f"long waits ({LONG_POLLS} polls)" if long else "short waits (1 poll)"
+        weighed = {
+            side: await memory(redis_url, redis, service, arguments, side_name=side, long=long)
+            for side in SIDES
+        }
+        ours, floor = weighed["jobpoll"], weighed["bare"]
+        verdict = "met" if ours["bytes_per_waiting_job"] <= MEMORY_TARGET else "MISSED"
+        met = met and ours["bytes_per_waiting_job"] <= MEMORY_TARGET
+        print(
+            f"memory, {kind}: jobpoll {ours['bytes_per_waiting_job']:.0f} B of Redis per"
+            f" waiting job, bare SAQ floor {floor['bytes_per_waiting_job']:.0f} B"
+            f" ({ours['bytes_per_waiting_job'] / floor['bytes_per_waiting_job']:.2f}x; target"
+            f" <= {MEMORY_TARGET:.0f} B: {verdict}; {arguments.idle} waiting; the dataset's"
+            f" growth per waiting job: jobpoll {ours['dataset_bytes_per_waiting_job']:.0f} B,"
+            f" floor {floor['dataset_bytes_per_waiting_job']:.0f} B). One wait's keys"
+            f" (MEMORY USAGE): jobpoll's link {ours['job_key_bytes']} B (its JSON"
+            f" {ours['job_json_bytes']} B), its wait's record {ours['record_key_bytes']} B,"
+            f" its entry in SAQ's `incomplete` about {ours['queue_entry_bytes']:.0f} B; the"
+            f" floor's job {floor['job_key_bytes']} B (its JSON {floor['job_json_bytes']} B),"
+            f" its entry about {floor['queue_entry_bytes']:.0f} B",
+            flush=True,
+        )
+    return met
+
+
 async def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--steady", type=int, default=3000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--idle", type=int, default=10000)
     parser.add_argument("--kill-jobs", type=int, default=1000)
     parser.add_argument("--kills", type=int, default=3)
@@ -318,23 +418,8 @@ async def main() -> int:
     with redis_server() as redis_url:
         redis = Redis.from_url(redis_url)
         async with FakeJobsService(auto_create_duration=10**7) as service:
-            steady = await throughput(redis_url, redis, service, arguments)
-            print(
-                f"throughput: {steady['polls_per_second_per_worker']:.0f} polls/s per worker"
-                f" ({arguments.workers} workers, {steady['polls']} polls in"
-                f" {steady['seconds']:.1f} s); {steady['worker_cpu_ms_per_poll']:.2f} ms of"
-                f" worker CPU per poll; {steady['redis_commands_per_poll']:.1f} Redis commands"
-                f" per poll, those inside Lua scripts included ({steady['breakdown']})",
-                flush=True,
-            )
-            idle = await memory(redis_url, redis, service, arguments)
-            print(
-                f"memory: {idle['bytes_per_waiting_job']:.0f} bytes of Redis per waiting job"
-                f" ({idle['waiting']} waiting; a link's key {idle['link_key_bytes']} B,"
-                f" its JSON {idle['link_json_bytes']} B; the wait's record"
-                f" {idle['record_key_bytes']} B)",
-                flush=True,
-            )
+            cpu_met = await cpu_rounds(redis_url, redis, service, arguments)
+            memory_met = await memory_sides(redis_url, redis, service, arguments)
             killed = await kills(redis_url, redis, service, arguments)
             print(
                 f"kills: {killed['jobs']} jobs, {killed['kills']} workers killed with SIGKILL:"
@@ -344,7 +429,9 @@ async def main() -> int:
                 flush=True,
             )
         await redis.aclose()
-    return 1 if killed["lost"] or killed["duplicated"] else 0
+    if killed["lost"] or killed["duplicated"]:
+        return 1
+    return 0 if cpu_met and memory_met else 2
 
 
 if __name__ == "__main__":

@@ -319,28 +319,22 @@ class SaqWaits:
         *,
         job_id: str,
         step: int,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: dict[str, Any] | None = None,
+        saved: dict[str, Any] | None = None,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
         due: float | None = None,
     ) -> str:
         """One link of a wait (SAQ calls it), due at `due` (Redis's clock; None: at once): one
-        poll, then the hand-over to the next link or to the outcome, within `poll_timeout`.
-        Returns what it did: "polled", "over", "paused" (no turn under the fleet's rate within
-        `HORIZON`: handed over unpolled, to its place in the line), "held" (an error of this
-        worker's setup: handed over unpolled, logged) or "superseded" (a second run of a link
-        already handed over)."""
+        poll, from the wait's checkpoint as the link carries it (`saved`, `_saq_form`; the
+        whole `checkpoint` in a link of an earlier version), then the hand-over to the next link
+        or to the outcome, within `poll_timeout`. Returns what it did: "polled", "over",
+        "paused" (no turn under the fleet's rate within `HORIZON`: handed over unpolled, to its
+        place in the line), "held" (an error of this worker's setup: handed over unpolled,
+        logged) or "superseded" (a second run of a link already handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        link = Link(
-            self._links,
-            self._outcomes,
-            self._fleet_policy,
-            client,
-            self._rate,
-            job_id,
-            step,
-            self._rescue.token,
-        )
+        policy, token = self._fleet_policy, self._rescue.token
+        link = Link(self._links, self._outcomes, policy, client, self._rate, job_id, step, token)
         async with asyncio.timeout(self._links.poll_timeout):
-            return await link.run(checkpoint, timeout, due)
+            return await link.run(checkpoint if saved is None else saved, timeout, due)

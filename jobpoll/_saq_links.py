@@ -39,6 +39,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
+from jobpoll._saq_form import carried, link_arguments
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 
 logger = logging.getLogger("jobpoll")
@@ -219,11 +220,14 @@ class Links:
         scheduled: float = 0.0,
         timeout: float | None = None,
     ) -> SaqJob:
-        """Link `step` of the wait: with its checkpoint, or (starting) with its `timeout`;
+        """Link `step` of the wait: with its checkpoint (in either form, `_saq_form`), or
+        (starting) with its `timeout`;
         `due`: when its poll is due (None: at once), `scheduled`: when SAQ runs it (0: now),
         both on Redis's clock."""
-        kwargs: dict[str, Any] = {"job_id": job_id, "step": step, "checkpoint": checkpoint}
-        meta: dict[str, Any] = {"job_id": job_id, "step": step}  # meta, progress: SAQ's UI
+        kwargs: dict[str, Any] = {"job_id": job_id, "step": step, **link_arguments(checkpoint)}
+        # `meta` and `progress`, for SAQ's UI: the job's status and progress, the polls made and
+        # when the next is due (its job id and step are in its key), as the checkpoint has them.
+        meta: dict[str, Any] = {}
         progress = 0.0
         if due is not None:
             kwargs["due"] = due
@@ -235,8 +239,8 @@ class Links:
                 meta["status"] = job.get("status")
                 meta["progress"] = job.get("progress")
                 progress = (job.get("progress") or 0) / 100
-            for name in ("polls", "answers", "next_poll_at"):
-                meta[name] = checkpoint.get(name)
+            meta["polls"] = checkpoint.get("polls", 0)
+            meta["next_poll_at"] = checkpoint.get("next_poll_at")
         return self.saq_job(
             scheduled,
             function=POLL_FUNCTION,
@@ -418,7 +422,7 @@ class Links:
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
         due = None
         if stored is not None and stored.kwargs:
-            checkpoint = stored.kwargs.get("checkpoint")
+            checkpoint = carried(stored.kwargs)
             timeout = stored.kwargs.get("timeout")
             due = stored.kwargs.get("due")
         else:  # its record is gone too: the wait starts over, with its timeout

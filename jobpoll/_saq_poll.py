@@ -12,7 +12,7 @@ from typing import Any
 
 import attrs
 
-from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._checkpoint import resume_job
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._gate import accepted, refused_by
@@ -20,6 +20,7 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
+from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes
@@ -109,7 +110,8 @@ class Link:
                 check_timeout(timeout)
                 rules = Rules(self.policy, timeout)
             else:
-                rules, state, _owed = resume_job(checkpoint, job_id, self.policy)
+                whole = checkpoint_of(checkpoint, job_id, self.policy)
+                rules, state, _owed = resume_job(whole, job_id, self.policy)
                 self._forgive(rules, late)
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())
@@ -135,7 +137,7 @@ class Link:
         state.next_poll_at = now + delay
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
-        saved = job_checkpoint(rules, state)
+        saved = link_checkpoint(rules, state)
         await self.links.hand_over(job_id, self.step, saved, now + delay, now, answered_at=answered)
         return "polled"
 

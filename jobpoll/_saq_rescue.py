@@ -37,6 +37,7 @@ import attrs
 from redis.asyncio.client import Pipeline
 from saq import Job as SaqJob
 
+from jobpoll._saq_form import carried
 from jobpoll._saq_links import ADVANCE, ENQUEUE, LINK_TTL, POLL_FUNCTION, Links
 from jobpoll._saq_redis import RedisGuard, outage_of
 
@@ -287,7 +288,7 @@ class Rescue:
         following = links.link(
             link.job_id,
             link.step + 1,
-            kwargs.get("checkpoint"),
+            carried(kwargs),
             due=kwargs.get("due"),
             timeout=kwargs.get("timeout"),
         )

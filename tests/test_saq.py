@@ -287,7 +287,8 @@ async def _progress_in_meta(fleet: Fleet, job_id: str) -> bool:
         link is not None
         and link.meta.get("status") == "RUNNING"
         and link.meta.get("progress") == round(link.progress * 100)
-        and link.meta.get("polls", 0) >= link.meta.get("answers", 0) >= 1
+        and link.meta.get("polls", 0) >= 1
+        and link.meta.get("next_poll_at") is not None
     )
 
 
