@@ -26,11 +26,13 @@ from collections.abc import Awaitable, Callable, Iterable
 from typing import Any, cast
 
 import attrs
+import backoff
 from saq import Job as SaqJob
 
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
 from jobpoll._saq_links import ENQUEUE, Links
+from jobpoll._saq_redis import outage_of
 from jobpoll._saq_threads import OutcomeThreads
 
 logger = logging.getLogger("jobpoll")
@@ -40,6 +42,9 @@ logger = logging.getLogger("jobpoll")
 _GRACE = 5
 #: The most characters of a failed call's message kept for an operator.
 MESSAGE_LENGTH = 500
+#: Seconds a call's return is tried to be written down while Redis is away (restarting, full):
+#: first after 0.2 s, then doubling, 5 s apart at most (as a worker's other calls, `_saq_outage`).
+KEEP_SECONDS = 60.0
 
 # KEYS: the wait's record, the outcome's SAQ job, SAQ's `incomplete` set (then its `queued`
 # list, for `ENQUEUE`).
@@ -117,6 +122,25 @@ class Undelivered:
     error_type: str | None
     error_message: str | None
     attempts: int | None
+
+
+def _while_redis_is_away(
+    call: Callable[..., Awaitable[Any]],
+) -> Callable[..., Awaitable[Any]]:
+    """`call` (an `async def`: `backoff` tells coroutine functions by their kind), made again
+    while it fails for want of Redis (`outage_of`), for `KEEP_SECONDS` at most: a call of the
+    outcome function that returned as Redis went away is written down once Redis is back, not
+    made again by SAQ's retry of its job."""
+    return backoff.on_exception(
+        backoff.expo,
+        Exception,
+        giveup=lambda error: not outage_of(error),
+        max_time=KEEP_SECONDS,
+        factor=0.2,
+        max_value=5.0,
+        jitter=None,
+        logger=None,
+    )(call)
 
 
 def _error_type(error: BaseException) -> str:
@@ -231,8 +255,11 @@ class Outcomes:
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
-        await self._returned(keys=[record, self.links.delivered_key])
+        await _while_redis_is_away(self._keep_return)(record)
         return value
+
+    async def _keep_return(self, record: str) -> None:
+        await self._returned(keys=[record, self.links.delivered_key])
 
     def _late(self, job_id: str, threads: OutcomeThreads | None) -> str:
         """Why a call is not over within `timeout`."""

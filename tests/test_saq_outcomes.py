@@ -22,6 +22,7 @@ if not __import__("os").environ.get("CI"):
 from saq import Job as SaqJob
 from saq import Queue, Worker
 from saq_worker import TEST_POLICY, make_waits
+from support import RedisServer
 from test_saq import delivered_once, eventually, fleet_of
 from test_saq import service as live_service
 
@@ -138,6 +139,36 @@ async def worker_in_this_loop(
         await worker.stop()
         await running
         await waits.queue.disconnect()
+
+
+async def test_a_call_that_returns_as_redis_goes_away_is_not_made_again(
+    service: FakeJobsService,
+) -> None:
+    """An outcome function whose call returns just as Redis goes away (stopped, started again
+    a second later, its data kept): the return is written down once Redis is back, so the
+    function is not called again by SAQ's retry, and the delivery is counted once."""
+    job_id = service.add_job(duration=0.5, final_status="FINISHED")
+    calls: list[str] = []
+    restarts: list[asyncio.Task[None]] = []
+    with RedisServer("--appendonly", "yes") as server:
+
+        async def restart() -> None:
+            await asyncio.sleep(1.0)
+            await asyncio.to_thread(server.start)
+
+        async def stopping(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+            calls.append(result["jobId"])
+            if len(calls) == 1:
+                await asyncio.to_thread(server.stop)
+                restarts.append(asyncio.create_task(restart()))
+
+        waits = make_waits(server.url, "r" + uuid.uuid4().hex[:8], 30.0, outcome="stopping")
+        async with worker_in_this_loop(waits, service, ("stopping", stopping)):
+            assert all(await waits.submit([job_id]))
+            await eventually(lambda: len(restarts) == 1, "the call that stops Redis")
+            await restarts[0]
+            await eventually(lambda: delivered_once(waits, 1), "the delivery counted")
+    assert calls == [job_id]
 
 
 async def test_a_plain_outcome_function_that_takes_too_long_is_called_once(
