@@ -62,7 +62,7 @@ local function text(value) return string.format('%.6f', value) end
 """
 
 # The shared state and the answers since the `seen`-th (only while a rate is held, unless
-# `always`: none are needed before; `seen` is then the count returned): KEYS[r], KEYS[r + 1]
+# `always`: none are needed before; the count is then '', none read): KEYS[r], KEYS[r + 1]
 # are the `rate` hash and the `answers` list.
 _READ = (
     _TIME
@@ -72,17 +72,17 @@ local function shared(r, seen, always)
   local state = redis.call(
     'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'last', 'later',
     'answered', 'started')
-  local total = tonumber(state[8]) or 0
+  local counted = ''
   local answers = {}
   if always or state[1] then
+    local total = tonumber(state[8]) or 0
     local count = total - seen
     if count < 0 or count > KEPT then count = KEPT end
     if count > 0 then answers = redis.call('LRANGE', KEYS[r + 1], 0, count - 1) end
-  else
-    total = seen
+    counted = tostring(total)
   end
   return now, state, {text(now), state[1] or '', state[2] or '', state[3] or '',
-    state[4] or '0', state[5] or '', tostring(total), state[7] or '', state[9] or '', answers}
+    state[4] or '0', state[5] or '', counted, state[7] or '', state[9] or '', answers}
 end
 """.replace("KEPT", str(KEPT))
 )
@@ -268,19 +268,23 @@ class FleetRate:
             state,
             count,
             -math.inf if hold_until is None else hold_until,
-            [float(at) for at in reversed(self.fresh(int(total), answers))],
+            [
+                float(at)
+                for at in reversed(self.fresh(None if total == "" else int(total), answers))
+            ],
         )
         # What a first cut with too little measured goes by: the fleet's accepted answers
         # since its first poll, as one client's own (`RateControl.cut`).
         control.accepted, control.started_at = self.seen, _number(started)
         return at, count
 
-    def fresh(self, total: int, answers: Sequence[Any]) -> Sequence[Any]:
-        """Of the newest answers (newest first) of a reply that counts `total`, those the
-        mirror has not counted yet. A count below `seen` with answers is Redis's count
-        started anew (its data lost): they are all new; without any (no rate held yet: none
-        are read) it is no count."""
-        if total < self.seen and not answers:
+    def fresh(self, total: int | None, answers: Sequence[Any]) -> Sequence[Any]:
+        """Of the newest answers (newest first) of a reply that counts `total` (None: it read
+        none, no rate held), those the mirror has not counted yet. A count below `seen` is
+        Redis's count started anew (its data lost): its answers are all new, and `seen` starts
+        again from it (else the fleet's first cut would take the answers counted before for
+        answers since its first poll)."""
+        if total is None:
             return answers
         new = answers if total < self.seen else answers[: total - self.seen]
         self.seen = total
