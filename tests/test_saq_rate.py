@@ -268,7 +268,7 @@ async def test_places_in_line_follow_the_rate_as_it_grows(redis_url: str) -> Non
             assert not (await shared.turn(b)).taken
             places.append((await shared.shared())["later"])
         first, second, third = places
-        assert b.spacing() == pytest.approx(1.0, rel=0.01)  # one a second now
+        assert b.control.state.rate == pytest.approx(1.0)  # cut to one a second
         rate_at = b.control.rate_at
         assert second - first == pytest.approx(1 / rate_at(first), abs=1e-4)
         assert third - second == pytest.approx(1 / rate_at(second), abs=1e-4)
