@@ -281,12 +281,17 @@ class FleetRate:
     def fresh(self, total: int | None, answers: Sequence[Any]) -> Sequence[Any]:
         """Of the newest answers (newest first) of a reply that counts `total` (None: it read
         none, no rate held), those the mirror has not counted yet. A count below `seen` is
-        Redis's count started anew (its data lost): its answers are all new, and `seen` starts
+        Redis's count started anew (its data lost, or an older copy of it back): `seen` starts
         again from it (else the fleet's first cut would take the answers counted before for
-        answers since its first poll)."""
+        answers since its first poll), and its answers are new but those the mirror holds
+        already (an older copy's)."""
         if total is None:
             return answers
-        new = answers if total < self.seen else answers[: total - self.seen]
+        if total < self.seen:
+            held = set(self.control.answers)
+            new = [at for at in answers if float(at) not in held]
+        else:
+            new = list(answers[: total - self.seen])
         self.seen = total
         return new
 

@@ -356,3 +356,22 @@ async def test_a_redis_clock_stepped_back_hides_no_cut(redis_url: str) -> None:
         await shared.links.read_rate(a)
         assert a.control.cuts == 1
         assert a.control.state == b.control.state
+
+
+async def test_answers_restored_with_an_older_count_are_not_counted_twice(redis_url: str) -> None:
+    """Redis came back with an older copy of its data (a restart from its append-only file, a
+    replica promoted): its count dropped by the three newest answers, the older ones are there
+    again. The mirror counted them all already: each still counts once, else the fleet's
+    accepted rate is measured twice what it was and the next cut sets it above the limit."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert await shared.refused(b, RateLimited(429), 0)  # a rate is held: answers read
+        await shared.accepted_every(0.1, 10)  # ten a second, just now
+        await shared.links.read_rate(a)
+        assert len(a.control.answers) == 10
+        answers = shared.links.prefix + "answers"
+        await shared.redis.lpop(answers, 3)
+        await shared.redis.hincrby(shared.key, "answered", -3)
+        await shared.links.read_rate(a)
+        assert len(a.control.answers) == len(set(a.control.answers)) == 10
+        assert a.control.measured(a.now()) == pytest.approx(10.0)
