@@ -9,9 +9,9 @@ nothing):
 - `rate`, a hash: the fleet's `RateState` (`rate`, `peak`, `cut_at`), `cuts` (the cuts so
   far), `hold_until` (a `Retry-After` holds the rate until then), `last` (the last turn taken),
   `later` (the last place given in the line of polls handed over for want of a turn soon),
-  `answered` (accepted answers counted), and `started` and `sent` (the fleet's slow start:
-  when its first poll was sent, and the polls sent since, `SLOW_START_SECONDS`). No hash,
-  or no `rate` in it: not held to any rate.
+  `answered` (accepted answers counted, since `started` once it is set), and `started` and
+  `sent` (the fleet's slow start: when its first poll was sent, and the polls sent since,
+  `SLOW_START_SECONDS`). No hash, or no `rate` in it: not held to any rate.
 - `answers`: the times of the newest accepted answers of every worker, newest first, since
   the last cut (`KEPT` of them): what a cut measures and what growth checks.
 
@@ -106,13 +106,15 @@ end
 local spacing = tonumber(ARGV[2])
 if spacing == 0 and not state[1] then
   local started = tonumber(state[9] or '')
-  if not started then
-    started = now
+  local answered = tonumber(state[8]) or 0
+  if not started then  -- the count starts with it (answers under a ceiling are none of it)
+    started, answered = now, 0
     redis.call('HSET', KEYS[2], 'started', text(now))
+    redis.call('HDEL', KEYS[2], 'answered')
   end
   if now - started < SLOW_START_SECONDS then
     local sent = tonumber(redis.call('HGET', KEYS[2], 'sent') or '0')
-    if sent >= INITIAL_WINDOW + 2 * (tonumber(state[8]) or 0) then
+    if sent >= INITIAL_WINDOW + 2 * answered then
       table.insert(reply, text(now + SLOW_START_WAIT))
       table.insert(reply, 2)
       return reply

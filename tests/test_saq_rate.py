@@ -375,3 +375,20 @@ async def test_answers_restored_with_an_older_count_are_not_counted_twice(redis_
         await shared.links.read_rate(a)
         assert len(a.control.answers) == len(set(a.control.answers)) == 10
         assert a.control.measured(a.now()) == pytest.approx(10.0)
+
+
+async def test_a_first_cut_counts_no_answers_from_before_the_fleets_first_poll(
+    redis_url: str,
+) -> None:
+    """A fleet ran under a ceiling (no rate learned, none kept: its slow start never began),
+    then its workers came back without one. Their first refusal, with nothing accepted since
+    their first poll, starts at `FIRST_RATE`, not at the answers of the ceiling's time as if
+    accepted in a second."""
+    async with fleet(redis_url, max_rate=5.0) as shared:
+        assert (await shared.turn(shared.rates[0])).taken
+        await shared.accepted_every(2.0, 300)  # under the ceiling, long ago mostly
+        freed = FleetRate(None, lambda: 0.0)
+        assert (await shared.turn(freed)).taken  # the first poll without a ceiling
+        assert "started" in await shared.shared()
+        assert await shared.refused(freed, RateLimited(429), 0)
+        assert (await shared.shared())["rate"] == pytest.approx(FIRST_RATE)
