@@ -9,9 +9,9 @@ nothing):
 - `rate`, a hash: the fleet's `RateState` (`rate`, `peak`, `cut_at`), `cuts` (the cuts so
   far), `hold_until` (a `Retry-After` holds the rate until then), `last` (the last turn taken),
   `later` (the last place given in the line of polls handed over for want of a turn soon),
-  `answered` (accepted answers counted), and `started` and `sent` (the fleet's slow start:
-  when its first poll was sent, and the polls sent since, `SLOW_START_SECONDS`). No hash,
-  or no `rate` in it: not held to any rate.
+  `answered` (accepted answers counted, since `started` once it is set), and `started` and
+  `sent` (the fleet's slow start: when its first poll was sent, and the polls sent since,
+  `SLOW_START_SECONDS`). No hash, or no `rate` in it: not held to any rate.
 - `answers`: the times of the newest accepted answers of every worker, newest first, since
   the last cut (`KEPT` of them): what a cut measures and what growth checks.
 
@@ -62,7 +62,7 @@ local function text(value) return string.format('%.6f', value) end
 """
 
 # The shared state and the answers since the `seen`-th (only while a rate is held, unless
-# `always`: none are needed before; `seen` is then the count returned): KEYS[r], KEYS[r + 1]
+# `always`: none are needed before; the count is then '', none read): KEYS[r], KEYS[r + 1]
 # are the `rate` hash and the `answers` list.
 _READ = (
     _TIME
@@ -72,17 +72,17 @@ local function shared(r, seen, always)
   local state = redis.call(
     'HMGET', KEYS[r], 'rate', 'peak', 'cut_at', 'cuts', 'hold_until', 'last', 'later',
     'answered', 'started')
-  local total = tonumber(state[8]) or 0
+  local counted = ''
   local answers = {}
   if always or state[1] then
+    local total = tonumber(state[8]) or 0
     local count = total - seen
     if count < 0 or count > KEPT then count = KEPT end
     if count > 0 then answers = redis.call('LRANGE', KEYS[r + 1], 0, count - 1) end
-  else
-    total = seen
+    counted = tostring(total)
   end
   return now, state, {text(now), state[1] or '', state[2] or '', state[3] or '',
-    state[4] or '0', state[5] or '', tostring(total), state[7] or '', state[9] or '', answers}
+    state[4] or '0', state[5] or '', counted, state[7] or '', state[9] or '', answers}
 end
 """.replace("KEPT", str(KEPT))
 )
@@ -106,13 +106,15 @@ end
 local spacing = tonumber(ARGV[2])
 if spacing == 0 and not state[1] then
   local started = tonumber(state[9] or '')
-  if not started then
-    started = now
+  local answered = tonumber(state[8]) or 0
+  if not started then  -- the count starts with it (answers under a ceiling are none of it)
+    started, answered = now, 0
     redis.call('HSET', KEYS[2], 'started', text(now))
+    redis.call('HDEL', KEYS[2], 'answered')
   end
   if now - started < SLOW_START_SECONDS then
     local sent = tonumber(redis.call('HGET', KEYS[2], 'sent') or '0')
-    if sent >= INITIAL_WINDOW + 2 * (tonumber(state[8]) or 0) then
+    if sent >= INITIAL_WINDOW + 2 * answered then
       table.insert(reply, text(now + SLOW_START_WAIT))
       table.insert(reply, 2)
       return reply
@@ -268,21 +270,30 @@ class FleetRate:
             state,
             count,
             -math.inf if hold_until is None else hold_until,
-            [float(at) for at in reversed(self.fresh(int(total), answers))],
+            [
+                float(at)
+                for at in reversed(self.fresh(None if total == "" else int(total), answers))
+            ],
         )
         # What a first cut with too little measured goes by: the fleet's accepted answers
         # since its first poll, as one client's own (`RateControl.cut`).
         control.accepted, control.started_at = self.seen, _number(started)
         return at, count
 
-    def fresh(self, total: int, answers: Sequence[Any]) -> Sequence[Any]:
-        """Of the newest answers (newest first) of a reply that counts `total`, those the
-        mirror has not counted yet. A count below `seen` with answers is Redis's count
-        started anew (its data lost): they are all new; without any (no rate held yet: none
-        are read) it is no count."""
-        if total < self.seen and not answers:
+    def fresh(self, total: int | None, answers: Sequence[Any]) -> Sequence[Any]:
+        """Of the newest answers (newest first) of a reply that counts `total` (None: it read
+        none, no rate held), those the mirror has not counted yet. A count below `seen` is
+        Redis's count started anew (its data lost, or an older copy of it back): `seen` starts
+        again from it (else the fleet's first cut would take the answers counted before for
+        answers since its first poll), and its answers are new but those the mirror holds
+        already (an older copy's)."""
+        if total is None:
             return answers
-        new = answers if total < self.seen else answers[: total - self.seen]
+        if total < self.seen:
+            held = set(self.control.answers)
+            new = [at for at in answers if float(at) not in held]
+        else:
+            new = list(answers[: total - self.seen])
         self.seen = total
         return new
 

@@ -6,6 +6,7 @@ apart), so what Redis decides does not depend on how fast the test runs."""
 from __future__ import annotations
 
 import contextlib
+import itertools
 import os
 import uuid
 from collections.abc import AsyncIterator
@@ -19,7 +20,7 @@ from saq import Queue
 
 from jobpoll import RateLimited, ServiceUnavailable
 from jobpoll._gate import INITIAL_WINDOW
-from jobpoll._rate import BACKOFF, BETA, MAX_HOLD
+from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, MAX_HOLD
 from jobpoll._saq_links import Links
 from jobpoll._saq_rate import (
     HORIZON,
@@ -267,7 +268,7 @@ async def test_places_in_line_follow_the_rate_as_it_grows(redis_url: str) -> Non
             assert not (await shared.turn(b)).taken
             places.append((await shared.shared())["later"])
         first, second, third = places
-        assert b.spacing() == pytest.approx(1.0, rel=0.01)  # one a second now
+        assert b.control.state.rate == pytest.approx(1.0)  # cut to one a second
         rate_at = b.control.rate_at
         assert second - first == pytest.approx(1 / rate_at(first), abs=1e-4)
         assert third - second == pytest.approx(1 / rate_at(second), abs=1e-4)
@@ -292,3 +293,102 @@ async def test_a_cut_gives_back_the_turns_taken_for_after_it(redis_url: str) -> 
         assert turn.sent_in == 2
         assert b.spacing() == pytest.approx(2 / (BETA * 10.0), rel=0.01)
         assert turn.delay == pytest.approx(b.spacing(), abs=0.05)
+
+
+async def test_a_first_cut_after_redis_lost_its_data_counts_no_answers_from_before(
+    redis_url: str,
+) -> None:
+    """Redis lost its data (a flush, a restart without persistence): its count of answers
+    starts again at nothing. A first refusal then, with nothing accepted since, starts at
+    `FIRST_RATE`, not at the answers counted before the loss as if accepted in a second."""
+    async with fleet(redis_url) as shared:
+        a = shared.rates[0]
+        assert (await shared.turn(a)).taken
+        await shared.accepted_every(2.0, 300)  # long ago, mostly: they measure nothing
+        await shared.links.read_rate(a)
+        assert a.seen == 300
+        await shared.redis.delete(shared.key, shared.links.prefix + "answers")
+        assert (await shared.turn(a)).taken  # the first poll since
+        assert await shared.refused(a, RateLimited(429), 0)
+        assert (await shared.shared())["rate"] == pytest.approx(FIRST_RATE)
+
+
+@pytest.mark.xfail(strict=True, reason="a cut gives back turns another worker's polls hold")
+async def test_a_cut_leaves_the_turns_another_worker_holds_spaced(redis_url: str) -> None:
+    """Worker b took turns up to `HORIZON` ahead at the ceiling (five a second) and its polls
+    sleep until them: b reads nothing meanwhile, so they go out at those turns. Worker a's
+    refusal cuts the rate; a's turns after it must not come closer to b's than the ceiling's
+    spacing (nor the new rate's): the fleet would send twice as fast as it may, right after
+    a refusal."""
+    async with fleet(redis_url, max_rate=5.0) as shared:
+        a, b = shared.rates
+        held = []
+        for _ in range(4):
+            turn = await shared.turn(b)
+            assert turn.taken
+            held.append((await shared.shared())["last"])
+        assert await shared.refused(a, RateLimited(429), 0)
+        taken = []
+        for _ in range(2):
+            turn = await shared.turn(a)
+            if turn.taken:
+                taken.append((await shared.shared())["last"])
+        times = sorted(held + taken)
+        gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+        assert min(gaps) >= 1 / 5.0 - 1e-3, (held, taken)
+
+
+@pytest.mark.xfail(strict=True, reason="replies after Redis's clock stepped back are dropped")
+async def test_a_redis_clock_stepped_back_hides_no_cut(redis_url: str) -> None:
+    """Redis's clock (`TIME`, the wall clock of its host) stepped back a minute (an NTP step,
+    a failover to a replica on another host). Its replies since read as older than the one
+    the mirror took before the step; they must still bring the mirror the cuts made since,
+    else the worker polls at the rate before the cut until Redis's clock has caught up."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        read = shared.redis.register_script(READ)
+        keys = [shared.key, shared.links.prefix + "answers"]
+        before = list(await read(keys=keys, args=[a.seen]))
+        before[0] = f"{float(before[0]) + 60.0:.6f}"  # the reply of a minute ahead
+        a.mirror(before)
+        await shared.accepted_every(0.1, 10)
+        assert await shared.refused(b, RateLimited(429), 0)
+        await shared.links.read_rate(a)
+        assert a.control.cuts == 1
+        assert a.control.state == b.control.state
+
+
+async def test_answers_restored_with_an_older_count_are_not_counted_twice(redis_url: str) -> None:
+    """Redis came back with an older copy of its data (a restart from its append-only file, a
+    replica promoted): its count dropped by the three newest answers, the older ones are there
+    again. The mirror counted them all already: each still counts once, else the fleet's
+    accepted rate is measured twice what it was and the next cut sets it above the limit."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        assert await shared.refused(b, RateLimited(429), 0)  # a rate is held: answers read
+        await shared.accepted_every(0.1, 10)  # ten a second, just now
+        await shared.links.read_rate(a)
+        assert len(a.control.answers) == 10
+        answers = shared.links.prefix + "answers"
+        await shared.redis.lpop(answers, 3)
+        await shared.redis.hincrby(shared.key, "answered", -3)
+        await shared.links.read_rate(a)
+        assert len(a.control.answers) == len(set(a.control.answers)) == 10
+        assert a.control.measured(a.now()) == pytest.approx(10.0)
+
+
+async def test_a_first_cut_counts_no_answers_from_before_the_fleets_first_poll(
+    redis_url: str,
+) -> None:
+    """A fleet ran under a ceiling (no rate learned, none kept: its slow start never began),
+    then its workers came back without one. Their first refusal, with nothing accepted since
+    their first poll, starts at `FIRST_RATE`, not at the answers of the ceiling's time as if
+    accepted in a second."""
+    async with fleet(redis_url, max_rate=5.0) as shared:
+        assert (await shared.turn(shared.rates[0])).taken
+        await shared.accepted_every(2.0, 300)  # under the ceiling, long ago mostly
+        freed = FleetRate(None, lambda: 0.0)
+        assert (await shared.turn(freed)).taken  # the first poll without a ceiling
+        assert "started" in await shared.shared()
+        assert await shared.refused(freed, RateLimited(429), 0)
+        assert (await shared.shared())["rate"] == pytest.approx(FIRST_RATE)
