@@ -144,9 +144,9 @@ return reply
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
 #: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The next turn is one
 #: spacing after the cut, as one client's next request is (`RateControl.cut`: the service's
-#: bucket is empty). The turns taken for after it are given back: their polls, asleep, take
-#: new ones (`Link.run`), and a fleet that kept them would send nothing until they passed
-#: (up to `HORIZON` at each cut).
+#: bucket is empty), or after the last turn taken, if later: the turns taken before the cut
+#: are kept, for polls asleep in other workers send at them without reading the cut, and a
+#: turn given between two of them would send two polls closer than the ceiling allows.
 CUT = """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
@@ -155,7 +155,9 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'last', ARGV[4],
+local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '')
+if not last or tonumber(ARGV[4]) > last then last = ARGV[4] end
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'last', last,
   'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
@@ -250,18 +252,21 @@ class FleetRate:
 
         A worker's links run their scripts side by side, so their replies come back in any
         order: one that Redis ran before the newest taken (on Redis's clock) changes nothing
-        (its state is older, its answers counted). An accepted answer is counted once, by its
-        place in the fleet's count (`answered`): of the newest answers a reply brings, those
-        past `seen`. Counted twice, answers would measure the fleet's accepted rate as many
-        times what it is, and a cut would set the rate far above the limit."""
+        (its state is older, its answers counted), unless it brings a cut the mirror has not
+        seen, or is more than `HORIZON` older (no worker's replies are that far out of order:
+        Redis's clock stepped back, an NTP step or a failover, and its replies are news). An
+        accepted answer is counted once, by its place in the fleet's count (`answered`): of the
+        newest answers a reply brings, those past `seen`. Counted twice, answers would measure
+        the fleet's accepted rate as many times what it is, and a cut would set the rate far
+        above the limit."""
         now, rate, peak, cut_at, cuts, hold, total, later, started, answers = (
             *(_text(field) for field in reply[:9]),
             reply[9],
         )
         at = float(now)
         state, count = _state_of(rate, peak, cut_at, cuts)
-        if at < self.redis_at:
-            return at, count
+        if self.redis_at - HORIZON <= at < self.redis_at and count <= self.control.cuts:
+            return at, count  # run before the newest reply taken: older, its answers counted
         self.redis_at, self.local_at = at, self.clock()
         self.later = _number(later) or -math.inf
         hold_until = _number(hold)
