@@ -32,6 +32,7 @@ from saq import Job as SaqJob
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
 from jobpoll._saq_links import ENQUEUE, Links
+from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY
 from jobpoll._saq_redis import outage_of
 from jobpoll._saq_threads import OutcomeThreads
 
@@ -42,8 +43,8 @@ logger = logging.getLogger("jobpoll")
 _GRACE = 5
 #: The most characters of a failed call's message kept for an operator.
 MESSAGE_LENGTH = 500
-#: Seconds a call's return is tried to be written down while Redis is away (restarting, full):
-#: first after 0.2 s, then doubling, 5 s apart at most (as a worker's other calls, `_saq_outage`).
+#: Seconds a call's return is tried to be written down while Redis is away (restarting, full),
+#: on the schedule of a worker's other calls (`_saq_outage`).
 KEEP_SECONDS = 60.0
 
 # KEYS: the wait's record, the outcome's SAQ job, SAQ's `incomplete` set (then its `queued`
@@ -136,8 +137,8 @@ def _while_redis_is_away(
         Exception,
         giveup=lambda error: not outage_of(error),
         max_time=KEEP_SECONDS,
-        factor=0.2,
-        max_value=5.0,
+        factor=2 * FIRST_RETRY,
+        max_value=LAST_RETRY,
         jitter=None,
         logger=None,
     )(call)
@@ -255,9 +256,10 @@ class Outcomes:
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
-        await _while_redis_is_away(self._keep_return)(record)
+        await self._keep_return(record)
         return value
 
+    @_while_redis_is_away
     async def _keep_return(self, record: str) -> None:
         await self._returned(keys=[record, self.links.delivered_key])
 
