@@ -73,11 +73,10 @@ def _defaults(cls: type) -> tuple[_Default, ...]:
     )
 
 
-def link_arguments(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
-    """A link's SAQ argument holding `checkpoint` (in either form; None: a wait not begun)."""
-    if checkpoint is None or "job_id" in checkpoint:
-        return {"checkpoint": checkpoint}
-    return {"saved": checkpoint}
+def carries(arguments: dict[str, Any]) -> bool:
+    """Whether a link's SAQ arguments carry its checkpoint (a link of an earlier version: a
+    link now runs from the state its wait's records keep, `_saq_links.Kept`)."""
+    return "saved" in arguments or "checkpoint" in arguments
 
 
 def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
