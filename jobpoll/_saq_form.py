@@ -11,20 +11,21 @@ Left out (`link_checkpoint`), and put back on reading (`checkpoint_of`):
   moves, most of a pace; a time left out was not set (0.0), and is put back as the saved form
   of 0.0 on the reader's clock;
 - the header's `timeout` and `deadline` when None, and `owed` when False (a link owes no
-  snapshot).
+  snapshot);
+- `next_poll_at` when it is when the wait's next poll is due, which the wait's records keep
+  as well (`leave_out_due`, `put_back_due`).
 
 What is put back is a checkpoint of the same version, which `resume_job` reads and checks as
-any other. A link carries this form as its `saved` argument (`link_arguments`). A link written
-before it carries the whole checkpoint, its `job_id` in it, as its `checkpoint` argument: it
-is read as it is, and handed on in this form. A worker of an earlier version, which requires
-`checkpoint`, refuses a link in this form (SAQ's retries bring it to another worker) rather
-than read it as a checkpoint of no job.
+any other. The wait's records keep this form (`_saq_links.Kept`); a link of an earlier version
+carries it as its `saved` argument, and one older still the whole checkpoint, its `job_id` in
+it, as its `checkpoint` argument (`carried`): it is read as it is, and handed on in this form.
 """
 
 from __future__ import annotations
 
 import functools
-from datetime import datetime
+import math
+from datetime import UTC, datetime
 from typing import Any
 
 import attrs
@@ -34,6 +35,9 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._saved import Timebase, converter
 from jobpoll._state import JobState, PaceState, record_type
+
+#: Seconds within which a checkpoint's `next_poll_at` is taken for its link's `due`.
+DUE_WITHIN = 0.001
 
 #: The header's fields a link leaves out, with the value each then stands for.
 HEADER_UNSET: dict[str, Any] = {"timeout": None, "deadline": None, "owed": False}
@@ -105,6 +109,30 @@ def _leave_out_defaults(cls: type, record: Any, data: dict[str, Any]) -> None:
             del data[field.name]
         elif field.record is not None and value is not None:
             _leave_out_defaults(field.record, value, data[field.name])
+
+
+def leave_out_due(checkpoint: Any, due: float | None) -> Any:
+    """`checkpoint` in the links' form less its `next_poll_at` if that is `due` (epoch
+    seconds) to the millisecond (the two are taken of one clock microseconds apart)."""
+    if due is None or not isinstance(checkpoint, dict) or "job_id" in checkpoint:
+        return checkpoint
+    try:
+        at = datetime.fromisoformat(checkpoint["next_poll_at"]).timestamp()
+    except (KeyError, TypeError, ValueError, OverflowError):
+        return checkpoint
+    if abs(at - due) > DUE_WITHIN:
+        return checkpoint
+    return {name: value for name, value in checkpoint.items() if name != "next_poll_at"}
+
+
+def put_back_due(checkpoint: Any, due: float | None) -> Any:
+    """`checkpoint` with the `next_poll_at` `leave_out_due` left out put back."""
+    if due is None or not isinstance(checkpoint, dict) or "job_id" in checkpoint:
+        return checkpoint
+    if "next_poll_at" in checkpoint or not math.isfinite(due):
+        return checkpoint
+    at = converter.unstructure(datetime.fromtimestamp(due, UTC))
+    return {**checkpoint, "next_poll_at": at}
 
 
 def checkpoint_of(data: Any, job_id: str, policy: PollPolicy) -> Any:

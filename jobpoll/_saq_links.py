@@ -50,7 +50,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
-from jobpoll._saq_form import carried, carries
+from jobpoll._saq_form import carried, carries, leave_out_due, put_back_due
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 from jobpoll._saq_scripts import (
     ADVANCE,
@@ -157,11 +157,12 @@ class Kept:
                 checkpoint = json.loads(saved)
             except ValueError:
                 checkpoint = saved.decode(errors="replace")
-        return cls(checkpoint, _number(due), _number(timeout))
+        when = _number(due)
+        return cls(put_back_due(checkpoint, when), when, _number(timeout))
 
     def arguments(self) -> list[str]:
         """As the scripts' `KEEP` takes it (`_saq_scripts`)."""
-        checkpoint = self.checkpoint
+        checkpoint = leave_out_due(self.checkpoint, self.due)
         return [
             "" if checkpoint is None else json.dumps(checkpoint, separators=(",", ":")),
             "" if self.due is None else repr(self.due),

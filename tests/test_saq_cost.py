@@ -99,7 +99,6 @@ async def test_a_waiting_job_weighs_at_most_its_bound(
     for step in range(12):
         service.set_job(many, status="RUNNING", progress=7 * step)
         assert await chain.run(many, step) == "polled"
-    print("WEIGHTS", await chain.weight(once, 1), await chain.weight(many, 12))
     assert await chain.weight(once, 1) <= MOST_BYTES_ONCE
     assert await chain.weight(many, 12) <= MOST_BYTES_MANY
     saved = await chain.saved(many)
