@@ -134,8 +134,12 @@ def _link_key(job_id: str, step: int | str) -> str:
     return f"jobpoll:{job_id}:{step}"
 
 
-def _number(value: bytes | str) -> float | None:
-    return None if value in (b"", "") else float(value)
+def _number(value: bytes | None) -> float | None:
+    """A number a record keeps; None for none (or what does not read as one)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
 
 
 @attrs.frozen
@@ -150,7 +154,7 @@ class Kept:
     timeout: float | None
 
     @classmethod
-    def read(cls, saved: bytes, due: bytes, timeout: bytes) -> Kept:
+    def read(cls, saved: bytes | None, due: bytes | None, timeout: bytes | None) -> Kept:
         checkpoint: Any = None
         if saved:
             try:

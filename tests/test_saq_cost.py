@@ -21,7 +21,7 @@ from saq import Queue
 from jobpoll import JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
-from jobpoll._saq_links import POLL_FUNCTION, Links
+from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
@@ -109,8 +109,9 @@ async def test_a_waiting_job_weighs_at_most_its_bound(
 async def test_a_link_carries_its_checkpoint_less_the_defaults_and_reads_it_back(
     chain: Chain, service: FakeJobsService
 ) -> None:
-    """A link's form of the checkpoint leaves out the job id and the fields at their declared
-    defaults, and is read back to the wait it was taken of."""
+    """A link's form of the checkpoint leaves out the job id, the fields at their declared
+    defaults and the next poll's time (the wait's records keep it as its due time), and is
+    read back to the wait it was taken of."""
     job_id = service.add_job(duration=10**6)
     assert await chain.links.submit([job_id], None) == [True]
     for step in range(3):
@@ -119,14 +120,18 @@ async def test_a_link_carries_its_checkpoint_less_the_defaults_and_reads_it_back
     saved = await chain.saved(job_id)
     assert "job_id" not in saved
     assert "id" not in saved["job"]
-    assert not {"timeout", "deadline", "owed", "failures"} & set(saved)
+    assert not {"timeout", "deadline", "owed", "failures", "next_poll_at"} & set(saved)
+    record = await chain.links.redis.hmget(chain.links.wait_key(job_id), ["due", "timeout"])
+    kept = Kept.read(await chain.links.redis.get(chain.links.saved_key(job_id)), *record)
     rules, state, owed = resume_job(
-        checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
+        checkpoint_of(kept.checkpoint, job_id, chain.policy), job_id, chain.policy
     )
     assert not owed
     assert (state.polls, state.answers, state.job and state.job.progress) == (3, 3, 20)
+    assert kept.due is not None
+    assert state.next_poll_at == pytest.approx(kept.due, abs=0.002)
     again = link_checkpoint(rules, state)
-    assert set(again) == set(saved)
+    assert set(again) == {*saved, "next_poll_at"}
     assert set(again["pace"]) == set(saved["pace"])
     whole = job_checkpoint(rules, state)
     assert len(json.dumps(saved)) < 0.8 * len(json.dumps(whole))
