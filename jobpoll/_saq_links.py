@@ -53,7 +53,6 @@ from jobpoll._models import JobResult
 from jobpoll._saq_form import carried, carries, leave_out_due, put_back_due
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 from jobpoll._saq_scripts import (
-    ADVANCE,
     ENQUEUE,
     ID,
     KEEP,
@@ -202,9 +201,7 @@ class Links:
         )
         moving = self.maker + LIVE
         self._submit = redis.register_script(self.maker + SUBMIT + KEEP + PARK + "return 1")
-        self._advance = redis.register_script(
-            ANSWERED + moving + ADVANCE + KEEP + PARK + "return 1"
-        )
+        self._advance = redis.register_script(ANSWERED + moving + KEEP + PARK + "return 1")
         self._mend = redis.register_script(moving + MEND + KEEP + PARK + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))

@@ -41,7 +41,7 @@ from saq import Job as SaqJob
 from jobpoll._saq_form import carried, carries
 from jobpoll._saq_links import AS_KEPT, LINK_TTL, POLL_FUNCTION, Kept, Links
 from jobpoll._saq_redis import RedisGuard, outage_of
-from jobpoll._saq_scripts import ADVANCE, KEEP, LIVE, PARK
+from jobpoll._saq_scripts import KEEP, LIVE, PARK
 
 logger = logging.getLogger("jobpoll")
 
@@ -71,7 +71,6 @@ if redis.call('LREM', KEYS[7], 0, KEYS[6]) == 0 then return 0 end
 redis.call('ZREM', KEYS[4], KEYS[6])
 redis.call('EXPIRE', KEYS[6], LINK_TTL)
 """.replace("LINK_TTL", str(LINK_TTL))
-    + ADVANCE
     + KEEP
     + PARK
     + "return 1"

@@ -1,8 +1,8 @@
 """The Lua scripts that change a SAQ queue's waits in Redis (`_saq_links.Links` runs them), made
 of shared fragments, and the SAQ job of a link as a script writes it (`link_maker`).
 
-The scripts that move a wait on (`SUBMIT`, `HAND_OVER`, `MEND`, `_saq_rescue`'s hand-on) share
-one layout of their first keys and arguments:
+The scripts that move a wait on (`Links.submit`, `hand_over` and `mend`, `_saq_rescue`'s
+hand-on) share one layout of their first keys and arguments:
 
 - KEYS: the wait's record, its kept checkpoint, the queue's parked set, SAQ's `incomplete` set
   and `queued` list (`Links.wait_keys`), then the script's own (the shared rate's two last,
@@ -40,36 +40,36 @@ LIVE = """
 if redis.call('HGET', KEYS[1], 'step') ~= ARGV[2] then return 0 end
 """
 
-#: Moves the wait's live link on to ARGV[3].
-ADVANCE = """
-redis.call('HSET', KEYS[1], 'step', ARGV[3])
-redis.call('HDEL', KEYS[1], 'runner', 'begun')
-"""
-
-#: Keeps the state the next link runs from in the wait's records (ARGV[4:6]).
+#: Moves the wait's live link on to ARGV[3] (or, the same step, leaves it), with the state
+#: it runs from (ARGV[4:6]), and clears the noting of the link's runner (`_saq_rescue`).
 KEEP = """
+local fields = {'step', ARGV[3]}
+local gone = {'runner', 'begun'}
 if ARGV[4] ~= '-' then
-  if ARGV[4] == '' then redis.call('DEL', KEYS[2]) else redis.call('SET', KEYS[2], ARGV[4]) end
-  if ARGV[5] == '' then redis.call('HDEL', KEYS[1], 'due')
-  else redis.call('HSET', KEYS[1], 'due', ARGV[5]) end
-  if ARGV[6] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[6]) end
+  if ARGV[5] == '' then table.insert(gone, 'due')
+  else table.insert(fields, 'due') table.insert(fields, ARGV[5]) end
+  if ARGV[6] ~= '' then table.insert(fields, 'timeout') table.insert(fields, ARGV[6]) end
 end
+redis.call('HSET', KEYS[1], unpack(fields))
+redis.call('HDEL', KEYS[1], unpack(gone))
+if ARGV[4] == '' then redis.call('DEL', KEYS[2])
+elseif ARGV[4] ~= '-' then redis.call('SET', KEYS[2], ARGV[4]) end
 """
 
 #: Parks the wait until ARGV[7] (Redis's clock), or (0) enqueues its next link at once.
 PARK = """
 if ARGV[7] == '0' then
   redis.call('ZREM', KEYS[3], ARGV[1])
-  release(ARGV[1], ARGV[3], KEYS[4], KEYS[5])
+  release(ARGV[1], ARGV[3], KEYS[4], KEYS[5], redis.call('TIME'))
 else
   redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1])
 end
 """
 
-#: Starts a wait (returns 0: one is kept already), its first link enqueued at once.
+#: Starts a wait (returns 0: one is kept already), with when it was submitted.
 SUBMIT = """
 if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'step', ARGV[3], 'since', redis.call('TIME')[1])
+redis.call('HSET', KEYS[1], 'since', redis.call('TIME')[1])
 """
 
 #: Enqueues the live link again (the same step), unless the wait is parked or its link is in
@@ -95,9 +95,10 @@ local parked = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', string.format('%.6f'
   'LIMIT', 0, 1000)
 for _, id in ipairs(parked) do
   local step = redis.call('HGET', WAITS .. id, 'step')
-  if step then release(id, step, KEYS[2], KEYS[3]) end
-  redis.call('ZREM', KEYS[1], id)
+  if step then release(id, step, KEYS[2], KEYS[3], time) end
 end
+-- The lowest of the parked set: those just read, no more (it has no LIMIT by score).
+if #parked > 0 then redis.call('ZREMRANGEBYRANK', KEYS[1], 0, #parked - 1) end
 return #due + #parked
 """
 
@@ -134,13 +135,15 @@ def _concatenation(text: str, places: dict[str, str]) -> str:
 
 
 def link_maker(link: SaqJob, saq_id: str, waits: str) -> str:
-    """The Lua function `release(id, step, incomplete, queued)`, which enqueues link `step`
-    of the wait on `id` at once as `RedisQueue.enqueue` stores a job (its record, its entry
-    in `incomplete` scored 0, its SAQ id in `queued`), and `WAITS`, the prefix of the waits'
-    records (`waits`). `link`: a link as `Links.link` makes it, of a wait on `ID` at step
-    `STEP` queued at `QUEUED`, `saq_id` its SAQ id: the function writes its JSON with the id,
-    the step and the time (Redis's, in milliseconds) put in. The queue must write its jobs as
-    JSON (SAQ's default), else `ValueError`."""
+    """The Lua function `release(id, step, incomplete, queued, time)`, which enqueues link
+    `step` of the wait on `id` at once (queued at `time`, a reply of Redis's `TIME`) as
+    `RedisQueue.enqueue` stores a job (its record, its entry in `incomplete` scored 0, its SAQ
+    id in `queued`), and `WAITS`, the prefix of the waits' records (`waits`).
+
+    `link`: a link as `Links.link` makes it, of a wait on `ID` at step `STEP` queued at
+    `QUEUED`, `saq_id` its SAQ id: the function writes its JSON with the id, the step and the
+    time (Redis's, in milliseconds) put in. The queue must write its jobs as JSON (SAQ's
+    default), else `ValueError`."""
     serialized = link.get_queue().serialize(link)
     text = serialized.decode() if isinstance(serialized, bytes) else serialized
     found = sorted(_PLACES[piece] for piece in re.findall("|".join(map(re.escape, _PLACES)), text))
@@ -148,9 +151,8 @@ def link_maker(link: SaqJob, saq_id: str, waits: str) -> str:
         raise ValueError("the SAQ queue of jobpoll's waits must write its jobs as JSON")
     return f"""
 local WAITS = {_lua_string(waits)}
-local function release(raw, step, incomplete, queued)
+local function release(raw, step, incomplete, queued, time)
   local id = string.sub(cjson.encode(raw), 2, -2)
-  local time = redis.call('TIME')
   local queued_at = string.format('%d', tonumber(time[1]) * 1000 + math.floor(time[2] / 1000))
   local job = {_concatenation(saq_id, {ID: "raw", STEP: "step"})}
   redis.call('SET', job, {_concatenation(text, _PLACES)})
