@@ -163,6 +163,14 @@ class Kept:
         when = _number(due)
         return cls(put_back_due(checkpoint, when), when, _number(timeout))
 
+    @classmethod
+    def carried_by(cls, arguments: dict[str, Any] | None) -> Kept | None:
+        """The state a link of an earlier version carries in its SAQ `arguments` (None: a
+        link of this version, which carries none)."""
+        if not arguments or not carries(arguments):
+            return None
+        return cls(carried(arguments), arguments.get("due"), arguments.get("timeout"))
+
     def arguments(self) -> list[str]:
         """As the scripts' `KEEP` takes it (`_saq_scripts`)."""
         checkpoint = leave_out_due(self.checkpoint, self.due)
@@ -457,9 +465,8 @@ class Links:
         an earlier version, from the one its SAQ record carries."""
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
         earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
-        state = AS_KEPT
-        if carries(earlier):
-            state = Kept(carried(earlier), earlier.get("due"), earlier.get("timeout")).arguments()
+        carried_state = Kept.carried_by(earlier)
+        state = AS_KEPT if carried_state is None else carried_state.arguments()
         restarted = state == AS_KEPT and not await self.redis.exists(self.saved_key(job_id))
         args: list[str | int] = [job_id, step, step, *state, "0"]
         keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]

@@ -20,7 +20,7 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
-from jobpoll._saq_form import carried, carries, checkpoint_of, link_checkpoint
+from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import Kept, Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes
@@ -66,23 +66,10 @@ class Link:
         if begun is None:
             return "superseded"
         turn: Turn | None = begun[0]
-        kept = begun[1]
-        if earlier and carries(earlier):
-            kept = Kept(carried(earlier), earlier.get("due"), earlier.get("timeout"))
+        kept = Kept.carried_by(earlier) or begun[1]
         checkpoint, timeout, due = kept.checkpoint, kept.timeout, kept.due
         late = None if due is None else rate.now() - due
-        pause = SLOW_START_WAIT
-        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
-            await self.policy.sleep(pause)
-            pause = min(2 * pause, HORIZON)
-            turn = await self._turn(longest)
-        while turn is not None and turn.taken and turn.delay > 0:
-            await self.policy.sleep(turn.delay)
-            if rate.control.cuts == turn.sent_in:
-                break
-            # The fleet's rate was cut while this poll slept (this worker's other links saw
-            # it): a turn taken at the old rate would be refused too, so take one anew.
-            turn = await self._turn(longest)
+        turn = await self._wait_for(turn, longest)
         if turn is None:
             return "superseded"
         if step == 0:
@@ -94,6 +81,23 @@ class Link:
             await self.links.hand_over(job_id, step, checkpoint, place, now, timeout, lost=lost)
             return "paused"
         return await self.poll(checkpoint, timeout, turn.sent_in, late)
+
+    async def _wait_for(self, turn: Turn | None, longest: float) -> Turn | None:
+        """Wait for `turn` (sleeping in this worker), asking again as the fleet's rate says;
+        the turn to poll in (or to hand over at), or None: the link is no longer live."""
+        pause = SLOW_START_WAIT
+        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
+            await self.policy.sleep(pause)
+            pause = min(2 * pause, HORIZON)
+            turn = await self._turn(longest)
+        while turn is not None and turn.taken and turn.delay > 0:
+            await self.policy.sleep(turn.delay)
+            if self.rate.control.cuts == turn.sent_in:
+                break
+            # The fleet's rate was cut while this poll slept (this worker's other links saw
+            # it): a turn taken at the old rate would be refused too, so take one anew.
+            turn = await self._turn(longest)
+        return turn
 
     async def _turn(self, longest: float) -> Turn | None:
         """A turn asked for again (None: the link is no longer live)."""

@@ -38,7 +38,6 @@ import attrs
 from redis.asyncio.client import Pipeline
 from saq import Job as SaqJob
 
-from jobpoll._saq_form import carried, carries
 from jobpoll._saq_links import AS_KEPT, LINK_TTL, POLL_FUNCTION, Kept, Links
 from jobpoll._saq_redis import RedisGuard, outage_of
 from jobpoll._saq_scripts import KEEP, LIVE, PARK
@@ -287,10 +286,8 @@ class Rescue:
             await self._drop(keys=keys, args=[link.step, link.record], client=pipe)
             return
         # The state its wait's records keep, or the one a link of an earlier version carries.
-        state = AS_KEPT
-        if carries(link.kwargs):
-            due, timeout = link.kwargs.get("due"), link.kwargs.get("timeout")
-            state = Kept(carried(link.kwargs), due, timeout).arguments()
+        carried = Kept.carried_by(link.kwargs)
+        state = AS_KEPT if carried is None else carried.arguments()
         args: list[str | int | bytes] = [link.job_id, link.step, link.step + 1, *state, "0"]
         args += [link.record, link.runner or ""]
         keys = [*links.wait_keys(link.job_id), link.saq_id, queue.namespace("active")]
