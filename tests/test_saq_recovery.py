@@ -17,6 +17,7 @@ import pytest
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
 import saq.queue.redis
+from redis.exceptions import OutOfMemoryError
 from saq import Queue
 from test_saq import Fleet, delivered_once, eventually, fleet_of
 from test_saq import service as live_service
@@ -93,6 +94,36 @@ async def test_links_are_due_by_redis_clock_not_a_worker_clock(
         assert await queue.redis.zscore(incomplete, links.link_id(later, 1)) is None
         assert await queue.redis.zscore(links.parked_key, later) == now + 30.0
         assert await queue.redis.zscore(links.parked_key, passed) is None
+    finally:
+        await queue.disconnect()
+
+
+async def test_parked_waits_due_while_redis_is_full_wait_for_room(redis_url: str) -> None:
+    """The upkeep's move of the parked waits due into SAQ's queue is refused whole while Redis
+    is out of memory (no wait taken out of the parked set, no link half written), and made
+    once Redis has room again."""
+    queue = Queue.from_url(redis_url, name="q" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
+    job_id = str(uuid.uuid4())
+    try:
+        assert await links.submit([job_id], None) == [True]
+        await queue.redis.delete(queue.namespace("queued"))  # link 0 taken, and run
+        assert await links.release_due() == 0  # (its script loaded)
+        now = await _time(queue)
+        await links.hand_over(job_id, 0, {"polls": 1}, now - 1.0, now - 2.0)
+        try:
+            await queue.redis.config_set("maxmemory", 1)
+            with pytest.raises(OutOfMemoryError):
+                await links.release_due()
+        finally:
+            await queue.redis.config_set("maxmemory", 0)
+        assert await queue.redis.zscore(links.parked_key, job_id) == now - 1.0
+        assert not await queue.redis.exists(links.link_id(job_id, 1))
+        assert await links.release_due() == 1
+        assert await queue.redis.zscore(links.parked_key, job_id) is None
+        assert await queue.redis.lrange(queue.namespace("queued"), 0, -1) == [
+            links.link_id(job_id, 1).encode()
+        ]
     finally:
         await queue.disconnect()
 
