@@ -50,7 +50,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
-from jobpoll._saq_form import carried, carries, leave_out_due, put_back_due
+from jobpoll._saq_form import carried, carries
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 from jobpoll._saq_scripts import (
     ENQUEUE,
@@ -160,8 +160,7 @@ class Kept:
                 checkpoint = json.loads(saved)
             except ValueError:
                 checkpoint = saved.decode(errors="replace")
-        when = _number(due)
-        return cls(put_back_due(checkpoint, when), when, _number(timeout))
+        return cls(checkpoint, _number(due), _number(timeout))
 
     @classmethod
     def carried_by(cls, arguments: dict[str, Any] | None) -> Kept | None:
@@ -173,7 +172,7 @@ class Kept:
 
     def arguments(self) -> list[str]:
         """As the scripts' `KEEP` takes it (`_saq_scripts`)."""
-        checkpoint = leave_out_due(self.checkpoint, self.due)
+        checkpoint = self.checkpoint
         return [
             "" if checkpoint is None else json.dumps(checkpoint, separators=(",", ":")),
             "" if self.due is None else repr(self.due),

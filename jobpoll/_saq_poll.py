@@ -106,7 +106,7 @@ class Link:
 
     async def poll(
         self,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: Any,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         sent_in: int,
         late: float | None = None,
@@ -176,7 +176,7 @@ class Link:
     async def _held(
         self,
         error: JobPollError,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: Any,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         answered: float | None,
         late: float | None,

@@ -282,9 +282,10 @@ async def _progress_kept(fleet: Fleet, job_id: str) -> bool:
     """The wait's kept checkpoint shows the job's status and progress, and the polls made."""
     queue = fleet.waits.queue
     kept = await queue.redis.get(f"jobpoll:{fleet.queue_name}:saved:{job_id}")
-    saved = {} if kept is None else json.loads(kept)
-    job = saved.get("job") or {}
-    return job.get("status") == "RUNNING" and job.get("progress") == 40 and saved["polls"] >= 1
+    if kept is None:
+        return False
+    _header, (job, _failures, polls, *_rest) = json.loads(kept)  # docs/guides/saq.md
+    return job["status"] == "RUNNING" and job["progress"] == 40 and polls >= 1
 
 
 async def _at_least(fleet: Fleet, count: int) -> bool:
