@@ -2,8 +2,9 @@
 `job_checkpoint`'s values, less their names and less what the declarations already say. Redis
 holds one per waiting job, so each byte is paid per waiting job: in the keyed form this one
 replaced, a wait polled five times with its job's progress moving kept 701 bytes of JSON and
-weighed 1,191 bytes in Redis, over the 800 `benchmarks/bench_queue.py` targets
-(`tests/test_saq_cost.py` weighs it now).
+weighed 1,191 bytes of Redis, over the 800 `benchmarks/bench_queue.py` targets; in this one,
+about 300 bytes of JSON, 744 of Redis (`tests/test_saq_cost.py`; Redis rounds a string up to
+its allocator's size classes: 315 to 378 bytes of JSON would weigh 64 more).
 
 The form is a list of two lists: the header's values (`JobCheckpoint`), then the wait's
 (`JobState`), `pace` in it a list of `PaceState`'s values; each list holds its class's saved
@@ -12,28 +13,29 @@ here; it is added at the end, where a form written before it stands for its defa
 is pinned in `tests/test_saq_form.py`). One rule writes each value (`link_checkpoint`), one
 reads it back (`checkpoint_of`):
 
-- null stands for the field's default (as declared, else None: the header's `timeout` and
-  `deadline` unset), and trailing nulls are left out (before progress moves, most of a pace);
-  a "past" time at its default (0.0) was not set, and is put back as the saved form of 0.0 on
-  the reader's clock;
-- a time ("past", or "utc": an ISO time in the whole checkpoint) is whole microseconds after
-  the header's `taken_at`, negative for a past one;
+- a value is as the whole checkpoint saves it, but for the times: each is whole microseconds,
+  `taken_at` after the Unix epoch, any other ("utc": an ISO time in the whole checkpoint, or
+  "past": seconds before `taken_at`) after `taken_at`; a past time not set (0.0) is null, put
+  back as the saved form of 0.0 on the reader's clock;
+- the values at their defaults at a list's end are left out (as declared, else None: the
+  header's `timeout` and `deadline` unset): before progress moves, most of a pace;
 - the job id is the link's own: not in the state, nor in the job seen when it spells it so.
   The job seen is otherwise as the service wrote it.
 
-After five polls (the whole checkpoint, about 1,000 bytes of JSON, is in `_checkpoint`)::
+After five polls, with a timeout of an hour (322 bytes; its whole checkpoint, 942, is in
+`tests/test_saq_form.py`)::
 
-    [[3,"2026-12-07T16:48:15.375283Z"],[{"createdAt":"2026-12-07T16:48:15Z",
-     "user":"742429-234242-4343-232323","progress":28,"status":"RUNNING"},null,5,5,-7723600,
-     -10400,5400000,[1,"RUNNING",-6637900,-6637900,null,-1334100,21,-10400,28,-10400,28,
-     -10400,-1334100,-1334100,21,-3407600,7,2,7.787212688645466,5.959511224779767,7]]]
+    [[3,1796662553000000,3600.0,3599692886],[{"createdAt":"2026-12-07T16:55:52Z",
+     "user":"742429-234242-4343-232323","progress":28,"status":"RUNNING"},0,5,5,-307115,
+     -260972,36870944,[1,"RUNNING",-299242,-299242,0,-270325,14,-263810,21,-260972,28,
+     -260972,-263810,-263810,21,-275235,7,0,1425.6641740312712,1074.4392885896216,7]]]
 
 What is read back is a whole checkpoint of the same version, which `resume_job` reads and
 checks as any other. The forms written before this one are read too: the keyed form (a dict:
-the whole checkpoint less the job id, the fields at their defaults and, at times, the next
-poll's), which a link of the previous version carries as its `saved` argument, and the whole
-checkpoint, its `job_id` in it, which the oldest carry as `checkpoint` (`carried`). A link
-runs from either as it is, and hands on this form.
+the whole checkpoint less the job id and the fields at their defaults), which a link of the
+previous version carries as its `saved` argument, and the whole checkpoint, its `job_id` in
+it, which the oldest carry as `checkpoint` (`carried`). A link runs from either as it is, and
+hands on this form.
 """
 
 from __future__ import annotations
@@ -141,15 +143,20 @@ def _values(cls: type, data: dict[str, Any], record: Any, taken_at: datetime) ->
             values.append(None)
         elif slot.record is not None:
             values.append(_values(slot.record, value, getattr(record, slot.name), taken_at))
-        elif slot.time == "past":
-            values.append(round(value * 1e6))
-        elif slot.time == "utc":
-            since = _EPOCH if slot.name == _BASE else taken_at
-            values.append((datetime.fromisoformat(value) - since) // _MICROSECOND)
         else:
-            values.append(value)
+            since = _EPOCH if slot.name == _BASE else taken_at
+            values.append(_written_time(slot.time, value, since))
         kept = kept if at_default else len(values)
     return values[:kept]
+
+
+def _written_time(time: str | None, value: Any, since: datetime) -> Any:
+    """A saved value as the form writes it: a time as whole microseconds `since`."""
+    if time == "past":
+        return round(value * 1e6)
+    if time == "utc":
+        return (datetime.fromisoformat(value) - since) // _MICROSECOND
+    return value
 
 
 # Reading: the form's values put back by the same fields, or a keyed form's defaults.
