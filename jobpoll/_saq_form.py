@@ -3,8 +3,8 @@
 holds one per waiting job, so each byte is paid per waiting job: in the keyed form this one
 replaced, a wait polled five times with its job's progress moving kept 701 bytes of JSON and
 weighed 1,191 bytes of Redis, over the 800 `benchmarks/bench_queue.py` targets; in this one,
-about 300 bytes of JSON, 744 of Redis (`tests/test_saq_cost.py`; Redis rounds a string up to
-its allocator's size classes: 315 to 378 bytes of JSON would weigh 64 more).
+307 bytes of JSON, 742 of Redis (Redis rounds a string up to its allocator's size classes:
+315 to 378 bytes of JSON would weigh 64 more; `tests/test_saq_cost.py` keeps it under).
 
 The form is a list of two lists: the header's values (`JobCheckpoint`), then the wait's
 (`JobState`), `pace` in it a list of `PaceState`'s values; each list holds its class's saved
