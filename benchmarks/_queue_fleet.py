@@ -91,11 +91,18 @@ class Side:
             await self.queue.enqueue("bare_poll", **bare_job(job_id, 0, self.interval))
 
     async def live_keys(self, job_id: str, polls: int) -> list[str]:
-        """The Redis keys of one waiting job: its live link (or bare job) and its record."""
+        """The Redis keys of one waiting job: the bare job; or the wait's kept checkpoint and
+        its record (parked, it has no SAQ job)."""
         if self.side == "bare":
             return [self.queue.job_id(f"bare:{job_id}:{polls}")]
-        step = await self.queue.redis.hget(self.links.wait_key(job_id), "step")
-        return [self.links.link_id(job_id, int(step or 0)), self.links.wait_key(job_id)]
+        return [self.links.saved_key(job_id), self.links.wait_key(job_id)]
+
+    def queue_keys(self) -> list[str]:
+        """The sorted sets a waiting job has an entry in: SAQ's `incomplete` (the bare job),
+        jobpoll's parked set (a parked wait)."""
+        if self.side == "bare":
+            return [self.queue.namespace("incomplete")]
+        return [self.links.parked_key]
 
     async def close(self) -> None:
         await self.queue.disconnect()

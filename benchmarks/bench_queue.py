@@ -28,8 +28,9 @@ bytes, for short waits (jobs that end at their 4th poll) and long ones.
    minutes. Long: the jobs move (2 minutes, linear progress) and are polled at 0.2 s, then
    each interval three times the last, the schedule following their progress, and weighed
    after their fifth poll. Per waiting job, once the links that ran expired (10 s): the
-   `MEMORY USAGE` of its own keys (its live link or job, its wait's record) plus its share
-   of SAQ's `incomplete` set, which the target is checked on; and the growth of `INFO
+   `MEMORY USAGE` of its own keys (the floor's job; a parked wait's record and kept
+   checkpoint) plus its share of its sorted set (SAQ's `incomplete`; jobpoll's parked set),
+   which the target is checked on; and the growth of `INFO
    memory`'s `used_memory_dataset` (the total, `used_memory`, swings by megabytes with the
    clients' buffers; the dataset's growth still by a few hundred bytes per wait, run to run).
 3. Kills: `--kill-jobs` jobs of 1 to 5 s (a fifth FAILED) on three workers of concurrency 4
@@ -240,7 +241,7 @@ async def memory(
 
         await until(settled, f"every wait polled {polled} times, the links run expired", 300)
         after = int((await redis.info("memory"))["used_memory_dataset"])
-        # Each wait's own keys and its share of SAQ's `incomplete` set, by `MEMORY USAGE`:
+        # Each wait's own keys and its share of its sorted set, by `MEMORY USAGE`:
         # steadier than the dataset's growth, which swings by a few hundred bytes per wait.
         waiting = [await side.live_keys(job_id, service.request_count(job_id)) for job_id in ids]
         async with redis.pipeline(transaction=False) as pipe:
@@ -250,9 +251,11 @@ async def memory(
             weights = [int(weight or 0) for weight in await pipe.execute()]
         key_bytes = weights[: len(waiting[0])]
         stored = int(await redis.strlen(waiting[0][0]))
-        incomplete = side.queue.namespace("incomplete")
-        queue_bytes = int(await redis.memory_usage(incomplete, samples=0) or 0)
-        entry = queue_bytes / max(1, int(await redis.zcard(incomplete)))
+        queue_bytes = entries = 0
+        for key in side.queue_keys():
+            queue_bytes += int(await redis.memory_usage(key, samples=0) or 0)
+            entries += int(await redis.zcard(key))
+        entry = queue_bytes / max(1, entries)
     finally:
         await workers.stop()
         await side.close()
@@ -394,11 +397,11 @@ async def memory_sides(
             f" <= {MEMORY_TARGET:.0f} B: {verdict}; {arguments.idle} waiting; the dataset's"
             f" growth per waiting job: jobpoll {ours['dataset_bytes_per_waiting_job']:.0f} B,"
             f" floor {floor['dataset_bytes_per_waiting_job']:.0f} B). One wait's keys"
-            f" (MEMORY USAGE): jobpoll's link {ours['job_key_bytes']} B (its JSON"
+            f" (MEMORY USAGE): jobpoll's kept checkpoint {ours['job_key_bytes']} B (its JSON"
             f" {ours['job_json_bytes']} B), its wait's record {ours['record_key_bytes']} B,"
-            f" its entry in SAQ's `incomplete` about {ours['queue_entry_bytes']:.0f} B; the"
+            f" its entry in the parked set about {ours['queue_entry_bytes']:.0f} B; the"
             f" floor's job {floor['job_key_bytes']} B (its JSON {floor['job_json_bytes']} B),"
-            f" its entry about {floor['queue_entry_bytes']:.0f} B",
+            f" its entry in SAQ's `incomplete` about {floor['queue_entry_bytes']:.0f} B",
             flush=True,
         )
     return met

@@ -26,12 +26,13 @@ VERSION = 3
 
 @attrs.frozen(kw_only=True)
 class WaitCheckpoint:
-    """A checkpoint's header: what a wait saves besides its jobs."""
+    """A checkpoint's header: what a wait saves besides its jobs. Its times are marked
+    "utc", as those of `_state`'s records are, for the links' form (`_saq_form`)."""
 
     version: int
-    taken_at: datetime
+    taken_at: datetime = attrs.field(metadata={"time": "utc"})
     timeout: float | None = attrs.field(validator=lambda _self, _field, value: check_timeout(value))
-    deadline: datetime | None
+    deadline: datetime | None = attrs.field(metadata={"time": "utc"})
 
 
 @attrs.frozen(kw_only=True)

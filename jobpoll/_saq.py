@@ -313,28 +313,19 @@ class SaqWaits:
         with self._guard.mapped():
             return await self._links.mend()
 
-    async def poll(
-        self,
-        ctx: dict[str, Any],
-        *,
-        job_id: str,
-        step: int,
-        checkpoint: dict[str, Any] | None = None,
-        saved: dict[str, Any] | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
-        due: float | None = None,
-    ) -> str:
-        """One link of a wait (SAQ calls it), due at `due` (Redis's clock; None: at once): one
-        poll, from the wait's checkpoint as the link carries it (`saved`, `_saq_form`; the
-        whole `checkpoint` in a link of an earlier version), then the hand-over to the next link
-        or to the outcome, within `poll_timeout`. Returns what it did: "polled", "over",
-        "paused" (no turn under the fleet's rate within `HORIZON`: handed over unpolled, to its
-        place in the line), "held" (an error of this worker's setup: handed over unpolled,
-        logged) or "superseded" (a second run of a link already handed over)."""
+    async def poll(self, ctx: dict[str, Any], *, job_id: str, step: int, **earlier: Any) -> str:
+        """One link of a wait (SAQ calls it): one poll, from the state the wait's records keep
+        (`Links.begin`; a link of an earlier version carries it in its arguments, `earlier`:
+        its checkpoint, `saved` or `checkpoint`, and its `timeout` and `due`), then the
+        hand-over to the next link or to the outcome, within `poll_timeout`. Returns what it
+        did: "polled", "over", "paused" (no turn under the fleet's rate within `HORIZON`:
+        handed over unpolled, to its place in the line), "held" (an error of this worker's
+        setup: handed over unpolled, logged) or "superseded" (a second run of a link already
+        handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
         policy, token = self._fleet_policy, self._rescue.token
         link = Link(self._links, self._outcomes, policy, client, self._rate, job_id, step, token)
         async with asyncio.timeout(self._links.poll_timeout):
-            return await link.run(checkpoint if saved is None else saved, timeout, due)
+            return await link.run(earlier)

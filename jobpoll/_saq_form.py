@@ -1,83 +1,113 @@
-"""The form in which a SAQ link carries its wait's checkpoint: `job_checkpoint`'s, less what
-the declarations already say. Redis holds a link per waiting job, and SAQ writes a link's
-record again twice as it runs it: each byte is paid per waiting job and per poll.
+"""The form in which a SAQ wait's records keep its checkpoint between polls (`_saq_links.Kept`):
+`job_checkpoint`'s values, less their names and less what the declarations already say. Redis
+holds one per waiting job, so each byte is paid per waiting job: in the keyed form this one
+replaced, a wait polled five times with its job's progress moving kept 701 bytes of JSON and
+weighed 1,191 bytes of Redis, over the 800 `benchmarks/bench_queue.py` targets; in this one,
+307 bytes of JSON, 742 of Redis (Redis rounds a string up to its allocator's size classes:
+315 to 378 bytes of JSON would weigh 64 more; `tests/test_saq_cost.py` keeps it under).
 
-Left out (`link_checkpoint`), and put back on reading (`checkpoint_of`):
+The form is a list of two lists: the header's values (`JobCheckpoint`), then the wait's
+(`JobState`), `pace` in it a list of `PaceState`'s values; each list holds its class's saved
+fields in declared order (`attrs.fields`, so a field added there is carried with no change
+here; it is added at the end, where a form written before it stands for its default: the order
+is pinned in `tests/test_saq_form.py`). One rule writes each value (`link_checkpoint`), one
+reads it back (`checkpoint_of`):
 
-- the job id: the link's own (its `job_id` argument), in the header and in the job seen
-  (unless the service spelled it otherwise);
-- each field of `JobState` and `PaceState` whose value is its declared default (from
-  `attrs.fields`, so a field added there is carried with no change here): before progress
-  moves, most of a pace; a time left out was not set (0.0), and is put back as the saved form
-  of 0.0 on the reader's clock;
-- the header's `timeout` and `deadline` when None, and `owed` when False (a link owes no
-  snapshot).
+- a value is as the whole checkpoint saves it, but for the times: each is whole microseconds,
+  `taken_at` after the Unix epoch, any other ("utc": an ISO time in the whole checkpoint, or
+  "past": seconds before `taken_at`) after `taken_at`; a past time not set (0.0) is null, put
+  back as the saved form of 0.0 on the reader's clock;
+- the values at their defaults at a list's end are left out (as declared, else None: the
+  header's `timeout` and `deadline` unset): before progress moves, most of a pace;
+- the job id is the link's own: not in the state, nor in the job seen when it spells it so.
+  The job seen is otherwise as the service wrote it.
 
-What is put back is a checkpoint of the same version, which `resume_job` reads and checks as
-any other. A link carries this form as its `saved` argument (`link_arguments`). A link written
-before it carries the whole checkpoint, its `job_id` in it, as its `checkpoint` argument: it
-is read as it is, and handed on in this form. A worker of an earlier version, which requires
-`checkpoint`, refuses a link in this form (SAQ's retries bring it to another worker) rather
-than read it as a checkpoint of no job.
+After five polls, with a timeout of an hour (322 bytes; its whole checkpoint, 942, is in
+`tests/test_saq_form.py`)::
+
+    [[3,1796662553000000,3600.0,3599692886],[{"createdAt":"2026-12-07T16:55:52Z",
+     "user":"742429-234242-4343-232323","progress":28,"status":"RUNNING"},0,5,5,-307115,
+     -260972,36870944,[1,"RUNNING",-299242,-299242,0,-270325,14,-263810,21,-260972,28,
+     -260972,-263810,-263810,21,-275235,7,0,1425.6641740312712,1074.4392885896216,7]]]
+
+What is read back is a whole checkpoint of the same version, which `resume_job` reads and
+checks as any other. The forms written before this one are read too: the keyed form (a dict:
+the whole checkpoint less the job id and the fields at their defaults), which a link of the
+previous version carries as its `saved` argument, and the whole checkpoint, its `job_id` in
+it, which the oldest carry as `checkpoint` (`carried`). A link runs from either as it is, and
+hands on this form.
 """
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import attrs
 
-from jobpoll._checkpoint import job_checkpoint
+from jobpoll._checkpoint import JobCheckpoint, job_checkpoint
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._saved import Timebase, converter
 from jobpoll._state import JobState, PaceState, record_type
-
-#: The header's fields a link leaves out, with the value each then stands for.
-HEADER_UNSET: dict[str, Any] = {"timeout": None, "deadline": None, "owed": False}
-
-
-@attrs.frozen
-class _Default:
-    """A saved field of a record class with a plain default: its name, its default, that
-    default as saved (None for a "past" time: it depends on the clock), and the record
-    class it holds, if any."""
-
-    name: str
-    default: Any
-    saved: Any
-    past: bool
-    record: type | None
-
+from jobpoll._wire import format_timestamp
 
 #: The records a checkpoint holds in their saved form (`_saved`); a `Job` is in its wire form.
 _RECORDS = (JobState, PaceState)
 
+#: The fields the link's own job id stands for.
+_LINKS_OWN = frozenset({"job_id"})
+
+#: The time the form's other times count from, itself counted from the Unix epoch.
+_BASE = "taken_at"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MICROSECOND = timedelta(microseconds=1)
+
+
+@attrs.frozen
+class _Slot:
+    """A saved field of a record class as the form holds it: its name, the value null stands
+    for (its default, else None) and that value as the whole checkpoint saves it, how it is a
+    time ("past", "utc" or None), and the record class it holds, if any."""
+
+    name: str
+    default: Any
+    saved: Any
+    time: str | None
+    record: type | None
+
+
+def _default(field: attrs.Attribute[Any]) -> Any:
+    """What null stands for: a plain default; else None (a default made by a factory is
+    never taken for one: the field's value is always written)."""
+    if field.default is attrs.NOTHING or isinstance(field.default, attrs.Factory):  # type: ignore[arg-type]
+        return None
+    return field.default
+
 
 @functools.cache
-def _defaults(cls: type) -> tuple[_Default, ...]:
+def _slots(cls: type) -> tuple[_Slot, ...]:
+    """The saved fields of `cls`, in declared order, as the form holds them."""
     return tuple(
-        _Default(
+        _Slot(
             field.name,
-            field.default,
-            converter.unstructure(field.default),
-            field.metadata.get("time") == "past",
+            default,
+            converter.unstructure(default),
+            field.metadata.get("time"),
             record if (record := record_type(field)) in _RECORDS else None,
         )
         for field in attrs.fields(cls)
-        if field.default is not attrs.NOTHING
-        and not isinstance(field.default, attrs.Factory)  # type: ignore[arg-type]
-        and field.metadata.get("saved", True)
+        if field.metadata.get("saved", True) and field.name not in _LINKS_OWN
+        for default in [_default(field)]
     )
 
 
-def link_arguments(checkpoint: dict[str, Any] | None) -> dict[str, Any]:
-    """A link's SAQ argument holding `checkpoint` (in either form; None: a wait not begun)."""
-    if checkpoint is None or "job_id" in checkpoint:
-        return {"checkpoint": checkpoint}
-    return {"saved": checkpoint}
+def carries(arguments: dict[str, Any]) -> bool:
+    """Whether a link's SAQ arguments carry its checkpoint (a link of an earlier version: a
+    link now runs from the state its wait's records keep, `_saq_links.Kept`)."""
+    return "saved" in arguments or "checkpoint" in arguments
 
 
 def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
@@ -86,56 +116,144 @@ def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
     return saved
 
 
-def link_checkpoint(rules: Rules, state: JobState) -> dict[str, Any]:
-    """The wait's checkpoint as its next link carries it (module docstring)."""
+# Writing: one rule over the fields of each record.
+
+
+def link_checkpoint(rules: Rules, state: JobState) -> list[Any]:
+    """The wait's checkpoint in the links' form (module docstring)."""
     data = job_checkpoint(rules, state)
-    del data["job_id"]
     if state.job is not None and state.job.id == state.job_id:
         del data["job"]["id"]
-    for name, unset in HEADER_UNSET.items():
-        if name in data and data[name] is unset:
-            del data[name]
-    _leave_out_defaults(JobState, state, data)
-    return data
+    taken_at = datetime.fromisoformat(data[_BASE])
+    return [_values(JobCheckpoint, data, None, taken_at), _values(JobState, data, state, taken_at)]
 
 
-def _leave_out_defaults(cls: type, record: Any, data: dict[str, Any]) -> None:
-    for field in _defaults(cls):
-        value = getattr(record, field.name)
-        if value == field.default:
-            del data[field.name]
-        elif field.record is not None and value is not None:
-            _leave_out_defaults(field.record, value, data[field.name])
+def _values(cls: type, data: dict[str, Any], record: Any, taken_at: datetime) -> list[Any]:
+    """The values of a record of `cls`, saved as `data`, in the form. `record`: the record
+    itself, whose "past" times tell whether they are set (their saved form depends on the
+    clock); None: the header, whose saved values tell."""
+    values: list[Any] = []
+    kept = 0  # how many values to keep: those up to the last off its default
+    for slot in _slots(cls):
+        value = data[slot.name]
+        at_default = (
+            value == slot.saved if record is None else getattr(record, slot.name) == slot.default
+        )
+        if value is None or (slot.time == "past" and at_default):
+            values.append(None)
+        elif slot.record is not None:
+            values.append(_values(slot.record, value, getattr(record, slot.name), taken_at))
+        else:
+            since = _EPOCH if slot.name == _BASE else taken_at
+            values.append(_written_time(slot.time, value, since))
+        kept = kept if at_default else len(values)
+    return values[:kept]
+
+
+def _written_time(time: str | None, value: Any, since: datetime) -> Any:
+    """A saved value as the form writes it: a time as whole microseconds `since`."""
+    if time == "past":
+        return round(value * 1e6)
+    if time == "utc":
+        return (datetime.fromisoformat(value) - since) // _MICROSECOND
+    return value
+
+
+# Reading: the form's values put back by the same fields, or a keyed form's defaults.
 
 
 def checkpoint_of(data: Any, job_id: str, policy: PollPolicy) -> Any:
-    """The whole checkpoint a link carries in its form (module docstring), on `policy`'s
-    clock; what is not in that form (the whole checkpoint of a link written before it, or
-    no checkpoint at all) as it is, for `resume_job` to read or refuse."""
+    """The whole checkpoint a link carries in the links' form (module docstring) or in the
+    keyed form of the previous version, on `policy`'s clock; what is in neither (the whole
+    checkpoint of a link written before them, or no checkpoint at all) as it is, for
+    `resume_job` to read or refuse."""
+    if isinstance(data, list):
+        return _read_form(data, job_id, policy)
     if not isinstance(data, dict) or "job_id" in data:
         return data
-    unset_past = _unset_past(policy, data.get("taken_at"))
-    whole = {**HEADER_UNSET, **data, "job_id": job_id}
-    if isinstance(job := whole.get("job"), dict) and "id" not in job:
-        whole["job"] = {"id": job_id, **job}
+    whole = {**data, "job_id": job_id}
+    unset_past = _unset_past(policy, _time_of(data.get(_BASE)))
+    _put_back(JobCheckpoint, whole, unset_past)
     _put_back(JobState, whole, unset_past)
-    return whole
+    return _with_job_id(whole, job_id)
+
+
+def _read_form(form: list[Any], job_id: str, policy: PollPolicy) -> Any:
+    header, state = [*form, [], []][:2]
+    if not isinstance(header, list) or not isinstance(state, list):
+        return form  # `resume_job` says what it is
+    whole = _read(JobCheckpoint, header, None, 0.0)  # the header has no "past" time
+    taken_at = _time_of(whole[_BASE])
+    whole.update(job_id=job_id, **_read(JobState, state, taken_at, _unset_past(policy, taken_at)))
+    return _with_job_id(whole, job_id)
+
+
+def _read(
+    cls: type, values: list[Any], taken_at: datetime | None, unset_past: float
+) -> dict[str, Any]:
+    data: dict[str, Any] = {}
+    for position, slot in enumerate(_slots(cls)):
+        if position >= len(values):  # left out: at its default
+            data[slot.name] = unset_past if slot.time == "past" else slot.saved
+            continue
+        value = values[position]
+        if value is None:
+            data[slot.name] = unset_past if slot.time == "past" else None
+        elif slot.record is not None and isinstance(value, list):
+            data[slot.name] = _read(slot.record, value, taken_at, unset_past)
+        elif slot.name == _BASE:
+            data[slot.name] = _read_time(slot.time, value, _EPOCH)
+            taken_at = _time_of(data[slot.name])  # the header's times after it count from it
+        else:
+            data[slot.name] = _read_time(slot.time, value, taken_at)
+    return data
+
+
+def _read_time(time: str | None, value: Any, since: datetime | None) -> Any:
+    """A value of the form as the whole checkpoint saves it, a time `since` the time it
+    counts from; what is no time in the form (a string, say) as it is, for `resume_job` to
+    refuse."""
+    if type(value) is not int:
+        return value
+    if time == "past":
+        return value / 1e6
+    if time == "utc" and since is not None:
+        with contextlib.suppress(OverflowError):  # out of any calendar: `resume_job` refuses it
+            return format_timestamp(since + value * _MICROSECOND)
+    return value
 
 
 def _put_back(cls: type, data: dict[str, Any], unset_past: float) -> None:
-    for field in _defaults(cls):
-        if field.name not in data:
-            data[field.name] = unset_past if field.past else field.saved
-        elif field.record is not None and isinstance(data[field.name], dict):
-            data[field.name] = record = dict(data[field.name])  # the link's own stays as it is
-            _put_back(field.record, record, unset_past)
+    """The fields the keyed form leaves out, put back as their defaults."""
+    for slot in _slots(cls):
+        if slot.name not in data:
+            data[slot.name] = unset_past if slot.time == "past" else slot.saved
+        elif slot.record is not None and isinstance(data[slot.name], dict):
+            data[slot.name] = record = dict(data[slot.name])  # the link's own stays as it is
+            _put_back(slot.record, record, unset_past)
 
 
-def _unset_past(policy: PollPolicy, taken_at: Any) -> float:
+def _with_job_id(whole: dict[str, Any], job_id: str) -> dict[str, Any]:
+    if isinstance(job := whole.get("job"), dict) and "id" not in job:
+        whole["job"] = {"id": job_id, **job}
+    return whole
+
+
+def _time_of(saved: Any) -> datetime | None:
+    """A saved time (None: none, `resume_job` says what is wrong with it)."""
+    try:
+        return datetime.fromisoformat(saved)
+    except (TypeError, ValueError):
+        return None
+
+
+def _unset_past(policy: PollPolicy, taken_at: datetime | None) -> float:
     """The saved form of a time not set (0.0 on `policy`'s clock) in a checkpoint taken at
     `taken_at`: `resume_job` moves it back to 0.0 (to within the microseconds between)."""
+    if taken_at is None:
+        return 0.0
     try:
-        base = Timebase(policy, datetime.fromisoformat(taken_at))
-    except (TypeError, ValueError, OverflowError):
+        base = Timebase(policy, taken_at)
+    except (ValueError, OverflowError):
         return 0.0  # `resume_job` says what is wrong with `taken_at`
     return min(round(-base.origin, 6), 0.0)

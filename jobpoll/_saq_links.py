@@ -4,21 +4,32 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 - `wait:<job id>`, a hash: `step`, the live link's number, while the job is waited for (and
   `since`, when it was submitted, on Redis's clock, in whole seconds; `timeout`, the wait's;
-  `held`, a worker's setup error met at its last poll; `runner` and `begun`, the worker
-  running the live link and when it began, `_saq_rescue`); then `result`, the outcome as
-  JSON, kept `outcome_ttl`, with its delivery's state (`_saq_outcomes`).
+  `due`, when the live link's poll is due; `held`, a worker's setup error met at its last
+  poll; `runner` and `begun`, the worker running the live link and when it began,
+  `_saq_rescue`); then `result`, the outcome as JSON, kept `outcome_ttl`, with its delivery's
+  state (`_saq_outcomes`).
+- `saved:<job id>`, the wait's checkpoint in the links' form (`_saq_form`), while it is
+  waited for (a string, not a field of `wait:<job id>`: a field that long would turn the hash
+  from Redis's compact encoding into a table, which weighs more than a key of its own).
+- `parked`, a sorted set: the job id of each wait whose next poll is due later, scored by
+  when it is due.
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
   `mending` (`Links.mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
 
-Every time a link carries (when it is due, its checkpoint's) is on Redis's clock (`TIME`, as
-each worker's `FleetRate` mirrors it), and its SAQ job has no SAQ `timeout`: SAQ's sweep, which
+A wait is a SAQ job only while its poll is due: one whose next poll is later is parked, its
+state in its records, and each worker moves the waits due (by Redis's clock, `TIME`) into SAQ's
+queue every second (`Links.release_due`), as a link of its job id and step, no more (a SAQ job
+weighs more than all of a wait's own records). A link reads its state back as it begins
+(`Links.begin`). Every time kept (when a poll is due, the checkpoint's) is on Redis's clock, as
+each worker's `FleetRate` mirrors it, and a link has no SAQ `timeout`: SAQ's sweep, which
 judges a job stuck by the sweeping worker's own clock, leaves links alone, and jobpoll bounds
 a link's run itself (`poll_timeout`) and hands on those of a dead worker (`_saq_rescue`).
 
-Each hand-over is one script that checks `step` and writes the next SAQ job the way
-`RedisQueue.enqueue` does: a link run twice finds `step` moved on and does nothing, so a job id
-has one chain and one outcome. The `saq` extra's version range is the one they are tested with.
+Each hand-over is one script that checks `step`, moves it on and keeps the next link's state
+(`_saq_scripts`): a link run twice finds `step` moved on and does nothing, so a job id has one
+chain and one outcome. A link of an earlier version carries its state in its SAQ arguments,
+and runs from them. The `saq` extra's version range is the one the scripts are tested with.
 """
 
 from __future__ import annotations
@@ -39,8 +50,21 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
-from jobpoll._saq_form import carried, link_arguments
+from jobpoll._saq_form import carried, carries
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
+from jobpoll._saq_scripts import (
+    ENQUEUE,
+    ID,
+    KEEP,
+    LIVE,
+    MEND,
+    PARK,
+    QUEUED,
+    STEP,
+    SUBMIT,
+    due_script,
+    link_maker,
+)
 
 logger = logging.getLogger("jobpoll")
 
@@ -52,53 +76,14 @@ POLL_FUNCTION = "jobpoll.poll"
 #: no record left it would give up, and end the chain.
 LINK_TTL = 10
 
-# Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
-# the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
-# with no function: no `on_outcome`) and its score (0: due now; -t: due at t, `DUE`).
-ENQUEUE = """
-if ARGV[1] ~= '' then
-  redis.call('SET', KEYS[2], ARGV[1])
-  redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
-  if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
-end
-"""
-
-#: Moves the links due by Redis's clock into SAQ's queue, as SAQ's scheduler does its jobs
-#: by the worker's: a link due at `t` is scored `-t` in `incomplete` (KEYS[1]), below the
-#: scores SAQ's scheduler reads, so that no worker's clock moves it early.
-DUE = """
-local time = redis.call('TIME')
-local now = tonumber(time[1]) + tonumber(time[2]) / 1000000
-local since = string.format('%.6f', -now)
-local due = redis.call('ZRANGEBYSCORE', KEYS[1], since, '(0', 'LIMIT', 0, 1000)
-for _, id in ipairs(due) do
-  redis.call('ZADD', KEYS[1], 0, id)
-  redis.call('RPUSH', KEYS[2], id)
-end
-return #due
-"""
-
-_SUBMIT = """
-if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
-redis.call('HSET', KEYS[1], 'step', 0, 'since', redis.call('TIME')[1])
-if ARGV[3] ~= '' then redis.call('HSET', KEYS[1], 'timeout', ARGV[3]) end
-"""
-
-#: Moves the wait's live link on, from ARGV[3] to ARGV[4], or returns 0 (not live).
-ADVANCE = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-redis.call('HSET', KEYS[1], 'step', ARGV[4])
-redis.call('HDEL', KEYS[1], 'runner', 'begun')
-"""
-
-_MEND = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-if redis.call('ZSCORE', KEYS[3], KEYS[2]) then return 0 end
-"""
-
+# KEYS: as for `ENQUEUE`, then the queue's `delivered` count and `over` channel, the wait's
+# kept checkpoint and the parked set; ARGV: as for `ENQUEUE`, then the live step, the outcome,
+# its TTL and the job id.
 _FINISH = """
 if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun')
+redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun', 'due')
+redis.call('DEL', KEYS[7])
+redis.call('ZREM', KEYS[8], ARGV[6])
 redis.call('HSET', KEYS[1], 'result', ARGV[4])
 redis.call('EXPIRE', KEYS[1], ARGV[5])
 if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
@@ -109,10 +94,18 @@ redis.call('PUBLISH', KEYS[6], ARGV[6])
 """
 
 # Takes the poll's turn (`_saq_rate.TURN`) if its link is live, noting its runner (ARGV[7])
-# and when it began.
+# and when it began; its reply ends with the state the link runs from (`Kept`), KEYS[4] the
+# wait's kept checkpoint.
 _BEGIN = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return nil end
+local record = redis.call('HMGET', KEYS[1], 'step', 'due', 'timeout')
+if record[1] ~= ARGV[1] then return nil end
 redis.call('HSET', KEYS[1], 'runner', ARGV[7], 'begun', redis.call('TIME')[1])
+local kept = {redis.call('GET', KEYS[4]) or '', record[2] or '', record[3] or ''}
+local reply = (function()
+TURN
+end)()
+for _, value in ipairs(kept) do table.insert(reply, value) end
+return reply
 """
 
 _HOLD = """
@@ -140,6 +133,57 @@ def _link_key(job_id: str, step: int | str) -> str:
     return f"jobpoll:{job_id}:{step}"
 
 
+def _number(value: bytes | None) -> float | None:
+    """A number a record keeps; None for none (or what does not read as one)."""
+    try:
+        return float(value) if value else None
+    except ValueError:
+        return None
+
+
+@attrs.frozen
+class Kept:
+    """The state a link runs from, as its wait's records keep it: the checkpoint in the links'
+    form (`_saq_form`; None: a wait not begun; what does not read as JSON, as it is, for
+    `resume_job` to refuse), when its poll was due (None: at once; earlier by the time the wait
+    lost, `lost_time`) and the wait's `timeout` as submitted."""
+
+    checkpoint: Any
+    due: float | None
+    timeout: float | None
+
+    @classmethod
+    def read(cls, saved: bytes | None, due: bytes | None, timeout: bytes | None) -> Kept:
+        checkpoint: Any = None
+        if saved:
+            try:
+                checkpoint = json.loads(saved)
+            except ValueError:
+                checkpoint = saved.decode(errors="replace")
+        return cls(checkpoint, _number(due), _number(timeout))
+
+    @classmethod
+    def carried_by(cls, arguments: dict[str, Any] | None) -> Kept | None:
+        """The state a link of an earlier version carries in its SAQ `arguments` (None: a
+        link of this version, which carries none)."""
+        if not arguments or not carries(arguments):
+            return None
+        return cls(carried(arguments), arguments.get("due"), arguments.get("timeout"))
+
+    def arguments(self) -> list[str]:
+        """As the scripts' `KEEP` takes it (`_saq_scripts`)."""
+        checkpoint = self.checkpoint
+        return [
+            "" if checkpoint is None else json.dumps(checkpoint, separators=(",", ":")),
+            "" if self.due is None else repr(self.due),
+            "" if self.timeout is None else repr(self.timeout),
+        ]
+
+
+#: The arguments of `KEEP` that leave the kept state as it is.
+AS_KEPT = ["-", "", ""]
+
+
 @attrs.define(slots=False, kw_only=True)
 class Links:
     """The records of one queue's waits in Redis, and the scripts that change them."""
@@ -152,22 +196,44 @@ class Links:
         self.redis = redis = self.queue.redis
         self.prefix = f"jobpoll:{self.queue.name}:"
         self.rate_keys = [self.prefix + "rate", self.prefix + "answers"]
+        #: The waits due later, scored by when (Redis's clock): they have no SAQ job till then.
+        self.parked_key = self.prefix + "parked"
         #: How many outcomes were delivered (`_saq_outcomes`).
         self.delivered_key = self.prefix + "delivered"
         #: The channel each outcome's job id (or held error's) is announced on.
         self.channel = self.prefix + "over"
-        self._submit = redis.register_script(_SUBMIT + ENQUEUE + "return 1")
-        self._advance = redis.register_script(ANSWERED + ADVANCE + ENQUEUE + "return 1")
-        self._mend = redis.register_script(_MEND + ENQUEUE + "return 1")
+        #: The Lua function that enqueues a link (`_saq_scripts.link_maker`).
+        self.maker = link_maker(
+            self.link(ID, STEP, queued=QUEUED), self.link_id(ID, STEP), self.wait_key("")
+        )
+        moving = self.maker + LIVE
+        self._submit = redis.register_script(self.maker + SUBMIT + KEEP + PARK + "return 1")
+        self._advance = redis.register_script(ANSWERED + moving + KEEP + PARK + "return 1")
+        self._mend = redis.register_script(moving + MEND + KEEP + PARK + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
-        self._begin = redis.register_script(_BEGIN + TURN)
+        self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))
         self._read_rate = redis.register_script(READ)
         self._cut = redis.register_script(CUT)
         self._hold = redis.register_script(_HOLD)
-        self._due = redis.register_script(DUE)
+        self._due = redis.register_script(due_script(self.maker))
 
     def wait_key(self, job_id: str) -> str:
         return f"{self.prefix}wait:{job_id}"
+
+    def saved_key(self, job_id: str) -> str:
+        """The key of the checkpoint the wait's next link runs from (`Kept`)."""
+        return f"{self.prefix}saved:{job_id}"
+
+    def wait_keys(self, job_id: str) -> list[str]:
+        """The keys the scripts that move a wait on begin with (`_saq_scripts`)."""
+        queue = self.queue
+        return [
+            self.wait_key(job_id),
+            self.saved_key(job_id),
+            self.parked_key,
+            queue.namespace("incomplete"),
+            queue.namespace("queued"),
+        ]
 
     def link_id(self, job_id: str, step: int | str) -> str:
         """The SAQ id (its record's key) of link `step` of the wait on `job_id`."""
@@ -191,68 +257,38 @@ class Links:
         )
 
     async def release_due(self) -> int:
-        """Move the links due by now (Redis's clock) into SAQ's queue; how many (at most
-        1,000 a call)."""
+        """Enqueue the parked waits due by now (Redis's clock), and move the links of an
+        earlier version due by now into SAQ's queue; how many (at most 1,000 of each a call)."""
         queue = self.queue
-        keys = [queue.namespace("incomplete"), queue.namespace("queued")]
+        keys = [self.parked_key, queue.namespace("incomplete"), queue.namespace("queued")]
         return int(await self._due(keys=keys))
 
     def saq_job(self, scheduled: float = 0.0, **fields: Any) -> SaqJob:
         """A SAQ job as `RedisQueue.enqueue` stores it; `scheduled`: its score, when it is due
         on Redis's clock (0: due now)."""
+        fields.setdefault("queued", int(time.time() * 1000))  # shown by SAQ's UI only
         return SaqJob(
             queue=self.queue,
             retry_delay=1.0,
             retry_backoff=60.0,
             scheduled=math.ceil(scheduled) if scheduled > 0 else 0,
-            queued=int(time.time() * 1000),  # shown by SAQ's UI only
             status=Status.QUEUED,
             **fields,
         )
 
-    def link(
-        self,
-        job_id: str,
-        step: int,
-        checkpoint: dict[str, Any] | None,
-        *,
-        due: float | None = None,
-        scheduled: float = 0.0,
-        timeout: float | None = None,
-    ) -> SaqJob:
-        """Link `step` of the wait: with its checkpoint (in either form, `_saq_form`), or
-        (starting) with its `timeout`;
-        `due`: when its poll is due (None: at once), `scheduled`: when SAQ runs it (0: now),
-        both on Redis's clock."""
-        kwargs: dict[str, Any] = {"job_id": job_id, "step": step, **link_arguments(checkpoint)}
-        # `meta` and `progress`, for SAQ's UI: the job's status and progress, the polls made and
-        # when the next is due (its job id and step are in its key), as the checkpoint has them.
-        meta: dict[str, Any] = {}
-        progress = 0.0
-        if due is not None:
-            kwargs["due"] = due
-        if checkpoint is None:
-            kwargs["timeout"] = timeout
-        else:
-            job = checkpoint.get("job")
-            if job is not None:
-                meta["status"] = job.get("status")
-                meta["progress"] = job.get("progress")
-                progress = (job.get("progress") or 0) / 100
-            meta["polls"] = checkpoint.get("polls", 0)
-            meta["next_poll_at"] = checkpoint.get("next_poll_at")
+    def link(self, job_id: str, step: int | str, **fields: Any) -> SaqJob:
+        """Link `step` of the wait, as the scripts enqueue it (`_saq_scripts.link_maker`): its
+        job id and step, no more; it runs from the state its wait's records keep (`Kept`)."""
         return self.saq_job(
-            scheduled,
             function=POLL_FUNCTION,
             key=_link_key(job_id, step),
-            kwargs=kwargs,
+            kwargs={"job_id": job_id, "step": step},
             timeout=0,  # none of SAQ's: `SaqWaits.poll` bounds a run, `_saq_rescue` a death
             # A link is retried by SAQ when it fails (Redis failing under it); a link that
             # finds itself superseded does nothing, so retries are harmless.
             retries=1000,
             ttl=LINK_TTL,
-            meta=meta,
-            progress=progress,
+            **fields,
         )
 
     async def submit(
@@ -261,11 +297,11 @@ class Links:
         timeout: float | None,  # noqa: ASYNC109 - the waits' deadline, not this call's
     ) -> list[bool]:
         """Start a wait on each id not waited for already; per id, whether one started."""
+        state = Kept(None, None, timeout).arguments()
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                first = self.link(job_id, 0, None, timeout=timeout)
-                wait_timeout = "" if timeout is None else timeout
-                await self.enqueue(self._submit, job_id, first, wait_timeout, client=pipe)
+                args = [job_id, "", "0", *state, "0"]
+                await self._submit(keys=self.wait_keys(job_id), args=args, client=pipe)
             started = await pipe.execute()
         return [bool(flag) for flag in started]
 
@@ -273,7 +309,7 @@ class Links:
         self,
         job_id: str,
         step: int,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: Any,
         due: float,
         now: float,
         timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
@@ -281,24 +317,17 @@ class Links:
         answered_at: float | None = None,
         lost: float = 0.0,
     ) -> None:
-        """Enqueue the link after `step`, due at `due`, if `step` is live; `now`: the time
-        then (both epoch seconds on Redis's clock). `answered_at`: when the link's poll was
-        accepted, on Redis's clock, for the shared rate to count (None: it was not). `lost`:
-        seconds the wait lost that `checkpoint`'s deadline does not leave out yet: the next
-        link counts itself as late (its `due` earlier) by as much."""
-        scheduled = due if due > now else 0.0
-        following = self.link(
-            job_id, step + 1, checkpoint, due=due - lost, scheduled=scheduled, timeout=timeout
-        )
-        await self.enqueue(
-            self._advance,
-            job_id,
-            following,
-            step,
-            step + 1,
-            "" if answered_at is None else repr(answered_at),
-            keys=self.rate_keys,
-        )
+        """Hand the wait over to the link after `step`, if `step` is live: its `checkpoint`
+        kept, parked until `due` (or its link enqueued at once, due by `now`; both epoch
+        seconds on Redis's clock). `answered_at`: when the link's poll was accepted, on Redis's
+        clock, for the shared rate to count (None: it was not). `lost`: seconds the wait lost
+        that `checkpoint`'s deadline does not leave out yet: the next link counts itself as
+        late (its `due` earlier) by as much."""
+        state = Kept(checkpoint, due - lost, timeout).arguments()
+        scheduled = repr(due) if due > now else "0"
+        answered = "" if answered_at is None else repr(answered_at)
+        args: list[str | int] = [job_id, step, step + 1, *state, scheduled, answered]
+        await self._advance(keys=[*self.wait_keys(job_id), *self.rate_keys], args=args)
 
     async def deliver(
         self, data: dict[str, Any], outcome: SaqJob, step: int, *, answered_at: float | None
@@ -315,7 +344,13 @@ class Links:
             math.ceil(self.outcome_ttl),
             job_id,
             "" if answered_at is None else repr(answered_at),
-            keys=[self.delivered_key, self.channel, *self.rate_keys],
+            keys=[
+                self.delivered_key,
+                self.channel,
+                self.saved_key(job_id),
+                self.parked_key,
+                *self.rate_keys,
+            ],
         )
         return bool(ended)
 
@@ -348,11 +383,11 @@ class Links:
 
     async def begin(
         self, job_id: str, step: int, rate: FleetRate, longest: float, runner: str
-    ) -> Turn | None:
+    ) -> tuple[Turn, Kept] | None:
         """The turn of link `step` of the job's wait (`_saq_rate.TURN`; a place in line at
-        most `longest` seconds away), or None: the link is not live. The wait's record notes
-        that worker `runner` runs it."""
-        keys = [self.wait_key(job_id), *self.rate_keys]
+        most `longest` seconds away) and the state it runs from, or None: the link is not live.
+        The wait's record notes that worker `runner` runs it."""
+        keys = [self.wait_key(job_id), *self.rate_keys, self.saved_key(job_id)]
         for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
             spacing = repr(rate.spacing())
             args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON)]
@@ -362,7 +397,7 @@ class Links:
                 return None
             turn = rate.turn(reply)
             if turn is not None:
-                return turn
+                return turn, Kept.read(*reply[-3:])
         raise AssertionError("a turn asked for any cuts is taken")  # pragma: no cover
 
     async def read_rate(self, rate: FleetRate) -> None:
@@ -403,7 +438,8 @@ class Links:
         return mended
 
     async def _unqueued(self, job_ids: list[str]) -> list[tuple[str, str]]:
-        """The job id and step of each live wait among `job_ids` whose link SAQ lost."""
+        """The job id and step of each live wait among `job_ids` neither parked nor with its
+        link in SAQ's queue (SAQ lost it)."""
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id in job_ids:
                 pipe.hget(self.wait_key(job_id), "step")
@@ -414,28 +450,30 @@ class Links:
         incomplete = self.queue.namespace("incomplete")
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, step in live:
+                pipe.zscore(self.parked_key, job_id)
                 pipe.zscore(incomplete, self.link_id(job_id, step))
             scores = await pipe.execute()
-        return [link for link, score in zip(live, scores, strict=True) if score is None]
+        return [
+            link
+            for link, parked, queued in zip(live, scores[::2], scores[1::2], strict=True)
+            if parked is None and queued is None
+        ]
 
     async def _mend_one(self, job_id: str, step: int) -> int:
+        """Enqueue the live link again, from the state its wait's records keep, or, a link of
+        an earlier version, from the one its SAQ record carries."""
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
-        due = None
-        if stored is not None and stored.kwargs:
-            checkpoint = carried(stored.kwargs)
-            timeout = stored.kwargs.get("timeout")
-            due = stored.kwargs.get("due")
-        else:  # its record is gone too: the wait starts over, with its timeout
-            checkpoint = None
-            value = self.redis.hget(self.wait_key(job_id), "timeout")
-            timeout = await cast("Awaitable[bytes | None]", value)
-        timeout = None if timeout is None else float(timeout)
-        live = self.link(job_id, step, checkpoint, due=due, timeout=timeout)
-        done = await self.enqueue(self._mend, job_id, live, step)
+        earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
+        carried_state = Kept.carried_by(earlier)
+        state = AS_KEPT if carried_state is None else carried_state.arguments()
+        restarted = state == AS_KEPT and not await self.redis.exists(self.saved_key(job_id))
+        args: list[str | int] = [job_id, step, step, *state, "0"]
+        keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]
+        done = await self._mend(keys=keys, args=args)
         if done:
             logger.warning(
                 "job %s: its next poll was lost from the queue; enqueued it again%s",
                 job_id,
-                "" if checkpoint is not None else " (from the start: its checkpoint was lost too)",
+                " (from the start: its checkpoint was lost too)" if restarted and step else "",
             )
         return int(done)

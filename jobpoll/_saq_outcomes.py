@@ -31,9 +31,10 @@ from saq import Job as SaqJob
 
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
-from jobpoll._saq_links import ENQUEUE, Links
+from jobpoll._saq_links import Links
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY
 from jobpoll._saq_redis import outage_of
+from jobpoll._saq_scripts import ENQUEUE
 from jobpoll._saq_threads import OutcomeThreads
 
 logger = logging.getLogger("jobpoll")

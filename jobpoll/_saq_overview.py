@@ -6,8 +6,8 @@ Each live wait (its record has a `step`) is where its live link is in SAQ's reco
 - **in flight**: in SAQ's `active` list, a worker polling it; **stuck** instead once
   `_saq_rescue`'s rule says no worker runs it any more (its worker's lease lapsed, say): the
   next rescue round hands it on.
-- **due**: queued, or scheduled for a time now passed: waiting for a worker.
-- **scheduled**: its next poll is later.
+- **due**: queued, or parked (or scheduled) until a time now passed: waiting for a worker.
+- **scheduled**: parked, its next poll is later (`_saq_links`: it has no SAQ job till then).
 - **lost**: in none of SAQ's queues; `SaqWaits.mend` enqueues it again.
 
 An outcome kept (`outcome_ttl`) is **delivered** once the `on_outcome` function returned for
@@ -17,7 +17,7 @@ given-up ones only, those an operator can `redeliver`: this count is of every ou
 delivered yet.)
 
 The cost is bounded by the queue's size, never a `KEYS`: one `SCAN` call per 1,000 keys of
-the database, and per wait record two commands (three while it waits), pipelined 1,000 at a
+the database, and per wait record two commands (four while it waits), pipelined 1,000 at a
 time; plus SAQ's `active` list and those links' records. The waits move while they are read,
 so the counts are of about one moment; a link seen lost is looked at a second time, as a
 hand-over may have moved it between two reads.
@@ -80,10 +80,19 @@ class QueueOverview:
         return attrs.asdict(self)
 
 
-def place(link: str, score: float | None, active: Mapping[str, bool], now: float) -> str:
+def place(
+    link: str,
+    score: float | None,
+    active: Mapping[str, bool],
+    now: float,
+    parked: float | None = None,
+) -> str:
     """Where a live wait is, by its live link's SAQ id, its score in SAQ's `incomplete` set
-    (None: not there; 0: queued; else when it is scheduled for: `-t` by jobpoll, `t` by SAQ
-    retrying it), SAQ's `active` links (each with whether it is stuck) and Redis's time now."""
+    (None: not there; 0: queued; else when it is scheduled for: `-t` by a link of an earlier
+    version, `t` by SAQ retrying it), SAQ's `active` links (each with whether it is stuck),
+    Redis's time now and when the wait is due if it is parked (None: it is not)."""
+    if parked is not None:
+        return "scheduled" if parked > now else "due"
     if link in active:
         return "stuck" if active[link] else "in_flight"
     if score is None:
@@ -151,8 +160,8 @@ async def _tally(
         elif kept:
             tally["delivered" if delivered else "undelivered"] += 1
     lost = []
-    for (job_id, step), score in zip(live, await _scores(links, live), strict=True):
-        where = place(links.link_id(job_id, step), score, active, now)
+    for (job_id, step), (score, parked) in zip(live, await _scores(links, live), strict=True):
+        where = place(links.link_id(job_id, step), score, active, now, parked)
         if where == "lost":
             lost.append(job_id)
         else:
@@ -161,14 +170,18 @@ async def _tally(
     return oldest
 
 
-async def _scores(links: Links, live: list[tuple[str, str]]) -> list[float | None]:
-    """Each live link's score in SAQ's `incomplete` set (None: not there)."""
+async def _scores(
+    links: Links, live: list[tuple[str, str]]
+) -> list[tuple[float | None, float | None]]:
+    """Each live link's score in SAQ's `incomplete` set, and its wait's in the parked set
+    (None: not there)."""
     incomplete = links.queue.namespace("incomplete")
     async with links.redis.pipeline(transaction=False) as pipe:
         for job_id, step in live:
             pipe.zscore(incomplete, links.link_id(job_id, step))
+            pipe.zscore(links.parked_key, job_id)
         scores: list[float | None] = await pipe.execute()
-    return scores
+    return list(zip(scores[::2], scores[1::2], strict=True))
 
 
 async def _second_look(
@@ -184,8 +197,8 @@ async def _second_look(
             pipe.hget(links.wait_key(job_id), "step")
         steps = await pipe.execute()
     again = [(job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step]
-    for (job_id, step), score in zip(again, await _scores(links, again), strict=True):
-        places[place(links.link_id(job_id, step), score, active, now)] += 1
+    for (job_id, step), (score, parked) in zip(again, await _scores(links, again), strict=True):
+        places[place(links.link_id(job_id, step), score, active, now, parked)] += 1
     return places
 
 

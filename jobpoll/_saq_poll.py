@@ -21,10 +21,10 @@ from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
-from jobpoll._saq_links import Links, result_to_json
+from jobpoll._saq_links import Kept, Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes
-from jobpoll._saq_rate import HORIZON, SLOW_START_WAIT, FleetRate
+from jobpoll._saq_rate import HORIZON, SLOW_START_WAIT, FleetRate, Turn
 from jobpoll._state import JobState
 
 logger = logging.getLogger("jobpoll")
@@ -55,30 +55,21 @@ class Link:
     #: This worker's name in the wait's record while the link runs (`_saq_rescue`).
     runner: str
 
-    async def run(
-        self,
-        checkpoint: dict[str, Any] | None,
-        timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
-        due: float | None,
-    ) -> str:
-        """Run the link, due at `due` (None: at once): its turn under the fleet's rate, then
-        its poll, or its hand-over unpolled to its place in the line (`SaqWaits.poll`)."""
+    async def run(self, earlier: dict[str, Any] | None = None) -> str:
+        """Run the link: its turn under the fleet's rate, then its poll, or its hand-over
+        unpolled to its place in the line (`SaqWaits.poll`). It runs from the state its wait's
+        records keep, or, a link of an earlier version, from the one its SAQ arguments
+        (`earlier`) carry."""
         job_id, step, rate = self.job_id, self.step, self.rate
         longest = max(HORIZON, self.policy.max_interval)
-        turn = await self.links.begin(job_id, step, rate, longest, self.runner)
+        begun = await self.links.begin(job_id, step, rate, longest, self.runner)
+        if begun is None:
+            return "superseded"
+        turn: Turn | None = begun[0]
+        kept = Kept.carried_by(earlier) or begun[1]
+        checkpoint, timeout, due = kept.checkpoint, kept.timeout, kept.due
         late = None if due is None else rate.now() - due
-        pause = SLOW_START_WAIT
-        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
-            await self.policy.sleep(pause)
-            pause = min(2 * pause, HORIZON)
-            turn = await self.links.begin(job_id, step, rate, longest, self.runner)
-        while turn is not None and turn.taken and turn.delay > 0:
-            await self.policy.sleep(turn.delay)
-            if rate.control.cuts == turn.sent_in:
-                break
-            # The fleet's rate was cut while this poll slept (this worker's other links saw
-            # it): a turn taken at the old rate would be refused too, so take one anew.
-            turn = await self.links.begin(job_id, step, rate, longest, self.runner)
+        turn = await self._wait_for(turn, longest)
         if turn is None:
             return "superseded"
         if step == 0:
@@ -91,9 +82,31 @@ class Link:
             return "paused"
         return await self.poll(checkpoint, timeout, turn.sent_in, late)
 
+    async def _wait_for(self, turn: Turn | None, longest: float) -> Turn | None:
+        """Wait for `turn` (sleeping in this worker), asking again as the fleet's rate says;
+        the turn to poll in (or to hand over at), or None: the link is no longer live."""
+        pause = SLOW_START_WAIT
+        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
+            await self.policy.sleep(pause)
+            pause = min(2 * pause, HORIZON)
+            turn = await self._turn(longest)
+        while turn is not None and turn.taken and turn.delay > 0:
+            await self.policy.sleep(turn.delay)
+            if self.rate.control.cuts == turn.sent_in:
+                break
+            # The fleet's rate was cut while this poll slept (this worker's other links saw
+            # it): a turn taken at the old rate would be refused too, so take one anew.
+            turn = await self._turn(longest)
+        return turn
+
+    async def _turn(self, longest: float) -> Turn | None:
+        """A turn asked for again (None: the link is no longer live)."""
+        begun = await self.links.begin(self.job_id, self.step, self.rate, longest, self.runner)
+        return None if begun is None else begun[0]
+
     async def poll(
         self,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: Any,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         sent_in: int,
         late: float | None = None,
@@ -163,7 +176,7 @@ class Link:
     async def _held(
         self,
         error: JobPollError,
-        checkpoint: dict[str, Any] | None,
+        checkpoint: Any,
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         answered: float | None,
         late: float | None,

@@ -17,11 +17,12 @@ on each link in it that is *stale*:
 - not begun (dequeued by a worker that died at once), or no longer live (handed over, SAQ's
   record of its end never written), `LEASE` seconds after a round first saw it (`unbegun`).
 
-To hand a live link on is a hand-over without a poll: the next link, with the stale one's
-checkpoint and due time (so its wait's deadline leaves out the time lost, `SaqWaits.poll`), is
-enqueued due now, in the script that checks the stale one is still in `active` as it was read
-and takes it out. A worker that was only slow finds its link superseded, as after SAQ's sweep.
-A link no longer live is only taken out of `active` and `incomplete`.
+To hand a live link on is a hand-over without a poll: the next link, from the state the wait's
+records keep (its checkpoint, and its due time, so that its wait's deadline leaves out the time
+lost, `SaqWaits.poll`), is enqueued due now, in the script that checks the stale one is still
+in `active` as it was read and takes it out. A worker that was only slow finds its link
+superseded, as after SAQ's sweep. A link no longer live is only taken out of `active`
+and `incomplete`.
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ import attrs
 from redis.asyncio.client import Pipeline
 from saq import Job as SaqJob
 
-from jobpoll._saq_form import carried
-from jobpoll._saq_links import ADVANCE, ENQUEUE, LINK_TTL, POLL_FUNCTION, Links
+from jobpoll._saq_links import AS_KEPT, LINK_TTL, POLL_FUNCTION, Kept, Links
 from jobpoll._saq_redis import RedisGuard, outage_of
+from jobpoll._saq_scripts import KEEP, LIVE, PARK
 
 logger = logging.getLogger("jobpoll")
 
@@ -57,20 +58,20 @@ RESCUED_WITHIN = 15.0
 #: SAQ ids read from Redis at a time.
 _BATCH = 1000
 
-# KEYS: the wait's record, the next link's SAQ id, SAQ's `incomplete` and `queued` (for
-# `ENQUEUE`), the stale link's SAQ id, SAQ's `active`; ARGV: the next link, its score, the
-# stale link's step, the next's, the stale link's record as read, its runner as read ('').
+# KEYS: as `Links.wait_keys`, then the stale link's SAQ id and SAQ's `active`; ARGV: as the
+# scripts that move a wait on take them (`_saq_scripts`), then the stale link's record as read
+# and its runner as read ('').
 _HAND_ON = (
-    """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
-if (redis.call('HGET', KEYS[1], 'runner') or '') ~= ARGV[6] then return 0 end
-if redis.call('GET', KEYS[5]) ~= ARGV[5] then return 0 end
-if redis.call('LREM', KEYS[6], 0, KEYS[5]) == 0 then return 0 end
-redis.call('ZREM', KEYS[3], KEYS[5])
-redis.call('EXPIRE', KEYS[5], LINK_TTL)
+    LIVE
+    + """
+if (redis.call('HGET', KEYS[1], 'runner') or '') ~= ARGV[9] then return 0 end
+if redis.call('GET', KEYS[6]) ~= ARGV[8] then return 0 end
+if redis.call('LREM', KEYS[7], 0, KEYS[6]) == 0 then return 0 end
+redis.call('ZREM', KEYS[4], KEYS[6])
+redis.call('EXPIRE', KEYS[6], LINK_TTL)
 """.replace("LINK_TTL", str(LINK_TTL))
-    + ADVANCE
-    + ENQUEUE
+    + KEEP
+    + PARK
     + "return 1"
 )
 
@@ -219,7 +220,7 @@ class Rescue:
 
     def __attrs_post_init__(self) -> None:
         redis = self.links.redis
-        self._hand_on = redis.register_script(_HAND_ON)
+        self._hand_on = redis.register_script(self.links.maker + _HAND_ON)
         self._drop = redis.register_script(_DROP)
         self._failing = False
 
@@ -284,25 +285,13 @@ class Rescue:
             keys.append(queue.namespace("incomplete"))
             await self._drop(keys=keys, args=[link.step, link.record], client=pipe)
             return
-        kwargs = link.kwargs
-        following = links.link(
-            link.job_id,
-            link.step + 1,
-            carried(kwargs),
-            due=kwargs.get("due"),
-            timeout=kwargs.get("timeout"),
-        )
-        await links.enqueue(
-            self._hand_on,
-            link.job_id,
-            following,
-            link.step,
-            link.step + 1,
-            link.record,
-            link.runner or "",
-            keys=[link.saq_id, queue.namespace("active")],
-            client=pipe,
-        )
+        # The state its wait's records keep, or the one a link of an earlier version carries.
+        carried = Kept.carried_by(link.kwargs)
+        state = AS_KEPT if carried is None else carried.arguments()
+        args: list[str | int | bytes] = [link.job_id, link.step, link.step + 1, *state, "0"]
+        args += [link.record, link.runner or ""]
+        keys = [*links.wait_keys(link.job_id), link.saq_id, queue.namespace("active")]
+        await self._hand_on(keys=keys, args=args, client=pipe)
 
 
 async def mend_forever(

@@ -278,18 +278,14 @@ async def _worker_of(fleet: Fleet, job_id: str) -> str:
     return str(name.decode())
 
 
-async def _progress_in_meta(fleet: Fleet, job_id: str) -> bool:
-    """The live link's SAQ record shows the job's status and progress."""
+async def _progress_kept(fleet: Fleet, job_id: str) -> bool:
+    """The wait's kept checkpoint shows the job's status and progress, and the polls made."""
     queue = fleet.waits.queue
-    step = await queue.redis.hget(f"jobpoll:{fleet.queue_name}:wait:{job_id}", "step")
-    link = None if step is None else await queue.job(f"jobpoll:{job_id}:{step.decode()}")
-    return (
-        link is not None
-        and link.meta.get("status") == "RUNNING"
-        and link.meta.get("progress") == round(link.progress * 100)
-        and link.meta.get("polls", 0) >= 1
-        and link.meta.get("next_poll_at") is not None
-    )
+    kept = await queue.redis.get(f"jobpoll:{fleet.queue_name}:saved:{job_id}")
+    if kept is None:
+        return False
+    _header, (job, _failures, polls, *_rest) = json.loads(kept)  # docs/guides/saq.md
+    return job["status"] == "RUNNING" and job["progress"] == 40 and polls >= 1
 
 
 async def _at_least(fleet: Fleet, count: int) -> bool:
@@ -322,7 +318,7 @@ async def test_one_chain_per_job_however_often_submitted(
             started = await asyncio.gather(*(w.submit([job_id]) for w in submitters))
             assert sorted(flag for (flag,) in started) == [False, False, True]
             await eventually(lambda: service.request_count(job_id) >= 1, "the first poll")
-            await eventually(lambda: _progress_in_meta(fleet, job_id), "progress in SAQ's meta")
+            await eventually(lambda: _progress_kept(fleet, job_id), "its progress kept")
             assert await fleet.waits.submit([job_id, job_id]) == [False, False]
             service.set_job(job_id, status="FINISHED", progress=100)
             async with asyncio.timeout(60):
@@ -522,34 +518,32 @@ def test_results_travel_as_json(error: JobPollError | None) -> None:
 
 # What a sweep killed half-way leaves: the link out of SAQ's queue, and nobody to put it back.
 # Only a link still scheduled (its score not 0) is taken, so no worker holds it.
-_LOSE_SCHEDULED_LINK = """
-local score = redis.call('ZSCORE', KEYS[1], KEYS[2])
-if not score or tonumber(score) == 0 then return 0 end
-redis.call('ZREM', KEYS[1], KEYS[2])
+# Loses a waiting wait's place: its entry in the parked set (KEYS[1], ARGV[1] its job id).
+_LOSE_PARKED_WAIT = """
+if not redis.call('ZSCORE', KEYS[1], ARGV[1]) then return 0 end
+redis.call('ZREM', KEYS[1], ARGV[1])
 return 1
 """
 
 
 async def test_a_link_lost_by_the_queue_is_mended(redis_url: str, service: FakeJobsService) -> None:
-    """A wait whose next link vanished from SAQ's queue (its sweep killed between taking a dead
-    worker's job out and putting it back) is enqueued again by the workers, and ends."""
+    """A waiting wait that vanished from the queue (from the parked set here; a link from SAQ's
+    queue as well, its sweep killed between taking a dead worker's job out and putting it
+    back) is enqueued again by the workers, and ends."""
     job_id = service.add_job(duration=math.inf)  # running until a link of it was lost
     async with fleet_of(redis_url, service, 1) as fleet:
         queue = fleet.waits.queue
-        lose = queue.redis.register_script(_LOSE_SCHEDULED_LINK)
+        lose = queue.redis.register_script(_LOSE_PARKED_WAIT)
         assert await fleet.waits.submit([job_id]) == [True]
         lost = False
 
         async def lose_one() -> bool:
             nonlocal lost
-            step = await queue.redis.hget(f"jobpoll:{fleet.queue_name}:wait:{job_id}", "step")
-            if step is None:
-                return False
-            link = queue.job_id(f"jobpoll:{job_id}:{step.decode()}")
-            lost = bool(await lose(keys=[queue.namespace("incomplete"), link]))
+            parked = f"jobpoll:{fleet.queue_name}:parked"
+            lost = bool(await lose(keys=[parked], args=[job_id]))
             return lost
 
-        await eventually(lose_one, "a scheduled link to lose")
+        await eventually(lose_one, "a parked wait to lose")
         service.set_job(job_id, status="FINISHED", progress=100)
         result = await asyncio.wait_for(fleet.waits.result(job_id), 60)
         assert result.ok

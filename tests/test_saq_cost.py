@@ -1,7 +1,7 @@
-"""What a SAQ wait costs Redis: the form its links carry its checkpoint in (less what the
-declarations say, read back to the same wait), its weight while it waits (`MEMORY USAGE` on a
-real Redis), and a link of the previous form still run. Links are run in this process, one
-after the other, against the fake service."""
+"""What a SAQ wait costs Redis: the form its records keep its checkpoint in (its values in
+declared order, read back to the same wait; more in `test_saq_form.py`), its weight while it
+waits (`MEMORY USAGE` on a real Redis), and links of the previous forms still run. Links are
+run in this process, one after the other, against the fake service."""
 
 from __future__ import annotations
 
@@ -20,20 +20,22 @@ from saq import Queue
 
 from jobpoll import JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
-from jobpoll._saq_form import carried, checkpoint_of, link_checkpoint
-from jobpoll._saq_links import Links
+from jobpoll._saq_form import checkpoint_of, link_checkpoint
+from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
 from jobpoll.testing import FakeJobsService
 
-#: A waiting job's own records in Redis (its live link's SAQ record and its `wait:<id>` hash,
-#: by `MEMORY USAGE`) weigh at most this many bytes after its first poll, and after twelve
-#: with its job's progress moving (links carrying the whole checkpoint: 2,048 after the first;
-#: SAQ's bare job record of such a wait, with its function, key, job id, step and schedule,
-#: weighs about 440).
-MOST_BYTES_ONCE = 1400
-MOST_BYTES_MANY = 1900
+#: A waiting job's own records in Redis (its `wait:<id>` hash, its kept checkpoint and its
+#: share of the parked set, by `MEMORY USAGE`) weigh at most this many bytes after its first
+#: poll, and after five and twelve with its job's progress moving (measured: 680, and 744
+#: after five and twelve, the share of a parked set of two; kept in the keyed form of the
+#: whole checkpoint's fields, 820 and 1,140 (after twelve); when a waiting job was a SAQ job
+#: carrying its checkpoint, 1,400 and 1,900; SAQ's bare job record of such a wait, with its
+#: function, key, job id, step and schedule, weighs about 440).
+MOST_BYTES_ONCE = 700
+MOST_BYTES_MANY = 760
 
 
 @attrs.frozen
@@ -45,24 +47,31 @@ class Chain:
     client: JobsClient
     rate: FleetRate
 
-    async def kwargs(self, job_id: str, step: int) -> dict[str, Any]:
-        stored = await self.links.queue.job(f"jobpoll:{job_id}:{step}")
-        assert stored is not None
-        assert stored.kwargs is not None
-        return stored.kwargs
+    async def saved(self, job_id: str) -> Any:
+        """The checkpoint the wait's records keep for its next link."""
+        return json.loads(await self.links.redis.get(self.links.saved_key(job_id)))
 
     async def run(self, job_id: str, step: int) -> str:
-        """Run link `step` of the wait on `job_id`, as stored in Redis."""
-        kwargs = await self.kwargs(job_id, step)
+        """Run link `step` of the wait on `job_id`, from the state its records keep, or, a
+        link of an earlier version enqueued, from the one its SAQ arguments carry."""
+        stored = await self.links.queue.job(f"jobpoll:{job_id}:{step}")
+        earlier = dict(stored.kwargs or {}) if stored is not None else {}
+        earlier.pop("job_id", None)
+        earlier.pop("step", None)
         outcomes = Outcomes(links=self.links, function=None, retries=1, timeout=10.0)
         link = Link(self.links, outcomes, self.policy, self.client, self.rate, job_id, step, "t")
-        return await link.run(carried(kwargs), kwargs.get("timeout"), kwargs.get("due"))
+        return await link.run(earlier)
 
     async def weight(self, job_id: str, step: int) -> int:
-        """The bytes of the wait's live link `step` and its record (`MEMORY USAGE`)."""
-        redis = self.links.redis
-        keys = [self.links.link_id(job_id, step), self.links.wait_key(job_id)]
-        return sum([int(await redis.memory_usage(key) or 0) for key in keys])
+        """The bytes of the waiting job's own records and its share of the parked set
+        (`MEMORY USAGE`); it has no SAQ job."""
+        redis, links = self.links.redis, self.links
+        assert not await redis.exists(links.link_id(job_id, step))
+        assert await redis.zscore(links.parked_key, job_id) is not None
+        keys = [links.wait_key(job_id), links.saved_key(job_id)]
+        own = sum([int(await redis.memory_usage(key) or 0) for key in keys])
+        parked = int(await redis.memory_usage(links.parked_key) or 0)
+        return own + parked // int(await redis.zcard(links.parked_key))
 
 
 @pytest.fixture
@@ -83,68 +92,137 @@ async def chain(redis_url: str, client: JobsClient) -> AsyncIterator[Chain]:
 async def test_a_waiting_job_weighs_at_most_its_bound(
     chain: Chain, service: FakeJobsService
 ) -> None:
-    """A wait polled once, and one polled twelve times while its job's progress moved, weigh
-    at most `MOST_BYTES_ONCE` and `MOST_BYTES_MANY` in Redis while they wait for their next
-    poll."""
+    """A wait polled once, and one polled five and twelve times while its job's progress
+    moved, weigh at most `MOST_BYTES_ONCE` and `MOST_BYTES_MANY` in Redis while they wait for
+    their next poll."""
     once, many = service.add_job(duration=10**6), service.add_job(duration=10**6)
     assert await chain.links.submit([once, many], None) == [True, True]
     assert await chain.run(once, 0) == "polled"
     for step in range(12):
         service.set_job(many, status="RUNNING", progress=7 * step)
         assert await chain.run(many, step) == "polled"
+        if step == 4:
+            assert await chain.weight(many, 5) <= MOST_BYTES_MANY
     assert await chain.weight(once, 1) <= MOST_BYTES_ONCE
     assert await chain.weight(many, 12) <= MOST_BYTES_MANY
-    saved = (await chain.kwargs(many, 12))["saved"]
-    assert saved["polls"] == 12
-    assert saved["job"]["progress"] == 77
+    _header, state = await chain.saved(many)
+    job, _failures, polls = state[:3]  # the state's fields in their declared order
+    assert (polls, job["progress"]) == (12, 77)
 
 
-async def test_a_link_carries_its_checkpoint_less_the_defaults_and_reads_it_back(
+async def test_a_link_carries_its_checkpoint_in_the_links_form_and_reads_it_back(
     chain: Chain, service: FakeJobsService
 ) -> None:
-    """A link's form of the checkpoint leaves out the job id and the fields at their declared
-    defaults, and is read back to the wait it was taken of."""
+    """The wait's records keep its checkpoint in the links' form (its values in declared
+    order, less the job id and the trailing defaults), read back to the wait it was taken of."""
     job_id = service.add_job(duration=10**6)
     assert await chain.links.submit([job_id], None) == [True]
     for step in range(3):
         service.set_job(job_id, status="RUNNING", progress=10 * step)
         assert await chain.run(job_id, step) == "polled"
-    kwargs = await chain.kwargs(job_id, 3)
-    assert "checkpoint" not in kwargs  # a worker of an earlier version refuses the link
-    saved = kwargs["saved"]
-    assert "job_id" not in saved
-    assert "id" not in saved["job"]
-    assert not {"timeout", "deadline", "owed", "failures"} & set(saved)
+    saved = await chain.saved(job_id)
+    header, state_values = saved
+    assert len(header) == 2  # version and taken_at: no timeout, no deadline, nothing owed
+    assert job_id not in json.dumps(saved)
+    record = await chain.links.redis.hmget(chain.links.wait_key(job_id), ["due", "timeout"])
+    kept = Kept.read(await chain.links.redis.get(chain.links.saved_key(job_id)), *record)
     rules, state, owed = resume_job(
-        checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
+        checkpoint_of(kept.checkpoint, job_id, chain.policy), job_id, chain.policy
     )
     assert not owed
     assert (state.polls, state.answers, state.job and state.job.progress) == (3, 3, 20)
+    assert kept.due is not None
+    assert state.next_poll_at == pytest.approx(kept.due, abs=0.002)
     again = link_checkpoint(rules, state)
-    assert set(again) == set(saved)
-    assert set(again["pace"]) == set(saved["pace"])
+    assert [len(again[0]), len(again[1]), len(again[1][-1])] == [
+        2,
+        len(state_values),
+        len(state_values[-1]),
+    ]
     whole = job_checkpoint(rules, state)
-    assert len(json.dumps(saved)) < 0.8 * len(json.dumps(whole))
+    assert len(json.dumps(saved)) < 0.4 * len(json.dumps(whole))
 
 
+@pytest.mark.parametrize("argument", ["checkpoint", "saved"])
 async def test_a_link_written_with_the_whole_checkpoint_still_runs(
-    chain: Chain, service: FakeJobsService
+    chain: Chain, service: FakeJobsService, argument: str
 ) -> None:
-    """A link written before links left out what the declarations say (the whole checkpoint,
-    its job id in it) runs, and hands the next link the checkpoint in the new form."""
+    """A link of an earlier version, carrying its wait's checkpoint in its SAQ arguments (the
+    whole checkpoint, its job id in it, as `checkpoint`, as the oldest did; the keyed form,
+    less the job id and fields at their defaults, as `saved`, as the previous version did),
+    runs from it, and keeps the next link's state in the wait's records, in the links' form."""
     job_id = service.add_job(duration=10**6)
     assert await chain.links.submit([job_id], None) == [True]
     assert await chain.run(job_id, 0) == "polled"
-    saved = (await chain.kwargs(job_id, 1))["saved"]
+    saved = await chain.saved(job_id)
     rules, state, _owed = resume_job(
         checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
     )
     whole = job_checkpoint(rules, state)
     assert whole["job_id"] == job_id
-    now = chain.rate.now()
-    await chain.links.hand_over(job_id, 1, whole, now, now)  # as the previous version did
-    assert (await chain.kwargs(job_id, 2))["checkpoint"] == whole
+    # As the earlier version left it: the wait's live link a SAQ job carrying its state.
+    links = chain.links
+    await links.redis.hset(links.wait_key(job_id), "step", 2)
+    await links.redis.zrem(links.parked_key, job_id)
+    await links.redis.delete(links.saved_key(job_id))
+    keyed = {k: v for k, v in whole.items() if k not in ("job_id", "owed", "failures")}
+    keyed["job"] = {k: v for k, v in whole["job"].items() if k != "id"}
+    carried = {"checkpoint": whole, "saved": keyed}[argument]
+    kwargs = {"job_id": job_id, "step": 2, argument: carried, "due": chain.rate.now()}
+    earlier = links.saq_job(
+        function=POLL_FUNCTION, key=f"jobpoll:{job_id}:2", kwargs=kwargs, timeout=0, retries=9
+    )
+    await links.queue.enqueue(earlier)
     assert await chain.run(job_id, 2) == "polled"
-    following = (await chain.kwargs(job_id, 3))["saved"]
-    assert "job_id" not in following
-    assert following["polls"] == 2
+    following = await chain.saved(job_id)
+    assert isinstance(following, list)
+    assert following[1][2] == 2  # polls
+    assert await links.redis.hget(links.wait_key(job_id), "step") == b"3"
+
+
+async def test_a_parked_wait_is_a_saq_job_once_due_and_is_polled(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A wait parked until its next poll is due has no SAQ job; once due (by Redis's clock),
+    the upkeep enqueues its link, as SAQ's `enqueue` would a job of its job id and step, and
+    the link, as a worker dequeues it, polls from the state the wait's records keep."""
+    job_id = service.add_job(duration=10**6)
+    links = chain.links
+    assert await links.submit([job_id], 30.0) == [True]
+    first = await links.queue.dequeue()
+    assert first is not None
+    assert first.kwargs == {"job_id": job_id, "step": 0}
+    assert await chain.run(job_id, 0) == "polled"
+    assert await links.release_due() == 0  # due in ten minutes
+    assert not await links.redis.exists(links.link_id(job_id, 1))
+    # Ten minutes on: the wait is due.
+    await links.redis.zadd(links.parked_key, {job_id: chain.rate.now() - 1})
+    assert await links.release_due() == 1
+    assert not await links.redis.zscore(links.parked_key, job_id)
+    job = await links.queue.dequeue()
+    assert job is not None
+    expected = links.link(job_id, 1).to_dict()
+    assert {**job.to_dict(), "queued": 0} == {**expected, "queued": 0, "status": job.status}
+    assert job.function == POLL_FUNCTION
+    assert job.kwargs == {"job_id": job_id, "step": 1}
+    assert abs(job.queued / 1000 - chain.rate.now()) < 60  # Redis's clock, in milliseconds
+    assert await chain.run(job_id, 1) == "polled"
+    header, state = await chain.saved(job_id)
+    assert state[2] == 2  # polls
+    assert header[2] == 30.0  # timeout
+    assert await links.release_due() == 0
+
+
+async def test_a_job_id_of_any_printable_characters_makes_its_link(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """The link a script writes for an id with quotes, backslashes, slashes and non-ASCII
+    letters reads back to that id, as SAQ reads a job."""
+    job_id = 'a"b\\c/d é ✓ {x}'
+    links = chain.links
+    assert await links.submit([job_id], None) == [True]
+    job = await links.queue.dequeue()
+    assert job is not None
+    assert job.kwargs == {"job_id": job_id, "step": 0}
+    assert job.key == f"jobpoll:{job_id}:0"
+    assert job.id == links.link_id(job_id, 0)

@@ -49,9 +49,9 @@ class Fleet:
         self.job_id = str(uuid.uuid4())
 
     async def turn(self, rate: FleetRate) -> Turn:
-        turn = await self.links.begin(self.job_id, 0, rate, LONGEST, runner="worker")
-        assert turn is not None
-        return turn
+        begun = await self.links.begin(self.job_id, 0, rate, LONGEST, runner="worker")
+        assert begun is not None
+        return begun[0]
 
     async def shared(self) -> dict[str, float]:
         raw = await self.redis.hgetall(self.key)
