@@ -279,11 +279,13 @@ class Links:
 
     def link(self, job_id: str, step: int | str, **fields: Any) -> SaqJob:
         """Link `step` of the wait, as the scripts enqueue it (`_saq_scripts.link_maker`): its
-        job id and step, no more; it runs from the state its wait's records keep (`Kept`)."""
+        job id and step, and `kept`, which says it runs from the state its wait's records keep
+        (`Kept`): a worker of a version that carried the state in the link has no such argument,
+        and refuses it (SAQ retries it, to a worker of this version)."""
         return self.saq_job(
             function=POLL_FUNCTION,
             key=_link_key(job_id, step),
-            kwargs={"job_id": job_id, "step": step},
+            kwargs={"job_id": job_id, "step": step, "kept": 1},
             timeout=0,  # none of SAQ's: `SaqWaits.poll` bounds a run, `_saq_rescue` a death
             # A link is retried by SAQ when it fails (Redis failing under it); a link that
             # finds itself superseded does nothing, so retries are harmless.
