@@ -164,10 +164,14 @@ class Kept:
         return cls(put_back_due(checkpoint, when), when, _number(timeout))
 
     @classmethod
-    def carried_by(cls, arguments: dict[str, Any] | None) -> Kept | None:
+    def carried_by(cls, arguments: dict[str, Any] | None, kept: bool) -> Kept | None:
         """The state a link of an earlier version carries in its SAQ `arguments` (None: a
-        link of this version, which carries none)."""
+        link of this version, which carries none, or one that carries no checkpoint while its
+        wait's records keep one, `kept`: an earlier version's `mend` enqueued it so, not
+        seeing the parked wait; it runs from the records, not as a wait not begun)."""
         if not arguments or not carries(arguments):
+            return None
+        if kept and carried(arguments) is None:
             return None
         return cls(carried(arguments), arguments.get("due"), arguments.get("timeout"))
 
@@ -467,9 +471,10 @@ class Links:
         an earlier version, from the one its SAQ record carries."""
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
         earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
-        carried_state = Kept.carried_by(earlier)
+        kept = bool(await self.redis.exists(self.saved_key(job_id)))
+        carried_state = Kept.carried_by(earlier, kept)
         state = AS_KEPT if carried_state is None else carried_state.arguments()
-        restarted = state == AS_KEPT and not await self.redis.exists(self.saved_key(job_id))
+        restarted = state == AS_KEPT and not kept
         args: list[str | int] = [job_id, step, step, *state, "0"]
         keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]
         done = await self._mend(keys=keys, args=args)

@@ -138,7 +138,9 @@ def link_maker(link: SaqJob, saq_id: str, waits: str) -> str:
     """The Lua function `release(id, step, incomplete, queued, time)`, which enqueues link
     `step` of the wait on `id` at once (queued at `time`, a reply of Redis's `TIME`) as
     `RedisQueue.enqueue` stores a job (its record, its entry in `incomplete` scored 0, its SAQ
-    id in `queued`), and `WAITS`, the prefix of the waits' records (`waits`).
+    id in `queued`), unless, as there, it is in `incomplete` already (an earlier version's
+    `mend` enqueues a parked wait's live link); and `WAITS`, the prefix of the waits' records
+    (`waits`).
 
     `link`: a link as `Links.link` makes it, of a wait on `ID` at step `STEP` queued at
     `QUEUED`, `saq_id` its SAQ id: the function writes its JSON with the id, the step and the
@@ -155,6 +157,7 @@ local function release(raw, step, incomplete, queued, time)
   local id = string.sub(cjson.encode(raw), 2, -2)
   local queued_at = string.format('%d', tonumber(time[1]) * 1000 + math.floor(time[2] / 1000))
   local job = {_concatenation(saq_id, {ID: "raw", STEP: "step"})}
+  if redis.call('ZSCORE', incomplete, job) then return end  -- queued already, as SAQ's enqueue
   redis.call('SET', job, {_concatenation(text, _PLACES)})
   redis.call('ZADD', incomplete, 0, job)
   redis.call('RPUSH', queued, job)

@@ -251,3 +251,28 @@ async def test_a_worker_of_the_previous_version_refuses_a_link_and_saq_retries_i
         await previous_poll({}, **link.kwargs)
     assert link.retries >= 100
     inspect.signature(SaqWaits.poll).bind(object(), {}, **link.kwargs)
+
+
+async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_from_its_state(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """The previous version's `mend` saw a parked wait as lost, and enqueued its live link as a
+    wait not begun (`checkpoint: None`): once the wait is due, it is not enqueued a second
+    time, and that link runs from the state the wait's records keep, its timeout with it."""
+    job_id = service.add_job(duration=10**6)
+    links = chain.links
+    assert await links.submit([job_id], 30.0) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    assert await links.redis.zscore(links.parked_key, job_id) is not None
+    kwargs = {"job_id": job_id, "step": 1, "checkpoint": None, "timeout": None}
+    previous = links.saq_job(
+        function=POLL_FUNCTION, key=f"jobpoll:{job_id}:1", kwargs=kwargs, timeout=0, retries=9
+    )
+    await links.queue.enqueue(previous)
+    await links.redis.zadd(links.parked_key, {job_id: chain.rate.now() - 1})
+    assert await links.release_due() == 1
+    queued = await links.redis.lrange(links.queue.namespace("queued"), 0, -1)
+    assert queued.count(links.link_id(job_id, 1).encode()) == 1
+    assert await chain.run(job_id, 1) == "polled"
+    saved = await chain.saved(job_id)
+    assert (saved["polls"], saved["timeout"]) == (2, 30.0)

@@ -46,7 +46,7 @@ async def slow_service() -> AsyncIterator[FakeJobsService]:
 def _link(
     live: bool = True, runner: str | None = "a", begun: float | None = 100.0, alive: bool = True
 ) -> ActiveLink:
-    return ActiveLink("saq:job:q:jobpoll:j:1", b"{}", "j", 1, {}, live, runner, begun, alive)
+    return ActiveLink("saq:job:q:jobpoll:j:1", b"{}", "j", 1, {}, live, runner, begun, alive, False)
 
 
 @pytest.mark.parametrize(
