@@ -83,6 +83,10 @@ class SaqWaits:
             Redis does not let be read is as you declare (docs/guides/saq.md: "What Redis
             must keep").
 
+    Raises:
+        ConfigurationError: the queue does not write its jobs as JSON (it was made with its
+            own `dump` and `load`): jobpoll's scripts write its links as SAQ's default does.
+
     Redis's own errors are raised as `QueueUnavailable`s.
     """
 

@@ -24,6 +24,8 @@ import re
 
 from saq import Job as SaqJob
 
+from jobpoll._errors import ConfigurationError
+
 # Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
 # the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
 # with no function: no `on_outcome`) and its score (0: due now).
@@ -145,12 +147,18 @@ def link_maker(link: SaqJob, saq_id: str, waits: str) -> str:
     `link`: a link as `Links.link` makes it, of a wait on `ID` at step `STEP` queued at
     `QUEUED`, `saq_id` its SAQ id: the function writes its JSON with the id, the step and the
     time (Redis's, in milliseconds) put in. The queue must write its jobs as JSON (SAQ's
-    default), else `ValueError`."""
+    default), else `ConfigurationError`."""
     serialized = link.get_queue().serialize(link)
-    text = serialized.decode() if isinstance(serialized, bytes) else serialized
+    try:
+        text = serialized.decode() if isinstance(serialized, bytes) else serialized
+    except UnicodeDecodeError:
+        text = ""  # not JSON
     found = sorted(_PLACES[piece] for piece in re.findall("|".join(map(re.escape, _PLACES)), text))
     if found != ["id", "id", "queued_at", "step", "step"]:
-        raise ValueError("the SAQ queue of jobpoll's waits must write its jobs as JSON")
+        raise ConfigurationError(
+            "the SAQ queue of jobpoll's waits must write its jobs as JSON: make it with SAQ's "
+            "default dump and load"
+        )
     return f"""
 local WAITS = {_lua_string(waits)}
 local function release(raw, step, incomplete, queued, time)
