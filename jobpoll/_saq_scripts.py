@@ -12,9 +12,15 @@ hand-on) share one layout of their first keys and arguments:
   left as it is), when its poll is due ('': at once) and the wait's `timeout` ('': none given),
   then when it runs (`PARK`: 0, at once), then the script's own.
 
-A script's first write is one Redis refuses while it is out of memory (an `HSET` or `SET`): a
-script refused there changes nothing, and is tried again (a hand-over by SAQ's retry of its
-link, `DUE` by the next tick); once a script wrote, Redis lets it finish.
+Each script is all or nothing when Redis is out of memory: Redis refuses a command that may
+grow memory (`SET`, `HSET`, `LPUSH`, `RPUSH`, `ZADD`) only as a script's first write, before
+it changed anything, and lets a script that wrote run to its end. So a script whose first
+write is such a command is refused whole: a hand-over's (`ANSWERED`'s `LPUSH` when its poll
+was accepted, else `KEEP`'s `HSET`), `SUBMIT`'s (`HSET`), `mend`'s (`KEEP`'s `HSET`) and
+`DUE`'s (its first `ZADD` or `SET`); and one whose first write only frees memory runs whole:
+`_saq_rescue`'s hand-on (`LREM`), and a wait's end (`HDEL`, unless `ANSWERED` comes first). A
+script refused changes nothing, and is tried again (a hand-over by SAQ's retry of its link,
+`DUE` by the next tick); one let through grows Redis a little past its `maxmemory`.
 """
 
 from __future__ import annotations
