@@ -90,7 +90,8 @@ class JobPollError(Exception):
 
 
 class ConfigurationError(JobPollError, ValueError):
-    """A client was configured with a missing or unusable API key, base URL or option."""
+    """A client (or `SaqWaits`) was configured with a missing or unusable API key, base URL,
+    queue or option."""
 
     affects_all = True
 

@@ -83,6 +83,10 @@ class SaqWaits:
             Redis does not let be read is as you declare (docs/guides/saq.md: "What Redis
             must keep").
 
+    Raises:
+        ConfigurationError: the queue does not write its jobs as JSON (it was made with its
+            own `dump` and `load`): jobpoll's scripts write its links as SAQ's default does.
+
     Redis's own errors are raised as `QueueUnavailable`s.
     """
 
@@ -313,19 +317,21 @@ class SaqWaits:
         with self._guard.mapped():
             return await self._links.mend()
 
-    async def poll(self, ctx: dict[str, Any], *, job_id: str, step: int, **earlier: Any) -> str:
+    async def poll(
+        self, ctx: dict[str, Any], *, job_id: str, step: int, kept: int = 0, **earlier: Any
+    ) -> str:
         """One link of a wait (SAQ calls it): one poll, from the state the wait's records keep
-        (`Links.begin`; a link of an earlier version carries it in its arguments, `earlier`:
-        its checkpoint, `saved` or `checkpoint`, and its `timeout` and `due`), then the
-        hand-over to the next link or to the outcome, within `poll_timeout`. Returns what it
-        did: "polled", "over", "paused" (no turn under the fleet's rate within `HORIZON`:
-        handed over unpolled, to its place in the line), "held" (an error of this worker's
-        setup: handed over unpolled, logged) or "superseded" (a second run of a link already
-        handed over)."""
+        (`Links.begin`; `kept`: 1, a link of this version; a link of an earlier version carries
+        its state in its arguments, `earlier`: its checkpoint, `saved` or `checkpoint`, and its
+        `timeout` and `due`), then the hand-over to the next link or to the outcome, within
+        `poll_timeout`. Returns what it did: "polled", "over", "paused" (no turn under the
+        fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
+        (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
+        second run of a link already handed over)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
         policy, token = self._fleet_policy, self._rescue.token
         link = Link(self._links, self._outcomes, policy, client, self._rate, job_id, step, token)
         async with asyncio.timeout(self._links.poll_timeout):
-            return await link.run(earlier)
+            return await link.run(None if kept else earlier)

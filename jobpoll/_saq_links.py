@@ -163,10 +163,14 @@ class Kept:
         return cls(checkpoint, _number(due), _number(timeout))
 
     @classmethod
-    def carried_by(cls, arguments: dict[str, Any] | None) -> Kept | None:
+    def carried_by(cls, arguments: dict[str, Any] | None, kept: bool) -> Kept | None:
         """The state a link of an earlier version carries in its SAQ `arguments` (None: a
-        link of this version, which carries none)."""
+        link of this version, which carries none, or one that carries no checkpoint while its
+        wait's records keep one, `kept`: an earlier version's `mend` enqueued it so, not
+        seeing the parked wait; it runs from the records, not as a wait not begun)."""
         if not arguments or not carries(arguments):
+            return None
+        if kept and carried(arguments) is None:
             return None
         return cls(carried(arguments), arguments.get("due"), arguments.get("timeout"))
 
@@ -278,11 +282,13 @@ class Links:
 
     def link(self, job_id: str, step: int | str, **fields: Any) -> SaqJob:
         """Link `step` of the wait, as the scripts enqueue it (`_saq_scripts.link_maker`): its
-        job id and step, no more; it runs from the state its wait's records keep (`Kept`)."""
+        job id and step, and `kept`, which says it runs from the state its wait's records keep
+        (`Kept`): a worker of a version that carried the state in the link has no such argument,
+        and refuses it (SAQ retries it, to a worker of this version)."""
         return self.saq_job(
             function=POLL_FUNCTION,
             key=_link_key(job_id, step),
-            kwargs={"job_id": job_id, "step": step},
+            kwargs={"job_id": job_id, "step": step, "kept": 1},
             timeout=0,  # none of SAQ's: `SaqWaits.poll` bounds a run, `_saq_rescue` a death
             # A link is retried by SAQ when it fails (Redis failing under it); a link that
             # finds itself superseded does nothing, so retries are harmless.
@@ -464,9 +470,10 @@ class Links:
         an earlier version, from the one its SAQ record carries."""
         stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
         earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
-        carried_state = Kept.carried_by(earlier)
+        kept = bool(await self.redis.exists(self.saved_key(job_id)))
+        carried_state = Kept.carried_by(earlier, kept)
         state = AS_KEPT if carried_state is None else carried_state.arguments()
-        restarted = state == AS_KEPT and not await self.redis.exists(self.saved_key(job_id))
+        restarted = state == AS_KEPT and not kept
         args: list[str | int] = [job_id, step, step, *state, "0"]
         keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]
         done = await self._mend(keys=keys, args=args)

@@ -66,7 +66,7 @@ class Link:
         if begun is None:
             return "superseded"
         turn: Turn | None = begun[0]
-        kept = Kept.carried_by(earlier) or begun[1]
+        kept = Kept.carried_by(earlier, begun[1].checkpoint is not None) or begun[1]
         checkpoint, timeout, due = kept.checkpoint, kept.timeout, kept.due
         late = None if due is None else rate.now() - due
         turn = await self._wait_for(turn, longest)

@@ -92,7 +92,7 @@ class ActiveLink:
     """A poll link in SAQ's `active` list, as read: its SAQ id and record (as stored), its
     wait's job id, step and kwargs; whether it is its wait's live link and, if so, the worker
     that began it (None: not begun), when (Redis's clock) and whether that worker's lease
-    is held."""
+    is held; whether the wait's records keep a checkpoint."""
 
     saq_id: str
     record: bytes
@@ -103,6 +103,7 @@ class ActiveLink:
     runner: str | None
     begun: float | None
     alive: bool
+    kept: bool
 
 
 @attrs.frozen
@@ -144,11 +145,13 @@ async def read_active(links: Links) -> Active:
         pipe.hgetall(links.prefix + "unbegun")
         for _saq_id, _record, kwargs in polls:
             pipe.hmget(links.wait_key(str(kwargs["job_id"])), ["step", "runner", "begun"])
-        (seconds, micros), seen, *fields = await pipe.execute()
+            pipe.exists(links.saved_key(str(kwargs["job_id"])))
+        (seconds, micros), seen, *read = await pipe.execute()
+    fields, kept = read[::2], read[1::2]
     alive = await _alive(links, {runner.decode() for _step, runner, _begun in fields if runner})
     found = [
-        _active_link(saq_id, record, kwargs, step, runner, begun, alive)
-        for (saq_id, record, kwargs), (step, runner, begun) in zip(polls, fields, strict=True)
+        _active_link(saq_id, record, kwargs, (*wait, bool(saved)), alive)
+        for (saq_id, record, kwargs), wait, saved in zip(polls, fields, kept, strict=True)
     ]
     first_seen = {key.decode(): float(value) for key, value in seen.items()}
     return Active(seconds + micros / 1e6, found, others, first_seen)
@@ -189,12 +192,12 @@ def _active_link(
     saq_id: str,
     record: bytes,
     kwargs: dict[str, Any],
-    step: bytes | None,
-    runner: bytes | None,
-    begun: bytes | None,
+    wait: tuple[bytes | None, bytes | None, bytes | None, bool],
     alive: set[str],
 ) -> ActiveLink:
-    """The link as read: its SAQ record's, then its wait record's fields."""
+    """The link as read: its SAQ record's, then its wait's (`step`, `runner`, `begun`, and
+    whether a checkpoint is kept)."""
+    step, runner, begun, kept = wait
     live = step is not None and step.decode() == str(kwargs["step"])
     owner = runner.decode() if live and runner else None
     return ActiveLink(
@@ -207,6 +210,7 @@ def _active_link(
         owner,
         float(begun) if owner and begun else None,
         owner in alive,
+        kept,
     )
 
 
@@ -286,7 +290,7 @@ class Rescue:
             await self._drop(keys=keys, args=[link.step, link.record], client=pipe)
             return
         # The state its wait's records keep, or the one a link of an earlier version carries.
-        carried = Kept.carried_by(link.kwargs)
+        carried = Kept.carried_by(link.kwargs, link.kept)
         state = AS_KEPT if carried is None else carried.arguments()
         args: list[str | int | bytes] = [link.job_id, link.step, link.step + 1, *state, "0"]
         args += [link.record, link.runner or ""]

@@ -12,9 +12,15 @@ hand-on) share one layout of their first keys and arguments:
   left as it is), when its poll is due ('': at once) and the wait's `timeout` ('': none given),
   then when it runs (`PARK`: 0, at once), then the script's own.
 
-A script's first write is one Redis refuses while it is out of memory (an `HSET` or `SET`): a
-script refused there changes nothing, and is tried again (a hand-over by SAQ's retry of its
-link, `DUE` by the next tick); once a script wrote, Redis lets it finish.
+Each script is all or nothing when Redis is out of memory: Redis refuses a command that may
+grow memory (`SET`, `HSET`, `LPUSH`, `RPUSH`, `ZADD`) only as a script's first write, before
+it changed anything, and lets a script that wrote run to its end. So a script whose first
+write is such a command is refused whole: a hand-over's (`ANSWERED`'s `LPUSH` when its poll
+was accepted, else `KEEP`'s `HSET`), `SUBMIT`'s (`HSET`), `mend`'s (`KEEP`'s `HSET`) and
+`DUE`'s (its first `ZADD` or `SET`); and one whose first write only frees memory runs whole:
+`_saq_rescue`'s hand-on (`LREM`), and a wait's end (`HDEL`, unless `ANSWERED` comes first). A
+script refused changes nothing, and is tried again (a hand-over by SAQ's retry of its link,
+`DUE` by the next tick); one let through grows Redis a little past its `maxmemory`.
 """
 
 from __future__ import annotations
@@ -23,6 +29,8 @@ import json
 import re
 
 from saq import Job as SaqJob
+
+from jobpoll._errors import ConfigurationError
 
 # Ends the scripts that enqueue a SAQ job (`Links.enqueue`): KEYS[1:4] are the wait's record,
 # the job's key, SAQ's `incomplete` set and `queued` list; ARGV[1:2] the job ('' for a job
@@ -138,23 +146,32 @@ def link_maker(link: SaqJob, saq_id: str, waits: str) -> str:
     """The Lua function `release(id, step, incomplete, queued, time)`, which enqueues link
     `step` of the wait on `id` at once (queued at `time`, a reply of Redis's `TIME`) as
     `RedisQueue.enqueue` stores a job (its record, its entry in `incomplete` scored 0, its SAQ
-    id in `queued`), and `WAITS`, the prefix of the waits' records (`waits`).
+    id in `queued`), unless, as there, it is in `incomplete` already (an earlier version's
+    `mend` enqueues a parked wait's live link); and `WAITS`, the prefix of the waits' records
+    (`waits`).
 
     `link`: a link as `Links.link` makes it, of a wait on `ID` at step `STEP` queued at
     `QUEUED`, `saq_id` its SAQ id: the function writes its JSON with the id, the step and the
     time (Redis's, in milliseconds) put in. The queue must write its jobs as JSON (SAQ's
-    default), else `ValueError`."""
+    default), else `ConfigurationError`."""
     serialized = link.get_queue().serialize(link)
-    text = serialized.decode() if isinstance(serialized, bytes) else serialized
+    try:
+        text = serialized.decode() if isinstance(serialized, bytes) else serialized
+    except UnicodeDecodeError:
+        text = ""  # not JSON
     found = sorted(_PLACES[piece] for piece in re.findall("|".join(map(re.escape, _PLACES)), text))
     if found != ["id", "id", "queued_at", "step", "step"]:
-        raise ValueError("the SAQ queue of jobpoll's waits must write its jobs as JSON")
+        raise ConfigurationError(
+            "the SAQ queue of jobpoll's waits must write its jobs as JSON: make it with SAQ's "
+            "default dump and load"
+        )
     return f"""
 local WAITS = {_lua_string(waits)}
 local function release(raw, step, incomplete, queued, time)
   local id = string.sub(cjson.encode(raw), 2, -2)
   local queued_at = string.format('%d', tonumber(time[1]) * 1000 + math.floor(time[2] / 1000))
   local job = {_concatenation(saq_id, {ID: "raw", STEP: "step"})}
+  if redis.call('ZSCORE', incomplete, job) then return end  -- queued already, as SAQ's enqueue
   redis.call('SET', job, {_concatenation(text, _PLACES)})
   redis.call('ZADD', incomplete, 0, job)
   redis.call('RPUSH', queued, job)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import math
 import os
+import pickle
 import signal
 import subprocess
 import sys
@@ -26,6 +27,7 @@ if not os.environ.get("CI"):
 from saq_worker import make_waits
 
 from jobpoll import (
+    ConfigurationError,
     DecodeError,
     Job,
     JobFailedError,
@@ -625,6 +627,18 @@ def test_settings_are_checked() -> None:
     settings = waits.worker_settings(client=lambda: None, functions=[("job_ended", job_ended)])
     names = [entry[0] for entry in settings["functions"]]
     assert names == ["jobpoll.poll", "job_ended"]
+
+
+def test_a_queue_that_does_not_write_json_is_refused_with_a_clear_error() -> None:
+    """jobpoll's scripts write each link as SAQ's default serializer does: a queue with its own
+    (pickle here) is refused at once with a `ConfigurationError` that says so."""
+    from saq import Queue
+
+    queue = Queue.from_url(
+        "redis://127.0.0.1:1", name="pickled", dump=pickle.dumps, load=pickle.loads
+    )
+    with pytest.raises(ConfigurationError, match="as JSON"):
+        SaqWaits(queue, on_outcome=None)
 
 
 def make_waits_for(queue: Any) -> SaqWaits:

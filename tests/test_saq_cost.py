@@ -5,6 +5,7 @@ run in this process, one after the other, against the fake service."""
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
 import uuid
@@ -25,6 +26,7 @@ from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
+from jobpoll.saq import SaqWaits
 from jobpoll.testing import FakeJobsService
 
 #: A waiting job's own records in Redis (its `wait:<id>` hash, its kept checkpoint and its
@@ -191,7 +193,7 @@ async def test_a_parked_wait_is_a_saq_job_once_due_and_is_polled(
     assert await links.submit([job_id], 30.0) == [True]
     first = await links.queue.dequeue()
     assert first is not None
-    assert first.kwargs == {"job_id": job_id, "step": 0}
+    assert first.kwargs == {"job_id": job_id, "step": 0, "kept": 1}
     assert await chain.run(job_id, 0) == "polled"
     assert await links.release_due() == 0  # due in ten minutes
     assert not await links.redis.exists(links.link_id(job_id, 1))
@@ -204,7 +206,7 @@ async def test_a_parked_wait_is_a_saq_job_once_due_and_is_polled(
     expected = links.link(job_id, 1).to_dict()
     assert {**job.to_dict(), "queued": 0} == {**expected, "queued": 0, "status": job.status}
     assert job.function == POLL_FUNCTION
-    assert job.kwargs == {"job_id": job_id, "step": 1}
+    assert job.kwargs == {"job_id": job_id, "step": 1, "kept": 1}
     assert abs(job.queued / 1000 - chain.rate.now()) < 60  # Redis's clock, in milliseconds
     assert await chain.run(job_id, 1) == "polled"
     header, state = await chain.saved(job_id)
@@ -223,6 +225,64 @@ async def test_a_job_id_of_any_printable_characters_makes_its_link(
     assert await links.submit([job_id], None) == [True]
     job = await links.queue.dequeue()
     assert job is not None
-    assert job.kwargs == {"job_id": job_id, "step": 0}
+    assert job.kwargs == {"job_id": job_id, "step": 0, "kept": 1}
     assert job.key == f"jobpoll:{job_id}:0"
     assert job.id == links.link_id(job_id, 0)
+
+
+async def previous_poll(
+    ctx: dict[str, Any],
+    *,
+    job_id: str,
+    step: int,
+    checkpoint: dict[str, Any] | None = None,
+    saved: dict[str, Any] | None = None,
+    timeout: float | None = None,  # noqa: ASYNC109 - the wait's deadline
+    due: float | None = None,
+) -> str:
+    """The arguments the previous version's `SaqWaits.poll` takes: its links carried their
+    wait's state (a link of job id and step only it would run as a wait not begun)."""
+    raise AssertionError("not called: SAQ's call fails on its arguments")
+
+
+async def test_a_worker_of_the_previous_version_refuses_a_link_and_saq_retries_it(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A link as the scripts enqueue it has an argument (`kept`) the previous version's
+    `poll` does not take: a worker of that version fails it at once, as SAQ calls it, and SAQ
+    retries it (to a worker of this version), instead of running it from no state, its
+    timeout dropped. This version's `poll` takes it."""
+    job_id = service.add_job(duration=10**6)
+    assert await chain.links.submit([job_id], 30.0) == [True]
+    link = await chain.links.queue.dequeue()
+    assert link is not None
+    assert link.kwargs is not None
+    with pytest.raises(TypeError, match="kept"):
+        await previous_poll({}, **link.kwargs)
+    assert link.retries >= 100
+    inspect.signature(SaqWaits.poll).bind(object(), {}, **link.kwargs)
+
+
+async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_from_its_state(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """The previous version's `mend` saw a parked wait as lost, and enqueued its live link as a
+    wait not begun (`checkpoint: None`): once the wait is due, it is not enqueued a second
+    time, and that link runs from the state the wait's records keep, its timeout with it."""
+    job_id = service.add_job(duration=10**6)
+    links = chain.links
+    assert await links.submit([job_id], 30.0) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    assert await links.redis.zscore(links.parked_key, job_id) is not None
+    kwargs = {"job_id": job_id, "step": 1, "checkpoint": None, "timeout": None}
+    previous = links.saq_job(
+        function=POLL_FUNCTION, key=f"jobpoll:{job_id}:1", kwargs=kwargs, timeout=0, retries=9
+    )
+    await links.queue.enqueue(previous)
+    await links.redis.zadd(links.parked_key, {job_id: chain.rate.now() - 1})
+    assert await links.release_due() == 1
+    queued = await links.redis.lrange(links.queue.namespace("queued"), 0, -1)
+    assert queued.count(links.link_id(job_id, 1).encode()) == 1
+    assert await chain.run(job_id, 1) == "polled"
+    saved = await chain.saved(job_id)
+    assert (saved["polls"], saved["timeout"]) == (2, 30.0)

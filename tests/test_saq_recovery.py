@@ -46,7 +46,7 @@ async def slow_service() -> AsyncIterator[FakeJobsService]:
 def _link(
     live: bool = True, runner: str | None = "a", begun: float | None = 100.0, alive: bool = True
 ) -> ActiveLink:
-    return ActiveLink("saq:job:q:jobpoll:j:1", b"{}", "j", 1, {}, live, runner, begun, alive)
+    return ActiveLink("saq:job:q:jobpoll:j:1", b"{}", "j", 1, {}, live, runner, begun, alive, False)
 
 
 @pytest.mark.parametrize(
@@ -154,7 +154,7 @@ async def test_a_round_hands_on_every_link_of_a_dead_worker_at_once(redis_url: s
         assert steps == [b"1"] + [b"2"] * 50
         handed = await queue.job(f"jobpoll:{job_ids[1]}:2")
         assert handed is not None
-        assert handed.kwargs == {"job_id": job_ids[1], "step": 2}
+        assert handed.kwargs == {"job_id": job_ids[1], "step": 2, "kept": 1}
         assert float(await queue.redis.hget(links.wait_key(job_ids[1]), "due")) == now - 60.0
         assert await queue.count("queued") == 50
     finally:
