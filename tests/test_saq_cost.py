@@ -284,5 +284,5 @@ async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_fro
     queued = await links.redis.lrange(links.queue.namespace("queued"), 0, -1)
     assert queued.count(links.link_id(job_id, 1).encode()) == 1
     assert await chain.run(job_id, 1) == "polled"
-    saved = await chain.saved(job_id)
-    assert (saved["polls"], saved["timeout"]) == (2, 30.0)
+    whole = checkpoint_of(await chain.saved(job_id), job_id, chain.policy)
+    assert (whole["polls"], whole["timeout"]) == (2, 30.0)
