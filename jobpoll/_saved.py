@@ -152,11 +152,13 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
         structure = make_dict_structure_fn(cls, converter, **omitted, **times)  # type: ignore[arg-type]
 
         def required(value: Any, type_: Any) -> Any:
-            # Every field saved must be there: a default would be a silent restart.
-            if isinstance(value, dict):
-                missing = [name for name in saved if name not in value]
-                if missing:
-                    raise ValueError(f"{', '.join(missing)}: missing")
+            # Every field saved must be there: a default would be a silent restart. A value
+            # that is no object at all would be read as one with every field missing.
+            if not isinstance(value, dict):
+                raise ValueError(f"an object was expected, not {type(value).__name__}")
+            missing = [name for name in saved if name not in value]
+            if missing:
+                raise ValueError(f"{', '.join(missing)}: missing")
             return structure(value, type_)
 
         return required
