@@ -22,16 +22,18 @@ on requests leave evenly spaced at the controller's rate:
   than its rate learns nothing of the limit). While no peak was measured (after the first
   refusal) the rate doubles each `DOUBLING` seconds.
 - **A refusal that arrived early** cuts nothing: one after at least 1/`SHARE` answers
-  accepted in a row, with the rate at least half-way back to the peak, where a cut would
-  lose more requests than the one refused (`cut_cost`: above a dozen or so a second). A
-  bucket of one token (or a few) refuses any request that arrives a little early, and an
-  event loop's timers and the path jitter by a millisecond or two: at 50 a second such
-  refusals come now and then from 0.85 of the limit on, one at a time. Cut on each, the
-  rate saw-tooths below the limit and the peak, measured after each, ratchets down (0.85
-  of the limit kept). A limit refuses again soon: a second refusal within 1/`SHARE`
-  answers cuts as any does. A cut measures the service as it was before the refusals since
-  the last cut that cut nothing (the highest rate measured at them), for at a bucket of one
-  token a rate just over the limit is accepted at half of it.
+  accepted in a row, with the rate at least half-way back to the peak and not above it (a
+  rate the service was measured to accept), where a cut would lose more requests than the
+  one refused (`cut_cost`: above a dozen or so a second). A bucket of one token (or a few)
+  refuses any request that arrives a little early, and an event loop's timers and the path
+  jitter by a millisecond or two: at 50 a second such refusals come now and then from 0.85
+  of the limit on, one at a time. Cut on each, the rate saw-tooths below the limit and the
+  peak, measured after each, ratchets down (0.85 of the limit kept). A limit refuses again
+  soon: a second refusal within 1/`SHARE` answers cuts as any does. Above the peak, where a
+  probe looks for the limit, a refusal cuts at once (a bucket with a burst, drained by the
+  probe, refuses sparsely at first). A cut measures the service as it was before the
+  refusals since the last cut that cut nothing (the highest rate measured at them), for at a
+  bucket of one token a rate just over the limit is accepted at half of it.
 - **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
   request it answered waits that long (the wait's rules), but the others go on at the cut
   rate.
@@ -287,7 +289,7 @@ class RateControl:
         low = rate < (state.rate + state.peak) / 2
         if rate > state.peak and self.probe_from is None:
             self.probe_from = (accepted, refused - 1)  # a probe above the peak: its first
-        if not low and self.arrived_early(in_a_row):
+        if not low and rate <= state.peak and self.arrived_early(in_a_row):
             return False
         if not noisy and not low:
             return True
@@ -299,7 +301,7 @@ class RateControl:
         return False
 
     def arrived_early(self, in_a_row: int) -> bool:
-        """Whether a refusal on the high half of the way back (or above the peak), after
+        """Whether a refusal on the high half of the way back to the peak (not above it), after
         `in_a_row` accepted answers, is taken for a request that arrived early, not for a
         limit: if it follows at least 1/`SHARE` accepted answers in a row, and a cut would lose
         more requests than the one refused (`cut_cost`)."""

@@ -183,7 +183,7 @@ def test_where_refusals_are_noise_a_probe_refused_every_other_request_is_cut() -
     at = accept(control, end + 0.05, 50.0, 250)  # noise, then 5 s: above the peak
     assert control.noisy_until > at
     assert control.rate_at(at) > control.state.peak
-    assert not control.throttled(at, sent_in=1)  # the probe's first: it arrived early
+    assert not control.throttled(at, sent_in=1)  # the probe's first: noise, for all it says
     control.answered(at + 0.02)
     assert control.throttled(at + 0.04, sent_in=1)  # two of its three answers refused
     assert control.state.peak == pytest.approx(50.0, rel=0.02)
