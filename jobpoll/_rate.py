@@ -283,22 +283,29 @@ class RateControl:
         state = self.state
         if state.rate is None or state.peak is None or not self.tells_noise:
             return True  # nothing to weigh against: the first refusals
-        refused, accepted = self.refused_since_cut, self.accepted_since_cut
         noisy = now <= self.noisy_until
         rate = self.rate_at(now)
         low = rate < (state.rate + state.peak) / 2
-        if rate > state.peak and self.probe_from is None:
-            self.probe_from = (accepted, refused - 1)  # a probe above the peak: its first
+        accepted, refused = self.counted(probing=rate > state.peak)
         if not low and rate <= state.peak and self.arrived_early(in_a_row):
             return False
         if not noisy and not low:
             return True
-        if self.probe_from is not None:  # a probe above the peak: its own refusals
-            accepted, refused = accepted - self.probe_from[0], refused - self.probe_from[1]
         if refused > max(accepted, 1) or refused >= SHARE * max(accepted + refused, MIN_COUNTED):
             return True  # most refused (an outage, a limit far below), or a share of many
         self.suspect = low
         return False
+
+    def counted(self, *, probing: bool) -> tuple[int, int]:
+        """The answers accepted and refused that a refusal is weighed by: those since the
+        last cut, or those of a probe above the peak since its first refusal (`probing`:
+        this one's, if none came before)."""
+        accepted, refused = self.accepted_since_cut, self.refused_since_cut
+        if probing and self.probe_from is None:
+            self.probe_from = (accepted, refused - 1)
+        if self.probe_from is None:
+            return accepted, refused
+        return accepted - self.probe_from[0], refused - self.probe_from[1]
 
     def arrived_early(self, in_a_row: int) -> bool:
         """Whether a refusal on the high half of the way back to the peak (not above it), after
