@@ -31,9 +31,9 @@ on requests leave evenly spaced at the controller's rate:
   peak, measured after each, ratchets down (0.85 of the limit kept). A limit refuses again
   soon: a second refusal within 1/`SHARE` answers cuts as any does. Above the peak, where a
   probe looks for the limit, a refusal cuts at once (a bucket with a burst, drained by the
-  probe, refuses sparsely at first). A cut measures the service as it was before the
-  refusals since the last cut that cut nothing (the highest rate measured at them), for at a
-  bucket of one token a rate just over the limit is accepted at half of it.
+  probe, refuses sparsely at first). A cut after a probe's refusals that cut nothing (taken
+  for noise, `weigh`) measures the service as it was at them (the highest rate measured), for
+  at a bucket of one token a rate just over the limit is accepted at half of it.
 - **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
   request it answered waits that long (the wait's rules), but the others go on at the cut
   rate.
@@ -109,7 +109,7 @@ class RateControl:
     `suspect`, `noisy_until` and `probe_from` (the counts when a probe above the peak met
     its first refusal) tell noise from a limit (`weigh`), unless `tells_noise` is False
     (every refusal sent since the last cut cuts). `early_measure`: the highest accepted
-    rate measured at a refusal since the last cut that cut nothing (`cut`).
+    rate measured at a probe's refusal since the last cut that cut nothing (`cut`).
     """
 
     max_rate: float | None = None
@@ -221,7 +221,7 @@ class RateControl:
                 self.hold(now, retry_after)
                 return True
             measured = self.measured(now)
-            if measured is not None:
+            if measured is not None and self.probe_from is not None:
                 self.early_measure = max(measured, self.early_measure or 0.0)
         if storm:
             self.hold(now, retry_after)
@@ -234,7 +234,7 @@ class RateControl:
 
     def cut(self, now: float) -> None:
         """Cut the rate: to `BETA` of the accepted rate measured (or of `early_measure`, if
-        higher: the service as it was before the refusals that cut nothing), else by
+        higher: the service as it was at a probe's refusals that cut nothing), else by
         `BACKOFF`."""
         state = self.state
         # Before the first cut, a measure of the client's own pace only if it was busy just
