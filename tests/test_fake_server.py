@@ -171,21 +171,24 @@ async def test_fault_rules(clock: VirtualClock) -> None:
         assert 25 <= statuses.count(500) <= 75
 
 
-async def test_the_fan_out_rides_out_a_scripted_mix() -> None:
-    """A fan-out against a fault mix and a burst still gets each job's scripted outcome."""
+async def test_the_fan_out_rides_out_a_scripted_mix(clock: VirtualClock) -> None:
+    """A fan-out against a fault mix and a burst still gets each job's scripted outcome (the
+    jobs, the retries and the waits between them in virtual time)."""
     scenario = scenario_of(
         ["f*:duration=0.2,outcome=DIED", "*:duration=0.1..0.3"],
         ["503:share=0.2,retry_after=0.05", "drop:share=0.05", "html:times=3", "truncated:times=2"],
         seed=5,
     )
     async with (
-        ScriptedService(scenario) as service,
-        JobsClient(service.api_key, base_url=service.base_url) as client,
+        ScriptedService(scenario, clock=clock) as service,
+        JobsClient(
+            service.api_key, base_url=service.base_url, clock=clock, sleep=clock.sleep
+        ) as client,
     ):
         results = await wait_for_jobs(
             client,
             [f"job-{n}" for n in range(20)] + ["f1", "f2"],
-            policy=PollPolicy(initial=0.05, max_interval=0.1),
+            policy=PollPolicy(initial=0.05, max_interval=0.1, clock=clock, sleep=clock.sleep),
         )
     assert [result.ok for result in results] == [True] * 20 + [False, False]
     assert all(

@@ -54,11 +54,13 @@ def test_the_environment_is_restored():
 
 
 def run(*command: str | Path, cwd: Path | None = None) -> str:
-    """Run `command`, its output returned; a failure shows what it printed."""
+    """Run `command`, its output returned; a failure shows what it printed. Its environment
+    is a user's: none of this suite's settings, nor its coverage measurement (which measures
+    this tree, not the wheel, and would only slow pip down)."""
     environment = {
         name: value
         for name, value in os.environ.items()
-        if not name.startswith(("CDQ_", "PYTHON", "PYTEST_", "VIRTUAL_ENV"))
+        if not name.startswith(("CDQ_", "PYTHON", "PYTEST_", "VIRTUAL_ENV", "COVERAGE_"))
     }
     result = subprocess.run(
         [str(part) for part in command],
