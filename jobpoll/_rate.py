@@ -21,19 +21,6 @@ on requests leave evenly spaced at the controller's rate:
   the peak it grows only while the service's answers keep up with it (a client sending less
   than its rate learns nothing of the limit). While no peak was measured (after the first
   refusal) the rate doubles each `DOUBLING` seconds.
-- **A refusal that arrived early** cuts nothing: one after at least 1/`SHARE` answers
-  accepted in a row, with the rate at least half-way back to the peak and not above it (a
-  rate the service was measured to accept), where a cut would lose more requests than the
-  one refused (`cut_cost`: above a dozen or so a second). A bucket of one token (or a few)
-  refuses any request that arrives a little early, and an event loop's timers and the path
-  jitter by a millisecond or two: at 50 a second such refusals come now and then from 0.85
-  of the limit on, one at a time. Cut on each, the rate saw-tooths below the limit and the
-  peak, measured after each, ratchets down (0.85 of the limit kept). A limit refuses again
-  soon: a second refusal within 1/`SHARE` answers cuts as any does. Above the peak, where a
-  probe looks for the limit, a refusal cuts at once (a bucket with a burst, drained by the
-  probe, refuses sparsely at first). A cut after a probe's refusals that cut nothing (taken
-  for noise, `weigh`) measures the service as it was at them (the highest rate measured), for
-  at a bucket of one token a rate just over the limit is accepted at half of it.
 - **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
   request it answered waits that long (the wait's rules), but the others go on at the cut
   rate.
@@ -106,10 +93,8 @@ class RateControl:
     there was one); `refused_last`: whether the last answer was a refusal. `growing_since`:
     the first answer accepted since the last cut; the rate grows from then (not while
     nothing is accepted). `accepted_since_cut`, `refused_since_cut`, `accepted_in_a_row`,
-    `suspect`, `noisy_until` and `probe_from` (the counts when a probe above the peak met
-    its first refusal) tell noise from a limit (`weigh`), unless `tells_noise` is False
-    (every refusal sent since the last cut cuts). `early_measure`: the highest accepted
-    rate measured at a probe's refusal since the last cut that cut nothing (`cut`).
+    `suspect` and `noisy_until` tell noise from a limit (`weigh`), unless `tells_noise` is
+    False (every refusal sent since the last cut cuts).
     """
 
     max_rate: float | None = None
@@ -128,8 +113,6 @@ class RateControl:
     accepted_in_a_row: int = 0
     suspect: bool = False
     noisy_until: float = -math.inf
-    early_measure: float | None = None
-    probe_from: tuple[int, int] | None = None
 
     def __attrs_post_init__(self) -> None:
         if self.max_rate is not None and self.state.rate is None:
@@ -155,7 +138,7 @@ class RateControl:
         elif peak is None:
             rate = base * 2.0 ** min(elapsed / DOUBLING, 64.0)
         else:
-            x = elapsed / climb_seconds(peak) - 1.0
+            x = elapsed / min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST) - 1.0
             if x <= 0:
                 rate = peak + (peak - min(base, peak)) * x**3
             else:
@@ -211,18 +194,14 @@ class RateControl:
         answer is taken for a stray one (a sick instance behind a balancer, not the key's
         limit) and cuts nothing. Whether it cut."""
         stray = not certain and not self.refused_last
-        in_a_row = self.accepted_in_a_row
         self.refused_last, self.accepted_in_a_row, self.suspect = True, 0, False
         storm = sent_in != self.cuts
         if not (stray or storm):
             self.refused_since_cut += 1
-            if self.weigh(now, in_a_row):
+            if self.weigh(now):
                 self.cut(now)
                 self.hold(now, retry_after)
                 return True
-            measured = self.measured(now)
-            if measured is not None and self.probe_from is not None:
-                self.early_measure = max(measured, self.early_measure or 0.0)
         if storm:
             self.hold(now, retry_after)
         return False
@@ -233,16 +212,12 @@ class RateControl:
             self.hold_until = max(self.hold_until, now + min(retry_after, MAX_HOLD))
 
     def cut(self, now: float) -> None:
-        """Cut the rate: to `BETA` of the accepted rate measured (or of `early_measure`, if
-        higher: the service as it was at a probe's refusals that cut nothing), else by
-        `BACKOFF`."""
+        """Cut the rate: to `BETA` of the accepted rate measured, else by `BACKOFF`."""
         state = self.state
         # Before the first cut, a measure of the client's own pace only if it was busy just
         # now (`measured`): a few old answers, or all at once at its start, measure nothing,
         # and then the first cut starts low and doubles.
         measured = self.measured(now, own_pace=state.rate is None)
-        if measured is not None and self.early_measure is not None:
-            measured = max(measured, self.early_measure)
         if measured is not None:
             state.peak = max(measured, MIN_RATE)
             rate = BETA * measured
@@ -260,7 +235,7 @@ class RateControl:
         self.since_cut()
         self.sent_at = now  # the bucket is empty: the next request one spacing from now
 
-    def weigh(self, now: float, in_a_row: int = 0) -> bool:
+    def weigh(self, now: float) -> bool:
         """Whether the refusals since the last cut say the rate is over a limit (else they are
         taken for noise, and cut nothing).
 
@@ -275,20 +250,14 @@ class RateControl:
         they are most of the answers since the cut (two at least: an outage, a limit far
         below) or at least `SHARE` of them (counted over `MIN_COUNTED` at least): a limit
         that was lowered, or a cut on a measure too high (after a burst), soon refuses that
-        many. A probe above the peak is weighed by its own answers, from its first refusal
-        on: a bucket of one token over its limit refuses every other request, most of the
-        probe's, where counted since the cut it would take seconds at half the rate to be a
-        share. Before all that, a refusal on the high half that `arrived_early` cuts nothing.
+        many.
         """
         state = self.state
         if state.rate is None or state.peak is None or not self.tells_noise:
             return True  # nothing to weigh against: the first refusals
+        refused, accepted = self.refused_since_cut, self.accepted_since_cut
         noisy = now <= self.noisy_until
-        rate = self.rate_at(now)
-        low = rate < (state.rate + state.peak) / 2
-        accepted, refused = self.counted(probing=rate > state.peak)
-        if not low and rate <= state.peak and self.arrived_early(in_a_row):
-            return False
+        low = self.rate_at(now) < (state.rate + state.peak) / 2
         if not noisy and not low:
             return True
         if refused > max(accepted, 1) or refused >= SHARE * max(accepted + refused, MIN_COUNTED):
@@ -296,31 +265,10 @@ class RateControl:
         self.suspect = low
         return False
 
-    def counted(self, *, probing: bool) -> tuple[int, int]:
-        """The answers accepted and refused that a refusal is weighed by: those since the
-        last cut, or those of a probe above the peak since its first refusal (`probing`:
-        this one's, if none came before)."""
-        accepted, refused = self.accepted_since_cut, self.refused_since_cut
-        if probing and self.probe_from is None:
-            self.probe_from = (accepted, refused - 1)
-        if self.probe_from is None:
-            return accepted, refused
-        return accepted - self.probe_from[0], refused - self.probe_from[1]
-
-    def arrived_early(self, in_a_row: int) -> bool:
-        """Whether a refusal on the high half of the way back to the peak (not above it), after
-        `in_a_row` accepted answers, is taken for a request that arrived early, not for a
-        limit: if it follows at least 1/`SHARE` accepted answers in a row, and a cut would lose
-        more requests than the one refused (`cut_cost`)."""
-        peak = self.state.peak
-        return peak is not None and in_a_row * SHARE >= 1.0 and cut_cost(peak) > 1.0
-
     def since_cut(self) -> None:
         """Forget what was counted before a cut."""
         self.answers.clear()
         self.accepted_since_cut = self.refused_since_cut = 0
-        self.probe_from = None
-        self.early_measure = None
         self.suspect = False
 
     def measured(self, now: float, *, own_pace: bool = False) -> float | None:
@@ -383,14 +331,3 @@ class RateControl:
             if rate is not None and self.max_rate is not None:
                 rate = max(min(rate, self.max_rate), MIN_RATE)
             self.state = RateState(rate=rate, peak=saved.peak, cut_at=saved.cut_at)
-
-
-def climb_seconds(peak: float) -> float:
-    """How long the rate takes to grow back to `peak` after a cut."""
-    return min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST)
-
-
-def cut_cost(peak: float) -> float:
-    """About how many requests a cut at `peak` loses while the rate grows back (the area
-    between the peak and the cubic, from `BETA` of it, over `climb_seconds`)."""
-    return (1.0 - BETA) * peak * climb_seconds(peak) / 4.0
