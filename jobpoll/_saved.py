@@ -155,7 +155,7 @@ def _register_state_hooks(converter: cattrs.Converter) -> None:
             # Every field saved must be there: a default would be a silent restart. A value
             # that is no object at all would be read as one with every field missing.
             if not isinstance(value, dict):
-                raise ValueError(f"an object was expected, not {type(value).__name__}")
+                raise TypeError(f"an object was expected, not {type(value).__name__}")
             missing = [name for name in saved if name not in value]
             if missing:
                 raise ValueError(f"{', '.join(missing)}: missing")
