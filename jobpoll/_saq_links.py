@@ -453,17 +453,22 @@ class Links:
         live = [
             (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
         ]
+        return [
+            link
+            for link, (queued, parked) in zip(live, await self.places(live), strict=True)
+            if queued is None and parked is None
+        ]
+
+    async def places(self, live: list[tuple[str, str]]) -> list[tuple[float | None, float | None]]:
+        """For each live wait (job id, step): its link's score in SAQ's `incomplete` set, and
+        its score in the parked set (None: not there). A wait in neither is lost."""
         incomplete = self.queue.namespace("incomplete")
         async with self.redis.pipeline(transaction=False) as pipe:
             for job_id, step in live:
-                pipe.zscore(self.parked_key, job_id)
                 pipe.zscore(incomplete, self.link_id(job_id, step))
-            scores = await pipe.execute()
-        return [
-            link
-            for link, parked, queued in zip(live, scores[::2], scores[1::2], strict=True)
-            if parked is None and queued is None
-        ]
+                pipe.zscore(self.parked_key, job_id)
+            scores: list[float | None] = await pipe.execute()
+        return list(zip(scores[::2], scores[1::2], strict=True))
 
     async def _mend_one(self, job_id: str, step: int) -> int:
         """Enqueue the live link again, from the state its wait's records keep, or, a link of

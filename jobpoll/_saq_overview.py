@@ -160,7 +160,7 @@ async def _tally(
         elif kept:
             tally["delivered" if delivered else "undelivered"] += 1
     lost = []
-    for (job_id, step), (score, parked) in zip(live, await _scores(links, live), strict=True):
+    for (job_id, step), (score, parked) in zip(live, await links.places(live), strict=True):
         where = place(links.link_id(job_id, step), score, active, now, parked)
         if where == "lost":
             lost.append(job_id)
@@ -168,20 +168,6 @@ async def _tally(
             tally[where] += 1
     tally.update(await _second_look(links, lost, active, now))
     return oldest
-
-
-async def _scores(
-    links: Links, live: list[tuple[str, str]]
-) -> list[tuple[float | None, float | None]]:
-    """Each live link's score in SAQ's `incomplete` set, and its wait's in the parked set
-    (None: not there)."""
-    incomplete = links.queue.namespace("incomplete")
-    async with links.redis.pipeline(transaction=False) as pipe:
-        for job_id, step in live:
-            pipe.zscore(incomplete, links.link_id(job_id, step))
-            pipe.zscore(links.parked_key, job_id)
-        scores: list[float | None] = await pipe.execute()
-    return list(zip(scores[::2], scores[1::2], strict=True))
 
 
 async def _second_look(
@@ -197,7 +183,7 @@ async def _second_look(
             pipe.hget(links.wait_key(job_id), "step")
         steps = await pipe.execute()
     again = [(job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step]
-    for (job_id, step), (score, parked) in zip(again, await _scores(links, again), strict=True):
+    for (job_id, step), (score, parked) in zip(again, await links.places(again), strict=True):
         places[place(links.link_id(job_id, step), score, active, now, parked)] += 1
     return places
 
