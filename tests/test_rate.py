@@ -225,6 +225,7 @@ def run_against_bucket(
     bare: bool = False,
     noise: float = 0.0,
     every: int = 0,
+    jitter: float = 0.0,
 ) -> tuple[dict[int, int], int, int]:
     """Requests always waiting, sent as `_gate` sends them (the head of the line sleeps for
     `delay`, then sends), to a token bucket of `limit` a second that answers 429 with
@@ -234,7 +235,9 @@ def run_against_bucket(
     `_gate`'s slow start (a window of `INITIAL_WINDOW`, one more with each answer, up to
     `in_flight`). `noise`: the share of requests refused at random besides (a seeded draw);
     `every`: each request numbered a multiple of it refused besides (one instance of `every`
-    behind a round robin that limits on its own, say).
+    behind a round robin that limits on its own, say). `jitter`: each request reaches the
+    bucket up to that many seconds after it left (a seeded uniform draw; the path's and the
+    event loop's unevenness).
     The accepted answers per second, and the requests sent and refused."""
     draw = random.Random(1).random
     control = RateControl()
@@ -243,7 +246,7 @@ def run_against_bucket(
     pending = list(changes)
     events: list[tuple[float, int, str, int]] = [(0.0, 0, "send", 0)]
     order = 1
-    out = sent = refused = 0
+    out = sent = refused = decided = 0
     per_second: dict[int, int] = {}
     head_waiting = True
     window = INITIAL_WINDOW
@@ -262,19 +265,25 @@ def run_against_bucket(
                 continue
             burst_size = 1 if control.limited else max(0, min(window, in_flight) - out)
             for _ in range(burst_size):
-                while pending and pending[0][0] <= now:
-                    rate_now = pending.pop(0)[1]
-                tokens = min(burst, tokens + (now - filled) * rate_now)
-                filled = now
-                lucky = draw() >= noise and not (every and (sent + 1) % every == 0)
-                answer = "accepted" if tokens >= 1 and lucky else "refused"
-                tokens -= 1 if tokens >= 1 else 0
+                arrival = now + jitter * draw() if jitter else now
+                heapq.heappush(events, (arrival, order, "arrive", control.cuts))
                 control.sent(now) if control.limited else None
-                heapq.heappush(events, (now + round_trip, order, answer, control.cuts))
                 order, out, sent = order + 1, out + 1, sent + 1
             if control.limited:
                 heapq.heappush(events, (now + woken(control.delay(now)), order, "send", 0))
                 order, head_waiting = order + 1, True
+            continue
+        if kind == "arrive":
+            while pending and pending[0][0] <= now:
+                rate_now = pending.pop(0)[1]
+            tokens = min(burst, tokens + (now - filled) * rate_now)
+            filled = now
+            decided += 1
+            lucky = draw() >= noise and not (every and decided % every == 0)
+            answer = "accepted" if tokens >= 1 and lucky else "refused"
+            tokens -= 1 if tokens >= 1 else 0
+            heapq.heappush(events, (now + round_trip, order, answer, sent_in))
+            order += 1
             continue
         out -= 1
         if kind == "accepted":
@@ -297,13 +306,20 @@ def keeps_near_the_limit(
     bare: bool = False,
     noise: float = 0.0,
     every: int = 0,
+    jitter: float = 0.0,
     least: float = 0.9,
 ) -> None:
     """Over 120 s, once 10 s have passed, at least `least` of the limit accepted (of what the
     `noise` or `every` leaves of it); at most 5% refused over the whole run, besides them."""
     seconds = 120.0
     per_second, sent, refused = run_against_bucket(
-        limit, burst, seconds=seconds, bare=bare, noise=noise, every=every
+        limit,
+        burst,
+        seconds=seconds,
+        bare=bare,
+        noise=noise,
+        every=every,
+        jitter=jitter,
     )
     noise = noise or (1 / every if every else 0.0)
     accepted_late = sum(count for second, count in per_second.items() if second >= 10)
@@ -340,6 +356,19 @@ def test_one_request_in_21_refused_does_not_pin_the_rate(limit: float, least: fl
     refusal that opened it sees more than 5%, cuts every probe, and holds the rate near a
     third of the limit."""
     keeps_near_the_limit(limit, 20.0, every=21, least=least)
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="behind a path that delays each request by up to 2 ms, a bucket of one token at"
+    " 50 a second refuses now and then from 0.92 of its limit on (a client held there keeps"
+    " 0.91 of it; held at 0.94, 0.88): the rate saw-tooths from BETA of the peak up to where"
+    " refusals begin, and keeps 0.86",
+)
+def test_against_a_bucket_of_one_token_behind_a_jittery_path_it_keeps_near_the_limit() -> None:
+    """A bucket of one token refuses a request that arrives a millisecond early: the shape
+    that keeps 0.85 to 0.87 of the limit in `benchmarks/bench_ratelimit.py`, on loopback."""
+    keeps_near_the_limit(50.0, 1.0, jitter=0.002)
 
 
 @pytest.mark.xfail(
