@@ -15,7 +15,7 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
   when it is due.
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
-  `mending` (`Links.mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
+  `mending` (`_saq_mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
 
 A wait is a SAQ job only while its poll is due: one whose next poll is later is parked, its
 state in its records, and each worker moves the waits due (by Redis's clock, `TIME`) into SAQ's
@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from redis.asyncio.client import Pipeline
@@ -57,7 +57,6 @@ from jobpoll._saq_scripts import (
     ID,
     KEEP,
     LIVE,
-    MEND,
     PARK,
     QUEUED,
     STEP,
@@ -232,7 +231,6 @@ class Links:
         moving = self.maker + LIVE
         self._submit = redis.register_script(self.maker + SUBMIT + KEEP + PARK + "return 1")
         self._advance = redis.register_script(ANSWERED + moving + KEEP + PARK + "return 1")
-        self._mend = redis.register_script(moving + MEND + KEEP + PARK + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))
         self._read_rate = redis.register_script(READ)
@@ -444,41 +442,6 @@ class Links:
             if cursor == 0:
                 return
 
-    async def mend(self) -> int:
-        suspects_key = self.prefix + "suspects"
-        raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
-        before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
-        suspects: dict[str, str] = {}
-        mended = 0
-        async for job_ids in self.waits():
-            for job_id, step in await self._unqueued(job_ids):
-                if before.get(job_id) == step:
-                    mended += await self._mend_one(job_id, int(step))
-                else:
-                    suspects[job_id] = step
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(suspects_key)
-            if suspects:
-                pipe.hset(suspects_key, mapping=suspects)
-            await pipe.execute()
-        return mended
-
-    async def _unqueued(self, job_ids: list[str]) -> list[tuple[str, str]]:
-        """The job id and step of each live wait among `job_ids` neither parked nor with its
-        link in SAQ's queue (SAQ lost it)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(self.wait_key(job_id), "step")
-            steps = await pipe.execute()
-        live = [
-            (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
-        ]
-        return [
-            link
-            for link, (queued, parked) in zip(live, await self.places(live), strict=True)
-            if queued is None and parked is None
-        ]
-
     async def places(self, live: list[tuple[str, str]]) -> list[tuple[float | None, float | None]]:
         """For each live wait (job id, step): its link's score in SAQ's `incomplete` set, and
         its score in the parked set (None: not there). A wait in neither is lost."""
@@ -489,23 +452,3 @@ class Links:
                 pipe.zscore(self.parked_key, job_id)
             scores: list[float | None] = await pipe.execute()
         return list(zip(scores[::2], scores[1::2], strict=True))
-
-    async def _mend_one(self, job_id: str, step: int) -> int:
-        """Enqueue the live link again, from the state its wait's records keep, or, a link of
-        an earlier version, from the one its SAQ record carries."""
-        stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
-        earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
-        kept = bool(await self.redis.exists(self.saved_key(job_id)))
-        carried_state = Kept.carried_by(earlier, kept)
-        state = AS_KEPT if carried_state is None else carried_state.arguments()
-        restarted = state == AS_KEPT and not kept
-        args: list[str | int] = [job_id, step, step, *state, "0"]
-        keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]
-        done = await self._mend(keys=keys, args=args)
-        if done:
-            logger.warning(
-                "job %s: its next poll was lost from the queue; enqueued it again%s",
-                job_id,
-                " (from the start: its checkpoint was lost too)" if restarted and step else "",
-            )
-        return int(done)

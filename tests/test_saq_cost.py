@@ -23,6 +23,7 @@ from jobpoll import JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
+from jobpoll._saq_mend import Mending
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
@@ -286,3 +287,22 @@ async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_fro
     assert await chain.run(job_id, 1) == "polled"
     whole = checkpoint_of(await chain.saved(job_id), job_id, chain.policy)
     assert (whole["polls"], whole["timeout"]) == (2, 30.0)
+
+
+async def test_mending_deletes_the_checkpoints_of_waits_no_longer_live(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A kept checkpoint whose wait is no longer live (its record gone, or ended without it)
+    weighs on Redis for nothing: a round of mending deletes it, and keeps a live wait's."""
+    links, redis = chain.links, chain.links.redis
+    live, gone, ended = [service.add_job(duration=10**6) for _ in range(3)]
+    assert await links.submit([live, gone, ended], None) == [True, True, True]
+    for job_id in (live, gone, ended):
+        assert await chain.run(job_id, 0) == "polled"
+    await redis.delete(links.wait_key(gone))  # evicted, say
+    await redis.hdel(links.wait_key(ended), "step")
+    assert await Mending(links).mend() == 0
+    assert await redis.exists(links.saved_key(live)) == 1
+    assert await redis.exists(links.saved_key(gone), links.saved_key(ended)) == 0
+    assert await chain.run(live, 1) == "polled"  # the live wait goes on from its checkpoint
+    assert checkpoint_of(await chain.saved(live), live, chain.policy)["polls"] == 2
