@@ -306,3 +306,28 @@ async def test_mending_deletes_the_checkpoints_of_waits_no_longer_live(
     assert await redis.exists(links.saved_key(gone), links.saved_key(ended)) == 0
     assert await chain.run(live, 1) == "polled"  # the live wait goes on from its checkpoint
     assert checkpoint_of(await chain.saved(live), live, chain.policy)["polls"] == 2
+
+
+#: The commands that run a script.
+SENT = ("evalsha", "eval")
+
+
+async def test_a_poll_costs_its_worker_two_redis_commands(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A link's poll sends Redis two commands, each a script called by its SHA: its begin
+    (the step check, the turn and the kept state) and its hand-over. (Each command costs a
+    worker's CPU as much as the whole rest of a poll's own bookkeeping, about.)"""
+    redis = chain.links.redis
+    job_id = service.add_job(duration=10**6)
+    assert await chain.links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"  # the scripts are loaded by now
+
+    async def scripts() -> dict[str, int]:
+        stats = await redis.info("commandstats")
+        return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in SENT}
+
+    before = await scripts()
+    assert await chain.run(job_id, 1) == "polled"
+    after = await scripts()
+    assert {name: after[name] - before[name] for name in SENT} == {"evalsha": 2, "eval": 0}
