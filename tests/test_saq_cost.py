@@ -19,7 +19,7 @@ pytest.importorskip("saq", reason="the saq extra is not installed (pip install '
 
 from saq import Queue
 
-from jobpoll import JobsClient, PollPolicy
+from jobpoll import CheckpointError, JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
@@ -331,3 +331,19 @@ async def test_a_poll_costs_its_worker_two_redis_commands(
     assert await chain.run(job_id, 1) == "polled"
     after = await scripts()
     assert {name: after[name] - before[name] for name in SENT} == {"evalsha": 2, "eval": 0}
+
+
+@pytest.mark.parametrize("kept", [b"\xff\xfe[", b'[[3, 1], {"no": "form"}]', b'"\x00\\'])
+async def test_a_garbled_checkpoint_ends_its_wait_with_a_checkpoint_error(
+    chain: Chain, service: FakeJobsService, kept: bytes
+) -> None:
+    """A kept checkpoint that is no checkpoint (bytes that are no text, no JSON, no form) ends
+    its wait with a `CheckpointError` as its outcome, never a worker's crash or a lost wait."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    await links.redis.set(links.saved_key(job_id), kept)
+    assert await chain.run(job_id, 1) == "over"
+    stored, _held = await links.stored([job_id])
+    assert isinstance(stored[job_id].error, CheckpointError)
