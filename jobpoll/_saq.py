@@ -30,6 +30,7 @@ from jobpoll._policy import PollPolicy
 from jobpoll._rules import check_timeout
 from jobpoll._saq_links import POLL_FUNCTION, Links
 from jobpoll._saq_logs import SaqLines
+from jobpoll._saq_mend import Mending
 from jobpoll._saq_outage import Outage, PatientQueue
 from jobpoll._saq_outcomes import Outcomes, Undelivered
 from jobpoll._saq_overview import QueueOverview, read_overview
@@ -140,6 +141,7 @@ class SaqWaits:
             self.policy, clock=self._rate.now, wall_clock=self._rate.now
         )
         self._rescue = Rescue(links=self._links)
+        self._mending = Mending(self._links)
         self._upkeep: list[asyncio.Task[None]] = []
         self._client: JobsClient | None = None
 
@@ -313,9 +315,10 @@ class SaqWaits:
 
     async def mend(self) -> int:
         """Enqueue again each wait's link that SAQ lost (missing from its queue since the last
-        call); how many. Workers call it every `mend_interval` seconds."""
+        call), and delete the kept checkpoints of waits no longer live; how many waits were
+        enqueued again. Workers call it every `mend_interval` seconds."""
         with self._guard.mapped():
-            return await self._links.mend()
+            return await self._mending.mend()
 
     async def poll(
         self, ctx: dict[str, Any], *, job_id: str, step: int, kept: int = 0, **earlier: Any

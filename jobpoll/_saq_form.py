@@ -140,13 +140,14 @@ def _values(cls: type, data: dict[str, Any], record: Any, taken_at: datetime) ->
             value == slot.saved if record is None else getattr(record, slot.name) == slot.default
         )
         if value is None or (slot.time == "past" and at_default):
-            values.append(None)
+            value = None
         elif slot.record is not None:
-            values.append(_values(slot.record, value, getattr(record, slot.name), taken_at))
-        else:
-            since = _EPOCH if slot.name == _BASE else taken_at
-            values.append(_written_time(slot.time, value, since))
-        kept = kept if at_default else len(values)
+            value = _values(slot.record, value, getattr(record, slot.name), taken_at)
+        elif slot.time is not None:
+            value = _written_time(slot.time, value, _EPOCH if slot.name == _BASE else taken_at)
+        values.append(value)
+        if not at_default:
+            kept = len(values)
     return values[:kept]
 
 
@@ -192,15 +193,18 @@ def _read(
     cls: type, values: list[Any], taken_at: datetime | None, unset_past: float
 ) -> dict[str, Any]:
     data: dict[str, Any] = {}
+    count = len(values)
     for position, slot in enumerate(_slots(cls)):
-        if position >= len(values):  # left out: at its default
+        if position >= count:  # left out: at its default
             data[slot.name] = unset_past if slot.time == "past" else slot.saved
             continue
         value = values[position]
         if value is None:
             data[slot.name] = unset_past if slot.time == "past" else None
-        elif slot.record is not None and isinstance(value, list):
-            data[slot.name] = _read(slot.record, value, taken_at, unset_past)
+        elif slot.time is None:
+            if slot.record is not None and isinstance(value, list):
+                value = _read(slot.record, value, taken_at, unset_past)
+            data[slot.name] = value
         elif slot.name == _BASE:
             data[slot.name] = _read_time(slot.time, value, _EPOCH)
             taken_at = _time_of(data[slot.name])  # the header's times after it count from it

@@ -15,7 +15,7 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
   when it is due.
 - `rate` and `answers`, the rate every worker's polls share (`_saq_rate`, which tells how).
 - `delivered` (outcomes delivered, counted), `over` (the channel announcing them), `suspects` and
-  `mending` (`Links.mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
+  `mending` (`_saq_mend`), `worker:<token>`, `rescuing` and `unbegun` (`_saq_rescue`).
 
 A wait is a SAQ job only while its poll is due: one whose next poll is later is parked, its
 state in its records, and each worker moves the waits due (by Redis's clock, `TIME`) into SAQ's
@@ -39,7 +39,7 @@ import logging
 import math
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from redis.asyncio.client import Pipeline
@@ -57,13 +57,13 @@ from jobpoll._saq_scripts import (
     ID,
     KEEP,
     LIVE,
-    MEND,
     PARK,
     QUEUED,
     STEP,
     SUBMIT,
     due_script,
     link_maker,
+    live,
 )
 
 logger = logging.getLogger("jobpoll")
@@ -79,8 +79,9 @@ LINK_TTL = 10
 # KEYS: as for `ENQUEUE`, then the queue's `delivered` count and `over` channel, the wait's
 # kept checkpoint and the parked set; ARGV: as for `ENQUEUE`, then the live step, the outcome,
 # its TTL and the job id.
-_FINISH = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then return 0 end
+_FINISH = (
+    live("ARGV[3]")
+    + """
 redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun', 'due')
 redis.call('DEL', KEYS[7])
 redis.call('ZREM', KEYS[8], ARGV[6])
@@ -92,28 +93,33 @@ if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
 end
 redis.call('PUBLISH', KEYS[6], ARGV[6])
 """
+)
 
-# Takes the poll's turn (`_saq_rate.TURN`) if its link is live, noting its runner (ARGV[7])
-# and when it began; its reply ends with the state the link runs from (`Kept`), KEYS[4] the
-# wait's kept checkpoint.
-_BEGIN = """
-local record = redis.call('HMGET', KEYS[1], 'step', 'due', 'timeout')
-if record[1] ~= ARGV[1] then return nil end
+# Takes the poll's turn (`_saq_rate.TURN`) if its link is live (else 0), noting its runner
+# (ARGV[7]) and when it began; its reply ends with the state the link runs from (`Kept`),
+# KEYS[4] the wait's kept checkpoint. The reply is one string, a JSON array (`_reply_of`).
+_BEGIN = (
+    live("ARGV[1]")
+    + """
+local record = redis.call('HMGET', KEYS[1], 'due', 'timeout')
 redis.call('HSET', KEYS[1], 'runner', ARGV[7], 'begun', redis.call('TIME')[1])
-local kept = {redis.call('GET', KEYS[4]) or '', record[2] or '', record[3] or ''}
+local kept = {redis.call('GET', KEYS[4]) or '', record[1] or '', record[2] or ''}
 local reply = (function()
 TURN
 end)()
 for _, value in ipairs(kept) do table.insert(reply, value) end
-return reply
+return cjson.encode(reply)
 """
+)
 
-_HOLD = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[1] then return 0 end
+_HOLD = (
+    live("ARGV[1]")
+    + """
 redis.call('HSET', KEYS[1], 'held', ARGV[2])
 redis.call('PUBLISH', KEYS[2], ARGV[3])
 return 1
 """
+)
 
 
 def result_to_json(result: JobResult, *, polls: int | None = None) -> dict[str, Any]:
@@ -133,12 +139,21 @@ def _link_key(job_id: str, step: int | str) -> str:
     return f"jobpoll:{job_id}:{step}"
 
 
-def _number(value: bytes | None) -> float | None:
+def _number(value: str | bytes | None) -> float | None:
     """A number a record keeps; None for none (or what does not read as one)."""
     try:
         return float(value) if value else None
     except ValueError:
         return None
+
+
+def _reply_of(raw: bytes) -> list[Any]:
+    """A script's reply that it encoded as one JSON array (`cjson.encode`): redis-py's parser
+    reads a reply of many values one by one, at about 10 µs of a worker's CPU each, where
+    `json.loads` reads the one string at once. (Bytes that are no UTF-8, of a garbled
+    checkpoint, read as U+FFFD: `resume_job` refuses it.)"""
+    reply: list[Any] = json.loads(raw.decode(errors="replace"))
+    return reply
 
 
 @attrs.frozen
@@ -153,13 +168,16 @@ class Kept:
     timeout: float | None
 
     @classmethod
-    def read(cls, saved: bytes | None, due: bytes | None, timeout: bytes | None) -> Kept:
+    def read(
+        cls, saved: str | bytes | None, due: str | bytes | None, timeout: str | bytes | None
+    ) -> Kept:
         checkpoint: Any = None
         if saved:
             try:
                 checkpoint = json.loads(saved)
             except ValueError:
-                checkpoint = saved.decode(errors="replace")
+                text = saved.decode(errors="replace") if isinstance(saved, bytes) else saved
+                checkpoint = text
         return cls(checkpoint, _number(due), _number(timeout))
 
     @classmethod
@@ -213,7 +231,6 @@ class Links:
         moving = self.maker + LIVE
         self._submit = redis.register_script(self.maker + SUBMIT + KEEP + PARK + "return 1")
         self._advance = redis.register_script(ANSWERED + moving + KEEP + PARK + "return 1")
-        self._mend = redis.register_script(moving + MEND + KEEP + PARK + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))
         self._read_rate = redis.register_script(READ)
@@ -398,9 +415,10 @@ class Links:
             spacing = repr(rate.spacing())
             args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON)]
             args += [cuts, runner, repr(rate.line_spacing())]
-            reply = await self._begin(keys=keys, args=args)
-            if reply is None:
+            raw = await self._begin(keys=keys, args=args)
+            if raw == 0:
                 return None
+            reply = _reply_of(raw)
             turn = rate.turn(reply)
             if turn is not None:
                 return turn, Kept.read(*reply[-3:])
@@ -424,41 +442,6 @@ class Links:
             if cursor == 0:
                 return
 
-    async def mend(self) -> int:
-        suspects_key = self.prefix + "suspects"
-        raw = await cast("Awaitable[dict[bytes, bytes]]", self.redis.hgetall(suspects_key))
-        before = {job_id.decode(): step.decode() for job_id, step in raw.items()}
-        suspects: dict[str, str] = {}
-        mended = 0
-        async for job_ids in self.waits():
-            for job_id, step in await self._unqueued(job_ids):
-                if before.get(job_id) == step:
-                    mended += await self._mend_one(job_id, int(step))
-                else:
-                    suspects[job_id] = step
-        async with self.redis.pipeline(transaction=True) as pipe:
-            pipe.delete(suspects_key)
-            if suspects:
-                pipe.hset(suspects_key, mapping=suspects)
-            await pipe.execute()
-        return mended
-
-    async def _unqueued(self, job_ids: list[str]) -> list[tuple[str, str]]:
-        """The job id and step of each live wait among `job_ids` neither parked nor with its
-        link in SAQ's queue (SAQ lost it)."""
-        async with self.redis.pipeline(transaction=False) as pipe:
-            for job_id in job_ids:
-                pipe.hget(self.wait_key(job_id), "step")
-            steps = await pipe.execute()
-        live = [
-            (job_id, step.decode()) for job_id, step in zip(job_ids, steps, strict=True) if step
-        ]
-        return [
-            link
-            for link, (queued, parked) in zip(live, await self.places(live), strict=True)
-            if queued is None and parked is None
-        ]
-
     async def places(self, live: list[tuple[str, str]]) -> list[tuple[float | None, float | None]]:
         """For each live wait (job id, step): its link's score in SAQ's `incomplete` set, and
         its score in the parked set (None: not there). A wait in neither is lost."""
@@ -469,23 +452,3 @@ class Links:
                 pipe.zscore(self.parked_key, job_id)
             scores: list[float | None] = await pipe.execute()
         return list(zip(scores[::2], scores[1::2], strict=True))
-
-    async def _mend_one(self, job_id: str, step: int) -> int:
-        """Enqueue the live link again, from the state its wait's records keep, or, a link of
-        an earlier version, from the one its SAQ record carries."""
-        stored = self.queue.deserialize(await self.redis.get(self.link_id(job_id, step)))
-        earlier = {} if stored is None or stored.kwargs is None else stored.kwargs
-        kept = bool(await self.redis.exists(self.saved_key(job_id)))
-        carried_state = Kept.carried_by(earlier, kept)
-        state = AS_KEPT if carried_state is None else carried_state.arguments()
-        restarted = state == AS_KEPT and not kept
-        args: list[str | int] = [job_id, step, step, *state, "0"]
-        keys = [*self.wait_keys(job_id), self.link_id(job_id, step)]
-        done = await self._mend(keys=keys, args=args)
-        if done:
-            logger.warning(
-                "job %s: its next poll was lost from the queue; enqueued it again%s",
-                job_id,
-                " (from the start: its checkpoint was lost too)" if restarted and step else "",
-            )
-        return int(done)

@@ -10,7 +10,7 @@ and whose outage is logged once when it begins and once, with its length, when i
 A sweep is cut short when an outage begins: it may be waiting for a job it aborts, through
 SAQ's listener of job updates, which with Redis away fails and logs in a loop with no pause
 (hundreds of tracebacks a second); Redis away, the sweep could do nothing more anyway (a link
-it leaves out of the queue is mended, see `Links.mend`).
+it leaves out of the queue is mended, see `_saq_mend`).
 """
 
 from __future__ import annotations

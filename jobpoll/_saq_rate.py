@@ -261,7 +261,7 @@ class FleetRate:
         above the limit."""
         now, rate, peak, cut_at, cuts, hold, total, later, started, answers = (
             *(_text(field) for field in reply[:9]),
-            reply[9],
+            reply[9] or [],  # none: an empty list, or the {} `cjson.encode` writes for one
         )
         at = float(now)
         state, count = _state_of(rate, peak, cut_at, cuts)

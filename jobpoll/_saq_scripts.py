@@ -43,10 +43,16 @@ if ARGV[1] ~= '' then
 end
 """
 
-#: Returns 0 unless the wait's live link is ARGV[2].
-LIVE = """
-if redis.call('HGET', KEYS[1], 'step') ~= ARGV[2] then return 0 end
-"""
+
+def live(step: str) -> str:
+    """The check each script that acts for a link makes first: it returns 0 unless the wait's
+    live link (`step` in its record, KEYS[1]) is `step`, a Lua expression (an argument)."""
+    return f"if redis.call('HGET', KEYS[1], 'step') ~= {step} then return 0 end\n"
+
+
+#: Returns 0 unless the wait's live link is ARGV[2] (the layout of the scripts that move a
+#: wait on).
+LIVE = live("ARGV[2]")
 
 #: Moves the wait's live link on to ARGV[3] (or, the same step, leaves it), with the state
 #: it runs from (ARGV[4:6]), and clears the noting of the link's runner (`_saq_rescue`).

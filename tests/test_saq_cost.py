@@ -19,10 +19,11 @@ pytest.importorskip("saq", reason="the saq extra is not installed (pip install '
 
 from saq import Queue
 
-from jobpoll import JobsClient, PollPolicy
+from jobpoll import CheckpointError, JobsClient, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
+from jobpoll._saq_mend import Mending
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import FleetRate
@@ -286,3 +287,63 @@ async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_fro
     assert await chain.run(job_id, 1) == "polled"
     whole = checkpoint_of(await chain.saved(job_id), job_id, chain.policy)
     assert (whole["polls"], whole["timeout"]) == (2, 30.0)
+
+
+async def test_mending_deletes_the_checkpoints_of_waits_no_longer_live(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A kept checkpoint whose wait is no longer live (its record gone, or ended without it)
+    weighs on Redis for nothing: a round of mending deletes it, and keeps a live wait's."""
+    links, redis = chain.links, chain.links.redis
+    live, gone, ended = [service.add_job(duration=10**6) for _ in range(3)]
+    assert await links.submit([live, gone, ended], None) == [True, True, True]
+    for job_id in (live, gone, ended):
+        assert await chain.run(job_id, 0) == "polled"
+    await redis.delete(links.wait_key(gone))  # evicted, say
+    await redis.hdel(links.wait_key(ended), "step")
+    assert await Mending(links).mend() == 0
+    assert await redis.exists(links.saved_key(live)) == 1
+    assert await redis.exists(links.saved_key(gone), links.saved_key(ended)) == 0
+    assert await chain.run(live, 1) == "polled"  # the live wait goes on from its checkpoint
+    assert checkpoint_of(await chain.saved(live), live, chain.policy)["polls"] == 2
+
+
+#: The commands that run a script.
+SENT = ("evalsha", "eval")
+
+
+async def test_a_poll_costs_its_worker_two_redis_commands(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A link's poll sends Redis two commands, each a script called by its SHA: its begin
+    (the step check, the turn and the kept state) and its hand-over. (Each command costs a
+    worker's CPU as much as the whole rest of a poll's own bookkeeping, about.)"""
+    redis = chain.links.redis
+    job_id = service.add_job(duration=10**6)
+    assert await chain.links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"  # the scripts are loaded by now
+
+    async def scripts() -> dict[str, int]:
+        stats = await redis.info("commandstats")
+        return {name: int(stats.get(f"cmdstat_{name}", {}).get("calls", 0)) for name in SENT}
+
+    before = await scripts()
+    assert await chain.run(job_id, 1) == "polled"
+    after = await scripts()
+    assert {name: after[name] - before[name] for name in SENT} == {"evalsha": 2, "eval": 0}
+
+
+@pytest.mark.parametrize("kept", [b"\xff\xfe[", b'[[3, 1], {"no": "form"}]', b'"\x00\\'])
+async def test_a_garbled_checkpoint_ends_its_wait_with_a_checkpoint_error(
+    chain: Chain, service: FakeJobsService, kept: bytes
+) -> None:
+    """A kept checkpoint that is no checkpoint (bytes that are no text, no JSON, no form) ends
+    its wait with a `CheckpointError` as its outcome, never a worker's crash or a lost wait."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    await links.redis.set(links.saved_key(job_id), kept)
+    assert await chain.run(job_id, 1) == "over"
+    stored, _held = await links.stored([job_id])
+    assert isinstance(stored[job_id].error, CheckpointError)
