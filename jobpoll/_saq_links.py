@@ -19,7 +19,7 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 A wait is a SAQ job only while its poll is due: one whose next poll is later is parked, its
 state in its records, and each worker moves the waits due (by Redis's clock, `TIME`) into SAQ's
-queue every second (`Links.release_due`), as a link of its job id and step, no more (a SAQ job
+queue every quarter second (`Links.release_due`), as a link of its job id and step, no more (a SAQ job
 weighs more than all of a wait's own records). A link reads its state back as it begins
 (`Links.begin`). Every time kept (when a poll is due, the checkpoint's) is on Redis's clock, as
 each worker's `FleetRate` mirrors it, and a link has no SAQ `timeout`: SAQ's sweep, which

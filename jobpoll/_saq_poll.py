@@ -30,7 +30,7 @@ from jobpoll._state import JobState
 logger = logging.getLogger("jobpoll")
 
 #: Seconds a link may start after it was due and still count as on schedule (links are moved
-#: into SAQ's queue every second, and wait their turn for a free worker there).
+#: into SAQ's queue every quarter second, and wait their turn for a free worker there).
 LOST_AFTER = 5.0
 
 

@@ -49,8 +49,10 @@ logger = logging.getLogger("jobpoll")
 LEASE = 8.0
 #: Seconds between two renewals of a worker's lease, and about between two rescue rounds.
 ROUND = 2.0
-#: Seconds between two moves of the links due into SAQ's queue, by each worker.
-TICK = 1.0
+#: Seconds between two moves of the links due into SAQ's queue, by each worker: a wait's poll
+#: starts about this late at most (with every worker busy, later), small beside the seconds
+#: between two polls; each move is one script call, which finds nothing due in a quiet queue.
+TICK = 0.25
 #: The most seconds from a worker's death to its links' being enqueued again: its lease lapses
 #: (`LEASE`), the next round comes (`ROUND`, with its jitter) and, for a link it had not begun,
 #: the round that first saw it came as late.
