@@ -347,3 +347,44 @@ async def test_a_garbled_checkpoint_ends_its_wait_with_a_checkpoint_error(
     assert await chain.run(job_id, 1) == "over"
     stored, _held = await links.stored([job_id])
     assert isinstance(stored[job_id].error, CheckpointError)
+
+
+#: Text a service may put in a job's fields: non-ASCII letters, an emoji, a lone surrogate
+#: (as JSON may spell one), control characters, quotes, backslashes and slashes.
+HOSTILE = 'é ✓ \U0001f600 \ud800 \x00\x01\x1f\x7f \t\n "q" \\ / \\u0041 \u2028'
+
+
+async def test_a_kept_checkpoint_of_any_text_reads_back_as_it_was_kept(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """The kept checkpoint of a job whose fields hold any text comes back with a link's begin
+    (one reply, its JSON encoded in Redis) as the very value the wait's records keep."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6, user=HOSTILE, running_status="RUNNING " + HOSTILE)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    kept = await chain.saved(job_id)
+    assert kept[1][0]["user"] == HOSTILE
+    begun = await links.begin(job_id, 1, chain.rate, 600.0, "t")
+    assert begun is not None
+    assert begun[1].checkpoint == kept
+    assert json.dumps(begun[1].checkpoint) == json.dumps(kept)
+
+
+async def test_a_kept_checkpoint_with_bytes_that_are_no_text_ends_with_a_checkpoint_error(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A kept checkpoint whose bytes are no UTF-8 where the form holds a string (a job's
+    field) is no checkpoint: its wait ends with a `CheckpointError`, never goes on from a
+    checkpoint with its text changed."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    kept = await links.redis.get(links.saved_key(job_id))
+    garbled = kept.replace(b"742429", b"742\xff29")
+    assert garbled != kept
+    await links.redis.set(links.saved_key(job_id), garbled)
+    assert await chain.run(job_id, 1) == "over"
+    stored, _held = await links.stored([job_id])
+    assert isinstance(stored[job_id].error, CheckpointError)
