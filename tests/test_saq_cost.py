@@ -388,3 +388,37 @@ async def test_a_kept_checkpoint_with_bytes_that_are_no_text_ends_with_a_checkpo
     assert await chain.run(job_id, 1) == "over"
     stored, _held = await links.stored([job_id])
     assert isinstance(stored[job_id].error, CheckpointError)
+
+
+async def test_a_link_run_again_after_its_hand_over_changes_nothing(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A link run a second time (SAQ ran it twice, or retried it after its hand-over) finds
+    its step moved on: its begin, hold, hand-over and end each do nothing, and it sends no
+    poll: the wait has one chain and the state its next link runs from is untouched. (A poll
+    that was sent and accepted is counted in the shared rate even so: the service saw it.)"""
+    links, redis = chain.links, chain.links.redis
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+
+    async def records() -> list[Any]:
+        keys = [links.wait_key(job_id), *links.rate_keys]
+        return [
+            *[await redis.hgetall(key) for key in (keys[0], keys[1])],
+            await redis.lrange(keys[2], 0, -1),
+            await redis.get(links.saved_key(job_id)),
+            await redis.zscore(links.parked_key, job_id),
+        ]
+
+    before, polls = await records(), service.request_count(job_id)
+    assert await chain.run(job_id, 0) == "superseded"
+    assert await links.begin(job_id, 0, chain.rate, 600.0, "again") is None
+    await links.held(job_id, 0, CheckpointError("stale"))
+    await links.hand_over(job_id, 0, [[3, 0], []], chain.rate.now(), chain.rate.now())
+    outcome = links.saq_job(function="", key=f"jobpoll:outcome:{job_id}")
+    data = {"jobId": job_id, "status": "FINISHED"}
+    assert not await links.deliver(data, outcome, 0, answered_at=None)
+    assert await records() == before
+    assert service.request_count(job_id) == polls
+    assert await chain.run(job_id, 1) == "polled"
