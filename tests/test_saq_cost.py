@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+from redis.commands.core import AsyncScript
 from saq import Queue
 
 from jobpoll import CheckpointError, JobsClient, PollPolicy
@@ -422,3 +423,35 @@ async def test_a_link_run_again_after_its_hand_over_changes_nothing(
     assert await records() == before
     assert service.request_count(job_id) == polls
     assert await chain.run(job_id, 1) == "polled"
+
+
+async def test_mending_keeps_the_checkpoint_of_a_wait_live_again_or_in_flight(
+    chain: Chain, service: FakeJobsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round of mending deletes no checkpoint of a live wait: not one whose link a worker
+    is running, nor one submitted again and polled between the round's reading that it was
+    not live and its delete (the delete checks again, in its script)."""
+    links, redis = chain.links, chain.links.redis
+    again, running = service.add_job(duration=10**6), service.add_job(duration=10**6)
+    assert await links.submit([again, running], None) == [True, True]
+    for job_id in (again, running):
+        assert await chain.run(job_id, 0) == "polled"
+    assert await links.begin(running, 1, chain.rate, 600.0, "busy") is not None  # in flight
+    await redis.delete(links.wait_key(again))  # its record lost (evicted, say)
+    delete = AsyncScript.__call__
+    raced: list[str] = []
+
+    async def racing(script: AsyncScript, *args: Any, **kwargs: Any) -> Any:
+        if "DEL', KEYS[2])" in str(script.script) and not raced:  # the round's delete
+            raced.append(again)
+            assert await links.submit([again], None) == [True]
+            assert await chain.run(again, 0) == "polled"
+        return await delete(script, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncScript, "__call__", racing)
+    assert await Mending(links).mend() == 0
+    monkeypatch.undo()
+    assert raced == [again]
+    assert await redis.exists(links.saved_key(again), links.saved_key(running)) == 2
+    assert await chain.run(again, 1) == "polled"
+    assert checkpoint_of(await chain.saved(again), again, chain.policy)["polls"] == 2
