@@ -151,8 +151,8 @@ def _reply_of(raw: bytes) -> list[Any]:
     """A script's reply that it encoded as one JSON array (`cjson.encode`): redis-py's parser
     reads a reply of many values one by one, at about 10 µs of a worker's CPU each, where
     `json.loads` reads the one string at once. (Bytes that are no UTF-8, of a garbled
-    checkpoint, read as U+FFFD: `resume_job` refuses it.)"""
-    reply: list[Any] = json.loads(raw.decode(errors="replace"))
+    checkpoint, are kept as they were, escaped as lone surrogates: `Kept.read` refuses them.)"""
+    reply: list[Any] = json.loads(raw.decode(errors="surrogateescape"))
     return reply
 
 
@@ -172,12 +172,13 @@ class Kept:
         cls, saved: str | bytes | None, due: str | bytes | None, timeout: str | bytes | None
     ) -> Kept:
         checkpoint: Any = None
+        if isinstance(saved, str):  # of a script's JSON reply: the bytes Redis keeps
+            saved = saved.encode(errors="surrogateescape")
         if saved:
             try:
                 checkpoint = json.loads(saved)
-            except ValueError:
-                text = saved.decode(errors="replace") if isinstance(saved, bytes) else saved
-                checkpoint = text
+            except ValueError:  # bytes that are no UTF-8 too
+                checkpoint = saved.decode(errors="replace")
         return cls(checkpoint, _number(due), _number(timeout))
 
     @classmethod

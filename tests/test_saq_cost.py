@@ -17,6 +17,7 @@ import pytest
 
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+from redis.commands.core import AsyncScript
 from saq import Queue
 
 from jobpoll import CheckpointError, JobsClient, PollPolicy
@@ -347,3 +348,110 @@ async def test_a_garbled_checkpoint_ends_its_wait_with_a_checkpoint_error(
     assert await chain.run(job_id, 1) == "over"
     stored, _held = await links.stored([job_id])
     assert isinstance(stored[job_id].error, CheckpointError)
+
+
+#: Text a service may put in a job's fields: non-ASCII letters, an emoji, a lone surrogate
+#: (as JSON may spell one), control characters, quotes, backslashes and slashes.
+HOSTILE = 'é ✓ \U0001f600 \ud800 \x00\x01\x1f\x7f \t\n "q" \\ / \\u0041 \u2028'
+
+
+async def test_a_kept_checkpoint_of_any_text_reads_back_as_it_was_kept(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """The kept checkpoint of a job whose fields hold any text comes back with a link's begin
+    (one reply, its JSON encoded in Redis) as the very value the wait's records keep."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6, user=HOSTILE, running_status="RUNNING " + HOSTILE)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    kept = await chain.saved(job_id)
+    assert kept[1][0]["user"] == HOSTILE
+    begun = await links.begin(job_id, 1, chain.rate, 600.0, "t")
+    assert begun is not None
+    assert begun[1].checkpoint == kept
+    assert json.dumps(begun[1].checkpoint) == json.dumps(kept)
+
+
+async def test_a_kept_checkpoint_with_bytes_that_are_no_text_ends_with_a_checkpoint_error(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A kept checkpoint whose bytes are no UTF-8 where the form holds a string (a job's
+    field) is no checkpoint: its wait ends with a `CheckpointError`, never goes on from a
+    checkpoint with its text changed."""
+    links = chain.links
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+    kept = await links.redis.get(links.saved_key(job_id))
+    garbled = kept.replace(b"742429", b"742\xff29")
+    assert garbled != kept
+    await links.redis.set(links.saved_key(job_id), garbled)
+    assert await chain.run(job_id, 1) == "over"
+    stored, _held = await links.stored([job_id])
+    assert isinstance(stored[job_id].error, CheckpointError)
+
+
+async def test_a_link_run_again_after_its_hand_over_changes_nothing(
+    chain: Chain, service: FakeJobsService
+) -> None:
+    """A link run a second time (SAQ ran it twice, or retried it after its hand-over) finds
+    its step moved on: its begin, hold, hand-over and end each do nothing, and it sends no
+    poll: the wait has one chain and the state its next link runs from is untouched. (A poll
+    that was sent and accepted is counted in the shared rate even so: the service saw it.)"""
+    links, redis = chain.links, chain.links.redis
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    assert await chain.run(job_id, 0) == "polled"
+
+    async def records() -> list[Any]:
+        keys = [links.wait_key(job_id), *links.rate_keys]
+        return [
+            *[await redis.hgetall(key) for key in (keys[0], keys[1])],
+            await redis.lrange(keys[2], 0, -1),
+            await redis.get(links.saved_key(job_id)),
+            await redis.zscore(links.parked_key, job_id),
+        ]
+
+    before, polls = await records(), service.request_count(job_id)
+    assert await chain.run(job_id, 0) == "superseded"
+    assert await links.begin(job_id, 0, chain.rate, 600.0, "again") is None
+    await links.held(job_id, 0, CheckpointError("stale"))
+    await links.hand_over(job_id, 0, [[3, 0], []], chain.rate.now(), chain.rate.now())
+    outcome = links.saq_job(function="", key=f"jobpoll:outcome:{job_id}")
+    data = {"jobId": job_id, "status": "FINISHED"}
+    assert not await links.deliver(data, outcome, 0, answered_at=None)
+    assert await records() == before
+    assert service.request_count(job_id) == polls
+    assert await chain.run(job_id, 1) == "polled"
+
+
+async def test_mending_keeps_the_checkpoint_of_a_wait_live_again_or_in_flight(
+    chain: Chain, service: FakeJobsService, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A round of mending deletes no checkpoint of a live wait: not one whose link a worker
+    is running, nor one submitted again and polled between the round's reading that it was
+    not live and its delete (the delete checks again, in its script)."""
+    links, redis = chain.links, chain.links.redis
+    again, running = service.add_job(duration=10**6), service.add_job(duration=10**6)
+    assert await links.submit([again, running], None) == [True, True]
+    for job_id in (again, running):
+        assert await chain.run(job_id, 0) == "polled"
+    assert await links.begin(running, 1, chain.rate, 600.0, "busy") is not None  # in flight
+    await redis.delete(links.wait_key(again))  # its record lost (evicted, say)
+    delete = AsyncScript.__call__
+    raced: list[str] = []
+
+    async def racing(script: AsyncScript, *args: Any, **kwargs: Any) -> Any:
+        if "DEL', KEYS[2])" in str(script.script) and not raced:  # the round's delete
+            raced.append(again)
+            assert await links.submit([again], None) == [True]
+            assert await chain.run(again, 0) == "polled"
+        return await delete(script, *args, **kwargs)
+
+    monkeypatch.setattr(AsyncScript, "__call__", racing)
+    assert await Mending(links).mend() == 0
+    monkeypatch.undo()
+    assert raced == [again]
+    assert await redis.exists(links.saved_key(again), links.saved_key(running)) == 2
+    assert await chain.run(again, 1) == "polled"
+    assert checkpoint_of(await chain.saved(again), again, chain.policy)["polls"] == 2

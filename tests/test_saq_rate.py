@@ -389,3 +389,49 @@ async def test_a_first_cut_counts_no_answers_from_before_the_fleets_first_poll(
         assert "started" in await shared.shared()
         assert await shared.refused(freed, RateLimited(429), 0)
         assert (await shared.shared())["rate"] == pytest.approx(FIRST_RATE)
+
+
+async def test_a_begin_brings_the_mirror_the_same_state_as_a_read(redis_url: str) -> None:
+    """A link's begin (its reply one string of JSON, encoded in Redis) brings a mirror the
+    very state a `READ` (values one by one) does: every digit of a rate, a time to the
+    microsecond, a count of cuts past a float's exact integers, the answers counted, whatever
+    precision Redis's JSON is set to; and none (`{}` in Redis's JSON) as no answers."""
+    async with fleet(redis_url) as shared:
+        now_s, _now_us = await shared.redis.time()
+        state = {
+            "rate": "1.2345678901234567",
+            "peak": "9.8765432109876543",
+            "cut_at": f"{now_s - 1}.123457",
+            "cuts": str(2**53 + 3),
+            "hold_until": f"{now_s + 3}.654321",
+            "later": f"{now_s + 7}.000001",
+            "answered": "3",
+        }
+        await shared.redis.hset(shared.key, mapping=state)
+        answers = [f"{now_s - k}.{k:06d}" for k in range(3)]
+        await shared.redis.rpush(shared.links.prefix + "answers", *answers)
+        begun, read = shared.rates
+        # Another application's script may set how Redis's JSON writes numbers, for every
+        # script after it: the reply holds its values as strings, as Redis keeps them.
+        await shared.redis.eval("cjson.encode_number_precision(1)", 0)
+        try:
+            await shared.turn(begun)
+        finally:
+            await shared.redis.eval("cjson.encode_number_precision(14)", 0)  # the default
+        await shared.links.read_rate(read)
+        for rate in (begun, read):
+            control = rate.control
+            assert control.state == RateState(
+                rate=1.2345678901234567, peak=9.8765432109876543, cut_at=float(state["cut_at"])
+            )
+            assert control.cuts == 2**53 + 3
+            assert control.hold_until == float(state["hold_until"])
+            assert sorted(control.answers) == sorted(float(at) for at in answers)
+            assert rate.seen == 3
+        assert begun.later >= float(state["later"])
+        await shared.redis.delete(shared.links.prefix + "answers")
+        await shared.redis.hset(shared.key, "answered", "9")
+        again = FleetRate(None, lambda: 0.0)
+        await shared.turn(again)  # no answers since: `{}`
+        assert again.seen == 9
+        assert list(again.control.answers) == []
