@@ -19,8 +19,8 @@ Under `jobpoll:<queue name>:`, besides SAQ's own records:
 
 A wait is a SAQ job only while its poll is due: one whose next poll is later is parked, its
 state in its records, and each worker moves the waits due (by Redis's clock, `TIME`) into SAQ's
-queue every quarter second (`Links.release_due`), as a link of its job id and step, no more (a SAQ job
-weighs more than all of a wait's own records). A link reads its state back as it begins
+queue every quarter second (`Links.release_due`), as a link of its job id and step, no more (a
+SAQ job weighs more than all of a wait's own records). A link reads its state back as it begins
 (`Links.begin`). Every time kept (when a poll is due, the checkpoint's) is on Redis's clock, as
 each worker's `FleetRate` mirrors it, and a link has no SAQ `timeout`: SAQ's sweep, which
 judges a job stuck by the sweeping worker's own clock, leaves links alone, and jobpoll bounds
@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import time
 from collections.abc import AsyncIterator, Awaitable, Sequence
 from typing import Any
@@ -205,6 +206,11 @@ class Kept:
 
 #: The arguments of `KEEP` that leave the kept state as it is.
 AS_KEPT = ["-", "", ""]
+
+#: Keys read from Redis at a time, in a scan of the queue's keys.
+_SCANNED = 1000
+#: What a glob-style pattern of Redis's (`SCAN MATCH`) reads as other than itself.
+_GLOB = re.compile(r"[\\*?\[\]]")
 
 
 @attrs.define(slots=False, kw_only=True)
@@ -433,12 +439,19 @@ class Links:
         """Write a refusal's cut (or hold) to the shared rate; whether it cut."""
         return bool(await self._cut(keys=self.rate_keys, args=cut.arguments()))
 
-    async def waits(self) -> AsyncIterator[list[str]]:
+    def waits(self) -> AsyncIterator[list[str]]:
         """The job id of every wait's record, waiting or ended, a batch at a time."""
-        prefix = self.wait_key("")
+        return self.ids_under(self.wait_key(""))
+
+    async def ids_under(self, prefix: str) -> AsyncIterator[list[str]]:
+        """What follows `prefix` in each key that starts with it, a batch at a time (a `SCAN`:
+        no stall of Redis however many keys). The prefix holds the queue's name, which may
+        hold `*`, `?`, `[` or `\\`: they are escaped, so that the pattern matches the prefix
+        itself and no other queue's keys."""
+        match = _GLOB.sub(r"\\\g<0>", prefix) + "*"
         cursor = 0
         while True:
-            cursor, keys = await self.redis.scan(cursor, match=self.wait_key("*"), count=1000)
+            cursor, keys = await self.redis.scan(cursor, match=match, count=_SCANNED)
             yield [key.decode().removeprefix(prefix) for key in keys]
             if cursor == 0:
                 return

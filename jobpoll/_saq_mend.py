@@ -16,7 +16,7 @@ live (a wait submitted again meanwhile starts with no checkpoint, so nothing it 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable
+from collections.abc import Awaitable
 from typing import cast
 
 import attrs
@@ -32,9 +32,6 @@ _DROP_SAVED = """
 if redis.call('HEXISTS', KEYS[1], 'step') == 1 then return 0 end
 return redis.call('DEL', KEYS[2])
 """
-
-#: Keys read from Redis at a time.
-_BATCH = 1000
 
 
 @attrs.define
@@ -77,28 +74,22 @@ class Mending:
         """Delete each kept checkpoint whose wait is no longer live; how many."""
         links = self.links
         dropped = 0
-        async for job_ids in self._saved():
+        async for job_ids in links.ids_under(links.saved_key("")):
             async with links.redis.pipeline(transaction=False) as pipe:
                 for job_id in job_ids:
                     pipe.hexists(links.wait_key(job_id), "step")
                 live = await pipe.execute()
-            for job_id, waited in zip(job_ids, live, strict=True):
-                if not waited:
+            orphans = [job_id for job_id, waited in zip(job_ids, live, strict=True) if not waited]
+            if not orphans:
+                continue
+            async with links.redis.pipeline(transaction=False) as pipe:
+                for job_id in orphans:
                     keys = [links.wait_key(job_id), links.saved_key(job_id)]
-                    dropped += int(await self._drop_saved(keys=keys))
+                    await self._drop_saved(keys=keys, client=pipe)
+                dropped += sum(map(int, await pipe.execute()))
         if dropped:
             logger.info("deleted the checkpoints of %d waits no longer live", dropped)
         return dropped
-
-    async def _saved(self) -> AsyncIterator[list[str]]:
-        """The job id of every kept checkpoint, a batch at a time."""
-        redis, prefix = self.links.redis, self.links.saved_key("")
-        cursor = 0
-        while True:
-            cursor, keys = await redis.scan(cursor, match=prefix + "*", count=_BATCH)
-            yield [key.decode().removeprefix(prefix) for key in keys]
-            if cursor == 0:
-                return
 
     async def _unqueued(self, job_ids: list[str]) -> list[tuple[str, str]]:
         """The job id and step of each live wait among `job_ids` neither parked nor with its

@@ -37,9 +37,6 @@ from jobpoll._saq_links import Links
 from jobpoll._saq_rate import FleetRate
 from jobpoll._saq_rescue import read_active
 
-#: Keys a `SCAN` call reads, and commands a pipeline sends, at a time.
-_BATCH = 1000
-
 
 @attrs.frozen(kw_only=True)
 class QueueOverview:
@@ -107,14 +104,8 @@ async def read_overview(links: Links) -> QueueOverview:
     active = await _active(links)
     tally: Counter[str] = Counter()
     oldest = math.inf
-    cursor = 0
-    while True:
-        cursor, keys = await links.redis.scan(cursor, match=links.wait_key("*"), count=_BATCH)
-        for start in range(0, len(keys), _BATCH):
-            batch = [key.decode() for key in keys[start : start + _BATCH]]
-            oldest = min(oldest, await _tally(links, batch, active, now, tally))
-        if cursor == 0:
-            break
+    async for job_ids in links.waits():
+        oldest = min(oldest, await _tally(links, job_ids, active, now, tally))
     rate, held_for, lined_up_for = await _fleet_rate(links)
     places = {name: tally[name] for name in ("due", "scheduled", "in_flight", "stuck", "lost")}
     return QueueOverview(
@@ -141,20 +132,22 @@ async def _active(links: Links) -> dict[str, bool]:
 
 
 async def _tally(
-    links: Links, keys: list[str], active: Mapping[str, bool], now: float, tally: Counter[str]
+    links: Links, job_ids: list[str], active: Mapping[str, bool], now: float, tally: Counter[str]
 ) -> float:
-    """Count the wait records `keys` into `tally`; the earliest `since` of the live ones."""
+    """Count the records of the waits `job_ids` into `tally`; the earliest `since` of the live
+    ones."""
     async with links.redis.pipeline(transaction=False) as pipe:
-        for key in keys:
-            pipe.hmget(key, ["step", "since", "delivered"])
-            pipe.hexists(key, "result")
+        for job_id in job_ids:
+            pipe.hmget(links.wait_key(job_id), ["step", "since", "delivered"])
+            pipe.hexists(links.wait_key(job_id), "result")
         replies = await pipe.execute()
-    prefix = links.wait_key("")
     live: list[tuple[str, str]] = []
     oldest = math.inf
-    for key, (step, since, delivered), kept in zip(keys, replies[::2], replies[1::2], strict=True):
+    for job_id, (step, since, delivered), kept in zip(
+        job_ids, replies[::2], replies[1::2], strict=True
+    ):
         if step is not None:
-            live.append((key.removeprefix(prefix), step.decode()))
+            live.append((job_id, step.decode()))
             if since is not None:
                 oldest = min(oldest, float(since))
         elif kept:

@@ -152,3 +152,27 @@ async def test_an_outcome_with_no_on_outcome_is_counted_delivered(redis_url: str
         assert await outcomes.delivered() == 1
     finally:
         await queue.disconnect()
+
+
+async def test_a_queue_named_with_a_pattern_s_characters_counts_its_own_waits(
+    redis_url: str,
+) -> None:
+    """Queue names may hold `*`, `?`, `[`, `]` or a backslash: the scans of a queue's keys
+    (the overview's, mending's) find that queue's waits and no other queue's."""
+    tag = uuid.uuid4().hex[:8]
+    names = [f"s*{tag}", f"sx{tag}", f"b[1]{tag}", f"b?\\{tag}"]
+    queues = [Queue.from_url(redis_url, name=name) for name in names]
+    try:
+        for index, queue in enumerate(queues):
+            links = Links(queue=queue, poll_timeout=POLL_TIMEOUT, outcome_ttl=60.0)
+            job_ids = [str(uuid.UUID(int=index * 10 + n)) for n in range(index + 1)]
+            assert await links.submit(job_ids, None) == [True] * len(job_ids)
+        for index, queue in enumerate(queues):
+            links = Links(queue=queue, poll_timeout=POLL_TIMEOUT, outcome_ttl=60.0)
+            overview = await read_overview(links)
+            assert (overview.queue, overview.live) == (names[index], index + 1)
+            found = [job_id async for batch in links.waits() for job_id in batch]
+            assert len(found) == index + 1
+    finally:
+        for queue in queues:
+            await queue.disconnect()
