@@ -360,6 +360,29 @@ def test_one_request_in_21_refused_does_not_pin_the_rate(limit: float, least: fl
 
 @pytest.mark.xfail(
     strict=True,
+    reason="noise is told from a limit by runs of accepted answers after a refusal on the low"
+    " half: refusals at 5% or more of the answers at any rate (with a bucket of one token,"
+    " its own added to 4% at random) leave no run that long and are cut on as a limit, cut"
+    " after cut (0.18, 0.30 and 0.05 of what they leave of the limit kept)",
+)
+@pytest.mark.parametrize(
+    ("burst", "noise", "every"),
+    [
+        pytest.param(20.0, 0.0, 20, id="every-20th"),
+        pytest.param(20.0, 0.08, 0, id="8%-at-random"),
+        pytest.param(1.0, 0.04, 0, id="one-token-4%-at-random"),
+    ],
+)
+def test_refusals_of_5_percent_or_more_at_any_rate_do_not_collapse_the_rate(
+    burst: float, noise: float, every: int
+) -> None:
+    """Refusals the rate does not cause (a sick instance behind a balancer refusing a share of
+    everything) are not cut on without end: at least 0.7 of what they leave of a 50/s limit."""
+    keeps_near_the_limit(50.0, burst, noise=noise, every=every, least=0.7)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="behind a path that delays each request by up to 2 ms, a bucket of one token at"
     " 50 a second refuses now and then from 0.92 of its limit on (a client held there keeps"
     " 0.91 of it; held at 0.94, 0.88): the rate saw-tooths from BETA of the peak up to where"
