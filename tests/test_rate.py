@@ -406,12 +406,6 @@ def test_against_a_bucket_that_answers_bare_503s_it_keeps_near_the_limit(
     keeps_near_the_limit(limit, burst, bare=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peak measured while the client sent little (its own demand, not the limit) is"
-    " probed above on a cubic scaled to that peak (30 s, PROBE_SECONDS_MOST): from 0.2 a"
-    " second, 50 a second takes minutes, not one",
-)
 def test_a_peak_measured_while_sending_little_does_not_hold_a_busy_client_down() -> None:
     """A lone wait polling every 10 s meets two refusals (another client of the key used the
     quota); then a fan-out starts on the same client, and the service refuses nothing: within
