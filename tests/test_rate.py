@@ -416,6 +416,19 @@ def test_refusals_of_5_percent_or_more_at_any_rate_do_not_collapse_the_rate(
 
 @pytest.mark.xfail(
     strict=True,
+    reason="under about 3 a second, the requests between two cuts are fewer than a measure"
+    " needs (4 answers): no peak is ever learned, and the rate halves and doubles, cut after"
+    " cut: 41% refused at 1 a second and 26% at 2, with a bucket of one token",
+)
+@pytest.mark.parametrize("limit", [1.0, 2.0])
+def test_against_a_limit_of_a_request_or_two_a_second_it_keeps_near_the_limit(
+    limit: float,
+) -> None:
+    keeps_near_the_limit(limit, 1.0, jitter=0.002)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="behind a path that delays each request by up to 2 ms, a bucket of one token at"
     " 50 a second refuses now and then from 0.92 of its limit on (a client held there keeps"
     " 0.91 of it; held at 0.94, 0.88): the rate saw-tooths from BETA of the peak up to where"
