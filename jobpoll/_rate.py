@@ -16,11 +16,17 @@ on requests leave evenly spaced at the controller's rate:
 - **Growth** between cuts, from the first accepted answer after the cut (an outage, where
   nothing is accepted, grows nothing), on a cubic curve (as TCP's CUBIC): fast at first, flat as it
   nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
-  requests at a low rate; then it probes above the peak, slowly at first, faster the longer
-  nothing is refused, so that a limit that was raised is found again within seconds. Above
-  the peak it grows only while the service's answers keep up with it (a client sending less
-  than its rate learns nothing of the limit). While no peak was measured (after the first
-  refusal) the rate doubles each `DOUBLING` seconds.
+  requests at a low rate (`PROBE_SECONDS_MOST` at the most); then it probes above the peak,
+  slowly at first, faster the longer nothing is refused, so that a limit that was raised is
+  found again within seconds. Above the peak it grows by a share of the peak (`BETA`'s
+  complement after each `PROBE_SECONDS`, cubed), and at least by `SCALE` requests a second
+  after a second, cubed (botocore's and CUBIC's own curve): a peak that is a small share of
+  the limit (another client of the key holds the rest, or the client sent little) is left
+  behind in seconds, and clients that share a limit grow by like amounts, so the smaller
+  gains on the larger at each cut (as TCP's flows do). Above the peak it grows only while
+  the service's answers keep up with it (a client sending less than its rate learns nothing
+  of the limit). While no peak was measured (after the first refusal) the rate doubles
+  each `DOUBLING` seconds.
 - **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
   request it answered waits that long (the wait's rules), but the others go on at the cut
   rate.
@@ -50,9 +56,13 @@ BACKOFF = 0.5
 #: The rate grows back to the peak in at least this many seconds...
 PROBE_SECONDS = 3.0
 #: ...and over at least this many requests, but in no more than `PROBE_SECONDS_MOST`: a
-#: peak measured low (a client that sent little when refused) is left behind in minutes.
+#: peak measured low (a client that sent little, or that shares the limit with a larger one)
+#: is grown back to within seconds.
 PROBE_REQUESTS = 30.0
-PROBE_SECONDS_MOST = 30.0
+PROBE_SECONDS_MOST = 10.0
+#: Above the peak, the rate grows at least by this many requests a second times the seconds
+#: spent there, cubed (botocore's adaptive retry mode and CUBIC use the same constant).
+SCALE = 0.4
 #: The answers of the last this many seconds tell whether the service keeps up with the rate.
 RECENT_SECONDS = 10.0
 #: The longest a `Retry-After` holds the rate (its request waits as long as the wait's policy
@@ -138,11 +148,13 @@ class RateControl:
         elif peak is None:
             rate = base * 2.0 ** min(elapsed / DOUBLING, 64.0)
         else:
-            x = elapsed / min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST) - 1.0
+            span = min(max(PROBE_SECONDS, PROBE_REQUESTS / peak), PROBE_SECONDS_MOST)
+            x = elapsed / span - 1.0
             if x <= 0:
                 rate = peak + (peak - min(base, peak)) * x**3
             else:
-                rate = peak * (1.0 + (1.0 - BETA) * min(x, 1e4) ** 3)
+                above = min(elapsed - span, 1e4)
+                rate = peak + max(peak * (1.0 - BETA) * min(x, 1e4) ** 3, SCALE * above**3)
                 rate = min(rate, max(peak, 2.0 * self.recent_rate(now)))
         return rate if self.max_rate is None else min(rate, self.max_rate)
 

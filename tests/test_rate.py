@@ -4,10 +4,12 @@ and against a token bucket simulated request by request."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import math
 import random
+from typing import Any
 
 import pytest
 from hypothesis import given, settings
@@ -214,9 +216,39 @@ def woken(delay: float) -> float:
     return math.ceil(delay * 1000) / 1000 + 5e-5 if delay > 0 else 1e-5
 
 
+@dataclasses.dataclass
+class Sender:
+    """One client of the simulated bucket: its controller and its requests' counts. It sends
+    from `start` until `stop` (virtual seconds)."""
+
+    start: float = 0.0
+    stop: float = math.inf
+    control: RateControl = dataclasses.field(default_factory=RateControl)
+    out: int = 0
+    window: int = INITIAL_WINDOW
+    head_waiting: bool = True
+    sent: int = 0
+    refused: int = 0
+    per_second: dict[int, int] = dataclasses.field(default_factory=dict)
+
+    def accepted(self, low: float, high: float = math.inf) -> int:
+        """Accepted answers from second `low` to before `high`."""
+        return sum(count for second, count in self.per_second.items() if low <= second < high)
+
+
 def run_against_bucket(
+    limit: float, burst: float, *, seconds: float, **options: Any
+) -> tuple[dict[int, int], int, int]:
+    """One client against the bucket (`run_senders`): the accepted answers per second, and
+    the requests sent and refused."""
+    (sender,) = run_senders(limit, burst, [Sender()], seconds=seconds, **options)
+    return sender.per_second, sender.sent, sender.refused
+
+
+def run_senders(
     limit: float,
     burst: float,
+    senders: list[Sender],
     *,
     seconds: float,
     changes: tuple[tuple[float, float], ...] = (),
@@ -226,52 +258,53 @@ def run_against_bucket(
     noise: float = 0.0,
     every: int = 0,
     jitter: float = 0.0,
-) -> tuple[dict[int, int], int, int]:
-    """Requests always waiting, sent as `_gate` sends them (the head of the line sleeps for
-    `delay`, then sends), to a token bucket of `limit` a second that answers 429 with
-    `Retry-After: 1` over it (`bare`: a 503 without one, as a gateway may throttle). The
-    head of the line wakes as an event loop's timer does: on the next whole millisecond, a
-    little late. Before the first refusal, they go out in
+    seed: int = 1,
+) -> list[Sender]:
+    """Clients with requests always waiting, each sending as `_gate` sends them (the head of
+    its line sleeps for `delay`, then sends), to one token bucket of `limit` a second that
+    answers 429 with `Retry-After: 1` over it (`bare`: a 503 without one, as a gateway may
+    throttle). The head of the line wakes as an event loop's timer does: on the next whole
+    millisecond, a little late. Before its first refusal, a client's requests go out in
     `_gate`'s slow start (a window of `INITIAL_WINDOW`, one more with each answer, up to
-    `in_flight`). `noise`: the share of requests refused at random besides (a seeded draw);
-    `every`: each request numbered a multiple of it refused besides (one instance of `every`
-    behind a round robin that limits on its own, say). `jitter`: each request reaches the
-    bucket up to that many seconds after it left (a seeded uniform draw; the path's and the
-    event loop's unevenness).
-    The accepted answers per second, and the requests sent and refused."""
-    draw = random.Random(1).random
-    control = RateControl()
-    control.started_at = 0.0
+    `in_flight`). `noise`: the share of requests refused at random besides (a draw seeded
+    with `seed`); `every`: each request numbered a multiple of it refused besides (one
+    instance of `every` behind a round robin that limits on its own, say). `jitter`: each
+    request reaches the bucket up to that many seconds after it left (a seeded uniform draw;
+    the path's and the event loop's unevenness). The senders, with their counts."""
+    draw = random.Random(seed).random
+    for sender in senders:
+        sender.control.started_at = sender.start
     tokens, filled, rate_now = burst, 0.0, limit
     pending = list(changes)
-    events: list[tuple[float, int, str, int]] = [(0.0, 0, "send", 0)]
-    order = 1
-    out = sent = refused = decided = 0
-    per_second: dict[int, int] = {}
-    head_waiting = True
-    window = INITIAL_WINDOW
+    events = [(sender.start, index, index, "send", 0) for index, sender in enumerate(senders)]
+    heapq.heapify(events)
+    order = len(senders)
+    decided = 0
     now = 0.0
     while events and now < seconds:
-        now, _, kind, sent_in = heapq.heappop(events)
+        now, _, index, kind, sent_in = heapq.heappop(events)
+        sender = senders[index]
+        control = sender.control
         if kind == "send":
-            head_waiting = False
-            if out >= in_flight:
+            sender.head_waiting = False
+            if sender.out >= in_flight or now >= sender.stop:
                 continue
             if control.limited and control.delay(now) > 0:
-                heapq.heappush(
-                    events, (now + woken(min(control.delay(now), 1.0)), order, "send", 0)
-                )
-                order, head_waiting = order + 1, True
+                wake = now + woken(min(control.delay(now), 1.0))
+                heapq.heappush(events, (wake, order, index, "send", 0))
+                order, sender.head_waiting = order + 1, True
                 continue
-            burst_size = 1 if control.limited else max(0, min(window, in_flight) - out)
+            out = sender.out
+            burst_size = 1 if control.limited else max(0, min(sender.window, in_flight) - out)
             for _ in range(burst_size):
                 arrival = now + jitter * draw() if jitter else now
-                heapq.heappush(events, (arrival, order, "arrive", control.cuts))
+                heapq.heappush(events, (arrival, order, index, "arrive", control.cuts))
                 control.sent(now) if control.limited else None
-                order, out, sent = order + 1, out + 1, sent + 1
+                order, sender.out, sender.sent = order + 1, sender.out + 1, sender.sent + 1
             if control.limited:
-                heapq.heappush(events, (now + woken(control.delay(now)), order, "send", 0))
-                order, head_waiting = order + 1, True
+                wake = now + woken(control.delay(now))
+                heapq.heappush(events, (wake, order, index, "send", 0))
+                order, sender.head_waiting = order + 1, True
             continue
         if kind == "arrive":
             while pending and pending[0][0] <= now:
@@ -282,21 +315,21 @@ def run_against_bucket(
             lucky = draw() >= noise and not (every and decided % every == 0)
             answer = "accepted" if tokens >= 1 and lucky else "refused"
             tokens -= 1 if tokens >= 1 else 0
-            heapq.heappush(events, (now + round_trip, order, answer, sent_in))
+            heapq.heappush(events, (now + round_trip, order, index, answer, sent_in))
             order += 1
             continue
-        out -= 1
+        sender.out -= 1
         if kind == "accepted":
             control.answered(now)
-            window += 1
-            per_second[int(now)] = per_second.get(int(now), 0) + 1
+            sender.window += 1
+            sender.per_second[int(now)] = sender.per_second.get(int(now), 0) + 1
         else:
-            refused += 1
+            sender.refused += 1
             control.throttled(now, sent_in, None if bare else 1.0, certain=not bare)
-        if not head_waiting:
-            heapq.heappush(events, (now, order, "send", 0))
-            order, head_waiting = order + 1, True
-    return per_second, sent, refused
+        if not sender.head_waiting:
+            heapq.heappush(events, (now, order, index, "send", 0))
+            order, sender.head_waiting = order + 1, True
+    return senders
 
 
 def keeps_near_the_limit(
@@ -383,6 +416,19 @@ def test_refusals_of_5_percent_or_more_at_any_rate_do_not_collapse_the_rate(
 
 @pytest.mark.xfail(
     strict=True,
+    reason="under about 3 a second, the requests between two cuts are fewer than a measure"
+    " needs (4 answers): no peak is ever learned, and the rate halves and doubles, cut after"
+    " cut: 41% refused at 1 a second and 26% at 2, with a bucket of one token",
+)
+@pytest.mark.parametrize("limit", [1.0, 2.0])
+def test_against_a_limit_of_a_request_or_two_a_second_it_keeps_near_the_limit(
+    limit: float,
+) -> None:
+    keeps_near_the_limit(limit, 1.0, jitter=0.002)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="behind a path that delays each request by up to 2 ms, a bucket of one token at"
     " 50 a second refuses now and then from 0.92 of its limit on (a client held there keeps"
     " 0.91 of it; held at 0.94, 0.88): the rate saw-tooths from BETA of the peak up to where"
@@ -406,12 +452,6 @@ def test_against_a_bucket_that_answers_bare_503s_it_keeps_near_the_limit(
     keeps_near_the_limit(limit, burst, bare=True)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a peak measured while the client sent little (its own demand, not the limit) is"
-    " probed above on a cubic scaled to that peak (30 s, PROBE_SECONDS_MOST): from 0.2 a"
-    " second, 50 a second takes minutes, not one",
-)
 def test_a_peak_measured_while_sending_little_does_not_hold_a_busy_client_down() -> None:
     """A lone wait polling every 10 s meets two refusals (another client of the key used the
     quota); then a fan-out starts on the same client, and the service refuses nothing: within
@@ -432,6 +472,57 @@ def test_a_peak_measured_while_sending_little_does_not_hold_a_busy_client_down()
         control.sent(now)
         control.answered(now + 0.005)
     assert control.rate_at(now) >= 50.0
+
+
+def two_on_one_limit(second_from: float, seed: int, *, stop: float = math.inf) -> list[Sender]:
+    """Two clients of one key, not coordinated, on a limit of 50 a second with a burst of 20
+    behind a path 2 ms uneven: the shape of `benchmarks/bench_ratelimit.py --case two`. The
+    second starts `second_from` seconds after the first; the first stops at `stop`."""
+    senders = [Sender(stop=stop), Sender(start=second_from)]
+    return run_senders(
+        50.0, 20.0, senders, seconds=min(stop + 30.0, 120.0), jitter=0.002, seed=seed
+    )
+
+
+@pytest.mark.parametrize("second_from", [0.0, 5.0])
+def test_a_client_left_alone_on_a_shared_limit_takes_all_of_it_within_10_s(
+    second_from: float,
+) -> None:
+    """When one of two clients sharing a limit is done, the other takes the whole limit
+    within 10 s, whatever share it held (a peak measured while holding a few requests a
+    second grew back on a curve scaled to that peak: 0.04 of the limit for half a minute)."""
+    for seed in range(1, 9):
+        _, left = two_on_one_limit(second_from, seed, stop=60.0)
+        assert left.accepted(70, 90) >= 0.9 * 50 * 20, seed
+
+
+def test_two_clients_starting_together_share_a_limit() -> None:
+    """Two clients started together on one limit: together they keep 0.95 of it, and the
+    smaller's share is at least a third in most runs (seeds); above their peaks both grow by
+    like amounts, so the smaller gains at each cut (on a curve scaled to each one's peak, the
+    shares drifted apart: the smaller's median 0.29)."""
+    shares = []
+    for seed in range(1, 9):
+        senders = two_on_one_limit(0.0, seed, stop=60.0)
+        accepted = [sender.accepted(15, 60) for sender in senders]
+        assert sum(accepted) >= 0.95 * 50 * 45, seed
+        shares.append(min(accepted) / sum(accepted))
+    assert sorted(shares)[len(shares) // 2] >= 1 / 3
+
+
+@pytest.mark.xfail(
+    strict=True,
+    reason="a client that starts while another holds the limit measures a peak of a few"
+    " requests a second, and the holder yields only a tenth at each cut: the late one's median"
+    " share over the next 45 s is 0.14",
+)
+def test_a_client_that_starts_late_gets_a_third_of_a_shared_limit() -> None:
+    shares = []
+    for seed in range(1, 9):
+        senders = two_on_one_limit(5.0, seed, stop=60.0)
+        accepted = [sender.accepted(15, 60) for sender in senders]
+        shares.append(min(accepted) / sum(accepted))
+    assert sorted(shares)[len(shares) // 2] >= 1 / 3
 
 
 def test_a_limit_that_halves_and_doubles_is_found_again_within_10_s() -> None:
