@@ -44,6 +44,34 @@ end
 """
 
 
+def saq_start(job: str, record: str) -> str:
+    """Writes a job's SAQ start as SAQ's `Queue.update` does (`_saq_books`), unless its record,
+    the Lua expression `record`, is '': its record, its status announced (`job` its SAQ id)."""
+    return f"""
+if {record} ~= '' then
+  redis.call('SET', {job}, {record})
+  redis.call('PUBLISH', {job}, 'active')
+end
+"""
+
+
+def saq_end(job: str, active: str, incomplete: str, record: str, ttl: str) -> str:
+    """Writes a job's SAQ end as SAQ's `Queue.finish` does (`_saq_books`), unless its record,
+    the Lua expression `record`, is '': out of SAQ's `active` and `incomplete`, its record kept
+    `ttl` seconds (0: for good), its status announced (`job` its SAQ id). First in its script,
+    its write the script's first: refused whole by a full Redis, as SAQ's own would be."""
+    return f"""
+if {record} ~= '' then
+  local ttl = tonumber({ttl})
+  if ttl > 0 then redis.call('SETEX', {job}, ttl, {record})
+  else redis.call('SET', {job}, {record}) end
+  redis.call('LREM', {active}, 1, {job})
+  redis.call('ZREM', {incomplete}, {job})
+  redis.call('PUBLISH', {job}, 'complete')
+end
+"""
+
+
 def live(step: str) -> str:
     """The check each script that acts for a link makes first: it returns 0 unless the wait's
     live link (`step` in its record, KEYS[1]) is `step`, a Lua expression (an argument)."""
