@@ -83,10 +83,14 @@ LINK_TTL = 10
 # KEYS: as for `ENQUEUE`, then the queue's `delivered` count and `over` channel, the wait's
 # kept checkpoint and the parked set, the link's SAQ id and SAQ's `active` (`saq_end`);
 # ARGV: as for `ENQUEUE`, then the live step, the outcome, its TTL, the job id and the link's
-# SAQ end (its record and TTL).
-_FINISH = (
-    live("ARGV[3]")
-    + """
+# SAQ end (its record and TTL). The SAQ end is written whatever the step, but after the
+# wait's end's first write, `HDEL`, which frees memory: a wait ends in a full Redis too
+# (`_saq_scripts`).
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then
+END
+  return 0
+end
 redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun', 'due')
 redis.call('DEL', KEYS[7])
 redis.call('ZREM', KEYS[8], ARGV[6])
@@ -97,8 +101,8 @@ if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
   redis.call('INCR', KEYS[5])
 end
 redis.call('PUBLISH', KEYS[6], ARGV[6])
-"""
-)
+END
+""".replace("END", saq_end("KEYS[9]", "KEYS[10]", "KEYS[3]", "ARGV[7]", "ARGV[8]"))
 
 # Writes the link's SAQ start (ARGV[9], '': none; KEYS[5] its SAQ id, `_saq_books`), then
 # takes the poll's turn (`_saq_rate.TURN`) if its link is live (else 0), noting its runner
@@ -248,8 +252,7 @@ class Links:
         # record and TTL), `answered_at`.
         end = saq_end("KEYS[6]", "KEYS[7]", "KEYS[4]", "ARGV[8]", "ARGV[9]")
         self._advance = redis.register_script(end + ANSWERED + moving + KEEP + PARK + "return 1")
-        end = saq_end("KEYS[9]", "KEYS[10]", "KEYS[3]", "ARGV[7]", "ARGV[8]")
-        self._finish = redis.register_script(end + ANSWERED + _FINISH + ENQUEUE + "return 1")
+        self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))
         self._read_rate = redis.register_script(READ)
         self._cut = redis.register_script(CUT)
