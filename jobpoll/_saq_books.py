@@ -94,6 +94,17 @@ def end_of(job: SaqJob, result: Any) -> SaqRecord | None:
     return SaqRecord(job.id, record, job.ttl)
 
 
+def script_end(job: SaqJob | None, result: Any) -> SaqRecord | None:
+    """The SAQ end of `job` (None: no job whose start a script wrote, `booked`) as it ends with
+    `result`, for its last script to write (`end_of`); None when SAQ's worker writes it: the
+    cases of `end_of`, and a job whose queue is no `LinkQueue` any more (SAQ's `Job.refresh`,
+    which the user's outcome function may call, puts in the queue that read the record), since
+    SAQ's worker ends a job through the job's queue."""
+    if job is None or not isinstance(job.queue, LinkQueue):
+        return None
+    return end_of(job, result)
+
+
 #: What starts a job of jobpoll's as `LinkQueue.update` would write its start: its first
 #: script, which writes it (`start_of`); what it returns is the job's `Started.found`.
 Start = Callable[[SaqJob], Awaitable[Any]]
@@ -111,9 +122,12 @@ class Started:
 def booked(ctx: dict[str, Any]) -> Started | None:
     """The start of the SAQ job a function of jobpoll's runs as (its `ctx`), if the worker's
     queue left it to jobpoll's scripts (`LinkQueue`); else None: the function writes no SAQ
-    record, and returns its result as it is."""
+    record, and returns its result as it is. The start is the worker's queue's even if the
+    job's queue is another by now (`script_end`)."""
     job: SaqJob | None = ctx.get("job")
-    queue: Any = None if job is None else job.queue
+    queue: Any = getattr(ctx.get("worker"), "queue", None)
+    if job is not None and not isinstance(queue, LinkQueue):
+        queue = job.queue
     return queue.started(job) if isinstance(queue, LinkQueue) and job is not None else None
 
 

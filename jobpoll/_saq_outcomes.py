@@ -31,7 +31,7 @@ from saq import Job as SaqJob
 
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
-from jobpoll._saq_books import NO_END, Ended, SaqRecord, Start, booked, end_of, start_of
+from jobpoll._saq_books import NO_END, Ended, SaqRecord, Start, booked, script_end, start_of
 from jobpoll._saq_links import Links
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY
 from jobpoll._saq_redis import outage_of
@@ -291,7 +291,7 @@ class Outcomes:
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
-        end = None if job is None else end_of(job, value)
+        end = script_end(job, value)
         await self._keep_return(record, end)
         return value if end is None else Ended(value)
 

@@ -21,7 +21,7 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
-from jobpoll._saq_books import Ended, SaqRecord, end_of, start_of
+from jobpoll._saq_books import Ended, SaqRecord, script_end, start_of
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import Kept, Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
@@ -181,10 +181,9 @@ class Link:
         return self._ended("polled", end)
 
     def _end(self, result: str) -> SaqRecord | None:
-        """The link's SAQ end as it returns `result`, for its hand-over to write (None: no SAQ
-        job, `job`)."""
-        job = self.job
-        return None if job is None else end_of(job, result)
+        """The link's SAQ end as it returns `result`, for its hand-over to write (None: SAQ
+        writes it, `script_end`)."""
+        return script_end(self.job, result)
 
     def _ended(self, result: str, end: SaqRecord | None) -> str | Ended:
         """`result`, as the link returns it once its hand-over wrote its SAQ `end` (`Ended`)."""
