@@ -19,6 +19,7 @@ from typing import Any
 from uuid import UUID
 
 import attrs
+from saq import Job as SaqJob
 from saq import Queue
 from saq.queue.redis import RedisQueue
 
@@ -28,6 +29,7 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import check_timeout
+from jobpoll._saq_books import Ended, LinkQueue, booked
 from jobpoll._saq_links import POLL_FUNCTION, Links
 from jobpoll._saq_logs import SaqLines
 from jobpoll._saq_mend import Mending
@@ -265,7 +267,11 @@ class SaqWaits:
         """
 
         return {
-            "queue": PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
+            "queue": LinkQueue(
+                PatientQueue(self.queue, Outage(self.queue.name, self._guard.told)),
+                self.queue,
+                {POLL_FUNCTION: self._begin, **self._outcomes.starts()},
+            ),
             "functions": [(POLL_FUNCTION, self.poll), *self._outcomes.wrap(functions)],
             "startup": functools.partial(self._open, client=client, startup=startup),
             "shutdown": functools.partial(self._close, shutdown=shutdown),
@@ -322,7 +328,7 @@ class SaqWaits:
 
     async def poll(
         self, ctx: dict[str, Any], *, job_id: str, step: int, kept: int = 0, **earlier: Any
-    ) -> str:
+    ) -> str | Ended:
         """One link of a wait (SAQ calls it): one poll, from the state the wait's records keep
         (`Links.begin`; `kept`: 1, a link of this version; a link of an earlier version carries
         its state in its arguments, `earlier`: its checkpoint, `saved` or `checkpoint`, and its
@@ -330,11 +336,29 @@ class SaqWaits:
         `poll_timeout`. Returns what it did: "polled", "over", "paused" (no turn under the
         fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
         (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
-        second run of a link already handed over)."""
+        second run of a link already handed over); the first four as `Ended`, on a worker
+        whose queue leaves SAQ's records of a link's start and end to its scripts
+        (`_saq_books`)."""
+        started = booked(ctx)
+        link = self._link(job_id, step, None if started is None else started.job)
+        async with asyncio.timeout(self._links.poll_timeout):
+            if started is None:
+                return await link.run(None if kept else earlier)
+            return await link.go_on(started.found, None if kept else earlier)
+
+    def _link(self, job_id: str, step: int, job: SaqJob | None) -> Link:
+        """Link `step` of the wait on `job_id`, run as SAQ `job` (None: no SAQ record of it
+        written, `Link.job`)."""
         client = self._client
         if client is None:
             raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-        policy, token = self._fleet_policy, self._rescue.token
-        link = Link(self._links, self._outcomes, policy, client, self._rate, job_id, step, token)
+        policy, token, rate = self._fleet_policy, self._rescue.token, self._rate
+        return Link(self._links, self._outcomes, policy, client, rate, job_id, step, token, job)
+
+    async def _begin(self, job: SaqJob) -> Any:
+        """A link's begin as SAQ's worker starts its job (`LinkQueue`), within
+        `poll_timeout`."""
+        kwargs = job.kwargs or {}
+        link = self._link(kwargs["job_id"], kwargs["step"], job)
         async with asyncio.timeout(self._links.poll_timeout):
-            return await link.run(None if kept else earlier)
+            return await link.begin()

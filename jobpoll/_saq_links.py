@@ -51,6 +51,7 @@ from saq.queue.redis import RedisQueue
 
 from jobpoll._errors import JobPollError
 from jobpoll._models import JobResult
+from jobpoll._saq_books import NO_END, SaqRecord
 from jobpoll._saq_form import carried, carries
 from jobpoll._saq_rate import ANSWERED, CUT, HORIZON, READ, TURN, Cut, FleetRate, Turn
 from jobpoll._saq_scripts import (
@@ -65,6 +66,8 @@ from jobpoll._saq_scripts import (
     due_script,
     link_maker,
     live,
+    saq_end,
+    saq_start,
 )
 
 logger = logging.getLogger("jobpoll")
@@ -78,11 +81,16 @@ POLL_FUNCTION = "jobpoll.poll"
 LINK_TTL = 10
 
 # KEYS: as for `ENQUEUE`, then the queue's `delivered` count and `over` channel, the wait's
-# kept checkpoint and the parked set; ARGV: as for `ENQUEUE`, then the live step, the outcome,
-# its TTL and the job id.
-_FINISH = (
-    live("ARGV[3]")
-    + """
+# kept checkpoint and the parked set, the link's SAQ id and SAQ's `active` (`saq_end`);
+# ARGV: as for `ENQUEUE`, then the live step, the outcome, its TTL, the job id and the link's
+# SAQ end (its record and TTL). The SAQ end is written whatever the step, but after the
+# wait's end's first write, `HDEL`, which frees memory: a wait ends in a full Redis too
+# (`_saq_scripts`).
+_FINISH = """
+if redis.call('HGET', KEYS[1], 'step') ~= ARGV[3] then
+END
+  return 0
+end
 redis.call('HDEL', KEYS[1], 'step', 'runner', 'begun', 'due')
 redis.call('DEL', KEYS[7])
 redis.call('ZREM', KEYS[8], ARGV[6])
@@ -93,14 +101,16 @@ if ARGV[1] == '' then  -- no function to deliver it to: delivered once kept
   redis.call('INCR', KEYS[5])
 end
 redis.call('PUBLISH', KEYS[6], ARGV[6])
-"""
-)
+END
+""".replace("END", saq_end("KEYS[9]", "KEYS[10]", "KEYS[3]", "ARGV[7]", "ARGV[8]"))
 
-# Takes the poll's turn (`_saq_rate.TURN`) if its link is live (else 0), noting its runner
+# Writes the link's SAQ start (ARGV[9], '': none; KEYS[5] its SAQ id, `_saq_books`), then
+# takes the poll's turn (`_saq_rate.TURN`) if its link is live (else 0), noting its runner
 # (ARGV[7]) and when it began; its reply ends with the state the link runs from (`Kept`),
 # KEYS[4] the wait's kept checkpoint. The reply is one string, a JSON array (`_reply_of`).
 _BEGIN = (
-    live("ARGV[1]")
+    saq_start("KEYS[5]", "ARGV[9]")
+    + live("ARGV[1]")
     + """
 local record = redis.call('HMGET', KEYS[1], 'due', 'timeout')
 redis.call('HSET', KEYS[1], 'runner', ARGV[7], 'begun', redis.call('TIME')[1])
@@ -237,7 +247,11 @@ class Links:
         )
         moving = self.maker + LIVE
         self._submit = redis.register_script(self.maker + SUBMIT + KEEP + PARK + "return 1")
-        self._advance = redis.register_script(ANSWERED + moving + KEEP + PARK + "return 1")
+        # KEYS: `wait_keys`, the link's SAQ id and SAQ's `active`, then the rate's; ARGV: as
+        # the scripts that move a wait on take them, then the link's SAQ end (`saq_end`, its
+        # record and TTL), `answered_at`.
+        end = saq_end("KEYS[6]", "KEYS[7]", "KEYS[4]", "ARGV[8]", "ARGV[9]")
+        self._advance = redis.register_script(end + ANSWERED + moving + KEEP + PARK + "return 1")
         self._finish = redis.register_script(ANSWERED + _FINISH + ENQUEUE + "return 1")
         self._begin = redis.register_script(_BEGIN.replace("TURN", TURN))
         self._read_rate = redis.register_script(READ)
@@ -346,26 +360,47 @@ class Links:
         *,
         answered_at: float | None = None,
         lost: float = 0.0,
+        end: SaqRecord | None = None,
     ) -> None:
         """Hand the wait over to the link after `step`, if `step` is live: its `checkpoint`
         kept, parked until `due` (or its link enqueued at once, due by `now`; both epoch
         seconds on Redis's clock). `answered_at`: when the link's poll was accepted, on Redis's
         clock, for the shared rate to count (None: it was not). `lost`: seconds the wait lost
         that `checkpoint`'s deadline does not leave out yet: the next link counts itself as
-        late (its `due` earlier) by as much."""
+        late (its `due` earlier) by as much. `end`: the link's SAQ end, written whatever the
+        step (`_saq_books`)."""
         state = Kept(checkpoint, due - lost, timeout).arguments()
         scheduled = repr(due) if due > now else "0"
         answered = "" if answered_at is None else repr(answered_at)
-        args: list[str | int] = [job_id, step, step + 1, *state, scheduled, answered]
-        await self._advance(keys=[*self.wait_keys(job_id), *self.rate_keys], args=args)
+        ending, ended = self._ending(job_id, step, end)
+        args: list[str | int] = [job_id, step, step + 1, *state, scheduled, *ended, answered]
+        keys = [*self.wait_keys(job_id), *ending, *self.rate_keys]
+        await self._advance(keys=keys, args=args)
+
+    def _ending(
+        self, job_id: str, step: int, end: SaqRecord | None
+    ) -> tuple[list[str], list[str | int]]:
+        """The keys and arguments of `saq_end` but SAQ's `incomplete`: the link's SAQ id and
+        SAQ's `active`; its end's record and TTL."""
+        active = self.queue.namespace("active")
+        if end is None:
+            return [self.link_id(job_id, step), active], NO_END
+        return [end.saq_id, active], end.arguments()
 
     async def deliver(
-        self, data: dict[str, Any], outcome: SaqJob, step: int, *, answered_at: float | None
+        self,
+        data: dict[str, Any],
+        outcome: SaqJob,
+        step: int,
+        *,
+        answered_at: float | None,
+        end: SaqRecord | None = None,
     ) -> bool:
         """End the wait with its outcome (`result_to_json`), if `step` is live, and enqueue
-        `outcome`, its SAQ job; whether it ended. `answered_at` as for `hand_over`."""
+        `outcome`, its SAQ job; whether it ended. `answered_at` and `end` as for `hand_over`."""
         job_id = str(data["jobId"])
-        ended = await self.enqueue(
+        ending, ended = self._ending(job_id, step, end)
+        over = await self.enqueue(
             self._finish,
             job_id,
             outcome,
@@ -373,16 +408,18 @@ class Links:
             json.dumps(data),
             math.ceil(self.outcome_ttl),
             job_id,
+            *ended,
             "" if answered_at is None else repr(answered_at),
             keys=[
                 self.delivered_key,
                 self.channel,
                 self.saved_key(job_id),
                 self.parked_key,
+                *ending,
                 *self.rate_keys,
             ],
         )
-        return bool(ended)
+        return bool(over)
 
     async def held(self, job_id: str, step: int, error: JobPollError) -> None:
         """Keep and announce the setup error this link met, for `results()` to raise."""
@@ -412,16 +449,26 @@ class Links:
         return ended, held
 
     async def begin(
-        self, job_id: str, step: int, rate: FleetRate, longest: float, runner: str
+        self,
+        job_id: str,
+        step: int,
+        rate: FleetRate,
+        longest: float,
+        runner: str,
+        start: SaqRecord | None = None,
     ) -> tuple[Turn, Kept] | None:
         """The turn of link `step` of the job's wait (`_saq_rate.TURN`; a place in line at
         most `longest` seconds away) and the state it runs from, or None: the link is not live.
-        The wait's record notes that worker `runner` runs it."""
-        keys = [self.wait_key(job_id), *self.rate_keys, self.saved_key(job_id)]
+        The wait's record notes that worker `runner` runs it. `start`: the link's SAQ start,
+        written first, whatever the step (`_saq_books`)."""
+        link = self.link_id(job_id, step) if start is None else start.saq_id
+        keys = [self.wait_key(job_id), *self.rate_keys, self.saved_key(job_id), link]
+        record = "" if start is None else start.record
         for cuts in (str(rate.control.cuts), ""):  # the second time: whatever cut came between
             spacing = repr(rate.spacing())
             args: list[str | int] = [step, spacing, rate.seen, repr(longest), repr(HORIZON)]
-            args += [cuts, runner, repr(rate.line_spacing())]
+            args += [cuts, runner, repr(rate.line_spacing()), record]
+            record = ""  # written once
             raw = await self._begin(keys=keys, args=args)
             if raw == 0:
                 return None

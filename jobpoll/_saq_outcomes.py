@@ -23,7 +23,7 @@ import json
 import logging
 import math
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any, cast
+from typing import Any
 
 import attrs
 import backoff
@@ -31,10 +31,11 @@ from saq import Job as SaqJob
 
 from jobpoll._errors import OutcomePending
 from jobpoll._redact import Redactor
+from jobpoll._saq_books import NO_END, Ended, SaqRecord, Start, booked, script_end, start_of
 from jobpoll._saq_links import Links
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY
 from jobpoll._saq_redis import outage_of
-from jobpoll._saq_scripts import ENQUEUE
+from jobpoll._saq_scripts import ENQUEUE, saq_end, saq_start
 from jobpoll._saq_threads import OutcomeThreads
 
 logger = logging.getLogger("jobpoll")
@@ -83,8 +84,14 @@ return now
 """
 )
 
-# KEYS: the wait's record, the queue's `delivered` count.
-_RETURNED = """
+# KEYS: the wait's record, the outcome's SAQ id; ARGV: its SAQ start (`saq_start`).
+_OPENED = saq_start("KEYS[2]", "ARGV[1]") + "return redis.call('HGET', KEYS[1], 'delivered')"
+
+# KEYS: the wait's record, the queue's `delivered` count, the outcome's SAQ id, SAQ's `active`
+# and `incomplete`; ARGV: its SAQ end (`saq_end`).
+_RETURNED = (
+    saq_end("KEYS[3]", "KEYS[4]", "KEYS[5]", "ARGV[1]", "ARGV[2]")
+    + """
 if redis.call('HEXISTS', KEYS[1], 'delivered') == 1 then return 0 end
 if redis.call('EXISTS', KEYS[1]) == 1 then
   redis.call('HSET', KEYS[1], 'delivered', 1)
@@ -93,6 +100,7 @@ end
 redis.call('INCR', KEYS[2])
 return 1
 """
+)
 
 _FAILED = """
 if redis.call('HEXISTS', KEYS[1], 'result') == 1 then
@@ -178,6 +186,7 @@ class Outcomes:
         self._list = redis.register_script(_LIST)
         self._redeliver = redis.register_script(_REDELIVER)
         self._forget = redis.register_script(_FORGET)
+        self._opened = redis.register_script(_OPENED)
         self._returned = redis.register_script(_RETURNED)
         self._failed = redis.register_script(_FAILED)
 
@@ -218,19 +227,24 @@ class Outcomes:
     def once(self, function: Callable[..., Any]) -> Callable[..., Awaitable[Any]]:
         """`function`, not called again for a job once a call returned (SAQ may retry), waited
         for at most `timeout` by each SAQ job; a plain one in a thread (`_saq_threads`), whose
-        call a retry waits for while it runs. Each call's end is kept in the wait's record."""
+        call a retry waits for while it runs. Each call's end is kept in the wait's record, and
+        the SAQ job's start and end with it (`_saq_books`; the end only of a call on the loop:
+        one in a thread may return after its SAQ job ended)."""
         in_thread = _in_thread(function)
 
         async def deliver_once(ctx: dict[str, Any], *, result: dict[str, Any]) -> Any:
             job_id = str(result["jobId"])
             record = self.links.wait_key(job_id)
-            if await cast("Awaitable[bytes | None]", self.links.redis.hget(record, "delivered")):
+            started = booked(ctx)
+            job = None if started is None else started.job
+            delivered = await self._open(record, None) if started is None else started.found
+            if delivered:
                 logger.info("job %s: outcome already delivered, not again", job_id)
                 return None
             threads = self.threads
             waited: Awaitable[Any]
             if not in_thread:
-                waited = self._kept(function(ctx, result=result), ctx, record)
+                waited = self._kept(function(ctx, result=result), ctx, record, job)
             elif threads is None:
                 raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
             else:
@@ -249,20 +263,45 @@ class Outcomes:
 
         return deliver_once
 
-    async def _kept(self, call: Awaitable[Any], ctx: dict[str, Any], record: str) -> Any:
-        """What `call` (of the outcome function) returns, once kept as delivered; an error it
-        raises, once kept as the last failure."""
+    def starts(self) -> dict[str, Start]:
+        """The start of the outcome function's jobs (`_saq_books.LinkQueue`), by its name."""
+        return {} if self.function is None else {self.function: self._start}
+
+    async def _start(self, job: SaqJob) -> bool:
+        """Whether the outcome `job` delivers was delivered; its SAQ start written."""
+        data = (job.kwargs or {})["result"]
+        return await self._open(self.links.wait_key(str(data["jobId"])), job)
+
+    async def _open(self, record: str, job: SaqJob | None) -> bool:
+        """Whether the outcome of the wait's `record` was delivered; `job`'s SAQ start written
+        (None: none to write)."""
+        queue = self.links.queue
+        saq_id = queue.job_id(outcome_key("")) if job is None else job.id
+        start = "" if job is None else start_of(job).record
+        return bool(await self._opened(keys=[record, saq_id], args=[start]))
+
+    async def _kept(
+        self, call: Awaitable[Any], ctx: dict[str, Any], record: str, job: SaqJob | None = None
+    ) -> Any:
+        """What `call` (of the outcome function) returns, once kept as delivered (with
+        `job`'s SAQ end, if any: returned as `Ended`); an error it raises, once kept as the
+        last failure."""
         try:
             value = await call
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
-        await self._keep_return(record)
-        return value
+        end = script_end(job, value)
+        await self._keep_return(record, end)
+        return value if end is None else Ended(value)
 
     @_while_redis_is_away
-    async def _keep_return(self, record: str) -> None:
-        await self._returned(keys=[record, self.links.delivered_key])
+    async def _keep_return(self, record: str, end: SaqRecord | None) -> None:
+        queue = self.links.queue
+        saq_id = queue.job_id(outcome_key("")) if end is None else end.saq_id
+        keys = [record, self.links.delivered_key, saq_id]
+        keys += [queue.namespace("active"), queue.namespace("incomplete")]
+        await self._returned(keys=keys, args=NO_END if end is None else end.arguments())
 
     def _late(self, job_id: str, threads: OutcomeThreads | None) -> str:
         """Why a call is not over within `timeout`."""

@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import attrs
+from saq import Job as SaqJob
 
 from jobpoll._checkpoint import resume_job
 from jobpoll._client import JobsClient
@@ -20,6 +21,7 @@ from jobpoll._ids import check_job_id
 from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
+from jobpoll._saq_books import Ended, SaqRecord, script_end, start_of
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
 from jobpoll._saq_links import Kept, Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
@@ -54,15 +56,33 @@ class Link:
     step: int
     #: This worker's name in the wait's record while the link runs (`_saq_rescue`).
     runner: str
+    #: The SAQ job the link runs as, whose start and end its scripts write (`_saq_books`);
+    #: None: none, or one whose start and end SAQ writes (`booked`).
+    job: SaqJob | None = None
 
-    async def run(self, earlier: dict[str, Any] | None = None) -> str:
-        """Run the link: its turn under the fleet's rate, then its poll, or its hand-over
-        unpolled to its place in the line (`SaqWaits.poll`). It runs from the state its wait's
-        records keep, or, a link of an earlier version, from the one its SAQ arguments
-        (`earlier`) carry."""
+    async def run(self, earlier: dict[str, Any] | None = None) -> str | Ended:
+        """Run the link: its begin (`begin`), then what follows it (`go_on`)."""
+        return await self.go_on(await self.begin(), earlier)
+
+    async def begin(self) -> tuple[Turn, Kept] | None:
+        """The link's begin (`Links.begin`), its SAQ start written in it (`job`): its turn
+        under the fleet's rate and the state it runs from; None: it is not live."""
+        job = self.job
+        start = None if job is None else start_of(job)
+        longest = max(HORIZON, self.policy.max_interval)
+        return await self.links.begin(
+            self.job_id, self.step, self.rate, longest, self.runner, start
+        )
+
+    async def go_on(
+        self, begun: tuple[Turn, Kept] | None, earlier: dict[str, Any] | None = None
+    ) -> str | Ended:
+        """What follows the link's begin (`begun`): its poll, or its hand-over unpolled to
+        its place in the line (`SaqWaits.poll`). It runs from the state its wait's records
+        keep, or, a link of an earlier version, from the one its SAQ arguments (`earlier`)
+        carry."""
         job_id, step, rate = self.job_id, self.step, self.rate
         longest = max(HORIZON, self.policy.max_interval)
-        begun = await self.links.begin(job_id, step, rate, longest, self.runner)
         if begun is None:
             return "superseded"
         turn: Turn | None = begun[0]
@@ -78,8 +98,11 @@ class Link:
             now = rate.now()
             place = now + max(0.0, turn.delay - HORIZON)
             lost = lost_time(late)
-            await self.links.hand_over(job_id, step, checkpoint, place, now, timeout, lost=lost)
-            return "paused"
+            end = self._end("paused")
+            await self.links.hand_over(
+                job_id, step, checkpoint, place, now, timeout, lost=lost, end=end
+            )
+            return self._ended("paused", end)
         return await self.poll(checkpoint, timeout, turn.sent_in, late)
 
     async def _wait_for(self, turn: Turn | None, longest: float) -> Turn | None:
@@ -110,7 +133,7 @@ class Link:
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         sent_in: int,
         late: float | None = None,
-    ) -> str:
+    ) -> str | Ended:
         """The poll, sent in cut `sent_in` of the fleet's rate, `late` seconds after it was
         due (None: not known), and what follows it."""
         job_id, clock = self.job_id, self.policy.clock
@@ -151,8 +174,20 @@ class Link:
         if rules.deadline is not None:  # the next link times out, not polls, once past it
             delay = min(delay, rules.deadline - now)
         saved = link_checkpoint(rules, state)
-        await self.links.hand_over(job_id, self.step, saved, now + delay, now, answered_at=answered)
-        return "polled"
+        end = self._end("polled")
+        await self.links.hand_over(
+            job_id, self.step, saved, now + delay, now, answered_at=answered, end=end
+        )
+        return self._ended("polled", end)
+
+    def _end(self, result: str) -> SaqRecord | None:
+        """The link's SAQ end as it returns `result`, for its hand-over to write (None: SAQ
+        writes it, `script_end`)."""
+        return script_end(self.job, result)
+
+    def _ended(self, result: str, end: SaqRecord | None) -> str | Ended:
+        """`result`, as the link returns it once its hand-over wrote its SAQ `end` (`Ended`)."""
+        return result if end is None else Ended(result)
 
     def _forgive(self, rules: Rules, late: float | None) -> None:
         """Move the wait's deadline by the time the link lost (`lost_time`)."""
@@ -165,13 +200,16 @@ class Link:
                 lost,
             )
 
-    async def _over(self, result: JobResult, state: JobState, answered: float | None) -> str:
+    async def _over(
+        self, result: JobResult, state: JobState, answered: float | None
+    ) -> str | Ended:
         data = result_to_json(result, polls=state.polls)
         outcome = self.outcomes.job(data)
-        if await self.links.deliver(data, outcome, self.step, answered_at=answered):
+        end = self._end("over")
+        if await self.links.deliver(data, outcome, self.step, answered_at=answered, end=end):
             took = self.policy.clock() - state.started_at if state.polls else 0.0
             wait_ended(result, state.polls, took)
-        return "over"
+        return self._ended("over", end)
 
     async def _held(
         self,
@@ -180,7 +218,7 @@ class Link:
         timeout: float | None,  # noqa: ASYNC109 - the wait's deadline
         answered: float | None,
         late: float | None,
-    ) -> str:
+    ) -> str | Ended:
         """Not polled: this worker's setup is at fault. The error is kept for the submitter,
         and the wait handed over as it was (the time it lost carried on), to be tried again
         later."""
@@ -188,6 +226,7 @@ class Link:
         await self.links.held(self.job_id, self.step, error)
         now = self.policy.clock()
         retry_at = now + self.policy.max_interval
+        end = self._end("held")
         await self.links.hand_over(
             self.job_id,
             self.step,
@@ -197,8 +236,9 @@ class Link:
             timeout,
             answered_at=answered,
             lost=lost_time(late),
+            end=end,
         )
-        return "held"
+        return self._ended("held", end)
 
     async def _refused(self, error: JobPollError, sent_in: int) -> None:
         """The service refused the poll: cut the fleet's rate, unless another worker did since

@@ -13,14 +13,16 @@ hand-on) share one layout of their first keys and arguments:
   then when it runs (`PARK`: 0, at once), then the script's own.
 
 Each script is all or nothing when Redis is out of memory: Redis refuses a command that may
-grow memory (`SET`, `HSET`, `LPUSH`, `RPUSH`, `ZADD`) only as a script's first write, before
-it changed anything, and lets a script that wrote run to its end. So a script whose first
-write is such a command is refused whole: a hand-over's (`ANSWERED`'s `LPUSH` when its poll
-was accepted, else `KEEP`'s `HSET`), `SUBMIT`'s (`HSET`), `mend`'s (`KEEP`'s `HSET`) and
-`DUE`'s (its first `ZADD` or `SET`); and one whose first write only frees memory runs whole:
-`_saq_rescue`'s hand-on (`LREM`), and a wait's end (`HDEL`, unless `ANSWERED` comes first). A
-script refused changes nothing, and is tried again (a hand-over by SAQ's retry of its link,
-`DUE` by the next tick); one let through grows Redis a little past its `maxmemory`.
+grow memory (`SET`, `SETEX`, `HSET`, `LPUSH`, `RPUSH`, `ZADD`) only as a script's first write,
+before it changed anything, and lets a script that wrote run to its end. So a script whose
+first write is such a command is refused whole: a hand-over's (its link's SAQ end, `saq_end`,
+run by a worker; else `ANSWERED`'s `LPUSH` when its poll was accepted, else `KEEP`'s `HSET`),
+a link's begin (its SAQ start, `saq_start`, else its `HSET`), `SUBMIT`'s (`HSET`), `mend`'s
+(`KEEP`'s `HSET`) and `DUE`'s (its first `ZADD` or `SET`); and one whose first write only
+frees memory runs whole: `_saq_rescue`'s hand-on (`LREM`), and a wait's end (`HDEL`, unless
+`ANSWERED` comes first; its link's SAQ end after it). A script refused changes nothing, and
+is tried again (a hand-over or a begin by SAQ's retry of its link, `DUE` by the next tick);
+one let through grows Redis a little past its `maxmemory`.
 """
 
 from __future__ import annotations
@@ -40,6 +42,35 @@ if ARGV[1] ~= '' then
   redis.call('SET', KEYS[2], ARGV[1])
   redis.call('ZADD', KEYS[3], ARGV[2], KEYS[2])
   if ARGV[2] == '0' then redis.call('RPUSH', KEYS[4], KEYS[2]) end
+end
+"""
+
+
+def saq_start(job: str, record: str) -> str:
+    """Writes a job's SAQ start as SAQ's `Queue.update` does (`_saq_books`), unless its record,
+    the Lua expression `record`, is '': its record, its status announced (`job` its SAQ id)."""
+    return f"""
+if {record} ~= '' then
+  redis.call('SET', {job}, {record})
+  redis.call('PUBLISH', {job}, 'active')
+end
+"""
+
+
+def saq_end(job: str, active: str, incomplete: str, record: str, ttl: str) -> str:
+    """Writes a job's SAQ end as SAQ's `Queue.finish` does (`_saq_books`), unless its record,
+    the Lua expression `record`, is '': out of SAQ's `active` and `incomplete`, its record kept
+    `ttl` seconds (0: for good), its status announced (`job` its SAQ id). First in a script,
+    its write is the script's first: refused whole by a full Redis, as SAQ's own would be
+    (after a write that frees memory, a wait's end's, it is let through: see above)."""
+    return f"""
+if {record} ~= '' then
+  local ttl = tonumber({ttl})
+  if ttl > 0 then redis.call('SETEX', {job}, ttl, {record})
+  else redis.call('SET', {job}, {record}) end
+  redis.call('LREM', {active}, 1, {job})
+  redis.call('ZREM', {incomplete}, {job})
+  redis.call('PUBLISH', {job}, 'complete')
 end
 """
 

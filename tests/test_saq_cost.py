@@ -17,13 +17,17 @@ import pytest
 
 pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
 
+from redis.asyncio import Redis
 from redis.commands.core import AsyncScript
+from saq import Job as SaqJob
 from saq import Queue
+from saq.job import Status
 
-from jobpoll import CheckpointError, JobsClient, PollPolicy
+from jobpoll import CheckpointError, JobsClient, JobStatus, PollPolicy
 from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._saq_books import Ended, LinkQueue
 from jobpoll._saq_form import checkpoint_of, link_checkpoint
-from jobpoll._saq_links import POLL_FUNCTION, Kept, Links
+from jobpoll._saq_links import LINK_TTL, POLL_FUNCTION, Kept, Links
 from jobpoll._saq_mend import Mending
 from jobpoll._saq_outcomes import Outcomes
 from jobpoll._saq_poll import Link
@@ -332,6 +336,127 @@ async def test_a_poll_costs_its_worker_two_redis_commands(
     assert await chain.run(job_id, 1) == "polled"
     after = await scripts()
     assert {name: after[name] - before[name] for name in SENT} == {"evalsha": 2, "eval": 0}
+
+
+async def sent(redis: Redis, action: Any) -> list[str]:
+    """The commands a client sends Redis while `action()` runs (not those its scripts run),
+    by name, as `MONITOR` sees them."""
+    async with redis.monitor() as monitor:
+        await action()
+        await redis.echo("sent: the end")
+        names: list[str] = []
+        while (command := await monitor.next_command())["command"] != "ECHO sent: the end":
+            if command["client_type"] != "lua":
+                names.append(command["command"].split(" ", 1)[0].lower())
+        return names
+
+
+def link_queue(chain: Chain) -> LinkQueue:
+    """The queue a worker runs links on (`SaqWaits.worker_settings`), each link begun as
+    SAQ starts its job, run by `chain` as a worker runs it."""
+    links = chain.links
+    outcomes = Outcomes(links=links, function=None, retries=1, timeout=10.0)
+
+    async def begin(job: SaqJob) -> Any:
+        job_id, step = job.kwargs["job_id"], job.kwargs["step"]  # type: ignore[index]
+        link = Link(links, outcomes, chain.policy, chain.client, chain.rate, job_id, step, "t", job)
+        return await link.begin()
+
+    return LinkQueue(links.queue, links.queue, {POLL_FUNCTION: begin})
+
+
+async def go_on(chain: Chain, job: SaqJob) -> Any:
+    """What follows the begin of link `job` (started by `link_queue`'s queue)."""
+    queue = job.queue
+    assert isinstance(queue, LinkQueue)
+    started = queue.started(job)
+    assert started is not None
+    assert started.job is job
+    outcomes = Outcomes(links=chain.links, function=None, retries=1, timeout=10.0)
+    job_id, step = job.kwargs["job_id"], job.kwargs["step"]  # type: ignore[index]
+    link = Link(
+        chain.links, outcomes, chain.policy, chain.client, chain.rate, job_id, step, "t", job
+    )
+    return await link.go_on(started.found)
+
+
+@pytest.mark.parametrize("ends", ["polled", "over"])
+async def test_a_link_run_as_a_saq_job_writes_saqs_start_and_end_in_its_own_two_scripts(
+    chain: Chain, service: FakeJobsService, ends: str
+) -> None:
+    """A link a SAQ worker runs sends Redis its begin, as SAQ starts its job, and its
+    hand-over (or its wait's end), nothing more: SAQ's own records of the link's start (its
+    status active, announced) and end (complete with its result, out of `active` and
+    `incomplete`, kept `LINK_TTL` seconds), which SAQ writes in four round trips of their
+    own, are written in them."""
+    links, redis = chain.links, chain.links.redis
+    warm, job_id = service.add_job(duration=10**6), service.add_job(duration=10**6)
+    if ends == "over":
+        for ending in (warm, job_id):
+            service.set_job(ending, status=JobStatus.FINISHED, progress=100)
+    assert await links.submit([warm], None) == [True]
+    assert await links.queue.dequeue() is not None
+    assert await chain.run(warm, 0) == ends  # the scripts are loaded by now
+    assert await links.submit([job_id], None) == [True]
+    job = await link_queue(chain).dequeue()
+    assert job is not None
+    assert job.kwargs == {"job_id": job_id, "step": 0, "kept": 1}
+    runs: list[Any] = []
+    channel = redis.pubsub()
+    await channel.subscribe(job.id)
+
+    async def start() -> None:  # as SAQ's worker starts a job
+        job.started, job.attempts = int(time.time() * 1000), job.attempts + 1
+        await job.update(status=Status.ACTIVE)
+
+    async def run() -> None:
+        runs.append(await go_on(chain, job))
+        await job.finish(Status.COMPLETE, result=runs[0])
+
+    assert await sent(redis, start) == ["evalsha"]
+    active = await links.queue.job(job.key)
+    assert active is not None
+    assert (active.status, active.started, active.attempts) == (Status.ACTIVE, job.started, 1)
+    assert await sent(redis, run) == ["evalsha"]
+    assert runs == [Ended(ends)]
+    stored = await links.queue.job(job.key)
+    assert stored is not None
+    assert (stored.status, stored.result, stored.error) == (Status.COMPLETE, ends, None)
+    assert (stored.started, stored.attempts) == (job.started, 1)
+    assert 0 < await redis.ttl(job.id) <= LINK_TTL
+    assert job.id.encode() not in await redis.lrange(links.queue.namespace("active"), 0, -1)
+    assert await redis.zscore(links.queue.namespace("incomplete"), job.id) is None
+    assert links.queue.complete == 1
+    announced = []
+    for _ in range(5):  # the subscription's own message, the two announced, none more
+        message = await channel.get_message(ignore_subscribe_messages=True, timeout=0.2)
+        if message is not None:
+            announced.append(message["data"])
+    assert announced == [b"active", b"complete"]
+    await channel.aclose()
+
+
+async def test_a_link_superseded_is_ended_by_saq(chain: Chain, service: FakeJobsService) -> None:
+    """A link that finds itself superseded as it begins returns a plain result: SAQ ends it
+    as any job, and its begin wrote its start all the same."""
+    links, redis = chain.links, chain.links.redis
+    job_id = service.add_job(duration=10**6)
+    assert await links.submit([job_id], None) == [True]
+    job = await link_queue(chain).dequeue()
+    assert job is not None
+    assert await chain.run(job_id, 0) == "polled"  # run once already: superseded
+    await job.update(status=Status.ACTIVE)
+    stored = await links.queue.job(job.key)
+    assert stored is not None
+    assert stored.status == Status.ACTIVE
+    result = await go_on(chain, job)
+    assert result == "superseded"
+    await job.finish(Status.COMPLETE, result=result)
+    stored = await links.queue.job(job.key)
+    assert stored is not None
+    assert (stored.status, stored.result) == (Status.COMPLETE, "superseded")
+    assert await redis.lrange(links.queue.namespace("active"), 0, -1) == []
+    assert links.queue.complete == 1
 
 
 @pytest.mark.parametrize("kept", [b"\xff\xfe[", b'[[3, 1], {"no": "form"}]', b'"\x00\\'])

@@ -392,3 +392,52 @@ def test_no_outcome_job_shares_a_key_with_a_poll_link() -> None:
     link_ids = {links.link_id(job_id, step) for job_id in ids for step in range(12)}
     assert len(outcomes) == len(ids)
     assert not outcomes & link_ids
+
+
+@pytest.mark.parametrize("plain", [False, True], ids=["async", "plain"])
+async def test_saq_keeps_its_records_of_jobpolls_jobs_as_of_any_job(
+    redis_url: str, service: FakeJobsService, plain: bool
+) -> None:
+    """A worker's poll links and outcome deliveries, whose SAQ records jobpoll's own scripts
+    write: once run, each is out of SAQ's `active` and `incomplete`, its record complete with
+    what the function returned, kept for its `ttl`, and counted by the worker as complete, as
+    SAQ keeps any job's (a plain function's delivery is ended by SAQ itself)."""
+    job_id = service.add_job(duration=1.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome="kept", policy=TEST_POLICY)
+
+    async def kept_async(ctx: dict[str, Any], *, result: dict[str, Any]) -> dict[str, Any]:
+        return {"kept": result["jobId"]}
+
+    def kept_plain(ctx: dict[str, Any], *, result: dict[str, Any]) -> dict[str, Any]:
+        return {"kept": result["jobId"]}
+
+    kept = kept_plain if plain else kept_async
+    async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
+        assert await waits.submit([job_id]) == [True]
+        await eventually(lambda: delivered_once(waits, 1), "the outcome delivered")
+
+        async def all_ended() -> bool:
+            return await queue.count("active") + await queue.count("incomplete") == 0
+
+        await eventually(all_ended, "every job ended")
+        links = [f"jobpoll:{job_id}:{step}" for step in range(10)]
+        records = [job for job in await queue.jobs(links) if job is not None]
+        delivery = await queue.job(outcome_key(job_id))
+        ttls = [await queue.redis.ttl(job.id) for job in [*records, delivery] if job]
+        complete = worker.queue.complete
+    assert len(records) >= 3  # it polled three times at least: the job ran 1.5 s
+    # A link dequeued as the worker starts may be swept by SAQ's first sweep, which takes a
+    # job not marked active yet for stuck (as SAQ does any job), and run again: superseded.
+    results = [link.result for link in records]
+    assert results[-1] == "over"
+    assert "polled" in results
+    assert set(results[:-1]) <= {"polled", "superseded"}
+    assert delivery is not None
+    assert delivery.result == {"kept": job_id}
+    for job in [*records, delivery]:
+        assert (job.status, job.error, job.progress) == ("complete", None, 1.0)
+        assert job.completed >= job.started > 0
+    assert all(0 < ttl <= 10 for ttl in ttls[:-1])  # `LINK_TTL`
+    assert 500 < ttls[-1] <= 600
+    assert complete >= len(records) + 1  # each run of a job counted, once

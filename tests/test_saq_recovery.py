@@ -23,6 +23,7 @@ from test_saq import Fleet, delivered_once, eventually, fleet_of
 from test_saq import service as live_service
 
 from jobpoll import WaitTimeout
+from jobpoll._saq_books import end_of
 from jobpoll._saq_links import Links
 from jobpoll._saq_poll import LOST_AFTER
 from jobpoll._saq_rate import FleetRate
@@ -124,6 +125,47 @@ async def test_parked_waits_due_while_redis_is_full_wait_for_room(redis_url: str
         assert await queue.redis.lrange(queue.namespace("queued"), 0, -1) == [
             links.link_id(job_id, 1).encode()
         ]
+    finally:
+        await queue.disconnect()
+
+
+async def test_in_a_full_redis_a_wait_ends_and_a_hand_over_waits_with_their_saq_records(
+    redis_url: str,
+) -> None:
+    """While Redis is out of memory, a link's hand-over that writes its SAQ end is refused
+    whole (the wait, its link and SAQ's record as they were, for SAQ's retry), and a wait's
+    end is let through with its link's SAQ end (its first write frees memory): no wait is
+    held from ending by a full Redis."""
+    queue = Queue.from_url(redis_url, name="q" + uuid.uuid4().hex[:8])
+    links = Links(queue=queue, poll_timeout=30.0, outcome_ttl=60.0)
+    held, ending = str(uuid.uuid4()), str(uuid.uuid4())
+    try:
+        assert await links.submit([held, ending], None) == [True, True]
+        jobs = [await queue.dequeue() for _ in range(2)]
+        records = {job.id: await queue.redis.get(job.id) for job in jobs if job is not None}
+        now = await _time(queue)
+        await links.hand_over(held, 5, None, now + 60.0, now)  # not live: its script loaded
+        outcome = links.saq_job(function="", key=f"jobpoll:{ending}:outcome")
+        assert not await links.deliver({"jobId": ending}, outcome, 5, answered_at=None)
+        hand_over, end = (end_of(job, "polled") for job in jobs if job is not None)
+        try:
+            await queue.redis.config_set("maxmemory", 1)
+            with pytest.raises(OutOfMemoryError):
+                await links.hand_over(held, 0, {"polls": 1}, now + 60.0, now, end=hand_over)
+            data = {"jobId": ending, "status": "FINISHED"}
+            assert await links.deliver(data, outcome, 0, answered_at=None, end=end)
+        finally:
+            await queue.redis.config_set("maxmemory", 0)
+        assert end is not None
+        assert hand_over is not None
+        assert await queue.redis.hget(links.wait_key(held), "step") == b"0"
+        assert await queue.redis.get(hand_over.saq_id) == records[hand_over.saq_id]
+        assert await queue.redis.lrange(queue.namespace("active"), 0, -1) == [
+            hand_over.saq_id.encode()
+        ]
+        assert await queue.redis.hget(links.wait_key(ending), "result") is not None  # ended
+        assert await queue.redis.hget(links.wait_key(ending), "step") is None
+        assert await queue.redis.get(end.saq_id) == end.record.encode()
     finally:
         await queue.disconnect()
 

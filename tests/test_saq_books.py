@@ -1,0 +1,127 @@
+"""SAQ's records of jobpoll's own jobs (`_saq_books`) against what a worker and its user may do
+to a job as SAQ lets them: real Redis, a real SAQ worker in the test's loop."""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+if not __import__("os").environ.get("CI"):
+    pytest.importorskip("saq", reason="the saq extra is not installed (pip install '.[saq]')")
+
+from saq import Job as SaqJob
+from saq import Queue
+from saq.job import Status
+from saq_worker import TEST_POLICY
+from test_saq import delivered_once, eventually
+from test_saq import service as live_service
+from test_saq_outcomes import worker_in_this_loop
+
+from jobpoll._saq_books import LinkQueue, booked, script_end
+from jobpoll._saq_outcomes import outcome_key
+from jobpoll.saq import SaqWaits
+from jobpoll.testing import FakeJobsService
+
+pytestmark = pytest.mark.timeout(120)
+
+service = live_service
+
+
+async def test_an_outcome_function_that_refreshes_its_job_ends_it_complete(
+    redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An outcome function that refreshes its SAQ job (`Job.refresh`, SAQ's own API: it reads
+    the job's record, its queue with it) is delivered once and its job ends complete with what
+    it returned, no error logged, none failed."""
+    job_id = service.add_job(duration=0.2, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome="fresh", policy=TEST_POLICY, outcome_retries=1)
+
+    async def fresh(ctx: dict[str, Any], *, result: dict[str, Any]) -> dict[str, Any]:
+        await ctx["job"].refresh()
+        return {"kept": result["jobId"]}
+
+    with caplog.at_level(logging.INFO, logger="saq"):
+        async with worker_in_this_loop(waits, service, ("fresh", fresh)) as worker:
+            assert await waits.submit([job_id]) == [True]
+            await eventually(lambda: delivered_once(waits, 1), "the outcome delivered")
+
+            async def ended() -> bool:
+                job = await queue.job(outcome_key(job_id))
+                return job is not None and job.status in ("complete", "failed")
+
+            await eventually(ended, "the delivery's job ended")
+            delivery = await queue.job(outcome_key(job_id))
+            failed = worker.queue.failed
+    assert delivery is not None
+    assert (delivery.status, delivery.result, delivery.error) == (
+        "complete",
+        {"kept": job_id},
+        None,
+    )
+    assert failed == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+async def test_a_start_is_found_when_the_jobs_queue_was_replaced(redis_url: str) -> None:
+    """A job whose queue was replaced after its start (SAQ's `Job.refresh` in a worker's
+    `before_process`, say): its function finds its start all the same, from the worker's
+    queue, and writes no SAQ end of its own: SAQ's worker writes it, through the job's
+    queue."""
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    found: list[SaqJob] = []
+
+    async def start(job: SaqJob) -> str:
+        found.append(job)
+        return "found"
+
+    books = LinkQueue(queue, queue, {"mine": start})
+    try:
+        job = SaqJob("mine", queue=queue)
+        job.queue = books  # type: ignore[assignment]  # as `LinkQueue.dequeue` does
+        await job.update(status=Status.ACTIVE)
+        assert found == [job]
+        job.queue = queue  # as `Job.refresh` does
+        started = booked({"worker": SimpleNamespace(queue=books), "job": job})
+        assert started is not None
+        assert (started.job, started.found) == (job, "found")
+        assert books.started(job) is None  # taken
+        assert script_end(job, "done") is None
+        job.queue = books  # type: ignore[assignment]
+        assert script_end(job, "done") is not None
+    finally:
+        await queue.disconnect()
+
+
+async def test_a_users_own_function_on_the_same_worker_is_saqs_alone(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A user's own SAQ function on a worker of jobpoll's: its job is run on the user's queue
+    itself, and ended by SAQ as on any worker (complete, its result, kept for its `ttl`,
+    counted once)."""
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome="kept", policy=TEST_POLICY)
+    seen: list[Any] = []
+
+    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        return None
+
+    async def own(ctx: dict[str, Any], *, n: int) -> int:
+        seen.append(ctx["job"].queue)
+        return n + 1
+
+    async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
+        worker.functions["own"] = own
+        job = await queue.enqueue("own", n=41, ttl=300)
+        assert job is not None
+        await job.refresh(until_complete=30)
+        ttl = await queue.redis.ttl(job.id)
+        complete = worker.queue.complete
+    assert seen == [queue]
+    assert (job.status, job.result, job.error, job.progress) == ("complete", 42, None, 1.0)
+    assert 0 < ttl <= 300
+    assert complete == 1
