@@ -65,7 +65,8 @@ class SaqWaits:
         policy: each wait's schedule and rules for errors (`PollPolicy()` when None), with the
             real `clock` and `sleep`: a wait moves between processes. Its times are taken on
             Redis's clock (its `wall_clock` is not read).
-        poll_timeout: seconds a link may run, after which it is cut short and SAQ runs it again;
+        poll_timeout: seconds a link may run from its begin (the worker's `before_process` hooks
+            included), after which it is cut short and SAQ runs it again;
             keep it above the client's request timeout plus a second (a poll may wait that
             long for its turn under the fleet's rate). A dead worker's links are run again
             sooner, within 15 s (`_saq_rescue`).
@@ -333,15 +334,18 @@ class SaqWaits:
         (`Links.begin`; `kept`: 1, a link of this version; a link of an earlier version carries
         its state in its arguments, `earlier`: its checkpoint, `saved` or `checkpoint`, and its
         `timeout` and `due`), then the hand-over to the next link or to the outcome, within
-        `poll_timeout`. Returns what it did: "polled", "over", "paused" (no turn under the
-        fleet's rate within `HORIZON`: handed over unpolled, to its place in the line), "held"
-        (an error of this worker's setup: handed over unpolled, logged) or "superseded" (a
-        second run of a link already handed over); the first four as `Ended`, on a worker
-        whose queue leaves SAQ's records of a link's start and end to its scripts
+        `poll_timeout` from its begin. Returns what it did: "polled", "over", "paused" (no turn
+        under the fleet's rate within `HORIZON`: handed over unpolled, to its place in the
+        line), "held" (an error of this worker's setup: handed over unpolled, logged) or
+        "superseded" (a second run of a link already handed over); the first four as `Ended`,
+        on a worker whose queue leaves SAQ's records of a link's start and end to its scripts
         (`_saq_books`)."""
         started = booked(ctx)
         link = self._link(job_id, step, None if started is None else started.job)
-        async with asyncio.timeout(self._links.poll_timeout):
+        # From the begin on (the rescue hands a link on `poll_timeout` and a lease after it),
+        # not from here: a slow `before_process` hook of the worker's comes in between.
+        begun = asyncio.get_running_loop().time() if started is None else started.at
+        async with asyncio.timeout_at(begun + self._links.poll_timeout):
             if started is None:
                 return await link.run(None if kept else earlier)
             return await link.go_on(started.found, None if kept else earlier)

@@ -31,6 +31,7 @@ worker with another queue writes neither, and returns its result as it is.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Awaitable, Callable, Mapping
@@ -113,10 +114,12 @@ Start = Callable[[SaqJob], Awaitable[Any]]
 @attrs.frozen
 class Started:
     """A job of jobpoll's whose start its first script wrote (`Start`), and what that script
-    found, for the job's function to go on from."""
+    found, for the job's function to go on from; `at`: when the script was called, on the
+    event loop's clock (a link's run is bounded from there, `SaqWaits.poll`)."""
 
     job: SaqJob
     found: Any
+    at: float
 
 
 def booked(ctx: dict[str, Any]) -> Started | None:
@@ -170,7 +173,8 @@ class LinkQueue:
             return
         job.touched = now()
         job.status = Status.ACTIVE
-        self._started[id(job)] = Started(job, await start(job))
+        at = asyncio.get_running_loop().time()
+        self._started[id(job)] = Started(job, await start(job), at)
 
     def started(self, job: SaqJob) -> Started | None:
         """The start of `job` its first script wrote (None: none), taken."""

@@ -3,7 +3,9 @@ to a job as SAQ lets them: real Redis, a real SAQ worker in the test's loop."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import math
 import uuid
 from types import SimpleNamespace
 from typing import Any
@@ -125,3 +127,31 @@ async def test_a_users_own_function_on_the_same_worker_is_saqs_alone(
     assert (job.status, job.result, job.error, job.progress) == ("complete", 42, None, 1.0)
     assert 0 < ttl <= 300
     assert complete == 1
+
+
+async def test_a_link_whose_begin_is_older_than_poll_timeout_polls_nothing(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A link whose function is called more than `poll_timeout` after its begin (here a
+    worker's `before_process` hook that takes that long) is cut short before it polls: the
+    rescue hands a link on `poll_timeout` and a lease after its begin, so a poll sent later
+    could race the link's next run. SAQ runs the link again, and that run polls."""
+    job_id = service.add_job(duration=math.inf)
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome=None, policy=TEST_POLICY, poll_timeout=1.0)
+    seen_by_hook: list[int] = []
+
+    async def slow_first(ctx: dict[str, Any]) -> None:
+        seen_by_hook.append(service.request_count(job_id))
+        if len(seen_by_hook) == 1:
+            await asyncio.sleep(1.5)
+
+    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        return None
+
+    async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
+        worker.before_process = [slow_first]
+        assert await waits.submit([job_id]) == [True]
+        await eventually(lambda: service.request_count(job_id) >= 1, "a poll")
+    assert len(seen_by_hook) >= 2
+    assert seen_by_hook[:2] == [0, 0]  # the first run sent nothing
