@@ -14,29 +14,30 @@ on requests leave evenly spaced at the controller's rate:
   halves instead, down to `MIN_RATE`, and the peak is kept. Refusals of requests sent before
   the cut are the same storm, and cut nothing.
 - **Growth** between cuts, from the first accepted answer after the cut (an outage, where
-  nothing is accepted, grows nothing), on a cubic curve (as TCP's CUBIC): fast at first, flat as it
-  nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
+  nothing is accepted, grows nothing), on a cubic curve (as TCP's CUBIC): fast at first, flat
+  as it nears the peak, which it reaches after `PROBE_SECONDS`, or after `PROBE_REQUESTS`
   requests at a low rate (`PROBE_SECONDS_MOST` at the most); then it probes above the peak,
   slowly at first, faster the longer nothing is refused, so that a limit that was raised is
   found again within seconds. Above the peak it grows by a share of the peak (`BETA`'s
-  complement after each `PROBE_SECONDS`, cubed), and at least by `SCALE` requests a second
-  after a second, cubed (botocore's and CUBIC's own curve): a peak that is a small share of
-  the limit (another client of the key holds the rest, or the client sent little) is left
-  behind in seconds, and clients that share a limit grow by like amounts, so the smaller
-  gains on the larger at each cut (as TCP's flows do). Above the peak it grows only while
-  the service's answers keep up with it (a client sending less than its rate learns nothing
-  of the limit). While no peak was measured (after the first refusal) the rate doubles
+  complement after each span it took to grow back to it, cubed), and at least by `SCALE`
+  requests a second after a second, cubed (botocore's and CUBIC's own curve): a peak that is a
+  small share of the limit (another client of the key holds the rest, or the client sent
+  little) is left behind in seconds, and clients that share a limit grow by like amounts, so
+  the smaller gains on the larger at each cut (as TCP's flows do). Above the peak it grows
+  only while the service's answers keep up with it (a client sending less than its rate learns
+  nothing of the limit). While no peak was measured (after the first refusal) the rate doubles
   each `DOUBLING` seconds.
 - **`Retry-After`** holds the rate (no growth) for as long as it says, up to `MAX_HOLD`; the
   request it answered waits that long (the wait's rules), but the others go on at the cut
   rate.
 - **The ceiling** `max_rate` caps the rate at all times.
 
-Why this shape: a probe above the limit costs about one refused request, so spacing probes
-by `PROBE_REQUESTS` keeps refusals near one request in a hundred; the rate spends most of
-its time near the peak (a cubic's plateau), so the accepted rate stays within a few percent
-of the limit; and measuring what was accepted (not what was sent) finds the limit in one
-cut even after a burst far above it.
+Why this shape: a probe above the limit costs about one refused request, so spacing probes by
+`PROBE_REQUESTS` keeps refusals near one request in a hundred (at a peak of a few requests a
+second, `PROBE_SECONDS_MOST` and `SCALE`'s growth space them closer: 7% refused at 3 a second,
+a known shortfall); the rate spends most of its time near the peak (a cubic's plateau), so the
+accepted rate stays within a few percent of the limit; and measuring what was accepted (not
+what was sent) finds the limit in one cut even after a burst far above it.
 """
 
 from __future__ import annotations

@@ -344,8 +344,13 @@ class SaqWaits:
         link = self._link(job_id, step, None if started is None else started.job)
         # From the begin on (the rescue hands a link on `poll_timeout` and a lease after it),
         # not from here: a slow `before_process` hook of the worker's comes in between.
-        begun = asyncio.get_running_loop().time() if started is None else started.at
-        async with asyncio.timeout_at(begun + self._links.poll_timeout):
+        loop = asyncio.get_running_loop()
+        deadline = (loop.time() if started is None else started.at) + self._links.poll_timeout
+        if loop.time() >= deadline:
+            # Cut short before anything: the timeout would cut at the link's first await that
+            # waits, which on a connection kept open comes only once its poll was sent.
+            raise TimeoutError
+        async with asyncio.timeout_at(deadline):
             if started is None:
                 return await link.run(None if kept else earlier)
             return await link.go_on(started.found, None if kept else earlier)

@@ -177,8 +177,11 @@ class LinkQueue:
         self._started[id(job)] = Started(job, await start(job), at)
 
     def started(self, job: SaqJob) -> Started | None:
-        """The start of `job` its first script wrote (None: none), taken."""
-        return self._started.pop(id(job), None)
+        """The start of `job` its first script wrote (None: none), taken. An entry left by
+        another job object (one whose processing was cancelled in a `before_process` hook, at
+        a shutdown, and whose id Python gave to this one) is not this job's start."""
+        started = self._started.pop(id(job), None)
+        return started if started is not None and started.job is job else None
 
     async def retry(self, job: SaqJob, error: str | None) -> None:
         self._started.pop(id(job), None)

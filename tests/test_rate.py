@@ -429,6 +429,17 @@ def test_against_a_limit_of_a_request_or_two_a_second_it_keeps_near_the_limit(
 
 @pytest.mark.xfail(
     strict=True,
+    reason="above a peak of a few requests a second, SCALE's growth (0.4 a second after a"
+    " second, cubed) passes the limit within a second, not after PROBE_REQUESTS requests:"
+    " at 3 a second with a burst of 5, 6.9% refused (4.9% with the peak's share alone);"
+    " with a ceiling of 4.5 and a bucket of one token, 0.87 of the limit kept (0.92)",
+)
+def test_against_a_limit_of_three_a_second_it_keeps_near_the_limit() -> None:
+    keeps_near_the_limit(3.0, 5.0)
+
+
+@pytest.mark.xfail(
+    strict=True,
     reason="behind a path that delays each request by up to 2 ms, a bucket of one token at"
     " 50 a second refuses now and then from 0.92 of its limit on (a client held there keeps"
     " 0.91 of it; held at 0.94, 0.88): the rate saw-tooths from BETA of the peak up to where"

@@ -25,7 +25,7 @@ from test_saq_outcomes import worker_in_this_loop
 
 from jobpoll._saq_books import LinkQueue, booked, script_end
 from jobpoll._saq_outcomes import outcome_key
-from jobpoll.saq import SaqWaits
+from jobpoll.saq import POLL_FUNCTION, SaqWaits
 from jobpoll.testing import FakeJobsService
 
 pytestmark = pytest.mark.timeout(120)
@@ -155,3 +155,36 @@ async def test_a_link_whose_begin_is_older_than_poll_timeout_polls_nothing(
         await eventually(lambda: service.request_count(job_id) >= 1, "a poll")
     assert len(seen_by_hook) >= 2
     assert seen_by_hook[:2] == [0, 0]  # the first run sent nothing
+
+
+async def test_a_link_whose_begin_is_older_than_poll_timeout_polls_nothing_on_a_kept_connection(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """As above, for a link after the wait's first polls, whose worker's client holds a
+    connection to the service already: its run, cut short as it starts, sends no poll (a
+    request whose bytes leave before the first await that waits would race the link's next
+    run all the same)."""
+    job_id = service.add_job(duration=math.inf)
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(queue, on_outcome=None, policy=TEST_POLICY, poll_timeout=1.0)
+    seen_by_hook: list[tuple[int, int]] = []  # (step, requests so far) as each run starts
+
+    async def slow_third(ctx: dict[str, Any]) -> None:
+        job = ctx["job"]
+        if job.function != POLL_FUNCTION:
+            return
+        step = job.kwargs["step"]
+        seen_by_hook.append((step, service.request_count(job_id)))
+        if step == 2 and [s for s, _ in seen_by_hook].count(2) == 1:
+            await asyncio.sleep(1.5)
+
+    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        return None
+
+    async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
+        worker.before_process = [slow_third]
+        assert await waits.submit([job_id]) == [True]
+        await eventually(lambda: service.request_count(job_id) >= 4, "four polls")
+    runs_of_2 = [count for step, count in seen_by_hook if step == 2]
+    assert runs_of_2[0] == 2  # two polls (steps 0 and 1) before it: a connection kept
+    assert runs_of_2[:2] == [2, 2]  # the run cut short sent nothing
