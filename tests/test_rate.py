@@ -495,6 +495,15 @@ def two_on_one_limit(second_from: float, seed: int, *, stop: float = math.inf) -
     )
 
 
+def accepted_in_the_first_minute(second_from: float) -> list[list[int]]:
+    """For seeds 1 to 8, each client's accepted answers from 15 s to 60 s, two on one limit
+    (`two_on_one_limit`; the first stops at 60 s)."""
+    return [
+        [sender.accepted(15, 60) for sender in two_on_one_limit(second_from, seed, stop=60.0)]
+        for seed in range(1, 9)
+    ]
+
+
 @pytest.mark.parametrize("second_from", [0.0, 5.0])
 def test_a_client_left_alone_on_a_shared_limit_takes_all_of_it_within_10_s(
     second_from: float,
@@ -513,9 +522,7 @@ def test_two_clients_starting_together_share_a_limit() -> None:
     like amounts, so the smaller gains at each cut (on a curve scaled to each one's peak, the
     shares drifted apart: the smaller's median 0.29)."""
     shares = []
-    for seed in range(1, 9):
-        senders = two_on_one_limit(0.0, seed, stop=60.0)
-        accepted = [sender.accepted(15, 60) for sender in senders]
+    for seed, accepted in enumerate(accepted_in_the_first_minute(0.0), start=1):
         assert sum(accepted) >= 0.95 * 50 * 45, seed
         shares.append(min(accepted) / sum(accepted))
     assert sorted(shares)[len(shares) // 2] >= 1 / 3
@@ -528,11 +535,7 @@ def test_two_clients_starting_together_share_a_limit() -> None:
     " share over the next 45 s is 0.14",
 )
 def test_a_client_that_starts_late_gets_a_third_of_a_shared_limit() -> None:
-    shares = []
-    for seed in range(1, 9):
-        senders = two_on_one_limit(5.0, seed, stop=60.0)
-        accepted = [sender.accepted(15, 60) for sender in senders]
-        shares.append(min(accepted) / sum(accepted))
+    shares = [min(accepted) / sum(accepted) for accepted in accepted_in_the_first_minute(5.0)]
     assert sorted(shares)[len(shares) // 2] >= 1 / 3
 
 

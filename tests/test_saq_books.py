@@ -33,6 +33,10 @@ pytestmark = pytest.mark.timeout(120)
 service = live_service
 
 
+async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+    """An outcome function that keeps nothing."""
+
+
 async def test_an_outcome_function_that_refreshes_its_job_ends_it_complete(
     redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -109,9 +113,6 @@ async def test_a_users_own_function_on_the_same_worker_is_saqs_alone(
     waits = SaqWaits(queue, on_outcome="kept", policy=TEST_POLICY)
     seen: list[Any] = []
 
-    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
-        return None
-
     async def own(ctx: dict[str, Any], *, n: int) -> int:
         seen.append(ctx["job"].queue)
         return n + 1
@@ -146,9 +147,6 @@ async def test_a_link_whose_begin_is_older_than_poll_timeout_polls_nothing(
         if len(seen_by_hook) == 1:
             await asyncio.sleep(1.5)
 
-    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
-        return None
-
     async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
         worker.before_process = [slow_first]
         assert await waits.submit([job_id]) == [True]
@@ -177,9 +175,6 @@ async def test_a_link_whose_begin_is_older_than_poll_timeout_polls_nothing_on_a_
         seen_by_hook.append((step, service.request_count(job_id)))
         if step == 2 and [s for s, _ in seen_by_hook].count(2) == 1:
             await asyncio.sleep(1.5)
-
-    async def kept(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
-        return None
 
     async with worker_in_this_loop(waits, service, ("kept", kept)) as worker:
         worker.before_process = [slow_third]
