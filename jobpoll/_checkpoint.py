@@ -55,6 +55,9 @@ class FanoutCheckpoint(WaitCheckpoint):
     unstarted: list[str]
 
 
+attrs.resolve_types(JobCheckpoint)  # the form's slots read each field by its type (`_saq_form`)
+
+
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as a JSON-ready dict: a fan-out's states under `jobs`, one wait's flat."""
     data: dict[str, Any] = converter.unstructure(header)  # the version first, where one looks
@@ -250,15 +253,19 @@ def job_checkpoint(rules: Rules, state: JobState, *, owed: bool = False) -> dict
     """The checkpoint of one job's wait: `JobWait.checkpoint()`, and what each link of a
     wait in `jobpoll.saq` hands to the next."""
     base = Timebase(rules.policy)
+    return dump(job_header(rules, base, owed=owed), saved_state(state, base))
+
+
+def job_header(rules: Rules, base: Timebase, *, owed: bool = False) -> JobCheckpoint:
+    """The header of one job's wait's checkpoint, taken at `base.taken_at`."""
     deadline = rules.deadline
-    header = JobCheckpoint(
+    return JobCheckpoint(
         version=VERSION,
         taken_at=base.taken_at,
         timeout=rules.timeout,
         deadline=None if deadline is None else base.to_utc(deadline),
         owed=owed,
     )
-    return dump(header, saved_state(state, base))
 
 
 @checkpoint_errors("not a valid wait_for_job checkpoint")
@@ -277,10 +284,16 @@ def resume_job(data: object, job_id: str, policy: PollPolicy) -> tuple[Rules, Jo
         )
     header = _load(data, JobCheckpoint, "wait_for_job")
     state = _load(data, JobState, "wait_for_job")
+    base = Timebase(policy, header.taken_at)
+    return resumed(header, restore_state(state, base), base), state, header.owed
+
+
+def resumed(header: JobCheckpoint, state: JobState, base: Timebase) -> Rules:
+    """The rules of a job's wait read back from its checkpoint (its `header`, and its `state`
+    on this process's clock, `base`), once the checks across fields pass."""
     _check_state(state)
     if header.owed and state.job is None:
         raise ValueError("owed: no snapshot is owed by a wait that has seen none")
     _check_clocks(header, started=state.pace is not None)
-    base = Timebase(policy, header.taken_at)
     deadline = None if header.deadline is None else base.from_utc(header.deadline)
-    return Rules(policy, header.timeout, deadline), restore_state(state, base), header.owed
+    return Rules(base.policy, header.timeout, deadline)

@@ -11,12 +11,12 @@ The form is a list of two lists: the header's values (`JobCheckpoint`), then the
 fields in declared order (`attrs.fields`, so a field added there is carried with no change
 here; it is added at the end, where a form written before it stands for its default: the order
 is pinned in `tests/test_saq_form.py`). One rule writes each value (`link_checkpoint`), one
-reads it back (`checkpoint_of`):
+reads it back (`resume_link`), each by the same slots (`_slots`):
 
-- a value is as the whole checkpoint saves it, but for the times: each is whole microseconds,
-  `taken_at` after the Unix epoch, any other ("utc": an ISO time in the whole checkpoint, or
-  "past": seconds before `taken_at`) after `taken_at`; a past time not set (0.0) is null, put
-  back as the saved form of 0.0 on the reader's clock;
+- a value is as the whole checkpoint saves it (the converter's, `_saved`), but for the times:
+  each is whole microseconds, `taken_at` after the Unix epoch, any other ("utc": an ISO time in
+  the whole checkpoint, or "past": seconds before `taken_at`) after `taken_at`, each taken and
+  moved back by `Timebase` as the whole checkpoint's are; a past time not set (0.0) is null;
 - the values at their defaults at a list's end are left out (as declared, else None: the
   header's `timeout` and `deadline` unset): before progress moves, most of a pace;
 - the job id is the link's own: not in the state, nor in the job seen when it spells it so.
@@ -30,29 +30,42 @@ After five polls, with a timeout of an hour (322 bytes; its whole checkpoint, 94
      -260972,36870944,[1,"RUNNING",-299242,-299242,0,-270325,14,-263810,21,-260972,28,
      -260972,-263810,-263810,21,-275235,7,0,1425.6641740312712,1074.4392885896216,7]]]
 
-What is read back is a whole checkpoint of the same version, which `resume_job` reads and
-checks as any other. The forms written before this one are read too: the keyed form (a dict:
-the whole checkpoint less the job id and the fields at their defaults), which a link of the
-previous version carries as its `saved` argument, and the whole checkpoint, its `job_id` in
-it, which the oldest carry as `checkpoint` (`carried`). A link runs from either as it is, and
-hands on this form.
+The form is read straight into the records, as strictly as a whole checkpoint is (the same
+converter's hooks for each value, the records' own bounds, and `resumed`'s checks across
+fields), and as cheaply as a link can afford: a worker reads one and writes one per poll, and
+its CPU per poll is measured against a bare SAQ job's (`benchmarks/bench_queue.py`); by way of
+the whole checkpoint, writing and reading one took 75 µs, straight 42 µs
+(`tests/test_saq_form.py` pins that both ways give the same wait).
+
+The forms written before this one are read too, by way of the whole checkpoint
+(`checkpoint_of`): the keyed form (a dict: the whole checkpoint less the job id and the fields
+at their defaults), which a link of the previous version carries as its `saved` argument, and
+the whole checkpoint, its `job_id` in it, which the oldest carry as `checkpoint` (`carried`).
+A link runs from either as it is, and hands on this form.
 """
 
 from __future__ import annotations
 
-import contextlib
 import functools
+import types
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, get_args
 
 import attrs
 
-from jobpoll._checkpoint import JobCheckpoint, job_checkpoint
+from jobpoll._checkpoint import (
+    VERSION,
+    JobCheckpoint,
+    checkpoint_errors,
+    job_header,
+    resume_job,
+    resumed,
+)
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
-from jobpoll._saved import Timebase, converter
+from jobpoll._saved import Timebase, converter, within_reach
 from jobpoll._state import JobState, PaceState, record_type
-from jobpoll._wire import format_timestamp
 
 #: The records a checkpoint holds in their saved form (`_saved`); a `Job` is in its wire form.
 _RECORDS = (JobState, PaceState)
@@ -64,19 +77,30 @@ _LINKS_OWN = frozenset({"job_id"})
 _BASE = "taken_at"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND = timedelta(microseconds=1)
+#: What reads back a checkpoint that is no links' form: `resume_job`'s error, in its words.
+_WHAT = "not a valid wait_for_job checkpoint"
+
+
+#: How a slot's value is written and read: as it is (through the converter's hook), a "past"
+#: time, a "utc" time, a record of `_state`, or the job seen (the converter's form).
+_PLAIN, _PAST, _UTC, _RECORD, _JOB = range(5)
 
 
 @attrs.frozen
 class _Slot:
-    """A saved field of a record class as the form holds it: its name, the value null stands
-    for (its default, else None) and that value as the whole checkpoint saves it, how it is a
-    time ("past", "utc" or None), and the record class it holds, if any."""
+    """A saved field of a record class as the form holds it: its name, how it is held (`kind`,
+    above), the value it is at its default (as declared, else None) and the value of the form
+    that stands for it (null for a past time not set), the record class it holds, if any, and
+    how a value of it is read (the converter's hook for its type, whether None is one)."""
 
     name: str
+    kind: int
     default: Any
     saved: Any
-    time: str | None
-    record: type | None
+    record: Any  # type | None
+    structure: Callable[[Any, Any], Any]
+    type: Any
+    optional: bool
 
 
 def _default(field: attrs.Attribute[Any]) -> Any:
@@ -87,20 +111,34 @@ def _default(field: attrs.Attribute[Any]) -> Any:
     return field.default
 
 
+def _kind(field: attrs.Attribute[Any], record: type | None) -> int:
+    time = field.metadata.get("time")
+    if time is not None:
+        return _PAST if time == "past" else _UTC
+    if record is not None:
+        return _RECORD if record in _RECORDS else _JOB
+    return _PLAIN
+
+
 @functools.cache
 def _slots(cls: type) -> tuple[_Slot, ...]:
     """The saved fields of `cls`, in declared order, as the form holds them."""
     return tuple(
         _Slot(
             field.name,
+            kind,
             default,
-            converter.unstructure(default),
-            field.metadata.get("time"),
-            record if (record := record_type(field)) in _RECORDS else None,
+            None if kind == _PAST else converter.unstructure(default),
+            record if kind == _RECORD else None,
+            converter.get_structure_hook(field.type),
+            field.type,
+            types.NoneType in get_args(field.type),
         )
         for field in attrs.fields(cls)
         if field.metadata.get("saved", True) and field.name not in _LINKS_OWN
         for default in [_default(field)]
+        for record in [record_type(field)]
+        for kind in [_kind(field, record)]
     )
 
 
@@ -121,55 +159,107 @@ def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
 
 def link_checkpoint(rules: Rules, state: JobState) -> list[Any]:
     """The wait's checkpoint in the links' form (module docstring)."""
-    data = job_checkpoint(rules, state)
-    if state.job is not None and state.job.id == state.job_id:
-        del data["job"]["id"]
-    taken_at = datetime.fromisoformat(data[_BASE])
-    return [_values(JobCheckpoint, data, None, taken_at), _values(JobState, data, state, taken_at)]
+    base = Timebase(rules.policy)
+    header = job_header(rules, base)
+    return [_values(header, base, state.job_id), _values(state, base, state.job_id)]
 
 
-def _values(cls: type, data: dict[str, Any], record: Any, taken_at: datetime) -> list[Any]:
-    """The values of a record of `cls`, saved as `data`, in the form. `record`: the record
-    itself, whose "past" times tell whether they are set (their saved form depends on the
-    clock); None: the header, whose saved values tell."""
+def _values(record: Any, base: Timebase, job_id: str) -> list[Any]:
+    """The values of `record` (the header, or a record of `_state`) in the form."""
     values: list[Any] = []
     kept = 0  # how many values to keep: those up to the last off its default
-    for slot in _slots(cls):
-        value = data[slot.name]
-        at_default = (
-            value == slot.saved if record is None else getattr(record, slot.name) == slot.default
-        )
-        if value is None or (slot.time == "past" and at_default):
-            value = None
-        elif slot.record is not None:
-            value = _values(slot.record, value, getattr(record, slot.name), taken_at)
-        elif slot.time is not None:
-            value = _written_time(slot.time, value, _EPOCH if slot.name == _BASE else taken_at)
+    for slot in _slots(record.__class__):
+        value = getattr(record, slot.name)
+        kind = slot.kind
+        if value == slot.default:  # None, but for a plain value
+            values.append(None if kind == _PAST else value)
+            continue
+        if kind == _PAST:
+            value = round(base.relative(value) * 1e6)
+        elif kind == _UTC:  # a time of the header, or of this clock
+            moment = value if isinstance(value, datetime) else base.to_utc(value)
+            value = (moment - (_EPOCH if slot.name == _BASE else base.taken_at)) // _MICROSECOND
+        elif kind == _RECORD:
+            value = _values(value, base, job_id)
+        elif kind == _JOB:  # in its wire form, less the link's own job id
+            value = converter.unstructure(value)
+            if value.get("id") == job_id:
+                del value["id"]
         values.append(value)
-        if not at_default:
-            kept = len(values)
+        kept = len(values)
     return values[:kept]
 
 
-def _written_time(time: str | None, value: Any, since: datetime) -> Any:
-    """A saved value as the form writes it: a time as whole microseconds `since`."""
-    if time == "past":
-        return round(value * 1e6)
-    if time == "utc":
-        return (datetime.fromisoformat(value) - since) // _MICROSECOND
+# Reading: the form's values put back by the same slots; the forms before it, by way of the
+# whole checkpoint.
+
+
+def resume_link(data: Any, job_id: str, policy: PollPolicy) -> tuple[Rules, JobState]:
+    """The rules and the state of a job's wait, on `policy`'s clock, from the checkpoint a
+    link carries in the links' form (module docstring), in the keyed form of the previous
+    version, or whole; else a `CheckpointError`."""
+    if not isinstance(data, list):
+        rules, state, _owed = resume_job(checkpoint_of(data, job_id, policy), job_id, policy)
+        return rules, state
+    with checkpoint_errors(_WHAT):
+        if len(data) != 2:
+            raise ValueError(f"expected a header and a state, got {len(data)} values")
+        header_values, state_values = data
+        header = JobCheckpoint(**_read(JobCheckpoint, header_values, None, job_id))
+        if header.version != VERSION:
+            raise ValueError(f"version {header.version!r:.40} is not the links' form's ({VERSION})")
+        base = Timebase(policy, header.taken_at)
+        state = JobState(job_id=job_id, **_read(JobState, state_values, base, job_id))
+        return resumed(header, state, base), state
+
+
+def _read(cls: type, values: Any, base: Timebase | None, job_id: str) -> dict[str, Any]:
+    """The fields of a record of `cls` from its values in the form, its times on `base`'s
+    clock (None: the header, whose times stay UTC, counted from its `taken_at`)."""
+    if type(values) is not list:
+        raise TypeError(f"{cls.__name__}: expected a list of values, got {type(values).__name__}")
+    fields: dict[str, Any] = {}
+    count = len(values)
+    since = _EPOCH if base is None else base.taken_at
+    for position, slot in enumerate(_slots(cls)):
+        value = values[position] if position < count else slot.saved  # left out: its default
+        kind = slot.kind
+        try:
+            if value is None:
+                # A past time not set; else what the converter makes of null (an error but
+                # for an optional field).
+                value = 0.0 if kind == _PAST else slot.structure(value, slot.type)
+            elif kind == _PAST:
+                assert base is not None, "a header holds no past time"
+                value = base.restored(slot.name, "past", _microseconds(value) / 1e6)
+            elif kind == _UTC:
+                value = within_reach(since + _microseconds(value) * _MICROSECOND, value)
+                if slot.name == _BASE:  # the header's times after it count from it
+                    since = value
+                if base is not None:
+                    value = base.restored(slot.name, "utc", value.timestamp())
+            elif kind == _RECORD:
+                value = slot.record(**_read(slot.record, value, base, job_id))
+            else:
+                if kind == _JOB and isinstance(value, dict) and "id" not in value:
+                    value = {"id": job_id, **value}
+                value = slot.structure(value, slot.type)
+        except (TypeError, ValueError, OverflowError) as exc:
+            raise ValueError(f"{slot.name}: {exc}") from None
+        fields[slot.name] = value
+    return fields
+
+
+def _microseconds(value: Any) -> int:
+    if type(value) is not int:
+        raise TypeError(f"expected a time in whole microseconds, got {type(value).__name__}")
     return value
 
 
-# Reading: the form's values put back by the same fields, or a keyed form's defaults.
-
-
 def checkpoint_of(data: Any, job_id: str, policy: PollPolicy) -> Any:
-    """The whole checkpoint a link carries in the links' form (module docstring) or in the
-    keyed form of the previous version, on `policy`'s clock; what is in neither (the whole
-    checkpoint of a link written before them, or no checkpoint at all) as it is, for
-    `resume_job` to read or refuse."""
-    if isinstance(data, list):
-        return _read_form(data, job_id, policy)
+    """The whole checkpoint a link of the previous version carries in the keyed form, on
+    `policy`'s clock; what is not in it (the whole checkpoint of a link written before it, or
+    no checkpoint at all) as it is, for `resume_job` to read or refuse."""
     if not isinstance(data, dict) or "job_id" in data:
         return data
     whole = {**data, "job_id": job_id}
@@ -179,59 +269,11 @@ def checkpoint_of(data: Any, job_id: str, policy: PollPolicy) -> Any:
     return _with_job_id(whole, job_id)
 
 
-def _read_form(form: list[Any], job_id: str, policy: PollPolicy) -> Any:
-    header, state = [*form, [], []][:2]
-    if not isinstance(header, list) or not isinstance(state, list):
-        return form  # `resume_job` says what it is
-    whole = _read(JobCheckpoint, header, None, 0.0)  # the header has no "past" time
-    taken_at = _time_of(whole[_BASE])
-    whole.update(job_id=job_id, **_read(JobState, state, taken_at, _unset_past(policy, taken_at)))
-    return _with_job_id(whole, job_id)
-
-
-def _read(
-    cls: type, values: list[Any], taken_at: datetime | None, unset_past: float
-) -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    count = len(values)
-    for position, slot in enumerate(_slots(cls)):
-        if position >= count:  # left out: at its default
-            data[slot.name] = unset_past if slot.time == "past" else slot.saved
-            continue
-        value = values[position]
-        if value is None:
-            data[slot.name] = unset_past if slot.time == "past" else None
-        elif slot.time is None:
-            if slot.record is not None and isinstance(value, list):
-                value = _read(slot.record, value, taken_at, unset_past)
-            data[slot.name] = value
-        elif slot.name == _BASE:
-            data[slot.name] = _read_time(slot.time, value, _EPOCH)
-            taken_at = _time_of(data[slot.name])  # the header's times after it count from it
-        else:
-            data[slot.name] = _read_time(slot.time, value, taken_at)
-    return data
-
-
-def _read_time(time: str | None, value: Any, since: datetime | None) -> Any:
-    """A value of the form as the whole checkpoint saves it, a time `since` the time it
-    counts from; what is no time in the form (a string, say) as it is, for `resume_job` to
-    refuse."""
-    if type(value) is not int:
-        return value
-    if time == "past":
-        return value / 1e6
-    if time == "utc" and since is not None:
-        with contextlib.suppress(OverflowError):  # out of any calendar: `resume_job` refuses it
-            return format_timestamp(since + value * _MICROSECOND)
-    return value
-
-
 def _put_back(cls: type, data: dict[str, Any], unset_past: float) -> None:
     """The fields the keyed form leaves out, put back as their defaults."""
     for slot in _slots(cls):
         if slot.name not in data:
-            data[slot.name] = unset_past if slot.time == "past" else slot.saved
+            data[slot.name] = unset_past if slot.kind == _PAST else slot.saved
         elif slot.record is not None and isinstance(data[slot.name], dict):
             data[slot.name] = record = dict(data[slot.name])  # the link's own stays as it is
             _put_back(slot.record, record, unset_past)

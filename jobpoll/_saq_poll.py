@@ -13,7 +13,6 @@ from typing import Any
 import attrs
 from saq import Job as SaqJob
 
-from jobpoll._checkpoint import resume_job
 from jobpoll._client import JobsClient
 from jobpoll._errors import JobFailedError, JobPollError
 from jobpoll._gate import accepted, refused_by
@@ -22,7 +21,7 @@ from jobpoll._models import JobResult
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules, check_timeout
 from jobpoll._saq_books import Ended, SaqRecord, script_end, start_of
-from jobpoll._saq_form import checkpoint_of, link_checkpoint
+from jobpoll._saq_form import link_checkpoint, resume_link
 from jobpoll._saq_links import Kept, Links, result_to_json
 from jobpoll._saq_logs import wait_ended, wait_started
 from jobpoll._saq_outcomes import Outcomes
@@ -146,8 +145,7 @@ class Link:
                 check_timeout(timeout)
                 rules = Rules(self.policy, timeout)
             else:
-                whole = checkpoint_of(checkpoint, job_id, self.policy)
-                rules, state, _owed = resume_job(whole, job_id, self.policy)
+                rules, state = resume_link(checkpoint, job_id, self.policy)
                 self._forgive(rules, late)
             rules.begin(state, clock())
             request_timeout = rules.send(state, clock())

@@ -44,6 +44,7 @@ class Timebase:
     in the new process)."""
 
     def __init__(self, policy: PollPolicy, taken_at: datetime | None = None) -> None:
+        self.policy = policy
         self.now = policy.clock()
         self.wall_now = policy.wall_clock()
         if taken_at is None:
@@ -84,6 +85,16 @@ class Timebase:
         at most: a time not set yet (0.0) lies ahead of a clock that reads below 0."""
         return min(round(moment - self.now, 6), 0.0)
 
+    def restored(self, name: str, kind: str, value: float) -> float:
+        """A record's saved time `name` on this process's clock: a "utc" one (epoch seconds)
+        as `due`, a "past" one (seconds after `taken_at`, which a time after the checkpoint
+        was taken, a millisecond of rounding aside, is nonsense) from `origin`."""
+        if kind == "utc":
+            return self.due(value)
+        if value > 1e-3:
+            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
+        return self.origin + value
+
 
 # The converter: strict about every primitive (cattrs alone turns "5" and 5.7 into 5), jobs
 # in their wire form, times as ISO 8601 UTC with a `Z`.
@@ -104,15 +115,20 @@ def _structure_float(value: object, _type: object) -> float:
     return float(value)  # type: ignore[arg-type]
 
 
+def within_reach(moment: datetime, written: object) -> datetime:
+    """A time a checkpoint holds (`written` so), if it lies between `EARLIEST` and `LATEST`."""
+    if not EARLIEST <= moment <= LATEST:
+        raise ValueError(f"a time out of any wait's reach: {written!r:.40}")
+    return moment
+
+
 def _structure_time(value: object, _type: object) -> datetime:
     if type(value) is not str:
         raise TypeError(f"expected an ISO 8601 UTC time, got {type(value).__name__}")
     moment = datetime.fromisoformat(value)  # a ValueError says what is wrong
     if moment.tzinfo is None:
         raise ValueError(f"expected a time with its offset (Z), got {value!r:.40}")
-    if not EARLIEST <= moment <= LATEST:
-        raise ValueError(f"a time out of any wait's reach: {value!r:.40}")
-    return moment
+    return within_reach(moment, value)
 
 
 def _structure_epoch(value: object, type_: object) -> float:
@@ -247,15 +263,7 @@ def saved_state(state: JobState | RateState, base: Timebase) -> dict[str, Any]:
 
 
 def restore_state(state: _Record, base: Timebase) -> _Record:
-    """A record read from a checkpoint, its times moved onto this process's clock (a "past"
-    time after the checkpoint was taken, a millisecond of rounding aside, is nonsense)."""
-
-    def restored(name: str, kind: str, value: float) -> float:
-        if kind == "utc":
-            return base.due(value)
-        if value > 1e-3:
-            raise ValueError(f"{name} lies after the checkpoint was taken ({value!r} s)")
-        return base.origin + value
-
-    _move_times(type(state), state, restored)
+    """A record read from a checkpoint, its times moved onto this process's clock
+    (`Timebase.restored`)."""
+    _move_times(type(state), state, base.restored)
     return state

@@ -24,9 +24,9 @@ from saq import Queue
 from saq.job import Status
 
 from jobpoll import CheckpointError, JobsClient, JobStatus, PollPolicy
-from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._checkpoint import job_checkpoint
 from jobpoll._saq_books import Ended, LinkQueue
-from jobpoll._saq_form import checkpoint_of, link_checkpoint
+from jobpoll._saq_form import link_checkpoint, resume_link
 from jobpoll._saq_links import LINK_TTL, POLL_FUNCTION, Kept, Links
 from jobpoll._saq_mend import Mending
 from jobpoll._saq_outcomes import Outcomes
@@ -134,10 +134,7 @@ async def test_a_link_carries_its_checkpoint_in_the_links_form_and_reads_it_back
     assert job_id not in json.dumps(saved)
     record = await chain.links.redis.hmget(chain.links.wait_key(job_id), ["due", "timeout"])
     kept = Kept.read(await chain.links.redis.get(chain.links.saved_key(job_id)), *record)
-    rules, state, owed = resume_job(
-        checkpoint_of(kept.checkpoint, job_id, chain.policy), job_id, chain.policy
-    )
-    assert not owed
+    rules, state = resume_link(kept.checkpoint, job_id, chain.policy)
     assert (state.polls, state.answers, state.job and state.job.progress) == (3, 3, 20)
     assert kept.due is not None
     assert state.next_poll_at == pytest.approx(kept.due, abs=0.002)
@@ -163,9 +160,7 @@ async def test_a_link_written_with_the_whole_checkpoint_still_runs(
     assert await chain.links.submit([job_id], None) == [True]
     assert await chain.run(job_id, 0) == "polled"
     saved = await chain.saved(job_id)
-    rules, state, _owed = resume_job(
-        checkpoint_of(saved, job_id, chain.policy), job_id, chain.policy
-    )
+    rules, state = resume_link(saved, job_id, chain.policy)
     whole = job_checkpoint(rules, state)
     assert whole["job_id"] == job_id
     # As the earlier version left it: the wait's live link a SAQ job carrying its state.
@@ -290,8 +285,8 @@ async def test_a_parked_wait_enqueued_by_the_previous_version_is_queued_once_fro
     queued = await links.redis.lrange(links.queue.namespace("queued"), 0, -1)
     assert queued.count(links.link_id(job_id, 1).encode()) == 1
     assert await chain.run(job_id, 1) == "polled"
-    whole = checkpoint_of(await chain.saved(job_id), job_id, chain.policy)
-    assert (whole["polls"], whole["timeout"]) == (2, 30.0)
+    rules, state = resume_link(await chain.saved(job_id), job_id, chain.policy)
+    assert (state.polls, rules.timeout) == (2, 30.0)
 
 
 async def test_mending_deletes_the_checkpoints_of_waits_no_longer_live(
@@ -310,7 +305,7 @@ async def test_mending_deletes_the_checkpoints_of_waits_no_longer_live(
     assert await redis.exists(links.saved_key(live)) == 1
     assert await redis.exists(links.saved_key(gone), links.saved_key(ended)) == 0
     assert await chain.run(live, 1) == "polled"  # the live wait goes on from its checkpoint
-    assert checkpoint_of(await chain.saved(live), live, chain.policy)["polls"] == 2
+    assert resume_link(await chain.saved(live), live, chain.policy)[1].polls == 2
 
 
 #: The commands that run a script.
@@ -579,4 +574,4 @@ async def test_mending_keeps_the_checkpoint_of_a_wait_live_again_or_in_flight(
     assert raced == [again]
     assert await redis.exists(links.saved_key(again), links.saved_key(running)) == 2
     assert await chain.run(again, 1) == "polled"
-    assert checkpoint_of(await chain.saved(again), again, chain.policy)["polls"] == 2
+    assert resume_link(await chain.saved(again), again, chain.policy)[1].polls == 2

@@ -5,19 +5,20 @@ written before it. No Redis: the checkpoints are taken on fixed clocks."""
 from __future__ import annotations
 
 import json
+import re
 from datetime import UTC, datetime
 from typing import Any
 
 import attrs
 import pytest
-from hypothesis import given
+from hypothesis import event, given
 from hypothesis import strategies as st
 
-from jobpoll import CheckpointError, JobStatus, PollPolicy
+from jobpoll import CheckpointError, JobStatus, PollPolicy, TransportError
 from jobpoll._checkpoint import JobCheckpoint, job_checkpoint, resume_job
 from jobpoll._models import Job
 from jobpoll._rules import Rules
-from jobpoll._saq_form import checkpoint_of, link_checkpoint
+from jobpoll._saq_form import checkpoint_of, link_checkpoint, resume_link
 from jobpoll._state import JobState, PaceState
 
 JOB_ID = "67eb0a8c-22e7-4b4e-8b31-9936493e42a9"
@@ -112,6 +113,11 @@ def test_a_wait_is_kept_as_its_values_in_declared_order() -> None:
     assert job_checkpoint(rules, state) == WHOLE  # the whole checkpoint is as it was
 
 
+def _wait(rules: Rules, state: JobState) -> tuple[Any, ...]:
+    """What a wait resumed from a checkpoint goes on from: its deadline and its state."""
+    return rules.timeout, rules.deadline, state
+
+
 @pytest.mark.parametrize(
     "kept",
     [
@@ -122,17 +128,16 @@ def test_a_wait_is_kept_as_its_values_in_declared_order() -> None:
 )
 def test_every_form_reads_back_to_the_same_wait(kept: Any) -> None:
     """The links' form, the keyed form a link of the previous version carries and the whole
-    checkpoint the oldest carry are each read back to the same checkpoint, and the same wait."""
-    whole = checkpoint_of(_through_json(kept), JOB_ID, POLICY)
-    assert whole == WHOLE
-    rules, state, owed = resume_job(whole, JOB_ID, POLICY)
+    checkpoint the oldest carry each resume the same wait as the whole checkpoint does."""
     expected_rules, expected_state, _owed = resume_job(WHOLE, JOB_ID, POLICY)
-    assert (rules.timeout, rules.deadline, state, owed) == (
-        expected_rules.timeout,
-        expected_rules.deadline,
-        expected_state,
-        False,
-    )
+    rules, state = resume_link(_through_json(kept), JOB_ID, POLICY)
+    assert _wait(rules, state) == _wait(expected_rules, expected_state)
+
+
+def test_the_keyed_form_reads_back_to_the_whole_checkpoint() -> None:
+    """The keyed form is the whole checkpoint less what the declarations say: put back, it is
+    the whole checkpoint (which `resume_job` reads)."""
+    assert checkpoint_of(_through_json(KEYED), JOB_ID, POLICY) == WHOLE
 
 
 def test_the_forms_order_is_the_declared_order_extended_at_its_end() -> None:
@@ -208,17 +213,71 @@ def test_any_state_reads_back_from_its_form(
     state: JobState, timeout: float | None, deadline: float
 ) -> None:
     """Any state of a wait (each field at its default or not, the job seen spelling its id
-    otherwise or not, with a timeout or none) in the links' form, through JSON, reads back to
-    its whole checkpoint."""
+    otherwise or not, with a timeout or none) in the links' form, through JSON, resumes the
+    wait its whole checkpoint resumes, and is written again as it was."""
     rules = Rules(POLICY, timeout, None if timeout is None else deadline)
     form = _through_json(link_checkpoint(rules, state))
-    assert checkpoint_of(form, JOB_ID, POLICY) == _through_json(job_checkpoint(rules, state))
+    whole = _through_json(job_checkpoint(rules, state))
+    try:
+        expected_rules, expected_state, _owed = resume_job(whole, JOB_ID, POLICY)
+    except CheckpointError as exc:  # a state no wait is in (a pace's values at odds, say)
+        event("refused")
+        with pytest.raises(CheckpointError, match=f"^{re.escape(str(exc))}$"):
+            resume_link(form, JOB_ID, POLICY)
+        return
+    event("resumed")
+    resumed_rules, resumed_state = resume_link(form, JOB_ID, POLICY)
+    assert _wait(resumed_rules, resumed_state) == _wait(expected_rules, expected_state)
+    assert _through_json(link_checkpoint(resumed_rules, resumed_state)) == form
+
+
+@st.composite
+def _waits(draw: st.DrawFn) -> tuple[Rules, JobState]:
+    """A wait as its rules leave it (`Rules`), after answers of any status and progress and
+    failed polls, at any times up to the wait's clock now, with a timeout or none."""
+    timeout = draw(st.none() | st.floats(1.0, 1e7))
+    policy = attrs.evolve(POLICY, rng=draw(st.randoms(use_true_random=False)).random)
+    rules, state = Rules(policy, timeout), JobState(job_id=JOB_ID)
+    now = draw(st.floats(1.0, NOW / 2))  # a clock at 0.0 reads as "not set"
+    rules.begin(state, now)
+    statuses = st.sampled_from([s for s in JobStatus if not s.is_terminal])
+    answers = st.none() | st.tuples(statuses, st.integers(0, 100))  # None: the poll failed
+    for answer in draw(st.lists(st.tuples(st.floats(0.001, 60.0), answers), max_size=12)):
+        now += answer[0]
+        if now > NOW or (rules.deadline is not None and now >= rules.deadline):
+            break
+        rules.send(state, now)
+        if answer[1] is None:
+            rules.failed(state, TransportError("reset", reached=True), now)
+            continue
+        status, progress = answer[1]
+        job = Job(id=JOB_ID, created_at=datetime(2026, 12, 7, tzinfo=UTC), status=status)
+        _news, delay = rules.answered(state, attrs.evolve(job, progress=progress), now)
+        assert delay is not None
+        state.next_poll_at = now + delay
+    return rules, state
+
+
+@given(wait=_waits())
+def test_any_wait_its_rules_leave_resumes_from_its_form(wait: tuple[Rules, JobState]) -> None:
+    """A wait as its rules leave it, in the links' form, through JSON, resumes the wait its
+    whole checkpoint resumes, and is written again as it was."""
+    rules, state = wait
+    form = _through_json(link_checkpoint(rules, state))
+    whole = _through_json(job_checkpoint(rules, state))
+    expected_rules, expected_state, _owed = resume_job(whole, JOB_ID, POLICY)
+    resumed_rules, resumed_state = resume_link(form, JOB_ID, POLICY)
+    assert _wait(resumed_rules, resumed_state) == _wait(expected_rules, expected_state)
+    assert _through_json(link_checkpoint(resumed_rules, resumed_state)) == form
 
 
 def test_a_state_with_every_field_set_reads_back_to_the_same_state() -> None:
     """A state whose every saved field is off its default reads back to an equal state."""
     pace = PaceState(**{f.name: 1 for f in attrs.fields(PaceState) if f.type is int})
     pace.status = "RUNNING"
+    # Progress moved, its values in the order a wait's own updates keep them (`resumed` checks).
+    pace.phase_progress, pace.first_move_progress, pace.window_progress = 1, 2, 3
+    pace.middle_progress, pace.previous_progress, pace.last_progress = 4, 5, 6
     for field in attrs.fields(PaceState):
         if field.type is float:
             setattr(pace, field.name, 990.5 if field.metadata.get("time") else 2.5)
@@ -230,9 +289,10 @@ def test_a_state_with_every_field_set_reads_back_to_the_same_state() -> None:
     # Every field set: none left out (but the job id and `last_error`, which is not saved).
     assert len(form[1]) == len(attrs.fields(JobState)) - 2
     assert len(form[1][-1]) == len(attrs.fields(PaceState))
-    whole = checkpoint_of(form, JOB_ID, POLICY)
-    assert whole == job_checkpoint(rules, state)
-    assert whole["job"]["status"] == "RUNNING"
+    resumed_rules, resumed_state = resume_link(form, JOB_ID, POLICY)
+    assert _wait(resumed_rules, resumed_state) == _wait(rules, state)
+    assert resumed_state.job is not None
+    assert resumed_state.job.status == "RUNNING"
 
 
 # What is no form of a checkpoint is refused, never read as a wait.
@@ -254,9 +314,17 @@ def test_a_state_with_every_field_set_reads_back_to_the_same_state() -> None:
         pytest.param([FORM[0], [*FORM[1][:4], 10**6, *FORM[1][5:]]], id="past-time-ahead"),
         pytest.param([FORM[0], [*FORM[1][:7], [*FORM[1][7][:2], True]]], id="time-a-bool"),
         pytest.param([FORM[0], [*FORM[1][:2], -1, *FORM[1][3:]]], id="polls-below-0"),
+        pytest.param([FORM[0], [*FORM[1][:4], -0.3, *FORM[1][5:]]], id="past-time-in-seconds"),
+        pytest.param([FORM[0], [*FORM[1][:1], None, *FORM[1][2:]]], id="a-count-null"),
+        pytest.param([FORM[0], [*FORM[1][:7], {"step": 7}]], id="pace-an-object"),
+        pytest.param([FORM[0], ["RUNNING", *FORM[1][1:]]], id="job-a-string"),
+        pytest.param([FORM[0], [{**FORM[1][0], "id": "other"}, *FORM[1][1:]]], id="another-job"),
+        pytest.param([*FORM, []], id="three-lists"),
+        pytest.param([FORM[0], [*FORM[1][:7], [*FORM[1][7][:20], 0]]], id="pace-step-0"),
     ],
 )
 def test_a_damaged_form_is_a_checkpoint_error(form: list[Any]) -> None:
-    """A form damaged or of a later version is refused with a `CheckpointError`."""
-    with pytest.raises(CheckpointError):
-        resume_job(checkpoint_of(form, JOB_ID, POLICY), JOB_ID, POLICY)
+    """A form damaged or of a later version is refused with a `CheckpointError` naming what
+    is wrong, never read as a wait."""
+    with pytest.raises(CheckpointError, match="not a valid wait_for_job checkpoint"):
+        resume_link(_through_json(form), JOB_ID, POLICY)
