@@ -55,9 +55,6 @@ class FanoutCheckpoint(WaitCheckpoint):
     unstarted: list[str]
 
 
-attrs.resolve_types(JobCheckpoint)  # the form's slots read each field by its type (`_saq_form`)
-
-
 def dump(header: WaitCheckpoint, states: list[dict[str, Any]] | dict[str, Any]) -> dict[str, Any]:
     """The checkpoint as a JSON-ready dict: a fan-out's states under `jobs`, one wait's flat."""
     data: dict[str, Any] = converter.unstructure(header)  # the version first, where one looks

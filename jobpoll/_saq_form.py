@@ -13,7 +13,8 @@ here; it is added at the end, where a form written before it stands for its defa
 is pinned in `tests/test_saq_form.py`). One rule writes each value (`link_checkpoint`), one
 reads it back (`resume_link`), each by the same slots (`_slots`):
 
-- a value is as the whole checkpoint saves it (the converter's, `_saved`), but for the times:
+- a value is as the whole checkpoint saves it (a number, a string or a bool as it is, the job
+  seen in its wire form), but for the times:
   each is whole microseconds, `taken_at` after the Unix epoch, any other ("utc": an ISO time in
   the whole checkpoint, or "past": seconds before `taken_at`) after `taken_at`, each taken and
   moved back by `Timebase` as the whole checkpoint's are; a past time not set (0.0) is null;
@@ -30,12 +31,14 @@ After five polls, with a timeout of an hour (322 bytes; its whole checkpoint, 94
      -260972,36870944,[1,"RUNNING",-299242,-299242,0,-270325,14,-263810,21,-260972,28,
      -260972,-263810,-263810,21,-275235,7,0,1425.6641740312712,1074.4392885896216,7]]]
 
-The form is read straight into the records, as strictly as a whole checkpoint is (the same
-converter's hooks for each value, the records' own bounds, and `resumed`'s checks across
-fields), and as cheaply as a link can afford: a worker reads one and writes one per poll, and
-its CPU per poll is measured against a bare SAQ job's (`benchmarks/bench_queue.py`); by way of
-the whole checkpoint, writing and reading one took 75 µs, straight 42 µs
-(`tests/test_saq_form.py` pins that both ways give the same wait).
+The form is read straight into the records, by the same rules as a whole checkpoint (the
+converter's hooks for each value, the records' own bounds, `resumed`'s checks across fields:
+anything else is a `CheckpointError` naming the field), but that a list cut short stands for
+the defaults of the fields left out, and values past the last field are not read. Straight,
+not by way of the whole checkpoint, because a worker reads one and writes one per poll, and
+its CPU per poll is measured against a bare SAQ job's (`benchmarks/bench_queue.py`): by way
+of the whole checkpoint (its times written as ISO text and parsed again), writing and reading
+one took 75 µs, straight 42 µs (`tests/test_saq_form.py` pins that both give the same wait).
 
 The forms written before this one are read too, by way of the whole checkpoint
 (`checkpoint_of`): the keyed form (a dict: the whole checkpoint less the job id and the fields
@@ -47,10 +50,9 @@ A link runs from either as it is, and hands on this form.
 from __future__ import annotations
 
 import functools
-import types
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any, get_args
+from typing import Any
 
 import attrs
 
@@ -62,6 +64,8 @@ from jobpoll._checkpoint import (
     resume_job,
     resumed,
 )
+from jobpoll._errors import ConfigurationError
+from jobpoll._models import Job
 from jobpoll._policy import PollPolicy
 from jobpoll._rules import Rules
 from jobpoll._saved import Timebase, converter, within_reach
@@ -91,7 +95,7 @@ class _Slot:
     """A saved field of a record class as the form holds it: its name, how it is held (`kind`,
     above), the value it is at its default (as declared, else None) and the value of the form
     that stands for it (null for a past time not set), the record class it holds, if any, and
-    how a value of it is read (the converter's hook for its type, whether None is one)."""
+    how a value of it is read (the converter's hook for its type)."""
 
     name: str
     kind: int
@@ -100,7 +104,6 @@ class _Slot:
     record: Any  # type | None
     structure: Callable[[Any, Any], Any]
     type: Any
-    optional: bool
 
 
 def _default(field: attrs.Attribute[Any]) -> Any:
@@ -112,12 +115,17 @@ def _default(field: attrs.Attribute[Any]) -> Any:
 
 
 def _kind(field: attrs.Attribute[Any], record: type | None) -> int:
+    """How a field is held (a time by its mark, `_state`; a record by its class)."""
     time = field.metadata.get("time")
     if time is not None:
-        return _PAST if time == "past" else _UTC
-    if record is not None:
-        return _RECORD if record in _RECORDS else _JOB
-    return _PLAIN
+        return {"past": _PAST, "utc": _UTC}[time]
+    if record is None:
+        return _PLAIN
+    if record is Job:
+        return _JOB
+    if record not in _RECORDS:
+        raise TypeError(f"{field.name}: the links' form holds no {record.__name__}")
+    return _RECORD
 
 
 @functools.cache
@@ -132,9 +140,8 @@ def _slots(cls: type) -> tuple[_Slot, ...]:
             record if kind == _RECORD else None,
             converter.get_structure_hook(field.type),
             field.type,
-            types.NoneType in get_args(field.type),
         )
-        for field in attrs.fields(cls)
+        for field in attrs.fields(attrs.resolve_types(cls))
         if field.metadata.get("saved", True) and field.name not in _LINKS_OWN
         for default in [_default(field)]
         for record in [record_type(field)]
@@ -157,6 +164,7 @@ def carried(arguments: dict[str, Any]) -> dict[str, Any] | None:
 # Writing: one rule over the fields of each record.
 
 
+@checkpoint_errors("the wait's checkpoint cannot be taken")
 def link_checkpoint(rules: Rules, state: JobState) -> list[Any]:
     """The wait's checkpoint in the links' form (module docstring)."""
     base = Timebase(rules.policy)
@@ -205,9 +213,15 @@ def resume_link(data: Any, job_id: str, policy: PollPolicy) -> tuple[Rules, JobS
         if len(data) != 2:
             raise ValueError(f"expected a header and a state, got {len(data)} values")
         header_values, state_values = data
-        header = JobCheckpoint(**_read(JobCheckpoint, header_values, None, job_id))
-        if header.version != VERSION:
-            raise ValueError(f"version {header.version!r:.40} is not the links' form's ({VERSION})")
+        # The version first: a form of a later one says so, whatever else it holds.
+        version = header_values[0] if type(header_values) is list and header_values else None
+        if type(version) is not int or version != VERSION:
+            raise ValueError(f"version {version!r:.40} is not the links' form's ({VERSION})")
+        fields = _read(JobCheckpoint, header_values, None, job_id)
+        try:
+            header = JobCheckpoint(**fields)
+        except ConfigurationError as exc:  # the timeout's check, worded for a user's value
+            raise ValueError(str(exc)) from None
         base = Timebase(policy, header.taken_at)
         state = JobState(job_id=job_id, **_read(JobState, state_values, base, job_id))
         return resumed(header, state, base), state
@@ -228,7 +242,7 @@ def _read(cls: type, values: Any, base: Timebase | None, job_id: str) -> dict[st
             if value is None:
                 # A past time not set; else what the converter makes of null (an error but
                 # for an optional field).
-                value = 0.0 if kind == _PAST else slot.structure(value, slot.type)
+                value = slot.default if kind == _PAST else slot.structure(value, slot.type)
             elif kind == _PAST:
                 assert base is not None, "a header holds no past time"
                 value = base.restored(slot.name, "past", _microseconds(value) / 1e6)

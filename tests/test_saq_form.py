@@ -5,6 +5,7 @@ written before it. No Redis: the checkpoints are taken on fixed clocks."""
 from __future__ import annotations
 
 import json
+import math
 import re
 from datetime import UTC, datetime
 from typing import Any
@@ -320,11 +321,33 @@ def test_a_state_with_every_field_set_reads_back_to_the_same_state() -> None:
         pytest.param([FORM[0], ["RUNNING", *FORM[1][1:]]], id="job-a-string"),
         pytest.param([FORM[0], [{**FORM[1][0], "id": "other"}, *FORM[1][1:]]], id="another-job"),
         pytest.param([*FORM, []], id="three-lists"),
+        pytest.param([FORM[0]], id="a-header-alone"),
+        pytest.param([[3, FORM[0][1], -1.0], FORM[1]], id="timeout-below-0"),
+        pytest.param([[3, FORM[0][1], 0], FORM[1]], id="timeout-0"),
+        pytest.param([[3.0, *FORM[0][1:]], FORM[1]], id="version-a-float"),
+        pytest.param([FORM[0], [*FORM[1][:4], -(10**400), *FORM[1][5:]]], id="past-time-huge"),
         pytest.param([FORM[0], [*FORM[1][:7], [*FORM[1][7][:20], 0]]], id="pace-step-0"),
     ],
 )
 def test_a_damaged_form_is_a_checkpoint_error(form: list[Any]) -> None:
     """A form damaged or of a later version is refused with a `CheckpointError` naming what
     is wrong, never read as a wait."""
-    with pytest.raises(CheckpointError, match="not a valid wait_for_job checkpoint"):
+    with pytest.raises(CheckpointError, match="not a valid wait_for_job checkpoint") as refused:
         resume_link(_through_json(form), JOB_ID, POLICY)
+    assert type(refused.value) is CheckpointError  # not a user's `ConfigurationError`, say
+
+
+def test_a_form_of_a_later_version_says_so_whatever_else_it_holds() -> None:
+    """A form whose version this jobpoll does not read is refused for its version, not for a
+    value a later version writes otherwise (a rolling upgrade's workers read each other's)."""
+    with pytest.raises(CheckpointError, match="version 4 is not"):
+        resume_link([[4, "2026-12-07T16:55:53Z", -1.0], []], JOB_ID, POLICY)
+
+
+def test_a_wait_whose_times_cannot_be_written_is_a_checkpoint_error() -> None:
+    """A state no wait could be in (a time that is no number) is a `CheckpointError` as the
+    form is written, as its whole checkpoint is, never a bare `ValueError`."""
+    rules, state, _owed = resume_job(WHOLE, JOB_ID, POLICY)
+    state.next_poll_at = math.nan
+    with pytest.raises(CheckpointError, match="cannot be taken"):
+        link_checkpoint(rules, state)
