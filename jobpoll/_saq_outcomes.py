@@ -250,7 +250,7 @@ class Outcomes:
             else:
                 call = functools.partial(function, ctx, result=result)
                 waited = asyncio.shield(
-                    threads.task(job_id, lambda: self._kept(threads.run(job_id, call), ctx, record))
+                    threads.task(job_id, lambda: self._in_thread(threads, job_id, call, ctx))
                 )
             try:
                 async with asyncio.timeout(self.timeout) as deadline:
@@ -262,6 +262,19 @@ class Outcomes:
                 raise
 
         return deliver_once
+
+    async def _in_thread(
+        self, threads: OutcomeThreads, job_id: str, call: Callable[[], Any], ctx: dict[str, Any]
+    ) -> Any:
+        """A plain call of the outcome function, in its thread (`_saq_threads`), unless the
+        outcome was delivered since its SAQ job found it undelivered: by the call this job
+        would have waited for, had it come a moment sooner (a redelivery or a retry started
+        just before that call returned)."""
+        record = self.links.wait_key(job_id)
+        if await self._open(record, None):
+            logger.info("job %s: outcome already delivered, not again", job_id)
+            return None
+        return await self._kept(threads.run(job_id, call), ctx, record)
 
     def starts(self) -> dict[str, Start]:
         """The start of the outcome function's jobs (`_saq_books.LinkQueue`), by its name."""

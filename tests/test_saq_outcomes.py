@@ -120,16 +120,18 @@ async def test_outcomes_that_fail_are_listed_redelivered_and_forgotten(
 
 @contextlib.asynccontextmanager
 async def worker_in_this_loop(
-    waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any]
+    waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any], **options: Any
 ) -> AsyncIterator[Worker]:
     """A SAQ worker of `waits` in the test's own event loop (for its logs), with `outcome`
-    (name, function) as its outcome function; stopped at the end, if the test did not."""
+    (name, function) as its outcome function and SAQ's other `options`; stopped at the end,
+    if the test did not."""
     worker = Worker(
         **waits.worker_settings(
             client=lambda: JobsClient(service.api_key, base_url=service.base_url),
             functions=[outcome],
             concurrency=10,
             timers={"schedule": 1, "worker_info": 5},
+            **options,
         )
     )
     running = asyncio.create_task(worker.start())
@@ -214,6 +216,54 @@ async def test_a_plain_outcome_function_that_takes_too_long_is_called_once(
             release.set()
         await eventually(lambda: delivered_once(waits, 1), "the late call delivered")
         assert await waits.undelivered() == []
+    assert calls == [job_id]
+
+
+async def test_a_redelivery_started_as_the_running_call_returns_calls_nothing_again(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """A redelivery of an outcome whose plain call still runs, started just before that call
+    returns (it found the outcome undelivered), and reaching the function only after: the call
+    has been delivered meanwhile, so it calls nothing again. (The worker's `before_process`
+    hook holds it there; on a busy machine, the time SAQ takes between the two does.)"""
+    job_id = service.add_job(duration=0.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=1
+    )
+    release = threading.Event()
+    calls: list[str] = []
+    started: list[str] = []
+
+    def slow(ctx: dict[str, Any], *, result: dict[str, Any]) -> None:
+        calls.append(result["jobId"])
+        release.wait(60)
+
+    async def before_process(ctx: dict[str, Any]) -> None:
+        if ctx["job"].function != "slow":
+            return
+        started.append(ctx["job"].id)
+        if len(started) == 2:  # the redelivery, started: the running call returns now
+            release.set()
+            await eventually(lambda: delivered_once(waits, 1), "the running call delivered")
+
+    async with worker_in_this_loop(waits, service, ("slow", slow), before_process=before_process):
+        try:
+            assert await waits.submit([job_id]) == [True]
+
+            async def listed() -> bool:
+                return bool(await waits.undelivered())
+
+            await eventually(listed, "the outcome undelivered")
+            assert await waits.redeliver() == [job_id]
+
+            async def redelivered() -> bool:
+                return len(started) == 2 and await queue.count("incomplete") == 0
+
+            await eventually(redelivered, "the redelivery run")
+        finally:
+            release.set()
+        assert await waits.delivered() == 1
     assert calls == [job_id]
 
 
