@@ -9,8 +9,10 @@ real HTTP, in virtual time), UUID ids, durations log-uniform from 1 min to 2 h, 
 reported. When half of them have been handed out, it takes a checkpoint and prints: the
 bytes of `json.dumps(checkpoint)` per pending job (target: at most 1024), and the time
 `checkpoint()`, `json.dumps`, `json.loads` and `wait_for_jobs(..., resume=)` take per pending
-job. The same for one `wait_for_job` checkpointed after a few snapshots. Exit status 2 when
-the size target is missed, 1 when something broke.
+job. The same for one `wait_for_job` checkpointed after a few snapshots, and what a SAQ
+worker's link spends on that wait's checkpoint each poll (its compact form written and read
+back, against the whole checkpoint's, medians). Exit status 2 when the size target is
+missed, 1 when something broke.
 """
 
 from __future__ import annotations
@@ -20,11 +22,16 @@ import asyncio
 import json
 import math
 import random
+import statistics
 import sys
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 from jobpoll import JobsClient, PollPolicy, wait_for_job, wait_for_jobs
+from jobpoll._checkpoint import job_checkpoint, resume_job
+from jobpoll._saq_form import link_checkpoint, resume_link
 from jobpoll.testing import FakeJobsService, VirtualClock
 
 TARGET_BYTES_PER_JOB = 1024
@@ -89,12 +96,47 @@ async def run(jobs: int, seed: int) -> int:
                 break
         single = json.dumps(wait.checkpoint())
         print(f"one wait_for_job after 4 snapshots: {len(single.encode())} bytes of JSON")
+        links_form(json.loads(single), job_id, policy)
     verdict = per_job <= TARGET_BYTES_PER_JOB
     print(
         f"bytes per pending job: {per_job:.0f} (target at most {TARGET_BYTES_PER_JOB}):"
         f" {'met' if verdict else 'MISSED'}"
     )
     return 0 if verdict else 2
+
+
+def links_form(whole: dict[str, Any], job_id: str, policy: PollPolicy) -> None:
+    """What a SAQ worker's link spends on its wait's checkpoint each poll: the links' form
+    (`_saq_form`) written and read back, against the whole checkpoint written and read back
+    (`JobWait.checkpoint()`, `resume_job`; the way the form went before), medians of rounds."""
+    rules, state, _owed = resume_job(whole, job_id, policy)
+    form = json.loads(json.dumps(link_checkpoint(rules, state)))
+    timed = {
+        "links' form, written": lambda: link_checkpoint(rules, state),
+        "links' form, read": lambda: resume_link(form, job_id, policy),
+        "whole checkpoint, written": lambda: job_checkpoint(rules, state),
+        "whole checkpoint, read": lambda: resume_job(whole, job_id, policy),
+    }
+    figures = {name: _median_microseconds(call) for name, call in timed.items()}
+    print(f"a SAQ link's checkpoint ({len(json.dumps(form))} bytes of JSON), per poll:")
+    for name, microseconds in figures.items():
+        print(f"  {name:<26} {microseconds:6.1f} µs")
+    form_total = figures["links' form, written"] + figures["links' form, read"]
+    whole_total = figures["whole checkpoint, written"] + figures["whole checkpoint, read"]
+    print(
+        f"  written and read: links' form {form_total:.1f} µs, whole checkpoint"
+        f" {whole_total:.1f} µs ({form_total / whole_total:.2f}x)"
+    )
+
+
+def _median_microseconds(call: Callable[[], object], rounds: int = 7, calls: int = 2000) -> float:
+    times = []
+    for _ in range(rounds):
+        started = time.perf_counter()
+        for _ in range(calls):
+            call()
+        times.append((time.perf_counter() - started) / calls * 1e6)
+    return statistics.median(times)
 
 
 def main() -> None:
