@@ -22,7 +22,7 @@ import inspect
 import json
 import logging
 import math
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from typing import Any
 
 import attrs
@@ -36,7 +36,7 @@ from jobpoll._saq_links import Links
 from jobpoll._saq_outage import FIRST_RETRY, LAST_RETRY
 from jobpoll._saq_redis import outage_of
 from jobpoll._saq_scripts import ENQUEUE, saq_end, saq_start
-from jobpoll._saq_threads import OutcomeThreads
+from jobpoll._saq_threads import NotCalled, OutcomeThreads
 
 logger = logging.getLogger("jobpoll")
 
@@ -103,7 +103,8 @@ return 1
 )
 
 _FAILED = """
-if redis.call('HEXISTS', KEYS[1], 'result') == 1 then
+if redis.call('HEXISTS', KEYS[1], 'result') == 1
+  and redis.call('HEXISTS', KEYS[1], 'delivered') == 0 then
   redis.call('HSET', KEYS[1], 'failed', ARGV[1])
 end
 """
@@ -242,19 +243,29 @@ class Outcomes:
                 logger.info("job %s: outcome already delivered, not again", job_id)
                 return None
             threads = self.threads
-            waited: Awaitable[Any]
             if not in_thread:
-                waited = self._kept(function(ctx, result=result), ctx, record, job)
-            elif threads is None:
+                # Cut at `timeout`, but its return written down beyond it: a retry of its job
+                # in this worker waits for that, rather than calling again.
+                def on_the_loop() -> Coroutine[Any, Any, Any]:
+                    return self._kept(self._cut(function(ctx, result=result)), ctx, job_id, job)
+
+                if threads is None:
+                    return await on_the_loop()
+                return await asyncio.shield(threads.task(job_id, on_the_loop))
+            if threads is None:
                 raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
-            else:
-                call = functools.partial(function, ctx, result=result)
-                waited = asyncio.shield(
-                    threads.task(job_id, lambda: self._in_thread(threads, job_id, call, ctx))
-                )
+            call = functools.partial(function, ctx, result=result)
+
+            def in_a_thread() -> Coroutine[Any, Any, Any]:
+                # Asked again once a place is free: a call that returned since this job found
+                # the outcome undelivered (one this job would have waited for had it come a
+                # moment sooner, or another worker's, while this one waited) delivered it.
+                first = functools.partial(self._undelivered, record)
+                return self._kept(threads.run(job_id, call, first), ctx, job_id)
+
             try:
                 async with asyncio.timeout(self.timeout) as deadline:
-                    return await waited
+                    return await asyncio.shield(threads.task(job_id, in_a_thread))
             except TimeoutError:
                 if not deadline.expired():
                     raise
@@ -263,18 +274,21 @@ class Outcomes:
 
         return deliver_once
 
-    async def _in_thread(
-        self, threads: OutcomeThreads, job_id: str, call: Callable[[], Any], ctx: dict[str, Any]
-    ) -> Any:
-        """A plain call of the outcome function, in its thread (`_saq_threads`), unless the
-        outcome was delivered since its SAQ job found it undelivered: by the call this job
-        would have waited for, had it come a moment sooner (a redelivery or a retry started
-        just before that call returned)."""
-        record = self.links.wait_key(job_id)
-        if await self._open(record, None):
-            logger.info("job %s: outcome already delivered, not again", job_id)
-            return None
-        return await self._kept(threads.run(job_id, call), ctx, record)
+    async def _cut(self, call: Awaitable[Any]) -> Any:
+        """What `call` (of an `async def` outcome function) returns within `timeout`; else a
+        `TimeoutError` saying so, the call cancelled."""
+        try:
+            async with asyncio.timeout(self.timeout) as deadline:
+                return await call
+        except TimeoutError:
+            if deadline.expired():
+                raise TimeoutError(self._late("", None)) from None
+            raise
+
+    @_while_redis_is_away
+    async def _undelivered(self, record: str) -> bool:
+        """Whether the outcome of the wait's `record` is still to be delivered."""
+        return not await self._open(record, None)
 
     def starts(self) -> dict[str, Start]:
         """The start of the outcome function's jobs (`_saq_books.LinkQueue`), by its name."""
@@ -294,13 +308,17 @@ class Outcomes:
         return bool(await self._opened(keys=[record, saq_id], args=[start]))
 
     async def _kept(
-        self, call: Awaitable[Any], ctx: dict[str, Any], record: str, job: SaqJob | None = None
+        self, call: Awaitable[Any], ctx: dict[str, Any], job_id: str, job: SaqJob | None = None
     ) -> Any:
         """What `call` (of the outcome function) returns, once kept as delivered (with
         `job`'s SAQ end, if any: returned as `Ended`); an error it raises, once kept as the
         last failure."""
+        record = self.links.wait_key(job_id)
         try:
             value = await call
+        except NotCalled:
+            logger.info("job %s: outcome already delivered, not again", job_id)
+            return None
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
@@ -323,7 +341,9 @@ class Outcomes:
             return f"did not return {within}"
         if threads.started(job_id):
             return f"did not return {within} (it runs on in its thread: delivered if it returns)"
-        return f"found no free thread {within}: all {threads.size} run calls not returned yet"
+        if threads.waiting(job_id):
+            return f"found no free thread {within}: all {threads.size} run calls not returned yet"
+        return f"did not return {within}"
 
     async def _keep_failure(
         self, ctx: dict[str, Any], record: str, kind: str, message: str

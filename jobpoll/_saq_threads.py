@@ -13,7 +13,9 @@ A thread cannot be stopped: a call that outlives `outcome_timeout` runs on. So:
 - **One call per job id.** SAQ retries an outcome job whose call timed out. While that call
   still runs in this worker, the retry waits for it instead of calling the function again, and
   its end is kept by its own task (`task`), not by the SAQ job that started it: a call that
-  returns late is delivered. Another worker does not know of it (see docs/guides/saq.md).
+  returns late is delivered. Another worker does not know of it (see docs/guides/saq.md), but
+  a call that waited for a free place asks again once it has one (`run`'s `first`): a call
+  another worker made meanwhile may have returned.
 """
 
 from __future__ import annotations
@@ -23,10 +25,14 @@ import contextlib
 import contextvars
 import functools
 import threading
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, TypeVar
 
 T = TypeVar("T")
+
+
+class NotCalled(Exception):
+    """A call not made: `run`'s `first` said no once a place was free."""
 
 
 class OutcomeThreads:
@@ -39,6 +45,7 @@ class OutcomeThreads:
         self._places = asyncio.Semaphore(size)
         self._tasks: dict[str, asyncio.Task[Any]] = {}
         self._in_threads: set[str] = set()  # the job ids whose call has its thread
+        self._waiting: set[str] = set()  # the job ids whose call waits for a place
 
     def __repr__(self) -> str:
         return f"<OutcomeThreads {len(self._in_threads)} of {self.size} running>"
@@ -62,15 +69,37 @@ class OutcomeThreads:
         """Whether `job_id`'s call has its thread (else it waits for a free place)."""
         return job_id in self._in_threads
 
+    def waiting(self, job_id: str) -> bool:
+        """Whether `job_id`'s call waits for a free place."""
+        return job_id in self._waiting
+
     @property
     def running(self) -> int:
         """How many calls have their thread now."""
         return len(self._in_threads)
 
-    async def run(self, job_id: str, function: Callable[[], T]) -> T:
-        """`function()` (of `job_id`'s outcome) in a thread of its own, once a place is free;
-        the place is free again when the thread ends, whoever waits for it."""
-        await self._places.acquire()
+    async def run(
+        self,
+        job_id: str,
+        function: Callable[[], T],
+        first: Callable[[], Awaitable[bool]] | None = None,
+    ) -> T:
+        """`function()` (of `job_id`'s outcome) in a thread of its own, once a place is free
+        and `first()` (None: none) says it is still to be made, else `NotCalled`; the place
+        is free again when the thread ends, whoever waits for it."""
+        self._waiting.add(job_id)
+        try:
+            await self._places.acquire()
+        finally:
+            self._waiting.discard(job_id)
+        try:
+            called = first is None or await first()
+        except BaseException:
+            self._places.release()
+            raise
+        if not called:
+            self._places.release()
+            raise NotCalled(job_id)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
         context = contextvars.copy_context()

@@ -29,7 +29,7 @@ from test_saq import service as live_service
 from jobpoll import JobsClient
 from jobpoll._saq_links import Links
 from jobpoll._saq_logs import SaqLines
-from jobpoll._saq_outcomes import outcome_key
+from jobpoll._saq_outcomes import Outcomes, outcome_key
 from jobpoll.saq import POLL_FUNCTION, OutcomePending, SaqWaits, Undelivered
 from jobpoll.testing import FakeJobsService
 
@@ -220,12 +220,13 @@ async def test_a_plain_outcome_function_that_takes_too_long_is_called_once(
 
 
 async def test_a_redelivery_started_as_the_running_call_returns_calls_nothing_again(
-    redis_url: str, service: FakeJobsService
+    redis_url: str, service: FakeJobsService, caplog: pytest.LogCaptureFixture
 ) -> None:
     """A redelivery of an outcome whose plain call still runs, started just before that call
     returns (it found the outcome undelivered), and reaching the function only after: the call
     has been delivered meanwhile, so it calls nothing again. (The worker's `before_process`
     hook holds it there; on a busy machine, the time SAQ takes between the two does.)"""
+    caplog.set_level(logging.INFO, logger="jobpoll")
     job_id = service.add_job(duration=0.5, final_status="FINISHED")
     queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
     waits = SaqWaits(
@@ -263,6 +264,89 @@ async def test_a_redelivery_started_as_the_running_call_returns_calls_nothing_ag
             await eventually(redelivered, "the redelivery run")
         finally:
             release.set()
+        assert await waits.delivered() == 1
+    assert calls == [job_id]
+    assert f"job {job_id}: outcome already delivered, not again" in caplog.messages
+
+
+async def test_a_call_that_waited_for_a_thread_is_not_made_once_another_worker_delivered(
+    redis_url: str,
+) -> None:
+    """A plain call that waits in one worker for a free thread (its only one runs a call that
+    has not returned), past its SAQ job's timeout, while another worker's call of the same
+    outcome returns: once the thread is free, the outcome is delivered, and the waiting call
+    is not made."""
+    name = "t" + uuid.uuid4().hex[:8]
+    workers = [
+        Outcomes(
+            links=Links(
+                queue=Queue.from_url(redis_url, name=name), poll_timeout=30.0, outcome_ttl=60.0
+            ),
+            function="f",
+            retries=1,
+            timeout=1.0,
+        )
+        for _ in range(2)
+    ]
+    for outcomes in workers:
+        outcomes.start(threads=1)
+    one, other = workers
+    release = threading.Event()
+    calls: list[str] = []
+
+    def f(ctx: dict[str, Any], *, result: dict[str, Any]) -> str:
+        calls.append(result["jobId"])
+        if result["jobId"] == "hog":
+            release.wait(60)
+        return "ok"
+
+    try:
+        for job_id in ("hog", "Y"):  # two waits ended, their outcomes to deliver
+            await one.links.redis.hset(one.links.wait_key(job_id), "result", "{}")
+        first, second = one.once(f), other.once(f)
+        with pytest.raises(TimeoutError):
+            await first({}, result={"jobId": "hog"})
+        with pytest.raises(TimeoutError):
+            await first({}, result={"jobId": "Y"})
+        assert await one.links.redis.hget(one.links.wait_key("Y"), "failed") is not None
+        assert await second({}, result={"jobId": "Y"}) == "ok"
+        release.set()
+        threads = one.threads
+        assert threads is not None
+        await eventually(lambda: not threads.tasks(), "the first worker's calls over")
+        assert calls == ["hog", "Y"]
+        assert await one.delivered() == 2
+        assert await one.links.redis.hget(one.links.wait_key("Y"), "failed") is None
+    finally:
+        release.set()
+        for outcomes in workers:
+            await outcomes.links.queue.disconnect()
+
+
+async def test_an_async_call_that_returns_as_redis_pauses_writes_is_not_made_again(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """An `async def` outcome function whose return cannot be written down within its
+    `outcome_timeout` (Redis holds writes for 2.5 s as it returns): the return is written once
+    Redis takes writes again, not cut by the timeout (which bounds the call only), so SAQ does
+    not call the function again."""
+    job_id = service.add_job(duration=0.5, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="ended", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=3
+    )
+    calls: list[str] = []
+
+    async def ended(ctx: dict[str, Any], *, result: dict[str, Any]) -> str:
+        calls.append(result["jobId"])
+        await queue.redis.execute_command("CLIENT", "PAUSE", 2500, "WRITE")
+        return "ok"
+
+    async with worker_in_this_loop(waits, service, ("ended", ended)):
+        assert await waits.submit([job_id]) == [True]
+        await eventually(lambda: delivered_once(waits, 1), "the outcome delivered")
+        await asyncio.sleep(3.0)  # SAQ would have retried a call it took for timed out by now
+        assert await waits.undelivered() == []
         assert await waits.delivered() == 1
     assert calls == [job_id]
 
