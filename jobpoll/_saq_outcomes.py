@@ -244,14 +244,7 @@ class Outcomes:
                 return None
             threads = self.threads
             if not in_thread:
-                # Cut at `timeout`, but its return written down beyond it: a retry of its job
-                # in this worker waits for that, rather than calling again.
-                def on_the_loop() -> Coroutine[Any, Any, Any]:
-                    return self._kept(self._cut(function(ctx, result=result)), ctx, job_id, job)
-
-                if threads is None:
-                    return await on_the_loop()
-                return await asyncio.shield(threads.task(job_id, on_the_loop))
+                return await self._on_the_loop(function, ctx, result, job, started is not None)
             if threads is None:
                 raise RuntimeError("the worker was not started with SaqWaits.worker_settings")
             call = functools.partial(function, ctx, result=result)
@@ -273,6 +266,43 @@ class Outcomes:
                 raise
 
         return deliver_once
+
+    async def _on_the_loop(
+        self,
+        function: Callable[..., Awaitable[Any]],
+        ctx: dict[str, Any],
+        result: dict[str, Any],
+        job: SaqJob | None,
+        found_at_start: bool,
+    ) -> Any:
+        """A call of an `async def` outcome function, in the job that delivers `result`: cut at
+        `timeout` (and by SAQ's abort, as any job), its return then written down beyond it,
+        while Redis is away too (`_keep_return`), in a task of its own that a retry of the job
+        in this worker waits for, rather than calling again. `found_at_start`: whether the job
+        read the outcome undelivered at its start, before the worker's `before_process` hooks,
+        and must read it again (a call that returned meanwhile delivered it)."""
+        job_id = str(result["jobId"])
+        record = self.links.wait_key(job_id)
+        threads = self.threads
+        pending = None if threads is None else threads.pending(job_id)
+        if pending is not None:  # an earlier try's return, still being written down
+            value = await asyncio.shield(pending)
+            return value.result if isinstance(value, Ended) else value  # its end is SAQ's
+        if found_at_start and not await self._undelivered(record):
+            logger.info("job %s: outcome already delivered, not again", job_id)
+            return None
+        try:
+            value = await self._cut(function(ctx, result=result))
+        except Exception as exc:
+            await self._keep_failure(ctx, record, _error_type(exc), str(exc))
+            raise
+
+        def written() -> Coroutine[Any, Any, Any]:
+            return self._written(record, value, job)
+
+        if threads is None:
+            return await written()
+        return await asyncio.shield(threads.task(job_id, written))
 
     async def _cut(self, call: Awaitable[Any]) -> Any:
         """What `call` (of an `async def` outcome function) returns within `timeout`; else a
@@ -322,6 +352,11 @@ class Outcomes:
         except Exception as exc:
             await self._keep_failure(ctx, record, _error_type(exc), str(exc))
             raise
+        return await self._written(record, value, job)
+
+    async def _written(self, record: str, value: Any, job: SaqJob | None) -> Any:
+        """`value`, a call's return, once kept as delivered in the wait's `record` (with
+        `job`'s SAQ end, if any: returned as `Ended`)."""
         end = script_end(job, value)
         await self._keep_return(record, end)
         return value if end is None else Ended(value)

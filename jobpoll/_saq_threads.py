@@ -15,7 +15,9 @@ A thread cannot be stopped: a call that outlives `outcome_timeout` runs on. So:
   its end is kept by its own task (`task`), not by the SAQ job that started it: a call that
   returns late is delivered. Another worker does not know of it (see docs/guides/saq.md), but
   a call that waited for a free place asks again once it has one (`run`'s `first`): a call
-  another worker made meanwhile may have returned.
+  another worker made meanwhile may have returned. The return of an `async def` outcome call
+  is written down in such a task too (its call runs in its SAQ job, cut at `outcome_timeout`):
+  a retry waits for that writing rather than calling again.
 """
 
 from __future__ import annotations
@@ -51,13 +53,18 @@ class OutcomeThreads:
         return f"<OutcomeThreads {len(self._in_threads)} of {self.size} running>"
 
     def task(self, job_id: str, call: Callable[[], Coroutine[Any, Any, T]]) -> asyncio.Task[T]:
-        """The task of `job_id`'s call still running in this worker, or a new one of `call()`."""
+        """The task of `job_id`'s call (or of its return's writing) still running in this
+        worker, or a new one of `call()`."""
         task = self._tasks.get(job_id)
         if task is None:
             task = asyncio.create_task(call())
             self._tasks[job_id] = task
             task.add_done_callback(functools.partial(self._ended, job_id))
         return task
+
+    def pending(self, job_id: str) -> asyncio.Task[Any] | None:
+        """The task of `job_id`'s call (or of its return's writing) still running here."""
+        return self._tasks.get(job_id)
 
     def _ended(self, job_id: str, task: asyncio.Task[Any]) -> None:
         if self._tasks.get(job_id) is task:
@@ -136,5 +143,5 @@ class OutcomeThreads:
         return await done
 
     def tasks(self) -> list[asyncio.Task[Any]]:
-        """The tasks of the calls running, or waiting for a place (see `task`)."""
+        """The tasks running: calls, or waiting for a place, or writing a return (`task`)."""
         return list(self._tasks.values())

@@ -351,6 +351,51 @@ async def test_an_async_call_that_returns_as_redis_pauses_writes_is_not_made_aga
     assert calls == [job_id]
 
 
+async def test_an_aborted_async_call_is_cancelled_and_not_delivered(
+    redis_url: str, service: FakeJobsService
+) -> None:
+    """An `async def` outcome call whose SAQ job an operator aborts is cancelled there, as any
+    SAQ job is (its return would be written down beyond `outcome_timeout`, but the call itself
+    is not shielded from its job): the job stays aborted, the outcome undelivered."""
+    job_id = service.add_job(duration=0.3, final_status="FINISHED")
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    waits = SaqWaits(
+        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=30.0, outcome_retries=1
+    )
+    events: list[str] = []
+    aborts: list[asyncio.Task[None]] = []
+
+    async def slow(ctx: dict[str, Any], *, result: dict[str, Any]) -> str:
+        events.append("start")
+        try:
+            await asyncio.sleep(20)
+        except asyncio.CancelledError:
+            events.append("cancelled")
+            raise
+        events.append("returned")
+        return "ok"
+
+    async def before_process(ctx: dict[str, Any]) -> None:
+        job = ctx["job"]
+        if job.function == "slow":
+
+            async def abort() -> None:
+                await eventually(lambda: events == ["start"], "the call started")
+                await job.abort("stopped by an operator")
+
+            aborts.append(asyncio.create_task(abort()))
+
+    async with worker_in_this_loop(waits, service, ("slow", slow), before_process=before_process):
+        assert await waits.submit([job_id]) == [True]
+        await eventually(lambda: events == ["start", "cancelled"], "the call cancelled")
+        await asyncio.gather(*aborts)
+        record = await queue.job(outcome_key(job_id))
+        assert record is not None
+        assert record.status == "aborted"
+        assert await waits.delivered() == 0
+    assert events == ["start", "cancelled"]
+
+
 async def test_plain_outcome_calls_that_never_return_hold_no_other_call_nor_the_stop(
     redis_url: str, service: FakeJobsService
 ) -> None:
