@@ -389,9 +389,12 @@ async def test_an_aborted_async_call_is_cancelled_and_not_delivered(
         assert await waits.submit([job_id]) == [True]
         await eventually(lambda: events == ["start", "cancelled"], "the call cancelled")
         await asyncio.gather(*aborts)
-        record = await queue.job(outcome_key(job_id))
-        assert record is not None
-        assert record.status == "aborted"
+
+        async def aborted() -> bool:  # "aborting" first, then the worker's "aborted"
+            record = await queue.job(outcome_key(job_id))
+            return record is not None and record.status == "aborted"
+
+        await eventually(aborted, "the job aborted")
         assert await waits.delivered() == 0
     assert events == ["start", "cancelled"]
 
