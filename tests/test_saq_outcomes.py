@@ -118,6 +118,19 @@ async def test_outcomes_that_fail_are_listed_redelivered_and_forgotten(
     assert sorted(job_id for job_id, _attempt in calls) == sorted([*job_ids, job_ids[0]])
 
 
+def waits_on(redis_url: str, outcome: str, *, retries: int, timeout: float = 1.0) -> SaqWaits:
+    """Waits on a queue of their own, `outcome` (tried `retries` times, each for `timeout`
+    seconds) their outcome function."""
+    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
+    return SaqWaits(
+        queue,
+        on_outcome=outcome,
+        policy=TEST_POLICY,
+        outcome_timeout=timeout,
+        outcome_retries=retries,
+    )
+
+
 @contextlib.asynccontextmanager
 async def worker_in_this_loop(
     waits: SaqWaits, service: FakeJobsService, outcome: tuple[str, Any], **options: Any
@@ -181,10 +194,8 @@ async def test_a_plain_outcome_function_that_takes_too_long_is_called_once(
     `TimeoutError` that says so, a redelivery in the same worker waits for that call too, and
     when it returns at last the outcome is delivered: one call in all."""
     job_id = service.add_job(duration=0.5, final_status="FINISHED")
-    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
-    waits = SaqWaits(
-        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=2
-    )
+    waits = waits_on(redis_url, "slow", retries=2)
+    queue = waits.queue
     release = threading.Event()
     calls: list[str] = []
 
@@ -228,10 +239,8 @@ async def test_a_redelivery_started_as_the_running_call_returns_calls_nothing_ag
     hook holds it there; on a busy machine, the time SAQ takes between the two does.)"""
     caplog.set_level(logging.INFO, logger="jobpoll")
     job_id = service.add_job(duration=0.5, final_status="FINISHED")
-    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
-    waits = SaqWaits(
-        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=1
-    )
+    waits = waits_on(redis_url, "slow", retries=1)
+    queue = waits.queue
     release = threading.Event()
     calls: list[str] = []
     started: list[str] = []
@@ -331,10 +340,8 @@ async def test_an_async_call_that_returns_as_redis_pauses_writes_is_not_made_aga
     Redis takes writes again, not cut by the timeout (which bounds the call only), so SAQ does
     not call the function again."""
     job_id = service.add_job(duration=0.5, final_status="FINISHED")
-    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
-    waits = SaqWaits(
-        queue, on_outcome="ended", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=3
-    )
+    waits = waits_on(redis_url, "ended", retries=3)
+    queue = waits.queue
     calls: list[str] = []
 
     async def ended(ctx: dict[str, Any], *, result: dict[str, Any]) -> str:
@@ -358,10 +365,8 @@ async def test_an_aborted_async_call_is_cancelled_and_not_delivered(
     SAQ job is (its return would be written down beyond `outcome_timeout`, but the call itself
     is not shielded from its job): the job stays aborted, the outcome undelivered."""
     job_id = service.add_job(duration=0.3, final_status="FINISHED")
-    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
-    waits = SaqWaits(
-        queue, on_outcome="slow", policy=TEST_POLICY, outcome_timeout=30.0, outcome_retries=1
-    )
+    waits = waits_on(redis_url, "slow", retries=1, timeout=30.0)
+    queue = waits.queue
     events: list[str] = []
     aborts: list[asyncio.Task[None]] = []
 
@@ -408,10 +413,7 @@ async def test_plain_outcome_calls_that_never_return_hold_no_other_call_nor_the_
     them), and a call that returns after the stop changes nothing."""
     hanging = [service.add_job(duration=0.5, final_status="FINISHED") for _ in range(2)]
     quick = service.add_job(duration=0.5, final_status="FINISHED")
-    queue = Queue.from_url(redis_url, name="t" + uuid.uuid4().hex[:8])
-    waits = SaqWaits(
-        queue, on_outcome="hangs", policy=TEST_POLICY, outcome_timeout=1.0, outcome_retries=3
-    )
+    waits = waits_on(redis_url, "hangs", retries=3)
     release = threading.Event()
     calls: list[str] = []
     returned: list[str] = []
