@@ -43,6 +43,8 @@ from saq.job import Status
 from saq.queue.redis import RedisQueue
 from saq.utils import now
 
+from jobpoll._saq_redis import QueueWrapper
+
 saq_logger = logging.getLogger("saq")
 
 
@@ -134,23 +136,17 @@ def booked(ctx: dict[str, Any]) -> Started | None:
     return queue.started(job) if isinstance(queue, LinkQueue) and job is not None else None
 
 
-class LinkQueue:
+class LinkQueue(QueueWrapper):
     """The worker's queue (`queue`, made of `saq`, the user's, which keeps SAQ's counts): it
     writes no start of a job of jobpoll's (`starts`, by function: each runs the job's first
     script there, at once, where SAQ writes the start) and no end of one that returns `Ended`
     (see the module); any other attribute is `queue`'s."""
 
     def __init__(self, queue: Any, saq: RedisQueue, starts: Mapping[str, Start]) -> None:
-        self.queue = queue
+        super().__init__(queue)
         self.saq = saq
         self.starts = dict(starts)
         self._started: dict[int, Started] = {}  # by `id(job)`: a job run twice is two
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.queue, name)
-
-    def __repr__(self) -> str:
-        return repr(self.queue)
 
     async def dequeue(
         self,

@@ -24,7 +24,7 @@ from typing import Any
 from redis.exceptions import OutOfMemoryError
 from saq.queue.redis import RedisQueue
 
-from jobpoll._saq_redis import outage_of
+from jobpoll._saq_redis import QueueWrapper, outage_of
 
 logger = logging.getLogger("jobpoll")
 
@@ -117,19 +117,13 @@ class Outage:
         return value
 
 
-class PatientQueue:
+class PatientQueue(QueueWrapper):
     """The user's SAQ queue as a worker uses it, patient with an outage of its Redis (see the
     module); any other attribute is the user's queue's."""
 
     def __init__(self, queue: RedisQueue, outage: Outage) -> None:
-        self.queue = queue
+        super().__init__(queue)
         self.outage = outage
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self.queue, name)
-
-    def __repr__(self) -> str:
-        return repr(self.queue)
 
     async def dequeue(
         self,

@@ -55,6 +55,20 @@ return ARGV[1]
 """
 
 
+class QueueWrapper:
+    """A SAQ queue as a worker uses it, what a subclass defines changed: any other attribute
+    is the wrapped `queue`'s (SAQ's worker reaches its queue's methods by name)."""
+
+    def __init__(self, queue: Any) -> None:
+        self.queue = queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.queue, name)
+
+    def __repr__(self) -> str:
+        return repr(self.queue)
+
+
 def outage_of(error: BaseException) -> bool:
     """Whether a Redis error is one a later try may find cured: no connection, no answer in
     time, a Redis loading its data or out of memory; not refused credentials."""
