@@ -9,6 +9,7 @@ import heapq
 import itertools
 import math
 import random
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -21,16 +22,19 @@ from jobpoll import (
     Job,
     JobPollError,
     JobsClient,
+    JobStatus,
     PollPolicy,
     RateLimited,
     WaitTimeout,
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._gate import INITIAL_WINDOW
+from jobpoll._gate import INITIAL_WINDOW, PLACES_KEPT, Gate, Places
 from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, SLACK, RateControl
 from jobpoll._state import MIN_RATE, RateState
 from jobpoll.testing import FakeJobsService, HttpError, RateLimit, Slow, VirtualClock
+
+CREATED_AT = datetime(2025, 3, 31, 14, 3, 4, tzinfo=UTC)
 
 
 def accept(control: RateControl, start: float, rate: float, count: int) -> float:
@@ -601,6 +605,55 @@ async def test_the_ceiling_spaces_every_request_of_the_client(clock: VirtualCloc
     assert all(b - a >= 0.25 - SLACK - 1e-9 for a, b in itertools.pairwise(times))
     assert times[-1] - times[0] >= 23 * 0.25 - SLACK
     assert client.rate == 4.0
+
+
+async def test_a_job_whose_request_was_refused_keeps_its_place_in_line(clock: VirtualClock) -> None:
+    """A refused request's job goes on from the refused request's place in the client's
+    line: its retry goes out before the requests that entered the line after it, not behind
+    every one of them. (The gate alone, in virtual time: over HTTP, a virtual clock runs
+    ahead while a request is on the wire, and the line's order is lost in the race.)"""
+    gate = Gate(1.0, 100, clock, clock.sleep)
+    sent: list[tuple[str, float]] = []
+    refuse = {"a"}
+
+    async def poll(job_id: str) -> Job | JobPollError:
+        async def send(_: float | None) -> Job | JobPollError:
+            sent.append((job_id, clock()))
+            if job_id in refuse:
+                refuse.discard(job_id)
+                return RateLimited(429, job_id=job_id, retry_after=0.5)
+            return Job(id=job_id, created_at=CREATED_AT, status=JobStatus("RUNNING"))
+
+        return await gate.in_turn(send, job_id, None)
+
+    async def waits(job_id: str) -> None:
+        while isinstance(await poll(job_id), RateLimited):
+            await clock.sleep(0.5)  # its Retry-After
+
+    async with asyncio.TaskGroup() as group:
+        for job_id in "abcdefg":
+            group.create_task(waits(job_id))
+    order = [job_id for job_id, _ in sent]
+    assert order[:3] == ["a", "b", "a"]  # the retry, before c to g
+    assert order[3:] == list("cdefg")
+
+
+def test_a_place_is_kept_until_the_jobs_next_request_is_served() -> None:
+    """A place is kept for the job's next request (and its next, while they are refused),
+    forgotten once one was served, and the oldest go past `PLACES_KEPT`."""
+    places = Places()
+    first = places.of("a", 1.0)
+    assert places.of("a", 2.0) != first  # nothing kept: a new place at the end
+    places.keep("a", first)
+    assert places.of("a", 3.0) == first
+    places.keep("a", first)  # refused again
+    assert places.of("a", 4.0) == first
+    places.forget("a")
+    assert places.of("a", 5.0)[0] == 5.0
+    for index in range(PLACES_KEPT + 1):
+        places.keep(f"job-{index}", (float(index), index))
+    assert places.of("job-0", 9e9)[0] == 9e9  # the oldest, forgotten
+    assert places.of("job-1", 9e9) == (1.0, 1)
 
 
 async def test_against_the_fakes_token_bucket_a_fan_out_loses_nothing(clock: VirtualClock) -> None:
