@@ -253,12 +253,12 @@ class JobsClient:
                 functools.partial(self._send, session, job_id), job_id, timeout
             )
         else:  # the way of every request while the service has refused none
-            sent_in, entered = gate.control.cuts, gate.clock()
+            sent_in = gate.control.cuts
             outcome = await self._send(session, job_id, timeout)
             if type(outcome) is Job and not gate.engaged:
                 gate.control.answered(gate.clock())
             else:
-                gate.leave(outcome, sent_in, job_id, gate.places.of(job_id, entered))
+                gate.leave(outcome, sent_in, job_id)
         if isinstance(outcome, Job):
             return outcome
         raise outcome  # from a frame that never held the body, outside any handler

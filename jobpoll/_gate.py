@@ -50,53 +50,75 @@ PLACES_KEPT = 4096
 
 
 class Line:
-    """Turns waiting to be handed on, earliest place first (ties: the first to enter). A
-    turn given up (its request cancelled or out of time) is done, and skipped when it comes
-    up: dropping it from the middle of a heap would cost a pass over the whole line."""
+    """Turns waiting to be handed on, earliest place first (ties: the first added). A turn
+    given up (its request cancelled or out of time) is done and `dropped`: skipped when it
+    comes up, and the line is rebuilt without such turns once they are over half of it
+    (dropping each from the middle of a heap would cost a pass over the whole line)."""
 
     def __init__(self) -> None:
-        self._heap: list[tuple[Place, asyncio.Future[bool]]] = []
+        self._heap: list[tuple[Place, int, asyncio.Future[bool]]] = []
+        self._added = itertools.count()
+        self._dropped = 0
 
     def add(self, place: Place, turn: asyncio.Future[bool]) -> None:
-        heapq.heappush(self._heap, (place, turn))  # places are unique: no turns compared
+        heapq.heappush(self._heap, (place, next(self._added), turn))
+
+    def dropped(self) -> None:
+        """A turn in the line was given up (it is done)."""
+        self._dropped += 1
+        if self._dropped > 64 and 2 * self._dropped > len(self._heap):
+            self._heap = [entry for entry in self._heap if not entry[2].done()]
+            heapq.heapify(self._heap)
+            self._dropped = 0
 
     def __bool__(self) -> bool:
         """Whether a turn still waits (the given-up ones at the front are dropped)."""
         heap = self._heap
-        while heap and heap[0][1].done():
+        while heap and heap[0][2].done():
             heapq.heappop(heap)
+            self._dropped = max(0, self._dropped - 1)
         return bool(heap)
 
     def first(self) -> asyncio.Future[bool]:
         """The waiting turn with the earliest place, taken out of the line (check first)."""
-        return heapq.heappop(self._heap)[1]
+        return heapq.heappop(self._heap)[2]
+
+    def __len__(self) -> int:
+        """The turns held, given-up ones not yet cleared included."""
+        return len(self._heap)
 
 
 class Places:
     """The place in line kept for a job whose request was not served: refused by the service,
     or given no turn within its timeout. The job's next request (its wait's retry) takes that
-    place, not one at the end of the line; the place is forgotten once a request of the job
-    was served (or cancelled), and the oldest past `PLACES_KEPT` (a wait that ended without
-    a retry leaves its place behind)."""
+    place, not one at the end of the line, and only that one: requests of the same job side
+    by side take places of their own, and a request that took a kept place and was not served
+    either leaves a place of the moment it failed (a job refused again and again never goes
+    before a request that came after its last refusal). The oldest past `PLACES_KEPT` are
+    forgotten (a wait that ended without a retry leaves its place behind).
+    """
 
     def __init__(self) -> None:
         self._kept: dict[str, Place] = {}
         self._entered = itertools.count()
 
-    def of(self, job_id: str | None, now: float) -> Place:
-        """The place of a request of `job_id` entering at `now`."""
-        kept = None if job_id is None else self._kept.get(job_id)
-        return (now, next(self._entered)) if kept is None else kept
+    def take(self, job_id: str, now: float) -> tuple[Place, bool]:
+        """The place of a request of `job_id` entering at `now`, and whether it is a kept one
+        (taken: the next request of the job enters anew)."""
+        kept = self._kept.pop(job_id, None)
+        return (self.new(now), False) if kept is None else (kept, True)
 
-    def keep(self, job_id: str, place: Place) -> None:
+    def new(self, now: float) -> Place:
+        """A place at the end of the line, for a request entering at `now`."""
+        return (now, next(self._entered))
+
+    def keep(self, job_id: str, place: Place | None, now: float) -> None:
+        """Keep `place` for the job's next request (None: a place of `now`)."""
         kept = self._kept
         kept.pop(job_id, None)  # moved to the end of the dict: the oldest are the first
-        kept[job_id] = place
+        kept[job_id] = self.new(now) if place is None else place
         while len(kept) > PLACES_KEPT:
             del kept[next(iter(kept))]
-
-    def forget(self, job_id: str) -> None:
-        self._kept.pop(job_id, None)
 
 
 class Gate:
@@ -132,12 +154,12 @@ class Gate:
         (`seconds`); a `TransportError` if no turn came within it."""
         if seconds is not None:
             check_positive("timeout", seconds)
-        place = self.places.of(job_id, self.clock())
+        place, kept = self.places.take(job_id, self.clock())
         waited = await self.enter(seconds, place)
         if waited is None or (seconds is not None and seconds - waited <= 0):
             if waited is not None:
                 self.leave(None, self.control.cuts)
-            self.places.keep(job_id, place)
+            self.places.keep(job_id, None if kept else place, self.clock())
             rate = self.rate()
             held = "" if rate == math.inf else f" (it holds its requests to {rate:.3g} a second)"
             return TransportError(
@@ -151,7 +173,7 @@ class Gate:
         try:
             outcome = await send(None if seconds is None else seconds - waited)
         finally:
-            self.leave(outcome, sent_in, job_id, place)
+            self.leave(outcome, sent_in, job_id, None if kept else place)
         return outcome
 
     async def enter(self, within: float | None, place: Place | None = None) -> float | None:
@@ -161,7 +183,7 @@ class Gate:
         started = self.clock()
         if self.control.started_at is None:
             self.control.started_at = started
-        place = self.places.of(None, started) if place is None else place
+        place = self.places.new(started) if place is None else place
         if self.window and not await self._take_window(started, within, place):
             return None
         try:
@@ -229,7 +251,8 @@ class Gate:
                 if turn.done() and not turn.cancelled() and turn.result():
                     hand_on()
                 else:
-                    turn.cancel()  # done: skipped when it comes up (`Line`)
+                    turn.cancel()
+                    line.dropped()
         return taken
 
     def _pass_head(self) -> None:
@@ -263,16 +286,14 @@ class Gate:
     ) -> None:
         """A request entered in cut `sent_in` ended with `outcome`: a job, an error, or None
         (cancelled). Only an HTTP answer says something of the rate. A refused request of
-        `job_id` leaves its `place` to the job's next one (`Places`)."""
+        `job_id` leaves its `place` to the job's next one (`Places`; None: a place of now, for
+        a request whose place was a kept one)."""
         control = self.control
         answered = accepted(outcome)
         refusal = outcome if isinstance(outcome, JobPollError) and outcome.throttles else None
-        if job_id is not None:
-            if refusal is not None and place is not None:
-                self.places.keep(job_id, place)
-            else:
-                self.places.forget(job_id)
         if refusal is not None:
+            if job_id is not None:
+                self.places.keep(job_id, place, self.clock())
             retry_after, certain = refusal_of(refusal)
             if control.throttled(self.clock(), sent_in, retry_after, certain=certain):
                 logger.info(

@@ -9,11 +9,12 @@ import heapq
 import itertools
 import math
 import random
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from support import until
 
@@ -29,7 +30,7 @@ from jobpoll import (
     wait_for_job,
     wait_for_jobs,
 )
-from jobpoll._gate import INITIAL_WINDOW, PLACES_KEPT, Gate, Places
+from jobpoll._gate import INITIAL_WINDOW, PLACES_KEPT, Gate, Line, Places
 from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, PROBE_SECONDS, SLACK, RateControl
 from jobpoll._state import MIN_RATE, RateState
 from jobpoll.testing import FakeJobsService, HttpError, RateLimit, Slow, VirtualClock
@@ -638,22 +639,172 @@ async def test_a_job_whose_request_was_refused_keeps_its_place_in_line(clock: Vi
     assert order[3:] == list("cdefg")
 
 
-def test_a_place_is_kept_until_the_jobs_next_request_is_served() -> None:
-    """A place is kept for the job's next request (and its next, while they are refused),
-    forgotten once one was served, and the oldest go past `PLACES_KEPT`."""
+def test_a_kept_place_is_taken_by_the_jobs_next_request_only() -> None:
+    """A place is kept for the job's next request and taken by it (a request of the same job
+    beside it enters anew); the oldest go past `PLACES_KEPT`."""
     places = Places()
-    first = places.of("a", 1.0)
-    assert places.of("a", 2.0) != first  # nothing kept: a new place at the end
-    places.keep("a", first)
-    assert places.of("a", 3.0) == first
-    places.keep("a", first)  # refused again
-    assert places.of("a", 4.0) == first
-    places.forget("a")
-    assert places.of("a", 5.0)[0] == 5.0
+    first, kept = places.take("a", 1.0)
+    assert not kept
+    places.keep("a", first, 2.0)
+    assert places.take("a", 3.0) == (first, True)
+    assert places.take("a", 3.0)[0] > first  # taken: the next enters anew
+    places.keep("a", None, 4.0)  # a kept place's request refused again: a place of then
+    assert places.take("a", 5.0)[0][0] == 4.0
     for index in range(PLACES_KEPT + 1):
-        places.keep(f"job-{index}", (float(index), index))
-    assert places.of("job-0", 9e9)[0] == 9e9  # the oldest, forgotten
-    assert places.of("job-1", 9e9) == (1.0, 1)
+        places.keep(f"job-{index}", (float(index), index), 0.0)
+    place, kept = places.take("job-0", 9e9)  # the oldest, forgotten
+    assert not kept
+    assert place[0] == 9e9
+    assert places.take("job-1", 9e9) == ((1.0, 1), True)
+
+
+def test_a_line_does_not_keep_the_turns_given_up_behind_a_waiting_one() -> None:
+    """Turns given up in a line are skipped when they come up; behind one that waits for
+    long, they are cleared once they are most of the line, not kept for as long."""
+
+    async def given_up() -> int:
+        line, loop = Line(), asyncio.get_running_loop()
+        line.add((0.0, 0), loop.create_future())  # waits for as long as the test runs
+        for index in range(10_000):
+            turn: asyncio.Future[bool] = loop.create_future()
+            line.add((1.0, index), turn)
+            turn.cancel()
+            line.dropped()
+        return len(line)
+
+    assert asyncio.run(given_up()) <= 200
+
+
+def refusing_gate(
+    clock: VirtualClock, refused: Callable[[str, int], bool]
+) -> tuple[Gate, list[str], Callable[[str, float | None], Awaitable[Job | JobPollError]]]:
+    """A gate of one request a second on `clock`, and a `poll(job_id, timeout)` through it
+    whose request is refused (429, `Retry-After: 0.5`) when `refused(job_id, count)` says so
+    (`count`: the job's requests sent before); the job ids sent, in order."""
+    gate = Gate(1.0, 100, clock, clock.sleep)
+    sent: list[str] = []
+
+    async def poll(job_id: str, seconds: float | None = None) -> Job | JobPollError:
+        async def send(_: float | None) -> Job | JobPollError:
+            count = sent.count(job_id)
+            sent.append(job_id)
+            if refused(job_id, count):
+                return RateLimited(429, job_id=job_id, retry_after=0.5)
+            return Job(id=job_id, created_at=CREATED_AT, status=JobStatus("RUNNING"))
+
+        return await gate.in_turn(send, job_id, seconds)
+
+    return gate, sent, poll
+
+
+async def test_requests_of_one_job_side_by_side_each_take_a_turn(clock: VirtualClock) -> None:
+    """A job polled by two waits at once (a fan-out and a lone wait, say), after a refusal:
+    one request takes the kept place, the others places of their own, and all go out."""
+    _, sent, poll = refusing_gate(clock, lambda job_id, count: job_id == "a" and count == 0)
+    assert isinstance(await poll("a"), RateLimited)
+    head = asyncio.ensure_future(poll("x"))
+    await asyncio.sleep(0)
+    both = [asyncio.ensure_future(poll("a")) for _ in range(3)]
+    later = asyncio.ensure_future(poll("b"))
+    outcomes = await asyncio.gather(head, *both, later)
+    assert all(isinstance(outcome, Job) for outcome in outcomes)
+    assert sent == ["a", "x", "a", "a", "a", "b"]
+
+
+async def test_a_job_refused_again_and_again_goes_before_no_later_request_for_good(
+    clock: VirtualClock,
+) -> None:
+    """Two jobs refused at every request (a sick shard, say) retry every half second: a
+    request that came after them goes out after their retries from places older than its
+    own, not never (a refused request whose place was a kept one keeps a place of then)."""
+    _, sent, poll = refusing_gate(clock, lambda job_id, count: job_id != "n")
+
+    async def refused_forever(job_id: str) -> None:
+        while True:
+            await poll(job_id)
+            await clock.sleep(0.5)
+
+    async with asyncio.TaskGroup() as group:
+        tasks = [group.create_task(refused_forever(job_id)) for job_id in ("k1", "k2")]
+        await asyncio.sleep(0)
+        assert isinstance(await poll("n"), Job)
+        for task in tasks:
+            task.cancel()
+    assert sent[:5] == ["k1", "k2", "k1", "k2", "n"]  # their retries came before n did
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    requests=st.lists(
+        st.tuples(
+            st.integers(0, 4),  # the job
+            st.sampled_from([None, 0.5, 0.01]),  # its timeout
+            st.booleans(),  # refused
+            st.integers(0, 2),  # steps before the next enters
+        ),
+        min_size=5,
+        max_size=25,
+    ),
+    cancellations=st.lists(st.tuples(st.integers(0, 24), st.integers(0, 4)), max_size=6),
+    max_rate=st.sampled_from([None, 2.0, 1000.0]),
+)
+def test_refusals_timeouts_and_cancellations_of_many_jobs_leave_the_gate_serving(
+    requests: list[tuple[int, float | None, bool, int]],
+    cancellations: list[tuple[int, int]],
+    max_rate: float | None,
+) -> None:
+    """Requests of a few jobs, refused or not, with timeouts, cancelled anywhere: each ends as
+    a job, a typed error or cancelled, none is sent after its cancellation, and the gate
+    serves the requests that come after (kept places and given-up turns included)."""
+    asyncio.run(_many_jobs_in_the_gate(requests, cancellations, max_rate))
+
+
+async def _many_jobs_in_the_gate(
+    requests: list[tuple[int, float | None, bool, int]],
+    cancellations: list[tuple[int, int]],
+    max_rate: float | None,
+) -> None:
+    clock = VirtualClock()
+    gate = Gate(max_rate, 20, clock, clock.sleep)
+    cancelled: set[int] = set()
+    late: list[int] = []
+
+    def sender(index: int, job_id: str, refused: bool) -> Callable[[float | None], Any]:
+        async def send(_: float | None) -> Job | JobPollError:
+            if index in cancelled:
+                late.append(index)
+            await asyncio.sleep(0)
+            if refused:
+                return RateLimited(429, job_id=job_id, retry_after=0.1)
+            return Job(id=job_id, created_at=CREATED_AT, status=JobStatus("RUNNING"))
+
+        return send
+
+    tasks: list[asyncio.Future[Job | JobPollError]] = []
+    for index, (job, timeout, refused, steps) in enumerate(requests):
+        job_id = f"job-{job}"
+        tasks.append(
+            asyncio.ensure_future(gate.in_turn(sender(index, job_id, refused), job_id, timeout))
+        )
+        for _ in range(steps):
+            await asyncio.sleep(0)
+    for index, steps in cancellations:
+        for _ in range(steps):
+            await asyncio.sleep(0)
+        if index < len(tasks) and tasks[index].cancel():
+            cancelled.add(index)
+    outcomes = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in outcomes:
+        assert isinstance(outcome, (Job, JobPollError, asyncio.CancelledError)), outcome
+    assert not late
+    async with asyncio.timeout(30):  # a bound on a hang, never reached when it serves
+        again = await asyncio.gather(
+            *(
+                gate.in_turn(sender(100 + n, f"job-{n % 5}", False), f"job-{n % 5}", None)
+                for n in range(8)
+            )
+        )
+    assert all(isinstance(outcome, Job) for outcome in again)
 
 
 async def test_against_the_fakes_token_bucket_a_fan_out_loses_nothing(clock: VirtualClock) -> None:
@@ -842,6 +993,7 @@ def test_a_ceiling_below_the_floor_is_kept() -> None:
     ),
     max_rate=st.sampled_from([2.0, 1000.0]),
 )
+@example(timeouts=[0.5] * 12, cancellations=[], max_rate=2.0)  # all out of time in line
 def test_cancellations_anywhere_leave_the_gate_serving(
     timeouts: list[float | None], cancellations: list[tuple[int, int, int, bool]], max_rate: float
 ) -> None:
