@@ -114,10 +114,11 @@ class Link:
             turn = await self._turn(longest)
         while turn is not None and turn.taken and turn.delay > 0:
             await self.policy.sleep(turn.delay)
+            # A cut while this poll slept voids its turn (`_saq_rate.CUT`: the fleet's next
+            # turn is one spacing after the cut): read the fleet's state before sending.
+            await self.links.read_rate(self.rate)
             if self.rate.control.cuts == turn.sent_in:
                 break
-            # The fleet's rate was cut while this poll slept (this worker's other links saw
-            # it): a turn taken at the old rate would be refused too, so take one anew.
             turn = await self._turn(longest)
         return turn
 

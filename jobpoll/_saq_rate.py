@@ -19,7 +19,8 @@ A poll's turn is taken in the script that checks its link is live (`Links.begin`
 spacing (one over the rate now) the worker computed from its mirror (asked again if the
 mirror missed a cut, or a wipe), it takes the next turn, `max(now, last + spacing)` (as
 `RateControl.delay` spaces one client's requests), if it comes within `HORIZON`, which the
-worker sleeps; else it takes the next place in line, one spacing after the last place given
+worker sleeps, reading the shared state again as it wakes (a cut meanwhile voids the turn:
+`CUT`); else it takes the next place in line, one spacing after the last place given
 (at most `longest` away), at the rate the rules give the end of the line (`line_spacing`),
 and the link is handed over unpolled to run then: no worker sits holding a SAQ job for long,
 and a rate that grows or is cut meanwhile applies when it runs. The script's reply brings
@@ -144,10 +145,13 @@ return reply
 #: it until `hold_until`: KEYS = [rate, answers], ARGV = [cuts the poll was sent in ('': hold
 #: only), rate, peak ('': none), cut_at, hold_until ('': none)]. The next turn is one
 #: spacing after the cut, as one client's next request is (`RateControl.cut`: the service's
-#: bucket is empty), or after the last turn taken, if later: the turns taken before the cut
-#: are kept, for polls asleep in other workers send at them without reading the cut, and a
-#: turn given between two of them would send two polls closer than the ceiling allows.
-CUT = """
+#: bucket is empty). The turns taken before the cut and not yet reached are void: a poll
+#: asleep until one reads the fleet's state before it sends, and takes a turn anew after a
+#: cut. Kept, they held the fleet's next turn up to `HORIZON` away, for polls that then did
+#: not send at them either: a second of nothing sent after each cut.
+CUT = (
+    _TIME
+    + """
 if ARGV[5] ~= '' then
   local held = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '')
   if not held or tonumber(ARGV[5]) > held then
@@ -155,15 +159,15 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-local last = tonumber(redis.call('HGET', KEYS[1], 'last') or '')
-if not last or tonumber(ARGV[4]) > last then last = ARGV[4] end
-redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4], 'last', last,
-  'cuts', tonumber(ARGV[1]) + 1)
+local now = at(redis.call('TIME'))  -- a poll that read no cut before this sent by now
+redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
+  'last', text(math.max(tonumber(ARGV[4]), now)), 'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')
 else redis.call('HSET', KEYS[1], 'peak', ARGV[3]) end
 redis.call('DEL', KEYS[2])
 return 1
 """
+)
 
 #: Begins a hand-over script: with ARGV's last the time of the poll's accepted answer ('':
 #: not accepted), counts it in KEYS' last two, the `rate` hash and the `answers` list (trimmed
