@@ -88,7 +88,7 @@ class Link:
         kept = Kept.carried_by(earlier, begun[1].checkpoint is not None) or begun[1]
         checkpoint, timeout, due = kept.checkpoint, kept.timeout, kept.due
         late = None if due is None else rate.now() - due
-        turn = await self._wait_for(turn, longest)
+        turn = await self.wait_for(turn, longest)
         if turn is None:
             return "superseded"
         if step == 0:
@@ -104,15 +104,16 @@ class Link:
             return self._ended("paused", end)
         return await self.poll(checkpoint, timeout, turn.sent_in, late)
 
-    async def _wait_for(self, turn: Turn | None, longest: float) -> Turn | None:
+    async def wait_for(self, turn: Turn | None, longest: float) -> Turn | None:
         """Wait for `turn` (sleeping in this worker), asking again as the fleet's rate says;
         the turn to poll in (or to hand over at), or None: the link is no longer live."""
         pause = SLOW_START_WAIT
-        while turn is not None and turn.again:  # the fleet's slow start is full: wait here
-            await self.policy.sleep(pause)
-            pause = min(2 * pause, HORIZON)
-            turn = await self._turn(longest)
-        while turn is not None and turn.taken and turn.delay > 0:
+        while turn is not None and (turn.again or (turn.taken and turn.delay > 0)):
+            if turn.again:  # the fleet's slow start is full: wait here, and ask again
+                await self.policy.sleep(pause)
+                pause = min(2 * pause, HORIZON)
+                turn = await self._turn(longest)
+                continue
             await self.policy.sleep(turn.delay)
             # A cut while this poll slept voids its turn (`_saq_rate.CUT`: the fleet's next
             # turn is one spacing after the cut): read the fleet's state before sending.

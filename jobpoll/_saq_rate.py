@@ -148,7 +148,9 @@ return reply
 #: bucket is empty). The turns taken before the cut and not yet reached are void: a poll
 #: asleep until one reads the fleet's state before it sends, and takes a turn anew after a
 #: cut. Kept, they held the fleet's next turn up to `HORIZON` away, for polls that then did
-#: not send at them either: a second of nothing sent after each cut.
+#: not send at them either: a second of nothing sent after each cut. The turns stay spaced
+#: by the ceiling; a poll that read no cut just before the script leaves within the moment
+#: between its read and its GET of its turn (as any poll does of its own turn).
 CUT = (
     _TIME
     + """
@@ -159,7 +161,7 @@ if ARGV[5] ~= '' then
   end
 end
 if ARGV[1] == '' or (redis.call('HGET', KEYS[1], 'cuts') or '0') ~= ARGV[1] then return 0 end
-local now = at(redis.call('TIME'))  -- a poll that read no cut before this sent by now
+local now = at(redis.call('TIME'))  -- a poll that read no cut before this is on its way
 redis.call('HSET', KEYS[1], 'rate', ARGV[2], 'cut_at', ARGV[4],
   'last', text(math.max(tonumber(ARGV[4]), now)), 'cuts', tonumber(ARGV[1]) + 1)
 if ARGV[3] == '' then redis.call('HDEL', KEYS[1], 'peak')

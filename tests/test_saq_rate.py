@@ -9,7 +9,7 @@ import contextlib
 import itertools
 import os
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
 
@@ -18,10 +18,11 @@ if not os.environ.get("CI"):
 
 from saq import Queue
 
-from jobpoll import RateLimited, ServiceUnavailable
+from jobpoll import PollPolicy, RateLimited, ServiceUnavailable
 from jobpoll._gate import INITIAL_WINDOW
 from jobpoll._rate import BACKOFF, BETA, FIRST_RATE, MAX_HOLD
 from jobpoll._saq_links import Links
+from jobpoll._saq_poll import Link
 from jobpoll._saq_rate import (
     HORIZON,
     READ,
@@ -339,6 +340,69 @@ async def test_after_a_cut_the_turns_polls_take_anew_keep_the_ceiling(redis_url:
         assert taken[0] - cut >= 1 / 5.0 - 1e-6
         gaps = [later - earlier for earlier, later in itertools.pairwise(taken)]
         assert all(gap >= 1 / 5.0 - 1e-6 for gap in gaps), taken
+
+
+def link_of(shared: Fleet, rate: FleetRate, sleep: Callable[[float], Awaitable[None]]) -> Link:
+    """A link of the fleet's wait, run by the worker of `rate`, whose sleeps are `sleep`
+    (no client, no outcomes: it is only asked to wait for its turn)."""
+    policy = PollPolicy(sleep=sleep, clock=rate.now, wall_clock=rate.now)
+    return Link(shared.links, None, policy, None, rate, shared.job_id, 0, "w")  # type: ignore[arg-type]
+
+
+async def test_a_poll_asleep_through_a_cut_takes_a_turn_anew(redis_url: str) -> None:
+    """A poll asleep until its turn reads the fleet's state as it wakes: a cut another
+    worker made meanwhile voids that turn (`CUT`), and the poll takes one anew, sent in the
+    new cut; at the voided turn it would go out closer to the new turns than the rate
+    allows."""
+    async with fleet(redis_url, max_rate=10.0) as shared:
+        a, b = shared.rates
+        assert (await shared.turn(b)).taken  # at once
+        turn = await shared.turn(b)  # a tenth of a second away: b's poll sleeps until it
+        assert turn.taken
+        assert turn.delay > 0
+        assert turn.sent_in == 0
+        cuts: list[bool] = []
+
+        async def sleep(_: float) -> None:  # while b's poll sleeps, a's poll is refused
+            if not cuts:
+                cuts.append(await shared.refused(a, RateLimited(429), 0))
+
+        after = await link_of(shared, b, sleep).wait_for(turn, LONGEST)
+        assert cuts == [True]
+        assert after is not None
+        assert after.sent_in == 1
+
+
+async def test_a_turn_asked_anew_into_a_full_slow_start_waits_in_its_worker(
+    redis_url: str,
+) -> None:
+    """A poll asleep through the loss of the fleet's state (Redis wiped) asks for a turn anew
+    and finds the slow start full: it waits in its worker and asks again, as a poll does
+    before its first turn, and is not handed over at once (which would spin)."""
+    async with fleet(redis_url) as shared:
+        a, b = shared.rates
+        await shared.accepted_every(0.1, 10)
+        assert await shared.refused(a, RateLimited(429), 0)  # nine a second
+        await shared.turn(b)
+        turn = await shared.turn(b)
+        assert turn.taken
+        assert turn.delay > 0
+        slept: list[float] = []
+
+        async def sleep(seconds: float) -> None:
+            slept.append(seconds)
+            if len(slept) == 1:  # Redis loses the fleet's state; other polls fill its start
+                await shared.redis.delete(shared.key, shared.links.prefix + "answers")
+                fresh = FleetRate(None, lambda: 0.0)
+                for _ in range(INITIAL_WINDOW):
+                    assert (await shared.turn(fresh)).taken
+            elif len(slept) == 3:  # answers came in: the slow start lets it go
+                await shared.accepted_every(0.01, 10)
+
+        after = await link_of(shared, b, sleep).wait_for(turn, LONGEST)
+        assert after is not None
+        assert after.taken
+        assert slept[1:3] == [SLOW_START_WAIT, 2 * SLOW_START_WAIT]
 
 
 async def test_a_redis_clock_stepped_back_hides_no_cut(redis_url: str) -> None:
