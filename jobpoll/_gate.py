@@ -155,11 +155,12 @@ class Gate:
         if seconds is not None:
             check_positive("timeout", seconds)
         place, kept = self.places.take(job_id, self.clock())
+        left_behind = None if kept else place  # what a request not served leaves (`Places`)
         waited = await self.enter(seconds, place)
         if waited is None or (seconds is not None and seconds - waited <= 0):
             if waited is not None:
                 self.leave(None, self.control.cuts)
-            self.places.keep(job_id, None if kept else place, self.clock())
+            self.places.keep(job_id, left_behind, self.clock())
             rate = self.rate()
             held = "" if rate == math.inf else f" (it holds its requests to {rate:.3g} a second)"
             return TransportError(
@@ -173,17 +174,15 @@ class Gate:
         try:
             outcome = await send(None if seconds is None else seconds - waited)
         finally:
-            self.leave(outcome, sent_in, job_id, None if kept else place)
+            self.leave(outcome, sent_in, job_id, left_behind)
         return outcome
 
-    async def enter(self, within: float | None, place: Place | None = None) -> float | None:
-        """Wait for this request's turn: the seconds waited, or None if its turn would come
-        after `within` seconds (it waited them). `place`: its place in line (`Line`), when it
-        entered if None."""
+    async def enter(self, within: float | None, place: Place) -> float | None:
+        """Wait for this request's turn at `place` in line (`Line`): the seconds waited, or
+        None if its turn would come after `within` seconds (it waited them)."""
         started = self.clock()
         if self.control.started_at is None:
             self.control.started_at = started
-        place = self.places.new(started) if place is None else place
         if self.window and not await self._take_window(started, within, place):
             return None
         try:
